@@ -1,0 +1,170 @@
+"""The ``fcm`` command: one entry point for the whole pipeline.
+
+``fcm extract`` (model -> DAG + weights) and ``fcm inspect`` (DAG -> table and totals) so far;
+each subcommand's ``--help`` says what it takes and writes. Bad input is reported as one line,
+``fcm: error: <where>: <what>``, with exit status 2; nothing is written then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import FcmError, FcmWarning
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+
+class _Reporter:
+    """Progress and warnings on stderr; results on stdout."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.started = time.monotonic()
+
+    def progress(self, message: str) -> None:
+        if not self.quiet:
+            print(f"fcm: {message}", file=sys.stderr, flush=True)
+
+    def warning(self, message: str) -> None:
+        print(f"fcm: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _source_options(args: argparse.Namespace):
+    from extractor.sources import SourceOptions
+
+    return SourceOptions(input_size=args.input_size, weights=args.weights, seed=args.seed, logits=args.logits)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        help="the model: a .tflite file, a .keras or .h5 file, a SavedModel directory, or keras:<Name> for a "
+        "keras.applications architecture (e.g. keras:MobileNetV2)",
+    )
+    group = parser.add_argument_group("keras:<Name> models")
+    group.add_argument("--input-size", type=int, metavar="N", help="square input size (default: the architecture's, 224 for most)")
+    group.add_argument(
+        "--weights",
+        metavar="W",
+        help="'imagenet' (needs network access), or a path to a weights file; default: random weights from --seed",
+    )
+    group.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
+    group.add_argument("--logits", action="store_true", help="build the classifier without its softmax (classifier_activation=None)")
+
+
+def cmd_extract(args: argparse.Namespace, report: _Reporter) -> int:
+    from extractor import summary
+    from extractor.sources import extract
+
+    report.progress(f"reading {args.model}")
+    dag = extract(args.model, _source_options(args))
+    report.progress(f"writing {args.output}")
+    dag_path, weights_path = dag.save(args.output)
+    t = summary.totals(dag)
+    size = weights_path.stat().st_size
+    print(f"{dag_path}: {t.layers} entries ({t.convs['dw']} depthwise, {t.convs['pw']} pointwise, {t.convs['s']} standard "
+          f"convolutions, {t.fc} fully connected, {t.other_ops} other ops" + (f", {t.opaque} opaque" if t.opaque else "") + ")")
+    print(f"{weights_path}: {len(dag.weights)} arrays, {size / 1e6:.1f} MB")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace, report: _Reporter) -> int:
+    from extractor import summary
+    from extractor.dag import Dag
+
+    if args.batch < 1:
+        raise FcmError(f"--batch must be at least 1, not {args.batch}")
+    dag = Dag.load(args.dag)
+    if not args.totals_only:
+        print(summary.format_table(dag))
+        print()
+    print(summary.format_totals(summary.totals(dag, args.batch, args.dtype)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fcm",
+        description="Fuse depthwise and pointwise convolutions of Keras/TFLite models into ONNX Runtime custom "
+        "operators. The pipeline: extract (model -> layer DAG) -> plan (DAG -> fusion groups) -> convert (fused ONNX).",
+    )
+    parser.add_argument("--version", action="version", version=f"fcm {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    extract = commands.add_parser(
+        "extract",
+        help="read a model into a layer DAG (dag.json) and its weights (weights.npz)",
+        description="Read a Keras or TFLite model and write DIR/dag.json (one entry per operator, in the seed's DAG "
+        "format plus extensions) and DIR/weights.npz (weights, biases and per-channel quantization, keyed by layer id). "
+        "Both files are written, or neither.",
+    )
+    _add_model_arguments(extract)
+    extract.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (created if missing)")
+    extract.set_defaults(func=cmd_extract)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="print a DAG as a table with totals",
+        description="Print a DAG (ours or the seed's) as a table: id, operator, type, input and output shapes, "
+        "kernel/stride, activation and edges; then totals: layer counts, parameters, MACs and feature-map bytes.",
+    )
+    inspect.add_argument("dag", help="a dag.json file, or a directory holding one")
+    inspect.add_argument("--batch", type=int, default=1, help="batch size for MACs and bytes (default: 1)")
+    inspect.add_argument("--dtype", choices=("fp32", "tf32", "fp16", "bf16", "int8"), default="fp32",
+                         help="element type for feature-map bytes (default: fp32)")
+    inspect.add_argument("--totals-only", action="store_true", help="print the totals without the table")
+    inspect.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    report = _Reporter(args.quiet)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FcmWarning):
+            report.warning(str(message))
+
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # libraries' deprecation chatter
+            warnings.simplefilter("always", FcmWarning)
+            warnings.showwarning = show
+            return args.func(args, report)
+    except FcmError as exc:
+        print(f"fcm: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("fcm: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: say so plainly, traceback on request
+        if args.debug:
+            raise
+        print(f"fcm: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        warnings.showwarning = previous
+
+
+def run() -> None:  # console-script entry point
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if hasattr(signal, "SIGPIPE"):  # `fcm inspect ... | head` ends quietly
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()
