@@ -22,8 +22,10 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/fcm extract keras:MobileNetV2 -o $(DEMO_DIR)
-	$(BIN)/fcm inspect $(DEMO_DIR)/dag.json
+	$(BIN)/fcm extract keras:MobileNetV2 --logits -o $(DEMO_DIR)
+	$(BIN)/fcm inspect $(DEMO_DIR)/dag.json --totals-only
+	$(BIN)/fcm plan $(DEMO_DIR) --gpu H100 --batch 32 -o $(DEMO_DIR)/plan.json --report
+	$(BIN)/fcm inspect $(DEMO_DIR) --html $(DEMO_DIR)/dag.html --plan $(DEMO_DIR)/plan.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

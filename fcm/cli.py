@@ -83,10 +83,65 @@ def cmd_inspect(args: argparse.Namespace, report: _Reporter) -> int:
     if args.batch < 1:
         raise FcmError(f"--batch must be at least 1, not {args.batch}")
     dag = Dag.load(args.dag)
+    if args.html:
+        from fcm.fileio import atomic_write_text
+        from planner.view import render_html
+
+        plan = _read_plan(args.plan, dag) if args.plan else None
+        atomic_write_text(args.html, render_html(dag, plan, title=str(args.dag)))
+        print(f"{args.html}: {len(dag)} entries" + (f", {len(plan['groups'])} fusion groups" if plan else ""))
+        return 0
     if not args.totals_only:
         print(summary.format_table(dag))
         print()
     print(summary.format_totals(summary.totals(dag, args.batch, args.dtype)))
+    return 0
+
+
+def _read_plan(path: str, dag) -> dict:
+    import json
+
+    from planner.plan import PLAN_FORMAT, dag_digest
+
+    try:
+        plan = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FcmError("no such file", path) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FcmError(f"not a JSON file ({exc})", path) from None
+    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
+        raise FcmError("not a fusion plan (made by fcm plan)", path)
+    if plan["dag"]["sha256"] != dag_digest(dag):
+        raise FcmError("this plan was made for another DAG", path)
+    return plan
+
+
+def cmd_plan(args: argparse.Namespace, report: _Reporter) -> int:
+    from extractor.dag import Dag
+    from extractor.executor import is_quantized
+    from planner import CostConstants, format_report, make_plan, resolve_gpu
+
+    dag = Dag.load(args.dag)
+    gpu = resolve_gpu(args.gpu)
+    constants = CostConstants.load(args.constants) if args.constants else CostConstants()
+    if args.no_cuda_graphs:
+        constants.cuda_graphs = False
+    if gpu.defaulted:
+        report.warning(f"{gpu.source} gives no {', '.join(gpu.defaulted)}: generic values are used, so predicted bytes "
+                       "are exact but predicted times are rough")
+    dtype = args.dtype or ("int8" if is_quantized(dag) else "fp32")
+    report.progress(f"planning {args.dag} for {gpu.name}, batch {args.batch}, {dtype}")
+    plan = make_plan(dag, gpu, args.batch, dtype, constants, dag_path=str(args.dag))
+    if args.output:
+        plan.save(args.output)
+    if args.report:
+        print(format_report(plan))
+    else:
+        t = plan.totals()
+        print(f"{t['groups']} groups fuse {t['convs_fused']} of {t['convs']} convolutions "
+              f"({t['dw_fused']} of {t['dw_convs']} depthwise); predicted {t['unfused']['time_us'] / 1e3:.3f} ms -> "
+              f"{t['fused']['time_us'] / 1e3:.3f} ms, {t['unfused']['launches']} -> {t['fused']['launches']} launches"
+              + (f"; written to {args.output}" if args.output else ""))
     return 0
 
 
@@ -123,7 +178,30 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--dtype", choices=("fp32", "tf32", "fp16", "bf16", "int8"), default="fp32",
                          help="element type for feature-map bytes (default: fp32)")
     inspect.add_argument("--totals-only", action="store_true", help="print the totals without the table")
+    inspect.add_argument("--html", metavar="FILE", help="write the DAG as a self-contained HTML page instead")
+    inspect.add_argument("--plan", metavar="PLAN", help="with --html: highlight the fusion groups of this plan (from fcm plan)")
     inspect.set_defaults(func=cmd_inspect)
+
+    plan = commands.add_parser(
+        "plan",
+        help="choose which layers to fuse, with a GPU cost model",
+        description="Plan the fusion of a DAG's depthwise and pointwise convolutions for a GPU: build the candidate "
+        "groups from the graph's edges (DW->PW, PW->DW, PW->PW, PW->DW->PW with residual adds and activations "
+        "folded in), price each with its best tiling under the GPU's limits, and keep the non-overlapping set that "
+        "saves the most predicted time. Reads our DAGs and the paper's DAG files alike.",
+    )
+    plan.add_argument("dag", help="a dag.json file (from fcm extract, or the paper's), or a directory holding one")
+    plan.add_argument("--gpu", required=True,
+                      help="a GPU name (H100, H100-PCIe, H200, A100, L4, RTX4090, A4000, GTX1660, Orin, ...), 'auto' "
+                      "for this machine's GPU, or a .cfg file in the paper's format")
+    plan.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    plan.add_argument("--dtype", choices=("fp32", "tf32", "fp16", "int8"),
+                      help="element type (default: int8 for quantized DAGs, else fp32)")
+    plan.add_argument("-o", "--output", metavar="PLAN", help="write the plan (JSON) here")
+    plan.add_argument("--report", action="store_true", help="print the full readable summary")
+    plan.add_argument("--constants", metavar="JSON", help="cost-model constants (e.g. from calibration) overriding the defaults")
+    plan.add_argument("--no-cuda-graphs", action="store_true", help="price kernel launches as one-by-one launches")
+    plan.set_defaults(func=cmd_plan)
     return parser
 
 
