@@ -282,3 +282,28 @@ def test_plan_for_another_dag_is_refused(tmp_path):
     assert main(["-q", "plan", str(seed_dag_path("mob_v1")), "--gpu", "H100", "-o", str(plan_path)]) == 0
     assert main(["inspect", str(seed_dag_path("mob_v2")), "--html", str(tmp_path / "x.html"), "--plan", str(plan_path)]) == 2
     assert not (tmp_path / "x.html").exists()
+
+
+def _paper_pairs(dtype: str, model: str) -> list[tuple[int, int]]:
+    lines = (SEED / "fusion_configs" / f"{dtype}__{model}.cfg").read_text().split()
+    return [(int(a), int(b)) for a, b, _ in (line.split(",") for line in lines)]
+
+
+@pytest.mark.parametrize(
+    "dtype, model, inside, dw_fused",
+    [("int8", "mob_v1", 3, 13), ("int8", "mob_v2", 9, 17), ("int8", "xce_r", 0, 34), ("int8", "gprox_3", 11, 14),
+     ("fp32", "mob_v1", 0, 13), ("fp32", "mob_v2", 12, 17), ("fp32", "xce_r", 1, 33), ("fp32", "gprox_3", 11, 14)],
+)
+def test_against_the_paper_fusion_configs(dtype, model, inside, dw_fused):
+    """The figures of docs/seed_compat.md, "Our planner vs the paper's fusion configs"."""
+    dag = Dag.load(seed_dag_path(model))
+    plan = make_plan(dag, resolve_gpu(str(_cfg("gtx1660"))), batch=1, dtype=dtype)
+    pairs = _paper_pairs(dtype, model)
+    chains = [g.candidate.convs for g in plan.groups]
+    found = [p for p in pairs if any(p[0] in c and p[1] in c and c.index(p[1]) == c.index(p[0]) + 1 for c in chains)]
+    assert len(found) == inside
+    assert plan.totals()["dw_fused"] == dw_fused
+    across_adds = [p for p in pairs if any(dag[i].name == "add" for i in range(p[0] + 1, p[1]))]
+    assert across_adds == ([(10, 12), (18, 20), (22, 24)] if (dtype, model) == ("int8", "mob_v2") else [])
+    for first, second in across_adds:  # never one of ours
+        assert not any(first in c and second in c for c in chains)
