@@ -1,16 +1,18 @@
-# make demo   install, then run the pipeline on Keras MobileNetV2 (as far as it exists)
-# make test   install, then run the tests
-# make setup  create .venv and install the project with its dependencies
+# make demo   install, build the library, convert Keras MobileNetV2, verify it, run it
+# make test   install, build the library, run the tests
+# make zoo    convert and verify the six reference models (results in converted_models/)
+# make setup  create .venv, install the project with its dependencies, build the custom-op library
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEMO_DIR ?= converted_models/mobilenet_v2
+LIB    := ort_custom_ops/lib/libfcm_ort_ops.so
+DEMO   := converted_models/mobilenet_v2
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo zoo clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(LIB)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,14 +20,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+$(LIB): $(STAMP) ort_custom_ops/CMakeLists.txt $(wildcard ort_custom_ops/csrc/*.h ort_custom_ops/csrc/*.cc ort_custom_ops/csrc/cuda/*)
+	$(BIN)/python -m ort_custom_ops.build
+
 test: setup
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/fcm extract keras:MobileNetV2 --logits -o $(DEMO_DIR)
-	$(BIN)/fcm inspect $(DEMO_DIR)/dag.json --totals-only
-	$(BIN)/fcm plan $(DEMO_DIR) --gpu H100 --batch 32 -o $(DEMO_DIR)/plan.json --report
-	$(BIN)/fcm inspect $(DEMO_DIR) --html $(DEMO_DIR)/dag.html --plan $(DEMO_DIR)/plan.json
+	$(BIN)/fcm convert keras:MobileNetV2 --logits --batch 32 -o $(DEMO)/mobilenet_v2.onnx
+	$(BIN)/fcm verify $(DEMO)/mobilenet_v2.onnx --batch 4
+	$(BIN)/fcm inspect $(DEMO)/mobilenet_v2.dag.json --html $(DEMO)/mobilenet_v2.html --plan $(DEMO)/mobilenet_v2.plan.json
+	@echo "files: $(DEMO)/ (mobilenet_v2.onnx, .unfused.onnx, .dag.json, .plan.json, .report.md, .html)"
+
+zoo: setup
+	$(BIN)/python -m fcm.zoo
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache ort_custom_ops/lib

@@ -65,46 +65,64 @@ def describe_spec(spec: Any) -> str:
     return f"<{type(spec).__name__} {getattr(spec, 'name', '')}>".replace(" >", ">")
 
 
-def extract(spec: Any, options: SourceOptions | None = None) -> Dag:
-    """Open ``spec`` (see module docstring) and read it into a DAG."""
+@dataclass
+class OpenedModel:
+    """A model opened from a specification: a Keras model object, or a file to read."""
+
+    kind: str  # "keras", "tflite" or "savedmodel"
+    where: str
+    keras_model: Any = None
+    path: Path | None = None
+
+    def dag(self) -> Dag:
+        from .keras_reader import read_keras
+        from .tflite_reader import read_tflite
+
+        try:
+            if self.kind == "keras":
+                return read_keras(self.keras_model, self.where)
+            if self.kind == "tflite":
+                return read_tflite(self.path.read_bytes(), self.where)
+            return read_tflite(savedmodel_to_tflite(self.path), self.where)
+        except FcmError as exc:
+            if exc.where is None:
+                raise FcmError(exc.message, self.where) from None
+            raise
+
+
+def open_model(spec: Any, options: SourceOptions | None = None) -> OpenedModel:
+    """Open ``spec`` (see module docstring) without reading it into a DAG yet."""
     options = options or SourceOptions()
     where = describe_spec(spec)
-    try:
-        return _extract(spec, options, where)
-    except FcmError as exc:
-        if exc.where is None:
-            raise FcmError(exc.message, where) from None
-        raise
-
-
-def _extract(spec: Any, options: SourceOptions, where: str) -> Dag:
-    from .keras_reader import read_keras
-    from .tflite_reader import read_tflite
-
     if not isinstance(spec, (str, os.PathLike)):
         if hasattr(spec, "layers") and hasattr(spec, "inputs"):
-            return read_keras(spec, where)
+            return OpenedModel("keras", where, keras_model=spec)
         raise FcmError(f"cannot read a {type(spec).__name__}: expected a keras.Model, a file or a keras:<Name>")
     text = os.fspath(spec)
     if text.startswith(KERAS_PREFIX):
-        return read_keras(keras_application(text[len(KERAS_PREFIX):], options), where)
+        return OpenedModel("keras", where, keras_model=keras_application(text[len(KERAS_PREFIX):], options))
     _reject_build_options(options, where)
     path = Path(text)
     if not path.exists():
         raise FcmError("no such file or directory", where)
     if path.is_dir():
         if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
-            return read_tflite(savedmodel_to_tflite(path), where)
+            return OpenedModel("savedmodel", where, path=path)
         raise FcmError("a directory, but not a SavedModel (no saved_model.pb in it)", where)
     kind = sniff(path)
     if kind == "tflite":
-        return read_tflite(path.read_bytes(), where)
+        return OpenedModel("tflite", where, path=path)
     if kind in ("keras", "h5"):
-        return read_keras(load_keras_file(path), where)
+        return OpenedModel("keras", where, keras_model=load_keras_file(path))
     if kind == "empty":
         raise FcmError("the file is empty", where)
     raise FcmError("not a model file this tool reads (expected a .tflite, .keras or .h5 file, or a SavedModel "
                    "directory, or keras:<Name>)", where)
+
+
+def extract(spec: Any, options: SourceOptions | None = None) -> Dag:
+    """Open ``spec`` (see module docstring) and read it into a DAG."""
+    return open_model(spec, options).dag()
 
 
 def _reject_build_options(options: SourceOptions, where: str) -> None:
@@ -161,6 +179,10 @@ def keras_application(name: str, options: SourceOptions) -> Any:
     keras.utils.set_random_seed(options.seed)
     try:
         model = builder(**kwargs)
+        if "input_shape" not in kwargs and any(d is None for d in model.inputs[0].shape[1:]):
+            # architectures that accept any size (MobileNetV3, ...) are built at 224 unless told
+            keras.utils.set_random_seed(options.seed)
+            model = builder(**kwargs, input_shape=(224, 224, 3))
     except TypeError as exc:
         raise FcmError(f"cannot build {name} with these options: {exc}", f"{KERAS_PREFIX}{name}") from None
     except ValueError as exc:

@@ -1,7 +1,8 @@
 """The ``fcm`` command: one entry point for the whole pipeline.
 
-``fcm extract`` (model -> DAG + weights) and ``fcm inspect`` (DAG -> table and totals) so far;
-each subcommand's ``--help`` says what it takes and writes. Bad input is reported as one line,
+``fcm extract`` (model -> DAG + weights), ``fcm inspect`` (DAG -> table, totals, HTML),
+``fcm plan`` (DAG + GPU -> fusion plan) and ``fcm convert`` (model -> verified fused ONNX); each
+subcommand's ``--help`` says what it takes and writes. Bad input is reported as one line,
 ``fcm: error: <where>: <what>``, with exit status 2; nothing is written then.
 """
 
@@ -145,6 +146,75 @@ def cmd_plan(args: argparse.Namespace, report: _Reporter) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace, report: _Reporter) -> int:
+    from fcm.convert import ConvertOptions, convert
+
+    if args.batch < 1:
+        raise FcmError(f"--batch must be at least 1, not {args.batch}")
+    options = ConvertOptions(gpu=args.gpu, batch=args.batch, dtype=args.dtype, verify=not args.no_verify,
+                             source=_source_options(args))
+    result = convert(args.model, args.output, options, progress=report.progress)
+    for note in result.notes:
+        report.warning(note) if "left unfused" in note else report.progress(note)
+    totals = result.plan.totals()
+    fused = result.rewrite.fused
+    kinds: dict[str, int] = {}
+    for entry in fused:
+        kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
+    print(f"{result.output}: {len(fused)} fused nodes (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")"
+          if fused else f"{result.output}: no fused nodes")
+    if result.checks:
+        worst = max((c for c in result.checks if c.name != "unfused ONNX"), key=lambda c: c.relative)
+        print(f"verified against the source model: largest relative error {worst.relative:.2g} "
+              f"(bound {options.tolerance:g}), with and without the FCM library")
+    print(f"predicted on {result.plan.gpu.name} at batch {args.batch}: {totals['unfused']['time_us'] / 1e3:.3f} ms -> "
+          f"{totals['fused']['time_us'] / 1e3:.3f} ms")
+    print("files: " + ", ".join(str(p) for p in result.files.values()))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, report: _Reporter) -> int:
+    import numpy as np
+    import onnx
+
+    from fcm.convert import random_inputs
+    from ort_custom_ops.library import default_providers, make_session
+
+    fused_path = Path(args.model)
+    against = Path(args.against) if args.against else fused_path.with_name(fused_path.stem + ".unfused.onnx")
+    for path in (fused_path, against):
+        if not path.is_file():
+            raise FcmError("no such file" + ("" if args.against or path == fused_path else " (give --against)"), path)
+    providers = {"auto": default_providers(), "cpu": ["CPUExecutionProvider"],
+                 "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}[args.provider]
+    try:
+        fused_model = onnx.load(fused_path)
+    except Exception as exc:
+        raise FcmError(f"not an ONNX model ({type(exc).__name__})", fused_path) from None
+    report.progress(f"running {fused_path.name} and {against.name} on {providers[0]}")
+    fused = make_session(fused_model, with_library=True, providers=providers)
+    reference = make_session(against, with_library=False, providers=providers)
+    used = fused.get_providers()[0]
+    rng = np.random.default_rng()
+    inputs = random_inputs(fused_model, args.batch, rng)
+    feeds = {i.name: a for i, a in zip(fused.get_inputs(), inputs)}
+    times = []
+    for _ in range(max(1, args.runs)):
+        started = time.perf_counter()
+        outputs = fused.run(None, feeds)
+        times.append(time.perf_counter() - started)
+    expected = reference.run(None, {i.name: a for i, a in zip(reference.get_inputs(), inputs)})
+    error = max(float(np.abs(o - e).max()) for o, e in zip(outputs, expected))
+    scale = max(float(np.abs(e).max()) for e in expected)
+    bound = args.tolerance * scale
+    print(f"{fused_path}: ran on {used} at batch {args.batch}: {sorted(times)[len(times) // 2] * 1e3:.2f} ms per run "
+          f"(median of {len(times)}, wall clock, not a benchmark)")
+    print(f"largest difference from {against.name}: {error:.3g} ({error / scale if scale else 0:.3g} of the largest output)")
+    if error > bound:
+        raise FcmError(f"the outputs differ by more than {args.tolerance:g} of the largest output", fused_path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fcm",
@@ -202,6 +272,41 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--constants", metavar="JSON", help="cost-model constants (e.g. from calibration) overriding the defaults")
     plan.add_argument("--no-cuda-graphs", action="store_true", help="price kernel launches as one-by-one launches")
     plan.set_defaults(func=cmd_plan)
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert a model into a fused ONNX model, verified against the source",
+        description="Export the model to ONNX (tf2onnx, opset 17, dynamic batch, NHWC input kept), normalize it, "
+        "extract its DAG and plan the fusion for a GPU, replace each fusion group with one node of the ai.fcm "
+        "domain (with a function body holding the original subgraph, so the model also runs without the "
+        "custom-op library), verify the result against the source model on fresh random inputs, and write "
+        "OUT.onnx with, beside it, <stem>.unfused.onnx, <stem>.dag.json, <stem>.plan.json and <stem>.report.md. "
+        "Nothing is written if any step fails.",
+    )
+    _add_model_arguments(convert)
+    convert.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the fused model to write")
+    convert.add_argument("--gpu", default="auto", help="GPU to plan for (as for fcm plan; default: this machine's, or H100)")
+    convert.add_argument("--batch", type=int, default=1, help="batch size to plan for (default: 1)")
+    convert.add_argument("--dtype", choices=("fp32",), default="fp32", help="element type (fp32)")
+    convert.add_argument("--no-verify", action="store_true", help="skip the comparison with the source model")
+    convert.set_defaults(func=cmd_convert)
+
+    verify = commands.add_parser(
+        "verify",
+        help="run a fused model and compare it with its unfused version",
+        description="Run a fused model in onnxruntime with the FCM library registered (on the CUDA provider when "
+        "this onnxruntime has it, else the CPU) and the unfused model beside it on the same random inputs; "
+        "print the difference and the time per run.",
+    )
+    verify.add_argument("model", help="a fused .onnx file (from fcm convert)")
+    verify.add_argument("--against", metavar="ONNX", help="the model to compare with (default: <stem>.unfused.onnx beside it)")
+    verify.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    verify.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="execution provider (default: CUDA when available)")
+    verify.add_argument("--runs", type=int, default=10, help="runs to time (default: 10)")
+    verify.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest allowed difference, relative to the largest output (default: 1e-4; 5e-3 for TF32 on GPUs)")
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 

@@ -121,12 +121,13 @@ def test_existing_output_is_untouched_on_failure(tmp_path):
         (lambda d: d.__setitem__(4, {"id": 4}), "not a layer"),
     ],
 )
-def test_inspect_rejects_broken_dags(tmp_path, damage, words):
+@pytest.mark.parametrize("command", [["inspect"], ["plan", "--gpu", "H100"]])
+def test_broken_dags_are_rejected(tmp_path, damage, words, command):
     entries = json.loads(seed_dag_path("mob_v2").read_text())
     damage(entries)
     path = tmp_path / "dag.json"
     path.write_text(json.dumps(entries))
-    assert_clean_failure(fcm("inspect", str(path)), path, words)
+    assert_clean_failure(fcm(command[0], str(path), *command[1:]), path, words)
 
 
 def test_inspect_rejects_non_json(tmp_path):

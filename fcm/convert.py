@@ -1,0 +1,292 @@
+"""``fcm convert``: a Keras/TFLite model -> a verified fused ONNX model.
+
+In: a model specification (as for ``fcm extract``), the output path, the GPU/batch/dtype to plan
+for. Out: ``OUT.onnx`` (the fused model) and beside it ``<stem>.unfused.onnx`` (the same model,
+exported and normalized, without fusion), ``<stem>.dag.json`` + ``<stem>.weights.npz``,
+``<stem>.plan.json`` and ``<stem>.report.md``, all written only once the fused model has been
+verified against the source model; on any failure nothing is written.
+
+Steps: open the model; export it to ONNX (tf2onnx) and normalize it; extract the DAG and plan the
+fusion; rewrite the ONNX graph; run the source model and the fused model (with the custom-op
+library, and without it) on fresh random inputs and compare.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from extractor.dag import Dag
+from extractor.sources import OpenedModel, SourceOptions, open_model
+from fcm.errors import FcmError
+from fcm.fileio import staged_directory
+
+FP32_TOLERANCE = 1e-4  # max |fused - reference| <= tolerance * max |reference| (DESIGN.md §6)
+
+
+@dataclass
+class ConvertOptions:
+    gpu: str = "auto"
+    batch: int = 1
+    dtype: str = "fp32"
+    verify: bool = True
+    verify_batches: tuple[int, ...] = (1, 3)
+    tolerance: float = FP32_TOLERANCE
+    seed: int | None = None  # inputs for verification; None: fresh each run
+    source: SourceOptions = field(default_factory=SourceOptions)
+
+
+@dataclass
+class Check:
+    name: str
+    batch: int
+    max_abs_error: float
+    max_abs_reference: float
+
+    @property
+    def relative(self) -> float:
+        return self.max_abs_error / self.max_abs_reference if self.max_abs_reference else self.max_abs_error
+
+    def passed(self, tolerance: float) -> bool:
+        return bool(np.isfinite(self.max_abs_error)) and self.relative <= tolerance
+
+
+@dataclass
+class ConvertResult:
+    output: Path
+    files: dict[str, Path]
+    dag: Dag
+    plan: Any  # planner.Plan
+    rewrite: Any  # ort_custom_ops.rewrite.RewriteResult
+    checks: list[Check]
+    notes: list[str]
+
+
+Progress = Callable[[str], None]
+
+
+def _gpu(name: str, notes: list[str], progress: Progress):
+    from planner.gpus import detect_local, resolve
+
+    if name != "auto":
+        return resolve(name)
+    try:
+        return detect_local()
+    except FcmError:
+        notes.append("no local NVIDIA GPU found: planned for an H100 (choose with --gpu)")
+        return resolve("H100")
+
+
+def export(model: OpenedModel) -> onnx.ModelProto:
+    from ort_custom_ops import export as exporter
+
+    if model.kind == "keras":
+        return exporter.from_keras(model.keras_model)
+    if model.kind == "tflite":
+        return exporter.from_tflite(model.path)
+    return exporter.from_saved_model(model.path)
+
+
+# --- running the source model -----------------------------------------------------------------
+
+def reference_outputs(model: OpenedModel, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    if model.kind == "keras":
+        result = model.keras_model.predict(inputs[0] if len(inputs) == 1 else inputs, verbose=0)
+        return [np.asarray(r) for r in (result if isinstance(result, (list, tuple)) else [result])]
+    if model.kind == "tflite":
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        interpreter = Interpreter(model_path=str(model.path),
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        for detail, array in zip(interpreter.get_input_details(), inputs):
+            interpreter.resize_tensor_input(detail["index"], array.shape)
+        interpreter.allocate_tensors()
+        for detail, array in zip(interpreter.get_input_details(), inputs):
+            interpreter.set_tensor(detail["index"], array)
+        interpreter.invoke()
+        return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(model.path)).signatures["serving_default"]
+    names = list(function.structured_input_signature[1])
+    result = function(**{n: tf.constant(a) for n, a in zip(names, inputs)})
+    return [np.asarray(v) for v in result.values()]
+
+
+def random_inputs(model: onnx.ModelProto, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    arrays = []
+    initializers = {i.name for i in model.graph.initializer}
+    for graph_input in model.graph.input:
+        if graph_input.name in initializers:
+            continue
+        tensor_type = graph_input.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+        shape = [batch if i == 0 else (d or 1) for i, d in enumerate(dims)]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        if np.issubdtype(dtype, np.floating):
+            arrays.append(rng.uniform(-1.0, 1.0, shape).astype(dtype))
+        else:
+            info = np.iinfo(dtype)
+            arrays.append(rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype))
+    return arrays
+
+
+def verify(source: OpenedModel, fused: onnx.ModelProto, unfused: onnx.ModelProto, options: ConvertOptions,
+           progress: Progress) -> list[Check]:
+    """The fused model, with the library and without it (its function bodies inlined), and the
+    unfused ONNX, against the source model, on fresh random inputs."""
+    from ort_custom_ops.library import make_session
+
+    rng = np.random.default_rng(options.seed)
+    sessions = {
+        "fused ONNX with the FCM library": make_session(fused, with_library=True),
+        "fused ONNX without the library": make_session(fused, with_library=False),
+        "unfused ONNX": make_session(unfused, with_library=False),
+    }
+    checks = []
+    for batch in options.verify_batches:
+        inputs = random_inputs(unfused, batch, rng)
+        progress(f"verifying at batch {batch}")
+        reference = reference_outputs(source, inputs)
+        for name, session in sessions.items():
+            feeds = {i.name: a for i, a in zip(session.get_inputs(), inputs)}
+            outputs = session.run(None, feeds)
+            for ref, out in zip(reference, outputs):
+                if np.shape(ref) != np.shape(out):
+                    raise FcmError(f"{name}: output shape {np.shape(out)} differs from the source model's {np.shape(ref)}")
+            error = max(float(np.abs(o.astype(np.float64) - r.astype(np.float64)).max()) for r, o in zip(reference, outputs))
+            scale = max(float(np.abs(r.astype(np.float64)).max()) for r in reference)
+            checks.append(Check(name, batch, error, scale))
+    failed = [c for c in checks if c.name != "unfused ONNX" and not c.passed(options.tolerance)]
+    if failed:
+        worst = max(failed, key=lambda c: c.relative)
+        raise FcmError(f"verification failed: {worst.name} at batch {worst.batch} is off by {worst.max_abs_error:.3g} "
+                       f"({worst.relative:.3g} of the largest output, bound {options.tolerance:g}); nothing written")
+    return checks
+
+
+# --- the pipeline -------------------------------------------------------------------------------
+
+def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None,
+            progress: Progress = lambda message: None) -> ConvertResult:
+    from ort_custom_ops.normalize import normalize
+    from ort_custom_ops.rewrite import rewrite
+    from planner import make_plan
+
+    options = options or ConvertOptions()
+    output = Path(output)
+    if output.suffix != ".onnx":
+        raise FcmError("the output must be an .onnx file", output)
+    notes: list[str] = []
+    started = time.monotonic()
+
+    progress(f"opening {spec if isinstance(spec, (str, Path)) else 'the model'}")
+    source = open_model(spec, options.source)
+    progress("extracting the layer DAG")
+    dag = source.dag()
+    progress("exporting to ONNX (tf2onnx)")
+    exported = export(source)
+    progress("normalizing the ONNX graph")
+    unfused = normalize(exported)
+    gpu = _gpu(options.gpu, notes, progress)
+    progress(f"planning for {gpu.name}, batch {options.batch}, {options.dtype}")
+    plan = make_plan(dag, gpu, options.batch, options.dtype, dag_path=f"{output.stem}.dag.json")
+    plan_json = plan.to_json()
+    progress(f"rewriting {len(plan.groups)} groups")
+    result = rewrite(unfused, dag, plan_json)
+    if not dag.convs() or not any(layer.type in ("dw", "pw") for layer in dag.convs()):
+        notes.append("the model has no depthwise or pointwise convolutions: nothing to fuse, the graph is unchanged")
+    elif not result.fused:
+        notes.append("no fusion group applies: the graph is unchanged")
+    for skipped in result.skipped:
+        notes.append(f"group {skipped['group']} ({skipped['kind']} {skipped['layers']}) left unfused: {skipped['reason']}")
+
+    checks: list[Check] = []
+    if options.verify:
+        checks = verify(source, result.model, unfused, options, progress)
+    else:
+        notes.append("not verified (--no-verify)")
+
+    stem = output.stem
+    files = {
+        "fused": output,
+        "unfused": output.with_name(f"{stem}.unfused.onnx"),
+        "dag": output.with_name(f"{stem}.dag.json"),
+        "weights": output.with_name(f"{stem}.weights.npz"),
+        "plan": output.with_name(f"{stem}.plan.json"),
+        "report": output.with_name(f"{stem}.report.md"),
+    }
+    report = format_report(source.where, dag, plan, result, checks, notes, options, time.monotonic() - started, files)
+    progress(f"writing {output}")
+    with staged_directory(output.parent) as scratch:
+        onnx.save(result.model, scratch / files["fused"].name)
+        onnx.save(unfused, scratch / files["unfused"].name)
+        dag_dir = scratch / "dag"
+        dag.save(dag_dir)
+        (dag_dir / "dag.json").rename(scratch / files["dag"].name)
+        (dag_dir / "weights.npz").rename(scratch / files["weights"].name)
+        dag_dir.rmdir()
+        (scratch / files["plan"].name).write_text(json.dumps(plan_json, indent=1) + "\n")
+        (scratch / files["report"].name).write_text(report)
+    return ConvertResult(output, files, dag, plan, result, checks, notes)
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+def format_report(where: str, dag: Dag, plan, result, checks: list[Check], notes: list[str], options: ConvertOptions,
+                  seconds: float, files: dict[str, Path]) -> str:
+    totals = plan.totals()
+    fused_groups = {f["group"]: f for f in result.fused}
+    lines = [
+        f"# Conversion report: {where}",
+        "",
+        f"Planned for **{plan.gpu.name}** ({plan.gpu.source}), batch {plan.batch}, {plan.dtype}.",
+        "",
+        "## Summary",
+        "",
+        f"- fused nodes: {len(result.fused)} (of {len(plan.groups)} planned groups)",
+        f"- convolutions in fused nodes: {sum(len(g.candidate.convs) for g in plan.groups if g.id in fused_groups)} of "
+        f"{totals['convs']}; depthwise: "
+        f"{sum(1 for g in plan.groups if g.id in fused_groups for c in g.candidate.convs if dag[c].type == 'dw')} of {totals['dw_convs']}",
+        f"- predicted: {totals['unfused']['time_us'] / 1e3:.3f} ms unfused -> {totals['fused']['time_us'] / 1e3:.3f} ms fused, "
+        f"{totals['unfused']['dram_bytes'] / 1e6:.1f} MB -> {totals['fused']['dram_bytes'] / 1e6:.1f} MB of DRAM traffic, "
+        f"{totals['unfused']['launches']} -> {totals['fused']['launches']} kernel launches",
+        f"- files: " + ", ".join(f"`{p.name}`" for p in files.values()),
+        f"- conversion took {seconds:.1f} s",
+        "",
+    ]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["## Fused groups", "",
+              "| group | kind | DAG layers | source layers | ONNX nodes replaced | tiling | predicted unfused -> fused (us) |",
+              "|---|---|---|---|---|---|---|"]
+    for group in plan.groups:
+        if group.id not in fused_groups:
+            continue
+        layers = group.candidate.convs
+        names = ", ".join((dag[i].source or {}).get("layers", [str(i)])[0] for i in layers)
+        t = group.tiling
+        tiling = f"{t.tile_h}x{t.tile_w}x{t.tile_f}" + (f" split {t.split}" if t.split > 1 else "")
+        kind = group.candidate.kind + (" + residual" if group.candidate.residual_add is not None else "")
+        lines.append(f"| {group.id} | {kind} | {', '.join(map(str, layers))} | {names} | "
+                     f"{len(fused_groups[group.id]['replaced'])} | {tiling} | "
+                     f"{group.unfused.time * 1e6:.1f} -> {group.fused.time * 1e6:.1f} |")
+    lines.append("")
+    if plan.unfused_reasons:
+        lines += ["## Convolutions left unfused", "", "| layer | type | reason |", "|---|---|---|"]
+        lines += [f"| {i} | {dag[i].type} | {reason} |" for i, reason in sorted(plan.unfused_reasons.items())]
+        lines.append("")
+    if checks:
+        lines += ["## Verification", "",
+                  f"Fresh random inputs (uniform in [-1, 1]); bound: max |error| <= {options.tolerance:g} x max |reference|.", "",
+                  "| compared with the source model | batch | max abs error | max abs reference | relative |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {c.name} | {c.batch} | {c.max_abs_error:.3g} | {c.max_abs_reference:.3g} | {c.relative:.3g} |" for c in checks]
+        lines.append("")
+    return "\n".join(lines)

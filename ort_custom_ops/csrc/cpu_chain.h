@@ -1,0 +1,32 @@
+// The CPU reference kernel of every FCM op: one generic chain executor.
+//
+// The output is cut into blocks of rows per image; for each block every stage computes just the rows
+// the next one needs (halo rows are recomputed at block edges), in per-block buffers, so that no
+// intermediate feature map is ever stored whole. The depthwise stage, the pointwise stage and the
+// epilogue are separate functions (cpu_chain.cc).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "spec.h"
+
+namespace fcm {
+
+struct ChainTensors {
+  const float* x = nullptr;            // [N, C, H, W]
+  std::vector<const float*> weights;   // per stage
+  std::vector<const float*> biases;    // per stage
+  const float* scale = nullptr;        // optional [N or 1, C] multiplying X's channels (first stage pointwise)
+  int64_t scale_batch = 0;             // 1 (broadcast) or N
+  float* y = nullptr;                  // [N, F, Ho, Wo]
+  int64_t n = 0, h = 0, w = 0;
+};
+
+// Runs `work(i)` for i in [0, count), possibly in parallel.
+using ParallelFor = std::function<void(size_t count, const std::function<void(size_t)>& work)>;
+
+void RunChainCpu(const ChainSpec& spec, const ChainTensors& t, const ParallelFor& parallel_for);
+
+}  // namespace fcm

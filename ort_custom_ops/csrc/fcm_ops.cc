@@ -1,0 +1,60 @@
+// The library's entry point: ONNX Runtime calls RegisterCustomOps when a session registers it.
+// Every FCM op type is registered for the CPU execution provider (the reference kernels), and, when
+// the library is built with CUDA, for the CUDA execution provider.
+#include "fused_op.h"
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#if defined(FCM_WITH_CUDA)
+#include "cuda/cuda_ops.h"
+#endif
+
+namespace {
+
+struct OpSet {
+  std::vector<std::unique_ptr<OrtCustomOp>> ops;
+  Ort::CustomOpDomain domain{fcm::kDomain};
+
+  OpSet() {
+    static const struct {
+      const char* name;
+      size_t stages;
+    } kinds[] = {{"FusedDwPw", 2}, {"FusedPwDw", 2}, {"FusedPwPw", 2}, {"FusedPwDwPw", 3}};
+    for (const auto& kind : kinds) {
+      ops.push_back(std::make_unique<fcm::FusedOp<fcm::CpuChainKernel>>(kind.name, "CPUExecutionProvider", kind.stages));
+#if defined(FCM_WITH_CUDA)
+      ops.push_back(fcm::MakeCudaOp(kind.name, kind.stages));
+#endif
+    }
+    for (auto& op : ops) domain.Add(op.get());
+  }
+};
+
+}  // namespace
+
+// The library is built with hidden visibility; this is its one exported symbol.
+#define FCM_EXPORT __attribute__((visibility("default")))
+
+extern "C" {
+
+// The ops and their domain live as long as the process: sessions keep pointers to them.
+FCM_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+  const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
+  if (api == nullptr) {  // an onnxruntime older than the headers this library was built with
+    return api_base->GetApi(1)->CreateStatus(ORT_FAIL, "FCM ops: this onnxruntime is older than the API the library needs");
+  }
+  Ort::InitApi(api);
+  static std::once_flag once;
+  static std::unique_ptr<OpSet> op_set;
+  try {
+    std::call_once(once, [] { op_set = std::make_unique<OpSet>(); });
+    Ort::UnownedSessionOptions(options).Add(op_set->domain);
+  } catch (const Ort::Exception& e) {
+    return Ort::Status(e).release();
+  }
+  return nullptr;
+}
+
+}  // extern "C"

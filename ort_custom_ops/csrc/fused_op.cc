@@ -1,0 +1,248 @@
+#include "fused_op.h"
+
+#include <sstream>
+#include <vector>
+
+#include "cpu_chain.h"
+
+namespace fcm {
+namespace {
+
+Ort::Status Error(const std::string& node, const std::string& what) {
+  return Ort::Status(("FCM node '" + node + "': " + what).c_str(), ORT_INVALID_ARGUMENT);
+}
+
+// Optional scalar attributes: the C API reports a missing attribute as an error status.
+template <typename T>
+bool TryAttribute(const Ort::ConstKernelInfo& info, const char* name, T* out) {
+  try {
+    *out = info.GetAttribute<T>(name);
+    return true;
+  } catch (const Ort::Exception&) {
+    return false;
+  }
+}
+
+template <typename T>
+bool TryAttributes(const Ort::ConstKernelInfo& info, const char* name, std::vector<T>* out) {
+  try {
+    *out = info.GetAttributes<T>(name);
+    return true;
+  } catch (const Ort::Exception&) {
+    return false;
+  }
+}
+
+// Reads `<prefix>_activation` and `<prefix>_clip` into an Activation.
+Ort::Status ReadActivation(const Ort::ConstKernelInfo& info, const std::string& node, const std::string& prefix,
+                           Activation* out) {
+  std::string name = "none";
+  TryAttribute(info, (prefix + "_activation").c_str(), &name);
+  std::vector<float> clip;
+  const bool has_clip = TryAttributes(info, (prefix + "_clip").c_str(), &clip);
+  if (has_clip && clip.size() != 2) return Error(node, prefix + "_clip must hold 2 values [lo, hi]");
+  if (has_clip && !(clip[0] <= clip[1])) return Error(node, prefix + "_clip must have lo <= hi");
+  if (name == "clip" && !has_clip) return Error(node, prefix + "_activation 'clip' needs " + prefix + "_clip");
+  if (!ParseActivation(name, has_clip ? clip.data() : nullptr, out)) {
+    return Error(node, "unknown " + prefix + "_activation '" + name +
+                           "' (none, relu, relu6, clip, hard_swish, swish, sigmoid)");
+  }
+  return Ort::Status(nullptr);
+}
+
+// The static shape of input `index` ({} when unknown).
+std::vector<int64_t> InputShape(const Ort::ConstKernelInfo& info, size_t index) {
+  try {
+    return info.GetInputTypeInfo(index).GetTensorTypeAndShapeInfo().GetShape();
+  } catch (const Ort::Exception&) {
+    return {};
+  }
+}
+
+// Fills a stage's channel counts from its weights' shape; checks rank and kernel size.
+Ort::Status StageFromWeights(const std::string& node, size_t index, const std::vector<int64_t>& w,
+                             const std::vector<int64_t>& b, Stage* st) {
+  std::ostringstream where;
+  where << "stage " << index + 1 << " ";
+  if (st->type == StageType::kPointwise) {
+    if (w.size() != 2) return Error(node, where.str() + "(pointwise) weights must be [F, C], rank 2");
+    st->out_channels = w[0], st->in_channels = w[1];
+  } else {
+    if (w.size() != 3) return Error(node, where.str() + "(depthwise) weights must be [C, K, K], rank 3");
+    if (w[1] >= 0 && (w[1] != st->kernel || w[2] != st->kernel)) {
+      std::ostringstream m;
+      m << where.str() << "(depthwise) weights are " << w[1] << "x" << w[2] << " but dw_kernel is " << st->kernel;
+      return Error(node, m.str());
+    }
+    st->out_channels = st->in_channels = w[0];
+  }
+  if (b.size() != 1) return Error(node, where.str() + "bias must be rank 1");
+  if (b[0] >= 0 && st->out_channels >= 0 && b[0] != st->out_channels) {
+    std::ostringstream m;
+    m << where.str() << "bias has " << b[0] << " values for " << st->out_channels << " channels";
+    return Error(node, m.str());
+  }
+  return Ort::Status(nullptr);
+}
+
+}  // namespace
+
+Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_name, ChainSpec* spec) {
+  std::string node;
+  try {
+    node = info.GetNodeName();
+  } catch (const Ort::Exception&) {
+  }
+  spec->op_name = op_name;
+  spec->node_name = node.empty() ? op_name : node;
+  const std::vector<StageType> types = StageTypesOf(op_name);
+  if (types.empty()) return Error(node, "unknown op type " + op_name);
+  const size_t inputs = info.GetInputCount();
+  if (inputs < 1 + 2 * types.size() || inputs > 2 + 2 * types.size()) {
+    std::ostringstream m;
+    m << op_name << " takes " << 1 + 2 * types.size() << " or " << 2 + 2 * types.size() << " inputs, not " << inputs;
+    return Error(node, m.str());
+  }
+
+  int64_t dw_kernel = 0, dw_stride = 1;
+  std::vector<int64_t> dw_pads;
+  const bool has_dw = types.size() == 3 || types[0] == StageType::kDepthwise || types[1] == StageType::kDepthwise;
+  if (has_dw) {
+    if (!TryAttribute(info, "dw_kernel", &dw_kernel)) return Error(node, "missing attribute dw_kernel");
+    TryAttribute(info, "dw_stride", &dw_stride);
+    if (!TryAttributes(info, "dw_pads", &dw_pads)) dw_pads.assign(4, (dw_kernel - 1) / 2);
+    if (dw_pads.size() != 4) return Error(node, "dw_pads must hold 4 values [top, left, bottom, right]");
+    if (dw_kernel != 3 && dw_kernel != 5 && dw_kernel != 7) return Error(node, "dw_kernel must be 3, 5 or 7, not " + std::to_string(dw_kernel));
+    if (dw_stride != 1 && dw_stride != 2) return Error(node, "dw_stride must be 1 or 2, not " + std::to_string(dw_stride));
+  }
+
+  spec->stages.clear();
+  for (size_t i = 0; i < types.size(); ++i) {
+    Stage st;
+    st.type = types[i];
+    if (st.type == StageType::kDepthwise) {
+      st.kernel = dw_kernel, st.stride = dw_stride;
+      for (int k = 0; k < 4; ++k) st.pads[k] = dw_pads[k];
+    }
+    Ort::Status status = ReadActivation(info, node, "stage" + std::to_string(i + 1), &st.activation);
+    if (!status.IsOK()) return status;
+    const std::vector<int64_t> w = InputShape(info, spec->WeightInput(i));
+    const std::vector<int64_t> b = InputShape(info, spec->BiasInput(i));
+    if (!w.empty()) {
+      status = StageFromWeights(node, i, w, b, &st);
+      if (!status.IsOK()) return status;
+    }
+    spec->stages.push_back(st);
+  }
+  if (spec->stages.front().type == StageType::kDepthwise && inputs == 2 + 2 * types.size()) {
+    return Error(node, "a channel scale input needs a pointwise first stage");
+  }
+
+  int64_t residual = 0;
+  TryAttribute(info, "residual", &residual);
+  if (residual != 0 && residual != 1) return Error(node, "residual must be 0 or 1");
+  spec->residual = residual == 1;
+  Ort::Status status = ReadActivation(info, node, "residual", &spec->residual_activation);
+  if (!status.IsOK()) return status;
+
+  TryAttribute(info, "tile_h", &spec->tiling.tile_h);
+  TryAttribute(info, "tile_w", &spec->tiling.tile_w);
+  TryAttribute(info, "tile_f", &spec->tiling.tile_f);
+  TryAttribute(info, "chunk", &spec->tiling.chunk);
+  TryAttribute(info, "split", &spec->tiling.split);
+
+  // Weights of unknown static shape are checked at compute time instead.
+  bool shapes_known = true;
+  for (const Stage& st : spec->stages) shapes_known = shapes_known && st.in_channels > 0;
+  if (shapes_known) {
+    const std::string problem = Validate(*spec);
+    if (!problem.empty()) return Error(node, problem);
+  }
+  return Ort::Status(nullptr);
+}
+
+Ort::Status CheckCall(const ChainSpec& spec_in, Ort::KernelContext& ctx, CallShapes* s) {
+  // the spec may lack channel counts (weights without static shapes): take them from the tensors
+  ChainSpec spec = spec_in;
+  for (size_t i = 0; i < spec.stages.size(); ++i) {
+    const auto w = ctx.GetInput(spec.WeightInput(i)).GetTensorTypeAndShapeInfo().GetShape();
+    const auto b = ctx.GetInput(spec.BiasInput(i)).GetTensorTypeAndShapeInfo().GetShape();
+    Stage probe = spec.stages[i];
+    Ort::Status status = StageFromWeights(spec.node_name, i, w, b, &probe);
+    if (!status.IsOK()) return status;
+    if (spec_in.stages[i].in_channels > 0 &&
+        (probe.in_channels != spec_in.stages[i].in_channels || probe.out_channels != spec_in.stages[i].out_channels)) {
+      return Error(spec.node_name, "weights changed shape since the kernel was created");
+    }
+    spec.stages[i] = probe;
+  }
+  const std::string problem = Validate(spec);
+  if (!problem.empty()) return Error(spec.node_name, problem);
+
+  const auto x = ctx.GetInput(0).GetTensorTypeAndShapeInfo().GetShape();
+  if (x.size() != 4) return Error(spec.node_name, "input must be 4-D [N, C, H, W]");
+  s->n = x[0], s->c = x[1], s->h = x[2], s->w = x[3];
+  if (s->c != spec.stages.front().in_channels) {
+    std::ostringstream m;
+    m << "input has " << s->c << " channels, the first stage takes " << spec.stages.front().in_channels;
+    return Error(spec.node_name, m.str());
+  }
+  spec.OutputSize(s->h, s->w, &s->out_h, &s->out_w);
+  if (s->h <= 0 || s->w <= 0 || s->out_h <= 0 || s->out_w <= 0) {
+    return Error(spec.node_name, "input too small for the depthwise kernel");
+  }
+  s->out_c = spec.stages.back().out_channels;
+  s->scale_batch = 0;
+  const size_t scale_index = spec.ScaleInput();
+  if (ctx.GetInputCount() > scale_index) {
+    auto scale = ctx.GetInput(scale_index);
+    if (scale != nullptr) {
+      const auto sh = scale.GetTensorTypeAndShapeInfo().GetShape();
+      const bool ok = (sh.size() == 4 && sh[2] == 1 && sh[3] == 1) || sh.size() == 2;
+      if (!ok || sh[1] != s->c || (sh[0] != 1 && sh[0] != s->n)) {
+        return Error(spec.node_name, "the channel scale must be [N or 1, C, 1, 1]");
+      }
+      s->scale_batch = sh[0];
+    }
+  }
+  return Ort::Status(nullptr);
+}
+
+OrtStatusPtr CpuChainKernel::ComputeV2(OrtKernelContext* context) {
+  try {
+    Ort::KernelContext ctx(context);
+    CallShapes s;
+    Ort::Status status = CheckCall(spec, ctx, &s);
+    if (!status.IsOK()) return status.release();
+    ChainSpec run = spec;
+    ChainTensors t;
+    t.x = ctx.GetInput(0).GetTensorData<float>();
+    t.n = s.n, t.h = s.h, t.w = s.w;
+    for (size_t i = 0; i < run.stages.size(); ++i) {
+      auto w = ctx.GetInput(run.WeightInput(i));
+      const auto ws = w.GetTensorTypeAndShapeInfo().GetShape();
+      run.stages[i].out_channels = ws[0];
+      run.stages[i].in_channels = run.stages[i].type == StageType::kPointwise ? ws[1] : ws[0];
+      t.weights.push_back(w.GetTensorData<float>());
+      t.biases.push_back(ctx.GetInput(run.BiasInput(i)).GetTensorData<float>());
+    }
+    if (s.scale_batch > 0) {
+      t.scale = ctx.GetInput(run.ScaleInput()).GetTensorData<float>();
+      t.scale_batch = s.scale_batch;
+    }
+    auto y = ctx.GetOutput(0, std::vector<int64_t>{s.n, s.out_c, s.out_h, s.out_w});
+    t.y = y.GetTensorMutableData<float>();
+    if (s.n == 0) return nullptr;
+    RunChainCpu(run, t, [&ctx](size_t count, const std::function<void(size_t)>& work) {
+      auto trampoline = [](void* data, size_t i) { (*static_cast<const std::function<void(size_t)>*>(data))(i); };
+      ctx.ParallelFor(trampoline, count, 0, const_cast<std::function<void(size_t)>*>(&work));
+    });
+    return nullptr;
+  } catch (const Ort::Exception& e) {
+    return Ort::Status(e).release();
+  } catch (const std::exception& e) {
+    return Ort::Status(e.what(), ORT_RUNTIME_EXCEPTION).release();
+  }
+}
+
+}  // namespace fcm

@@ -1,0 +1,87 @@
+#include "spec.h"
+
+#include <sstream>
+
+namespace fcm {
+
+std::vector<StageType> StageTypesOf(const std::string& op_name) {
+  const StageType pw = StageType::kPointwise, dw = StageType::kDepthwise;
+  if (op_name == "FusedDwPw") return {dw, pw};
+  if (op_name == "FusedPwDw") return {pw, dw};
+  if (op_name == "FusedPwPw") return {pw, pw};
+  if (op_name == "FusedPwDwPw") return {pw, dw, pw};
+  return {};
+}
+
+void ChainSpec::OutputSize(int64_t h, int64_t w, int64_t* out_h, int64_t* out_w) const {
+  for (const Stage& s : stages) {
+    if (s.type != StageType::kDepthwise) continue;
+    const int64_t ph = h + s.pads[0] + s.pads[2] - s.kernel;
+    const int64_t pw = w + s.pads[1] + s.pads[3] - s.kernel;
+    h = ph < 0 ? 0 : ph / s.stride + 1;
+    w = pw < 0 ? 0 : pw / s.stride + 1;
+  }
+  *out_h = h;
+  *out_w = w;
+}
+
+int64_t ChainSpec::InputExtent(size_t s, int64_t rows) const {
+  const Stage& st = stages[s];
+  return st.type == StageType::kDepthwise ? (rows - 1) * st.stride + st.kernel : rows;
+}
+
+std::string Validate(const ChainSpec& spec) {
+  std::ostringstream err;
+  const auto& st = spec.stages;
+  for (size_t i = 0; i < st.size(); ++i) {
+    const Stage& s = st[i];
+    if (s.in_channels <= 0 || s.out_channels <= 0) {
+      err << "stage " << i + 1 << " has no channels (weights of unknown shape?)";
+      return err.str();
+    }
+    if (s.type == StageType::kDepthwise) {
+      if (s.in_channels != s.out_channels) {
+        err << "depthwise stage " << i + 1 << " maps " << s.in_channels << " to " << s.out_channels << " channels";
+        return err.str();
+      }
+      if (s.kernel != 3 && s.kernel != 5 && s.kernel != 7) {
+        err << "dw_kernel must be 3, 5 or 7, not " << s.kernel;
+        return err.str();
+      }
+      if (s.stride != 1 && s.stride != 2) {
+        err << "dw_stride must be 1 or 2, not " << s.stride;
+        return err.str();
+      }
+      for (int64_t p : s.pads) {
+        if (p < 0 || p >= s.kernel) {
+          err << "dw_pads must be in [0, " << s.kernel << "), got " << p;
+          return err.str();
+        }
+      }
+    }
+    if (i > 0 && st[i - 1].out_channels != s.in_channels) {
+      err << "stage " << i << " produces " << st[i - 1].out_channels << " channels but stage " << i + 1 << " reads "
+          << s.in_channels;
+      return err.str();
+    }
+  }
+  if (spec.residual) {
+    if (st.front().in_channels != st.back().out_channels) {
+      err << "residual needs as many output channels as input channels (" << st.back().out_channels << " vs "
+          << st.front().in_channels << ")";
+      return err.str();
+    }
+    for (const Stage& s : st) {
+      const bool same_size = s.type == StageType::kPointwise ||
+                             (s.stride == 1 && s.pads[0] + s.pads[2] == s.kernel - 1 && s.pads[1] + s.pads[3] == s.kernel - 1);
+      if (!same_size) return "residual needs an output of the input's size (stride 1, 'same' padding)";
+    }
+  }
+  const Tiling& t = spec.tiling;
+  if (t.tile_h < 0 || t.tile_w < 0 || t.tile_f < 0 || t.chunk < 0 || t.split < 1) {
+    return "tiling attributes must be non-negative (split at least 1)";
+  }
+  return {};
+}
+
+}  // namespace fcm

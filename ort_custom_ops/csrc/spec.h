@@ -1,0 +1,66 @@
+// What a fused node computes: a chain of depthwise/pointwise stages, read and checked once, when
+// ONNX Runtime creates the kernel.
+//
+// Inputs of every FCM op: X [N, C, H, W], then per stage its weights and bias
+//   pointwise: W [F, C], B [F]        depthwise: W [C, K, K], B [C]
+// and, when the first stage is pointwise, an optional per-channel scale S [N, C, 1, 1] (a
+// squeeze-and-excitation block's output) that multiplies X's channels before the stage.
+// Output: Y [N, F, Ho, Wo].
+//
+// Attributes: stage<i>_activation (string, i = 1..stages) and stage<i>_clip (floats [lo, hi], for
+// "clip"); dw_kernel, dw_stride, dw_pads ([top, left, bottom, right], ONNX order) for the depthwise
+// stage; residual (0/1: add X to the output), residual_activation, residual_clip; and the tiling the
+// planner chose (tile_h, tile_w, tile_f, chunk, split), which the CUDA kernels use.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "epilogue.h"
+
+namespace fcm {
+
+enum class StageType : int { kPointwise = 0, kDepthwise = 1 };
+
+struct Stage {
+  StageType type = StageType::kPointwise;
+  int64_t in_channels = 0;   // known once the weights' shapes are
+  int64_t out_channels = 0;
+  int64_t kernel = 1;        // depthwise: K
+  int64_t stride = 1;
+  std::array<int64_t, 4> pads{0, 0, 0, 0};  // top, left, bottom, right
+  Activation activation;
+};
+
+struct Tiling {
+  int64_t tile_h = 0, tile_w = 0, tile_f = 0, chunk = 0, split = 1;
+};
+
+struct ChainSpec {
+  std::string op_name;
+  std::string node_name;  // for error messages
+  std::vector<Stage> stages;
+  bool residual = false;
+  Activation residual_activation;
+  Tiling tiling;
+
+  size_t WeightInput(size_t stage) const { return 1 + 2 * stage; }
+  size_t BiasInput(size_t stage) const { return 2 + 2 * stage; }
+  size_t ScaleInput() const { return 1 + 2 * stages.size(); }
+
+  // Output spatial size for an input of h x w (0 when the input is too small).
+  void OutputSize(int64_t h, int64_t w, int64_t* out_h, int64_t* out_w) const;
+  // Height (width) of the input region that stage `s` reads to produce `rows` output rows.
+  int64_t InputExtent(size_t s, int64_t rows) const;
+};
+
+// The stage types of each op; the op's name says it: FusedDwPw = {dw, pw}, ...
+std::vector<StageType> StageTypesOf(const std::string& op_name);
+
+// Checks the chain's channel counts against each other and the residual and activations; returns an
+// empty string when the spec is consistent, or what is wrong.
+std::string Validate(const ChainSpec& spec);
+
+}  // namespace fcm

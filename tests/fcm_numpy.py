@@ -1,0 +1,58 @@
+"""An independent numpy reference of the FCM ops (for tests): direct loops over the math."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def activate(x: np.ndarray, activation) -> np.ndarray:
+    name = activation.name
+    if name == "none":
+        return x
+    if name == "relu":
+        return np.maximum(x, 0)
+    if name == "clip":
+        return np.clip(x, activation.clip[0], activation.clip[1])
+    if name == "hard_swish":
+        return x * np.clip(x + 3, 0, 6) / 6
+    if name == "swish":
+        return x / (1 + np.exp(-x))
+    if name == "sigmoid":
+        return 1 / (1 + np.exp(-x))
+    raise ValueError(name)
+
+
+def pointwise(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("fc,nchw->nfhw", w.astype(np.float64), x) + b[None, :, None, None]
+
+
+def depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pads) -> np.ndarray:
+    top, left, bottom, right = pads
+    n, c, h, wd = x.shape
+    k = w.shape[1]
+    xp = np.zeros((n, c, h + top + bottom, wd + left + right))
+    xp[:, :, top:top + h, left:left + wd] = x
+    out_h = (h + top + bottom - k) // stride + 1
+    out_w = (wd + left + right - k) // stride + 1
+    out = np.zeros((n, c, out_h, out_w)) + b[None, :, None, None]
+    for kh in range(k):
+        for kw in range(k):
+            patch = xp[:, :, kh:kh + (out_h - 1) * stride + 1:stride, kw:kw + (out_w - 1) * stride + 1:stride]
+            out += patch * w[None, :, kh, kw, None, None]
+    return out
+
+
+def run_spec(spec, x: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+    """What an FCM node with ``spec`` computes, in float64."""
+    current = x.astype(np.float64)
+    if spec.has_scale:
+        current = current * scale
+    for stage in spec.stages:
+        if stage.type == "pw":
+            current = pointwise(current, stage.weight, stage.bias)
+        else:
+            current = depthwise(current, stage.weight, stage.bias, stage.stride, stage.pads)
+        current = activate(current, stage.activation)
+    if spec.residual:
+        current = activate(current + x, spec.residual_activation)
+    return current
