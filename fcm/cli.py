@@ -215,6 +215,45 @@ def cmd_verify(args: argparse.Namespace, report: _Reporter) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, report: _Reporter) -> int:
+    import json
+
+    from fcm import bench
+
+    model = Path(args.model)
+    if args.fused:
+        fused = Path(args.fused)
+    elif model.name.endswith(".unfused.onnx"):
+        fused = model.with_name(model.name[: -len(".unfused.onnx")] + ".onnx")
+    else:
+        raise FcmError("give the fused model with --fused (or MODEL as <stem>.unfused.onnx)", model)
+    for path in (model, fused):
+        if not path.is_file():
+            raise FcmError("no such file", path)
+    plan = Path(args.plan) if args.plan else fused.with_name(fused.stem + ".plan.json")
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        raise FcmError(f"--batch takes sizes separated by commas, not {args.batch!r}") from None
+    if any(b < 1 for b in batches):
+        raise FcmError("batch sizes must be at least 1")
+    result = bench.run(model, fused, batches, args.runs, args.warmup, plan, not args.no_micro, args.exact_fp32,
+                       report.progress, profile=args.profile)
+    command = "fcm bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else [])
+    result["command"] = command
+    out = Path(args.output) if args.output else fused.with_name(fused.stem + ".bench")
+    out.mkdir(parents=True, exist_ok=True)
+    from fcm.fileio import atomic_write_text
+
+    atomic_write_text(out / "bench.json", json.dumps(result, indent=1) + "\n")
+    text = bench.markdown(result, command)
+    atomic_write_text(out / "bench.md", text)
+    drew = bench.chart(result, out / "bench.png")
+    print(text)
+    print(f"written: {out / 'bench.json'}, {out / 'bench.md'}" + (f", {out / 'bench.png'}" if drew else " (no matplotlib: no chart)"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fcm",
@@ -307,6 +346,28 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest allowed difference, relative to the largest output (default: 1e-4; 5e-3 for TF32 on GPUs)")
     verify.set_defaults(func=cmd_verify)
+
+    bench = commands.add_parser(
+        "bench",
+        help="time a fused model against its unfused version on ONNX Runtime's CUDA provider",
+        description="Time the unfused model and the fused model on the CUDA execution provider in the same run, "
+        "each in every configuration (CUDA graphs on/off, prefer_nhwc on/off), with inputs and outputs bound to "
+        "device buffers, after warm-up runs; report the medians, the best of each side and their ratio, and per "
+        "fused group a micro-benchmark (the group alone vs its original subgraph) with achieved bandwidth. "
+        "Writes bench.json, bench.md and bench.png.",
+    )
+    bench.add_argument("model", help="the unfused model (<stem>.unfused.onnx from fcm convert)")
+    bench.add_argument("--fused", metavar="ONNX", help="the fused model (default: <stem>.onnx beside it)")
+    bench.add_argument("--plan", metavar="PLAN", help="the plan (default: <stem>.plan.json beside the fused model)")
+    bench.add_argument("--batch", default="1,32", help="batch sizes, comma-separated (default: 1,32)")
+    bench.add_argument("--runs", type=int, default=100, help="timed runs per configuration (default: 100)")
+    bench.add_argument("--warmup", type=int, default=20, help="warm-up runs (default: 20)")
+    bench.add_argument("--no-micro", action="store_true", help="skip the per-group micro-benchmarks")
+    bench.add_argument("--exact-fp32", action="store_true",
+                       help="also time both sides without TF32 (exact FP32 pointwise stages and convolutions)")
+    bench.add_argument("--profile", action="store_true", help="also record per-node kernel times (ONNX Runtime's profiler)")
+    bench.add_argument("-o", "--output", metavar="DIR", help="where to write (default: <stem>.bench/ beside the fused model)")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] converting keras:{architecture}", flush=True)
         try:
             result = convert(f"keras:{architecture}", out / name / f"{name}.onnx",
-                             ConvertOptions(gpu=args.gpu, batch=args.batch, source=SourceOptions(logits=True)),
+                             ConvertOptions(gpu=args.gpu, batch=args.batch, source=SourceOptions(input_size=224, logits=True)),
                              progress=lambda m: print(f"[{name}] {m}", flush=True))
         except FcmError as exc:
             print(f"[{name}] failed: {exc}", file=sys.stderr)

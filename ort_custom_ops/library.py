@@ -27,11 +27,24 @@ def library_path() -> Path:
     return path
 
 
-def session_options(with_library: bool = True, threads: int | None = None, optimization: str | None = None):
+def library_kernels() -> set[str]:
+    """Which kernels the built library holds: {"cpu"} or {"cpu", "cuda"}."""
+    import ctypes
+
+    library = ctypes.CDLL(str(library_path()))
+    library.FcmLibraryKernels.restype = ctypes.c_char_p
+    return set(library.FcmLibraryKernels().decode().split(","))
+
+
+def session_options(with_library: bool = True, threads: int | None = None, optimization: str | None = None,
+                    profile: bool = False):
     """``onnxruntime.SessionOptions`` with the FCM library registered (unless told not to)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if profile:
+        options.enable_profiling = True
+    options.log_severity_level = 3  # errors only: the runtime's notes on unused initializers are noise here
     if with_library:
         options.register_custom_ops_library(str(library_path()))
     if threads:
@@ -57,8 +70,9 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available_providers()]
 
 
-def make_session(model, with_library: bool = True, providers: Sequence[str] | None = None, **options):
-    """An ``onnxruntime.InferenceSession`` for ``model`` (a path or a ModelProto)."""
+def make_session(model, with_library: bool = True, providers: Sequence | None = None, **options):
+    """An ``onnxruntime.InferenceSession`` for ``model`` (a path or a ModelProto); ``providers``
+    as onnxruntime takes them (names, or (name, options) pairs); CPU by default."""
     import onnxruntime as ort
 
     source = model if isinstance(model, (str, os.PathLike)) else model.SerializeToString()

@@ -137,7 +137,7 @@ def _only_feeds(tensor, node: gs.Node, graph_outputs: set[int]) -> bool:
     return id(tensor) not in graph_outputs and len(tensor.outputs) == 1 and tensor.outputs[0] is node
 
 
-def read_group(graph: gs.Graph, group: dict, convs: list[gs.Node], graph_outputs: set[int]) -> Match:
+def read_group(graph: gs.Graph, group: dict, convs: list[gs.Node], graph_outputs: set[int], plan_batch: int = 0) -> Match:
     """The rule of ``group['kind']``: y = act_n(conv_n(... act_1(conv_1(x)) ...)) [+ x, act_r],
     with a Pad before a depthwise conv and a channel scale before the first pointwise one."""
     kind = group["kind"]
@@ -213,6 +213,8 @@ def read_group(graph: gs.Graph, group: dict, convs: list[gs.Node], graph_outputs
             if id(tensor) in graph_outputs or any(id(consumer) not in inside for consumer in tensor.outputs):
                 raise NotFusable(f"{tensor.name} is used outside the group")
     tiling = {k: v for k, v in group.get("tiling", {}).items() if k in TILING_KEYS}
+    if tiling and plan_batch:
+        tiling["plan_batch"] = plan_batch
     spec = FcmSpec(kind, specs, residual=residual, residual_activation=residual_activation, has_scale=scale is not None,
                    tiling=tiling)
     return Match(group, spec, x, current, scale, nodes, conv_params)
@@ -272,7 +274,8 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict) -> RewriteResult:
             reason = f"layers {missing} have no Conv with their weights in the ONNX graph"
         else:
             try:
-                match = read_group(graph, group, [mapping[layer] for layer in group["layers"]], graph_outputs)
+                match = read_group(graph, group, [mapping[layer] for layer in group["layers"]], graph_outputs,
+                                   int(plan.get("batch", 0)))
                 if claimed & set(map(id, match.nodes)):
                     raise NotFusable("overlaps another group")
                 claimed |= set(map(id, match.nodes))

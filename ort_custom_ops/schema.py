@@ -26,12 +26,12 @@ DOMAIN_VERSION = 1
 OP_TYPES = {"dwpw": "FusedDwPw", "pwdw": "FusedPwDw", "pwpw": "FusedPwPw", "pwdwpw": "FusedPwDwPw"}
 KIND_STAGES = {"dwpw": ("dw", "pw"), "pwdw": ("pw", "dw"), "pwpw": ("pw", "pw"), "pwdwpw": ("pw", "dw", "pw")}
 ACTIVATIONS = ("none", "relu", "relu6", "clip", "hard_swish", "swish", "sigmoid")
-TILING_KEYS = ("tile_h", "tile_w", "tile_f", "chunk", "split")
+TILING_KEYS = ("tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch")
 
 #: Every attribute an FCM node may carry (a function body must declare them all).
 ATTRIBUTES = tuple(
     [f"stage{i}_{what}" for i in (1, 2, 3) for what in ("activation", "clip")]
-    + ["dw_kernel", "dw_stride", "dw_pads", "residual", "residual_activation", "residual_clip"]
+    + ["dw_kernel", "dw_stride", "dw_pads", "residual", "residual_activation", "residual_clip", "allow_tf32"]
     + list(TILING_KEYS)
 )
 

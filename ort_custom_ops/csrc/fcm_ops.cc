@@ -57,4 +57,13 @@ FCM_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
   return nullptr;
 }
 
+// What this build holds, for tools and tests: "cpu" or "cpu,cuda".
+FCM_EXPORT const char* FcmLibraryKernels() {
+#if defined(FCM_WITH_CUDA)
+  return "cpu,cuda";
+#else
+  return "cpu";
+#endif
+}
+
 }  // extern "C"

@@ -150,6 +150,12 @@ Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_na
   TryAttribute(info, "tile_f", &spec->tiling.tile_f);
   TryAttribute(info, "chunk", &spec->tiling.chunk);
   TryAttribute(info, "split", &spec->tiling.split);
+  TryAttribute(info, "plan_batch", &spec->plan_batch);
+  if (spec->plan_batch < 0) return Error(node, "plan_batch must not be negative");
+  int64_t allow_tf32 = 1;
+  TryAttribute(info, "allow_tf32", &allow_tf32);
+  if (allow_tf32 != 0 && allow_tf32 != 1) return Error(node, "allow_tf32 must be 0 or 1");
+  spec->allow_tf32 = allow_tf32 == 1;
 
   // Weights of unknown static shape are checked at compute time instead.
   bool shapes_known = true;

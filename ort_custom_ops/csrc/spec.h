@@ -10,7 +10,9 @@
 // Attributes: stage<i>_activation (string, i = 1..stages) and stage<i>_clip (floats [lo, hi], for
 // "clip"); dw_kernel, dw_stride, dw_pads ([top, left, bottom, right], ONNX order) for the depthwise
 // stage; residual (0/1: add X to the output), residual_activation, residual_clip; and the tiling the
-// planner chose (tile_h, tile_w, tile_f, chunk, split), which the CUDA kernels use.
+// planner chose (tile_h, tile_w, tile_f, chunk, split), which the CUDA kernels use; allow_tf32 (0/1,
+// default 1) lets the CUDA kernels run pointwise stages on TF32 tensor cores; plan_batch is the batch
+// size the tiling was chosen for (the CUDA kernels choose their own for other batch sizes).
 #pragma once
 
 #include <array>
@@ -45,6 +47,8 @@ struct ChainSpec {
   bool residual = false;
   Activation residual_activation;
   Tiling tiling;
+  bool allow_tf32 = true;  // CUDA: pointwise stages on TF32 tensor cores (as cuDNN's default)
+  int64_t plan_batch = 0;  // the batch the tiling was planned for (0: any)
 
   size_t WeightInput(size_t stage) const { return 1 + 2 * stage; }
   size_t BiasInput(size_t stage) const { return 2 + 2 * stage; }

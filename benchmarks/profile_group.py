@@ -1,0 +1,22 @@
+"""Run one fused node of a converted model on the GPU a few times (for `ncu` to profile).
+
+    ncu --set detailed -k regex:ChainKernel -c 1 python3 benchmarks/profile_group.py MODEL.onnx NODE BATCH
+"""
+
+import sys
+
+import numpy as np
+import onnx
+
+from fcm.bench import _providers, _session, _value_shapes, group_models
+
+model = onnx.load(sys.argv[1])
+node = next(n for n in model.graph.node if n.name == sys.argv[2])
+batch = int(sys.argv[3])
+shapes = _value_shapes(model, batch)
+alone, _, data_inputs = group_models(model, node, shapes)
+session = _session(alone, True, _providers(False, False))
+feeds = {name: np.random.default_rng(0).uniform(-1, 1, shapes[name]).astype(np.float32) for name in data_inputs}
+for _ in range(3):
+    session.run(None, feeds)
+print("ran", node.name, node.op_type, {k: shapes[k] for k in data_inputs})

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Everything the GPU machine proves, in one go (run from the repository root, on that machine).
+#
+# Expects: onnxruntime-gpu staged into /tmp/ortgpu-site (../shared/device/stage-ort-gpu), the
+# built library in ort_custom_ops/lib/ (or the ONNX Runtime headers in build/ort-headers to build
+# it here), and weight-free copies of the converted reference models in .device/models
+# (python -m fcm.skeleton pack converted_models -o .device/models).
+# Writes into $OUT (default /tmp/fcm-gpu): device.txt, and results.tar.gz holding the test logs,
+# the compute-sanitizer logs and each model's bench.{json,md,png}.
+#
+#   benchmarks/run_gpu.sh [tests] [sanitizer] [bench]      (default: all three)
+set -uo pipefail
+OUT=${OUT:-/tmp/fcm-gpu}
+mkdir -p "$OUT/results"
+export PYTHONPATH=/tmp/ortgpu-site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1
+steps=${*:-tests sanitizer bench}
+MODELS=${MODELS:-"mobilenet mobilenet_v2 mobilenet_v3_small mobilenet_v3_large efficientnet_b0 xception"}
+BATCHES=${BATCHES:-1,32}
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  nvcc --version 2>/dev/null | tail -1
+  python3 -c "import onnxruntime as o, numpy, onnx; print('onnxruntime', o.__version__, o.get_available_providers()); print('numpy', numpy.__version__, 'onnx', onnx.__version__)"
+  python3 -c "from ort_custom_ops.library import library_kernels; print('FCM library kernels:', sorted(library_kernels()))"
+} 2>&1 | tee "$OUT/device.txt"
+
+if [ ! -f ort_custom_ops/lib/libfcm_ort_ops.so ]; then
+  ORT_INCLUDE_DIR=$PWD/build/ort-headers/usr/include/onnxruntime python3 -m ort_custom_ops.build 2>&1 | tee -a "$OUT/device.txt"
+fi
+python3 -m fcm.skeleton unpack .device/models -o /tmp/fcm-zoo > "$OUT/results/unpack.log" 2>&1
+
+for step in $steps; do
+  case $step in
+    tests)
+      FCM_ZOO_DIR=/tmp/fcm-zoo timeout 900 python3 -m pytest -m gpu -q -p no:cacheprovider -rs \
+        tests/test_cuda_kernels.py tests/test_gpu_zoo.py 2>&1 | tee "$OUT/results/gpu_tests.log" | tail -15
+      ;;
+    sanitizer)
+      for tool in memcheck racecheck; do
+        timeout 600 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
+          tests/test_cuda_kernels.py -k small > "$OUT/results/sanitizer_$tool.log" 2>&1
+        echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY' "$OUT/results/sanitizer_$tool.log") summaries: $(grep 'ERROR SUMMARY' "$OUT/results/sanitizer_$tool.log" | sort | uniq -c | tr '\n' ' '))"
+      done
+      ;;
+    bench)
+      for m in $MODELS; do
+        timeout 900 python3 -m fcm bench /tmp/fcm-zoo/$m/$m.unfused.onnx --batch "$BATCHES" --profile ${BENCH_ARGS:-} \
+          -o "$OUT/results/bench_$m" > "$OUT/results/bench_$m.log" 2>&1
+        grep -E "^\| [0-9]+ \| tf32" "$OUT/results/bench_$m/bench.md" | sed "s/^/$m /"
+      done
+      ;;
+  esac
+done
+tar -czf "$OUT/results.tar.gz" -C "$OUT" results && rm -rf "$OUT/results"
+echo "results: $OUT/results.tar.gz"

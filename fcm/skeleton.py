@@ -1,0 +1,113 @@
+"""Weight-free copies of ONNX models, for benchmarking on a machine the real files cannot reach.
+
+In (``pack``): ONNX files. Out: the same graphs with every large weight tensor's data replaced by
+a note of its digest and of each output channel's mean and standard deviation (biases and small
+tensors stay as they are). ``unpack`` fills each one with pseudo-random data of those means and
+deviations, seeded by the digest: the channels keep their scale (folded batch norms), so the
+network stays as well-conditioned as the original; initializers that held
+the same bytes (a fused node's kernel-layout weights and the Conv weights they were reshaped from)
+get the same data again, so a fused model and its unfused original stay equivalent, and timings
+do not depend on the values. Accuracy against the source model is checked where the real weights
+are (``fcm convert``); what runs on the skeletons is checked against the unfused skeleton.
+
+    python -m fcm.skeleton pack converted_models -o .device/models
+    python -m fcm.skeleton unpack .device/models -o /tmp/models
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+MARK = "fcm-skeleton"
+MIN_BYTES = 4096  # smaller initializers (shapes, pads, clip bounds) travel as they are
+
+
+def _encode(values: np.ndarray) -> str:
+    return base64.b64encode(values.astype(np.float32).tobytes()).decode()
+
+
+def _decode(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), np.float32)
+
+
+def _strip(tensor: onnx.TensorProto) -> bool:
+    array = numpy_helper.to_array(tensor)
+    if array.nbytes < MIN_BYTES or array.dtype.kind != "f" or array.ndim < 2:
+        return False
+    digest = hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
+    rows = array.reshape(array.shape[0], -1).astype(np.float64)
+    note = {"mark": MARK, "sha1": digest, "row_mean": _encode(rows.mean(axis=1)), "row_std": _encode(rows.std(axis=1))}
+    dims, dtype, name = list(tensor.dims), tensor.data_type, tensor.name
+    tensor.Clear()
+    tensor.name, tensor.data_type = name, dtype
+    tensor.dims.extend(dims)
+    tensor.doc_string = json.dumps(note)
+    return True
+
+
+def _fill(tensor: onnx.TensorProto) -> bool:
+    try:
+        note = json.loads(tensor.doc_string) if tensor.doc_string else None
+    except json.JSONDecodeError:
+        return False
+    if not isinstance(note, dict) or note.get("mark") != MARK:
+        return False
+    rng = np.random.default_rng(int(note["sha1"][:16], 16))
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    mean, std = _decode(note["row_mean"]), _decode(note["row_std"])
+    rows = rng.standard_normal((len(mean), int(np.prod(tensor.dims)) // len(mean)))
+    array = (rows * std[:, None] + mean[:, None]).astype(dtype)
+    filled = numpy_helper.from_array(array.reshape(list(tensor.dims)), tensor.name)
+    tensor.CopyFrom(filled)
+    return True
+
+
+def _initializers(model: onnx.ModelProto):
+    yield from model.graph.initializer
+    for node in model.graph.node:  # Constant nodes of the main graph hold data too
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR:
+                yield attribute.t
+
+
+def _walk(src: Path, dst: Path, transform) -> int:
+    count = 0
+    for path in sorted(src.rglob("*")):
+        if path.is_dir():
+            continue
+        target = dst / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".onnx":
+            model = onnx.load(path)
+            changed = sum(transform(t) for t in _initializers(model))
+            onnx.save(model, target)
+            count += 1
+            print(f"{path.relative_to(src)}: {changed} initializers", flush=True)
+        elif path.suffix in (".json", ".md"):
+            shutil.copy2(path, target)
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fcm.skeleton", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=("pack", "unpack"))
+    parser.add_argument("source", help="a directory of .onnx files (and their .json/.md companions)")
+    parser.add_argument("-o", "--output", required=True, help="where to write the copies")
+    args = parser.parse_args(argv)
+    count = _walk(Path(args.source), Path(args.output), _strip if args.action == "pack" else _fill)
+    print(f"{args.action}ed {count} models into {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Running models on the CUDA execution provider in tests: skips without a GPU, poisoned outputs."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_unavailable_reason() -> str | None:
+    """None when onnxruntime has the CUDA provider, a GPU answers and the library has CUDA kernels."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "onnxruntime is not installed"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "this onnxruntime has no CUDA execution provider"
+    from ort_custom_ops.library import library_kernels
+
+    if "cuda" not in library_kernels():
+        return "the FCM library was built without CUDA kernels"
+    try:
+        ort.OrtValue.ortvalue_from_numpy(np.zeros(1, np.float32), "cuda", 0)
+    except Exception as exc:  # no device
+        return f"no usable GPU ({type(exc).__name__})"
+    return None
+
+
+def require_cuda() -> None:
+    reason = cuda_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+def cuda_providers(**options) -> list:
+    settings = {"device_id": "0", **{k: str(v) for k, v in options.items()}}
+    return [("CUDAExecutionProvider", settings), "CPUExecutionProvider"]
+
+
+def run_poisoned(session, feeds: dict[str, np.ndarray], output_shape) -> np.ndarray:
+    """Run with inputs and the (single) output bound to device buffers; the output buffer is filled
+    with NaN first, so an element the kernel never writes shows."""
+    import onnxruntime as ort
+
+    binding = session.io_binding()
+    kept = []
+    for name, array in feeds.items():
+        value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0)
+        kept.append(value)
+        binding.bind_ortvalue_input(name, value)
+    out = ort.OrtValue.ortvalue_from_numpy(np.full(output_shape, np.nan, np.float32), "cuda", 0)
+    binding.bind_ortvalue_output(session.get_outputs()[0].name, out)
+    session.run_with_iobinding(binding)
+    result = out.numpy()
+    assert not np.isnan(result).any(), f"{int(np.isnan(result).sum())} output elements were never written"
+    return result

@@ -1,0 +1,164 @@
+"""The CUDA kernels of the FCM ops against the CPU reference kernels (GPU machine only).
+
+Random specs over every kind, DW kernel 3/5/7, stride 1/2 on odd sizes, H != W, channel counts
+that are not multiples of 4/8/32, batch 1 and 7, all activations, residual, channel scale, and
+tilings that force output-channel tiles, small chunks and split reductions; outputs poisoned
+before each run. TF32 (the default) within 5e-3 of the largest output, exact FP32 within 1e-4.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from fcm_numpy import run_spec
+from gpu_support import cuda_providers, require_cuda, run_poisoned
+from ort_custom_ops.library import make_session
+from ort_custom_ops.standalone import fused_model
+from test_cpu_kernels import random_spec
+
+pytestmark = pytest.mark.gpu
+
+TF32_BOUND, FP32_BOUND = 5e-3, 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _cuda():
+    require_cuda()
+
+
+@pytest.fixture(params=["tf32", "fp32"])
+def precision(request, monkeypatch):
+    if request.param == "fp32":
+        monkeypatch.setenv("FCM_CUDA_FP32", "1")
+    else:
+        monkeypatch.delenv("FCM_CUDA_FP32", raising=False)
+    return request.param
+
+
+def _tiled(spec, rng):
+    """Give the spec a random tiling (the planner's attributes), so every code path runs."""
+    spec.tiling = {"tile_h": int(rng.integers(1, 12)), "tile_w": int(rng.integers(1, 20)),
+                   "tile_f": int(rng.choice([8, 16, 24, 64, 256])), "chunk": int(rng.choice([16, 32, 48, 64])),
+                   "split": int(rng.choice([1, 1, 2, 3]))}
+    return spec
+
+
+def check_on_gpu(spec, rng, batch, height, width, bound):
+    x = rng.normal(size=(batch, spec.stages[0].in_channels, height, width)).astype(np.float32)
+    feeds = {"X": x}
+    scale = None
+    if spec.has_scale:
+        scale = rng.uniform(0, 1, (batch, x.shape[1], 1, 1)).astype(np.float32)
+        feeds["S"] = scale
+    model = fused_model(spec)
+    (cpu,) = make_session(model).run(None, feeds)
+    gpu = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
+    reference = run_spec(spec, x, scale)
+    scale_of = max(1.0, float(np.abs(reference).max()))
+    assert np.abs(cpu - reference).max() <= FP32_BOUND * scale_of
+    error = float(np.abs(gpu - cpu).max())
+    assert error <= bound * scale_of, f"GPU vs CPU: {error:.3g} (largest output {scale_of:.3g})"
+
+
+CASES = [(kind, k, s) for kind in ("dwpw", "pwdw", "pwdwpw") for k in (3, 5, 7) for s in (1, 2)] + [("pwpw", 3, 1)]
+
+
+@pytest.mark.parametrize("kind, kernel, stride", CASES)
+@pytest.mark.parametrize("batch", [1, 7])
+def test_kinds_against_cpu(kind, kernel, stride, batch, precision, rng):
+    bound = TF32_BOUND if precision == "tf32" else FP32_BOUND
+    for _ in range(3):
+        spec = _tiled(random_spec(rng, kind, int(rng.integers(3, 70)), kernel=kernel, stride=stride,
+                                  residual=kind in ("pwdwpw", "pwpw") and stride == 1 and rng.random() < 0.5,
+                                  scale=kind != "dwpw" and rng.random() < 0.3), rng)
+        height, width = int(rng.integers(kernel, 30)), int(rng.integers(kernel, 30))
+        check_on_gpu(spec, rng, batch, height, width, bound)
+
+
+@pytest.mark.parametrize("pads", [(0, 0, 1, 1), (0, 0, 0, 0), (2, 1, 0, 2)])
+def test_explicit_pads_odd_sizes(pads, precision, rng):
+    spec = random_spec(rng, "pwdwpw", 13, kernel=3, stride=2, pads=pads, expand=37, out=29)
+    check_on_gpu(spec, rng, 3, 23, 17, TF32_BOUND if precision == "tf32" else FP32_BOUND)
+
+
+def test_mobilenet_like_shapes(precision, rng):
+    """Shapes of real inverted-residual blocks, the planner's tilings, large channel counts."""
+    bound = TF32_BOUND if precision == "tf32" else FP32_BOUND
+    for c, e, f, size, stride, tiling in [
+        (16, 96, 24, 112, 2, {"tile_h": 14, "tile_w": 28, "tile_f": 24, "chunk": 8}),
+        (32, 192, 32, 28, 1, {"tile_h": 14, "tile_w": 28, "tile_f": 32, "chunk": 8, "split": 4}),
+        (160, 960, 160, 7, 1, {"tile_h": 7, "tile_w": 7, "tile_f": 160, "chunk": 64, "split": 16}),
+        (160, 960, 320, 7, 1, {"tile_h": 7, "tile_w": 7, "tile_f": 320, "chunk": 64, "split": 16}),
+    ]:
+        spec = random_spec(rng, "pwdwpw", c, kernel=3, stride=stride, expand=e, out=f, residual=(c == f and stride == 1))
+        spec.tiling = tiling
+        check_on_gpu(spec, rng, 2, size, size, bound)
+
+
+def test_small_cases_for_the_sanitizer(rng):
+    """A handful of tiny cases per kind (run under compute-sanitizer memcheck and racecheck)."""
+    for kind, stride in (("dwpw", 2), ("pwdw", 1), ("pwpw", 1), ("pwdwpw", 2), ("pwdwpw", 1)):
+        spec = _tiled(random_spec(rng, kind, 9, kernel=3, stride=stride, residual=kind == "pwpw", scale=kind == "pwdw"), rng)
+        check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND)
+
+
+def test_dynamic_batch_and_sizes(rng):
+    spec = random_spec(rng, "pwdwpw", 24, stride=2, expand=64, out=32)
+    model = fused_model(spec)
+    session = make_session(model, providers=cuda_providers())
+    cpu = make_session(model)
+    for batch, height, width in ((1, 9, 9), (7, 16, 31), (2, 3, 5)):
+        x = rng.normal(size=(batch, 24, height, width)).astype(np.float32)
+        (expected,) = cpu.run(None, {"X": x})
+        got = run_poisoned(session, {"X": x}, expected.shape)
+        assert np.abs(got - expected).max() <= TF32_BOUND * max(1, np.abs(expected).max())
+
+
+def test_four_threads_share_one_session(rng):
+    spec = random_spec(rng, "pwdwpw", 32, expand=96, out=32, residual=True)
+    model = fused_model(spec)
+    session = make_session(model, providers=cuda_providers())
+    cpu = make_session(model)
+    inputs = [rng.normal(size=(int(rng.integers(1, 6)), 32, 20, 20)).astype(np.float32) for _ in range(8)]
+    expected = [cpu.run(None, {"X": x})[0] for x in inputs]
+    errors: list[str] = []
+
+    def worker(indices):
+        for _ in range(5):
+            for i in indices:
+                (got,) = session.run(None, {"X": inputs[i]})
+                if np.abs(got - expected[i]).max() > TF32_BOUND * max(1, np.abs(expected[i]).max()):
+                    errors.append(f"input {i} wrong")
+
+    threads = [threading.Thread(target=worker, args=([i, i + 4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_cuda_graph_capture_and_replay(rng):
+    import onnxruntime as ort
+
+    spec = random_spec(rng, "pwdwpw", 32, expand=96, out=32, residual=True)
+    spec.tiling = {"tile_h": 7, "tile_w": 7, "tile_f": 32, "chunk": 32, "split": 3}  # the split path's workspace too
+    model = fused_model(spec)
+    cpu = make_session(model)
+    session = make_session(model, providers=cuda_providers(enable_cuda_graph=1))
+    x = rng.normal(size=(4, 32, 14, 14)).astype(np.float32)
+    x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+    y_dev = ort.OrtValue.ortvalue_from_numpy(np.full((4, 32, 14, 14), np.nan, np.float32), "cuda", 0)
+    binding = session.io_binding()
+    binding.bind_ortvalue_input("X", x_dev)
+    binding.bind_ortvalue_output("Y", y_dev)
+    for attempt in range(3):  # capture, then replays with new input values
+        x = rng.normal(size=x.shape).astype(np.float32)
+        x_dev.update_inplace(x)
+        session.run_with_iobinding(binding)
+        (expected,) = cpu.run(None, {"X": x})
+        got = y_dev.numpy()
+        assert np.abs(got - expected).max() <= TF32_BOUND * max(1, np.abs(expected).max()), f"run {attempt}"
