@@ -2,12 +2,14 @@
 
 Random specs over every kind, DW kernel 3/5/7, stride 1/2 on odd sizes, H != W, channel counts
 that are not multiples of 4/8/32, batch 1 and 7, all activations, residual, channel scale, and
-tilings that force output-channel tiles, small chunks and split reductions; outputs poisoned
+divisions of the work (FCM_CUDA_PLAN) that force both block sizes, output-channel tiles, split
+reductions, one or two buffers and first-stage weights from device memory; outputs poisoned
 before each run. TF32 (the default) within 5e-3 of the largest output, exact FP32 within 1e-4.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -38,15 +40,19 @@ def precision(request, monkeypatch):
     return request.param
 
 
-def _tiled(spec, rng):
-    """Give the spec a random tiling (the planner's attributes), so every code path runs."""
-    spec.tiling = {"tile_h": int(rng.integers(1, 12)), "tile_w": int(rng.integers(1, 20)),
-                   "tile_f": int(rng.choice([8, 16, 24, 64, 256])), "chunk": int(rng.choice([16, 32, 48, 64])),
-                   "split": int(rng.choice([1, 1, 2, 3]))}
-    return spec
+def random_plan(rng) -> str:
+    """A random division of the work for FCM_CUDA_PLAN (pixels,HxW,f_tile,split,buffers,w1_direct),
+    so every code path runs: both block sizes, narrow and wide tiles, output-channel tiles, split
+    reductions, one or two buffers, first-stage weights staged or read from device memory."""
+    pixels = int(rng.choice([64, 128]))
+    tile_w = int(rng.integers(1, 20))
+    tile_h = int(rng.integers(1, max(1, pixels // tile_w) + 1))
+    f_tile = int(rng.choice([16, 32, 48, 64, 128] + ([256] if pixels == 64 else [])))
+    split = int(rng.choice([1, 1, 2, 3]))
+    return f"{pixels},{tile_h}x{tile_w},{f_tile},{split},{int(rng.choice([1, 2]))},{int(rng.integers(0, 2))}"
 
 
-def check_on_gpu(spec, rng, batch, height, width, bound):
+def check_on_gpu(spec, rng, batch, height, width, bound, plan=None):
     x = rng.normal(size=(batch, spec.stages[0].in_channels, height, width)).astype(np.float32)
     feeds = {"X": x}
     scale = None
@@ -55,12 +61,17 @@ def check_on_gpu(spec, rng, batch, height, width, bound):
         feeds["S"] = scale
     model = fused_model(spec)
     (cpu,) = make_session(model).run(None, feeds)
-    gpu = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
+    if plan is not None:  # read when the kernel plans its first call, inside run_poisoned
+        os.environ["FCM_CUDA_PLAN"] = plan
+    try:
+        gpu = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
+    finally:
+        os.environ.pop("FCM_CUDA_PLAN", None)
     reference = run_spec(spec, x, scale)
     scale_of = max(1.0, float(np.abs(reference).max()))
     assert np.abs(cpu - reference).max() <= FP32_BOUND * scale_of
     error = float(np.abs(gpu - cpu).max())
-    assert error <= bound * scale_of, f"GPU vs CPU: {error:.3g} (largest output {scale_of:.3g})"
+    assert error <= bound * scale_of, f"GPU vs CPU: {error:.3g} (largest output {scale_of:.3g}), plan {plan}"
 
 
 CASES = [(kind, k, s) for kind in ("dwpw", "pwdw", "pwdwpw") for k in (3, 5, 7) for s in (1, 2)] + [("pwpw", 3, 1)]
@@ -71,11 +82,11 @@ CASES = [(kind, k, s) for kind in ("dwpw", "pwdw", "pwdwpw") for k in (3, 5, 7) 
 def test_kinds_against_cpu(kind, kernel, stride, batch, precision, rng):
     bound = TF32_BOUND if precision == "tf32" else FP32_BOUND
     for _ in range(3):
-        spec = _tiled(random_spec(rng, kind, int(rng.integers(3, 70)), kernel=kernel, stride=stride,
-                                  residual=kind in ("pwdwpw", "pwpw") and stride == 1 and rng.random() < 0.5,
-                                  scale=kind != "dwpw" and rng.random() < 0.3), rng)
+        spec = random_spec(rng, kind, int(rng.integers(3, 70)), kernel=kernel, stride=stride,
+                           residual=kind in ("pwdwpw", "pwpw") and stride == 1 and rng.random() < 0.5,
+                           scale=kind != "dwpw" and rng.random() < 0.3)
         height, width = int(rng.integers(kernel, 30)), int(rng.integers(kernel, 30))
-        check_on_gpu(spec, rng, batch, height, width, bound)
+        check_on_gpu(spec, rng, batch, height, width, bound, plan=random_plan(rng))
 
 
 @pytest.mark.parametrize("pads", [(0, 0, 1, 1), (0, 0, 0, 0), (2, 1, 0, 2)])
@@ -85,24 +96,41 @@ def test_explicit_pads_odd_sizes(pads, precision, rng):
 
 
 def test_mobilenet_like_shapes(precision, rng):
-    """Shapes of real inverted-residual blocks, the planner's tilings, large channel counts."""
+    """Shapes of real inverted-residual blocks and large channel counts: the kernels' own plans,
+    then fixed ones (split reductions over many shares, output-channel tiles, one buffer)."""
     bound = TF32_BOUND if precision == "tf32" else FP32_BOUND
-    for c, e, f, size, stride, tiling in [
-        (16, 96, 24, 112, 2, {"tile_h": 14, "tile_w": 28, "tile_f": 24, "chunk": 8}),
-        (32, 192, 32, 28, 1, {"tile_h": 14, "tile_w": 28, "tile_f": 32, "chunk": 8, "split": 4}),
-        (160, 960, 160, 7, 1, {"tile_h": 7, "tile_w": 7, "tile_f": 160, "chunk": 64, "split": 16}),
-        (160, 960, 320, 7, 1, {"tile_h": 7, "tile_w": 7, "tile_f": 320, "chunk": 64, "split": 16}),
+    for c, e, f, size, stride, plan in [
+        (16, 96, 24, 112, 2, None),
+        (32, 192, 32, 28, 1, None),
+        (160, 960, 160, 7, 1, None),
+        (160, 960, 320, 7, 1, None),
+        (32, 192, 32, 28, 1, "128,4x28,32,4,2,0"),
+        (160, 960, 160, 7, 1, "64,7x7,48,16,1,1"),
+        (160, 960, 320, 7, 1, "64,7x7,256,8,2,0"),
     ]:
         spec = random_spec(rng, "pwdwpw", c, kernel=3, stride=stride, expand=e, out=f, residual=(c == f and stride == 1))
-        spec.tiling = tiling
-        check_on_gpu(spec, rng, 2, size, size, bound)
+        check_on_gpu(spec, rng, 2, size, size, bound, plan=plan)
+
+
+def test_plan_override_is_checked(rng):
+    """A division that cannot run is an ONNX Runtime error naming the reason, not a launch."""
+    spec = random_spec(rng, "pwdwpw", 16, kernel=3, stride=1)
+    model = fused_model(spec)
+    x = rng.normal(size=(1, 16, 9, 9)).astype(np.float32)
+    for plan, reason in (("96,8x8,16,1,2,0", "64 or 128"), ("64,16x16,16,1,2,0", "tile larger"), ("64,8x8", "must read")):
+        os.environ["FCM_CUDA_PLAN"] = plan
+        try:
+            with pytest.raises(Exception, match=reason):
+                make_session(model, providers=cuda_providers()).run(None, {"X": x})
+        finally:
+            os.environ.pop("FCM_CUDA_PLAN", None)
 
 
 def test_small_cases_for_the_sanitizer(rng):
     """A handful of tiny cases per kind (run under compute-sanitizer memcheck and racecheck)."""
     for kind, stride in (("dwpw", 2), ("pwdw", 1), ("pwpw", 1), ("pwdwpw", 2), ("pwdwpw", 1)):
-        spec = _tiled(random_spec(rng, kind, 9, kernel=3, stride=stride, residual=kind == "pwpw", scale=kind == "pwdw"), rng)
-        check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND)
+        spec = random_spec(rng, kind, 9, kernel=3, stride=stride, residual=kind == "pwpw", scale=kind == "pwdw")
+        check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan=random_plan(rng))
 
 
 def test_dynamic_batch_and_sizes(rng):
@@ -145,20 +173,23 @@ def test_cuda_graph_capture_and_replay(rng):
     import onnxruntime as ort
 
     spec = random_spec(rng, "pwdwpw", 32, expand=96, out=32, residual=True)
-    spec.tiling = {"tile_h": 7, "tile_w": 7, "tile_f": 32, "chunk": 32, "split": 3}  # the split path's workspace too
     model = fused_model(spec)
     cpu = make_session(model)
     session = make_session(model, providers=cuda_providers(enable_cuda_graph=1))
+    os.environ["FCM_CUDA_PLAN"] = "64,7x7,32,3,2,0"  # the split path's workspace too (planned at the first run)
     x = rng.normal(size=(4, 32, 14, 14)).astype(np.float32)
     x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
     y_dev = ort.OrtValue.ortvalue_from_numpy(np.full((4, 32, 14, 14), np.nan, np.float32), "cuda", 0)
     binding = session.io_binding()
     binding.bind_ortvalue_input("X", x_dev)
     binding.bind_ortvalue_output("Y", y_dev)
-    for attempt in range(3):  # capture, then replays with new input values
-        x = rng.normal(size=x.shape).astype(np.float32)
-        x_dev.update_inplace(x)
-        session.run_with_iobinding(binding)
-        (expected,) = cpu.run(None, {"X": x})
-        got = y_dev.numpy()
-        assert np.abs(got - expected).max() <= TF32_BOUND * max(1, np.abs(expected).max()), f"run {attempt}"
+    try:
+        for attempt in range(3):  # capture, then replays with new input values
+            x = rng.normal(size=x.shape).astype(np.float32)
+            x_dev.update_inplace(x)
+            session.run_with_iobinding(binding)
+            (expected,) = cpu.run(None, {"X": x})
+            got = y_dev.numpy()
+            assert np.abs(got - expected).max() <= TF32_BOUND * max(1, np.abs(expected).max()), f"run {attempt}"
+    finally:
+        os.environ.pop("FCM_CUDA_PLAN", None)

@@ -10,9 +10,10 @@
 // Attributes: stage<i>_activation (string, i = 1..stages) and stage<i>_clip (floats [lo, hi], for
 // "clip"); dw_kernel, dw_stride, dw_pads ([top, left, bottom, right], ONNX order) for the depthwise
 // stage; residual (0/1: add X to the output), residual_activation, residual_clip; and the tiling the
-// planner chose (tile_h, tile_w, tile_f, chunk, split), which the CUDA kernels use; allow_tf32 (0/1,
-// default 1) lets the CUDA kernels run pointwise stages on TF32 tensor cores; plan_batch is the batch
-// size the tiling was chosen for (the CUDA kernels choose their own for other batch sizes).
+// planner's cost model chose (tile_h, tile_w, tile_f, chunk, split), kept as a record of its figures
+// (the CUDA kernels plan their own division of the work for the device and shapes they run on);
+// allow_tf32 (0/1, default 1) lets the CUDA kernels run pointwise stages on TF32 tensor cores;
+// plan_batch is the batch size the tiling was chosen for.
 #pragma once
 
 #include <array>

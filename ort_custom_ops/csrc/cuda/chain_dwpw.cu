@@ -1,0 +1,10 @@
+// The fused-chain kernels for DW->PW (chain_device.cuh), compiled in their own file.
+#include "chain_device.cuh"
+
+namespace fcm {
+namespace chain {
+
+KernelFn PickDwPw(const ChainProblem& p, int pixels) { return InstanceForKernelSize<false, true, true>(p, pixels); }
+
+}  // namespace chain
+}  // namespace fcm

@@ -1,0 +1,310 @@
+// The host side of the FCM ops' CUDA kernels: plans (tile, output-channel range, split of the
+// intermediate channels) ranked by a cost estimate, and the launch. Independent of ONNX Runtime.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include "chain_device.cuh"
+
+namespace fcm {
+namespace chain {
+namespace {
+
+// The epilogue of a split: y = res_act(act2(sum of the shares + b2) + x).
+__global__ void ReduceSplits(const KernelArgs a, int split) {
+  const ChainProblem& p = a.p;
+  const size_t plane = static_cast<size_t>(p.out_h) * p.out_w;
+  const size_t total = static_cast<size_t>(p.n) * p.f * plane;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    float sum = 0.f;
+    for (int s = 0; s < split; ++s) sum += a.partial[s * total + i];
+    const int f = static_cast<int>((i / plane) % p.f);
+    float v = p.act2(sum + __ldg(p.b2 + f));
+    if (p.residual) v = p.res_act(v + __ldg(p.x + i));
+    p.y[i] = v;
+  }
+}
+
+// ---- host side ----------------------------------------------------------------------------------
+
+KernelFn PickKernel(const ChainProblem& p, int pixels) {
+  if (p.pw1 && p.dw && p.pwl) return PickPwDwPw(p, pixels);
+  if (!p.pw1 && p.dw && p.pwl) return PickDwPw(p, pixels);
+  if (p.pw1 && p.dw && !p.pwl) return PickPwDw(p, pixels);
+  if (p.pw1 && !p.dw && p.pwl) return PickPwPw(p, pixels);
+  return nullptr;
+}
+
+KernelArgs MakeArgs(const ChainProblem& p, const ChainPlan& plan, float* partial) {
+  KernelArgs a{};
+  a.p = p;
+  a.partial = partial;
+  a.tile_h = plan.tile_h, a.tile_w = plan.tile_w;
+  a.tiles_w = (p.out_w + a.tile_w - 1) / a.tile_w;
+  a.thw = a.tile_h * a.tile_w;
+  a.in_h = p.dw ? (a.tile_h - 1) * p.stride + p.kernel : a.tile_h;
+  a.in_w = p.dw ? (a.tile_w - 1) * p.stride + p.kernel : a.tile_w;
+  a.in_hw = a.in_h * a.in_w;
+  a.cp = RoundUp(p.c, 8);
+  a.ks1 = a.cp / 8;
+  a.ldx = LdB(a.in_hw);
+  a.ldt = LdB(a.in_hw);
+  a.ldu = LdB(plan.pixels);
+  a.f_tile = p.pwl ? plan.f_tile : 0;
+  a.f_tiles = p.pwl ? (p.f + plan.f_tile - 1) / plan.f_tile : 1;
+  a.ftp = RoundUp(a.f_tile, 16);
+  a.chunks = (p.m + kChunk - 1) / kChunk;
+  a.chunks_per_split = (a.chunks + plan.split - 1) / plan.split;
+  a.buffers = plan.buffers;
+  a.w1_direct = plan.w1_direct;
+  return a;
+}
+
+size_t SharedBytes(const ChainProblem& p, const KernelArgs& a) {
+  size_t floats = p.pw1 ? static_cast<size_t>(a.cp) * a.ldx : static_cast<size_t>(a.buffers) * kChunk * a.ldx;
+  if (p.pw1) floats += static_cast<size_t>(kChunk) * a.ldt;
+  if (p.dw && p.pwl) floats += static_cast<size_t>(kChunk) * a.ldu;
+  if (p.pw1 && !a.w1_direct) floats += static_cast<size_t>(a.buffers) * kChunk * a.cp;
+  if (p.pwl) floats += static_cast<size_t>(a.buffers) * a.ftp * kChunk;
+  size_t bytes = floats * sizeof(float);
+  if (p.pw1 && p.dw) bytes += RoundUp(a.ldx, 16);  // the inside-the-image mask
+  return bytes;
+}
+
+struct Device {
+  int sms = 108, shared_per_block = 48 * 1024;
+};
+
+const Device& ThisDevice() {
+  // one table per device ordinal: a process may run sessions on several GPUs
+  static std::mutex mutex;
+  static std::unordered_map<int, Device> devices;
+  int ordinal = 0;
+  cudaGetDevice(&ordinal);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = devices.find(ordinal);
+  if (found != devices.end()) return found->second;
+  Device d;
+  cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, ordinal);
+  cudaDeviceGetAttribute(&d.shared_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, ordinal);
+  return devices.emplace(ordinal, d).first->second;
+}
+
+// Raises a kernel's dynamic shared-memory limit (once per kernel and size) and says how many of
+// its blocks fit on an SM with `bytes` of shared memory (0: none).
+int AllowAndOccupancy(KernelFn kernel, size_t bytes) {
+  static std::mutex mutex;
+  static std::unordered_map<KernelFn, size_t> allowed;
+  static std::map<std::pair<KernelFn, size_t>, int> occupancy;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_pair(kernel, bytes);
+  auto found = occupancy.find(key);
+  if (found != occupancy.end()) return found->second;
+  size_t& current = allowed[kernel];
+  if (bytes > current) {
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)) != cudaSuccess) {
+      cudaGetLastError();  // clear it: the plan is just not possible
+      return occupancy[key] = 0;
+    }
+    current = bytes;
+  }
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, bytes) != cudaSuccess) {
+    cudaGetLastError();
+    blocks = 0;
+  }
+  return occupancy[key] = blocks;
+}
+
+// A rough cost of a plan in microseconds, for ranking plans of one problem. The kernels are
+// latency-bound (Nsight Compute on H100: ~1 instruction per cycle and SM with one block of 8 warps,
+// ~1.5 with two), so the model counts a block's instructions per warp (staging, the two pointwise
+// stages in m16n8k8 steps, the depthwise taps, the epilogues; scaled to the measured times) and
+// takes the busiest SM's blocks at that rate, against the device-memory traffic; plus the split's
+// reduction.
+double EstimateMicros(const ChainProblem& p, const KernelArgs& a, const ChainPlan& plan, int sms, int per_sm) {
+  constexpr double kClockGHz = 1.75, kBytesPerUs = 2.5e6, kLaunchUs = 2.5, kCalibration = 2.5;
+  const int chunks = p.pwl ? a.chunks_per_split : 1;
+  const double mma = p.tf32 ? 7.0 : 45.0;  // instructions per m16n8k8 step with its operand loads
+  const int kk = p.dw ? p.kernel * p.kernel : 0;
+  const int lane_width = a.in_w <= 8 ? 8 : a.in_w <= 16 ? 16 : 32;
+  const int cols = plan.pixels / 64;
+  auto region_lines = [&](int channels) { return std::ceil(static_cast<double>(channels) * a.in_h / (kWarps * 32.0 / lane_width)); };
+  double chunk = 60.0;  // loop control and barriers
+  if (p.pw1 && !plan.w1_direct) chunk += kChunk * a.cp / 256.0 * 25.0;
+  if (p.pwl) chunk += a.ftp * kChunk / 256.0 * 25.0;
+  if (!p.pw1) chunk += region_lines(kChunk) * 35.0;
+  if (p.pw1) {
+    const double pairs = std::ceil(std::ceil((a.in_hw + 7) / 8 / 2.0) / kWarps);
+    chunk += pairs * (a.ks1 * (2.0 * mma + (plan.w1_direct ? 40.0 : 6.0)) + 16 * 20.0);
+  }
+  if (p.dw) chunk += kChunk / (static_cast<double>(kThreads) / plan.pixels) * (3.0 * kk + 20.0);
+  if (p.pwl) chunk += kChunkSteps * (2.0 * cols + (a.ftp / 16.0) * (3.0 + cols * mma));
+  double block = chunks * chunk + 200.0;
+  if (p.pw1) block += region_lines(a.cp) * 35.0 + a.cp * a.in_hw / 256.0 * 8.0;
+  if (p.pwl) block += (a.ftp / 16.0) * cols * 4.0 * 15.0;
+  const double busiest = std::ceil(static_cast<double>(plan.blocks) / sms);
+  const double ipc = (per_sm >= 2 && busiest >= 2) ? 1.5 : 1.0;
+  const double compute_us = kCalibration * busiest * block * kWarps / ipc / (kClockGHz * 1e3);
+  const double plane_in = static_cast<double>(p.h) * p.w, plane_out = static_cast<double>(p.out_h) * p.out_w;
+  const double halo = static_cast<double>(a.in_hw) / std::max(1.0, a.thw * (p.dw ? p.stride * p.stride : 1.0));
+  const double bytes = 4.0 * p.n * (p.c * plane_in * (1.0 + 0.3 * (halo - 1.0)) + (p.pwl ? p.f : p.m) * plane_out);
+  double us = std::max(compute_us, bytes / kBytesPerUs);
+  if (plan.split > 1) us += kLaunchUs + 8.0 * plan.split * p.n * p.f * plane_out / kBytesPerUs;
+  return us;
+}
+
+}  // namespace
+}  // namespace chain
+
+using namespace chain;
+
+ChainPlan CompletePlan(const ChainProblem& p, ChainPlan plan) {
+  const Device& device = ThisDevice();
+  const int chunks = (p.m + kChunk - 1) / kChunk;
+  auto fail = [&](const char* why) {
+    plan.error = why;
+    return plan;
+  };
+  if (PickKernel(p, 64) == nullptr) return fail("unknown stage sequence");
+  if (plan.pixels != 64 && plan.pixels != 128) return fail("pixels per block must be 64 or 128");
+  if (plan.tile_h < 1 || plan.tile_w < 1 || plan.tile_h * plan.tile_w > plan.pixels) return fail("tile larger than the block's pixels");
+  if (p.pwl && (plan.f_tile < 1 || RoundUp(plan.f_tile, 16) > MaxTileF(plan.pixels))) return fail("f_tile out of range");
+  if (plan.split < 1 || plan.split > (p.pwl ? chunks : 1)) return fail("split out of range");
+  if (plan.buffers != 1 && plan.buffers != 2) return fail("buffers must be 1 or 2");
+  if (plan.w1_direct && !p.pw1) return fail("w1_direct needs a first pointwise stage");
+  if (p.pwl) plan.f_tile = RoundUp(plan.f_tile, 16);
+  const int split = plan.split;
+  const KernelArgs a = MakeArgs(p, plan, nullptr);
+  if ((a.chunks + a.chunks_per_split - 1) / a.chunks_per_split != split) return fail("split");  // would leave a share empty
+  plan.shared_bytes = SharedBytes(p, a);
+  if (plan.shared_bytes > static_cast<size_t>(device.shared_per_block)) return fail("does not fit in shared memory");
+  const int per_sm = AllowAndOccupancy(PickKernel(p, plan.pixels), plan.shared_bytes);
+  if (per_sm == 0) return fail("does not fit on an SM");
+  const long long tiles = static_cast<long long>((p.out_h + plan.tile_h - 1) / plan.tile_h) * a.tiles_w;
+  plan.blocks = tiles * p.n * (p.pwl ? static_cast<long long>(a.f_tiles) * split : chunks);
+  if (plan.blocks / p.n > 0x7fffffffLL) return fail("too many tiles");
+  plan.workspace_bytes = split > 1 ? sizeof(float) * static_cast<size_t>(split) * p.n * p.f * p.out_h * p.out_w : 0;
+  plan.estimate_us = EstimateMicros(p, a, plan, device.sms, per_sm);
+  plan.error.clear();
+  return plan;
+}
+
+std::vector<ChainPlan> ChainCandidates(const ChainProblem& p) {
+  std::vector<ChainPlan> plans;
+  const Device& device = ThisDevice();
+  const int chunks = (p.m + kChunk - 1) / kChunk;
+  for (int pixels : {64, 128}) {
+    std::vector<int> widths;
+    for (int w : {4, 8, 16, 32, 64, 128}) {
+      const int tw = std::min(w, p.out_w);
+      if (tw <= pixels && std::find(widths.begin(), widths.end(), tw) == widths.end()) widths.push_back(tw);
+    }
+    for (int tw : widths) {
+      // the tallest tile that fits: halve the height until some plan fits shared memory
+      for (int th = std::min(p.out_h, pixels / tw); th >= 1; th /= 2) {
+        const size_t before = plans.size();
+        const int base_f_tiles = p.pwl ? (p.f + MaxTileF(pixels) - 1) / MaxTileF(pixels) : 1;
+        for (int f_mult : {1, 2, 4}) {
+          if (!p.pwl && f_mult > 1) break;
+          const int f_tile = p.pwl ? RoundUp((p.f + base_f_tiles * f_mult - 1) / (base_f_tiles * f_mult), 16) : 0;
+          if (f_mult > 1 && f_tile >= RoundUp((p.f + base_f_tiles - 1) / base_f_tiles, 16)) break;
+          for (int split = 1; split <= (p.pwl ? chunks : 1); split *= 2) {
+            // staged weights with double buffering first; one buffer, then weights read from
+            // device memory, only when that does not fit
+            for (int variant = 0; variant < 4; ++variant) {
+              ChainPlan plan;
+              plan.pixels = pixels, plan.tile_h = th, plan.tile_w = tw, plan.f_tile = f_tile;
+              plan.split = split, plan.buffers = 2 - variant % 2, plan.w1_direct = variant >= 2;
+              if (plan.w1_direct && !p.pw1) break;
+              plan = CompletePlan(p, plan);
+              if (plan.error == "split") break;
+              if (!plan.error.empty()) continue;
+              plans.push_back(plan);
+              break;
+            }
+          }
+        }
+        if (plans.size() > before) break;
+      }
+    }
+  }
+  return plans;
+}
+
+ChainPlan PlanChain(const ChainProblem& p) {
+  ChainPlan best;
+  if (PickKernel(p, 64) == nullptr) {
+    best.error = "unknown stage sequence";
+    return best;
+  }
+  if (p.n > 65535) {
+    best.error = "batch larger than 65535";
+    return best;
+  }
+  for (const ChainPlan& plan : ChainCandidates(p))
+    if (best.pixels == 0 || plan.estimate_us < best.estimate_us) best = plan;
+  if (best.pixels == 0) best.error = "no tiling fits in shared memory (too many input channels)";
+  return best;
+}
+
+ChainPlan ForcedPlan(const ChainProblem& p, const std::string& text) {
+  ChainPlan plan;
+  int w1_direct = 0;
+  if (std::sscanf(text.c_str(), "%d,%dx%d,%d,%d,%d,%d", &plan.pixels, &plan.tile_h, &plan.tile_w, &plan.f_tile,
+                  &plan.split, &plan.buffers, &w1_direct) != 7) {
+    plan.error = "FCM_CUDA_PLAN must read pixels,HxW,f_tile,split,buffers,w1_direct (e.g. 64,8x8,32,1,2,0)";
+    return plan;
+  }
+  plan.w1_direct = w1_direct != 0;
+  if (!p.pwl) plan.f_tile = 0, plan.split = 1;
+  plan.tile_h = std::min(plan.tile_h, p.out_h);
+  plan.tile_w = std::min(plan.tile_w, p.out_w);
+  if (p.pwl) plan.f_tile = std::min(plan.f_tile, RoundUp(p.f, 16));
+  plan.split = std::min(plan.split, (p.m + kChunk - 1) / kChunk);
+  if (!p.pw1) plan.w1_direct = false;
+  ChainPlan done = CompletePlan(p, plan);
+  if (done.error == "split") {  // fewer shares than asked: the largest that leaves none empty
+    for (plan.split = plan.split - 1; plan.split >= 1; --plan.split) {
+      done = CompletePlan(p, plan);
+      if (done.error != "split") break;
+    }
+  }
+  if (!done.error.empty()) done.error = "FCM_CUDA_PLAN " + text + ": " + done.error;
+  return done;
+}
+
+cudaError_t LaunchChain(const ChainProblem& p, const ChainPlan& plan, void* workspace, cudaStream_t stream) {
+  KernelFn kernel = PickKernel(p, plan.pixels);
+  if (kernel == nullptr || !plan.error.empty()) return cudaErrorInvalidValue;
+  if (AllowAndOccupancy(kernel, plan.shared_bytes) == 0) return cudaErrorInvalidConfiguration;
+  const KernelArgs a = MakeArgs(p, plan, static_cast<float*>(workspace));
+  const int tiles = ((p.out_h + plan.tile_h - 1) / plan.tile_h) * a.tiles_w;
+  const int z = p.pwl ? a.f_tiles * plan.split : a.chunks;
+  kernel<<<dim3(tiles, p.n, z), kThreads, plan.shared_bytes, stream>>>(a);
+  cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess && plan.split > 1) {
+    const size_t total = static_cast<size_t>(p.n) * p.f * p.out_h * p.out_w;
+    const int blocks = static_cast<int>(std::min<size_t>((total + 255) / 256, 8 * static_cast<size_t>(ThisDevice().sms)));
+    ReduceSplits<<<blocks, 256, 0, stream>>>(a, plan.split);
+    err = cudaGetLastError();
+  }
+  return err;
+}
+
+std::string DescribePlan(const ChainPlan& plan) {
+  if (!plan.error.empty()) return "no plan: " + plan.error;
+  char text[256];
+  std::snprintf(text, sizeof(text),
+                "%d px/block (%dx%d), f_tile %d, split %d, %d buffer(s)%s, %zu B shared, %lld blocks, est %.1f us",
+                plan.pixels, plan.tile_h, plan.tile_w, plan.f_tile, plan.split, plan.buffers,
+                plan.w1_direct ? ", W1 from device memory" : "", plan.shared_bytes,
+                plan.blocks, plan.estimate_us);
+  return text;
+}
+
+}  // namespace fcm

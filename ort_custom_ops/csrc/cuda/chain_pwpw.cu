@@ -1,0 +1,10 @@
+// The fused-chain kernels for PW->PW (chain_device.cuh), compiled in their own file.
+#include "chain_device.cuh"
+
+namespace fcm {
+namespace chain {
+
+KernelFn PickPwPw(const ChainProblem& p, int pixels) { return Instance<1, true, false, true>(p, pixels); }
+
+}  // namespace chain
+}  // namespace fcm

@@ -1,0 +1,139 @@
+// The FCM ops on ONNX Runtime's CUDA execution provider: reads a call's tensors into a
+// ChainProblem, plans the launch once per input shape (PlanChain; the planner's tiling attributes
+// are for the cost model's figures, the kernels choose their own for the device they run on), and
+// launches on the stream ONNX Runtime gives the kernel, with workspace from ONNX Runtime's
+// allocator.
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "../fused_op.h"
+#include "chain_launch.h"
+#include "cuda_ops.h"
+
+namespace fcm {
+namespace {
+
+bool Tf32Allowed(const ChainSpec& spec) {
+  const char* force = std::getenv("FCM_CUDA_FP32");  // exact FP32 pointwise stages, for comparisons
+  if (force != nullptr && force[0] == '1') return false;
+  return spec.allow_tf32;
+}
+
+struct CudaChainKernel {
+  ChainSpec spec;
+  std::mutex mutex;  // one kernel object may run on several threads at once
+  std::map<std::tuple<int, int, int, int, bool>, ChainPlan> plans;  // (device, n, h, w, tf32) -> plan
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context);
+};
+
+OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
+  try {
+    Ort::KernelContext ctx(context);
+    CallShapes s;
+    Ort::Status status = CheckCall(spec, ctx, &s);
+    if (!status.IsOK()) return status.release();
+    auto y = ctx.GetOutput(0, std::vector<int64_t>{s.n, s.out_c, s.out_h, s.out_w});
+    if (s.n == 0 || s.out_h == 0 || s.out_w == 0) return nullptr;
+    if (s.n > 65535 || s.c * s.h * s.w > (int64_t{1} << 31) || s.out_c * s.out_h * s.out_w > (int64_t{1} << 31))
+      return Ort::Status("FCM CUDA: tensor too large for the kernels' 32-bit indexing", ORT_NOT_IMPLEMENTED).release();
+    auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
+
+    const auto& st = spec.stages;
+    ChainProblem p;
+    p.pw1 = st.front().type == StageType::kPointwise;
+    p.dw = std::any_of(st.begin(), st.end(), [](const Stage& x) { return x.type == StageType::kDepthwise; });
+    p.pwl = st.size() > 1 && st.back().type == StageType::kPointwise;
+    p.x = ctx.GetInput(0).GetTensorData<float>();
+    p.y = y.GetTensorMutableData<float>();
+    p.n = static_cast<int>(s.n), p.c = static_cast<int>(s.c), p.h = static_cast<int>(s.h), p.w = static_cast<int>(s.w);
+    p.out_h = static_cast<int>(s.out_h), p.out_w = static_cast<int>(s.out_w);
+    size_t index = 0;
+    if (p.pw1) {
+      p.w1 = ctx.GetInput(spec.WeightInput(index)).GetTensorData<float>();
+      p.b1 = ctx.GetInput(spec.BiasInput(index)).GetTensorData<float>();
+      p.act1 = st[index].activation;
+      p.m = static_cast<int>(st[index].out_channels);
+      ++index;
+    } else {
+      p.m = p.c;
+    }
+    if (p.dw) {
+      const Stage& d = st[index];
+      p.kernel = static_cast<int>(d.kernel), p.stride = static_cast<int>(d.stride);
+      p.pad_top = static_cast<int>(d.pads[0]), p.pad_left = static_cast<int>(d.pads[1]);
+      p.wd = ctx.GetInput(spec.WeightInput(index)).GetTensorData<float>();
+      p.bd = ctx.GetInput(spec.BiasInput(index)).GetTensorData<float>();
+      p.actd = d.activation;
+      ++index;
+    }
+    if (p.pwl) {
+      p.w2 = ctx.GetInput(spec.WeightInput(index)).GetTensorData<float>();
+      p.b2 = ctx.GetInput(spec.BiasInput(index)).GetTensorData<float>();
+      p.act2 = st[index].activation;
+      p.f = static_cast<int>(s.out_c);
+    }
+    if (s.scale_batch > 0) {
+      p.scale = ctx.GetInput(spec.ScaleInput()).GetTensorData<float>();
+      p.scale_batch = static_cast<int>(s.scale_batch);
+    }
+    p.residual = spec.residual;
+    p.res_act = spec.residual_activation;
+    p.tf32 = Tf32Allowed(spec);
+
+    int device = 0;
+    cudaGetDevice(&device);
+    ChainPlan plan;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      const auto key = std::make_tuple(device, p.n, p.h, p.w, p.tf32);
+      auto found = plans.find(key);
+      if (found == plans.end()) {
+        const char* forced = std::getenv("FCM_CUDA_PLAN");  // a fixed division of the work, for tests and tuning
+        found = plans.emplace(key, forced != nullptr && forced[0] != '\0' ? ForcedPlan(p, forced) : PlanChain(p)).first;
+        const char* verbose = std::getenv("FCM_CUDA_VERBOSE");  // the plan of each node, for profiling
+        if (verbose != nullptr && verbose[0] == '1')
+          std::fprintf(stderr, "FCM CUDA %s [n=%d c=%d h=%d w=%d m=%d f=%d k=%d s=%d]: %s\n", spec.node_name.c_str(), p.n, p.c,
+                       p.h, p.w, p.m, p.f, p.kernel, p.stride, DescribePlan(found->second).c_str());
+      }
+      plan = found->second;
+    }
+    if (!plan.error.empty())
+      return Ort::Status(("FCM CUDA (" + spec.node_name + "): " + plan.error).c_str(), ORT_NOT_IMPLEMENTED).release();
+
+    // split shares go through a workspace from ONNX Runtime's allocator: its blocks are reused in
+    // the order of the stream every kernel of the session runs on
+    OrtAllocator* allocator = nullptr;
+    void* workspace = nullptr;
+    if (plan.workspace_bytes > 0) {
+      Ort::MemoryInfo device_memory("Cuda", OrtArenaAllocator, device, OrtMemTypeDefault);
+      allocator = ctx.GetAllocator(*static_cast<const OrtMemoryInfo*>(device_memory));
+      if (allocator == nullptr) return Ort::Status("FCM CUDA: no device allocator", ORT_EP_FAIL).release();
+      workspace = allocator->Alloc(allocator, plan.workspace_bytes);
+      if (workspace == nullptr) return Ort::Status("FCM CUDA: out of device memory", ORT_EP_FAIL).release();
+    }
+    const cudaError_t err = LaunchChain(p, plan, workspace, stream);
+    if (workspace != nullptr) allocator->Free(allocator, workspace);
+    if (err != cudaSuccess)
+      return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
+    return nullptr;
+  } catch (const Ort::Exception& e) {
+    return Ort::Status(e).release();
+  } catch (const std::exception& e) {
+    return Ort::Status(e.what(), ORT_RUNTIME_EXCEPTION).release();
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<OrtCustomOp> MakeCudaOp(const char* name, size_t stages) {
+  return std::make_unique<FusedOp<CudaChainKernel>>(name, "CUDAExecutionProvider", stages);
+}
+
+}  // namespace fcm
