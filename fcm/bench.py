@@ -28,6 +28,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from fcm.errors import FcmError
+from ort_custom_ops.unfuse import function_body, node_function
 
 Progress = Callable[[str], None]
 CONFIGS = [(graph, nhwc) for graph in (False, True) for nhwc in (False, True)]
@@ -207,7 +208,7 @@ def _value_shapes(model: onnx.ModelProto, batch: int) -> dict[str, list[int]]:
 def group_models(fused: onnx.ModelProto, node: onnx.NodeProto, shapes: dict[str, list[int]]):
     """(fused node alone, its function body as a plain graph) with the node's initializers."""
     initializers = {i.name: i for i in fused.graph.initializer}
-    function = next(f for f in fused.functions if f.name == node.op_type and f.overload == node.overload)
+    function = node_function(fused, node)
     opset = [o for o in fused.opset_import]
     data_inputs = [name for name in node.input if name and name not in initializers]
     inputs = [helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shapes[name]) for name in data_inputs]
@@ -216,16 +217,7 @@ def group_models(fused: onnx.ModelProto, node: onnx.NodeProto, shapes: dict[str,
     alone = helper.make_model(helper.make_graph([node], "group", inputs, [output], weights), opset_imports=opset,
                               functions=[function])
     alone.ir_version = fused.ir_version
-    # the body, its formal parameters bound to the node's actual inputs
-    rename = dict(zip(function.input, node.input))
-    rename[function.output[0]] = node.output[0]
-    body = []
-    for original in function.node:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(original)
-        copy.input[:] = [rename.get(n, n) for n in copy.input]
-        copy.output[:] = [rename.get(n, n) for n in copy.output]
-        body.append(copy)
+    body = function_body(fused, node)  # its formal parameters bound to the node's actual inputs
     plain = helper.make_model(helper.make_graph(body, "subgraph", inputs, [output], weights),
                               opset_imports=[o for o in opset if o.domain in ("", "ai.onnx")])
     plain.ir_version = fused.ir_version

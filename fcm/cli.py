@@ -215,6 +215,16 @@ def cmd_verify(args: argparse.Namespace, report: _Reporter) -> int:
     return 0
 
 
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        batches = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise FcmError(f"--batch takes sizes separated by commas, not {text!r}") from None
+    if any(b < 1 for b in batches):
+        raise FcmError("batch sizes must be at least 1")
+    return batches
+
+
 def cmd_bench(args: argparse.Namespace, report: _Reporter) -> int:
     import json
 
@@ -231,12 +241,7 @@ def cmd_bench(args: argparse.Namespace, report: _Reporter) -> int:
         if not path.is_file():
             raise FcmError("no such file", path)
     plan = Path(args.plan) if args.plan else fused.with_name(fused.stem + ".plan.json")
-    try:
-        batches = [int(b) for b in args.batch.split(",")]
-    except ValueError:
-        raise FcmError(f"--batch takes sizes separated by commas, not {args.batch!r}") from None
-    if any(b < 1 for b in batches):
-        raise FcmError("batch sizes must be at least 1")
+    batches = _batch_sizes(args.batch)
     result = bench.run(model, fused, batches, args.runs, args.warmup, plan, not args.no_micro, args.exact_fp32,
                        report.progress, profile=args.profile)
     command = "fcm bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else [])
@@ -251,6 +256,27 @@ def cmd_bench(args: argparse.Namespace, report: _Reporter) -> int:
     drew = bench.chart(result, out / "bench.png")
     print(text)
     print(f"written: {out / 'bench.json'}, {out / 'bench.md'}" + (f", {out / 'bench.png'}" if drew else " (no matplotlib: no chart)"))
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace, report: _Reporter) -> int:
+    from fcm import tune
+
+    model = Path(args.model)
+    if not model.is_file():
+        raise FcmError("no such file", model)
+    batches = _batch_sizes(args.batch)
+    if args.margin <= 0:
+        raise FcmError("--margin must be positive")
+    output = Path(args.output) if args.output else model.with_name(model.name.removesuffix(".onnx") + ".tuned.onnx")
+    names = [n for n in args.unfuse.split(",") if n] if args.unfuse is not None else None
+    result = tune.tune(model, output, batches, args.runs, args.warmup, args.margin, names, report.progress)
+    for name, group in result["groups"].items():
+        times = ", ".join(f"batch {b}: {t['fused_ms']:.4f} vs {t['unfused_ms']:.4f} ms" if "fused_ms" in t else f"batch {b}: {t['error']}"
+                          for b, t in group["batches"].items())
+        print(f"{name:24s} {'fused  ' if group['keep_fused'] else 'unfused'} {times}")
+    print(f"written: {result['output']} ({result['fused_groups']} fused groups kept, {len(result['unfuse'])} unfused), "
+          f"{result['report']}")
     return 0
 
 
@@ -368,6 +394,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", action="store_true", help="also record per-node kernel times (ONNX Runtime's profiler)")
     bench.add_argument("-o", "--output", metavar="DIR", help="where to write (default: <stem>.bench/ beside the fused model)")
     bench.set_defaults(func=cmd_bench)
+
+    tune = commands.add_parser(
+        "tune",
+        help="unfuse the groups that are not faster on this GPU",
+        description="Time every fused group of a fused model against its original subgraph on this machine's GPU "
+        "(ONNX Runtime's CUDA provider, the micro-benchmark of fcm bench) at each batch size, and write a model in "
+        "which the groups that are not faster at all of them run unfused again, plus a JSON report of the times "
+        "and decisions. With --unfuse, apply a given decision without measuring.",
+    )
+    tune.add_argument("model", help="a fused .onnx file (from fcm convert)")
+    tune.add_argument("--batch", default="1,32", help="batch sizes a group must be faster at, comma-separated (default: 1,32)")
+    tune.add_argument("--runs", type=int, default=100, help="timed runs per measurement (default: 100)")
+    tune.add_argument("--warmup", type=int, default=20, help="warm-up runs (default: 20)")
+    tune.add_argument("--margin", type=float, default=1.0,
+                      help="keep a group fused when its time is below MARGIN x its subgraph's (default: 1.0)")
+    tune.add_argument("--unfuse", metavar="NODES", help="comma-separated fused node names to unfuse, without measuring")
+    tune.add_argument("-o", "--output", metavar="ONNX", help="where to write (default: <stem>.tuned.onnx beside the model)")
+    tune.set_defaults(func=cmd_tune)
     return parser
 
 

@@ -160,3 +160,41 @@ def test_cli(tmp_path, capsys):
         assert (tmp_path / f"mnv2{suffix}").is_file()
     plan = json.loads((tmp_path / "mnv2.plan.json").read_text())
     assert plan["gpu"]["name"] == "A100" and plan["batch"] == 8
+
+
+def test_unfusing_groups_keeps_the_function(converted, tmp_path, rng, capsys):
+    """`fcm tune --unfuse`: the named groups become their subgraphs again; outputs unchanged."""
+    result = converted["MobileNetV2"]
+    fused = onnx.load(result.output)
+    names = [n.name for n in _fused_nodes(fused)]
+    chosen = [names[0], names[len(names) // 2], names[-1]]
+    out = tmp_path / "tuned.onnx"
+    assert main(["tune", str(result.output), "--unfuse", ",".join(chosen), "-o", str(out)]) == 0
+    tuned = onnx.load(out)
+    onnx.checker.check_model(tuned)
+    left = {n.name for n in _fused_nodes(tuned)}
+    assert left == set(names) - set(chosen)
+    assert len(tuned.functions) == len(left)
+    assert len({n.name for n in tuned.graph.node}) == len(tuned.graph.node)
+    report = json.loads((tmp_path / "tuned.tune.json").read_text())
+    assert report["unfuse"] == sorted(chosen) and report["fused_groups"] == len(left)
+    shape = (2,) + tuple(make_session(result.output).get_inputs()[0].shape[1:])
+    x = rng.uniform(-1, 1, shape).astype(np.float32)
+    unfused = make_session(result.files["unfused"], with_library=False)
+    (expected,) = unfused.run(None, {unfused.get_inputs()[0].name: x})
+    tuned_session = make_session(out)
+    (got,) = tuned_session.run(None, {tuned_session.get_inputs()[0].name: x})
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_tune_errors(converted, tmp_path, capsys):
+    model = str(converted["MobileNet"].output)
+    assert main(["tune", model, "--unfuse", "no_such_node", "-o", str(tmp_path / "t.onnx")]) == 2
+    assert "no fused node named no_such_node" in capsys.readouterr().err
+    assert not (tmp_path / "t.onnx").exists()
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert main(["tune", model, "-o", str(tmp_path / "t.onnx")]) == 2
+        assert "no CUDA execution provider" in capsys.readouterr().err
+        assert not (tmp_path / "t.onnx").exists()
