@@ -7,7 +7,7 @@ alone, in float64.
 Quantized DAGs (int8/uint8 activations) run as TFLite's integer kernels would, up to rounding:
 inputs and outputs are the quantized integers, weights are dequantized per channel, and every
 operator's result is re-quantized to its output's scale and zero point (round, clamp) before the
-next operator reads it. Bit-exact integer arithmetic is the int8 kernels' business, not this one's.
+next operator reads it. Bit-exact integer arithmetic, layer by layer, is :mod:`extractor.integer`.
 """
 
 from __future__ import annotations
