@@ -1,7 +1,7 @@
 """TFLite's integer arithmetic for int8 operators, bit for bit, in numpy.
 
 In: a quantized DAG layer (``conv_2d``, ``depthwise_conv_2d``, ``fully_connected``, ``add``,
-``pad``, ``quantize``), its integer weights and per-channel quantization parameters from
+``pad``, ``quantize``; ``mean`` in the fp32 scheme), its integer weights and per-channel quantization parameters from
 ``weights.npz``, and its quantized input tensors. Out: its quantized output tensor, computed as
 TFLite's integer kernels compute it: int32 accumulators over zero-point-shifted inputs, the real
 rescale factor turned into a Q31 fixed-point multiplier and a power-of-two shift
@@ -221,12 +221,28 @@ def _pad(il: IntegerLayer, x: np.ndarray, paddings: np.ndarray) -> np.ndarray:
     return np.pad(x, [tuple(p) for p in paddings], constant_values=int(il.out["zero_point"]))
 
 
-SUPPORTED = ("conv_2d", "depthwise_conv_2d", "fully_connected", "add", "pad", "quantize")
+def _mean(il: IntegerLayer, x: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """MEAN over axes, as XNNPACK computes it: the zero-point-shifted sum times the float32
+    factor input_scale / output_scale / count, rounded half to even. (TFLite's builtin kernel
+    rounds differently and is not reproduced.)"""
+    if il.scheme != FP32:
+        raise FcmError(f"layer {il.layer.id}: MEAN is reproduced for the fp32 (XNNPACK) scheme only")
+    scale, zp = il.input_quant(0)
+    axes = tuple(int(a) % x.ndim for a in np.atleast_1d(axes))
+    count = int(np.prod([x.shape[a] for a in axes]))
+    acc = x.astype(np.int64).sum(axis=axes, keepdims=bool((il.layer.options or {}).get("keep_dims"))) - count * zp
+    factor = np.float32(scale) / np.float32(il.out["scale"]) / np.float32(count)
+    lo, hi = RANGES[il.out["dtype"]]
+    out = np.rint(acc.astype(np.float32) * factor).astype(np.int64) + int(il.out["zero_point"])
+    return np.clip(out, lo, hi).astype(np.dtype(il.out["dtype"]))
+
+
+SUPPORTED = ("conv_2d", "depthwise_conv_2d", "fully_connected", "add", "pad", "quantize", "mean")
 
 
 def run_layer(dag: Dag, layer: Layer, inputs: list[np.ndarray], scheme: str = FIXED_POINT) -> np.ndarray:
     """The layer's quantized output from its quantized data inputs (in the layer's input order;
-    ``pad`` also takes its paddings), with the convolutions' requantization ``scheme``."""
+    ``pad`` also takes its paddings, ``mean`` its axes), with the requantization ``scheme``."""
     il = IntegerLayer(dag, layer, scheme)
     if layer.name in ("conv_2d", "depthwise_conv_2d"):
         return _conv(il, inputs[0], layer.name == "depthwise_conv_2d")
@@ -238,4 +254,6 @@ def run_layer(dag: Dag, layer: Layer, inputs: list[np.ndarray], scheme: str = FI
         return _requantize(il, inputs[0])
     if layer.name == "pad":
         return _pad(il, inputs[0], inputs[1])
+    if layer.name == "mean":
+        return _mean(il, inputs[0], inputs[1])
     raise FcmError(f"layer {layer.id}: no integer implementation of '{layer.name}' (supported: {', '.join(SUPPORTED)})")
