@@ -257,3 +257,47 @@ def run_layer(dag: Dag, layer: Layer, inputs: list[np.ndarray], scheme: str = FI
     if layer.name == "mean":
         return _mean(il, inputs[0], inputs[1])
     raise FcmError(f"layer {layer.id}: no integer implementation of '{layer.name}' (supported: {', '.join(SUPPORTED)})")
+
+
+def run_integer(dag: Dag, inputs: np.ndarray | list[np.ndarray], scheme: str = FP32) -> list[np.ndarray]:
+    """The whole quantized model in integers: every layer with an integer form (``SUPPORTED``)
+    exactly as TFLite computes it under ``scheme``; any other operator (SOFTMAX, reshapes) in
+    float64 on its dequantized inputs, its result quantized to its output (rounding half away
+    from zero): the only places the result may differ from the interpreter's."""
+    from . import ops
+    from .executor import _IMPLEMENTATIONS, _Context, quantize
+
+    if isinstance(inputs, np.ndarray):
+        inputs = [inputs]
+    values: dict = {("input", k): np.asarray(array) for k, array in enumerate(inputs)}
+
+    def key(ref: dict):
+        return (ref["op"], ref.get("output", 0)) if "op" in ref else ("input", ref["graph_input"])
+
+    for layer in dag:
+        refs = layer.inputs or []
+        try:
+            if layer.name in SUPPORTED and not (layer.name == "mean" and scheme != FP32):
+                data = [dag.weight(layer.id, ref["const"]) if "const" in ref else values[key(ref)]
+                        for ref in refs if ref is not None and ("const" not in ref or layer.name in ("pad", "mean"))]
+                values[(layer.id, 0)] = run_layer(dag, layer, data, scheme)
+                continue
+            real = {}
+            for ref in refs:
+                if ref is None or "const" in ref:
+                    continue
+                q = values[key(ref)]
+                real[key(ref)] = (q.astype(np.float64) - ref["zero_point"]) * ref["scale"] if "scale" in ref else q
+        except KeyError as exc:
+            raise FcmError(f"layer {layer.id} ({layer.name}): missing input {exc}") from None
+        impl = _IMPLEMENTATIONS.get(layer.name)
+        if impl is None or layer.opaque:
+            raise FcmError(f"cannot execute layer {layer.id}: operator '{layer.name}' has no integer or float form here")
+        result = np.asarray(impl(_Context(dag, layer, real)), np.float64)
+        if layer.name in ops.OPS_WITH_FUSED_ACTIVATION:
+            result = ops.apply_activation(result, layer.activation, layer.activation_params)
+        out = (layer.outputs or [{}])[0]
+        if out.get("dtype") in RANGES and "scale" in out:
+            result = quantize(result, out["scale"], out["zero_point"], out["dtype"]).astype(np.dtype(out["dtype"]))
+        values[(layer.id, 0)] = result
+    return [values[(layer_id, index)] for layer_id, index in dag.model_outputs()]
