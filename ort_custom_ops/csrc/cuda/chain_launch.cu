@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <unordered_map>
 
 #include "chain_device.cuh"
@@ -94,17 +95,19 @@ const Device& ThisDevice() {
   return devices.emplace(ordinal, d).first->second;
 }
 
-// Raises a kernel's dynamic shared-memory limit (once per kernel and size) and says how many of
-// its blocks fit on an SM with `bytes` of shared memory (0: none).
+// Raises a kernel's dynamic shared-memory limit (once per device, kernel and size: the attribute
+// is per device) and says how many of its blocks fit on an SM with `bytes` of shared memory (0: none).
 int AllowAndOccupancy(KernelFn kernel, size_t bytes) {
   static std::mutex mutex;
-  static std::unordered_map<KernelFn, size_t> allowed;
-  static std::map<std::pair<KernelFn, size_t>, int> occupancy;
+  static std::map<std::pair<int, KernelFn>, size_t> allowed;
+  static std::map<std::tuple<int, KernelFn, size_t>, int> occupancy;
+  int ordinal = 0;
+  cudaGetDevice(&ordinal);
   std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::make_pair(kernel, bytes);
+  const auto key = std::make_tuple(ordinal, kernel, bytes);
   auto found = occupancy.find(key);
   if (found != occupancy.end()) return found->second;
-  size_t& current = allowed[kernel];
+  size_t& current = allowed[std::make_pair(ordinal, kernel)];
   if (bytes > current) {
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)) != cudaSuccess) {
       cudaGetLastError();  // clear it: the plan is just not possible
@@ -196,7 +199,6 @@ ChainPlan CompletePlan(const ChainProblem& p, ChainPlan plan) {
 
 std::vector<ChainPlan> ChainCandidates(const ChainProblem& p) {
   std::vector<ChainPlan> plans;
-  const Device& device = ThisDevice();
   const int chunks = (p.m + kChunk - 1) / kChunk;
   for (int pixels : {64, 128}) {
     std::vector<int> widths;
