@@ -8,6 +8,9 @@ rescale factor turned into a Q31 fixed-point multiplier and a power-of-two shift
 (``quantize_multiplier``), the rounding high multiply and rounding shift
 (``multiply_by_quantized_multiplier``), the output zero point and the fused activation's clamp.
 
+``accumulate`` and ``requantize`` are the same arithmetic on plain arrays (for testing kernels
+without a DAG); ``run_integer`` chains the layers of a whole model.
+
 This is the reference the int8 fused kernels are held to; :mod:`extractor.executor` stays the
 float-rounding model of the same network.
 """
@@ -126,35 +129,40 @@ class IntegerLayer:
         return self.dag.weight(self.layer.id, key)
 
     def requantize(self, acc: np.ndarray) -> np.ndarray:
-        """A convolution's int32 accumulators (channels last) -> output integers: rescale per
-        channel by input scale x filter scale / output scale, add the zero point, clamp."""
+        """A convolution's accumulators -> its output integers (see ``requantize``)."""
         in_scale, _ = self.input_quant(0)
         zero_point = int(self.out["zero_point"])
         lo, hi = activation_range(self.layer.activation, self.layer.activation_params,
                                   float(self.out["scale"]), zero_point, self.out["dtype"])
-        if self.scheme == FP32:  # in float32: scale, clamp, round half to even
-            scale = np.float32(in_scale) * self.weight("weights_scales").astype(np.float32) / np.float32(self.out["scale"])
-            scaled = np.clip(acc.astype(np.float32) * scale, np.float32(lo - zero_point), np.float32(hi - zero_point))
-            return (np.rint(scaled).astype(np.int64) + zero_point).astype(np.dtype(self.out["dtype"]))
-        real = np.float64(in_scale) * self.weight("weights_scales").astype(np.float64) / np.float64(self.out["scale"])
-        pairs = [quantize_multiplier(float(r)) for r in np.atleast_1d(real)]
-        multiplier = np.array([p[0] for p in pairs], np.int64)
-        shift = np.array([p[1] for p in pairs], np.int64)
-        scaled = multiply_by_quantized_multiplier(acc, multiplier, shift) + zero_point
-        return np.clip(scaled, lo, hi).astype(np.dtype(self.out["dtype"]))
+        return requantize(acc, in_scale, self.weight("weights_scales"), float(self.out["scale"]), zero_point,
+                          (lo, hi), self.out["dtype"], self.scheme)
 
 
-def _conv(il: IntegerLayer, x: np.ndarray, depthwise: bool) -> np.ndarray:
-    layer = il.layer
-    _, x_zp = il.input_quant(0)
-    w = il.weight("weights").astype(np.float64)
-    if np.any(il.weight("weights_zero_points")):
-        raise FcmError(f"layer {layer.id}: weights with non-zero zero points are not TFLite int8")
-    bias = il.weight("bias").astype(np.int64) if il.dag.has_weight(layer.id, "bias") else None
-    kernel, strides, dilation, pads = _conv_geometry(layer)
-    # padding reads as the zero point, which is zero once the zero point is subtracted; the sums
-    # of int8 products are exact in float64
-    xs = x.astype(np.float64) - x_zp
+def requantize(acc: np.ndarray, input_scale: float, weight_scales: np.ndarray, output_scale: float,
+               output_zero_point: int, clamp: tuple[int, int], dtype: str, scheme: str) -> np.ndarray:
+    """int32 accumulators (channels last) -> output integers: rescale per channel by input scale x
+    weight scale / output scale, add the output zero point, clamp to ``clamp`` (the activation's
+    range in output integers), as ``scheme`` computes it."""
+    lo, hi = clamp
+    if scheme == FP32:  # in float32: scale, clamp, round half to even
+        scale = np.float32(input_scale) * np.asarray(weight_scales, np.float32) / np.float32(output_scale)
+        scaled = np.clip(acc.astype(np.float32) * scale, np.float32(lo - output_zero_point), np.float32(hi - output_zero_point))
+        return (np.rint(scaled).astype(np.int64) + output_zero_point).astype(np.dtype(dtype))
+    real = np.float64(input_scale) * np.asarray(weight_scales, np.float64) / np.float64(output_scale)
+    pairs = [quantize_multiplier(float(r)) for r in np.atleast_1d(real)]
+    multiplier = np.array([p[0] for p in pairs], np.int64)
+    shift = np.array([p[1] for p in pairs], np.int64)
+    scaled = multiply_by_quantized_multiplier(acc, multiplier, shift) + output_zero_point
+    return np.clip(scaled, lo, hi).astype(np.dtype(dtype))
+
+
+def accumulate(x: np.ndarray, x_zero_point: int, weights: np.ndarray, bias: np.ndarray | None, kernel, strides,
+               dilation, pads, depthwise: bool) -> np.ndarray:
+    """A convolution's int32 accumulators: sum((x - x_zero_point) * w) + bias over NHWC ``x``;
+    ``weights`` [F, C, KH, KW] or [F, C] (standard), [C * M, KH, KW] (depthwise); ``pads`` top,
+    bottom, left, right. Padding reads as the zero point, i.e. contributes nothing."""
+    xs = x.astype(np.float64) - x_zero_point  # sums of int8 products are exact in float64
+    w = np.asarray(weights, np.float64)
     if depthwise:
         multiplier = w.shape[0] // xs.shape[-1]
         if multiplier > 1:
@@ -167,9 +175,17 @@ def _conv(il: IntegerLayer, x: np.ndarray, depthwise: bool) -> np.ndarray:
     for (kh, kw), window in _windows(xp, kernel, strides, dilation, out_hw):
         acc += window * w[:, kh, kw] if depthwise else window @ w[:, :, kh, kw].T
     acc = acc.astype(np.int64)
-    if bias is not None:
-        acc += bias
-    return il.requantize(acc)
+    return acc if bias is None else acc + np.asarray(bias, np.int64)
+
+
+def _conv(il: IntegerLayer, x: np.ndarray, depthwise: bool) -> np.ndarray:
+    layer = il.layer
+    _, x_zp = il.input_quant(0)
+    if np.any(il.weight("weights_zero_points")):
+        raise FcmError(f"layer {layer.id}: weights with non-zero zero points are not TFLite int8")
+    bias = il.weight("bias") if il.dag.has_weight(layer.id, "bias") else None
+    kernel, strides, dilation, pads = _conv_geometry(layer)
+    return il.requantize(accumulate(x, x_zp, il.weight("weights"), bias, kernel, strides, dilation, pads, depthwise))
 
 
 def _fully_connected(il: IntegerLayer, x: np.ndarray) -> np.ndarray:
