@@ -45,13 +45,19 @@ def random_spec(rng, kind: str, channels: int, *, kernel=3, stride=1, pads=None,
                    has_scale=scale)
 
 
-def _check(spec: FcmSpec, rng, batch: int, height: int, width: int) -> None:
+def random_feeds(spec: FcmSpec, rng, batch: int, height: int, width: int):
+    """(feeds, x, scale): a normal input X and, when the spec has one, a channel scale S in [0, 1)."""
     x = rng.normal(size=(batch, spec.stages[0].in_channels, height, width)).astype(np.float32)
     feeds = {"X": x}
     scale = None
     if spec.has_scale:
         scale = rng.uniform(0, 1, (batch, x.shape[1], 1, 1)).astype(np.float32)
         feeds["S"] = scale
+    return feeds, x, scale
+
+
+def _check(spec: FcmSpec, rng, batch: int, height: int, width: int) -> None:
+    feeds, x, scale = random_feeds(spec, rng, batch, height, width)
     expected = run_spec(spec, x, scale)
     bound = 1e-4 * max(1.0, np.abs(expected).max())
     for with_library in (True, False):  # our kernel, then the function body (ONNX Runtime's own ops)

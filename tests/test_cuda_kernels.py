@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from fcm_numpy import run_spec
 from gpu_support import cuda_providers, require_cuda, run_poisoned
 from ort_custom_ops.library import make_session
 from ort_custom_ops.standalone import fused_model
-from test_cpu_kernels import random_spec
+from test_cpu_kernels import random_feeds, random_spec
 
 pytestmark = pytest.mark.gpu
 
@@ -52,21 +53,23 @@ def random_plan(rng) -> str:
     return f"{pixels},{tile_h}x{tile_w},{f_tile},{split},{int(rng.choice([1, 2]))},{int(rng.integers(0, 2))}"
 
 
-def check_on_gpu(spec, rng, batch, height, width, bound, plan=None):
-    x = rng.normal(size=(batch, spec.stages[0].in_channels, height, width)).astype(np.float32)
-    feeds = {"X": x}
-    scale = None
-    if spec.has_scale:
-        scale = rng.uniform(0, 1, (batch, x.shape[1], 1, 1)).astype(np.float32)
-        feeds["S"] = scale
-    model = fused_model(spec)
-    (cpu,) = make_session(model).run(None, feeds)
-    if plan is not None:  # read when the kernel plans its first call, inside run_poisoned
+@contextmanager
+def forced_plan(plan: str | None):
+    """FCM_CUDA_PLAN set while the block runs (the kernels read it when they plan a first call)."""
+    if plan is not None:
         os.environ["FCM_CUDA_PLAN"] = plan
     try:
-        gpu = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
+        yield
     finally:
         os.environ.pop("FCM_CUDA_PLAN", None)
+
+
+def check_on_gpu(spec, rng, batch, height, width, bound, plan=None):
+    feeds, x, scale = random_feeds(spec, rng, batch, height, width)
+    model = fused_model(spec)
+    (cpu,) = make_session(model).run(None, feeds)
+    with forced_plan(plan):
+        gpu = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
     reference = run_spec(spec, x, scale)
     scale_of = max(1.0, float(np.abs(reference).max()))
     assert np.abs(cpu - reference).max() <= FP32_BOUND * scale_of
@@ -118,12 +121,8 @@ def test_plan_override_is_checked(rng):
     model = fused_model(spec)
     x = rng.normal(size=(1, 16, 9, 9)).astype(np.float32)
     for plan, reason in (("96,8x8,16,1,2,0", "64 or 128"), ("64,16x16,16,1,2,0", "tile larger"), ("64,8x8", "must read")):
-        os.environ["FCM_CUDA_PLAN"] = plan
-        try:
-            with pytest.raises(Exception, match=reason):
-                make_session(model, providers=cuda_providers()).run(None, {"X": x})
-        finally:
-            os.environ.pop("FCM_CUDA_PLAN", None)
+        with forced_plan(plan), pytest.raises(Exception, match=reason):
+            make_session(model, providers=cuda_providers()).run(None, {"X": x})
 
 
 def test_small_cases_for_the_sanitizer(rng):
@@ -176,14 +175,13 @@ def test_cuda_graph_capture_and_replay(rng):
     model = fused_model(spec)
     cpu = make_session(model)
     session = make_session(model, providers=cuda_providers(enable_cuda_graph=1))
-    os.environ["FCM_CUDA_PLAN"] = "64,7x7,32,3,2,0"  # the split path's workspace too (planned at the first run)
     x = rng.normal(size=(4, 32, 14, 14)).astype(np.float32)
     x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
     y_dev = ort.OrtValue.ortvalue_from_numpy(np.full((4, 32, 14, 14), np.nan, np.float32), "cuda", 0)
     binding = session.io_binding()
     binding.bind_ortvalue_input("X", x_dev)
     binding.bind_ortvalue_output("Y", y_dev)
-    try:
+    with forced_plan("64,7x7,32,3,2,0"):  # the split path's workspace too (planned at the first run)
         for attempt in range(3):  # capture, then replays with new input values
             x = rng.normal(size=x.shape).astype(np.float32)
             x_dev.update_inplace(x)
@@ -191,5 +189,3 @@ def test_cuda_graph_capture_and_replay(rng):
             (expected,) = cpu.run(None, {"X": x})
             got = y_dev.numpy()
             assert np.abs(got - expected).max() <= TF32_BOUND * max(1, np.abs(expected).max()), f"run {attempt}"
-    finally:
-        os.environ.pop("FCM_CUDA_PLAN", None)
