@@ -1,7 +1,8 @@
 // The library's entry point: ONNX Runtime calls RegisterCustomOps when a session registers it.
 // Every FCM op type is registered for the CPU execution provider (the reference kernels), and, when
-// the library is built with CUDA, for the CUDA execution provider.
+// the library is built with CUDA, for the CUDA execution provider; the int8 ops (int8_ops.h) for the CPU.
 #include "fused_op.h"
+#include "int8_ops.h"
 
 #include <memory>
 #include <mutex>
@@ -28,6 +29,7 @@ struct OpSet {
       ops.push_back(fcm::MakeCudaOp(kind.name, kind.stages));
 #endif
     }
+    fcm::int8::AddInt8Ops(&ops);
     for (auto& op : ops) domain.Add(op.get());
   }
 };
