@@ -151,8 +151,8 @@ def cmd_convert(args: argparse.Namespace, report: _Reporter) -> int:
 
     if args.batch < 1:
         raise FcmError(f"--batch must be at least 1, not {args.batch}")
-    options = ConvertOptions(gpu=args.gpu, batch=args.batch, dtype=args.dtype, verify=not args.no_verify,
-                             source=_source_options(args))
+    options = ConvertOptions(gpu=args.gpu, batch=args.batch, dtype=args.dtype, scheme=args.scheme,
+                             verify=not args.no_verify, source=_source_options(args))
     result = convert(args.model, args.output, options, progress=report.progress)
     for note in result.notes:
         report.warning(note) if "left unfused" in note else report.progress(note)
@@ -163,6 +163,8 @@ def cmd_convert(args: argparse.Namespace, report: _Reporter) -> int:
         kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
     print(f"{result.output}: {len(fused)} fused nodes (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")"
           if fused else f"{result.output}: no fused nodes")
+    for line in result.summary:
+        print(line)
     if result.checks:
         worst = max((c for c in result.checks if c.name != "unfused ONNX"), key=lambda c: c.relative)
         print(f"verified against the source model: largest relative error {worst.relative:.2g} "
@@ -193,7 +195,7 @@ def cmd_verify(args: argparse.Namespace, report: _Reporter) -> int:
         raise FcmError(f"not an ONNX model ({type(exc).__name__})", fused_path) from None
     report.progress(f"running {fused_path.name} and {against.name} on {providers[0]}")
     fused = make_session(fused_model, with_library=True, providers=providers)
-    reference = make_session(against, with_library=False, providers=providers)
+    reference = make_session(against, with_library=True, providers=providers)  # an int8 model's ops are all FCM ops
     used = fused.get_providers()[0]
     rng = np.random.default_rng()
     inputs = random_inputs(fused_model, args.batch, rng)
@@ -204,8 +206,8 @@ def cmd_verify(args: argparse.Namespace, report: _Reporter) -> int:
         outputs = fused.run(None, feeds)
         times.append(time.perf_counter() - started)
     expected = reference.run(None, {i.name: a for i, a in zip(reference.get_inputs(), inputs)})
-    error = max(float(np.abs(o - e).max()) for o, e in zip(outputs, expected))
-    scale = max(float(np.abs(e).max()) for e in expected)
+    error = max(float(np.abs(o.astype(np.float64) - e).max()) for o, e in zip(outputs, expected))  # int8 models too
+    scale = max(float(np.abs(e.astype(np.float64)).max()) for e in expected)
     bound = args.tolerance * scale
     print(f"{fused_path}: ran on {used} at batch {args.batch}: {sorted(times)[len(times) // 2] * 1e3:.2f} ms per run "
           f"(median of {len(times)}, wall clock, not a benchmark)")
@@ -346,13 +348,20 @@ def build_parser() -> argparse.ArgumentParser:
         "domain (with a function body holding the original subgraph, so the model also runs without the "
         "custom-op library), verify the result against the source model on fresh random inputs, and write "
         "OUT.onnx with, beside it, <stem>.unfused.onnx, <stem>.dag.json, <stem>.plan.json and <stem>.report.md. "
-        "Nothing is written if any step fails.",
+        "Nothing is written if any step fails. A full-integer .tflite model (int8 weights and activations, "
+        "uint8/int8 input and output) becomes an int8 model instead, built from its DAG: every layer an int8 op of "
+        "the ai.fcm domain with TFLite's integer arithmetic (--scheme), each fusion group one fused int8 node; it "
+        "needs the custom-op library, and is verified against the TFLite interpreter.",
     )
     _add_model_arguments(convert)
     convert.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the fused model to write")
     convert.add_argument("--gpu", default="auto", help="GPU to plan for (as for fcm plan; default: this machine's, or H100)")
     convert.add_argument("--batch", type=int, default=1, help="batch size to plan for (default: 1)")
-    convert.add_argument("--dtype", choices=("fp32",), default="fp32", help="element type (fp32)")
+    convert.add_argument("--dtype", choices=("fp32", "int8"),
+                         help="element type: int8 for full-integer .tflite models (their only one), else fp32")
+    convert.add_argument("--scheme", choices=("fp32", "fixed_point"), default="fp32",
+                         help="int8 only: the requantization arithmetic to reproduce: fp32 (XNNPACK, the TFLite "
+                         "interpreter's default; default) or fixed_point (TFLite's builtin kernels)")
     convert.add_argument("--no-verify", action="store_true", help="skip the comparison with the source model")
     convert.set_defaults(func=cmd_convert)
 

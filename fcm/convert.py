@@ -9,6 +9,9 @@ verified against the source model; on any failure nothing is written.
 Steps: open the model; export it to ONNX (tf2onnx) and normalize it; extract the DAG and plan the
 fusion; rewrite the ONNX graph; run the source model and the fused model (with the custom-op
 library, and without it) on fresh random inputs and compare.
+
+A full-integer TFLite model (int8/uint8 tensors throughout) takes the int8 path instead
+(:mod:`fcm.convert_int8`): its ONNX model is built from the DAG with the int8 ops, no export.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ FP32_TOLERANCE = 1e-4  # max |fused - reference| <= tolerance * max |reference| 
 class ConvertOptions:
     gpu: str = "auto"
     batch: int = 1
-    dtype: str = "fp32"
+    dtype: str | None = None  # "fp32" or "int8"; None: int8 for full-integer TFLite models, else fp32
+    scheme: str = "fp32"  # int8: the requantization arithmetic (XNNPACK's "fp32" or the builtin "fixed_point")
     verify: bool = True
     verify_batches: tuple[int, ...] = (1, 3)
     tolerance: float = FP32_TOLERANCE
@@ -66,6 +70,7 @@ class ConvertResult:
     rewrite: Any  # ort_custom_ops.rewrite.RewriteResult
     checks: list[Check]
     notes: list[str]
+    summary: list[str] = field(default_factory=list)  # lines saying how it was verified (int8)
 
 
 Progress = Callable[[str], None]
@@ -100,23 +105,28 @@ def reference_outputs(model: OpenedModel, inputs: list[np.ndarray]) -> list[np.n
         result = model.keras_model.predict(inputs[0] if len(inputs) == 1 else inputs, verbose=0)
         return [np.asarray(r) for r in (result if isinstance(result, (list, tuple)) else [result])]
     if model.kind == "tflite":
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        interpreter = Interpreter(model_path=str(model.path),
-                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        for detail, array in zip(interpreter.get_input_details(), inputs):
-            interpreter.resize_tensor_input(detail["index"], array.shape)
-        interpreter.allocate_tensors()
-        for detail, array in zip(interpreter.get_input_details(), inputs):
-            interpreter.set_tensor(detail["index"], array)
-        interpreter.invoke()
-        return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+        return interpreter_outputs(model.path, inputs, builtin=True)
     import tensorflow as tf
 
     function = tf.saved_model.load(str(model.path)).signatures["serving_default"]
     names = list(function.structured_input_signature[1])
     result = function(**{n: tf.constant(a) for n, a in zip(names, inputs)})
     return [np.asarray(v) for v in result.values()]
+
+
+def interpreter_outputs(path: Path, inputs: list[np.ndarray], builtin: bool = True) -> list[np.ndarray]:
+    """The TFLite interpreter's outputs: its builtin kernels, or the default resolver (XNNPACK)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else OpResolverType.AUTO
+    interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=resolver)
+    for detail, array in zip(interpreter.get_input_details(), inputs):
+        interpreter.resize_tensor_input(detail["index"], array.shape)
+    interpreter.allocate_tensors()
+    for detail, array in zip(interpreter.get_input_details(), inputs):
+        interpreter.set_tensor(detail["index"], array)
+    interpreter.invoke()
+    return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
 
 
 def random_inputs(model: onnx.ModelProto, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -190,13 +200,18 @@ def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None
     source = open_model(spec, options.source)
     progress("extracting the layer DAG")
     dag = source.dag()
+    if _int8_path(source, dag, options):
+        from fcm.convert_int8 import convert_int8
+
+        return convert_int8(source, dag, output, options, progress)
+    dtype = options.dtype or "fp32"
     progress("exporting to ONNX (tf2onnx)")
     exported = export(source)
     progress("normalizing the ONNX graph")
     unfused = normalize(exported)
     gpu = _gpu(options.gpu, notes, progress)
-    progress(f"planning for {gpu.name}, batch {options.batch}, {options.dtype}")
-    plan = make_plan(dag, gpu, options.batch, options.dtype, dag_path=f"{output.stem}.dag.json")
+    progress(f"planning for {gpu.name}, batch {options.batch}, {dtype}")
+    plan = make_plan(dag, gpu, options.batch, dtype, dag_path=f"{output.stem}.dag.json")
     plan_json = plan.to_json()
     progress(f"rewriting {len(plan.groups)} groups")
     result = rewrite(unfused, dag, plan_json)
@@ -213,8 +228,17 @@ def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None
     else:
         notes.append("not verified (--no-verify)")
 
+    files = output_files(output)
+    report = format_report(source.where, dag, plan, result, checks, notes, options, time.monotonic() - started, files)
+    progress(f"writing {output}")
+    write_outputs(files, result.model, unfused, dag, plan_json, report)
+    return ConvertResult(output, files, dag, plan, result, checks, notes)
+
+
+def output_files(output: Path) -> dict[str, Path]:
+    """Where a conversion writes: OUT.onnx and its companions beside it."""
     stem = output.stem
-    files = {
+    return {
         "fused": output,
         "unfused": output.with_name(f"{stem}.unfused.onnx"),
         "dag": output.with_name(f"{stem}.dag.json"),
@@ -222,10 +246,13 @@ def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None
         "plan": output.with_name(f"{stem}.plan.json"),
         "report": output.with_name(f"{stem}.report.md"),
     }
-    report = format_report(source.where, dag, plan, result, checks, notes, options, time.monotonic() - started, files)
-    progress(f"writing {output}")
-    with staged_directory(output.parent) as scratch:
-        onnx.save(result.model, scratch / files["fused"].name)
+
+
+def write_outputs(files: dict[str, Path], fused: onnx.ModelProto, unfused: onnx.ModelProto, dag: Dag, plan_json: dict,
+                  report: str) -> None:
+    """Write every file of ``files`` (:func:`output_files`) at once, or none."""
+    with staged_directory(files["fused"].parent) as scratch:
+        onnx.save(fused, scratch / files["fused"].name)
         onnx.save(unfused, scratch / files["unfused"].name)
         dag_dir = scratch / "dag"
         dag.save(dag_dir)
@@ -234,7 +261,26 @@ def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None
         dag_dir.rmdir()
         (scratch / files["plan"].name).write_text(json.dumps(plan_json, indent=1) + "\n")
         (scratch / files["report"].name).write_text(report)
-    return ConvertResult(output, files, dag, plan, result, checks, notes)
+
+
+def _int8_path(source: OpenedModel, dag: Dag, options: ConvertOptions) -> bool:
+    """Whether ``dag`` converts on the int8 path; an FcmError for what converts on neither."""
+    from ort_custom_ops.int8_model import quantization
+
+    kind = quantization(dag)
+    if options.dtype not in (None, "fp32", "int8"):
+        raise FcmError(f"unknown dtype {options.dtype!r} (fp32 or int8)")
+    if kind == "full" and source.kind == "tflite":
+        if options.dtype == "fp32":
+            raise FcmError("a full-integer model converts to int8 only (leave out --dtype, or give int8)", source.where)
+        return True
+    if kind == "hybrid":
+        raise FcmError("the model mixes quantized and float tensors (dynamic-range or float-I/O quantization): "
+                       "neither the fp32 nor the int8 path converts it; give a float model or a full-integer one",
+                       source.where)
+    if options.dtype == "int8":
+        raise FcmError("--dtype int8 needs a full-integer .tflite model", source.where)
+    return False
 
 
 # --- the report ---------------------------------------------------------------------------------
