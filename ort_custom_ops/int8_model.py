@@ -40,15 +40,21 @@ SUPPORTED = ("conv_2d", "depthwise_conv_2d", "fully_connected", "add", "pad", "m
 
 
 def quantization(dag: Dag) -> str:
-    """``"float"`` (no quantized tensor), ``"full"`` (every computed tensor int8/uint8 with a scale:
-    what this module converts) or ``"hybrid"`` (some of both: dynamic-range or float-I/O models)."""
-    kinds = set()
+    """``"float"`` (nothing quantized), ``"full"`` (every computed tensor int8/uint8 with a scale:
+    what this module converts) or ``"hybrid"`` (some of both, or int8 weights with float
+    activations: dynamic-range or float-I/O quantization)."""
+    quantized = unquantized = int8_weights = False
     for layer in dag:
         for out in layer.outputs or []:
-            kinds.add("q" if out.get("dtype") in RANGES and "scale" in out else "f")
-    if "q" not in kinds:
-        return "float"
-    return "full" if kinds == {"q"} else "hybrid"
+            if out.get("dtype") in RANGES and "scale" in out:
+                quantized = True
+            else:
+                unquantized = True
+        for ref in layer.inputs or []:
+            int8_weights |= ref is not None and "const" in ref and ref.get("dtype") in ("int8", "uint8")
+    if not quantized:
+        return "hybrid" if int8_weights else "float"
+    return "hybrid" if unquantized else "full"
 
 
 def check_full_integer(dag: Dag, where: str | None = None) -> None:

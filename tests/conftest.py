@@ -57,6 +57,21 @@ def load_image_uint8(size: int = 224) -> np.ndarray:
     return np.clip(np.round(image), 0, 255).astype(np.uint8)[None]
 
 
+def interpreter_tensors(image: np.ndarray, builtin: bool, operators: int):
+    """The TFLite interpreter run on the int8 MobileNetV2 fixture with every tensor kept: (the
+    interpreter, the details of the model's first ``operators`` operators, in model order). The
+    builtin kernels, or the default resolver (XNNPACK)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else OpResolverType.AUTO
+    interpreter = Interpreter(str(MOB_V2_TFLITE), experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+    interpreter.invoke()
+    return interpreter, interpreter._get_ops_details()[:operators]
+
+
 @pytest.fixture
 def rng():
     # fresh inputs each run: the seed comes from the clock unless FCM_TEST_SEED pins it

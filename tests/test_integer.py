@@ -14,7 +14,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from conftest import MOB_V2_TFLITE, load_image_uint8
+from conftest import MOB_V2_TFLITE, interpreter_tensors, load_image_uint8
 from extractor import extract
 from extractor.integer import (FIXED_POINT, FP32, SUPPORTED, multiply_by_quantized_multiplier, quantize_multiplier,
                                run_integer, run_layer)
@@ -31,15 +31,7 @@ def dag():
 
 
 def _interpreter_tensors(image: np.ndarray, builtin: bool):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else OpResolverType.AUTO
-    interpreter = Interpreter(str(MOB_V2_TFLITE), experimental_preserve_all_tensors=True,
-                              experimental_op_resolver_type=resolver)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
-    interpreter.invoke()
-    return interpreter, interpreter._get_ops_details()[: len(MODEL_OPS)]
+    return interpreter_tensors(image, builtin, len(MODEL_OPS))
 
 
 @pytest.mark.parametrize("builtin, scheme", [(True, FIXED_POINT), (False, FP32)])
