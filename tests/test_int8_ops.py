@@ -261,6 +261,10 @@ def test_wrong_input_shapes_are_reported(rng):
         run_node(node, arrays, {"x": random_int8(rng, (1, 3, 3, 5))})
     with pytest.raises(Exception, match="must be 4-D"):
         run_node(node, arrays, {"x": random_int8(rng, (3, 6))})
+    dw, arrays = conv_node("dw", "x", "y", Quant(0.1, 0), random_int8(rng, (3, 2, 6)), None,
+                           Requant(np.full(6, 0.01, np.float32), Quant(0.2, 0)), depthwise=True, strides=(2, 2))
+    with pytest.raises(Exception, match="smaller than the kernel"):
+        run_node(dw, arrays, {"x": random_int8(rng, (1, 2, 1, 6))})
     add = add_node("add", "a", "b", "y", Quant(0.1, 0), Quant(0.1, 0), Quant(0.2, 0))
     with pytest.raises(Exception, match="one shape"):
         run_node(add, {}, {"a": random_int8(rng, (1, 2, 2, 3)), "b": random_int8(rng, (1, 2, 2, 4))})

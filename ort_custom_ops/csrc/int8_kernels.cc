@@ -6,6 +6,8 @@
 namespace fcm {
 namespace int8 {
 
+constexpr int64_t kMaxProducts = 65536;
+
 std::string ConvGeometry::Validate() const {
   std::ostringstream m;
   if (in_c <= 0 || out_c <= 0) {
@@ -18,6 +20,8 @@ std::string ConvGeometry::Validate() const {
     m << "strides and dilations must be in 1..64";
   } else if (*std::min_element(pads.begin(), pads.end()) < 0 || *std::max_element(pads.begin(), pads.end()) > 1024) {
     m << "pads must be in 0..1024";
+  } else if (!depthwise && kh * kw * in_c > kMaxProducts) {
+    m << "a " << kh << "x" << kw << "x" << in_c << " filter has more than " << kMaxProducts << " products per output";
   }
   return m.str();
 }
@@ -25,6 +29,12 @@ std::string ConvGeometry::Validate() const {
 namespace {
 
 int8_t Clamp8(int64_t v) { return static_cast<int8_t>(v < -128 ? -128 : (v > 127 ? 127 : v)); }
+
+// sum + bias as the int32 accumulator (saturated: only absurd biases reach the limits).
+inline int32_t WithBias(int32_t sum, const int32_t* bias, int64_t channel) {
+  const int64_t total = static_cast<int64_t>(sum) + (bias ? bias[channel] : 0);
+  return static_cast<int32_t>(std::clamp<int64_t>(total, INT32_MIN, INT32_MAX));
+}
 
 // Input position of output position `o` for kernel tap `k` along one axis.
 inline int64_t Tap(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t dilation) {
@@ -39,7 +49,7 @@ void DepthwiseRows(const ConvLayer& layer, const int8_t* weights, const int32_t*
   std::vector<int32_t> acc(static_cast<size_t>(c_out));
   for (int64_t y = out_r0; y < out_r1; ++y) {
     for (int64_t x = 0; x < out_w; ++x) {
-      for (int64_t o = 0; o < c_out; ++o) acc[o] = bias ? bias[o] : 0;
+      std::fill(acc.begin(), acc.end(), 0);
       for (int64_t kh = 0; kh < g.kh; ++kh) {
         const int64_t iy = Tap(y, g.sh, g.pads[0], kh, g.dh);
         if (iy < 0 || iy >= in_h) continue;  // padding: (zero point - zero point) * w
@@ -56,7 +66,7 @@ void DepthwiseRows(const ConvLayer& layer, const int8_t* weights, const int32_t*
         }
       }
       int8_t* dst = out + ((y - out_r0) * out_w + x) * c_out;
-      for (int64_t o = 0; o < c_out; ++o) dst[o] = layer.requantize(acc[o], static_cast<size_t>(o));
+      for (int64_t o = 0; o < c_out; ++o) dst[o] = layer.requantize(WithBias(acc[o], bias, o), static_cast<size_t>(o));
     }
   }
 }
@@ -89,7 +99,7 @@ void StandardRows(const ConvLayer& layer, const int8_t* weights, const int32_t* 
         const int8_t* wf = weights + f * patch;
         int32_t sum = 0;
         for (int64_t i = 0; i < patch; ++i) sum += xs[i] * wf[i];
-        dst[f] = layer.requantize(sum + (bias ? bias[f] : 0), static_cast<size_t>(f));
+        dst[f] = layer.requantize(WithBias(sum, bias, f), static_cast<size_t>(f));
       }
     }
   }

@@ -24,9 +24,15 @@ struct ConvGeometry {
   std::array<int64_t, 4> pads{0, 0, 0, 0};  // top, left, bottom, right (ONNX order)
 
   int64_t multiplier() const { return depthwise ? out_c / in_c : 1; }
-  int64_t OutHeight(int64_t h) const { return (h + pads[0] + pads[2] - dh * (kh - 1) - 1) / sh + 1; }
-  int64_t OutWidth(int64_t w) const { return (w + pads[1] + pads[3] - dw * (kw - 1) - 1) / sw + 1; }
-  // The checks a node's attributes must pass (empty when consistent).
+  // Output size along one axis; 0 when the kernel does not fit the padded input at all.
+  static int64_t OutSize(int64_t in, int64_t pad0, int64_t pad1, int64_t k, int64_t stride, int64_t dilation) {
+    const int64_t span = in + pad0 + pad1 - dilation * (k - 1) - 1;
+    return span < 0 ? 0 : span / stride + 1;
+  }
+  int64_t OutHeight(int64_t h) const { return OutSize(h, pads[0], pads[2], kh, sh, dh); }
+  int64_t OutWidth(int64_t w) const { return OutSize(w, pads[1], pads[3], kw, sw, dw); }
+  // The checks a node's attributes must pass (empty when consistent); with at most 65536 products per
+  // output value, no int32 sum of (int8 - zero point) * int8 products can overflow.
   std::string Validate() const;
 };
 
