@@ -31,7 +31,7 @@ from extractor.dag import Dag, Layer
 from extractor.integer import RANGES, activation_range
 from fcm.errors import FcmError
 
-from .int8_ops import Chain, ChainStage, Quant, Requant, add_node, conv_node, make_model, mean_node
+from .int8_ops import SCHEMES, Chain, ChainStage, Quant, Requant, add_node, conv_node, make_model, mean_node
 
 ONNX_TYPES = {"int8": TensorProto.INT8, "uint8": TensorProto.UINT8, "int32": TensorProto.INT32}
 #: DAG operators the int8 model represents.
@@ -363,6 +363,8 @@ def _value_info(name: str, ref: dict, where: str) -> "helper.ValueInfoProto":
 def build(dag: Dag, groups: list, scheme: str = "fp32") -> BuildResult:
     """The int8 ONNX model of ``dag`` with ``groups`` (planner candidates, e.g. ``[g.candidate for g in
     plan.groups]``; none: every layer on its own) fused."""
+    if scheme not in SCHEMES:
+        raise FcmError(f"unknown requantization scheme {scheme!r} (one of {', '.join(SCHEMES)})")
     check_full_integer(dag)
     builder = _Builder(dag, scheme)
     result_fused, skipped = [], []

@@ -162,6 +162,18 @@ def test_layers_without_an_int8_form_are_named(dag):
         build(odd, [])
 
 
+def test_wrong_options_are_errors(dag, tmp_path, capsys):
+    from fcm.cli import main
+    from ort_custom_ops.int8_model import build
+
+    with pytest.raises(FcmError, match="unknown requantization scheme"):
+        build(dag, [], "nearest")
+    out = tmp_path / "out" / "mob.onnx"
+    assert main(["-q", "convert", str(MOB_V2_TFLITE), "-o", str(out), "--dtype", "fp32", "--gpu", "H100"]) == 2
+    assert "converts to int8 only" in capsys.readouterr().err
+    assert not out.parent.exists()
+
+
 # --- through fcm convert --------------------------------------------------------------------------
 
 def test_fcm_convert_writes_a_verified_int8_model(tmp_path, capsys):
