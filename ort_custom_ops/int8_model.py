@@ -115,8 +115,12 @@ class _Builder:
         return name
 
     @staticmethod
-    def data(layer: Layer) -> list[dict]:
-        return [ref for ref in layer.inputs or [] if ref is not None and "const" not in ref]
+    def data(layer: Layer, count: int = 1) -> list[dict]:
+        """The layer's computed operands (at least ``count`` of them, else an FcmError)."""
+        refs = [ref for ref in layer.inputs or [] if ref is not None and "const" not in ref]
+        if len(refs) < count:
+            raise FcmError(f"layer {layer.id} ({layer.name}): expected {count} computed operand(s), found {len(refs)}")
+        return refs
 
     def int8_ref(self, layer: Layer, ref: dict) -> dict:
         if ref.get("dtype") != "int8" or "scale" not in ref:
@@ -156,15 +160,14 @@ class _Builder:
 
     # --- one layer at a time ---------------------------------------------------------------------
     def layer(self, layer: Layer) -> None:
-        method = getattr(self, f"_{layer.name}", None)
-        if method is None or layer.opaque or layer.name not in SUPPORTED:
+        method = getattr(self, f"_{layer.name}", None) if layer.name in SUPPORTED else None
+        if method is None or layer.opaque:
             raise FcmError(f"layer {layer.id} ({layer.name}): no int8 form in the FCM int8 model "
                            f"(supported: {', '.join(SUPPORTED)})")
         method(layer)
 
     def _conv(self, layer: Layer, depthwise: bool) -> None:
-        (ref,) = self.data(layer)[:1] or [None]
-        x = self.int8_ref(layer, ref)
+        x = self.int8_ref(layer, self.data(layer)[0])
         weights, bias, requant = self.conv_parameters(layer)
         if depthwise:
             onnx_w = weights.transpose(1, 2, 0)  # [C * M, KH, KW] -> [KH, KW, C * M]
@@ -218,7 +221,7 @@ class _Builder:
     _squeeze = _reshape
 
     def _add(self, layer: Layer) -> None:
-        a, b = (self.int8_ref(layer, r) for r in self.data(layer))
+        a, b = (self.int8_ref(layer, r) for r in self.data(layer, 2)[:2])
         if list(a.get("shape") or []) != list(b.get("shape") or []):
             raise FcmError(f"layer {layer.id} (add): broadcasting ADD ({a.get('shape')} + {b.get('shape')}) has no int8 form here")
         y = _quant(self.out_ref(layer))
@@ -322,10 +325,10 @@ class _Builder:
             previous = self.out_ref(conv)
         if candidate.residual_add is not None:
             add = dag[candidate.residual_add]
-            refs = self.data(add)
-            last = next(r for r in refs if r.get("op") == candidate.stages[-1].output)
-            skip = next(r for r in refs if r is not last)
-            if not _same_quant(skip, x) or not _same_quant(last, previous):
+            refs = self.data(add, 2)
+            last = next((r for r in refs if r.get("op") == candidate.stages[-1].output), None)
+            skip = next((r for r in refs if r is not last), None)
+            if last is None or skip is None or not _same_quant(skip, x) or not _same_quant(last, previous):
                 raise _NotFusable(f"layer {add.id}: the residual ADD's operands are quantized unlike the group's tensors")
             y = _quant(self.out_ref(add))
             chain.residual = Requant(np.ones(1, np.float32), y,
