@@ -2,9 +2,10 @@
 
 In (``pack``): ONNX files. Out: the same graphs with every large weight tensor's data replaced by
 a note of its digest and of each output channel's mean and standard deviation (biases and small
-tensors stay as they are). ``unpack`` fills each one with pseudo-random data of those means and
-deviations, seeded by the digest: the channels keep their scale (folded batch norms), so the
-network stays as well-conditioned as the original; initializers that held
+tensors stay as they are). ``unpack`` fills each one with pseudo-random data seeded by the digest: vectors with those
+means and deviations, weight matrices and kernels zero-mean with the deviation capped at
+sqrt(2 / fan_in), so that activations stay near 1 layer after layer (independent draws with the
+real statistics make them grow, see ``_fill``); initializers that held
 the same bytes (a fused node's kernel-layout weights and the Conv weights they were reshaped from)
 get the same data again, so a fused model and its unfused original stay equivalent, and timings
 do not depend on the values. Accuracy against the source model is checked where the real weights
@@ -65,8 +66,16 @@ def _fill(tensor: onnx.TensorProto) -> bool:
     rng = np.random.default_rng(int(note["sha1"][:16], 16))
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
     mean, std = _decode(note["row_mean"]), _decode(note["row_std"])
-    rows = rng.standard_normal((len(mean), int(np.prod(tensor.dims)) // len(mean)))
-    array = (rows * std[:, None] + mean[:, None]).astype(dtype)
+    fan_in = int(np.prod(tensor.dims)) // len(mean)
+    rows = rng.standard_normal((len(mean), fan_in))
+    if len(tensor.dims) >= 2:
+        # Weight matrices and kernels: independent draws lack the real weights' cancellations, so
+        # with the real row statistics activations grow from layer to layer (to 1e4-1e5 by the end
+        # of EfficientNetB0) and saturating gates make the network chaotic under TF32. Zero-mean
+        # rows with the real deviation capped at He's sqrt(2 / fan_in) keep activations near 1.
+        array = (rows * np.minimum(std, np.sqrt(2.0 / fan_in))[:, None]).astype(dtype)
+    else:
+        array = (rows * std[:, None] + mean[:, None]).astype(dtype)
     filled = numpy_helper.from_array(array.reshape(list(tensor.dims)), tensor.name)
     tensor.CopyFrom(filled)
     return True

@@ -37,19 +37,30 @@ def model_paths(request):
 def test_fused_cuda_vs_unfused_cuda_vs_cpu(model_paths, batch, rng, monkeypatch):
     fused_path, unfused_path = model_paths
     cpu = make_session(unfused_path, with_library=False)
-    x = rng.uniform(-1, 1, (batch,) + tuple(cpu.get_inputs()[0].shape[1:])).astype(np.float32)
+    unfused_session = make_session(unfused_path, with_library=False, providers=cuda_providers())
+    fused_session = make_session(fused_path, providers=cuda_providers())
     name = cpu.get_inputs()[0].name
-    (reference,) = cpu.run(None, {name: x})
-    scale = float(np.abs(reference).max())
-    unfused_cuda = run_poisoned(make_session(unfused_path, with_library=False, providers=cuda_providers()), {name: x}, reference.shape)
-    fused_cuda = run_poisoned(make_session(fused_path, providers=cuda_providers()), {name: x}, reference.shape)
     # TF32: within 5e-3 of the largest output, or within twice what ONNX Runtime's own TF32
-    # convolutions (the unfused model) are off by where the model's conditioning makes that larger
-    ort_error = float(np.abs(unfused_cuda - reference).max())
-    assert np.abs(fused_cuda - reference).max() <= max(5e-3 * scale, 2 * ort_error)
+    # convolutions (the unfused model) are off by where the model's conditioning makes that larger.
+    # Medians over five random inputs: in the weight-free skeletons activations reach 1e3-1e5 and
+    # squeeze-excite gates saturate, so on one input a gate that flips with the summation order
+    # makes either side's error a chaotic sample (single-input ratios up to ~6x were seen, both
+    # ways). The exact-FP32 check below bounds the largest difference on one input.
+    fused_errors, ort_errors, scales = [], [], []
+    for _ in range(5):
+        x = rng.uniform(-1, 1, (batch,) + tuple(cpu.get_inputs()[0].shape[1:])).astype(np.float32)
+        (reference,) = cpu.run(None, {name: x})
+        unfused_cuda = run_poisoned(unfused_session, {name: x}, reference.shape)
+        fused_cuda = run_poisoned(fused_session, {name: x}, reference.shape)
+        scales.append(float(np.abs(reference).max()))
+        fused_errors.append(float(np.abs(fused_cuda - reference).max()))
+        ort_errors.append(float(np.abs(unfused_cuda - reference).max()))
+    scale = float(np.median(scales))
+    assert np.median(fused_errors) <= max(5e-3 * scale, 2 * np.median(ort_errors)), (fused_errors, ort_errors)
     # exact FP32: our kernels without tensor cores, ORT's without TF32. The bound is 1e-4, or ten
     # times what two FP32 implementations on the CPU (ours, ORT's) already disagree by on these
-    # weights, when the model's conditioning makes that larger
+    # weights, when the model's conditioning makes that larger (on the last input)
+    scale = scales[-1]
     (cpu_fused,) = make_session(fused_path).run(None, {name: x})
     bound = max(1e-4, 10 * float(np.abs(cpu_fused - reference).max()) / scale)
     monkeypatch.setenv("FCM_CUDA_FP32", "1")

@@ -10,13 +10,18 @@
 // PW->DW has no last pointwise stage: a block owns one chunk of output channels and stores the
 // depthwise result directly.
 //
-// The pieces: LoadRegion / StageFragments (device -> shared, cp.async), FirstPointwise and
-// LastPointwise (block GEMMs on TF32 tensor cores, mma.sync m16n8k8, or exact FP32 FMAs in the same
-// fragment layout), Depthwise, and the epilogues (epilogue.h: bias + activation, residual).
+// The pieces: LoadRegion / StageRows (device -> shared, cp.async; weights in 16-byte copies),
+// FirstPointwise and LastPointwise (block GEMMs on TF32 tensor cores, mma.sync m16n8k8 with A
+// fragments read by ldmatrix, or exact FP32 FMAs in the same fragment layout), Depthwise (each
+// thread one channel over a column of pixels, so a weight is loaded once per 8 pixels), and the
+// epilogues (epilogue.h: bias + activation, applied to a thread's values with one dispatch;
+// residual).
 //
 // Split > 1 divides a tile's intermediate channels among blocks; each writes partial sums to a
 // workspace and ReduceSplits adds them (deterministically) and applies the epilogue.
 #pragma once
+
+#include <type_traits>
 
 #include "chain_launch.h"
 
@@ -33,6 +38,10 @@ __host__ __device__ constexpr int RoundUp(int v, int to) { return (v + to - 1) /
 // A leading dimension >= n, congruent to 8 mod 32: B fragments (rows t, columns g) hit 32 banks.
 __host__ __device__ constexpr int LdB(int n) { return RoundUp(n, 8) + ((8 - RoundUp(n, 8) % 32) + 32) % 32; }
 
+// Leading dimension of the staged last-stage weights ([f_tile][kChunk] row-major): 16-byte rows
+// whose 8-row groups start in distinct 4-bank groups, as ldmatrix wants.
+constexpr int kLdW2 = kChunk + 4;
+
 // Largest output-channel count per block: the last stage's accumulators (kPixels / 64 n-tiles of
 // 8 pixels per warp, times this / 16 m-tiles, times 4) must fit the registers.
 __host__ __device__ constexpr int MaxTileF(int pixels) { return pixels == 64 ? 256 : 128; }
@@ -44,6 +53,10 @@ struct KernelArgs {
   int in_h, in_w, in_hw;
   int cp, ks1;  // input channels padded to 8, and the first stage's k-steps
   int ldx, ldt, ldu;
+  int ldw1;            // leading dimension of the staged first-stage weights ([kChunk][cp + 4])
+  bool w1_vec, w2_vec;  // weights staged with 16-byte copies (rows 16-byte aligned in device memory)
+  // reciprocals for Div: the input region's height, and the W1 row's 16-byte pieces (cp / 4)
+  unsigned long long in_h_div, w1_row_div;
   int f_tile, f_tiles, ftp;  // ftp: f_tile padded to 16 (rows of the staged last-stage weights)
   int chunks, chunks_per_split, buffers;
   bool w1_direct;  // first-stage weights read from device memory (too many input channels to stage them)
@@ -51,20 +64,39 @@ struct KernelArgs {
 
 // ---- tensor-core and FMA fragments ---------------------------------------------------------------
 
-__device__ __forceinline__ float RoundTf32(float x) {
-  unsigned r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return __uint_as_float(r);
+// n / d for 0 <= n, n * d < 2^32, with DivReciprocal(d) = ceil(2^32 / d): a multiply instead of the
+// ~20-instruction division sequence.
+__host__ __device__ __forceinline__ unsigned long long DivReciprocal(int d) {
+  return ((1ULL << 32) + static_cast<unsigned long long>(d) - 1) / static_cast<unsigned long long>(d);
+}
+__device__ __forceinline__ int Div(int n, unsigned long long reciprocal) {
+  return static_cast<int>((static_cast<unsigned long long>(static_cast<unsigned>(n)) * reciprocal) >> 32);
 }
 
-// The staged weights (A operands) are in fragment order: for m-tile mt, k-step ks and lane
-// (g = lane / 4, t = lane % 4) one float4 {A[g][t], A[g+8][t], A[g][t+4], A[g+8][t+4]}, so a warp
-// loads an A fragment with one 16-byte shared load per lane.
-__device__ __forceinline__ int FragIndex(int row, int col, int ksteps) {
-  const int mt = row >> 4, r = row & 15, ks = col >> 3, kk = col & 7;
-  const int lane = ((r & 7) << 2) | (kk & 3);
-  const int e = (r >> 3) | ((kk >> 2) << 1);
-  return (((mt * ksteps + ks) << 5) | lane) * 4 + e;
+// The shared-window address of a shared-memory pointer. Taken once per stage and offset from
+// there: on sm_90 each conversion costs several instructions.
+__device__ __forceinline__ unsigned SharedAddress(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
+
+// x rounded to TF32 for mma.sync: half a TF32 ulp added to the bits. The tensor cores ignore the
+// 13 low bits, so this is round to nearest (ties away, as cvt.rna) in one instruction instead of
+// the three cvt.rna takes on sm_90; infinities and NaNs stay what they are once truncated.
+__device__ __forceinline__ unsigned Tf32Bits(float x) { return __float_as_uint(x) + 0x1000u; }
+__device__ __forceinline__ float RoundTf32(float x) { return __uint_as_float(Tf32Bits(x)); }
+
+// A fragments (16 rows x 8 k of a row-major shared matrix) as mma.sync takes them, lane (g, t)
+// holding {A[g][t], A[g+8][t], A[g][t+4], A[g+8][t+4]}: one ldmatrix.x4 reading the four 8x4
+// blocks. `address` is the lane's row (ALaneOffset) plus the fragment's offset, in the shared
+// window; rows 16-byte aligned.
+__device__ __forceinline__ int ALaneOffset(int ld, int lane) {
+  const int mat = lane >> 3;
+  return ((mat & 1) * 8 + (lane & 7)) * ld + (mat >> 1) * 4;
+}
+__device__ __forceinline__ float4 LoadA(unsigned address) {
+  unsigned r0, r1, r2, r3;
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(address));
+  return make_float4(__uint_as_float(r0), __uint_as_float(r1), __uint_as_float(r2), __uint_as_float(r3));
 }
 
 // A B fragment (8 k x 8 n) of a row-major shared matrix: TF32 holds what mma.sync takes (lane
@@ -93,10 +125,18 @@ struct BFrag<false> {
   }
 };
 
-// c (16x8, lane (g, t) holding C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]) += A (16x8) * B (8x8).
+// An A fragment as Mma takes it: rounded to TF32 once, however many B fragments it meets.
+template <bool kTf32>
+__device__ __forceinline__ float4 PrepareA(float4 a) {
+  if constexpr (kTf32) return make_float4(RoundTf32(a.x), RoundTf32(a.y), RoundTf32(a.z), RoundTf32(a.w));
+  return a;
+}
+
+// c (16x8, lane (g, t) holding C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]) += A (16x8) * B (8x8);
+// A from PrepareA, B rounded where it was written.
 __device__ __forceinline__ void Mma(float (&c)[4], const float4& a, const BFrag<true>& b) {
-  const unsigned a0 = __float_as_uint(RoundTf32(a.x)), a1 = __float_as_uint(RoundTf32(a.y));
-  const unsigned a2 = __float_as_uint(RoundTf32(a.z)), a3 = __float_as_uint(RoundTf32(a.w));
+  const unsigned a0 = __float_as_uint(a.x), a1 = __float_as_uint(a.y);
+  const unsigned a2 = __float_as_uint(a.z), a3 = __float_as_uint(a.w);
   asm volatile(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -120,10 +160,13 @@ __device__ __forceinline__ void Mma(float (&c)[4], const float4& a, const BFrag<
 
 // ---- device -> shared ---------------------------------------------------------------------------
 
-// Asynchronous 4-byte copy (sm_80+); `valid` false writes zero.
-__device__ __forceinline__ void CopyAsync(float* dst, const float* src, bool valid) {
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(address), "l"(src), "r"(valid ? 4 : 0));
+// Asynchronous 4-byte copy (sm_80+) to the shared-window address dst; `valid` false writes zero.
+__device__ __forceinline__ void CopyAsync(unsigned dst, const float* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
+}
+// Asynchronous 16-byte copy of `bytes` (0-16) from src, the rest zero-filled; both 16-byte aligned.
+__device__ __forceinline__ void CopyAsync16(unsigned dst, const float* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
 }
 __device__ __forceinline__ void CommitCopies() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void WaitCopies() { asm volatile("cp.async.wait_group 0;\n" ::); }
@@ -134,44 +177,57 @@ __device__ __forceinline__ void WaitCopies() { asm volatile("cp.async.wait_group
 inline __device__ void LoadRegion(const KernelArgs& a, int n, int c0, int rows, int c_end, int iy0, int ix0, float* dst,
                                   int ld) {
   const ChainProblem& p = a.p;
-  const int lane_width = a.in_w <= 8 ? 8 : a.in_w <= 16 ? 16 : 32;
-  const int per_warp = 32 / lane_width;
+  const int width_log2 = a.in_w <= 8 ? 3 : a.in_w <= 16 ? 4 : 5;
+  const int lane_width = 1 << width_log2, per_warp = 32 >> width_log2;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int sub = lane / lane_width, sub_lane = lane - sub * lane_width;
+  const int sub = lane >> width_log2, sub_lane = lane & (lane_width - 1);
+  // offsets within the image in 32 bits (CompletePlan checks the image fits)
+  const float* image = p.x + static_cast<size_t>(n) * p.c * p.h * p.w;
+  const int plane = p.h * p.w;
+  const unsigned dst_address = SharedAddress(dst);
   for (int line = warp * per_warp + sub; line < rows * a.in_h; line += kWarps * per_warp) {
-    const int ch = line / a.in_h, r = line - ch * a.in_h;
+    const int ch = Div(line, a.in_h_div), r = line - ch * a.in_h;
     const int iy = iy0 + r, c = c0 + ch;
-    const bool row_inside = c < c_end && iy >= 0 && iy < p.h;
-    const float* src = p.x + (static_cast<size_t>(n) * p.c + (row_inside ? c : 0)) * p.h * p.w +
-                       static_cast<size_t>(row_inside ? iy : 0) * p.w;
-    float* out = dst + ch * ld + r * a.in_w;
+    const bool row_inside = c < c_end && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h);
+    const int row_offset = c * plane + iy * p.w;
+    const unsigned out = dst_address + 4u * static_cast<unsigned>(ch * ld + r * a.in_w);
     for (int col = sub_lane; col < a.in_w; col += lane_width) {
       const int ix = ix0 + col;
-      const bool inside = row_inside && ix >= 0 && ix < p.w;
-      CopyAsync(out + col, inside ? src + ix : p.x, inside);
+      const bool inside = row_inside && static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
+      CopyAsync(out + 4u * col, image + (inside ? row_offset + ix : 0), inside);
     }
   }
 }
 
-// An A fragment (see FragIndex) of W1 straight from device memory, zero beyond m rows / c columns.
+// An A fragment (lane (g, t): W1[g][t], W1[g+8][t], W1[g][t+4], W1[g+8][t+4] from (row0, col0))
+// straight from device memory, zero beyond m rows / c columns.
 __device__ __forceinline__ float4 LoadAGlobal(const ChainProblem& p, int row0, int col0, int lane) {
   const int g = lane >> 2, t = lane & 3;
   auto at = [&](int r, int c) { return (row0 + r < p.m && col0 + c < p.c) ? __ldg(p.w1 + static_cast<size_t>(row0 + r) * p.c + col0 + c) : 0.f; };
   return make_float4(at(g, t), at(g + 8, t), at(g, t + 4), at(g + 8, t + 4));
 }
 
-// rows x cols of a row-major [.. x ld_src] matrix from (row0, col0) into fragment order at dst;
-// zero for rows >= row_end or columns >= col_end. rows % 16 == 0, cols % 8 == 0.
-inline __device__ void StageFragments(const float* src, int ld_src, int row0, int rows, int row_end, int col0, int cols,
-                               int col_end, float* dst) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int ksteps = cols >> 3;
-  for (int r = warp; r < rows; r += kWarps) {
-    const bool row_ok = row0 + r < row_end;
-    const float* line = src + static_cast<size_t>(row_ok ? row0 + r : 0) * ld_src;
-    for (int k = lane; k < cols; k += 32) {
-      const bool ok = row_ok && col0 + k < col_end;
-      CopyAsync(dst + FragIndex(r, k, ksteps), ok ? line + col0 + k : src, ok);
+// rows x cols (cols % 4 == 0) of a row-major matrix (leading dimension ld_src) from (row0, col0)
+// into dst[rows][ld_dst]; zero for rows >= row_end or columns >= col_end. 16-byte copies when
+// `vec` (ld_src and col0 multiples of 4, src 16-byte aligned), else 4-byte ones.
+// per_row_div: DivReciprocal(cols / 4).
+inline __device__ void StageRows(const float* src, int ld_src, int row0, int rows, int row_end, int col0, int cols,
+                                 int col_end, float* dst, int ld_dst, bool vec, unsigned long long per_row_div) {
+  const unsigned dst_address = SharedAddress(dst);
+  if (vec) {
+    const int per_row = cols >> 2;
+    for (int i = threadIdx.x; i < rows * per_row; i += kThreads) {
+      const int r = Div(i, per_row_div), c = (i - r * per_row) * 4;
+      const int row = row0 + r, col = col0 + c;
+      const int valid = row < row_end ? max(0, min(4, col_end - col)) : 0;
+      CopyAsync16(dst_address + 4u * (r * ld_dst + c), valid > 0 ? src + static_cast<size_t>(row) * ld_src + col : src,
+                  valid * 4);
+    }
+  } else {
+    for (int i = threadIdx.x; i < rows * cols; i += kThreads) {
+      const int r = i / cols, c = i - r * cols;
+      const bool ok = row0 + r < row_end && col0 + c < col_end;
+      CopyAsync(dst_address + 4u * (r * ld_dst + c), ok ? src + static_cast<size_t>(row0 + r) * ld_src + col0 + c : src, ok);
     }
   }
 }
@@ -179,114 +235,185 @@ inline __device__ void StageFragments(const float* src, int ld_src, int row0, in
 // ---- the stages ---------------------------------------------------------------------------------
 
 // The first pointwise stage over the input region: t[32][ldt] = act1(W1[m0 .. m0+32, :] x xs + b1),
-// zero at pixels outside the image (the depthwise stage's padding) and for channels >= m. Warps
-// take pairs of 8-pixel columns; each A fragment serves two of them.
+// zero at pixels outside the image (the depthwise stage's padding) and for channels >= m. w1s is
+// the chunk's staged W1 ([32][ldw1]). Warps take pairs of 8-pixel columns; each A fragment serves
+// two of them.
 template <bool kTf32, bool kDw>
-__device__ void FirstPointwise(const KernelArgs& a, const float* w1f, const float* xs, const unsigned char* inside,
+__device__ void FirstPointwise(const KernelArgs& a, const float* w1s, const float* xs, const unsigned char* inside,
                                int m0, float* t) {
   const ChainProblem& p = a.p;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   const int n_tiles = (a.in_hw + 7) >> 3;
+  const unsigned a_lane = SharedAddress(w1s) + 4u * ALaneOffset(a.ldw1, lane);
   for (int nb = warp * 2; nb < n_tiles; nb += 2 * kWarps) {
+    // without a second column the first is computed twice (and dropped below): no branch in the k loop
     const bool second = nb + 1 < n_tiles;
+    const int second_column = second ? 8 : 0;
     float c[2][2][4] = {};
-    for (int ks = 0; ks < a.ks1; ++ks) {
-      BFrag<kTf32> b0, b1;
-      const float* row = xs + ks * 8 * a.ldx + nb * 8;
-      b0.Load(row, a.ldx, lane);
-      if (second) b1.Load(row + 8, a.ldx, lane);
+    auto k_loop = [&](auto direct) {
+      for (int ks = 0; ks < a.ks1; ++ks) {
+        BFrag<kTf32> b0, b1;
+        const float* row = xs + ks * 8 * a.ldx + nb * 8;
+        b0.Load(row, a.ldx, lane);
+        b1.Load(row + second_column, a.ldx, lane);
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        const float4 av = a.w1_direct ? LoadAGlobal(p, m0 + mt * 16, ks * 8, lane)
-                                      : reinterpret_cast<const float4*>(w1f)[((mt * a.ks1 + ks) << 5) | lane];
-        Mma(c[mt][0], av, b0);
-        if (second) Mma(c[mt][1], av, b1);
-      }
-    }
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-      for (int hi = 0; hi < 2; ++hi) {
-        const int row = mt * 16 + g + hi * 8, m = m0 + row;
-        const float bias = m < p.m ? __ldg(p.b1 + m) : 0.f;
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          if (j == 1 && !second) continue;
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int q = (nb + j) * 8 + 2 * tq + e;
-            float v = 0.f;
-            if (m < p.m && (!kDw || inside[q])) v = p.act1(c[mt][j][hi * 2 + e] + bias);
-            // without a depthwise stage this is the last stage's B operand: round it once here
-            t[row * a.ldt + q] = (!kDw && kTf32) ? RoundTf32(v) : v;
-          }
+        for (int mt = 0; mt < 2; ++mt) {
+          float4 av;
+          if constexpr (decltype(direct)::value) av = LoadAGlobal(p, m0 + mt * 16, ks * 8, lane);
+          else av = LoadA(a_lane + 4u * (mt * 16 * a.ldw1 + ks * 8));
+          av = PrepareA<kTf32>(av);
+          Mma(c[mt][0], av, b0);
+          Mma(c[mt][1], av, b1);
         }
       }
+    };
+    if (a.w1_direct) k_loop(std::true_type{});
+    else k_loop(std::false_type{});
+    // the epilogue on the lane's 16 values: v[((mt * 2 + hi) * 2 + j) * 2 + e] is row
+    // mt * 16 + hi * 8 + g, pixel (nb + j) * 8 + 2 * tq + e
+    float v[16];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int hi = 0; hi < 2; ++hi) {
+        const int m = m0 + mt * 16 + g + hi * 8;
+        const float bias = m < p.m ? __ldg(p.b1 + m) : 0.f;
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) v[((mt * 2 + hi) * 2 + j) * 2 + e] = c[mt][j][hi * 2 + e] + bias;
+      }
+    p.act1.Apply(v);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      if (j == 1 && !second) continue;
+      const int q = (nb + j) * 8 + 2 * tq;
+      bool in0 = true, in1 = true;
+      if constexpr (kDw) {
+        const unsigned short pair = *reinterpret_cast<const unsigned short*>(inside + q);
+        in0 = (pair & 0xff) != 0, in1 = (pair >> 8) != 0;
+      }
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int hi = 0; hi < 2; ++hi) {
+          const int row = mt * 16 + g + hi * 8;
+          const bool row_ok = m0 + row < p.m;
+          float2 out;
+          out.x = row_ok && in0 ? v[((mt * 2 + hi) * 2 + j) * 2] : 0.f;
+          out.y = row_ok && in1 ? v[((mt * 2 + hi) * 2 + j) * 2 + 1] : 0.f;
+          // without a depthwise stage this is the last stage's B operand: round it once here
+          if (!kDw && kTf32) out.x = RoundTf32(out.x), out.y = RoundTf32(out.y);
+          *reinterpret_cast<float2*>(t + row * a.ldt + q) = out;
+        }
     }
   }
 }
 
-// The depthwise stage (K x K, or any size for K == 0) for 32 channels from src[32][ld] (the input region): thread (pixel px_index,
-// channel group) handles its pixel in every kThreads / kPixels-th channel. Into u[32][ldu] (rounded
-// to TF32 when it feeds tensor cores; zero for channels >= m and pixels beyond the tile), or, for
+// The depthwise stage for 32 channels from src[32][ld] (the input region, in_h x in_w per channel)
+// into u[32][ldu] (rounded to TF32 when it feeds tensor cores; zero for channels >= m), or, for
 // PW->DW, straight to the output.
+//
+// K 3 and 5: 8 threads per channel; a thread takes the tile's columns slot, slot + 8, ... and in
+// each a run of up to 8 rows, with one weight row in registers at a time, so each weight is read
+// once per 8 pixels and the activation is dispatched once per run. K == 0 (any size, read at run
+// time): a thread per pixel and channel group, weights read per tap.
 template <int kPixels, int K, bool kTf32, bool kStore>
 __device__ void Depthwise(const KernelArgs& a, const float* src, int ld, int m0, int n, int oy0, int ox0, float* u) {
   const ChainProblem& p = a.p;
-  constexpr int kGroups = kThreads / kPixels;
-  const int kk = K > 0 ? K : p.kernel;  // K == 0: any kernel size, read at run time
-  const int pix = threadIdx.x & (kPixels - 1), group = threadIdx.x / kPixels;
-  const bool valid_pix = pix < a.thw;
-  const int py = valid_pix ? pix / a.tile_w : 0, px = valid_pix ? pix - py * a.tile_w : 0;
-  const int base = py * p.stride * a.in_w + px * p.stride;
-  const int oy = oy0 + py, ox = ox0 + px;
-  const bool store_ok = valid_pix && oy < p.out_h && ox < p.out_w;
-  for (int mm = group; mm < kChunk; mm += kGroups) {
-    const int m = m0 + mm;
-    float v = 0.f;
-    if (valid_pix && m < p.m) {
-      const float* wk = p.wd + static_cast<size_t>(m) * kk * kk;
-      const float* in = src + mm * ld + base;
-      float acc = __ldg(p.bd + m);
-#pragma unroll
-      for (int kh = 0; kh < kk; ++kh)
-#pragma unroll
-        for (int kw = 0; kw < kk; ++kw) acc = fmaf(__ldg(wk + kh * kk + kw), in[kh * a.in_w + kw], acc);
-      v = p.actd(acc);
-    }
+  auto put = [&](int m, int mm, int py, int px, float v) {  // one output value, already activated
     if constexpr (kStore) {
-      if (store_ok && m < p.m) {
+      const int oy = oy0 + py, ox = ox0 + px;
+      if (m < p.m && oy < p.out_h && ox < p.out_w) {
         const size_t at = ((static_cast<size_t>(n) * p.m + m) * p.out_h + oy) * p.out_w + ox;
         if (p.residual) v = p.res_act(v + __ldg(p.x + at));  // same shape as the output (checked)
         p.y[at] = v;
       }
     } else {
-      u[mm * a.ldu + pix] = kTf32 ? RoundTf32(v) : v;
+      u[mm * a.ldu + py * a.tile_w + px] = m < p.m ? (kTf32 ? RoundTf32(v) : v) : 0.f;
+    }
+  };
+  if constexpr (K > 0) {
+    constexpr int kRun = 8;
+    const int mm = threadIdx.x >> 3, slot = threadIdx.x & 7;
+    const int m = m0 + mm;
+    const float* wk = p.wd + static_cast<size_t>(m < p.m ? m : 0) * K * K;
+    const float bias = m < p.m ? __ldg(p.bd + m) : 0.f;
+    const int row_step = p.stride * a.in_w;
+    for (int px = slot; px < a.tile_w; px += 8) {
+      for (int py0 = 0; py0 < a.tile_h; py0 += kRun) {
+        const float* in = src + mm * ld + py0 * row_step + px * p.stride;
+        // rows past the tile repeat its last row (in bounds, not stored): no branch among the taps
+        const int last = a.tile_h - 1 - py0;
+        int line_offset[kRun];
+#pragma unroll
+        for (int r = 0; r < kRun; ++r) line_offset[r] = min(r, last) * row_step;
+        float v[kRun];
+#pragma unroll
+        for (int r = 0; r < kRun; ++r) v[r] = bias;
+#pragma unroll
+        for (int kh = 0; kh < K; ++kh) {
+          float w[K];
+#pragma unroll
+          for (int kw = 0; kw < K; ++kw) w[kw] = __ldg(wk + kh * K + kw);
+          const float* rows = in + kh * a.in_w;
+#pragma unroll
+          for (int r = 0; r < kRun; ++r) {
+#pragma unroll
+            for (int kw = 0; kw < K; ++kw) v[r] = fmaf(w[kw], rows[line_offset[r] + kw], v[r]);
+          }
+        }
+        p.actd.Apply(v);
+#pragma unroll
+        for (int r = 0; r < kRun; ++r)
+          if (py0 + r < a.tile_h) put(m, mm, py0 + r, px, v[r]);
+      }
+    }
+  } else {
+    constexpr int kGroups = kThreads / kPixels;
+    const int kk = p.kernel;
+    const int pix = threadIdx.x & (kPixels - 1), group = threadIdx.x / kPixels;
+    if (pix >= a.thw) return;
+    const int py = pix / a.tile_w, px = pix - py * a.tile_w;
+    const int base = py * p.stride * a.in_w + px * p.stride;
+    for (int mm = group; mm < kChunk; mm += kGroups) {
+      const int m = m0 + mm;
+      const float* wk = p.wd + static_cast<size_t>(m < p.m ? m : 0) * kk * kk;
+      const float* in = src + mm * ld + base;
+      float acc = m < p.m ? __ldg(p.bd + m) : 0.f;
+      for (int kh = 0; kh < kk; ++kh)
+        for (int kw = 0; kw < kk; ++kw) acc = fmaf(__ldg(wk + kh * kk + kw), in[kh * a.in_w + kw], acc);
+      put(m, mm, py, px, p.actd(acc));
     }
   }
 }
 
-// The last pointwise stage's contribution of one chunk: acc += W2[f0.., m0 .. m0+32] x u[32][ld].
-// Warp w owns the 8-pixel columns w, w + 8, ... (kPixels / 64 of them) and every 16-row m-tile.
+// The last pointwise stage's contribution of one chunk: acc += W2[f0.., m0 .. m0+32] x u[32][ld],
+// w2s the chunk's staged W2 ([ftp][kLdW2]). Warp w owns the 8-pixel columns w, w + 8, ...
+// (kPixels / 64 of them) and every 16-row m-tile.
 template <int kPixels, bool kTf32>
-__device__ __forceinline__ void LastPointwise(const KernelArgs& a, const float* w2f, const float* u, int ld,
+__device__ __forceinline__ void LastPointwise(const KernelArgs& a, const float* w2s, const float* u, int ld,
                                               int m_tiles, float (&acc)[kPixels / 64][MaxTileF(kPixels) / 16][4]) {
   constexpr int kCols = kPixels / 64, kMaxMt = MaxTileF(kPixels) / 16;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int n_tiles = (a.thw + 7) >> 3;
+  const unsigned a_lane = SharedAddress(w2s) + 4u * ALaneOffset(kLdW2, lane);
+  // a warp past the tile's last pixel column computes that column again (the result is not
+  // stored): no branch around the fragments
+  int column[kCols];
+#pragma unroll
+  for (int j = 0; j < kCols; ++j) column[j] = min(warp + j * kWarps, n_tiles - 1) * 8;
 #pragma unroll
   for (int ks = 0; ks < kChunkSteps; ++ks) {
     BFrag<kTf32> b[kCols];
 #pragma unroll
-    for (int j = 0; j < kCols; ++j)
-      if (warp + j * kWarps < n_tiles) b[j].Load(u + ks * 8 * ld + (warp + j * kWarps) * 8, ld, lane);
+    for (int j = 0; j < kCols; ++j) b[j].Load(u + ks * 8 * ld + column[j], ld, lane);
 #pragma unroll
     for (int mt = 0; mt < kMaxMt; ++mt) {
       if (mt < m_tiles) {
-        const float4 av = reinterpret_cast<const float4*>(w2f)[((mt * kChunkSteps + ks) << 5) | lane];
+        const float4 av = PrepareA<kTf32>(LoadA(a_lane + 4u * (mt * 16 * kLdW2 + ks * 8)));
 #pragma unroll
-        for (int j = 0; j < kCols; ++j)
-          if (warp + j * kWarps < n_tiles) Mma(acc[j][mt], av, b[j]);
+        for (int j = 0; j < kCols; ++j) Mma(acc[j][mt], av, b[j]);
       }
     }
   }
@@ -327,20 +454,23 @@ __global__ void __launch_bounds__(kThreads, 2) ChainKernel(const KernelArgs a) {
   next += kPw1 ? kChunk * a.ldt : 0;
   float* us = next;  // the depthwise stage's output, when a pointwise stage follows
   next += (kDw && kPwl) ? kChunk * a.ldu : 0;
-  float* w1f = next;
-  next += (kPw1 && !a.w1_direct) ? a.buffers * kChunk * a.cp : 0;
-  float* w2f = next;
-  next += kPwl ? a.buffers * a.ftp * kChunk : 0;
+  float* w1s = next;  // the chunk's W1 rows, [kChunk][ldw1] per buffer
+  next += (kPw1 && !a.w1_direct) ? a.buffers * kChunk * a.ldw1 : 0;
+  float* w2s = next;  // the chunk's W2 columns, [ftp][kLdW2] per buffer
+  next += kPwl ? a.buffers * a.ftp * kLdW2 : 0;
   unsigned char* inside = reinterpret_cast<unsigned char*>(next);  // pointwise-then-depthwise: [ldx]
 
   auto issue = [&](int ci, int buf) {  // the chunk's weights (and DW->PW: its input channels)
     const int m0 = ci * kChunk;
     if constexpr (kPw1) {
-      if (!a.w1_direct) StageFragments(p.w1, p.c, m0, kChunk, p.m, 0, a.cp, p.c, w1f + buf * kChunk * a.cp);
+      if (!a.w1_direct)
+        StageRows(p.w1, p.c, m0, kChunk, p.m, 0, a.cp, p.c, w1s + buf * kChunk * a.ldw1, a.ldw1, a.w1_vec, a.w1_row_div);
     } else {
       LoadRegion(a, n, m0, kChunk, p.c, iy0, ix0, xs + buf * kChunk * a.ldx, a.ldx);
     }
-    if constexpr (kPwl) StageFragments(p.w2, p.m, f0, a.ftp, f_end, m0, kChunk, p.m, w2f + buf * a.ftp * kChunk);
+    if constexpr (kPwl)
+      StageRows(p.w2, p.m, f0, a.ftp, f_end, m0, kChunk, p.m, w2s + buf * a.ftp * kLdW2, kLdW2, a.w2_vec,
+                DivReciprocal(kChunk / 4));
     CommitCopies();
   };
 
@@ -353,6 +483,11 @@ __global__ void __launch_bounds__(kThreads, 2) ChainKernel(const KernelArgs a) {
         inside[q] = q < a.in_hw && iy >= 0 && iy < p.h && ix >= 0 && ix < p.w;
       }
     }
+  }
+  if constexpr (kDw && kPwl) {
+    // the last pixel column's pixels beyond the tile, which the depthwise stage never writes
+    const int tail = RoundUp(a.thw, 8) - a.thw;
+    for (int i = threadIdx.x; i < kChunk * tail; i += kThreads) us[(i / tail) * a.ldu + a.thw + i % tail] = 0.f;
   }
   if (a.buffers == 2) issue(chunk_begin, 0);
   if constexpr (kPw1) {
@@ -390,7 +525,7 @@ __global__ void __launch_bounds__(kThreads, 2) ChainKernel(const KernelArgs a) {
     const float* dw_src = xs + buf * kChunk * a.ldx;
     int dw_ld = a.ldx;
     if constexpr (kPw1) {
-      FirstPointwise<kTf32, kDw>(a, w1f + buf * kChunk * a.cp, xs, inside, m0, ts);
+      FirstPointwise<kTf32, kDw>(a, w1s + buf * kChunk * a.ldw1, xs, inside, m0, ts);
       __syncthreads();
       dw_src = ts, dw_ld = a.ldt;
     }
@@ -399,7 +534,7 @@ __global__ void __launch_bounds__(kThreads, 2) ChainKernel(const KernelArgs a) {
       if constexpr (kPwl) __syncthreads();
     }
     if constexpr (kPwl) {
-      LastPointwise<kPixels, kTf32>(a, w2f + buf * a.ftp * kChunk, kDw ? us : ts, kDw ? a.ldu : a.ldt, m_tiles, acc);
+      LastPointwise<kPixels, kTf32>(a, w2s + buf * a.ftp * kLdW2, kDw ? us : ts, kDw ? a.ldu : a.ldt, m_tiles, acc);
     }
   }
 

@@ -1,6 +1,7 @@
 // The host side of the FCM ops' CUDA kernels: plans (tile, output-channel range, split of the
 // intermediate channels) ranked by a cost estimate, and the launch. Independent of ONNX Runtime.
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -55,6 +56,13 @@ KernelArgs MakeArgs(const ChainProblem& p, const ChainPlan& plan, float* partial
   a.ldx = LdB(a.in_hw);
   a.ldt = LdB(a.in_hw);
   a.ldu = LdB(plan.pixels);
+  a.ldw1 = a.cp + 4;
+  // 16-byte weight copies need every row 16-byte aligned in device memory
+  auto aligned = [](const float* w, int ld) { return ld % 4 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0; };
+  a.w1_vec = p.pw1 && aligned(p.w1, p.c);
+  a.w2_vec = p.pwl && aligned(p.w2, p.m);
+  a.in_h_div = DivReciprocal(a.in_h);
+  a.w1_row_div = DivReciprocal(std::max(1, a.cp / 4));
   a.f_tile = p.pwl ? plan.f_tile : 0;
   a.f_tiles = p.pwl ? (p.f + plan.f_tile - 1) / plan.f_tile : 1;
   a.ftp = RoundUp(a.f_tile, 16);
@@ -69,8 +77,8 @@ size_t SharedBytes(const ChainProblem& p, const KernelArgs& a) {
   size_t floats = p.pw1 ? static_cast<size_t>(a.cp) * a.ldx : static_cast<size_t>(a.buffers) * kChunk * a.ldx;
   if (p.pw1) floats += static_cast<size_t>(kChunk) * a.ldt;
   if (p.dw && p.pwl) floats += static_cast<size_t>(kChunk) * a.ldu;
-  if (p.pw1 && !a.w1_direct) floats += static_cast<size_t>(a.buffers) * kChunk * a.cp;
-  if (p.pwl) floats += static_cast<size_t>(a.buffers) * a.ftp * kChunk;
+  if (p.pw1 && !a.w1_direct) floats += static_cast<size_t>(a.buffers) * kChunk * a.ldw1;
+  if (p.pwl) floats += static_cast<size_t>(a.buffers) * a.ftp * kLdW2;
   size_t bytes = floats * sizeof(float);
   if (p.pw1 && p.dw) bytes += RoundUp(a.ldx, 16);  // the inside-the-image mask
   return bytes;
@@ -138,15 +146,20 @@ double EstimateMicros(const ChainProblem& p, const KernelArgs& a, const ChainPla
   const int cols = plan.pixels / 64;
   auto region_lines = [&](int channels) { return std::ceil(static_cast<double>(channels) * a.in_h / (kWarps * 32.0 / lane_width)); };
   double chunk = 60.0;  // loop control and barriers
-  if (p.pw1 && !plan.w1_direct) chunk += kChunk * a.cp / 256.0 * 25.0;
-  if (p.pwl) chunk += a.ftp * kChunk / 256.0 * 25.0;
+  if (p.pw1 && !plan.w1_direct) chunk += kChunk * a.cp / 4.0 / kThreads * (a.w1_vec ? 14.0 : 4 * 14.0);
+  if (p.pwl) chunk += a.ftp * kChunk / 4.0 / kThreads * (a.w2_vec ? 10.0 : 4 * 12.0);
   if (!p.pw1) chunk += region_lines(kChunk) * 35.0;
   if (p.pw1) {
     const double pairs = std::ceil(std::ceil((a.in_hw + 7) / 8 / 2.0) / kWarps);
-    chunk += pairs * (a.ks1 * (2.0 * mma + (plan.w1_direct ? 40.0 : 6.0)) + 16 * 20.0);
+    chunk += pairs * (a.ks1 * (2.0 * mma + (plan.w1_direct ? 40.0 : 8.0)) + 100.0);
   }
-  if (p.dw) chunk += kChunk / (static_cast<double>(kThreads) / plan.pixels) * (3.0 * kk + 20.0);
-  if (p.pwl) chunk += kChunkSteps * (2.0 * cols + (a.ftp / 16.0) * (3.0 + cols * mma));
+  if (p.dw) {
+    // K 3/5: 8-pixel runs per thread (2 instructions a tap, weights per run); other sizes per pixel
+    const double runs = std::ceil(a.tile_w / 8.0) * std::ceil(a.tile_h / 8.0);
+    chunk += (p.kernel == 3 || p.kernel == 5) ? runs * (8.0 * (2.0 * kk + 6.0) + kk + 10.0)
+                                              : kChunk / (static_cast<double>(kThreads) / plan.pixels) * (3.0 * kk + 20.0);
+  }
+  if (p.pwl) chunk += kChunkSteps * (2.0 * cols + (a.ftp / 16.0) * (2.0 + cols * mma));
   double block = chunks * chunk + 200.0;
   if (p.pw1) block += region_lines(a.cp) * 35.0 + a.cp * a.in_hw / 256.0 * 8.0;
   if (p.pwl) block += (a.ftp / 16.0) * cols * 4.0 * 15.0;
@@ -184,6 +197,9 @@ ChainPlan CompletePlan(const ChainProblem& p, ChainPlan plan) {
   const int split = plan.split;
   const KernelArgs a = MakeArgs(p, plan, nullptr);
   if ((a.chunks + a.chunks_per_split - 1) / a.chunks_per_split != split) return fail("split");  // would leave a share empty
+  // the kernels address an image's channels with 32-bit offsets
+  if (static_cast<long long>(p.c) * p.h * p.w >= (1LL << 31) || static_cast<long long>(p.m) * p.out_h * p.out_w >= (1LL << 31))
+    return fail("an image larger than 2^31 elements");
   plan.shared_bytes = SharedBytes(p, a);
   if (plan.shared_bytes > static_cast<size_t>(device.shared_per_block)) return fail("does not fit in shared memory");
   const int per_sm = AllowAndOccupancy(PickKernel(p, plan.pixels), plan.shared_bytes);
@@ -202,7 +218,10 @@ std::vector<ChainPlan> ChainCandidates(const ChainProblem& p) {
   const int chunks = (p.m + kChunk - 1) / kChunk;
   for (int pixels : {64, 128}) {
     std::vector<int> widths;
-    for (int w : {4, 8, 16, 32, 64, 128}) {
+    // the depthwise stage gives each of 8 threads per channel a column of the tile: widths of 8
+    // and 16 keep them all busy
+    const std::vector<int> choices = p.dw ? std::vector<int>{8, 16} : std::vector<int>{4, 8, 16, 32, 64, 128};
+    for (int w : choices) {
       const int tw = std::min(w, p.out_w);
       if (tw <= pixels && std::find(widths.begin(), widths.end(), tw) == widths.end()) widths.push_back(tw);
     }
