@@ -272,11 +272,15 @@ def cmd_tune(args: argparse.Namespace, report: _Reporter) -> int:
         raise FcmError("--margin must be positive")
     output = Path(args.output) if args.output else model.with_name(model.name.removesuffix(".onnx") + ".tuned.onnx")
     names = [n for n in args.unfuse.split(",") if n] if args.unfuse is not None else None
-    result = tune.tune(model, output, batches, args.runs, args.warmup, args.margin, names, report.progress)
+    result = tune.tune(model, output, batches, args.runs, args.warmup, args.margin, names, report.progress,
+                       verify=not args.no_verify)
     for name, group in result["groups"].items():
         times = ", ".join(f"batch {b}: {t['fused_ms']:.4f} vs {t['unfused_ms']:.4f} ms" if "fused_ms" in t else f"batch {b}: {t['error']}"
                           for b, t in group["batches"].items())
         print(f"{name:24s} {'fused  ' if group['keep_fused'] else 'unfused'} {times}")
+    for step in result.get("whole_model", []):
+        ratios = ", ".join(f"batch {b}: {v:.3f}x" for b, v in step["speedup"].items())
+        print(f"whole model with {len(step['fused_groups'])} fused groups vs unfused: {ratios}")
     print(f"written: {result['output']} ({result['fused_groups']} fused groups kept, {len(result['unfuse'])} unfused), "
           f"{result['report']}")
     return 0
@@ -410,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time every fused group of a fused model against its original subgraph on this machine's GPU "
         "(ONNX Runtime's CUDA provider, the micro-benchmark of fcm bench) at each batch size, and write a model in "
         "which the groups that are not faster at all of them run unfused again, plus a JSON report of the times "
-        "and decisions. With --unfuse, apply a given decision without measuring.",
+        "and decisions. Then the whole tuned model is timed against the whole unfused one, and kept groups are "
+        "unfused, the one with the smallest lead first, until it is not slower at any batch size. With --unfuse, "
+        "apply a given decision without measuring.",
     )
     tune.add_argument("model", help="a fused .onnx file (from fcm convert)")
     tune.add_argument("--batch", default="1,32", help="batch sizes a group must be faster at, comma-separated (default: 1,32)")
@@ -418,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--warmup", type=int, default=20, help="warm-up runs (default: 20)")
     tune.add_argument("--margin", type=float, default=1.0,
                       help="keep a group fused when its time is below MARGIN x its subgraph's (default: 1.0)")
+    tune.add_argument("--no-verify", action="store_true",
+                      help="skip the whole-model check (by default, while the tuned model is slower than the unfused "
+                      "one at some batch size, the kept group with the smallest lead is unfused and the model measured again)")
     tune.add_argument("--unfuse", metavar="NODES", help="comma-separated fused node names to unfuse, without measuring")
     tune.add_argument("-o", "--output", metavar="ONNX", help="where to write (default: <stem>.tuned.onnx beside the model)")
     tune.set_defaults(func=cmd_tune)

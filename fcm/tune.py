@@ -8,8 +8,13 @@ and batch: both times, the speedup, the decision).
 How: the per-group micro-benchmark of ``fcm bench`` (the fused node and its subgraph as small
 standalone models on ONNX Runtime's CUDA provider, each in its better CUDA-graph setting, IO bound
 to device buffers, medians of ``runs`` runs). A group stays fused when its median is below
-``margin`` times the subgraph's at every batch size. ``--unfuse`` applies a decision without
-measuring (to reproduce one on another machine, or without a GPU).
+``margin`` times the subgraph's at every batch size. Then the whole tuned model is checked
+against the whole unfused model (each in its best configuration, as ``fcm bench`` does): a group
+can win alone and still lose in the model (with ``prefer_nhwc`` ONNX Runtime puts layout
+transposes around every op it cannot run in NHWC, ours included). While the tuned model is
+slower at some batch size, the kept group with the smallest lead is unfused too, and the model
+measured again. ``--unfuse`` applies a decision without measuring (to reproduce one on another
+machine, or without a GPU).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import onnx
 
-from fcm.bench import Progress, bench_groups, device_info
+from fcm.bench import Progress, bench_groups, bench_pair, device_info
 from fcm.errors import FcmError
 from fcm.fileio import atomic_write_bytes, atomic_write_text
 from ort_custom_ops.unfuse import DOMAIN, unfuse
@@ -51,8 +56,34 @@ def measure(model: onnx.ModelProto, batches: list[int], runs: int, warmup: int, 
             "unfuse": sorted(name for name, group in groups.items() if not group["keep_fused"])}
 
 
+def verify_whole_model(model: onnx.ModelProto, result: dict, batches: list[int], runs: int, warmup: int,
+                       progress: Progress) -> None:
+    """Unfuses kept groups, weakest first, until the whole tuned model is not slower than the whole
+    unfused one at any batch size; records each measurement in result["whole_model"]."""
+    groups = result["groups"]
+    everything = sorted(groups)
+    reference = unfuse(model, everything)
+    kept = sorted((name for name, group in groups.items() if group["keep_fused"]),
+                  key=lambda name: min(b.get("speedup", 0.0) for b in groups[name]["batches"].values()))
+    steps = []
+    while kept:
+        tuned = unfuse(model, [name for name in everything if name not in kept])
+        speedups = {}
+        for batch in batches:
+            progress(f"whole model, {len(kept)} groups fused, batch {batch}")
+            speedups[str(batch)] = bench_pair(reference, tuned, batch, runs, warmup, progress)["best"]["tf32"]["speedup"]
+        steps.append({"fused_groups": list(kept), "speedup": speedups})
+        if all(value >= 1.0 for value in speedups.values()):
+            break
+        dropped = kept.pop(0)
+        groups[dropped]["keep_fused"] = False
+        groups[dropped]["unfused_by"] = "whole-model check"
+    result["whole_model"] = steps
+    result["unfuse"] = sorted(name for name, group in groups.items() if not group["keep_fused"])
+
+
 def tune(model_path: Path, output: Path, batches: list[int], runs: int, warmup: int, margin: float,
-         unfuse_names: list[str] | None, progress: Progress) -> dict:
+         unfuse_names: list[str] | None, progress: Progress, verify: bool = True) -> dict:
     try:
         model = onnx.load(model_path)
     except Exception as exc:
@@ -61,6 +92,8 @@ def tune(model_path: Path, output: Path, batches: list[int], runs: int, warmup: 
         raise FcmError("no fused nodes (not a model from fcm convert?)", model_path)
     if unfuse_names is None:
         result = measure(model, batches, runs, warmup, margin, progress)
+        if verify:
+            verify_whole_model(model, result, batches, runs, warmup, progress)
     else:
         result = {"unfuse": sorted(set(unfuse_names)), "groups": {}, "measured": False}
     tuned = unfuse(model, result["unfuse"])

@@ -198,3 +198,34 @@ def test_tune_errors(converted, tmp_path, capsys):
         assert main(["tune", model, "-o", str(tmp_path / "t.onnx")]) == 2
         assert "no CUDA execution provider" in capsys.readouterr().err
         assert not (tmp_path / "t.onnx").exists()
+
+
+def test_whole_model_check_unfuses_the_weakest_group_first(converted, monkeypatch):
+    """fcm tune's whole-model check: while the tuned model is slower at some batch size, the kept
+    group with the smallest lead in the per-group measurement is unfused, and the model is timed
+    again (here with a stand-in timer: a model is slower at batch 1 while it holds a group that
+    loses in the model)."""
+    from fcm import tune
+
+    fused = onnx.load(converted["MobileNetV2"].output)
+    names = [n.name for n in _fused_nodes(fused)]
+    assert len(names) >= 3
+    leads = {name: 1.1 + 0.1 * i for i, name in enumerate(names)}  # names[0] leads least
+    result = {"groups": {name: {"keep_fused": True, "batches": {"1": {"speedup": leads[name]}, "32": {"speedup": 2.0}}}
+                         for name in names}}
+    result["groups"][names[-1]]["keep_fused"] = False  # lost its own measurement
+    losers_in_model = {names[0], names[1]}
+
+    def stand_in(reference, tuned, batch, runs, warmup, progress):
+        assert not any(n.domain == tune.DOMAIN for n in reference.graph.node)
+        held = {n.name for n in tuned.graph.node if n.domain == tune.DOMAIN}
+        slower = batch == 1 and held & losers_in_model
+        return {"best": {"tf32": {"speedup": 0.97 if slower else 1.2}}}
+
+    monkeypatch.setattr(tune, "bench_pair", stand_in)
+    tune.verify_whole_model(fused, result, [1, 32], runs=1, warmup=0, progress=lambda message: None)
+    steps = result["whole_model"]
+    assert [len(step["fused_groups"]) for step in steps] == [len(names) - 1, len(names) - 2, len(names) - 3]
+    assert steps[-1]["speedup"] == {"1": 1.2, "32": 1.2}
+    assert result["unfuse"] == sorted([names[0], names[1], names[-1]])
+    assert result["groups"][names[0]]["unfused_by"] == "whole-model check"
