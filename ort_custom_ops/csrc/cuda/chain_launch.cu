@@ -2,6 +2,7 @@
 // intermediate channels) ranked by a cost estimate, and the launch. Independent of ONNX Runtime.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -137,8 +138,20 @@ int AllowAndOccupancy(KernelFn kernel, size_t bytes) {
 // stages in m16n8k8 steps, the depthwise taps, the epilogues; scaled to the measured times) and
 // takes the busiest SM's blocks at that rate, against the device-memory traffic; plus the split's
 // reduction.
+// FCM_CUDA_COST_SCALE scales the instruction term against the fixed costs (launches, the split's
+// reduction, device memory), to try calibrations without a rebuild.
+double CostScale() {
+  static const double scale = [] {
+    const char* text = std::getenv("FCM_CUDA_COST_SCALE");
+    const double value = text != nullptr ? std::atof(text) : 1.0;
+    return value > 0.0 ? value : 1.0;
+  }();
+  return scale;
+}
+
 double EstimateMicros(const ChainProblem& p, const KernelArgs& a, const ChainPlan& plan, int sms, int per_sm) {
-  constexpr double kClockGHz = 1.75, kBytesPerUs = 2.5e6, kLaunchUs = 2.5, kCalibration = 2.5;
+  constexpr double kClockGHz = 1.75, kBytesPerUs = 2.5e6, kLaunchUs = 2.5;
+  const double kCalibration = 2.5 * CostScale();
   const int chunks = p.pwl ? a.chunks_per_split : 1;
   const double mma = p.tf32 ? 7.0 : 45.0;  // instructions per m16n8k8 step with its operand loads
   const int kk = p.dw ? p.kernel * p.kernel : 0;
