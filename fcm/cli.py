@@ -152,7 +152,8 @@ def cmd_convert(args: argparse.Namespace, report: _Reporter) -> int:
     if args.batch < 1:
         raise FcmError(f"--batch must be at least 1, not {args.batch}")
     options = ConvertOptions(gpu=args.gpu, batch=args.batch, dtype=args.dtype, scheme=args.scheme,
-                             verify=not args.no_verify, source=_source_options(args))
+                             verify=not args.no_verify, source=_source_options(args), int8=args.int8,
+                             calibration=args.calibration, io_dtype=args.io_dtype)
     result = convert(args.model, args.output, options, progress=report.progress)
     for note in result.notes:
         report.warning(note) if "left unfused" in note else report.progress(note)
@@ -367,6 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="int8 only: the requantization arithmetic to reproduce: fp32 (XNNPACK, the TFLite "
                          "interpreter's default; default) or fixed_point (TFLite's builtin kernels)")
     convert.add_argument("--no-verify", action="store_true", help="skip the comparison with the source model")
+    quantize = convert.add_argument_group(
+        "int8 quantization of Keras models",
+        "With --int8, a Keras model (keras:<Name>, .keras, .h5) is first quantized by TFLite's post-training "
+        "full-integer quantization (int8 weights per channel, int8 activations, calibrated on --calibration), "
+        "written beside the output as <stem>.tflite, and converted on the int8 path; the fused int8 model is "
+        "verified against the TFLite interpreter running that .tflite. A .tflite that is full-integer already "
+        "takes the int8 path with or without --int8.")
+    quantize.add_argument("--int8", action="store_true", help="quantize the Keras model to int8 and convert that")
+    quantize.add_argument("--calibration", metavar="FILE.npy",
+                          help="representative input samples for the quantization ranges: one float array "
+                          "[N, H, W, C] saved with numpy.save, preprocessed as the model expects (a few hundred "
+                          "real samples are typical); default: 16 random samples uniform in [-1, 1], with a "
+                          "warning (fine for testing the conversion, meaningless for accuracy)")
+    quantize.add_argument("--io-dtype", choices=("int8", "uint8"), default="int8",
+                          help="the quantized model's input and output type (default: int8, TFLite's usual choice)")
     convert.set_defaults(func=cmd_convert)
 
     verify = commands.add_parser(

@@ -43,6 +43,9 @@ class ConvertOptions:
     verify_batches: tuple[int, ...] = (1, 3)
     tolerance: float = FP32_TOLERANCE
     seed: int | None = None  # inputs for verification; None: fresh each run
+    int8: bool = False  # quantize a Keras model to a full-integer TFLite model first (fcm.quantize)
+    calibration: str | Path | None = None  # with int8: a .npy of input samples; None: random (a warning)
+    io_dtype: str = "int8"  # with int8: the quantized model's input and output type ("int8" or "uint8")
     source: SourceOptions = field(default_factory=SourceOptions)
 
 
@@ -198,8 +201,24 @@ def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None
 
     progress(f"opening {spec if isinstance(spec, (str, Path)) else 'the model'}")
     source = open_model(spec, options.source)
+    if options.calibration is not None and not options.int8:
+        raise FcmError("--calibration applies with --int8 only")
+    if options.int8:
+        if options.dtype == "fp32":
+            raise FcmError("--int8 converts to int8: leave out --dtype fp32")
+        if source.kind == "keras":
+            return convert_quantized(source, output, options, progress)
+        if source.kind == "savedmodel":
+            raise FcmError("--int8 quantizes Keras models (keras:<Name>, .keras, .h5); for a SavedModel, quantize it "
+                           "with TFLite's converter and give the full-integer .tflite", source.where)
+        if options.calibration is not None:
+            raise FcmError("--calibration applies to Keras models; this .tflite is quantized already or not at all",
+                           source.where)
     progress("extracting the layer DAG")
     dag = source.dag()
+    if options.int8 and not _int8_path(source, dag, options):
+        raise FcmError("--int8 on a .tflite needs a full-integer model (a float .tflite is not quantized here: give "
+                       "the Keras model it came from)", source.where)
     if _int8_path(source, dag, options):
         from fcm.convert_int8 import convert_int8
 
@@ -235,6 +254,32 @@ def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None
     return ConvertResult(output, files, dag, plan, result, checks, notes)
 
 
+def convert_quantized(source: OpenedModel, output: Path, options: ConvertOptions, progress: Progress) -> ConvertResult:
+    """``--int8`` on a Keras model: quantize it to a full-integer TFLite model (:mod:`fcm.quantize`),
+    convert that on the int8 path, and write the .tflite beside the outputs (``<stem>.tflite``),
+    with them or not at all."""
+    import tempfile
+
+    from fcm.convert_int8 import convert_int8
+    from fcm.quantize import quantize_keras
+
+    what = f"{options.calibration}" if options.calibration is not None else "random data"
+    progress(f"quantizing to a full-integer TFLite model ({options.io_dtype} input/output, calibrated on {what})")
+    tflite = quantize_keras(source.keras_model, options.calibration, options.io_dtype, options.source.seed)
+    notes = [f"quantized by TFLite's post-training full-integer quantization ({options.io_dtype} input and output), "
+             + (f"calibrated on the samples of {options.calibration}" if options.calibration is not None else
+                "calibrated on random data: the quantization ranges, and so the accuracy, are meaningless for real inputs")]
+    with tempfile.TemporaryDirectory(prefix="fcm-int8-") as scratch:
+        path = Path(scratch) / f"{output.stem}.tflite"
+        path.write_bytes(tflite)
+        quantized = OpenedModel("tflite", f"{source.where} (quantized to int8)", path=path)
+        progress("extracting the layer DAG of the quantized model")
+        dag = quantized.dag()
+        if not _int8_path(quantized, dag, ConvertOptions(dtype="int8")):
+            raise FcmError("TFLite's quantization did not give a full-integer model", source.where)  # pragma: no cover
+        return convert_int8(quantized, dag, output, options, progress, tflite=tflite, notes=notes)
+
+
 def output_files(output: Path) -> dict[str, Path]:
     """Where a conversion writes: OUT.onnx and its companions beside it."""
     stem = output.stem
@@ -249,9 +294,11 @@ def output_files(output: Path) -> dict[str, Path]:
 
 
 def write_outputs(files: dict[str, Path], fused: onnx.ModelProto, unfused: onnx.ModelProto, dag: Dag, plan_json: dict,
-                  report: str) -> None:
-    """Write every file of ``files`` (:func:`output_files`) at once, or none."""
+                  report: str, tflite: bytes | None = None) -> None:
+    """Write every file of ``files`` (:func:`output_files`, plus ``"tflite"`` with ``tflite``) at once, or none."""
     with staged_directory(files["fused"].parent) as scratch:
+        if tflite is not None:
+            (scratch / files["tflite"].name).write_bytes(tflite)
         onnx.save(fused, scratch / files["fused"].name)
         onnx.save(unfused, scratch / files["unfused"].name)
         dag_dir = scratch / "dag"

@@ -86,15 +86,17 @@ def verify(source: OpenedModel, fused: onnx.ModelProto, unfused: onnx.ModelProto
     return checks
 
 
-def convert_int8(source: OpenedModel, dag: Dag, output: Path, options, progress):
+def convert_int8(source: OpenedModel, dag: Dag, output: Path, options, progress, tflite: bytes | None = None,
+                 notes: list[str] | None = None):
     """The int8 pipeline of :func:`fcm.convert.convert` (its docstring and this module's say what
-    is written)."""
+    is written); ``tflite``: the model's bytes, written beside the outputs as ``<stem>.tflite``
+    (``fcm convert --int8``, where the model was quantized here)."""
     from fcm.convert import ConvertResult, _gpu, output_files, write_outputs
     from ort_custom_ops.int8_model import build, check_full_integer
     from planner import make_plan
 
     started = time.monotonic()
-    notes: list[str] = []
+    notes = list(notes or [])
     check_full_integer(dag, source.where)
     gpu = _gpu(options.gpu, notes, progress)
     progress(f"planning for {gpu.name}, batch {options.batch}, int8")
@@ -113,9 +115,11 @@ def convert_int8(source: OpenedModel, dag: Dag, output: Path, options, progress)
         notes.append("not verified (--no-verify)")
 
     files = output_files(output)
+    if tflite is not None:
+        files["tflite"] = output.with_name(f"{output.stem}.tflite")
     report = format_report(source.where, dag, plan, result, checks, notes, options.scheme, time.monotonic() - started, files)
     progress(f"writing {output}")
-    write_outputs(files, result.model, unfused, dag, plan_json, report)
+    write_outputs(files, result.model, unfused, dag, plan_json, report, tflite)
     summary = [f"int8 ({options.scheme} requantization); verified: " + c.line() for c in checks]
     return ConvertResult(output, files, dag, plan, result, [], notes, summary=summary)
 

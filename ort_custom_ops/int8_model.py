@@ -39,12 +39,42 @@ SUPPORTED = ("conv_2d", "depthwise_conv_2d", "fully_connected", "add", "pad", "m
              "reshape", "squeeze")
 
 
+#: Operators that compute a RESHAPE's target shape at run time (Keras's Reshape/Flatten under a
+#: dynamic batch: SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE); int32, unquantized.
+SHAPE_OPERATORS = ("shape", "strided_slice", "pack", "concatenation", "gather", "slice", "cast")
+
+
+def shape_layers(dag: Dag) -> set[int]:
+    """The layers that only compute a RESHAPE's target shape (int32 tensors feeding other such
+    layers or a RESHAPE's shape operand): the int8 model leaves them out, since its Reshape takes
+    the DAG's static output shape with a dynamic batch."""
+    consumers: dict[int, list[tuple[Layer, int]]] = {}
+    for layer in dag:
+        for position, ref in enumerate(layer.inputs or []):
+            if ref is not None and "op" in ref:
+                consumers.setdefault(ref["op"], []).append((layer, position))
+    found: set[int] = set()
+    for layer in reversed(list(dag)):
+        if layer.name not in SHAPE_OPERATORS or not layer.outputs:
+            continue
+        if any(out.get("dtype") not in ("int32", "int64") or "scale" in out for out in layer.outputs):
+            continue
+        users = consumers.get(layer.id, [])
+        if users and all(user.id in found or (user.name in ("reshape", "squeeze") and position > 0)
+                         for user, position in users):
+            found.add(layer.id)
+    return found
+
+
 def quantization(dag: Dag) -> str:
     """``"float"`` (nothing quantized), ``"full"`` (every computed tensor int8/uint8 with a scale:
     what this module converts) or ``"hybrid"`` (some of both, or int8 weights with float
     activations: dynamic-range or float-I/O quantization)."""
     quantized = unquantized = int8_weights = False
+    shapes = shape_layers(dag)
     for layer in dag:
+        if layer.id in shapes:
+            continue
         for out in layer.outputs or []:
             if out.get("dtype") in RANGES and "scale" in out:
                 quantized = True
@@ -59,7 +89,10 @@ def quantization(dag: Dag) -> str:
 
 def check_full_integer(dag: Dag, where: str | None = None) -> None:
     """Raise an FcmError naming the first layer that keeps the model from the int8 path."""
+    shapes = shape_layers(dag)
     for layer in dag:
+        if layer.id in shapes:
+            continue
         for out in layer.outputs or []:
             if out.get("dtype") not in RANGES or "scale" not in out:
                 raise FcmError(f"layer {layer.id} ({layer.name}) outputs {out.get('dtype', 'unquantized')} values: only "
@@ -372,7 +405,7 @@ def build(dag: Dag, groups: list, scheme: str = "fp32") -> BuildResult:
     builder = _Builder(dag, scheme)
     result_fused, skipped = [], []
     absorbed: dict[int, tuple[int, object, Chain, dict]] = {}  # first entry -> the group starting there
-    members: set[int] = set()
+    members: set[int] = shape_layers(dag)  # left out: the Reshapes take static shapes
     for number, candidate in enumerate(groups):
         try:
             chain, x = builder.chain(candidate)
