@@ -28,7 +28,7 @@ import numpy as np
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from extractor.dag import Dag, Layer
-from extractor.integer import RANGES, activation_range
+from extractor.integer import RANGES, activation_range, logistic_table
 from fcm.errors import FcmError
 
 from .int8_ops import SCHEMES, Chain, ChainStage, Quant, Requant, add_node, conv_node, make_model, mean_node
@@ -36,7 +36,7 @@ from .int8_ops import SCHEMES, Chain, ChainStage, Quant, Requant, add_node, conv
 ONNX_TYPES = {"int8": TensorProto.INT8, "uint8": TensorProto.UINT8, "int32": TensorProto.INT32}
 #: DAG operators the int8 model represents.
 SUPPORTED = ("conv_2d", "depthwise_conv_2d", "fully_connected", "add", "pad", "mean", "softmax", "quantize",
-             "reshape", "squeeze")
+             "reshape", "squeeze", "logistic", "mul")
 
 
 #: Operators that compute a RESHAPE's target shape at run time (Keras's Reshape/Flatten under a
@@ -305,6 +305,61 @@ class _Builder:
         self.nodes.append(helper.make_node("Softmax", [logits], [f"{stem}_probabilities"], name=stem, axis=-1))
         self.nodes.append(helper.make_node("QuantizeLinear", [f"{stem}_probabilities", *scalars("y", out)],
                                            [self.output_of(layer.id)], name=f"{stem}_quantize"))
+
+    def _logistic(self, layer: Layer) -> None:
+        """LOGISTIC as its lookup table (``extractor.integer.logistic_table``, exact in both
+        schemes): Gather of the table at the input integer + 128."""
+        x, out = self.int8_ref(layer, self.data(layer)[0]), self.out_ref(layer)
+        if out.get("dtype") != "int8":
+            raise FcmError(f"layer {layer.id} (logistic): output is {out.get('dtype')}, the int8 ops produce int8")
+        stem = f"layer{layer.id}"
+        table = self.const(f"{stem}_table", logistic_table((float(x["scale"]), int(x["zero_point"])),
+                                                           (float(out["scale"]), int(out["zero_point"])), "int8", self.scheme))
+        offset = self.const(f"{stem}_offset", np.array(128, np.int32))
+        self.nodes += [
+            helper.make_node("Cast", [self.name(x)], [f"{stem}_i32"], name=f"{stem}_cast", to=TensorProto.INT32),
+            helper.make_node("Add", [f"{stem}_i32", offset], [f"{stem}_index"], name=f"{stem}_index"),
+            helper.make_node("Gather", [table, f"{stem}_index"], [self.output_of(layer.id)], name=stem, axis=0),
+        ]
+
+    def _mul(self, layer: Layer) -> None:
+        """MUL of two int8 tensors (broadcasting as numpy does), XNNPACK's arithmetic
+        (``extractor.integer.mul``) in standard ops, each exact: the zero-point-shifted product in
+        int32, converted to float32, times the float32 factor a_scale x b_scale / y_scale, clamped
+        to the activation range minus the zero point, rounded half to even, plus the zero point."""
+        if self.scheme != "fp32":
+            raise FcmError(f"layer {layer.id} (mul): MUL has an int8 form for the fp32 scheme (XNNPACK) only, not "
+                           f"{self.scheme}")
+        a, b = (self.int8_ref(layer, r) for r in self.data(layer, 2)[:2])
+        out = self.out_ref(layer)
+        if out.get("dtype") != "int8":
+            raise FcmError(f"layer {layer.id} (mul): output is {out.get('dtype')}, the int8 ops produce int8")
+        y = _quant(out)
+        lo, hi = activation_range(layer.activation, layer.activation_params, y.scale, y.zero_point, "int8")
+        stem = f"layer{layer.id}"
+        factor = np.float32(a["scale"]) * np.float32(b["scale"]) / np.float32(y.scale)
+        shifted = []
+        for tag, ref in (("a", a), ("b", b)):
+            zp = self.const(f"{stem}_{tag}_zp", np.array(int(ref["zero_point"]), np.int32))
+            self.nodes += [
+                helper.make_node("Cast", [self.name(ref)], [f"{stem}_{tag}_i32"], name=f"{stem}_{tag}_cast",
+                                 to=TensorProto.INT32),
+                helper.make_node("Sub", [f"{stem}_{tag}_i32", zp], [f"{stem}_{tag}_shifted"], name=f"{stem}_{tag}_sub"),
+            ]
+            shifted.append(f"{stem}_{tag}_shifted")
+        self.nodes += [
+            helper.make_node("Mul", shifted, [f"{stem}_acc"], name=f"{stem}_product"),
+            helper.make_node("Cast", [f"{stem}_acc"], [f"{stem}_acc_f"], name=f"{stem}_acc_float", to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{stem}_acc_f", self.const(f"{stem}_factor", np.array(factor, np.float32))],
+                             [f"{stem}_scaled"], name=f"{stem}_rescale"),
+            helper.make_node("Clip", [f"{stem}_scaled", self.const(f"{stem}_lo", np.array(lo - y.zero_point, np.float32)),
+                                      self.const(f"{stem}_hi", np.array(hi - y.zero_point, np.float32))],
+                             [f"{stem}_clipped"], name=f"{stem}_clip"),
+            helper.make_node("Round", [f"{stem}_clipped"], [f"{stem}_rounded"], name=f"{stem}_round"),
+            helper.make_node("Add", [f"{stem}_rounded", self.const(f"{stem}_zp", np.array(y.zero_point, np.float32))],
+                             [f"{stem}_biased"], name=f"{stem}_zero_point"),
+            helper.make_node("Cast", [f"{stem}_biased"], [self.output_of(layer.id)], name=stem, to=TensorProto.INT8),
+        ]
 
     def _quantize(self, layer: Layer) -> None:
         """QUANTIZE between integer types of one scale: the zero point moves (uint8 <-> int8)."""

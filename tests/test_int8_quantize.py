@@ -159,3 +159,88 @@ def test_int8_on_a_float_tflite_is_refused(tmp_path):
     with pytest.raises(FcmError, match="needs a full-integer model"):
         convert(source, out, ConvertOptions(gpu="H100", int8=True))
     assert not out.parent.exists()
+
+
+# --- EfficientNetB0: swish (LOGISTIC x MUL) and squeeze-excite (broadcasting MUL) -----------------
+
+@pytest.fixture(scope="module")
+def efficientnet(tmp_path_factory):
+    """Keras EfficientNetB0 (96x96, random weights) through ``fcm convert --int8``, calibrated on
+    random samples given as a file: (the output directory, the DAG of the written .tflite)."""
+    from extractor import extract
+    from fcm.cli import main
+
+    directory = tmp_path_factory.mktemp("efficientnet")
+    calibration = directory / "calibration.npy"
+    np.save(calibration, np.random.default_rng(0).uniform(0, 255, (8, SIZE, SIZE, 3)).astype(np.float32))
+    assert main(["-q", "convert", "keras:EfficientNetB0", "--input-size", str(SIZE), "--int8", "--calibration",
+                 str(calibration), "-o", str(directory / "eff.onnx"), "--gpu", "H100"]) == 0
+    return directory, extract(directory / "eff.tflite")
+
+
+def test_keras_efficientnet_b0_matches_the_interpreter(efficientnet, rng):
+    directory, dag = efficientnet
+    names = [layer.name for layer in dag]
+    assert names.count("logistic") == names.count("mul") == 65
+    x = rng.integers(-128, 128, (2, SIZE, SIZE, 3)).astype(np.int8)
+    got = _session_outputs(directory / "eff.onnx", x)
+    want = interpreter_outputs(directory / "eff.tflite", [x], builtin=False)[0]
+    assert got.shape == want.shape == (2, 1000)
+    equal, largest, top5 = _agreement(got, want)
+    print(f"Keras EfficientNetB0 {SIZE}: int8 ONNX vs the interpreter: {equal:.2%} equal, largest difference "
+          f"{largest}, top-5 same: {top5}")
+    assert equal >= 0.999 and largest <= 1 and top5
+
+
+def test_efficientnet_layer_by_layer(efficientnet, rng):
+    """Every tensor of the int8 model against the interpreter's (XNNPACK), chained from one random
+    input; and the reference (``run_layer``) of every LOGISTIC and MUL on the interpreter's own
+    inputs: bit-exact; LOGISTIC's table also against the builtin kernels."""
+    import copy
+
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from extractor.integer import run_layer
+    from ort_custom_ops.library import make_session
+
+    directory, dag = efficientnet
+    x = rng.integers(-128, 128, (1, SIZE, SIZE, 3)).astype(np.int8)
+    model = onnx.load(directory / "eff.onnx")
+    produced = {o for n in model.graph.node for o in n.output}
+    layers = [layer.id for layer in dag if f"t{layer.id}" in produced and layer.name != "softmax"]
+    for i in layers:
+        model.graph.output.append(onnx.helper.make_tensor_value_info(f"t{i}", onnx.TensorProto.INT8, None))
+    session = make_session(model)
+    outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"input": x})))
+    for resolver in (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES):
+        interpreter = Interpreter(str(directory / "eff.tflite"), experimental_preserve_all_tensors=True,
+                                  experimental_op_resolver_type=resolver)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+        interpreter.invoke()
+        ops = interpreter._get_ops_details()
+        xnnpack = resolver == OpResolverType.AUTO
+        for layer in dag:
+            if layer.name == "logistic" or (layer.name == "mul" and xnnpack):
+                inputs = [interpreter.get_tensor(i) for i in ops[layer.id]["inputs"]]
+                want = interpreter.get_tensor(ops[layer.id]["outputs"][0])
+                got = run_layer(dag, layer, inputs, "fp32" if xnnpack else "fixed_point")
+                assert np.array_equal(got, want), f"layer {layer.id} ({layer.name})"
+        if xnnpack:
+            for i in layers:
+                want = interpreter.get_tensor(ops[i]["outputs"][0])
+                differ = int(np.count_nonzero(outputs[f"t{i}"] != want))
+                assert differ == 0, f"layer {i} ({dag[i].name}): {differ} of {want.size} differ"
+            assert len(layers) > 200
+
+
+def test_mul_reference_broadcasts_and_clamps(rng):
+    from extractor.integer import mul
+
+    a = rng.integers(-128, 128, (2, 5, 5, 7)).astype(np.int8)
+    b = rng.integers(-128, 128, (2, 1, 1, 7)).astype(np.int8)
+    got = mul(a, b, (0.05, -3), (0.004, 10), 0.02, 5, (-128, 127), "int8", "fp32")
+    acc = (a.astype(np.int64) + 3) * (b.astype(np.int64) - 10)
+    factor = np.float32(0.05) * np.float32(0.004) / np.float32(0.02)
+    want = np.clip(np.rint(np.clip(acc.astype(np.float32) * factor, -133, 122)) + 5, -128, 127)
+    assert got.shape == a.shape and np.array_equal(got, want.astype(np.int8))
