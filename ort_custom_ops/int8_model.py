@@ -13,7 +13,9 @@ library (CPU) with TFLite's integer semantics:
   ``QConv`` (FULLY_CONNECTED between two Reshapes); ADD is ``QAdd``, MEAN over H and W ``QMean``;
 - PAD is ONNX's Pad filled with the zero point; RESHAPE a Reshape; QUANTIZE between uint8 and int8
   of one scale integer Cast/Add/Clip/Cast; SOFTMAX DequantizeLinear, Softmax, QuantizeLinear (the
-  oracle, ``extractor.integer.run_integer``, computes it in float too).
+  oracle, ``extractor.integer.run_integer``, computes it in float too); LOGISTIC a Gather from its
+  256-entry table; MUL (broadcasting, ``fp32`` scheme only) exact integer and float32 ops;
+- the SHAPE/STRIDED_SLICE/PACK layers that only compute a RESHAPE's target shape are left out.
 
 A layer with no such form is an :class:`~fcm.errors.FcmError` naming it; nothing is dropped. A
 group whose layers do not fit a fused int8 node (a standalone activation, a squeeze-and-excitation
