@@ -30,7 +30,7 @@ import numpy as np
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from extractor.dag import Dag, Layer
-from extractor.integer import RANGES, activation_range, logistic_table
+from extractor.integer import RANGES, activation_range, logistic_table, mul
 from fcm.errors import FcmError
 
 from .int8_ops import SCHEMES, Chain, ChainStage, Quant, Requant, add_node, conv_node, make_model, mean_node
@@ -384,6 +384,28 @@ class _Builder:
         ]
 
     # --- fused groups ----------------------------------------------------------------------------
+    def activation_table(self, conv: Layer, epilogue: list[int]) -> tuple[np.ndarray, Quant]:
+        """The activation after ``conv`` (``epilogue``: a LOGISTIC, or swish: a LOGISTIC and the MUL
+        of the two) as one table on the convolution's int8 output, and the quantization of its
+        output: each entry what the layers compute for that output value (``extractor.integer``),
+        so the table equals them exactly."""
+        layers = [self.dag[i] for i in epilogue]
+        refs = [self.out_ref(conv)] + [self.out_ref(layer) for layer in layers]
+        if layers[0].name != "logistic" or len(layers) > 2 or any(r.get("dtype") != "int8" for r in refs):
+            raise _NotFusable(f"layer {conv.id}: an activation that is not an int8 sigmoid or swish")
+        t, s = _quant(refs[0]), _quant(refs[1])
+        sigmoid = logistic_table(t.pair(), s.pair(), "int8", self.scheme)
+        if len(layers) == 1:
+            return sigmoid, s
+        if self.scheme != "fp32" or layers[1].name != "mul":
+            raise _NotFusable(f"layer {conv.id}: swish's MUL has an int8 form in the fp32 scheme only")
+        product, out = layers[1], refs[2]
+        codes = np.arange(-128, 128, dtype=np.int32).astype(np.int8)
+        y = _quant(out)
+        clamp = activation_range(product.activation, product.activation_params, y.scale, y.zero_point, "int8")
+        table = mul(codes, sigmoid, t.pair(), s.pair(), y.scale, y.zero_point, clamp, "int8", "fp32")
+        return table, y
+
     def chain(self, candidate) -> tuple[Chain, dict]:
         """The fused int8 node's description of a planned group, and the tensor it reads; raises
         _NotFusable with the reason when the group's layers do not fit one."""
@@ -396,8 +418,10 @@ class _Builder:
         previous = x
         for stage in candidate.stages:
             conv = dag[stage.conv]
-            if stage.epilogue or stage.se_scale is not None:
-                raise _NotFusable(f"layer {conv.id}: a standalone activation or channel scale is a separate int8 layer")
+            if stage.se_scale is not None:
+                raise _NotFusable(f"layer {conv.id}: a channel scale (squeeze-and-excitation) is a separate int8 layer")
+            if stage.epilogue and stage.activation not in ("SWISH", "SIGMOID"):
+                raise _NotFusable(f"layer {conv.id}: a standalone activation is a separate int8 layer")
             for entry in stage.prologue:  # a PAD (its padding becomes the stage's)
                 pad = dag[entry]
                 if pad.name != "pad" or not _same_quant(self.data(pad)[0], self.out_ref(pad)):
@@ -406,13 +430,15 @@ class _Builder:
             if not _same_quant(conv_in, previous):
                 raise _NotFusable(f"layer {conv.id}: its input's quantization differs from the previous stage's output")
             weights, bias, requant = self.conv_parameters(conv)
+            if stage.epilogue:
+                requant.table, requant.table_y = self.activation_table(conv, stage.epilogue)
             if stage.type == "dw":
                 chain.stages.append(ChainStage("dw", weights.transpose(1, 2, 0), bias, requant,
                                                stride=int((conv.strides_hw or [conv.strides or 1])[0]),
                                                pads=_onnx_pads(stage.pads)))
             else:
                 chain.stages.append(ChainStage("pw", weights.reshape(weights.shape[0], -1), bias, requant))
-            previous = self.out_ref(conv)
+            previous = self.out_ref(dag[stage.output])
         if candidate.residual_add is not None:
             add = dag[candidate.residual_add]
             refs = self.data(add, 2)

@@ -19,7 +19,10 @@ and ``x_zero_point``; per convolution ``w_scales`` (one per output channel), ``y
 ``y_zero_point`` and ``clamp`` ([lo, hi], the fused activation's range in output integers), prefixed
 ``stage<i>_`` in a chain; QConv's ``kernel_shape``, ``strides``, ``dilations``, ``pads`` ([top, left,
 bottom, right]) and ``depthwise``; a chain's ``dw_kernel``, ``dw_stride``, ``dw_pads`` and
-``residual`` with ``residual_y_scale``, ``residual_y_zero_point``, ``residual_clamp``.
+``residual`` with ``residual_y_scale``, ``residual_y_zero_point``, ``residual_clamp``. Optionally per
+convolution an activation ``table`` (256 int8 values, applied to the requantized value + 128: swish,
+a function of the int8 output alone) with ``table_y_scale`` and ``table_y_zero_point``, the
+quantization of its output (then the convolution's).
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class Quant:
     def attributes(self, prefix: str) -> dict:
         return {f"{prefix}scale": float(self.scale), f"{prefix}zero_point": int(self.zero_point)}
 
+    def pair(self) -> tuple[float, int]:
+        return float(self.scale), int(self.zero_point)
+
 
 @dataclass
 class Requant:
@@ -66,10 +72,16 @@ class Requant:
     w_scales: np.ndarray
     y: Quant
     clamp: tuple[int, int] = (-128, 127)
+    table: np.ndarray | None = None  # an activation on the int8 output: 256 int8 values, index value + 128
+    table_y: Quant | None = None  # the quantization of the table's output
 
     def attributes(self, prefix: str) -> dict:
-        return {f"{prefix}w_scales": [float(s) for s in np.asarray(self.w_scales, np.float32).ravel()],
-                **self.y.attributes(f"{prefix}y_"), f"{prefix}clamp": [int(self.clamp[0]), int(self.clamp[1])]}
+        attrs = {f"{prefix}w_scales": [float(s) for s in np.asarray(self.w_scales, np.float32).ravel()],
+                 **self.y.attributes(f"{prefix}y_"), f"{prefix}clamp": [int(self.clamp[0]), int(self.clamp[1])]}
+        if self.table is not None:
+            attrs[f"{prefix}table"] = [int(v) for v in np.asarray(self.table).ravel()]
+            attrs.update(self.table_y.attributes(f"{prefix}table_y_"))
+        return attrs
 
 
 def _check_scheme(scheme: str) -> str:

@@ -14,7 +14,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from extractor.dag import Dag, Layer
-from extractor.integer import FIXED_POINT, FP32, accumulate, activation_range, requantize, run_layer
+from extractor.integer import (FIXED_POINT, FP32, accumulate, activation_range, logistic_table, mul, requantize,
+                               run_layer)
 from ort_custom_ops.int8_ops import Chain, ChainStage, Quant, Requant, add_node, conv_node, make_model, mean_node
 
 SCHEMES = (FP32, FIXED_POINT)
@@ -129,8 +130,19 @@ def test_depthwise_conv(rng, scheme, kernel, stride, multiplier, pads):
 
 # --- fused chains ----------------------------------------------------------------------------------
 
-def random_chain(rng, kind: str, x: np.ndarray, xq: Quant, stride: int, residual: bool, scheme: str):
-    """A random chain of ``kind`` over ``x`` and what its stages give run one by one."""
+def swish_table(rng, t: Quant) -> tuple[np.ndarray, Quant]:
+    """int8 swish (LOGISTIC, then MUL of the two) on values of quantization ``t``, as a table, as
+    extractor.integer computes the two layers (XNNPACK's arithmetic), and its output quantization."""
+    s, y = Quant(1 / 256, -128), Quant(float(np.float32(t.scale * rng.uniform(0.3, 0.8))), int(rng.integers(-100, -50)))
+    sigmoid = logistic_table(t.pair(), s.pair(), "int8", FP32)
+    codes = np.arange(-128, 128).astype(np.int8)
+    return mul(codes, sigmoid, t.pair(), s.pair(), y.scale, y.zero_point, (-128, 127), "int8", FP32), y
+
+
+def random_chain(rng, kind: str, x: np.ndarray, xq: Quant, stride: int, residual: bool, scheme: str,
+                 tables: bool = False):
+    """A random chain of ``kind`` over ``x`` and what its stages give run one by one; ``tables``: each
+    stage followed by swish (an activation table) or a sigmoid, at random."""
     chain = Chain(kind, xq)
     current, current_q = x, xq
     channels = x.shape[-1]
@@ -151,10 +163,17 @@ def random_chain(rng, kind: str, x: np.ndarray, xq: Quant, stride: int, residual
         requant = random_requant(rng, acc, current_q, out_c)
         current = requantize(acc, current_q.scale, requant.w_scales, requant.y.scale, requant.y.zero_point,
                              requant.clamp, "int8", scheme)
+        if tables:
+            if rng.random() < 0.7:
+                requant.table, requant.table_y = swish_table(rng, requant.y)
+            else:
+                requant.table_y = Quant(1 / 256, -128)
+                requant.table = logistic_table(requant.y.pair(), requant.table_y.pair(), "int8", scheme)
+            current = requant.table[current.astype(np.int64) + 128]
         onnx_w = w if stage_type == "pw" else w.transpose(1, 2, 0)
         chain.stages.append(ChainStage(stage_type, onnx_w, bias, requant, stride=geometry[1][0],
                                        pads=_onnx_pads(geometry[3])))
-        current_q, channels = requant.y, out_c
+        current_q, channels = (requant.table_y if tables else requant.y), out_c
     if residual:
         yq = random_quant(rng)
         clamp = (-128, 127) if rng.random() < 0.5 else activation_range("RELU6", None, yq.scale, yq.zero_point, "int8")
@@ -187,6 +206,18 @@ def test_fused_chain_equals_its_layers_one_by_one(rng, scheme, kind, stride, res
     node, arrays = chain.node("group", "x", "y", scheme)
     got = run_node(node, arrays, {"x": x})
     assert got.shape == want.shape
+    assert np.array_equal(got, want), f"{np.count_nonzero(got != want)} of {want.size} differ"
+
+
+@pytest.mark.parametrize("kind, stride, residual", [("pwdw", 2, False), ("pwdw", 1, False), ("pwpw", 1, True),
+                                                    ("pwdwpw", 1, True), ("dwpw", 1, False)])
+def test_fused_chain_with_activation_tables(rng, kind, stride, residual):
+    """Swish or sigmoid after each stage as a table (``stage<i>_table``): equal to the stages run one
+    by one with LOGISTIC and MUL as extractor.integer computes them."""
+    x, xq = random_int8(rng, (2, 9, 10, 8)), random_quant(rng)
+    chain, want = random_chain(rng, kind, x, xq, stride, residual, FP32, tables=True)
+    node, arrays = chain.node("group", "x", "y", FP32)
+    got = run_node(node, arrays, {"x": x})
     assert np.array_equal(got, want), f"{np.count_nonzero(got != want)} of {want.size} differ"
 
 
@@ -248,6 +279,9 @@ def _pointwise(rng, **overrides):
     (dict(x_scale=-1.0), "x_scale must be"),
     (dict(w_scales=[0.01, 0.01, 0.01]), "weights must be"),
     (dict(y_scale=None), "missing attribute y_scale"),
+    (dict(table=list(range(-128, 127))), "table must hold 256 values"),
+    (dict(table=list(range(-100, 156))), "table values must be int8"),
+    (dict(table=list(range(-128, 128))), "missing attribute table_y_scale"),
 ])
 def test_bad_attributes_are_reported(rng, overrides, message):
     node, arrays = _pointwise(rng, **overrides)

@@ -162,6 +162,8 @@ def test_int8_on_a_float_tflite_is_refused(tmp_path):
 
 
 # --- EfficientNetB0: swish (LOGISTIC x MUL) and squeeze-excite (broadcasting MUL) -----------------
+# (swish and sigmoid after a fused group's convolutions become activation tables of the fused node;
+# elsewhere LOGISTIC is a Gather from its table and MUL exact standard ops)
 
 @pytest.fixture(scope="module")
 def efficientnet(tmp_path_factory):
@@ -182,12 +184,18 @@ def test_keras_efficientnet_b0_matches_the_interpreter(efficientnet, rng):
     directory, dag = efficientnet
     names = [layer.name for layer in dag]
     assert names.count("logistic") == names.count("mul") == 65
+    model = onnx.load(directory / "eff.onnx")
+    fused = [n for n in model.graph.node if n.op_type.startswith("QFused")]
+    # every planned group but one (whose DW->PW pair has the squeeze-and-excitation scale between),
+    # swish and sigmoid folded in as activation tables
+    assert len(fused) == 31 and all(n.domain == "ai.fcm" for n in fused)
+    assert sum(any(a.name.endswith("_table") for a in n.attribute) for n in fused) == 31
     x = rng.integers(-128, 128, (2, SIZE, SIZE, 3)).astype(np.int8)
     got = _session_outputs(directory / "eff.onnx", x)
     want = interpreter_outputs(directory / "eff.tflite", [x], builtin=False)[0]
     assert got.shape == want.shape == (2, 1000)
     equal, largest, top5 = _agreement(got, want)
-    print(f"Keras EfficientNetB0 {SIZE}: int8 ONNX vs the interpreter: {equal:.2%} equal, largest difference "
+    print(f"Keras EfficientNetB0 {SIZE}: fused int8 ONNX vs the interpreter: {equal:.2%} equal, largest difference "
           f"{largest}, top-5 same: {top5}")
     assert equal >= 0.999 and largest <= 1 and top5
 
@@ -231,7 +239,8 @@ def test_efficientnet_layer_by_layer(efficientnet, rng):
                 want = interpreter.get_tensor(ops[i]["outputs"][0])
                 differ = int(np.count_nonzero(outputs[f"t{i}"] != want))
                 assert differ == 0, f"layer {i} ({dag[i].name}): {differ} of {want.size} differ"
-            assert len(layers) > 200
+            print(f"{len(layers)} tensors equal")
+            assert len(layers) > 100
 
 
 def test_mul_reference_broadcasts_and_clamps(rng):
@@ -244,3 +253,14 @@ def test_mul_reference_broadcasts_and_clamps(rng):
     factor = np.float32(0.05) * np.float32(0.004) / np.float32(0.02)
     want = np.clip(np.rint(np.clip(acc.astype(np.float32) * factor, -133, 122)) + 5, -128, 127)
     assert got.shape == a.shape and np.array_equal(got, want.astype(np.int8))
+
+
+def test_efficientnet_with_the_builtin_arithmetic_is_refused(efficientnet, tmp_path):
+    """The builtin kernels' MUL rounds differently (not reproduced): --scheme fixed_point names it."""
+    from fcm.convert import ConvertOptions, convert
+
+    directory, _ = efficientnet
+    out = tmp_path / "out" / "eff.onnx"
+    with pytest.raises(FcmError, match=r"layer \d+ \(mul\): MUL has an int8 form for the fp32 scheme"):
+        convert(directory / "eff.tflite", out, ConvertOptions(gpu="H100", scheme="fixed_point"))
+    assert not out.parent.exists()

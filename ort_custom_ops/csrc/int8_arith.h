@@ -105,7 +105,17 @@ struct Requantizer {
 
   size_t channels() const { return scale.size(); }
 
+  // The requantized value, then (when `table` is set) mapped through it: an activation that is a
+  // function of the int8 output alone (swish: LOGISTIC and MUL), table[v + 128].
   int8_t operator()(int32_t acc, size_t c) const {
+    const int8_t v = Requantize(acc, c);
+    return table.empty() ? v : table[static_cast<size_t>(static_cast<int32_t>(v) + 128)];
+  }
+
+  std::vector<int8_t> table;  // 256 entries or none
+
+ private:
+  int8_t Requantize(int32_t acc, size_t c) const {
     if (scheme == Scheme::kFp32) {
       const float scaled = std::fmin(std::fmax(static_cast<float>(acc) * scale[c], lo_f), hi_f);
       return static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(scaled)) + zero_point);  // ties to even

@@ -77,6 +77,12 @@ class Attributes {
     }
     return v;
   }
+  // Optional integers: empty when the attribute is missing.
+  std::vector<int64_t> OptionalInts(const std::string& name) {
+    std::vector<int64_t> v;
+    TryRead(name, &v);
+    return v;
+  }
   int64_t Int(const std::string& name, int64_t fallback) {
     int64_t v = fallback;
     TryRead(name, &v);
@@ -135,6 +141,20 @@ void ReadRequantizer(Attributes& a, const std::string& prefix, Scheme scheme, fl
   int32_t lo, hi;
   a.Clamp(prefix + "clamp", &lo, &hi);
   out->Prepare(scheme, x_scale, w_scales, *y_scale, *y_zero_point, lo, hi);
+  // An optional activation table (256 int8 values, indexed by the requantized value + 128) and the
+  // quantization of its output, which is then the layer's.
+  const std::vector<int64_t> table = a.OptionalInts(prefix + "table");
+  out->table.clear();
+  if (table.empty()) return;
+  if (table.size() != 256) a.Fail(prefix + "table must hold 256 values");
+  for (int64_t v : table) {
+    if (v < -128 || v > 127) a.Fail(prefix + "table values must be int8");
+  }
+  if (table.size() == 256) {
+    for (int64_t v : table) out->table.push_back(static_cast<int8_t>(v));
+  }
+  *y_scale = a.Scale(prefix + "table_y_scale");
+  *y_zero_point = a.ZeroPoint(prefix + "table_y_zero_point");
 }
 
 std::vector<int64_t> Shape(const Ort::ConstValue& value) { return value.GetTensorTypeAndShapeInfo().GetShape(); }
