@@ -201,8 +201,8 @@ def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None
 
     progress(f"opening {spec if isinstance(spec, (str, Path)) else 'the model'}")
     source = open_model(spec, options.source)
-    if options.calibration is not None and not options.int8:
-        raise FcmError("--calibration applies with --int8 only")
+    if (options.calibration is not None or options.io_dtype != "int8") and not options.int8:
+        raise FcmError("--calibration and --io-dtype apply with --int8 only")
     if options.int8:
         if options.dtype == "fp32":
             raise FcmError("--int8 converts to int8: leave out --dtype fp32")

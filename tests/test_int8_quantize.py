@@ -142,7 +142,9 @@ def test_misused_options_write_nothing(tmp_path, capsys, rng):
     assert main(["-q", "convert", str(model), "--int8", "--calibration", str(bad), "-o", str(out), "--gpu", "H100"]) == 2
     assert "the model takes [N, 16, 16, 3]" in capsys.readouterr().err
     assert main(["-q", "convert", str(model), "--calibration", str(bad), "-o", str(out), "--gpu", "H100"]) == 2
-    assert "with --int8 only" in capsys.readouterr().err
+    assert "apply with --int8 only" in capsys.readouterr().err
+    assert main(["-q", "convert", str(model), "--io-dtype", "uint8", "-o", str(out), "--gpu", "H100"]) == 2
+    assert "apply with --int8 only" in capsys.readouterr().err
     assert main(["-q", "convert", str(model), "--int8", "--dtype", "fp32", "-o", str(out), "--gpu", "H100"]) == 2
     assert "leave out --dtype fp32" in capsys.readouterr().err
     assert not out.parent.exists()
