@@ -2,14 +2,14 @@
 
 In (``pack``): ONNX files. Out: the same graphs with every large weight tensor's data replaced by
 a note of its digest and of each output channel's mean and standard deviation (biases and small
-tensors stay as they are). ``unpack`` fills each one with pseudo-random data seeded by the digest: vectors with those
-means and deviations, weight matrices and kernels zero-mean with the deviation capped at
-sqrt(2 / fan_in), so that activations stay near 1 layer after layer (independent draws with the
-real statistics make them grow, see ``_fill``); initializers that held
-the same bytes (a fused node's kernel-layout weights and the Conv weights they were reshaped from)
-get the same data again, so a fused model and its unfused original stay equivalent, and timings
-do not depend on the values. Accuracy against the source model is checked where the real weights
-are (``fcm convert``); what runs on the skeletons is checked against the unfused skeleton.
+tensors stay as they are). ``unpack`` fills each one with pseudo-random data seeded by the
+digest: vectors with those means and deviations, weight matrices and kernels zero-mean with the
+deviation capped at sqrt(2 / fan_in), so that activations stay near 1 layer after layer
+(independent draws with the real statistics make them grow, see ``_fill``). Initializers that
+held the same bytes (a fused node's kernel-layout weights and the Conv weights they were reshaped
+from) get the same data again, so a fused model and its unfused original stay equivalent, and
+timings do not depend on the values. Accuracy against the source model is checked where the real
+weights are (``fcm convert``); what runs on the skeletons is checked against the unfused skeleton.
 
     python -m fcm.skeleton pack converted_models -o .device/models
     python -m fcm.skeleton unpack .device/models -o /tmp/models

@@ -42,10 +42,11 @@ def test_fused_cuda_vs_unfused_cuda_vs_cpu(model_paths, batch, rng, monkeypatch)
     name = cpu.get_inputs()[0].name
     # TF32: within 5e-3 of the largest output, or within twice what ONNX Runtime's own TF32
     # convolutions (the unfused model) are off by where the model's conditioning makes that larger.
-    # Medians over five random inputs: in the weight-free skeletons activations reach 1e3-1e5 and
-    # squeeze-excite gates saturate, so on one input a gate that flips with the summation order
-    # makes either side's error a chaotic sample (single-input ratios up to ~6x were seen, both
-    # ways). The exact-FP32 check below bounds the largest difference on one input.
+    # Medians over five random inputs: where a model is badly conditioned (squeeze-excite gates
+    # that saturate and flip with the summation order; the skeletons before `fcm.skeleton` capped
+    # the kernels' deviation reached activations of 1e3-1e5), one input's error is a chaotic sample
+    # on either side (single-input ratios up to ~6x were seen, both ways). The exact-FP32 check
+    # below bounds the largest difference on one input.
     fused_errors, ort_errors, scales = [], [], []
     for _ in range(5):
         x = rng.uniform(-1, 1, (batch,) + tuple(cpu.get_inputs()[0].shape[1:])).astype(np.float32)
