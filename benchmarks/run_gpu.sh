@@ -34,12 +34,12 @@ for step in $steps; do
   case $step in
     tests)
       FCM_ZOO_DIR=/tmp/fcm-zoo timeout 900 python3 -m pytest -m gpu -q -p no:cacheprovider -rs \
-        tests/test_cuda_kernels.py tests/test_gpu_zoo.py 2>&1 | tee "$OUT/results/gpu_tests.log" | tail -15
+        tests/test_cuda_kernels.py tests/test_int8_cuda.py tests/test_gpu_zoo.py 2>&1 | tee "$OUT/results/gpu_tests.log" | tail -15
       ;;
     sanitizer)
       for tool in memcheck racecheck; do
         timeout 600 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
-          tests/test_cuda_kernels.py -k "small or explicit_pads" > "$OUT/results/sanitizer_$tool.log" 2>&1
+          tests/test_cuda_kernels.py tests/test_int8_cuda.py -k "small or explicit_pads" > "$OUT/results/sanitizer_$tool.log" 2>&1
         echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY' "$OUT/results/sanitizer_$tool.log") summaries: $(grep 'ERROR SUMMARY' "$OUT/results/sanitizer_$tool.log" | sort | uniq -c | tr '\n' ' '))"
       done
       ;;

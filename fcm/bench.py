@@ -53,17 +53,20 @@ def _providers(graph: bool, nhwc: bool, tf32: bool = True) -> list:
 
 
 def time_session(session, inputs: dict[str, np.ndarray], output_shapes: list[list[int]], runs: int,
-                 warmup: int) -> tuple[Timing, list[np.ndarray]]:
-    """Median time of ``session`` with inputs and outputs in fixed device buffers (a CUDA graph is
-    captured on the first run, so the buffers must be bound before it)."""
+                 warmup: int, output_dtypes: list | None = None, device: str = "cuda") -> tuple[Timing, list[np.ndarray]]:
+    """Median time of ``session`` with inputs and outputs in fixed ``device`` buffers (a CUDA graph
+    is captured on the first run, so the buffers must be bound before it); outputs float32 unless
+    ``output_dtypes`` says otherwise."""
     import onnxruntime as ort
 
     binding = session.io_binding()
     device_inputs = {}
     for name, array in inputs.items():
-        device_inputs[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0)
+        device_inputs[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, 0)
         binding.bind_ortvalue_input(name, device_inputs[name])
-    outputs = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32), "cuda", 0) for shape in output_shapes]
+    dtypes = output_dtypes or [np.float32] * len(output_shapes)
+    outputs = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype), device, 0)
+               for shape, dtype in zip(output_shapes, dtypes)]
     for meta, value in zip(session.get_outputs(), outputs):
         binding.bind_ortvalue_output(meta.name, value)
     for _ in range(warmup):
@@ -75,7 +78,7 @@ def time_session(session, inputs: dict[str, np.ndarray], output_shapes: list[lis
         times.append((time.perf_counter() - started) * 1e3)
     times.sort()
     timing = Timing(float(np.median(times)), times[len(times) // 10], times[(9 * len(times)) // 10], runs)
-    return timing, [o.numpy() for o in outputs]
+    return timing, [o.numpy().copy() for o in outputs]
 
 
 def _session(model, with_library: bool, providers: list, profile: bool = False):

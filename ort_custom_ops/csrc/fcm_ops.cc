@@ -1,6 +1,6 @@
 // The library's entry point: ONNX Runtime calls RegisterCustomOps when a session registers it.
 // Every FCM op type is registered for the CPU execution provider (the reference kernels), and, when
-// the library is built with CUDA, for the CUDA execution provider; the int8 ops (int8_ops.h) for the CPU.
+// the library is built with CUDA, for the CUDA execution provider; the int8 ops (int8_ops.h) likewise.
 #include "fused_op.h"
 #include "int8_ops.h"
 
@@ -10,6 +10,7 @@
 
 #if defined(FCM_WITH_CUDA)
 #include "cuda/cuda_ops.h"
+#include "cuda/int8_cuda.h"
 #endif
 
 namespace {
@@ -30,6 +31,9 @@ struct OpSet {
 #endif
     }
     fcm::int8::AddInt8Ops(&ops);
+#if defined(FCM_WITH_CUDA)
+    fcm::int8::AddInt8CudaOps(&ops);
+#endif
     for (auto& op : ops) domain.Add(op.get());
   }
 };

@@ -15,6 +15,13 @@
 #include <string>
 #include <vector>
 
+// The value-by-value arithmetic also runs in the CUDA kernels (cuda/int8_cuda.cu).
+#if defined(__CUDACC__)
+#define FCM_INT8_HD __host__ __device__
+#else
+#define FCM_INT8_HD
+#endif
+
 namespace fcm {
 namespace int8 {
 
@@ -54,7 +61,7 @@ inline void QuantizeMultiplier(double real, int32_t* multiplier, int32_t* shift)
 }
 
 // gemmlowp's SaturatingRoundingDoublingHighMul.
-inline int32_t RoundingHighMul(int32_t a, int32_t b) {
+FCM_INT8_HD inline int32_t RoundingHighMul(int32_t a, int32_t b) {
   if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
   const int64_t product = static_cast<int64_t>(a) * b;
   const int64_t nudge = product >= 0 ? (int64_t{1} << 30) : 1 - (int64_t{1} << 30);
@@ -62,7 +69,7 @@ inline int32_t RoundingHighMul(int32_t a, int32_t b) {
 }
 
 // gemmlowp's RoundingDivideByPOT: x / 2^exponent, ties away from zero (0 <= exponent <= 31).
-inline int32_t RoundingShiftRight(int32_t x, int exponent) {
+FCM_INT8_HD inline int32_t RoundingShiftRight(int32_t x, int exponent) {
   const int64_t mask = (int64_t{1} << exponent) - 1;
   const int64_t remainder = static_cast<int64_t>(x) & mask;
   const int64_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
@@ -71,7 +78,7 @@ inline int32_t RoundingShiftRight(int32_t x, int exponent) {
 
 // round(acc * multiplier * 2^(shift - 31)) as the builtin int8 kernels compute it: the high multiply,
 // then a right shift rounding ties upward.
-inline int32_t MultiplyByQuantizedMultiplier(int32_t acc, int32_t multiplier, int32_t shift) {
+FCM_INT8_HD inline int32_t MultiplyByQuantizedMultiplier(int32_t acc, int32_t multiplier, int32_t shift) {
   const int left = shift > 0 ? shift : 0, right = shift < 0 ? -shift : 0;
   int64_t shifted = static_cast<int64_t>(acc) * (int64_t{1} << left);
   if (shifted > INT32_MAX) shifted = INT32_MAX;
@@ -79,6 +86,26 @@ inline int32_t MultiplyByQuantizedMultiplier(int32_t acc, int32_t multiplier, in
   const int64_t high = RoundingHighMul(static_cast<int32_t>(shifted), multiplier);
   const int64_t half = right > 0 ? (int64_t{1} << (right - 1)) : 0;
   return static_cast<int32_t>((high + half) >> right);
+}
+
+// One value's requantization: `acc` (the int32 accumulator of a channel) to int8, by `scale` (kFp32)
+// or `multiplier`/`shift` (kFixedPoint), clamped to [lo, hi], the output zero point added.
+FCM_INT8_HD inline int8_t RequantizeValue(Scheme scheme, int32_t acc, float scale, int32_t multiplier, int32_t shift,
+                                     int32_t zero_point, int32_t lo, int32_t hi, float lo_f, float hi_f) {
+  if (scheme == Scheme::kFp32) {
+    float scaled = static_cast<float>(acc) * scale;
+    scaled = scaled < lo_f ? lo_f : (scaled > hi_f ? hi_f : scaled);
+    return static_cast<int8_t>(static_cast<int32_t>(rintf(scaled)) + zero_point);  // ties to even
+  }
+  int32_t out = MultiplyByQuantizedMultiplier(acc, multiplier, shift) + zero_point;
+  out = out < lo ? lo : (out > hi ? hi : out);
+  return static_cast<int8_t>(out);
+}
+
+// sum + bias as the int32 accumulator (saturated: only absurd biases reach the limits).
+FCM_INT8_HD inline int32_t WithBias(int32_t sum, int32_t bias) {
+  const int64_t total = static_cast<int64_t>(sum) + bias;
+  return static_cast<int32_t>(total < INT32_MIN ? INT32_MIN : (total > INT32_MAX ? INT32_MAX : total));
 }
 
 // The per-channel requantization of a convolution's accumulators, prepared once from the scales.
@@ -116,13 +143,7 @@ struct Requantizer {
 
  private:
   int8_t Requantize(int32_t acc, size_t c) const {
-    if (scheme == Scheme::kFp32) {
-      const float scaled = std::fmin(std::fmax(static_cast<float>(acc) * scale[c], lo_f), hi_f);
-      return static_cast<int8_t>(static_cast<int32_t>(std::nearbyint(scaled)) + zero_point);  // ties to even
-    }
-    int32_t out = MultiplyByQuantizedMultiplier(acc, multiplier[c], shift[c]) + zero_point;
-    out = out < lo ? lo : (out > hi ? hi : out);
-    return static_cast<int8_t>(out);
+    return RequantizeValue(scheme, acc, scale[c], multiplier[c], shift[c], zero_point, lo, hi, lo_f, hi_f);
   }
 };
 
@@ -147,7 +168,7 @@ struct AddRequantizer {
     return "";
   }
 
-  int8_t operator()(int8_t a, int8_t b) const {
+  FCM_INT8_HD int8_t operator()(int8_t a, int8_t b) const {
     const int32_t sa = RoundingShiftRight(RoundingHighMul((a - a_zero_point) * (1 << kLeftShift), a_multiplier), -a_shift);
     const int32_t sb = RoundingShiftRight(RoundingHighMul((b - b_zero_point) * (1 << kLeftShift), b_multiplier), -b_shift);
     int32_t out = RoundingShiftRight(RoundingHighMul(sa + sb, y_multiplier), -y_shift) + y_zero_point;

@@ -30,10 +30,8 @@ namespace {
 
 int8_t Clamp8(int64_t v) { return static_cast<int8_t>(v < -128 ? -128 : (v > 127 ? 127 : v)); }
 
-// sum + bias as the int32 accumulator (saturated: only absurd biases reach the limits).
-inline int32_t WithBias(int32_t sum, const int32_t* bias, int64_t channel) {
-  const int64_t total = static_cast<int64_t>(sum) + (bias ? bias[channel] : 0);
-  return static_cast<int32_t>(std::clamp<int64_t>(total, INT32_MIN, INT32_MAX));
+inline int32_t BiasedSum(int32_t sum, const int32_t* bias, int64_t channel) {
+  return WithBias(sum, bias ? bias[channel] : 0);
 }
 
 // Input position of output position `o` for kernel tap `k` along one axis.
@@ -66,7 +64,7 @@ void DepthwiseRows(const ConvLayer& layer, const int8_t* weights, const int32_t*
         }
       }
       int8_t* dst = out + ((y - out_r0) * out_w + x) * c_out;
-      for (int64_t o = 0; o < c_out; ++o) dst[o] = layer.requantize(WithBias(acc[o], bias, o), static_cast<size_t>(o));
+      for (int64_t o = 0; o < c_out; ++o) dst[o] = layer.requantize(BiasedSum(acc[o], bias, o), static_cast<size_t>(o));
     }
   }
 }
@@ -99,7 +97,7 @@ void StandardRows(const ConvLayer& layer, const int8_t* weights, const int32_t* 
         const int8_t* wf = weights + f * patch;
         int32_t sum = 0;
         for (int64_t i = 0; i < patch; ++i) sum += xs[i] * wf[i];
-        dst[f] = layer.requantize(WithBias(sum, bias, f), static_cast<size_t>(f));
+        dst[f] = layer.requantize(BiasedSum(sum, bias, f), static_cast<size_t>(f));
       }
     }
   }

@@ -226,18 +226,6 @@ ParallelFor Parallel(Ort::KernelContext& ctx) {
   };
 }
 
-template <typename F>
-OrtStatusPtr Guarded(F&& body) {
-  try {
-    Ort::Status status = body();
-    return status.IsOK() ? nullptr : status.release();
-  } catch (const Ort::Exception& e) {
-    return Ort::Status(e).release();
-  } catch (const std::exception& e) {
-    return Ort::Status(e.what(), ORT_RUNTIME_EXCEPTION).release();
-  }
-}
-
 }  // namespace
 
 // ---- QConv ------------------------------------------------------------------------------------------
@@ -273,38 +261,44 @@ Ort::Status QConvKernel::Init(const Ort::ConstKernelInfo& info, const std::strin
   return Ort::Status(nullptr);
 }
 
+Ort::Status QConvKernel::Bind(Ort::KernelContext& ctx, ConvCall* call) const {
+  const auto x = ctx.GetInput(0), w = ctx.GetInput(1);
+  const Ort::ConstValue b = ctx.GetInputCount() > 2 ? ctx.GetInput(2) : Ort::ConstValue(nullptr);
+  call->layer = layer;
+  ConvGeometry& g = call->layer.geometry;
+  const auto b_shape = b != nullptr ? Shape(b) : std::vector<int64_t>{};
+  std::string problem = CheckWeights(&g, Shape(w), b != nullptr ? &b_shape : nullptr);
+  const auto xs = Shape(x);
+  if (problem.empty() && g.depthwise && xs.size() == 4) {
+    g.in_c = xs[3];
+    if (g.in_c <= 0 || g.out_c % g.in_c != 0) problem = "a depthwise layer's output channels must be a multiple of the input's";
+  }
+  if (problem.empty()) problem = CheckImage(xs, g.in_c);
+  if (problem.empty()) problem = g.Validate();
+  if (!problem.empty()) return Error(node, problem);
+  const int64_t out_h = g.OutHeight(xs[1]), out_w = g.OutWidth(xs[2]);
+  if (out_h <= 0 || out_w <= 0) return Error(node, "input " + ShapeText(xs) + " is smaller than the kernel");
+  auto y = ctx.GetOutput(0, std::vector<int64_t>{xs[0], out_h, out_w, g.out_c});
+  call->x = x.GetTensorData<int8_t>(), call->weights = w.GetTensorData<int8_t>();
+  call->bias = b != nullptr ? b.GetTensorData<int32_t>() : nullptr;
+  call->y = y.GetTensorMutableData<int8_t>();
+  call->n = xs[0], call->h = xs[1], call->w = xs[2], call->out_h = out_h, call->out_w = out_w;
+  return Ort::Status(nullptr);
+}
+
 OrtStatusPtr QConvKernel::ComputeV2(OrtKernelContext* context) {
   return Guarded([&]() -> Ort::Status {
     Ort::KernelContext ctx(context);
-    const auto x = ctx.GetInput(0), w = ctx.GetInput(1);
-    const Ort::ConstValue b = ctx.GetInputCount() > 2 ? ctx.GetInput(2) : Ort::ConstValue(nullptr);
-    ConvLayer run = layer;
-    ConvGeometry& g = run.geometry;
-    const auto b_shape = b != nullptr ? Shape(b) : std::vector<int64_t>{};
-    std::string problem = CheckWeights(&g, Shape(w), b != nullptr ? &b_shape : nullptr);
-    const auto xs = Shape(x);
-    if (problem.empty() && g.depthwise && xs.size() == 4) {
-      g.in_c = xs[3];
-      if (g.in_c <= 0 || g.out_c % g.in_c != 0) problem = "a depthwise layer's output channels must be a multiple of the input's";
-    }
-    if (problem.empty()) problem = CheckImage(xs, g.in_c);
-    if (problem.empty()) problem = g.Validate();
-    if (!problem.empty()) return Error(node, problem);
-    const int64_t out_h = g.OutHeight(xs[1]), out_w = g.OutWidth(xs[2]);
-    if (out_h <= 0 || out_w <= 0) return Error(node, "input " + ShapeText(xs) + " is smaller than the kernel");
-    auto y = ctx.GetOutput(0, std::vector<int64_t>{xs[0], out_h, out_w, g.out_c});
-    if (xs[0] == 0) return Ort::Status(nullptr);
-    RunConv(run, x.GetTensorData<int8_t>(), w.GetTensorData<int8_t>(), b != nullptr ? b.GetTensorData<int32_t>() : nullptr,
-            xs[0], xs[1], xs[2], y.GetTensorMutableData<int8_t>(), Parallel(ctx));
+    ConvCall call;
+    Ort::Status status = Bind(ctx, &call);
+    if (!status.IsOK() || call.n == 0) return status;
+    RunConv(call.layer, call.x, call.weights, call.bias, call.n, call.h, call.w, call.y, Parallel(ctx));
     return Ort::Status(nullptr);
   });
 }
 
 // ---- QFused* ----------------------------------------------------------------------------------------
 
-namespace {
-
-// The stage types of a fused int8 op, from its name ("QFusedPwDwPw" -> pw, dw, pw); {} if unknown.
 std::vector<bool> DepthwiseStages(const std::string& op_name) {
   if (op_name == "QFusedDwPw") return {true, false};
   if (op_name == "QFusedPwDw") return {false, true};
@@ -312,6 +306,8 @@ std::vector<bool> DepthwiseStages(const std::string& op_name) {
   if (op_name == "QFusedPwDwPw") return {false, true, false};
   return {};
 }
+
+namespace {
 
 // Checks the chain against the shapes of one call (or the static shapes at creation); fills the first
 // stage's input channels. Empty when consistent.
@@ -397,29 +393,36 @@ Ort::Status QChainKernel::Init(const Ort::ConstKernelInfo& info, const std::stri
   return Ort::Status(nullptr);
 }
 
+Ort::Status QChainKernel::Bind(Ort::KernelContext& ctx, ChainCall* call) const {
+  const size_t stages = chain.stages.size();
+  const auto x = ctx.GetInput(0);
+  std::vector<std::vector<int64_t>> w_shapes, b_shapes;
+  call->weights.clear(), call->biases.clear();
+  for (size_t s = 0; s < stages; ++s) {
+    const auto w = ctx.GetInput(1 + 2 * s), b = ctx.GetInput(2 + 2 * s);
+    w_shapes.push_back(Shape(w)), b_shapes.push_back(Shape(b));
+    call->weights.push_back(w.GetTensorData<int8_t>()), call->biases.push_back(b.GetTensorData<int32_t>());
+  }
+  call->chain = chain;
+  const auto xs = Shape(x);
+  const std::string problem = CheckChain(&call->chain, xs, w_shapes, b_shapes);
+  if (!problem.empty()) return Error(node, problem);
+  int64_t h = xs[1], wd = xs[2];
+  for (const ConvLayer& st : call->chain.stages) h = st.geometry.OutHeight(h), wd = st.geometry.OutWidth(wd);
+  call->out_c = call->chain.stages.back().geometry.out_c;
+  auto y = ctx.GetOutput(0, std::vector<int64_t>{xs[0], h, wd, call->out_c});
+  call->x = x.GetTensorData<int8_t>(), call->y = y.GetTensorMutableData<int8_t>();
+  call->n = xs[0], call->h = xs[1], call->w = xs[2], call->out_h = h, call->out_w = wd;
+  return Ort::Status(nullptr);
+}
+
 OrtStatusPtr QChainKernel::ComputeV2(OrtKernelContext* context) {
   return Guarded([&]() -> Ort::Status {
     Ort::KernelContext ctx(context);
-    const size_t stages = chain.stages.size();
-    const auto x = ctx.GetInput(0);
-    std::vector<std::vector<int64_t>> w_shapes, b_shapes;
-    std::vector<const int8_t*> weights;
-    std::vector<const int32_t*> biases;
-    for (size_t s = 0; s < stages; ++s) {
-      const auto w = ctx.GetInput(1 + 2 * s), b = ctx.GetInput(2 + 2 * s);
-      w_shapes.push_back(Shape(w)), b_shapes.push_back(Shape(b));
-      weights.push_back(w.GetTensorData<int8_t>()), biases.push_back(b.GetTensorData<int32_t>());
-    }
-    Chain run = chain;
-    const auto xs = Shape(x);
-    const std::string problem = CheckChain(&run, xs, w_shapes, b_shapes);
-    if (!problem.empty()) return Error(node, problem);
-    int64_t h = xs[1], wd = xs[2];
-    for (const ConvLayer& st : run.stages) h = st.geometry.OutHeight(h), wd = st.geometry.OutWidth(wd);
-    auto y = ctx.GetOutput(0, std::vector<int64_t>{xs[0], h, wd, run.stages.back().geometry.out_c});
-    if (xs[0] == 0) return Ort::Status(nullptr);
-    RunChain(run, x.GetTensorData<int8_t>(), weights, biases, xs[0], xs[1], xs[2], y.GetTensorMutableData<int8_t>(),
-             Parallel(ctx));
+    ChainCall call;
+    Ort::Status status = Bind(ctx, &call);
+    if (!status.IsOK() || call.n == 0) return status;
+    RunChain(call.chain, call.x, call.weights, call.biases, call.n, call.h, call.w, call.y, Parallel(ctx));
     return Ort::Status(nullptr);
   });
 }
@@ -441,20 +444,25 @@ Ort::Status QAddKernel::Init(const Ort::ConstKernelInfo& info, const std::string
   return Ort::Status(nullptr);
 }
 
+Ort::Status QAddKernel::Bind(Ort::KernelContext& ctx, AddCall* call) const {
+  const auto a = ctx.GetInput(0), b = ctx.GetInput(1);
+  const auto shape = Shape(a);
+  if (Shape(b) != shape) {
+    return Error(node, "QAdd takes two tensors of one shape, not " + ShapeText(shape) + " and " + ShapeText(Shape(b)));
+  }
+  auto y = ctx.GetOutput(0, shape);
+  call->count = a.GetTensorTypeAndShapeInfo().GetElementCount();
+  call->a = a.GetTensorData<int8_t>(), call->b = b.GetTensorData<int8_t>(), call->y = y.GetTensorMutableData<int8_t>();
+  return Ort::Status(nullptr);
+}
+
 OrtStatusPtr QAddKernel::ComputeV2(OrtKernelContext* context) {
   return Guarded([&]() -> Ort::Status {
     Ort::KernelContext ctx(context);
-    const auto a = ctx.GetInput(0), b = ctx.GetInput(1);
-    const auto shape = Shape(a);
-    if (Shape(b) != shape) {
-      return Error(node, "QAdd takes two tensors of one shape, not " + ShapeText(shape) + " and " + ShapeText(Shape(b)));
-    }
-    auto y = ctx.GetOutput(0, shape);
-    const size_t count = a.GetTensorTypeAndShapeInfo().GetElementCount();
-    const int8_t* pa = a.GetTensorData<int8_t>();
-    const int8_t* pb = b.GetTensorData<int8_t>();
-    int8_t* py = y.GetTensorMutableData<int8_t>();
-    for (size_t i = 0; i < count; ++i) py[i] = add(pa[i], pb[i]);
+    AddCall call;
+    Ort::Status status = Bind(ctx, &call);
+    if (!status.IsOK()) return status;
+    for (size_t i = 0; i < call.count; ++i) call.y[i] = add(call.a[i], call.b[i]);
     return Ort::Status(nullptr);
   });
 }
@@ -471,15 +479,24 @@ Ort::Status QMeanKernel::Init(const Ort::ConstKernelInfo& info, const std::strin
   return Ort::Status(nullptr);
 }
 
+Ort::Status QMeanKernel::Bind(Ort::KernelContext& ctx, MeanCall* call) const {
+  const auto x = ctx.GetInput(0);
+  const auto xs = Shape(x);
+  if (xs.size() != 4 || xs[1] <= 0 || xs[2] <= 0) return Error(node, "input must be [N, H, W, C] with H, W > 0, not " + ShapeText(xs));
+  const std::vector<int64_t> out = keepdims ? std::vector<int64_t>{xs[0], 1, 1, xs[3]} : std::vector<int64_t>{xs[0], xs[3]};
+  auto y = ctx.GetOutput(0, out);
+  call->x = x.GetTensorData<int8_t>(), call->y = y.GetTensorMutableData<int8_t>();
+  call->n = xs[0], call->h = xs[1], call->w = xs[2], call->c = xs[3];
+  return Ort::Status(nullptr);
+}
+
 OrtStatusPtr QMeanKernel::ComputeV2(OrtKernelContext* context) {
   return Guarded([&]() -> Ort::Status {
     Ort::KernelContext ctx(context);
-    const auto x = ctx.GetInput(0);
-    const auto xs = Shape(x);
-    if (xs.size() != 4 || xs[1] <= 0 || xs[2] <= 0) return Error(node, "input must be [N, H, W, C] with H, W > 0, not " + ShapeText(xs));
-    const std::vector<int64_t> out = keepdims ? std::vector<int64_t>{xs[0], 1, 1, xs[3]} : std::vector<int64_t>{xs[0], xs[3]};
-    auto y = ctx.GetOutput(0, out);
-    RunMeanHW(params, x.GetTensorData<int8_t>(), xs[0], xs[1], xs[2], xs[3], y.GetTensorMutableData<int8_t>());
+    MeanCall call;
+    Ort::Status status = Bind(ctx, &call);
+    if (!status.IsOK()) return status;
+    RunMeanHW(params, call.x, call.n, call.h, call.w, call.c, call.y);
     return Ort::Status(nullptr);
   });
 }
@@ -488,11 +505,7 @@ OrtStatusPtr QMeanKernel::ComputeV2(OrtKernelContext* context) {
 
 void AddInt8Ops(std::vector<std::unique_ptr<OrtCustomOp>>* ops) {
   ops->push_back(std::make_unique<Int8Op<QConvKernel>>("QConv", 1));
-  static const struct {
-    const char* name;
-    size_t stages;
-  } fused[] = {{"QFusedDwPw", 2}, {"QFusedPwDw", 2}, {"QFusedPwPw", 2}, {"QFusedPwDwPw", 3}};
-  for (const auto& kind : fused) ops->push_back(std::make_unique<Int8Op<QChainKernel>>(kind.name, kind.stages));
+  for (const auto& kind : kFusedKinds) ops->push_back(std::make_unique<Int8Op<QChainKernel>>(kind.name, kind.stages));
   ops->push_back(std::make_unique<Int8Op<QAddKernel>>("QAdd", 1));
   ops->push_back(std::make_unique<Int8Op<QMeanKernel>>("QMean", 1));
 }

@@ -23,6 +23,49 @@
 namespace fcm {
 namespace int8 {
 
+// One call's tensors and shapes, checked against the node's attributes by the kernel's Bind: what a
+// CPU or a CUDA compute needs (the output is allocated by then).
+struct ConvCall {
+  ConvLayer layer;  // with in_c known
+  const int8_t* x = nullptr;
+  const int8_t* weights = nullptr;
+  const int32_t* bias = nullptr;  // may be null
+  int8_t* y = nullptr;
+  int64_t n = 0, h = 0, w = 0, out_h = 0, out_w = 0;
+};
+struct ChainCall {
+  Chain chain;  // with the first stage's in_c known
+  const int8_t* x = nullptr;
+  std::vector<const int8_t*> weights;
+  std::vector<const int32_t*> biases;
+  int8_t* y = nullptr;
+  int64_t n = 0, h = 0, w = 0, out_h = 0, out_w = 0, out_c = 0;
+};
+struct AddCall {
+  const int8_t* a = nullptr;
+  const int8_t* b = nullptr;
+  int8_t* y = nullptr;
+  size_t count = 0;
+};
+struct MeanCall {
+  const int8_t* x = nullptr;
+  int8_t* y = nullptr;
+  int64_t n = 0, h = 0, w = 0, c = 0;
+};
+
+// Runs `body` (returning an Ort::Status), turning exceptions into a status for ONNX Runtime.
+template <typename F>
+OrtStatusPtr Guarded(F&& body) {
+  try {
+    Ort::Status status = body();
+    return status.IsOK() ? nullptr : status.release();
+  } catch (const Ort::Exception& e) {
+    return Ort::Status(e).release();
+  } catch (const std::exception& e) {
+    return Ort::Status(e.what(), ORT_RUNTIME_EXCEPTION).release();
+  }
+}
+
 struct QConvKernel {
   ConvLayer layer;  // in_c filled per call from the weights
   std::string node;
@@ -32,6 +75,7 @@ struct QConvKernel {
     return index == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
   }
   Ort::Status Init(const Ort::ConstKernelInfo& info, const std::string& op_name, size_t stages);
+  Ort::Status Bind(Ort::KernelContext& ctx, ConvCall* call) const;
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
@@ -44,6 +88,7 @@ struct QChainKernel {
     return index > 0 && index % 2 == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
   }
   Ort::Status Init(const Ort::ConstKernelInfo& info, const std::string& op_name, size_t stages);
+  Ort::Status Bind(Ort::KernelContext& ctx, ChainCall* call) const;
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
@@ -54,6 +99,7 @@ struct QAddKernel {
   static bool Optional(size_t, size_t) { return false; }
   static ONNXTensorElementDataType InputType(size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8; }
   Ort::Status Init(const Ort::ConstKernelInfo& info, const std::string& op_name, size_t stages);
+  Ort::Status Bind(Ort::KernelContext& ctx, AddCall* call) const;
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
@@ -65,16 +111,18 @@ struct QMeanKernel {
   static bool Optional(size_t, size_t) { return false; }
   static ONNXTensorElementDataType InputType(size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8; }
   Ort::Status Init(const Ort::ConstKernelInfo& info, const std::string& op_name, size_t stages);
+  Ort::Status Bind(Ort::KernelContext& ctx, MeanCall* call) const;
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
-// One op class for every int8 kernel: types and input counts from the kernel, one int8 output.
+// One op class for every int8 kernel: types and input counts from the kernel, one int8 output, on
+// the execution provider `ep` (the CPU kernels above, or their CUDA forms in cuda/int8_cuda.cu).
 template <typename Kernel>
 struct Int8Op : Ort::CustomOpBase<Int8Op<Kernel>, Kernel, /*WithStatus=*/true> {
-  Int8Op(const char* name, size_t stages) : name_(name), stages_(stages) {}
+  Int8Op(const char* name, size_t stages, const char* ep = "CPUExecutionProvider") : name_(name), ep_(ep), stages_(stages) {}
 
   const char* GetName() const { return name_; }
-  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  const char* GetExecutionProviderType() const { return ep_; }
   size_t GetInputTypeCount() const { return Kernel::InputCount(stages_); }
   ONNXTensorElementDataType GetInputType(size_t index) const { return Kernel::InputType(index); }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
@@ -101,8 +149,19 @@ struct Int8Op : Ort::CustomOpBase<Int8Op<Kernel>, Kernel, /*WithStatus=*/true> {
 
  private:
   const char* name_;
+  const char* ep_;
   size_t stages_;
 };
+
+// The stage types of a fused int8 op, from its name ("QFusedPwDwPw" -> pw, dw, pw); {} if unknown.
+std::vector<bool> DepthwiseStages(const std::string& op_name);
+
+// The fused int8 op types and their stage counts.
+struct FusedKind {
+  const char* name;
+  size_t stages;
+};
+inline constexpr FusedKind kFusedKinds[] = {{"QFusedDwPw", 2}, {"QFusedPwDw", 2}, {"QFusedPwPw", 2}, {"QFusedPwDwPw", 3}};
 
 // Appends every int8 op (CPU) to `ops`.
 void AddInt8Ops(std::vector<std::unique_ptr<OrtCustomOp>>* ops);

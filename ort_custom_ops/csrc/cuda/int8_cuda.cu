@@ -1,0 +1,673 @@
+// The int8 ops (int8_ops.h) on ONNX Runtime's CUDA execution provider, with the CPU kernels' exact
+// arithmetic (int8_arith.h is shared): NHWC int8 tensors, int32 accumulators, TFLite's requantization.
+//
+// Every convolution, alone (QConv) or a chain of stages (QFused*), runs as one kernel of tiles: a
+// block computes a tile of the last stage's output for one image, each earlier stage's output only
+// over the region the next stage reads, kept in shared memory as int8 (as TFLite stores it between
+// layers), so an expanded tensor never goes to device memory. A stage is one of three loops over its
+// output region (pointwise: dp4a dot products over 16/8/4-byte channel runs; depthwise; a standard
+// convolution), each ending in the same epilogue: bias, requantization, activation table, and the
+// store (to shared memory, to the output, or through the residual ADD).
+//
+// Per-channel requantization factors and tables go to device memory once, when ONNX Runtime creates
+// the kernel (with the allocator it gives the kernel); compute allocates nothing.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../int8_ops.h"
+#include "int8_cuda.h"
+
+namespace fcm {
+namespace int8 {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxStages = 3;
+constexpr int kFiltersPerThread = 8;  // pointwise: accumulators per thread, one pixel each
+
+// ---- device-side parameters ----------------------------------------------------------------------
+
+// A stage's requantization with its per-channel arrays in device memory.
+struct DeviceRequant {
+  Scheme scheme;
+  int32_t zero_point, lo, hi;
+  float lo_f, hi_f;
+  const float* scale;
+  const int32_t* multiplier;
+  const int32_t* shift;
+  const int8_t* table;  // 256 entries or null
+
+  __device__ __forceinline__ int8_t operator()(int32_t acc, int c) const {
+    const int8_t v = RequantizeValue(scheme, acc, scale[c], multiplier[c], shift[c], zero_point, lo, hi, lo_f, hi_f);
+    return table != nullptr ? table[static_cast<int32_t>(v) + 128] : v;
+  }
+};
+
+enum StageKind : int { kPointwise = 0, kDepthwise = 1, kStandard = 2 };
+
+struct DeviceStage {
+  int kind;
+  int in_c, out_c, multiplier, kh, kw, sh, sw, dh, dw, pad_top, pad_left;
+  int in_h, in_w, out_h, out_w;
+  int x_zero_point;
+  int vector_bytes;         // pointwise: channel run per load (16, 8, 4 or 1)
+  int buffer_offset;        // shared bytes where this stage's output region is kept (not the last stage)
+  int buffer_stride;        // bytes per pixel there
+  int weight_sum_offset;    // pointwise: shared bytes of the per-filter weight sums
+  const int8_t* weights;
+  const int32_t* bias;      // may be null
+  DeviceRequant requant;
+};
+
+struct ChainArgs {
+  DeviceStage stage[kMaxStages];
+  int stages;
+  const int8_t* x;
+  int8_t* y;
+  int tile_h, tile_w, tiles_x;
+  bool residual;
+  AddRequantizer add;  // a = the chain's input, b = the last stage's output
+};
+
+// A region of a feature map: pixel (r, c) at data + ((r - r0) * cols + (c - c0)) * stride.
+struct View {
+  const int8_t* data;
+  int r0, c0, cols, stride;
+  __device__ __forceinline__ const int8_t* Pixel(int r, int c) const {
+    return data + (static_cast<int64_t>(r - r0) * cols + (c - c0)) * stride;
+  }
+};
+
+// Where a stage's values go: a shared region, or (last stage) the output image, possibly through the
+// residual ADD with the chain's input at the same position.
+struct Sink {
+  int8_t* data;
+  int r0, c0, cols, stride;
+  const int8_t* residual;  // the chain's input image, or null
+  const AddRequantizer* add;
+
+  __device__ __forceinline__ void Store(int r, int c, int ch, int8_t v) const {
+    const int64_t at = (static_cast<int64_t>(r - r0) * cols + (c - c0)) * stride + ch;
+    if (residual != nullptr) v = (*add)(residual[at], v);
+    data[at] = v;
+  }
+};
+
+struct Region {
+  int r0, r1, c0, c1;
+  __device__ __forceinline__ int Cols() const { return c1 - c0; }
+  __device__ __forceinline__ int Pixels() const { return (r1 - r0) * (c1 - c0); }
+};
+
+// ---- the stages ------------------------------------------------------------------------------------
+
+template <int kBytes>
+struct Run;  // kBytes int8 values, loaded at once
+template <>
+struct Run<16> {
+  int4 v;
+  __device__ __forceinline__ void Load(const int8_t* p) { v = *reinterpret_cast<const int4*>(p); }
+  __device__ __forceinline__ void LoadConst(const int8_t* p) { v = __ldg(reinterpret_cast<const int4*>(p)); }
+  __device__ __forceinline__ int Dot(const Run& o, int acc) const {
+    return __dp4a(v.w, o.v.w, __dp4a(v.z, o.v.z, __dp4a(v.y, o.v.y, __dp4a(v.x, o.v.x, acc))));
+  }
+};
+template <>
+struct Run<8> {
+  int2 v;
+  __device__ __forceinline__ void Load(const int8_t* p) { v = *reinterpret_cast<const int2*>(p); }
+  __device__ __forceinline__ void LoadConst(const int8_t* p) { v = __ldg(reinterpret_cast<const int2*>(p)); }
+  __device__ __forceinline__ int Dot(const Run& o, int acc) const { return __dp4a(v.y, o.v.y, __dp4a(v.x, o.v.x, acc)); }
+};
+template <>
+struct Run<4> {
+  int v;
+  __device__ __forceinline__ void Load(const int8_t* p) { v = *reinterpret_cast<const int*>(p); }
+  __device__ __forceinline__ void LoadConst(const int8_t* p) { v = __ldg(reinterpret_cast<const int*>(p)); }
+  __device__ __forceinline__ int Dot(const Run& o, int acc) const { return __dp4a(v, o.v, acc); }
+};
+template <>
+struct Run<1> {
+  int v;
+  __device__ __forceinline__ void Load(const int8_t* p) { v = *p; }
+  __device__ __forceinline__ void LoadConst(const int8_t* p) { v = __ldg(p); }
+  __device__ __forceinline__ int Dot(const Run& o, int acc) const { return acc + v * o.v; }
+};
+
+// Pointwise: out[p][f] = requant(sum_k x[p][k] * w[f][k] - x_zp * sum_k w[f][k] + b[f]). A warp takes
+// 32 pixels (a lane each) and kFiltersPerThread filters, whose weights every lane reads alike.
+template <int kBytes>
+__device__ void Pointwise(const DeviceStage& s, const View& in, const Region& out, const Sink& sink,
+                          const int32_t* weight_sums) {
+  const int pixels = out.Pixels(), cols = out.Cols(), k_total = s.in_c, filters = s.out_c;
+  const int pixel_groups = (pixels + 31) / 32, filter_groups = (filters + kFiltersPerThread - 1) / kFiltersPerThread;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int task = warp; task < pixel_groups * filter_groups; task += kThreads / 32) {
+    const int p = (task % pixel_groups) * 32 + lane, f0 = (task / pixel_groups) * kFiltersPerThread;
+    const int pc = p < pixels ? p : pixels - 1;  // spare lanes compute a real pixel and store nothing
+    const int r = out.r0 + pc / cols, c = out.c0 + pc % cols;
+    const int8_t* x = in.Pixel(r, c);
+    const int8_t* w[kFiltersPerThread];
+#pragma unroll
+    for (int j = 0; j < kFiltersPerThread; ++j) w[j] = s.weights + static_cast<int64_t>(min(f0 + j, filters - 1)) * k_total;
+    int acc[kFiltersPerThread] = {};
+    for (int k = 0; k < k_total; k += kBytes) {
+      Run<kBytes> xv;
+      xv.Load(x + k);
+#pragma unroll
+      for (int j = 0; j < kFiltersPerThread; ++j) {
+        Run<kBytes> wv;
+        wv.LoadConst(w[j] + k);
+        acc[j] = xv.Dot(wv, acc[j]);
+      }
+    }
+    if (p >= pixels) continue;
+#pragma unroll
+    for (int j = 0; j < kFiltersPerThread; ++j) {
+      const int f = f0 + j;
+      if (f >= filters) break;
+      // exact in int32 (wrapping arithmetic cancels): |sum (x - zp) * w| < 2^31 for in_c <= 65536
+      const int32_t sum = acc[j] - s.x_zero_point * weight_sums[f];
+      sink.Store(r, c, f, s.requant(WithBias(sum, s.bias != nullptr ? s.bias[f] : 0), f));
+    }
+  }
+}
+
+// Depthwise (channel multiplier m): out[p][o] = requant(sum over taps inside the image of
+// (x[tap][o / m] - x_zp) * w[tap][o] + b[o]). A thread per output value, channels fastest.
+__device__ void Depthwise(const DeviceStage& s, const View& in, const Region& out, const Sink& sink) {
+  const int channels = s.out_c, cols = out.Cols(), total = out.Pixels() * channels;
+  for (int i = threadIdx.x; i < total; i += kThreads) {
+    const int p = i / channels, o = i - p * channels;
+    const int r = out.r0 + p / cols, c = out.c0 + p % cols, ic = o / s.multiplier;
+    int32_t acc = 0;
+    for (int kh = 0; kh < s.kh; ++kh) {
+      const int iy = r * s.sh - s.pad_top + kh * s.dh;
+      if (iy < 0 || iy >= s.in_h) continue;  // padding holds the zero point: contributes nothing
+      for (int kw = 0; kw < s.kw; ++kw) {
+        const int ix = c * s.sw - s.pad_left + kw * s.dw;
+        if (ix < 0 || ix >= s.in_w) continue;
+        acc += (static_cast<int32_t>(in.Pixel(iy, ix)[ic]) - s.x_zero_point) * __ldg(s.weights + (kh * s.kw + kw) * channels + o);
+      }
+    }
+    sink.Store(r, c, o, s.requant(WithBias(acc, s.bias != nullptr ? s.bias[o] : 0), o));
+  }
+}
+
+// A standard convolution, weights [F, KH, KW, C]: a thread per output value, filters fastest.
+__device__ void Standard(const DeviceStage& s, const View& in, const Region& out, const Sink& sink) {
+  const int filters = s.out_c, cols = out.Cols(), total = out.Pixels() * filters;
+  for (int i = threadIdx.x; i < total; i += kThreads) {
+    const int p = i / filters, f = i - p * filters;
+    const int r = out.r0 + p / cols, c = out.c0 + p % cols;
+    const int8_t* wf = s.weights + static_cast<int64_t>(f) * s.kh * s.kw * s.in_c;
+    int32_t acc = 0;
+    for (int kh = 0; kh < s.kh; ++kh) {
+      const int iy = r * s.sh - s.pad_top + kh * s.dh;
+      if (iy < 0 || iy >= s.in_h) continue;
+      for (int kw = 0; kw < s.kw; ++kw) {
+        const int ix = c * s.sw - s.pad_left + kw * s.dw;
+        if (ix < 0 || ix >= s.in_w) continue;
+        const int8_t* px = in.Pixel(iy, ix);
+        const int8_t* wk = wf + (kh * s.kw + kw) * s.in_c;
+        for (int ch = 0; ch < s.in_c; ++ch) acc += (static_cast<int32_t>(px[ch]) - s.x_zero_point) * __ldg(wk + ch);
+      }
+    }
+    sink.Store(r, c, f, s.requant(WithBias(acc, s.bias != nullptr ? s.bias[f] : 0), f));
+  }
+}
+
+// The input rows (or columns) [*lo, *hi) a stage reads for its output rows [o0, o1), clipped to the
+// input: outside it is padding, never stored.
+__host__ __device__ inline void InputSpan(int o0, int o1, int stride, int pad, int k, int dilation, int size, int* lo,
+                                          int* hi) {
+  const int first = o0 * stride - pad, last = (o1 - 1) * stride - pad + dilation * (k - 1);
+  *lo = first < 0 ? 0 : first;
+  *hi = last + 1 > size ? size : last + 1;
+  if (*hi < *lo) *hi = *lo;
+}
+
+__global__ void __launch_bounds__(kThreads) ChainTiles(const __grid_constant__ ChainArgs args) {
+  extern __shared__ int4 shared_words[];
+  int8_t* shared = reinterpret_cast<int8_t*>(shared_words);
+  const int image = blockIdx.y, tile = blockIdx.x;
+  const DeviceStage& last = args.stage[args.stages - 1];
+
+  // each stage's output region, from the last stage's tile backwards
+  Region region[kMaxStages];
+  {
+    const int ty = tile / args.tiles_x, tx = tile - ty * args.tiles_x;
+    Region r{ty * args.tile_h, min((ty + 1) * args.tile_h, last.out_h), tx * args.tile_w, min((tx + 1) * args.tile_w, last.out_w)};
+    for (int s = args.stages - 1; s >= 0; --s) {
+      region[s] = r;
+      const DeviceStage& st = args.stage[s];
+      InputSpan(r.r0, r.r1, st.sh, st.pad_top, st.kh, st.dh, st.in_h, &r.r0, &r.r1);
+      InputSpan(r.c0, r.c1, st.sw, st.pad_left, st.kw, st.dw, st.in_w, &r.c0, &r.c1);
+    }
+  }
+
+  // per-filter weight sums of the pointwise stages (the input zero point's share of each dot product)
+  for (int s = 0; s < args.stages; ++s) {
+    const DeviceStage& st = args.stage[s];
+    if (st.kind != kPointwise) continue;
+    int32_t* sums = reinterpret_cast<int32_t*>(shared + st.weight_sum_offset);
+    for (int f = threadIdx.x; f < st.out_c; f += kThreads) {
+      const int8_t* w = st.weights + static_cast<int64_t>(f) * st.in_c;
+      int32_t sum = 0;
+      for (int k = 0; k < st.in_c; ++k) sum += __ldg(w + k);
+      sums[f] = sum;
+    }
+  }
+  __syncthreads();
+
+  const DeviceStage& first = args.stage[0];
+  const int8_t* x_image = args.x + static_cast<int64_t>(image) * first.in_h * first.in_w * first.in_c;
+  View in{x_image, 0, 0, first.in_w, first.in_c};
+  for (int s = 0; s < args.stages; ++s) {
+    const DeviceStage& st = args.stage[s];
+    const Region& out = region[s];
+    Sink sink;
+    if (s + 1 < args.stages) {
+      sink = Sink{shared + st.buffer_offset, out.r0, out.c0, out.Cols(), st.buffer_stride, nullptr, nullptr};
+    } else {
+      int8_t* y_image = args.y + static_cast<int64_t>(image) * st.out_h * st.out_w * st.out_c;
+      sink = Sink{y_image, 0, 0, st.out_w, st.out_c, args.residual ? x_image : nullptr, &args.add};
+    }
+    switch (st.kind) {
+      case kPointwise: {
+        const int32_t* sums = reinterpret_cast<const int32_t*>(shared + st.weight_sum_offset);
+        switch (st.vector_bytes) {
+          case 16: Pointwise<16>(st, in, out, sink, sums); break;
+          case 8: Pointwise<8>(st, in, out, sink, sums); break;
+          case 4: Pointwise<4>(st, in, out, sink, sums); break;
+          default: Pointwise<1>(st, in, out, sink, sums); break;
+        }
+        break;
+      }
+      case kDepthwise: Depthwise(st, in, out, sink); break;
+      default: Standard(st, in, out, sink); break;
+    }
+    __syncthreads();
+    if (s + 1 < args.stages) in = View{shared + st.buffer_offset, out.r0, out.c0, out.Cols(), st.buffer_stride};
+  }
+}
+
+__global__ void AddValues(const int8_t* a, const int8_t* b, int8_t* y, size_t count, const AddRequantizer add) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count; i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    y[i] = add(a[i], b[i]);
+}
+
+// XNNPACK's MEAN over H and W: a thread per (image, channel), channels fastest.
+__global__ void MeanHW(const int8_t* x, int8_t* y, int n, int hw, int c, const MeanParams p, float factor) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= static_cast<int64_t>(n) * c) return;
+  const int64_t image = i / c, ch = i - image * c;
+  const int8_t* src = x + image * hw * c + ch;
+  int64_t sum = -static_cast<int64_t>(hw) * p.x_zero_point;
+  for (int k = 0; k < hw; ++k) sum += src[static_cast<int64_t>(k) * c];
+  const int64_t v = static_cast<int64_t>(rintf(static_cast<float>(sum) * factor)) + p.y_zero_point;
+  y[i] = static_cast<int8_t>(v < -128 ? -128 : (v > 127 ? 127 : v));
+}
+
+// ---- host side -------------------------------------------------------------------------------------
+
+Ort::Status CudaError(const std::string& node, cudaError_t err) {
+  return Ort::Status(("FCM node '" + node + "' (CUDA): " + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL);
+}
+
+// Device memory from the allocator ONNX Runtime gives a kernel, freed with the kernel.
+class DeviceBlock {
+ public:
+  DeviceBlock() = default;
+  DeviceBlock(const DeviceBlock&) = delete;
+  DeviceBlock& operator=(const DeviceBlock&) = delete;
+  ~DeviceBlock() {
+    if (allocator_ != nullptr) {
+      if (data_ != nullptr) allocator_->Free(allocator_, data_);
+      Ort::GetApi().ReleaseAllocator(allocator_);
+    }
+  }
+
+  // Copies `bytes` to the device.
+  Ort::Status Upload(const Ort::ConstKernelInfo& info, const std::vector<char>& bytes, const std::string& node) {
+    if (bytes.empty()) return Ort::Status(nullptr);
+    if (allocator_ == nullptr) {
+      OrtStatus* status = Ort::GetApi().KernelInfoGetAllocator(info, OrtMemTypeDefault, &allocator_);
+      if (status != nullptr) return Ort::Status(status);
+    }
+    data_ = allocator_->Alloc(allocator_, bytes.size());
+    if (data_ == nullptr) return Ort::Status(("FCM node '" + node + "': out of device memory").c_str(), ORT_EP_FAIL);
+    const cudaError_t err = cudaMemcpy(data_, bytes.data(), bytes.size(), cudaMemcpyDefault);
+    if (err != cudaSuccess) return CudaError(node, err);
+    return Ort::Status(nullptr);
+  }
+  const char* data() const { return static_cast<const char*>(data_); }
+
+ private:
+  OrtAllocator* allocator_ = nullptr;
+  void* data_ = nullptr;
+};
+
+// The requantization arrays of a kernel's stages, packed for one upload: offsets first, pointers once
+// the block is on the device.
+class RequantUpload {
+ public:
+  size_t Add(const Requantizer& r) {
+    Entry e;
+    e.scale = Append(r.scale.data(), r.scale.size() * sizeof(float));
+    e.multiplier = Append(r.multiplier.data(), r.multiplier.size() * sizeof(int32_t));
+    e.shift = Append(r.shift.data(), r.shift.size() * sizeof(int32_t));
+    e.table = r.table.empty() ? SIZE_MAX : Append(r.table.data(), r.table.size());
+    entries_.push_back(e);
+    return entries_.size() - 1;
+  }
+  const std::vector<char>& bytes() const { return bytes_; }
+  DeviceRequant Resolve(size_t index, const Requantizer& r, const char* device) const {
+    const Entry& e = entries_[index];
+    return DeviceRequant{r.scheme, r.zero_point, r.lo, r.hi, r.lo_f, r.hi_f,
+                         reinterpret_cast<const float*>(device + e.scale), reinterpret_cast<const int32_t*>(device + e.multiplier),
+                         reinterpret_cast<const int32_t*>(device + e.shift),
+                         e.table == SIZE_MAX ? nullptr : reinterpret_cast<const int8_t*>(device + e.table)};
+  }
+
+ private:
+  struct Entry {
+    size_t scale, multiplier, shift, table;
+  };
+  size_t Append(const void* data, size_t bytes) {
+    const size_t at = (bytes_.size() + 15) / 16 * 16;
+    bytes_.resize(at + bytes);
+    std::memcpy(bytes_.data() + at, data, bytes);
+    return at;
+  }
+  std::vector<char> bytes_;
+  std::vector<Entry> entries_;
+};
+
+// The division of one call into tiles, per input shape.
+struct TilePlan {
+  int tile_h = 0, tile_w = 0, tiles_x = 0, tiles = 0;
+  size_t shared_bytes = 0;
+  std::vector<int> buffer_offset, buffer_stride, weight_sum_offset;
+  std::string error;
+};
+
+int ChannelRunBytes(int channels) {
+  return channels % 16 == 0 ? 16 : channels % 8 == 0 ? 8 : channels % 4 == 0 ? 4 : 1;
+}
+
+// Shared bytes per pixel of a stage's output kept on chip: a multiple of 16 (aligned runs) that is
+// an odd number of 16-byte units (lanes reading 16 bytes of consecutive pixels hit distinct banks).
+int BufferStride(int channels) {
+  int units = (channels + 15) / 16;
+  if (units % 2 == 0) ++units;
+  return units * 16;
+}
+
+struct Shape {
+  int h, w, c;
+};
+
+// Shared memory for output tiles of tile_h x tile_w: every stage's output region but the last's, at
+// its largest (an interior tile), and the pointwise stages' weight sums.
+size_t SharedBytes(const std::vector<ConvLayer>& stages, const std::vector<Shape>& in_shapes, int tile_h, int tile_w,
+                   TilePlan* plan) {
+  const size_t count = stages.size();
+  std::vector<int> rows(count), cols(count);
+  int r = tile_h, c = tile_w;
+  for (size_t s = count; s-- > 0;) {
+    rows[s] = r, cols[s] = c;
+    const ConvGeometry& g = stages[s].geometry;
+    r = std::min<int>(static_cast<int>((r - 1) * g.sh + g.dh * (g.kh - 1) + 1), in_shapes[s].h);
+    c = std::min<int>(static_cast<int>((c - 1) * g.sw + g.dw * (g.kw - 1) + 1), in_shapes[s].w);
+  }
+  size_t bytes = 0;
+  plan->buffer_offset.assign(count, 0), plan->buffer_stride.assign(count, 0), plan->weight_sum_offset.assign(count, 0);
+  for (size_t s = 0; s < count; ++s) {
+    const ConvGeometry& g = stages[s].geometry;
+    if (s + 1 < count) {
+      plan->buffer_offset[s] = static_cast<int>(bytes);
+      plan->buffer_stride[s] = BufferStride(static_cast<int>(g.out_c));
+      bytes += static_cast<size_t>(rows[s]) * cols[s] * plan->buffer_stride[s];
+    }
+    if (!g.depthwise && g.kh == 1 && g.kw == 1) {
+      plan->weight_sum_offset[s] = static_cast<int>(bytes);
+      bytes += (static_cast<size_t>(g.out_c) * sizeof(int32_t) + 15) / 16 * 16;
+    }
+  }
+  return bytes;
+}
+
+// Output tiles: the largest (up to 8 x 16) whose shared memory fits a budget that lets two blocks
+// share an SM and whose grid fills the device twice over; smaller tiles (more halo recomputed) only
+// while the grid is short, down to 2 x 2, or when nothing larger fits at all.
+TilePlan PlanTiles(const std::vector<ConvLayer>& stages, const std::vector<Shape>& in_shapes, int out_h, int out_w,
+                   int n, int device) {
+  int sms = 0, optin = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  const size_t budget = std::min<size_t>(100 * 1024, static_cast<size_t>(optin));
+  static const int kTiles[][2] = {{8, 16}, {8, 8}, {4, 8}, {4, 4}, {2, 4}, {2, 2}, {1, 2}, {1, 1}};
+  TilePlan chosen;
+  bool have = false;
+  for (const auto& t : kTiles) {
+    TilePlan plan;
+    plan.tile_h = std::min(t[0], out_h), plan.tile_w = std::min(t[1], out_w);
+    plan.shared_bytes = SharedBytes(stages, in_shapes, plan.tile_h, plan.tile_w, &plan);
+    if (plan.shared_bytes > static_cast<size_t>(optin)) continue;
+    plan.tiles_x = (out_w + plan.tile_w - 1) / plan.tile_w;
+    plan.tiles = plan.tiles_x * ((out_h + plan.tile_h - 1) / plan.tile_h);
+    const bool in_budget = plan.shared_bytes <= budget;
+    if (!have || in_budget) chosen = plan;  // the first that fits at all; then each within the budget
+    have = true;
+    if (in_budget && (static_cast<int64_t>(plan.tiles) * n >= 2 * sms || t[0] * t[1] <= 4)) break;
+  }
+  if (!have) chosen.error = "one output pixel of this chain needs more shared memory than the device has";
+  return chosen;
+}
+
+DeviceStage MakeStage(const ConvLayer& layer, const Shape& in, const int8_t* weights, const int32_t* bias,
+                      const DeviceRequant& requant, const TilePlan& plan, size_t index) {
+  const ConvGeometry& g = layer.geometry;
+  DeviceStage s{};
+  const bool pointwise = !g.depthwise && g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 &&
+                         g.pads[0] == 0 && g.pads[1] == 0 && g.pads[2] == 0 && g.pads[3] == 0;
+  s.kind = g.depthwise ? kDepthwise : (pointwise ? kPointwise : kStandard);
+  s.in_c = static_cast<int>(g.in_c), s.out_c = static_cast<int>(g.out_c), s.multiplier = static_cast<int>(g.multiplier());
+  s.kh = static_cast<int>(g.kh), s.kw = static_cast<int>(g.kw), s.sh = static_cast<int>(g.sh), s.sw = static_cast<int>(g.sw);
+  s.dh = static_cast<int>(g.dh), s.dw = static_cast<int>(g.dw);
+  s.pad_top = static_cast<int>(g.pads[0]), s.pad_left = static_cast<int>(g.pads[1]);
+  s.in_h = in.h, s.in_w = in.w, s.out_h = static_cast<int>(g.OutHeight(in.h)), s.out_w = static_cast<int>(g.OutWidth(in.w));
+  s.x_zero_point = layer.x_zero_point;
+  s.vector_bytes = ChannelRunBytes(s.in_c);
+  s.buffer_offset = plan.buffer_offset[index], s.buffer_stride = plan.buffer_stride[index];
+  s.weight_sum_offset = plan.weight_sum_offset[index];
+  s.weights = weights, s.bias = bias, s.requant = requant;
+  return s;
+}
+
+bool Aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0; }
+
+// Lets ChainTiles launch with up to the device's opt-in shared memory per block (once per device, for
+// every kernel object: a per-plan limit could shrink below what another node's plan launches with).
+cudaError_t AllowAllSharedMemory(int device) {
+  static std::mutex mutex;
+  static std::vector<int> done;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (std::find(done.begin(), done.end(), device) != done.end()) return cudaSuccess;
+  int optin = 0;
+  cudaError_t err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (err == cudaSuccess) err = cudaFuncSetAttribute(ChainTiles, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+  if (err == cudaSuccess) done.push_back(device);
+  return err;
+}
+
+// Plans (once per device and input shape) and launches a chain of convolution stages on `stream`.
+class ChainLauncher {
+ public:
+  Ort::Status Launch(const std::string& node, const std::vector<ConvLayer>& stages, const std::vector<DeviceRequant>& requants,
+                     const int8_t* x, const std::vector<const int8_t*>& weights, const std::vector<const int32_t*>& biases,
+                     int64_t n, int64_t h, int64_t w, int8_t* y, bool residual, const AddRequantizer& add, cudaStream_t stream) {
+    std::vector<Shape> shapes{{static_cast<int>(h), static_cast<int>(w), static_cast<int>(stages[0].geometry.in_c)}};
+    for (const ConvLayer& l : stages) {
+      const Shape& s = shapes.back();
+      shapes.push_back({static_cast<int>(l.geometry.OutHeight(s.h)), static_cast<int>(l.geometry.OutWidth(s.w)),
+                        static_cast<int>(l.geometry.out_c)});
+    }
+    for (const Shape& s : shapes) {
+      if (static_cast<int64_t>(s.h) * s.w * s.c >= (int64_t{1} << 31) || n > 65535)
+        return Ort::Status(("FCM node '" + node + "' (CUDA): tensor too large for 32-bit indexing").c_str(), ORT_NOT_IMPLEMENTED);
+    }
+    int device = 0;
+    cudaGetDevice(&device);
+    TilePlan plan;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      const auto key = std::make_tuple(device, n, h, w);
+      auto found = plans_.find(key);
+      if (found == plans_.end()) {
+        found = plans_.emplace(key, PlanTiles(stages, shapes, shapes.back().h, shapes.back().w, static_cast<int>(n), device)).first;
+        if (found->second.error.empty() && found->second.shared_bytes > 48 * 1024) {
+          const cudaError_t err = AllowAllSharedMemory(device);
+          if (err != cudaSuccess) found->second.error = cudaGetErrorString(err);
+        }
+      }
+      plan = found->second;
+    }
+    if (!plan.error.empty()) return Ort::Status(("FCM node '" + node + "' (CUDA): " + plan.error).c_str(), ORT_NOT_IMPLEMENTED);
+
+    ChainArgs args{};
+    args.stages = static_cast<int>(stages.size());
+    for (size_t s = 0; s < stages.size(); ++s) {
+      args.stage[s] = MakeStage(stages[s], shapes[s], weights[s], biases[s], requants[s], plan, s);
+      DeviceStage& st = args.stage[s];
+      // runs of the input as loaded: from device memory they need aligned tensors
+      if (st.kind == kPointwise && (!Aligned(weights[s], st.vector_bytes) || (s == 0 && !Aligned(x, st.vector_bytes))))
+        st.vector_bytes = 1;
+    }
+    args.x = x, args.y = y, args.residual = residual, args.add = add;
+    args.tile_h = plan.tile_h, args.tile_w = plan.tile_w, args.tiles_x = plan.tiles_x;
+    ChainTiles<<<dim3(plan.tiles, static_cast<unsigned>(n)), kThreads, plan.shared_bytes, stream>>>(args);
+    const cudaError_t err = cudaGetLastError();
+    return err == cudaSuccess ? Ort::Status(nullptr) : CudaError(node, err);
+  }
+
+ private:
+  std::mutex mutex_;  // one kernel object may run on several threads at once
+  std::map<std::tuple<int, int64_t, int64_t, int64_t>, TilePlan> plans_;
+};
+
+// ---- the CUDA kernels of the ops: the CPU kernels' attributes and checks, device compute -------------
+
+struct CudaQConvKernel : QConvKernel {
+  DeviceBlock block;
+  RequantUpload upload;
+  DeviceRequant requant{};
+  std::unique_ptr<ChainLauncher> launcher = std::make_unique<ChainLauncher>();
+
+  Ort::Status Init(const Ort::ConstKernelInfo& info, const std::string& op_name, size_t stages) {
+    Ort::Status status = QConvKernel::Init(info, op_name, stages);
+    if (!status.IsOK()) return status;
+    const size_t index = upload.Add(layer.requantize);
+    status = block.Upload(info, upload.bytes(), node);
+    if (status.IsOK()) requant = upload.Resolve(index, layer.requantize, block.data());
+    return status;
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return Guarded([&]() -> Ort::Status {
+      Ort::KernelContext ctx(context);
+      ConvCall call;
+      Ort::Status status = Bind(ctx, &call);
+      if (!status.IsOK() || call.n == 0) return status;
+      return launcher->Launch(node, {call.layer}, {requant}, call.x, {call.weights}, {call.bias}, call.n, call.h, call.w,
+                              call.y, false, AddRequantizer{}, static_cast<cudaStream_t>(ctx.GetGPUComputeStream()));
+    });
+  }
+};
+
+struct CudaQChainKernel : QChainKernel {
+  DeviceBlock block;
+  std::vector<DeviceRequant> requants;
+  std::unique_ptr<ChainLauncher> launcher = std::make_unique<ChainLauncher>();
+
+  Ort::Status Init(const Ort::ConstKernelInfo& info, const std::string& op_name, size_t stages) {
+    Ort::Status status = QChainKernel::Init(info, op_name, stages);
+    if (!status.IsOK()) return status;
+    RequantUpload upload;
+    std::vector<size_t> index;
+    for (const ConvLayer& st : chain.stages) index.push_back(upload.Add(st.requantize));
+    status = block.Upload(info, upload.bytes(), node);
+    if (!status.IsOK()) return status;
+    for (size_t s = 0; s < chain.stages.size(); ++s) requants.push_back(upload.Resolve(index[s], chain.stages[s].requantize, block.data()));
+    return Ort::Status(nullptr);
+  }
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return Guarded([&]() -> Ort::Status {
+      Ort::KernelContext ctx(context);
+      ChainCall call;
+      Ort::Status status = Bind(ctx, &call);
+      if (!status.IsOK() || call.n == 0) return status;
+      return launcher->Launch(node, call.chain.stages, requants, call.x, call.weights, call.biases, call.n, call.h, call.w,
+                              call.y, call.chain.residual, call.chain.add, static_cast<cudaStream_t>(ctx.GetGPUComputeStream()));
+    });
+  }
+};
+
+struct CudaQAddKernel : QAddKernel {
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return Guarded([&]() -> Ort::Status {
+      Ort::KernelContext ctx(context);
+      AddCall call;
+      Ort::Status status = Bind(ctx, &call);
+      if (!status.IsOK() || call.count == 0) return status;
+      const size_t blocks = std::min<size_t>((call.count + kThreads - 1) / kThreads, 4096);
+      AddValues<<<static_cast<unsigned>(blocks), kThreads, 0, static_cast<cudaStream_t>(ctx.GetGPUComputeStream())>>>(
+          call.a, call.b, call.y, call.count, add);
+      const cudaError_t err = cudaGetLastError();
+      return err == cudaSuccess ? Ort::Status(nullptr) : CudaError(node, err);
+    });
+  }
+};
+
+struct CudaQMeanKernel : QMeanKernel {
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return Guarded([&]() -> Ort::Status {
+      Ort::KernelContext ctx(context);
+      MeanCall call;
+      Ort::Status status = Bind(ctx, &call);
+      if (!status.IsOK() || call.n == 0 || call.c == 0) return status;
+      if (call.h * call.w * call.c >= (int64_t{1} << 31) || call.n * call.c >= (int64_t{1} << 31))
+        return Ort::Status(("FCM node '" + node + "' (CUDA): tensor too large for 32-bit indexing").c_str(), ORT_NOT_IMPLEMENTED);
+      const int64_t hw = call.h * call.w, outputs = call.n * call.c;
+      const float factor = params.x_scale / params.y_scale / static_cast<float>(hw);  // float32, as the CPU kernel
+      MeanHW<<<static_cast<unsigned>((outputs + kThreads - 1) / kThreads), kThreads, 0,
+               static_cast<cudaStream_t>(ctx.GetGPUComputeStream())>>>(call.x, call.y, static_cast<int>(call.n),
+                                                                      static_cast<int>(hw), static_cast<int>(call.c), params, factor);
+      const cudaError_t err = cudaGetLastError();
+      return err == cudaSuccess ? Ort::Status(nullptr) : CudaError(node, err);
+    });
+  }
+};
+
+}  // namespace
+
+void AddInt8CudaOps(std::vector<std::unique_ptr<OrtCustomOp>>* ops) {
+  static const char* kCuda = "CUDAExecutionProvider";
+  ops->push_back(std::make_unique<Int8Op<CudaQConvKernel>>("QConv", 1, kCuda));
+  for (const auto& kind : kFusedKinds) ops->push_back(std::make_unique<Int8Op<CudaQChainKernel>>(kind.name, kind.stages, kCuda));
+  ops->push_back(std::make_unique<Int8Op<CudaQAddKernel>>("QAdd", 1, kCuda));
+  ops->push_back(std::make_unique<Int8Op<CudaQMeanKernel>>("QMean", 1, kCuda));
+}
+
+}  // namespace int8
+}  // namespace fcm
