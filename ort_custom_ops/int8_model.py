@@ -12,7 +12,7 @@ library (CPU) with TFLite's integer semantics:
 - every other convolution, depthwise convolution and fully connected layer is a one-stage
   ``QConv`` (FULLY_CONNECTED between two Reshapes); ADD is ``QAdd``, MEAN over H and W ``QMean``;
 - PAD is ONNX's Pad filled with the zero point; RESHAPE a Reshape; QUANTIZE between uint8 and int8
-  of one scale integer Cast/Add/Clip/Cast; SOFTMAX DequantizeLinear, Softmax, QuantizeLinear (the
+  of one scale integer Cast/Add/Cast (and a Clip where the shift can leave the range); SOFTMAX DequantizeLinear, Softmax, QuantizeLinear (the
   oracle, ``extractor.integer.run_integer``, computes it in float too); LOGISTIC a Gather from its
   256-entry table; MUL (broadcasting, ``fp32`` scheme only) exact integer and float32 ops;
 - the SHAPE/STRIDED_SLICE/PACK layers that only compute a RESHAPE's target shape are left out.
@@ -374,14 +374,19 @@ class _Builder:
         stem = f"layer{layer.id}"
         shift = self.const(f"{stem}_shift", np.array(int(out["zero_point"]) - int(x["zero_point"]), np.int32))
         lo, hi = RANGES[out["dtype"]]
-        bounds = [self.const(f"{stem}_lo", np.array(lo, np.int32)), self.const(f"{stem}_hi", np.array(hi, np.int32))]
+        x_lo, x_hi = RANGES[x["dtype"]]
+        moved = int(out["zero_point"]) - int(x["zero_point"])
         self.nodes += [
             helper.make_node("Cast", [self.name(x)], [f"{stem}_wide"], name=f"{stem}_widen", to=TensorProto.INT32),
             helper.make_node("Add", [f"{stem}_wide", shift], [f"{stem}_moved"], name=f"{stem}_move"),
-            helper.make_node("Clip", [f"{stem}_moved", *bounds], [f"{stem}_clipped"], name=f"{stem}_clip"),
-            helper.make_node("Cast", [f"{stem}_clipped"], [self.output_of(layer.id)], name=stem,
-                             to=ONNX_TYPES[out["dtype"]]),
         ]
+        last = f"{stem}_moved"
+        if x_lo + moved < lo or x_hi + moved > hi:  # uint8 <-> int8 with zero points 128 apart never clips
+            bounds = [self.const(f"{stem}_lo", np.array(lo, np.int32)), self.const(f"{stem}_hi", np.array(hi, np.int32))]
+            self.nodes.append(helper.make_node("Clip", [last, *bounds], [f"{stem}_clipped"], name=f"{stem}_clip"))
+            last = f"{stem}_clipped"
+        self.nodes.append(helper.make_node("Cast", [last], [self.output_of(layer.id)], name=stem,
+                                           to=ONNX_TYPES[out["dtype"]]))
 
     # --- fused groups ----------------------------------------------------------------------------
     def activation_table(self, conv: Layer, epilogue: list[int]) -> tuple[np.ndarray, Quant]:

@@ -46,8 +46,12 @@ struct DeviceRequant {
   const int8_t* table;  // 256 entries or null
 
   __device__ __forceinline__ int8_t operator()(int32_t acc, int c) const {
-    const int8_t v = RequantizeValue(scheme, acc, scale[c], multiplier[c], shift[c], zero_point, lo, hi, lo_f, hi_f);
-    return table != nullptr ? table[static_cast<int32_t>(v) + 128] : v;
+    // only the factors the scheme uses are loaded
+    const int8_t v = scheme == Scheme::kFp32
+                         ? RequantizeValue(Scheme::kFp32, acc, __ldg(scale + c), 0, 0, zero_point, lo, hi, lo_f, hi_f)
+                         : RequantizeValue(Scheme::kFixedPoint, acc, 0.f, __ldg(multiplier + c), __ldg(shift + c), zero_point,
+                                           lo, hi, lo_f, hi_f);
+    return table != nullptr ? __ldg(table + static_cast<int32_t>(v) + 128) : v;
   }
 };
 
@@ -61,7 +65,7 @@ struct DeviceStage {
   int vector_bytes;         // pointwise: channel run per load (16, 8, 4 or 1)
   int buffer_offset;        // shared bytes where this stage's output region is kept (not the last stage)
   int buffer_stride;        // bytes per pixel there
-  int weight_sum_offset;    // pointwise: shared bytes of the per-filter weight sums
+  const int32_t* zero_point_terms;  // pointwise: x_zero_point * sum_k w[f][k] per filter (device memory)
   const int8_t* weights;
   const int32_t* bias;      // may be null
   DeviceRequant requant;
@@ -92,11 +96,11 @@ struct Sink {
   int8_t* data;
   int r0, c0, cols, stride;
   const int8_t* residual;  // the chain's input image, or null
-  const AddRequantizer* add;
+  AddRequantizer add;
 
   __device__ __forceinline__ void Store(int r, int c, int ch, int8_t v) const {
     const int64_t at = (static_cast<int64_t>(r - r0) * cols + (c - c0)) * stride + ch;
-    if (residual != nullptr) v = (*add)(residual[at], v);
+    if (residual != nullptr) v = add(residual[at], v);
     data[at] = v;
   }
 };
@@ -142,22 +146,33 @@ struct Run<1> {
   __device__ __forceinline__ int Dot(const Run& o, int acc) const { return acc + v * o.v; }
 };
 
-// Pointwise: out[p][f] = requant(sum_k x[p][k] * w[f][k] - x_zp * sum_k w[f][k] + b[f]). A warp takes
-// 32 pixels (a lane each) and kFiltersPerThread filters, whose weights every lane reads alike.
+// The epilogue of every stage: bias, requantization (and activation table), the store.
+__device__ __forceinline__ void Finish(const DeviceStage& s, const Sink& sink, int r, int c, int ch, int32_t acc) {
+  sink.Store(r, c, ch, s.requant(WithBias(acc, s.bias != nullptr ? s.bias[ch] : 0), ch));
+}
+
+// Pointwise: out[p][f] = requant(sum_k x[p][k] * w[f][k] - x_zp * sum_k w[f][k] + b[f]). A warp task
+// is `lanes_p` pixels (a power of two up to 32, fewer when the region is small) times 32 / lanes_p
+// runs of kFiltersPerThread filters; a thread accumulates one pixel against its run of filters.
 template <int kBytes>
-__device__ void Pointwise(const DeviceStage& s, const View& in, const Region& out, const Sink& sink,
-                          const int32_t* weight_sums) {
+__device__ __forceinline__ void Pointwise(const DeviceStage s, const View in, const Region out, const Sink sink) {
   const int pixels = out.Pixels(), cols = out.Cols(), k_total = s.in_c, filters = s.out_c;
-  const int pixel_groups = (pixels + 31) / 32, filter_groups = (filters + kFiltersPerThread - 1) / kFiltersPerThread;
+  int lanes_p = 1;
+  while (lanes_p < pixels && lanes_p < 32) lanes_p *= 2;
+  const int task_filters = (32 / lanes_p) * kFiltersPerThread;
+  const int pixel_groups = (pixels + lanes_p - 1) / lanes_p, filter_groups = (filters + task_filters - 1) / task_filters;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   for (int task = warp; task < pixel_groups * filter_groups; task += kThreads / 32) {
-    const int p = (task % pixel_groups) * 32 + lane, f0 = (task / pixel_groups) * kFiltersPerThread;
+    const int p = (task % pixel_groups) * lanes_p + lane % lanes_p;
+    const int f0 = (task / pixel_groups) * task_filters + (lane / lanes_p) * kFiltersPerThread;
     const int pc = p < pixels ? p : pixels - 1;  // spare lanes compute a real pixel and store nothing
     const int r = out.r0 + pc / cols, c = out.c0 + pc % cols;
     const int8_t* x = in.Pixel(r, c);
-    const int8_t* w[kFiltersPerThread];
+    // rows past the last filter read the last filter's (nothing is stored for them)
+    const int8_t* w = s.weights + static_cast<int64_t>(min(f0, filters - 1)) * k_total;
+    int row[kFiltersPerThread];
 #pragma unroll
-    for (int j = 0; j < kFiltersPerThread; ++j) w[j] = s.weights + static_cast<int64_t>(min(f0 + j, filters - 1)) * k_total;
+    for (int j = 0; j < kFiltersPerThread; ++j) row[j] = max(min(f0 + j, filters - 1) - f0, 0) * k_total;
     int acc[kFiltersPerThread] = {};
     for (int k = 0; k < k_total; k += kBytes) {
       Run<kBytes> xv;
@@ -165,7 +180,7 @@ __device__ void Pointwise(const DeviceStage& s, const View& in, const Region& ou
 #pragma unroll
       for (int j = 0; j < kFiltersPerThread; ++j) {
         Run<kBytes> wv;
-        wv.LoadConst(w[j] + k);
+        wv.LoadConst(w + row[j] + k);
         acc[j] = xv.Dot(wv, acc[j]);
       }
     }
@@ -175,40 +190,41 @@ __device__ void Pointwise(const DeviceStage& s, const View& in, const Region& ou
       const int f = f0 + j;
       if (f >= filters) break;
       // exact in int32 (wrapping arithmetic cancels): |sum (x - zp) * w| < 2^31 for in_c <= 65536
-      const int32_t sum = acc[j] - s.x_zero_point * weight_sums[f];
-      sink.Store(r, c, f, s.requant(WithBias(sum, s.bias != nullptr ? s.bias[f] : 0), f));
+      Finish(s, sink, r, c, f, acc[j] - s.zero_point_terms[f]);
     }
   }
 }
 
 // Depthwise (channel multiplier m): out[p][o] = requant(sum over taps inside the image of
-// (x[tap][o / m] - x_zp) * w[tap][o] + b[o]). A thread per output value, channels fastest.
-__device__ void Depthwise(const DeviceStage& s, const View& in, const Region& out, const Sink& sink) {
-  const int channels = s.out_c, cols = out.Cols(), total = out.Pixels() * channels;
+// (x[tap][o / m] - x_zp) * w[tap][o] + b[o]). A thread per output value, channels fastest; with
+// multiplier 1 and channels in fours, a thread per four channels of a pixel (one 4-byte load per tap).
+__device__ __forceinline__ void Depthwise(const DeviceStage s, const View in, const Region out, const Sink sink) {
+  const int channels = s.out_c, cols = out.Cols();
+  const bool quads = s.multiplier == 1 && channels % 4 == 0 && in.stride % 4 == 0;
+  const int per_pixel = quads ? channels / 4 : channels, total = out.Pixels() * per_pixel;
   for (int i = threadIdx.x; i < total; i += kThreads) {
-    const int p = i / channels, o = i - p * channels;
-    const int r = out.r0 + p / cols, c = out.c0 + p % cols, ic = o / s.multiplier;
-    int32_t acc = 0;
-    for (int kh = 0; kh < s.kh; ++kh) {
-      const int iy = r * s.sh - s.pad_top + kh * s.dh;
-      if (iy < 0 || iy >= s.in_h) continue;  // padding holds the zero point: contributes nothing
-      for (int kw = 0; kw < s.kw; ++kw) {
-        const int ix = c * s.sw - s.pad_left + kw * s.dw;
-        if (ix < 0 || ix >= s.in_w) continue;
-        acc += (static_cast<int32_t>(in.Pixel(iy, ix)[ic]) - s.x_zero_point) * __ldg(s.weights + (kh * s.kw + kw) * channels + o);
-      }
-    }
-    sink.Store(r, c, o, s.requant(WithBias(acc, s.bias != nullptr ? s.bias[o] : 0), o));
-  }
-}
-
-// A standard convolution, weights [F, KH, KW, C]: a thread per output value, filters fastest.
-__device__ void Standard(const DeviceStage& s, const View& in, const Region& out, const Sink& sink) {
-  const int filters = s.out_c, cols = out.Cols(), total = out.Pixels() * filters;
-  for (int i = threadIdx.x; i < total; i += kThreads) {
-    const int p = i / filters, f = i - p * filters;
+    const int p = i / per_pixel, q = i - p * per_pixel;
     const int r = out.r0 + p / cols, c = out.c0 + p % cols;
-    const int8_t* wf = s.weights + static_cast<int64_t>(f) * s.kh * s.kw * s.in_c;
+    if (quads) {
+      const int o = q * 4;
+      int32_t acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
+      for (int kh = 0; kh < s.kh; ++kh) {
+        const int iy = r * s.sh - s.pad_top + kh * s.dh;
+        if (iy < 0 || iy >= s.in_h) continue;  // padding holds the zero point: contributes nothing
+        for (int kw = 0; kw < s.kw; ++kw) {
+          const int ix = c * s.sw - s.pad_left + kw * s.dw;
+          if (ix < 0 || ix >= s.in_w) continue;
+          const char4 x = *reinterpret_cast<const char4*>(in.Pixel(iy, ix) + o);
+          const char4 w = __ldg(reinterpret_cast<const char4*>(s.weights + (kh * s.kw + kw) * channels + o));
+          acc0 += (x.x - s.x_zero_point) * w.x, acc1 += (x.y - s.x_zero_point) * w.y;
+          acc2 += (x.z - s.x_zero_point) * w.z, acc3 += (x.w - s.x_zero_point) * w.w;
+        }
+      }
+      Finish(s, sink, r, c, o, acc0), Finish(s, sink, r, c, o + 1, acc1);
+      Finish(s, sink, r, c, o + 2, acc2), Finish(s, sink, r, c, o + 3, acc3);
+      continue;
+    }
+    const int ic = q / s.multiplier;
     int32_t acc = 0;
     for (int kh = 0; kh < s.kh; ++kh) {
       const int iy = r * s.sh - s.pad_top + kh * s.dh;
@@ -216,12 +232,48 @@ __device__ void Standard(const DeviceStage& s, const View& in, const Region& out
       for (int kw = 0; kw < s.kw; ++kw) {
         const int ix = c * s.sw - s.pad_left + kw * s.dw;
         if (ix < 0 || ix >= s.in_w) continue;
-        const int8_t* px = in.Pixel(iy, ix);
-        const int8_t* wk = wf + (kh * s.kw + kw) * s.in_c;
-        for (int ch = 0; ch < s.in_c; ++ch) acc += (static_cast<int32_t>(px[ch]) - s.x_zero_point) * __ldg(wk + ch);
+        acc += (static_cast<int32_t>(in.Pixel(iy, ix)[ic]) - s.x_zero_point) * __ldg(s.weights + (kh * s.kw + kw) * channels + q);
       }
     }
-    sink.Store(r, c, f, s.requant(WithBias(acc, s.bias != nullptr ? s.bias[f] : 0), f));
+    Finish(s, sink, r, c, q, acc);
+  }
+}
+
+// A standard convolution, weights [F, KH, KW, C]: as the pointwise stage, a lane per pixel and
+// kFiltersPerThread filters per thread, whose weights every lane of the warp reads alike.
+__device__ __forceinline__ void Standard(const DeviceStage s, const View in, const Region out, const Sink sink) {
+  const int pixels = out.Pixels(), cols = out.Cols(), filters = s.out_c, patch = s.kh * s.kw * s.in_c;
+  const int pixel_groups = (pixels + 31) / 32, filter_groups = (filters + kFiltersPerThread - 1) / kFiltersPerThread;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int task = warp; task < pixel_groups * filter_groups; task += kThreads / 32) {
+    const int p = (task % pixel_groups) * 32 + lane, f0 = (task / pixel_groups) * kFiltersPerThread;
+    const int pc = p < pixels ? p : pixels - 1;
+    const int r = out.r0 + pc / cols, c = out.c0 + pc % cols;
+    const int8_t* w[kFiltersPerThread];
+#pragma unroll
+    for (int j = 0; j < kFiltersPerThread; ++j) w[j] = s.weights + static_cast<int64_t>(min(f0 + j, filters - 1)) * patch;
+    int32_t acc[kFiltersPerThread] = {};
+    for (int kh = 0; kh < s.kh; ++kh) {
+      const int iy = r * s.sh - s.pad_top + kh * s.dh;
+      if (iy < 0 || iy >= s.in_h) continue;
+      for (int kw = 0; kw < s.kw; ++kw) {
+        const int ix = c * s.sw - s.pad_left + kw * s.dw;
+        if (ix < 0 || ix >= s.in_w) continue;
+        const int8_t* px = in.Pixel(iy, ix);
+        const int tap = (kh * s.kw + kw) * s.in_c;
+        for (int ch = 0; ch < s.in_c; ++ch) {
+          const int32_t x = static_cast<int32_t>(px[ch]) - s.x_zero_point;
+#pragma unroll
+          for (int j = 0; j < kFiltersPerThread; ++j) acc[j] += x * __ldg(w[j] + tap + ch);
+        }
+      }
+    }
+    if (p >= pixels) continue;
+#pragma unroll
+    for (int j = 0; j < kFiltersPerThread; ++j) {
+      if (f0 + j >= filters) break;
+      Finish(s, sink, r, c, f0 + j, acc[j]);
+    }
   }
 }
 
@@ -254,50 +306,52 @@ __global__ void __launch_bounds__(kThreads) ChainTiles(const __grid_constant__ C
     }
   }
 
-  // per-filter weight sums of the pointwise stages (the input zero point's share of each dot product)
-  for (int s = 0; s < args.stages; ++s) {
-    const DeviceStage& st = args.stage[s];
-    if (st.kind != kPointwise) continue;
-    int32_t* sums = reinterpret_cast<int32_t*>(shared + st.weight_sum_offset);
-    for (int f = threadIdx.x; f < st.out_c; f += kThreads) {
-      const int8_t* w = st.weights + static_cast<int64_t>(f) * st.in_c;
-      int32_t sum = 0;
-      for (int k = 0; k < st.in_c; ++k) sum += __ldg(w + k);
-      sums[f] = sum;
-    }
-  }
-  __syncthreads();
-
   const DeviceStage& first = args.stage[0];
   const int8_t* x_image = args.x + static_cast<int64_t>(image) * first.in_h * first.in_w * first.in_c;
   View in{x_image, 0, 0, first.in_w, first.in_c};
   for (int s = 0; s < args.stages; ++s) {
-    const DeviceStage& st = args.stage[s];
-    const Region& out = region[s];
+    const DeviceStage st = args.stage[s];  // by value: int8 stores could alias it otherwise
+    const Region out = region[s];
     Sink sink;
     if (s + 1 < args.stages) {
-      sink = Sink{shared + st.buffer_offset, out.r0, out.c0, out.Cols(), st.buffer_stride, nullptr, nullptr};
+      sink = Sink{shared + st.buffer_offset, out.r0, out.c0, out.Cols(), st.buffer_stride, nullptr, AddRequantizer{}};
     } else {
       int8_t* y_image = args.y + static_cast<int64_t>(image) * st.out_h * st.out_w * st.out_c;
-      sink = Sink{y_image, 0, 0, st.out_w, st.out_c, args.residual ? x_image : nullptr, &args.add};
+      sink = Sink{y_image, 0, 0, st.out_w, st.out_c, args.residual ? x_image : nullptr, args.add};
     }
     switch (st.kind) {
-      case kPointwise: {
-        const int32_t* sums = reinterpret_cast<const int32_t*>(shared + st.weight_sum_offset);
+      case kPointwise:
         switch (st.vector_bytes) {
-          case 16: Pointwise<16>(st, in, out, sink, sums); break;
-          case 8: Pointwise<8>(st, in, out, sink, sums); break;
-          case 4: Pointwise<4>(st, in, out, sink, sums); break;
-          default: Pointwise<1>(st, in, out, sink, sums); break;
+          case 16: Pointwise<16>(st, in, out, sink); break;
+          case 8: Pointwise<8>(st, in, out, sink); break;
+          case 4: Pointwise<4>(st, in, out, sink); break;
+          default: Pointwise<1>(st, in, out, sink); break;
         }
         break;
-      }
       case kDepthwise: Depthwise(st, in, out, sink); break;
       default: Standard(st, in, out, sink); break;
     }
     __syncthreads();
     if (s + 1 < args.stages) in = View{shared + st.buffer_offset, out.r0, out.c0, out.Cols(), st.buffer_stride};
   }
+}
+
+// The zero-point terms of a node's pointwise stages: terms[f] = x_zero_point * sum_k w[f][k], a warp
+// per filter (blockIdx.y: the stage), before the node's tiles run.
+struct ZeroPointTermsArgs {
+  const int8_t* weights[kMaxStages];
+  int32_t* terms[kMaxStages];
+  int in_c[kMaxStages], out_c[kMaxStages], zero_point[kMaxStages];
+};
+
+__global__ void ZeroPointTerms(const __grid_constant__ ZeroPointTermsArgs args) {
+  const int s = blockIdx.y, f = blockIdx.x * (kThreads / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (f >= args.out_c[s]) return;
+  const int8_t* w = args.weights[s] + static_cast<int64_t>(f) * args.in_c[s];
+  int32_t sum = 0;
+  for (int k = lane; k < args.in_c[s]; k += 32) sum += w[k];
+  for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
+  if (lane == 0) args.terms[s][f] = args.zero_point[s] * sum;
 }
 
 __global__ void AddValues(const int8_t* a, const int8_t* b, int8_t* y, size_t count, const AddRequantizer add) {
@@ -396,7 +450,7 @@ class RequantUpload {
 struct TilePlan {
   int tile_h = 0, tile_w = 0, tiles_x = 0, tiles = 0;
   size_t shared_bytes = 0;
-  std::vector<int> buffer_offset, buffer_stride, weight_sum_offset;
+  std::vector<int> buffer_offset, buffer_stride;
   std::string error;
 };
 
@@ -417,7 +471,7 @@ struct Shape {
 };
 
 // Shared memory for output tiles of tile_h x tile_w: every stage's output region but the last's, at
-// its largest (an interior tile), and the pointwise stages' weight sums.
+// its largest (an interior tile).
 size_t SharedBytes(const std::vector<ConvLayer>& stages, const std::vector<Shape>& in_shapes, int tile_h, int tile_w,
                    TilePlan* plan) {
   const size_t count = stages.size();
@@ -430,18 +484,11 @@ size_t SharedBytes(const std::vector<ConvLayer>& stages, const std::vector<Shape
     c = std::min<int>(static_cast<int>((c - 1) * g.sw + g.dw * (g.kw - 1) + 1), in_shapes[s].w);
   }
   size_t bytes = 0;
-  plan->buffer_offset.assign(count, 0), plan->buffer_stride.assign(count, 0), plan->weight_sum_offset.assign(count, 0);
-  for (size_t s = 0; s < count; ++s) {
-    const ConvGeometry& g = stages[s].geometry;
-    if (s + 1 < count) {
-      plan->buffer_offset[s] = static_cast<int>(bytes);
-      plan->buffer_stride[s] = BufferStride(static_cast<int>(g.out_c));
-      bytes += static_cast<size_t>(rows[s]) * cols[s] * plan->buffer_stride[s];
-    }
-    if (!g.depthwise && g.kh == 1 && g.kw == 1) {
-      plan->weight_sum_offset[s] = static_cast<int>(bytes);
-      bytes += (static_cast<size_t>(g.out_c) * sizeof(int32_t) + 15) / 16 * 16;
-    }
+  plan->buffer_offset.assign(count, 0), plan->buffer_stride.assign(count, 0);
+  for (size_t s = 0; s + 1 < count; ++s) {
+    plan->buffer_offset[s] = static_cast<int>(bytes);
+    plan->buffer_stride[s] = BufferStride(static_cast<int>(stages[s].geometry.out_c));
+    bytes += static_cast<size_t>(rows[s]) * cols[s] * plan->buffer_stride[s];
   }
   return bytes;
 }
@@ -489,7 +536,6 @@ DeviceStage MakeStage(const ConvLayer& layer, const Shape& in, const int8_t* wei
   s.x_zero_point = layer.x_zero_point;
   s.vector_bytes = ChannelRunBytes(s.in_c);
   s.buffer_offset = plan.buffer_offset[index], s.buffer_stride = plan.buffer_stride[index];
-  s.weight_sum_offset = plan.weight_sum_offset[index];
   s.weights = weights, s.bias = bias, s.requant = requant;
   return s;
 }
@@ -515,7 +561,8 @@ class ChainLauncher {
  public:
   Ort::Status Launch(const std::string& node, const std::vector<ConvLayer>& stages, const std::vector<DeviceRequant>& requants,
                      const int8_t* x, const std::vector<const int8_t*>& weights, const std::vector<const int32_t*>& biases,
-                     int64_t n, int64_t h, int64_t w, int8_t* y, bool residual, const AddRequantizer& add, cudaStream_t stream) {
+                     int64_t n, int64_t h, int64_t w, int8_t* y, bool residual, const AddRequantizer& add,
+                     Ort::KernelContext& ctx) {
     std::vector<Shape> shapes{{static_cast<int>(h), static_cast<int>(w), static_cast<int>(stages[0].geometry.in_c)}};
     for (const ConvLayer& l : stages) {
       const Shape& s = shapes.back();
@@ -555,8 +602,40 @@ class ChainLauncher {
     }
     args.x = x, args.y = y, args.residual = residual, args.add = add;
     args.tile_h = plan.tile_h, args.tile_w = plan.tile_w, args.tiles_x = plan.tiles_x;
+
+    // the pointwise stages' zero-point terms, computed from this call's weights into a workspace from
+    // ONNX Runtime's allocator (its blocks are reused in the order of the stream)
+    ZeroPointTermsArgs terms{};
+    int pointwise = 0, widest = 0;
+    size_t words = 0;
+    for (int s = 0; s < args.stages; ++s) {
+      const DeviceStage& st = args.stage[s];
+      if (st.kind != kPointwise) continue;
+      terms.weights[pointwise] = st.weights, terms.in_c[pointwise] = st.in_c, terms.out_c[pointwise] = st.out_c;
+      terms.zero_point[pointwise] = st.x_zero_point;
+      words += static_cast<size_t>(st.out_c), widest = std::max(widest, st.out_c), ++pointwise;
+    }
+    auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
+    OrtAllocator* allocator = nullptr;
+    int32_t* workspace = nullptr;
+    if (pointwise > 0) {
+      Ort::MemoryInfo device_memory("Cuda", OrtArenaAllocator, device, OrtMemTypeDefault);
+      allocator = ctx.GetAllocator(*static_cast<const OrtMemoryInfo*>(device_memory));
+      if (allocator == nullptr) return Ort::Status(("FCM node '" + node + "' (CUDA): no device allocator").c_str(), ORT_EP_FAIL);
+      workspace = static_cast<int32_t*>(allocator->Alloc(allocator, words * sizeof(int32_t)));
+      if (workspace == nullptr) return Ort::Status(("FCM node '" + node + "' (CUDA): out of device memory").c_str(), ORT_EP_FAIL);
+      int32_t* next = workspace;
+      for (int s = 0, i = 0; s < args.stages; ++s) {
+        if (args.stage[s].kind != kPointwise) continue;
+        terms.terms[i++] = next, args.stage[s].zero_point_terms = next;
+        next += args.stage[s].out_c;
+      }
+      const unsigned blocks = static_cast<unsigned>((widest + kThreads / 32 - 1) / (kThreads / 32));
+      ZeroPointTerms<<<dim3(blocks, static_cast<unsigned>(pointwise)), kThreads, 0, stream>>>(terms);
+    }
     ChainTiles<<<dim3(plan.tiles, static_cast<unsigned>(n)), kThreads, plan.shared_bytes, stream>>>(args);
     const cudaError_t err = cudaGetLastError();
+    if (workspace != nullptr) allocator->Free(allocator, workspace);
     return err == cudaSuccess ? Ort::Status(nullptr) : CudaError(node, err);
   }
 
@@ -589,7 +668,7 @@ struct CudaQConvKernel : QConvKernel {
       Ort::Status status = Bind(ctx, &call);
       if (!status.IsOK() || call.n == 0) return status;
       return launcher->Launch(node, {call.layer}, {requant}, call.x, {call.weights}, {call.bias}, call.n, call.h, call.w,
-                              call.y, false, AddRequantizer{}, static_cast<cudaStream_t>(ctx.GetGPUComputeStream()));
+                              call.y, false, AddRequantizer{}, ctx);
     });
   }
 };
@@ -618,7 +697,7 @@ struct CudaQChainKernel : QChainKernel {
       Ort::Status status = Bind(ctx, &call);
       if (!status.IsOK() || call.n == 0) return status;
       return launcher->Launch(node, call.chain.stages, requants, call.x, call.weights, call.biases, call.n, call.h, call.w,
-                              call.y, call.chain.residual, call.chain.add, static_cast<cudaStream_t>(ctx.GetGPUComputeStream()));
+                              call.y, call.chain.residual, call.chain.add, ctx);
     });
   }
 };
