@@ -195,6 +195,20 @@ __device__ __forceinline__ void Pointwise(const DeviceStage s, const View in, co
   }
 }
 
+// Calls visit(iy, ix, tap) for each kernel tap of output pixel (r, c) that lies inside the input
+// (tap = kh * kw_size + kw); taps on the padding hold the zero point and contribute nothing.
+template <typename Visit>
+__device__ __forceinline__ void ForEachTap(const DeviceStage& s, int r, int c, Visit&& visit) {
+  for (int kh = 0; kh < s.kh; ++kh) {
+    const int iy = r * s.sh - s.pad_top + kh * s.dh;
+    if (iy < 0 || iy >= s.in_h) continue;
+    for (int kw = 0; kw < s.kw; ++kw) {
+      const int ix = c * s.sw - s.pad_left + kw * s.dw;
+      if (ix >= 0 && ix < s.in_w) visit(iy, ix, kh * s.kw + kw);
+    }
+  }
+}
+
 // Depthwise (channel multiplier m): out[p][o] = requant(sum over taps inside the image of
 // (x[tap][o / m] - x_zp) * w[tap][o] + b[o]). A thread per output value, channels fastest; with
 // multiplier 1 and channels in fours, a thread per four channels of a pixel (one 4-byte load per tap).
@@ -208,33 +222,21 @@ __device__ __forceinline__ void Depthwise(const DeviceStage s, const View in, co
     if (quads) {
       const int o = q * 4;
       int32_t acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
-      for (int kh = 0; kh < s.kh; ++kh) {
-        const int iy = r * s.sh - s.pad_top + kh * s.dh;
-        if (iy < 0 || iy >= s.in_h) continue;  // padding holds the zero point: contributes nothing
-        for (int kw = 0; kw < s.kw; ++kw) {
-          const int ix = c * s.sw - s.pad_left + kw * s.dw;
-          if (ix < 0 || ix >= s.in_w) continue;
-          const char4 x = *reinterpret_cast<const char4*>(in.Pixel(iy, ix) + o);
-          const char4 w = __ldg(reinterpret_cast<const char4*>(s.weights + (kh * s.kw + kw) * channels + o));
-          acc0 += (x.x - s.x_zero_point) * w.x, acc1 += (x.y - s.x_zero_point) * w.y;
-          acc2 += (x.z - s.x_zero_point) * w.z, acc3 += (x.w - s.x_zero_point) * w.w;
-        }
-      }
+      ForEachTap(s, r, c, [&](int iy, int ix, int tap) {
+        const char4 x = *reinterpret_cast<const char4*>(in.Pixel(iy, ix) + o);
+        const char4 w = __ldg(reinterpret_cast<const char4*>(s.weights + tap * channels + o));
+        acc0 += (x.x - s.x_zero_point) * w.x, acc1 += (x.y - s.x_zero_point) * w.y;
+        acc2 += (x.z - s.x_zero_point) * w.z, acc3 += (x.w - s.x_zero_point) * w.w;
+      });
       Finish(s, sink, r, c, o, acc0), Finish(s, sink, r, c, o + 1, acc1);
       Finish(s, sink, r, c, o + 2, acc2), Finish(s, sink, r, c, o + 3, acc3);
       continue;
     }
     const int ic = q / s.multiplier;
     int32_t acc = 0;
-    for (int kh = 0; kh < s.kh; ++kh) {
-      const int iy = r * s.sh - s.pad_top + kh * s.dh;
-      if (iy < 0 || iy >= s.in_h) continue;
-      for (int kw = 0; kw < s.kw; ++kw) {
-        const int ix = c * s.sw - s.pad_left + kw * s.dw;
-        if (ix < 0 || ix >= s.in_w) continue;
-        acc += (static_cast<int32_t>(in.Pixel(iy, ix)[ic]) - s.x_zero_point) * __ldg(s.weights + (kh * s.kw + kw) * channels + q);
-      }
-    }
+    ForEachTap(s, r, c, [&](int iy, int ix, int tap) {
+      acc += (static_cast<int32_t>(in.Pixel(iy, ix)[ic]) - s.x_zero_point) * __ldg(s.weights + tap * channels + q);
+    });
     Finish(s, sink, r, c, q, acc);
   }
 }
@@ -253,21 +255,15 @@ __device__ __forceinline__ void Standard(const DeviceStage s, const View in, con
 #pragma unroll
     for (int j = 0; j < kFiltersPerThread; ++j) w[j] = s.weights + static_cast<int64_t>(min(f0 + j, filters - 1)) * patch;
     int32_t acc[kFiltersPerThread] = {};
-    for (int kh = 0; kh < s.kh; ++kh) {
-      const int iy = r * s.sh - s.pad_top + kh * s.dh;
-      if (iy < 0 || iy >= s.in_h) continue;
-      for (int kw = 0; kw < s.kw; ++kw) {
-        const int ix = c * s.sw - s.pad_left + kw * s.dw;
-        if (ix < 0 || ix >= s.in_w) continue;
-        const int8_t* px = in.Pixel(iy, ix);
-        const int tap = (kh * s.kw + kw) * s.in_c;
-        for (int ch = 0; ch < s.in_c; ++ch) {
-          const int32_t x = static_cast<int32_t>(px[ch]) - s.x_zero_point;
+    ForEachTap(s, r, c, [&](int iy, int ix, int tap) {
+      const int8_t* px = in.Pixel(iy, ix);
+      const int at = tap * s.in_c;
+      for (int ch = 0; ch < s.in_c; ++ch) {
+        const int32_t x = static_cast<int32_t>(px[ch]) - s.x_zero_point;
 #pragma unroll
-          for (int j = 0; j < kFiltersPerThread; ++j) acc[j] += x * __ldg(w[j] + tap + ch);
-        }
+        for (int j = 0; j < kFiltersPerThread; ++j) acc[j] += x * __ldg(w[j] + at + ch);
       }
-    }
+    });
     if (p >= pixels) continue;
 #pragma unroll
     for (int j = 0; j < kFiltersPerThread; ++j) {
