@@ -107,15 +107,16 @@ OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
     if (!plan.error.empty())
       return Ort::Status(("FCM CUDA (" + spec.node_name + "): " + plan.error).c_str(), ORT_NOT_IMPLEMENTED).release();
 
-    // split shares go through a workspace from ONNX Runtime's allocator: its blocks are reused in
-    // the order of the stream every kernel of the session runs on
+    // split shares go through a workspace from ONNX Runtime's allocator
     OrtAllocator* allocator = nullptr;
     void* workspace = nullptr;
     if (plan.workspace_bytes > 0) {
       Ort::MemoryInfo device_memory("Cuda", OrtArenaAllocator, device, OrtMemTypeDefault);
       allocator = ctx.GetAllocator(*static_cast<const OrtMemoryInfo*>(device_memory));
       if (allocator == nullptr) return Ort::Status("FCM CUDA: no device allocator", ORT_EP_FAIL).release();
-      workspace = allocator->Alloc(allocator, plan.workspace_bytes);
+      // tied to this call's stream: the arena hands it to another stream (another thread's run) only
+      // once this one has moved past it
+      Ort::ThrowOnError(Ort::GetApi().KernelContext_GetScratchBuffer(context, device_memory, plan.workspace_bytes, &workspace));
       if (workspace == nullptr) return Ort::Status("FCM CUDA: out of device memory", ORT_EP_FAIL).release();
     }
     const cudaError_t err = LaunchChain(p, plan, workspace, stream);

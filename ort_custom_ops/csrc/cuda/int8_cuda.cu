@@ -5,12 +5,13 @@
 // block computes a tile of the last stage's output for one image, each earlier stage's output only
 // over the region the next stage reads, kept in shared memory as int8 (as TFLite stores it between
 // layers), so an expanded tensor never goes to device memory. A stage is one of three loops over its
-// output region (pointwise: dp4a dot products over 16/8/4-byte channel runs; depthwise; a standard
+// output region (pointwise: int8 tensor-core products, mma.sync m16n8k32; depthwise; a standard
 // convolution), each ending in the same epilogue: bias, requantization, activation table, and the
 // store (to shared memory, to the output, or through the residual ADD).
 //
 // Per-channel requantization factors and tables go to device memory once, when ONNX Runtime creates
-// the kernel (with the allocator it gives the kernel); compute allocates nothing.
+// the kernel (with the allocator it gives the kernel); per call, only the pointwise stages'
+// zero-point terms take a workspace, from ONNX Runtime's allocator.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -31,7 +32,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kMaxStages = 3;
-constexpr int kFiltersPerThread = 8;  // pointwise: accumulators per thread, one pixel each
+constexpr int kFiltersPerThread = 8;  // standard convolution: accumulators per thread, one pixel each
 
 // ---- device-side parameters ----------------------------------------------------------------------
 
@@ -62,7 +63,7 @@ struct DeviceStage {
   int in_c, out_c, multiplier, kh, kw, sh, sw, dh, dw, pad_top, pad_left;
   int in_h, in_w, out_h, out_w;
   int x_zero_point;
-  int vector_bytes;         // pointwise: channel run per load (16, 8, 4 or 1)
+  bool packed;              // pointwise: input channels in aligned fours, loaded as 32-bit words
   int buffer_offset;        // shared bytes where this stage's output region is kept (not the last stage)
   int buffer_stride;        // bytes per pixel there
   const int32_t* zero_point_terms;  // pointwise: x_zero_point * sum_k w[f][k] per filter (device memory)
@@ -113,84 +114,76 @@ struct Region {
 
 // ---- the stages ------------------------------------------------------------------------------------
 
-template <int kBytes>
-struct Run;  // kBytes int8 values, loaded at once
-template <>
-struct Run<16> {
-  int4 v;
-  __device__ __forceinline__ void Load(const int8_t* p) { v = *reinterpret_cast<const int4*>(p); }
-  __device__ __forceinline__ void LoadConst(const int8_t* p) { v = __ldg(reinterpret_cast<const int4*>(p)); }
-  __device__ __forceinline__ int Dot(const Run& o, int acc) const {
-    return __dp4a(v.w, o.v.w, __dp4a(v.z, o.v.z, __dp4a(v.y, o.v.y, __dp4a(v.x, o.v.x, acc))));
+// Four int8 values p[k..k+3] as one 32-bit word, zeros from `limit` on: one load when channels come
+// in aligned fours (kPacked), else byte by byte.
+template <bool kPacked>
+__device__ __forceinline__ uint32_t Word(const int8_t* p, int k, int limit) {
+  if (kPacked) return k < limit ? *reinterpret_cast<const uint32_t*>(p + k) : 0u;
+  uint32_t word = 0;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if (k + i < limit) word |= static_cast<uint32_t>(static_cast<uint8_t>(p[k + i])) << (8 * i);
   }
-};
-template <>
-struct Run<8> {
-  int2 v;
-  __device__ __forceinline__ void Load(const int8_t* p) { v = *reinterpret_cast<const int2*>(p); }
-  __device__ __forceinline__ void LoadConst(const int8_t* p) { v = __ldg(reinterpret_cast<const int2*>(p)); }
-  __device__ __forceinline__ int Dot(const Run& o, int acc) const { return __dp4a(v.y, o.v.y, __dp4a(v.x, o.v.x, acc)); }
-};
-template <>
-struct Run<4> {
-  int v;
-  __device__ __forceinline__ void Load(const int8_t* p) { v = *reinterpret_cast<const int*>(p); }
-  __device__ __forceinline__ void LoadConst(const int8_t* p) { v = __ldg(reinterpret_cast<const int*>(p)); }
-  __device__ __forceinline__ int Dot(const Run& o, int acc) const { return __dp4a(v, o.v, acc); }
-};
-template <>
-struct Run<1> {
-  int v;
-  __device__ __forceinline__ void Load(const int8_t* p) { v = *p; }
-  __device__ __forceinline__ void LoadConst(const int8_t* p) { v = __ldg(p); }
-  __device__ __forceinline__ int Dot(const Run& o, int acc) const { return acc + v * o.v; }
-};
+  return word;
+}
+
+// c += a (16 x 32, row-major) * b (32 x 8, column-major) on int8 tensor cores, int32 accumulators.
+// Fragments (lane = 4 * group + quad): a0/a1 rows group/group + 8 at k = 4 * quad .. + 3, a2/a3 the
+// same rows at k + 16; b0/b1 column group at k = 4 * quad and + 16; c0/c1 row group, columns
+// 2 * quad and + 1, c2/c3 row group + 8.
+__device__ __forceinline__ void MmaS8(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                      uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
 
 // The epilogue of every stage: bias, requantization (and activation table), the store.
 __device__ __forceinline__ void Finish(const DeviceStage& s, const Sink& sink, int r, int c, int ch, int32_t acc) {
   sink.Store(r, c, ch, s.requant(WithBias(acc, s.bias != nullptr ? s.bias[ch] : 0), ch));
 }
 
-// Pointwise: out[p][f] = requant(sum_k x[p][k] * w[f][k] - x_zp * sum_k w[f][k] + b[f]). A warp task
-// is `lanes_p` pixels (a power of two up to 32, fewer when the region is small) times 32 / lanes_p
-// runs of kFiltersPerThread filters; a thread accumulates one pixel against its run of filters.
-template <int kBytes>
+// Pointwise: out[p][f] = requant(sum_k x[p][k] * w[f][k] - x_zp * sum_k w[f][k] + b[f]), the sums
+// on int8 tensor cores: a warp task is 16 pixels (the rows of A) times 32 filters (four n8 tiles of
+// B, straight from the weights [F, C], which are B column-major), k in steps of 32.
+template <bool kPacked>
 __device__ __forceinline__ void Pointwise(const DeviceStage s, const View in, const Region out, const Sink sink) {
+  constexpr int kTiles = 4;
   const int pixels = out.Pixels(), cols = out.Cols(), k_total = s.in_c, filters = s.out_c;
-  int lanes_p = 1;
-  while (lanes_p < pixels && lanes_p < 32) lanes_p *= 2;
-  const int task_filters = (32 / lanes_p) * kFiltersPerThread;
-  const int pixel_groups = (pixels + lanes_p - 1) / lanes_p, filter_groups = (filters + task_filters - 1) / task_filters;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int pixel_groups = (pixels + 15) / 16, filter_groups = (filters + 8 * kTiles - 1) / (8 * kTiles);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, group = lane / 4, quad = lane % 4;
   for (int task = warp; task < pixel_groups * filter_groups; task += kThreads / 32) {
-    const int p = (task % pixel_groups) * lanes_p + lane % lanes_p;
-    const int f0 = (task / pixel_groups) * task_filters + (lane / lanes_p) * kFiltersPerThread;
-    const int pc = p < pixels ? p : pixels - 1;  // spare lanes compute a real pixel and store nothing
-    const int r = out.r0 + pc / cols, c = out.c0 + pc % cols;
-    const int8_t* x = in.Pixel(r, c);
-    // rows past the last filter read the last filter's (nothing is stored for them)
-    const int8_t* w = s.weights + static_cast<int64_t>(min(f0, filters - 1)) * k_total;
-    int row[kFiltersPerThread];
+    const int p0 = (task % pixel_groups) * 16, f0 = (task / pixel_groups) * 8 * kTiles;
+    const int pa = p0 + group, pb = pa + 8;  // this lane's two rows
+    // rows past the region repeat its last pixel, filters past the last its weights: never stored
+    const int qa = min(pa, pixels - 1), qb = min(pb, pixels - 1);
+    const int8_t* xa = in.Pixel(out.r0 + qa / cols, out.c0 + qa % cols);
+    const int8_t* xb = in.Pixel(out.r0 + qb / cols, out.c0 + qb % cols);
+    const int8_t* w[kTiles];
 #pragma unroll
-    for (int j = 0; j < kFiltersPerThread; ++j) row[j] = max(min(f0 + j, filters - 1) - f0, 0) * k_total;
-    int acc[kFiltersPerThread] = {};
-    for (int k = 0; k < k_total; k += kBytes) {
-      Run<kBytes> xv;
-      xv.Load(x + k);
+    for (int t = 0; t < kTiles; ++t) w[t] = s.weights + static_cast<int64_t>(min(f0 + 8 * t + group, filters - 1)) * k_total;
+    int acc[kTiles][4] = {};
+    for (int k0 = 0; k0 < k_total; k0 += 32) {
+      const int ka = k0 + 4 * quad, kb = ka + 16;
+      const uint32_t a0 = Word<kPacked>(xa, ka, k_total), a1 = Word<kPacked>(xb, ka, k_total);
+      const uint32_t a2 = Word<kPacked>(xa, kb, k_total), a3 = Word<kPacked>(xb, kb, k_total);
 #pragma unroll
-      for (int j = 0; j < kFiltersPerThread; ++j) {
-        Run<kBytes> wv;
-        wv.LoadConst(w + row[j] + k);
-        acc[j] = xv.Dot(wv, acc[j]);
-      }
+      for (int t = 0; t < kTiles; ++t) MmaS8(acc[t], a0, a1, a2, a3, Word<kPacked>(w[t], ka, k_total), Word<kPacked>(w[t], kb, k_total));
     }
-    if (p >= pixels) continue;
 #pragma unroll
-    for (int j = 0; j < kFiltersPerThread; ++j) {
-      const int f = f0 + j;
-      if (f >= filters) break;
-      // exact in int32 (wrapping arithmetic cancels): |sum (x - zp) * w| < 2^31 for in_c <= 65536
-      Finish(s, sink, r, c, f, acc[j] - s.zero_point_terms[f]);
+    for (int half = 0; half < 2; ++half) {
+      const int p = half == 0 ? pa : pb;
+      if (p >= pixels) continue;
+      const int r = out.r0 + p / cols, c = out.c0 + p % cols;
+#pragma unroll
+      for (int t = 0; t < kTiles; ++t) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const int f = f0 + 8 * t + 2 * quad + j;
+          // exact in int32 (wrapping arithmetic cancels): |sum (x - zp) * w| < 2^31 for in_c <= 65536
+          if (f < filters) Finish(s, sink, r, c, f, acc[t][2 * half + j] - s.zero_point_terms[f]);
+        }
+      }
     }
   }
 }
@@ -241,8 +234,8 @@ __device__ __forceinline__ void Depthwise(const DeviceStage s, const View in, co
   }
 }
 
-// A standard convolution, weights [F, KH, KW, C]: as the pointwise stage, a lane per pixel and
-// kFiltersPerThread filters per thread, whose weights every lane of the warp reads alike.
+// A standard convolution, weights [F, KH, KW, C]: a lane per pixel and kFiltersPerThread filters
+// per thread, whose weights every lane of the warp reads alike.
 __device__ __forceinline__ void Standard(const DeviceStage s, const View in, const Region out, const Sink sink) {
   const int pixels = out.Pixels(), cols = out.Cols(), filters = s.out_c, patch = s.kh * s.kw * s.in_c;
   const int pixel_groups = (pixels + 31) / 32, filter_groups = (filters + kFiltersPerThread - 1) / kFiltersPerThread;
@@ -317,11 +310,10 @@ __global__ void __launch_bounds__(kThreads) ChainTiles(const __grid_constant__ C
     }
     switch (st.kind) {
       case kPointwise:
-        switch (st.vector_bytes) {
-          case 16: Pointwise<16>(st, in, out, sink); break;
-          case 8: Pointwise<8>(st, in, out, sink); break;
-          case 4: Pointwise<4>(st, in, out, sink); break;
-          default: Pointwise<1>(st, in, out, sink); break;
+        if (st.packed) {
+          Pointwise<true>(st, in, out, sink);
+        } else {
+          Pointwise<false>(st, in, out, sink);
         }
         break;
       case kDepthwise: Depthwise(st, in, out, sink); break;
@@ -450,10 +442,6 @@ struct TilePlan {
   std::string error;
 };
 
-int ChannelRunBytes(int channels) {
-  return channels % 16 == 0 ? 16 : channels % 8 == 0 ? 8 : channels % 4 == 0 ? 4 : 1;
-}
-
 // Shared bytes per pixel of a stage's output kept on chip: a multiple of 16 (aligned runs) that is
 // an odd number of 16-byte units (lanes reading 16 bytes of consecutive pixels hit distinct banks).
 int BufferStride(int channels) {
@@ -530,7 +518,7 @@ DeviceStage MakeStage(const ConvLayer& layer, const Shape& in, const int8_t* wei
   s.pad_top = static_cast<int>(g.pads[0]), s.pad_left = static_cast<int>(g.pads[1]);
   s.in_h = in.h, s.in_w = in.w, s.out_h = static_cast<int>(g.OutHeight(in.h)), s.out_w = static_cast<int>(g.OutWidth(in.w));
   s.x_zero_point = layer.x_zero_point;
-  s.vector_bytes = ChannelRunBytes(s.in_c);
+  s.packed = s.in_c % 4 == 0;
   s.buffer_offset = plan.buffer_offset[index], s.buffer_stride = plan.buffer_stride[index];
   s.weights = weights, s.bias = bias, s.requant = requant;
   return s;
@@ -592,15 +580,14 @@ class ChainLauncher {
     for (size_t s = 0; s < stages.size(); ++s) {
       args.stage[s] = MakeStage(stages[s], shapes[s], weights[s], biases[s], requants[s], plan, s);
       DeviceStage& st = args.stage[s];
-      // runs of the input as loaded: from device memory they need aligned tensors
-      if (st.kind == kPointwise && (!Aligned(weights[s], st.vector_bytes) || (s == 0 && !Aligned(x, st.vector_bytes))))
-        st.vector_bytes = 1;
+      // words loaded from device memory need aligned tensors (shared buffers always are)
+      if (st.kind == kPointwise && (!Aligned(weights[s], 4) || (s == 0 && !Aligned(x, 4)))) st.packed = false;
     }
     args.x = x, args.y = y, args.residual = residual, args.add = add;
     args.tile_h = plan.tile_h, args.tile_w = plan.tile_w, args.tiles_x = plan.tiles_x;
 
     // the pointwise stages' zero-point terms, computed from this call's weights into a workspace from
-    // ONNX Runtime's allocator (its blocks are reused in the order of the stream)
+    // ONNX Runtime's allocator
     ZeroPointTermsArgs terms{};
     int pointwise = 0, widest = 0;
     size_t words = 0;
@@ -618,7 +605,11 @@ class ChainLauncher {
       Ort::MemoryInfo device_memory("Cuda", OrtArenaAllocator, device, OrtMemTypeDefault);
       allocator = ctx.GetAllocator(*static_cast<const OrtMemoryInfo*>(device_memory));
       if (allocator == nullptr) return Ort::Status(("FCM node '" + node + "' (CUDA): no device allocator").c_str(), ORT_EP_FAIL);
-      workspace = static_cast<int32_t*>(allocator->Alloc(allocator, words * sizeof(int32_t)));
+      // a scratch buffer is tied to this call's stream: the arena hands it to another stream (another
+      // thread's run) only once this one has moved past it
+      void* scratch = nullptr;
+      Ort::ThrowOnError(Ort::GetApi().KernelContext_GetScratchBuffer(ctx.GetOrtKernelContext(), device_memory, words * sizeof(int32_t), &scratch));
+      workspace = static_cast<int32_t*>(scratch);
       if (workspace == nullptr) return Ort::Status(("FCM node '" + node + "' (CUDA): out of device memory").c_str(), ORT_EP_FAIL);
       int32_t* next = workspace;
       for (int s = 0, i = 0; s < args.stages; ++s) {
