@@ -207,7 +207,8 @@ __device__ __forceinline__ void ForEachTap(const DeviceStage& s, int r, int c, V
 // multiplier 1 and channels in fours, a thread per four channels of a pixel (one 4-byte load per tap).
 __device__ __forceinline__ void Depthwise(const DeviceStage s, const View in, const Region out, const Sink sink) {
   const int channels = s.out_c, cols = out.Cols();
-  const bool quads = s.multiplier == 1 && channels % 4 == 0 && in.stride % 4 == 0;
+  const bool quads = s.multiplier == 1 && channels % 4 == 0 && in.stride % 4 == 0 &&
+                     (reinterpret_cast<uintptr_t>(in.data) | reinterpret_cast<uintptr_t>(s.weights)) % 4 == 0;
   const int per_pixel = quads ? channels / 4 : channels, total = out.Pixels() * per_pixel;
   for (int i = threadIdx.x; i < total; i += kThreads) {
     const int p = i / per_pixel, q = i - p * per_pixel;
