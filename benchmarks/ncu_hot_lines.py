@@ -4,18 +4,15 @@
         python3 benchmarks/run_model_once.py MODEL.onnx 32
     python3 benchmarks/ncu_hot_lines.py /tmp/r.ncu-rep [TOP]
 
-Prints the report's throughput, occupancy and warp-state figures (`--page details`), then the TOP
-(default 25) SASS instructions with the most warp-stall samples and their share of all samples
-(`--page source`), each with the source line it came from when the report has it.
+Prints the TOP (default 25) SASS instructions with the most warp-stall samples and their share of
+all samples (`--page source`). For the throughput, occupancy and warp-state figures:
+`ncu -i REPORT --page details`.
 """
 
 import csv
 import io
 import subprocess
 import sys
-
-SECTIONS = ("GPU Speed Of Light Throughput", "Occupancy", "Warp State Statistics", "Launch Statistics",
-            "Compute Workload Analysis", "Memory Workload Analysis")
 
 
 def ncu_csv(report: str, *args: str) -> list[list[str]]:
@@ -25,12 +22,6 @@ def ncu_csv(report: str, *args: str) -> list[list[str]]:
 
 def main() -> None:
     report, top = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 25
-    rows = ncu_csv(report, "--page", "details")
-    header = rows[0]
-    section, name, unit, value = (header.index(c) for c in ("Section Name", "Metric Name", "Metric Unit", "Metric Value"))
-    for row in rows[1:]:
-        if len(row) == len(header) and row[section] in SECTIONS:
-            print(f"{row[section][:24]:24s} {row[name][:48]:48s} {row[value]:>14s} {row[unit]}")
     rows = ncu_csv(report, "--page", "source", "--print-source", "sass")
     header = next(r for r in rows if any("Warp Stall Sampling (All" in c for c in r))
     start = rows.index(header) + 1
@@ -38,7 +29,7 @@ def main() -> None:
     source = header.index("Source")
     lines = [r for r in rows[start:] if len(r) == len(header) and r[samples].replace(",", "").isdigit()]
     total = sum(int(r[samples].replace(",", "")) for r in lines) or 1
-    print(f"\nwarp-stall samples: {total}")
+    print(f"warp-stall samples: {total}")
     for r in sorted(lines, key=lambda r: -int(r[samples].replace(",", "")))[:top]:
         count = int(r[samples].replace(",", ""))
         print(f"{100 * count / total:5.1f}%  {r[source].strip()[:110]}")
