@@ -233,6 +233,16 @@ def stage_shapes(dag: Dag, candidate: groups.Candidate) -> list[costs.StageShape
     return shapes
 
 
+def make_device(dag: Dag, gpu: GpuSpec, batch: int, dtype: str, constants: costs.CostConstants) -> costs.Device:
+    """The GPU with ``constants`` applied, for this DAG: its weights count as L2-resident when they
+    fit there beside the two largest feature maps."""
+    weight_bytes = sum(math.prod(l.weights_shape) for l in dag if l.weights_shape) * costs.DTYPE_BYTES[dtype]
+    largest_fm = max((_elements(l.ofms_shape) for l in dag), default=0) * costs.DTYPE_BYTES[dtype] * batch
+    device = costs.Device(gpu, constants, dtype, batch)
+    device.weights_resident = device.resident(weight_bytes + 2 * largest_fm)
+    return device
+
+
 def make_plan(dag: Dag, gpu: GpuSpec, batch: int = 1, dtype: str = "fp32",
               constants: costs.CostConstants | None = None, dag_path: str | None = None) -> Plan:
     if batch < 1:
@@ -240,11 +250,7 @@ def make_plan(dag: Dag, gpu: GpuSpec, batch: int = 1, dtype: str = "fp32",
     if dtype not in DTYPES:
         raise FcmError(f"unknown dtype '{dtype}' (one of {', '.join(DTYPES)})")
     _require_shapes(dag)
-    constants = constants or costs.CostConstants()
-    weight_bytes = sum(math.prod(l.weights_shape) for l in dag if l.weights_shape) * costs.DTYPE_BYTES[dtype]
-    largest_fm = max((_elements(l.ofms_shape) for l in dag), default=0) * costs.DTYPE_BYTES[dtype] * batch
-    device = costs.Device(gpu, constants, dtype, batch)
-    device.weights_resident = device.resident(weight_bytes + 2 * largest_fm)
+    device = make_device(dag, gpu, batch, dtype, constants or costs.CostConstants())
 
     graph, stages = groups.build_stages(dag)
     entry_costs = {layer.id: entry_cost(device, dag, graph, layer) for layer in dag}
@@ -282,7 +288,7 @@ def make_plan(dag: Dag, gpu: GpuSpec, batch: int = 1, dtype: str = "fp32",
     by_chain: dict[tuple, list] = {}
     for chain, start, group in all_candidates:
         by_chain.setdefault(tuple(chain), []).append((start, group))
-    return Plan(dag, gpu, batch, dtype, constants, chosen, reasons, entry_costs, dag_path,
+    return Plan(dag, gpu, batch, dtype, device.constants, chosen, reasons, entry_costs, dag_path,
                 candidates=[(list(c), found) for c, found in by_chain.items()])
 
 
