@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 import pytest
@@ -56,3 +57,28 @@ def run_poisoned(session, feeds: dict[str, np.ndarray], output_shape) -> np.ndar
     result = out.numpy()
     assert not np.isnan(result).any(), f"{int(np.isnan(result).sum())} output elements were never written"
     return result
+
+
+def run_in_threads(session, feed: str, inputs: list[np.ndarray], matches, threads: int = 4,
+                   repeats: int = 5) -> list[str]:
+    """Runs ``session`` on ``inputs`` from ``threads`` threads at once (each thread a share of the
+    inputs, ``repeats`` times) and returns what went wrong: inputs whose output ``matches(i, got)``
+    rejects, and any exception a thread raised."""
+    errors: list[str] = []
+
+    def worker(indices):
+        try:
+            for _ in range(repeats):
+                for i in indices:
+                    (got,) = session.run(None, {feed: inputs[i]})
+                    if not matches(i, got):
+                        errors.append(f"input {i}: wrong output")
+        except Exception as exc:  # reported by the caller
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    workers = [threading.Thread(target=worker, args=(list(range(t, len(inputs), threads)),)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return errors

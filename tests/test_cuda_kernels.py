@@ -10,14 +10,13 @@ before each run. TF32 (the default) within 5e-3 of the largest output, exact FP3
 from __future__ import annotations
 
 import os
-import threading
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
 from fcm_numpy import run_spec
-from gpu_support import cuda_providers, require_cuda, run_poisoned
+from gpu_support import cuda_providers, require_cuda, run_in_threads, run_poisoned
 from ort_custom_ops.library import make_session
 from ort_custom_ops.standalone import fused_model
 from test_cpu_kernels import random_feeds, random_spec
@@ -163,21 +162,9 @@ def test_four_threads_share_one_session(rng):
     cpu = make_session(model)
     inputs = [rng.normal(size=(int(rng.integers(1, 6)), 32, 20, 20)).astype(np.float32) for _ in range(8)]
     expected = [cpu.run(None, {"X": x})[0] for x in inputs]
-    errors: list[str] = []
-
-    def worker(indices):
-        for _ in range(5):
-            for i in indices:
-                (got,) = session.run(None, {"X": inputs[i]})
-                if np.abs(got - expected[i]).max() > TF32_BOUND * max(1, np.abs(expected[i]).max()):
-                    errors.append(f"input {i} wrong")
-
-    threads = [threading.Thread(target=worker, args=([i, i + 4],)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    errors = run_in_threads(session, "X", inputs, lambda i, got: np.abs(got - expected[i]).max()
+                            <= TF32_BOUND * max(1, np.abs(expected[i]).max()))
+    assert not errors, errors[:5]
 
 
 def test_cuda_graph_capture_and_replay(rng):

@@ -21,14 +21,13 @@ benchmarks/run_gpu.sh runs under compute-sanitizer.
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from extractor.integer import FIXED_POINT, FP32, accumulate, activation_range, logistic_table, requantize
-from gpu_support import cuda_providers, require_cuda
+from gpu_support import cuda_providers, require_cuda, run_in_threads
 from ort_custom_ops.int8_ops import (KIND_STAGES, Chain, ChainStage, Quant, Requant, add_node, conv_node, make_model,
                                      mean_node)
 from test_int8_ops import random_int8, random_quant, swish_table
@@ -433,21 +432,5 @@ def test_four_threads_share_one_session(rng):
     cpu = cpu_session(model)
     inputs = [random_int8(rng, (int(rng.integers(1, 6)), 14, 14, 24)) for _ in range(8)]
     expected = [cpu.run(None, {"x": x})[0] for x in inputs]
-    errors: list[str] = []
-
-    def worker(indices):
-        try:
-            for _ in range(5):
-                for i in indices:
-                    (got,) = session.run(None, {"x": inputs[i]})
-                    if not np.array_equal(got, expected[i]):
-                        errors.append(f"input {i}: {int(np.count_nonzero(got != expected[i]))} values differ")
-        except Exception as exc:  # reported in the main thread
-            errors.append(f"{type(exc).__name__}: {exc}")
-
-    threads = [threading.Thread(target=worker, args=([i, i + 4],)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(session, "x", inputs, lambda i, got: np.array_equal(got, expected[i]))
     assert not errors, errors[:5]

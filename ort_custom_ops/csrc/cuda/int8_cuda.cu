@@ -435,6 +435,20 @@ class RequantUpload {
   std::vector<Entry> entries_;
 };
 
+// Copies the requantization arrays of `layers` to `block` (one upload) and fills `requants` with
+// their device views, in the layers' order.
+Ort::Status UploadRequants(const Ort::ConstKernelInfo& info, const std::vector<ConvLayer>& layers, const std::string& node,
+                           DeviceBlock* block, std::vector<DeviceRequant>* requants) {
+  RequantUpload upload;
+  std::vector<size_t> index;
+  for (const ConvLayer& layer : layers) index.push_back(upload.Add(layer.requantize));
+  Ort::Status status = block->Upload(info, upload.bytes(), node);
+  if (!status.IsOK()) return status;
+  requants->clear();
+  for (size_t s = 0; s < layers.size(); ++s) requants->push_back(upload.Resolve(index[s], layers[s].requantize, block->data()));
+  return Ort::Status(nullptr);
+}
+
 // The division of one call into tiles, per input shape.
 struct TilePlan {
   int tile_h = 0, tile_w = 0, tiles_x = 0, tiles = 0;
@@ -636,17 +650,12 @@ class ChainLauncher {
 
 struct CudaQConvKernel : QConvKernel {
   DeviceBlock block;
-  RequantUpload upload;
-  DeviceRequant requant{};
+  std::vector<DeviceRequant> requants;
   std::unique_ptr<ChainLauncher> launcher = std::make_unique<ChainLauncher>();
 
   Ort::Status Init(const Ort::ConstKernelInfo& info, const std::string& op_name, size_t stages) {
     Ort::Status status = QConvKernel::Init(info, op_name, stages);
-    if (!status.IsOK()) return status;
-    const size_t index = upload.Add(layer.requantize);
-    status = block.Upload(info, upload.bytes(), node);
-    if (status.IsOK()) requant = upload.Resolve(index, layer.requantize, block.data());
-    return status;
+    return status.IsOK() ? UploadRequants(info, {layer}, node, &block, &requants) : std::move(status);
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
@@ -655,7 +664,7 @@ struct CudaQConvKernel : QConvKernel {
       ConvCall call;
       Ort::Status status = Bind(ctx, &call);
       if (!status.IsOK() || call.n == 0) return status;
-      return launcher->Launch(node, {call.layer}, {requant}, call.x, {call.weights}, {call.bias}, call.n, call.h, call.w,
+      return launcher->Launch(node, {call.layer}, requants, call.x, {call.weights}, {call.bias}, call.n, call.h, call.w,
                               call.y, false, AddRequantizer{}, ctx);
     });
   }
@@ -668,14 +677,7 @@ struct CudaQChainKernel : QChainKernel {
 
   Ort::Status Init(const Ort::ConstKernelInfo& info, const std::string& op_name, size_t stages) {
     Ort::Status status = QChainKernel::Init(info, op_name, stages);
-    if (!status.IsOK()) return status;
-    RequantUpload upload;
-    std::vector<size_t> index;
-    for (const ConvLayer& st : chain.stages) index.push_back(upload.Add(st.requantize));
-    status = block.Upload(info, upload.bytes(), node);
-    if (!status.IsOK()) return status;
-    for (size_t s = 0; s < chain.stages.size(); ++s) requants.push_back(upload.Resolve(index[s], chain.stages[s].requantize, block.data()));
-    return Ort::Status(nullptr);
+    return status.IsOK() ? UploadRequants(info, chain.stages, node, &block, &requants) : std::move(status);
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
