@@ -273,11 +273,14 @@ def cmd_tune(args: argparse.Namespace, report: _Reporter) -> int:
         raise FcmError("--margin must be positive")
     output = Path(args.output) if args.output else model.with_name(model.name.removesuffix(".onnx") + ".tuned.onnx")
     names = [n for n in args.unfuse.split(",") if n] if args.unfuse is not None else None
+    if args.apply and names is not None:
+        raise FcmError("give --unfuse or --apply, not both")
     result = tune.tune(model, output, batches, args.runs, args.warmup, args.margin, names, report.progress,
-                       verify=not args.no_verify)
+                       verify=not args.no_verify, plans=not args.no_plans,
+                       apply_report=Path(args.apply) if args.apply else None)
     for name, group in result["groups"].items():
-        times = ", ".join(f"batch {b}: {t['fused_ms']:.4f} vs {t['unfused_ms']:.4f} ms" if "fused_ms" in t else f"batch {b}: {t['error']}"
-                          for b, t in group["batches"].items())
+        times = ", ".join(f"batch {b}: {t['fused_ms']:.4f} vs {t['unfused_ms']:.4f} ms" + (f" (plan {t['plan']})" if t.get("plan") else "")
+                          if "fused_ms" in t else f"batch {b}: {t['error']}" for b, t in group["batches"].items())
         print(f"{name:24s} {'fused  ' if group['keep_fused'] else 'unfused'} {times}")
     for step in result.get("whole_model", []):
         ratios = ", ".join(f"batch {b}: {v:.3f}x" for b, v in step["speedup"].items())
@@ -431,8 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(ONNX Runtime's CUDA provider, the micro-benchmark of fcm bench) at each batch size, and write a model in "
         "which the groups that are not faster at all of them run unfused again, plus a JSON report of the times "
         "and decisions. Then the whole tuned model is timed against the whole unfused one, and kept groups are "
-        "unfused, the one with the smallest lead first, until it is not slower at any batch size. With --unfuse, "
-        "apply a given decision without measuring.",
+        "unfused, the one with the smallest lead first, until it is not slower at any batch size. Each group is "
+        "also timed under a grid of CUDA launch plans (tile, output-channel tile, split); a kept group carries the "
+        "plans that beat the kernels' own in its cuda_plans attribute, used at those batch sizes. With --unfuse, "
+        "apply a given decision without measuring; with --apply, an earlier tune's report.",
     )
     tune.add_argument("model", help="a fused .onnx file (from fcm convert)")
     tune.add_argument("--batch", default="1,32", help="batch sizes a group must be faster at, comma-separated (default: 1,32)")
@@ -443,7 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--no-verify", action="store_true",
                       help="skip the whole-model check (by default, while the tuned model is slower than the unfused "
                       "one at some batch size, the kept group with the smallest lead is unfused and the model measured again)")
+    tune.add_argument("--no-plans", action="store_true",
+                      help="time each group with the kernels' own launch plan only (no plan search, no cuda_plans attribute)")
     tune.add_argument("--unfuse", metavar="NODES", help="comma-separated fused node names to unfuse, without measuring")
+    tune.add_argument("--apply", metavar="REPORT",
+                      help="apply an earlier tune of this model (its .tune.json: unfused groups and launch plans), without measuring")
     tune.add_argument("-o", "--output", metavar="ONNX", help="where to write (default: <stem>.tuned.onnx beside the model)")
     tune.set_defaults(func=cmd_tune)
     return parser

@@ -13,26 +13,147 @@ against the whole unfused model (each in its best configuration, as ``fcm bench`
 can win alone and still lose in the model (with ``prefer_nhwc`` ONNX Runtime puts layout
 transposes around every op it cannot run in NHWC, ours included). While the tuned model is
 slower at some batch size, the kept group with the smallest lead is unfused too, and the model
-measured again. ``--unfuse`` applies a decision without measuring (to reproduce one on another
-machine, or without a GPU).
+measured again. ``--unfuse`` applies a decision without measuring, and ``--apply REPORT`` a whole
+earlier tune (its unfused groups and its plans), to reproduce one on another machine or without a
+GPU.
+
+Launch plans: before deciding, each group is also timed under a grid of divisions of its work
+(:func:`plan_candidates`: block size, tile, output-channel tile, split of the intermediate
+channels), forced one at a time. Where one beats the kernels' own plan, the group's time is the
+better one, and a kept group carries the winners in its ``cuda_plans`` attribute
+("BATCH:plan;..."), which the CUDA kernels use at those batch sizes (and ignore on a GPU the plan
+does not fit). ``--no-plans`` skips this.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import helper
 
-from fcm.bench import Progress, bench_groups, bench_pair, device_info
+from fcm.bench import (Progress, _providers, _session, _value_shapes, bench_groups, bench_pair, device_info, group_models,
+                       time_session)
 from fcm.errors import FcmError
 from fcm.fileio import atomic_write_bytes, atomic_write_text
 from ort_custom_ops.unfuse import DOMAIN, unfuse
 
 
+PLANS_ATTRIBUTE = "cuda_plans"
+#: Tiles per block size tried (pixels: (tile_h, tile_w), ...), and the splits and output-channel tiles.
+_TILES = ((64, ((8, 8), (4, 16))), (128, ((8, 16),)))
+_SPLITS = (1, 2, 4, 8, 16, 32)
+_F_TILES = (64, 32, 16)
+
+
+def _round16(v: int) -> int:
+    return -(-v // 16) * 16
+
+
+def _effective_split(split: int, chunks: int) -> int:
+    """The split the kernels run for a requested one: at most one per 32-channel chunk, and none
+    that would leave a share empty (as ForcedPlan clamps it)."""
+    split = max(1, min(split, chunks))
+    while split > 1 and -(-chunks // -(-chunks // split)) != split:
+        split -= 1
+    return split
+
+
+def plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> list[str]:
+    """Distinct launch plans ("pixels,HxW,f_tile,split,buffers,w1_direct") worth timing for a fused
+    node at the batch ``shapes`` are for: each tile clamped to the output, each output-channel tile to
+    the output channels, each split to the intermediate channels' 32-channel chunks."""
+    _, f, out_h, out_w = shapes[node.output[0]]
+    last_pointwise = node.op_type in ("FusedDwPw", "FusedPwPw", "FusedPwDwPw")
+    if node.op_type.startswith("FusedPw"):
+        first = initializers.get(node.input[1])
+        intermediate = int(first.dims[0]) if first is not None else int(shapes[node.input[1]][0])
+    else:
+        intermediate = int(shapes[node.input[0]][1])
+    chunks = -(-intermediate // 32)
+    plans, seen = [], set()
+    for pixels, tiles in _TILES:
+        largest_f = 256 if pixels == 64 else 128
+        f_tiles = sorted({min(t, _round16(f)) for t in (largest_f, *_F_TILES)}) if last_pointwise else [0]
+        splits = sorted({_effective_split(s, chunks) for s in (*_SPLITS, chunks)}) if last_pointwise else [1]
+        for tile_h, tile_w in tiles:
+            tile_h, tile_w = min(tile_h, out_h), min(tile_w, out_w)
+            for f_tile in f_tiles:
+                for split in splits:
+                    key = (pixels, tile_h, tile_w, f_tile, split)
+                    if key not in seen:
+                        seen.add(key)
+                        plans.append(f"{pixels},{tile_h}x{tile_w},{f_tile},{split},2,0")
+    return plans
+
+
+@contextmanager
+def _forced_plan(plan: str):
+    """FCM_CUDA_PLAN set while sessions made inside plan their first call (the kernels read it then)."""
+    before = os.environ.get("FCM_CUDA_PLAN")
+    os.environ["FCM_CUDA_PLAN"] = plan
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("FCM_CUDA_PLAN", None)
+        else:
+            os.environ["FCM_CUDA_PLAN"] = before
+
+
+def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, warmup: int,
+                 progress: Progress) -> dict[str, float | str]:
+    """The fused node alone (CUDA graph, IO bound) under each of its candidate plans: plan -> median
+    ms, or the error of a plan it cannot run."""
+    shapes = _value_shapes(model, batch)
+    initializers = {i.name: i for i in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.name == node_name)
+    alone, _, data_inputs = group_models(model, node, shapes)
+    rng = np.random.default_rng(0)
+    feeds = {name: rng.uniform(-1, 1, shapes[name]).astype(np.float32) for name in data_inputs}
+    times: dict[str, float | str] = {}
+    candidates = plan_candidates(node, shapes, initializers)
+    progress(f"batch {batch} group {node_name}: {len(candidates)} launch plans")
+    for plan in candidates:
+        with _forced_plan(plan):
+            try:
+                timing, _ = time_session(_session(alone, True, _providers(True, False)), feeds, [shapes[node.output[0]]],
+                                         runs, warmup)
+                times[plan] = round(timing.median_ms, 4)
+            except Exception as exc:  # a plan this node cannot run on this GPU
+                times[plan] = str(exc).strip().splitlines()[0][:160]
+    gc.collect()  # thousands of sessions in a tune: let each one's device memory go before the next group
+    return times
+
+
+def with_plans(model: onnx.ModelProto, result: dict) -> onnx.ModelProto:
+    """A copy of ``model`` whose fused nodes carry the plans that won at each batch size (the
+    ``cuda_plans`` attribute), none where the kernels' own plan was best."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for node in out.graph.node:
+        group = result["groups"].get(node.name)
+        if node.domain != DOMAIN or group is None:
+            continue
+        kept = [a for a in node.attribute if a.name != PLANS_ATTRIBUTE]
+        del node.attribute[:]
+        node.attribute.extend(kept)
+        entries = [f"{batch}:{entry['plan']}" for batch, entry in sorted(group["batches"].items(), key=lambda kv: int(kv[0]))
+                   if entry.get("plan")]
+        if entries:
+            node.attribute.append(helper.make_attribute(PLANS_ATTRIBUTE, ";".join(entries)))
+    return out
+
+
 def measure(model: onnx.ModelProto, batches: list[int], runs: int, warmup: int, margin: float,
-            progress: Progress) -> dict:
-    """Times of every fused group at each batch size and the groups to unfuse."""
+            progress: Progress, plans: bool = True) -> dict:
+    """Times of every fused group at each batch size (with ``plans``: also under each candidate
+    launch plan, keeping the best) and the groups to unfuse."""
     from ort_custom_ops.library import library_kernels
 
     try:
@@ -49,11 +170,18 @@ def measure(model: onnx.ModelProto, batches: list[int], runs: int, warmup: int, 
         for row in bench_groups(model, None, batch, runs, warmup, progress):
             entry = groups[row["node"]]["batches"][str(batch)] = {
                 k: row[k] for k in ("fused_ms", "unfused_ms", "speedup", "error") if k in row}
-            entry["faster"] = "error" not in row and row["fused_ms"] < margin * row["unfused_ms"]
+            if plans and "error" not in row:
+                entry["own_plan_ms"] = row["fused_ms"]
+                entry["plans"] = search_plans(model, row["node"], batch, runs, warmup, progress)
+                timed = {plan: ms for plan, ms in entry["plans"].items() if isinstance(ms, float)}
+                best = min(timed, key=timed.get) if timed else None
+                if best is not None and timed[best] < row["fused_ms"]:
+                    entry.update(plan=best, fused_ms=timed[best], speedup=round(row["unfused_ms"] / timed[best], 3))
+            entry["faster"] = "error" not in row and entry["fused_ms"] < margin * row["unfused_ms"]
     for name, group in groups.items():
         group["keep_fused"] = bool(group["batches"]) and all(b["faster"] for b in group["batches"].values())
-    return {"device": device_info(), "batches": batches, "runs": runs, "margin": margin, "groups": groups,
-            "unfuse": sorted(name for name, group in groups.items() if not group["keep_fused"])}
+    return {"device": device_info(), "batches": batches, "runs": runs, "margin": margin, "plans_searched": plans,
+            "groups": groups, "unfuse": sorted(name for name, group in groups.items() if not group["keep_fused"])}
 
 
 def verify_whole_model(model: onnx.ModelProto, result: dict, batches: list[int], runs: int, warmup: int,
@@ -82,16 +210,43 @@ def verify_whole_model(model: onnx.ModelProto, result: dict, batches: list[int],
     result["unfuse"] = sorted(name for name, group in groups.items() if not group["keep_fused"])
 
 
+def _applied(model: onnx.ModelProto, report_path: Path) -> dict:
+    """An earlier tune's decisions (unfused groups, plans per batch size) from its report, checked
+    against the model's fused nodes."""
+    try:
+        report = json.loads(Path(report_path).read_text())
+        groups, unfused = report["groups"], report["unfuse"]
+        if not isinstance(groups, dict) or not isinstance(unfused, list):
+            raise TypeError
+        for group in groups.values():
+            for entry in group.get("batches", {}).values():
+                if not isinstance(entry.get("plan", ""), str):
+                    raise TypeError
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise FcmError("not a tune report (a .tune.json from fcm tune)", report_path) from None
+    fused = {n.name for n in model.graph.node if n.domain == DOMAIN}
+    unknown = sorted((set(groups) | set(unfused)) - fused)
+    if unknown:
+        raise FcmError(f"the report names groups this model does not have ({', '.join(unknown[:5])}): "
+                       "it is from another model", report_path)
+    return {"unfuse": sorted(unfused), "groups": groups, "measured": False, "applied_from": str(report_path)}
+
+
 def tune(model_path: Path, output: Path, batches: list[int], runs: int, warmup: int, margin: float,
-         unfuse_names: list[str] | None, progress: Progress, verify: bool = True) -> dict:
+         unfuse_names: list[str] | None, progress: Progress, verify: bool = True, plans: bool = True,
+         apply_report: Path | None = None) -> dict:
     try:
         model = onnx.load(model_path)
     except Exception as exc:
         raise FcmError(f"not a readable ONNX model ({str(exc).splitlines()[0][:120]})", model_path) from None
     if not any(n.domain == DOMAIN for n in model.graph.node):
         raise FcmError("no fused nodes (not a model from fcm convert?)", model_path)
-    if unfuse_names is None:
-        result = measure(model, batches, runs, warmup, margin, progress)
+    if apply_report is not None:
+        result = _applied(model, apply_report)
+        model = with_plans(model, result)
+    elif unfuse_names is None:
+        result = measure(model, batches, runs, warmup, margin, progress, plans)
+        model = with_plans(model, result)
         if verify:
             verify_whole_model(model, result, batches, runs, warmup, progress)
     else:

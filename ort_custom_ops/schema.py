@@ -31,7 +31,7 @@ TILING_KEYS = ("tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch")
 #: Every attribute an FCM node may carry (a function body must declare them all).
 ATTRIBUTES = tuple(
     [f"stage{i}_{what}" for i in (1, 2, 3) for what in ("activation", "clip")]
-    + ["dw_kernel", "dw_stride", "dw_pads", "residual", "residual_activation", "residual_clip", "allow_tf32"]
+    + ["dw_kernel", "dw_stride", "dw_pads", "residual", "residual_activation", "residual_clip", "allow_tf32", "cuda_plans"]
     + list(TILING_KEYS)
 )
 

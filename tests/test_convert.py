@@ -229,3 +229,103 @@ def test_whole_model_check_unfuses_the_weakest_group_first(converted, monkeypatc
     assert steps[-1]["speedup"] == {"1": 1.2, "32": 1.2}
     assert result["unfuse"] == sorted([names[0], names[1], names[-1]])
     assert result["groups"][names[0]]["unfused_by"] == "whole-model check"
+
+
+def test_plan_candidates_are_distinct_and_clamped(converted):
+    """fcm tune's launch-plan grid: every candidate is one the kernels run as written (tile within
+    the output, output-channel tile a multiple of 16 up to the output channels, a split that leaves
+    no 32-channel share empty), and none twice."""
+    from fcm import tune
+    from fcm.bench import _value_shapes
+
+    fused = onnx.load(converted["MobileNetV2"].output)
+    initializers = {i.name: i for i in fused.graph.initializer}
+    for batch in (1, 32):
+        shapes = _value_shapes(fused, batch)
+        for node in _fused_nodes(fused):
+            plans = tune.plan_candidates(node, shapes, initializers)
+            assert plans and len(plans) == len(set(plans))
+            _, f, out_h, out_w = shapes[node.output[0]]
+            weight = initializers[node.input[1]]
+            m = weight.dims[0] if node.op_type.startswith("FusedPw") else shapes[node.input[0]][1]
+            chunks = -(-m // 32)
+            for plan in plans:
+                pixels, tile, f_tile, split, buffers, direct = plan.split(",")
+                tile_h, tile_w = map(int, tile.split("x"))
+                assert int(pixels) in (64, 128) and tile_h * tile_w <= int(pixels)
+                assert tile_h <= out_h and tile_w <= out_w
+                assert int(f_tile) % 16 == 0 and int(f_tile) <= max(16, -(-f // 16) * 16)
+                share = -(-chunks // int(split))
+                assert -(-chunks // share) == int(split) <= chunks
+    assert tune._effective_split(8, 12) == 6 and tune._effective_split(64, 3) == 3 and tune._effective_split(5, 30) == 5
+
+
+def test_tune_keeps_the_best_plan(converted, monkeypatch):
+    """fcm tune with the plan search (stand-in timers): a group's time is its best plan's when that
+    beats the kernels' own; the decision uses it; the kept group carries the winners per batch size
+    in cuda_plans, a group whose own plan won carries none, and the tuned model computes the same."""
+    from fcm import tune
+
+    path = converted["MobileNetV2"].output
+    fused = onnx.load(path)
+    names = [n.name for n in _fused_nodes(fused)]
+    slow, rescued, own_best = names[0], names[1], names[2]
+
+    def groups(model, plan, batch, runs, warmup, progress):
+        return [{"node": n, "fused_ms": 1.2 if n in (slow, rescued) else 0.5, "unfused_ms": 1.0,
+                 "speedup": 1.0 / (1.2 if n in (slow, rescued) else 0.5)} for n in names]
+
+    def plans(model, node, batch, runs, warmup, progress):
+        best = 0.8 if node == rescued else 1.1 if node == slow else 0.6
+        return {f"64,8x8,16,{batch},2,0": best, "128,8x16,32,1,2,0": best + 0.1, "64,4x16,256,1,1,0": "does not fit"}
+
+    monkeypatch.setattr(tune, "bench_groups", groups)
+    monkeypatch.setattr(tune, "search_plans", plans)
+    monkeypatch.setattr(tune, "device_info", lambda: {"gpu": "stand-in"})
+    monkeypatch.setattr("ort_custom_ops.library.library_kernels", lambda: {"cpu", "cuda"})
+    import onnxruntime as ort
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    result = tune.measure(fused, [1, 2], 1, 0, 1.0, lambda message: None)
+    assert result["unfuse"] == [slow]
+    assert result["groups"][rescued]["batches"]["2"] == {
+        "fused_ms": 0.8, "unfused_ms": 1.0, "speedup": 1.25, "own_plan_ms": 1.2, "faster": True,
+        "plans": plans(None, rescued, 2, 1, 0, None), "plan": "64,8x8,16,2,2,0"}
+    assert "plan" not in result["groups"][own_best]["batches"]["1"]  # 0.6 does not beat 0.5
+    tuned = tune.with_plans(fused, result)
+    attributes = {n.name: {a.name: a for a in n.attribute} for n in _fused_nodes(tuned)}
+    assert attributes[rescued][tune.PLANS_ATTRIBUTE].s == b"1:64,8x8,16,1,2,0;2:64,8x8,16,2,2,0"
+    assert tune.PLANS_ATTRIBUTE not in attributes[own_best]
+    onnx.checker.check_model(tuned)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+    sessions = [make_session(m) for m in (fused, tuned)]
+    (a,), (b,) = (s.run(None, {s.get_inputs()[0].name: x}) for s in sessions)
+    assert np.array_equal(a, b)
+
+
+def test_tune_apply_reproduces_a_report(converted, tmp_path, capsys):
+    """`fcm tune --apply REPORT`: an earlier tune's unfused groups and launch plans, without a GPU;
+    a report of another model or not a report at all is a clear error that writes nothing."""
+    from fcm import tune
+
+    path = str(converted["MobileNetV2"].output)
+    names = [n.name for n in _fused_nodes(onnx.load(path))]
+    report = {"unfuse": [names[0]], "groups": {
+        names[0]: {"keep_fused": False, "batches": {"1": {"fused_ms": 2.0, "unfused_ms": 1.0}}},
+        names[1]: {"keep_fused": True, "batches": {"1": {"fused_ms": 0.5, "unfused_ms": 1.0, "plan": "64,8x8,16,2,2,0"},
+                                                    "32": {"fused_ms": 0.5, "unfused_ms": 1.0}}}}}
+    (tmp_path / "r.tune.json").write_text(json.dumps(report))
+    out = tmp_path / "t.onnx"
+    assert main(["tune", path, "--apply", str(tmp_path / "r.tune.json"), "-o", str(out)]) == 0
+    tuned = onnx.load(out)
+    left = {n.name: n for n in _fused_nodes(tuned)}
+    assert names[0] not in left and len(left) == len(names) - 1
+    plans = {a.name: a.s for a in left[names[1]].attribute}
+    assert plans[tune.PLANS_ATTRIBUTE] == b"1:64,8x8,16,2,2,0"
+    assert all(tune.PLANS_ATTRIBUTE not in {a.name for a in left[n].attribute} for n in names[2:])
+    make_session(tuned)  # the library accepts the attribute
+    capsys.readouterr()
+    for name, text in (("other", json.dumps({"unfuse": ["fcm99_dwpw"], "groups": {}})), ("junk", "[1, 2")):
+        (tmp_path / f"{name}.json").write_text(text)
+        assert main(["tune", path, "--apply", str(tmp_path / f"{name}.json"), "-o", str(tmp_path / "x.onnx")]) == 2
+        assert ("another model" if name == "other" else "not a tune report") in capsys.readouterr().err
+        assert not (tmp_path / "x.onnx").exists()

@@ -13,6 +13,7 @@ import os
 from contextlib import contextmanager
 
 import numpy as np
+import onnx
 import pytest
 
 from fcm_numpy import run_spec
@@ -134,6 +135,32 @@ def test_plan_override_is_checked(rng):
     for plan, reason in (("96,8x8,16,1,2,0", "64 or 128"), ("64,16x16,16,1,2,0", "tile larger"), ("64,8x8", "must read")):
         with forced_plan(plan), pytest.raises(Exception, match=reason):
             make_session(model, providers=cuda_providers()).run(None, {"X": x})
+
+
+def test_tuned_plans_attribute(rng, capfd, monkeypatch):
+    """A node's cuda_plans (from fcm tune) is the plan at its batch sizes, the kernels' own plan at
+    others, and one that does not fit this GPU gives way to the kernels' own; results as the CPU's."""
+    monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
+    monkeypatch.delenv("FCM_CUDA_PLAN", raising=False)
+    spec = random_spec(rng, "pwdwpw", 24, kernel=3, stride=1, expand=96, out=40)
+    for plans, batch, expected in (("3:64,4x8,16,2,1,0;5:128,8x16,32,1,2,0", 3, "64 px/block (4x8), f_tile 16, split 2, 1 buffer(s)"),
+                                   ("3:64,4x8,16,2,1,0;5:128,8x16,32,1,2,0", 5, "128 px/block (8x16), f_tile 32, split 1, 2 buffer(s)"),
+                                   ("3:64,4x8,16,2,1,0", 2, None),
+                                   ("2:96,8x8,16,1,2,0", 2, "tuned plan not used")):
+        model = fused_model(spec)
+        node = model.graph.node[0]
+        node.attribute.append(onnx.helper.make_attribute("cuda_plans", plans))
+        capfd.readouterr()
+        feeds = {"X": rng.normal(size=(batch, 24, 19, 21)).astype(np.float32)}
+        (cpu,) = make_session(model).run(None, feeds)
+        gpu = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
+        said = capfd.readouterr().err
+        assert "px/block" in said, said
+        if expected is not None:
+            assert expected in said and ("not used" not in expected or "64 or 128" in said), said
+        else:  # not listed: the kernels' own plan, whatever it is, and no complaint
+            assert "tuned plan" not in said, said
+        assert np.abs(gpu - cpu).max() <= TF32_BOUND * max(1.0, float(np.abs(cpu).max()))
 
 
 def test_small_cases_for_the_sanitizer(rng):

@@ -58,12 +58,27 @@ def _expect_ort_error(model: onnx.ModelProto, words: str, x=None) -> None:
         ("stage1_clip", [6.0, 0.0], "lo <= hi"),
         ("residual", 2, "residual must be 0 or 1"),
         ("split", 0, "tiling attributes"),
+        ("cuda_plans", "1:64,8x8,16,2", "must read BATCH:pixels,HxW"),
+        ("cuda_plans", "one:64,8x8,16,2,2,0", "must read BATCH:pixels,HxW"),
+        ("cuda_plans", "0:64,8x8,16,2,2,0", "must read BATCH:pixels,HxW"),
+        ("cuda_plans", "2:64,8x8,16,2,2,0;2:128,8x16,16,1,2,0", "lists batch 2 twice"),
     ],
 )
 def test_bad_attributes(attribute, value, words, rng):
     model = fused_model(_spec(rng))
     _set_attribute(model, attribute, value)
     _expect_ort_error(model, words)
+
+
+def test_tuned_plans_do_not_change_the_cpu_kernels(rng):
+    """cuda_plans is for the CUDA kernels: the CPU kernels accept it and compute the same."""
+    spec = _spec(rng)
+    model = fused_model(spec)
+    x = rng.normal(size=(2, 6, 8, 8)).astype(np.float32)
+    (plain,) = make_session(model, with_library=True).run(None, {"X": x})
+    _set_attribute(model, "cuda_plans", "2:64,4x8,16,1,2,0;32:128,8x16,32,2,1,0")
+    (tuned,) = make_session(model, with_library=True).run(None, {"X": x})
+    assert np.array_equal(plain, tuned)
 
 
 @pytest.mark.parametrize(

@@ -152,6 +152,11 @@ Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_na
   TryAttribute(info, "split", &spec->tiling.split);
   TryAttribute(info, "plan_batch", &spec->plan_batch);
   if (spec->plan_batch < 0) return Error(node, "plan_batch must not be negative");
+  std::string cuda_plans;
+  if (TryAttribute(info, "cuda_plans", &cuda_plans)) {
+    const std::string problem = ParseCudaPlans(cuda_plans, &spec->cuda_plans);
+    if (!problem.empty()) return Error(node, problem);
+  }
   int64_t allow_tf32 = 1;
   TryAttribute(info, "allow_tf32", &allow_tf32);
   if (allow_tf32 != 0 && allow_tf32 != 1) return Error(node, "allow_tf32 must be 0 or 1");

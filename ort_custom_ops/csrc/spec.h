@@ -13,12 +13,16 @@
 // planner's cost model chose (tile_h, tile_w, tile_f, chunk, split), kept as a record of its figures
 // (the CUDA kernels plan their own division of the work for the device and shapes they run on);
 // allow_tf32 (0/1, default 1) lets the CUDA kernels run pointwise stages on TF32 tensor cores;
-// plan_batch is the batch size the tiling was chosen for.
+// plan_batch is the batch size the tiling was chosen for; cuda_plans (string, from `fcm tune`)
+// holds the CUDA launch plans measured fastest on the tuning GPU, per batch size:
+// "BATCH:pixels,HxW,f_tile,split,buffers,w1_direct;BATCH:..." (a batch size not listed, or a plan
+// that does not fit the GPU the model runs on, gets the kernels' own plan).
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "epilogue.h"
@@ -50,6 +54,7 @@ struct ChainSpec {
   Tiling tiling;
   bool allow_tf32 = true;  // CUDA: pointwise stages on TF32 tensor cores (as cuDNN's default)
   int64_t plan_batch = 0;  // the batch the tiling was planned for (0: any)
+  std::vector<std::pair<int64_t, std::string>> cuda_plans;  // (batch, CUDA launch plan) from `fcm tune`
 
   size_t WeightInput(size_t stage) const { return 1 + 2 * stage; }
   size_t BiasInput(size_t stage) const { return 2 + 2 * stage; }
@@ -63,6 +68,9 @@ struct ChainSpec {
 
 // The stage types of each op; the op's name says it: FusedDwPw = {dw, pw}, ...
 std::vector<StageType> StageTypesOf(const std::string& op_name);
+
+// Parses a cuda_plans attribute into (batch, plan) pairs; returns what is wrong, or an empty string.
+std::string ParseCudaPlans(const std::string& text, std::vector<std::pair<int64_t, std::string>>* out);
 
 // Checks the chain's channel counts against each other and the residual and activations; returns an
 // empty string when the spec is consistent, or what is wrong.

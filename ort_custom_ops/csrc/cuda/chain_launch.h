@@ -1,5 +1,5 @@
-// The fused-chain CUDA kernels as a plain launcher, independent of ONNX Runtime: the ORT op
-// (cuda_op.cu) and the kernel benchmark (benchmarks/kernel_bench) both call it.
+// The fused-chain CUDA kernels as a plain launcher, independent of ONNX Runtime (the ORT op,
+// cuda_op.cu, calls it).
 //
 // In: a ChainProblem (device pointers, shapes, the stages). PlanChain chooses how to divide the
 // work (tile, output-channel range and intermediate-channel split per block) and says how much
@@ -63,7 +63,7 @@ std::vector<ChainPlan> ChainCandidates(const ChainProblem& p);
 // and completed (shared memory, blocks, workspace, estimate); error says why it cannot run.
 ChainPlan CompletePlan(const ChainProblem& p, ChainPlan plan);
 // The plan "pixels,HxW,f_tile,split,buffers,w1_direct" (the FCM_CUDA_PLAN override, for tests and
-// tuning), clamped to the problem's sizes.
+// tuning, and a node's tuned cuda_plans), clamped to the problem's sizes.
 ChainPlan ForcedPlan(const ChainProblem& p, const std::string& text);
 // Runs the chain with `plan` (from PlanChain for the same shapes); `workspace` holds at least
 // plan.workspace_bytes. Everything goes to `stream`.

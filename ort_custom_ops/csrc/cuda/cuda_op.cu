@@ -1,6 +1,6 @@
 // The FCM ops on ONNX Runtime's CUDA execution provider: reads a call's tensors into a
-// ChainProblem, plans the launch once per input shape (PlanChain; the planner's tiling attributes
-// are for the cost model's figures, the kernels choose their own for the device they run on), and
+// ChainProblem, plans the launch once per input shape (the node's tuned plan for the batch size,
+// else PlanChain; the planner's tiling attributes are for the cost model's figures), and
 // launches on the stream ONNX Runtime gives the kernel, with workspace from ONNX Runtime's
 // allocator.
 #include <algorithm>
@@ -31,7 +31,23 @@ struct CudaChainKernel {
   std::map<std::tuple<int, int, int, int, bool>, ChainPlan> plans;  // (device, n, h, w, tf32) -> plan
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
+  ChainPlan ChoosePlan(const ChainProblem& p, bool verbose) const;
 };
+
+// FCM_CUDA_PLAN (a fixed division of the work for every node, for tests and tuning; an error when it
+// cannot run), else the node's tuned plan for this batch size (cuda_plans, from `fcm tune`; measured
+// on some GPU, so one that does not fit this one gives way to the kernels' own), else PlanChain.
+ChainPlan CudaChainKernel::ChoosePlan(const ChainProblem& p, bool verbose) const {
+  const char* forced = std::getenv("FCM_CUDA_PLAN");
+  if (forced != nullptr && forced[0] != '\0') return ForcedPlan(p, forced);
+  for (const auto& [batch, text] : spec.cuda_plans) {
+    if (batch != p.n) continue;
+    ChainPlan tuned = ForcedPlan(p, text);
+    if (tuned.error.empty()) return tuned;
+    if (verbose) std::fprintf(stderr, "FCM CUDA %s: tuned plan not used (%s)\n", spec.node_name.c_str(), tuned.error.c_str());
+  }
+  return PlanChain(p);
+}
 
 OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
   try {
@@ -95,10 +111,10 @@ OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
       const auto key = std::make_tuple(device, p.n, p.h, p.w, p.tf32);
       auto found = plans.find(key);
       if (found == plans.end()) {
-        const char* forced = std::getenv("FCM_CUDA_PLAN");  // a fixed division of the work, for tests and tuning
-        found = plans.emplace(key, forced != nullptr && forced[0] != '\0' ? ForcedPlan(p, forced) : PlanChain(p)).first;
         const char* verbose = std::getenv("FCM_CUDA_VERBOSE");  // the plan of each node, for profiling
-        if (verbose != nullptr && verbose[0] == '1')
+        const bool say = verbose != nullptr && verbose[0] == '1';
+        found = plans.emplace(key, ChoosePlan(p, say)).first;
+        if (say)
           std::fprintf(stderr, "FCM CUDA %s [n=%d c=%d h=%d w=%d m=%d f=%d k=%d s=%d]: %s\n", spec.node_name.c_str(), p.n, p.c,
                        p.h, p.w, p.m, p.f, p.kernel, p.stride, DescribePlan(found->second).c_str());
       }
@@ -114,6 +130,10 @@ OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
       Ort::MemoryInfo device_memory("Cuda", OrtArenaAllocator, device, OrtMemTypeDefault);
       allocator = ctx.GetAllocator(*static_cast<const OrtMemoryInfo*>(device_memory));
       if (allocator == nullptr) return Ort::Status("FCM CUDA: no device allocator", ORT_EP_FAIL).release();
+      if (!ScratchFits(stream, plan.workspace_bytes))
+        return Ort::Status(("FCM CUDA (" + spec.node_name + "): not enough free device memory for the " +
+                            std::to_string(plan.workspace_bytes) + "-byte split workspace").c_str(),
+                           ORT_EP_FAIL).release();
       // tied to this call's stream: the arena hands it to another stream (another thread's run) only
       // once this one has moved past it
       Ort::ThrowOnError(Ort::GetApi().KernelContext_GetScratchBuffer(context, device_memory, plan.workspace_bytes, &workspace));
@@ -132,6 +152,22 @@ OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
 }
 
 }  // namespace
+
+bool ScratchFits(cudaStream_t stream, size_t bytes) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) {
+    cudaGetLastError();
+    return true;
+  }
+  if (capture != cudaStreamCaptureStatusNone) return true;
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+    cudaGetLastError();
+    return true;
+  }
+  // headroom for the arena's rounding of the request to its own chunk sizes
+  return free_bytes >= bytes + bytes / 4 + (size_t{32} << 20);
+}
 
 std::unique_ptr<OrtCustomOp> MakeCudaOp(const char* name, size_t stages) {
   return std::make_unique<FusedOp<CudaChainKernel>>(name, "CUDAExecutionProvider", stages);

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "../int8_ops.h"
+#include "cuda_ops.h"
 #include "int8_cuda.h"
 
 namespace fcm {
@@ -623,6 +624,8 @@ class ChainLauncher {
       // a scratch buffer is tied to this call's stream: the arena hands it to another stream (another
       // thread's run) only once this one has moved past it
       void* scratch = nullptr;
+      if (!ScratchFits(stream, words * sizeof(int32_t)))
+        return Ort::Status(("FCM node '" + node + "' (CUDA): not enough free device memory for its workspace").c_str(), ORT_EP_FAIL);
       Ort::ThrowOnError(Ort::GetApi().KernelContext_GetScratchBuffer(ctx.GetOrtKernelContext(), device_memory, words * sizeof(int32_t), &scratch));
       workspace = static_cast<int32_t*>(scratch);
       if (workspace == nullptr) return Ort::Status(("FCM node '" + node + "' (CUDA): out of device memory").c_str(), ORT_EP_FAIL);
