@@ -1,11 +1,14 @@
 """The README's performance table, from the `fcm bench` results of one benchmark folder.
 
-    python benchmarks/perf_table.py benchmarks/2026-11-22-h200-plans [--readme README.md]
+    python benchmarks/perf_table.py benchmarks/2026-11-22-h200-widths [--also OLDER_FOLDER] [--readme README.md]
 
 Reads every <folder>/bench/bench_<model>/bench.json (and <folder>/tune/<model>.tune.json for the
 groups kept) and prints a markdown table: per model and batch size, ONNX Runtime's best
-configuration, the fused model's, and the speedup. With --readme, replaces the table between the
-`<!-- perf-table -->` and `<!-- /perf-table -->` lines of that file instead.
+configuration, the fused model's, and the speedup; with <folder>/torch_compile.json (from
+benchmarks/torch_compile.py in the same session), PyTorch's torch.compile(mode="max-autotune") on the
+torchvision version of the architecture beside them. With --readme, replaces the table between the
+`<!-- perf-table -->` and `<!-- /perf-table -->` lines of that file instead. --also names older
+folders for the models the first one did not bench again; their rows say which folder they are from.
 """
 
 from __future__ import annotations
@@ -19,36 +22,59 @@ ORDER = ["mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"
 START, END = "<!-- perf-table -->", "<!-- /perf-table -->"
 
 
-def table(folder: Path) -> str:
+def table(folder: Path, also: list[Path] | None = None) -> str:
     benches = {p.parent.name.removeprefix("bench_"): json.loads(p.read_text()) for p in folder.glob("bench/bench_*/bench.json")}
     if not benches:
         raise SystemExit(f"no bench/bench_*/bench.json under {folder}")
+    source = {model: folder for model in benches}
+    for older in also or []:
+        for p in older.glob("bench/bench_*/bench.json"):
+            model = p.parent.name.removeprefix("bench_")
+            if model not in benches:
+                benches[model], source[model] = json.loads(p.read_text()), older
     device = next(iter(benches.values()))["device"]
+    torch_path = folder / "torch_compile.json"
+    compiled = {}
+    if torch_path.is_file():
+        compiled = {(row["model"], row["batch"]): row for row in json.loads(torch_path.read_text())["rows"]}
     lines = [f"{device['gpu']}, driver {device['driver']}, onnxruntime-gpu {device['onnxruntime']}, fp32 models with "
              f"TF32 allowed on both sides; medians, each side in its best configuration (CUDA graph, prefer_nhwc). "
-             f"From `{folder.as_posix()}` (`python benchmarks/perf_table.py {folder.as_posix()} --readme README.md`).",
+             f"From `{folder.as_posix()}` (`python benchmarks/perf_table.py {folder.as_posix()}"
+             + "".join(f" --also {older.as_posix()}" for older in also or []) + " --readme README.md`).",
              "",
-             "| model | groups fused | batch | ONNX Runtime CUDA (ms) | fused (ms) | speedup |",
-             "|---|---|---|---|---|---|"]
+             "| model | groups fused | batch | ONNX Runtime CUDA (ms) | fused (ms) | speedup |"
+             + (" torch.compile max-autotune (ms) | torch.compile / fused |" if compiled else ""),
+             "|---|---|---|---|---|---|" + ("---|---|" if compiled else "")]
     for model in sorted(benches, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
-        tune_path = folder / "tune" / f"{model}.tune.json"
+        tune_path = source[model] / "tune" / f"{model}.tune.json"
         kept = "?"
         if tune_path.is_file():
             groups = json.loads(tune_path.read_text())["groups"]
             kept = f"{sum(1 for g in groups.values() if g['keep_fused'])} of {len(groups)}"
         for entry in benches[model]["batches"]:
             best = entry["best"]["tf32"]
-            lines.append(f"| {model} | {kept} | {entry['batch']} | {best['unfused']['median_ms']:.3f} | "
-                         f"{best['fused']['median_ms']:.3f} | {best['speedup']:.2f}x |")
+            name = model if source[model] == folder else f"{model} (from `{source[model].name}`)"
+            line = (f"| {name} | {kept} | {entry['batch']} | {best['unfused']['median_ms']:.3f} | "
+                    f"{best['fused']['median_ms']:.3f} | {best['speedup']:.2f}x |")
+            if compiled:
+                row = compiled.get((model, entry["batch"]))
+                if row is None or "error" in row:
+                    line += f" {row['error'] if row else 'not measured'} | |"
+                else:
+                    ms = row["max_autotune"]["median_ms"]
+                    line += f" {ms:.3f} | {ms / best['fused']['median_ms']:.2f}x |"
+            lines.append(line)
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
+    parser.add_argument("--also", type=Path, action="append", default=[],
+                        help="an older benchmark folder for the models the first did not bench (repeatable)")
     parser.add_argument("--readme", type=Path, help="replace the table between the perf-table markers of this file")
     args = parser.parse_args()
-    text = table(args.folder)
+    text = table(args.folder, args.also)
     if args.readme is None:
         print(text, end="")
         return 0

@@ -163,11 +163,28 @@ def test_tuned_plans_attribute(rng, capfd, monkeypatch):
         assert np.abs(gpu - cpu).max() <= TF32_BOUND * max(1.0, float(np.abs(cpu).max()))
 
 
+@pytest.mark.parametrize("kind", ["dwpw", "pwdwpw", "pwpw"])
+def test_every_kernel_width(kind, precision, rng):
+    """Each output-channel capacity the kernels are compiled for (32, 64 and full width, picked from
+    the plan's f_tile), at both block sizes, on a ragged output-channel count (100: the last tile
+    partly filled)."""
+    bound = TF32_BOUND if precision == "tf32" else FP32_BOUND
+    spec = random_spec(rng, kind, 21, kernel=3, stride=2, expand=70, out=100, scale=kind != "dwpw")
+    for pixels, tile in ((64, "4x16"), (128, "8x16")):
+        for f_tile in (16, 32, 48, 64, 112):
+            check_on_gpu(spec, rng, 2, 13, 19, bound, plan=f"{pixels},{tile},{f_tile},2,2,0")
+
+
 def test_small_cases_for_the_sanitizer(rng):
     """A handful of tiny cases per kind (run under compute-sanitizer memcheck and racecheck)."""
     for kind, stride in (("dwpw", 2), ("pwdw", 1), ("pwpw", 1), ("pwdwpw", 2), ("pwdwpw", 1)):
         spec = random_spec(rng, kind, 9, kernel=3, stride=stride, residual=kind == "pwpw", scale=kind == "pwdw")
         check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan=random_plan(rng, kind, 9, 3, stride))
+    # each compiled output-channel capacity (f_tile 16, 48, 112 on 100 output channels)
+    for kind in ("dwpw", "pwdwpw", "pwpw"):
+        spec = random_spec(rng, kind, 9, kernel=3, stride=2, expand=40, out=100)
+        for f_tile in (16, 48, 112):
+            check_on_gpu(spec, rng, 1, 7, 5, TF32_BOUND, plan=f"64,4x8,{f_tile},1,2,0")
 
 
 def test_dynamic_batch_and_sizes(rng):

@@ -46,6 +46,20 @@ constexpr int kLdW2 = kChunk + 4;
 // 8 pixels per warp, times this / 16 m-tiles, times 4) must fit the registers.
 __host__ __device__ constexpr int MaxTileF(int pixels) { return pixels == 64 ? 256 : 128; }
 
+// The output-channel capacity a kernel is compiled for. The accumulators hold registers for the
+// whole capacity, and registers decide how many blocks share an SM; the kernels are latency-bound
+// (a block loads, then computes, then stores), so narrow capacities are compiled for more resident
+// blocks. kWidthFull: MaxTileF.
+enum Width : int { kWidth32 = 0, kWidth64 = 1, kWidthFull = 2 };
+__host__ __device__ constexpr int MaxMt(int pixels, int width) {
+  return width == kWidth32 ? 2 : width == kWidth64 ? 4 : MaxTileF(pixels) / 16;
+}
+// Resident blocks per SM a kernel is compiled for (its register budget). A first pointwise stage
+// holds 16 more accumulators: it spills below 80 registers, so it stops at 3 blocks.
+__host__ __device__ constexpr int MinBlocks(int width, bool pw1) {
+  return width == kWidthFull ? 2 : (pw1 || width == kWidth64) ? 3 : 4;
+}
+
 struct KernelArgs {
   ChainProblem p;
   float* partial;  // split > 1: [split][n][f][out_h * out_w]
@@ -391,10 +405,10 @@ __device__ void Depthwise(const KernelArgs& a, const float* src, int ld, int m0,
 // The last pointwise stage's contribution of one chunk: acc += W2[f0.., m0 .. m0+32] x u[32][ld],
 // w2s the chunk's staged W2 ([ftp][kLdW2]). Warp w owns the 8-pixel columns w, w + 8, ...
 // (kPixels / 64 of them) and every 16-row m-tile.
-template <int kPixels, bool kTf32>
+template <int kPixels, int kMaxMt, bool kTf32>
 __device__ __forceinline__ void LastPointwise(const KernelArgs& a, const float* w2s, const float* u, int ld,
-                                              int m_tiles, float (&acc)[kPixels / 64][MaxTileF(kPixels) / 16][4]) {
-  constexpr int kCols = kPixels / 64, kMaxMt = MaxTileF(kPixels) / 16;
+                                              int m_tiles, float (&acc)[kPixels / 64][kMaxMt][4]) {
+  constexpr int kCols = kPixels / 64;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int n_tiles = (a.thw + 7) >> 3;
   const unsigned a_lane = SharedAddress(w2s) + 4u * ALaneOffset(kLdW2, lane);
@@ -421,9 +435,9 @@ __device__ __forceinline__ void LastPointwise(const KernelArgs& a, const float* 
 
 // ---- the kernel ---------------------------------------------------------------------------------
 
-template <int kPixels, int K, bool kPw1, bool kDw, bool kPwl, bool kTf32>
-__global__ void __launch_bounds__(kThreads, 2) ChainKernel(const KernelArgs a) {
-  constexpr int kCols = kPixels / 64, kMaxMt = MaxTileF(kPixels) / 16;
+template <int kPixels, int kWidth, int K, bool kPw1, bool kDw, bool kPwl, bool kTf32>
+__global__ void __launch_bounds__(kThreads, MinBlocks(kWidth, kPw1)) ChainKernel(const KernelArgs a) {
+  constexpr int kCols = kPixels / 64, kMaxMt = MaxMt(kPixels, kWidth);
   extern __shared__ __align__(16) float smem[];
   const ChainProblem& p = a.p;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -534,7 +548,7 @@ __global__ void __launch_bounds__(kThreads, 2) ChainKernel(const KernelArgs a) {
       if constexpr (kPwl) __syncthreads();
     }
     if constexpr (kPwl) {
-      LastPointwise<kPixels, kTf32>(a, w2s + buf * a.ftp * kLdW2, kDw ? us : ts, kDw ? a.ldu : a.ldt, m_tiles, acc);
+      LastPointwise<kPixels, kMaxMt, kTf32>(a, w2s + buf * a.ftp * kLdW2, kDw ? us : ts, kDw ? a.ldu : a.ldt, m_tiles, acc);
     }
   }
 
@@ -584,26 +598,58 @@ __global__ void __launch_bounds__(kThreads, 2) ChainKernel(const KernelArgs a) {
 
 using KernelFn = void (*)(const KernelArgs);
 
+// The capacity (Width) a launch with f_tile output channels per block and `pixels` per block runs
+// with: the narrowest compiled one that holds f_tile. Compiled (InstanceForPixels): full width for
+// the exact FP32 path (fewer instantiations for the slower mode) and for 128-pixel blocks with a
+// first pointwise stage (they spill below 128 registers); the narrow widths elsewhere, 32 only
+// without a first pointwise stage (with one it gains no blocks over 64); PW->DW, which has no
+// accumulators, at width 32.
+inline int WidthFor(const ChainProblem& p, int f_tile, int pixels) {
+  if (!p.tf32) return kWidthFull;
+  if (!p.pwl) return kWidth32;
+  if (p.pw1 && pixels == 128) return kWidthFull;
+  const int ftp = RoundUp(f_tile, 16);
+  if (ftp <= 32 && !p.pw1) return kWidth32;
+  return ftp <= 64 ? kWidth64 : kWidthFull;
+}
+
 // The kernel for p's stage sequence and depthwise size (K 3 and 5 compiled for their size, others
-// read at run time), `pixels` per block, TF32 or exact; each stage sequence's instantiations live in
-// their own file (chain_<kind>.cu) so they compile in parallel.
-KernelFn PickPwDwPw(const ChainProblem& p, int pixels);
-KernelFn PickDwPw(const ChainProblem& p, int pixels);
-KernelFn PickPwDw(const ChainProblem& p, int pixels);
-KernelFn PickPwPw(const ChainProblem& p, int pixels);
+// read at run time), `pixels` per block, the capacity `width` (WidthFor), TF32 or exact; each stage
+// sequence's instantiations live in their own file (chain_<kind>.cu) so they compile in parallel.
+KernelFn PickPwDwPw(const ChainProblem& p, int pixels, int width);
+KernelFn PickDwPw(const ChainProblem& p, int pixels, int width);
+KernelFn PickPwDw(const ChainProblem& p, int pixels, int width);
+KernelFn PickPwPw(const ChainProblem& p, int pixels, int width);
+
+// A width that is not compiled for these flags gets the next wider one (a wider capacity computes
+// the same result).
+template <int kPixels, int K, bool kPw1, bool kDw, bool kPwl>
+KernelFn InstanceForPixels(const ChainProblem& p, int width) {
+  if (!p.tf32) return ChainKernel<kPixels, kWidthFull, K, kPw1, kDw, kPwl, false>;
+  if constexpr (!kPwl) {
+    return ChainKernel<kPixels, kWidth32, K, kPw1, kDw, kPwl, true>;
+  } else if constexpr (kPw1 && kPixels == 128) {
+    return ChainKernel<kPixels, kWidthFull, K, kPw1, kDw, kPwl, true>;
+  } else {
+    if constexpr (!kPw1)
+      if (width == kWidth32) return ChainKernel<kPixels, kWidth32, K, kPw1, kDw, kPwl, true>;
+    if (width <= kWidth64) return ChainKernel<kPixels, kWidth64, K, kPw1, kDw, kPwl, true>;
+    return ChainKernel<kPixels, kWidthFull, K, kPw1, kDw, kPwl, true>;
+  }
+}
 
 // Instantiates the kernel for K (0: any) and the stage flags.
 template <int K, bool kPw1, bool kDw, bool kPwl>
-KernelFn Instance(const ChainProblem& p, int pixels) {
-  if (pixels == 64) return p.tf32 ? ChainKernel<64, K, kPw1, kDw, kPwl, true> : ChainKernel<64, K, kPw1, kDw, kPwl, false>;
-  return p.tf32 ? ChainKernel<128, K, kPw1, kDw, kPwl, true> : ChainKernel<128, K, kPw1, kDw, kPwl, false>;
+KernelFn Instance(const ChainProblem& p, int pixels, int width) {
+  if (pixels == 64) return InstanceForPixels<64, K, kPw1, kDw, kPwl>(p, width);
+  return InstanceForPixels<128, K, kPw1, kDw, kPwl>(p, width);
 }
 
 template <bool kPw1, bool kDw, bool kPwl>
-KernelFn InstanceForKernelSize(const ChainProblem& p, int pixels) {
-  if (p.kernel == 3) return Instance<3, kPw1, kDw, kPwl>(p, pixels);
-  if (p.kernel == 5) return Instance<5, kPw1, kDw, kPwl>(p, pixels);
-  return Instance<0, kPw1, kDw, kPwl>(p, pixels);
+KernelFn InstanceForKernelSize(const ChainProblem& p, int pixels, int width) {
+  if (p.kernel == 3) return Instance<3, kPw1, kDw, kPwl>(p, pixels, width);
+  if (p.kernel == 5) return Instance<5, kPw1, kDw, kPwl>(p, pixels, width);
+  return Instance<0, kPw1, kDw, kPwl>(p, pixels, width);
 }
 
 }  // namespace chain

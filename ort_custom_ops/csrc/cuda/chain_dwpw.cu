@@ -4,7 +4,9 @@
 namespace fcm {
 namespace chain {
 
-KernelFn PickDwPw(const ChainProblem& p, int pixels) { return InstanceForKernelSize<false, true, true>(p, pixels); }
+KernelFn PickDwPw(const ChainProblem& p, int pixels, int width) {
+  return InstanceForKernelSize<false, true, true>(p, pixels, width);
+}
 
 }  // namespace chain
 }  // namespace fcm

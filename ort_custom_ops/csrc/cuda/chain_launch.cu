@@ -34,11 +34,13 @@ __global__ void ReduceSplits(const KernelArgs a, int split) {
 
 // ---- host side ----------------------------------------------------------------------------------
 
-KernelFn PickKernel(const ChainProblem& p, int pixels) {
-  if (p.pw1 && p.dw && p.pwl) return PickPwDwPw(p, pixels);
-  if (!p.pw1 && p.dw && p.pwl) return PickDwPw(p, pixels);
-  if (p.pw1 && p.dw && !p.pwl) return PickPwDw(p, pixels);
-  if (p.pw1 && !p.dw && p.pwl) return PickPwPw(p, pixels);
+// The kernel a plan with `pixels` per block and `f_tile` output channels per block runs.
+KernelFn PickKernel(const ChainProblem& p, int pixels, int f_tile) {
+  const int width = WidthFor(p, f_tile, pixels);
+  if (p.pw1 && p.dw && p.pwl) return PickPwDwPw(p, pixels, width);
+  if (!p.pw1 && p.dw && p.pwl) return PickDwPw(p, pixels, width);
+  if (p.pw1 && p.dw && !p.pwl) return PickPwDw(p, pixels, width);
+  if (p.pw1 && !p.dw && p.pwl) return PickPwPw(p, pixels, width);
   return nullptr;
 }
 
@@ -177,7 +179,9 @@ double EstimateMicros(const ChainProblem& p, const KernelArgs& a, const ChainPla
   if (p.pw1) block += region_lines(a.cp) * 35.0 + a.cp * a.in_hw / 256.0 * 8.0;
   if (p.pwl) block += (a.ftp / 16.0) * cols * 4.0 * 15.0;
   const double busiest = std::ceil(static_cast<double>(plan.blocks) / sms);
-  const double ipc = (per_sm >= 2 && busiest >= 2) ? 1.5 : 1.0;
+  // issue rate per SM against resident blocks (measured: ~1 with one block of 8 warps, ~1.5 with two)
+  const double resident = std::min(static_cast<double>(per_sm), busiest);
+  const double ipc = resident >= 4 ? 2.0 : resident >= 3 ? 1.8 : resident >= 2 ? 1.5 : 1.0;
   const double compute_us = kCalibration * busiest * block * kWarps / ipc / (kClockGHz * 1e3);
   const double plane_in = static_cast<double>(p.h) * p.w, plane_out = static_cast<double>(p.out_h) * p.out_w;
   const double halo = static_cast<double>(a.in_hw) / std::max(1.0, a.thw * (p.dw ? p.stride * p.stride : 1.0));
@@ -199,7 +203,7 @@ ChainPlan CompletePlan(const ChainProblem& p, ChainPlan plan) {
     plan.error = why;
     return plan;
   };
-  if (PickKernel(p, 64) == nullptr) return fail("unknown stage sequence");
+  if (PickKernel(p, 64, 0) == nullptr) return fail("unknown stage sequence");
   if (plan.pixels != 64 && plan.pixels != 128) return fail("pixels per block must be 64 or 128");
   if (plan.tile_h < 1 || plan.tile_w < 1 || plan.tile_h * plan.tile_w > plan.pixels) return fail("tile larger than the block's pixels");
   if (p.pwl && (plan.f_tile < 1 || RoundUp(plan.f_tile, 16) > MaxTileF(plan.pixels))) return fail("f_tile out of range");
@@ -215,12 +219,13 @@ ChainPlan CompletePlan(const ChainProblem& p, ChainPlan plan) {
     return fail("an image larger than 2^31 elements");
   plan.shared_bytes = SharedBytes(p, a);
   if (plan.shared_bytes > static_cast<size_t>(device.shared_per_block)) return fail("does not fit in shared memory");
-  const int per_sm = AllowAndOccupancy(PickKernel(p, plan.pixels), plan.shared_bytes);
+  const int per_sm = AllowAndOccupancy(PickKernel(p, plan.pixels, plan.f_tile), plan.shared_bytes);
   if (per_sm == 0) return fail("does not fit on an SM");
   const long long tiles = static_cast<long long>((p.out_h + plan.tile_h - 1) / plan.tile_h) * a.tiles_w;
   plan.blocks = tiles * p.n * (p.pwl ? static_cast<long long>(a.f_tiles) * split : chunks);
   if (plan.blocks / p.n > 0x7fffffffLL) return fail("too many tiles");
   plan.workspace_bytes = split > 1 ? sizeof(float) * static_cast<size_t>(split) * p.n * p.f * p.out_h * p.out_w : 0;
+  plan.resident = per_sm;
   plan.estimate_us = EstimateMicros(p, a, plan, device.sms, per_sm);
   plan.error.clear();
   return plan;
@@ -243,10 +248,13 @@ std::vector<ChainPlan> ChainCandidates(const ChainProblem& p) {
       for (int th = std::min(p.out_h, pixels / tw); th >= 1; th /= 2) {
         const size_t before = plans.size();
         const int base_f_tiles = p.pwl ? (p.f + MaxTileF(pixels) - 1) / MaxTileF(pixels) : 1;
-        for (int f_mult : {1, 2, 4}) {
+        // narrower output-channel tiles: more blocks, and kernels compiled for more resident blocks
+        int previous_f_tile = -1;
+        for (int f_mult : {1, 2, 4, 8, 16}) {
           if (!p.pwl && f_mult > 1) break;
           const int f_tile = p.pwl ? RoundUp((p.f + base_f_tiles * f_mult - 1) / (base_f_tiles * f_mult), 16) : 0;
-          if (f_mult > 1 && f_tile >= RoundUp((p.f + base_f_tiles - 1) / base_f_tiles, 16)) break;
+          if (f_mult > 1 && f_tile >= previous_f_tile) break;
+          previous_f_tile = f_tile;
           for (int split = 1; split <= (p.pwl ? chunks : 1); split *= 2) {
             // staged weights with double buffering first; one buffer, then weights read from
             // device memory, only when that does not fit
@@ -272,7 +280,7 @@ std::vector<ChainPlan> ChainCandidates(const ChainProblem& p) {
 
 ChainPlan PlanChain(const ChainProblem& p) {
   ChainPlan best;
-  if (PickKernel(p, 64) == nullptr) {
+  if (PickKernel(p, 64, 0) == nullptr) {
     best.error = "unknown stage sequence";
     return best;
   }
@@ -313,7 +321,7 @@ ChainPlan ForcedPlan(const ChainProblem& p, const std::string& text) {
 }
 
 cudaError_t LaunchChain(const ChainProblem& p, const ChainPlan& plan, void* workspace, cudaStream_t stream) {
-  KernelFn kernel = PickKernel(p, plan.pixels);
+  KernelFn kernel = PickKernel(p, plan.pixels, plan.f_tile);
   if (kernel == nullptr || !plan.error.empty()) return cudaErrorInvalidValue;
   if (AllowAndOccupancy(kernel, plan.shared_bytes) == 0) return cudaErrorInvalidConfiguration;
   const KernelArgs a = MakeArgs(p, plan, static_cast<float*>(workspace));
@@ -334,10 +342,10 @@ std::string DescribePlan(const ChainPlan& plan) {
   if (!plan.error.empty()) return "no plan: " + plan.error;
   char text[256];
   std::snprintf(text, sizeof(text),
-                "%d px/block (%dx%d), f_tile %d, split %d, %d buffer(s)%s, %zu B shared, %lld blocks, est %.1f us",
+                "%d px/block (%dx%d), f_tile %d, split %d, %d buffer(s)%s, %zu B shared, %lld blocks, %d per SM, est %.1f us",
                 plan.pixels, plan.tile_h, plan.tile_w, plan.f_tile, plan.split, plan.buffers,
                 plan.w1_direct ? ", W1 from device memory" : "", plan.shared_bytes,
-                plan.blocks, plan.estimate_us);
+                plan.blocks, plan.resident, plan.estimate_us);
   return text;
 }
 

@@ -52,6 +52,7 @@ struct ChainPlan {
   size_t shared_bytes = 0;
   size_t workspace_bytes = 0;  // device memory the launch needs (split > 1)
   long long blocks = 0;
+  int resident = 0;            // blocks an SM holds at once (registers and shared memory)
   double estimate_us = 0.0;    // the plan's cost estimate (for comparisons, not a prediction)
 };
 

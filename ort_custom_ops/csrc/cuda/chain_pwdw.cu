@@ -4,7 +4,9 @@
 namespace fcm {
 namespace chain {
 
-KernelFn PickPwDw(const ChainProblem& p, int pixels) { return InstanceForKernelSize<true, true, false>(p, pixels); }
+KernelFn PickPwDw(const ChainProblem& p, int pixels, int width) {
+  return InstanceForKernelSize<true, true, false>(p, pixels, width);
+}
 
 }  // namespace chain
 }  // namespace fcm

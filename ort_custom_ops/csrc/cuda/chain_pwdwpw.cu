@@ -4,7 +4,9 @@
 namespace fcm {
 namespace chain {
 
-KernelFn PickPwDwPw(const ChainProblem& p, int pixels) { return InstanceForKernelSize<true, true, true>(p, pixels); }
+KernelFn PickPwDwPw(const ChainProblem& p, int pixels, int width) {
+  return InstanceForKernelSize<true, true, true>(p, pixels, width);
+}
 
 }  // namespace chain
 }  // namespace fcm

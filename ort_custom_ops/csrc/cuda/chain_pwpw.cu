@@ -4,7 +4,9 @@
 namespace fcm {
 namespace chain {
 
-KernelFn PickPwPw(const ChainProblem& p, int pixels) { return Instance<1, true, false, true>(p, pixels); }
+KernelFn PickPwPw(const ChainProblem& p, int pixels, int width) {
+  return Instance<1, true, false, true>(p, pixels, width);
+}
 
 }  // namespace chain
 }  // namespace fcm

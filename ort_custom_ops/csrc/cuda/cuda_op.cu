@@ -127,17 +127,9 @@ OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
     OrtAllocator* allocator = nullptr;
     void* workspace = nullptr;
     if (plan.workspace_bytes > 0) {
-      Ort::MemoryInfo device_memory("Cuda", OrtArenaAllocator, device, OrtMemTypeDefault);
-      allocator = ctx.GetAllocator(*static_cast<const OrtMemoryInfo*>(device_memory));
-      if (allocator == nullptr) return Ort::Status("FCM CUDA: no device allocator", ORT_EP_FAIL).release();
-      if (!ScratchFits(stream, plan.workspace_bytes))
-        return Ort::Status(("FCM CUDA (" + spec.node_name + "): not enough free device memory for the " +
-                            std::to_string(plan.workspace_bytes) + "-byte split workspace").c_str(),
-                           ORT_EP_FAIL).release();
-      // tied to this call's stream: the arena hands it to another stream (another thread's run) only
-      // once this one has moved past it
-      Ort::ThrowOnError(Ort::GetApi().KernelContext_GetScratchBuffer(context, device_memory, plan.workspace_bytes, &workspace));
-      if (workspace == nullptr) return Ort::Status("FCM CUDA: out of device memory", ORT_EP_FAIL).release();
+      Ort::Status status = GetScratch(ctx, device, stream, plan.workspace_bytes, "FCM CUDA (" + spec.node_name + "), split workspace",
+                                      &workspace, &allocator);
+      if (!status.IsOK()) return status.release();
     }
     const cudaError_t err = LaunchChain(p, plan, workspace, stream);
     if (workspace != nullptr) allocator->Free(allocator, workspace);
@@ -151,8 +143,7 @@ OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
   }
 }
 
-}  // namespace
-
+// Whether `bytes` more fit the device (see GetScratch); true while `stream` is being captured.
 bool ScratchFits(cudaStream_t stream, size_t bytes) {
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) {
@@ -167,6 +158,21 @@ bool ScratchFits(cudaStream_t stream, size_t bytes) {
   }
   // headroom for the arena's rounding of the request to its own chunk sizes
   return free_bytes >= bytes + bytes / 4 + (size_t{32} << 20);
+}
+
+}  // namespace
+
+Ort::Status GetScratch(Ort::KernelContext& ctx, int device, cudaStream_t stream, size_t bytes, const std::string& what,
+                       void** buffer, OrtAllocator** allocator) {
+  *buffer = nullptr;
+  Ort::MemoryInfo device_memory("Cuda", OrtArenaAllocator, device, OrtMemTypeDefault);
+  *allocator = ctx.GetAllocator(*static_cast<const OrtMemoryInfo*>(device_memory));
+  if (*allocator == nullptr) return Ort::Status((what + ": no device allocator").c_str(), ORT_EP_FAIL);
+  if (!ScratchFits(stream, bytes))
+    return Ort::Status((what + ": not enough free device memory for its " + std::to_string(bytes) + " bytes").c_str(), ORT_EP_FAIL);
+  Ort::ThrowOnError(Ort::GetApi().KernelContext_GetScratchBuffer(ctx.GetOrtKernelContext(), device_memory, bytes, buffer));
+  if (*buffer == nullptr) return Ort::Status((what + ": out of device memory").c_str(), ORT_EP_FAIL);
+  return Ort::Status{nullptr};
 }
 
 std::unique_ptr<OrtCustomOp> MakeCudaOp(const char* name, size_t stages) {

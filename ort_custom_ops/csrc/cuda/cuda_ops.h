@@ -3,8 +3,10 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
 
-struct OrtCustomOp;
+#include <onnxruntime_cxx_api.h>
+
 typedef struct CUstream_st* cudaStream_t;
 
 namespace fcm {
@@ -12,10 +14,13 @@ namespace fcm {
 // The CUDA op of type `name` (FusedDwPw, FusedPwDw, FusedPwPw, FusedPwDwPw) with `stages` stages.
 std::unique_ptr<OrtCustomOp> MakeCudaOp(const char* name, size_t stages);
 
-// Whether a scratch buffer of `bytes` may be asked of ONNX Runtime: KernelContext_GetScratchBuffer
-// lets an allocation failure escape its C API, which aborts the process, so a request the device
-// cannot hold is refused here and the call fails with an error instead. Not checked while `stream`
-// is being captured into a CUDA graph (the memory was taken on the runs before the capture).
-bool ScratchFits(cudaStream_t stream, size_t bytes);
+// A workspace of `bytes` from ONNX Runtime's device arena for this call, and the allocator to free
+// it with; an error status (naming `what`) when there is none. The buffer is tied to the call's
+// stream: the arena hands it to another stream (another thread's run) only once this one has moved
+// past it. KernelContext_GetScratchBuffer lets an allocation failure escape its C API, which aborts
+// the process, so a request the device cannot hold is refused before it is made (not checked while
+// `stream` is being captured into a CUDA graph: the memory was taken on the runs before the capture).
+Ort::Status GetScratch(Ort::KernelContext& ctx, int device, cudaStream_t stream, size_t bytes, const std::string& what,
+                       void** buffer, OrtAllocator** allocator);
 
 }  // namespace fcm

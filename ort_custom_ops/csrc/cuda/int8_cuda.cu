@@ -618,17 +618,11 @@ class ChainLauncher {
     OrtAllocator* allocator = nullptr;
     int32_t* workspace = nullptr;
     if (pointwise > 0) {
-      Ort::MemoryInfo device_memory("Cuda", OrtArenaAllocator, device, OrtMemTypeDefault);
-      allocator = ctx.GetAllocator(*static_cast<const OrtMemoryInfo*>(device_memory));
-      if (allocator == nullptr) return Ort::Status(("FCM node '" + node + "' (CUDA): no device allocator").c_str(), ORT_EP_FAIL);
-      // a scratch buffer is tied to this call's stream: the arena hands it to another stream (another
-      // thread's run) only once this one has moved past it
       void* scratch = nullptr;
-      if (!ScratchFits(stream, words * sizeof(int32_t)))
-        return Ort::Status(("FCM node '" + node + "' (CUDA): not enough free device memory for its workspace").c_str(), ORT_EP_FAIL);
-      Ort::ThrowOnError(Ort::GetApi().KernelContext_GetScratchBuffer(ctx.GetOrtKernelContext(), device_memory, words * sizeof(int32_t), &scratch));
+      Ort::Status status = GetScratch(ctx, device, stream, words * sizeof(int32_t), "FCM node '" + node + "' (CUDA), zero-point workspace",
+                                      &scratch, &allocator);
+      if (!status.IsOK()) return status;
       workspace = static_cast<int32_t*>(scratch);
-      if (workspace == nullptr) return Ort::Status(("FCM node '" + node + "' (CUDA): out of device memory").c_str(), ORT_EP_FAIL);
       int32_t* next = workspace;
       for (int s = 0, i = 0; s < args.stages; ++s) {
         if (args.stage[s].kind != kPointwise) continue;
