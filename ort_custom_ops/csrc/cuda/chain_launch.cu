@@ -179,7 +179,8 @@ double EstimateMicros(const ChainProblem& p, const KernelArgs& a, const ChainPla
   if (p.pw1) block += region_lines(a.cp) * 35.0 + a.cp * a.in_hw / 256.0 * 8.0;
   if (p.pwl) block += (a.ftp / 16.0) * cols * 4.0 * 15.0;
   const double busiest = std::ceil(static_cast<double>(plan.blocks) / sms);
-  // issue rate per SM against resident blocks (measured: ~1 with one block of 8 warps, ~1.5 with two)
+  // issue rate per SM against resident blocks (measured on H100: ~1 with one block of 8 warps, ~1.5
+  // with two; the values for three and four are a guess, for ranking plans only)
   const double resident = std::min(static_cast<double>(per_sm), busiest);
   const double ipc = resident >= 4 ? 2.0 : resident >= 3 ? 1.8 : resident >= 2 ? 1.5 : 1.0;
   const double compute_us = kCalibration * busiest * block * kWarps / ipc / (kClockGHz * 1e3);
