@@ -598,19 +598,11 @@ __global__ void __launch_bounds__(kThreads, MinBlocks(kWidth, kPw1)) ChainKernel
 
 using KernelFn = void (*)(const KernelArgs);
 
-// The capacity (Width) a launch with f_tile output channels per block and `pixels` per block runs
-// with: the narrowest compiled one that holds f_tile. Compiled (InstanceForPixels): full width for
-// the exact FP32 path (fewer instantiations for the slower mode) and for 128-pixel blocks with a
-// first pointwise stage (they spill below 128 registers); the narrow widths elsewhere, 32 only
-// without a first pointwise stage (with one it gains no blocks over 64); PW->DW, which has no
-// accumulators, at width 32.
-inline int WidthFor(const ChainProblem& p, int f_tile, int pixels) {
-  if (!p.tf32) return kWidthFull;
-  if (!p.pwl) return kWidth32;
-  if (p.pw1 && pixels == 128) return kWidthFull;
-  const int ftp = RoundUp(f_tile, 16);
-  if (ftp <= 32 && !p.pw1) return kWidth32;
-  return ftp <= 64 ? kWidth64 : kWidthFull;
+// The narrowest capacity (Width) that holds f_tile output channels per block (PW->DW has no
+// accumulators: the narrowest). InstanceForPixels runs the narrowest compiled one at least as wide.
+inline int WidthFor(const ChainProblem& p, int f_tile) {
+  const int ftp = p.pwl ? RoundUp(f_tile, 16) : 0;
+  return ftp <= 32 ? kWidth32 : ftp <= 64 ? kWidth64 : kWidthFull;
 }
 
 // The kernel for p's stage sequence and depthwise size (K 3 and 5 compiled for their size, others
@@ -621,8 +613,11 @@ KernelFn PickDwPw(const ChainProblem& p, int pixels, int width);
 KernelFn PickPwDw(const ChainProblem& p, int pixels, int width);
 KernelFn PickPwPw(const ChainProblem& p, int pixels, int width);
 
-// A width that is not compiled for these flags gets the next wider one (a wider capacity computes
-// the same result).
+// The widths compiled: full only for the exact FP32 path (fewer instantiations for the slower mode)
+// and for 128-pixel blocks with a first pointwise stage (they spill below 128 registers); 32 only
+// without a first pointwise stage (with one it gains no blocks over 64); PW->DW at 32 (no
+// accumulators). A width not compiled for these flags gets the next wider one (a wider capacity
+// computes the same result).
 template <int kPixels, int K, bool kPw1, bool kDw, bool kPwl>
 KernelFn InstanceForPixels(const ChainProblem& p, int width) {
   if (!p.tf32) return ChainKernel<kPixels, kWidthFull, K, kPw1, kDw, kPwl, false>;

@@ -36,7 +36,7 @@ __global__ void ReduceSplits(const KernelArgs a, int split) {
 
 // The kernel a plan with `pixels` per block and `f_tile` output channels per block runs.
 KernelFn PickKernel(const ChainProblem& p, int pixels, int f_tile) {
-  const int width = WidthFor(p, f_tile, pixels);
+  const int width = WidthFor(p, f_tile);
   if (p.pw1 && p.dw && p.pwl) return PickPwDwPw(p, pixels, width);
   if (!p.pw1 && p.dw && p.pwl) return PickDwPw(p, pixels, width);
   if (p.pw1 && p.dw && !p.pwl) return PickPwDw(p, pixels, width);
