@@ -49,6 +49,12 @@ PLANS_ATTRIBUTE = "cuda_plans"
 _TILES = ((64, ((8, 8), (4, 16))), (128, ((8, 16),)))
 _SPLITS = (1, 2, 4, 8, 16, 32)
 _F_TILES = (64, 32, 16)
+# A split sums its shares through a workspace of split x the output: worth timing only while the
+# unsplit grid leaves SMs idle (fewer blocks than a few waves on current GPUs, 132 SMs x up to 4
+# blocks each) and while the workspace stays small (each timed session keeps its own until it is
+# freed; gigabytes per plan at batch 32 exhaust the GPU within one group).
+_SPLIT_BELOW_BLOCKS = 1024
+_SPLIT_WORKSPACE_BYTES = 256 << 20
 
 
 def _round16(v: int) -> int:
@@ -67,8 +73,9 @@ def _effective_split(split: int, chunks: int) -> int:
 def plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> list[str]:
     """Distinct launch plans ("pixels,HxW,f_tile,split,buffers,w1_direct") worth timing for a fused
     node at the batch ``shapes`` are for: each tile clamped to the output, each output-channel tile to
-    the output channels, each split to the intermediate channels' 32-channel chunks."""
-    _, f, out_h, out_w = shapes[node.output[0]]
+    the output channels, each split to the intermediate channels' 32-channel chunks; splits only
+    where the unsplit grid is small and the workspace too (_SPLIT_BELOW_BLOCKS)."""
+    n, f, out_h, out_w = shapes[node.output[0]]
     last_pointwise = node.op_type in ("FusedDwPw", "FusedPwPw", "FusedPwDwPw")
     if node.op_type.startswith("FusedPw"):
         first = initializers.get(node.input[1])
@@ -84,7 +91,10 @@ def plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initiali
         for tile_h, tile_w in tiles:
             tile_h, tile_w = min(tile_h, out_h), min(tile_w, out_w)
             for f_tile in f_tiles:
+                blocks = n * -(-out_h // tile_h) * -(-out_w // tile_w) * (-(-f // f_tile) if f_tile else 1)
                 for split in splits:
+                    if split > 1 and (blocks >= _SPLIT_BELOW_BLOCKS or 4 * split * n * f * out_h * out_w > _SPLIT_WORKSPACE_BYTES):
+                        continue
                     key = (pixels, tile_h, tile_w, f_tile, split)
                     if key not in seen:
                         seen.add(key)

@@ -175,11 +175,29 @@ def test_every_kernel_width(kind, precision, rng):
             check_on_gpu(spec, rng, 2, 13, 19, bound, plan=f"{pixels},{tile},{f_tile},2,2,0")
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_region_in_16_byte_pieces(stride, precision, rng):
+    """DW->PW on images whose rows are 16-byte aligned (width a multiple of 4) with tile widths
+    that keep every block's region at one offset from a 4-aligned column: the region is copied in
+    16-byte pieces, shifted by the left padding (0 to 3); beside them a width and a tile that take
+    the per-float copies. All against the CPU reference."""
+    bound = TF32_BOUND if precision == "tf32" else FP32_BOUND
+    for kernel, left in ((3, 0), (3, 1), (5, 2), (5, 3)):
+        spec = random_spec(rng, "dwpw", 37, kernel=kernel, stride=stride, pads=(kernel // 2, left, kernel // 2, 1))
+        for width, tile_w in ((32, 8), (20, 16), (28, 4 // stride), (30, 8), (32, 5)):
+            tile_h = 64 // tile_w
+            check_on_gpu(spec, rng, 2, 11, width, bound, plan=f"64,{tile_h}x{tile_w},32,1,2,0")
+
+
 def test_small_cases_for_the_sanitizer(rng):
     """A handful of tiny cases per kind (run under compute-sanitizer memcheck and racecheck)."""
     for kind, stride in (("dwpw", 2), ("pwdw", 1), ("pwpw", 1), ("pwdwpw", 2), ("pwdwpw", 1)):
         spec = random_spec(rng, kind, 9, kernel=3, stride=stride, residual=kind == "pwpw", scale=kind == "pwdw")
         check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan=random_plan(rng, kind, 9, 3, stride))
+    # the depthwise input region in 16-byte pieces (width a multiple of 4), left pads 1 and 2
+    for left, stride in ((1, 1), (2, 2)):
+        spec = random_spec(rng, "dwpw", 9, kernel=5, stride=stride, pads=(2, left, 2, 2))
+        check_on_gpu(spec, rng, 2, 6, 8, TF32_BOUND, plan="64,4x8,32,1,2,0")
     # each compiled output-channel capacity (f_tile 16, 48, 112 on 100 output channels)
     for kind in ("dwpw", "pwdwpw", "pwpw"):
         spec = random_spec(rng, kind, 9, kernel=3, stride=2, expand=40, out=100)

@@ -65,6 +65,15 @@ struct KernelArgs {
   float* partial;  // split > 1: [split][n][f][out_h * out_w]
   int tile_h, tile_w, tiles_w, thw;
   int in_h, in_w, in_hw;
+  // The input region as held in shared memory: rows of row_w floats, region column j at stored
+  // column j + col_shift. With region_vec the rows are copied in 16-byte pieces from a 4-aligned
+  // image column (row_w a multiple of 4, col_shift the region's offset from it); else row_w = in_w.
+  int row_w, col_shift;
+  bool region_vec;
+  // LoadRegion's walk: copies per stored row (units), and the step of kThreads copies as
+  // (channels, rows, units); units_div = DivReciprocal(units)
+  int units, step_ch, step_r, step_u;
+  unsigned long long units_div;
   int cp, ks1;  // input channels padded to 8, and the first stage's k-steps
   int ldx, ldt, ldu;
   int ldw1;            // leading dimension of the staged first-stage weights ([kChunk][cp + 4])
@@ -147,7 +156,7 @@ __device__ __forceinline__ float4 PrepareA(float4 a) {
 }
 
 // c (16x8, lane (g, t) holding C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]) += A (16x8) * B (8x8);
-// A from PrepareA, B rounded where it was written.
+// A and B rounded to TF32 already (where they were staged or written, or by PrepareA).
 __device__ __forceinline__ void Mma(float (&c)[4], const float4& a, const BFrag<true>& b) {
   const unsigned a0 = __float_as_uint(a.x), a1 = __float_as_uint(a.y);
   const unsigned a2 = __float_as_uint(a.z), a3 = __float_as_uint(a.w);
@@ -186,30 +195,36 @@ __device__ __forceinline__ void CommitCopies() { asm volatile("cp.async.commit_g
 __device__ __forceinline__ void WaitCopies() { asm volatile("cp.async.wait_group 0;\n" ::); }
 
 // Channels [c0, c0 + rows) of image n over the input region (in_h x in_w from (iy0, ix0)) into
-// dst[rows][ld]; zero outside the image and for channels >= c_end. A warp copies one region row, or
-// several when rows are narrow (8 or 16 lanes each), so few lanes idle.
+// dst[rows][ld] (rows of a.row_w); zero outside the image and for channels >= c_end. The copies
+// (16-byte pieces with region_vec, else single floats) are numbered along the rows and dealt to
+// the threads in turn, so every lane has work whatever the region's width; a thread steps from
+// one copy to its next by adding (step_ch, step_r, step_u) with carries instead of dividing.
 inline __device__ void LoadRegion(const KernelArgs& a, int n, int c0, int rows, int c_end, int iy0, int ix0, float* dst,
                                   int ld) {
   const ChainProblem& p = a.p;
-  const int width_log2 = a.in_w <= 8 ? 3 : a.in_w <= 16 ? 4 : 5;
-  const int lane_width = 1 << width_log2, per_warp = 32 >> width_log2;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int sub = lane >> width_log2, sub_lane = lane & (lane_width - 1);
   // offsets within the image in 32 bits (CompletePlan checks the image fits)
   const float* image = p.x + static_cast<size_t>(n) * p.c * p.h * p.w;
   const int plane = p.h * p.w;
   const unsigned dst_address = SharedAddress(dst);
-  for (int line = warp * per_warp + sub; line < rows * a.in_h; line += kWarps * per_warp) {
-    const int ch = Div(line, a.in_h_div), r = line - ch * a.in_h;
-    const int iy = iy0 + r, c = c0 + ch;
-    const bool row_inside = c < c_end && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h);
-    const int row_offset = c * plane + iy * p.w;
-    const unsigned out = dst_address + 4u * static_cast<unsigned>(ch * ld + r * a.in_w);
-    for (int col = sub_lane; col < a.in_w; col += lane_width) {
-      const int ix = ix0 + col;
-      const bool inside = row_inside && static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
-      CopyAsync(out + 4u * col, image + (inside ? row_offset + ix : 0), inside);
-    }
+  const int line = Div(threadIdx.x, a.units_div);
+  int u = threadIdx.x - line * a.units;
+  int ch = Div(line, a.in_h_div), r = line - ch * a.in_h;
+  const int piece = a.region_vec ? 4 : 1;
+  const int x0 = ix0 - a.col_shift;  // the image column of stored column 0
+  while (ch < rows) {
+    const int iy = iy0 + r, c = c0 + ch, ix = x0 + u * piece;
+    const bool inside = c < c_end && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h) &&
+                        static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
+    const float* src = image + (inside ? c * plane + iy * p.w + ix : 0);
+    const unsigned out = dst_address + 4u * static_cast<unsigned>(ch * ld + r * a.row_w + u * piece);
+    // a 16-byte piece lies wholly inside or outside the image (4-aligned columns, width % 4 == 0)
+    if (a.region_vec) CopyAsync16(out, src, inside ? 16 : 0);
+    else CopyAsync(out, src, inside);
+    u += a.step_u;
+    if (u >= a.units) u -= a.units, ++r;
+    r += a.step_r;
+    if (r >= a.in_h) r -= a.in_h, ++ch;
+    ch += a.step_ch;
   }
 }
 
@@ -221,27 +236,55 @@ __device__ __forceinline__ float4 LoadAGlobal(const ChainProblem& p, int row0, i
   return make_float4(at(g, t), at(g + 8, t), at(g, t + 4), at(g + 8, t + 4));
 }
 
+// The pieces (16-byte or single floats) of a rows x cols block dealt to the threads in turn: a
+// thread's first piece, then every kThreads-th, stepping with carries instead of dividing.
+// per_row_div: DivReciprocal(cols / 4) (used for 16-byte pieces).
+struct PieceWalk {
+  int r, u, dr, du, per_row;
+  __device__ __forceinline__ PieceWalk(int cols, bool vec, unsigned long long per_row_div) {
+    per_row = vec ? cols >> 2 : cols;
+    if (vec) r = Div(threadIdx.x, per_row_div), dr = Div(kThreads, per_row_div);
+    else r = threadIdx.x / per_row, dr = kThreads / per_row;  // 4-byte weights: the rare, slow path
+    u = threadIdx.x - r * per_row;
+    du = kThreads - dr * per_row;
+  }
+  __device__ __forceinline__ void Next() {
+    u += du;
+    if (u >= per_row) u -= per_row, ++r;
+    r += dr;
+  }
+};
+
 // rows x cols (cols % 4 == 0) of a row-major matrix (leading dimension ld_src) from (row0, col0)
 // into dst[rows][ld_dst]; zero for rows >= row_end or columns >= col_end. 16-byte copies when
 // `vec` (ld_src and col0 multiples of 4, src 16-byte aligned), else 4-byte ones.
-// per_row_div: DivReciprocal(cols / 4).
 inline __device__ void StageRows(const float* src, int ld_src, int row0, int rows, int row_end, int col0, int cols,
                                  int col_end, float* dst, int ld_dst, bool vec, unsigned long long per_row_div) {
   const unsigned dst_address = SharedAddress(dst);
-  if (vec) {
-    const int per_row = cols >> 2;
-    for (int i = threadIdx.x; i < rows * per_row; i += kThreads) {
-      const int r = Div(i, per_row_div), c = (i - r * per_row) * 4;
-      const int row = row0 + r, col = col0 + c;
-      const int valid = row < row_end ? max(0, min(4, col_end - col)) : 0;
-      CopyAsync16(dst_address + 4u * (r * ld_dst + c), valid > 0 ? src + static_cast<size_t>(row) * ld_src + col : src,
-                  valid * 4);
-    }
-  } else {
-    for (int i = threadIdx.x; i < rows * cols; i += kThreads) {
-      const int r = i / cols, c = i - r * cols;
-      const bool ok = row0 + r < row_end && col0 + c < col_end;
-      CopyAsync(dst_address + 4u * (r * ld_dst + c), ok ? src + static_cast<size_t>(row0 + r) * ld_src + col0 + c : src, ok);
+  const int piece = vec ? 4 : 1;
+  for (PieceWalk w(cols, vec, per_row_div); w.r < rows; w.Next()) {
+    const int row = row0 + w.r, col = col0 + w.u * piece;
+    const int valid = row < row_end ? max(0, min(piece, col_end - col)) : 0;
+    const float* from = valid > 0 ? src + static_cast<size_t>(row) * ld_src + col : src;
+    const unsigned to = dst_address + 4u * static_cast<unsigned>(w.r * ld_dst + w.u * piece);
+    if (vec) CopyAsync16(to, from, valid * 4);
+    else CopyAsync(to, from, valid > 0);
+  }
+}
+
+// The pieces this thread staged with StageRows (same arguments), rounded to TF32 in place: after
+// the thread's copies completed and before the barrier that shows them to the block, so each
+// staged weight is rounded once instead of by every warp that reads it.
+inline __device__ void RoundStaged(int rows, int cols, float* dst, int ld_dst, bool vec, unsigned long long per_row_div) {
+  for (PieceWalk w(cols, vec, per_row_div); w.r < rows; w.Next()) {
+    if (vec) {
+      float4* at = reinterpret_cast<float4*>(dst + w.r * ld_dst + w.u * 4);
+      float4 v = *at;
+      v.x = RoundTf32(v.x), v.y = RoundTf32(v.y), v.z = RoundTf32(v.z), v.w = RoundTf32(v.w);
+      *at = v;
+    } else {
+      float* at = dst + w.r * ld_dst + w.u;
+      *at = RoundTf32(*at);
     }
   }
 }
@@ -272,10 +315,10 @@ __device__ void FirstPointwise(const KernelArgs& a, const float* w1s, const floa
         b1.Load(row + second_column, a.ldx, lane);
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
+          // staged W1 is rounded already (RoundStaged)
           float4 av;
-          if constexpr (decltype(direct)::value) av = LoadAGlobal(p, m0 + mt * 16, ks * 8, lane);
+          if constexpr (decltype(direct)::value) av = PrepareA<kTf32>(LoadAGlobal(p, m0 + mt * 16, ks * 8, lane));
           else av = LoadA(a_lane + 4u * (mt * 16 * a.ldw1 + ks * 8));
-          av = PrepareA<kTf32>(av);
           Mma(c[mt][0], av, b0);
           Mma(c[mt][1], av, b1);
         }
@@ -324,14 +367,66 @@ __device__ void FirstPointwise(const KernelArgs& a, const float* w1s, const floa
   }
 }
 
-// The depthwise stage for 32 channels from src[32][ld] (the input region, in_h x in_w per channel)
-// into u[32][ldu] (rounded to TF32 when it feeds tensor cores; zero for channels >= m), or, for
-// PW->DW, straight to the output.
+// One run of kRun output rows of a K x K depthwise filter with stride S, for one channel and
+// column: v[r] += sum over (kh, kw) of w[kh][kw] * in[(r * S + kh) * row_w + kw]. It walks the
+// input rows once, each feeding every output row it belongs to, so an input value is read from
+// shared memory once per run rather than once per tap; the sums keep the (kh, kw) order. Output
+// rows past `last` (beyond the tile, not stored) read the last row needed: in bounds, no branch.
+template <int K, int S, int kRun>
+__device__ __forceinline__ void DepthwiseRunSliding(const float* in, int row_w, int last, const float (&w)[K * K],
+                                                    float (&v)[kRun]) {
+  constexpr int kRows = (kRun - 1) * S + K;
+  const int last_row = last * S + K - 1;
+#pragma unroll
+  for (int ir = 0; ir < kRows; ++ir) {
+    const float* row = in + min(ir, last_row) * row_w;
+    float x[K];
+#pragma unroll
+    for (int kw = 0; kw < K; ++kw) x[kw] = row[kw];
+#pragma unroll
+    for (int kh = 0; kh < K; ++kh) {
+      const int d = ir - kh;
+      if (d >= 0 && d % S == 0 && d / S < kRun) {
+#pragma unroll
+        for (int kw = 0; kw < K; ++kw) v[d / S] = fmaf(w[kh * K + kw], x[kw], v[d / S]);
+      }
+    }
+  }
+}
+
+// The same run reading the input per tap, one weight row in registers at a time (K 5, whose 25
+// weights would crowd the registers, and strides other than 1 and 2).
+template <int K, int kRun>
+__device__ __forceinline__ void DepthwiseRunPerTap(const float* in, int row_w, int stride, int last, const float* wk,
+                                                   float (&v)[kRun]) {
+  const int row_step = stride * row_w;
+  int line_offset[kRun];
+#pragma unroll
+  for (int r = 0; r < kRun; ++r) line_offset[r] = min(r, last) * row_step;
+#pragma unroll
+  for (int kh = 0; kh < K; ++kh) {
+    float w[K];
+#pragma unroll
+    for (int kw = 0; kw < K; ++kw) w[kw] = __ldg(wk + kh * K + kw);
+    const float* rows = in + kh * row_w;
+#pragma unroll
+    for (int r = 0; r < kRun; ++r) {
+#pragma unroll
+      for (int kw = 0; kw < K; ++kw) v[r] = fmaf(w[kw], rows[line_offset[r] + kw], v[r]);
+    }
+  }
+}
+
+// The depthwise stage for 32 channels from src[32][ld] (the input region, in_h rows of row_w per
+// channel, starting at column col_shift) into u[32][ldu] (rounded to TF32 when it feeds tensor
+// cores), or, for PW->DW, straight to the output. Channels >= m (the last chunk's padding) are
+// computed from zero inputs with zero bias: their values are finite and meet zero W2 columns
+// (StageRows zero-fills them), so they need no test before the last stage.
 //
 // K 3 and 5: 8 threads per channel; a thread takes the tile's columns slot, slot + 8, ... and in
-// each a run of up to 8 rows, with one weight row in registers at a time, so each weight is read
-// once per 8 pixels and the activation is dispatched once per run. K == 0 (any size, read at run
-// time): a thread per pixel and channel group, weights read per tap.
+// each a run of up to 8 rows, so each weight is read once per 8 pixels and the activation is
+// dispatched once per run. K == 0 (any size, read at run time): a thread per pixel and channel
+// group, weights read per tap.
 template <int kPixels, int K, bool kTf32, bool kStore>
 __device__ void Depthwise(const KernelArgs& a, const float* src, int ld, int m0, int n, int oy0, int ox0, float* u) {
   const ChainProblem& p = a.p;
@@ -344,38 +439,37 @@ __device__ void Depthwise(const KernelArgs& a, const float* src, int ld, int m0,
         p.y[at] = v;
       }
     } else {
-      u[mm * a.ldu + py * a.tile_w + px] = m < p.m ? (kTf32 ? RoundTf32(v) : v) : 0.f;
+      u[mm * a.ldu + py * a.tile_w + px] = kTf32 ? RoundTf32(v) : v;
     }
   };
   if constexpr (K > 0) {
     constexpr int kRun = 8;
     const int mm = threadIdx.x >> 3, slot = threadIdx.x & 7;
     const int m = m0 + mm;
-    const float* wk = p.wd + static_cast<size_t>(m < p.m ? m : 0) * K * K;
-    const float bias = m < p.m ? __ldg(p.bd + m) : 0.f;
-    const int row_step = p.stride * a.in_w;
+    const bool m_ok = m < p.m;
+    const float* wk = p.wd + static_cast<size_t>(m_ok ? m : 0) * K * K;
+    const float bias = m_ok ? __ldg(p.bd + m) : 0.f;
+    // K 3 at stride 1 or 2: the taps stay in registers for the chunk
+    const bool sliding = K == 3 && (p.stride == 1 || p.stride == 2);
+    float w[K == 3 ? 9 : 1];
+    if constexpr (K == 3) {
+#pragma unroll
+      for (int i = 0; i < 9; ++i) w[i] = m_ok && sliding ? __ldg(wk + i) : 0.f;
+    }
+    const float* base = src + mm * ld + a.col_shift;
     for (int px = slot; px < a.tile_w; px += 8) {
       for (int py0 = 0; py0 < a.tile_h; py0 += kRun) {
-        const float* in = src + mm * ld + py0 * row_step + px * p.stride;
-        // rows past the tile repeat its last row (in bounds, not stored): no branch among the taps
+        const float* in = base + py0 * p.stride * a.row_w + px * p.stride;
         const int last = a.tile_h - 1 - py0;
-        int line_offset[kRun];
-#pragma unroll
-        for (int r = 0; r < kRun; ++r) line_offset[r] = min(r, last) * row_step;
         float v[kRun];
 #pragma unroll
         for (int r = 0; r < kRun; ++r) v[r] = bias;
-#pragma unroll
-        for (int kh = 0; kh < K; ++kh) {
-          float w[K];
-#pragma unroll
-          for (int kw = 0; kw < K; ++kw) w[kw] = __ldg(wk + kh * K + kw);
-          const float* rows = in + kh * a.in_w;
-#pragma unroll
-          for (int r = 0; r < kRun; ++r) {
-#pragma unroll
-            for (int kw = 0; kw < K; ++kw) v[r] = fmaf(w[kw], rows[line_offset[r] + kw], v[r]);
-          }
+        if constexpr (K == 3) {
+          if (p.stride == 1) DepthwiseRunSliding<3, 1, kRun>(in, a.row_w, last, w, v);
+          else if (p.stride == 2) DepthwiseRunSliding<3, 2, kRun>(in, a.row_w, last, w, v);
+          else DepthwiseRunPerTap<3, kRun>(in, a.row_w, p.stride, last, wk, v);
+        } else {
+          DepthwiseRunPerTap<K, kRun>(in, a.row_w, p.stride, last, wk, v);
         }
         p.actd.Apply(v);
 #pragma unroll
@@ -389,14 +483,14 @@ __device__ void Depthwise(const KernelArgs& a, const float* src, int ld, int m0,
     const int pix = threadIdx.x & (kPixels - 1), group = threadIdx.x / kPixels;
     if (pix >= a.thw) return;
     const int py = pix / a.tile_w, px = pix - py * a.tile_w;
-    const int base = py * p.stride * a.in_w + px * p.stride;
+    const int base = py * p.stride * a.row_w + px * p.stride + a.col_shift;
     for (int mm = group; mm < kChunk; mm += kGroups) {
       const int m = m0 + mm;
       const float* wk = p.wd + static_cast<size_t>(m < p.m ? m : 0) * kk * kk;
       const float* in = src + mm * ld + base;
       float acc = m < p.m ? __ldg(p.bd + m) : 0.f;
       for (int kh = 0; kh < kk; ++kh)
-        for (int kw = 0; kw < kk; ++kw) acc = fmaf(__ldg(wk + kh * kk + kw), in[kh * a.in_w + kw], acc);
+        for (int kw = 0; kw < kk; ++kw) acc = fmaf(__ldg(wk + kh * kk + kw), in[kh * a.row_w + kw], acc);
       put(m, mm, py, px, p.actd(acc));
     }
   }
@@ -425,7 +519,7 @@ __device__ __forceinline__ void LastPointwise(const KernelArgs& a, const float* 
 #pragma unroll
     for (int mt = 0; mt < kMaxMt; ++mt) {
       if (mt < m_tiles) {
-        const float4 av = PrepareA<kTf32>(LoadA(a_lane + 4u * (mt * 16 * kLdW2 + ks * 8)));
+        const float4 av = LoadA(a_lane + 4u * (mt * 16 * kLdW2 + ks * 8));  // rounded by RoundStaged
 #pragma unroll
         for (int j = 0; j < kCols; ++j) Mma(acc[j][mt], av, b[j]);
       }
@@ -509,12 +603,21 @@ __global__ void __launch_bounds__(kThreads, MinBlocks(kWidth, kPw1)) ChainKernel
     CommitCopies();
     WaitCopies();
     __syncthreads();
-    if (kTf32 || p.scale != nullptr) {
-      const float* scale = p.scale != nullptr ? p.scale + (p.scale_batch == 1 ? 0 : n) * p.c : nullptr;
+    if (p.scale != nullptr) {
+      const float* scale = p.scale + (p.scale_batch == 1 ? 0 : n) * p.c;
       for (int ch = warp; ch < p.c; ch += kWarps) {
-        const float sc = scale != nullptr ? __ldg(scale + ch) : 1.f;
+        const float sc = __ldg(scale + ch);
         float* row = xs + ch * a.ldx;
         for (int q = lane; q < a.in_hw; q += 32) row[q] = kTf32 ? RoundTf32(row[q] * sc) : row[q] * sc;
+      }
+    } else if (kTf32) {
+      // rows of ldx (a multiple of 8) floats: 16-byte pieces; the padding past in_hw is rounded
+      // too (never used for a stored result)
+      float4* all = reinterpret_cast<float4*>(xs);
+      for (int i = threadIdx.x; i < p.c * a.ldx / 4; i += kThreads) {
+        float4 v = all[i];
+        v.x = RoundTf32(v.x), v.y = RoundTf32(v.y), v.z = RoundTf32(v.z), v.w = RoundTf32(v.w);
+        all[i] = v;
       }
     }
   }
@@ -533,6 +636,10 @@ __global__ void __launch_bounds__(kThreads, MinBlocks(kWidth, kPw1)) ChainKernel
       issue(ci, 0);
     }
     WaitCopies();
+    if constexpr (kTf32) {  // this thread's staged weights of the chunk, before the barrier shows them
+      if (kPw1 && !a.w1_direct) RoundStaged(kChunk, a.cp, w1s + buf * kChunk * a.ldw1, a.ldw1, a.w1_vec, a.w1_row_div);
+      if (kPwl) RoundStaged(a.ftp, kChunk, w2s + buf * a.ftp * kLdW2, kLdW2, a.w2_vec, DivReciprocal(kChunk / 4));
+    }
     __syncthreads();
     if (a.buffers == 2 && ci + 1 < chunk_end) issue(ci + 1, buf ^ 1);
 

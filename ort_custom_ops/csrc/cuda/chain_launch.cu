@@ -54,9 +54,24 @@ KernelArgs MakeArgs(const ChainProblem& p, const ChainPlan& plan, float* partial
   a.in_h = p.dw ? (a.tile_h - 1) * p.stride + p.kernel : a.tile_h;
   a.in_w = p.dw ? (a.tile_w - 1) * p.stride + p.kernel : a.tile_w;
   a.in_hw = a.in_h * a.in_w;
+  // Without a first pointwise stage the region is only read by the depthwise stage, so it may be
+  // held wider than needed: whole 16-byte pieces from a 4-aligned image column, when every block's
+  // region starts at the same offset from one (tile_w * stride % 4 == 0) and image rows are
+  // 16-byte aligned.
+  const int first_column = p.dw ? -p.pad_left : 0;
+  a.region_vec = !p.pw1 && p.w % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
+                 (a.tile_w * (p.dw ? p.stride : 1)) % 4 == 0;
+  a.col_shift = a.region_vec ? ((first_column % 4) + 4) % 4 : 0;
+  a.row_w = a.region_vec ? RoundUp(a.col_shift + a.in_w, 4) : a.in_w;
+  a.units = a.region_vec ? a.row_w / 4 : a.in_w;
+  a.units_div = DivReciprocal(a.units);
+  const int step_lines = kThreads / a.units;
+  a.step_u = kThreads - step_lines * a.units;
+  a.step_ch = step_lines / a.in_h;
+  a.step_r = step_lines - a.step_ch * a.in_h;
   a.cp = RoundUp(p.c, 8);
   a.ks1 = a.cp / 8;
-  a.ldx = LdB(a.in_hw);
+  a.ldx = LdB(a.in_h * a.row_w);
   a.ldt = LdB(a.in_hw);
   a.ldu = LdB(plan.pixels);
   a.ldw1 = a.cp + 4;
@@ -157,13 +172,13 @@ double EstimateMicros(const ChainProblem& p, const KernelArgs& a, const ChainPla
   const int chunks = p.pwl ? a.chunks_per_split : 1;
   const double mma = p.tf32 ? 7.0 : 45.0;  // instructions per m16n8k8 step with its operand loads
   const int kk = p.dw ? p.kernel * p.kernel : 0;
-  const int lane_width = a.in_w <= 8 ? 8 : a.in_w <= 16 ? 16 : 32;
   const int cols = plan.pixels / 64;
-  auto region_lines = [&](int channels) { return std::ceil(static_cast<double>(channels) * a.in_h / (kWarps * 32.0 / lane_width)); };
+  // LoadRegion: a thread's copies of the region (16-byte pieces or floats), ~16 instructions each
+  auto region_copies = [&](int channels) { return std::ceil(static_cast<double>(channels) * a.in_h * a.units / kThreads); };
   double chunk = 60.0;  // loop control and barriers
-  if (p.pw1 && !plan.w1_direct) chunk += kChunk * a.cp / 4.0 / kThreads * (a.w1_vec ? 14.0 : 4 * 14.0);
-  if (p.pwl) chunk += a.ftp * kChunk / 4.0 / kThreads * (a.w2_vec ? 10.0 : 4 * 12.0);
-  if (!p.pw1) chunk += region_lines(kChunk) * 35.0;
+  if (p.pw1 && !plan.w1_direct) chunk += kChunk * a.cp / 4.0 / kThreads * (a.w1_vec ? 18.0 : 4 * 16.0);
+  if (p.pwl) chunk += a.ftp * kChunk / 4.0 / kThreads * (a.w2_vec ? 18.0 : 4 * 16.0);
+  if (!p.pw1) chunk += region_copies(kChunk) * 16.0;
   if (p.pw1) {
     const double pairs = std::ceil(std::ceil((a.in_hw + 7) / 8 / 2.0) / kWarps);
     chunk += pairs * (a.ks1 * (2.0 * mma + (plan.w1_direct ? 40.0 : 8.0)) + 100.0);
@@ -176,7 +191,7 @@ double EstimateMicros(const ChainProblem& p, const KernelArgs& a, const ChainPla
   }
   if (p.pwl) chunk += kChunkSteps * (2.0 * cols + (a.ftp / 16.0) * (2.0 + cols * mma));
   double block = chunks * chunk + 200.0;
-  if (p.pw1) block += region_lines(a.cp) * 35.0 + a.cp * a.in_hw / 256.0 * 8.0;
+  if (p.pw1) block += region_copies(a.cp) * 16.0 + a.cp * a.ldx / 4.0 / kThreads * 8.0;
   if (p.pwl) block += (a.ftp / 16.0) * cols * 4.0 * 15.0;
   const double busiest = std::ceil(static_cast<double>(plan.blocks) / sms);
   // issue rate per SM against resident blocks (measured on H100: ~1 with one block of 8 warps, ~1.5
