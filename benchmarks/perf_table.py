@@ -22,7 +22,7 @@ ORDER = ["mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"
 START, END = "<!-- perf-table -->", "<!-- /perf-table -->"
 
 
-def table(folder: Path, also: list[Path] | None = None) -> str:
+def table(folder: Path, also: list[Path] | None = None, torch: Path | None = None) -> str:
     benches = {p.parent.name.removeprefix("bench_"): json.loads(p.read_text()) for p in folder.glob("bench/bench_*/bench.json")}
     if not benches:
         raise SystemExit(f"no bench/bench_*/bench.json under {folder}")
@@ -33,14 +33,16 @@ def table(folder: Path, also: list[Path] | None = None) -> str:
             if model not in benches:
                 benches[model], source[model] = json.loads(p.read_text()), older
     device = next(iter(benches.values()))["device"]
-    torch_path = folder / "torch_compile.json"
+    torch_path = torch or folder / "torch_compile.json"
     compiled = {}
     if torch_path.is_file():
         compiled = {(row["model"], row["batch"]): row for row in json.loads(torch_path.read_text())["rows"]}
     lines = [f"{device['gpu']}, driver {device['driver']}, onnxruntime-gpu {device['onnxruntime']}, fp32 models with "
              f"TF32 allowed on both sides; medians, each side in its best configuration (CUDA graph, prefer_nhwc). "
              f"From `{folder.as_posix()}` (`python benchmarks/perf_table.py {folder.as_posix()}"
-             + "".join(f" --also {older.as_posix()}" for older in also or []) + " --readme README.md`).",
+             + "".join(f" --also {older.as_posix()}" for older in also or [])
+             + (f" --torch {torch.as_posix()}" if torch else "") + " --readme README.md`)."
+             + (f" torch.compile columns from `{torch.as_posix()}`, measured in that folder's session." if torch else ""),
              "",
              "| model | groups fused | batch | ONNX Runtime CUDA (ms) | fused (ms) | speedup |"
              + (" torch.compile max-autotune (ms) | torch.compile / fused |" if compiled else ""),
@@ -72,9 +74,11 @@ def main() -> int:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--also", type=Path, action="append", default=[],
                         help="an older benchmark folder for the models the first did not bench (repeatable)")
+    parser.add_argument("--torch", type=Path,
+                        help="the torch_compile.json to show (default: <folder>/torch_compile.json), e.g. an earlier session's")
     parser.add_argument("--readme", type=Path, help="replace the table between the perf-table markers of this file")
     args = parser.parse_args()
-    text = table(args.folder, args.also)
+    text = table(args.folder, args.also, args.torch)
     if args.readme is None:
         print(text, end="")
         return 0
