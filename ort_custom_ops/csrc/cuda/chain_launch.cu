@@ -173,7 +173,8 @@ double EstimateMicros(const ChainProblem& p, const KernelArgs& a, const ChainPla
   const double mma = p.tf32 ? 7.0 : 45.0;  // instructions per m16n8k8 step with its operand loads
   const int kk = p.dw ? p.kernel * p.kernel : 0;
   const int cols = plan.pixels / 64;
-  // LoadRegion: a thread's copies of the region (16-byte pieces or floats), ~16 instructions each
+  // LoadRegion: a thread's copies of the region (16-byte pieces or floats), 16 units each (not
+  // refit: Nsight Compute counts ~48 instructions per copy; kCalibration scales the whole count)
   auto region_copies = [&](int channels) { return std::ceil(static_cast<double>(channels) * a.in_h * a.units / kThreads); };
   double chunk = 60.0;  // loop control and barriers
   if (p.pw1 && !plan.w1_direct) chunk += kChunk * a.cp / 4.0 / kThreads * (a.w1_vec ? 18.0 : 4 * 16.0);
