@@ -6,8 +6,8 @@
 
 Prints the TOP (default 25) SASS instructions with the most warp-stall samples and their share of
 all samples (`--page source`), then the instruction mix: per opcode, its share of the executed
-warp instructions and of the stall samples (what the kernel spends its issue slots on). For the throughput, occupancy and warp-state figures:
-`ncu -i REPORT --page details`.
+warp instructions and of the stall samples (what the kernel spends its issue slots on). For the
+throughput, occupancy and warp-state figures: `ncu -i REPORT --page details`.
 """
 
 import csv
