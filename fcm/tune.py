@@ -49,12 +49,16 @@ PLANS_ATTRIBUTE = "cuda_plans"
 _TILES = ((64, ((8, 8), (4, 16))), (128, ((8, 16),)))
 _SPLITS = (1, 2, 4, 8, 16, 32)
 _F_TILES = (64, 32, 16)
-# A split sums its shares through a workspace of split x the output: worth timing only while the
-# unsplit grid leaves SMs idle (fewer blocks than a few waves on current GPUs, 132 SMs x up to 4
-# blocks each) and while the workspace stays small (each timed session keeps its own until it is
-# freed; gigabytes per plan at batch 32 exhaust the GPU within one group).
+# A split adds its shares through a workspace of split x the output (or in a cluster, below): worth
+# timing only while the unsplit grid leaves SMs idle (fewer blocks than a few waves on current
+# GPUs, 132 SMs x up to 4 blocks each) and while the workspace stays small (each timed session
+# keeps its own until it is freed; gigabytes per plan at batch 32 exhaust the GPU within one group).
 _SPLIT_BELOW_BLOCKS = 1024
 _SPLIT_WORKSPACE_BYTES = 256 << 20
+# Splits of 2 to 16 are timed both ways, shares through the workspace and in a cluster (a seventh
+# plan field of 1): the cluster saves the second kernel but must fit a GPC whole, so which wins
+# depends on the group. A cluster plan fails (and is skipped) on GPUs before sm_90.
+_CLUSTER_MAX = 16
 
 
 def _round16(v: int) -> int:
@@ -71,7 +75,7 @@ def _effective_split(split: int, chunks: int) -> int:
 
 
 def plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> list[str]:
-    """Distinct launch plans ("pixels,HxW,f_tile,split,buffers,w1_direct") worth timing for a fused
+    """Distinct launch plans ("pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]") worth timing for a fused
     node at the batch ``shapes`` are for: each tile clamped to the output, each output-channel tile to
     the output channels, each split to the intermediate channels' 32-channel chunks; splits only
     where the unsplit grid is small and the workspace too (_SPLIT_BELOW_BLOCKS)."""
@@ -99,6 +103,8 @@ def plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initiali
                     if key not in seen:
                         seen.add(key)
                         plans.append(f"{pixels},{tile_h}x{tile_w},{f_tile},{split},2,0")
+                        if 1 < split <= _CLUSTER_MAX:
+                            plans.append(f"{pixels},{tile_h}x{tile_w},{f_tile},{split},2,0,1")
     return plans
 
 

@@ -29,6 +29,20 @@ def cuda_unavailable_reason() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def compute_capability() -> tuple[int, int] | None:
+    """GPU 0's compute capability from nvidia-smi (None when it does not say)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader", "-i", "0"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+        major, minor = out.split(".")
+        return int(major), int(minor)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
 def require_cuda() -> None:
     reason = cuda_unavailable_reason()
     if reason:

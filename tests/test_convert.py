@@ -234,7 +234,7 @@ def test_whole_model_check_unfuses_the_weakest_group_first(converted, monkeypatc
 def test_plan_candidates_are_distinct_and_clamped(converted):
     """fcm tune's launch-plan grid: every candidate is one the kernels run as written (tile within
     the output, output-channel tile a multiple of 16 up to the output channels, a split that leaves
-    no 32-channel share empty), and none twice."""
+    no 32-channel share empty, a cluster only for splits of 2 to 16), and none twice."""
     from fcm import tune
     from fcm.bench import _value_shapes
 
@@ -250,7 +250,8 @@ def test_plan_candidates_are_distinct_and_clamped(converted):
             m = weight.dims[0] if node.op_type.startswith("FusedPw") else shapes[node.input[0]][1]
             chunks = -(-m // 32)
             for plan in plans:
-                pixels, tile, f_tile, split, buffers, direct = plan.split(",")
+                pixels, tile, f_tile, split, buffers, direct, *cluster = plan.split(",")
+                assert cluster in ([], ["1"]) and (not cluster or 2 <= int(split) <= 16)
                 tile_h, tile_w = map(int, tile.split("x"))
                 assert int(pixels) in (64, 128) and tile_h * tile_w <= int(pixels)
                 assert tile_h <= out_h and tile_w <= out_w

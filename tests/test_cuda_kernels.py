@@ -17,7 +17,7 @@ import onnx
 import pytest
 
 from fcm_numpy import run_spec
-from gpu_support import cuda_providers, require_cuda, run_in_threads, run_poisoned
+from gpu_support import compute_capability, cuda_providers, require_cuda, run_in_threads, run_poisoned
 from ort_custom_ops.library import make_session
 from ort_custom_ops.standalone import fused_model
 from test_cpu_kernels import random_feeds, random_spec
@@ -189,6 +189,45 @@ def test_depthwise_region_in_16_byte_pieces(stride, precision, rng):
             check_on_gpu(spec, rng, 2, 11, width, bound, plan=f"64,{tile_h}x{tile_w},32,1,2,0")
 
 
+def test_split_shares_in_a_cluster_and_through_the_workspace(rng, capfd, monkeypatch):
+    """A split's shares are added through a workspace and a second kernel, or, when the plan asks
+    for a cluster (a seventh field of 1; sm_90 and later, splits of 2 to 16, above 8 a non-portable
+    cluster size, kernels below full output-channel width), in a thread-block cluster. Both add the
+    shares in the same order: the same bits, and the CPU's result. Both block sizes, a ragged last
+    chunk and output-channel tile, residual. A cluster plan the kernels cannot run (before sm_90, a
+    split above 16, a full-width kernel) is an error naming the reason."""
+    monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
+    cluster_device = (compute_capability() or (0, 0)) >= (9, 0)
+    cases = [("pwdwpw", 40, 500, 40, (2, 3, 6, 8, 16), ("64,8x8,48,{},2,0", "64,4x16,16,{},1,0")),
+             ("pwdwpw", 40, 600, 40, (19,), ("64,8x8,48,{},2,0",)),
+             ("pwdwpw", 40, 200, 100, (2,), ("64,8x8,128,{},2,0", "128,8x16,32,{},2,0")),  # full width
+             ("dwpw", 100, None, 40, (2, 4), ("128,8x16,32,{},2,0", "64,4x16,16,{},2,0"))]
+    for kind, channels, expand, out, splits, plans in cases:
+        spec = random_spec(rng, kind, channels, kernel=3, stride=1, expand=expand, out=out,
+                           residual=kind == "pwdwpw" and out == channels)
+        model = fused_model(spec)
+        feeds = {"X": rng.normal(size=(2, channels, 19, 21)).astype(np.float32)}
+        (cpu,) = make_session(model).run(None, feeds)
+        for split in splits:
+            for plan in (p.format(split) for p in plans):
+                capfd.readouterr()
+                with forced_plan(plan):
+                    workspace = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
+                said = capfd.readouterr().err
+                assert f"split {split}," in said and "cluster" not in said, said
+                assert np.abs(workspace - cpu).max() <= TF32_BOUND * max(1.0, float(np.abs(cpu).max())), plan
+                full_width = int(plan.split(",")[2]) > 64 or (kind == "pwdwpw" and plan.startswith("128,"))
+                if not cluster_device or split > 16 or full_width:
+                    with forced_plan(plan + ",1"), pytest.raises(Exception, match="cluster"):
+                        make_session(model, providers=cuda_providers()).run(None, feeds)
+                    continue
+                with forced_plan(plan + ",1"):
+                    clustered = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
+                said = capfd.readouterr().err
+                assert f"split {split}," in said and "shares added in a cluster" in said, said
+                assert np.array_equal(clustered, workspace), plan
+
+
 def test_small_cases_for_the_sanitizer(rng):
     """A handful of tiny cases per kind (run under compute-sanitizer memcheck and racecheck)."""
     for kind, stride in (("dwpw", 2), ("pwdw", 1), ("pwpw", 1), ("pwdwpw", 2), ("pwdwpw", 1)):
@@ -198,6 +237,10 @@ def test_small_cases_for_the_sanitizer(rng):
     for left, stride in ((1, 1), (2, 2)):
         spec = random_spec(rng, "dwpw", 9, kernel=5, stride=stride, pads=(2, left, 2, 2))
         check_on_gpu(spec, rng, 2, 6, 8, TF32_BOUND, plan="64,4x8,32,1,2,0")
+    # a split's shares through the workspace and (sm_90) in a cluster
+    spec = random_spec(rng, "pwdwpw", 9, kernel=3, stride=1, expand=70, out=20, residual=False)
+    for cluster in ([",0", ",1"] if (compute_capability() or (0, 0)) >= (9, 0) else [",0"]):
+        check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="64,4x8,16,3,2,0" + cluster)
     # each compiled output-channel capacity (f_tile 16, 48, 112 on 100 output channels)
     for kind in ("dwpw", "pwdwpw", "pwpw"):
         spec = random_spec(rng, kind, 9, kernel=3, stride=2, expand=40, out=100)
@@ -229,9 +272,14 @@ def test_four_threads_share_one_session(rng):
     assert not errors, errors[:5]
 
 
-def test_cuda_graph_capture_and_replay(rng):
+@pytest.mark.parametrize("cluster", [0, 1])
+def test_cuda_graph_capture_and_replay(cluster, rng):
+    """Capture and replays, the split plan's shares added through the workspace (taken on the runs
+    before the capture) or in a cluster (sm_90)."""
     import onnxruntime as ort
 
+    if cluster and (compute_capability() or (0, 0)) < (9, 0):
+        pytest.skip("thread-block clusters need sm_90")
     spec = random_spec(rng, "pwdwpw", 32, expand=96, out=32, residual=True)
     model = fused_model(spec)
     cpu = make_session(model)
@@ -242,7 +290,7 @@ def test_cuda_graph_capture_and_replay(rng):
     binding = session.io_binding()
     binding.bind_ortvalue_input("X", x_dev)
     binding.bind_ortvalue_output("Y", y_dev)
-    with forced_plan("64,7x7,32,3,2,0"):  # the split path's workspace too (planned at the first run)
+    with forced_plan(f"64,7x7,32,3,2,0,{cluster}"):  # a split plan (planned at the first run, before the capture)
         for attempt in range(3):  # capture, then replays with new input values
             x = rng.normal(size=x.shape).astype(np.float32)
             x_dev.update_inplace(x)

@@ -61,6 +61,8 @@ def _expect_ort_error(model: onnx.ModelProto, words: str, x=None) -> None:
         ("cuda_plans", "1:64,8x8,16,2", "must read BATCH:pixels,HxW"),
         ("cuda_plans", "one:64,8x8,16,2,2,0", "must read BATCH:pixels,HxW"),
         ("cuda_plans", "0:64,8x8,16,2,2,0", "must read BATCH:pixels,HxW"),
+        ("cuda_plans", "1:64,8x8,16,2,2,0,1,1", "must read BATCH:pixels,HxW"),
+        ("cuda_plans", "1:64,8x8,16,2,2,0,1x", "must read BATCH:pixels,HxW"),
         ("cuda_plans", "2:64,8x8,16,2,2,0;2:128,8x16,16,1,2,0", "lists batch 2 twice"),
     ],
 )

@@ -17,8 +17,11 @@
 // epilogues (epilogue.h: bias + activation, applied to a thread's values with one dispatch;
 // residual).
 //
-// Split > 1 divides a tile's intermediate channels among blocks; each writes partial sums to a
-// workspace and ReduceSplits adds them (deterministically) and applies the epilogue.
+// Split > 1 divides a tile's intermediate channels among blocks. Each writes its sums to a
+// workspace and ReduceSplits, a second kernel, adds them; or, where the plan asks for it (sm_90),
+// the blocks sharing a tile form a thread-block cluster, each leaves its sums in shared memory and
+// the cluster adds them through distributed shared memory (SumClusterShares). Both add the shares
+// in the same order, so both give the same bits, and apply the epilogue.
 #pragma once
 
 #include <type_traits>
@@ -37,6 +40,11 @@ __host__ __device__ constexpr int RoundUp(int v, int to) { return (v + to - 1) /
 
 // A leading dimension >= n, congruent to 8 mod 32: B fragments (rows t, columns g) hit 32 banks.
 __host__ __device__ constexpr int LdB(int n) { return RoundUp(n, 8) + ((8 - RoundUp(n, 8) % 32) + 32) % 32; }
+
+// Leading dimension of a block's share of a split tile in shared memory ([f_tile][LdShare]): rows
+// 16-byte aligned, and the accumulator owners' float2 stores (rows g, columns 2t) hit distinct
+// banks two at a time.
+__host__ __device__ constexpr int LdShare(int pixels) { return pixels + 8; }
 
 // Leading dimension of the staged last-stage weights ([f_tile][kChunk] row-major): 16-byte rows
 // whose 8-row groups start in distinct 4-bank groups, as ldmatrix wants.
@@ -82,6 +90,8 @@ struct KernelArgs {
   unsigned long long in_h_div, w1_row_div;
   int f_tile, f_tiles, ftp;  // ftp: f_tile padded to 16 (rows of the staged last-stage weights)
   int chunks, chunks_per_split, buffers;
+  int split;     // blocks sharing a tile's intermediate channels (consecutive in blockIdx.z)
+  bool cluster;  // split > 1: those blocks form a cluster and add their shares in it (sm_90)
   bool w1_direct;  // first-stage weights read from device memory (too many input channels to stage them)
 };
 
@@ -194,6 +204,32 @@ __device__ __forceinline__ void CopyAsync16(unsigned dst, const float* src, int 
 __device__ __forceinline__ void CommitCopies() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void WaitCopies() { asm volatile("cp.async.wait_group 0;\n" ::); }
 
+// ---- thread-block clusters (sm_90) --------------------------------------------------------------
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+// Every thread of the cluster's blocks waits here; shared-memory writes before it are visible to
+// the cluster's reads after it.
+__device__ __forceinline__ void ClusterSync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ int ClusterRank() {
+  unsigned rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  return static_cast<int>(rank);
+}
+// The 4 floats at shared-window address `address` (16-byte aligned) of the cluster's block `rank`.
+__device__ __forceinline__ float4 LoadClusterShared4(unsigned address, int rank) {
+  unsigned remote;
+  float4 v;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(address), "r"(rank));
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(remote)
+               : "memory");
+  return v;
+}
+#endif
+
 // Channels [c0, c0 + rows) of image n over the input region (in_h x in_w from (iy0, ix0)) into
 // dst[rows][ld] (rows of a.row_w); zero outside the image and for channels >= c_end. The copies
 // (16-byte pieces with region_vec, else single floats) are numbered along the rows and dealt to
@@ -255,35 +291,45 @@ struct PieceWalk {
   }
 };
 
-// rows x cols (cols % 4 == 0) of a row-major matrix (leading dimension ld_src) from (row0, col0)
-// into dst[rows][ld_dst]; zero for rows >= row_end or columns >= col_end. 16-byte copies when
-// `vec` (ld_src and col0 multiples of 4, src 16-byte aligned), else 4-byte ones.
-inline __device__ void StageRows(const float* src, int ld_src, int row0, int rows, int row_end, int col0, int cols,
-                                 int col_end, float* dst, int ld_dst, bool vec, unsigned long long per_row_div) {
-  const unsigned dst_address = SharedAddress(dst);
-  const int piece = vec ? 4 : 1;
-  for (PieceWalk w(cols, vec, per_row_div); w.r < rows; w.Next()) {
-    const int row = row0 + w.r, col = col0 + w.u * piece;
-    const int valid = row < row_end ? max(0, min(piece, col_end - col)) : 0;
-    const float* from = valid > 0 ? src + static_cast<size_t>(row) * ld_src + col : src;
-    const unsigned to = dst_address + 4u * static_cast<unsigned>(w.r * ld_dst + w.u * piece);
-    if (vec) CopyAsync16(to, from, valid * 4);
+// A block of a row-major weight matrix staged in shared memory: rows x cols (cols % 4 == 0) from
+// (row0, col0) of src (leading dimension ld_src) into dst[rows][ld_dst]; zero for rows >= row_end
+// or columns >= col_end. 16-byte copies when `vec` (ld_src and col0 multiples of 4, src 16-byte
+// aligned), else 4-byte ones; per_row_div: DivReciprocal(cols / 4).
+struct StagedBlock {
+  const float* src;
+  int ld_src, row0, rows, row_end, col0, cols, col_end;
+  float* dst;
+  int ld_dst;
+  bool vec;
+  unsigned long long per_row_div;
+};
+
+// This thread's copies of the block (asynchronous; the caller commits and waits).
+inline __device__ void StageRows(const StagedBlock& b) {
+  const unsigned dst_address = SharedAddress(b.dst);
+  const int piece = b.vec ? 4 : 1;
+  for (PieceWalk w(b.cols, b.vec, b.per_row_div); w.r < b.rows; w.Next()) {
+    const int row = b.row0 + w.r, col = b.col0 + w.u * piece;
+    const int valid = row < b.row_end ? max(0, min(piece, b.col_end - col)) : 0;
+    const float* from = valid > 0 ? b.src + static_cast<size_t>(row) * b.ld_src + col : b.src;
+    const unsigned to = dst_address + 4u * static_cast<unsigned>(w.r * b.ld_dst + w.u * piece);
+    if (b.vec) CopyAsync16(to, from, valid * 4);
     else CopyAsync(to, from, valid > 0);
   }
 }
 
-// The pieces this thread staged with StageRows (same arguments), rounded to TF32 in place: after
-// the thread's copies completed and before the barrier that shows them to the block, so each
-// staged weight is rounded once instead of by every warp that reads it.
-inline __device__ void RoundStaged(int rows, int cols, float* dst, int ld_dst, bool vec, unsigned long long per_row_div) {
-  for (PieceWalk w(cols, vec, per_row_div); w.r < rows; w.Next()) {
-    if (vec) {
-      float4* at = reinterpret_cast<float4*>(dst + w.r * ld_dst + w.u * 4);
+// The pieces this thread staged with StageRows(b), rounded to TF32 in place: after the thread's
+// copies completed and before the barrier that shows them to the block, so each staged weight is
+// rounded once instead of by every warp that reads it.
+inline __device__ void RoundStaged(const StagedBlock& b) {
+  for (PieceWalk w(b.cols, b.vec, b.per_row_div); w.r < b.rows; w.Next()) {
+    if (b.vec) {
+      float4* at = reinterpret_cast<float4*>(b.dst + w.r * b.ld_dst + w.u * 4);
       float4 v = *at;
       v.x = RoundTf32(v.x), v.y = RoundTf32(v.y), v.z = RoundTf32(v.z), v.w = RoundTf32(v.w);
       *at = v;
     } else {
-      float* at = dst + w.r * ld_dst + w.u;
+      float* at = b.dst + w.r * b.ld_dst + w.u;
       *at = RoundTf32(*at);
     }
   }
@@ -527,7 +573,69 @@ __device__ __forceinline__ void LastPointwise(const KernelArgs& a, const float* 
   }
 }
 
+// The split's shares of one output tile, added across the cluster that holds them (distributed
+// shared memory): cluster block r takes the tile's 4-pixel pieces r * kThreads + i, stepping by
+// split * kThreads, adds the shares in order 0, 1, ... (as ReduceSplits does, so both give the same
+// bits; four shares' loads in flight at a time) and applies the epilogue. `shares` is this block's
+// [f_tile][LdShare] sums (rows up to the tile's m-tiles, columns up to its 8-pixel columns). The
+// cluster waits twice: until every share is written, and before any block exits, since the others
+// read its shared memory.
+template <int kPixels>
+__device__ void SumClusterShares(const KernelArgs& a, float* shares) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const ChainProblem& p = a.p;
+  ClusterSync();
+  // the block's tile and output channels again (as the kernel finds them): nothing held through
+  // the main loop for this
+  const int n = blockIdx.y;
+  const int ty = blockIdx.x / a.tiles_w, tx = blockIdx.x - ty * a.tiles_w;
+  const int oy0 = ty * a.tile_h, ox0 = tx * a.tile_w;
+  const int f0 = blockIdx.z / a.split * a.f_tile, f_end = min(p.f, f0 + a.f_tile);
+  const int pieces = (a.thw + 3) >> 2;  // per row; the last may reach into the row's padding
+  const int total = (f_end - f0) * pieces;
+  const size_t plane = static_cast<size_t>(p.out_h) * p.out_w;
+  const unsigned shares_address = SharedAddress(shares);
+  for (int i = ClusterRank() * kThreads + static_cast<int>(threadIdx.x); i < total; i += a.split * kThreads) {
+    const int row = i / pieces, pix0 = (i - row * pieces) * 4;
+    const unsigned at = shares_address + 4u * static_cast<unsigned>(row * LdShare(kPixels) + pix0);
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int s0 = 0; s0 < a.split; s0 += 4) {
+      float4 part[4];
+#pragma unroll
+      for (int s = 0; s < 4; ++s)
+        if (s0 + s < a.split) part[s] = LoadClusterShared4(at, s0 + s);
+#pragma unroll
+      for (int s = 0; s < 4; ++s)
+        if (s0 + s < a.split) sum.x += part[s].x, sum.y += part[s].y, sum.z += part[s].z, sum.w += part[s].w;
+    }
+    const int f = f0 + row;
+    const float bias = __ldg(p.b2 + f);
+    const float sums[4] = {sum.x, sum.y, sum.z, sum.w};
+    const size_t channel = (static_cast<size_t>(n) * p.f + f) * plane;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int pix = pix0 + e;
+      const int py = pix / a.tile_w, px = pix - py * a.tile_w;
+      const int oy = oy0 + py, ox = ox0 + px;
+      if (pix >= a.thw || oy >= p.out_h || ox >= p.out_w) continue;
+      const size_t out = channel + static_cast<size_t>(oy) * p.out_w + ox;
+      float v = p.act2(sums[e] + bias);
+      if (p.residual) v = p.res_act(v + __ldg(p.x + out));
+      p.y[out] = v;
+    }
+  }
+  ClusterSync();
+#else
+  // the host launches clusters only for kernels built for sm_90 (ClusterCapacity)
+  __trap();
+#endif
+}
+
 // ---- the kernel ---------------------------------------------------------------------------------
+
+// Whether kernels of a capacity add split shares in clusters: not at full width, where the
+// cluster's code costs the main loop registers (ptxas spills), and those kernels stay as they were.
+__host__ __device__ constexpr bool ClusterCompiled(int width) { return width != kWidthFull; }
 
 template <int kPixels, int kWidth, int K, bool kPw1, bool kDw, bool kPwl, bool kTf32>
 __global__ void __launch_bounds__(kThreads, MinBlocks(kWidth, kPw1)) ChainKernel(const KernelArgs a) {
@@ -543,8 +651,10 @@ __global__ void __launch_bounds__(kThreads, MinBlocks(kWidth, kPw1)) ChainKernel
 
   int f0 = 0, f_end = 0, share = 0, chunk_begin, chunk_end;
   if constexpr (kPwl) {
-    share = blockIdx.z / a.f_tiles;
-    f0 = (blockIdx.z - share * a.f_tiles) * a.f_tile;
+    // a tile's shares are consecutive in z, so a (1, 1, split) cluster holds all of them
+    const int f_index = blockIdx.z / a.split;
+    share = blockIdx.z - f_index * a.split;
+    f0 = f_index * a.f_tile;
     f_end = min(p.f, f0 + a.f_tile);
     chunk_begin = share * a.chunks_per_split;
     chunk_end = min(a.chunks, chunk_begin + a.chunks_per_split);
@@ -568,17 +678,23 @@ __global__ void __launch_bounds__(kThreads, MinBlocks(kWidth, kPw1)) ChainKernel
   next += kPwl ? a.buffers * a.ftp * kLdW2 : 0;
   unsigned char* inside = reinterpret_cast<unsigned char*>(next);  // pointwise-then-depthwise: [ldx]
 
+  // chunk ci's weights in buffer buf: W1 rows m0 .. m0+32 (all input channels), W2 columns m0 ..
+  // m0+32 of the block's output channels
+  auto w1_block = [&](int ci, int buf) {
+    return StagedBlock{p.w1, p.c, ci * kChunk, kChunk, p.m, 0, a.cp, p.c, w1s + buf * kChunk * a.ldw1, a.ldw1, a.w1_vec,
+                       a.w1_row_div};
+  };
+  auto w2_block = [&](int ci, int buf) {
+    return StagedBlock{p.w2, p.m, f0, a.ftp, f_end, ci * kChunk, kChunk, p.m, w2s + buf * a.ftp * kLdW2, kLdW2, a.w2_vec,
+                       DivReciprocal(kChunk / 4)};
+  };
   auto issue = [&](int ci, int buf) {  // the chunk's weights (and DW->PW: its input channels)
-    const int m0 = ci * kChunk;
     if constexpr (kPw1) {
-      if (!a.w1_direct)
-        StageRows(p.w1, p.c, m0, kChunk, p.m, 0, a.cp, p.c, w1s + buf * kChunk * a.ldw1, a.ldw1, a.w1_vec, a.w1_row_div);
+      if (!a.w1_direct) StageRows(w1_block(ci, buf));
     } else {
-      LoadRegion(a, n, m0, kChunk, p.c, iy0, ix0, xs + buf * kChunk * a.ldx, a.ldx);
+      LoadRegion(a, n, ci * kChunk, kChunk, p.c, iy0, ix0, xs + buf * kChunk * a.ldx, a.ldx);
     }
-    if constexpr (kPwl)
-      StageRows(p.w2, p.m, f0, a.ftp, f_end, m0, kChunk, p.m, w2s + buf * a.ftp * kLdW2, kLdW2, a.w2_vec,
-                DivReciprocal(kChunk / 4));
+    if constexpr (kPwl) StageRows(w2_block(ci, buf));
     CommitCopies();
   };
 
@@ -637,8 +753,8 @@ __global__ void __launch_bounds__(kThreads, MinBlocks(kWidth, kPw1)) ChainKernel
     }
     WaitCopies();
     if constexpr (kTf32) {  // this thread's staged weights of the chunk, before the barrier shows them
-      if (kPw1 && !a.w1_direct) RoundStaged(kChunk, a.cp, w1s + buf * kChunk * a.ldw1, a.ldw1, a.w1_vec, a.w1_row_div);
-      if (kPwl) RoundStaged(a.ftp, kChunk, w2s + buf * a.ftp * kLdW2, kLdW2, a.w2_vec, DivReciprocal(kChunk / 4));
+      if (kPw1 && !a.w1_direct) RoundStaged(w1_block(ci, buf));
+      if (kPwl) RoundStaged(w2_block(ci, buf));
     }
     __syncthreads();
     if (a.buffers == 2 && ci + 1 < chunk_end) issue(ci + 1, buf ^ 1);
@@ -663,6 +779,26 @@ __global__ void __launch_bounds__(kThreads, MinBlocks(kWidth, kPw1)) ChainKernel
     const int g = lane >> 2, tq = lane & 3;
     const int n_tiles = (a.thw + 7) >> 3;
     const size_t plane = static_cast<size_t>(p.out_h) * p.out_w;
+    if (ClusterCompiled(kWidth) && a.cluster) {
+      // this block's share to shared memory, over the chunk buffers once every warp is done with
+      // them; the cluster adds the shares
+      __syncthreads();
+#pragma unroll
+      for (int j = 0; j < kCols; ++j) {
+        const int nt = warp + j * kWarps;
+        const int pix = nt * 8 + 2 * tq;
+#pragma unroll
+        for (int mt = 0; mt < kMaxMt; ++mt) {
+          if (mt >= m_tiles || nt >= n_tiles) continue;
+#pragma unroll
+          for (int hi = 0; hi < 2; ++hi)
+            *reinterpret_cast<float2*>(smem + (mt * 16 + g + hi * 8) * LdShare(kPixels) + pix) =
+                make_float2(acc[j][mt][hi * 2], acc[j][mt][hi * 2 + 1]);
+        }
+      }
+      SumClusterShares<kPixels>(a, smem);
+      return;
+    }
 #pragma unroll
     for (int j = 0; j < kCols; ++j) {
       const int nt = warp + j * kWarps;
@@ -689,7 +825,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks(kWidth, kPw1)) ChainKernel
           for (int e = 0; e < 2; ++e) {
             if (!ok[e]) continue;
             const float sum = acc[j][mt][hi * 2 + e];
-            if (a.chunks_per_split < a.chunks) {
+            if (a.split > 1) {
               a.partial[static_cast<size_t>(share) * p.n * p.f * plane + row + offset[e]] = sum;
             } else {
               float v = p.act2(sum + __ldg(p.b2 + f));
@@ -725,6 +861,14 @@ KernelFn PickPwPw(const ChainProblem& p, int pixels, int width);
 // without a first pointwise stage (with one it gains no blocks over 64); PW->DW at 32 (no
 // accumulators). A width not compiled for these flags gets the next wider one (a wider capacity
 // computes the same result).
+// The capacity InstanceForPixels compiles for p's flags, `pixels` and the requested width.
+inline int CompiledWidth(const ChainProblem& p, int pixels, int width) {
+  if (!p.tf32 || (p.pwl && p.pw1 && pixels == 128)) return kWidthFull;
+  if (!p.pwl) return kWidth32;
+  if (p.pw1 && width == kWidth32) return kWidth64;
+  return width;
+}
+
 template <int kPixels, int K, bool kPw1, bool kDw, bool kPwl>
 KernelFn InstanceForPixels(const ChainProblem& p, int width) {
   if (!p.tf32) return ChainKernel<kPixels, kWidthFull, K, kPw1, kDw, kPwl, false>;

@@ -54,14 +54,12 @@ KernelArgs MakeArgs(const ChainProblem& p, const ChainPlan& plan, float* partial
   a.in_h = p.dw ? (a.tile_h - 1) * p.stride + p.kernel : a.tile_h;
   a.in_w = p.dw ? (a.tile_w - 1) * p.stride + p.kernel : a.tile_w;
   a.in_hw = a.in_h * a.in_w;
-  // Without a first pointwise stage the region is only read by the depthwise stage, so it may be
-  // held wider than needed: whole 16-byte pieces from a 4-aligned image column, when every block's
-  // region starts at the same offset from one (tile_w * stride % 4 == 0) and image rows are
-  // 16-byte aligned.
-  const int first_column = p.dw ? -p.pad_left : 0;
-  a.region_vec = !p.pw1 && p.w % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 &&
-                 (a.tile_w * (p.dw ? p.stride : 1)) % 4 == 0;
-  a.col_shift = a.region_vec ? ((first_column % 4) + 4) % 4 : 0;
+  // Without a first pointwise stage (DW->PW) the region is only read by the depthwise stage, so it
+  // may be held wider than needed: whole 16-byte pieces from a 4-aligned image column, when every
+  // block's region starts at the same offset from one (tile_w * stride % 4 == 0) and image rows
+  // are 16-byte aligned.
+  a.region_vec = !p.pw1 && p.w % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && (a.tile_w * p.stride) % 4 == 0;
+  a.col_shift = a.region_vec ? ((-p.pad_left % 4) + 4) % 4 : 0;
   a.row_w = a.region_vec ? RoundUp(a.col_shift + a.in_w, 4) : a.in_w;
   a.units = a.region_vec ? a.row_w / 4 : a.in_w;
   a.units_div = DivReciprocal(a.units);
@@ -88,10 +86,12 @@ KernelArgs MakeArgs(const ChainProblem& p, const ChainPlan& plan, float* partial
   a.chunks_per_split = (a.chunks + plan.split - 1) / plan.split;
   a.buffers = plan.buffers;
   a.w1_direct = plan.w1_direct;
+  a.split = plan.split;
+  a.cluster = plan.cluster;
   return a;
 }
 
-size_t SharedBytes(const ChainProblem& p, const KernelArgs& a) {
+size_t SharedBytes(const ChainProblem& p, const KernelArgs& a, int pixels) {
   size_t floats = p.pw1 ? static_cast<size_t>(a.cp) * a.ldx : static_cast<size_t>(a.buffers) * kChunk * a.ldx;
   if (p.pw1) floats += static_cast<size_t>(kChunk) * a.ldt;
   if (p.dw && p.pwl) floats += static_cast<size_t>(kChunk) * a.ldu;
@@ -99,6 +99,8 @@ size_t SharedBytes(const ChainProblem& p, const KernelArgs& a) {
   if (p.pwl) floats += static_cast<size_t>(a.buffers) * a.ftp * kLdW2;
   size_t bytes = floats * sizeof(float);
   if (p.pw1 && p.dw) bytes += RoundUp(a.ldx, 16);  // the inside-the-image mask
+  // a cluster's share of the tile, written over the buffers after the last chunk
+  if (a.cluster) bytes = std::max(bytes, sizeof(float) * a.ftp * LdShare(pixels));
   return bytes;
 }
 
@@ -147,6 +149,49 @@ int AllowAndOccupancy(KernelFn kernel, size_t bytes) {
     blocks = 0;
   }
   return occupancy[key] = blocks;
+}
+
+constexpr int kMaxCluster = 16;  // blocks per cluster on sm_90 (above 8 as a non-portable size)
+
+// How many clusters of `size` blocks of `kernel` (with `bytes` of shared memory) the device runs at
+// once; 0 when it runs none: no cluster launch on this device, a kernel not built for sm_90 (its
+// cluster code is compiled out), or a cluster that does not fit a GPC's SMs.
+int ClusterCapacity(KernelFn kernel, size_t bytes, int size) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, KernelFn, size_t, int>, int> capacity;
+  int ordinal = 0;
+  cudaGetDevice(&ordinal);
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_tuple(ordinal, kernel, bytes, size);
+  auto found = capacity.find(key);
+  if (found != capacity.end()) return found->second;
+  int& clusters = capacity[key];
+  clusters = 0;
+  int supported = 0;
+  cudaFuncAttributes attributes{};
+  if (cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, ordinal) != cudaSuccess || supported == 0 ||
+      cudaFuncGetAttributes(&attributes, kernel) != cudaSuccess || attributes.ptxVersion < 90) {
+    cudaGetLastError();
+    return clusters;
+  }
+  if (size > 8 && cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+    cudaGetLastError();
+    return clusters;
+  }
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(1, 1, size);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = bytes;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = 1, attribute.val.clusterDim.y = 1, attribute.val.clusterDim.z = size;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) != cudaSuccess) {
+    cudaGetLastError();
+    clusters = 0;
+  }
+  return clusters;
 }
 
 // A rough cost of a plan in microseconds, for ranking plans of one problem. The kernels are
@@ -204,7 +249,10 @@ double EstimateMicros(const ChainProblem& p, const KernelArgs& a, const ChainPla
   const double halo = static_cast<double>(a.in_hw) / std::max(1.0, a.thw * (p.dw ? p.stride * p.stride : 1.0));
   const double bytes = 4.0 * p.n * (p.c * plane_in * (1.0 + 0.3 * (halo - 1.0)) + (p.pwl ? p.f : p.m) * plane_out);
   double us = std::max(compute_us, bytes / kBytesPerUs);
-  if (plan.split > 1) us += kLaunchUs + 8.0 * plan.split * p.n * p.f * plane_out / kBytesPerUs;
+  // a split's shares: a cluster's two waits and its reads of the other blocks' shared memory, or
+  // the workspace's round trip and a second launch
+  if (plan.split > 1 && plan.cluster) us += 1.0 + busiest * a.ftp * plan.pixels * kWarps / (kThreads * ipc * kClockGHz * 1e3);
+  else if (plan.split > 1) us += kLaunchUs + 8.0 * plan.split * p.n * p.f * plane_out / kBytesPerUs;
   return us;
 }
 
@@ -229,19 +277,25 @@ ChainPlan CompletePlan(const ChainProblem& p, ChainPlan plan) {
   if (plan.w1_direct && !p.pw1) return fail("w1_direct needs a first pointwise stage");
   if (p.pwl) plan.f_tile = RoundUp(plan.f_tile, 16);
   const int split = plan.split;
+  if (plan.cluster && (split < 2 || split > kMaxCluster)) return fail("a cluster needs a split of 2 to 16");
+  if (plan.cluster && !ClusterCompiled(CompiledWidth(p, plan.pixels, WidthFor(p, plan.f_tile))))
+    return fail("no cluster in this kernel (full output-channel width: f_tile above 64, or 128 pixels after a pointwise stage)");
   const KernelArgs a = MakeArgs(p, plan, nullptr);
   if ((a.chunks + a.chunks_per_split - 1) / a.chunks_per_split != split) return fail("split");  // would leave a share empty
   // the kernels address an image's channels with 32-bit offsets
   if (static_cast<long long>(p.c) * p.h * p.w >= (1LL << 31) || static_cast<long long>(p.m) * p.out_h * p.out_w >= (1LL << 31))
     return fail("an image larger than 2^31 elements");
-  plan.shared_bytes = SharedBytes(p, a);
+  const KernelFn kernel = PickKernel(p, plan.pixels, plan.f_tile);
+  plan.shared_bytes = SharedBytes(p, a, plan.pixels);
   if (plan.shared_bytes > static_cast<size_t>(device.shared_per_block)) return fail("does not fit in shared memory");
-  const int per_sm = AllowAndOccupancy(PickKernel(p, plan.pixels, plan.f_tile), plan.shared_bytes);
+  const int per_sm = AllowAndOccupancy(kernel, plan.shared_bytes);
   if (per_sm == 0) return fail("does not fit on an SM");
+  if (plan.cluster && ClusterCapacity(kernel, plan.shared_bytes, split) == 0)
+    return fail("no cluster of split blocks runs here (sm_90, and a GPC with room for the cluster)");
   const long long tiles = static_cast<long long>((p.out_h + plan.tile_h - 1) / plan.tile_h) * a.tiles_w;
   plan.blocks = tiles * p.n * (p.pwl ? static_cast<long long>(a.f_tiles) * split : chunks);
   if (plan.blocks / p.n > 0x7fffffffLL) return fail("too many tiles");
-  plan.workspace_bytes = split > 1 ? sizeof(float) * static_cast<size_t>(split) * p.n * p.f * p.out_h * p.out_w : 0;
+  plan.workspace_bytes = split > 1 && !plan.cluster ? sizeof(float) * static_cast<size_t>(split) * p.n * p.f * p.out_h * p.out_w : 0;
   plan.resident = per_sm;
   plan.estimate_us = EstimateMicros(p, a, plan, device.sms, per_sm);
   plan.error.clear();
@@ -313,14 +367,16 @@ ChainPlan PlanChain(const ChainProblem& p) {
 
 ChainPlan ForcedPlan(const ChainProblem& p, const std::string& text) {
   ChainPlan plan;
-  int w1_direct = 0;
-  if (std::sscanf(text.c_str(), "%d,%dx%d,%d,%d,%d,%d", &plan.pixels, &plan.tile_h, &plan.tile_w, &plan.f_tile,
-                  &plan.split, &plan.buffers, &w1_direct) != 7) {
-    plan.error = "FCM_CUDA_PLAN must read pixels,HxW,f_tile,split,buffers,w1_direct (e.g. 64,8x8,32,1,2,0)";
+  int w1_direct = 0, cluster = 0, used = -1;
+  const int fields = std::sscanf(text.c_str(), "%d,%dx%d,%d,%d,%d,%d%n,%d%n", &plan.pixels, &plan.tile_h, &plan.tile_w,
+                                 &plan.f_tile, &plan.split, &plan.buffers, &w1_direct, &used, &cluster, &used);
+  if ((fields != 7 && fields != 8) || used != static_cast<int>(text.size())) {
+    plan.error = "FCM_CUDA_PLAN must read pixels,HxW,f_tile,split,buffers,w1_direct[,cluster] (e.g. 64,8x8,32,1,2,0)";
     return plan;
   }
   plan.w1_direct = w1_direct != 0;
-  if (!p.pwl) plan.f_tile = 0, plan.split = 1;
+  plan.cluster = cluster != 0;
+  if (!p.pwl) plan.f_tile = 0, plan.split = 1, plan.cluster = false;
   plan.tile_h = std::min(plan.tile_h, p.out_h);
   plan.tile_w = std::min(plan.tile_w, p.out_w);
   if (p.pwl) plan.f_tile = std::min(plan.f_tile, RoundUp(p.f, 16));
@@ -344,9 +400,25 @@ cudaError_t LaunchChain(const ChainProblem& p, const ChainPlan& plan, void* work
   const KernelArgs a = MakeArgs(p, plan, static_cast<float*>(workspace));
   const int tiles = ((p.out_h + plan.tile_h - 1) / plan.tile_h) * a.tiles_w;
   const int z = p.pwl ? a.f_tiles * plan.split : a.chunks;
-  kernel<<<dim3(tiles, p.n, z), kThreads, plan.shared_bytes, stream>>>(a);
-  cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess && plan.split > 1) {
+  const dim3 grid(tiles, p.n, z);
+  cudaError_t err = cudaSuccess;
+  if (plan.cluster) {
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = plan.shared_bytes;
+    config.stream = stream;
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = 1, attribute.val.clusterDim.y = 1, attribute.val.clusterDim.z = plan.split;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    err = cudaLaunchKernelEx(&config, kernel, a);
+  } else {
+    kernel<<<grid, kThreads, plan.shared_bytes, stream>>>(a);
+    err = cudaGetLastError();
+  }
+  if (err == cudaSuccess && plan.split > 1 && !plan.cluster) {
     const size_t total = static_cast<size_t>(p.n) * p.f * p.out_h * p.out_w;
     const int blocks = static_cast<int>(std::min<size_t>((total + 255) / 256, 8 * static_cast<size_t>(ThisDevice().sms)));
     ReduceSplits<<<blocks, 256, 0, stream>>>(a, plan.split);
@@ -359,9 +431,10 @@ std::string DescribePlan(const ChainPlan& plan) {
   if (!plan.error.empty()) return "no plan: " + plan.error;
   char text[256];
   std::snprintf(text, sizeof(text),
-                "%d px/block (%dx%d), f_tile %d, split %d, %d buffer(s)%s, %zu B shared, %lld blocks, %d per SM, est %.1f us",
+                "%d px/block (%dx%d), f_tile %d, split %d, %d buffer(s)%s%s, %zu B shared, %lld blocks, %d per SM, est %.1f us",
                 plan.pixels, plan.tile_h, plan.tile_w, plan.f_tile, plan.split, plan.buffers,
-                plan.w1_direct ? ", W1 from device memory" : "", plan.shared_bytes,
+                plan.w1_direct ? ", W1 from device memory" : "", plan.cluster ? ", shares added in a cluster" : "",
+                plan.shared_bytes,
                 plan.blocks, plan.resident, plan.estimate_us);
   return text;
 }

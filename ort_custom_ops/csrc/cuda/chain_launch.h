@@ -46,11 +46,14 @@ struct ChainPlan {
   int pixels = 0;     // output pixels per block the kernel is compiled for (64 or 128)
   int tile_h = 0, tile_w = 0;
   int f_tile = 0;     // output channels per block (last pointwise stage)
-  int split = 1;      // blocks sharing one output tile's intermediate channels (summed by a second kernel)
+  int split = 1;      // blocks sharing one output tile's intermediate channels
+  // split > 1: a second kernel adds the shares from a workspace; with `cluster` (sm_90, splits of
+  // 2 to 16) the sharing blocks form a thread-block cluster and add them in distributed shared memory
+  bool cluster = false;
   int buffers = 2;    // weight/input chunk buffers (2: the next chunk loads while this one computes)
   bool w1_direct = false;  // first-stage weights read from device memory instead of staged in shared
   size_t shared_bytes = 0;
-  size_t workspace_bytes = 0;  // device memory the launch needs (split > 1)
+  size_t workspace_bytes = 0;  // device memory the launch needs (split > 1 without a cluster)
   long long blocks = 0;
   int resident = 0;            // blocks an SM holds at once (registers and shared memory)
   double estimate_us = 0.0;    // the plan's cost estimate (for comparisons, not a prediction)
@@ -60,11 +63,12 @@ ChainPlan PlanChain(const ChainProblem& p);
 // Every plan that fits this device, with its estimate (PlanChain takes the cheapest; the kernel
 // benchmark times them).
 std::vector<ChainPlan> ChainCandidates(const ChainProblem& p);
-// A plan with the division fields set (pixels, tile, f_tile, split, buffers, w1_direct) checked
-// and completed (shared memory, blocks, workspace, estimate); error says why it cannot run.
+// A plan with the division fields set (pixels, tile, f_tile, split, buffers, w1_direct, cluster)
+// checked and completed (shared memory, blocks, workspace, estimate); error says why it cannot run.
 ChainPlan CompletePlan(const ChainProblem& p, ChainPlan plan);
-// The plan "pixels,HxW,f_tile,split,buffers,w1_direct" (the FCM_CUDA_PLAN override, for tests and
-// tuning, and a node's tuned cuda_plans), clamped to the problem's sizes.
+// The plan "pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]" (the FCM_CUDA_PLAN override, for
+// tests and tuning, and a node's tuned cuda_plans), clamped to the problem's sizes. The kernels' own
+// plans (PlanChain) add split shares through the workspace; `fcm tune` times clusters too.
 ChainPlan ForcedPlan(const ChainProblem& p, const std::string& text);
 // Runs the chain with `plan` (from PlanChain for the same shapes); `workspace` holds at least
 // plan.workspace_bytes. Everything goes to `stream`.
