@@ -1,13 +1,16 @@
 """Fits the planner's cost constants to measured group times, and reports how well they predict.
 
-In: a folder of `fcm bench` results (``bench_<model>/bench.json``: per fused group and batch size,
-the fused node's measured time, its unfused subgraph's, and the planner's prediction for the
-plan's batch size) and the converted models (``<models>/<model>/<model>.{dag,plan}.json``).
+In: per model, either an `fcm bench` result (``bench_<model>/bench.json``: per fused group and batch
+size, the fused node's measured time under the kernels' own launch plan, its unfused subgraph's,
+and the planner's prediction for the plan's batch size) or an `fcm tune` report
+(``<model>.tune.json``: per fused node and batch size, the best timed launch plan's time and the
+subgraph's; nodes are matched to the plan's groups by name); and the converted models
+(``<models>/<model>/<model>.{dag,plan}.json``, the plans the measured models were converted with).
 Out: the fitted :class:`~planner.costs.CostConstants` fields as a partial JSON object
 (``fcm plan --constants FILE``), and a markdown report (stdout, and ``--report``):
 
-- whether the planner's own cost functions, with the plan's GPU, batch, dtype and constants,
-  reproduce the predictions stored in the bench files;
+- which measurements went in, and whether the planner's own cost functions, with the plan's GPU,
+  batch, dtype and constants, reproduce the predictions stored in bench files;
 - for the default and the fitted constants on ``--gpu``, per batch size: the Spearman rank
   correlation of predicted and measured times (fused kernel, unfused subgraph, speedup), the median
   measured/predicted ratio, and how often the predicted decision (fused faster than its subgraph)
@@ -28,6 +31,8 @@ constant of the model.
 
     python benchmarks/fit_cost_constants.py benchmarks/2026-11-21-h200-cuda-v4 --gpu H200 \\
         -o planner/constants/h200_v4.json --report benchmarks/2026-11-21-h200-cuda-v4/cost_constants_fit.md
+    python benchmarks/fit_cost_constants.py benchmarks/2026-11-22-h200-staging/tune --gpu H200 \\
+        -o planner/constants/h200_staging.json --report benchmarks/2026-11-22-h200-staging/cost_constants_fit.md
 """
 
 from __future__ import annotations
@@ -86,24 +91,71 @@ def candidates_by_convs(dag: Dag, graph: groups.Graph) -> dict[tuple[int, ...], 
     return found
 
 
-def load_models(folder: Path, models_root: Path) -> list[Model]:
+def measurement_files(sources: list[Path]) -> dict[str, Path]:
+    """Model name -> its measurement file, from files and folders (a folder gives its
+    ``bench_<model>/bench.json`` and ``<model>.tune.json`` files)."""
+    files: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            files += sorted(source.glob("bench_*/bench.json")) + sorted(source.glob("*.tune.json"))
+        elif source.is_file():
+            files.append(source)
+        else:
+            raise FileNotFoundError(source)
+    found: dict[str, Path] = {}
+    for path in files:
+        name = path.name.removesuffix(".tune.json") if path.name.endswith(".tune.json") else path.parent.name.removeprefix("bench_")
+        if name in found:
+            raise ValueError(f"{name} is measured twice: {found[name]} and {path}")
+        found[name] = path
+    return found
+
+
+def bench_rows(name: str, report: dict, plan: dict, candidates: dict) -> list[Measured]:
+    """The group rows of an ``fcm bench`` report that carry the planner's prediction."""
+    rows = []
+    for batch, group_rows in report.get("groups", {}).items():
+        for row in group_rows:
+            stored = row.get("planner")
+            if "fused_ms" not in row or not stored:
+                continue
+            candidate = candidates[tuple(stored["layers"])]
+            rows.append(Measured(name, int(batch), row["node"], candidate, 1e3 * row["fused_ms"], 1e3 * row["unfused_ms"],
+                                 stored))
+    return rows
+
+
+def tune_rows(name: str, report: dict, plan: dict, candidates: dict) -> list[Measured]:
+    """The groups of an ``fcm tune`` report at each batch size: the fused time is the best timed
+    launch plan (what a tuned model runs), the subgraph's its unfused time. Fused nodes are named
+    ``fcm<id>_<kind>`` after the plan's groups (as ``fcm bench`` matches them); the report stores
+    no prediction."""
+    planned = {f"fcm{g['id']}_{g['kind']}": g for g in plan.get("groups", [])}
+    rows = []
+    for node, group in report.get("groups", {}).items():
+        if node not in planned:
+            raise ValueError(f"{name}: fused node {node} is not a group of the plan")
+        if group.get("op", "").lower() != "fused" + planned[node]["kind"]:
+            raise ValueError(f"{name}: fused node {node} runs {group.get('op')}, not the plan's {planned[node]['kind']}")
+        candidate = candidates[tuple(planned[node]["layers"])]
+        for batch, entry in group.get("batches", {}).items():
+            if "error" in entry or "fused_ms" not in entry or "unfused_ms" not in entry:
+                continue
+            rows.append(Measured(name, int(batch), node, candidate, 1e3 * entry["fused_ms"], 1e3 * entry["unfused_ms"], {}))
+    return rows
+
+
+def load_models(sources: Path | list[Path], models_root: Path) -> list[Model]:
+    """The measured models: ``sources`` are folders or files of ``fcm bench`` or ``fcm tune``
+    reports (see :func:`measurement_files`)."""
     models = []
-    for path in sorted(folder.glob("bench_*/bench.json")):
-        name = path.parent.name.removeprefix("bench_")
+    for name, path in sorted(measurement_files(sources if isinstance(sources, list) else [sources]).items()):
         dag = Dag.load(models_root / name / f"{name}.dag.json")
         plan = json.loads((models_root / name / f"{name}.plan.json").read_text())
         graph = groups.Graph(dag)
         candidates = candidates_by_convs(dag, graph)
-        rows = []
-        for batch, group_rows in json.loads(path.read_text()).get("groups", {}).items():
-            for row in group_rows:
-                stored = row.get("planner")
-                if "fused_ms" not in row or not stored:
-                    continue
-                candidate = candidates[tuple(stored["layers"])]
-                rows.append(Measured(name, int(batch), row["node"], candidate, 1e3 * row["fused_ms"], 1e3 * row["unfused_ms"],
-                                     stored))
-        models.append(Model(name, dag, graph, plan, rows))
+        read = tune_rows if path.name.endswith(".tune.json") else bench_rows
+        models.append(Model(name, dag, graph, plan, read(name, json.loads(path.read_text()), plan, candidates)))
     return models
 
 
@@ -162,11 +214,13 @@ def fused_with_tiling(device: costs.Device, dag: Dag, candidate: groups.Candidat
     return estimate.cost.time
 
 
-def reproduction(models: list[Model]) -> list[tuple[str, int, float, float]]:
-    """Per model: (name, groups, largest relative difference of the recomputed fused and unfused
-    predictions from those stored in the bench file), under the plan's own settings."""
+def reproduction(models: list[Model]) -> list[tuple[Model, float, float]]:
+    """Per model with stored predictions (``fcm bench`` rows): (model, largest relative difference
+    of the recomputed fused and unfused predictions from those stored), under the plan's own settings."""
     out = []
     for model in models:
+        if not model.rows or not all(r.stored for r in model.rows):
+            continue
         plan = model.plan
         spec = plan["gpu"]
         gpu = GpuSpec(**{**spec, "defaulted": tuple(spec.get("defaulted", ()))})
@@ -174,7 +228,7 @@ def reproduction(models: list[Model]) -> list[tuple[str, int, float, float]]:
         predicted = Predictor([model], gpu, plan["dtype"], batch=plan["batch"])(constants)
         stored_fused = np.array([r.stored["time_us"] for r in model.rows])
         stored_unfused = np.array([r.stored["unfused_time_us"] for r in model.rows])
-        out.append((model.name, len(model.rows), float(np.max(np.abs(predicted.fused_us / stored_fused - 1))),
+        out.append((model, float(np.max(np.abs(predicted.fused_us / stored_fused - 1))),
                     float(np.max(np.abs(predicted.unfused_us / stored_unfused - 1)))))
     return out
 
@@ -295,7 +349,7 @@ def fit(predictor: Predictor, start: costs.CostConstants, knobs: list[Knob], ove
     ``predictor``'s rows (see the module's docstring); the knobs' values rounded to 3 digits."""
     low = np.log([k.low for k in knobs])
     high = np.log([k.high for k in knobs])
-    x = np.log([k.get(start) for k in knobs])
+    x = np.log([max(k.get(start), k.low) for k in knobs])  # a term off (0) starts at its lower bound
     searched = predictor(start)
     tilings = searched.tilings
     # the fixed-tiling path must price exactly as the planner does
@@ -377,25 +431,41 @@ SCORE_HEADER = ["| constants | batch | groups | rank corr. fused | rank corr. su
 
 # --- the report ----------------------------------------------------------------------------------
 
-def report(models: list[Model], gpu: GpuSpec, dtype: str, knobs: list[Knob], command: str, overhead: bool = True) -> tuple[str, dict]:
-    """(markdown, fitted partial constants JSON)."""
+def report(models: list[Model], gpu: GpuSpec, dtype: str, knobs: list[Knob], command: str, overhead: bool = True,
+           compare: dict[str, costs.CostConstants] | None = None) -> tuple[str, dict]:
+    """(markdown, fitted partial constants JSON). ``compare``: other constants (by label) scored on
+    the same measurements, unfitted (each with its best per-run overhead)."""
     rows = [r for m in models for r in m.rows]
     predictor = Predictor(models, gpu, dtype)
     default = costs.CostConstants()
-    lines = [f"# Cost constants fitted to `fcm bench` group times ({gpu.name}, {dtype})", "", f"Command: `{command}`", ""]
+    lines = [f"# Cost constants fitted to measured group times ({gpu.name}, {dtype})", "", f"Command: `{command}`", ""]
 
-    lines += ["## The planner's cost functions reproduce the stored predictions", "",
-              "Each group's candidate rebuilt from the DAG and priced by `planner.plan` with its plan's GPU, batch, dtype and "
-              "constants, against `planner.time_us` / `planner.unfused_time_us` of the bench rows (stored to 3 decimals):", "",
-              "| model | rows | plan | DAG as planned | max rel. diff. fused | max rel. diff. subgraph |", "|---|---|---|---|---|---|"]
-    for (name, count, fused_diff, unfused_diff), model in zip(reproduction(models), models):
+    lines += ["## The measurements", "",
+              "`fcm bench` rows: the fused node's time under the kernels' own launch plan. `fcm tune` rows: the best timed "
+              "launch plan (what a tuned model runs). Both against the group's unfused subgraph on ONNX Runtime's CUDA "
+              "provider, each as a standalone micro-benchmark.", "",
+              "| model | source | groups | batch sizes | measured faster fused | plan | DAG as planned |", "|---|---|---|---|---|---|---|"]
+    for model in models:
         plan = model.plan
         same_dag = plan["dag"]["sha256"] == planning.dag_digest(model.dag)
         defaults = costs.CostConstants.from_json(plan["cost_constants"]) == default
-        lines.append(f"| {name} | {count} | {plan['gpu']['name']}, batch {plan['batch']}, {plan['dtype']}"
-                     f"{', default constants' if defaults else ', own constants'} | {'yes' if same_dag else 'no'} | "
-                     f"{fused_diff:.1e} | {unfused_diff:.1e} |")
+        source = "bench" if model.rows and all(r.stored for r in model.rows) else "tune"
+        lines.append(f"| {model.name} | {source} | {len({r.node for r in model.rows})} | "
+                     f"{', '.join(str(b) for b in sorted({r.batch for r in model.rows}))} | "
+                     f"{sum(r.fused_us < r.unfused_us for r in model.rows)} of {len(model.rows)} | "
+                     f"{plan['gpu']['name']}, batch {plan['batch']}, {plan['dtype']}"
+                     f"{', default constants' if defaults else ', own constants'} | {'yes' if same_dag else 'no'} |")
     lines.append("")
+    reproduced = reproduction(models)
+    if reproduced:
+        lines += ["## The planner's cost functions reproduce the stored predictions", "",
+                  "Each group's candidate rebuilt from the DAG and priced by `planner.plan` with its plan's GPU, batch, dtype "
+                  "and constants, against `planner.time_us` / `planner.unfused_time_us` of the bench rows (stored to 3 "
+                  "decimals):", "",
+                  "| model | rows | max rel. diff. fused | max rel. diff. subgraph |", "|---|---|---|---|"]
+        for model, fused_diff, unfused_diff in reproduced:
+            lines.append(f"| {model.name} | {len(model.rows)} | {fused_diff:.1e} | {unfused_diff:.1e} |")
+        lines.append("")
 
     start = predictor(default)
     default_overhead, default_loss = loss_of(start, rows, overhead)
@@ -419,6 +489,9 @@ def report(models: list[Model], gpu: GpuSpec, dtype: str, knobs: list[Knob], com
     lines += score_rows("defaults, as planned", rows, start.fused_us, start.unfused_us, 0.0)
     if overhead:
         lines += score_rows("defaults", rows, start.fused_us, start.unfused_us, default_overhead)
+    for label, constants in (compare or {}).items():
+        other = predictor(constants)
+        lines += score_rows(label, rows, other.fused_us, other.unfused_us, loss_of(other, rows, overhead)[0])
     lines += score_rows("fitted", rows, fitted.fused_us, fitted.unfused_us, result.overhead_us)
     lines.append("")
 
@@ -468,8 +541,8 @@ def report(models: list[Model], gpu: GpuSpec, dtype: str, knobs: list[Knob], com
             lines.append(f"| {kind} | {batch} | {keep.sum()} | {in_sample.sum()} | {held_out.sum()} | {measured.sum()} |")
     lines += ["", "## Against the targets", "",
               f"Targets: rank correlation at least {TARGET_RANK}, the decision right for at least {100 * TARGET_RIGHT:.0f}% of "
-              "groups, and no group predicted faster fused that measured slower. Only fused groups and their subgraphs are "
-              "measured (`fcm bench`), so layers the plans leave unfused are not part of this fit.", ""]
+              "groups, and no group predicted faster fused that measured slower. Only the groups of the plans that were "
+              "converted are measured, so layers those plans leave unfused are not part of this fit.", ""]
     for batch in sorted({r.batch for r in rows}):
         subset, f = select(rows, held_fused + held_overhead, lambda r, b=batch: r.batch == b)
         _, u = select(rows, held_unfused + held_overhead, lambda r, b=batch: r.batch == b)
@@ -491,7 +564,9 @@ def against_targets(s: Scores) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folder", type=Path, help="a folder holding bench_<model>/bench.json files")
+    parser.add_argument("measurements", type=Path, nargs="+",
+                        help="fcm bench reports (bench_<model>/bench.json) or fcm tune reports (<model>.tune.json), "
+                             "or folders holding either")
     parser.add_argument("--models", type=Path, default=ROOT / "converted_models",
                         help="where <model>/<model>.dag.json and .plan.json are (default: converted_models)")
     parser.add_argument("--gpu", default="H200", help="the GPU the benchmarks ran on (default: H200)")
@@ -499,10 +574,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-overhead", action="store_true", help="fit no per-run overhead of the micro-benchmarks")
     parser.add_argument("-o", "--output", type=Path, help="write the fitted constants here (JSON)")
     parser.add_argument("--report", type=Path, help="write the markdown report here too")
+    parser.add_argument("--compare", type=Path, action="append", default=[],
+                        help="also score these constants (JSON, as -o writes) on the measurements, unfitted")
     args = parser.parse_args(argv)
-    models = load_models(args.folder, args.models)
-    if not any(m.rows for m in models):
-        print(f"no measured group rows with the planner's prediction under {args.folder}", file=sys.stderr)
+    models = [m for m in load_models(args.measurements, args.models) if m.rows]
+    if not models:
+        print(f"no measured group rows in {' '.join(map(str, args.measurements))}", file=sys.stderr)
         return 2
     dtypes = {m.plan["dtype"] for m in models}
     if not args.dtype and len(dtypes) > 1:
@@ -510,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dtype = args.dtype or dtypes.pop()
     command = " ".join(["python", *map(shlex.quote, [_relative(sys.argv[0]), *(argv if argv is not None else sys.argv[1:])])])
-    text, constants = report(models, resolve(args.gpu), dtype, default_knobs(dtype), command, not args.no_overhead)
+    compare = {f"`{_relative(path)}`": costs.CostConstants.load(path) for path in args.compare}
+    text, constants = report(models, resolve(args.gpu), dtype, default_knobs(dtype), command, not args.no_overhead, compare)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(constants, indent=1) + "\n")

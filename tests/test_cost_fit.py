@@ -1,5 +1,6 @@
 """Fitting the cost constants (benchmarks/fit_cost_constants.py): recovery from synthetic
-measurements made by the model itself, and the constants' JSON through ``CostConstants.load``."""
+measurements made by the model itself, the constants' JSON through ``CostConstants.load``, and
+reading the measurements from ``fcm bench`` and ``fcm tune`` reports."""
 
 from __future__ import annotations
 
@@ -95,13 +96,76 @@ def test_fitted_constants_round_trip(tmp_path):
     assert CostConstants.load(path) == constants
 
 
-def test_shipped_constants_load_and_plan():
-    path = ROOT / "planner" / "constants" / "h200_v4.json"
+@pytest.mark.parametrize("name", ["h200_v4.json", "h200_staging.json"])
+def test_shipped_constants_load_and_plan(name):
+    path = ROOT / "planner" / "constants" / name
     if not path.exists():
-        pytest.skip("no fitted constants in this checkout")
+        pytest.skip(f"no {name} in this checkout")
+    fitted = json.loads(path.read_text())
     constants = CostConstants.load(path)
     for knob in fitting.default_knobs("fp32"):
-        assert knob.low <= knob.get(constants) <= knob.high
+        if knob.field in fitted:  # constants fitted before a knob existed keep its default
+            assert knob.low <= knob.get(constants) <= knob.high
     plan = make_plan(Dag.load(ROOT / "converted_models" / MODEL / f"{MODEL}.dag.json"), resolve_gpu("H200"), 32,
                      constants=constants)
     assert plan.to_json()["cost_constants"] == constants.to_json()
+
+
+def plan_groups() -> list[dict]:
+    plan = json.loads((ROOT / "converted_models" / MODEL / f"{MODEL}.plan.json").read_text())
+    return plan["groups"]
+
+
+OP_TYPES = {"dwpw": "FusedDwPw", "pwdw": "FusedPwDw", "pwpw": "FusedPwPw", "pwdwpw": "FusedPwDwPw"}
+
+
+def test_tune_reports_give_the_best_plan_and_the_subgraph_at_each_batch(tmp_path):
+    planned = plan_groups()
+    report = {"groups": {}}
+    for group in planned:
+        node = f"fcm{group['id']}_{group['kind']}"
+        report["groups"][node] = {"op": OP_TYPES[group["kind"]], "keep_fused": True, "batches": {
+            "1": {"fused_ms": 0.02, "own_plan_ms": 0.03, "unfused_ms": 0.025},
+            "32": {"fused_ms": 0.1, "own_plan_ms": 0.1, "unfused_ms": 0.05}}}
+    first = f"fcm{planned[0]['id']}_{planned[0]['kind']}"
+    report["groups"][first]["batches"]["32"] = {"error": "out of memory"}  # an untimed batch is left out
+    (tmp_path / f"{MODEL}.tune.json").write_text(json.dumps(report))
+
+    (model,) = fitting.load_models(tmp_path, ROOT / "converted_models")
+    assert model.name == MODEL
+    assert len(model.rows) == 2 * len(planned) - 1
+    by_key = {(r.node, r.batch): r for r in model.rows}
+    assert (first, 32) not in by_key
+    row = by_key[(first, 1)]
+    assert (row.fused_us, row.unfused_us) == pytest.approx((20.0, 25.0))  # the best plan, not the kernels' own
+    assert row.candidate.convs == planned[0]["layers"]
+    assert not row.stored and fitting.reproduction([model]) == []  # a tune report stores no prediction
+
+
+def test_tune_report_nodes_must_be_the_plans_groups(tmp_path):
+    group = plan_groups()[0]
+    node = f"fcm{group['id']}_{group['kind']}"
+    path = tmp_path / f"{MODEL}.tune.json"
+    path.write_text(json.dumps({"groups": {node: {"op": "FusedPwDwPw", "batches": {}}}}))
+    with pytest.raises(ValueError, match="not the plan's"):
+        fitting.load_models(path, ROOT / "converted_models")
+    path.write_text(json.dumps({"groups": {"fcm999_dwpw": {"op": "FusedDwPw", "batches": {}}}}))
+    with pytest.raises(ValueError, match="not a group of the plan"):
+        fitting.load_models(path, ROOT / "converted_models")
+
+
+def test_bench_reports_still_read_and_a_model_is_measured_once(tmp_path):
+    group = plan_groups()[0]
+    bench = tmp_path / f"bench_{MODEL}" / "bench.json"
+    bench.parent.mkdir()
+    bench.write_text(json.dumps({"groups": {"1": [
+        {"node": f"fcm{group['id']}_{group['kind']}", "fused_ms": 0.02, "unfused_ms": 0.03,
+         "planner": {"layers": group["layers"], "plan_batch": 32, "time_us": 1.0, "unfused_time_us": 2.0}},
+        {"node": "fcm_unplanned", "fused_ms": 0.02, "unfused_ms": 0.03}]}}))
+    (model,) = fitting.load_models(tmp_path, ROOT / "converted_models")
+    assert [(r.batch, r.fused_us, r.unfused_us) for r in model.rows] == [(1, pytest.approx(20.0), pytest.approx(30.0))]
+    assert model.rows[0].stored["time_us"] == 1.0
+
+    (tmp_path / f"{MODEL}.tune.json").write_text(json.dumps({"groups": {}}))
+    with pytest.raises(ValueError, match="measured twice"):
+        fitting.load_models(tmp_path, ROOT / "converted_models")
