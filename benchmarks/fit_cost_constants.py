@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from extractor.dag import Dag
+from ort_custom_ops.schema import OP_TYPES
 from planner import costs, groups
 from planner import plan as planning
 from planner.gpus import GpuSpec, resolve
@@ -78,6 +79,11 @@ class Model:
     graph: groups.Graph
     plan: dict
     rows: list[Measured]
+
+    @property
+    def has_predictions(self) -> bool:
+        """Rows from ``fcm bench``, each carrying the planner's stored prediction."""
+        return bool(self.rows) and all(r.stored for r in self.rows)
 
 
 def candidates_by_convs(dag: Dag, graph: groups.Graph) -> dict[tuple[int, ...], groups.Candidate]:
@@ -135,7 +141,7 @@ def tune_rows(name: str, report: dict, plan: dict, candidates: dict) -> list[Mea
     for node, group in report.get("groups", {}).items():
         if node not in planned:
             raise ValueError(f"{name}: fused node {node} is not a group of the plan")
-        if group.get("op", "").lower() != "fused" + planned[node]["kind"]:
+        if group.get("op") != OP_TYPES[planned[node]["kind"]]:
             raise ValueError(f"{name}: fused node {node} runs {group.get('op')}, not the plan's {planned[node]['kind']}")
         candidate = candidates[tuple(planned[node]["layers"])]
         for batch, entry in group.get("batches", {}).items():
@@ -219,7 +225,7 @@ def reproduction(models: list[Model]) -> list[tuple[Model, float, float]]:
     of the recomputed fused and unfused predictions from those stored), under the plan's own settings."""
     out = []
     for model in models:
-        if not model.rows or not all(r.stored for r in model.rows):
+        if not model.has_predictions:
             continue
         plan = model.plan
         spec = plan["gpu"]
@@ -449,7 +455,7 @@ def report(models: list[Model], gpu: GpuSpec, dtype: str, knobs: list[Knob], com
         plan = model.plan
         same_dag = plan["dag"]["sha256"] == planning.dag_digest(model.dag)
         defaults = costs.CostConstants.from_json(plan["cost_constants"]) == default
-        source = "bench" if model.rows and all(r.stored for r in model.rows) else "tune"
+        source = "bench" if model.has_predictions else "tune"
         lines.append(f"| {model.name} | {source} | {len({r.node for r in model.rows})} | "
                      f"{', '.join(str(b) for b in sorted({r.batch for r in model.rows}))} | "
                      f"{sum(r.fused_us < r.unfused_us for r in model.rows)} of {len(model.rows)} | "

@@ -43,6 +43,11 @@ def compute_capability() -> tuple[int, int] | None:
         return None
 
 
+def has_clusters() -> bool:
+    """Whether GPU 0 runs thread-block clusters (sm_90 and later)."""
+    return (compute_capability() or (0, 0)) >= (9, 0)
+
+
 def require_cuda() -> None:
     reason = cuda_unavailable_reason()
     if reason:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from extractor.dag import Dag
+from ort_custom_ops.schema import OP_TYPES
 from planner import CostConstants, make_plan, resolve_gpu
 from planner import groups
 
@@ -114,9 +115,6 @@ def test_shipped_constants_load_and_plan(name):
 def plan_groups() -> list[dict]:
     plan = json.loads((ROOT / "converted_models" / MODEL / f"{MODEL}.plan.json").read_text())
     return plan["groups"]
-
-
-OP_TYPES = {"dwpw": "FusedDwPw", "pwdw": "FusedPwDw", "pwpw": "FusedPwPw", "pwdwpw": "FusedPwDwPw"}
 
 
 def test_tune_reports_give_the_best_plan_and_the_subgraph_at_each_batch(tmp_path):

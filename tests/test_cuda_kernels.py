@@ -17,7 +17,7 @@ import onnx
 import pytest
 
 from fcm_numpy import run_spec
-from gpu_support import compute_capability, cuda_providers, require_cuda, run_in_threads, run_poisoned
+from gpu_support import cuda_providers, has_clusters, require_cuda, run_in_threads, run_poisoned
 from ort_custom_ops.library import make_session
 from ort_custom_ops.standalone import fused_model
 from test_cpu_kernels import random_feeds, random_spec
@@ -197,7 +197,7 @@ def test_split_shares_in_a_cluster_and_through_the_workspace(rng, capfd, monkeyp
     chunk and output-channel tile, residual. A cluster plan the kernels cannot run (before sm_90, a
     split above 16, a full-width kernel) is an error naming the reason."""
     monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
-    cluster_device = (compute_capability() or (0, 0)) >= (9, 0)
+    cluster_device = has_clusters()
     cases = [("pwdwpw", 40, 500, 40, (2, 3, 6, 8, 16), ("64,8x8,48,{},2,0", "64,4x16,16,{},1,0")),
              ("pwdwpw", 40, 600, 40, (19,), ("64,8x8,48,{},2,0",)),
              ("pwdwpw", 40, 200, 100, (2,), ("64,8x8,128,{},2,0", "128,8x16,32,{},2,0")),  # full width
@@ -239,7 +239,7 @@ def test_small_cases_for_the_sanitizer(rng):
         check_on_gpu(spec, rng, 2, 6, 8, TF32_BOUND, plan="64,4x8,32,1,2,0")
     # a split's shares through the workspace and (sm_90) in a cluster
     spec = random_spec(rng, "pwdwpw", 9, kernel=3, stride=1, expand=70, out=20, residual=False)
-    for cluster in ([",0", ",1"] if (compute_capability() or (0, 0)) >= (9, 0) else [",0"]):
+    for cluster in ([",0", ",1"] if has_clusters() else [",0"]):
         check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="64,4x8,16,3,2,0" + cluster)
     # each compiled output-channel capacity (f_tile 16, 48, 112 on 100 output channels)
     for kind in ("dwpw", "pwdwpw", "pwpw"):
@@ -278,7 +278,7 @@ def test_cuda_graph_capture_and_replay(cluster, rng):
     before the capture) or in a cluster (sm_90)."""
     import onnxruntime as ort
 
-    if cluster and (compute_capability() or (0, 0)) < (9, 0):
+    if cluster and not has_clusters():
         pytest.skip("thread-block clusters need sm_90")
     spec = random_spec(rng, "pwdwpw", 32, expand=96, out=32, residual=True)
     model = fused_model(spec)
