@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include "plan_text.h"
+
 namespace fcm {
 
 std::string ParseCudaPlans(const std::string& text, std::vector<std::pair<int64_t, std::string>>* out) {
@@ -14,16 +16,11 @@ std::string ParseCudaPlans(const std::string& text, std::vector<std::pair<int64_
     const size_t colon = entry.find(':');
     long long batch = 0;
     int used = -1;
-    int v[8];
     const std::string plan = colon == std::string::npos ? "" : entry.substr(colon + 1);
     const bool batch_ok = colon != std::string::npos && std::sscanf(entry.substr(0, colon).c_str(), "%lld%n", &batch, &used) == 1 &&
                           used == static_cast<int>(colon) && batch > 0;
-    used = -1;
-    // six or seven numbers (the last, cluster, optional)
-    const int fields = batch_ok ? std::sscanf(plan.c_str(), "%d,%dx%d,%d,%d,%d,%d%n,%d%n", &v[0], &v[1], &v[2], &v[3], &v[4],
-                                              &v[5], &v[6], &used, &v[7], &used)
-                                : 0;
-    const bool plan_ok = (fields == 7 || fields == 8) && used == static_cast<int>(plan.size());
+    PlanText fields;
+    const bool plan_ok = batch_ok && ParsePlanText(plan, &fields);
     if (!plan_ok)
       return "cuda_plans entry '" + entry +
              "' must read BATCH:pixels,HxW,f_tile,split,buffers,w1_direct[,cluster] (e.g. 1:64,8x8,32,4,2,0)";

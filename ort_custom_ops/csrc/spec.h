@@ -15,7 +15,7 @@
 // allow_tf32 (0/1, default 1) lets the CUDA kernels run pointwise stages on TF32 tensor cores;
 // plan_batch is the batch size the tiling was chosen for; cuda_plans (string, from `fcm tune`)
 // holds the CUDA launch plans measured fastest on the tuning GPU, per batch size:
-// "BATCH:pixels,HxW,f_tile,split,buffers,w1_direct;BATCH:..." (a batch size not listed, or a plan
+// "BATCH:pixels,HxW,f_tile,split,buffers,w1_direct[,cluster];BATCH:..." (a batch size not listed, or a plan
 // that does not fit the GPU the model runs on, gets the kernels' own plan).
 #pragma once
 

@@ -10,6 +10,7 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "../plan_text.h"
 #include "chain_device.cuh"
 
 namespace fcm {
@@ -17,14 +18,14 @@ namespace chain {
 namespace {
 
 // The epilogue of a split: y = res_act(act2(sum of the shares + b2) + x).
-__global__ void ReduceSplits(const KernelArgs a, int split) {
+__global__ void ReduceSplits(const KernelArgs a) {
   const ChainProblem& p = a.p;
   const size_t plane = static_cast<size_t>(p.out_h) * p.out_w;
   const size_t total = static_cast<size_t>(p.n) * p.f * plane;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     float sum = 0.f;
-    for (int s = 0; s < split; ++s) sum += a.partial[s * total + i];
+    for (int s = 0; s < a.split; ++s) sum += a.partial[s * total + i];
     const int f = static_cast<int>((i / plane) % p.f);
     float v = p.act2(sum + __ldg(p.b2 + f));
     if (p.residual) v = p.res_act(v + __ldg(p.x + i));
@@ -367,15 +368,15 @@ ChainPlan PlanChain(const ChainProblem& p) {
 
 ChainPlan ForcedPlan(const ChainProblem& p, const std::string& text) {
   ChainPlan plan;
-  int w1_direct = 0, cluster = 0, used = -1;
-  const int fields = std::sscanf(text.c_str(), "%d,%dx%d,%d,%d,%d,%d%n,%d%n", &plan.pixels, &plan.tile_h, &plan.tile_w,
-                                 &plan.f_tile, &plan.split, &plan.buffers, &w1_direct, &used, &cluster, &used);
-  if ((fields != 7 && fields != 8) || used != static_cast<int>(text.size())) {
+  PlanText fields;
+  if (!ParsePlanText(text, &fields)) {
     plan.error = "FCM_CUDA_PLAN must read pixels,HxW,f_tile,split,buffers,w1_direct[,cluster] (e.g. 64,8x8,32,1,2,0)";
     return plan;
   }
-  plan.w1_direct = w1_direct != 0;
-  plan.cluster = cluster != 0;
+  plan.pixels = fields.pixels, plan.tile_h = fields.tile_h, plan.tile_w = fields.tile_w;
+  plan.f_tile = fields.f_tile, plan.split = fields.split, plan.buffers = fields.buffers;
+  plan.w1_direct = fields.w1_direct != 0;
+  plan.cluster = fields.cluster != 0;
   if (!p.pwl) plan.f_tile = 0, plan.split = 1, plan.cluster = false;
   plan.tile_h = std::min(plan.tile_h, p.out_h);
   plan.tile_w = std::min(plan.tile_w, p.out_w);
@@ -421,7 +422,7 @@ cudaError_t LaunchChain(const ChainProblem& p, const ChainPlan& plan, void* work
   if (err == cudaSuccess && plan.split > 1 && !plan.cluster) {
     const size_t total = static_cast<size_t>(p.n) * p.f * p.out_h * p.out_w;
     const int blocks = static_cast<int>(std::min<size_t>((total + 255) / 256, 8 * static_cast<size_t>(ThisDevice().sms)));
-    ReduceSplits<<<blocks, 256, 0, stream>>>(a, plan.split);
+    ReduceSplits<<<blocks, 256, 0, stream>>>(a);
     err = cudaGetLastError();
   }
   return err;
