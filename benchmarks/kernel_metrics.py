@@ -1,9 +1,9 @@
 """One row per kernel launch from an Nsight Compute CSV of `profile_kernels.sh` (DETAIL=1 for the
 full set), with the fused nodes named from the .plans file beside it.
 
-    python benchmarks/kernel_metrics.py KERNELS/mobilenet_v2_fused_b32.csv [--json out.json]
+    python benchmarks/kernel_metrics.py KERNELS/mobilenet_v2_fused_b32.csv[.gz] [--json out.json]
 
-In: ncu's --csv output (one line per launch and metric) and <same name>.plans (the FCM_CUDA_VERBOSE
+In: ncu's --csv output (one line per launch and metric; gzipped or not) and <same name>.plans (the FCM_CUDA_VERBOSE
 lines: one per fused node, in the order the nodes first ran). Out: a markdown table on stdout: per
 launch its time, DRAM bytes read + written and the bandwidth they make, achieved occupancy, the
 limit registers and shared memory put on resident blocks, the issue rate, and the warp-cycles per
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import re
 import sys
@@ -28,7 +29,8 @@ def number(text: str) -> float:
 
 def launches(csv_path: Path) -> list[dict]:
     rows: dict[str, dict] = {}
-    with csv_path.open(newline="") as handle:
+    opener = gzip.open if csv_path.suffix == ".gz" else open
+    with opener(csv_path, "rt", newline="") as handle:
         lines = [line for line in handle if line.startswith('"')]
     for record in csv.DictReader(lines):
         launch = rows.setdefault(record["ID"], {"id": int(record["ID"]), "kernel": record["Kernel Name"], "metrics": {}})
@@ -43,7 +45,8 @@ def fused_nodes(plans_path: Path) -> list[str]:
 
 
 def summarize(csv_path: Path) -> list[dict]:
-    nodes = iter(fused_nodes(csv_path.with_suffix(".plans")))
+    stem = csv_path.name.removesuffix(".gz").removesuffix(".csv")
+    nodes = iter(fused_nodes(csv_path.with_name(stem + ".plans")))
     node = None
     out = []
     for launch in launches(csv_path):

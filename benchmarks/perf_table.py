@@ -6,7 +6,9 @@ Reads every <folder>/bench/bench_<model>/bench.json (and <folder>/tune/<model>.t
 groups kept) and prints a markdown table: per model and batch size, ONNX Runtime's best
 configuration, the fused model's, and the speedup; with <folder>/torch_compile.json (from
 benchmarks/torch_compile.py in the same session), PyTorch's torch.compile(mode="max-autotune") on the
-torchvision version of the architecture beside them. With --readme, replaces the table between the
+torchvision version of the architecture beside them. --torch names other torch_compile.json files
+instead (repeatable: a later file fills the rows the earlier ones lack or could not measure, and
+such a cell names its folder). With --readme, replaces the table between the
 `<!-- perf-table -->` and `<!-- /perf-table -->` lines of that file instead. --also names older
 folders for the models the first one did not bench again; their rows say which folder they are from.
 """
@@ -22,7 +24,7 @@ ORDER = ["mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"
 START, END = "<!-- perf-table -->", "<!-- /perf-table -->"
 
 
-def table(folder: Path, also: list[Path] | None = None, torch: Path | None = None) -> str:
+def table(folder: Path, also: list[Path] | None = None, torch: list[Path] | None = None) -> str:
     benches = {p.parent.name.removeprefix("bench_"): json.loads(p.read_text()) for p in folder.glob("bench/bench_*/bench.json")}
     if not benches:
         raise SystemExit(f"no bench/bench_*/bench.json under {folder}")
@@ -33,16 +35,24 @@ def table(folder: Path, also: list[Path] | None = None, torch: Path | None = Non
             if model not in benches:
                 benches[model], source[model] = json.loads(p.read_text()), older
     device = next(iter(benches.values()))["device"]
-    torch_path = torch or folder / "torch_compile.json"
-    compiled = {}
-    if torch_path.is_file():
-        compiled = {(row["model"], row["batch"]): row for row in json.loads(torch_path.read_text())["rows"]}
+    torch_paths = torch or [folder / "torch_compile.json"]
+    compiled: dict = {}
+    compiled_from: dict = {}
+    for torch_path in torch_paths:
+        if not torch_path.is_file():
+            continue
+        for row in json.loads(torch_path.read_text())["rows"]:
+            key = (row["model"], row["batch"])
+            if key not in compiled or ("error" in compiled[key] and "error" not in row):
+                compiled[key], compiled_from[key] = row, torch_path
     lines = [f"{device['gpu']}, driver {device['driver']}, onnxruntime-gpu {device['onnxruntime']}, fp32 models with "
              f"TF32 allowed on both sides; medians, each side in its best configuration (CUDA graph, prefer_nhwc). "
              f"From `{folder.as_posix()}` (`python benchmarks/perf_table.py {folder.as_posix()}"
              + "".join(f" --also {older.as_posix()}" for older in also or [])
-             + (f" --torch {torch.as_posix()}" if torch else "") + " --readme README.md`)."
-             + (f" torch.compile columns from `{torch.as_posix()}`, measured in that folder's session." if torch else ""),
+             + "".join(f" --torch {path.as_posix()}" for path in torch or []) + " --readme README.md`)."
+             + (" torch.compile columns from " + " and ".join(f"`{path.as_posix()}`" for path in torch)
+                + ", each measured in its folder's session" + ("; a cell from a later file names its folder." if len(torch) > 1 else ".")
+                if torch else ""),
              "",
              "| model | groups fused | batch | ONNX Runtime CUDA (ms) | fused (ms) | speedup |"
              + (" torch.compile max-autotune (ms) | torch.compile / fused |" if compiled else ""),
@@ -64,7 +74,9 @@ def table(folder: Path, also: list[Path] | None = None, torch: Path | None = Non
                     line += f" {row['error'] if row else 'not measured'} | |"
                 else:
                     ms = row["max_autotune"]["median_ms"]
-                    line += f" {ms:.3f} | {ms / best['fused']['median_ms']:.2f}x |"
+                    origin = compiled_from[(model, entry["batch"])]
+                    named = f" (`{origin.parent.name}`)" if torch and len(torch) > 1 and origin != torch[0] else ""
+                    line += f" {ms:.3f}{named} | {ms / best['fused']['median_ms']:.2f}x |"
             lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -74,8 +86,9 @@ def main() -> int:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--also", type=Path, action="append", default=[],
                         help="an older benchmark folder for the models the first did not bench (repeatable)")
-    parser.add_argument("--torch", type=Path,
-                        help="the torch_compile.json to show (default: <folder>/torch_compile.json), e.g. an earlier session's")
+    parser.add_argument("--torch", type=Path, action="append",
+                        help="a torch_compile.json to show (default: <folder>/torch_compile.json), e.g. an earlier "
+                             "session's; repeatable, later files fill the rows earlier ones lack")
     parser.add_argument("--readme", type=Path, help="replace the table between the perf-table markers of this file")
     args = parser.parse_args()
     text = table(args.folder, args.also, args.torch)

@@ -28,6 +28,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from fcm.errors import FcmError
+from ort_custom_ops.schema import KIND_STAGES, OP_TYPES
 from ort_custom_ops.unfuse import function_body, node_function
 
 Progress = Callable[[str], None]
@@ -236,6 +237,25 @@ def unavoidable_bytes(node: onnx.NodeProto, shapes: dict[str, list[int]], initia
         elif name in shapes:
             total += int(np.prod(shapes[name]))
     return 4 * total
+
+
+def fused_macs(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> dict[str, int]:
+    """Multiply-accumulates of one fused node, per stage type: {"pw": ..., "dw": ...} (the pointwise
+    stages run on tensor cores, the depthwise one on the FP32 units). Each stage costs its output
+    pixels times its weight count ([F, C] pointwise, [C, K, K] depthwise); stages before the
+    depthwise one are at the input's resolution, the rest at the output's."""
+    kind = next((k for k, op in OP_TYPES.items() if op == node.op_type), None)
+    if kind is None:
+        raise FcmError(f"{node.name}: {node.op_type} is not a fused op")
+    batch, _, height, width = shapes[node.input[0]]
+    out_h, out_w = shapes[node.output[0]][2:]
+    macs = {"pw": 0, "dw": 0}
+    pixels = height * width
+    for index, stage in enumerate(KIND_STAGES[kind]):
+        if stage == "dw":
+            pixels = out_h * out_w
+        macs[stage] += batch * pixels * int(np.prod(initializers[node.input[1 + 2 * index]].dims))
+    return macs
 
 
 def bench_groups(fused: onnx.ModelProto, plan: dict | None, batch: int, runs: int, warmup: int, progress: Progress) -> list[dict]:

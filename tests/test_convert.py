@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -10,6 +11,8 @@ import pytest
 
 from conftest import keras_model
 from extractor.sources import SourceOptions
+from extractor.summary import layer_macs
+from fcm.bench import _value_shapes, fused_macs
 from fcm.cli import main
 from fcm.convert import ConvertOptions, convert
 from fcm.errors import FcmError
@@ -85,6 +88,46 @@ def test_mobilenet_v2_blocks_become_whole_inverted_residual_nodes(converted):
     assert kinds.count("FusedPwDwPw") == 16 and kinds.count("FusedDwPw") == 1
     residual = [n for n in _fused_nodes(fused) if any(a.name == "residual" and a.i == 1 for a in n.attribute)]
     assert len(residual) == 10
+
+
+@pytest.mark.parametrize("name", CHEAP)
+def test_a_fused_nodes_multiply_accumulates_are_its_layers(name, converted):
+    # fcm.bench.fused_macs (from the ONNX node's shapes and weights) against the extractor's count
+    # of the Keras layers the group replaced (from the DAG), at batch 2
+    result = converted[name]
+    fused = onnx.load(result.files["fused"])
+    shapes = _value_shapes(fused, 2)
+    initializers = {i.name: i for i in fused.graph.initializer}
+    nodes = {n.name: n for n in _fused_nodes(fused)}
+    for group in result.plan.groups:
+        node = nodes[f"fcm{group.id}_{group.candidate.kind}"]
+        macs = fused_macs(node, shapes, initializers)
+        layers = [result.dag[c] for c in group.candidate.convs]
+        assert macs["dw"] == 2 * sum(layer_macs(layer) for layer in layers if layer.type == "dw")
+        assert macs["pw"] == 2 * sum(layer_macs(layer) for layer in layers if layer.type != "dw") > 0
+
+
+def test_a_fused_model_cut_around_its_fused_nodes_runs_as_the_whole(converted, rng, monkeypatch):
+    # benchmarks/segment_times.py times these pieces alone: run one after the other they must give
+    # the whole model's output
+    import onnx.utils
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import segment_times
+
+    fused = onnx.load(converted["MobileNetV2"].files["fused"])
+    extractor = onnx.utils.Extractor(fused)
+    x = rng.uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
+    whole = make_session(fused, with_library=True)
+    (expected,) = whole.run(None, {whole.get_inputs()[0].name: x})
+    value = x
+    cut = segment_times.pieces(fused)
+    assert [n.op_type for n in extractor.extract_model(*cut["head"]).graph.node] == ["Transpose", "Conv", "Clip"]
+    for name in ("head", "body", "tail"):
+        piece = make_session(extractor.extract_model(*cut[name]), with_library=True)
+        (value,) = piece.run(None, {piece.get_inputs()[0].name: value})
+    # the same kernels either way; ONNX Runtime may lay out the cut tensors differently, not compute them so
+    np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
 
 
 def _no_dwpw_model():
