@@ -27,9 +27,12 @@ import onnx
 
 from fcm.bench import _value_shapes, fused_macs, unavoidable_bytes
 
+# NVIDIA's dense peaks for the H100 and H200 SXM at the 1980 MHz boost clock
+TF32_TFLOPS, FP32_TFLOPS = 494.7, 66.9
 
-def rows(folder: Path, model_path: Path, batch: int, tf32_tflops: float = 494.7,
-         fp32_tflops: float = 66.9) -> tuple[list[dict], float]:
+
+def rows(folder: Path, model_path: Path, batch: int, tf32_tflops: float = TF32_TFLOPS,
+         fp32_tflops: float = FP32_TFLOPS) -> tuple[list[dict], float]:
     model = onnx.load(model_path)
     name = model_path.name.removesuffix(".onnx")
     tune = json.loads((folder / "tune" / f"{name}.tune.json").read_text())
@@ -63,8 +66,8 @@ def main() -> int:
     parser.add_argument("folder", type=Path)
     parser.add_argument("model", type=Path, help="the planner's fused model (<name>.onnx)")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--tf32-tflops", type=float, default=494.7, help="TF32 tensor-core peak, dense (default: H100/H200 SXM)")
-    parser.add_argument("--fp32-tflops", type=float, default=66.9, help="FP32 peak (default: H100/H200 SXM)")
+    parser.add_argument("--tf32-tflops", type=float, default=TF32_TFLOPS, help="TF32 tensor-core peak, dense (default: H100/H200 SXM)")
+    parser.add_argument("--fp32-tflops", type=float, default=FP32_TFLOPS, help="FP32 peak (default: H100/H200 SXM)")
     args = parser.parse_args()
     table, bandwidth = rows(args.folder, args.model, args.batch, args.tf32_tflops, args.fp32_tflops)
     print(f"batch {args.batch}, copy bandwidth {bandwidth / 1e9:.0f} GB/s; peaks {args.tf32_tflops} TFLOP/s TF32 tensor, "
