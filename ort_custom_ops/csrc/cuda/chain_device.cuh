@@ -95,6 +95,14 @@ struct KernelArgs {
   bool w1_direct;  // first-stage weights read from device memory (too many input channels to stage them)
 };
 
+// The output epilogue of the last pointwise stage, on one value: y[at] = res_act(act2(sum + b2[f]) +
+// x[at]). The main loop (unsplit), the cluster sum and ReduceSplits end in it.
+__device__ __forceinline__ void StoreOutput(const ChainProblem& p, float sum, int f, size_t at) {
+  float v = p.act2(sum + __ldg(p.b2 + f));
+  if (p.residual) v = p.res_act(v + __ldg(p.x + at));  // same shape as the output (checked)
+  p.y[at] = v;
+}
+
 // ---- tensor-core and FMA fragments ---------------------------------------------------------------
 
 // n / d for 0 <= n, n * d < 2^32, with DivReciprocal(d) = ceil(2^32 / d): a multiply instead of the
@@ -609,7 +617,6 @@ __device__ void SumClusterShares(const KernelArgs& a, float* shares) {
         if (s0 + s < a.split) sum.x += part[s].x, sum.y += part[s].y, sum.z += part[s].z, sum.w += part[s].w;
     }
     const int f = f0 + row;
-    const float bias = __ldg(p.b2 + f);
     const float sums[4] = {sum.x, sum.y, sum.z, sum.w};
     const size_t channel = (static_cast<size_t>(n) * p.f + f) * plane;
 #pragma unroll
@@ -618,10 +625,7 @@ __device__ void SumClusterShares(const KernelArgs& a, float* shares) {
       const int py = pix / a.tile_w, px = pix - py * a.tile_w;
       const int oy = oy0 + py, ox = ox0 + px;
       if (pix >= a.thw || oy >= p.out_h || ox >= p.out_w) continue;
-      const size_t out = channel + static_cast<size_t>(oy) * p.out_w + ox;
-      float v = p.act2(sums[e] + bias);
-      if (p.residual) v = p.res_act(v + __ldg(p.x + out));
-      p.y[out] = v;
+      StoreOutput(p, sums[e], f, channel + static_cast<size_t>(oy) * p.out_w + ox);
     }
   }
   ClusterSync();
@@ -828,9 +832,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks(kWidth, kPw1)) ChainKernel
             if (a.split > 1) {
               a.partial[static_cast<size_t>(share) * p.n * p.f * plane + row + offset[e]] = sum;
             } else {
-              float v = p.act2(sum + __ldg(p.b2 + f));
-              if (p.residual) v = p.res_act(v + __ldg(p.x + row + offset[e]));
-              p.y[row + offset[e]] = v;
+              StoreOutput(p, sum, f, row + offset[e]);
             }
           }
         }

@@ -26,10 +26,7 @@ __global__ void ReduceSplits(const KernelArgs a) {
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     float sum = 0.f;
     for (int s = 0; s < a.split; ++s) sum += a.partial[s * total + i];
-    const int f = static_cast<int>((i / plane) % p.f);
-    float v = p.act2(sum + __ldg(p.b2 + f));
-    if (p.residual) v = p.res_act(v + __ldg(p.x + i));
-    p.y[i] = v;
+    StoreOutput(p, sum, static_cast<int>((i / plane) % p.f), i);
   }
 }
 
@@ -154,6 +151,25 @@ int AllowAndOccupancy(KernelFn kernel, size_t bytes) {
 
 constexpr int kMaxCluster = 16;  // blocks per cluster on sm_90 (above 8 as a non-portable size)
 
+// A launch configuration of (1, 1, size) thread-block clusters; it holds the attribute its config
+// points to, so it is neither copied nor moved.
+struct ClusterLaunch {
+  cudaLaunchAttribute attribute{};
+  cudaLaunchConfig_t config{};
+  ClusterLaunch(dim3 grid, size_t shared_bytes, int size, cudaStream_t stream) {
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = 1, attribute.val.clusterDim.y = 1, attribute.val.clusterDim.z = size;
+    config.gridDim = grid;
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = shared_bytes;
+    config.stream = stream;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+  }
+  ClusterLaunch(const ClusterLaunch&) = delete;
+  ClusterLaunch& operator=(const ClusterLaunch&) = delete;
+};
+
 // How many clusters of `size` blocks of `kernel` (with `bytes` of shared memory) the device runs at
 // once; 0 when it runs none: no cluster launch on this device, a kernel not built for sm_90 (its
 // cluster code is compiled out), or a cluster that does not fit a GPC's SMs.
@@ -179,16 +195,8 @@ int ClusterCapacity(KernelFn kernel, size_t bytes, int size) {
     cudaGetLastError();
     return clusters;
   }
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(1, 1, size);
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = bytes;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeClusterDimension;
-  attribute.val.clusterDim.x = 1, attribute.val.clusterDim.y = 1, attribute.val.clusterDim.z = size;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) != cudaSuccess) {
+  const ClusterLaunch launch(dim3(1, 1, size), bytes, size, nullptr);
+  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch.config) != cudaSuccess) {
     cudaGetLastError();
     clusters = 0;
   }
@@ -404,17 +412,8 @@ cudaError_t LaunchChain(const ChainProblem& p, const ChainPlan& plan, void* work
   const dim3 grid(tiles, p.n, z);
   cudaError_t err = cudaSuccess;
   if (plan.cluster) {
-    cudaLaunchConfig_t config{};
-    config.gridDim = grid;
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = plan.shared_bytes;
-    config.stream = stream;
-    cudaLaunchAttribute attribute{};
-    attribute.id = cudaLaunchAttributeClusterDimension;
-    attribute.val.clusterDim.x = 1, attribute.val.clusterDim.y = 1, attribute.val.clusterDim.z = plan.split;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-    err = cudaLaunchKernelEx(&config, kernel, a);
+    const ClusterLaunch launch(grid, plan.shared_bytes, plan.split, stream);
+    err = cudaLaunchKernelEx(&launch.config, kernel, a);
   } else {
     kernel<<<grid, kThreads, plan.shared_bytes, stream>>>(a);
     err = cudaGetLastError();
