@@ -3,8 +3,9 @@
     python benchmarks/perf_table.py benchmarks/2026-11-22-h200-widths [--also OLDER_FOLDER] [--readme README.md]
 
 Reads every <folder>/bench/bench_<model>/bench.json (and <folder>/tune/<model>.tune.json for the
-groups kept) and prints a markdown table: per model and batch size, ONNX Runtime's best
-configuration, the fused model's, and the speedup; with <folder>/torch_compile.json (from
+groups kept), from the files or, for a summarized run, from <folder>/summary.json (summarize.py),
+and prints a markdown table: per model and batch size, ONNX Runtime's best configuration, the
+fused model's, and the speedup; with <folder>/torch_compile.json (from
 benchmarks/torch_compile.py in the same session), PyTorch's torch.compile(mode="max-autotune") on the
 torchvision version of the architecture beside them. --torch names other torch_compile.json files
 instead (repeatable: a later file fills the rows the earlier ones lack or could not measure, and
@@ -16,32 +17,35 @@ folders for the models the first one did not bench again; their rows say which f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from summarize import SUMMARY, load_result, results_under
+
+BENCH = "bench/bench_*/bench.json"
 ORDER = ["mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "xception"]
 START, END = "<!-- perf-table -->", "<!-- /perf-table -->"
 
 
 def table(folder: Path, also: list[Path] | None = None, torch: list[Path] | None = None) -> str:
-    benches = {p.parent.name.removeprefix("bench_"): json.loads(p.read_text()) for p in folder.glob("bench/bench_*/bench.json")}
+    benches = {_model(path): data for path, data in results_under(folder, BENCH).items()}
     if not benches:
-        raise SystemExit(f"no bench/bench_*/bench.json under {folder}")
+        raise SystemExit(f"no {BENCH} under {folder} (nor in its {SUMMARY})")
     source = {model: folder for model in benches}
     for older in also or []:
-        for p in older.glob("bench/bench_*/bench.json"):
-            model = p.parent.name.removeprefix("bench_")
-            if model not in benches:
-                benches[model], source[model] = json.loads(p.read_text()), older
+        for path, data in results_under(older, BENCH).items():
+            if _model(path) not in benches:
+                benches[_model(path)], source[_model(path)] = data, older
     device = next(iter(benches.values()))["device"]
     torch_paths = torch or [folder / "torch_compile.json"]
     compiled: dict = {}
     compiled_from: dict = {}
     for torch_path in torch_paths:
-        if not torch_path.is_file():
+        try:
+            rows = load_result(torch_path)["rows"]
+        except FileNotFoundError:
             continue
-        for row in json.loads(torch_path.read_text())["rows"]:
+        for row in rows:
             key = (row["model"], row["batch"])
             if key not in compiled or ("error" in compiled[key] and "error" not in row):
                 compiled[key], compiled_from[key] = row, torch_path
@@ -58,11 +62,12 @@ def table(folder: Path, also: list[Path] | None = None, torch: list[Path] | None
              + (" torch.compile max-autotune (ms) | torch.compile / fused |" if compiled else ""),
              "|---|---|---|---|---|---|" + ("---|---|" if compiled else "")]
     for model in sorted(benches, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
-        tune_path = source[model] / "tune" / f"{model}.tune.json"
         kept = "?"
-        if tune_path.is_file():
-            groups = json.loads(tune_path.read_text())["groups"]
+        try:
+            groups = load_result(source[model] / "tune" / f"{model}.tune.json")["groups"]
             kept = f"{sum(1 for g in groups.values() if g['keep_fused'])} of {len(groups)}"
+        except FileNotFoundError:
+            pass
         for entry in benches[model]["batches"]:
             best = entry["best"]["tf32"]
             name = model if source[model] == folder else f"{model} (from `{source[model].name}`)"
@@ -79,6 +84,10 @@ def table(folder: Path, also: list[Path] | None = None, torch: list[Path] | None
                     line += f" {ms:.3f}{named} | {ms / best['fused']['median_ms']:.2f}x |"
             lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def _model(relative: str) -> str:
+    return relative.split("/")[-2].removeprefix("bench_")
 
 
 def main() -> int:

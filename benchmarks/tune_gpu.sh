@@ -4,9 +4,9 @@
 # `fcm bench` the tuned model against the unfused one.
 # Expects what run_gpu.sh expects (onnxruntime-gpu in /tmp/ortgpu-site, the built library, the
 # models in .device/models). Writes $OUT/tune/<model>.tune.json, bench_<model>/ and logs.
-# TUNE_ARGS adds options to fcm tune (e.g. --no-plans); APPLY_DIR=<folder of .tune.json> applies
-# those earlier tunes instead of measuring (fcm tune --apply), to bench them again. Everything is
-# also packed into $OUT/tune.tar.gz.
+# TUNE_ARGS adds options to fcm tune (e.g. --no-plans); APPLY_DIR=<a run's tune folder> applies
+# those earlier tunes (from the files, or from the run's summary.json) instead of measuring
+# (fcm tune --apply), to bench them again. Everything is also packed into $OUT/tune.tar.gz.
 set -uo pipefail
 OUT=${OUT:-/tmp/fcm-gpu}
 mkdir -p "$OUT/tune"
@@ -17,7 +17,10 @@ MODELS=${MODELS:-"mobilenet_v2 mobilenet mobilenet_v3_small mobilenet_v3_large e
 for m in $MODELS; do
   z=/tmp/fcm-zoo/$m
   apply=""
-  [ -n "${APPLY_DIR:-}" ] && apply="--apply ${APPLY_DIR}/$m.tune.json"
+  if [ -n "${APPLY_DIR:-}" ]; then  # a run folder's tune/ (its reports, or its run's summary.json)
+    python3 benchmarks/summarize.py "$(dirname "$APPLY_DIR")" --extract "$(basename "$APPLY_DIR")/$m.tune.json" \
+      -o "$OUT/tune/$m.applied.json" && apply="--apply $OUT/tune/$m.applied.json"
+  fi
   python3 -m fcm tune $z/$m.onnx --batch 1,32 --runs ${TUNE_RUNS:-30} --warmup 5 ${TUNE_ARGS:-} $apply -o $z/$m.tuned.onnx \
     > "$OUT/tune/$m.tune.log" 2>&1 && cp $z/$m.tuned.tune.json "$OUT/tune/$m.tune.json"
   tail -1 "$OUT/tune/$m.tune.log"
