@@ -8,6 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LIB    := ort_custom_ops/lib/libfcm_ort_ops.so
+HEADER := ort_custom_ops/csrc/vocabulary.h
 DEMO   := converted_models/mobilenet_v2
 
 .PHONY: setup test demo zoo clean
@@ -20,8 +21,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-$(LIB): $(STAMP) ort_custom_ops/CMakeLists.txt $(wildcard ort_custom_ops/csrc/*.h ort_custom_ops/csrc/*.cc ort_custom_ops/csrc/cuda/*)
-	$(BIN)/python -m ort_custom_ops.build
+$(LIB): $(STAMP) ort_custom_ops/CMakeLists.txt $(HEADER) $(wildcard ort_custom_ops/csrc/*.h ort_custom_ops/csrc/*.cc ort_custom_ops/csrc/cuda/*)
+	$(BIN)/python -m ort_custom_ops.ops.build
+
+# the op vocabulary's C++ header, generated from fcm_core/vocabulary.py (checked in; a test compares them)
+$(HEADER): fcm_core/vocabulary.py ort_custom_ops/ops/header.py
+	$(BIN)/python -m ort_custom_ops.ops.header
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A quick sm_90-only build of the custom-op library on the GPU machine (sources compiled in
 # parallel; needs the ONNX Runtime headers in build/ort-headers). The full build is
-# `python -m ort_custom_ops.build`.
+# `python -m ort_custom_ops.ops.build`.
 set -e
 H=$PWD/build/ort-headers/usr/include/onnxruntime
 mkdir -p /tmp/fcmobj ort_custom_ops/lib

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from fcm.bench import _providers, _session, _value_shapes, group_models
-from ort_custom_ops.library import make_session
+from fcm.measure import cuda_session, group_models, providers, value_shapes
+from ort_custom_ops.ops.library import make_session
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
         return
     for name in args.models:
         model = onnx.load(args.zoo / name / f"{name}.onnx")
-        shapes = _value_shapes(model, args.batch)
+        shapes = value_shapes(model, args.batch)
         for node in model.graph.node:
             if node.domain != "ai.fcm":
                 continue
@@ -44,7 +44,7 @@ def main() -> None:
             errors = {}
             for mode in ("fp32", "tf32"):
                 os.environ["FCM_CUDA_FP32"] = "1" if mode == "fp32" else "0"
-                (gpu,) = _session(alone, True, _providers(False, False, mode == "tf32")).run(None, feeds)
+                (gpu,) = cuda_session(alone, True, providers(False, False, mode == "tf32")).run(None, feeds)
                 errors[mode] = float(np.abs(gpu - cpu).max()) / scale
             flag = "  <-- WRONG" if errors["fp32"] > 1e-4 else ""
             print(f"{name} {node.name} {node.op_type} fp32 {errors['fp32']:.2e} tf32 {errors['tf32']:.2e}{flag}", flush=True)
@@ -61,7 +61,7 @@ def in_model(path: Path, batch: int, rng: np.random.Generator) -> None:
     reference = cpu.run(None, feeds)
     for mode in ("fp32", "tf32"):
         os.environ["FCM_CUDA_FP32"] = "1" if mode == "fp32" else "0"
-        outputs = _session(model, True, _providers(False, False, mode == "tf32")).run(None, feeds)
+        outputs = cuda_session(model, True, providers(False, False, mode == "tf32")).run(None, feeds)
         for i, (ref, out) in enumerate(zip(reference, outputs)):
             label = "model output" if i == 0 else fused[i - 1].name
             scale = float(np.abs(ref).max()) or 1.0

@@ -40,13 +40,12 @@ import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from fcm.bench import CONFIGS, _providers, _random_inputs, device_info, time_session  # noqa: E402
-from fcm.convert import interpreter_outputs  # noqa: E402
-from fcm.convert_int8 import AGREEMENT, compare  # noqa: E402
-from ort_custom_ops.library import make_session  # noqa: E402
-from ort_custom_ops.schema import DOMAIN  # noqa: E402
+from fcm.measure import CONFIGS, device_info, providers, random_feeds, time_session
+from fcm.pipeline.verify import interpreter_outputs
+from fcm.pipeline.verify import AGREEMENT, compare
+from ort_custom_ops.ops.library import make_session
+from ort_custom_ops.ops.schema import DOMAIN
 
 RANDOM_IMAGES, AGREEMENT_BATCH = 3, 32
 
@@ -72,7 +71,7 @@ class Target:
     def configs(self) -> list[tuple[str, list]]:
         if not self.cuda:
             return [("cpu", ["CPUExecutionProvider"])]
-        return [(f"graph={'on' if g else 'off'},nhwc={'on' if n else 'off'}", _providers(g, n)) for g, n in CONFIGS]
+        return [(f"graph={'on' if g else 'off'},nhwc={'on' if n else 'off'}", providers(g, n)) for g, n in CONFIGS]
 
     def session(self, model, with_library: bool, providers: list | None = None, profile: bool = False):
         session = make_session(model, with_library=with_library, providers=providers or self.configs()[0][1],
@@ -222,9 +221,9 @@ def bench_model(target: Target, entry: dict, feeds: dict[str, np.ndarray], runs:
     path, with_library = str(entry["path"]), entry["library"]
     reference = target.session(path, with_library).run(None, feeds)
     result: dict = {"configs": {}}
-    for label, providers in target.configs():
+    for label, execution_providers in target.configs():
         try:
-            session = target.session(path, with_library, providers)
+            session = target.session(path, with_library, execution_providers)
             timing, outputs = time_session(session, feeds, [list(a.shape) for a in reference], runs, warmup,
                                            [a.dtype for a in reference], target.device)
             del session
@@ -254,7 +253,7 @@ def benchmark(target: Target, entries: list[dict], batches: list[int], runs: int
     for batch in batches:
         row: dict = {"batch": batch, "models": {}}
         for entry in present:  # one seed per batch: the int8 models get the same images
-            feeds = _random_inputs(onnx.load(entry["path"]), batch, np.random.default_rng(batch))
+            feeds = random_feeds(onnx.load(entry["path"]), batch, np.random.default_rng(batch))
             say(f"batch {batch}: {entry['label']}")
             row["models"][entry["key"]] = bench_model(target, entry, feeds, runs, warmup)
         outputs = {k: v.pop("output") for k, v in row["models"].items()}

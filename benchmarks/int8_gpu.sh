@@ -27,7 +27,7 @@ steps=${*:-tests check}
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
   python3 -c "import onnxruntime as o, numpy, onnx; print('onnxruntime', o.__version__, o.get_available_providers()); print('numpy', numpy.__version__, 'onnx', onnx.__version__)"
   python3 -c "import ai_edge_litert as l; print('ai_edge_litert', l.__version__)"
-  python3 -c "from ort_custom_ops.library import library_kernels; print('FCM library kernels:', sorted(library_kernels()))"
+  python3 -c "from ort_custom_ops.ops.library import library_kernels; print('FCM library kernels:', sorted(library_kernels()))"
 } 2>&1 | tee "$OUT/int8/device.txt"
 
 if [ ! -f /tmp/fcm-zoo/mobilenet_v2/mobilenet_v2.onnx ] && [ -d .device/models ]; then
@@ -38,7 +38,7 @@ status=0
 for step in $steps; do
   case $step in
     tests)
-      timeout 900 python3 -m pytest -m gpu -q -p no:cacheprovider -rs tests/test_int8_cuda.py 2>&1 \
+      timeout 900 python3 -m pytest -m gpu -q -p no:cacheprovider -rs tests/ops/test_int8_cuda.py 2>&1 \
         | tee "$OUT/int8/int8_tests.log" | tail -15
       [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
       ;;

@@ -8,7 +8,7 @@ in the output folder (``.device/int8`` is ignored by git), what ``benchmarks/int
 the GPU machine, which has neither TensorFlow nor a TFLite parser:
 
 - ``fused.onnx``: the fused int8 model (the planner's groups, ``fp32`` requantization), as
-  ``fcm convert`` builds it (``ort_custom_ops.int8_model.build``);
+  ``fcm convert`` builds it (``ort_custom_ops.lowering.int8.build``);
 - ``unfused.onnx``: the same with every convolution a one-stage ``QConv``;
 - ``qdq.onnx``: tf2onnx's QDQ model of the .tflite (what ONNX Runtime runs without our ops), its
   batch dimension named ``N`` and any Reshape to a literal batch of 1 made batch-free;
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,11 +37,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from fcm.pipeline.inputs import load_image
 
-from conftest import MOB_V2_TFLITE, load_image_uint8  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("FCM_SHARED", ROOT.parent / "shared")) / "fixtures" / "seed_repo"
+MOB_V2_TFLITE = FIXTURES / "mob_v2_8.tflite"
 
 #: cp312 wheels for the GPU machine: the interpreter (the newest release for manylinux_2_17) and
 #: the pure-Python packages it lists (tqdm and typing-extensions, also listed, are not imported by
@@ -58,7 +59,7 @@ def say(message: str) -> None:
 def int8_models(tflite: Path, gpu: str, plan_batch: int):
     """(fused model, unfused model, the build's summary) as fcm convert builds them (fp32 scheme)."""
     from extractor import extract
-    from ort_custom_ops.int8_model import build, check_full_integer
+    from ort_custom_ops.lowering.int8 import build, check_full_integer
     from planner import make_plan
     from planner.gpus import resolve
 
@@ -130,9 +131,9 @@ def check_qdq_batches(path: Path, images: np.ndarray) -> dict:
 
 def check_int8(fused: onnx.ModelProto, unfused: onnx.ModelProto, tflite: Path, images: np.ndarray) -> dict:
     """Fused vs unfused (bit for bit) and fused vs the local interpreter (XNNPACK), on ``images``."""
-    from fcm.convert import interpreter_outputs
-    from fcm.convert_int8 import AGREEMENT, compare
-    from ort_custom_ops.library import make_session
+    from fcm.pipeline.verify import interpreter_outputs
+    from fcm.pipeline.verify import AGREEMENT, compare
+    from ort_custom_ops.ops.library import make_session
 
     got = make_session(fused).run(None, {"input": images})[0]
     plain = make_session(unfused).run(None, {"input": images})[0]
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     onnx.save(fused, out / "fused.onnx")
     onnx.save(unfused, out / "unfused.onnx")
 
-    image = load_image_uint8()
+    image = load_image(FIXTURES / "ILSVRC2012_val_00000932.JPEG")
     np.save(out / "image.npy", image)
     shutil.copyfile(args.tflite, out / "model.tflite")
     rng = np.random.default_rng(0)

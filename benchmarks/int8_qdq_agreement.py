@@ -9,15 +9,17 @@ images, and prints per image the share of the 1000 outputs that agree exactly, t
 difference, and whether the top-5 and top-1 agree.
 """
 
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fcm.pipeline.inputs import load_image
 
-from conftest import MOB_V2_TFLITE, load_image_uint8  # noqa: E402
+FIXTURES = Path(os.environ.get("FCM_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "fixtures" / "seed_repo"
+MOB_V2_TFLITE = FIXTURES / "mob_v2_8.tflite"
 
 
 def main() -> None:
@@ -29,7 +31,7 @@ def main() -> None:
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else MOB_V2_TFLITE
     proto, _ = tf2onnx.convert.from_tflite(str(source), opset=17)
     rng = np.random.default_rng(0)
-    images = [load_image_uint8()] + [rng.integers(0, 256, (1, 224, 224, 3)).astype(np.uint8) for _ in range(2)]
+    images = [load_image(FIXTURES / "ILSVRC2012_val_00000932.JPEG")] + [rng.integers(0, 256, (1, 224, 224, 3)).astype(np.uint8) for _ in range(2)]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         onnx.save(proto, path)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import onnx
 
-from fcm.bench import _value_shapes, fused_macs, unavoidable_bytes
+from fcm.measure import fused_macs, unavoidable_bytes, value_shapes
 
 # NVIDIA's dense peaks for the H100 and H200 SXM at the 1980 MHz boost clock
 TF32_TFLOPS, FP32_TFLOPS = 494.7, 66.9
@@ -37,7 +37,7 @@ def rows(folder: Path, model_path: Path, batch: int, tf32_tflops: float = TF32_T
     name = model_path.name.removesuffix(".onnx")
     tune = json.loads((folder / "tune" / f"{name}.tune.json").read_text())
     bandwidth = json.loads((folder / "bench" / f"bench_{name}" / "bench.json").read_text())["copy_bandwidth_gb_s"] * 1e9
-    shapes = _value_shapes(model, batch)
+    shapes = value_shapes(model, batch)
     initializers = {i.name: i for i in model.graph.initializer}
     out = []
     for node in model.graph.node:

@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import onnx
 
-from fcm.bench import _providers, _session, _value_shapes, group_models, time_session
+from fcm.measure import cuda_session, group_models, providers, time_session, value_shapes
 
 
 def grid(node: onnx.NodeProto, shapes: dict) -> list[str]:
@@ -47,7 +47,7 @@ def main() -> int:
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args()
     model = onnx.load(args.model)
-    shapes = _value_shapes(model, args.batch)
+    shapes = value_shapes(model, args.batch)
     wanted = set(filter(None, args.nodes.split(",")))
     rng = np.random.default_rng(0)
     results = []
@@ -59,7 +59,7 @@ def main() -> int:
         out_shape = [shapes[node.output[0]]]
 
         def timed(m, library, nhwc=False):
-            t, _ = time_session(_session(m, library, _providers(True, nhwc)), feeds, out_shape, args.runs, 10)
+            t, _ = time_session(cuda_session(m, library, providers(True, nhwc)), feeds, out_shape, args.runs, 10)
             return round(t.median_ms * 1e3, 2)
 
         row = {"node": node.name, "op": node.op_type, "shapes": {n: shapes[n] for n in data_inputs},

@@ -19,23 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks with ties averaged (what Spearman's coefficient takes)."""
-    order = np.argsort(values, kind="stable")
-    result = np.empty(len(values))
-    result[order] = np.arange(len(values), dtype=float)
-    for value in np.unique(values):
-        tied = values == value
-        result[tied] = result[tied].mean()
-    return result
-
-
-def spearman(a, b) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 3:
-        return float("nan")
-    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+from planner.calibration import spearman
 
 
 def rows_of(report: dict) -> list[dict]:

@@ -8,14 +8,14 @@ import sys
 import numpy as np
 import onnx
 
-from fcm.bench import _providers, _session, _value_shapes, group_models
+from fcm.measure import cuda_session, group_models, providers, value_shapes
 
 model = onnx.load(sys.argv[1])
 node = next(n for n in model.graph.node if n.name == sys.argv[2])
 batch = int(sys.argv[3])
-shapes = _value_shapes(model, batch)
+shapes = value_shapes(model, batch)
 alone, _, data_inputs = group_models(model, node, shapes)
-session = _session(alone, True, _providers(False, False))
+session = cuda_session(alone, True, providers(False, False))
 feeds = {name: np.random.default_rng(0).uniform(-1, 1, shapes[name]).astype(np.float32) for name in data_inputs}
 for _ in range(3):
     session.run(None, feeds)

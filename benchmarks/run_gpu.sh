@@ -22,11 +22,11 @@ BATCHES=${BATCHES:-1,32}
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
   nvcc --version 2>/dev/null | tail -1
   python3 -c "import onnxruntime as o, numpy, onnx; print('onnxruntime', o.__version__, o.get_available_providers()); print('numpy', numpy.__version__, 'onnx', onnx.__version__)"
-  python3 -c "from ort_custom_ops.library import library_kernels; print('FCM library kernels:', sorted(library_kernels()))"
+  python3 -c "from ort_custom_ops.ops.library import library_kernels; print('FCM library kernels:', sorted(library_kernels()))"
 } 2>&1 | tee "$OUT/device.txt"
 
 if [ ! -f ort_custom_ops/lib/libfcm_ort_ops.so ]; then
-  ORT_INCLUDE_DIR=$PWD/build/ort-headers/usr/include/onnxruntime python3 -m ort_custom_ops.build 2>&1 | tee -a "$OUT/device.txt"
+  ORT_INCLUDE_DIR=$PWD/build/ort-headers/usr/include/onnxruntime python3 -m ort_custom_ops.ops.build 2>&1 | tee -a "$OUT/device.txt"
 fi
 python3 -m fcm.skeleton unpack .device/models -o /tmp/fcm-zoo > "$OUT/results/unpack.log" 2>&1
 
@@ -34,12 +34,12 @@ for step in $steps; do
   case $step in
     tests)
       FCM_ZOO_DIR=/tmp/fcm-zoo timeout 900 python3 -m pytest -m gpu -q -p no:cacheprovider -rs \
-        tests/test_cuda_kernels.py tests/test_int8_cuda.py tests/test_gpu_zoo.py 2>&1 | tee "$OUT/results/gpu_tests.log" | tail -15
+        tests/ops/test_cuda_kernels.py tests/ops/test_int8_cuda.py tests/ops/test_gpu_zoo.py 2>&1 | tee "$OUT/results/gpu_tests.log" | tail -15
       ;;
     sanitizer)
       for tool in memcheck racecheck; do
         timeout 600 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
-          tests/test_cuda_kernels.py tests/test_int8_cuda.py -k "small or explicit_pads" > "$OUT/results/sanitizer_$tool.log" 2>&1
+          tests/ops/test_cuda_kernels.py tests/ops/test_int8_cuda.py -k "small or explicit_pads" > "$OUT/results/sanitizer_$tool.log" 2>&1
         echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY' "$OUT/results/sanitizer_$tool.log") summaries: $(grep 'ERROR SUMMARY' "$OUT/results/sanitizer_$tool.log" | sort | uniq -c | tr '\n' ' '))"
       done
       ;;

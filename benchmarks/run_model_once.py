@@ -16,12 +16,12 @@ import sys
 import numpy as np
 import onnx
 
-from fcm.bench import _providers, _random_inputs, _session
+from fcm.measure import cuda_session, providers, random_feeds
 
 path, batch = sys.argv[1], int(sys.argv[2])
 model = onnx.load(path)
-session = _session(model, True, _providers(False, "nhwc" in sys.argv[3:]))
-inputs = _random_inputs(model, batch, np.random.default_rng(0))  # of the model's input types (int8 models too)
+session = cuda_session(model, True, providers(False, "nhwc" in sys.argv[3:]))
+inputs = random_feeds(model, batch, np.random.default_rng(0))  # of the model's input types (int8 models too)
 session.run(None, inputs)
 cuda = ctypes.CDLL("libcuda.so.1")  # the driver's profiler range: the context ONNX Runtime made current
 cuda.cuProfilerStart()

@@ -24,19 +24,7 @@ import numpy as np
 import onnx
 import onnx.utils
 
-from fcm.bench import CONFIGS, _providers, _session, _value_shapes, time_session
-from ort_custom_ops.schema import DOMAIN
-
-
-def pieces(model: onnx.ModelProto) -> dict[str, tuple[list[str], list[str]]]:
-    """Input and output tensor names of the head, body and tail."""
-    fused = [n for n in model.graph.node if n.domain == DOMAIN]
-    if not fused:
-        raise SystemExit("the model has no fused nodes")
-    graph_inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-    graph_outputs = [o.name for o in model.graph.output]
-    first_in, last_out = [fused[0].input[0]], [fused[-1].output[0]]
-    return {"head": (graph_inputs, first_in), "body": (first_in, last_out), "tail": (last_out, graph_outputs)}
+from fcm.measure import CONFIGS, cuda_session, model_pieces, providers, time_session, value_shapes
 
 
 def best_time(model: onnx.ModelProto, shapes: dict, runs: int, warmup: int, rng: np.random.Generator) -> dict:
@@ -46,7 +34,7 @@ def best_time(model: onnx.ModelProto, shapes: dict, runs: int, warmup: int, rng:
     outs = [shapes[o.name] for o in model.graph.output]
     results = []
     for graph, nhwc in CONFIGS:
-        timing, _ = time_session(_session(model, True, _providers(graph, nhwc)), feeds, outs, runs, warmup)
+        timing, _ = time_session(cuda_session(model, True, providers(graph, nhwc)), feeds, outs, runs, warmup)
         results.append((timing.median_ms, graph, nhwc))
     ms, graph, nhwc = min(results)
     return {"median_ms": round(ms, 4), "graph": graph, "nhwc": nhwc}
@@ -63,13 +51,13 @@ def main() -> int:
     model = onnx.load(args.model)
     extractor = onnx.utils.Extractor(model)
     models = {"whole": model}
-    for name, (inputs, outputs) in pieces(model).items():
+    for name, (inputs, outputs) in model_pieces(model).items():
         models[name] = extractor.extract_model(inputs, outputs)  # keeps the functions its nodes use
     rng = np.random.default_rng(0)
     report = {"model": args.model.name, "rows": []}
     for batch in [int(b) for b in args.batch.split(",")]:
         row = {"batch": batch}
-        shapes = _value_shapes(model, batch)
+        shapes = value_shapes(model, batch)
         for name, piece in models.items():
             print(f"batch {batch}: {name} ...", file=sys.stderr, flush=True)
             row[name] = best_time(piece, shapes, args.runs, args.warmup, rng)

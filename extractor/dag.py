@@ -24,8 +24,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from fcm.errors import FcmError
-from fcm.fileio import staged_directory
+from fcm_core.errors import FcmError
+from fcm_core.fileio import staged_directory
 
 from .ops import NO_ACTIVATION
 

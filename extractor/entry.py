@@ -9,7 +9,7 @@ Out: the same layer with the seed's fields (``type``, ``weights_shape``, ``ifms_
 
 from __future__ import annotations
 
-from fcm.errors import FcmError
+from fcm_core.errors import FcmError
 
 from . import ops
 from .dag import Layer

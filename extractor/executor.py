@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from fcm.errors import FcmError
+from fcm_core.errors import FcmError
 
 from . import ops
 from .dag import Dag, Layer
@@ -33,7 +33,7 @@ def quantize(real: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.
     return np.clip(_round_half_away(real / scale) + zero_point, lo, hi)
 
 
-class _Context:
+class Context:
     """What an operator implementation sees: its layer, resolved operands and weights."""
 
     def __init__(self, dag: Dag, layer: Layer, values: dict):
@@ -71,14 +71,14 @@ class _Context:
 
 # --- operator implementations ----------------------------------------------------------------
 
-def _pad_spatial(x: np.ndarray, pads: Sequence[int], value: float = 0.0) -> np.ndarray:
+def pad_spatial(x: np.ndarray, pads: Sequence[int], value: float = 0.0) -> np.ndarray:
     top, bottom, left, right = pads
     if not any(pads):
         return x
     return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
 
 
-def _windows(x: np.ndarray, kernel, strides, dilation, out_hw):
+def windows(x: np.ndarray, kernel, strides, dilation, out_hw):
     """Yield ((kh, kw), strided view [N, Ho, Wo, C]) for each kernel tap."""
     (kh_n, kw_n), (sh, sw), (dh, dw), (ho, wo) = kernel, strides, dilation, out_hw
     for kh in range(kh_n):
@@ -87,11 +87,11 @@ def _windows(x: np.ndarray, kernel, strides, dilation, out_hw):
             yield (kh, kw), x[:, h0 : h0 + (ho - 1) * sh + 1 : sh, w0 : w0 + (wo - 1) * sw + 1 : sw, :]
 
 
-def _out_hw(x_padded: np.ndarray, kernel, strides, dilation):
+def output_size(x_padded: np.ndarray, kernel, strides, dilation):
     return tuple((x_padded.shape[1 + i] - ((kernel[i] - 1) * dilation[i] + 1)) // strides[i] + 1 for i in range(2))
 
 
-def _conv_geometry(layer: Layer):
+def conv_geometry(layer: Layer):
     kernel = tuple(layer.kernel_size or (1, 1))
     strides = tuple(layer.strides_hw or (layer.strides or 1,) * 2)
     dilation = tuple(layer.dilation or (1, 1))
@@ -99,20 +99,20 @@ def _conv_geometry(layer: Layer):
     return kernel, strides, dilation, pads
 
 
-def _conv_2d(ctx: _Context) -> np.ndarray:
+def _conv_2d(ctx: Context) -> np.ndarray:
     layer = ctx.layer
     x, w = ctx.operand(0), ctx.const("weights")
     bias = ctx.operand(2) if len(layer.inputs or []) > 2 else None
-    kernel, strides, dilation, pads = _conv_geometry(layer)
+    kernel, strides, dilation, pads = conv_geometry(layer)
     if w.ndim == 2:  # pointwise [F, C]
         w = w[:, :, None, None]
     groups = layer.groups or 1
-    xp = _pad_spatial(x, pads)
-    out_hw = _out_hw(xp, kernel, strides, dilation)
+    xp = pad_spatial(x, pads)
+    out_hw = output_size(xp, kernel, strides, dilation)
     filters, c_per_group = w.shape[0], w.shape[1]
     f_per_group = filters // groups
     out = np.zeros((x.shape[0],) + out_hw + (filters,), np.float64)
-    for (kh, kw), window in _windows(xp, kernel, strides, dilation, out_hw):
+    for (kh, kw), window in windows(xp, kernel, strides, dilation, out_hw):
         for g in range(groups):
             xs = window[..., g * c_per_group : (g + 1) * c_per_group]
             ws = w[g * f_per_group : (g + 1) * f_per_group, :, kh, kw]
@@ -120,25 +120,25 @@ def _conv_2d(ctx: _Context) -> np.ndarray:
     return out if bias is None else out + bias
 
 
-def _depthwise_conv_2d(ctx: _Context) -> np.ndarray:
+def _depthwise_conv_2d(ctx: Context) -> np.ndarray:
     layer = ctx.layer
     x, w = ctx.operand(0), ctx.const("weights")  # w: [C*M, KH, KW]
     bias = ctx.operand(2) if len(layer.inputs or []) > 2 else None
-    kernel, strides, dilation, pads = _conv_geometry(layer)
+    kernel, strides, dilation, pads = conv_geometry(layer)
     multiplier = w.shape[0] // x.shape[-1]
     if multiplier * x.shape[-1] != w.shape[0]:
         raise FcmError(f"depthwise layer {layer.id}: {w.shape[0]} filters for {x.shape[-1]} channels")
     if multiplier > 1:
         x = np.repeat(x, multiplier, axis=-1)
-    xp = _pad_spatial(x, pads)
-    out_hw = _out_hw(xp, kernel, strides, dilation)
+    xp = pad_spatial(x, pads)
+    out_hw = output_size(xp, kernel, strides, dilation)
     out = np.zeros((x.shape[0],) + out_hw + (w.shape[0],), np.float64)
-    for (kh, kw), window in _windows(xp, kernel, strides, dilation, out_hw):
+    for (kh, kw), window in windows(xp, kernel, strides, dilation, out_hw):
         out += window * w[:, kh, kw]
     return out if bias is None else out + bias
 
 
-def _fully_connected(ctx: _Context) -> np.ndarray:
+def _fully_connected(ctx: Context) -> np.ndarray:
     x, w = ctx.operand(0), ctx.operand(1)
     bias = ctx.operand(2)
     flat = x.reshape(-1, w.shape[1])
@@ -150,11 +150,11 @@ def _fully_connected(ctx: _Context) -> np.ndarray:
     return out
 
 
-def _binary(fn: Callable) -> Callable[[_Context], np.ndarray]:
+def _binary(fn: Callable) -> Callable[[Context], np.ndarray]:
     return lambda ctx: fn(ctx.operand(0), ctx.operand(1))
 
 
-def _pad(ctx: _Context) -> np.ndarray:
+def _pad(ctx: Context) -> np.ndarray:
     x, paddings = ctx.operand(0), np.asarray(ctx.operand(1)).astype(np.int64).reshape(-1, 2)
     value = 0.0
     if ctx.layer.name == "padv2" and ctx.operand(2) is not None:
@@ -172,8 +172,8 @@ def _batch_free_paddings(paddings: np.ndarray, ndim: int):
     return [tuple(int(v) for v in row) for row in paddings]
 
 
-def _reduce(fn: Callable) -> Callable[[_Context], np.ndarray]:
-    def run(ctx: _Context) -> np.ndarray:
+def _reduce(fn: Callable) -> Callable[[Context], np.ndarray]:
+    def run(ctx: Context) -> np.ndarray:
         x, axes = ctx.operand(0), np.asarray(ctx.operand(1)).astype(np.int64).reshape(-1)
         axes = tuple(int(a) % x.ndim for a in axes)
         return fn(x, axis=axes, keepdims=bool(ctx.option("keep_dims", False)))
@@ -181,26 +181,26 @@ def _reduce(fn: Callable) -> Callable[[_Context], np.ndarray]:
     return run
 
 
-def _pool(kind: str) -> Callable[[_Context], np.ndarray]:
-    def run(ctx: _Context) -> np.ndarray:
+def _pool(kind: str) -> Callable[[Context], np.ndarray]:
+    def run(ctx: Context) -> np.ndarray:
         layer, x = ctx.layer, ctx.operand(0)
         kernel, strides = tuple(layer.kernel_size), tuple(layer.strides_hw)
         pads = layer.pads or [0, 0, 0, 0]
         if kind == "max":
-            xp = _pad_spatial(x, pads, -np.inf)
-            out_hw = _out_hw(xp, kernel, strides, (1, 1))
+            xp = pad_spatial(x, pads, -np.inf)
+            out_hw = output_size(xp, kernel, strides, (1, 1))
             out = np.full((x.shape[0],) + out_hw + (x.shape[3],), -np.inf)
-            for _, window in _windows(xp, kernel, strides, (1, 1), out_hw):
+            for _, window in windows(xp, kernel, strides, (1, 1), out_hw):
                 out = np.maximum(out, window)
             return out
         # average: padded positions do not count (TFLite / TensorFlow semantics)
-        xp = _pad_spatial(x, pads)
-        ones = _pad_spatial(np.ones(x.shape[:3] + (1,)), pads)
-        out_hw = _out_hw(xp, kernel, strides, (1, 1))
+        xp = pad_spatial(x, pads)
+        ones = pad_spatial(np.ones(x.shape[:3] + (1,)), pads)
+        out_hw = output_size(xp, kernel, strides, (1, 1))
         total = np.zeros((x.shape[0],) + out_hw + (x.shape[3],))
         count = np.zeros((x.shape[0],) + out_hw + (1,))
         for (_, window), (_, ones_window) in zip(
-            _windows(xp, kernel, strides, (1, 1), out_hw), _windows(ones, kernel, strides, (1, 1), out_hw)
+            windows(xp, kernel, strides, (1, 1), out_hw), windows(ones, kernel, strides, (1, 1), out_hw)
         ):
             total += window
             count += ones_window
@@ -209,23 +209,23 @@ def _pool(kind: str) -> Callable[[_Context], np.ndarray]:
     return run
 
 
-def _activation(ctx: _Context) -> np.ndarray:
+def _activation(ctx: Context) -> np.ndarray:
     return ops.apply_activation(ctx.operand(0), ops.ACTIVATION_OPS[ctx.layer.name], ctx.layer.activation_params)
 
 
-def _softmax(ctx: _Context) -> np.ndarray:
+def _softmax(ctx: Context) -> np.ndarray:
     x = ctx.operand(0) * float(ctx.option("beta", 1.0))
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _log_softmax(ctx: _Context) -> np.ndarray:
+def _log_softmax(ctx: Context) -> np.ndarray:
     x = ctx.operand(0)
     shifted = x - x.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def _target_shape(ctx: _Context, x: np.ndarray) -> list[int]:
+def _target_shape(ctx: Context, x: np.ndarray) -> list[int]:
     shape_operand = ctx.operand(1)
     if shape_operand is not None:
         shape = [int(v) for v in np.asarray(shape_operand).reshape(-1)]
@@ -237,23 +237,23 @@ def _target_shape(ctx: _Context, x: np.ndarray) -> list[int]:
     return shape
 
 
-def _reshape(ctx: _Context) -> np.ndarray:
+def _reshape(ctx: Context) -> np.ndarray:
     x = ctx.operand(0)
     return x.reshape(_target_shape(ctx, x))
 
 
-def _squeeze(ctx: _Context) -> np.ndarray:
+def _squeeze(ctx: Context) -> np.ndarray:
     dims = ctx.option("squeeze_dims") or None
     x = ctx.operand(0)
     return np.squeeze(x, axis=tuple(d % x.ndim for d in dims) if dims else None)
 
 
-def _expand_dims(ctx: _Context) -> np.ndarray:
+def _expand_dims(ctx: Context) -> np.ndarray:
     x = ctx.operand(0)
     return np.expand_dims(x, int(np.asarray(ctx.operand(1)).reshape(-1)[0]))
 
 
-def _strided_slice(ctx: _Context) -> np.ndarray:
+def _strided_slice(ctx: Context) -> np.ndarray:
     x = ctx.operand(0)
     begin, end, strides = (np.asarray(ctx.operand(i)).astype(np.int64).reshape(-1) for i in (1, 2, 3))
     if ctx.option("ellipsis_mask", 0) or ctx.option("new_axis_mask", 0):
@@ -270,7 +270,7 @@ def _strided_slice(ctx: _Context) -> np.ndarray:
     return np.asarray(x[tuple(index)])
 
 
-def _pack(ctx: _Context) -> np.ndarray:
+def _pack(ctx: Context) -> np.ndarray:
     values = [np.asarray(ctx.operand(i)) for i in range(len(ctx.layer.inputs or []))]
     # TFLite packs by element count: the converter emits [1]-shaped constants beside scalars
     shape = values[0].shape
@@ -278,20 +278,20 @@ def _pack(ctx: _Context) -> np.ndarray:
     return np.stack(values, axis=int(ctx.option("axis", 0)))
 
 
-def _concatenation(ctx: _Context) -> np.ndarray:
+def _concatenation(ctx: Context) -> np.ndarray:
     values = [ctx.operand(i) for i in range(len(ctx.layer.inputs or []))]
     return np.concatenate(values, axis=int(ctx.option("axis", -1)))
 
 
-def _transpose(ctx: _Context) -> np.ndarray:
+def _transpose(ctx: Context) -> np.ndarray:
     return np.transpose(ctx.operand(0), [int(v) for v in np.asarray(ctx.operand(1)).reshape(-1)])
 
 
-def _identity(ctx: _Context) -> np.ndarray:
+def _identity(ctx: Context) -> np.ndarray:
     return ctx.operand(0)
 
 
-_IMPLEMENTATIONS: dict[str, Callable[[_Context], np.ndarray]] = {
+IMPLEMENTATIONS: dict[str, Callable[[Context], np.ndarray]] = {
     "conv_2d": _conv_2d,
     "depthwise_conv_2d": _depthwise_conv_2d,
     "fully_connected": _fully_connected,
@@ -326,7 +326,7 @@ _IMPLEMENTATIONS: dict[str, Callable[[_Context], np.ndarray]] = {
 }
 
 #: Operators the executor runs (and the readers therefore understand).
-SUPPORTED_OPS = frozenset(_IMPLEMENTATIONS)
+SUPPORTED_OPS = frozenset(IMPLEMENTATIONS)
 
 # Operators computing shapes and indices keep their integer values; the others are real-valued.
 _INDEX_OPS = frozenset({"shape", "strided_slice", "pack"})
@@ -356,10 +356,10 @@ def run_dag(dag: Dag, inputs: np.ndarray | Sequence[np.ndarray], *, keep: bool =
             values[("input", k)] = array.astype(np.float64) if np.issubdtype(array.dtype, np.floating) else array
 
     for layer in dag:
-        impl = _IMPLEMENTATIONS.get(layer.name)
+        impl = IMPLEMENTATIONS.get(layer.name)
         if impl is None or layer.opaque:
             raise FcmError(f"cannot execute layer {layer.id}: operator '{layer.name}' is not supported by the reference executor")
-        ctx = _Context(dag, layer, values)
+        ctx = Context(dag, layer, values)
         try:
             result = impl(ctx)
         except KeyError as exc:

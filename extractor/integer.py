@@ -21,10 +21,10 @@ import math
 
 import numpy as np
 
-from fcm.errors import FcmError
+from fcm_core.errors import FcmError
 
 from .dag import Dag, Layer
-from .executor import _conv_geometry, _out_hw, _pad_spatial, _windows
+from .executor import conv_geometry, output_size, pad_spatial, windows
 from .ops import NO_ACTIVATION
 
 RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
@@ -169,10 +169,10 @@ def accumulate(x: np.ndarray, x_zero_point: int, weights: np.ndarray, bias: np.n
             xs = np.repeat(xs, multiplier, axis=-1)
     elif w.ndim == 2:
         w = w[:, :, None, None]
-    xp = _pad_spatial(xs, pads)
-    out_hw = _out_hw(xp, kernel, strides, dilation)
+    xp = pad_spatial(xs, pads)
+    out_hw = output_size(xp, kernel, strides, dilation)
     acc = np.zeros((xs.shape[0],) + out_hw + (w.shape[0],), np.float64)
-    for (kh, kw), window in _windows(xp, kernel, strides, dilation, out_hw):
+    for (kh, kw), window in windows(xp, kernel, strides, dilation, out_hw):
         acc += window * w[:, kh, kw] if depthwise else window @ w[:, :, kh, kw].T
     acc = acc.astype(np.int64)
     return acc if bias is None else acc + np.asarray(bias, np.int64)
@@ -184,7 +184,7 @@ def _conv(il: IntegerLayer, x: np.ndarray, depthwise: bool) -> np.ndarray:
     if np.any(il.weight("weights_zero_points")):
         raise FcmError(f"layer {layer.id}: weights with non-zero zero points are not TFLite int8")
     bias = il.weight("bias") if il.dag.has_weight(layer.id, "bias") else None
-    kernel, strides, dilation, pads = _conv_geometry(layer)
+    kernel, strides, dilation, pads = conv_geometry(layer)
     return il.requantize(accumulate(x, x_zp, il.weight("weights"), bias, kernel, strides, dilation, pads, depthwise))
 
 
@@ -324,7 +324,7 @@ def run_integer(dag: Dag, inputs: np.ndarray | list[np.ndarray], scheme: str = F
     float64 on its dequantized inputs, its result quantized to its output (rounding half away
     from zero): the only places the result may differ from the interpreter's."""
     from . import ops
-    from .executor import _IMPLEMENTATIONS, _Context, quantize
+    from .executor import IMPLEMENTATIONS, Context, quantize
 
     if isinstance(inputs, np.ndarray):
         inputs = [inputs]
@@ -349,10 +349,10 @@ def run_integer(dag: Dag, inputs: np.ndarray | list[np.ndarray], scheme: str = F
                 real[key(ref)] = (q.astype(np.float64) - ref["zero_point"]) * ref["scale"] if "scale" in ref else q
         except KeyError as exc:
             raise FcmError(f"layer {layer.id} ({layer.name}): missing input {exc}") from None
-        impl = _IMPLEMENTATIONS.get(layer.name)
+        impl = IMPLEMENTATIONS.get(layer.name)
         if impl is None or layer.opaque:
             raise FcmError(f"cannot execute layer {layer.id}: operator '{layer.name}' has no integer or float form here")
-        result = np.asarray(impl(_Context(dag, layer, real)), np.float64)
+        result = np.asarray(impl(Context(dag, layer, real)), np.float64)
         if layer.name in ops.OPS_WITH_FUSED_ACTIVATION:
             result = ops.apply_activation(result, layer.activation, layer.activation_params)
         out = (layer.outputs or [{}])[0]

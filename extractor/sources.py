@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fcm.errors import FcmError, FcmWarning
+from fcm_core.errors import FcmError, FcmWarning
 
 from .dag import Dag
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fcm.errors import FcmError, FcmWarning
+from fcm_core.errors import FcmError, FcmWarning
 
 from . import ops
 from .dag import Dag, Layer, json_float

@@ -2,7 +2,7 @@
 
 In: a fused ONNX model (``fcm convert``), batch sizes. Out: ``<stem>.tuned.onnx`` (the model with
 every fused group that is not faster than its original subgraph at each of those batch sizes
-turned back into that subgraph, ``ort_custom_ops.unfuse``) and ``<stem>.tune.json`` (per group
+turned back into that subgraph, ``ort_custom_ops.lowering.unfuse``) and ``<stem>.tune.json`` (per group
 and batch: both times, the speedup, the decision).
 
 How: the per-group micro-benchmark of ``fcm bench`` (the fused node and its subgraph as small
@@ -18,7 +18,7 @@ earlier tune (its unfused groups and its plans), to reproduce one on another mac
 GPU.
 
 Launch plans: before deciding, each group is also timed under a grid of divisions of its work
-(:func:`plan_candidates`: block size, tile, output-channel tile, split of the intermediate
+(``ort_custom_ops.ops.launch_plan.plan_candidates``: block size, tile, output-channel tile, split of the intermediate
 channels), forced one at a time. Where one beats the kernels' own plan, the group's time is the
 better one, and a kept group carries the winners in its ``cuda_plans`` attribute
 ("BATCH:plan;..."), which the CUDA kernels use at those batch sizes (and ignore on a GPU the plan
@@ -37,75 +37,13 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from fcm.bench import (Progress, _providers, _session, _value_shapes, bench_groups, bench_pair, device_info, group_models,
-                       time_session)
-from fcm.errors import FcmError
-from fcm.fileio import atomic_write_bytes, atomic_write_text
-from ort_custom_ops.unfuse import DOMAIN, unfuse
-
-
-PLANS_ATTRIBUTE = "cuda_plans"
-#: Tiles per block size tried (pixels: (tile_h, tile_w), ...), and the splits and output-channel tiles.
-_TILES = ((64, ((8, 8), (4, 16))), (128, ((8, 16),)))
-_SPLITS = (1, 2, 4, 8, 16, 32)
-_F_TILES = (64, 32, 16)
-# A split adds its shares through a workspace of split x the output (or in a cluster, below): worth
-# timing only while the unsplit grid leaves SMs idle (fewer blocks than a few waves on current
-# GPUs, 132 SMs x up to 4 blocks each) and while the workspace stays small (each timed session
-# keeps its own until it is freed; gigabytes per plan at batch 32 exhaust the GPU within one group).
-_SPLIT_BELOW_BLOCKS = 1024
-_SPLIT_WORKSPACE_BYTES = 256 << 20
-# Splits of 2 to 16 are timed both ways, shares through the workspace and in a cluster (a seventh
-# plan field of 1): the cluster saves the second kernel but must fit a GPC whole, so which wins
-# depends on the group. A cluster plan fails (and is skipped) on GPUs before sm_90.
-_CLUSTER_MAX = 16
-
-
-def _round16(v: int) -> int:
-    return -(-v // 16) * 16
-
-
-def _effective_split(split: int, chunks: int) -> int:
-    """The split the kernels run for a requested one: at most one per 32-channel chunk, and none
-    that would leave a share empty (as ForcedPlan clamps it)."""
-    split = max(1, min(split, chunks))
-    while split > 1 and -(-chunks // -(-chunks // split)) != split:
-        split -= 1
-    return split
-
-
-def plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> list[str]:
-    """Distinct launch plans ("pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]") worth timing for a fused
-    node at the batch ``shapes`` are for: each tile clamped to the output, each output-channel tile to
-    the output channels, each split to the intermediate channels' 32-channel chunks; splits only
-    where the unsplit grid is small and the workspace too (_SPLIT_BELOW_BLOCKS)."""
-    n, f, out_h, out_w = shapes[node.output[0]]
-    last_pointwise = node.op_type in ("FusedDwPw", "FusedPwPw", "FusedPwDwPw")
-    if node.op_type.startswith("FusedPw"):
-        first = initializers.get(node.input[1])
-        intermediate = int(first.dims[0]) if first is not None else int(shapes[node.input[1]][0])
-    else:
-        intermediate = int(shapes[node.input[0]][1])
-    chunks = -(-intermediate // 32)
-    plans, seen = [], set()
-    for pixels, tiles in _TILES:
-        largest_f = 256 if pixels == 64 else 128
-        f_tiles = sorted({min(t, _round16(f)) for t in (largest_f, *_F_TILES)}) if last_pointwise else [0]
-        splits = sorted({_effective_split(s, chunks) for s in (*_SPLITS, chunks)}) if last_pointwise else [1]
-        for tile_h, tile_w in tiles:
-            tile_h, tile_w = min(tile_h, out_h), min(tile_w, out_w)
-            for f_tile in f_tiles:
-                blocks = n * -(-out_h // tile_h) * -(-out_w // tile_w) * (-(-f // f_tile) if f_tile else 1)
-                for split in splits:
-                    if split > 1 and (blocks >= _SPLIT_BELOW_BLOCKS or 4 * split * n * f * out_h * out_w > _SPLIT_WORKSPACE_BYTES):
-                        continue
-                    key = (pixels, tile_h, tile_w, f_tile, split)
-                    if key not in seen:
-                        seen.add(key)
-                        plans.append(f"{pixels},{tile_h}x{tile_w},{f_tile},{split},2,0")
-                        if 1 < split <= _CLUSTER_MAX:
-                            plans.append(f"{pixels},{tile_h}x{tile_w},{f_tile},{split},2,0,1")
-    return plans
+from fcm.measure import (Progress, bench_groups, bench_pair, cuda_session, device_info, group_models, providers,
+                         time_session, value_shapes)
+from fcm_core.errors import FcmError
+from fcm_core.fileio import atomic_write_bytes, atomic_write_text
+from ort_custom_ops.lowering.unfuse import unfuse
+from ort_custom_ops.ops.launch_plan import PLANS_ATTRIBUTE, cuda_plans_text, plan_candidates
+from ort_custom_ops.ops.schema import DOMAIN
 
 
 @contextmanager
@@ -126,7 +64,7 @@ def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, 
                  progress: Progress) -> dict[str, float | str]:
     """The fused node alone (CUDA graph, IO bound) under each of its candidate plans: plan -> median
     ms, or the error of a plan it cannot run."""
-    shapes = _value_shapes(model, batch)
+    shapes = value_shapes(model, batch)
     initializers = {i.name: i for i in model.graph.initializer}
     node = next(n for n in model.graph.node if n.name == node_name)
     alone, _, data_inputs = group_models(model, node, shapes)
@@ -138,7 +76,7 @@ def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, 
     for plan in candidates:
         with _forced_plan(plan):
             try:
-                timing, _ = time_session(_session(alone, True, _providers(True, False)), feeds, [shapes[node.output[0]]],
+                timing, _ = time_session(cuda_session(alone, True, providers(True, False)), feeds, [shapes[node.output[0]]],
                                          runs, warmup)
                 times[plan] = round(timing.median_ms, 4)
             except Exception as exc:  # a plan this node cannot run on this GPU
@@ -159,10 +97,9 @@ def with_plans(model: onnx.ModelProto, result: dict) -> onnx.ModelProto:
         kept = [a for a in node.attribute if a.name != PLANS_ATTRIBUTE]
         del node.attribute[:]
         node.attribute.extend(kept)
-        entries = [f"{batch}:{entry['plan']}" for batch, entry in sorted(group["batches"].items(), key=lambda kv: int(kv[0]))
-                   if entry.get("plan")]
-        if entries:
-            node.attribute.append(helper.make_attribute(PLANS_ATTRIBUTE, ";".join(entries)))
+        plans = {int(batch): entry["plan"] for batch, entry in group["batches"].items() if entry.get("plan")}
+        if plans:
+            node.attribute.append(helper.make_attribute(PLANS_ATTRIBUTE, cuda_plans_text(plans)))
     return out
 
 
@@ -170,7 +107,7 @@ def measure(model: onnx.ModelProto, batches: list[int], runs: int, warmup: int, 
             progress: Progress, plans: bool = True) -> dict:
     """Times of every fused group at each batch size (with ``plans``: also under each candidate
     launch plan, keeping the best) and the groups to unfuse."""
-    from ort_custom_ops.library import library_kernels
+    from ort_custom_ops.ops.library import library_kernels
 
     try:
         import onnxruntime as ort

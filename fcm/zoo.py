@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from extractor.sources import SourceOptions
-from fcm.convert import ConvertOptions, convert
-from fcm.errors import FcmError
-from fcm.fileio import atomic_write_text
+from fcm.pipeline.convert import ConvertOptions, convert
+from fcm_core.errors import FcmError
+from fcm_core.fileio import atomic_write_text
 
 ZOO = {
     "mobilenet": "MobileNet",

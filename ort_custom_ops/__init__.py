@@ -1,16 +1,16 @@
-"""ONNX Runtime custom operators for fused convolutional modules (FCMs), and the rewrite that uses them.
+"""ONNX Runtime custom operators for fused convolutional modules (FCMs), and the lowering that emits them.
 
-In: an exported ONNX model, its DAG and a fusion plan. Out: the fused ONNX model, and the
-custom-op library that runs it.
+In: a source model, its DAG and a fusion plan. Out: the fused ONNX model, and the custom-op
+library that runs it. Two subpackages, by role:
 
-- ``export``: source model -> ONNX (tf2onnx); ``normalize``: canonical form (folded BN, no
-  needless transposes, recognised activations);
-- ``schema``: the ``ai.fcm`` operator set; ``patterns`` and ``rewrite``: planned groups -> fused
-  nodes with function bodies; ``standalone``: one-node models for tests and micro-benchmarks;
-- ``csrc/``: the C++ (CPU) and CUDA kernels, built by ``build`` into ``lib/libfcm_ort_ops.so``;
-  ``library``: finding it and making sessions with it registered.
+- ``lowering``: export (tf2onnx), normalize, patterns, rules (one per FCM kind), rewrite, the
+  int8 model built from a DAG, unfuse;
+- ``ops``: the ``ai.fcm`` operators' schema (every precision, from ``fcm_core.vocabulary``), the
+  CUDA launch-plan text, one-node models, the C++ vocabulary header, and the library: ``csrc/``
+  (C++ CPU kernels, ``csrc/cuda/`` the CUDA kernels), built by ``ops.build`` into
+  ``lib/libfcm_ort_ops.so`` and found and registered by ``ops.library``.
 """
 
-from .library import library_path, make_session, session_options
+from .ops.library import library_path, make_session, session_options
 
 __all__ = ["library_path", "make_session", "session_options"]

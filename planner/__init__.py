@@ -8,8 +8,9 @@ fused vs unfused; every convolution left unfused carries the reason.
 
 - ``gpus``: GPU descriptions; ``costs``: the memory-traffic/time model and tiling search;
 - ``groups``: fusion candidates from the DAG's edges; ``select``: the globally best set;
-- ``plan``: ties them together, the plan JSON and the report; ``view``: the HTML rendering;
-- ``seed_model``: the paper's own cost model, for comparison.
+- ``plan``: ties them together, the plan JSON and the report; ``view``: the HTML rendering.
+
+The paper's own cost model, for comparison, is outside the product: ``research/seed_model.py``.
 """
 
 from .costs import CostConstants

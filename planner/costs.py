@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fcm.errors import FcmError
+from fcm_core.errors import FcmError
 
 from .gpus import GpuSpec
 

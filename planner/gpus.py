@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fcm.errors import FcmError
+from fcm_core.errors import FcmError
 
 KIB = 1024
 MIB = 1024 * 1024

@@ -22,22 +22,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from extractor.dag import Dag, Layer
+from fcm_core import vocabulary
 
-#: Stage-type sequences the FCM kernels implement, and their names.
-KINDS: dict[tuple[str, ...], str] = {
-    ("dw", "pw"): "dwpw",
-    ("pw", "dw"): "pwdw",
-    ("pw", "pw"): "pwpw",
-    ("pw", "dw", "pw"): "pwdwpw",
-}
-MAX_STAGES = max(len(k) for k in KINDS)
+#: Stage-type sequences the FCM kernels implement, and their names (the op vocabulary's kinds).
+KINDS: dict[tuple[str, ...], str] = {kind.stages: name for name, kind in vocabulary.KINDS.items()}
+MAX_STAGES = vocabulary.MAX_STAGES
 
-#: Activations the kernels' epilogue implements.
-SUPPORTED_ACTIVATIONS = frozenset({"0", "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "CLIP", "HARD_SWISH", "SWISH", "SIGMOID"})
-STANDALONE_ACTIVATIONS = {"relu": "RELU", "relu6": "RELU6", "relu_n1_to_1": "RELU_N1_TO_1", "relu_0_to_1": "RELU_0_TO_1",
-                          "hard_swish": "HARD_SWISH", "logistic": "SIGMOID"}
-DW_KERNELS = (3, 5, 7)
-DW_STRIDES = (1, 2)
+#: Activations the kernels' epilogue implements (the DAG's spellings), and the DAG operators that
+#: apply one on their own.
+SUPPORTED_ACTIVATIONS = frozenset(vocabulary.FROM_DAG_ACTIVATION)
+STANDALONE_ACTIVATIONS = vocabulary.STANDALONE_ACTIVATIONS
+DW_KERNELS = vocabulary.DW_KERNELS
+DW_STRIDES = vocabulary.DW_STRIDES
 
 Tensor = tuple  # ("op", layer id) or ("input", model input index)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from extractor.dag import Dag, Layer
 from extractor.summary import fm_elements
-from fcm.errors import FcmError
+from fcm_core.errors import FcmError
 
 from . import costs, groups, select
 from .gpus import GpuSpec
@@ -113,7 +113,7 @@ class Plan:
         return out
 
     def save(self, path: str | Path) -> None:
-        from fcm.fileio import atomic_write_text
+        from fcm_core.fileio import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
 
@@ -267,7 +267,7 @@ def make_plan(dag: Dag, gpu: GpuSpec, batch: int = 1, dtype: str = "fp32",
                 for conv in chain[start:start + 2]:
                     blocked.setdefault(conv, found)
                 continue
-            group = _price(device, dag, found, entry_costs)
+            group = price(device, dag, found, entry_costs)
             if group is None:
                 for conv in found.convs:
                     blocked.setdefault(conv, f"no tiling of a {found.kind} group fits the GPU's shared memory and registers")
@@ -292,7 +292,7 @@ def make_plan(dag: Dag, gpu: GpuSpec, batch: int = 1, dtype: str = "fp32",
                 candidates=[(list(c), found) for c, found in by_chain.items()])
 
 
-def _price(device: costs.Device, dag: Dag, candidate: groups.Candidate, entry_costs: dict[int, costs.KernelCost]) -> Group | None:
+def price(device: costs.Device, dag: Dag, candidate: groups.Candidate, entry_costs: dict[int, costs.KernelCost]) -> Group | None:
     shapes = stage_shapes(dag, candidate)
     side = 0.0
     if candidate.stages[0].se_scale is not None:

@@ -1,75 +1,20 @@
-"""Shared test fixtures: paths to the seed fixtures, Keras models with non-trivial weights."""
+"""Shared test fixtures: fresh random generators, the reference models converted once per session."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.support.fixtures import CHEAP, SEED, keras_model
 
-from extractor.sources import randomize_batchnorm
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FCM_SHARED", ROOT.parent / "shared"))
-SEED = SHARED / "fixtures" / "seed_repo"
-MOB_V2_TFLITE = SEED / "mob_v2_8.tflite"
-IMAGENET_IMAGE = SEED / "ILSVRC2012_val_00000932.JPEG"
 
 
 def pytest_collection_modifyitems(config, items):
     if not SEED.is_dir():
         raise pytest.UsageError(f"the shared fixtures are missing: {SEED} (set FCM_SHARED to the shared/ folder)")
-
-
-def seed_dag_path(model: str) -> Path:
-    return SEED / "dags" / f"{model}.model_dag.json"
-
-
-_MODEL_CACHE: dict = {}
-
-
-def keras_model(name: str, *, input_size: int = 224, logits: bool = True, random_bn: bool = True, seed: int = 0):
-    """A keras.applications model with seeded random weights (cached for the session)."""
-    key = (name, input_size, logits, random_bn, seed)
-    if key not in _MODEL_CACHE:
-        import keras
-
-        keras.utils.set_random_seed(seed)
-        kwargs = {"weights": None, "input_shape": (input_size, input_size, 3)}
-        if logits:
-            kwargs["classifier_activation"] = None
-        model = getattr(keras.applications, name)(**kwargs)
-        if random_bn:
-            randomize_batchnorm(model, np.random.default_rng(seed + 1))
-        _MODEL_CACHE[key] = model
-    return _MODEL_CACHE[key]
-
-
-def load_image_uint8(size: int = 224) -> np.ndarray:
-    """The fixture ImageNet image, resized to size x size, as a [1, H, W, 3] uint8 batch."""
-    import tensorflow as tf
-
-    image = tf.io.decode_jpeg(IMAGENET_IMAGE.read_bytes(), channels=3)
-    image = tf.image.resize(image, (size, size)).numpy()
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)[None]
-
-
-def interpreter_tensors(image: np.ndarray, builtin: bool, operators: int):
-    """The TFLite interpreter run on the int8 MobileNetV2 fixture with every tensor kept: (the
-    interpreter, the details of the model's first ``operators`` operators, in model order). The
-    builtin kernels, or the default resolver (XNNPACK)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else OpResolverType.AUTO
-    interpreter = Interpreter(str(MOB_V2_TFLITE), experimental_preserve_all_tensors=True,
-                              experimental_op_resolver_type=resolver)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
-    interpreter.invoke()
-    return interpreter, interpreter._get_ops_details()[:operators]
 
 
 @pytest.fixture
@@ -78,3 +23,15 @@ def rng():
     seed = int(os.environ.get("FCM_TEST_SEED", np.random.SeedSequence().entropy % (2**32)))
     print(f"random seed: {seed} (FCM_TEST_SEED={seed} repeats this run)")
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory):
+    """``fcm convert`` of the cheap reference models (H100, batch 32): name -> ConvertResult."""
+    from fcm.pipeline.convert import ConvertOptions, convert
+
+    results = {}
+    for name in CHEAP:
+        out = tmp_path_factory.mktemp(name) / f"{name}.onnx"
+        results[name] = convert(keras_model(name, logits=True), out, ConvertOptions(gpu="H100", batch=32))
+    return results

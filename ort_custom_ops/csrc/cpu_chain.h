@@ -10,6 +10,7 @@
 #include <functional>
 #include <vector>
 
+#include "parallel_for.h"
 #include "spec.h"
 
 namespace fcm {
@@ -23,9 +24,6 @@ struct ChainTensors {
   float* y = nullptr;                  // [N, F, Ho, Wo]
   int64_t n = 0, h = 0, w = 0;
 };
-
-// Runs `work(i)` for i in [0, count), possibly in parallel.
-using ParallelFor = std::function<void(size_t count, const std::function<void(size_t)>& work)>;
 
 void RunChainCpu(const ChainSpec& spec, const ChainTensors& t, const ParallelFor& parallel_for);
 

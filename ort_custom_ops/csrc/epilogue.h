@@ -2,12 +2,15 @@
 //
 // A stage's result is `activation(acc + bias)`; the last stage may add the group's input (residual)
 // and apply one more activation. These are small value-level functions shared by the CPU and the
-// CUDA kernels, so adding an activation is one enum value, its formula in ActivationValue and its
-// name in FCM_FOR_EACH_ACT and ParseActivation.
+// CUDA kernels. The activations themselves (the Act enum, FCM_FOR_EACH_ACT and the attribute
+// spellings) come from the op vocabulary (vocabulary.h, generated from fcm_core/vocabulary.py):
+// adding one there, and its formula in ActivationValue here, is all the kernels need.
 #pragma once
 
 #include <cmath>
 #include <string>
+
+#include "vocabulary.h"
 
 #if defined(__CUDACC__)
 #define FCM_HD __host__ __device__ __forceinline__
@@ -18,8 +21,6 @@
 #endif
 
 namespace fcm {
-
-enum class Act : int { kNone = 0, kRelu, kClip, kHardSwish, kSwish, kSigmoid };
 
 // One activation's formula: the only place an activation is defined. `kind` is a constant where
 // Activation calls it, so the switch folds away.
@@ -40,9 +41,6 @@ FCM_HD float ActivationValue(Act kind, float x, float lo, float hi) {
   }
   return x;
 }
-
-// Every Act, for the dispatch below (an activation added to Act goes here too).
-#define FCM_FOR_EACH_ACT(X) X(Act::kNone) X(Act::kRelu) X(Act::kClip) X(Act::kHardSwish) X(Act::kSwish) X(Act::kSigmoid)
 
 // An activation with its parameters (clip bounds; ReLU6 is a clip to [0, 6]).
 struct Activation {
@@ -76,30 +74,24 @@ struct Activation {
   }
 };
 
-// Parses the attribute spelling ("none", "relu", "relu6", "clip", "hard_swish", "swish", "sigmoid");
-// `clip` supplies the bounds for "clip". Returns false for an unknown name.
+// Parses an attribute spelling (vocabulary::kActivations: "none", "relu", "relu6", ...; empty is
+// "none"); `clip` supplies the bounds of an activation without fixed ones that needs them ("clip").
+// Returns false for an unknown name.
 inline bool ParseActivation(const std::string& name, const float* clip, Activation* out) {
-  Activation a;
-  if (name == "none" || name.empty()) {
-    a.kind = Act::kNone;
-  } else if (name == "relu") {
-    a.kind = Act::kRelu;
-  } else if (name == "relu6") {
-    a = {Act::kClip, 0.f, 6.f};
-  } else if (name == "clip") {
-    if (clip == nullptr) return false;
-    a = {Act::kClip, clip[0], clip[1]};
-  } else if (name == "hard_swish") {
-    a.kind = Act::kHardSwish;
-  } else if (name == "swish") {
-    a.kind = Act::kSwish;
-  } else if (name == "sigmoid") {
-    a.kind = Act::kSigmoid;
-  } else {
-    return false;
+  for (const auto& known : vocabulary::kActivations) {
+    if (name != known.name && !(name.empty() && known.kind == Act::kNone)) continue;
+    Activation a;
+    a.kind = known.kind;
+    if (known.fixed_clip) {
+      a.lo = known.lo, a.hi = known.hi;
+    } else if (known.kind == Act::kClip) {
+      if (clip == nullptr) return false;
+      a.lo = clip[0], a.hi = clip[1];
+    }
+    *out = a;
+    return true;
   }
-  *out = a;
-  return true;
+  return false;
 }
 
 }  // namespace fcm

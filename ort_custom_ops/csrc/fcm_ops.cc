@@ -1,6 +1,7 @@
 // The library's entry point: ONNX Runtime calls RegisterCustomOps when a session registers it.
-// Every FCM op type is registered for the CPU execution provider (the reference kernels), and, when
-// the library is built with CUDA, for the CUDA execution provider; the int8 ops (int8_ops.h) likewise.
+// Every fused op type of the vocabulary (vocabulary.h) is registered for the CPU execution provider (the
+// reference kernels), and, when the library is built with CUDA, for the CUDA execution provider; the
+// int8 ops (int8_ops.h) likewise.
 #include "fused_op.h"
 #include "int8_ops.h"
 
@@ -20,11 +21,7 @@ struct OpSet {
   Ort::CustomOpDomain domain{fcm::kDomain};
 
   OpSet() {
-    static const struct {
-      const char* name;
-      size_t stages;
-    } kinds[] = {{"FusedDwPw", 2}, {"FusedPwDw", 2}, {"FusedPwPw", 2}, {"FusedPwDwPw", 3}};
-    for (const auto& kind : kinds) {
+    for (const fcm::FusedKind& kind : fcm::kFp32Kinds) {
       ops.push_back(std::make_unique<fcm::FusedOp<fcm::CpuChainKernel>>(kind.name, "CPUExecutionProvider", kind.stages));
 #if defined(FCM_WITH_CUDA)
       ops.push_back(fcm::MakeCudaOp(kind.name, kind.stages));
@@ -40,7 +37,7 @@ struct OpSet {
 
 }  // namespace
 
-// The library is built with hidden visibility; this is its one exported symbol.
+// The library is built with hidden visibility; these are its exported symbols.
 #define FCM_EXPORT __attribute__((visibility("default")))
 
 extern "C" {
@@ -62,6 +59,10 @@ FCM_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
   }
   return nullptr;
 }
+
+// The op vocabulary this build was made with (vocabulary.h), for the test that compares it with
+// fcm_core/vocabulary.py.
+FCM_EXPORT const char* FcmLibraryVocabulary() { return fcm::vocabulary::kText; }
 
 // What this build holds, for tools and tests: "cpu" or "cpu,cuda".
 FCM_EXPORT const char* FcmLibraryKernels() {

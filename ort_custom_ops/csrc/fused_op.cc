@@ -8,55 +8,20 @@
 namespace fcm {
 namespace {
 
-Ort::Status Error(const std::string& node, const std::string& what) {
-  return Ort::Status(("FCM node '" + node + "': " + what).c_str(), ORT_INVALID_ARGUMENT);
-}
-
-// Optional scalar attributes: the C API reports a missing attribute as an error status.
-template <typename T>
-bool TryAttribute(const Ort::ConstKernelInfo& info, const char* name, T* out) {
-  try {
-    *out = info.GetAttribute<T>(name);
-    return true;
-  } catch (const Ort::Exception&) {
-    return false;
-  }
-}
-
-template <typename T>
-bool TryAttributes(const Ort::ConstKernelInfo& info, const char* name, std::vector<T>* out) {
-  try {
-    *out = info.GetAttributes<T>(name);
-    return true;
-  } catch (const Ort::Exception&) {
-    return false;
-  }
-}
-
 // Reads `<prefix>_activation` and `<prefix>_clip` into an Activation.
-Ort::Status ReadActivation(const Ort::ConstKernelInfo& info, const std::string& node, const std::string& prefix,
-                           Activation* out) {
+Ort::Status ReadActivation(Attributes& a, const std::string& node, const std::string& prefix, Activation* out) {
   std::string name = "none";
-  TryAttribute(info, (prefix + "_activation").c_str(), &name);
+  a.TryRead(prefix + "_activation", &name);
   std::vector<float> clip;
-  const bool has_clip = TryAttributes(info, (prefix + "_clip").c_str(), &clip);
+  const bool has_clip = a.TryRead(prefix + "_clip", &clip);
+  if (!a.problem().empty()) return Error(node, a.problem());
   if (has_clip && clip.size() != 2) return Error(node, prefix + "_clip must hold 2 values [lo, hi]");
   if (has_clip && !(clip[0] <= clip[1])) return Error(node, prefix + "_clip must have lo <= hi");
   if (name == "clip" && !has_clip) return Error(node, prefix + "_activation 'clip' needs " + prefix + "_clip");
   if (!ParseActivation(name, has_clip ? clip.data() : nullptr, out)) {
-    return Error(node, "unknown " + prefix + "_activation '" + name +
-                           "' (none, relu, relu6, clip, hard_swish, swish, sigmoid)");
+    return Error(node, "unknown " + prefix + "_activation '" + name + "' (" + vocabulary::kActivationList + ")");
   }
   return Ort::Status(nullptr);
-}
-
-// The static shape of input `index` ({} when unknown).
-std::vector<int64_t> InputShape(const Ort::ConstKernelInfo& info, size_t index) {
-  try {
-    return info.GetInputTypeInfo(index).GetTensorTypeAndShapeInfo().GetShape();
-  } catch (const Ort::Exception&) {
-    return {};
-  }
 }
 
 // Fills a stage's channel counts from its weights' shape; checks rank and kernel size.
@@ -88,11 +53,7 @@ Ort::Status StageFromWeights(const std::string& node, size_t index, const std::v
 }  // namespace
 
 Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_name, ChainSpec* spec) {
-  std::string node;
-  try {
-    node = info.GetNodeName();
-  } catch (const Ort::Exception&) {
-  }
+  const std::string node = NodeName(info, "");
   spec->op_name = op_name;
   spec->node_name = node.empty() ? op_name : node;
   const std::vector<StageType> types = StageTypesOf(op_name);
@@ -103,14 +64,15 @@ Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_na
     m << op_name << " takes " << 1 + 2 * types.size() << " or " << 2 + 2 * types.size() << " inputs, not " << inputs;
     return Error(node, m.str());
   }
+  Attributes a(info, op_name);
 
   int64_t dw_kernel = 0, dw_stride = 1;
   std::vector<int64_t> dw_pads;
   const bool has_dw = types.size() == 3 || types[0] == StageType::kDepthwise || types[1] == StageType::kDepthwise;
   if (has_dw) {
-    if (!TryAttribute(info, "dw_kernel", &dw_kernel)) return Error(node, "missing attribute dw_kernel");
-    TryAttribute(info, "dw_stride", &dw_stride);
-    if (!TryAttributes(info, "dw_pads", &dw_pads)) dw_pads.assign(4, (dw_kernel - 1) / 2);
+    if (!a.TryRead("dw_kernel", &dw_kernel)) return Error(node, a.problem().empty() ? "missing attribute dw_kernel" : a.problem());
+    a.TryRead("dw_stride", &dw_stride);
+    if (!a.TryRead("dw_pads", &dw_pads)) dw_pads.assign(4, (dw_kernel - 1) / 2);
     if (dw_pads.size() != 4) return Error(node, "dw_pads must hold 4 values [top, left, bottom, right]");
     if (dw_kernel != 3 && dw_kernel != 5 && dw_kernel != 7) return Error(node, "dw_kernel must be 3, 5 or 7, not " + std::to_string(dw_kernel));
     if (dw_stride != 1 && dw_stride != 2) return Error(node, "dw_stride must be 1 or 2, not " + std::to_string(dw_stride));
@@ -124,10 +86,10 @@ Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_na
       st.kernel = dw_kernel, st.stride = dw_stride;
       for (int k = 0; k < 4; ++k) st.pads[k] = dw_pads[k];
     }
-    Ort::Status status = ReadActivation(info, node, "stage" + std::to_string(i + 1), &st.activation);
+    Ort::Status status = ReadActivation(a, node, "stage" + std::to_string(i + 1), &st.activation);
     if (!status.IsOK()) return status;
-    const std::vector<int64_t> w = InputShape(info, spec->WeightInput(i));
-    const std::vector<int64_t> b = InputShape(info, spec->BiasInput(i));
+    const std::vector<int64_t> w = StaticShape(info, spec->WeightInput(i));
+    const std::vector<int64_t> b = StaticShape(info, spec->BiasInput(i));
     if (!w.empty()) {
       status = StageFromWeights(node, i, w, b, &st);
       if (!status.IsOK()) return status;
@@ -138,27 +100,26 @@ Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_na
     return Error(node, "a channel scale input needs a pointwise first stage");
   }
 
-  int64_t residual = 0;
-  TryAttribute(info, "residual", &residual);
-  if (residual != 0 && residual != 1) return Error(node, "residual must be 0 or 1");
-  spec->residual = residual == 1;
-  Ort::Status status = ReadActivation(info, node, "residual", &spec->residual_activation);
+  spec->residual = a.Flag("residual");
+  if (!a.problem().empty()) return Error(node, a.problem());
+  Ort::Status status = ReadActivation(a, node, "residual", &spec->residual_activation);
   if (!status.IsOK()) return status;
 
-  TryAttribute(info, "tile_h", &spec->tiling.tile_h);
-  TryAttribute(info, "tile_w", &spec->tiling.tile_w);
-  TryAttribute(info, "tile_f", &spec->tiling.tile_f);
-  TryAttribute(info, "chunk", &spec->tiling.chunk);
-  TryAttribute(info, "split", &spec->tiling.split);
-  TryAttribute(info, "plan_batch", &spec->plan_batch);
+  a.TryRead("tile_h", &spec->tiling.tile_h);
+  a.TryRead("tile_w", &spec->tiling.tile_w);
+  a.TryRead("tile_f", &spec->tiling.tile_f);
+  a.TryRead("chunk", &spec->tiling.chunk);
+  a.TryRead("split", &spec->tiling.split);
+  a.TryRead("plan_batch", &spec->plan_batch);
+  if (!a.problem().empty()) return Error(node, a.problem());
   if (spec->plan_batch < 0) return Error(node, "plan_batch must not be negative");
   std::string cuda_plans;
-  if (TryAttribute(info, "cuda_plans", &cuda_plans)) {
+  if (a.TryRead("cuda_plans", &cuda_plans)) {
     const std::string problem = ParseCudaPlans(cuda_plans, &spec->cuda_plans);
     if (!problem.empty()) return Error(node, problem);
   }
-  int64_t allow_tf32 = 1;
-  TryAttribute(info, "allow_tf32", &allow_tf32);
+  const int64_t allow_tf32 = a.Int("allow_tf32", 1);
+  if (!a.problem().empty()) return Error(node, a.problem());
   if (allow_tf32 != 0 && allow_tf32 != 1) return Error(node, "allow_tf32 must be 0 or 1");
   spec->allow_tf32 = allow_tf32 == 1;
 
@@ -244,10 +205,7 @@ OrtStatusPtr CpuChainKernel::ComputeV2(OrtKernelContext* context) {
     auto y = ctx.GetOutput(0, std::vector<int64_t>{s.n, s.out_c, s.out_h, s.out_w});
     t.y = y.GetTensorMutableData<float>();
     if (s.n == 0) return nullptr;
-    RunChainCpu(run, t, [&ctx](size_t count, const std::function<void(size_t)>& work) {
-      auto trampoline = [](void* data, size_t i) { (*static_cast<const std::function<void(size_t)>*>(data))(i); };
-      ctx.ParallelFor(trampoline, count, 0, const_cast<std::function<void(size_t)>*>(&work));
-    });
+    RunChainCpu(run, t, OrtParallelFor(ctx));
     return nullptr;
   } catch (const Ort::Exception& e) {
     return Ort::Status(e).release();

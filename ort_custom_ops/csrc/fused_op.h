@@ -1,19 +1,17 @@
-// The FCM operators as ONNX Runtime custom ops: one op class, instantiated per op type (FusedDwPw,
-// FusedPwDw, FusedPwPw, FusedPwDwPw) and execution provider. The kernel object holds the ChainSpec,
-// parsed and validated once at kernel creation; compute checks the input shapes and runs.
+// The fp32 FCM operators (FusedDwPw, FusedPwDw, FusedPwPw, FusedPwDwPw) as ONNX Runtime custom ops: the
+// shared op class (op.h) with the fp32 signature, instantiated per op type and execution provider. The
+// kernel object holds the ChainSpec, parsed and validated once at kernel creation; compute checks the
+// input shapes and runs.
 #pragma once
-
-#define ORT_API_MANUAL_INIT
-#include <onnxruntime_cxx_api.h>
-#undef ORT_API_MANUAL_INIT
 
 #include <string>
 
+#include "op.h"
 #include "spec.h"
 
 namespace fcm {
 
-constexpr const char* kDomain = "ai.fcm";
+constexpr const char* kDomain = vocabulary::kDomain;
 
 // Reads the attributes and the weights' shapes of a node into a spec, and checks it.
 Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_name, ChainSpec* spec);
@@ -30,41 +28,22 @@ struct CpuChainKernel {
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
+// The fp32 ops' inputs and output: X, (W, B) per stage, an optional channel scale; Y. A kernel type
+// holds a `ChainSpec spec`, filled by ParseSpec.
+struct Fp32Signature {
+  static constexpr ONNXTensorElementDataType kOutputType = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  static size_t InputCount(size_t stages) { return 2 + 2 * stages; }
+  static bool Optional(size_t index, size_t stages) { return index == 1 + 2 * stages; }
+  static ONNXTensorElementDataType InputType(size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  template <typename Kernel>
+  static Ort::Status Init(Kernel& kernel, const Ort::ConstKernelInfo& info, const char* op_name, size_t) {
+    return ParseSpec(info, op_name, &kernel.spec);
+  }
+};
+
 template <typename Kernel>
-struct FusedOp : Ort::CustomOpBase<FusedOp<Kernel>, Kernel, /*WithStatus=*/true> {
-  FusedOp(const char* name, const char* provider, size_t stages) : name_(name), provider_(provider), stages_(stages) {}
-
-  const char* GetName() const { return name_; }
-  const char* GetExecutionProviderType() const { return provider_; }
-  size_t GetInputTypeCount() const { return 2 + 2 * stages_; }  // X, (W, B) per stage, optional scale
-  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
-    return index == 1 + 2 * stages_ ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
-                                    : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** op_kernel) const {
-    auto* kernel = new Kernel();
-    Ort::Status status(nullptr);
-    try {
-      status = ParseSpec(Ort::ConstKernelInfo(info), name_, &kernel->spec);
-    } catch (const Ort::Exception& e) {
-      status = Ort::Status(e);
-    }
-    if (!status.IsOK()) {
-      delete kernel;
-      return status.release();
-    }
-    *op_kernel = kernel;
-    return nullptr;
-  }
-
- private:
-  const char* name_;
-  const char* provider_;
-  size_t stages_;
+struct FusedOp : Op<Kernel, Fp32Signature> {
+  FusedOp(const char* name, const char* provider, size_t stages) : Op<Kernel, Fp32Signature>(name, stages, provider) {}
 };
 
 }  // namespace fcm

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "int8_arith.h"
+#include "parallel_for.h"
 
 namespace fcm {
 namespace int8 {
@@ -55,9 +56,6 @@ struct RowsView {
 // outside the input are padding, i.e. the input's zero point, and contribute nothing).
 void ConvRows(const ConvLayer& layer, const int8_t* weights, const int32_t* bias, const RowsView& in, int64_t in_h,
               int64_t out_r0, int64_t out_r1, int64_t out_w, int8_t* out);
-
-// Runs `work(i)` for i in [0, count), possibly in parallel.
-using ParallelFor = std::function<void(size_t count, const std::function<void(size_t)>& work)>;
 
 // A whole [N, H, W, C] -> [N, Ho, Wo, F] convolution, blocks of rows in parallel.
 void RunConv(const ConvLayer& layer, const int8_t* x, const int8_t* weights, const int32_t* bias, int64_t n,

@@ -7,28 +7,10 @@ namespace fcm {
 namespace int8 {
 namespace {
 
-Ort::Status Error(const std::string& node, const std::string& what) {
-  return Ort::Status(("FCM node '" + node + "': " + what).c_str(), ORT_INVALID_ARGUMENT);
-}
-
-std::string NodeName(const Ort::ConstKernelInfo& info, const std::string& op_name) {
-  try {
-    const std::string name = info.GetNodeName();
-    if (!name.empty()) return name;
-  } catch (const Ort::Exception&) {
-  }
-  return op_name;
-}
-
-// Reads a node's attributes, remembering the first problem (a missing or invalid attribute).
-class Attributes {
+// The shared attribute reader (op.h) with the int8 attributes' checks.
+class Int8Attributes : public Attributes {
  public:
-  explicit Attributes(const Ort::ConstKernelInfo& info) : info_(info) {}
-
-  const std::string& problem() const { return problem_; }
-  void Fail(const std::string& what) {
-    if (problem_.empty()) problem_ = what;
-  }
+  using Attributes::Attributes;
 
   // A positive, finite float32 scale.
   float Scale(const std::string& name) {
@@ -83,16 +65,6 @@ class Attributes {
     TryRead(name, &v);
     return v;
   }
-  int64_t Int(const std::string& name, int64_t fallback) {
-    int64_t v = fallback;
-    TryRead(name, &v);
-    return v;
-  }
-  bool Flag(const std::string& name) {
-    const int64_t v = Int(name, 0);
-    if (v != 0 && v != 1) Fail(name + " must be 0 or 1");
-    return v == 1;
-  }
   Scheme ReadScheme() {
     std::string name = "fp32";
     TryRead("scheme", &name);
@@ -100,40 +72,11 @@ class Attributes {
     if (!ParseScheme(name, &scheme)) Fail("scheme must be 'fp32' or 'fixed_point', not '" + name + "'");
     return scheme;
   }
-
- private:
-  template <typename T>
-  bool TryRead(const std::string& name, T* out) {
-    try {
-      *out = info_.GetAttribute<T>(name.c_str());
-      return true;
-    } catch (const Ort::Exception&) {
-      return false;
-    }
-  }
-  template <typename T>
-  bool TryRead(const std::string& name, std::vector<T>* out) {
-    try {
-      *out = info_.GetAttributes<T>(name.c_str());
-      return true;
-    } catch (const Ort::Exception&) {
-      return false;
-    }
-  }
-  template <typename T>
-  bool Read(const std::string& name, T* out) {
-    if (TryRead(name, out)) return true;
-    Fail("missing attribute " + name);
-    return false;
-  }
-
-  const Ort::ConstKernelInfo& info_;
-  std::string problem_;
 };
 
 // The requantization of a convolution with input (x_scale, x_zero_point) whose output attributes
 // carry `prefix` ("" for QConv: w_scales, y_scale, ...; "stage2_" for a chain's second stage).
-void ReadRequantizer(Attributes& a, const std::string& prefix, Scheme scheme, float x_scale, Requantizer* out,
+void ReadRequantizer(Int8Attributes& a, const std::string& prefix, Scheme scheme, float x_scale, Requantizer* out,
                      float* y_scale, int32_t* y_zero_point) {
   const std::vector<float> w_scales = a.Scales(prefix + "w_scales");
   *y_scale = a.Scale(prefix + "y_scale");
@@ -165,15 +108,6 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
   for (size_t i = 0; i < shape.size(); ++i) m << (i ? ", " : "") << shape[i];
   m << "]";
   return m.str();
-}
-
-// The static shape of input `index` at kernel creation ({} when unknown).
-std::vector<int64_t> StaticShape(const Ort::ConstKernelInfo& info, size_t index) {
-  try {
-    return info.GetInputTypeInfo(index).GetTensorTypeAndShapeInfo().GetShape();
-  } catch (const Ort::Exception&) {
-    return {};
-  }
 }
 
 bool Known(const std::vector<int64_t>& shape) {
@@ -218,21 +152,13 @@ std::string CheckImage(const std::vector<int64_t>& x, int64_t channels) {
   return m.str();
 }
 
-// ORT's thread pool as a ParallelFor.
-ParallelFor Parallel(Ort::KernelContext& ctx) {
-  return [&ctx](size_t count, const std::function<void(size_t)>& work) {
-    auto trampoline = [](void* data, size_t i) { (*static_cast<const std::function<void(size_t)>*>(data))(i); };
-    ctx.ParallelFor(trampoline, count, 0, const_cast<std::function<void(size_t)>*>(&work));
-  };
-}
-
 }  // namespace
 
 // ---- QConv ------------------------------------------------------------------------------------------
 
 Ort::Status QConvKernel::Init(const Ort::ConstKernelInfo& info, const std::string& op_name, size_t) {
   node = NodeName(info, op_name);
-  Attributes a(info);
+  Int8Attributes a(info, op_name);
   const Scheme scheme = a.ReadScheme();
   ConvGeometry& g = layer.geometry;
   g.depthwise = a.Flag("depthwise");
@@ -292,7 +218,7 @@ OrtStatusPtr QConvKernel::ComputeV2(OrtKernelContext* context) {
     ConvCall call;
     Ort::Status status = Bind(ctx, &call);
     if (!status.IsOK() || call.n == 0) return status;
-    RunConv(call.layer, call.x, call.weights, call.bias, call.n, call.h, call.w, call.y, Parallel(ctx));
+    RunConv(call.layer, call.x, call.weights, call.bias, call.n, call.h, call.w, call.y, OrtParallelFor(ctx));
     return Ort::Status(nullptr);
   });
 }
@@ -300,10 +226,9 @@ OrtStatusPtr QConvKernel::ComputeV2(OrtKernelContext* context) {
 // ---- QFused* ----------------------------------------------------------------------------------------
 
 std::vector<bool> DepthwiseStages(const std::string& op_name) {
-  if (op_name == "QFusedDwPw") return {true, false};
-  if (op_name == "QFusedPwDw") return {false, true};
-  if (op_name == "QFusedPwPw") return {false, false};
-  if (op_name == "QFusedPwDwPw") return {false, true, false};
+  for (const FusedKind& kind : kFusedKinds) {
+    if (op_name == kind.name) return std::vector<bool>(kind.depthwise, kind.depthwise + kind.stages);
+  }
   return {};
 }
 
@@ -342,7 +267,7 @@ Ort::Status QChainKernel::Init(const Ort::ConstKernelInfo& info, const std::stri
   node = NodeName(info, op_name);
   const std::vector<bool> depthwise = DepthwiseStages(op_name);
   if (depthwise.size() != stages) return Error(node, "unknown int8 fused op " + op_name);
-  Attributes a(info);
+  Int8Attributes a(info, op_name);
   const Scheme scheme = a.ReadScheme();
   const int64_t kernel = a.Int("dw_kernel", 3), stride = a.Int("dw_stride", 1);
   const auto pads = a.Ints("dw_pads", {(kernel - 1) / 2, (kernel - 1) / 2, (kernel - 1) / 2, (kernel - 1) / 2});
@@ -422,7 +347,7 @@ OrtStatusPtr QChainKernel::ComputeV2(OrtKernelContext* context) {
     ChainCall call;
     Ort::Status status = Bind(ctx, &call);
     if (!status.IsOK() || call.n == 0) return status;
-    RunChain(call.chain, call.x, call.weights, call.biases, call.n, call.h, call.w, call.y, Parallel(ctx));
+    RunChain(call.chain, call.x, call.weights, call.biases, call.n, call.h, call.w, call.y, OrtParallelFor(ctx));
     return Ort::Status(nullptr);
   });
 }
@@ -431,7 +356,7 @@ OrtStatusPtr QChainKernel::ComputeV2(OrtKernelContext* context) {
 
 Ort::Status QAddKernel::Init(const Ort::ConstKernelInfo& info, const std::string& op_name, size_t) {
   node = NodeName(info, op_name);
-  Attributes a(info);
+  Int8Attributes a(info, op_name);
   const float a_scale = a.Scale("a_scale"), b_scale = a.Scale("b_scale"), y_scale = a.Scale("y_scale");
   const int32_t a_zp = a.ZeroPoint("a_zero_point"), b_zp = a.ZeroPoint("b_zero_point"), y_zp = a.ZeroPoint("y_zero_point");
   int32_t lo, hi;
@@ -471,7 +396,7 @@ OrtStatusPtr QAddKernel::ComputeV2(OrtKernelContext* context) {
 
 Ort::Status QMeanKernel::Init(const Ort::ConstKernelInfo& info, const std::string& op_name, size_t) {
   node = NodeName(info, op_name);
-  Attributes a(info);
+  Int8Attributes a(info, op_name);
   params.x_scale = a.Scale("x_scale"), params.y_scale = a.Scale("y_scale");
   params.x_zero_point = a.ZeroPoint("x_zero_point"), params.y_zero_point = a.ZeroPoint("y_zero_point");
   keepdims = a.Flag("keepdims");

@@ -5,20 +5,18 @@
 //   QFusedPwDwPw                            int8 as between TFLite layers, optionally + a residual ADD
 //   QAdd                                    TFLite's int8 ADD of two tensors of one shape
 //   QMean                                   XNNPACK's int8 MEAN over H and W
-// Every attribute (ort_custom_ops/int8_ops.py lists them) is read and checked once, when ONNX Runtime
+// Every attribute (fcm_core/vocabulary.py declares them) is read and checked once, when ONNX Runtime
 // creates the kernel; compute checks the input shapes against it, so a wrong model gets an error
-// status, never an out-of-bounds access.
+// status, never an out-of-bounds access. The op class, attribute reader and error reporting are the
+// ones every precision shares (op.h).
 #pragma once
-
-#define ORT_API_MANUAL_INIT
-#include <onnxruntime_cxx_api.h>
-#undef ORT_API_MANUAL_INIT
 
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "int8_kernels.h"
+#include "op.h"
 
 namespace fcm {
 namespace int8 {
@@ -52,19 +50,6 @@ struct MeanCall {
   int8_t* y = nullptr;
   int64_t n = 0, h = 0, w = 0, c = 0;
 };
-
-// Runs `body` (returning an Ort::Status), turning exceptions into a status for ONNX Runtime.
-template <typename F>
-OrtStatusPtr Guarded(F&& body) {
-  try {
-    Ort::Status status = body();
-    return status.IsOK() ? nullptr : status.release();
-  } catch (const Ort::Exception& e) {
-    return Ort::Status(e).release();
-  } catch (const std::exception& e) {
-    return Ort::Status(e.what(), ORT_RUNTIME_EXCEPTION).release();
-  }
-}
 
 struct QConvKernel {
   ConvLayer layer;  // in_c filled per call from the weights
@@ -115,53 +100,29 @@ struct QMeanKernel {
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
 
-// One op class for every int8 kernel: types and input counts from the kernel, one int8 output, on
-// the execution provider `ep` (the CPU kernels above, or their CUDA forms in cuda/int8_cuda.cu).
+// The int8 ops' inputs and output: types and input counts from the kernel, one int8 output; the kernel's
+// Init reads its attributes.
 template <typename Kernel>
-struct Int8Op : Ort::CustomOpBase<Int8Op<Kernel>, Kernel, /*WithStatus=*/true> {
-  Int8Op(const char* name, size_t stages, const char* ep = "CPUExecutionProvider") : name_(name), ep_(ep), stages_(stages) {}
-
-  const char* GetName() const { return name_; }
-  const char* GetExecutionProviderType() const { return ep_; }
-  size_t GetInputTypeCount() const { return Kernel::InputCount(stages_); }
-  ONNXTensorElementDataType GetInputType(size_t index) const { return Kernel::InputType(index); }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
-    return Kernel::Optional(index, stages_) ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
-                                            : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
+struct Int8Signature {
+  static constexpr ONNXTensorElementDataType kOutputType = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
+  static size_t InputCount(size_t stages) { return Kernel::InputCount(stages); }
+  static bool Optional(size_t index, size_t stages) { return Kernel::Optional(index, stages); }
+  static ONNXTensorElementDataType InputType(size_t index) { return Kernel::InputType(index); }
+  static Ort::Status Init(Kernel& kernel, const Ort::ConstKernelInfo& info, const char* op_name, size_t stages) {
+    return kernel.Init(info, op_name, stages);
   }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8; }
-
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** op_kernel) const {
-    auto kernel = std::make_unique<Kernel>();
-    Ort::Status status(nullptr);
-    try {
-      status = kernel->Init(Ort::ConstKernelInfo(info), name_, stages_);
-    } catch (const Ort::Exception& e) {
-      status = Ort::Status(e);
-    } catch (const std::exception& e) {
-      status = Ort::Status(e.what(), ORT_INVALID_ARGUMENT);
-    }
-    if (!status.IsOK()) return status.release();
-    *op_kernel = kernel.release();
-    return nullptr;
-  }
-
- private:
-  const char* name_;
-  const char* ep_;
-  size_t stages_;
 };
 
-// The stage types of a fused int8 op, from its name ("QFusedPwDwPw" -> pw, dw, pw); {} if unknown.
+// The shared op class for an int8 kernel, on the execution provider `ep` (the CPU kernels above, or their
+// CUDA forms in cuda/int8_cuda.cu).
+template <typename Kernel>
+struct Int8Op : Op<Kernel, Int8Signature<Kernel>> {
+  Int8Op(const char* name, size_t stages, const char* ep = "CPUExecutionProvider")
+      : Op<Kernel, Int8Signature<Kernel>>(name, stages, ep) {}
+};
+
+// The stage types of a fused int8 op (vocabulary.h's kFusedKinds): "QFusedPwDwPw" -> pw, dw, pw; {} if unknown.
 std::vector<bool> DepthwiseStages(const std::string& op_name);
-
-// The fused int8 op types and their stage counts.
-struct FusedKind {
-  const char* name;
-  size_t stages;
-};
-inline constexpr FusedKind kFusedKinds[] = {{"QFusedDwPw", 2}, {"QFusedPwDw", 2}, {"QFusedPwPw", 2}, {"QFusedPwDwPw", 3}};
 
 // Appends every int8 op (CPU) to `ops`.
 void AddInt8Ops(std::vector<std::unique_ptr<OrtCustomOp>>* ops);

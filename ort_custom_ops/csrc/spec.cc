@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "plan_text.h"
+#include "vocabulary.h"
 
 namespace fcm {
 
@@ -32,11 +33,12 @@ std::string ParseCudaPlans(const std::string& text, std::vector<std::pair<int64_
 }
 
 std::vector<StageType> StageTypesOf(const std::string& op_name) {
-  const StageType pw = StageType::kPointwise, dw = StageType::kDepthwise;
-  if (op_name == "FusedDwPw") return {dw, pw};
-  if (op_name == "FusedPwDw") return {pw, dw};
-  if (op_name == "FusedPwPw") return {pw, pw};
-  if (op_name == "FusedPwDwPw") return {pw, dw, pw};
+  for (const FusedKind& kind : kFp32Kinds) {
+    if (op_name != kind.name) continue;
+    std::vector<StageType> types;
+    for (size_t s = 0; s < kind.stages; ++s) types.push_back(kind.depthwise[s] ? StageType::kDepthwise : StageType::kPointwise);
+    return types;
+  }
   return {};
 }
 

@@ -1,0 +1,70 @@
+"""``fcm bench``: a fused model timed against its unfused version on the CUDA provider.
+
+In: the unfused and fused models, batch sizes. Out: bench.json, bench.md, bench.png (``fcm.bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fcm_core.errors import FcmError
+
+from .common import Reporter, add_timing_arguments, batch_sizes
+
+
+HELP = "time a fused model against its unfused version on ONNX Runtime's CUDA provider"
+DESCRIPTION = " ".join("""
+Time the unfused model and the fused model on the CUDA execution provider in the same run, each in
+every configuration (CUDA graphs on/off, prefer_nhwc on/off), with inputs and outputs bound to
+device buffers, after warm-up runs; report the medians, the best of each side and their ratio, and
+per fused group a micro-benchmark (the group alone vs its original subgraph) with achieved
+bandwidth. Writes bench.json, bench.md and bench.png.
+""".split())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="the unfused model (<stem>.unfused.onnx from fcm convert)")
+    parser.add_argument("--fused", metavar="ONNX", help="the fused model (default: <stem>.onnx beside it)")
+    parser.add_argument("--plan", metavar="PLAN", help="the plan (default: <stem>.plan.json beside the fused model)")
+    add_timing_arguments(parser, "batch sizes, comma-separated", "timed runs per configuration")
+    parser.add_argument("--no-micro", action="store_true", help="skip the per-group micro-benchmarks")
+    parser.add_argument("--exact-fp32", action="store_true",
+                       help="also time both sides without TF32 (exact FP32 pointwise stages and convolutions)")
+    parser.add_argument("--profile", action="store_true", help="also record per-node kernel times (ONNX Runtime's profiler)")
+    parser.add_argument("-o", "--output", metavar="DIR", help="where to write (default: <stem>.bench/ beside the fused model)")
+
+
+def run(args: argparse.Namespace, report: Reporter) -> int:
+    import json
+
+    from fcm import bench
+
+    model = Path(args.model)
+    if args.fused:
+        fused = Path(args.fused)
+    elif model.name.endswith(".unfused.onnx"):
+        fused = model.with_name(model.name[: -len(".unfused.onnx")] + ".onnx")
+    else:
+        raise FcmError("give the fused model with --fused (or MODEL as <stem>.unfused.onnx)", model)
+    for path in (model, fused):
+        if not path.is_file():
+            raise FcmError("no such file", path)
+    plan = Path(args.plan) if args.plan else fused.with_name(fused.stem + ".plan.json")
+    batches = batch_sizes(args.batch)
+    result = bench.run(model, fused, batches, args.runs, args.warmup, plan, not args.no_micro, args.exact_fp32,
+                       report.progress, profile=args.profile)
+    command = "fcm bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else [])
+    result["command"] = command
+    out = Path(args.output) if args.output else fused.with_name(fused.stem + ".bench")
+    out.mkdir(parents=True, exist_ok=True)
+    from fcm_core.fileio import atomic_write_text
+
+    atomic_write_text(out / "bench.json", json.dumps(result, indent=1) + "\n")
+    text = bench.markdown(result, command)
+    atomic_write_text(out / "bench.md", text)
+    drew = bench.chart(result, out / "bench.png")
+    print(text)
+    print(f"written: {out / 'bench.json'}, {out / 'bench.md'}" + (f", {out / 'bench.png'}" if drew else " (no matplotlib: no chart)"))
+    return 0

@@ -1,0 +1,69 @@
+"""What the subcommands share: progress output, the model arguments, batch-size lists.
+
+In: parsed arguments. Out: ``Reporter`` (progress and warnings on stderr), ``add_model_arguments``
+and ``source_options`` (the model argument of ``extract`` and ``convert``), ``add_timing_arguments``
+and ``batch_sizes`` (those of ``bench`` and ``tune``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from fcm_core.errors import FcmError
+
+
+class Reporter:
+    """Progress and warnings on stderr; results on stdout."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.started = time.monotonic()
+
+    def progress(self, message: str) -> None:
+        if not self.quiet:
+            print(f"fcm: {message}", file=sys.stderr, flush=True)
+
+    def warning(self, message: str) -> None:
+        print(f"fcm: warning: {message}", file=sys.stderr, flush=True)
+
+
+def source_options(args: argparse.Namespace):
+    from extractor.sources import SourceOptions
+
+    return SourceOptions(input_size=args.input_size, weights=args.weights, seed=args.seed, logits=args.logits)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        help="the model: a .tflite file, a .keras or .h5 file, a SavedModel directory, or keras:<Name> for a "
+        "keras.applications architecture (e.g. keras:MobileNetV2)",
+    )
+    group = parser.add_argument_group("keras:<Name> models")
+    group.add_argument("--input-size", type=int, metavar="N", help="square input size (default: the architecture's, 224 for most)")
+    group.add_argument(
+        "--weights",
+        metavar="W",
+        help="'imagenet' (needs network access), or a path to a weights file; default: random weights from --seed",
+    )
+    group.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
+    group.add_argument("--logits", action="store_true", help="build the classifier without its softmax (classifier_activation=None)")
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser, batch_help: str, runs_help: str) -> None:
+    """--batch, --runs and --warmup, as fcm bench and fcm tune take them."""
+    parser.add_argument("--batch", default="1,32", help=f"{batch_help} (default: 1,32)")
+    parser.add_argument("--runs", type=int, default=100, help=f"{runs_help} (default: 100)")
+    parser.add_argument("--warmup", type=int, default=20, help="warm-up runs (default: 20)")
+
+
+def batch_sizes(text: str) -> list[int]:
+    try:
+        batches = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise FcmError(f"--batch takes sizes separated by commas, not {text!r}") from None
+    if any(b < 1 for b in batches):
+        raise FcmError("batch sizes must be at least 1")
+    return batches

@@ -1,0 +1,360 @@
+"""Measuring models on ONNX Runtime's CUDA provider: what ``fcm bench``, ``fcm tune`` and the
+scripts under ``benchmarks/`` time things with.
+
+In: ONNX models (a fused model and its unfused form, or one fused node and its subgraph), batch
+sizes. Out: timings (:class:`Timing`, :func:`time_session`), the two sides of a model timed in
+every configuration of the CUDA provider (:func:`bench_pair`: CUDA graphs on/off,
+``prefer_nhwc`` on/off, the best of each and their ratio), per fused group a micro-benchmark
+(:func:`bench_groups`: the group's node and its original subgraph as small standalone models,
+:func:`group_models`, with the bytes the group cannot avoid over its time as achieved bandwidth,
+beside the planner's predicted bytes), per-node profiles, the device's description, and the
+helpers around them (:func:`providers`, :func:`cuda_session`, :func:`value_shapes`,
+:func:`random_feeds`, :func:`model_pieces`, :func:`fused_macs`).
+
+How: inputs and outputs bound to device buffers (IO binding), warm-up runs, then the median of
+``runs`` timed runs (host clock around each synchronous run). Both sides run in the same process,
+one after the other, so their ratio holds even where absolute times drift.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from fcm_core.errors import FcmError
+from ort_custom_ops.lowering.unfuse import function_body, node_function
+from ort_custom_ops.ops.schema import DOMAIN, KIND_STAGES, OP_TYPES
+
+Progress = Callable[[str], None]
+CONFIGS = [(graph, nhwc) for graph in (False, True) for nhwc in (False, True)]
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+
+    def to_json(self) -> dict:
+        return {"median_ms": round(self.median_ms, 4), "p10_ms": round(self.p10_ms, 4), "p90_ms": round(self.p90_ms, 4),
+                "runs": self.runs}
+
+
+def providers(graph: bool, nhwc: bool, tf32: bool = True) -> list:
+    """The CUDA provider (then the CPU) in one configuration: CUDA graphs, ``prefer_nhwc``, TF32."""
+    options = {"device_id": "0", "enable_cuda_graph": "1" if graph else "0", "prefer_nhwc": "1" if nhwc else "0",
+               "use_tf32": "1" if tf32 else "0"}
+    return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
+
+
+def time_session(session, inputs: dict[str, np.ndarray], output_shapes: list[list[int]], runs: int,
+                 warmup: int, output_dtypes: list | None = None, device: str = "cuda") -> tuple[Timing, list[np.ndarray]]:
+    """Median time of ``session`` with inputs and outputs in fixed ``device`` buffers (a CUDA graph
+    is captured on the first run, so the buffers must be bound before it); outputs float32 unless
+    ``output_dtypes`` says otherwise."""
+    import onnxruntime as ort
+
+    binding = session.io_binding()
+    device_inputs = {}
+    for name, array in inputs.items():
+        device_inputs[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, 0)
+        binding.bind_ortvalue_input(name, device_inputs[name])
+    dtypes = output_dtypes or [np.float32] * len(output_shapes)
+    outputs = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype), device, 0)
+               for shape, dtype in zip(output_shapes, dtypes)]
+    for meta, value in zip(session.get_outputs(), outputs):
+        binding.bind_ortvalue_output(meta.name, value)
+    for _ in range(warmup):
+        session.run_with_iobinding(binding)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        session.run_with_iobinding(binding)
+        times.append((time.perf_counter() - started) * 1e3)
+    times.sort()
+    timing = Timing(float(np.median(times)), times[len(times) // 10], times[(9 * len(times)) // 10], runs)
+    return timing, [o.numpy().copy() for o in outputs]
+
+
+def cuda_session(model, with_library: bool, execution_providers: list, profile: bool = False):
+    """A session of ``model`` (with the FCM library or not); an FcmError unless the CUDA provider started."""
+    from ort_custom_ops.ops.library import make_session
+
+    session = make_session(model, with_library=with_library, providers=execution_providers, profile=profile)
+    if session.get_providers()[0] != "CUDAExecutionProvider":
+        raise FcmError(f"the CUDA execution provider did not start (got {session.get_providers()})")
+    return session
+
+
+def output_shapes(model: onnx.ModelProto, batch: int) -> list[list[int]]:
+    shapes = value_shapes(model, batch)
+    found = [shapes.get(o.name) for o in model.graph.output]
+    if any(s is None for s in found):
+        raise FcmError("cannot infer the output shapes at this batch size")
+    return found
+
+
+def profile_nodes(model: onnx.ModelProto, with_library: bool, execution_providers: list, inputs: dict[str, np.ndarray],
+                  runs: int = 20, warmup: int = 5) -> list[dict]:
+    """Per-node host time (microseconds, mean over ``runs`` after ``warmup`` runs), from ONNX
+    Runtime's profiler."""
+    session = cuda_session(model, with_library, execution_providers, profile=True)
+    for _ in range(warmup + runs):
+        session.run(None, inputs)
+    path = Path(session.end_profiling())
+    events = json.loads(path.read_text())
+    path.unlink(missing_ok=True)
+    totals: dict[str, dict] = {}
+    # the warm-up runs (the first holds cuDNN's algorithm search) are left out
+    run_starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    cutoff = run_starts[warmup] if len(run_starts) > warmup else 0
+    for event in events:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time") or event.get("ts", 0) < cutoff:
+            continue
+        args = event.get("args", {})
+        node = event["name"][: -len("_kernel_time")]
+        entry = totals.setdefault(node, {"node": node, "op": args.get("op_name"), "provider": args.get("provider"),
+                                         "total_us": 0.0, "count": 0})
+        entry["total_us"] += float(event.get("dur", 0))
+        entry["count"] += 1
+    rows = []
+    for entry in totals.values():
+        entry["mean_us"] = round(entry.pop("total_us") / max(entry["count"], 1), 2)
+        rows.append(entry)
+    return sorted(rows, key=lambda r: -r["mean_us"])
+
+
+def random_feeds(model: onnx.ModelProto, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    from fcm.pipeline.inputs import random_inputs
+
+    initializers = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in initializers]
+    return dict(zip(names, random_inputs(model, batch, rng)))
+
+
+def bench_pair(unfused: onnx.ModelProto, fused: onnx.ModelProto, batch: int, runs: int, warmup: int,
+               progress: Progress, exact_fp32: bool = False) -> dict:
+    """Both sides in every configuration at one batch size; exact FP32 (``exact_fp32``) through the
+    provider's ``use_tf32`` on the unfused side and the ``allow_tf32`` attribute of every fused node."""
+    rng = np.random.default_rng(batch)
+    inputs = random_feeds(unfused, batch, rng)
+    shapes = output_shapes(unfused, batch)
+    result: dict = {"batch": batch, "unfused": {}, "fused": {}}
+    reference = None
+    modes = [("tf32", True)] + ([("exact_fp32", False)] if exact_fp32 else [])
+    for mode, tf32 in modes:
+        sides = (("unfused", unfused, False), ("fused", fused if tf32 else with_allow_tf32(fused, False), True))
+        for side, model, with_library in sides:
+            entries = result[side].setdefault(mode, {})
+            for graph, nhwc in CONFIGS:
+                label = f"graph={'on' if graph else 'off'},nhwc={'on' if nhwc else 'off'}"
+                progress(f"batch {batch} {mode} {side} {label}")
+                try:
+                    session = cuda_session(model, with_library, providers(graph, nhwc, tf32))
+                    timing, outputs = time_session(session, inputs, shapes, runs, warmup)
+                except Exception as exc:  # a configuration the runtime refuses is reported, not fatal
+                    entries[label] = {"error": str(exc).strip().splitlines()[0][:200]}
+                    continue
+                if reference is None:
+                    reference = outputs
+                error = max(float(np.abs(o - r).max()) for o, r in zip(outputs, reference))
+                scale = max(float(np.abs(r).max()) for r in reference) or 1.0
+                entries[label] = {**timing.to_json(), "max_relative_difference": round(error / scale, 6)}
+                del session
+    for mode, _ in modes:
+        best = {}
+        for side in ("unfused", "fused"):
+            timed = {k: v for k, v in result[side][mode].items() if "median_ms" in v}
+            if not timed:
+                raise FcmError(f"batch {batch}: no configuration of the {side} model ran")
+            label = min(timed, key=lambda k: timed[k]["median_ms"])
+            best[side] = {"config": label, "median_ms": timed[label]["median_ms"]}
+        best["speedup"] = round(best["unfused"]["median_ms"] / best["fused"]["median_ms"], 3)
+        result.setdefault("best", {})[mode] = best
+    return result
+
+
+# --- per-group micro-benchmarks ---------------------------------------------------------------
+
+def value_shapes(model: onnx.ModelProto, batch: int) -> dict[str, list[int]]:
+    """Every tensor's shape at ``batch`` (shape inference with the batch dimension fixed)."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for graph_input in fixed.graph.input:
+        dims = graph_input.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = batch
+    del fixed.graph.value_info[:]
+    for output in fixed.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    inferred = onnx.shape_inference.infer_shapes(fixed)
+    shapes = {}
+    for info in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = info.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[info.name] = [d.dim_value for d in dims]
+    return shapes
+
+
+def group_models(fused: onnx.ModelProto, node: onnx.NodeProto, shapes: dict[str, list[int]]):
+    """(fused node alone, its function body as a plain graph) with the node's initializers."""
+    initializers = {i.name: i for i in fused.graph.initializer}
+    function = node_function(fused, node)
+    opset = [o for o in fused.opset_import]
+    data_inputs = [name for name in node.input if name and name not in initializers]
+    inputs = [helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shapes[name]) for name in data_inputs]
+    output = helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, shapes.get(node.output[0]))
+    weights = [initializers[name] for name in node.input if name in initializers]
+    alone = helper.make_model(helper.make_graph([node], "group", inputs, [output], weights), opset_imports=opset,
+                              functions=[function])
+    alone.ir_version = fused.ir_version
+    body = function_body(fused, node)  # its formal parameters bound to the node's actual inputs
+    plain = helper.make_model(helper.make_graph(body, "subgraph", inputs, [output], weights),
+                              opset_imports=[o for o in opset if o.domain in ("", "ai.onnx")])
+    plain.ir_version = fused.ir_version
+    return alone, plain, data_inputs
+
+
+def unavoidable_bytes(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> int:
+    """Read the input (and scale) once, the weights once, write the output once (fp32)."""
+    total = 0
+    for name in list(node.input) + list(node.output):
+        if name in initializers:
+            total += int(np.prod(initializers[name].dims))
+        elif name in shapes:
+            total += int(np.prod(shapes[name]))
+    return 4 * total
+
+
+def fused_macs(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> dict[str, int]:
+    """Multiply-accumulates of one fused node, per stage type: {"pw": ..., "dw": ...} (the pointwise
+    stages run on tensor cores, the depthwise one on the FP32 units). Each stage costs its output
+    pixels times its weight count ([F, C] pointwise, [C, K, K] depthwise); stages before the
+    depthwise one are at the input's resolution, the rest at the output's."""
+    kind = next((k for k, op in OP_TYPES.items() if op == node.op_type), None)
+    if kind is None:
+        raise FcmError(f"{node.name}: {node.op_type} is not a fused op")
+    batch, _, height, width = shapes[node.input[0]]
+    out_h, out_w = shapes[node.output[0]][2:]
+    macs = {"pw": 0, "dw": 0}
+    pixels = height * width
+    for index, stage in enumerate(KIND_STAGES[kind]):
+        if stage == "dw":
+            pixels = out_h * out_w
+        macs[stage] += batch * pixels * int(np.prod(initializers[node.input[1 + 2 * index]].dims))
+    return macs
+
+
+def bench_groups(fused: onnx.ModelProto, plan: dict | None, batch: int, runs: int, warmup: int, progress: Progress) -> list[dict]:
+    shapes = value_shapes(fused, batch)
+    initializers = {i.name: i for i in fused.graph.initializer}
+    groups_by_node = {f"fcm{g['id']}_{g['kind']}": g for g in (plan or {}).get("groups", [])}
+    rng = np.random.default_rng(0)
+    rows = []
+    for node in fused.graph.node:
+        if node.domain != DOMAIN:
+            continue
+        if not all(n in shapes or n in initializers or not n for n in list(node.input) + list(node.output)):
+            rows.append({"node": node.name, "error": "shapes unknown"})
+            continue
+        progress(f"batch {batch} group {node.name}")
+        alone, plain, data_inputs = group_models(fused, node, shapes)
+        feeds = {name: rng.uniform(-1, 1, shapes[name]).astype(np.float32) for name in data_inputs}
+        out_shape = [shapes[node.output[0]]]
+        try:  # each side's better of CUDA graphs on and off
+            fused_t, fused_out = min((time_session(cuda_session(alone, True, providers(g, False)), feeds, out_shape, runs, warmup)
+                                      for g in (False, True)), key=lambda r: r[0].median_ms)
+            plain_t, plain_out = min((time_session(cuda_session(plain, False, providers(g, False)), feeds, out_shape, runs, warmup)
+                                      for g in (False, True)), key=lambda r: r[0].median_ms)
+        except Exception as exc:
+            rows.append({"node": node.name, "error": str(exc).strip().splitlines()[0][:200]})
+            continue
+        floor = unavoidable_bytes(node, shapes, initializers)
+        scale = float(np.abs(plain_out[0]).max()) or 1.0
+        row = {
+            "node": node.name, "op": node.op_type,
+            "fused_ms": round(fused_t.median_ms, 4), "unfused_ms": round(plain_t.median_ms, 4),
+            "speedup": round(plain_t.median_ms / fused_t.median_ms, 3),
+            "unavoidable_bytes": floor, "achieved_gb_s": round(floor / (fused_t.median_ms * 1e-3) / 1e9, 1),
+            "max_relative_difference": round(float(np.abs(fused_out[0] - plain_out[0]).max()) / scale, 6),
+        }
+        group = groups_by_node.get(node.name)
+        if group is not None:
+            predicted = group["predicted"]["fused"]
+            row["planner"] = {"layers": group["layers"], "plan_batch": plan["batch"], "dram_bytes": predicted["dram_bytes"],
+                              "time_us": predicted["time_us"], "unfused_time_us": group["predicted"]["unfused"]["time_us"]}
+        rows.append(row)
+    return rows
+
+
+# --- the whole benchmark ----------------------------------------------------------------------
+
+def device_info() -> dict:
+    import onnxruntime as ort
+
+    info = {"onnxruntime": ort.__version__, "python": platform.python_version(), "host": platform.node()}
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        name, driver, memory = [part.strip() for part in smi.stdout.splitlines()[0].split(",")]
+        info.update(gpu=name, driver=driver, gpu_memory=memory)
+    except Exception:
+        info["gpu"] = "unknown"
+    return info
+
+
+def copy_bandwidth() -> float | None:
+    """Device-to-device copy bandwidth (bytes read + written per second), if PyTorch is here."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    a = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(20):
+        b.copy_(a)
+    end.record()
+    torch.cuda.synchronize()
+    return 2 * a.numel() * 20 / (start.elapsed_time(end) * 1e-3)
+
+
+def with_allow_tf32(model: onnx.ModelProto, allow: bool) -> onnx.ModelProto:
+    """A copy of ``model`` whose fused nodes carry ``allow_tf32`` (the kernels' TF32 pointwise
+    stages on or off)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for node in out.graph.node:
+        if node.domain == DOMAIN:
+            kept = [a for a in node.attribute if a.name != "allow_tf32"]
+            del node.attribute[:]
+            node.attribute.extend(kept + [helper.make_attribute("allow_tf32", int(allow))])
+    return out
+
+
+def model_pieces(model: onnx.ModelProto) -> dict[str, tuple[list[str], list[str]]]:
+    """Input and output tensor names of a fused model's three pieces: the head (up to its first
+    fused node), the body (its fused nodes and what lies between them) and the tail."""
+    fused = [n for n in model.graph.node if n.domain == DOMAIN]
+    if not fused:
+        raise FcmError("the model has no fused nodes")
+    graph_inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    graph_outputs = [o.name for o in model.graph.output]
+    first_in, last_out = [fused[0].input[0]], [fused[-1].output[0]]
+    return {"head": (graph_inputs, first_in), "body": (first_in, last_out), "tail": (last_out, graph_outputs)}

@@ -1,0 +1,216 @@
+"""``fcm convert``: a Keras/TFLite model -> a verified fused ONNX model, in fp32 or int8.
+
+In: a model specification (as for ``fcm extract``), the output path, the GPU/batch/dtype to plan
+for. Out: ``OUT.onnx`` (the fused model) and beside it ``<stem>.unfused.onnx`` (the same model
+without fusion), ``<stem>.dag.json`` + ``<stem>.weights.npz``, ``<stem>.plan.json`` and
+``<stem>.report.md``, all written only once the fused model has been verified; on any failure
+nothing is written.
+
+Steps, the same for every precision: open the model and extract its DAG; choose the precision (a
+full-integer TFLite model converts to int8, anything else to fp32; ``--int8`` quantizes a Keras
+model first, :mod:`fcm.pipeline.quantize`); prepare the lowering's input; plan the fusion; lower;
+verify; write. What differs per precision (how to lower, verify and report) is in
+:mod:`fcm.pipeline.precisions`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import onnx
+
+from extractor.dag import Dag
+from extractor.sources import OpenedModel, SourceOptions, open_model
+from fcm_core.errors import FcmError
+from fcm_core.fileio import staged_directory
+
+from .precisions import PRECISIONS
+from .verify import FP32_TOLERANCE
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ConvertOptions:
+    gpu: str = "auto"
+    batch: int = 1
+    dtype: str | None = None  # "fp32" or "int8"; None: int8 for full-integer TFLite models, else fp32
+    scheme: str = "fp32"  # int8: the requantization arithmetic (XNNPACK's "fp32" or the builtin "fixed_point")
+    verify: bool = True
+    verify_batches: tuple[int, ...] = (1, 3)
+    tolerance: float = FP32_TOLERANCE
+    seed: int | None = None  # inputs for verification; None: fresh each run
+    int8: bool = False  # quantize a Keras model to a full-integer TFLite model first (fcm.pipeline.quantize)
+    calibration: str | Path | None = None  # with int8: a .npy of input samples; None: random (a warning)
+    io_dtype: str = "int8"  # with int8: the quantized model's input and output type ("int8" or "uint8")
+    source: SourceOptions = field(default_factory=SourceOptions)
+
+
+@dataclass
+class ConvertResult:
+    output: Path
+    files: dict[str, Path]
+    dag: Dag
+    plan: Any  # planner.Plan
+    rewrite: Any  # the lowering's record: .fused and .skipped groups
+    checks: list  # fp32: verify.Check per comparison; int8: none (see summary)
+    notes: list[str]
+    summary: list[str] = field(default_factory=list)  # lines saying how it was verified (int8)
+    precision: str = "fp32"
+
+
+def _gpu(name: str, notes: list[str], progress: Progress):
+    from planner.gpus import detect_local, resolve
+
+    if name != "auto":
+        return resolve(name)
+    try:
+        return detect_local()
+    except FcmError:
+        notes.append("no local NVIDIA GPU found: planned for an H100 (choose with --gpu)")
+        return resolve("H100")
+
+
+def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None,
+            progress: Progress = lambda message: None) -> ConvertResult:
+    options = options or ConvertOptions()
+    output = Path(output)
+    if output.suffix != ".onnx":
+        raise FcmError("the output must be an .onnx file", output)
+
+    progress(f"opening {spec if isinstance(spec, (str, Path)) else 'the model'}")
+    source = open_model(spec, options.source)
+    if (options.calibration is not None or options.io_dtype != "int8") and not options.int8:
+        raise FcmError("--calibration and --io-dtype apply with --int8 only")
+    if options.int8:
+        if options.dtype == "fp32":
+            raise FcmError("--int8 converts to int8: leave out --dtype fp32")
+        if source.kind == "keras":
+            return convert_quantized(source, output, options, progress)
+        if source.kind == "savedmodel":
+            raise FcmError("--int8 quantizes Keras models (keras:<Name>, .keras, .h5); for a SavedModel, quantize it "
+                           "with TFLite's converter and give the full-integer .tflite", source.where)
+        if options.calibration is not None:
+            raise FcmError("--calibration applies to Keras models; this .tflite is quantized already or not at all",
+                           source.where)
+    progress("extracting the layer DAG")
+    dag = source.dag()
+    precision = precision_of(source, dag, options)
+    if options.int8 and precision != "int8":
+        raise FcmError("--int8 on a .tflite needs a full-integer model (a float .tflite is not quantized here: give "
+                       "the Keras model it came from)", source.where)
+    return run(PRECISIONS[precision], source, dag, output, options, progress)
+
+
+def run(precision, source: OpenedModel, dag: Dag, output: Path, options: ConvertOptions, progress: Progress,
+        tflite: bytes | None = None, notes: list[str] | None = None) -> ConvertResult:
+    """The conversion of an opened model in one precision (:mod:`fcm.pipeline.precisions`);
+    ``tflite``: the model's bytes, written beside the outputs as ``<stem>.tflite`` (``--int8``,
+    where the model was quantized here)."""
+    from planner import make_plan
+
+    started = time.monotonic()
+    notes = list(notes or [])
+    prepared = precision.prepare(source, dag, progress)
+    gpu = _gpu(options.gpu, notes, progress)
+    dtype = options.dtype or precision.name
+    progress(f"planning for {gpu.name}, batch {options.batch}, {dtype}")
+    plan = make_plan(dag, gpu, options.batch, dtype, dag_path=f"{output.stem}.dag.json")
+    lowered = precision.lower(prepared, dag, plan, options, progress, notes)
+    for skipped in lowered.result.skipped:
+        notes.append(f"group {skipped['group']} ({skipped['kind']} {skipped['layers']}) left unfused: {skipped['reason']}")
+
+    checks: list = []
+    if options.verify:
+        checks = precision.verify(source, lowered, options, progress)
+    else:
+        notes.append("not verified (--no-verify)")
+
+    files = output_files(output)
+    if tflite is not None:
+        files["tflite"] = output.with_name(f"{output.stem}.tflite")
+    text = precision.report(source, dag, plan, lowered, checks, notes, options, time.monotonic() - started, files)
+    progress(f"writing {output}")
+    write_outputs(files, lowered.fused, lowered.unfused, dag, plan.to_json(), text, tflite)
+    summary = precision.summary(checks, options)
+    return ConvertResult(output, files, dag, plan, lowered.result, [] if summary else checks, notes, summary,
+                         precision.name)
+
+
+def convert_quantized(source: OpenedModel, output: Path, options: ConvertOptions, progress: Progress) -> ConvertResult:
+    """``--int8`` on a Keras model: quantize it to a full-integer TFLite model (:mod:`fcm.pipeline.quantize`),
+    convert that on the int8 path, and write the .tflite beside the outputs (``<stem>.tflite``),
+    with them or not at all."""
+    import tempfile
+
+    from .quantize import quantize_keras
+
+    what = f"{options.calibration}" if options.calibration is not None else "random data"
+    progress(f"quantizing to a full-integer TFLite model ({options.io_dtype} input/output, calibrated on {what})")
+    tflite = quantize_keras(source.keras_model, options.calibration, options.io_dtype, options.source.seed)
+    notes = [f"quantized by TFLite's post-training full-integer quantization ({options.io_dtype} input and output), "
+             + (f"calibrated on the samples of {options.calibration}" if options.calibration is not None else
+                "calibrated on random data: the quantization ranges, and so the accuracy, are meaningless for real inputs")]
+    with tempfile.TemporaryDirectory(prefix="fcm-int8-") as scratch:
+        path = Path(scratch) / f"{output.stem}.tflite"
+        path.write_bytes(tflite)
+        quantized = OpenedModel("tflite", f"{source.where} (quantized to int8)", path=path)
+        progress("extracting the layer DAG of the quantized model")
+        dag = quantized.dag()
+        if precision_of(quantized, dag, ConvertOptions(dtype="int8")) != "int8":
+            raise FcmError("TFLite's quantization did not give a full-integer model", source.where)  # pragma: no cover
+        return run(PRECISIONS["int8"], quantized, dag, output, options, progress, tflite=tflite, notes=notes)
+
+
+def output_files(output: Path) -> dict[str, Path]:
+    """Where a conversion writes: OUT.onnx and its companions beside it."""
+    stem = output.stem
+    return {
+        "fused": output,
+        "unfused": output.with_name(f"{stem}.unfused.onnx"),
+        "dag": output.with_name(f"{stem}.dag.json"),
+        "weights": output.with_name(f"{stem}.weights.npz"),
+        "plan": output.with_name(f"{stem}.plan.json"),
+        "report": output.with_name(f"{stem}.report.md"),
+    }
+
+
+def write_outputs(files: dict[str, Path], fused: onnx.ModelProto, unfused: onnx.ModelProto, dag: Dag, plan_json: dict,
+                  report: str, tflite: bytes | None = None) -> None:
+    """Write every file of ``files`` (:func:`output_files`, plus ``"tflite"`` with ``tflite``) at once, or none."""
+    with staged_directory(files["fused"].parent) as scratch:
+        if tflite is not None:
+            (scratch / files["tflite"].name).write_bytes(tflite)
+        onnx.save(fused, scratch / files["fused"].name)
+        onnx.save(unfused, scratch / files["unfused"].name)
+        dag_dir = scratch / "dag"
+        dag.save(dag_dir)
+        (dag_dir / "dag.json").rename(scratch / files["dag"].name)
+        (dag_dir / "weights.npz").rename(scratch / files["weights"].name)
+        dag_dir.rmdir()
+        (scratch / files["plan"].name).write_text(json.dumps(plan_json, indent=1) + "\n")
+        (scratch / files["report"].name).write_text(report)
+
+
+def precision_of(source: OpenedModel, dag: Dag, options: ConvertOptions) -> str:
+    """The precision ``dag`` converts in ("fp32" or "int8"); an FcmError for what converts in neither."""
+    from ort_custom_ops.lowering.int8 import quantization
+
+    kind = quantization(dag)
+    if options.dtype not in (None, "fp32", "int8"):
+        raise FcmError(f"unknown dtype {options.dtype!r} (fp32 or int8)")
+    if kind == "full" and source.kind == "tflite":
+        if options.dtype == "fp32":
+            raise FcmError("a full-integer model converts to int8 only (leave out --dtype, or give int8)", source.where)
+        return "int8"
+    if kind == "hybrid":
+        raise FcmError("the model mixes quantized and float tensors (dynamic-range or float-I/O quantization): "
+                       "neither the fp32 nor the int8 path converts it; give a float model or a full-integer one",
+                       source.where)
+    if options.dtype == "int8":
+        raise FcmError("--dtype int8 needs a full-integer .tflite model", source.where)
+    return "fp32"

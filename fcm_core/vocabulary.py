@@ -1,0 +1,148 @@
+"""The FCM op vocabulary: the one table of what a fused node can be.
+
+In: nothing (this is the table). Out: the fused-op kinds (stage sequences, op type per
+precision), the activations (attribute spelling, the DAG's spellings and standalone operators,
+their standard ONNX form, their int8 form), the epilogues, the depthwise geometry the kernels take,
+and the node attributes of every op per precision.
+
+Who reads it: the planner builds its candidates from :data:`KINDS` and :data:`ACTIVATIONS`; the
+lowering reads activations from ONNX graphs and writes nodes by it (``ort_custom_ops.lowering``,
+``ort_custom_ops.ops.schema``); ``ort_custom_ops.ops.header`` writes the C++ header the kernels
+are built with (``ort_custom_ops/csrc/vocabulary.h``), whose attribute reader refuses names this
+table does not declare; a test checks the built library against this module. A precision (fp32,
+int8) is a column here, not a second set of tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DOMAIN = "ai.fcm"
+DOMAIN_VERSION = 1
+
+STAGE_TYPES = ("pw", "dw")  # pointwise [F, C] and depthwise [C, K, K] convolutions
+DW_KERNELS = (3, 5, 7)
+DW_STRIDES = (1, 2)
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    op_prefix: str  # op types are <prefix>Fused<Stages>
+    layout: str
+    element: str  # the feature maps' element type
+
+
+PRECISIONS = {p.name: p for p in (Precision("fp32", "", "NCHW", "float32"), Precision("int8", "Q", "NHWC", "int8"))}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A fused-op kind: its stage sequence names it (``pwdwpw``) and its op types
+    (``FusedPwDwPw``, ``QFusedPwDwPw``)."""
+
+    stages: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return "".join(self.stages)
+
+    def op_type(self, precision: str = "fp32") -> str:
+        return PRECISIONS[precision].op_prefix + "Fused" + "".join(s.capitalize() for s in self.stages)
+
+
+KINDS = {k.name: k for k in (Kind(("dw", "pw")), Kind(("pw", "dw")), Kind(("pw", "pw")), Kind(("pw", "dw", "pw")))}
+MAX_STAGES = max(len(k.stages) for k in KINDS.values())
+
+
+@dataclass(frozen=True)
+class ActivationInfo:
+    """One activation a stage's epilogue applies.
+
+    ``name``: the attribute spelling (``stage<i>_activation``); ``kernel``: what the kernels run
+    (``relu6`` is a clip to [0, 6]); ``dag``: the DAG's fused-activation spellings that mean it,
+    each with the clip bounds it implies; ``standalone``: DAG operators that apply it on their own
+    (operator -> spelling); ``onnx``: its standard ONNX form: ``"Op"`` (one unary operator),
+    ``"Clip"`` (with bounds), ``"x*Op"`` (x times a unary operator of x), ``""`` (identity);
+    ``int8``: how the int8 ops apply it: ``"range"`` (a clamp of the requantized value),
+    ``"table"`` (a 256-entry table on the int8 output), or None."""
+
+    name: str
+    kernel: str
+    dag: dict[str, tuple[float, float] | None]
+    standalone: dict[str, str] = field(default_factory=dict)
+    onnx: str = ""
+    int8: str | None = None
+
+
+ACTIVATIONS = {a.name: a for a in (
+    ActivationInfo("none", "none", {"0": None}, int8="range"),
+    ActivationInfo("relu", "relu", {"RELU": None}, {"relu": "RELU"}, "Relu", "range"),
+    ActivationInfo("relu6", "clip", {"RELU6": (0.0, 6.0)}, {"relu6": "RELU6"}, "Clip", "range"),
+    ActivationInfo("clip", "clip", {"CLIP": None, "RELU_N1_TO_1": (-1.0, 1.0), "RELU_0_TO_1": (0.0, 1.0)},
+                   {"relu_n1_to_1": "RELU_N1_TO_1", "relu_0_to_1": "RELU_0_TO_1"}, "Clip", "range"),
+    ActivationInfo("hard_swish", "hard_swish", {"HARD_SWISH": None}, {"hard_swish": "HARD_SWISH"}, "HardSwish"),
+    ActivationInfo("swish", "swish", {"SWISH": None}, {}, "x*Sigmoid", "table"),
+    ActivationInfo("sigmoid", "sigmoid", {"SIGMOID": None}, {"logistic": "SIGMOID"}, "Sigmoid", "table"),
+)}
+
+#: What the kernels run, in the order of the C++ ``Act`` enum.
+KERNEL_ACTIVATIONS = tuple(dict.fromkeys(a.kernel for a in ACTIVATIONS.values()))
+#: The DAG's activation spellings the fused ops take -> attribute spelling, and the clip bounds some imply.
+FROM_DAG_ACTIVATION = {spelling: a.name for a in ACTIVATIONS.values() for spelling in a.dag}
+DAG_CLIP_BOUNDS = {spelling: bounds for a in ACTIVATIONS.values() if a.name == "clip"
+                   for spelling, bounds in a.dag.items() if bounds is not None}
+#: DAG operators that apply an activation on their own -> the DAG's spelling of it.
+STANDALONE_ACTIVATIONS = {op: spelling for a in ACTIVATIONS.values() for op, spelling in a.standalone.items()}
+
+#: What may follow a stage besides its activation, and which precisions take it.
+EPILOGUES = {
+    "residual": ("fp32", "int8"),  # the group's input added to the last stage's output, then residual_activation
+    "channel_scale": ("fp32",),  # an input S [N, C, 1, 1] multiplying X before a first pointwise stage
+    "activation_table": ("int8",),  # stage<i>_table: 256 int8 values applied to a stage's int8 output
+}
+
+#: The attributes of each op, per precision. ``stage{i}_...`` stands for stage1_... to stage3_...
+FUSED_ATTRIBUTES = {
+    "fp32": ("stage{i}_activation", "stage{i}_clip", "dw_kernel", "dw_stride", "dw_pads", "residual",
+             "residual_activation", "residual_clip", "allow_tf32", "cuda_plans",
+             "tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch"),
+    "int8": ("scheme", "x_scale", "x_zero_point", "stage{i}_w_scales", "stage{i}_y_scale", "stage{i}_y_zero_point",
+             "stage{i}_clamp", "stage{i}_table", "stage{i}_table_y_scale", "stage{i}_table_y_zero_point",
+             "dw_kernel", "dw_stride", "dw_pads", "residual", "residual_y_scale", "residual_y_zero_point",
+             "residual_clamp"),
+}
+#: The int8 layers that are not fused chains, and their attributes.
+INT8_LAYER_ATTRIBUTES = {
+    "QConv": ("scheme", "depthwise", "kernel_shape", "strides", "dilations", "pads", "x_scale", "x_zero_point",
+              "w_scales", "y_scale", "y_zero_point", "clamp", "table", "table_y_scale", "table_y_zero_point"),
+    "QAdd": ("a_scale", "a_zero_point", "b_scale", "b_zero_point", "y_scale", "y_zero_point", "clamp"),
+    "QMean": ("keepdims", "x_scale", "x_zero_point", "y_scale", "y_zero_point"),
+}
+#: The planner's tiling as node attributes (a record of its cost model's figures).
+TILING_KEYS = ("tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch")
+SCHEMES = ("fp32", "fixed_point")  # int8 requantization: XNNPACK's float rescale, the builtin kernels' Q31
+
+
+def expand(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Attribute names with ``stage{i}`` written out for every stage a kind may have."""
+    out: list[str] = []
+    for name in names:
+        out += [name.format(i=i) for i in range(1, MAX_STAGES + 1)] if "{i}" in name else [name]
+    return tuple(out)
+
+
+def op_attributes() -> dict[str, tuple[str, ...]]:
+    """Every op type of the domain -> the attributes it may carry (``stage{i}`` written out)."""
+    table = {kind.op_type(p): expand(FUSED_ATTRIBUTES[p]) for kind in KINDS.values() for p in PRECISIONS}
+    table.update({op: expand(names) for op, names in INT8_LAYER_ATTRIBUTES.items()})
+    return table
+
+
+def kind_of(op_type: str) -> tuple[Kind, str] | None:
+    """The kind and precision of a fused op type (``QFusedDwPw`` -> (dwpw, int8)); None for others."""
+    for kind in KINDS.values():
+        for precision in PRECISIONS:
+            if kind.op_type(precision) == op_type:
+                return kind, precision
+    return None

@@ -1,0 +1,178 @@
+// The one op framework every precision's ops share (fp32 Fused*, int8 Q*; CPU and CUDA):
+//   Op<Kernel, Signature>  the ONNX Runtime custom op: input/output types from the signature, the kernel
+//                          made and its attributes read and checked once, when ONNX Runtime creates it;
+//   Attributes             the attribute reader: remembers the first problem, and refuses a name the op
+//                          vocabulary (vocabulary.h) does not declare for the op;
+//   Error, NodeName, StaticShape, Guarded, OrtParallelFor: one error prefix ("FCM node '<name>': "),
+//                          the node's name, a static input shape, exceptions turned into a status, and
+//                          ONNX Runtime's thread pool as a ParallelFor.
+#pragma once
+
+#define ORT_API_MANUAL_INIT
+#include <onnxruntime_cxx_api.h>
+#undef ORT_API_MANUAL_INIT
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "parallel_for.h"
+#include "vocabulary.h"
+
+namespace fcm {
+
+inline Ort::Status Error(const std::string& node, const std::string& what) {
+  return Ort::Status(("FCM node '" + node + "': " + what).c_str(), ORT_INVALID_ARGUMENT);
+}
+
+// The node's name, or `fallback` when it has none.
+inline std::string NodeName(const Ort::ConstKernelInfo& info, const std::string& fallback) {
+  try {
+    const std::string name = info.GetNodeName();
+    if (!name.empty()) return name;
+  } catch (const Ort::Exception&) {
+  }
+  return fallback;
+}
+
+// The static shape of input `index` at kernel creation ({} when unknown).
+inline std::vector<int64_t> StaticShape(const Ort::ConstKernelInfo& info, size_t index) {
+  try {
+    return info.GetInputTypeInfo(index).GetTensorTypeAndShapeInfo().GetShape();
+  } catch (const Ort::Exception&) {
+    return {};
+  }
+}
+
+// Runs `body` (returning an Ort::Status), turning exceptions into a status for ONNX Runtime.
+template <typename F>
+OrtStatusPtr Guarded(F&& body) {
+  try {
+    Ort::Status status = body();
+    return status.IsOK() ? nullptr : status.release();
+  } catch (const Ort::Exception& e) {
+    return Ort::Status(e).release();
+  } catch (const std::exception& e) {
+    return Ort::Status(e.what(), ORT_RUNTIME_EXCEPTION).release();
+  }
+}
+
+// ONNX Runtime's thread pool as a ParallelFor (valid while `ctx` is).
+inline ParallelFor OrtParallelFor(Ort::KernelContext& ctx) {
+  return [&ctx](size_t count, const std::function<void(size_t)>& work) {
+    auto trampoline = [](void* data, size_t i) { (*static_cast<const std::function<void(size_t)>*>(data))(i); };
+    ctx.ParallelFor(trampoline, count, 0, const_cast<std::function<void(size_t)>*>(&work));
+  };
+}
+
+// Reads a node's attributes, remembering the first problem (a missing or invalid attribute). Every name
+// read must be one the vocabulary declares for `op`: reading another is a problem too, so the C++ ops
+// and the Python schema cannot drift apart unnoticed.
+class Attributes {
+ public:
+  Attributes(const Ort::ConstKernelInfo& info, const std::string& op) : info_(info) {
+    for (const auto& entry : vocabulary::kOpAttributes) {
+      if (op == entry.op) declared_ = &entry;
+    }
+    if (declared_ == nullptr) Fail("op type " + op + " is not in the op vocabulary");
+  }
+
+  const std::string& problem() const { return problem_; }
+  void Fail(const std::string& what) {
+    if (problem_.empty()) problem_ = what;
+  }
+
+  // An optional attribute: false (and *out untouched) when the node does not carry it.
+  template <typename T>
+  bool TryRead(const std::string& name, T* out) {
+    if (!Declared(name)) return false;
+    try {
+      *out = Get(name.c_str(), out);
+      return true;
+    } catch (const Ort::Exception&) {
+      return false;
+    }
+  }
+  // A required attribute: a missing one is the problem.
+  template <typename T>
+  bool Read(const std::string& name, T* out) {
+    if (TryRead(name, out)) return true;
+    Fail("missing attribute " + name);
+    return false;
+  }
+  int64_t Int(const std::string& name, int64_t fallback) {
+    int64_t v = fallback;
+    TryRead(name, &v);
+    return v;
+  }
+  // 0 or 1 (default 0).
+  bool Flag(const std::string& name) {
+    const int64_t v = Int(name, 0);
+    if (v != 0 && v != 1) Fail(name + " must be 0 or 1");
+    return v == 1;
+  }
+
+ private:
+  template <typename T>
+  T Get(const char* name, T*) const {
+    return info_.GetAttribute<T>(name);
+  }
+  template <typename T>
+  std::vector<T> Get(const char* name, std::vector<T>*) const {
+    return info_.GetAttributes<T>(name);
+  }
+  bool Declared(const std::string& name) {
+    if (declared_ == nullptr) return false;
+    for (size_t i = 0; i < declared_->count; ++i) {
+      if (name == declared_->names[i]) return true;
+    }
+    Fail("attribute " + name + " is not in the op vocabulary of " + declared_->op);
+    return false;
+  }
+
+  const Ort::ConstKernelInfo& info_;
+  const vocabulary::OpAttributes* declared_ = nullptr;
+  std::string problem_;
+};
+
+// One custom op class for every precision and provider. `Signature` gives the op's inputs and output
+// (InputCount(stages), Optional(index, stages), InputType(index), kOutputType) and makes a kernel
+// ready to run: Init(kernel, info, op_name, stages) reads and checks its attributes.
+template <typename Kernel, typename Signature>
+struct Op : Ort::CustomOpBase<Op<Kernel, Signature>, Kernel, /*WithStatus=*/true> {
+  Op(const char* name, size_t stages, const char* provider) : name_(name), provider_(provider), stages_(stages) {}
+
+  const char* GetName() const { return name_; }
+  const char* GetExecutionProviderType() const { return provider_; }
+  size_t GetInputTypeCount() const { return Signature::InputCount(stages_); }
+  ONNXTensorElementDataType GetInputType(size_t index) const { return Signature::InputType(index); }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
+    return Signature::Optional(index, stages_) ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
+                                               : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return Signature::kOutputType; }
+
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** op_kernel) const {
+    auto kernel = std::make_unique<Kernel>();
+    Ort::Status status(nullptr);
+    try {
+      status = Signature::Init(*kernel, Ort::ConstKernelInfo(info), name_, stages_);
+    } catch (const Ort::Exception& e) {
+      status = Ort::Status(e);
+    } catch (const std::exception& e) {
+      status = Ort::Status(e.what(), ORT_INVALID_ARGUMENT);
+    }
+    if (!status.IsOK()) return status.release();
+    *op_kernel = kernel.release();
+    return nullptr;
+  }
+
+ private:
+  const char* name_;
+  const char* provider_;
+  size_t stages_;
+};
+
+}  // namespace fcm

@@ -1,0 +1,96 @@
+// The FCM op vocabulary for the C++ kernels. Generated from fcm_core/vocabulary.py by
+// `python -m ort_custom_ops.ops.header`: do not edit (tests/ops/test_vocabulary.py fails when the two
+// disagree).
+#pragma once
+
+#include <cstddef>
+
+namespace fcm {
+
+// What the kernels' epilogues compute (epilogue.h holds each formula).
+enum class Act : int { kNone = 0, kRelu, kClip, kHardSwish, kSwish, kSigmoid };
+#define FCM_FOR_EACH_ACT(X) X(Act::kNone) X(Act::kRelu) X(Act::kClip) X(Act::kHardSwish) X(Act::kSwish) X(Act::kSigmoid)
+
+namespace vocabulary {
+
+inline constexpr const char* kDomain = "ai.fcm";
+
+// Attribute spellings of the activations; an alias runs another activation with fixed clip bounds.
+struct ActivationName {
+  const char* name;
+  Act kind;
+  bool fixed_clip;
+  float lo, hi;
+};
+inline constexpr ActivationName kActivations[] = {
+    {"none", Act::kNone, false, 0.f, 0.f},
+    {"relu", Act::kRelu, false, 0.f, 0.f},
+    {"relu6", Act::kClip, true, 0.0f, 6.0f},
+    {"clip", Act::kClip, false, 0.f, 0.f},
+    {"hard_swish", Act::kHardSwish, false, 0.f, 0.f},
+    {"swish", Act::kSwish, false, 0.f, 0.f},
+    {"sigmoid", Act::kSigmoid, false, 0.f, 0.f},
+};
+inline constexpr const char* kActivationList = "none, relu, relu6, clip, hard_swish, swish, sigmoid";
+
+inline constexpr int kDwKernels[] = {3, 5, 7};
+inline constexpr int kDwStrides[] = {1, 2};
+
+// Every op type of the domain and the attributes it may carry.
+inline constexpr const char* kFusedDwPwAttributes[] = {"stage1_activation", "stage2_activation", "stage3_activation", "stage1_clip", "stage2_clip", "stage3_clip", "dw_kernel", "dw_stride", "dw_pads", "residual", "residual_activation", "residual_clip", "allow_tf32", "cuda_plans", "tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch"};
+inline constexpr const char* kQFusedDwPwAttributes[] = {"scheme", "x_scale", "x_zero_point", "stage1_w_scales", "stage2_w_scales", "stage3_w_scales", "stage1_y_scale", "stage2_y_scale", "stage3_y_scale", "stage1_y_zero_point", "stage2_y_zero_point", "stage3_y_zero_point", "stage1_clamp", "stage2_clamp", "stage3_clamp", "stage1_table", "stage2_table", "stage3_table", "stage1_table_y_scale", "stage2_table_y_scale", "stage3_table_y_scale", "stage1_table_y_zero_point", "stage2_table_y_zero_point", "stage3_table_y_zero_point", "dw_kernel", "dw_stride", "dw_pads", "residual", "residual_y_scale", "residual_y_zero_point", "residual_clamp"};
+inline constexpr const char* kFusedPwDwAttributes[] = {"stage1_activation", "stage2_activation", "stage3_activation", "stage1_clip", "stage2_clip", "stage3_clip", "dw_kernel", "dw_stride", "dw_pads", "residual", "residual_activation", "residual_clip", "allow_tf32", "cuda_plans", "tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch"};
+inline constexpr const char* kQFusedPwDwAttributes[] = {"scheme", "x_scale", "x_zero_point", "stage1_w_scales", "stage2_w_scales", "stage3_w_scales", "stage1_y_scale", "stage2_y_scale", "stage3_y_scale", "stage1_y_zero_point", "stage2_y_zero_point", "stage3_y_zero_point", "stage1_clamp", "stage2_clamp", "stage3_clamp", "stage1_table", "stage2_table", "stage3_table", "stage1_table_y_scale", "stage2_table_y_scale", "stage3_table_y_scale", "stage1_table_y_zero_point", "stage2_table_y_zero_point", "stage3_table_y_zero_point", "dw_kernel", "dw_stride", "dw_pads", "residual", "residual_y_scale", "residual_y_zero_point", "residual_clamp"};
+inline constexpr const char* kFusedPwPwAttributes[] = {"stage1_activation", "stage2_activation", "stage3_activation", "stage1_clip", "stage2_clip", "stage3_clip", "dw_kernel", "dw_stride", "dw_pads", "residual", "residual_activation", "residual_clip", "allow_tf32", "cuda_plans", "tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch"};
+inline constexpr const char* kQFusedPwPwAttributes[] = {"scheme", "x_scale", "x_zero_point", "stage1_w_scales", "stage2_w_scales", "stage3_w_scales", "stage1_y_scale", "stage2_y_scale", "stage3_y_scale", "stage1_y_zero_point", "stage2_y_zero_point", "stage3_y_zero_point", "stage1_clamp", "stage2_clamp", "stage3_clamp", "stage1_table", "stage2_table", "stage3_table", "stage1_table_y_scale", "stage2_table_y_scale", "stage3_table_y_scale", "stage1_table_y_zero_point", "stage2_table_y_zero_point", "stage3_table_y_zero_point", "dw_kernel", "dw_stride", "dw_pads", "residual", "residual_y_scale", "residual_y_zero_point", "residual_clamp"};
+inline constexpr const char* kFusedPwDwPwAttributes[] = {"stage1_activation", "stage2_activation", "stage3_activation", "stage1_clip", "stage2_clip", "stage3_clip", "dw_kernel", "dw_stride", "dw_pads", "residual", "residual_activation", "residual_clip", "allow_tf32", "cuda_plans", "tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch"};
+inline constexpr const char* kQFusedPwDwPwAttributes[] = {"scheme", "x_scale", "x_zero_point", "stage1_w_scales", "stage2_w_scales", "stage3_w_scales", "stage1_y_scale", "stage2_y_scale", "stage3_y_scale", "stage1_y_zero_point", "stage2_y_zero_point", "stage3_y_zero_point", "stage1_clamp", "stage2_clamp", "stage3_clamp", "stage1_table", "stage2_table", "stage3_table", "stage1_table_y_scale", "stage2_table_y_scale", "stage3_table_y_scale", "stage1_table_y_zero_point", "stage2_table_y_zero_point", "stage3_table_y_zero_point", "dw_kernel", "dw_stride", "dw_pads", "residual", "residual_y_scale", "residual_y_zero_point", "residual_clamp"};
+inline constexpr const char* kQConvAttributes[] = {"scheme", "depthwise", "kernel_shape", "strides", "dilations", "pads", "x_scale", "x_zero_point", "w_scales", "y_scale", "y_zero_point", "clamp", "table", "table_y_scale", "table_y_zero_point"};
+inline constexpr const char* kQAddAttributes[] = {"a_scale", "a_zero_point", "b_scale", "b_zero_point", "y_scale", "y_zero_point", "clamp"};
+inline constexpr const char* kQMeanAttributes[] = {"keepdims", "x_scale", "x_zero_point", "y_scale", "y_zero_point"};
+struct OpAttributes {
+  const char* op;
+  const char* const* names;
+  size_t count;
+};
+inline constexpr OpAttributes kOpAttributes[] = {
+    {"FusedDwPw", kFusedDwPwAttributes, 20},
+    {"QFusedDwPw", kQFusedDwPwAttributes, 31},
+    {"FusedPwDw", kFusedPwDwAttributes, 20},
+    {"QFusedPwDw", kQFusedPwDwAttributes, 31},
+    {"FusedPwPw", kFusedPwPwAttributes, 20},
+    {"QFusedPwPw", kQFusedPwPwAttributes, 31},
+    {"FusedPwDwPw", kFusedPwDwPwAttributes, 20},
+    {"QFusedPwDwPw", kQFusedPwDwPwAttributes, 31},
+    {"QConv", kQConvAttributes, 15},
+    {"QAdd", kQAddAttributes, 7},
+    {"QMean", kQMeanAttributes, 5},
+};
+
+// The vocabulary as one line of JSON (FcmLibraryVocabulary returns it).
+inline constexpr const char* kText = "{\"activations\":{\"clip\":{\"clip\":null,\"kernel\":\"clip\"},\"hard_swish\":{\"clip\":null,\"kernel\":\"hard_swish\"},\"none\":{\"clip\":null,\"kernel\":\"none\"},\"relu\":{\"clip\":null,\"kernel\":\"relu\"},\"relu6\":{\"clip\":[0.0,6.0],\"kernel\":\"clip\"},\"sigmoid\":{\"clip\":null,\"kernel\":\"sigmoid\"},\"swish\":{\"clip\":null,\"kernel\":\"swish\"}},\"attributes\":{\"FusedDwPw\":[\"allow_tf32\",\"chunk\",\"cuda_plans\",\"dw_kernel\",\"dw_pads\",\"dw_stride\",\"plan_batch\",\"residual\",\"residual_activation\",\"residual_clip\",\"split\",\"stage1_activation\",\"stage1_clip\",\"stage2_activation\",\"stage2_clip\",\"stage3_activation\",\"stage3_clip\",\"tile_f\",\"tile_h\",\"tile_w\"],\"FusedPwDw\":[\"allow_tf32\",\"chunk\",\"cuda_plans\",\"dw_kernel\",\"dw_pads\",\"dw_stride\",\"plan_batch\",\"residual\",\"residual_activation\",\"residual_clip\",\"split\",\"stage1_activation\",\"stage1_clip\",\"stage2_activation\",\"stage2_clip\",\"stage3_activation\",\"stage3_clip\",\"tile_f\",\"tile_h\",\"tile_w\"],\"FusedPwDwPw\":[\"allow_tf32\",\"chunk\",\"cuda_plans\",\"dw_kernel\",\"dw_pads\",\"dw_stride\",\"plan_batch\",\"residual\",\"residual_activation\",\"residual_clip\",\"split\",\"stage1_activation\",\"stage1_clip\",\"stage2_activation\",\"stage2_clip\",\"stage3_activation\",\"stage3_clip\",\"tile_f\",\"tile_h\",\"tile_w\"],\"FusedPwPw\":[\"allow_tf32\",\"chunk\",\"cuda_plans\",\"dw_kernel\",\"dw_pads\",\"dw_stride\",\"plan_batch\",\"residual\",\"residual_activation\",\"residual_clip\",\"split\",\"stage1_activation\",\"stage1_clip\",\"stage2_activation\",\"stage2_clip\",\"stage3_activation\",\"stage3_clip\",\"tile_f\",\"tile_h\",\"tile_w\"],\"QAdd\":[\"a_scale\",\"a_zero_point\",\"b_scale\",\"b_zero_point\",\"clamp\",\"y_scale\",\"y_zero_point\"],\"QConv\":[\"clamp\",\"depthwise\",\"dilations\",\"kernel_shape\",\"pads\",\"scheme\",\"strides\",\"table\",\"table_y_scale\",\"table_y_zero_point\",\"w_scales\",\"x_scale\",\"x_zero_point\",\"y_scale\",\"y_zero_point\"],\"QFusedDwPw\":[\"dw_kernel\",\"dw_pads\",\"dw_stride\",\"residual\",\"residual_clamp\",\"residual_y_scale\",\"residual_y_zero_point\",\"scheme\",\"stage1_clamp\",\"stage1_table\",\"stage1_table_y_scale\",\"stage1_table_y_zero_point\",\"stage1_w_scales\",\"stage1_y_scale\",\"stage1_y_zero_point\",\"stage2_clamp\",\"stage2_table\",\"stage2_table_y_scale\",\"stage2_table_y_zero_point\",\"stage2_w_scales\",\"stage2_y_scale\",\"stage2_y_zero_point\",\"stage3_clamp\",\"stage3_table\",\"stage3_table_y_scale\",\"stage3_table_y_zero_point\",\"stage3_w_scales\",\"stage3_y_scale\",\"stage3_y_zero_point\",\"x_scale\",\"x_zero_point\"],\"QFusedPwDw\":[\"dw_kernel\",\"dw_pads\",\"dw_stride\",\"residual\",\"residual_clamp\",\"residual_y_scale\",\"residual_y_zero_point\",\"scheme\",\"stage1_clamp\",\"stage1_table\",\"stage1_table_y_scale\",\"stage1_table_y_zero_point\",\"stage1_w_scales\",\"stage1_y_scale\",\"stage1_y_zero_point\",\"stage2_clamp\",\"stage2_table\",\"stage2_table_y_scale\",\"stage2_table_y_zero_point\",\"stage2_w_scales\",\"stage2_y_scale\",\"stage2_y_zero_point\",\"stage3_clamp\",\"stage3_table\",\"stage3_table_y_scale\",\"stage3_table_y_zero_point\",\"stage3_w_scales\",\"stage3_y_scale\",\"stage3_y_zero_point\",\"x_scale\",\"x_zero_point\"],\"QFusedPwDwPw\":[\"dw_kernel\",\"dw_pads\",\"dw_stride\",\"residual\",\"residual_clamp\",\"residual_y_scale\",\"residual_y_zero_point\",\"scheme\",\"stage1_clamp\",\"stage1_table\",\"stage1_table_y_scale\",\"stage1_table_y_zero_point\",\"stage1_w_scales\",\"stage1_y_scale\",\"stage1_y_zero_point\",\"stage2_clamp\",\"stage2_table\",\"stage2_table_y_scale\",\"stage2_table_y_zero_point\",\"stage2_w_scales\",\"stage2_y_scale\",\"stage2_y_zero_point\",\"stage3_clamp\",\"stage3_table\",\"stage3_table_y_scale\",\"stage3_table_y_zero_point\",\"stage3_w_scales\",\"stage3_y_scale\",\"stage3_y_zero_point\",\"x_scale\",\"x_zero_point\"],\"QFusedPwPw\":[\"dw_kernel\",\"dw_pads\",\"dw_stride\",\"residual\",\"residual_clamp\",\"residual_y_scale\",\"residual_y_zero_point\",\"scheme\",\"stage1_clamp\",\"stage1_table\",\"stage1_table_y_scale\",\"stage1_table_y_zero_point\",\"stage1_w_scales\",\"stage1_y_scale\",\"stage1_y_zero_point\",\"stage2_clamp\",\"stage2_table\",\"stage2_table_y_scale\",\"stage2_table_y_zero_point\",\"stage2_w_scales\",\"stage2_y_scale\",\"stage2_y_zero_point\",\"stage3_clamp\",\"stage3_table\",\"stage3_table_y_scale\",\"stage3_table_y_zero_point\",\"stage3_w_scales\",\"stage3_y_scale\",\"stage3_y_zero_point\",\"x_scale\",\"x_zero_point\"],\"QMean\":[\"keepdims\",\"x_scale\",\"x_zero_point\",\"y_scale\",\"y_zero_point\"]},\"domain\":\"ai.fcm\",\"dw_kernels\":[3,5,7],\"dw_strides\":[1,2],\"kinds\":{\"dwpw\":{\"ops\":{\"fp32\":\"FusedDwPw\",\"int8\":\"QFusedDwPw\"},\"stages\":[\"dw\",\"pw\"]},\"pwdw\":{\"ops\":{\"fp32\":\"FusedPwDw\",\"int8\":\"QFusedPwDw\"},\"stages\":[\"pw\",\"dw\"]},\"pwdwpw\":{\"ops\":{\"fp32\":\"FusedPwDwPw\",\"int8\":\"QFusedPwDwPw\"},\"stages\":[\"pw\",\"dw\",\"pw\"]},\"pwpw\":{\"ops\":{\"fp32\":\"FusedPwPw\",\"int8\":\"QFusedPwPw\"},\"stages\":[\"pw\",\"pw\"]}}}";
+
+}  // namespace vocabulary
+
+// A fused op type: its name, stage count and which stages are depthwise.
+struct FusedKind {
+  const char* name;
+  size_t stages;
+  bool depthwise[3];
+};
+inline constexpr FusedKind kFp32Kinds[] = {
+    {"FusedDwPw", 2, {true, false, false}},
+    {"FusedPwDw", 2, {false, true, false}},
+    {"FusedPwPw", 2, {false, false, false}},
+    {"FusedPwDwPw", 3, {false, true, false}},
+};
+namespace int8 {
+inline constexpr FusedKind kFusedKinds[] = {
+    {"QFusedDwPw", 2, {true, false, false}},
+    {"QFusedPwDw", 2, {false, true, false}},
+    {"QFusedPwPw", 2, {false, false, false}},
+    {"QFusedPwDwPw", 3, {false, true, false}},
+};
+}  // namespace int8
+
+}  // namespace fcm

@@ -1,0 +1,11 @@
+"""Lowering: a model and its fusion plan -> an ONNX model of FCM ops.
+
+In: a source model (Keras, TFLite, SavedModel), its DAG and a plan. Out: the fused ONNX model.
+
+- ``export``: source model -> standard ONNX (tf2onnx); ``normalize``: its canonical form;
+- ``patterns``: reading small ONNX patterns (activations, pads, channel scales); ``rules``: one
+  pattern -> replacement rule per FCM kind; ``rewrite``: the planned groups found in the graph and
+  replaced by FCM nodes with function bodies, then the graph cleaned up;
+- ``int8``: a full-integer DAG -> an int8 ONNX model built layer by layer, groups fused;
+- ``unfuse``: fused nodes back to the subgraphs they replaced.
+"""

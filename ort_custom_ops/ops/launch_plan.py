@@ -1,0 +1,112 @@
+"""The CUDA launch plan: one vocabulary for the tuner that writes plans and the kernels that read them.
+
+In: a plan's fields, or its text. Out: the text the kernels parse (``csrc/plan_text.h``:
+``pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]``), a node's ``cuda_plans`` attribute
+(``BATCH:plan;BATCH:plan``, the plans measured fastest per batch size), and the grid of plans
+``fcm tune`` times for a fused node (:func:`plan_candidates`). ``docs/cuda_kernels.md`` says what
+each field divides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    pixels: int  # output pixels per block the kernel is compiled for (64 or 128)
+    tile_h: int
+    tile_w: int
+    f_tile: int  # output channels per block (0: the kernels' choice, for kinds without a last pointwise stage)
+    split: int = 1  # blocks sharing a tile's intermediate channels
+    buffers: int = 2  # chunk buffers (2: the next chunk loads while one computes)
+    w1_direct: bool = False  # first-stage weights read from device memory instead of staged
+    cluster: bool = False  # split shares added in a thread-block cluster (sm_90) instead of a workspace
+
+    def text(self) -> str:
+        fields = f"{self.pixels},{self.tile_h}x{self.tile_w},{self.f_tile},{self.split},{self.buffers},{int(self.w1_direct)}"
+        return fields + (",1" if self.cluster else "")
+
+    @classmethod
+    def parse(cls, text: str) -> "LaunchPlan":
+        """The plan of a text the kernels take; ValueError for any other."""
+        try:
+            pixels, tile, f_tile, split, buffers, w1_direct, *rest = text.split(",")
+            tile_h, tile_w = tile.split("x")
+            if len(rest) > 1:
+                raise ValueError
+            return cls(int(pixels), int(tile_h), int(tile_w), int(f_tile), int(split), int(buffers), bool(int(w1_direct)),
+                       bool(int(rest[0])) if rest else False)
+        except ValueError:
+            raise ValueError(f"not a launch plan (pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]): {text!r}") from None
+
+
+def cuda_plans_text(plans: dict[int, str]) -> str:
+    """The ``cuda_plans`` attribute of a node: its plan text per batch size, smallest batch first."""
+    return ";".join(f"{batch}:{plan}" for batch, plan in sorted(plans.items()))
+
+
+PLANS_ATTRIBUTE = "cuda_plans"
+#: Tiles per block size tried (pixels: (tile_h, tile_w), ...), and the splits and output-channel tiles.
+TILES = ((64, ((8, 8), (4, 16))), (128, ((8, 16),)))
+SPLITS = (1, 2, 4, 8, 16, 32)
+F_TILES = (64, 32, 16)
+# A split adds its shares through a workspace of split x the output (or in a cluster, below): worth
+# timing only while the unsplit grid leaves SMs idle (fewer blocks than a few waves on current
+# GPUs, 132 SMs x up to 4 blocks each) and while the workspace stays small (each timed session
+# keeps its own until it is freed; gigabytes per plan at batch 32 exhaust the GPU within one group).
+SPLIT_BELOW_BLOCKS = 1024
+SPLIT_WORKSPACE_BYTES = 256 << 20
+# Splits of 2 to 16 are timed both ways, shares through the workspace and in a cluster (a seventh
+# plan field of 1): the cluster saves the second kernel but must fit a GPC whole, so which wins
+# depends on the group. A cluster plan fails (and is skipped) on GPUs before sm_90.
+CLUSTER_MAX = 16
+
+
+def round16(v: int) -> int:
+    return -(-v // 16) * 16
+
+
+def effective_split(split: int, chunks: int) -> int:
+    """The split the kernels run for a requested one: at most one per 32-channel chunk, and none
+    that would leave a share empty (as ForcedPlan clamps it)."""
+    split = max(1, min(split, chunks))
+    while split > 1 and -(-chunks // -(-chunks // split)) != split:
+        split -= 1
+    return split
+
+
+def plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> list[str]:
+    """Distinct launch plans ("pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]") worth timing for a fused
+    node at the batch ``shapes`` are for: each tile clamped to the output, each output-channel tile to
+    the output channels, each split to the intermediate channels' 32-channel chunks; splits only
+    where the unsplit grid is small and the workspace too (SPLIT_BELOW_BLOCKS)."""
+    n, f, out_h, out_w = shapes[node.output[0]]
+    last_pointwise = node.op_type in ("FusedDwPw", "FusedPwPw", "FusedPwDwPw")
+    if node.op_type.startswith("FusedPw"):
+        first = initializers.get(node.input[1])
+        intermediate = int(first.dims[0]) if first is not None else int(shapes[node.input[1]][0])
+    else:
+        intermediate = int(shapes[node.input[0]][1])
+    chunks = -(-intermediate // 32)
+    plans, seen = [], set()
+    for pixels, tiles in TILES:
+        largest_f = 256 if pixels == 64 else 128
+        f_tiles = sorted({min(t, round16(f)) for t in (largest_f, *F_TILES)}) if last_pointwise else [0]
+        splits = sorted({effective_split(s, chunks) for s in (*SPLITS, chunks)}) if last_pointwise else [1]
+        for tile_h, tile_w in tiles:
+            tile_h, tile_w = min(tile_h, out_h), min(tile_w, out_w)
+            for f_tile in f_tiles:
+                blocks = n * -(-out_h // tile_h) * -(-out_w // tile_w) * (-(-f // f_tile) if f_tile else 1)
+                for split in splits:
+                    if split > 1 and (blocks >= SPLIT_BELOW_BLOCKS or 4 * split * n * f * out_h * out_w > SPLIT_WORKSPACE_BYTES):
+                        continue
+                    key = (pixels, tile_h, tile_w, f_tile, split)
+                    if key not in seen:
+                        seen.add(key)
+                        plans.append(LaunchPlan(pixels, tile_h, tile_w, f_tile, split).text())
+                        if 1 < split <= CLUSTER_MAX:
+                            plans.append(LaunchPlan(pixels, tile_h, tile_w, f_tile, split, cluster=True).text())
+    return plans

@@ -1,0 +1,348 @@
+"""The FCM operator set: node builders for every precision, from the op vocabulary.
+
+In (fp32): a description of one fused convolutional module (:class:`FcmSpec`: its stages with weights
+in the layout the kernels take, activations, depthwise geometry, residual, tiling). Out: the ONNX
+node of our domain that computes it (:meth:`FcmSpec.node`), and the same computation in standard
+ONNX operators (:meth:`FcmSpec.reference_nodes`), which is what a model-local function body holds
+when none is taken from a model.
+
+Domain ``ai.fcm``, version 1. Op types by kind: ``FusedDwPw``, ``FusedPwDw``, ``FusedPwPw``,
+``FusedPwDwPw``. Inputs: ``X`` [N, C, H, W], then per stage ``W`` and ``B`` (pointwise W [F, C],
+depthwise W [C, K, K]), and an optional ``S`` [N, C, 1, 1] scaling X's channels (a pointwise first
+stage only). Output ``Y`` [N, F, Ho, Wo]. The attributes are listed in :data:`ATTRIBUTES` (and
+``csrc/spec.h``).
+
+In (int8): one layer's (or one fused chain's) integer weights, int32 biases, per-channel weight
+scales and the quantization of its input and output (:class:`Quant`, :class:`Requant`,
+:class:`Chain`). Out: the ``Q*`` node computing it as TFLite's int8 kernels do, with its weights as
+named arrays. Every int8 tensor is NHWC; the kernels are ``csrc/int8_ops.h``. Op types:
+``QConv`` (one convolution, standard or depthwise), ``QFused<Stages>`` (a chain of stages, each
+requantized to int8 as between TFLite layers, optionally + the residual ADD of the chain's input),
+``QAdd`` (TFLite's int8 ADD), ``QMean`` (XNNPACK's int8 MEAN over H and W). Weight layouts
+(TFLite's): standard W [F, KH, KW, C]; depthwise [KH, KW, C * M]; pointwise [F, C]; bias int32
+[F]. Attributes (``fcm_core.vocabulary.FUSED_ATTRIBUTES["int8"]`` and ``INT8_LAYER_ATTRIBUTES``):
+``scheme`` (``fp32``: XNNPACK's float32 rescale; ``fixed_point``: the builtin kernels' Q31
+multiplier and rounding shift); the input's ``x_scale``, ``x_zero_point``; per convolution
+``w_scales``, ``y_scale``, ``y_zero_point``, ``clamp`` (the fused activation's range in output
+integers), prefixed ``stage<i>_`` in a chain, and optionally an activation ``table`` (256 int8
+values applied to the requantized value + 128) with ``table_y_scale``, ``table_y_zero_point``;
+QConv's geometry, a chain's ``dw_*`` and ``residual`` with ``residual_y_scale``,
+``residual_y_zero_point``, ``residual_clamp``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from onnx import GraphProto, ModelProto, NodeProto, helper
+
+from fcm_core import vocabulary
+from fcm_core.vocabulary import DOMAIN, DOMAIN_VERSION, SCHEMES, TILING_KEYS
+
+#: DAG/plan activation names -> attribute spelling, and the clip bounds some imply.
+FROM_PLAN_ACTIVATION = vocabulary.FROM_DAG_ACTIVATION
+PLAN_CLIP_BOUNDS = vocabulary.DAG_CLIP_BOUNDS
+
+#: fp32 op type and stage sequence of each kind, and the activation spellings (from the vocabulary).
+OP_TYPES = {name: kind.op_type("fp32") for name, kind in vocabulary.KINDS.items()}
+KIND_STAGES = {name: kind.stages for name, kind in vocabulary.KINDS.items()}
+ACTIVATIONS = tuple(vocabulary.ACTIVATIONS)
+#: Every attribute an fp32 FCM node may carry (a function body must declare them all).
+ATTRIBUTES = vocabulary.expand(vocabulary.FUSED_ATTRIBUTES["fp32"])
+DECLARED = vocabulary.op_attributes()
+
+
+def fused_node(kind: str, precision: str, inputs: Sequence[str], output: str, name: str, attributes: dict,
+               overload: str | None = None) -> NodeProto:
+    """The node of a fused kind in a precision; every attribute must be one the vocabulary declares
+    for its op type (the kernels refuse the others)."""
+    op_type = vocabulary.KINDS[kind].op_type(precision)
+    unknown = sorted(set(attributes) - set(DECLARED[op_type]))
+    if unknown:
+        raise ValueError(f"{op_type} has no attributes {unknown} in the op vocabulary")
+    node = helper.make_node(op_type, list(inputs), [output], name=name, domain=DOMAIN, **attributes)
+    if overload:
+        node.overload = overload
+    return node
+
+
+@dataclass
+class Activation:
+    name: str = "none"  # one of ACTIVATIONS
+    clip: tuple[float, float] | None = None  # bounds for "clip"
+
+    def __post_init__(self):
+        if self.name not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.name!r}")
+        info = vocabulary.ACTIVATIONS[self.name]
+        if info.kernel != info.name:  # an alias of a kernel activation with fixed bounds (relu6: clip to [0, 6])
+            self.name, self.clip = info.kernel, next(iter(info.dag.values()))
+        if self.name == "clip" and self.clip is None:
+            raise ValueError("a clip activation needs its bounds")
+
+    def attributes(self, prefix: str) -> dict:
+        out = {f"{prefix}_activation": self.name}
+        if self.name == "clip":
+            out[f"{prefix}_clip"] = [float(self.clip[0]), float(self.clip[1])]
+        return out
+
+
+@dataclass
+class StageSpec:
+    type: str  # "pw" or "dw"
+    weight: np.ndarray  # pw [F, C], dw [C, K, K]
+    bias: np.ndarray
+    activation: Activation = field(default_factory=Activation)
+    stride: int = 1  # dw
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # dw: top, left, bottom, right (ONNX order)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.weight.shape[1] if self.type == "pw" else self.weight.shape[0])
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def kernel(self) -> int:
+        return int(self.weight.shape[1]) if self.type == "dw" else 1
+
+
+@dataclass
+class FcmSpec:
+    kind: str
+    stages: list[StageSpec]
+    residual: bool = False
+    residual_activation: Activation = field(default_factory=Activation)
+    has_scale: bool = False  # an S input multiplies X's channels
+    tiling: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in OP_TYPES:
+            raise ValueError(f"unknown FCM kind {self.kind!r}")
+        if tuple(s.type for s in self.stages) != KIND_STAGES[self.kind]:
+            raise ValueError(f"{self.kind} needs stages {KIND_STAGES[self.kind]}")
+
+    @property
+    def op_type(self) -> str:
+        return OP_TYPES[self.kind]
+
+    @property
+    def depthwise(self) -> StageSpec | None:
+        return next((s for s in self.stages if s.type == "dw"), None)
+
+    def attributes(self) -> dict:
+        attrs: dict = {}
+        for index, stage in enumerate(self.stages, 1):
+            attrs.update(stage.activation.attributes(f"stage{index}"))
+        dw = self.depthwise
+        if dw is not None:
+            attrs.update(dw_kernel=dw.kernel, dw_stride=dw.stride, dw_pads=[int(p) for p in dw.pads])
+        if self.residual:
+            attrs["residual"] = 1
+            attrs.update(self.residual_activation.attributes("residual"))
+        for key in TILING_KEYS:
+            if self.tiling.get(key):
+                attrs[key] = int(self.tiling[key])
+        return attrs
+
+    def input_names(self, prefix: str, x: str, scale: str | None = None) -> list[str]:
+        names = [x]
+        for index in range(1, len(self.stages) + 1):
+            names += [f"{prefix}W{index}", f"{prefix}B{index}"]
+        if self.has_scale:
+            names.append(scale or f"{prefix}S")
+        return names
+
+    def node(self, inputs: Sequence[str], output: str, name: str, overload: str | None = None) -> NodeProto:
+        return fused_node(self.kind, "fp32", inputs, output, name, self.attributes(), overload)
+
+    def weights(self, prefix: str) -> dict[str, np.ndarray]:
+        arrays = {}
+        for index, stage in enumerate(self.stages, 1):
+            arrays[f"{prefix}W{index}"] = np.ascontiguousarray(stage.weight, np.float32)
+            arrays[f"{prefix}B{index}"] = np.ascontiguousarray(stage.bias, np.float32)
+        return arrays
+
+    def reference_nodes(self, x: str, weight_names: Sequence[str], y: str, scale: str | None = None, prefix: str = "r") -> list[NodeProto]:
+        """The same computation in standard ONNX (opset >= 14): reshapes of the kernel-layout
+        weights, Conv, the activations, the residual Add. ``weight_names``: W1, B1, W2, B2, ..."""
+        nodes: list[NodeProto] = []
+        current = x
+        if self.has_scale:
+            nodes.append(helper.make_node("Mul", [x, scale], [f"{prefix}_scaled"]))
+            current = f"{prefix}_scaled"
+        for index, stage in enumerate(self.stages, 1):
+            w, b = weight_names[2 * index - 2], weight_names[2 * index - 1]
+            shape = [stage.out_channels, stage.in_channels, 1, 1] if stage.type == "pw" else [stage.out_channels, 1, stage.kernel, stage.kernel]
+            nodes.append(helper.make_node("Constant", [], [f"{prefix}_shape{index}"], value_ints=shape))
+            nodes.append(helper.make_node("Reshape", [w, f"{prefix}_shape{index}"], [f"{prefix}_w{index}"]))
+            conv_out = f"{prefix}_conv{index}"
+            attrs = {}
+            if stage.type == "dw":
+                attrs = dict(group=stage.out_channels, kernel_shape=[stage.kernel, stage.kernel],
+                             strides=[stage.stride, stage.stride], pads=[stage.pads[0], stage.pads[1], stage.pads[2], stage.pads[3]])
+            nodes.append(helper.make_node("Conv", [current, f"{prefix}_w{index}", b], [conv_out], **attrs))
+            current = activation_nodes(nodes, stage.activation, conv_out, f"{prefix}_act{index}")
+        if self.residual:
+            nodes.append(helper.make_node("Add", [current, x], [f"{prefix}_sum"]))
+            current = activation_nodes(nodes, self.residual_activation, f"{prefix}_sum", f"{prefix}_ract")
+        nodes.append(helper.make_node("Identity", [current], [y]))
+        return nodes
+
+
+def activation_nodes(nodes: list[NodeProto], activation: Activation, x: str, prefix: str) -> str:
+    """Append standard ONNX nodes applying ``activation`` to ``x``; return the result's name."""
+    form = vocabulary.ACTIVATIONS[activation.name].onnx
+    if not form:
+        return x
+    out = f"{prefix}_out"
+    if form == "Clip":
+        nodes.append(helper.make_node("Constant", [], [f"{prefix}_lo"], value_float=float(activation.clip[0])))
+        nodes.append(helper.make_node("Constant", [], [f"{prefix}_hi"], value_float=float(activation.clip[1])))
+        nodes.append(helper.make_node("Clip", [x, f"{prefix}_lo", f"{prefix}_hi"], [out]))
+    elif form.startswith("x*"):  # x * op(x)
+        gate = f"{prefix}_{form[2:].lower()[:3]}"
+        nodes.append(helper.make_node(form[2:], [x], [gate]))
+        nodes.append(helper.make_node("Mul", [x, gate], [out]))
+    else:
+        nodes.append(helper.make_node(form, [x], [out]))
+    return out
+
+
+def make_function(spec: FcmSpec, body: list[NodeProto], inputs: Sequence[str], output: str, overload: str,
+                  opset: int):
+    """A model-local function for one fused node: domain and op type of the node, its own body
+    (told apart from other nodes' by ``overload``), every FCM attribute declared."""
+    function = helper.make_function(DOMAIN, spec.op_type, list(inputs), [output], body,
+                                    [helper.make_opsetid("", opset)], attributes=list(ATTRIBUTES))
+    function.overload = overload
+    return function
+
+
+# --- int8 ----------------------------------------------------------------------------------------
+
+INT8_OPSET = 17  # the standard operators around the int8 ops (Reshape, Pad, Softmax, QuantizeLinear, ...)
+IR_VERSION = 10  # read by every onnxruntime this project supports
+
+
+def make_model(graph: GraphProto) -> ModelProto:
+    """A model of ``graph`` importing the standard opset and the FCM domain."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", INT8_OPSET), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)],
+                              producer_name="fcm")
+    model.ir_version = IR_VERSION
+    return model
+
+
+@dataclass(frozen=True)
+class Quant:
+    """A tensor's quantization: real = scale * (q - zero_point)."""
+
+    scale: float
+    zero_point: int
+
+    def attributes(self, prefix: str) -> dict:
+        return {f"{prefix}scale": float(self.scale), f"{prefix}zero_point": int(self.zero_point)}
+
+    def pair(self) -> tuple[float, int]:
+        return float(self.scale), int(self.zero_point)
+
+
+@dataclass
+class Requant:
+    """What a convolution's accumulators become: per-channel weight scales, the output tensor's
+    quantization and the clamp of its fused activation (output integers)."""
+
+    w_scales: np.ndarray
+    y: Quant
+    clamp: tuple[int, int] = (-128, 127)
+    table: np.ndarray | None = None  # an activation on the int8 output: 256 int8 values, index value + 128
+    table_y: Quant | None = None  # the quantization of the table's output
+
+    def attributes(self, prefix: str) -> dict:
+        attrs = {f"{prefix}w_scales": [float(s) for s in np.asarray(self.w_scales, np.float32).ravel()],
+                 **self.y.attributes(f"{prefix}y_"), f"{prefix}clamp": [int(self.clamp[0]), int(self.clamp[1])]}
+        if self.table is not None:
+            attrs[f"{prefix}table"] = [int(v) for v in np.asarray(self.table).ravel()]
+            attrs.update(self.table_y.attributes(f"{prefix}table_y_"))
+        return attrs
+
+
+def _check_scheme(scheme: str) -> str:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown requantization scheme {scheme!r} (one of {', '.join(SCHEMES)})")
+    return scheme
+
+
+def conv_node(name: str, x: str, y: str, x_quant: Quant, weights: np.ndarray, bias: np.ndarray | None,
+              requant: Requant, *, depthwise: bool = False, strides=(1, 1), dilations=(1, 1), pads=(0, 0, 0, 0),
+              scheme: str = "fp32") -> tuple[NodeProto, dict[str, np.ndarray]]:
+    """One convolution layer as a ``QConv`` node; ``weights`` in the layout above, ``pads`` top,
+    left, bottom, right."""
+    weights = np.ascontiguousarray(weights, np.int8)
+    kernel = weights.shape[:2] if depthwise else (weights.shape[1:3] if weights.ndim == 4 else (1, 1))
+    arrays = {f"{name}_W": weights}
+    inputs = [x, f"{name}_W"]
+    if bias is not None:
+        arrays[f"{name}_B"] = np.ascontiguousarray(bias, np.int32)
+        inputs.append(f"{name}_B")
+    node = helper.make_node(
+        "QConv", inputs, [y], name=name, domain=DOMAIN, scheme=_check_scheme(scheme), depthwise=int(depthwise),
+        kernel_shape=[int(k) for k in kernel], strides=[int(s) for s in strides], dilations=[int(d) for d in dilations],
+        pads=[int(p) for p in pads], **x_quant.attributes("x_"), **requant.attributes(""))
+    return node, arrays
+
+
+@dataclass
+class ChainStage:
+    type: str  # "pw" [F, C] or "dw" [K, K, C]
+    weights: np.ndarray
+    bias: np.ndarray
+    requant: Requant
+    stride: int = 1  # dw
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # dw: top, left, bottom, right
+
+
+@dataclass
+class Chain:
+    """A fused chain: its stages (a kind of ``KIND_STAGES``), its input's quantization, and the
+    residual ADD (output quantization and clamp) when the chain adds its input to its output."""
+
+    kind: str
+    x: Quant
+    stages: list[ChainStage] = field(default_factory=list)
+    residual: Requant | None = None  # w_scales unused
+
+    def node(self, name: str, x: str, y: str, scheme: str = "fp32") -> tuple[NodeProto, dict[str, np.ndarray]]:
+        if tuple(s.type for s in self.stages) != KIND_STAGES[self.kind]:
+            raise ValueError(f"a {self.kind} chain needs stages {KIND_STAGES[self.kind]}")
+        attrs = {"scheme": _check_scheme(scheme), **self.x.attributes("x_")}
+        inputs, arrays = [x], {}
+        for index, stage in enumerate(self.stages, 1):
+            attrs.update(stage.requant.attributes(f"stage{index}_"))
+            if stage.type == "dw":
+                attrs.update(dw_kernel=int(stage.weights.shape[0]), dw_stride=int(stage.stride),
+                             dw_pads=[int(p) for p in stage.pads])
+            arrays[f"{name}_W{index}"] = np.ascontiguousarray(stage.weights, np.int8)
+            arrays[f"{name}_B{index}"] = np.ascontiguousarray(stage.bias, np.int32)
+            inputs += [f"{name}_W{index}", f"{name}_B{index}"]
+        if self.residual is not None:
+            attrs.update(residual=1, **self.residual.y.attributes("residual_y_"),
+                         residual_clamp=[int(c) for c in self.residual.clamp])
+        return fused_node(self.kind, "int8", inputs, y, name, attrs), arrays
+
+
+def add_node(name: str, a: str, b: str, y: str, a_quant: Quant, b_quant: Quant, y_quant: Quant,
+             clamp: tuple[int, int] = (-128, 127)) -> NodeProto:
+    """TFLite's int8 ADD of two tensors of one shape."""
+    return helper.make_node("QAdd", [a, b], [y], name=name, domain=DOMAIN, **a_quant.attributes("a_"),
+                            **b_quant.attributes("b_"), **y_quant.attributes("y_"), clamp=[int(c) for c in clamp])
+
+
+def mean_node(name: str, x: str, y: str, x_quant: Quant, y_quant: Quant, keepdims: bool = False) -> NodeProto:
+    """XNNPACK's int8 MEAN over H and W of [N, H, W, C]: [N, C] (or [N, 1, 1, C] with ``keepdims``)."""
+    return helper.make_node("QMean", [x], [y], name=name, domain=DOMAIN, keepdims=int(keepdims),
+                            **x_quant.attributes("x_"), **y_quant.attributes("y_"))

@@ -1,0 +1,183 @@
+"""`fcm tune`: unfusing groups, the whole-model check, launch-plan search and --apply (stand-in timers here:
+the measurements run on the GPU machine)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+
+from fcm.cli import main
+from fcm.measure import value_shapes
+from ort_custom_ops.ops.launch_plan import PLANS_ATTRIBUTE, effective_split, plan_candidates
+from ort_custom_ops.ops.library import make_session
+from ort_custom_ops.ops.schema import DOMAIN
+
+
+def _fused_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.domain == DOMAIN]
+
+def test_unfusing_groups_keeps_the_function(converted, tmp_path, rng, capsys):
+    """`fcm tune --unfuse`: the named groups become their subgraphs again; outputs unchanged."""
+    result = converted["MobileNetV2"]
+    fused = onnx.load(result.output)
+    names = [n.name for n in _fused_nodes(fused)]
+    chosen = [names[0], names[len(names) // 2], names[-1]]
+    out = tmp_path / "tuned.onnx"
+    assert main(["tune", str(result.output), "--unfuse", ",".join(chosen), "-o", str(out)]) == 0
+    tuned = onnx.load(out)
+    onnx.checker.check_model(tuned)
+    left = {n.name for n in _fused_nodes(tuned)}
+    assert left == set(names) - set(chosen)
+    assert len(tuned.functions) == len(left)
+    assert len({n.name for n in tuned.graph.node}) == len(tuned.graph.node)
+    report = json.loads((tmp_path / "tuned.tune.json").read_text())
+    assert report["unfuse"] == sorted(chosen) and report["fused_groups"] == len(left)
+    shape = (2,) + tuple(make_session(result.output).get_inputs()[0].shape[1:])
+    x = rng.uniform(-1, 1, shape).astype(np.float32)
+    unfused = make_session(result.files["unfused"], with_library=False)
+    (expected,) = unfused.run(None, {unfused.get_inputs()[0].name: x})
+    tuned_session = make_session(out)
+    (got,) = tuned_session.run(None, {tuned_session.get_inputs()[0].name: x})
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_tune_errors(converted, tmp_path, capsys):
+    model = str(converted["MobileNet"].output)
+    assert main(["tune", model, "--unfuse", "no_such_node", "-o", str(tmp_path / "t.onnx")]) == 2
+    assert "no fused node named no_such_node" in capsys.readouterr().err
+    assert not (tmp_path / "t.onnx").exists()
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert main(["tune", model, "-o", str(tmp_path / "t.onnx")]) == 2
+        assert "no CUDA execution provider" in capsys.readouterr().err
+        assert not (tmp_path / "t.onnx").exists()
+
+
+def test_whole_model_check_unfuses_the_weakest_group_first(converted, monkeypatch):
+    """fcm tune's whole-model check: while the tuned model is slower at some batch size, the kept
+    group with the smallest lead in the per-group measurement is unfused, and the model is timed
+    again (here with a stand-in timer: a model is slower at batch 1 while it holds a group that
+    loses in the model)."""
+    from fcm import tune
+
+    fused = onnx.load(converted["MobileNetV2"].output)
+    names = [n.name for n in _fused_nodes(fused)]
+    assert len(names) >= 3
+    leads = {name: 1.1 + 0.1 * i for i, name in enumerate(names)}  # names[0] leads least
+    result = {"groups": {name: {"keep_fused": True, "batches": {"1": {"speedup": leads[name]}, "32": {"speedup": 2.0}}}
+                         for name in names}}
+    result["groups"][names[-1]]["keep_fused"] = False  # lost its own measurement
+    losers_in_model = {names[0], names[1]}
+
+    def stand_in(reference, tuned, batch, runs, warmup, progress):
+        assert not any(n.domain == tune.DOMAIN for n in reference.graph.node)
+        held = {n.name for n in tuned.graph.node if n.domain == tune.DOMAIN}
+        slower = batch == 1 and held & losers_in_model
+        return {"best": {"tf32": {"speedup": 0.97 if slower else 1.2}}}
+
+    monkeypatch.setattr(tune, "bench_pair", stand_in)
+    tune.verify_whole_model(fused, result, [1, 32], runs=1, warmup=0, progress=lambda message: None)
+    steps = result["whole_model"]
+    assert [len(step["fused_groups"]) for step in steps] == [len(names) - 1, len(names) - 2, len(names) - 3]
+    assert steps[-1]["speedup"] == {"1": 1.2, "32": 1.2}
+    assert result["unfuse"] == sorted([names[0], names[1], names[-1]])
+    assert result["groups"][names[0]]["unfused_by"] == "whole-model check"
+
+
+def test_plan_candidates_are_distinct_and_clamped(converted):
+    """fcm tune's launch-plan grid: every candidate is one the kernels run as written (tile within
+    the output, output-channel tile a multiple of 16 up to the output channels, a split that leaves
+    no 32-channel share empty, a cluster only for splits of 2 to 16), and none twice."""
+    fused = onnx.load(converted["MobileNetV2"].output)
+    initializers = {i.name: i for i in fused.graph.initializer}
+    for batch in (1, 32):
+        shapes = value_shapes(fused, batch)
+        for node in _fused_nodes(fused):
+            plans = plan_candidates(node, shapes, initializers)
+            assert plans and len(plans) == len(set(plans))
+            _, f, out_h, out_w = shapes[node.output[0]]
+            weight = initializers[node.input[1]]
+            m = weight.dims[0] if node.op_type.startswith("FusedPw") else shapes[node.input[0]][1]
+            chunks = -(-m // 32)
+            for plan in plans:
+                pixels, tile, f_tile, split, buffers, direct, *cluster = plan.split(",")
+                assert cluster in ([], ["1"]) and (not cluster or 2 <= int(split) <= 16)
+                tile_h, tile_w = map(int, tile.split("x"))
+                assert int(pixels) in (64, 128) and tile_h * tile_w <= int(pixels)
+                assert tile_h <= out_h and tile_w <= out_w
+                assert int(f_tile) % 16 == 0 and int(f_tile) <= max(16, -(-f // 16) * 16)
+                share = -(-chunks // int(split))
+                assert -(-chunks // share) == int(split) <= chunks
+    assert effective_split(8, 12) == 6 and effective_split(64, 3) == 3 and effective_split(5, 30) == 5
+
+
+def test_tune_keeps_the_best_plan(converted, monkeypatch):
+    """fcm tune with the plan search (stand-in timers): a group's time is its best plan's when that
+    beats the kernels' own; the decision uses it; the kept group carries the winners per batch size
+    in cuda_plans, a group whose own plan won carries none, and the tuned model computes the same."""
+    from fcm import tune
+
+    path = converted["MobileNetV2"].output
+    fused = onnx.load(path)
+    names = [n.name for n in _fused_nodes(fused)]
+    slow, rescued, own_best = names[0], names[1], names[2]
+
+    def groups(model, plan, batch, runs, warmup, progress):
+        return [{"node": n, "fused_ms": 1.2 if n in (slow, rescued) else 0.5, "unfused_ms": 1.0,
+                 "speedup": 1.0 / (1.2 if n in (slow, rescued) else 0.5)} for n in names]
+
+    def plans(model, node, batch, runs, warmup, progress):
+        best = 0.8 if node == rescued else 1.1 if node == slow else 0.6
+        return {f"64,8x8,16,{batch},2,0": best, "128,8x16,32,1,2,0": best + 0.1, "64,4x16,256,1,1,0": "does not fit"}
+
+    monkeypatch.setattr(tune, "bench_groups", groups)
+    monkeypatch.setattr(tune, "search_plans", plans)
+    monkeypatch.setattr(tune, "device_info", lambda: {"gpu": "stand-in"})
+    monkeypatch.setattr("ort_custom_ops.ops.library.library_kernels", lambda: {"cpu", "cuda"})
+    import onnxruntime as ort
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    result = tune.measure(fused, [1, 2], 1, 0, 1.0, lambda message: None)
+    assert result["unfuse"] == [slow]
+    assert result["groups"][rescued]["batches"]["2"] == {
+        "fused_ms": 0.8, "unfused_ms": 1.0, "speedup": 1.25, "own_plan_ms": 1.2, "faster": True,
+        "plans": plans(None, rescued, 2, 1, 0, None), "plan": "64,8x8,16,2,2,0"}
+    assert "plan" not in result["groups"][own_best]["batches"]["1"]  # 0.6 does not beat 0.5
+    tuned = tune.with_plans(fused, result)
+    attributes = {n.name: {a.name: a for a in n.attribute} for n in _fused_nodes(tuned)}
+    assert attributes[rescued][PLANS_ATTRIBUTE].s == b"1:64,8x8,16,1,2,0;2:64,8x8,16,2,2,0"
+    assert PLANS_ATTRIBUTE not in attributes[own_best]
+    onnx.checker.check_model(tuned)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+    sessions = [make_session(m) for m in (fused, tuned)]
+    (a,), (b,) = (s.run(None, {s.get_inputs()[0].name: x}) for s in sessions)
+    assert np.array_equal(a, b)
+
+
+def test_tune_apply_reproduces_a_report(converted, tmp_path, capsys):
+    """`fcm tune --apply REPORT`: an earlier tune's unfused groups and launch plans, without a GPU;
+    a report of another model or not a report at all is a clear error that writes nothing."""
+    path = str(converted["MobileNetV2"].output)
+    names = [n.name for n in _fused_nodes(onnx.load(path))]
+    report = {"unfuse": [names[0]], "groups": {
+        names[0]: {"keep_fused": False, "batches": {"1": {"fused_ms": 2.0, "unfused_ms": 1.0}}},
+        names[1]: {"keep_fused": True, "batches": {"1": {"fused_ms": 0.5, "unfused_ms": 1.0, "plan": "64,8x8,16,2,2,0"},
+                                                    "32": {"fused_ms": 0.5, "unfused_ms": 1.0}}}}}
+    (tmp_path / "r.tune.json").write_text(json.dumps(report))
+    out = tmp_path / "t.onnx"
+    assert main(["tune", path, "--apply", str(tmp_path / "r.tune.json"), "-o", str(out)]) == 0
+    tuned = onnx.load(out)
+    left = {n.name: n for n in _fused_nodes(tuned)}
+    assert names[0] not in left and len(left) == len(names) - 1
+    plans = {a.name: a.s for a in left[names[1]].attribute}
+    assert plans[PLANS_ATTRIBUTE] == b"1:64,8x8,16,2,2,0"
+    assert all(PLANS_ATTRIBUTE not in {a.name for a in left[n].attribute} for n in names[2:])
+    make_session(tuned)  # the library accepts the attribute
+    capsys.readouterr()
+    for name, text in (("other", json.dumps({"unfuse": ["fcm99_dwpw"], "groups": {}})), ("junk", "[1, 2")):
+        (tmp_path / f"{name}.json").write_text(text)
+        assert main(["tune", path, "--apply", str(tmp_path / f"{name}.json"), "-o", str(tmp_path / "x.onnx")]) == 2
+        assert ("another model" if name == "other" else "not a tune report") in capsys.readouterr().err
+        assert not (tmp_path / "x.onnx").exists()
