@@ -31,6 +31,7 @@ import onnx
 from onnx import helper
 
 from fcm_core.errors import FcmError
+from ort_custom_ops.lowering.rules import overload_of
 from ort_custom_ops.lowering.unfuse import function_body, node_function
 from ort_custom_ops.ops.schema import DOMAIN, KIND_STAGES, OP_TYPES
 
@@ -258,7 +259,7 @@ def fused_macs(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers:
 def bench_groups(fused: onnx.ModelProto, plan: dict | None, batch: int, runs: int, warmup: int, progress: Progress) -> list[dict]:
     shapes = value_shapes(fused, batch)
     initializers = {i.name: i for i in fused.graph.initializer}
-    groups_by_node = {f"fcm{g['id']}_{g['kind']}": g for g in (plan or {}).get("groups", [])}
+    groups_by_overload = {overload_of(g["id"]): g for g in (plan or {}).get("groups", [])}  # the node's group, as data
     rng = np.random.default_rng(0)
     rows = []
     for node in fused.graph.node:
@@ -288,7 +289,7 @@ def bench_groups(fused: onnx.ModelProto, plan: dict | None, batch: int, runs: in
             "unavoidable_bytes": floor, "achieved_gb_s": round(floor / (fused_t.median_ms * 1e-3) / 1e9, 1),
             "max_relative_difference": round(float(np.abs(fused_out[0] - plain_out[0]).max()) / scale, 6),
         }
-        group = groups_by_node.get(node.name)
+        group = groups_by_overload.get(node.overload)
         if group is not None:
             predicted = group["predicted"]["fused"]
             row["planner"] = {"layers": group["layers"], "plan_batch": plan["batch"], "dram_bytes": predicted["dram_bytes"],
