@@ -57,7 +57,7 @@ class ConvertResult:
     dag: Dag
     plan: Any  # planner.Plan
     rewrite: Any  # the lowering's record: .fused and .skipped groups
-    checks: list  # fp32: verify.Check per comparison; int8: none (see summary)
+    checks: list  # the precision's verification records: verify.Check (fp32), verify.Agreement (int8)
     notes: list[str]
     summary: list[str] = field(default_factory=list)  # lines saying how it was verified (int8)
     precision: str = "fp32"
@@ -137,8 +137,7 @@ def run(precision, source: OpenedModel, dag: Dag, output: Path, options: Convert
     progress(f"writing {output}")
     write_outputs(files, lowered.fused, lowered.unfused, dag, plan.to_json(), text, tflite)
     summary = precision.summary(checks, options)
-    return ConvertResult(output, files, dag, plan, lowered.result, [] if summary else checks, notes, summary,
-                         precision.name)
+    return ConvertResult(output, files, dag, plan, lowered.result, checks, notes, summary, precision.name)
 
 
 def convert_quantized(source: OpenedModel, output: Path, options: ConvertOptions, progress: Progress) -> ConvertResult:

@@ -74,8 +74,10 @@ Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_na
     a.TryRead("dw_stride", &dw_stride);
     if (!a.TryRead("dw_pads", &dw_pads)) dw_pads.assign(4, (dw_kernel - 1) / 2);
     if (dw_pads.size() != 4) return Error(node, "dw_pads must hold 4 values [top, left, bottom, right]");
-    if (dw_kernel != 3 && dw_kernel != 5 && dw_kernel != 7) return Error(node, "dw_kernel must be 3, 5 or 7, not " + std::to_string(dw_kernel));
-    if (dw_stride != 1 && dw_stride != 2) return Error(node, "dw_stride must be 1 or 2, not " + std::to_string(dw_stride));
+    if (!vocabulary::OneOf(dw_kernel, vocabulary::kDwKernels))
+      return Error(node, std::string("dw_kernel must be ") + vocabulary::kDwKernelList + ", not " + std::to_string(dw_kernel));
+    if (!vocabulary::OneOf(dw_stride, vocabulary::kDwStrides))
+      return Error(node, std::string("dw_stride must be ") + vocabulary::kDwStrideList + ", not " + std::to_string(dw_stride));
   }
 
   spec->stages.clear();

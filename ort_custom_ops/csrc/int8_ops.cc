@@ -271,8 +271,8 @@ Ort::Status QChainKernel::Init(const Ort::ConstKernelInfo& info, const std::stri
   const Scheme scheme = a.ReadScheme();
   const int64_t kernel = a.Int("dw_kernel", 3), stride = a.Int("dw_stride", 1);
   const auto pads = a.Ints("dw_pads", {(kernel - 1) / 2, (kernel - 1) / 2, (kernel - 1) / 2, (kernel - 1) / 2});
-  if (kernel != 3 && kernel != 5 && kernel != 7) a.Fail("dw_kernel must be 3, 5 or 7");
-  if (stride != 1 && stride != 2) a.Fail("dw_stride must be 1 or 2");
+  if (!vocabulary::OneOf(kernel, vocabulary::kDwKernels)) a.Fail(std::string("dw_kernel must be ") + vocabulary::kDwKernelList);
+  if (!vocabulary::OneOf(stride, vocabulary::kDwStrides)) a.Fail(std::string("dw_stride must be ") + vocabulary::kDwStrideList);
   for (int64_t p : pads) {
     if (p < 0 || p >= kernel) a.Fail("dw_pads must be in 0..dw_kernel - 1");
   }

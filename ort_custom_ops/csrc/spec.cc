@@ -73,12 +73,12 @@ std::string Validate(const ChainSpec& spec) {
         err << "depthwise stage " << i + 1 << " maps " << s.in_channels << " to " << s.out_channels << " channels";
         return err.str();
       }
-      if (s.kernel != 3 && s.kernel != 5 && s.kernel != 7) {
-        err << "dw_kernel must be 3, 5 or 7, not " << s.kernel;
+      if (!vocabulary::OneOf(s.kernel, vocabulary::kDwKernels)) {
+        err << "dw_kernel must be " << vocabulary::kDwKernelList << ", not " << s.kernel;
         return err.str();
       }
-      if (s.stride != 1 && s.stride != 2) {
-        err << "dw_stride must be 1 or 2, not " << s.stride;
+      if (!vocabulary::OneOf(s.stride, vocabulary::kDwStrides)) {
+        err << "dw_stride must be " << vocabulary::kDwStrideList << ", not " << s.stride;
         return err.str();
       }
       for (int64_t p : s.pads) {

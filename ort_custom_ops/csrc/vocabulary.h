@@ -33,8 +33,18 @@ inline constexpr ActivationName kActivations[] = {
 };
 inline constexpr const char* kActivationList = "none, relu, relu6, clip, hard_swish, swish, sigmoid";
 
+// The depthwise kernel sizes and strides the kernels take, and the same as text for messages.
 inline constexpr int kDwKernels[] = {3, 5, 7};
 inline constexpr int kDwStrides[] = {1, 2};
+inline constexpr const char* kDwKernelList = "3, 5 or 7";
+inline constexpr const char* kDwStrideList = "1 or 2";
+template <size_t N>
+constexpr bool OneOf(long long value, const int (&allowed)[N]) {
+  for (int a : allowed) {
+    if (value == a) return true;
+  }
+  return false;
+}
 
 // Every op type of the domain and the attributes it may carry.
 inline constexpr const char* kFusedDwPwAttributes[] = {"stage1_activation", "stage2_activation", "stage3_activation", "stage1_clip", "stage2_clip", "stage3_clip", "dw_kernel", "dw_stride", "dw_pads", "residual", "residual_activation", "residual_clip", "allow_tf32", "cuda_plans", "tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch"};

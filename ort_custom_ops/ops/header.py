@@ -37,6 +37,12 @@ def text() -> str:
                       sort_keys=True, separators=(",", ":"))
 
 
+def _alternatives(values) -> str:
+    """(3, 5, 7) -> "3, 5 or 7"."""
+    values = [str(v) for v in values]
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " or " + values[-1]
+
+
 def _cpp_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid C++ string literal for this text (no non-ASCII)
 
@@ -80,8 +86,18 @@ def render() -> str:
         "};",
         f"inline constexpr const char* kActivationList = {_cpp_string(', '.join(vocabulary.ACTIVATIONS))};",
         "",
+        "// The depthwise kernel sizes and strides the kernels take, and the same as text for messages.",
         "inline constexpr int kDwKernels[] = {" + ", ".join(map(str, vocabulary.DW_KERNELS)) + "};",
         "inline constexpr int kDwStrides[] = {" + ", ".join(map(str, vocabulary.DW_STRIDES)) + "};",
+        f"inline constexpr const char* kDwKernelList = {_cpp_string(_alternatives(vocabulary.DW_KERNELS))};",
+        f"inline constexpr const char* kDwStrideList = {_cpp_string(_alternatives(vocabulary.DW_STRIDES))};",
+        "template <size_t N>",
+        "constexpr bool OneOf(long long value, const int (&allowed)[N]) {",
+        "  for (int a : allowed) {",
+        "    if (value == a) return true;",
+        "  }",
+        "  return false;",
+        "}",
         "",
         "// Every op type of the domain and the attributes it may carry.",
     ]
