@@ -51,3 +51,17 @@ def test_a_fused_model_cut_around_its_fused_nodes_runs_as_the_whole(converted, r
         (value,) = piece.run(None, {piece.get_inputs()[0].name: value})
     # the same kernels either way; ONNX Runtime may lay out the cut tensors differently, not compute them so
     np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+def test_exact_fp32_is_asked_of_the_fused_nodes_by_attribute(converted, rng):
+    """fcm bench --exact-fp32 sets allow_tf32=0 on a copy of the fused model (not an environment
+    variable); the copy is valid and computes the same on the CPU kernels."""
+    from fcm.measure import with_allow_tf32
+
+    fused = onnx.load(converted["MobileNetV2"].output)
+    exact = with_allow_tf32(fused, False)
+    assert all(next(a.i for a in n.attribute if a.name == "allow_tf32") == 0 for n in _fused_nodes(exact))
+    assert not any(a.name == "allow_tf32" for n in _fused_nodes(fused) for a in n.attribute)  # the original is untouched
+    x = rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+    outputs = [make_session(model).run(None, {model.graph.input[0].name: x})[0] for model in (fused, exact)]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
