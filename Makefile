@@ -25,7 +25,7 @@ $(LIB): $(STAMP) ort_custom_ops/CMakeLists.txt $(HEADER) $(wildcard ort_custom_o
 	$(BIN)/python -m ort_custom_ops.ops.build
 
 # the op vocabulary's C++ header, generated from fcm_core/vocabulary.py (checked in; a test compares them)
-$(HEADER): fcm_core/vocabulary.py ort_custom_ops/ops/header.py
+$(HEADER): fcm_core/vocabulary.py ort_custom_ops/ops/header.py | $(STAMP)
 	$(BIN)/python -m ort_custom_ops.ops.header
 
 test: setup
