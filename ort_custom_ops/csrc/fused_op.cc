@@ -118,7 +118,7 @@ Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_na
   if (spec->plan_batch < 0) return Error(node, "plan_batch must not be negative");
   std::string cuda_plans;
   if (a.TryRead("cuda_plans", &cuda_plans)) {
-    const std::string problem = ParseCudaPlans(cuda_plans, &spec->cuda_plans);
+    const std::string problem = ParseCudaPlans(cuda_plans, spec->channels_last, &spec->cuda_plans);
     if (!problem.empty()) return Error(node, problem);
   }
   const int64_t allow_tf32 = a.Int("allow_tf32", 1);

@@ -1,6 +1,8 @@
-// The text of one CUDA launch plan, "pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]", read in
-// one place: by spec.cc when ONNX Runtime creates a kernel (a node's cuda_plans attribute) and by
-// the CUDA launcher (FCM_CUDA_PLAN and the tuned plans). Plain C++, so CPU-only builds check it too.
+// The text of one CUDA launch plan, read in one place: by spec.cc when ONNX Runtime creates a kernel
+// (a node's cuda_plans attribute) and by the CUDA launchers (FCM_CUDA_PLAN and the tuned plans).
+// Plain C++, so CPU-only builds check it too. Two families of kernels, two forms:
+//   NCHW nodes (the chain kernels):           "pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]"
+//   channels_last nodes (the block kernels):  "HxW,f_tile,split,stages"
 #pragma once
 
 #include <cstdio>
@@ -20,6 +22,22 @@ inline bool ParsePlanText(const std::string& text, PlanText* out) {
   const int fields = std::sscanf(text.c_str(), "%d,%dx%d,%d,%d,%d,%d%n,%d%n", &v.pixels, &v.tile_h, &v.tile_w, &v.f_tile,
                                  &v.split, &v.buffers, &v.w1_direct, &used, &v.cluster, &used);
   if ((fields != 7 && fields != 8) || used != static_cast<int>(text.size())) return false;
+  *out = v;
+  return true;
+}
+
+// A block-kernel plan: tile (output pixels), output channels per work unit, CTAs of a cluster
+// sharing a unit, depth of the operand ring.
+struct BlockPlanFields {
+  int tile_h = 0, tile_w = 0, f_tile = 0, split = 0, stages = 0;
+};
+
+// Whether `text` is exactly "HxW,f_tile,split,stages" (nothing before or after); fills *out.
+inline bool ParseBlockPlanText(const std::string& text, BlockPlanFields* out) {
+  BlockPlanFields v;
+  int used = -1;
+  const int fields = std::sscanf(text.c_str(), "%dx%d,%d,%d,%d%n", &v.tile_h, &v.tile_w, &v.f_tile, &v.split, &v.stages, &used);
+  if (fields != 5 || used != static_cast<int>(text.size())) return false;
   *out = v;
   return true;
 }

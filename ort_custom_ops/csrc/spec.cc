@@ -8,7 +8,7 @@
 
 namespace fcm {
 
-std::string ParseCudaPlans(const std::string& text, std::vector<std::pair<int64_t, std::string>>* out) {
+std::string ParseCudaPlans(const std::string& text, bool channels_last, std::vector<std::pair<int64_t, std::string>>* out) {
   out->clear();
   std::stringstream entries(text);
   std::string entry;
@@ -20,11 +20,13 @@ std::string ParseCudaPlans(const std::string& text, std::vector<std::pair<int64_
     const std::string plan = colon == std::string::npos ? "" : entry.substr(colon + 1);
     const bool batch_ok = colon != std::string::npos && std::sscanf(entry.substr(0, colon).c_str(), "%lld%n", &batch, &used) == 1 &&
                           used == static_cast<int>(colon) && batch > 0;
-    PlanText fields;
-    const bool plan_ok = batch_ok && ParsePlanText(plan, &fields);
+    PlanText chain;
+    BlockPlanFields block;
+    const bool plan_ok = batch_ok && (channels_last ? ParseBlockPlanText(plan, &block) : ParsePlanText(plan, &chain));
     if (!plan_ok)
       return "cuda_plans entry '" + entry +
-             "' must read BATCH:pixels,HxW,f_tile,split,buffers,w1_direct[,cluster] (e.g. 1:64,8x8,32,4,2,0)";
+             (channels_last ? "' must read BATCH:HxW,f_tile,split,stages (e.g. 32:8x8,24,1,3) on a channels_last node"
+                            : "' must read BATCH:pixels,HxW,f_tile,split,buffers,w1_direct[,cluster] (e.g. 1:64,8x8,32,4,2,0)");
     for (const auto& known : *out)
       if (known.first == batch) return "cuda_plans lists batch " + std::to_string(batch) + " twice";
     out->emplace_back(batch, plan);

@@ -74,7 +74,8 @@ struct ChainSpec {
 std::vector<StageType> StageTypesOf(const std::string& op_name);
 
 // Parses a cuda_plans attribute into (batch, plan) pairs; returns what is wrong, or an empty string.
-std::string ParseCudaPlans(const std::string& text, std::vector<std::pair<int64_t, std::string>>* out);
+// (channels_last nodes run the block kernels, whose plans read "HxW,f_tile,split,stages").
+std::string ParseCudaPlans(const std::string& text, bool channels_last, std::vector<std::pair<int64_t, std::string>>* out);
 
 // Checks the chain's channel counts against each other and the residual and activations; returns an
 // empty string when the spec is consistent, or what is wrong.

@@ -2,7 +2,9 @@
 
 In: the C++/CUDA sources under ``ort_custom_ops/csrc``; ONNX Runtime's C/C++ headers (from
 ``$ORT_INCLUDE_DIR``, or fetched once from Debian's ``libonnxruntime-dev`` package into
-``build/ort-headers``: the headers are in no pip wheel); CMake; nvcc when present.
+``build/ort-headers``: the headers are in no pip wheel); CMake; nvcc when present, and then CUTLASS's
+CuTe headers (``$CUTLASS_INCLUDE_DIR``, or fetched once from PyPI's ``nvidia-cutlass`` wheel into
+``build/cutlass-headers``) for the Hopper kernels' tensor-core and copy-engine instructions.
 Out: ``ort_custom_ops/lib/libfcm_ort_ops.so``: CPU kernels always, CUDA kernels (sm_80/86/89/90 +
 PTX) when nvcc is found; without nvcc a CPU-only library, said so.
 """
@@ -23,6 +25,7 @@ BUILD = ROOT / "build"
 HEADERS_DEB = "libonnxruntime-dev"
 DEBIAN_SUITE = "trixie"  # its libonnxruntime-dev is 1.21 (ORT_API_VERSION 21): loads in any newer runtime
 LIBRARY_NAME = "libfcm_ort_ops.so"
+CUTLASS_WHEEL = "nvidia-cutlass==4.2.0.0"  # ships CUTLASS/CuTe's headers under cutlass_library/source/include
 
 
 class BuildError(Exception):
@@ -78,6 +81,42 @@ def ort_headers() -> Path:
     return include
 
 
+def cutlass_headers() -> Path:
+    """The directory holding cute/ and cutlass/: $CUTLASS_INCLUDE_DIR, or the nvidia-cutlass wheel's."""
+    override = os.environ.get("CUTLASS_INCLUDE_DIR")
+    if override:
+        path = Path(override)
+        if not (path / "cute" / "arch" / "mma_sm90_gmma.hpp").is_file():
+            raise BuildError(f"CUTLASS_INCLUDE_DIR={override} has no cute/arch/mma_sm90_gmma.hpp")
+        return path
+    target = BUILD / "cutlass-headers"
+    if (target / "cute" / "arch" / "mma_sm90_gmma.hpp").is_file():
+        return target
+    print(f"fetching CUTLASS headers ({CUTLASS_WHEEL} from PyPI)", flush=True)
+    import zipfile
+
+    prefix = "cutlass_library/source/include/"
+    with tempfile.TemporaryDirectory(prefix="fcm-cutlass-") as tmp:
+        _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "-d", tmp, CUTLASS_WHEEL])
+        wheels = sorted(Path(tmp).glob("nvidia_cutlass-*.whl"))
+        if not wheels:
+            raise BuildError(f"pip download {CUTLASS_WHEEL} produced no wheel")
+        staging = Path(tempfile.mkdtemp(prefix="cutlass-headers.", dir=BUILD))
+        with zipfile.ZipFile(wheels[-1]) as wheel:
+            for name in wheel.namelist():
+                if name.startswith(prefix) and not name.endswith("/"):
+                    out = staging / name[len(prefix):]
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(wheel.read(name))
+    if not (staging / "cute" / "arch" / "mma_sm90_gmma.hpp").is_file():
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BuildError(f"{CUTLASS_WHEEL} holds no cute/arch/mma_sm90_gmma.hpp")
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return target
+
+
 def find_nvcc() -> str | None:
     for candidate in (os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
@@ -95,7 +134,7 @@ def build(cuda: bool = True, jobs: int | None = None, quiet: bool = False) -> Pa
     configure = ["cmake", "-S", str(PACKAGE), "-B", str(build_dir), f"-DORT_INCLUDE_DIR={headers}",
                  "-DCMAKE_BUILD_TYPE=Release", f"-DFCM_CUDA={'ON' if nvcc else 'OFF'}"]
     if nvcc:
-        configure.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+        configure += [f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DCUTLASS_INCLUDE_DIR={cutlass_headers()}"]
     out = _run(configure).stdout
     with_cuda = "building the CUDA kernels" in out
     if not quiet:

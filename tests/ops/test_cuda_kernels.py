@@ -9,9 +9,6 @@ before each run. TF32 (the default) within 5e-3 of the largest output, exact FP3
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-
 import numpy as np
 import onnx
 import pytest
@@ -19,7 +16,8 @@ import pytest
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.standalone import fused_model
 from tests.support.fcm_numpy import run_spec
-from tests.support.gpu import cuda_providers, has_clusters, require_cuda, run_in_threads, run_poisoned
+from tests.support.gpu import (check_fused_on_gpu, check_graph_replays, cuda_providers, forced_plan, has_clusters, precision, require_cuda, run_in_threads,  # noqa: F401
+                               run_poisoned)
 from tests.support.specs import random_feeds, random_spec
 
 pytestmark = pytest.mark.gpu
@@ -30,15 +28,6 @@ TF32_BOUND, FP32_BOUND = 5e-3, 1e-4
 @pytest.fixture(autouse=True)
 def _cuda():
     require_cuda()
-
-
-@pytest.fixture(params=["tf32", "fp32"])
-def precision(request, monkeypatch):
-    if request.param == "fp32":
-        monkeypatch.setenv("FCM_CUDA_FP32", "1")
-    else:
-        monkeypatch.delenv("FCM_CUDA_FP32", raising=False)
-    return request.param
 
 
 def random_plan(rng, kind: str, channels: int, kernel: int, stride: int) -> str:
@@ -64,30 +53,6 @@ def random_plan(rng, kind: str, channels: int, kernel: int, stride: int) -> str:
             return f"{pixels},{tile_h}x{tile_w},{f_tile},{split},{buffers},{w1_direct}"
 
 
-@contextmanager
-def forced_plan(plan: str | None):
-    """FCM_CUDA_PLAN set while the block runs (the kernels read it when they plan a first call)."""
-    if plan is not None:
-        os.environ["FCM_CUDA_PLAN"] = plan
-    try:
-        yield
-    finally:
-        os.environ.pop("FCM_CUDA_PLAN", None)
-
-
-def check_on_gpu(spec, rng, batch, height, width, bound, plan=None):
-    feeds, x, scale = random_feeds(spec, rng, batch, height, width)
-    model = fused_model(spec)
-    (cpu,) = make_session(model).run(None, feeds)
-    with forced_plan(plan):
-        gpu = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
-    reference = run_spec(spec, x, scale)
-    scale_of = max(1.0, float(np.abs(reference).max()))
-    assert np.abs(cpu - reference).max() <= FP32_BOUND * scale_of
-    error = float(np.abs(gpu - cpu).max())
-    assert error <= bound * scale_of, f"GPU vs CPU: {error:.3g} (largest output {scale_of:.3g}), plan {plan}"
-
-
 CASES = [(kind, k, s) for kind in ("dwpw", "pwdw", "pwdwpw") for k in (3, 5, 7) for s in (1, 2)] + [("pwpw", 3, 1)]
 
 
@@ -101,13 +66,13 @@ def test_kinds_against_cpu(kind, kernel, stride, batch, precision, rng):
                            residual=kind in ("pwdwpw", "pwpw") and stride == 1 and rng.random() < 0.5,
                            scale=kind != "dwpw" and rng.random() < 0.3)
         height, width = int(rng.integers(kernel, 30)), int(rng.integers(kernel, 30))
-        check_on_gpu(spec, rng, batch, height, width, bound, plan=random_plan(rng, kind, channels, kernel, stride))
+        check_fused_on_gpu(spec, rng, batch, height, width, bound, plan=random_plan(rng, kind, channels, kernel, stride))
 
 
 @pytest.mark.parametrize("pads", [(0, 0, 1, 1), (0, 0, 0, 0), (2, 1, 0, 2)])
 def test_explicit_pads_odd_sizes(pads, precision, rng):
     spec = random_spec(rng, "pwdwpw", 13, kernel=3, stride=2, pads=pads, expand=37, out=29)
-    check_on_gpu(spec, rng, 3, 23, 17, TF32_BOUND if precision == "tf32" else FP32_BOUND)
+    check_fused_on_gpu(spec, rng, 3, 23, 17, TF32_BOUND if precision == "tf32" else FP32_BOUND)
 
 
 def test_mobilenet_like_shapes(precision, rng):
@@ -124,7 +89,7 @@ def test_mobilenet_like_shapes(precision, rng):
         (160, 960, 320, 7, 1, "64,7x7,256,8,2,0"),
     ]:
         spec = random_spec(rng, "pwdwpw", c, kernel=3, stride=stride, expand=e, out=f, residual=(c == f and stride == 1))
-        check_on_gpu(spec, rng, 2, size, size, bound, plan=plan)
+        check_fused_on_gpu(spec, rng, 2, size, size, bound, plan=plan)
 
 
 def test_plan_override_is_checked(rng):
@@ -172,7 +137,7 @@ def test_every_kernel_width(kind, precision, rng):
     spec = random_spec(rng, kind, 21, kernel=3, stride=2, expand=70, out=100, scale=kind != "dwpw")
     for pixels, tile in ((64, "4x16"), (128, "8x16")):
         for f_tile in (16, 32, 48, 64, 112):
-            check_on_gpu(spec, rng, 2, 13, 19, bound, plan=f"{pixels},{tile},{f_tile},2,2,0")
+            check_fused_on_gpu(spec, rng, 2, 13, 19, bound, plan=f"{pixels},{tile},{f_tile},2,2,0")
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -186,7 +151,7 @@ def test_depthwise_region_in_16_byte_pieces(stride, precision, rng):
         spec = random_spec(rng, "dwpw", 37, kernel=kernel, stride=stride, pads=(kernel // 2, left, kernel // 2, 1))
         for width, tile_w in ((32, 8), (20, 16), (28, 4 // stride), (30, 8), (32, 5)):
             tile_h = 64 // tile_w
-            check_on_gpu(spec, rng, 2, 11, width, bound, plan=f"64,{tile_h}x{tile_w},32,1,2,0")
+            check_fused_on_gpu(spec, rng, 2, 11, width, bound, plan=f"64,{tile_h}x{tile_w},32,1,2,0")
 
 
 def test_split_shares_in_a_cluster_and_through_the_workspace(rng, capfd, monkeypatch):
@@ -232,40 +197,49 @@ def test_small_cases_for_the_sanitizer(rng):
     """A handful of tiny cases per kind (run under compute-sanitizer memcheck and racecheck)."""
     for kind, stride in (("dwpw", 2), ("pwdw", 1), ("pwpw", 1), ("pwdwpw", 2), ("pwdwpw", 1)):
         spec = random_spec(rng, kind, 9, kernel=3, stride=stride, residual=kind == "pwpw", scale=kind == "pwdw")
-        check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan=random_plan(rng, kind, 9, 3, stride))
+        check_fused_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan=random_plan(rng, kind, 9, 3, stride))
     # the depthwise input region in 16-byte pieces (width a multiple of 4), left pads 1 and 2
     for left, stride in ((1, 1), (2, 2)):
         spec = random_spec(rng, "dwpw", 9, kernel=5, stride=stride, pads=(2, left, 2, 2))
-        check_on_gpu(spec, rng, 2, 6, 8, TF32_BOUND, plan="64,4x8,32,1,2,0")
+        check_fused_on_gpu(spec, rng, 2, 6, 8, TF32_BOUND, plan="64,4x8,32,1,2,0")
     # a split's shares through the workspace and (sm_90) in a cluster
     spec = random_spec(rng, "pwdwpw", 9, kernel=3, stride=1, expand=70, out=20, residual=False)
     for cluster in ([",0", ",1"] if has_clusters() else [",0"]):
-        check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="64,4x8,16,3,2,0" + cluster)
+        check_fused_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="64,4x8,16,3,2,0" + cluster)
     # each compiled output-channel capacity (f_tile 16, 48, 112 on 100 output channels)
     for kind in ("dwpw", "pwdwpw", "pwpw"):
         spec = random_spec(rng, kind, 9, kernel=3, stride=2, expand=40, out=100)
         for f_tile in (16, 48, 112):
-            check_on_gpu(spec, rng, 1, 7, 5, TF32_BOUND, plan=f"64,4x8,{f_tile},1,2,0")
+            check_fused_on_gpu(spec, rng, 1, 7, 5, TF32_BOUND, plan=f"64,4x8,{f_tile},1,2,0")
 
 
-def test_dynamic_batch_and_sizes(rng):
-    spec = random_spec(rng, "pwdwpw", 24, stride=2, expand=64, out=32)
+def _input(rng, channels_last: bool, batch: int, channels: int, height: int, width: int) -> np.ndarray:
+    shape = (batch, height, width, channels) if channels_last else (batch, channels, height, width)
+    return rng.normal(size=shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_dynamic_batch_and_sizes(channels_last, rng):
+    """One session, new batch sizes and image sizes (a plan per shape), in both layouts (NCHW nodes
+    run the chain kernels, channels_last ones the block kernels)."""
+    spec = random_spec(rng, "pwdwpw", 24, stride=2, expand=64, out=32, channels_last=channels_last)
     model = fused_model(spec)
     session = make_session(model, providers=cuda_providers())
     cpu = make_session(model)
     for batch, height, width in ((1, 9, 9), (7, 16, 31), (2, 3, 5)):
-        x = rng.normal(size=(batch, 24, height, width)).astype(np.float32)
+        x = _input(rng, channels_last, batch, 24, height, width)
         (expected,) = cpu.run(None, {"X": x})
         got = run_poisoned(session, {"X": x}, expected.shape)
         assert np.abs(got - expected).max() <= TF32_BOUND * max(1, np.abs(expected).max())
 
 
-def test_four_threads_share_one_session(rng):
-    spec = random_spec(rng, "pwdwpw", 32, expand=96, out=32, residual=True)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_four_threads_share_one_session(channels_last, rng):
+    spec = random_spec(rng, "pwdwpw", 32, expand=96, out=32, residual=True, channels_last=channels_last)
     model = fused_model(spec)
     session = make_session(model, providers=cuda_providers())
     cpu = make_session(model)
-    inputs = [rng.normal(size=(int(rng.integers(1, 6)), 32, 20, 20)).astype(np.float32) for _ in range(8)]
+    inputs = [_input(rng, channels_last, int(rng.integers(1, 6)), 32, 20, 20) for _ in range(8)]
     expected = [cpu.run(None, {"X": x})[0] for x in inputs]
     errors = run_in_threads(session, "X", inputs, lambda i, got: np.abs(got - expected[i]).max()
                             <= TF32_BOUND * max(1, np.abs(expected[i]).max()))
@@ -276,25 +250,8 @@ def test_four_threads_share_one_session(rng):
 def test_cuda_graph_capture_and_replay(cluster, rng):
     """Capture and replays, the split plan's shares added through the workspace (taken on the runs
     before the capture) or in a cluster (sm_90)."""
-    import onnxruntime as ort
-
     if cluster and not has_clusters():
         pytest.skip("thread-block clusters need sm_90")
     spec = random_spec(rng, "pwdwpw", 32, expand=96, out=32, residual=True)
-    model = fused_model(spec)
-    cpu = make_session(model)
-    session = make_session(model, providers=cuda_providers(enable_cuda_graph=1))
-    x = rng.normal(size=(4, 32, 14, 14)).astype(np.float32)
-    x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
-    y_dev = ort.OrtValue.ortvalue_from_numpy(np.full((4, 32, 14, 14), np.nan, np.float32), "cuda", 0)
-    binding = session.io_binding()
-    binding.bind_ortvalue_input("X", x_dev)
-    binding.bind_ortvalue_output("Y", y_dev)
-    with forced_plan(f"64,7x7,32,3,2,0,{cluster}"):  # a split plan (planned at the first run, before the capture)
-        for attempt in range(3):  # capture, then replays with new input values
-            x = rng.normal(size=x.shape).astype(np.float32)
-            x_dev.update_inplace(x)
-            session.run_with_iobinding(binding)
-            (expected,) = cpu.run(None, {"X": x})
-            got = y_dev.numpy()
-            assert np.abs(got - expected).max() <= TF32_BOUND * max(1, np.abs(expected).max()), f"run {attempt}"
+    # a split plan, planned at the first run, before the capture
+    check_graph_replays(fused_model(spec), rng, (4, 32, 14, 14), "Y", f"64,7x7,32,3,2,0,{cluster}", 3, TF32_BOUND)

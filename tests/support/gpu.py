@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -101,3 +103,73 @@ def run_in_threads(session, feed: str, inputs: list[np.ndarray], matches, thread
     for w in workers:
         w.join()
     return errors
+
+
+@contextmanager
+def forced_plan(plan: str | None):
+    """FCM_CUDA_PLAN set while the block runs (the kernels read it when they plan a first call)."""
+    if plan is not None:
+        os.environ["FCM_CUDA_PLAN"] = plan
+    try:
+        yield
+    finally:
+        os.environ.pop("FCM_CUDA_PLAN", None)
+
+
+@pytest.fixture(params=["tf32", "fp32"])
+def precision(request, monkeypatch):
+    """The CUDA kernels' pointwise arithmetic: TF32 tensor cores (the default), or exact FP32."""
+    if request.param == "fp32":
+        monkeypatch.setenv("FCM_CUDA_FP32", "1")
+    else:
+        monkeypatch.delenv("FCM_CUDA_FP32", raising=False)
+    return request.param
+
+
+def check_fused_on_gpu(spec, rng, batch: int, height: int, width: int, bound: float, plan: str | None = None,
+                       scale_nhwc: bool = False) -> None:
+    """One fused node (either layout) on the CUDA provider, outputs poisoned, against the CPU kernel
+    (within `bound` of the largest output) and the CPU kernel against the numpy chain (1e-4)."""
+    from ort_custom_ops.ops.library import make_session
+    from ort_custom_ops.ops.standalone import fused_model
+    from tests.support.fcm_numpy import run_spec
+    from tests.support.specs import random_feeds
+
+    feeds, x, scale = random_feeds(spec, rng, batch, height, width, scale_nhwc=scale_nhwc)
+    model = fused_model(spec)
+    (cpu,) = make_session(model).run(None, feeds)
+    with forced_plan(plan):
+        gpu = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
+    reference = run_spec(spec, x, scale)
+    scale_of = max(1.0, float(np.abs(reference).max()))
+    cpu_nchw = cpu.transpose(0, 3, 1, 2) if spec.channels_last else cpu
+    assert np.abs(cpu_nchw - reference).max() <= 1e-4 * scale_of
+    error = float(np.abs(gpu - cpu).max())
+    assert error <= bound * scale_of, f"GPU vs CPU: {error:.3g} (largest output {scale_of:.3g}), plan {plan}"
+
+
+def check_graph_replays(model, rng, input_shape, output: str, plan: str, runs: int, bound: float) -> None:
+    """A model with input X on the CUDA provider with CUDA graphs on, IO bound to device buffers,
+    under FCM_CUDA_PLAN=plan: the first run plans, the next captures, the rest replay the graph on
+    new input values; every run's output against the CPU's."""
+    import onnxruntime as ort
+
+    from ort_custom_ops.ops.library import make_session
+
+    cpu = make_session(model)
+    session = make_session(model, providers=cuda_providers(enable_cuda_graph=1))
+    x = rng.normal(size=input_shape).astype(np.float32)
+    (first,) = cpu.run(None, {"X": x})
+    x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+    y_dev = ort.OrtValue.ortvalue_from_numpy(np.full(first.shape, np.nan, np.float32), "cuda", 0)
+    binding = session.io_binding()
+    binding.bind_ortvalue_input("X", x_dev)
+    binding.bind_ortvalue_output(output, y_dev)
+    with forced_plan(plan):
+        for attempt in range(runs):
+            x = rng.normal(size=input_shape).astype(np.float32)
+            x_dev.update_inplace(x)
+            session.run_with_iobinding(binding)
+            (expected,) = cpu.run(None, {"X": x})
+            got = y_dev.numpy()
+            assert np.abs(got - expected).max() <= bound * max(1, np.abs(expected).max()), f"run {attempt}"

@@ -12,6 +12,7 @@
 
 #include "../plan_text.h"
 #include "chain_device.cuh"
+#include "device.h"
 
 namespace fcm {
 namespace chain {
@@ -102,52 +103,7 @@ size_t SharedBytes(const ChainProblem& p, const KernelArgs& a, int pixels) {
   return bytes;
 }
 
-struct Device {
-  int sms = 108, shared_per_block = 48 * 1024;
-};
-
-const Device& ThisDevice() {
-  // one table per device ordinal: a process may run sessions on several GPUs
-  static std::mutex mutex;
-  static std::unordered_map<int, Device> devices;
-  int ordinal = 0;
-  cudaGetDevice(&ordinal);
-  std::lock_guard<std::mutex> lock(mutex);
-  auto found = devices.find(ordinal);
-  if (found != devices.end()) return found->second;
-  Device d;
-  cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, ordinal);
-  cudaDeviceGetAttribute(&d.shared_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, ordinal);
-  return devices.emplace(ordinal, d).first->second;
-}
-
-// Raises a kernel's dynamic shared-memory limit (once per device, kernel and size: the attribute
-// is per device) and says how many of its blocks fit on an SM with `bytes` of shared memory (0: none).
-int AllowAndOccupancy(KernelFn kernel, size_t bytes) {
-  static std::mutex mutex;
-  static std::map<std::pair<int, KernelFn>, size_t> allowed;
-  static std::map<std::tuple<int, KernelFn, size_t>, int> occupancy;
-  int ordinal = 0;
-  cudaGetDevice(&ordinal);
-  std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::make_tuple(ordinal, kernel, bytes);
-  auto found = occupancy.find(key);
-  if (found != occupancy.end()) return found->second;
-  size_t& current = allowed[std::make_pair(ordinal, kernel)];
-  if (bytes > current) {
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)) != cudaSuccess) {
-      cudaGetLastError();  // clear it: the plan is just not possible
-      return occupancy[key] = 0;
-    }
-    current = bytes;
-  }
-  int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, bytes) != cudaSuccess) {
-    cudaGetLastError();
-    blocks = 0;
-  }
-  return occupancy[key] = blocks;
-}
+int AllowAndOccupancy(KernelFn kernel, size_t bytes) { return CtasPerSm(reinterpret_cast<const void*>(kernel), kThreads, bytes); }
 
 constexpr int kMaxCluster = 16;  // blocks per cluster on sm_90 (above 8 as a non-portable size)
 
@@ -170,37 +126,8 @@ struct ClusterLaunch {
   ClusterLaunch& operator=(const ClusterLaunch&) = delete;
 };
 
-// How many clusters of `size` blocks of `kernel` (with `bytes` of shared memory) the device runs at
-// once; 0 when it runs none: no cluster launch on this device, a kernel not built for sm_90 (its
-// cluster code is compiled out), or a cluster that does not fit a GPC's SMs.
 int ClusterCapacity(KernelFn kernel, size_t bytes, int size) {
-  static std::mutex mutex;
-  static std::map<std::tuple<int, KernelFn, size_t, int>, int> capacity;
-  int ordinal = 0;
-  cudaGetDevice(&ordinal);
-  std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::make_tuple(ordinal, kernel, bytes, size);
-  auto found = capacity.find(key);
-  if (found != capacity.end()) return found->second;
-  int& clusters = capacity[key];
-  clusters = 0;
-  int supported = 0;
-  cudaFuncAttributes attributes{};
-  if (cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, ordinal) != cudaSuccess || supported == 0 ||
-      cudaFuncGetAttributes(&attributes, kernel) != cudaSuccess || attributes.ptxVersion < 90) {
-    cudaGetLastError();
-    return clusters;
-  }
-  if (size > 8 && cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
-    cudaGetLastError();
-    return clusters;
-  }
-  const ClusterLaunch launch(dim3(1, 1, size), bytes, size, nullptr);
-  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch.config) != cudaSuccess) {
-    cudaGetLastError();
-    clusters = 0;
-  }
-  return clusters;
+  return ClustersPerGpu(reinterpret_cast<const void*>(kernel), kThreads, bytes, dim3(1, 1, size));
 }
 
 // A rough cost of a plan in microseconds, for ranking plans of one problem. The kernels are
@@ -271,7 +198,7 @@ double EstimateMicros(const ChainProblem& p, const KernelArgs& a, const ChainPla
 using namespace chain;
 
 ChainPlan CompletePlan(const ChainProblem& p, ChainPlan plan) {
-  const Device& device = ThisDevice();
+  const DeviceInfo& device = CurrentDevice();
   const int chunks = (p.m + kChunk - 1) / kChunk;
   auto fail = [&](const char* why) {
     plan.error = why;
@@ -296,7 +223,7 @@ ChainPlan CompletePlan(const ChainProblem& p, ChainPlan plan) {
     return fail("an image larger than 2^31 elements");
   const KernelFn kernel = PickKernel(p, plan.pixels, plan.f_tile);
   plan.shared_bytes = SharedBytes(p, a, plan.pixels);
-  if (plan.shared_bytes > static_cast<size_t>(device.shared_per_block)) return fail("does not fit in shared memory");
+  if (plan.shared_bytes > static_cast<size_t>(device.shared_optin)) return fail("does not fit in shared memory");
   const int per_sm = AllowAndOccupancy(kernel, plan.shared_bytes);
   if (per_sm == 0) return fail("does not fit on an SM");
   if (plan.cluster && ClusterCapacity(kernel, plan.shared_bytes, split) == 0)
@@ -420,7 +347,7 @@ cudaError_t LaunchChain(const ChainProblem& p, const ChainPlan& plan, void* work
   }
   if (err == cudaSuccess && plan.split > 1 && !plan.cluster) {
     const size_t total = static_cast<size_t>(p.n) * p.f * p.out_h * p.out_w;
-    const int blocks = static_cast<int>(std::min<size_t>((total + 255) / 256, 8 * static_cast<size_t>(ThisDevice().sms)));
+    const int blocks = static_cast<int>(std::min<size_t>((total + 255) / 256, 8 * static_cast<size_t>(CurrentDevice().sms)));
     ReduceSplits<<<blocks, 256, 0, stream>>>(a);
     err = cudaGetLastError();
   }

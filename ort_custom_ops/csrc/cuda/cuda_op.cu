@@ -1,8 +1,9 @@
 // The FCM ops on ONNX Runtime's CUDA execution provider: reads a call's tensors into a
 // ChainProblem, plans the launch once per input shape (the node's tuned plan for the batch size,
-// else PlanChain; the planner's tiling attributes are for the cost model's figures), and
-// launches on the stream ONNX Runtime gives the kernel, with workspace from ONNX Runtime's
-// allocator.
+// else the kernels' own; the planner's tiling attributes are for the cost model's figures), and
+// launches on the stream ONNX Runtime gives the kernel. Two kernel families: channels_last nodes
+// run the block kernels (block/: NHWC, TMA and wgmma on Hopper, persistent), NCHW nodes the chain
+// kernels (chain_*: with workspace from ONNX Runtime's allocator for split shares).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include <tuple>
 
 #include "../fused_op.h"
+#include "block/block_launch.h"
 #include "chain_launch.h"
 #include "cuda_ops.h"
 
@@ -25,13 +27,42 @@ bool Tf32Allowed(const ChainSpec& spec) {
   return spec.allow_tf32;
 }
 
+bool Verbose() {
+  const char* verbose = std::getenv("FCM_CUDA_VERBOSE");  // the plan of each node, for profiling
+  return verbose != nullptr && verbose[0] == '1';
+}
+
+using PlanKey = std::tuple<int, int, int, int, bool>;  // (device, n, h, w, tf32)
+
 struct CudaChainKernel {
+  static constexpr bool kChannelsLast = true;  // channels_last nodes run the block kernels
   ChainSpec spec;
   std::mutex mutex;  // one kernel object may run on several threads at once
-  std::map<std::tuple<int, int, int, int, bool>, ChainPlan> plans;  // (device, n, h, w, tf32) -> plan
+  std::map<PlanKey, ChainPlan> plans;
+  std::map<PlanKey, block::BlockPlan> block_plans;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
   ChainPlan ChoosePlan(const ChainProblem& p, bool verbose) const;
+  block::BlockPlan ChooseBlockPlan(const ChainProblem& p, bool verbose) const;
+  OrtStatusPtr RunChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
+  OrtStatusPtr RunBlock(const ChainProblem& p, int device, cudaStream_t stream);
+
+  // The plan for this device and shape from `cache`, chosen (and with FCM_CUDA_VERBOSE said) at the
+  // first call.
+  template <class Plan, class Choose, class Describe>
+  Plan Cached(std::map<PlanKey, Plan>& cache, const ChainProblem& p, int device, Choose choose, Describe describe) {
+    std::lock_guard<std::mutex> lock(mutex);
+    const PlanKey key(device, p.n, p.h, p.w, p.tf32);
+    auto found = cache.find(key);
+    if (found == cache.end()) {
+      const bool say = Verbose();
+      found = cache.emplace(key, choose(p, say)).first;
+      if (say)
+        std::fprintf(stderr, "FCM CUDA %s [n=%d c=%d h=%d w=%d m=%d f=%d k=%d s=%d]: %s\n", spec.node_name.c_str(), p.n, p.c, p.h,
+                     p.w, p.m, p.f, p.kernel, p.stride, describe(found->second).c_str());
+    }
+    return found->second;
+  }
 };
 
 // FCM_CUDA_PLAN (a fixed division of the work for every node, for tests and tuning; an error when it
@@ -49,13 +80,26 @@ ChainPlan CudaChainKernel::ChoosePlan(const ChainProblem& p, bool verbose) const
   return PlanChain(p);
 }
 
+// The same for the block kernels (channels_last nodes), whose plans read "HxW,f_tile,split,stages".
+block::BlockPlan CudaChainKernel::ChooseBlockPlan(const ChainProblem& p, bool verbose) const {
+  const char* forced = std::getenv("FCM_CUDA_PLAN");
+  if (forced != nullptr && forced[0] != '\0') return block::ParseBlockPlan(p, forced);
+  for (const auto& [batch, text] : spec.cuda_plans) {
+    if (batch != p.n) continue;
+    block::BlockPlan tuned = block::ParseBlockPlan(p, text);
+    if (tuned.error.empty()) return tuned;
+    if (verbose) std::fprintf(stderr, "FCM CUDA %s: tuned plan not used (%s)\n", spec.node_name.c_str(), tuned.error.c_str());
+  }
+  return block::PlanBlock(p);
+}
+
 OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
   try {
     Ort::KernelContext ctx(context);
     CallShapes s;
     Ort::Status status = CheckCall(spec, ctx, &s);
     if (!status.IsOK()) return status.release();
-    auto y = ctx.GetOutput(0, std::vector<int64_t>{s.n, s.out_c, s.out_h, s.out_w});
+    auto y = ctx.GetOutput(0, s.OutputShape());
     if (s.n == 0 || s.out_h == 0 || s.out_w == 0) return nullptr;
     if (s.n > 65535 || s.c * s.h * s.w > (int64_t{1} << 31) || s.out_c * s.out_h * s.out_w > (int64_t{1} << 31))
       return Ort::Status("FCM CUDA: tensor too large for the kernels' 32-bit indexing", ORT_NOT_IMPLEMENTED).release();
@@ -105,42 +149,43 @@ OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
 
     int device = 0;
     cudaGetDevice(&device);
-    ChainPlan plan;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      const auto key = std::make_tuple(device, p.n, p.h, p.w, p.tf32);
-      auto found = plans.find(key);
-      if (found == plans.end()) {
-        const char* verbose = std::getenv("FCM_CUDA_VERBOSE");  // the plan of each node, for profiling
-        const bool say = verbose != nullptr && verbose[0] == '1';
-        found = plans.emplace(key, ChoosePlan(p, say)).first;
-        if (say)
-          std::fprintf(stderr, "FCM CUDA %s [n=%d c=%d h=%d w=%d m=%d f=%d k=%d s=%d]: %s\n", spec.node_name.c_str(), p.n, p.c,
-                       p.h, p.w, p.m, p.f, p.kernel, p.stride, DescribePlan(found->second).c_str());
-      }
-      plan = found->second;
-    }
-    if (!plan.error.empty())
-      return Ort::Status(("FCM CUDA (" + spec.node_name + "): " + plan.error).c_str(), ORT_NOT_IMPLEMENTED).release();
-
-    // split shares go through a workspace from ONNX Runtime's allocator
-    OrtAllocator* allocator = nullptr;
-    void* workspace = nullptr;
-    if (plan.workspace_bytes > 0) {
-      Ort::Status status = GetScratch(ctx, device, stream, plan.workspace_bytes, "FCM CUDA (" + spec.node_name + "), split workspace",
-                                      &workspace, &allocator);
-      if (!status.IsOK()) return status.release();
-    }
-    const cudaError_t err = LaunchChain(p, plan, workspace, stream);
-    if (workspace != nullptr) allocator->Free(allocator, workspace);
-    if (err != cudaSuccess)
-      return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
-    return nullptr;
+    return spec.channels_last ? RunBlock(p, device, stream) : RunChain(ctx, p, device, stream);
   } catch (const Ort::Exception& e) {
     return Ort::Status(e).release();
   } catch (const std::exception& e) {
     return Ort::Status(e.what(), ORT_RUNTIME_EXCEPTION).release();
   }
+}
+
+OrtStatusPtr CudaChainKernel::RunChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
+  const ChainPlan plan = Cached(
+      plans, p, device, [this](const ChainProblem& q, bool say) { return ChoosePlan(q, say); }, DescribePlan);
+  if (!plan.error.empty())
+    return Ort::Status(("FCM CUDA (" + spec.node_name + "): " + plan.error).c_str(), ORT_NOT_IMPLEMENTED).release();
+
+  // split shares go through a workspace from ONNX Runtime's allocator
+  OrtAllocator* allocator = nullptr;
+  void* workspace = nullptr;
+  if (plan.workspace_bytes > 0) {
+    Ort::Status status = GetScratch(ctx, device, stream, plan.workspace_bytes, "FCM CUDA (" + spec.node_name + "), split workspace",
+                                    &workspace, &allocator);
+    if (!status.IsOK()) return status.release();
+  }
+  const cudaError_t err = LaunchChain(p, plan, workspace, stream);
+  if (workspace != nullptr) allocator->Free(allocator, workspace);
+  if (err != cudaSuccess) return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
+  return nullptr;
+}
+
+OrtStatusPtr CudaChainKernel::RunBlock(const ChainProblem& p, int device, cudaStream_t stream) {
+  const block::BlockPlan plan = Cached(
+      block_plans, p, device, [this](const ChainProblem& q, bool say) { return ChooseBlockPlan(q, say); },
+      block::DescribeBlockPlan);
+  if (!plan.error.empty())
+    return Ort::Status(("FCM CUDA (" + spec.node_name + "): " + plan.error).c_str(), ORT_NOT_IMPLEMENTED).release();
+  const cudaError_t err = block::LaunchBlock(p, plan, stream);
+  if (err != cudaSuccess) return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
+  return nullptr;
 }
 
 // Whether `bytes` more fit the device (see GetScratch); true while `stream` is being captured.

@@ -1,0 +1,37 @@
+// What the fused-block kernel reads from the host: the problem (NHWC tensors, stages) and how the
+// launch divides it. Filled by the launcher (block_launch.cu); passed by value.
+#pragma once
+
+#include <cstdint>
+
+#include "../chain_launch.h"
+
+namespace fcm {
+namespace block {
+
+struct BlockArgs {
+  ChainProblem p;  // x [n, h, w, c], y [n, out_h, out_w, f or m], scale [scale_batch, c]
+  // tiles of tile_h x tile_w output pixels; a unit is (image, tile, output-channel slice)
+  int tile_h, tile_w, tiles_w, tiles_per_image, f_slices, units;
+  int region_h, region_w, region_rows;  // the input pixels a tile reads (tile plus halo): at most 128
+  int c_slabs, chunks;                  // input-channel slabs; 32-channel chunks of the intermediate
+  int split;                            // CTAs of a cluster sharing a unit's chunks
+  int stages;                           // depth of the operand ring (at least 3: see Consume)
+  int resident;                         // 1: every chunk of this CTA has its own stage, loaded once (stages = its chunks)
+  int regions;                          // input-region buffers: 2 lets the next unit's region load during this one
+  int tma;                              // 1: TMA copies; 0: cp.async copies
+  int vec;                              // cp.async in 16-byte pieces (aligned rows of multiples of 4)
+  // shared memory: byte offsets from the kernel's 1024-aligned base
+  uint32_t x_off, x_slab_bytes;  // input regions (first pointwise stage): `regions` buffers of c_slabs slabs
+  uint32_t region_bytes;         // one region buffer
+  uint32_t ring_off, stage_bytes;
+  // in a stage: W1 chunk [32 x c] at 0, W2 chunk [f_tile x 32], depthwise weights [32][k*k], biases
+  // b1 [32] and bd [32], the chunk's input region (no first stage)
+  uint32_t w2_in_stage, wd_in_stage, b1_in_stage, bd_in_stage, xs_in_stage;
+  uint32_t u_off, v_off, v_bytes, red_off, bar_off;
+  uint32_t region_tx, stage_tx;  // bytes a region load / a stage load's boxes deliver (TMA)
+  int red_ld;                    // floats per row of the split shares
+};
+
+}  // namespace block
+}  // namespace fcm

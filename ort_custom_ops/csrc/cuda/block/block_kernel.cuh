@@ -1,0 +1,563 @@
+// The fused-block kernel (FCM kernels v5): a chain of pointwise / depthwise stages on NHWC tensors,
+// one kernel for the four kinds (PW->DW->PW, DW->PW, PW->DW, PW->PW), persistent and
+// warp-specialized.
+//
+// A CTA is one loading warp and one computing warpgroup. A work unit is (image, tile of at most 64
+// output pixels, slice of the output channels). The CTAs of a cluster take the same units and share
+// each unit's intermediate channels (`split`); the grid is about as many CTAs as the GPU holds, and
+// each loops over units.
+//
+// Loading warp (producer): for each unit, the input region (tile plus halo, all input channels) and
+// then, per 32-channel chunk of the intermediate, the chunk's first-stage weights [32 x C], its
+// last-stage weights [f_tile x 32] (and, without a first stage, the chunk's input region) into a ring
+// of `stages` shared-memory stages: TMA boxes on sm_90, cp.async elsewhere; mbarriers say full and
+// empty.
+//
+// Computing warpgroup (consumer), per chunk:
+//   first pointwise   U = act1(X_region W1^T + b1), zero outside the image   tensor cores (BlockGemm)
+//   depthwise         V = actd(dw(U) + bd)                                    CUDA cores (Depthwise)
+//   last pointwise    ACC += V W2^T                                           tensor cores, left in flight
+// and after the last chunk the epilogue y = res_act(act2(ACC + b2) + x) (epilogue.h's activations),
+// stored directly, or, when the cluster shares the unit, after adding the CTAs' shares through
+// distributed shared memory. The last stage's gemm of one chunk runs while the next chunk's first
+// stage is issued; the producer fills the next stages meanwhile, and loads the next unit's region as
+// soon as the last chunk's first stage has read the current one.
+#pragma once
+
+#include <cuda.h>
+
+#include <cute/arch/copy_sm90_tma.hpp>
+
+#include "block_args.h"
+#include "block_gemm.cuh"
+#include "depthwise.cuh"
+#include "pipeline.cuh"
+
+namespace fcm {
+namespace block {
+
+constexpr int kMaxStages = 16;  // ring stages (resident weights: one per chunk of the CTA)
+constexpr uint32_t kConsumerBarrier = 1;  // named barrier of the computing warpgroup (0: __syncthreads)
+
+struct Barriers {
+  uint64_t full[kMaxStages], empty[kMaxStages];
+  uint64_t x_full[2], x_empty[2];  // the input region buffers
+  uint64_t red_full, red_empty;  // the cluster's split shares
+};
+
+__device__ __forceinline__ void SyncConsumers() { NamedSync(kConsumerBarrier, kConsumers); }
+
+struct Unit {
+  int image, oy0, ox0, f0;  // the tile's first output row and column, its first output channel
+  int y0, x0;               // the region's first input row and column (may be negative: padding)
+};
+
+__device__ __forceinline__ Unit DecodeUnit(const BlockArgs& a, int index, int f_tile) {
+  Unit u;
+  const int slice = index % a.f_slices;
+  int tile = index / a.f_slices;
+  u.image = tile / a.tiles_per_image;
+  tile -= u.image * a.tiles_per_image;
+  const int ty = tile / a.tiles_w;
+  u.oy0 = ty * a.tile_h;
+  u.ox0 = (tile - ty * a.tiles_w) * a.tile_w;
+  u.f0 = slice * f_tile;
+  u.y0 = u.oy0 * a.p.stride - a.p.pad_top;
+  u.x0 = u.ox0 * a.p.stride - a.p.pad_left;
+  return u;
+}
+
+// ---- loading ------------------------------------------------------------------------------------
+
+// rows x 32 channels into a swizzled slab with cp.async (zero-filled outside): row r's channels come
+// from row_at(r) + col0 (nullptr: a row outside the tensor), `cols` channels per row exist.
+template <class RowAt>
+__device__ __forceinline__ void CopySlab(uint32_t dst, int rows, const RowAt& row_at, int col0, int cols, bool vec, const float* any,
+                                         bool swizzled = true) {
+  const int lane = threadIdx.x & 31;
+  for (int i = lane; i < rows * 8; i += 32) {
+    const int r = i >> 3, piece = i & 7;
+    const float* row = row_at(r);
+    const int c = col0 + 4 * piece;
+    const uint32_t to = dst + (swizzled ? SwizzledOffset(r, piece) : r * kSlabRowBytes + 16 * piece);
+    if (vec) {
+      const bool valid = row != nullptr && c < cols;
+      CopyAsync16(to, valid ? row + c : any, valid);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const bool valid = row != nullptr && c + k < cols;
+        CopyAsync4(to + 4 * k, valid ? row + c + k : any, valid);
+      }
+    }
+  }
+}
+
+// The input pixels of a region, as rows (nullptr outside the image).
+struct RegionRows {
+  const float* x;
+  int image, y0, x0, h, w, c, region_w;
+  __device__ __forceinline__ const float* operator()(int r) const {
+    const int ry = r / region_w;
+    const int iy = y0 + ry, ix = x0 + r - ry * region_w;
+    if (iy < 0 || iy >= h || ix < 0 || ix >= w) return nullptr;
+    return x + ((static_cast<size_t>(image) * h + iy) * w + ix) * c;
+  }
+};
+
+// Rows first..first+rows-1 of a row-major matrix with `count` rows of `ld` floats.
+struct MatrixRows {
+  const float* m;
+  int first, count, ld;
+  __device__ __forceinline__ const float* operator()(int r) const {
+    return first + r < count ? m + static_cast<size_t>(first + r) * ld : nullptr;
+  }
+};
+
+// A chunk's small operands (depthwise weights, biases) as 1-D copies: bulk copies with TMA (sizes
+// and offsets multiples of 16 bytes: the host checks), else cp.async per float.
+__device__ __forceinline__ void CopyVector(bool tma, bool leader, uint64_t* bar, uint8_t* to, const float* from, int floats) {
+  if (tma) {
+    if (leader) cute::SM90_BULK_COPY_G2S::copy(from, bar, to, floats * 4);
+  } else {
+    const uint32_t dst = SharedAddress(to);
+    for (int i = threadIdx.x & 31; i < floats; i += 32) CopyAsync4(dst + 4 * i, from + i, true);
+  }
+}
+
+// One chunk's operands into a ring stage: the first stage's weights [32 x c] (TMA box per 32-channel
+// slab), the last stage's [f_tile x 32], without a first stage the chunk's input region, and the
+// depthwise weights and biases. TMA: the leader issues, the stage's barrier counts the bytes;
+// cp.async: every lane copies, then arrives once its copies have landed.
+template <int NF>
+__device__ __forceinline__ void LoadStage(const BlockArgs& a, uint8_t* to, uint64_t* full, const CUtensorMap* tx, const CUtensorMap* tw1,
+                                          const CUtensorMap* tw2, const Unit& u, const RegionRows& region, int j) {
+  const ChainProblem& p = a.p;
+  const bool leader = (threadIdx.x & 31) == 0;
+  const bool tma = a.tma != 0, vec = a.vec != 0;
+  const uint64_t hint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
+  const int taps = p.kernel * p.kernel;
+  const int m0 = j * kChunk, m_valid = min(kChunk, p.m - m0);
+  if (tma && leader) {
+    const uint32_t vectors = (p.dw ? m_valid * (taps + 1) : 0) + (p.pw1 ? m_valid : 0);
+    BarrierArriveExpect(full, a.stage_tx + 4 * vectors);
+    if (p.pw1)
+      for (int q = 0; q < a.c_slabs; ++q)
+        cute::SM90_TMA_LOAD_2D::copy(tw1, full, hint, to + q * kChunk * kSlabRowBytes, q * kSlabFloats, m0);
+    if (p.pwl) cute::SM90_TMA_LOAD_2D::copy(tw2, full, hint, to + a.w2_in_stage, m0, u.f0);
+    if (!p.pw1) cute::SM90_TMA_LOAD_4D::copy(tx, full, hint, to + a.xs_in_stage, m0, u.x0, u.y0, u.image);
+  } else if (!tma) {
+    if (p.pw1)
+      for (int q = 0; q < a.c_slabs; ++q)
+        CopySlab(SharedAddress(to + q * kChunk * kSlabRowBytes), kChunk, MatrixRows{p.w1, m0, p.m, p.c}, q * kSlabFloats, p.c, vec, p.x);
+    if (p.pwl) CopySlab(SharedAddress(to + a.w2_in_stage), NF, MatrixRows{p.w2, u.f0, p.f, p.m}, m0, p.m, vec, p.x);
+    if (!p.pw1) CopySlab(SharedAddress(to + a.xs_in_stage), a.region_rows, region, m0, p.c, vec, p.x, false);
+  }
+  if (p.dw) {
+    CopyVector(tma, leader, full, to + a.wd_in_stage, p.wd + static_cast<size_t>(m0) * taps, m_valid * taps);
+    CopyVector(tma, leader, full, to + a.bd_in_stage, p.bd + m0, m_valid);
+  }
+  if (p.pw1) CopyVector(tma, leader, full, to + a.b1_in_stage, p.b1 + m0, m_valid);
+  if (!tma) BarrierArriveAfterCopies(full);
+}
+
+template <int NF>
+__device__ __forceinline__ void Produce(const BlockArgs& a, uint8_t* smem, Barriers& bars, const CUtensorMap* tx,
+                                        const CUtensorMap* tw1, const CUtensorMap* tw2, int cluster, int clusters, int rank) {
+  const ChainProblem& p = a.p;
+  const bool leader = (threadIdx.x & 31) == 0;
+  const bool tma = a.tma != 0, vec = a.vec != 0;
+  const uint64_t hint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
+  if (a.resident && cluster < a.units) {  // every chunk's operands once, for all units (one output-channel slice)
+    const Unit u = DecodeUnit(a, cluster, NF);
+    const RegionRows none{p.x, 0, 0, 0, p.h, p.w, p.c, a.region_w};
+    for (int i = 0, j = rank; j < a.chunks; ++i, j += a.split)
+      LoadStage<NF>(a, smem + a.ring_off + i * a.stage_bytes, &bars.full[i], tx, tw1, tw2, u, none, j);
+  }
+  int seq = 0;  // chunks loaded so far (ring)
+  int units_done = 0;
+  for (int index = cluster; index < a.units; index += clusters, ++units_done) {
+    const Unit u = DecodeUnit(a, index, NF);
+    const RegionRows region{p.x, u.image, u.y0, u.x0, p.h, p.w, p.c, a.region_w};
+    if (p.pw1) {
+      const int buffer = units_done % a.regions;
+      uint8_t* to = smem + a.x_off + buffer * a.region_bytes;
+      BarrierWait(&bars.x_empty[buffer], ((units_done / a.regions) & 1) ^ 1);
+      if (tma) {
+        if (leader) {
+          BarrierArriveExpect(&bars.x_full[buffer], a.region_tx);
+          for (int q = 0; q < a.c_slabs; ++q)
+            cute::SM90_TMA_LOAD_4D::copy(tx, &bars.x_full[buffer], hint, to + q * a.x_slab_bytes, q * kSlabFloats, u.x0, u.y0, u.image);
+        }
+      } else {
+        for (int q = 0; q < a.c_slabs; ++q)
+          CopySlab(SharedAddress(to + q * a.x_slab_bytes), a.region_rows, region, q * kSlabFloats, p.c, vec, p.x);
+        BarrierArriveAfterCopies(&bars.x_full[buffer]);
+      }
+    }
+    if (a.resident) continue;
+    for (int j = rank; j < a.chunks; j += a.split, ++seq) {
+      const int stage = seq % a.stages;
+      BarrierWait(&bars.empty[stage], ((seq / a.stages) & 1) ^ 1);
+      LoadStage<NF>(a, smem + a.ring_off + stage * a.stage_bytes, &bars.full[stage], tx, tw1, tw2, u, region, j);
+    }
+  }
+}
+
+// ---- computing ----------------------------------------------------------------------------------
+
+// y[pixel, f..f+1] = res_act(act2(sum + b2) + x[pixel, f..f+1]) for the channels below f_end.
+__device__ __forceinline__ void StoreOutputPair(const ChainProblem& p, size_t pixel, int f, float v0, float v1) {
+  float v[2] = {v0 + __ldg(p.b2 + f), f + 1 < p.f ? v1 + __ldg(p.b2 + f + 1) : 0.f};
+  p.act2.Apply(v);
+  const size_t at = pixel * p.f + f;
+  if (p.residual) {  // same shape as the output (checked)
+    v[0] = p.res_act(v[0] + __ldg(p.x + at));
+    if (f + 1 < p.f) v[1] = p.res_act(v[1] + __ldg(p.x + at + 1));
+  }
+  if (f + 1 < p.f && (p.f % 2) == 0) {
+    *reinterpret_cast<float2*>(p.y + at) = make_float2(v[0], v[1]);
+  } else {
+    p.y[at] = v[0];
+    if (f + 1 < p.f) p.y[at + 1] = v[1];
+  }
+}
+
+// The output pixel of tile row `row` (a pixel index in the tile), or -1 outside the image.
+__device__ __forceinline__ long long OutputPixel(const BlockArgs& a, const Unit& u, int row) {
+  if (row >= a.tile_h * a.tile_w) return -1;
+  const int oy = row / a.tile_w;
+  const int yy = u.oy0 + oy, xx = u.ox0 + row - oy * a.tile_w;
+  if (yy >= a.p.out_h || xx >= a.p.out_w) return -1;
+  return (static_cast<long long>(u.image) * a.p.out_h + yy) * a.p.out_w + xx;
+}
+
+// The channels of the input region multiplied by the channel scale (a squeeze-excitation output),
+// in place; the region is the first stage's A operand, so the writes are fenced for the tensor cores.
+__device__ __forceinline__ void ScaleRegion(const BlockArgs& a, uint32_t region, int image) {
+  const ChainProblem& p = a.p;
+  const float* s = p.scale + static_cast<size_t>(p.scale_batch == 1 ? 0 : image) * p.c;
+  const int per_slab = a.region_rows * 8;
+  for (int i = threadIdx.x; i < per_slab * a.c_slabs; i += kConsumers) {
+    const int q = i / per_slab, r = (i - q * per_slab) >> 3, piece = i & 7;
+    const int c = q * kSlabFloats + 4 * piece;
+    const uint32_t at = region + q * a.x_slab_bytes + SwizzledOffset(r, piece);
+    float4 v = LoadShared4(at);
+    v.x *= c < p.c ? __ldg(s + c) : 0.f;
+    v.y *= c + 1 < p.c ? __ldg(s + c + 1) : 0.f;
+    v.z *= c + 2 < p.c ? __ldg(s + c + 2) : 0.f;
+    v.w *= c + 3 < p.c ? __ldg(s + c + 3) : 0.f;
+    StoreShared4(at, v);
+  }
+  FenceForAsyncProxy();
+  SyncConsumers();
+}
+
+// The first pointwise stage of one chunk over the whole region, issued (asynchronous on sm_90):
+// acc1[b] = region rows [64b, 64b + 64) x W1 chunk^T.
+template <bool kExact>
+__device__ __forceinline__ void IssueFirst(const BlockArgs& a, float (&acc1)[2][kChunk / 2], uint32_t region, uint32_t w1, bool two) {
+  using Gemm = BlockGemm<kChunk, kExact>;
+  Gemm::Begin(acc1[0]);
+  if (two) Gemm::Begin(acc1[1]);
+  for (int q = 0; q < a.c_slabs; ++q) {
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const uint32_t at = region + q * a.x_slab_bytes, b = w1 + q * kChunk * kSlabRowBytes;
+      Gemm::Step(acc1[0], at, b, kk, q == 0 && kk == 0);
+      if (two) Gemm::Step(acc1[1], at + kTileRows * kSlabRowBytes, b, kk, q == 0 && kk == 0);
+    }
+  }
+  Gemm::Commit(acc1[0]);
+  if (two) Gemm::Commit(acc1[1]);
+}
+
+// Which of this thread's four first-stage rows (2 blocks x 2 halves) lie in the image, as a mask:
+// the depthwise stage's zero padding applies to its input, U. The same for every chunk of a unit.
+__device__ __forceinline__ unsigned InsideMask(const BlockArgs& a, const Unit& u) {
+  const ChainProblem& p = a.p;
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, g = lane >> 2;
+  unsigned mask = 0;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int row = (k >> 1) * kTileRows + warp * 16 + g + 8 * (k & 1);
+    bool inside = row < a.region_rows;
+    if (p.dw) {
+      const int ry = row / a.region_w;
+      const int iy = u.y0 + ry, ix = u.x0 + row - ry * a.region_w;
+      inside = inside && iy >= 0 && iy < p.h && ix >= 0 && ix < p.w;
+    }
+    mask |= static_cast<unsigned>(inside) << k;
+  }
+  return mask;
+}
+
+// The first stage's epilogue: act1(acc1 + b1), zero outside the image (`inside`) and past the
+// intermediate's channels, into U (rows kUPitch bytes apart, for the depthwise stage) or, without a
+// depthwise stage, into V (swizzled, the last stage's A operand). Rows past the region are not written.
+template <bool kSwizzled>
+__device__ __forceinline__ void StoreFirst(const BlockArgs& a, const float (&acc1)[2][kChunk / 2], const float* b1, int m_valid,
+                                           unsigned inside, uint32_t out) {
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, g = lane >> 2, t = lane & 3;
+  float v[2][kChunk / 2];
+#pragma unroll
+  for (int b = 0; b < 2; ++b)
+#pragma unroll
+    for (int n = 0; n < kChunk / 8; ++n)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) v[b][4 * n + k] = acc1[b][4 * n + k] + b1[8 * n + 2 * t + (k & 1)];
+  a.p.act1.Apply(v[0]);
+  a.p.act1.Apply(v[1]);
+#pragma unroll
+  for (int b = 0; b < 2; ++b) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = b * kTileRows + warp * 16 + g + 8 * half;
+      if (row >= a.region_rows) continue;
+      const bool in = (inside >> (2 * b + half)) & 1;
+#pragma unroll
+      for (int n = 0; n < kChunk / 8; ++n) {
+        const int col = 8 * n + 2 * t;
+        const float v0 = in && col < m_valid ? v[b][4 * n + 2 * half] : 0.f;
+        const float v1 = in && col + 1 < m_valid ? v[b][4 * n + 2 * half + 1] : 0.f;
+        StoreShared2(out + (kSwizzled ? SwizzledFloat(row, col) : row * kUPitch + col * 4), v0, v1);
+      }
+    }
+  }
+}
+
+// The computing warpgroup. Per unit, the chunks i = 0, 1, ... of this CTA run as a software
+// pipeline, so that the tensor cores work while the CUDA cores do:
+//   iteration i:  issue P1(i+1)  |  DW(i): U -> V[i%2]  |  issue P2(i) on V[i%2]
+//                 wait for P1(i+1) (P2(i) stays in flight)  |  U = epilogue of P1(i+1)
+// A ring stage is released once P2 of its chunk has finished (the wait of the next iteration),
+// so the ring needs three stages: chunk i+1's while i computes and i-1's last reader finishes.
+template <int NF, bool kExact>
+__device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barriers& bars, int cluster, int clusters, int rank) {
+  using Gemm2 = BlockGemm<NF == 0 ? 8 : NF, kExact>;
+  constexpr bool kAsync = Gemm2::kAsync;
+  const ChainProblem& p = a.p;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const uint32_t base = SharedAddress(smem);
+  const uint32_t u_slab = base + a.u_off;
+  const bool two_blocks = a.region_rows > kTileRows;
+  const DepthwiseGeometry geometry{a.tile_h, a.tile_w, a.region_w};
+  const int mine = a.chunks > rank ? (a.chunks - 1 - rank) / a.split + 1 : 0;  // chunks of this CTA per unit
+
+  float acc1[2][kChunk / 2];
+  float acc2[Gemm2::kRegs];
+#pragma unroll
+  for (int i = 0; i < Gemm2::kRegs; ++i) acc2[i] = 0.f;
+  int seq = 0;  // chunks consumed so far: ring stage seq % stages, parity of its fill (seq / stages) & 1
+  int units_done = 0;
+  // With resident weights chunk i always has stage i, filled once (parity 0), never released.
+  auto stage_of = [&](int i) { return a.resident ? i : (seq + i) % a.stages; };
+  auto parity_of = [&](int i) { return a.resident ? 0u : static_cast<uint32_t>(((seq + i) / a.stages) & 1); };
+  auto staged = [&](int s) { return smem + a.ring_off + s * a.stage_bytes; };
+  auto release = [&](int i) {
+    if (!a.resident) BarrierArrive(&bars.empty[stage_of(i)]);
+  };
+
+  for (int index = cluster; index < a.units; index += clusters, ++units_done) {
+    const Unit u = DecodeUnit(a, index, NF);
+    const unsigned inside = p.pw1 ? InsideMask(a, u) : 0u;
+    const int buffer = units_done % a.regions;
+    const uint32_t region = base + a.x_off + buffer * a.region_bytes;
+    // prologue: chunk 0's first stage
+    if (p.pw1) {
+      BarrierWait(&bars.full[stage_of(0)], parity_of(0));
+      BarrierWait(&bars.x_full[buffer], (units_done / a.regions) & 1);
+      if (p.scale != nullptr) ScaleRegion(a, region, u.image);
+      const uint32_t w1 = SharedAddress(staged(stage_of(0)));
+      IssueFirst<kExact>(a, acc1, region, w1, two_blocks);
+      WaitGemms<kAsync>();
+      BlockGemm<kChunk, kExact>::Fence(acc1[0]);
+      BlockGemm<kChunk, kExact>::Fence(acc1[1]);
+      if (mine == 1) BarrierArrive(&bars.x_empty[buffer]);
+      const float* b1 = reinterpret_cast<const float*>(staged(stage_of(0)) + a.b1_in_stage);
+      if (p.dw) {
+        StoreFirst<false>(a, acc1, b1, min(kChunk, p.m - rank * kChunk), inside, u_slab);
+      } else {
+        StoreFirst<true>(a, acc1, b1, min(kChunk, p.m - rank * kChunk), inside, base + a.v_off);
+      }
+      if (!p.dw) FenceForAsyncProxy();
+      SyncConsumers();
+    }
+    for (int i = 0; i < mine; ++i) {
+      const int j = rank + i * a.split;
+      const int m0 = j * kChunk, m_valid = min(kChunk, p.m - m0);
+      uint8_t* operands = staged(stage_of(i));
+      const uint32_t v_slab = base + a.v_off + (i & 1) * a.v_bytes;
+      const bool next = i + 1 < mine;
+      if (!p.pw1) BarrierWait(&bars.full[stage_of(i)], parity_of(i));  // (with a first stage, waited for below or in the prologue)
+      if (next && p.pw1) {
+        BarrierWait(&bars.full[stage_of(i + 1)], parity_of(i + 1));
+        IssueFirst<kExact>(a, acc1, region, SharedAddress(staged(stage_of(i + 1))), two_blocks);
+      }
+      if (p.dw) {
+        const uint32_t input = p.pw1 ? u_slab : SharedAddress(operands + a.xs_in_stage);
+        const float* wd = reinterpret_cast<const float*>(operands + a.wd_in_stage);
+        const float* bd = reinterpret_cast<const float*>(operands + a.bd_in_stage);
+        if (p.pwl) {
+          Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd,
+                    [&](int pixel, float v) { StoreShared1(v_slab + SwizzledFloat(pixel, lane), v); });
+        } else {
+          Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd, [&](int pixel, float v) {
+            const long long at = OutputPixel(a, u, pixel);
+            if (at >= 0 && lane < m_valid) p.y[at * p.m + m0 + lane] = v;
+          });
+        }
+      }
+      if (p.pwl) {
+        if (p.dw) {
+          FenceForAsyncProxy();
+          SyncConsumers();  // V[i%2] written
+        }
+        Gemm2::Begin(acc2);
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) Gemm2::Step(acc2, v_slab, SharedAddress(operands + a.w2_in_stage), kk, i == 0 && kk == 0);
+        Gemm2::Commit(acc2);
+      }
+      // P1(i+1) done; P2(i) may still run (it reads V[i%2] and this stage's W2), P2(i-1) is done
+      if constexpr (kAsync) {
+        if (p.pwl) {
+          cute::warpgroup_wait<1>();
+        } else {
+          cute::warpgroup_wait<0>();
+        }
+      }
+      BlockGemm<kChunk, kExact>::Fence(acc1[0]);
+      BlockGemm<kChunk, kExact>::Fence(acc1[1]);
+      // release the stage nothing reads any more: chunk i-1's (its P2 just finished), or without a
+      // last stage chunk i's own (its depthwise stage is done)
+      if (!p.pwl) {
+        SyncConsumers();  // U is rewritten below: every warp's depthwise stage has read it
+        release(i);
+      } else if (i > 0) {
+        release(i - 1);
+      }
+      if (next && p.pw1) {
+        if (i + 2 == mine) BarrierArrive(&bars.x_empty[buffer]);  // the last chunk's first stage has read the region
+        const float* b1 = reinterpret_cast<const float*>(staged(stage_of(i + 1)) + a.b1_in_stage);
+        const int valid_next = min(kChunk, p.m - m0 - a.split * kChunk);
+        if (p.dw) {
+          StoreFirst<false>(a, acc1, b1, valid_next, inside, u_slab);
+        } else {
+          StoreFirst<true>(a, acc1, b1, valid_next, inside, base + a.v_off + ((i + 1) & 1) * a.v_bytes);
+        }
+        if (!p.dw) FenceForAsyncProxy();
+      }
+      SyncConsumers();  // U (or V) of chunk i+1 written; U of chunk i no longer read
+    }
+    const int last = mine - 1;
+    if (!p.pwl) {
+      seq += mine;
+      continue;
+    }
+    WaitGemms<kAsync>();
+    Gemm2::Fence(acc2);
+    release(last);  // the last chunk's stage
+    seq += mine;
+
+    if (a.split == 1) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const long long pixel = OutputPixel(a, u, warp * 16 + g + 8 * half);
+        if (pixel < 0) continue;
+#pragma unroll
+        for (int n = 0; n < NF / 8; ++n) {
+          const int f = u.f0 + 8 * n + 2 * t;
+          if (f < p.f) StoreOutputPair(p, pixel, f, acc2[4 * n + 2 * half], acc2[4 * n + 2 * half + 1]);
+        }
+      }
+      continue;
+    }
+    // The cluster's CTAs each hold a share of the sums: leave it in shared memory, then each CTA adds
+    // every CTA's shares for its part of the tile's rows, in rank order (the same bits in every CTA).
+    const uint32_t shares = base + a.red_off;
+    if (units_done > 0) WaitCluster(&bars.red_empty, (units_done - 1) & 1);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = warp * 16 + g + 8 * half;
+#pragma unroll
+      for (int n = 0; n < NF / 8; ++n)
+        StoreShared2(shares + (row * a.red_ld + 8 * n + 2 * t) * 4, acc2[4 * n + 2 * half], acc2[4 * n + 2 * half + 1]);
+    }
+    SyncConsumers();
+    if (tid == 0) {
+      FenceForCluster();
+      for (int peer = 0; peer < a.split; ++peer) ArriveInPeer(&bars.red_full, peer);
+    }
+    WaitCluster(&bars.red_full, units_done & 1);
+    const int rows_each = CeilDiv(kTileRows, a.split);
+    const int row0 = rank * rows_each, rows = min(kTileRows, row0 + rows_each) - row0;
+    constexpr int kPairs = NF == 0 ? 1 : NF / 2;  // (no last stage: not reached)
+    for (int i = tid; i < rows * kPairs; i += kConsumers) {
+      const int row = row0 + i / kPairs, col = 2 * (i % kPairs);
+      const long long pixel = OutputPixel(a, u, row);
+      const int f = u.f0 + col;
+      if (pixel < 0 || f >= p.f) continue;
+      float2 sum = make_float2(0.f, 0.f);
+      for (int peer = 0; peer < a.split; ++peer) {
+        const float2 s = LoadPeer2(shares + (row * a.red_ld + col) * 4, peer);
+        sum.x += s.x, sum.y += s.y;
+      }
+      StoreOutputPair(p, pixel, f, sum.x, sum.y);
+    }
+    SyncConsumers();
+    if (tid == 0) {
+      FenceForCluster();
+      for (int peer = 0; peer < a.split; ++peer) ArriveInPeer(&bars.red_empty, peer);
+    }
+  }
+}
+
+// Two CTAs share an SM (one computes while the other waits on barriers) below 96 output channels;
+// wider accumulators, and the exact FP32 path's operands, need the registers of one.
+template <int NF, bool kExact>
+constexpr int MinBlocksPerSm() { return kExact || NF >= 96 ? 1 : NF <= 32 ? 3 : 2; }
+
+template <int NF, bool kExact>
+__global__ void __launch_bounds__(kThreads, MinBlocksPerSm<NF, kExact>())
+    FusedBlockKernel(const __grid_constant__ BlockArgs a, const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw1,
+                     const __grid_constant__ CUtensorMap tw2) {
+  extern __shared__ uint8_t dynamic_shared[];
+  uint8_t* smem = dynamic_shared + ((kSlabAlign - (SharedAddress(dynamic_shared) & (kSlabAlign - 1))) & (kSlabAlign - 1));
+  Barriers& bars = *reinterpret_cast<Barriers*>(smem + a.bar_off);
+  if (threadIdx.x == 0) {
+    const uint32_t producer_arrivals = a.tma ? 1 : 32;
+    for (int s = 0; s < a.stages; ++s) {
+      BarrierInit(&bars.full[s], producer_arrivals);
+      BarrierInit(&bars.empty[s], kConsumers);
+    }
+    for (int r = 0; r < 2; ++r) {
+      BarrierInit(&bars.x_full[r], producer_arrivals);
+      BarrierInit(&bars.x_empty[r], kConsumers);
+    }
+    BarrierInit(&bars.red_full, a.split);
+    BarrierInit(&bars.red_empty, a.split);
+    BarrierInitFence();
+  }
+  int rank = 0;
+  if (a.split > 1) {  // the peers' barriers are initialized before anyone arrives on them
+    ClusterSync();
+    rank = RankInCluster();
+  } else {
+    __syncthreads();
+  }
+  WaitPreviousGrid();  // the inputs may come from the previous kernel in the stream
+  const int cluster = blockIdx.x / a.split, clusters = gridDim.x / a.split;
+  // the role as a warp-uniform value (a shuffle): the tensor-core code stays on a path the compiler
+  // knows is uniform, so it does not serialize the asynchronous gemms
+  const int warp = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 32, 0);
+  if (warp >= kConsumers / 32) {
+    Produce<NF>(a, smem, bars, &tx, &tw1, &tw2, cluster, clusters, rank);
+  } else {
+    Consume<NF, kExact>(a, smem, bars, cluster, clusters, rank);
+  }
+  LaunchNextGrid();
+  if (a.split > 1) ClusterSync();  // no CTA leaves while a peer may still read its shares
+}
+
+}  // namespace block
+}  // namespace fcm

@@ -1,0 +1,435 @@
+// The host side of the fused-block kernels: plans ranked by a cost estimate, the shared-memory
+// layout, TMA descriptors and the launch.
+#include "block_launch.h"
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "../../plan_text.h"
+#include "../device.h"
+#include "block_args.h"
+#include "depthwise.cuh"
+#include "tile_layout.cuh"
+
+namespace fcm {
+namespace block {
+
+template <int NF, bool kExact>
+const void* KernelPointer();
+
+namespace {
+
+constexpr int kMaxStages = 16;    // block_kernel.cuh's Barriers hold this many
+constexpr int kRingStages = 4;    // the deepest ring a plan asks for
+constexpr int kBarrierBytes = 512;
+constexpr int kMaxSplit = 8;      // portable cluster size
+
+using KernelFn = const void*;
+
+// The compiled kernels, by output-channel width: TF32 for every width, exact FP32 for a few (the
+// comparison mode; a problem rounds up to the next one).
+struct Width {
+  int f_tile;
+  KernelFn kernel;
+};
+
+const std::vector<Width>& Widths(bool exact) {
+#define FCM_WIDTH(NF, EXACT) {NF, KernelPointer<NF, EXACT>()},
+  static const std::vector<Width> tf32 = {FCM_WIDTH(16, false) FCM_WIDTH(24, false) FCM_WIDTH(32, false) FCM_WIDTH(40, false)
+                                              FCM_WIDTH(48, false) FCM_WIDTH(64, false) FCM_WIDTH(80, false) FCM_WIDTH(96, false)
+                                                  FCM_WIDTH(112, false) FCM_WIDTH(128, false) FCM_WIDTH(160, false)
+                                                      FCM_WIDTH(192, false)};
+  static const std::vector<Width> fp32 = {FCM_WIDTH(32, true) FCM_WIDTH(64, true) FCM_WIDTH(128, true) FCM_WIDTH(192, true)};
+#undef FCM_WIDTH
+  return exact ? fp32 : tf32;
+}
+
+KernelFn KernelFor(int f_tile, bool exact) {
+  if (f_tile == 0) return exact ? KernelPointer<0, true>() : KernelPointer<0, false>();
+  for (const Width& w : Widths(exact))
+    if (w.f_tile == f_tile) return w.kernel;
+  return nullptr;
+}
+
+int Occupancy(KernelFn kernel, size_t bytes) { return CtasPerSm(kernel, kThreads, bytes); }
+
+// A launch configuration; it holds the attributes its config points to, so it is neither copied
+// nor moved.
+struct LaunchConfig {
+  cudaLaunchAttribute attributes[2]{};
+  cudaLaunchConfig_t config{};
+  LaunchConfig(int grid, size_t shared_bytes, int split, bool dependent, cudaStream_t stream) {
+    config.gridDim = dim3(grid);
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = shared_bytes;
+    config.stream = stream;
+    config.attrs = attributes;
+    if (split > 1) {
+      cudaLaunchAttribute& a = attributes[config.numAttrs++];
+      a.id = cudaLaunchAttributeClusterDimension;
+      a.val.clusterDim.x = split, a.val.clusterDim.y = 1, a.val.clusterDim.z = 1;
+    }
+    if (dependent) {  // may start while the previous kernel in the stream finishes (griddepcontrol)
+      cudaLaunchAttribute& a = attributes[config.numAttrs++];
+      a.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      a.val.programmaticStreamSerializationAllowed = 1;
+    }
+  }
+  LaunchConfig(const LaunchConfig&) = delete;
+  LaunchConfig& operator=(const LaunchConfig&) = delete;
+};
+
+// Clusters of `split` CTAs of `kernel` the device runs at once (0: none fit).
+int ClusterCapacity(KernelFn kernel, size_t bytes, int split) { return ClustersPerGpu(kernel, kThreads, bytes, dim3(split)); }
+
+uint32_t Align(uint32_t v, uint32_t to) { return (v + to - 1) / to * to; }
+
+// A leading dimension >= n, congruent to 8 mod 32: the fragment owners' float2 stores (8 rows by
+// 4 column pairs) hit 32 banks.
+int SharesLd(int n) { return RoundUp(n, 8) + ((8 - RoundUp(n, 8) % 32) + 32) % 32; }
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Whether TMA can copy this problem's tiles: sm_90, rows of 16-byte multiples, aligned tensors.
+// (The chunks' depthwise weights and biases go by bulk copies: 16-byte aligned, multiples of 16 bytes.)
+bool TmaFits(const ChainProblem& p, const DeviceInfo& d) {
+  if (d.major < 9) return false;
+  if (p.c % 4 != 0 || p.m % 4 != 0 || !Aligned16(p.x)) return false;
+  if (p.pw1 && (!Aligned16(p.w1) || !Aligned16(p.b1))) return false;
+  if (p.dw && (!Aligned16(p.wd) || !Aligned16(p.bd))) return false;
+  if (p.pwl && !Aligned16(p.w2)) return false;
+  return true;
+}
+
+// The layout of shared memory and the unit count; returns the bytes to ask for.
+size_t MakeArgs(const ChainProblem& p, const BlockPlan& plan, BlockArgs* out) {
+  BlockArgs a{};
+  a.p = p;
+  a.tile_h = plan.tile_h, a.tile_w = plan.tile_w;
+  a.tiles_w = CeilDiv(p.out_w, plan.tile_w);
+  a.tiles_per_image = CeilDiv(p.out_h, plan.tile_h) * a.tiles_w;
+  a.f_slices = p.pwl ? CeilDiv(p.f, plan.f_tile) : 1;
+  a.units = p.n * a.tiles_per_image * a.f_slices;
+  a.region_h = p.dw ? (plan.tile_h - 1) * p.stride + p.kernel : plan.tile_h;
+  a.region_w = p.dw ? (plan.tile_w - 1) * p.stride + p.kernel : plan.tile_w;
+  a.region_rows = a.region_h * a.region_w;
+  a.c_slabs = CeilDiv(p.c, kSlabFloats);
+  a.chunks = CeilDiv(p.m, kChunk);
+  a.split = plan.split;
+  a.resident = plan.stages == 0;
+  a.stages = a.resident ? CeilDiv(a.chunks, plan.split) : plan.stages;
+  a.regions = plan.regions;
+  a.tma = plan.tma ? 1 : 0;
+  a.vec = p.c % 4 == 0 && p.m % 4 == 0 && Aligned16(p.x) && (!p.pw1 || Aligned16(p.w1)) && (!p.pwl || Aligned16(p.w2));
+  // the depthwise stage's blocks may run past the tile's edge and read past the region: slack rows
+  const int last_row = p.dw ? DepthwiseLastRow(p.kernel, p.stride, plan.tile_h, plan.tile_w, a.region_w) : 0;
+  const uint32_t region_slab =
+      Align(static_cast<uint32_t>(RoundUp(std::max(a.region_rows, last_row + 1), 8)) * kSlabRowBytes, kSlabAlign);
+  const int taps = p.kernel * p.kernel;
+  uint32_t at = 0;
+  a.x_slab_bytes = region_slab;
+  a.region_bytes = a.c_slabs * region_slab;
+  a.x_off = at;
+  if (p.pw1) at += a.regions * a.region_bytes;
+  uint32_t stage = 0;
+  if (p.pw1) stage += a.c_slabs * kChunk * kSlabRowBytes;
+  a.w2_in_stage = stage;
+  if (p.pwl) stage += Align(plan.f_tile * kSlabRowBytes, kSlabAlign);
+  a.xs_in_stage = stage;
+  if (!p.pw1) stage += region_slab;
+  a.wd_in_stage = stage;
+  if (p.dw) stage += Align(kChunk * taps * 4, 16);
+  a.b1_in_stage = stage;
+  if (p.pw1) stage += kChunk * 4;
+  a.bd_in_stage = stage;
+  if (p.dw) stage += kChunk * 4;
+  a.stage_bytes = Align(stage, kSlabAlign);
+  a.ring_off = at;
+  at += a.stages * a.stage_bytes;
+  a.u_off = at;
+  if (p.pw1 && p.dw) at += Align(static_cast<uint32_t>(RoundUp(std::max(a.region_rows, last_row + 1), 8)) * kUPitch, kSlabAlign);
+  a.v_off = at;
+  a.v_bytes = kTileRows * kSlabRowBytes;
+  if (p.pwl) at += 2 * a.v_bytes;
+  a.red_ld = SharesLd(std::max(plan.f_tile, 8));
+  a.red_off = at;
+  if (p.pwl && plan.split > 1) at += Align(kTileRows * a.red_ld * 4, 16);
+  a.bar_off = Align(at, 16);
+  at = a.bar_off + kBarrierBytes;
+  // (the first stage's last 64-row block may read past the region's last slab: into the ring)
+  a.region_tx = static_cast<uint32_t>(a.c_slabs * a.region_rows * kSlabRowBytes);
+  a.stage_tx = (p.pw1 ? a.c_slabs * kChunk * kSlabRowBytes : 0) + (p.pwl ? plan.f_tile * kSlabRowBytes : 0) +
+               (!p.pw1 ? a.region_rows * kSlabRowBytes : 0);
+  *out = a;
+  return at + kSlabAlign;  // the kernel aligns its base to 1024 bytes
+}
+
+// A rough cost in microseconds, for ranking plans of one problem: the busiest SM's units, each a
+// pipeline of chunks whose tensor-core work (at the rate one of the SM's resident CTAs gets) overlaps
+// its depthwise stage (bound by shared-memory bandwidth, 1 byte per FMA or so), plus a fixed cost
+// per chunk; against the device-memory traffic.
+double Estimate(const ChainProblem& p, const BlockArgs& a, const BlockPlan& plan) {
+  constexpr double kClockGhz = 1.7;
+  constexpr double kTensorMacs = 1024.0;   // TF32 MACs per cycle and SM
+  constexpr double kSharedBytes = 128.0;   // per cycle and SM
+  constexpr double kChunkCycles = 500.0;   // barriers and latencies per chunk
+  const int resident = std::max(1, plan.resident);
+  const double tensor = (plan.exact ? kTensorMacs / 8 : kTensorMacs) / resident;
+  const int chunks_mine = CeilDiv(a.chunks, plan.split);
+  const int region_blocks = CeilDiv(a.region_rows, kTileRows);
+  double mma = 0.0, cuda = 0.0;
+  if (p.pw1) mma += static_cast<double>(region_blocks) * kTileRows * a.c_slabs * kSlabFloats * kChunk / tensor;
+  if (p.pwl) mma += static_cast<double>(kTileRows) * plan.f_tile * kChunk / tensor;
+  if (p.dw) {
+    const int bh = DepthwiseBlockH(p.kernel, p.stride), bw = DepthwiseBlockW(p.kernel, p.stride);
+    const double blocks = CeilDiv(plan.tile_h, bh) * CeilDiv(plan.tile_w, bw);
+    const double rows = (bh - 1) * p.stride + p.kernel, cols = (bw - 1) * p.stride + p.kernel;
+    cuda += blocks * rows * cols * kSlabRowBytes / (kSharedBytes / resident);
+  }
+  // a ring stage is refilled about one chunk before it is needed: the copy's latency shows through
+  // a 3-stage ring, less through 4, not at all with resident weights; likewise the region's with
+  // one buffer
+  const double ring_wait = a.resident ? 0.0 : plan.stages == 3 ? 800.0 : 300.0;
+  const double region_wait = p.pw1 && plan.regions == 1 ? 1500.0 : 0.0;
+  const double unit = chunks_mine * (std::max(mma, cuda) + kChunkCycles + ring_wait) + 600.0 + region_wait +
+                      (plan.split > 1 ? 800.0 : 0.0);
+  const long long clusters = std::max(1, plan.grid / plan.split);
+  const double waves = std::ceil(static_cast<double>(a.units) / clusters);
+  const double compute_us = waves * unit / (kClockGhz * 1e3);
+  const double bytes = 4.0 * (static_cast<double>(p.n) * p.h * p.w * p.c * (a.f_slices > 1 ? 1.5 : 1.0) +
+                              static_cast<double>(p.n) * p.out_h * p.out_w * (p.pwl ? p.f : p.m));
+  const double memory_us = bytes / 3.5e6;
+  return std::max(compute_us, memory_us) + 2.0;
+}
+
+}  // namespace
+
+const std::vector<int>& CompiledWidths(bool exact) {
+  static const auto widths = [](bool fp32) {
+    std::vector<int> w;
+    for (const Width& x : Widths(fp32)) w.push_back(x.f_tile);
+    return w;
+  };
+  static const std::vector<int> tf32 = widths(false), fp32 = widths(true);
+  return exact ? fp32 : tf32;
+}
+
+BlockPlan CompleteBlockPlan(const ChainProblem& p, BlockPlan plan) {
+  const DeviceInfo& d = CurrentDevice();
+  plan.error.clear();
+  plan.exact = !p.tf32;
+  auto fail = [&](const std::string& why) {
+    plan.error = why;
+    return plan;
+  };
+  if (!p.pwl) plan.f_tile = 0;
+  if (plan.tile_h < 1 || plan.tile_w < 1 || plan.tile_h * plan.tile_w > kTileRows) return fail("a tile holds 1 to 64 output pixels");
+  if (plan.stages != 0 && (plan.stages < 3 || plan.stages > kRingStages)) return fail("3 or 4 stages, or 0 (resident weights)");
+  if (plan.stages == 0) {
+    if (!p.pw1) return fail("resident weights need a first pointwise stage");
+    if (p.pwl && plan.f_tile < p.f) return fail("resident weights need one output-channel slice (f_tile >= f)");
+    if (CeilDiv(CeilDiv(p.m, kChunk), plan.split) > kMaxStages) return fail("resident weights hold at most 16 chunks per CTA");
+  }
+  if (plan.split < 1 || plan.split > kMaxSplit) return fail("split is 1 to 8");
+  if (plan.split > CeilDiv(p.m, kChunk)) return fail("split is more than the intermediate's 32-channel chunks");
+  if (plan.split > 1 && (d.major < 9 || !d.clusters)) return fail("a split needs thread-block clusters (sm_90)");
+  KernelFn kernel = KernelFor(plan.f_tile, plan.exact);
+  if (kernel == nullptr) return fail("no kernel is compiled for f_tile " + std::to_string(plan.f_tile));
+  plan.tma = TmaFits(p, d);
+  BlockArgs a;
+  // two region buffers where they cost no resident CTA, else one
+  plan.regions = 1;
+  plan.shared_bytes = MakeArgs(p, plan, &a);
+  if (a.region_rows > 2 * kTileRows) return fail("the tile's input region is more than 128 pixels");
+  if (p.pw1 && plan.shared_bytes <= static_cast<size_t>(d.shared_optin)) {
+    BlockPlan doubled = plan;
+    doubled.regions = 2;
+    BlockArgs b;
+    doubled.shared_bytes = MakeArgs(p, doubled, &b);
+    if (doubled.shared_bytes <= static_cast<size_t>(d.shared_optin) &&
+        Occupancy(kernel, doubled.shared_bytes) >= Occupancy(kernel, plan.shared_bytes)) {
+      plan = doubled, a = b;
+    }
+  }
+  if (plan.shared_bytes > static_cast<size_t>(d.shared_optin)) return fail("needs more shared memory than a CTA gets");
+  plan.units = a.units;
+  plan.resident = Occupancy(kernel, plan.shared_bytes);
+  if (plan.resident == 0) return fail("no CTA fits an SM");
+  long long slots = static_cast<long long>(plan.resident) * d.sms;
+  if (plan.split > 1) {
+    const int clusters = ClusterCapacity(kernel, plan.shared_bytes, plan.split);
+    if (clusters == 0) return fail("no cluster of this size fits the GPU");
+    slots = static_cast<long long>(clusters) * plan.split;
+  }
+  const long long wanted = a.units * static_cast<long long>(plan.split);
+  plan.grid = static_cast<int>(std::min(wanted, slots / plan.split * plan.split));
+  plan.estimate_us = Estimate(p, a, plan);
+  return plan;
+}
+
+std::vector<BlockPlan> BlockCandidates(const ChainProblem& p) {
+  const DeviceInfo& d = CurrentDevice();
+  // tiles: for each height, the widest (and the widest multiple of the depthwise block's width)
+  // whose region is at most 128 pixels, balanced over the image
+  std::vector<std::pair<int, int>> tiles;
+  auto region = [&](int th, int tw) {
+    return p.dw ? ((th - 1) * p.stride + p.kernel) * ((tw - 1) * p.stride + p.kernel) : th * tw;
+  };
+  auto add = [&](int th, int tw) {
+    const std::pair<int, int> tile(CeilDiv(p.out_h, CeilDiv(p.out_h, th)), CeilDiv(p.out_w, CeilDiv(p.out_w, tw)));
+    if (region(tile.first, tile.second) <= 2 * kTileRows && std::find(tiles.begin(), tiles.end(), tile) == tiles.end())
+      tiles.push_back(tile);
+  };
+  const int bw = p.dw ? DepthwiseBlockW(p.kernel, p.stride) : 1;
+  for (int th = 1; th <= std::min(p.out_h, kTileRows); ++th) {
+    int tw = std::min(p.out_w, kTileRows / th);
+    while (tw > 0 && region(th, tw) > 2 * kTileRows) --tw;
+    if (tw == 0) break;
+    add(th, tw);
+    if (tw > bw) add(th, tw / bw * bw);
+  }
+  std::vector<int> f_tiles = {0};
+  if (p.pwl) {
+    f_tiles.clear();
+    for (int slices = 1; slices <= 16; ++slices) {
+      const int need = CeilDiv(p.f, slices);
+      for (int w : CompiledWidths(!p.tf32)) {
+        if (w >= need) {
+          if (std::find(f_tiles.begin(), f_tiles.end(), w) == f_tiles.end()) f_tiles.push_back(w);
+          break;
+        }
+      }
+      if (need <= 16) break;
+    }
+  }
+  const int chunks = CeilDiv(p.m, kChunk);
+  std::vector<BlockPlan> plans;
+  for (const auto& [th, tw] : tiles)
+    for (int f_tile : f_tiles)
+      for (int split = 1; split <= std::min(kMaxSplit, chunks); split *= 2) {
+        if (split > 1 && (d.major < 9 || !d.clusters)) break;
+        for (int stages = 3; stages <= kMaxStages; ++stages) {
+          BlockPlan plan;
+          plan.tile_h = th, plan.tile_w = tw, plan.f_tile = f_tile, plan.split = split, plan.stages = stages;
+          plan = CompleteBlockPlan(p, plan);
+          if (plan.error.empty()) plans.push_back(plan);
+        }
+      }
+  return plans;
+}
+
+BlockPlan PlanBlock(const ChainProblem& p) {
+  std::vector<BlockPlan> plans = BlockCandidates(p);
+  if (plans.empty()) {
+    BlockPlan none;
+    none.error = "no launch plan of the fused-block kernels fits this problem on this GPU";
+    return none;
+  }
+  return *std::min_element(plans.begin(), plans.end(),
+                           [](const BlockPlan& x, const BlockPlan& y) { return x.estimate_us < y.estimate_us; });
+}
+
+BlockPlan ParseBlockPlan(const ChainProblem& p, const std::string& text) {
+  BlockPlan plan;
+  BlockPlanFields fields;
+  if (!ParseBlockPlanText(text, &fields)) {
+    plan.error = "a plan reads \"HxW,f_tile,split,stages\", not \"" + text + "\"";
+    return plan;
+  }
+  plan.tile_h = fields.tile_h, plan.tile_w = fields.tile_w, plan.f_tile = fields.f_tile, plan.split = fields.split;
+  plan.stages = fields.stages;
+  return CompleteBlockPlan(p, plan);
+}
+
+std::string BlockPlanText(const BlockPlan& plan) {
+  char text[64];
+  std::snprintf(text, sizeof(text), "%dx%d,%d,%d,%d", plan.tile_h, plan.tile_w, plan.f_tile, plan.split, plan.stages);
+  return text;
+}
+
+std::string DescribeBlockPlan(const BlockPlan& plan) {
+  if (!plan.error.empty()) return "no plan: " + plan.error;
+  char text[256];
+  std::snprintf(text, sizeof(text), "%s (%s, %s), %zu B shared, %lld units on %d CTAs, %d per SM, ~%.1f us",
+                BlockPlanText(plan).c_str(), plan.tma ? "TMA" : "cp.async", plan.exact ? "FP32" : "TF32", plan.shared_bytes,
+                plan.units, plan.grid, plan.resident, plan.estimate_us);
+  return text;
+}
+
+namespace {
+
+using EncodeTiled = PFN_cuTensorMapEncodeTiled_v12000;
+
+EncodeTiled Encoder() {
+  static const EncodeTiled encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      fn = nullptr;
+    }
+    return reinterpret_cast<EncodeTiled>(fn);
+  }();
+  return encode;
+}
+
+// A tiled TMA descriptor of a row-major float tensor (dims innermost first) with 32-float, 128-byte
+// boxes, swizzled by 128 bytes (or not); out-of-bounds elements read as zeros.
+bool EncodeMap(CUtensorMap* map, const float* base, int rank, const uint64_t* dims, const uint32_t* box, bool swizzle = true) {
+  uint64_t strides[4];
+  uint64_t stride = 4;
+  for (int i = 0; i + 1 < rank; ++i) strides[i] = (stride *= dims[i]);
+  const uint32_t element_strides[5] = {1, 1, 1, 1, 1};
+  return Encoder()(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, rank, const_cast<float*>(base), dims, strides, box, element_strides,
+                   CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE,
+                   CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+}  // namespace
+
+cudaError_t LaunchBlock(const ChainProblem& p, const BlockPlan& plan, cudaStream_t stream) {
+  if (!plan.error.empty()) return cudaErrorInvalidConfiguration;
+  KernelFn kernel = KernelFor(plan.f_tile, plan.exact);
+  if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes) == 0) return cudaErrorInvalidConfiguration;
+  BlockArgs a;
+  MakeArgs(p, plan, &a);
+  CUtensorMap maps[3];
+  std::memset(maps, 0, sizeof(maps));
+  if (plan.tma) {
+    if (Encoder() == nullptr) return cudaErrorNotSupported;
+    const uint64_t x_dims[4] = {static_cast<uint64_t>(p.c), static_cast<uint64_t>(p.w), static_cast<uint64_t>(p.h),
+                                static_cast<uint64_t>(p.n)};
+    const uint32_t x_box[4] = {kSlabFloats, static_cast<uint32_t>(a.region_w), static_cast<uint32_t>(a.region_h), 1};
+    // the region is the first stage's A operand (swizzled), or without one the depthwise stage's input
+    if (!EncodeMap(&maps[0], p.x, 4, x_dims, x_box, p.pw1)) return cudaErrorInvalidValue;
+    if (p.pw1) {
+      const uint64_t dims[2] = {static_cast<uint64_t>(p.c), static_cast<uint64_t>(p.m)};
+      const uint32_t box[2] = {kSlabFloats, kChunk};
+      if (!EncodeMap(&maps[1], p.w1, 2, dims, box)) return cudaErrorInvalidValue;
+    }
+    if (p.pwl) {
+      const uint64_t dims[2] = {static_cast<uint64_t>(p.m), static_cast<uint64_t>(p.f)};
+      const uint32_t box[2] = {kSlabFloats, static_cast<uint32_t>(plan.f_tile)};
+      if (!EncodeMap(&maps[2], p.w2, 2, dims, box)) return cudaErrorInvalidValue;
+    }
+  }
+  const LaunchConfig launch(plan.grid, plan.shared_bytes, plan.split, CurrentDevice().major >= 9, stream);
+  void* args[] = {&a, &maps[0], &maps[1], &maps[2]};
+  cudaError_t err = cudaLaunchKernelExC(&launch.config, kernel, args);
+  if (err == cudaSuccess) err = cudaGetLastError();
+  return err;
+}
+
+}  // namespace block
+}  // namespace fcm

@@ -1,0 +1,54 @@
+// The host side of the fused-block kernels (NHWC): how a launch divides the work, and the launch.
+// Independent of ONNX Runtime (the ORT op and the test harness call it).
+//
+// In: a ChainProblem whose x and y are NHWC ([n, h, w, c] and [n, out_h, out_w, f], or m channels
+// without a last pointwise stage) and whose weights are as the ops take them (W1 [m, c], Wd [m, k, k],
+// W2 [f, m]). PlanBlock picks a plan for the device and shapes; LaunchBlock runs it on a stream.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+#include "../chain_launch.h"
+
+namespace fcm {
+namespace block {
+
+struct BlockPlan {
+  std::string error;      // non-empty: no launch fits (the reason)
+  int tile_h = 0, tile_w = 0;  // output pixels per tile (tile_h * tile_w <= 64)
+  int f_tile = 0;         // output channels per work unit: the kernel's compiled width (0: no last pointwise stage)
+  int split = 1;          // CTAs of a cluster sharing a unit's intermediate channels (sm_90)
+  int stages = 3;         // operand ring depth, 3 or 4; 0: resident (each chunk of a CTA its own stage, loaded once)
+  // filled in by CompleteBlockPlan
+  bool tma = false;       // TMA copies (sm_90, 16-byte aligned rows) instead of cp.async
+  int regions = 1;        // input-region buffers (2: the next unit's loads during this one)
+  bool exact = false;     // FP32 FMAs instead of TF32 tensor cores
+  size_t shared_bytes = 0;
+  long long units = 0;    // (image, tile, output-channel slice) triples
+  int grid = 0;           // CTAs launched (a multiple of split); each loops over units
+  int resident = 0;       // CTAs an SM holds at once
+  double estimate_us = 0.0;
+};
+
+// The output-channel widths the kernels are compiled for.
+const std::vector<int>& CompiledWidths(bool exact);
+
+// The plan the kernels choose for this device and these shapes.
+BlockPlan PlanBlock(const ChainProblem& p);
+// `plan` with its division fields (tile, f_tile, split, stages) checked and the rest filled in;
+// error says why it cannot run.
+BlockPlan CompleteBlockPlan(const ChainProblem& p, BlockPlan plan);
+// Every plan that fits, with its estimate (for the tuner).
+std::vector<BlockPlan> BlockCandidates(const ChainProblem& p);
+// "HxW,f_tile,split,stages" (a tuned plan, or FCM_CUDA_PLAN) completed for this problem.
+BlockPlan ParseBlockPlan(const ChainProblem& p, const std::string& text);
+std::string BlockPlanText(const BlockPlan& plan);
+std::string DescribeBlockPlan(const BlockPlan& plan);
+
+cudaError_t LaunchBlock(const ChainProblem& p, const BlockPlan& plan, cudaStream_t stream);
+
+}  // namespace block
+}  // namespace fcm

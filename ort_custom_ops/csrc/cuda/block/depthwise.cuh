@@ -1,0 +1,138 @@
+// The depthwise stage of one 32-channel chunk, on the CUDA cores, from shared memory to a sink.
+//
+// In: the chunk's input over the tile's region (one row of 32 channels per region pixel, row-major
+// over the region, rows kPitch bytes apart, not swizzled), its weights [32 channels][K*K] and biases
+// [32] (staged in shared memory with the chunk's other operands). Out: act(bias + sum over taps) for every output pixel of the tile, handed
+// to a sink one value per lane: the last pointwise stage's A operand (a swizzled slab) or, without
+// one, the output tensor. Channels past the intermediate's end come out as zeros.
+//
+// Lane = channel: a warp's 32 lanes read one region pixel's 32 channels, a 128-byte slab row (one
+// shared-memory wavefront), and each warp computes blocks of BH x BW output pixels at a time, so one
+// input row loaded into registers serves every tap and output row of the block that uses it (shared
+// memory, not the FMA units, bounds this stage: about 1 byte per FMA with 2 x 8 blocks). With the
+// pitch a constant, a load's address is the block's base plus an immediate.
+#pragma once
+
+#include "../../epilogue.h"
+#include "block_gemm.cuh"
+
+namespace fcm {
+namespace block {
+
+// Output pixels a warp computes at once, by kernel size and stride (the host sizes the region's
+// slack for the blocks that run past the tile's edge).
+__host__ __device__ constexpr int DepthwiseBlockH(int, int) { return 2; }
+__host__ __device__ constexpr int DepthwiseBlockW(int, int stride) { return stride == 1 ? 8 : 4; }
+
+struct DepthwiseGeometry {
+  int tile_h, tile_w;  // the tile's output pixels
+  int region_w;        // input region width (pixels)
+};
+
+// Sink(pixel index in the tile, channel = lane, value).
+template <int K, int S, int kPitch, class Sink>
+__device__ __forceinline__ void DepthwiseChunk(const DepthwiseGeometry& g, uint32_t input, const float* weights, const float* bias,
+                                               int valid_channels, const Activation& act, const Sink& sink) {
+  constexpr int BH = DepthwiseBlockH(K, S), BW = DepthwiseBlockW(K, S);
+  constexpr int kRows = (BH - 1) * S + K;  // input rows of a block
+  constexpr int kCols = (BW - 1) * S + K;  // input pixels per input row
+  constexpr bool kWeightsInRegisters = K == 3;
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
+  const bool valid = lane < valid_channels;
+  const float b = bias[lane];
+  const float* w_lane = weights + lane * K * K;  // stride K*K (odd): 32 distinct banks
+  float w3[kWeightsInRegisters ? K * K : 1];
+  if constexpr (kWeightsInRegisters) {
+#pragma unroll
+    for (int i = 0; i < K * K; ++i) w3[i] = w_lane[i];
+  }
+  const int blocks_w = CeilDiv(g.tile_w, BW), blocks = CeilDiv(g.tile_h, BH) * blocks_w;
+  const uint32_t lane_input = input + lane * 4;
+  for (int block = warp; block < blocks; block += kConsumers / 32) {
+    const int by = block / blocks_w;
+    const int oy0 = by * BH, ox0 = (block - by * blocks_w) * BW;
+    float acc[BH][BW];
+#pragma unroll
+    for (int r = 0; r < BH; ++r)
+#pragma unroll
+      for (int x = 0; x < BW; ++x) acc[r][x] = b;
+#pragma unroll
+    for (int iy = 0; iy < kRows; ++iy) {
+      const uint32_t row0 = lane_input + ((oy0 * S + iy) * g.region_w + ox0 * S) * kPitch;
+      float in[kCols];
+#pragma unroll
+      for (int i = 0; i < kCols; ++i) in[i] = __uint_as_float(LoadShared1(row0 + i * kPitch));
+#pragma unroll
+      for (int r = 0; r < BH; ++r) {
+        const int dy = iy - r * S;
+        if (dy < 0 || dy >= K) continue;  // resolved at compile time
+        float w[K];
+#pragma unroll
+        for (int dx = 0; dx < K; ++dx) w[dx] = kWeightsInRegisters ? w3[dy * K + dx] : w_lane[dy * K + dx];
+#pragma unroll
+        for (int x = 0; x < BW; ++x)
+#pragma unroll
+          for (int dx = 0; dx < K; ++dx) acc[r][x] = fmaf(in[x * S + dx], w[dx], acc[r][x]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < BH; ++r) {
+      float v[BW];
+#pragma unroll
+      for (int x = 0; x < BW; ++x) v[x] = acc[r][x];
+      act.Apply(v);
+#pragma unroll
+      for (int x = 0; x < BW; ++x)
+        if (oy0 + r < g.tile_h && ox0 + x < g.tile_w) sink((oy0 + r) * g.tile_w + ox0 + x, valid ? v[x] : 0.f);
+    }
+  }
+}
+
+// The kernel sizes and strides the ops take, and the input's row pitch. An if-chain, not a switch:
+// a jump table is an indirect branch, which the compiler cannot tell is uniform, and it then
+// serializes the tensor-core work in flight across it.
+template <int kPitch, class Sink>
+__device__ __forceinline__ void DepthwiseOfPitch(int kernel, int stride, const DepthwiseGeometry& g, uint32_t input, const float* weights,
+                                                 const float* bias, int valid_channels, const Activation& act, const Sink& sink) {
+  if (kernel == 3 && stride == 1) {
+    DepthwiseChunk<3, 1, kPitch>(g, input, weights, bias, valid_channels, act, sink);
+  } else if (kernel == 3) {
+    DepthwiseChunk<3, 2, kPitch>(g, input, weights, bias, valid_channels, act, sink);
+  } else if (kernel == 5 && stride == 1) {
+    DepthwiseChunk<5, 1, kPitch>(g, input, weights, bias, valid_channels, act, sink);
+  } else if (kernel == 5) {
+    DepthwiseChunk<5, 2, kPitch>(g, input, weights, bias, valid_channels, act, sink);
+  } else if (stride == 1) {
+    DepthwiseChunk<7, 1, kPitch>(g, input, weights, bias, valid_channels, act, sink);
+  } else {
+    DepthwiseChunk<7, 2, kPitch>(g, input, weights, bias, valid_channels, act, sink);
+  }
+}
+
+// The first stage's output (U) rows are padded to kUPitch bytes: the fragment owners' 8-byte stores
+// (8 rows x 4 column pairs per instruction) then take the two wavefronts they need, and the lanes
+// of a depthwise load still read 128 contiguous bytes. A region loaded straight from the input (no
+// first stage) has 128-byte rows.
+constexpr int kUPitch = 144;
+
+template <class Sink>
+__device__ __forceinline__ void Depthwise(bool padded, int kernel, int stride, const DepthwiseGeometry& g, uint32_t input,
+                                          const float* weights, const float* bias, int valid_channels, const Activation& act,
+                                          const Sink& sink) {
+  if (padded) {
+    DepthwiseOfPitch<kUPitch>(kernel, stride, g, input, weights, bias, valid_channels, act, sink);
+  } else {
+    DepthwiseOfPitch<kSlabRowBytes>(kernel, stride, g, input, weights, bias, valid_channels, act, sink);
+  }
+}
+
+// The last input row and column (region pixel index) a chunk reads past the region, for the slack.
+__host__ __device__ inline int DepthwiseLastRow(int kernel, int stride, int tile_h, int tile_w, int region_w) {
+  const int bh = DepthwiseBlockH(kernel, stride), bw = DepthwiseBlockW(kernel, stride);
+  const int last_y = (CeilDiv(tile_h, bh) * bh - 1) * stride + kernel - 1;
+  const int last_x = (CeilDiv(tile_w, bw) * bw - 1) * stride + kernel - 1;
+  return last_y * region_w + last_x;
+}
+
+}  // namespace block
+}  // namespace fcm

@@ -1,0 +1,146 @@
+"""The CUDA block kernels (channels_last nodes) against the CPU reference kernels (GPU machine only).
+
+Every kind, depthwise kernels 3/5/7, strides 1 and 2 on odd sizes with H != W, channel counts that
+are not multiples of 4 (the cp.async path) or of 32 (a ragged last chunk), batch 1, 3 and 32, all
+activations, residual, channel scale; plans forced through FCM_CUDA_PLAN ("HxW,f_tile,split,stages")
+so that tiles, output-channel slices, splits over a thread-block cluster and ring depths all run;
+outputs poisoned before each run. TF32 (the default) within 5e-3 of the largest output, exact FP32
+within 1e-4. Also: tuned plans (cuda_plans), plans refused with a reason, and CUDA-graph capture
+and replay (the kernels are launched as programmatic dependents). Dynamic shapes and several threads
+on one session: test_cuda_kernels.py, in both layouts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from ort_custom_ops.ops.library import make_session
+from ort_custom_ops.ops.standalone import fused_model
+from tests.support.gpu import check_fused_on_gpu, check_graph_replays, cuda_providers, forced_plan, has_clusters, precision, require_cuda, run_poisoned  # noqa: F401
+from tests.support.specs import random_spec
+
+pytestmark = pytest.mark.gpu
+
+TF32_BOUND, FP32_BOUND = 5e-3, 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _cuda():
+    require_cuda()
+
+
+def check_on_gpu(spec, rng, batch, height, width, bound, plan=None):
+    check_fused_on_gpu(spec, rng, batch, height, width, bound, plan=plan, scale_nhwc=bool(rng.random() < 0.5))
+
+
+CASES = [(kind, k, s) for kind in ("dwpw", "pwdw", "pwdwpw") for k in (3, 5, 7) for s in (1, 2)] + [("pwpw", 1, 1)]
+
+
+@pytest.mark.parametrize("kind, kernel, stride", CASES)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_kinds_against_cpu(kind, kernel, stride, batch, precision, rng):
+    bound = TF32_BOUND if precision == "tf32" else FP32_BOUND
+    for channels in (int(rng.integers(3, 70)), 4 * int(rng.integers(1, 18))):  # any count, then one TMA can copy
+        spec = random_spec(rng, kind, channels, kernel=max(kernel, 3), stride=stride, channels_last=True,
+                           residual=kind in ("pwdwpw", "pwpw") and stride == 1 and rng.random() < 0.5,
+                           scale=kind != "dwpw" and rng.random() < 0.3)
+        height, width = int(rng.integers(kernel, 30)), int(rng.integers(kernel, 30))
+        check_on_gpu(spec, rng, batch, height, width, bound)
+
+
+@pytest.mark.parametrize("pads", [(0, 0, 1, 1), (0, 0, 0, 0), (2, 1, 0, 2)])
+def test_explicit_pads_odd_sizes(pads, precision, rng):
+    spec = random_spec(rng, "pwdwpw", 16, kernel=3, stride=2, pads=pads, expand=36, out=28, channels_last=True)
+    check_on_gpu(spec, rng, 3, 23, 17, TF32_BOUND if precision == "tf32" else FP32_BOUND)
+
+
+def test_mobilenet_v2_blocks_at_batch_32(rng):
+    """MobileNetV2's inverted-residual block shapes at batch 32, the kernels' own plans."""
+    for c, e, f, size, stride in [(16, 96, 24, 112, 2), (24, 144, 24, 56, 1), (32, 192, 64, 28, 2), (64, 384, 64, 14, 1),
+                                  (96, 576, 160, 14, 2), (160, 960, 320, 7, 1)]:
+        spec = random_spec(rng, "pwdwpw", c, kernel=3, stride=stride, expand=e, out=f, residual=(c == f and stride == 1),
+                           channels_last=True)
+        check_on_gpu(spec, rng, 32, size, size, TF32_BOUND)
+
+
+@pytest.mark.parametrize("plan", ["8x8,64,1,3", "8x8,64,2,4", "4x16,32,4,3", "7x7,96,8,3", "2x14,64,1,4", "8x8,24,2,3",
+                                  "1x7,16,1,3", "5x10,128,3,3"])
+def test_forced_plans(plan, precision, rng):
+    """Tiles, output-channel slices (f_tile below the 64 outputs), splits over a cluster of 2 to 8
+    CTAs (the chunks' shares added in distributed shared memory), ring depths 3 and 4."""
+    if int(plan.split(",")[2]) > 1 and not has_clusters():
+        pytest.skip("splits need thread-block clusters (sm_90)")
+    bound = TF32_BOUND if precision == "tf32" else FP32_BOUND
+    spec = random_spec(rng, "pwdwpw", 64, kernel=3, stride=1, expand=384, out=64, residual=True, channels_last=True)
+    check_on_gpu(spec, rng, 3, 14, 14, bound, plan=plan)
+    dwpw = random_spec(rng, "dwpw", 256, kernel=3, stride=1, out=100, channels_last=True)
+    check_on_gpu(dwpw, rng, 2, 10, 10, bound, plan=plan)
+
+
+def test_plan_override_is_checked(rng):
+    """A division that cannot run is an ONNX Runtime error naming the reason, not a launch."""
+    spec = random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, channels_last=True)
+    model = fused_model(spec)
+    x = rng.normal(size=(1, 9, 9, 16)).astype(np.float32)
+    for plan, reason in (("9x9,16,1,3", "1 to 64 output pixels"), ("8x8,16,1,2", "3 or 4 stages"),
+                         ("8x8,20,1,3", "no kernel is compiled"), ("8x8,16", "must read|reads")):
+        with forced_plan(plan), pytest.raises(Exception, match=reason):
+            make_session(model, providers=cuda_providers()).run(None, {"X": x})
+
+
+def test_tuned_plans_attribute(rng, capfd, monkeypatch):
+    """A node's cuda_plans (block plans on a channels_last node) is the plan at its batch sizes, the
+    kernels' own plan at others, and one that does not fit gives way to the kernels' own."""
+    monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
+    monkeypatch.delenv("FCM_CUDA_PLAN", raising=False)
+    spec = random_spec(rng, "pwdwpw", 24, kernel=3, stride=1, expand=96, out=40, channels_last=True)
+    for plans, batch, expected in (("3:4x8,16,2,3;5:8x8,48,1,4", 3, "4x8,16,2,3 ("),
+                                   ("3:4x8,16,2,3;5:8x8,48,1,4", 5, "8x8,48,1,4 ("),
+                                   ("3:4x8,16,2,3", 2, None),
+                                   ("2:9x9,16,1,3", 2, "tuned plan not used")):
+        model = fused_model(spec)
+        model.graph.node[0].attribute.append(onnx.helper.make_attribute("cuda_plans", plans))
+        capfd.readouterr()
+        feeds = {"X": rng.normal(size=(batch, 19, 21, 24)).astype(np.float32)}
+        (cpu,) = make_session(model).run(None, feeds)
+        gpu = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
+        said = capfd.readouterr().err
+        assert "units on" in said, said
+        if expected is not None:
+            assert expected in said, said
+        else:
+            assert "tuned plan" not in said, said
+        assert np.abs(gpu - cpu).max() <= TF32_BOUND * max(1.0, float(np.abs(cpu).max()))
+
+
+def test_small_cases_for_the_sanitizer(rng):
+    """A handful of tiny cases per kind and copy path (run under compute-sanitizer memcheck and
+    racecheck): TMA and cp.async, a split over a cluster, a ragged chunk."""
+    for kind, stride, channels in (("dwpw", 2, 12), ("pwdw", 1, 9), ("pwpw", 1, 8), ("pwdwpw", 2, 9), ("pwdwpw", 1, 16)):
+        spec = random_spec(rng, kind, channels, kernel=3, stride=stride, expand=40, out=20, residual=False,
+                           scale=kind == "pwdw", channels_last=True)
+        check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND)
+    spec = random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, expand=72, out=24, channels_last=True)
+    check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="4x5,24,2,3" if has_clusters() else "4x5,24,1,3")
+
+
+@pytest.mark.parametrize("split", [1, 4])
+def test_cuda_graph_capture_and_replay(split, rng):
+    """Two channels_last nodes in a row captured in a CUDA graph (the second a programmatic
+    dependent of the first), then replays with new inputs: each replay's output is the CPU's."""
+    if split > 1 and not has_clusters():
+        pytest.skip("thread-block clusters need sm_90")
+    first = random_spec(rng, "pwdwpw", 32, expand=96, out=32, residual=True, channels_last=True)
+    model = fused_model(first)
+    # the same node twice: Y of the first feeds the second
+    graph = model.graph
+    second = onnx.NodeProto()
+    second.CopyFrom(graph.node[0])
+    second.input[0] = graph.node[0].output[0]
+    second.output[0] = "Y2"
+    second.name = graph.node[0].name + "_again"
+    graph.node.append(second)
+    graph.output[0].name = "Y2"
+    check_graph_replays(model, rng, (4, 14, 14, 32), "Y2", f"7x7,32,{split},3", 4, TF32_BOUND)
