@@ -10,7 +10,8 @@ lowering reads activations from ONNX graphs and writes nodes by it (``ort_custom
 ``ort_custom_ops.ops.schema``); ``ort_custom_ops.ops.header`` writes the C++ header the kernels
 are built with (``ort_custom_ops/csrc/vocabulary.h``), whose attribute reader refuses names this
 table does not declare; a test checks the built library against this module. A precision (fp32,
-int8) is a column here, not a second set of tables.
+int8) is a column here, not a second set of tables; fp32's two layouts are one node attribute
+(:data:`LAYOUT_ATTRIBUTE`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,18 @@ DW_STRIDES = (1, 2)
 class Precision:
     name: str
     op_prefix: str  # op types are <prefix>Fused<Stages>
-    layout: str
+    layouts: tuple[str, ...]  # the feature maps' layouts its ops take; more than one: chosen per node by LAYOUT_ATTRIBUTE
     element: str  # the feature maps' element type
 
 
-PRECISIONS = {p.name: p for p in (Precision("fp32", "", "NCHW", "float32"), Precision("int8", "Q", "NHWC", "int8"))}
+PRECISIONS = {p.name: p for p in (Precision("fp32", "", ("NCHW", "NHWC"), "float32"),
+                                  Precision("int8", "Q", ("NHWC",), "int8"))}
+
+#: The node attribute that chooses a layout where a precision has two: 0 (the default) the first
+#: (NCHW: X [N, C, H, W], Y [N, F, Ho, Wo]), 1 the second (NHWC, channels last: X [N, H, W, C],
+#: Y [N, Ho, Wo, F], the residual X too). The weights are the same in both; so is the channel scale
+#: S (N x C values: [N, C, 1, 1], or [N, 1, 1, C] with channels last).
+LAYOUT_ATTRIBUTE = "channels_last"
 
 
 @dataclass(frozen=True)
@@ -98,14 +106,14 @@ STANDALONE_ACTIVATIONS = {op: spelling for a in ACTIVATIONS.values() for op, spe
 #: What may follow a stage besides its activation, and which precisions take it.
 EPILOGUES = {
     "residual": ("fp32", "int8"),  # the group's input added to the last stage's output, then residual_activation
-    "channel_scale": ("fp32",),  # an input S [N, C, 1, 1] multiplying X before a first pointwise stage
+    "channel_scale": ("fp32",),  # an input S (N x C values) multiplying X's channels before a first pointwise stage
     "activation_table": ("int8",),  # stage<i>_table: 256 int8 values applied to a stage's int8 output
 }
 
 #: The attributes of each op, per precision. ``stage{i}_...`` stands for stage1_... to stage3_...
 FUSED_ATTRIBUTES = {
     "fp32": ("stage{i}_activation", "stage{i}_clip", "dw_kernel", "dw_stride", "dw_pads", "residual",
-             "residual_activation", "residual_clip", "allow_tf32", "cuda_plans",
+             "residual_activation", "residual_clip", LAYOUT_ATTRIBUTE, "allow_tf32", "cuda_plans",
              "tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch"),
     "int8": ("scheme", "x_scale", "x_zero_point", "stage{i}_w_scales", "stage{i}_y_scale", "stage{i}_y_zero_point",
              "stage{i}_clamp", "stage{i}_table", "stage{i}_table_y_scale", "stage{i}_table_y_zero_point",

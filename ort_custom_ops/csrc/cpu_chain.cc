@@ -132,10 +132,21 @@ void RunChainCpu(const ChainSpec& spec, const ChainTensors& t, const ParallelFor
     const int64_t in_c = spec.stages[0].in_channels;
     layout(0, in_c);
     const float* scale = t.scale ? t.scale + (t.scale_batch == 1 ? 0 : n) * in_c : nullptr;
-    for (int64_t c = 0; c < in_c; ++c) {
-      const float* plane = t.x + (n * in_c + c) * t.h * t.w;
-      for (int64_t r = std::max<int64_t>(need[0].r0, 0); r < std::min(need[0].r1, t.h); ++r) {
-        std::memcpy(buffers[0].Row(c, r) + buffers[0].pad_left, plane + r * t.w, sizeof(float) * t.w);
+    const int64_t first_row = std::max<int64_t>(need[0].r0, 0), end_row = std::min(need[0].r1, t.h);
+    if (t.channels_last) {  // gather [H, W, C] rows into channel planes
+      for (int64_t r = first_row; r < end_row; ++r) {
+        const float* row = t.x + (n * t.h + r) * t.w * in_c;
+        for (int64_t c = 0; c < in_c; ++c) {
+          float* dst = buffers[0].Row(c, r) + buffers[0].pad_left;
+          for (int64_t x = 0; x < t.w; ++x) dst[x] = row[x * in_c + c];
+        }
+      }
+    } else {
+      for (int64_t c = 0; c < in_c; ++c) {
+        const float* plane = t.x + (n * in_c + c) * t.h * t.w;
+        for (int64_t r = first_row; r < end_row; ++r) {
+          std::memcpy(buffers[0].Row(c, r) + buffers[0].pad_left, plane + r * t.w, sizeof(float) * t.w);
+        }
       }
     }
     std::vector<float> scaled;  // a squeeze-and-excitation scale folds into the first stage's weights
@@ -158,6 +169,21 @@ void RunChainCpu(const ChainSpec& spec, const ChainTensors& t, const ParallelFor
     }
     // the epilogue of the group: residual and its activation, then the store
     const Block& result = buffers[stages];
+    if (t.channels_last) {  // channel planes scattered into [Ho, Wo, F] rows (the residual read the same way)
+      for (int64_t r = need[stages].r0; r < need[stages].r1; ++r) {
+        float* row = t.y + (n * out_h + r) * out_w * out_c;
+        const float* skip = spec.residual ? t.x + (n * t.h + r) * t.w * out_c : nullptr;
+        for (int64_t f = 0; f < out_c; ++f) {
+          const float* src = result.Row(f, r) + result.pad_left;
+          if (skip != nullptr) {
+            for (int64_t x = 0; x < out_w; ++x) row[x * out_c + f] = spec.residual_activation(src[x] + skip[x * out_c + f]);
+          } else {
+            for (int64_t x = 0; x < out_w; ++x) row[x * out_c + f] = src[x];
+          }
+        }
+      }
+      return;
+    }
     for (int64_t f = 0; f < out_c; ++f) {
       for (int64_t r = need[stages].r0; r < need[stages].r1; ++r) {
         const float* src = result.Row(f, r) + result.pad_left;

@@ -102,6 +102,7 @@ Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_na
     return Error(node, "a channel scale input needs a pointwise first stage");
   }
 
+  spec->channels_last = a.Flag("channels_last");
   spec->residual = a.Flag("residual");
   if (!a.problem().empty()) return Error(node, a.problem());
   Ort::Status status = ReadActivation(a, node, "residual", &spec->residual_activation);
@@ -154,8 +155,14 @@ Ort::Status CheckCall(const ChainSpec& spec_in, Ort::KernelContext& ctx, CallSha
   if (!problem.empty()) return Error(spec.node_name, problem);
 
   const auto x = ctx.GetInput(0).GetTensorTypeAndShapeInfo().GetShape();
-  if (x.size() != 4) return Error(spec.node_name, "input must be 4-D [N, C, H, W]");
-  s->n = x[0], s->c = x[1], s->h = x[2], s->w = x[3];
+  s->channels_last = spec.channels_last;
+  if (x.size() != 4)
+    return Error(spec.node_name, spec.channels_last ? "input must be 4-D [N, H, W, C] (channels_last)" : "input must be 4-D [N, C, H, W]");
+  if (spec.channels_last) {
+    s->n = x[0], s->h = x[1], s->w = x[2], s->c = x[3];
+  } else {
+    s->n = x[0], s->c = x[1], s->h = x[2], s->w = x[3];
+  }
   if (s->c != spec.stages.front().in_channels) {
     std::ostringstream m;
     m << "input has " << s->c << " channels, the first stage takes " << spec.stages.front().in_channels;
@@ -171,10 +178,14 @@ Ort::Status CheckCall(const ChainSpec& spec_in, Ort::KernelContext& ctx, CallSha
   if (ctx.GetInputCount() > scale_index) {
     auto scale = ctx.GetInput(scale_index);
     if (scale != nullptr) {
+      // N x C values in the order of [N, C]: [N, C, 1, 1], [N, C], and with channels last [N, 1, 1, C]
       const auto sh = scale.GetTensorTypeAndShapeInfo().GetShape();
-      const bool ok = (sh.size() == 4 && sh[2] == 1 && sh[3] == 1) || sh.size() == 2;
-      if (!ok || sh[1] != s->c || (sh[0] != 1 && sh[0] != s->n)) {
-        return Error(spec.node_name, "the channel scale must be [N or 1, C, 1, 1]");
+      const bool nchw = sh.size() == 4 && sh[1] == s->c && sh[2] == 1 && sh[3] == 1;
+      const bool nhwc = spec.channels_last && sh.size() == 4 && sh[1] == 1 && sh[2] == 1 && sh[3] == s->c;
+      const bool flat = sh.size() == 2 && sh[1] == s->c;
+      if (!(nchw || nhwc || flat) || (sh[0] != 1 && sh[0] != s->n)) {
+        return Error(spec.node_name, spec.channels_last ? "the channel scale must be [N or 1, C, 1, 1] or [N or 1, 1, 1, C]"
+                                                        : "the channel scale must be [N or 1, C, 1, 1]");
       }
       s->scale_batch = sh[0];
     }
@@ -192,6 +203,7 @@ OrtStatusPtr CpuChainKernel::ComputeV2(OrtKernelContext* context) {
     ChainTensors t;
     t.x = ctx.GetInput(0).GetTensorData<float>();
     t.n = s.n, t.h = s.h, t.w = s.w;
+    t.channels_last = s.channels_last;
     for (size_t i = 0; i < run.stages.size(); ++i) {
       auto w = ctx.GetInput(run.WeightInput(i));
       const auto ws = w.GetTensorTypeAndShapeInfo().GetShape();
@@ -204,7 +216,7 @@ OrtStatusPtr CpuChainKernel::ComputeV2(OrtKernelContext* context) {
       t.scale = ctx.GetInput(run.ScaleInput()).GetTensorData<float>();
       t.scale_batch = s.scale_batch;
     }
-    auto y = ctx.GetOutput(0, std::vector<int64_t>{s.n, s.out_c, s.out_h, s.out_w});
+    auto y = ctx.GetOutput(0, s.OutputShape());
     t.y = y.GetTensorMutableData<float>();
     if (s.n == 0) return nullptr;
     RunChainCpu(run, t, OrtParallelFor(ctx));

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "op.h"
 #include "spec.h"
@@ -17,9 +18,16 @@ constexpr const char* kDomain = vocabulary::kDomain;
 Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_name, ChainSpec* spec);
 
 // Shapes of one call, checked against the spec: channel counts, output size, the optional scale.
+// n, c, h, w (the input) and out_c, out_h, out_w (the output) mean the same in either layout;
+// OutputShape() is Y's shape in the node's layout.
 struct CallShapes {
   int64_t n = 0, c = 0, h = 0, w = 0, out_c = 0, out_h = 0, out_w = 0;
-  int64_t scale_batch = 0;  // 0: no scale input
+  int64_t scale_batch = 0;  // 0: no scale input; else 1 (broadcast over the batch) or n
+  bool channels_last = false;  // X and Y are [N, H, W, C] and [N, Ho, Wo, F]
+
+  std::vector<int64_t> OutputShape() const {
+    return channels_last ? std::vector<int64_t>{n, out_h, out_w, out_c} : std::vector<int64_t>{n, out_c, out_h, out_w};
+  }
 };
 Ort::Status CheckCall(const ChainSpec& spec, Ort::KernelContext& ctx, CallShapes* shapes);
 

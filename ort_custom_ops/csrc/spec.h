@@ -1,13 +1,16 @@
 // What a fused node computes: a chain of depthwise/pointwise stages, read and checked once, when
 // ONNX Runtime creates the kernel.
 //
-// Inputs of every FCM op: X [N, C, H, W], then per stage its weights and bias
+// Inputs of every FCM op: X [N, C, H, W] (channels_last: [N, H, W, C]), then per stage its weights
+// and bias
 //   pointwise: W [F, C], B [F]        depthwise: W [C, K, K], B [C]
-// and, when the first stage is pointwise, an optional per-channel scale S [N, C, 1, 1] (a
-// squeeze-and-excitation block's output) that multiplies X's channels before the stage.
-// Output: Y [N, F, Ho, Wo].
+// and, when the first stage is pointwise, an optional per-channel scale S of N x C values (a
+// squeeze-and-excitation block's output) that multiplies X's channels before the stage: [N, C, 1, 1]
+// or [N, C] (channels_last: also [N, 1, 1, C], the same values in the same order); N may be 1.
+// Output: Y [N, F, Ho, Wo] (channels_last: [N, Ho, Wo, F]).
 //
-// Attributes: stage<i>_activation (string, i = 1..stages) and stage<i>_clip (floats [lo, hi], for
+// Attributes: channels_last (0/1, default 0: the layout of X, Y and the residual; the weights are the
+// same in both); stage<i>_activation (string, i = 1..stages) and stage<i>_clip (floats [lo, hi], for
 // "clip"); dw_kernel, dw_stride, dw_pads ([top, left, bottom, right], ONNX order) for the depthwise
 // stage; residual (0/1: add X to the output), residual_activation, residual_clip; and the tiling the
 // planner's cost model chose (tile_h, tile_w, tile_f, chunk, split), kept as a record of its figures
@@ -49,6 +52,7 @@ struct ChainSpec {
   std::string op_name;
   std::string node_name;  // for error messages
   std::vector<Stage> stages;
+  bool channels_last = false;  // X, Y (and the residual) NHWC instead of NCHW
   bool residual = false;
   Activation residual_activation;
   Tiling tiling;

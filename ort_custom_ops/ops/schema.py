@@ -9,8 +9,11 @@ when none is taken from a model.
 Domain ``ai.fcm``, version 1. Op types by kind: ``FusedDwPw``, ``FusedPwDw``, ``FusedPwPw``,
 ``FusedPwDwPw``. Inputs: ``X`` [N, C, H, W], then per stage ``W`` and ``B`` (pointwise W [F, C],
 depthwise W [C, K, K]), and an optional ``S`` [N, C, 1, 1] scaling X's channels (a pointwise first
-stage only). Output ``Y`` [N, F, Ho, Wo]. The attributes are listed in :data:`ATTRIBUTES` (and
-``csrc/spec.h``).
+stage only). Output ``Y`` [N, F, Ho, Wo]. With ``channels_last=1`` X and Y (and so the residual)
+are NHWC: X [N, H, W, C], Y [N, Ho, Wo, F]; the weights are the same, and S may also be
+[N, 1, 1, C] (the same N x C values); the function body is then the NCHW body between a Transpose
+of X (and a Reshape of S) and a Transpose of Y (:func:`channels_last_body`). The attributes are
+listed in :data:`ATTRIBUTES` (and ``csrc/spec.h``).
 
 In (int8): one layer's (or one fused chain's) integer weights, int32 biases, per-channel weight
 scales and the quantization of its input and output (:class:`Quant`, :class:`Requant`,
@@ -39,7 +42,7 @@ import numpy as np
 from onnx import GraphProto, ModelProto, NodeProto, helper
 
 from fcm_core import vocabulary
-from fcm_core.vocabulary import DOMAIN, DOMAIN_VERSION, SCHEMES, TILING_KEYS
+from fcm_core.vocabulary import DOMAIN, DOMAIN_VERSION, LAYOUT_ATTRIBUTE, SCHEMES, TILING_KEYS
 
 #: DAG/plan activation names -> attribute spelling, and the clip bounds some imply.
 FROM_PLAN_ACTIVATION = vocabulary.FROM_DAG_ACTIVATION
@@ -52,6 +55,22 @@ ACTIVATIONS = tuple(vocabulary.ACTIVATIONS)
 #: Every attribute an fp32 FCM node may carry (a function body must declare them all).
 ATTRIBUTES = vocabulary.expand(vocabulary.FUSED_ATTRIBUTES["fp32"])
 DECLARED = vocabulary.op_attributes()
+#: Permutations between the layouts: NCHW -> NHWC and back.
+TO_NHWC = (0, 2, 3, 1)
+TO_NCHW = (0, 3, 1, 2)
+
+
+def is_channels_last(node) -> bool:
+    """Whether a fused node (``onnx.NodeProto`` or graphsurgeon node) takes and returns NHWC tensors."""
+    if isinstance(node, NodeProto):
+        return any(a.name == LAYOUT_ATTRIBUTE and a.i == 1 for a in node.attribute)
+    return int(node.attrs.get(LAYOUT_ATTRIBUTE, 0)) == 1
+
+
+def nchw_dims(shape: Sequence, channels_last: bool) -> tuple:
+    """(n, c, h, w) of a feature map's shape in the given layout."""
+    n, a, b, c = shape
+    return (n, c, a, b) if channels_last else (n, a, b, c)
 
 
 def fused_node(kind: str, precision: str, inputs: Sequence[str], output: str, name: str, attributes: dict,
@@ -119,6 +138,7 @@ class FcmSpec:
     residual_activation: Activation = field(default_factory=Activation)
     has_scale: bool = False  # an S input multiplies X's channels
     tiling: dict = field(default_factory=dict)
+    channels_last: bool = False  # X and Y NHWC (see the module docstring)
 
     def __post_init__(self):
         if self.kind not in OP_TYPES:
@@ -144,6 +164,8 @@ class FcmSpec:
         if self.residual:
             attrs["residual"] = 1
             attrs.update(self.residual_activation.attributes("residual"))
+        if self.channels_last:
+            attrs[LAYOUT_ATTRIBUTE] = 1
         for key in TILING_KEYS:
             if self.tiling.get(key):
                 attrs[key] = int(self.tiling[key])
@@ -169,7 +191,12 @@ class FcmSpec:
 
     def reference_nodes(self, x: str, weight_names: Sequence[str], y: str, scale: str | None = None, prefix: str = "r") -> list[NodeProto]:
         """The same computation in standard ONNX (opset >= 14): reshapes of the kernel-layout
-        weights, Conv, the activations, the residual Add. ``weight_names``: W1, B1, W2, B2, ..."""
+        weights, Conv, the activations, the residual Add; between the layout changes of
+        :func:`channels_last_body` when the node is channels last. ``weight_names``: W1, B1, W2, B2, ..."""
+        body = self._nchw_nodes(x, weight_names, y, scale, prefix)
+        return channels_last_body(body, x, y, scale, prefix) if self.channels_last else body
+
+    def _nchw_nodes(self, x: str, weight_names: Sequence[str], y: str, scale: str | None, prefix: str) -> list[NodeProto]:
         nodes: list[NodeProto] = []
         current = x
         if self.has_scale:
@@ -192,6 +219,27 @@ class FcmSpec:
             current = activation_nodes(nodes, self.residual_activation, f"{prefix}_sum", f"{prefix}_ract")
         nodes.append(helper.make_node("Identity", [current], [y]))
         return nodes
+
+
+def channels_last_body(body: list[NodeProto], x: str, y: str, scale: str | None = None,
+                       prefix: str = "fcm") -> list[NodeProto]:
+    """A function body computing on NCHW tensors ``x`` (and ``scale``) into ``y``, made to take and
+    return NHWC ones: ``x`` transposed to NCHW first, ``scale`` (N x C values, [N, C, 1, 1] or
+    [N, 1, 1, C]) reshaped to [N, C, 1, 1], and the result transposed back to ``y``."""
+    rename = {x: f"{prefix}_x_nchw", y: f"{prefix}_y_nchw"}
+    head = [helper.make_node("Transpose", [x], [rename[x]], perm=list(TO_NCHW))]
+    if scale is not None:
+        rename[scale] = f"{prefix}_s_nchw"
+        head += [helper.make_node("Constant", [], [f"{prefix}_s_shape"], value_ints=[0, -1, 1, 1]),
+                 helper.make_node("Reshape", [scale, f"{prefix}_s_shape"], [rename[scale]])]
+    renamed = []
+    for node in body:
+        copy = NodeProto()
+        copy.CopyFrom(node)
+        copy.input[:] = [rename.get(name, name) for name in copy.input]
+        copy.output[:] = [rename.get(name, name) for name in copy.output]
+        renamed.append(copy)
+    return head + renamed + [helper.make_node("Transpose", [rename[y]], [y], perm=list(TO_NHWC))]
 
 
 def activation_nodes(nodes: list[NodeProto], activation: Activation, x: str, prefix: str) -> str:

@@ -2,8 +2,8 @@
 
 In: an :class:`~ort_custom_ops.ops.schema.FcmSpec`. Out: ``fused_model(spec)``: one FCM node (with
 its function body, so it runs with or without the library); ``reference_model(spec)``: the same
-computation in standard ONNX operators only. Both take ``X`` [N, C, H, W] (N dynamic) and, when
-the spec has one, ``S`` [N, C, 1, 1]; both return ``Y``.
+computation in standard ONNX operators only. Both take ``X`` [N, C, H, W] (N dynamic; [N, H, W, C]
+for a channels-last spec) and, when the spec has one, ``S`` [N, C, 1, 1]; both return ``Y``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ OPSET = 17
 
 def _io(spec: FcmSpec, height: int | str, width: int | str):
     c = spec.stages[0].in_channels
-    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", c, height, width])]
+    x_shape = ["N", height, width, c] if spec.channels_last else ["N", c, height, width]
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)]
     if spec.has_scale:
         inputs.append(helper.make_tensor_value_info("S", TensorProto.FLOAT, ["N", c, 1, 1]))
     outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)]

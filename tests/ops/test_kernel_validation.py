@@ -14,13 +14,13 @@ from ort_custom_ops.ops.standalone import fused_model
 from tests.support.fcm_numpy import run_spec
 
 
-def _spec(rng) -> FcmSpec:
+def _spec(rng, **options) -> FcmSpec:
     c, e, f = 6, 10, 6
     return FcmSpec("pwdwpw", [
         StageSpec("pw", rng.normal(size=(e, c)).astype(np.float32), np.zeros(e, np.float32), Activation("relu6")),
         StageSpec("dw", rng.normal(size=(e, 3, 3)).astype(np.float32), np.zeros(e, np.float32), Activation("relu6"), 1, (1, 1, 1, 1)),
         StageSpec("pw", rng.normal(size=(f, e)).astype(np.float32), np.zeros(f, np.float32)),
-    ], residual=True)
+    ], residual=True, **options)
 
 
 def _set_attribute(model: onnx.ModelProto, name: str, value) -> None:
@@ -36,10 +36,10 @@ def _replace_initializer(model: onnx.ModelProto, name: str, array: np.ndarray) -
             model.graph.initializer[index].CopyFrom(numpy_helper.from_array(array, name))
 
 
-def _expect_ort_error(model: onnx.ModelProto, words: str, x=None) -> None:
+def _expect_ort_error(model: onnx.ModelProto, words: str, x=None, **feeds) -> None:
     x = np.ones((1, 6, 8, 8), np.float32) if x is None else x
     with pytest.raises(Exception) as info:
-        make_session(model, with_library=True).run(None, {"X": x})
+        make_session(model, with_library=True).run(None, {"X": x, **feeds})
     assert type(info.value).__module__.startswith("onnxruntime"), type(info.value)
     assert words in str(info.value), str(info.value)
 
@@ -57,6 +57,7 @@ def _expect_ort_error(model: onnx.ModelProto, words: str, x=None) -> None:
         ("stage3_activation", "clip", "needs stage3_clip"),
         ("stage1_clip", [6.0, 0.0], "lo <= hi"),
         ("residual", 2, "residual must be 0 or 1"),
+        ("channels_last", 2, "channels_last must be 0 or 1"),
         ("split", 0, "tiling attributes"),
         ("cuda_plans", "1:64,8x8,16,2", "must read BATCH:pixels,HxW"),
         ("cuda_plans", "one:64,8x8,16,2,2,0", "must read BATCH:pixels,HxW"),
@@ -130,3 +131,26 @@ def test_weights_given_at_run_time_are_checked(rng):
     with pytest.raises(Exception) as info:
         session.run(None, {"X": x, "W1": np.ones((9, 6), np.float32)})
     assert "FCM node 'fcm0': stage 1 bias has 10 values for 9 channels" in str(info.value)
+
+
+def test_wrong_input_shape_at_run_time_channels_last(rng):
+    """A channels-last node reads C from X's last axis: an NCHW tensor given to it is an error."""
+    model = fused_model(_spec(rng, channels_last=True))
+    model.graph.input[0].type.tensor_type.ClearField("shape")
+    _expect_ort_error(model, "input has 8 channels, the first stage takes 6", x=np.ones((1, 6, 8, 8), np.float32))
+    _expect_ort_error(model, "input must be 4-D [N, H, W, C] (channels_last)", x=np.ones((8, 8, 6), np.float32))
+
+
+@pytest.mark.parametrize("channels_last, shape, words", [
+    (False, (2, 1, 1, 6), "the channel scale must be [N or 1, C, 1, 1]"),  # [N, 1, 1, C]: channels last only
+    (False, (2, 6, 2, 1), "the channel scale must be [N or 1, C, 1, 1]"),
+    (True, (2, 6, 2, 1), "the channel scale must be [N or 1, C, 1, 1] or [N or 1, 1, 1, C]"),
+    (True, (2, 1, 1, 5), "the channel scale must be"),
+    (True, (3, 1, 1, 6), "the channel scale must be"),  # neither 1 nor N
+])
+def test_wrong_scale_shape_at_run_time(channels_last, shape, words, rng):
+    spec = _spec(rng, channels_last=channels_last, has_scale=True)
+    model = fused_model(spec)
+    model.graph.input[1].type.tensor_type.ClearField("shape")
+    x = np.ones((2, 8, 8, 6) if channels_last else (2, 6, 8, 8), np.float32)
+    _expect_ort_error(model, words, x=x, S=np.ones(shape, np.float32))

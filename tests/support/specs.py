@@ -22,7 +22,7 @@ def _activation(rng: np.random.Generator) -> Activation:
 
 
 def random_spec(rng, kind: str, channels: int, *, kernel=3, stride=1, pads=None, residual=False, scale=False,
-                expand=None, out=None) -> FcmSpec:
+                expand=None, out=None, channels_last=False) -> FcmSpec:
     stages, c = [], channels
     types = KIND_STAGES[kind]
     for index, kind_of_stage in enumerate(types):
@@ -41,17 +41,18 @@ def random_spec(rng, kind: str, channels: int, *, kernel=3, stride=1, pads=None,
         stages.append(StageSpec(kind_of_stage, w, b, _activation(rng), **geometry))
         c = f
     return FcmSpec(kind, stages, residual=residual, residual_activation=_activation(rng) if residual else Activation(),
-                   has_scale=scale)
+                   has_scale=scale, channels_last=channels_last)
 
 
-def random_feeds(spec: FcmSpec, rng, batch: int, height: int, width: int):
-    """(feeds, x, scale): a normal input X and, when the spec has one, a channel scale S in [0, 1)."""
+def random_feeds(spec: FcmSpec, rng, batch: int, height: int, width: int, scale_nhwc: bool = False):
+    """(feeds, x, scale): a normal input X and, when the spec has one, a channel scale S in [0, 1);
+    ``x`` and ``scale`` NCHW, the feeds in the spec's layout (``scale_nhwc``: S as [N, 1, 1, C])."""
     x = rng.normal(size=(batch, spec.stages[0].in_channels, height, width)).astype(np.float32)
-    feeds = {"X": x}
+    feeds = {"X": np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if spec.channels_last else x}
     scale = None
     if spec.has_scale:
         scale = rng.uniform(0, 1, (batch, x.shape[1], 1, 1)).astype(np.float32)
-        feeds["S"] = scale
+        feeds["S"] = scale.reshape(batch, 1, 1, -1) if scale_nhwc else scale
     return feeds, x, scale
 
 
