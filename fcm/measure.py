@@ -33,7 +33,7 @@ from onnx import helper
 from fcm_core.errors import FcmError
 from ort_custom_ops.lowering.rules import overload_of
 from ort_custom_ops.lowering.unfuse import function_body, node_function
-from ort_custom_ops.ops.schema import DOMAIN, KIND_STAGES, OP_TYPES
+from ort_custom_ops.ops.schema import DOMAIN, KIND_STAGES, OP_TYPES, is_channels_last, nchw_dims
 
 Progress = Callable[[str], None]
 CONFIGS = [(graph, nhwc) for graph in (False, True) for nhwc in (False, True)]
@@ -245,8 +245,9 @@ def fused_macs(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers:
     kind = next((k for k, op in OP_TYPES.items() if op == node.op_type), None)
     if kind is None:
         raise FcmError(f"{node.name}: {node.op_type} is not a fused op")
-    batch, _, height, width = shapes[node.input[0]]
-    out_h, out_w = shapes[node.output[0]][2:]
+    channels_last = is_channels_last(node)
+    batch, _, height, width = nchw_dims(shapes[node.input[0]], channels_last)
+    _, _, out_h, out_w = nchw_dims(shapes[node.output[0]], channels_last)
     macs = {"pw": 0, "dw": 0}
     pixels = height * width
     for index, stage in enumerate(KIND_STAGES[kind]):

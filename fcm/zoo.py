@@ -57,17 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         convs = [c for g in result.plan.groups if g.id in fused_ids for c in g.candidate.convs]
         worst = max((c for c in result.checks if c.name != "unfused ONNX"), key=lambda c: c.relative)
         rows.append((name, architecture, str(len(result.rewrite.fused)), f"{len(convs)} / {totals['convs']}",
-                     f"{sum(1 for c in convs if dag[c].type == 'dw')} / {totals['dw_convs']}", f"{worst.relative:.1e}",
+                     f"{sum(1 for c in convs if dag[c].type == 'dw')} / {totals['dw_convs']}",
+                     "{} -> {}".format(*result.rewrite.transposes), f"{worst.relative:.1e}",
                      f"{totals['unfused']['time_us'] / 1e3:.2f} -> {totals['fused']['time_us'] / 1e3:.2f}",
                      f"{time.monotonic() - started:.0f} s"))
     header = ("model", "keras.applications", "fused nodes", "convs fused", "DW convs fused",
-              "worst relative error vs Keras", f"predicted ms ({args.gpu}, batch {args.batch})", "conversion")
+              "Transposes (unfused -> fused)", "worst relative error vs Keras", f"predicted ms ({args.gpu}, batch {args.batch})", "conversion")
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
     text = ("# Converted reference models\n\n"
             f"`make zoo` (`python -m fcm.zoo --gpu {args.gpu} --batch {args.batch}`): keras.applications models with "
             "random weights (seed 0, BatchNormalization calibrated), logits out, 224x224, converted with `fcm convert` "
             "and verified against Keras on fresh random inputs at batch 1 and 3, with and without the FCM library "
-            "(the error column is the worse of the two). Each model's directory holds its DAG, plan and report.\n\n"
+            "(the error column is the worse of the two). The fused nodes are channels last (NHWC): Transposes "
+            "remain where an operator left unfused needs NCHW. Each model's directory holds its DAG, plan and report.\n\n"
             + "\n".join(table) + "\n")
     if not args.only:
         atomic_write_text(out / "zoo.md", text)

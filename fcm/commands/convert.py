@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheme", choices=("fp32", "fixed_point"), default="fp32",
                          help="int8 only: the requantization arithmetic to reproduce: fp32 (XNNPACK, the TFLite "
                          "interpreter's default; default) or fixed_point (TFLite's builtin kernels)")
+    parser.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
+                        help="fp32 only: the fused nodes' layout: nhwc (channels last, the default; Transposes only "
+                        "where an operator left unfused needs NCHW) or nchw (the first CUDA kernels' layout)")
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with the source model")
     quantize = parser.add_argument_group(
         "int8 quantization of Keras models",
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
         raise FcmError(f"--batch must be at least 1, not {args.batch}")
     options = ConvertOptions(gpu=args.gpu, batch=args.batch, dtype=args.dtype, scheme=args.scheme,
                              verify=not args.no_verify, source=source_options(args), int8=args.int8,
-                             calibration=args.calibration, io_dtype=args.io_dtype)
+                             calibration=args.calibration, io_dtype=args.io_dtype, layout=args.layout)
     result = convert(args.model, args.output, options, progress=report.progress)
     for note in result.notes:
         report.warning(note) if "left unfused" in note else report.progress(note)

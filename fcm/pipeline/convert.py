@@ -47,6 +47,7 @@ class ConvertOptions:
     int8: bool = False  # quantize a Keras model to a full-integer TFLite model first (fcm.pipeline.quantize)
     calibration: str | Path | None = None  # with int8: a .npy of input samples; None: random (a warning)
     io_dtype: str = "int8"  # with int8: the quantized model's input and output type ("int8" or "uint8")
+    layout: str = "nhwc"  # fp32: the fused nodes' layout, "nhwc" (channels last) or "nchw" (int8 is NHWC)
     source: SourceOptions = field(default_factory=SourceOptions)
 
 
@@ -84,6 +85,8 @@ def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None
 
     progress(f"opening {spec if isinstance(spec, (str, Path)) else 'the model'}")
     source = open_model(spec, options.source)
+    if options.layout not in ("nhwc", "nchw"):
+        raise FcmError(f"unknown layout {options.layout!r} (nhwc or nchw)")
     if (options.calibration is not None or options.io_dtype != "int8") and not options.int8:
         raise FcmError("--calibration and --io-dtype apply with --int8 only")
     if options.int8:

@@ -56,8 +56,8 @@ class Fp32:
     def lower(self, prepared: onnx.ModelProto, dag: Dag, plan, options, progress: Progress, notes: list[str]) -> Lowered:
         from ort_custom_ops.lowering.rewrite import rewrite
 
-        progress(f"rewriting {len(plan.groups)} groups")
-        result = rewrite(prepared, dag, plan.to_json())
+        progress(f"rewriting {len(plan.groups)} groups ({options.layout.upper()} fused nodes)")
+        result = rewrite(prepared, dag, plan.to_json(), options.layout)
         if not dag.convs() or not any(layer.type in ("dw", "pw") for layer in dag.convs()):
             notes.append("the model has no depthwise or pointwise convolutions: nothing to fuse, the graph is unchanged")
         elif not result.fused:

@@ -39,6 +39,10 @@ def fp32_report(where: str, dag: Dag, plan, result, checks: list[Check], notes: 
         f"{totals['unfused']['dram_bytes'] / 1e6:.1f} MB -> {totals['fused']['dram_bytes'] / 1e6:.1f} MB of DRAM traffic, "
         f"{totals['unfused']['launches']} -> {totals['fused']['launches']} kernel launches",
     ]
+    if result.fused:
+        before, after = result.transposes
+        summary.append(f"layout: {'NHWC (channels last)' if result.layout == 'nhwc' else 'NCHW'} fused nodes; "
+                       f"Transpose nodes: {before} in the unfused model, {after} in the fused one")
     groups = ["## Fused groups", "",
               "| group | kind | DAG layers | source layers | ONNX nodes replaced | tiling | predicted unfused -> fused (us) |",
               "|---|---|---|---|---|---|---|"]

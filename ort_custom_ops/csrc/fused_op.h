@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "op.h"
@@ -32,9 +33,18 @@ struct CallShapes {
 Ort::Status CheckCall(const ChainSpec& spec, Ort::KernelContext& ctx, CallShapes* shapes);
 
 struct CpuChainKernel {
+  static constexpr bool kChannelsLast = true;  // computes channels_last nodes (see TakesChannelsLast)
   ChainSpec spec;
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
+
+// Whether a kernel type computes channels_last nodes: it says so with `static constexpr bool
+// kChannelsLast = true`. A kernel that does not is refused such a node when it is created (an ONNX
+// Runtime error), rather than reading NHWC tensors as NCHW.
+template <typename Kernel, typename = void>
+struct TakesChannelsLast : std::false_type {};
+template <typename Kernel>
+struct TakesChannelsLast<Kernel, std::void_t<decltype(Kernel::kChannelsLast)>> : std::bool_constant<Kernel::kChannelsLast> {};
 
 // The fp32 ops' inputs and output: X, (W, B) per stage, an optional channel scale; Y. A kernel type
 // holds a `ChainSpec spec`, filled by ParseSpec.
@@ -45,7 +55,11 @@ struct Fp32Signature {
   static ONNXTensorElementDataType InputType(size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
   template <typename Kernel>
   static Ort::Status Init(Kernel& kernel, const Ort::ConstKernelInfo& info, const char* op_name, size_t) {
-    return ParseSpec(info, op_name, &kernel.spec);
+    Ort::Status status = ParseSpec(info, op_name, &kernel.spec);
+    if (status.IsOK() && kernel.spec.channels_last && !TakesChannelsLast<Kernel>::value)
+      return Error(kernel.spec.node_name, "channels_last=1: this execution provider's kernels take NCHW only "
+                                          "(convert with --layout nchw)");
+    return status;
   }
 };
 

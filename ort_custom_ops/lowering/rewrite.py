@@ -13,6 +13,12 @@ reads the operators around its convolutions and checks them against the plan; a 
 subgraph does not read as planned, whose intermediates are used outside it, or which overlaps
 another is left unfused and reported with the reason; the matched groups are replaced; then the
 graph is cleaned up (:func:`cleanup`: the disconnected nodes removed, sorted) as a separate step.
+
+Layout (``layout``): ``"nhwc"`` (the default) makes channels-last fused nodes, each first put
+between Transposes to and from NCHW, then the layout cleanup (:mod:`.transposes`) cancels and moves
+those Transposes so that chains of fused nodes and the elementwise operators between them stay
+NHWC; the model's inputs and outputs keep their layouts. ``"nchw"`` makes NCHW fused nodes and
+adds no Transpose.
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ from onnx import helper
 from extractor.dag import Dag
 
 from ..ops.schema import DOMAIN, DOMAIN_VERSION
-from . import patterns
+from . import patterns, transposes
 from .rules import RULES, Match, NotFusable, overload_of
 
 IR_VERSION = 10  # FunctionProto/NodeProto overloads
+LAYOUTS = ("nhwc", "nchw")  # of the fused nodes' feature maps; the first is the default
 
 
 @dataclass
@@ -39,6 +46,8 @@ class RewriteResult:
     fused: list[dict] = field(default_factory=list)  # {"group", "kind", "node", "replaced": [node names]}
     skipped: list[dict] = field(default_factory=list)  # {"group", "kind", "layers", "reason"}
     unmapped: list[int] = field(default_factory=list)  # DAG convs not found in the ONNX graph
+    layout: str = LAYOUTS[0]
+    transposes: tuple[int, int] = (0, 0)  # Transpose nodes in the model before the rewrite, and after
 
 
 # --- finding DAG convolutions in the ONNX graph -------------------------------------------------
@@ -73,8 +82,10 @@ def map_convs(dag: Dag, graph: gs.Graph) -> dict[int, gs.Node]:
     return mapping
 
 
-def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict) -> RewriteResult:
+def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[0]) -> RewriteResult:
     """Replace every planned group that reads as planned by one FCM node (see module docstring)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
     model = _with_unique_node_names(model)
     originals = {node.name: node for node in model.graph.node}
     initializers = {t.name: t for t in model.graph.initializer}
@@ -82,7 +93,8 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict) -> RewriteResult:
     graph = gs.import_onnx(model)
     graph_outputs = patterns.ids(graph.outputs)
     mapping = map_convs(dag, graph)
-    result = RewriteResult(model=model, unmapped=[layer.id for layer in dag.convs() if layer.id not in mapping])
+    result = RewriteResult(model=model, unmapped=[layer.id for layer in dag.convs() if layer.id not in mapping],
+                           layout=layout)
 
     matches: list[Match] = []
     claimed: set[int] = set()
@@ -107,12 +119,15 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict) -> RewriteResult:
     functions = []
     groups_of_nodes: dict[str, int] = {}
     for match in matches:
+        match.spec.channels_last = layout == "nhwc"
         node, function = RULES[match.spec.kind].replace(graph, match, originals, initializers, opset)
         functions.append(function)
         groups_of_nodes[node.name] = match.group["id"]
         result.fused.append({"group": match.group["id"], "kind": match.spec.kind, "node": node.name,
                              "replaced": [n.name for n in match.nodes]})
 
+    if matches and layout == "nhwc":
+        transposes.optimize(graph)
     fused = cleanup(graph)
     for node in fused.graph.node:
         if node.name in groups_of_nodes:
@@ -125,6 +140,7 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict) -> RewriteResult:
         fused.metadata_props.append(prop)
     onnx.checker.check_model(fused)
     result.model = fused
+    result.transposes = (transposes.transpose_count(model), transposes.transpose_count(fused))
     return result
 
 

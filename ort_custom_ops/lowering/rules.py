@@ -19,6 +19,11 @@ the group's input and the activation after it):
 Every rule checks what it reads against the plan (activations, residual, channel scale) and that
 no intermediate tensor is used outside the group. The rewrite (:mod:`.rewrite`) finds the groups'
 convolutions, applies the rules, and cleans the graph up afterwards.
+
+A channels-last replacement (``spec.channels_last``) is the fused node between a Transpose of the
+group's input to NHWC and one of its output back to NCHW, so that the graph around it is unchanged;
+its function body is the matched subgraph between the same layout changes. The layout cleanup
+(:mod:`.transposes`) then cancels the Transposes between neighbours.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ from onnx import helper
 
 from fcm_core.vocabulary import KINDS
 
-from ..ops.schema import (DOMAIN, FROM_PLAN_ACTIVATION, KIND_STAGES, PLAN_CLIP_BOUNDS, TILING_KEYS, Activation, FcmSpec,
-                          StageSpec, make_function)
+from ..ops.schema import (DOMAIN, FROM_PLAN_ACTIVATION, KIND_STAGES, PLAN_CLIP_BOUNDS, TILING_KEYS, TO_NCHW, TO_NHWC,
+                          Activation, FcmSpec, StageSpec, channels_last_body, make_function)
 from . import patterns
 
 
@@ -236,18 +241,37 @@ class Rule:
                 initializers: dict[str, onnx.TensorProto], opset: int) -> tuple[gs.Node, onnx.FunctionProto]:
         gid = match.group["id"]
         prefix = f"fcm{gid}_"
+        node_name = f"fcm{gid}_{self.kind}"
         weights = match.spec.weights(prefix)
         constants = {name: gs.Constant(name, values) for name, values in weights.items()}
-        inputs = [match.input] + list(constants.values()) + ([match.scale] if match.scale is not None else [])
         formal = ["X"] + list(weights) + (["S"] if match.scale is not None else [])
         body = _function_body(match, originals, initializers, list(weights))
+        if match.spec.channels_last:
+            body = channels_last_body(body, "X", "Y", "S" if match.scale is not None else None)
         function = make_function(match.spec, body, formal, "Y", overload=overload_of(gid), opset=opset)
         for node in match.nodes:
             node.outputs.clear()
-        node = gs.Node(match.spec.op_type, name=f"fcm{gid}_{self.kind}", domain=DOMAIN, attrs=match.spec.attributes(),
-                       inputs=inputs, outputs=[match.output])
+        x, y = match.input, match.output
+        if match.spec.channels_last:  # NCHW around it, as before
+            x = _transposed(graph, match.input, TO_NHWC, f"{node_name}/x_nhwc")
+            y = gs.Variable(f"{node_name}/y_nhwc", dtype=match.output.dtype, shape=_permuted(match.output.shape, TO_NHWC))
+            graph.nodes.append(gs.Node("Transpose", name=f"{node_name}/y_nchw", attrs={"perm": list(TO_NCHW)}, inputs=[y],
+                                       outputs=[match.output]))
+        inputs = [x] + list(constants.values()) + ([match.scale] if match.scale is not None else [])
+        node = gs.Node(match.spec.op_type, name=node_name, domain=DOMAIN, attrs=match.spec.attributes(),
+                       inputs=inputs, outputs=[y])
         graph.nodes.append(node)
         return node, function
+
+
+def _permuted(shape, perm) -> list | None:
+    return None if shape is None else [shape[i] for i in perm]
+
+
+def _transposed(graph: gs.Graph, tensor, perm, name: str):
+    out = gs.Variable(name, dtype=tensor.dtype, shape=_permuted(tensor.shape, perm))
+    graph.nodes.append(gs.Node("Transpose", name=name, attrs={"perm": list(perm)}, inputs=[tensor], outputs=[out]))
+    return out
 
 
 def overload_of(group_id: int) -> str:

@@ -4,7 +4,9 @@ In: a fused ONNX model (``fcm convert``) and the names of some of its ``ai.fcm``
 same model with each of those nodes replaced by its function body (the original convolutions and
 activations, which the rewrite stored as the node's ONNX function), its internal tensor names
 prefixed with the node's name so they stay unique, and the functions no other node calls removed.
-The model computes the same function; only those groups run unfused.
+The model computes the same function; only those groups run unfused. A channels-last node's body
+holds Transposes to and from NCHW: the layout cleanup (:mod:`.transposes`) then cancels those
+that meet their inverses.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import onnx
 
 from fcm_core.errors import FcmError
 
-from ..ops.schema import DOMAIN
+from ..ops.schema import DOMAIN, is_channels_last
+from .transposes import optimize_model
 
 
 def node_function(model: onnx.ModelProto, node: onnx.NodeProto) -> onnx.FunctionProto:
@@ -65,4 +68,6 @@ def unfuse(model: onnx.ModelProto, names: list[str] | set[str]) -> onnx.ModelPro
         kept_opsets = [o for o in out.opset_import if o.domain != DOMAIN]
         out.ClearField("opset_import")
         out.opset_import.extend(kept_opsets)
+    if any(is_channels_last(n) for n in model.graph.node if n.name in wanted):
+        out = optimize_model(out)
     return out

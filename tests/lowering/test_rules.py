@@ -1,7 +1,7 @@
 """The rewrite rules, one test per FCM kind on a tiny model written as ONNX text: the rule matches
-the planned group, its replacement is one fused node of that kind, and the rewritten model computes
-what the original does, with the FCM library and without it (its function body). Plus the cleanup
-and a rule's refusal."""
+the planned group, its replacement is one fused node of that kind (NCHW, or channels last between
+Transposes), and the rewritten model computes what the original does, with the FCM library and
+without it (its function body). Plus the cleanup and a rule's refusal."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ort_custom_ops.lowering import patterns
 from ort_custom_ops.lowering.rewrite import cleanup
 from ort_custom_ops.lowering.rules import RULES, NotFusable
 from ort_custom_ops.ops.library import make_session
-from ort_custom_ops.ops.schema import DOMAIN
+from ort_custom_ops.ops.schema import DOMAIN, is_channels_last
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
 CLIP6 = "lo = {0.0}, hi = {6.0}"  # Clip(x, 0, 6): ReLU6
@@ -76,10 +76,11 @@ def tiny_model(kind: str, rng) -> tuple[onnx.ModelProto, dict]:
     return model, {"id": 3, "kind": kind, "layers": list(range(len(group["stages"]))), "residual": None, **group}
 
 
-def apply_rule(model: onnx.ModelProto, group: dict):
+def apply_rule(model: onnx.ModelProto, group: dict, channels_last: bool = False):
     graph = gs.import_onnx(model)
     convs = [n for n in graph.nodes if n.op == "Conv"]
     match = RULES[group["kind"]].match(graph, group, convs, patterns.ids(graph.outputs))
+    match.spec.channels_last = channels_last
     originals = {n.name: n for n in model.graph.node}
     initializers = {t.name: t for t in model.graph.initializer}
     node, function = RULES[group["kind"]].replace(graph, match, originals, initializers, opset=17)
@@ -100,13 +101,20 @@ def _feeds(model: onnx.ModelProto, rng) -> dict[str, np.ndarray]:
     return feeds
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("kind", sorted(MODELS))
-def test_each_kinds_rule_replaces_its_pattern_by_one_node(kind, rng):
+def test_each_kinds_rule_replaces_its_pattern_by_one_node(kind, channels_last, rng):
     model, group = tiny_model(kind, rng)
-    match, fused = apply_rule(model, group)
+    match, fused = apply_rule(model, group, channels_last)
     assert [n.op for n in match.nodes] == [n.op_type for n in model.graph.node]  # the whole pattern, nothing else
-    assert [n.op_type for n in fused.graph.node] == [match.spec.op_type]
-    assert fused.graph.node[0].domain == DOMAIN and match.spec.kind == kind
+    node = next(n for n in fused.graph.node if n.domain == DOMAIN)
+    if channels_last:  # NCHW around it: the graph's layout is unchanged
+        assert [n.op_type for n in fused.graph.node] == ["Transpose", match.spec.op_type, "Transpose"]
+        assert is_channels_last(node)
+    else:
+        assert [n.op_type for n in fused.graph.node] == [match.spec.op_type]
+        assert not any(a.name == "channels_last" for a in node.attribute)
+    assert node.op_type == match.spec.op_type and match.spec.kind == kind
     feeds = _feeds(model, rng)
     (expected,) = make_session(model, with_library=False).run(None, feeds)
     for with_library in (True, False):  # the kernel, and the function body

@@ -12,7 +12,8 @@ from fcm.cli import main
 from fcm.pipeline.convert import ConvertOptions, convert
 from fcm_core.errors import FcmError
 from ort_custom_ops.ops.library import make_session
-from ort_custom_ops.ops.schema import DOMAIN
+from ort_custom_ops.lowering.transposes import transpose_count
+from ort_custom_ops.ops.schema import DOMAIN, is_channels_last
 from tests.support.fixtures import CHEAP, keras_model
 
 
@@ -56,6 +57,34 @@ def test_every_planned_group_is_one_node_with_its_function(name, converted):
         assert f"| {group.id} | {group.candidate.kind}" in report
     plan = json.loads(result.files["plan"].read_text())
     assert len(plan["groups"]) == len(nodes)
+
+
+@pytest.mark.parametrize("name", CHEAP)
+def test_fused_nodes_are_channels_last_with_transposes_only_where_needed(name, converted):
+    """NHWC by default: every fused node channels last; a Transpose is left only where an operator
+    the rewrite left alone needs NCHW (each unfused Conv at most one before it and one after it),
+    and where the NHWC model input meets the first of them."""
+    result = converted[name]
+    fused, unfused = onnx.load(result.files["fused"]), onnx.load(result.files["unfused"])
+    assert all(is_channels_last(n) for n in _fused_nodes(fused))
+    before, after = result.rewrite.transposes
+    assert (before, after) == (transpose_count(unfused), transpose_count(fused))
+    convs = sum(1 for n in fused.graph.node if n.op_type == "Conv")
+    assert after <= before + 2 * convs
+    if name in ("MobileNet", "MobileNetV2"):  # one unfused Conv between the input and the fused chain, one after
+        assert after <= 3
+    assert "layout: NHWC (channels last) fused nodes; Transpose nodes:" in result.files["report"].read_text()
+
+
+def test_the_nchw_layout_adds_no_transposes(tmp_path, capsys):
+    out = tmp_path / "mnv3.onnx"
+    assert main(["-q", "convert", "keras:MobileNetV3Small", "--input-size", "96", "--logits", "--gpu", "H100",
+                 "--layout", "nchw", "-o", str(out)]) == 0
+    assert "verified against the source model" in capsys.readouterr().out
+    fused, unfused = onnx.load(out), onnx.load(tmp_path / "mnv3.unfused.onnx")
+    assert _fused_nodes(fused) and not any(is_channels_last(n) for n in _fused_nodes(fused))
+    assert transpose_count(fused) == transpose_count(unfused)
+    assert "layout: NCHW fused nodes" in (tmp_path / "mnv3.report.md").read_text()
 
 
 @pytest.mark.parametrize("name", ["MobileNet", "MobileNetV2"])

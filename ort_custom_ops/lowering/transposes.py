@@ -1,0 +1,511 @@
+"""The layout cleanup: Transposes cancelled, merged and moved through layout-free operators.
+
+In: an ONNX graph (onnx-graphsurgeon IR) in which channels-last fused nodes sit between Transposes
+(:mod:`.rules` puts each between a Transpose of its input to NHWC and one of its output back to
+NCHW). Out: the same function with fewer elements moved by Transposes: chains of fused nodes and
+the elementwise operators between them stay NHWC, and a Transpose remains where an operator needs
+NCHW (a Conv not fused, a Pad, a Reshape, ...) or where a model input or output has its layout.
+
+One rule per rewrite, each ``rule(graph) -> how many rewrites it made``, applied in turn until none
+applies (:func:`optimize`):
+
+- :func:`cancel_pairs`: ``Transpose(Transpose(x, p), q)`` becomes ``x`` where q undoes p, else one
+  Transpose with the composed permutation;
+- :func:`merge_siblings`: identical Transposes of one tensor become one;
+- :func:`through_elementwise`: an elementwise operator (Relu, Clip, Sigmoid, HardSwish, Add, Mul,
+  ...) computes in the layout its neighbours have: Transposes on its inputs cancel, constants are
+  permuted (a per-channel [C, 1, 1] becomes [1, 1, 1, C]), other inputs are transposed, and its
+  output is transposed back for the consumers that need the old layout;
+- :func:`through_reduction`: a GlobalAveragePool, ReduceMean (Sum, Max, Min) or Squeeze of a
+  transposed tensor reduces the source's axes instead, so that the Transpose moves to the small
+  reduced tensor (where it may cancel: a squeeze-and-excitation branch reads the NHWC map and
+  feeds a channels-last node), or goes where the kept axes stay in order;
+- :func:`fold_scale`: a channels-last fused node takes its channel scale as [N, 1, 1, C] instead of
+  a Transpose of it to [N, C, 1, 1] (the same values in the same order);
+- last, :func:`unit_transposes_to_reshapes`: a Transpose that only moves unit dimensions
+  ([N, C, 1, 1] <-> [N, 1, 1, C]) becomes the Reshape it is.
+
+A move is taken when it lowers the number of elements Transposes move (the batch counted as 1; a
+Transpose of unit dimensions moves none), or keeps it equal and moves toward NHWC: so no rule undoes
+another's work.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from fcm_core.vocabulary import DOMAIN, kind_of
+
+from ..ops.schema import TO_NCHW, TO_NHWC, is_channels_last
+from .patterns import ids
+
+Perm = tuple[int, ...]
+
+#: Operators that compute each output element from the same element of their inputs.
+UNARY = frozenset({"Relu", "Sigmoid", "HardSwish", "HardSigmoid", "Tanh", "LeakyRelu", "Elu", "Selu", "Celu",
+                   "Softplus", "Softsign", "Exp", "Log", "Neg", "Abs", "Sqrt", "Reciprocal", "Erf", "Gelu", "Mish",
+                   "ThresholdedRelu", "Floor", "Ceil", "Round", "Sign", "Identity", "Cast", "Clip"})
+BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu"})
+REDUCTIONS = frozenset({"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"})
+GLOBAL_POOLS = {"GlobalAveragePool": "ReduceMean", "GlobalMaxPool": "ReduceMax"}
+AXES_AS_INPUT = {"Squeeze": 13, "ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18}
+
+
+# --- permutations and tensors --------------------------------------------------------------------
+
+def perm_of(node) -> Perm | None:
+    """The permutation of a Transpose node (None for any other node, or for none)."""
+    if node is None or node.op != "Transpose" or "perm" not in node.attrs or not node.outputs:
+        return None
+    return tuple(int(p) for p in node.attrs["perm"])
+
+
+def compose(first: Perm, second: Perm) -> Perm:
+    """``Transpose(Transpose(x, first), second) == Transpose(x, compose(first, second))``."""
+    return tuple(first[i] for i in second)
+
+
+def inverse(perm: Perm) -> Perm:
+    out = [0] * len(perm)
+    for index, value in enumerate(perm):
+        out[value] = index
+    return tuple(out)
+
+
+def is_identity(perm: Perm) -> bool:
+    return all(index == value for index, value in enumerate(perm))
+
+
+def producer(tensor):
+    return tensor.inputs[0] if tensor.inputs else None
+
+
+def size(tensor) -> int | None:
+    """Elements of a tensor, symbolic dimensions (the batch) counted as 1; None for an unknown shape."""
+    if tensor.shape is None:
+        return None
+    return int(np.prod([d for d in tensor.shape if isinstance(d, (int, np.integer)) and d >= 0], dtype=np.int64))
+
+
+def _unit(dim) -> bool:
+    return isinstance(dim, (int, np.integer)) and dim == 1
+
+
+def moves_data(shape, perm: Perm) -> bool:
+    """Whether ``Transpose(x, perm)`` of an ``x`` of this shape reorders its elements; one that only
+    moves unit dimensions ([N, C, 1, 1] -> [N, 1, 1, C]) keeps them in place, like a Reshape."""
+    kept = [axis for axis in perm if not _unit(shape[axis])]
+    return kept != sorted(kept)
+
+
+def cost(tensor, perm: Perm) -> int | None:
+    """Elements ``Transpose(tensor, perm)`` moves: none where it only moves unit dimensions."""
+    if tensor.shape is None:
+        return None
+    return size(tensor) if moves_data(tensor.shape, perm) else 0
+
+
+def _rank(tensor) -> int | None:
+    if isinstance(tensor, gs.Constant):
+        return tensor.values.ndim
+    return None if tensor.shape is None else len(tensor.shape)
+
+
+class _Context:
+    """The graph being rewritten: its output tensors (they keep their names and layouts) and unique
+    names for what the rules add."""
+
+    def __init__(self, graph: gs.Graph):
+        self.graph = graph
+        self.outputs = ids(graph.outputs)
+        self.names = set(graph.tensors()) | {n.name for n in graph.nodes}
+        self.counter = itertools.count()
+
+    def name(self, base: str) -> str:
+        while True:
+            candidate = f"{base}_{next(self.counter)}"
+            if candidate not in self.names:
+                self.names.add(candidate)
+                return candidate
+
+    def unused(self, tensor) -> bool:
+        return not tensor.outputs and id(tensor) not in self.outputs
+
+    def drop_if_dead(self, node) -> None:
+        """Disconnect a node nothing reads any more, so that consumer counts stay exact until the cleanup."""
+        if node is not None and node.outputs and all(self.unused(t) for t in node.outputs):
+            node.inputs.clear()
+            node.outputs.clear()
+
+    def replace_uses(self, old, new) -> None:
+        """Every reader of ``old`` reads ``new`` instead (``old`` must not be a graph output)."""
+        for reader in list(old.outputs):
+            reader.inputs = [new if t is old else t for t in reader.inputs]
+
+    def transpose(self, tensor, perm: Perm):
+        """A tensor equal to ``Transpose(tensor, perm)``: ``tensor`` itself, the source of a Transpose
+        this one undoes, an existing identical Transpose, or a new one."""
+        if is_identity(perm):
+            return tensor
+        source = producer(tensor)
+        first = perm_of(source)
+        if first is not None:
+            return self.transpose(source.inputs[0], compose(first, perm))
+        for consumer in tensor.outputs:
+            if perm_of(consumer) == perm:
+                return consumer.outputs[0]
+        return self.add_transpose(tensor, perm)
+
+    def add_transpose(self, tensor, perm: Perm, out=None):
+        """A new ``Transpose(tensor, perm)`` writing ``out`` (a new tensor if None); returns ``out``."""
+        if out is None:
+            out = gs.Variable(self.name(f"{tensor.name}_t"), dtype=tensor.dtype,
+                              shape=None if tensor.shape is None else [tensor.shape[i] for i in perm])
+        self.graph.nodes.append(gs.Node("Transpose", name=self.name("Transpose"), attrs={"perm": list(perm)},
+                                        inputs=[tensor], outputs=[out]))
+        return out
+
+    def transpose_cost(self, tensor, perm: Perm, reader) -> int | None:
+        """Elements moved by Transposes, added minus removed, when ``reader`` reads
+        ``self.transpose(tensor, perm)`` instead of ``tensor``."""
+        if is_identity(perm):
+            return 0
+        elements = cost(tensor, perm)
+        if elements is None:
+            return None
+        source = producer(tensor)
+        first = perm_of(source)
+        if first is not None:
+            y = source.inputs[0]
+            dies = all(c is reader for c in tensor.outputs) and id(tensor) not in self.outputs
+            saved = (cost(y, first) or 0) if dies else 0
+            combined = compose(first, perm)
+            if is_identity(combined) or any(perm_of(c) == combined for c in y.outputs):
+                return -saved
+            return (cost(y, combined) or 0) - saved
+        if any(perm_of(c) == perm for c in tensor.outputs):
+            return 0
+        return elements
+
+
+def _permuted_constant(context: _Context, constant: gs.Constant, perm: Perm) -> gs.Constant:
+    """A broadcast operand for tensors transposed by ``perm``: right-aligned to their rank, permuted."""
+    values = constant.values
+    if values.size == 1:
+        return constant
+    aligned = values.reshape((1,) * (len(perm) - values.ndim) + values.shape)
+    return gs.Constant(context.name(constant.name), np.ascontiguousarray(aligned.transpose(perm)))
+
+
+# --- the rules -----------------------------------------------------------------------------------
+
+def cancel_pairs(graph: gs.Graph) -> int:
+    """``Transpose(Transpose(x, p), q)``: ``x`` where q undoes p, else ``Transpose(x, p then q)``."""
+    context = _Context(graph)
+    count = 0
+    for node in list(graph.nodes):
+        second = perm_of(node)
+        source = producer(node.inputs[0]) if second is not None else None
+        first = perm_of(source)
+        if first is None:
+            continue
+        combined, x, out = compose(first, second), source.inputs[0], node.outputs[0]
+        if not is_identity(combined):
+            node.inputs = [x]
+            node.attrs["perm"] = list(combined)
+        elif id(out) not in context.outputs:
+            context.replace_uses(out, x)
+            node.inputs.clear()
+            node.outputs.clear()
+        elif producer(x) is not None and id(x) not in context.outputs:  # x's producer writes the graph output
+            node.inputs.clear()
+            node.outputs.clear()
+            context.replace_uses(x, out)
+            maker = producer(x)
+            maker.outputs = [out if t is x else t for t in maker.outputs]
+        else:  # a graph input or output passed on as another graph output
+            node.op, node.attrs, node.inputs = "Identity", {}, [x]
+        context.drop_if_dead(source)
+        count += 1
+    return count
+
+
+def merge_siblings(graph: gs.Graph) -> int:
+    """Transposes of one tensor with the same permutation: one of them serves every reader."""
+    context = _Context(graph)
+    count = 0
+    for tensor in list(graph.tensors().values()):
+        kept: dict[Perm, object] = {}
+        for consumer in list(tensor.outputs):
+            perm = perm_of(consumer)
+            if perm is None:
+                continue
+            out = consumer.outputs[0]
+            if perm in kept and id(out) not in context.outputs:
+                context.replace_uses(out, kept[perm])
+                consumer.inputs.clear()
+                consumer.outputs.clear()
+                count += 1
+            else:
+                kept.setdefault(perm, out)
+    return count
+
+
+def _data_inputs(node) -> list[int]:
+    """The inputs an elementwise operator broadcasts over its output (Clip's bounds are scalars)."""
+    if node.op == "Clip":
+        return [0]
+    return [index for index, tensor in enumerate(node.inputs) if tensor.name]
+
+
+def _elementwise_cost(context: _Context, node, perm: Perm) -> tuple[int, bool] | None:
+    """(elements moved by Transposes, added minus removed; whether a Transpose cancels) when ``node``
+    computes on its tensors transposed by ``perm``; None where it cannot."""
+    out = node.outputs[0]
+    if _rank(out) != len(perm) or size(out) is None:
+        return None
+    total, cancels = 0, False
+    for index in _data_inputs(node):
+        tensor = node.inputs[index]
+        if isinstance(tensor, gs.Constant):
+            if tensor.values.ndim > len(perm):
+                return None
+            continue
+        if _rank(tensor) != len(perm):
+            return None
+        added = context.transpose_cost(tensor, perm, node)
+        if added is None:
+            return None
+        total += added
+        first = perm_of(producer(tensor))
+        cancels |= first is not None and is_identity(compose(first, perm))
+    undone = [c for c in out.outputs if perm_of(c) == perm and id(c.outputs[0]) not in context.outputs]
+    total -= cost(out, perm) * len(undone)
+    if len(undone) < len(out.outputs) or id(out) in context.outputs:
+        total += cost(out, perm)
+    return total, cancels or bool(undone)
+
+
+def _move_elementwise(context: _Context, node, perm: Perm) -> None:
+    out = node.outputs[0]
+    inputs = list(node.inputs)
+    for index in _data_inputs(node):
+        tensor = inputs[index]
+        inputs[index] = (_permuted_constant(context, tensor, perm) if isinstance(tensor, gs.Constant)
+                         else context.transpose(tensor, perm))
+    old_sources = [producer(node.inputs[index]) for index in _data_inputs(node)]
+    moved = gs.Variable(context.name(out.name), dtype=out.dtype, shape=[out.shape[i] for i in perm])
+    node.inputs = inputs
+    node.outputs = [moved]
+    for consumer in list(out.outputs):  # Transposes that undo the move read the moved tensor's readers
+        if perm_of(consumer) == perm and id(consumer.outputs[0]) not in context.outputs:
+            context.replace_uses(consumer.outputs[0], moved)
+            consumer.inputs.clear()
+            consumer.outputs.clear()
+    if out.outputs or id(out) in context.outputs:
+        context.add_transpose(moved, inverse(perm), out)
+    for source in old_sources:
+        if perm_of(source) is not None:
+            context.drop_if_dead(source)
+
+
+def through_elementwise(graph: gs.Graph) -> int:
+    """An elementwise operator computes on its tensors transposed as its neighbours are, where that
+    lowers the elements moved by Transposes, or keeps them equal and moves toward NHWC."""
+    context = _Context(graph)
+    count = 0
+    for node in list(graph.nodes):
+        if node.op not in UNARY | BROADCASTING or not node.outputs or node.domain not in (None, "", "ai.onnx"):
+            continue
+        perms = {inverse(perm_of(producer(node.inputs[i]))) for i in _data_inputs(node) if perm_of(producer(node.inputs[i]))}
+        perms |= {perm_of(c) for c in node.outputs[0].outputs if perm_of(c)}
+        best = None
+        for perm in sorted(perms):
+            found = _elementwise_cost(context, node, perm)
+            if found is None:
+                continue
+            moved, cancels = found
+            if cancels and (moved < 0 or (moved == 0 and perm == TO_NHWC)) and (best is None or moved < best[0]):
+                best = (moved, perm)
+        if best is not None:
+            _move_elementwise(context, node, best[1])
+            count += 1
+    return count
+
+
+def _constant_ints(tensor) -> list[int] | None:
+    return [int(v) for v in tensor.values.reshape(-1)] if isinstance(tensor, gs.Constant) else None
+
+
+def _reduction(node, rank: int) -> tuple[list[int], bool] | None:
+    """(reduced axes, keepdims) of a reducing node, None where they are not known constants."""
+    if node.op in GLOBAL_POOLS:
+        return list(range(2, rank)), True
+    if node.op not in REDUCTIONS and node.op != "Squeeze":
+        return None
+    if "axes" in node.attrs:
+        axes = [int(a) for a in node.attrs["axes"]]
+    elif len(node.inputs) > 1 and node.inputs[1].name:
+        axes = _constant_ints(node.inputs[1])
+    else:
+        return None  # every axis (or, for Squeeze, every unit one): nothing to move
+    if axes is None or not axes:
+        return None
+    keep = node.op != "Squeeze" and int(node.attrs.get("keepdims", 1)) == 1
+    return sorted(a % rank for a in axes), keep
+
+
+def through_reduction(graph: gs.Graph) -> int:
+    """``R(Transpose(y, p))`` for R reducing axes A: R over y's axes p[A], and the Transpose (if the
+    kept axes change order) on the reduced tensor, where that moves fewer elements."""
+    context = _Context(graph)
+    count = 0
+    for node in list(graph.nodes):
+        if not node.outputs or not node.inputs:
+            continue
+        x = node.inputs[0]
+        source = producer(x)
+        perm = perm_of(source)
+        found = _reduction(node, len(perm)) if perm is not None else None
+        if found is None:
+            continue
+        axes, keep = found
+        y, out = source.inputs[0], node.outputs[0]
+        if y.shape is None or x.shape is None:
+            continue
+        new_axes = sorted(perm[a] for a in axes)
+        if keep:
+            back = perm
+            shape = [1 if i in new_axes else d for i, d in enumerate(y.shape)]
+        else:
+            kept = [perm[a] for a in range(len(perm)) if a not in axes]  # y's axes, in the output's order
+            back = tuple(sorted(kept).index(k) for k in kept)
+            shape = [d for i, d in enumerate(y.shape) if i not in new_axes]
+        # where the kept axes stay in order the result is the output itself
+        reduced = out if is_identity(back) else gs.Variable(context.name(out.name), dtype=out.dtype, shape=shape)
+        dies = all(c is node for c in x.outputs) and id(x) not in context.outputs
+        undone = [] if reduced is out else [c for c in out.outputs if perm_of(c) == inverse(back)
+                                             and id(c.outputs[0]) not in context.outputs]
+        needed = reduced is not out and (len(undone) < len(out.outputs) or id(out) in context.outputs)
+        small = 0 if reduced is out else cost(reduced, back)
+        if small is None:
+            continue
+        moved = (small if needed else 0) - small * len(undone) - (cost(y, perm) if dies else 0)
+        if moved > 0 or (moved == 0 and perm != TO_NCHW):
+            continue  # equal: it reads the NHWC source all the same, so that the Transpose may go later
+        op = GLOBAL_POOLS.get(node.op, node.op)
+        attrs = {k: v for k, v in node.attrs.items() if k != "axes"}
+        if op != "Squeeze":
+            attrs["keepdims"] = int(keep)
+        inputs = [y]
+        if graph.opset >= AXES_AS_INPUT[op]:
+            inputs.append(gs.Constant(context.name(f"{node.name}_axes"), np.array(new_axes, np.int64)))
+        else:
+            attrs["axes"] = new_axes
+        node.op, node.attrs, node.inputs = op, attrs, inputs
+        if reduced is not out:
+            node.outputs = [reduced]
+            context.add_transpose(reduced, back, out)
+        context.drop_if_dead(source)
+        count += 1
+    return count
+
+
+def fold_scale(graph: gs.Graph) -> int:
+    """A channels-last fused node's scale S = Transpose(s [N, 1, 1, C]) reads s itself."""
+    context = _Context(graph)
+    count = 0
+    for node in graph.nodes:
+        found = kind_of(node.op) if node.domain == DOMAIN else None
+        if found is None or found[1] != "fp32" or not is_channels_last(node):
+            continue
+        if len(node.inputs) != 2 + 2 * len(found[0].stages):
+            continue  # no scale input
+        scale = node.inputs[-1]
+        source = producer(scale)
+        if perm_of(source) is None:
+            continue
+        s = source.inputs[0]
+        if s.shape is None or len(s.shape) != 4 or tuple(s.shape[1:3]) != (1, 1):
+            continue
+        node.inputs[-1] = s
+        context.drop_if_dead(source)
+        count += 1
+    return count
+
+
+def unit_transposes_to_reshapes(graph: gs.Graph) -> int:
+    """A Transpose that only moves unit dimensions ([N, C, 1, 1] -> [N, 1, 1, C]) is a Reshape."""
+    context = _Context(graph)
+    count = 0
+    for node in graph.nodes:
+        perm = perm_of(node)
+        x = node.inputs[0] if perm is not None else None
+        if x is None or x.shape is None or moves_data(x.shape, perm):
+            continue
+        # 1 for a unit dimension, 0 (copy) for one that stays where it is, -1 for the one that moves
+        target = [1 if _unit(x.shape[axis]) else 0 if axis == index else -1 for index, axis in enumerate(perm)]
+        if target.count(-1) > 1:
+            continue
+        node.op, node.attrs = "Reshape", {}
+        node.inputs = [x, gs.Constant(context.name(f"{node.name}_shape"), np.array(target, np.int64))]
+        count += 1
+    return count
+
+
+RULES = (cancel_pairs, merge_siblings, fold_scale, through_elementwise, through_reduction)
+FINAL = (unit_transposes_to_reshapes,)  # after the others: a Reshape stops them
+
+
+def optimize(graph: gs.Graph, rules=RULES, final=FINAL) -> dict[str, int]:
+    """Apply ``rules`` in turn until none rewrites anything, then ``final`` once; the graph is cleaned
+    up and sorted. Returns how many rewrites each rule made."""
+    counts = {rule.__name__: 0 for rule in rules}
+    graph.cleanup()  # nodes that replacements disconnected must not count as readers
+    for _ in range(4 * len(graph.nodes) + 8):  # each round lowers the cost or moves toward NHWC
+        made = 0
+        for rule in rules:
+            done = rule(graph)
+            counts[rule.__name__] += done
+            made += done
+            graph.cleanup()
+        if not made:
+            break
+    for rule in final:
+        counts[rule.__name__] = rule(graph)
+    graph.cleanup().toposort()
+    return counts
+
+
+def optimize_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """:func:`optimize` on a whole model (a fused one: its shapes inferred through the fused nodes'
+    functions first); every node keeps its overload, the model its functions."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # shapes only steer the moves: without them fewer are taken
+        inferred = model
+    bare = onnx.ModelProto()
+    bare.CopyFrom(inferred)
+    bare.ClearField("functions")  # the IR tells functions apart by name only, not by overload
+    graph = gs.import_onnx(bare)
+    optimize(graph)
+    out = gs.export_onnx(graph)
+    overloads = {node.name: node.overload for node in model.graph.node if node.overload}
+    for node in out.graph.node:
+        if node.name in overloads:
+            node.overload = overloads[node.name]
+    out.functions.extend(model.functions)
+    out.ir_version = model.ir_version
+    del out.opset_import[:]
+    out.opset_import.extend(model.opset_import)
+    out.metadata_props.extend(model.metadata_props)
+    return out
+
+
+def transpose_count(model) -> int:
+    """Transpose nodes in an ``onnx.ModelProto``'s graph."""
+    return sum(1 for node in model.graph.node if node.op_type == "Transpose")

@@ -1,0 +1,366 @@
+"""The layout cleanup's rules, one test each on a tiny model written as ONNX text: the operator
+types after the rule, and the same outputs as before it on ONNX Runtime (CPU); then the cleanup as a
+whole on chains of channels-last fused nodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.parser
+import onnx_graphsurgeon as gs
+import pytest
+from onnx import numpy_helper
+
+from ort_custom_ops.lowering import transposes
+from ort_custom_ops.lowering.unfuse import unfuse
+from ort_custom_ops.ops.library import make_session
+from ort_custom_ops.ops.schema import DOMAIN, TO_NCHW, TO_NHWC
+from ort_custom_ops.ops.standalone import fused_model
+from tests.support.specs import random_spec
+
+HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
+NHWC, NCHW = "perm = [0, 2, 3, 1]", "perm = [0, 3, 1, 2]"
+
+
+def parse(text: str, constants: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    model = onnx.parser.parse_model(HEADER + text)
+    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(a, np.float32), n) for n, a in (constants or {}).items())
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def run_rule(model: onnx.ModelProto, *rules, final=()) -> tuple[onnx.ModelProto, dict[str, int]]:
+    graph = gs.import_onnx(model)
+    counts = transposes.optimize(graph, rules, final)
+    out = gs.export_onnx(graph)
+    out.ir_version = model.ir_version
+    onnx.checker.check_model(out)
+    return out, counts
+
+
+def op_types(model: onnx.ModelProto) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+def feeds(model: onnx.ModelProto, rng) -> dict[str, np.ndarray]:
+    return {i.name: rng.uniform(-2, 2, [d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+            for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}}
+
+
+def assert_same_function(before: onnx.ModelProto, after: onnx.ModelProto, rng, with_library: bool = False) -> None:
+    inputs = feeds(before, rng)
+    expected = make_session(before, with_library=False).run(None, inputs)
+    got = make_session(after, with_library=with_library).run(None, inputs)
+    for want, have in zip(expected, got):
+        assert have.shape == want.shape
+        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+
+
+# --- cancel_pairs ---------------------------------------------------------------------------------
+
+def test_inverse_transposes_cancel(rng):
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x) => (float[2, 5, 4, 3] y) {{
+            a = Transpose <{NCHW}> (x)
+            b = Transpose <{NHWC}> (a)
+            y = Relu (b)
+        }}""")
+    after, counts = run_rule(model, transposes.cancel_pairs)
+    assert op_types(after) == ["Relu"] and counts["cancel_pairs"] == 1
+    assert_same_function(model, after, rng)
+
+
+def test_other_transpose_pairs_compose_into_one(rng):
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x) => (float[2, 3, 5, 4] y) {{
+            a = Transpose <{NHWC}> (x)
+            b = Transpose <{NHWC}> (a)
+            y = Relu (b)
+        }}""")
+    after, _ = run_rule(model, transposes.cancel_pairs)
+    assert op_types(after) == ["Transpose", "Relu"]
+    assert list(after.graph.node[0].attribute[0].ints) == list(transposes.compose(TO_NHWC, TO_NHWC))
+    assert_same_function(model, after, rng)
+
+
+def test_a_cancelled_pair_before_a_graph_output_keeps_its_name(rng):
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x) => (float[2, 5, 4, 3] y, float[2, 3, 5, 4] a) {{
+            a = Transpose <{NCHW}> (x)
+            y = Transpose <{NHWC}> (a)
+        }}""")
+    after, _ = run_rule(model, transposes.cancel_pairs)
+    assert sorted(op_types(after)) == ["Identity", "Transpose"]
+    assert [o.name for o in after.graph.output] == ["y", "a"]
+    assert_same_function(model, after, rng)
+
+
+# --- merge_siblings -------------------------------------------------------------------------------
+
+def test_identical_transposes_of_one_tensor_merge(rng):
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x) => (float[2, 3, 5, 4] y, float[2, 3, 5, 4] z) {{
+            a = Transpose <{NCHW}> (x)
+            b = Transpose <{NCHW}> (x)
+            y = Relu (a)
+            z = Sigmoid (b)
+        }}""")
+    after, _ = run_rule(model, transposes.merge_siblings)
+    assert sorted(op_types(after)) == ["Relu", "Sigmoid", "Transpose"]
+    assert_same_function(model, after, rng)
+
+
+# --- through_elementwise --------------------------------------------------------------------------
+
+def test_a_unary_chain_between_inverse_transposes_runs_in_nhwc(rng):
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x) => (float[2, 5, 4, 3] y) {{
+            a = Transpose <{NCHW}> (x)
+            b = Clip (a, lo, hi)
+            c = HardSwish (b)
+            d = Sigmoid (c)
+            y = Transpose <{NHWC}> (d)
+        }}""", {"lo": np.float32(-1), "hi": np.float32(1.5)})
+    after, counts = run_rule(model, transposes.cancel_pairs, transposes.through_elementwise)
+    assert op_types(after) == ["Clip", "HardSwish", "Sigmoid"]
+    assert counts["through_elementwise"] == 3
+    assert_same_function(model, after, rng)
+
+
+def test_per_channel_and_scalar_constants_are_permuted(rng):
+    """A per-channel [C, 1, 1] operand of NCHW tensors becomes [1, 1, 1, C]; a scalar stays."""
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x) => (float[2, 5, 4, 3] y) {{
+            a = Transpose <{NCHW}> (x)
+            b = Add (a, shift)
+            c = Mul (scale, b)
+            d = Div (c, six)
+            y = Transpose <{NHWC}> (d)
+        }}""", {"shift": rng.normal(size=(3, 1, 1)), "scale": rng.normal(size=(1, 3, 1, 1)), "six": np.float32(6)})
+    after, _ = run_rule(model, transposes.cancel_pairs, transposes.through_elementwise)
+    assert op_types(after) == ["Add", "Mul", "Div"]
+    shapes = {i.name: list(i.dims) for i in after.graph.initializer}
+    assert sorted(shapes.values()) == [[], [1, 1, 1, 3], [1, 1, 1, 3]]
+    assert_same_function(model, after, rng)
+
+
+def test_two_transposed_operands_meet_in_nhwc(rng):
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x, float[2, 5, 4, 3] z) => (float[2, 5, 4, 3] y) {{
+            a = Transpose <{NCHW}> (x)
+            b = Transpose <{NCHW}> (z)
+            c = Add (a, b)
+            d = Relu (c)
+            y = Transpose <{NHWC}> (d)
+        }}""")
+    after, _ = run_rule(model, transposes.cancel_pairs, transposes.through_elementwise)
+    assert op_types(after) == ["Add", "Relu"]
+    assert_same_function(model, after, rng)
+
+
+def test_nothing_moves_where_it_would_transpose_more(rng):
+    """Add(Transpose(x), z) feeding a Conv: moving the Add would transpose z and the sum instead of x."""
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x, float[2, 3, 5, 4] z) => (float[2, 2, 5, 4] y) {{
+            a = Transpose <{NCHW}> (x)
+            b = Add (a, z)
+            y = Conv (b, w)
+        }}""", {"w": rng.normal(size=(2, 3, 1, 1))})
+    after, counts = run_rule(model, *transposes.RULES)
+    assert op_types(after) == op_types(model) and sum(counts.values()) == 0
+
+
+def test_an_equal_cost_move_goes_toward_nhwc(rng):
+    """Relu between an NCHW input and a Transpose to NHWC: as many elements either way, so the Relu
+    moves into NHWC (the Transpose to its input), never back."""
+    model = parse(f"""
+        g (float[2, 3, 5, 4] z) => (float[2, 5, 4, 3] y) {{
+            a = Relu (z)
+            b = Transpose <{NHWC}> (a)
+            y = Sigmoid (b)
+        }}""")
+    after, counts = run_rule(model, transposes.through_elementwise)
+    assert op_types(after) == ["Transpose", "Relu", "Sigmoid"] and counts["through_elementwise"] == 1
+    assert_same_function(model, after, rng)
+    again, counts = run_rule(after, *transposes.RULES)
+    assert op_types(again) == op_types(after) and sum(counts.values()) == 0
+
+
+# --- through_reduction ----------------------------------------------------------------------------
+
+def test_global_pooling_and_squeeze_read_nhwc_directly(rng):
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x) => (float[2, 3] y) {{
+            a = Transpose <{NCHW}> (x)
+            b = GlobalAveragePool (a)
+            y = Squeeze (b, axes)
+        }}""")
+    model.graph.initializer.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
+    after, _ = run_rule(model, transposes.through_reduction)
+    assert op_types(after) == ["ReduceMean", "Squeeze"]
+    assert_same_function(model, after, rng)
+
+
+def test_a_kept_dims_reduction_transposes_only_its_small_result(rng):
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x) => (float[2, 3, 1, 1] y) {{
+            a = Transpose <{NCHW}> (x)
+            y = ReduceMean <axes = [2, 3], keepdims = 1> (a)
+        }}""")
+    after, _ = run_rule(model, transposes.through_reduction)
+    assert op_types(after) == ["ReduceMean", "Transpose"]
+    small = [v for v in after.graph.value_info if v.name == after.graph.node[1].input[0]]
+    assert [d.dim_value for d in small[0].type.tensor_type.shape.dim] == [2, 1, 1, 3]
+    assert_same_function(model, after, rng)
+
+
+def test_a_reduction_reads_nhwc_where_its_result_goes_back_to_nhwc(rng):
+    """A squeeze-and-excitation branch: the NCHW map also feeds a Conv, but the mean goes to NHWC."""
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x) => (float[2, 1, 1, 3] y, float[2, 2, 5, 4] z) {{
+            a = Transpose <{NCHW}> (x)
+            b = GlobalAveragePool (a)
+            c = Transpose <{NHWC}> (b)
+            y = Relu (c)
+            z = Conv (a, w)
+        }}""", {"w": rng.normal(size=(2, 3, 1, 1))})
+    after, _ = run_rule(model, transposes.through_reduction, transposes.cancel_pairs)
+    assert sorted(op_types(after)) == ["Conv", "ReduceMean", "Relu", "Transpose"]
+    assert [n.input[0] for n in after.graph.node if n.op_type == "ReduceMean"] == ["x"]
+    assert_same_function(model, after, rng)
+
+
+def test_a_free_reduction_reads_nhwc_and_leaves_the_transpose_to_others(rng):
+    """The mean of the NHWC source, moved to [N, C, 1, 1] by a Transpose of unit dimensions (which
+    moves no data), costs nothing more: the reduction reads NHWC, so that its Transpose may go later."""
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x) => (float[2, 3, 1, 1] y, float[2, 3, 5, 4] z) {{
+            a = Transpose <{NCHW}> (x)
+            y = GlobalAveragePool (a)
+            z = Relu (a)
+        }}""")
+    after, _ = run_rule(model, transposes.through_reduction)
+    assert sorted(op_types(after)) == ["ReduceMean", "Relu", "Transpose", "Transpose"]
+    assert [n.input[0] for n in after.graph.node if n.op_type == "ReduceMean"] == ["x"]
+    assert_same_function(model, after, rng)
+
+
+def test_a_reduction_keeps_its_transpose_where_moving_it_moves_data(rng):
+    """A mean over H alone: its result [N, C, 1, W] transposed still moves data, and the Transpose
+    before it stays for the Relu anyway."""
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x) => (float[2, 3, 1, 4] y, float[2, 3, 5, 4] z) {{
+            a = Transpose <{NCHW}> (x)
+            y = ReduceMean <axes = [2], keepdims = 1> (a)
+            z = Relu (a)
+        }}""")
+    after, counts = run_rule(model, transposes.through_reduction)
+    assert op_types(after) == op_types(model) and counts["through_reduction"] == 0
+
+
+# --- unit_transposes_to_reshapes ------------------------------------------------------------------
+
+def test_a_transpose_of_unit_dimensions_becomes_a_reshape(rng):
+    model = parse(f"""
+        g (float[2, 6, 1, 1] x, float[2, 5, 4, 3] z) => (float[2, 1, 1, 6] y, float[2, 3, 5, 4] w) {{
+            y = Transpose <{NHWC}> (x)
+            w = Transpose <{NCHW}> (z)
+        }}""")
+    after, counts = run_rule(model, final=(transposes.unit_transposes_to_reshapes,))
+    assert op_types(after) == ["Reshape", "Transpose"] and counts["unit_transposes_to_reshapes"] == 1
+    assert_same_function(model, after, rng)
+
+
+# --- fold_scale -----------------------------------------------------------------------------------
+
+def test_a_channels_last_node_takes_its_scale_as_nhwc(rng):
+    spec = random_spec(rng, "pwdwpw", 6, scale=True, channels_last=True)
+    model = fused_model(spec, 5, 7)
+    model.graph.input[1].CopyFrom(onnx.helper.make_tensor_value_info("s", onnx.TensorProto.FLOAT, [2, 1, 1, 6]))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    model.graph.node.insert(0, onnx.helper.make_node("Transpose", ["s"], ["S"], perm=list(TO_NCHW)))
+    model = onnx.shape_inference.infer_shapes(model)
+    after, counts = run_rule(model, transposes.fold_scale)
+    assert op_types(after) == ["FusedPwDwPw"] and after.graph.node[0].input[-1] == "s"
+    for with_library in (True, False):
+        assert_same_function(model, after, rng, with_library=with_library)
+
+
+def test_an_nchw_node_keeps_its_scale_transpose(rng):
+    spec = random_spec(rng, "pwpw", 6, scale=True)
+    model = fused_model(spec, 5, 7)
+    model.graph.input[1].CopyFrom(onnx.helper.make_tensor_value_info("s", onnx.TensorProto.FLOAT, [2, 1, 1, 6]))
+    model.graph.node.insert(0, onnx.helper.make_node("Transpose", ["s"], ["S"], perm=list(TO_NCHW)))
+    after, counts = run_rule(onnx.shape_inference.infer_shapes(model), transposes.fold_scale)
+    assert counts["fold_scale"] == 0 and op_types(after) == ["Transpose", "FusedPwPw"]
+
+
+# --- the cleanup as a whole -----------------------------------------------------------------------
+
+def _between_transposes(spec, x: str, y: str, name: str, scale: str | None = None) -> tuple[list, dict]:
+    """A channels-last node of ``spec`` as the rewrite emits it: NCHW in and out, Transposes around."""
+    weights = {f"{name}_{k}": v for k, v in spec.weights("").items()}
+    node = spec.node([f"{x}_{name}"] + list(weights) + ([scale] if scale else []), f"{y}_{name}", name)
+    return [onnx.helper.make_node("Transpose", [x], [f"{x}_{name}"], perm=list(TO_NHWC)), node,
+            onnx.helper.make_node("Transpose", [f"{y}_{name}"], [y], perm=list(TO_NCHW))], weights
+
+
+def _chain(rng, nhwc_input: bool) -> onnx.ModelProto:
+    """input -> fused -> Relu -> fused -> Add(that, the Relu's output) -> Clip -> Conv, each fused node
+    channels last between Transposes (as the rewrite emits them)."""
+    first = random_spec(rng, "pwdwpw", 8, channels_last=True)
+    c = first.stages[-1].out_channels
+    second = random_spec(rng, "dwpw", c, out=c, channels_last=True)
+    nodes, weights = [], {}
+    if nhwc_input:
+        nodes.append(onnx.helper.make_node("Transpose", ["x_nhwc"], ["x"], perm=list(TO_NCHW)))
+    for part in (_between_transposes(first, "x", "a", "f1"), ([onnx.helper.make_node("Relu", ["a"], ["b"])], {}),
+                 _between_transposes(second, "b", "c", "f2")):
+        nodes += part[0]
+        weights.update(part[1])
+    nodes += [onnx.helper.make_node("Add", ["c", "b"], ["d"]), onnx.helper.make_node("Clip", ["d", "lo", "hi"], ["e"]),
+              onnx.helper.make_node("Conv", ["e", "w"], ["y"])]
+    weights.update(lo=np.float32(0), hi=np.float32(6), w=rng.normal(size=(4, c, 1, 1)))
+    source = ("x_nhwc", [2, 9, 7, 8]) if nhwc_input else ("x", [2, 8, 9, 7])
+    graph = onnx.helper.make_graph(
+        nodes, "chain", [onnx.helper.make_tensor_value_info(source[0], onnx.TensorProto.FLOAT, source[1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in weights.items()])
+    functions = [fused_model(first).functions[0], fused_model(second).functions[0]]
+    functions[1].overload = "g1"
+    model = onnx.helper.make_model(graph, opset_imports=list(fused_model(first).opset_import), functions=functions)
+    model.ir_version = 10
+    for node in model.graph.node:
+        if node.domain:
+            node.overload = "g0" if node.name == "f1" else "g1"
+    return onnx.shape_inference.infer_shapes(model)
+
+
+@pytest.mark.parametrize("nhwc_input", [False, True])
+def test_a_chain_of_fused_nodes_and_activations_stays_nhwc(nhwc_input, rng):
+    """The one Transpose left is before the Conv, and one after the input where it is NCHW."""
+    model = _chain(rng, nhwc_input)
+    after, _ = run_rule(model, *transposes.RULES)
+    kinds = op_types(after)
+    assert kinds.count("Transpose") == (1 if nhwc_input else 2), kinds
+    assert kinds[-2:] == ["Transpose", "Conv"]  # the Conv needs NCHW
+    for with_library in (True, False):
+        assert_same_function(model, after, rng, with_library=with_library)
+
+
+@pytest.mark.parametrize("names", [["f1"], ["f2"], ["f1", "f2"]])
+def test_unfusing_channels_last_nodes_adds_at_most_their_bodies_transposes(names, rng):
+    """``unfuse`` puts each function body (NCHW between two Transposes) in its node's place, and the
+    layout cleanup runs over the result: the same function, at most two more Transposes a node."""
+    model = _chain(rng, nhwc_input=True)
+    graph = gs.import_onnx(model)
+    transposes.optimize(graph)
+    optimized = gs.export_onnx(graph)
+    optimized.functions.extend(model.functions)
+    for node in optimized.graph.node:
+        node.overload = {"f1": "g0", "f2": "g1"}.get(node.name, "")
+    assert transposes.transpose_count(optimized) == 1
+    plain = unfuse(optimized, names)
+    assert len([n for n in plain.graph.node if n.domain == DOMAIN]) == 2 - len(names) == len(plain.functions)
+    assert transposes.transpose_count(plain) <= 1 + 2 * len(names)
+    for with_library in (True, False):
+        assert_same_function(model, plain, rng, with_library=with_library)
