@@ -8,13 +8,16 @@
 # Writes into $OUT (default /tmp/fcm-gpu): device.txt, and results.tar.gz holding the test logs,
 # the compute-sanitizer logs and each model's bench.{json,md,png}.
 #
-#   benchmarks/run_gpu.sh [tests] [sanitizer] [bench]      (default: all three)
+#   benchmarks/run_gpu.sh [tests] [sanitizer] [blocks] [bench]      (default: all four)
+#
+# blocks: benchmarks/block_kernel_check.py (the block kernels without ONNX Runtime: checks, and
+# MobileNetV2's blocks timed against cuDNN).
 set -uo pipefail
 OUT=${OUT:-/tmp/fcm-gpu}
 mkdir -p "$OUT/results"
 export PYTHONPATH=/tmp/ortgpu-site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
-steps=${*:-tests sanitizer bench}
+steps=${*:-tests sanitizer blocks bench}
 MODELS=${MODELS:-"mobilenet mobilenet_v2 mobilenet_v3_small mobilenet_v3_large efficientnet_b0 xception"}
 BATCHES=${BATCHES:-1,32}
 
@@ -34,14 +37,20 @@ for step in $steps; do
   case $step in
     tests)
       FCM_ZOO_DIR=/tmp/fcm-zoo timeout 900 python3 -m pytest -m gpu -q -p no:cacheprovider -rs \
-        tests/ops/test_cuda_kernels.py tests/ops/test_int8_cuda.py tests/ops/test_gpu_zoo.py 2>&1 | tee "$OUT/results/gpu_tests.log" | tail -15
+        tests/ops/test_cuda_block_kernels.py tests/ops/test_cuda_kernels.py tests/ops/test_int8_cuda.py tests/ops/test_gpu_zoo.py \
+        2>&1 | tee "$OUT/results/gpu_tests.log" | tail -15
       ;;
     sanitizer)
       for tool in memcheck racecheck; do
         timeout 600 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
-          tests/ops/test_cuda_kernels.py tests/ops/test_int8_cuda.py -k "small or explicit_pads" > "$OUT/results/sanitizer_$tool.log" 2>&1
+          tests/ops/test_cuda_block_kernels.py tests/ops/test_cuda_kernels.py tests/ops/test_int8_cuda.py -k "small or explicit_pads" \
+          > "$OUT/results/sanitizer_$tool.log" 2>&1
         echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY' "$OUT/results/sanitizer_$tool.log") summaries: $(grep 'ERROR SUMMARY' "$OUT/results/sanitizer_$tool.log" | sort | uniq -c | tr '\n' ' '))"
       done
+      ;;
+    blocks)
+      timeout 600 python3 benchmarks/block_kernel_check.py --lib ort_custom_ops/lib/libfcm_ort_ops.so \
+        --out "$OUT/results/block_check.json" 2>&1 | tee "$OUT/results/block_check.log" | grep -v "^ok " | tail -30
       ;;
     bench)
       for m in $MODELS; do

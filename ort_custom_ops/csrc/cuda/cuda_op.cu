@@ -45,7 +45,7 @@ struct CudaChainKernel {
   ChainPlan ChoosePlan(const ChainProblem& p, bool verbose) const;
   block::BlockPlan ChooseBlockPlan(const ChainProblem& p, bool verbose) const;
   OrtStatusPtr RunChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
-  OrtStatusPtr RunBlock(const ChainProblem& p, int device, cudaStream_t stream);
+  OrtStatusPtr RunBlock(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
 
   // The plan for this device and shape from `cache`, chosen (and with FCM_CUDA_VERBOSE said) at the
   // first call.
@@ -149,7 +149,7 @@ OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
 
     int device = 0;
     cudaGetDevice(&device);
-    return spec.channels_last ? RunBlock(p, device, stream) : RunChain(ctx, p, device, stream);
+    return spec.channels_last ? RunBlock(ctx, p, device, stream) : RunChain(ctx, p, device, stream);
   } catch (const Ort::Exception& e) {
     return Ort::Status(e).release();
   } catch (const std::exception& e) {
@@ -177,12 +177,17 @@ OrtStatusPtr CudaChainKernel::RunChain(Ort::KernelContext& ctx, const ChainProbl
   return nullptr;
 }
 
-OrtStatusPtr CudaChainKernel::RunBlock(const ChainProblem& p, int device, cudaStream_t stream) {
+OrtStatusPtr CudaChainKernel::RunBlock(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
   const block::BlockPlan plan = Cached(
       block_plans, p, device, [this](const ChainProblem& q, bool say) { return ChooseBlockPlan(q, say); },
       block::DescribeBlockPlan);
-  if (!plan.error.empty())
+  if (!plan.error.empty()) {
+    // One pixel per image (a squeeze-and-excitation branch): NHWC and NCHW are the same memory, and
+    // the chain kernels take what the block kernels cannot (first-stage weights too wide for their
+    // shared memory).
+    if (p.h == 1 && p.w == 1 && p.out_h == 1 && p.out_w == 1) return RunChain(ctx, p, device, stream);
     return Ort::Status(("FCM CUDA (" + spec.node_name + "): " + plan.error).c_str(), ORT_NOT_IMPLEMENTED).release();
+  }
   const cudaError_t err = block::LaunchBlock(p, plan, stream);
   if (err != cudaSuccess) return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
   return nullptr;

@@ -42,7 +42,6 @@ constexpr uint32_t kConsumerBarrier = 1;  // named barrier of the computing warp
 struct Barriers {
   uint64_t full[kMaxStages], empty[kMaxStages];
   uint64_t x_full[2], x_empty[2];  // the input region buffers
-  uint64_t red_full, red_empty;  // the cluster's split shares
 };
 
 __device__ __forceinline__ void SyncConsumers() { NamedSync(kConsumerBarrier, kConsumers); }
@@ -176,7 +175,17 @@ __device__ __forceinline__ void Produce(const BlockArgs& a, uint8_t* smem, Barri
   }
   int seq = 0;  // chunks loaded so far (ring)
   int units_done = 0;
+  // The consumers pass two cluster barriers per unit when they add split shares; this warp passes
+  // them too, once it has loaded the unit's operands. (Passing them later would let it load further
+  // ahead, but then it could wait for a ring stage that only consumers held at the barrier free.)
+  const bool shares = p.pwl && a.split > 1;
+  bool behind = false;
   for (int index = cluster; index < a.units; index += clusters, ++units_done) {
+    if (shares && behind) {
+      ClusterSync();
+      ClusterSync();
+    }
+    behind = shares;
     const Unit u = DecodeUnit(a, index, NF);
     const RegionRows region{p.x, u.image, u.y0, u.x0, p.h, p.w, p.c, a.region_w};
     if (p.pw1) {
@@ -201,6 +210,10 @@ __device__ __forceinline__ void Produce(const BlockArgs& a, uint8_t* smem, Barri
       BarrierWait(&bars.empty[stage], ((seq / a.stages) & 1) ^ 1);
       LoadStage<NF>(a, smem + a.ring_off + stage * a.stage_bytes, &bars.full[stage], tx, tw1, tw2, u, region, j);
     }
+  }
+  if (behind) {
+    ClusterSync();
+    ClusterSync();
   }
 }
 
@@ -474,8 +487,9 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
     }
     // The cluster's CTAs each hold a share of the sums: leave it in shared memory, then each CTA adds
     // every CTA's shares for its part of the tile's rows, in rank order (the same bits in every CTA).
+    // Two cluster barriers: the shares are written before any CTA reads them, and read before any
+    // CTA writes the next unit's. (The loading warp takes part: see Produce.)
     const uint32_t shares = base + a.red_off;
-    if (units_done > 0) WaitCluster(&bars.red_empty, (units_done - 1) & 1);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int row = warp * 16 + g + 8 * half;
@@ -483,12 +497,7 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
       for (int n = 0; n < NF / 8; ++n)
         StoreShared2(shares + (row * a.red_ld + 8 * n + 2 * t) * 4, acc2[4 * n + 2 * half], acc2[4 * n + 2 * half + 1]);
     }
-    SyncConsumers();
-    if (tid == 0) {
-      FenceForCluster();
-      for (int peer = 0; peer < a.split; ++peer) ArriveInPeer(&bars.red_full, peer);
-    }
-    WaitCluster(&bars.red_full, units_done & 1);
+    ClusterSync();
     const int rows_each = CeilDiv(kTileRows, a.split);
     const int row0 = rank * rows_each, rows = min(kTileRows, row0 + rows_each) - row0;
     constexpr int kPairs = NF == 0 ? 1 : NF / 2;  // (no last stage: not reached)
@@ -504,16 +513,12 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
       }
       StoreOutputPair(p, pixel, f, sum.x, sum.y);
     }
-    SyncConsumers();
-    if (tid == 0) {
-      FenceForCluster();
-      for (int peer = 0; peer < a.split; ++peer) ArriveInPeer(&bars.red_empty, peer);
-    }
+    ClusterSync();
   }
 }
 
-// Two CTAs share an SM (one computes while the other waits on barriers) below 96 output channels;
-// wider accumulators, and the exact FP32 path's operands, need the registers of one.
+// Two or three CTAs share an SM (one computes while the others wait on barriers and copies) below 96
+// output channels; wider accumulators, and the exact FP32 path's operands, need the registers of one.
 template <int NF, bool kExact>
 constexpr int MinBlocksPerSm() { return kExact || NF >= 96 ? 1 : NF <= 32 ? 3 : 2; }
 
@@ -534,8 +539,6 @@ __global__ void __launch_bounds__(kThreads, MinBlocksPerSm<NF, kExact>())
       BarrierInit(&bars.x_full[r], producer_arrivals);
       BarrierInit(&bars.x_empty[r], kConsumers);
     }
-    BarrierInit(&bars.red_full, a.split);
-    BarrierInit(&bars.red_empty, a.split);
     BarrierInitFence();
   }
   int rank = 0;

@@ -173,35 +173,32 @@ size_t MakeArgs(const ChainProblem& p, const BlockPlan& plan, BlockArgs* out) {
   return at + kSlabAlign;  // the kernel aligns its base to 1024 bytes
 }
 
-// A rough cost in microseconds, for ranking plans of one problem: the busiest SM's units, each a
-// pipeline of chunks whose tensor-core work (at the rate one of the SM's resident CTAs gets) overlaps
-// its depthwise stage (bound by shared-memory bandwidth, 1 byte per FMA or so), plus a fixed cost
-// per chunk; against the device-memory traffic.
+// A rough cost in microseconds, for ranking plans of one problem. A CTA's chunk takes the longer of
+// its share of the SM's pipes (tensor cores for the pointwise stages, shared-memory bandwidth for the
+// depthwise stage: the resident CTAs split them) and a fixed latency (barriers, copies arriving,
+// epilogues; measured at 1.5-2.5 us per chunk on an H100 with 2-3 CTAs per SM, less with the
+// weights resident); the busiest SM runs its units in waves; against the device-memory traffic.
 double Estimate(const ChainProblem& p, const BlockArgs& a, const BlockPlan& plan) {
   constexpr double kClockGhz = 1.7;
-  constexpr double kTensorMacs = 1024.0;   // TF32 MACs per cycle and SM
-  constexpr double kSharedBytes = 128.0;   // per cycle and SM
-  constexpr double kChunkCycles = 500.0;   // barriers and latencies per chunk
+  constexpr double kTensorMacs = 1024.0;  // TF32 MACs per cycle and SM
+  constexpr double kSharedBytes = 128.0;  // per cycle and SM
   const int resident = std::max(1, plan.resident);
-  const double tensor = (plan.exact ? kTensorMacs / 8 : kTensorMacs) / resident;
+  const double tensor = plan.exact ? kTensorMacs / 8 : kTensorMacs;
   const int chunks_mine = CeilDiv(a.chunks, plan.split);
   const int region_blocks = CeilDiv(a.region_rows, kTileRows);
-  double mma = 0.0, cuda = 0.0;
+  double mma = 0.0, cuda = 0.0;  // SM cycles of one chunk
   if (p.pw1) mma += static_cast<double>(region_blocks) * kTileRows * a.c_slabs * kSlabFloats * kChunk / tensor;
   if (p.pwl) mma += static_cast<double>(kTileRows) * plan.f_tile * kChunk / tensor;
   if (p.dw) {
     const int bh = DepthwiseBlockH(p.kernel, p.stride), bw = DepthwiseBlockW(p.kernel, p.stride);
     const double blocks = CeilDiv(plan.tile_h, bh) * CeilDiv(plan.tile_w, bw);
     const double rows = (bh - 1) * p.stride + p.kernel, cols = (bw - 1) * p.stride + p.kernel;
-    cuda += blocks * rows * cols * kSlabRowBytes / (kSharedBytes / resident);
+    cuda += blocks * rows * cols * kSlabRowBytes / kSharedBytes;
   }
-  // a ring stage is refilled about one chunk before it is needed: the copy's latency shows through
-  // a 3-stage ring, less through 4, not at all with resident weights; likewise the region's with
-  // one buffer
-  const double ring_wait = a.resident ? 0.0 : plan.stages == 3 ? 800.0 : 300.0;
+  const double latency = a.resident ? 1800.0 : plan.stages == 3 ? 2600.0 : 2400.0;
+  const double chunk = std::max(resident * std::max(mma, cuda), latency);
   const double region_wait = p.pw1 && plan.regions == 1 ? 1500.0 : 0.0;
-  const double unit = chunks_mine * (std::max(mma, cuda) + kChunkCycles + ring_wait) + 600.0 + region_wait +
-                      (plan.split > 1 ? 800.0 : 0.0);
+  const double unit = chunks_mine * chunk + 600.0 + region_wait + (plan.split > 1 ? 800.0 : 0.0);
   const long long clusters = std::max(1, plan.grid / plan.split);
   const double waves = std::ceil(static_cast<double>(a.units) / clusters);
   const double compute_us = waves * unit / (kClockGhz * 1e3);

@@ -84,38 +84,6 @@ __device__ __forceinline__ void NamedSync(uint32_t id, uint32_t threads) {
 
 // ---- clusters (sm_90) ---------------------------------------------------------------------------
 
-// Orders this thread's (and, through a preceding barrier, its CTA's) shared-memory writes before its
-// following arrivals in other CTAs of the cluster: one fence for all of them.
-__device__ __forceinline__ void FenceForCluster() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("fence.acq_rel.cluster;\n" ::: "memory");
-#endif
-}
-
-// An arrival on the same barrier in CTA `peer` of the cluster (after FenceForCluster).
-__device__ __forceinline__ void ArriveInPeer(uint64_t* bar, int peer) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(SharedAddress(bar)), "r"(peer));
-  asm volatile("mbarrier.arrive.relaxed.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
-#endif
-}
-
-// Waits for a phase completed by arrivals from the cluster (acquire at cluster scope).
-__device__ __forceinline__ void WaitCluster(uint64_t* bar, uint32_t parity) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "WAIT:\n"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT;\n"
-      "}\n" ::"r"(SharedAddress(bar)),
-      "r"(parity)
-      : "memory");
-#endif
-}
-
 __device__ __forceinline__ float2 LoadPeer2(uint32_t local, int peer) {
   float2 v = make_float2(0.f, 0.f);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -126,10 +94,21 @@ __device__ __forceinline__ float2 LoadPeer2(uint32_t local, int peer) {
   return v;
 }
 
-__device__ __forceinline__ void ClusterSync() {
+// The cluster barrier, in its two halves: every thread of every CTA of the cluster arrives (releasing
+// its shared-memory writes) before any passes the wait (acquiring them). A thread alternates them.
+__device__ __forceinline__ void ClusterArrive() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.aligned;\nbarrier.cluster.wait.aligned;\n" ::: "memory");
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
 #endif
+}
+__device__ __forceinline__ void ClusterWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void ClusterSync() {
+  ClusterArrive();
+  ClusterWait();
 }
 
 __device__ __forceinline__ int RankInCluster() {
