@@ -17,9 +17,11 @@ measured again. ``--unfuse`` applies a decision without measuring, and ``--apply
 earlier tune (its unfused groups and its plans), to reproduce one on another machine or without a
 GPU.
 
-Launch plans: before deciding, each group is also timed under a grid of divisions of its work
-(``ort_custom_ops.ops.launch_plan.plan_candidates``: block size, tile, output-channel tile, split of the intermediate
-channels), forced one at a time. Where one beats the kernels' own plan, the group's time is the
+Launch plans: before deciding, each group is also timed under the divisions of its work worth trying
+(``ort_custom_ops.ops.launch_plan.node_plan_candidates``: for an NCHW node a grid of block size,
+tile, output-channel tile and split of the intermediate channels; for a channels-last node the block
+kernels' own candidates for this GPU with the best estimates: tile, output-channel slice, cluster
+split, ring depth or resident weights), forced one at a time. Where one beats the kernels' own plan, the group's time is the
 better one, and a kept group carries the winners in its ``cuda_plans`` attribute
 ("BATCH:plan;..."), which the CUDA kernels use at those batch sizes (and ignore on a GPU the plan
 does not fit). ``--no-plans`` skips this.
@@ -42,7 +44,7 @@ from fcm.measure import (Progress, bench_groups, bench_pair, cuda_session, devic
 from fcm_core.errors import FcmError
 from fcm_core.fileio import atomic_write_bytes, atomic_write_text
 from ort_custom_ops.lowering.unfuse import unfuse
-from ort_custom_ops.ops.launch_plan import PLANS_ATTRIBUTE, cuda_plans_text, plan_candidates
+from ort_custom_ops.ops.launch_plan import PLANS_ATTRIBUTE, cuda_plans_text, node_plan_candidates
 from ort_custom_ops.ops.schema import DOMAIN
 
 
@@ -71,7 +73,7 @@ def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, 
     rng = np.random.default_rng(0)
     feeds = {name: rng.uniform(-1, 1, shapes[name]).astype(np.float32) for name in data_inputs}
     times: dict[str, float | str] = {}
-    candidates = plan_candidates(node, shapes, initializers)
+    candidates = node_plan_candidates(node, shapes, initializers)
     progress(f"batch {batch} group {node_name}: {len(candidates)} launch plans")
     for plan in candidates:
         with _forced_plan(plan):

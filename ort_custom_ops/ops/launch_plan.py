@@ -1,10 +1,13 @@
 """The CUDA launch plan: one vocabulary for the tuner that writes plans and the kernels that read them.
 
 In: a plan's fields, or its text. Out: the text the kernels parse (``csrc/plan_text.h``:
-``pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]``), a node's ``cuda_plans`` attribute
-(``BATCH:plan;BATCH:plan``, the plans measured fastest per batch size), and the grid of plans
-``fcm tune`` times for a fused node (:func:`plan_candidates`). ``docs/cuda_kernels.md`` says what
-each field divides.
+``pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]`` for NCHW nodes, which run the chain
+kernels; ``HxW,f_tile,split,stages`` for channels-last nodes, which run the block kernels), a
+node's ``cuda_plans`` attribute (``BATCH:plan;BATCH:plan``, the plans measured fastest per batch
+size), and the plans ``fcm tune`` times for a fused node (:func:`plan_candidates`; for a
+channels-last node the block kernels' own candidates for the GPU at hand, best estimates first,
+from the library: :func:`block_plan_candidates`). ``docs/cuda_kernels.md`` says what each field
+divides.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import onnx
+
+from .schema import KIND_STAGES, OP_TYPES, is_channels_last, nchw_dims
 
 
 @dataclass(frozen=True)
@@ -110,3 +115,73 @@ def plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initiali
                         if 1 < split <= CLUSTER_MAX:
                             plans.append(LaunchPlan(pixels, tile_h, tile_w, f_tile, split, cluster=True).text())
     return plans
+
+
+#: Block-kernel plans fcm tune times per channels-last node: the best this many by the kernels' estimate.
+BLOCK_CANDIDATES = 16
+
+
+def _attribute(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def block_problem_dims(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> list[int]:
+    """The 18 numbers the library's ``FcmBlockCandidates`` takes for a channels-last node at the
+    batch ``shapes`` are for: n, h, w, c, m, f, kernel, stride, pad_top, pad_left, out_h, out_w,
+    scale_batch, pw1, dw, pwl, residual, tf32."""
+    kind = next(k for k, op in OP_TYPES.items() if op == node.op_type)
+    stages = KIND_STAGES[kind]
+    n, c, h, w = nchw_dims(shapes[node.input[0]], True)
+    _, f, out_h, out_w = nchw_dims(shapes[node.output[0]], True)
+    first = initializers.get(node.input[1])
+    m = (int(first.dims[0]) if first is not None else int(shapes[node.input[1]][0])) if stages[0] == "pw" else c
+    dw = "dw" in stages
+    kernel = int(_attribute(node, "dw_kernel", 3)) if dw else 1
+    stride = int(_attribute(node, "dw_stride", 1)) if dw else 1
+    pads = list(_attribute(node, "dw_pads", [(kernel - 1) // 2] * 4)) if dw else [0, 0, 0, 0]
+    pwl = stages[-1] == "pw" and len(stages) > 1
+    return [n, h, w, c, m, f if pwl else 0, kernel, stride, pads[0], pads[1], out_h, out_w, 0, int(stages[0] == "pw"),
+            int(dw), int(pwl), int(_attribute(node, "residual", 0)), int(_attribute(node, "allow_tf32", 1))]
+
+
+def parse_block_candidates(text: str, top: int = BLOCK_CANDIDATES) -> list[str]:
+    """The plan texts of ``FcmBlockCandidates``' lines ("HxW,f,split,stages (...), ..., ~12.3 us"),
+    lowest estimate first, at most ``top``."""
+    ranked = []
+    for line in text.splitlines():
+        plan, _, rest = line.partition(" (")
+        estimate = rest.rpartition("~")[2].split(" ")[0]
+        try:
+            ranked.append((float(estimate), plan))
+        except ValueError:
+            continue
+    ranked.sort()
+    return [plan for _, plan in ranked[:top]]
+
+
+def block_plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict,
+                          top: int = BLOCK_CANDIDATES) -> list[str]:
+    """The block kernels' candidate plans for a channels-last node on this GPU, best estimates
+    first (the library plans them: it knows what fits the device)."""
+    import ctypes
+
+    from .library import library_path
+
+    library = ctypes.CDLL(str(library_path()))
+    if not hasattr(library, "FcmBlockCandidates"):
+        return []
+    dims = (ctypes.c_int * 18)(*block_problem_dims(node, shapes, initializers))
+    out = ctypes.create_string_buffer(1 << 20)
+    library.FcmBlockCandidates(dims, out, len(out))
+    return parse_block_candidates(out.value.decode(), top)
+
+
+def node_plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> list[str]:
+    """The plans fcm tune times for a fused node: the block kernels' for a channels-last node, the
+    chain kernels' grid for an NCHW one."""
+    if is_channels_last(node):
+        return block_plan_candidates(node, shapes, initializers)
+    return plan_candidates(node, shapes, initializers)

@@ -33,3 +33,34 @@ def test_other_text_is_not_a_plan(text):
 
 def test_cuda_plans_lists_batches_in_order():
     assert cuda_plans_text({32: "64,8x8,64,2,2,0", 1: "64,4x16,32,12,2,0"}) == "1:64,4x16,32,12,2,0;32:64,8x8,64,2,2,0"
+
+
+def test_block_candidates_ranked_by_estimate():
+    """fcm tune's plans for a channels-last node: the library's candidate lines, lowest estimate
+    first, cut to the number asked for; lines that are not plans are skipped."""
+    from ort_custom_ops.ops.launch_plan import parse_block_candidates
+
+    text = ("8x8,24,1,3 (TMA, TF32), 74240 B shared, 1568 units on 396 CTAs, 3 per SM, ~11.1 us\n"
+            "4x16,24,2,4 (TMA, TF32), 96768 B shared, 1568 units on 264 CTAs, 2 per SM, ~9.5 us\n"
+            "no plan: a tile holds 1 to 64 output pixels\n"
+            "2x28,32,1,0 (cp.async, FP32), 110080 B shared, 448 units on 264 CTAs, 2 per SM, ~30.0 us\n")
+    assert parse_block_candidates(text) == ["4x16,24,2,4", "8x8,24,1,3", "2x28,32,1,0"]
+    assert parse_block_candidates(text, top=1) == ["4x16,24,2,4"]
+
+
+def test_block_problem_of_a_channels_last_node(rng):
+    """The numbers the block kernels' planner takes for a node, read from its shapes and attributes."""
+    import onnx
+
+    from ort_custom_ops.ops.launch_plan import block_problem_dims
+    from ort_custom_ops.ops.standalone import fused_model
+    from tests.support.specs import random_spec
+
+    spec = random_spec(rng, "pwdwpw", 24, kernel=5, stride=2, pads=(1, 2, 2, 1), expand=96, out=40, channels_last=True)
+    model = fused_model(spec)
+    node = model.graph.node[0]
+    initializers = {i.name: i for i in model.graph.initializer}
+    shapes = {node.input[0]: [32, 28, 28, 24], node.output[0]: [32, 14, 14, 40]}
+    dims = block_problem_dims(node, shapes, initializers)
+    assert dims == [32, 28, 28, 24, 96, 40, 5, 2, 1, 2, 14, 14, 0, 1, 1, 1, 0, 1]
+    assert onnx.helper.get_attribute_value(next(a for a in node.attribute if a.name == "channels_last")) == 1

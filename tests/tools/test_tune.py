@@ -9,8 +9,7 @@ import numpy as np
 import onnx
 
 from fcm.cli import main
-from fcm.measure import value_shapes
-from ort_custom_ops.ops.launch_plan import PLANS_ATTRIBUTE, effective_split, plan_candidates
+from ort_custom_ops.ops.launch_plan import PLANS_ATTRIBUTE, effective_split, node_plan_candidates, plan_candidates
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.schema import DOMAIN
 
@@ -87,27 +86,35 @@ def test_whole_model_check_unfuses_the_weakest_group_first(converted, monkeypatc
     assert result["groups"][names[0]]["unfused_by"] == "whole-model check"
 
 
-def test_plan_candidates_are_distinct_and_clamped(converted):
-    """fcm tune's launch-plan grid: every candidate is one the kernels run as written (tile within
-    the output, output-channel tile a multiple of 16 up to the output channels, a split that leaves
-    no 32-channel share empty, a cluster only for splits of 2 to 16), and none twice."""
-    fused = onnx.load(converted["MobileNetV2"].output)
-    initializers = {i.name: i for i in fused.graph.initializer}
-    for batch in (1, 32):
-        shapes = value_shapes(fused, batch)
-        for node in _fused_nodes(fused):
-            plans = plan_candidates(node, shapes, initializers)
+def test_plan_candidates_are_distinct_and_clamped(rng):
+    """fcm tune's launch-plan grid for NCHW nodes (the chain kernels): every candidate is one the
+    kernels run as written (tile within the output, output-channel tile a multiple of 16 up to the
+    output channels, a split that leaves no 32-channel share empty, a cluster only for splits of 2
+    to 16), and none twice. (Channels-last nodes take the block kernels' own candidates.)"""
+    from ort_custom_ops.ops.standalone import fused_model
+    from tests.support.specs import random_spec
+
+    for kind, c, expand, out, size, stride in (("pwdwpw", 24, 144, 24, 56, 1), ("pwdwpw", 160, 960, 320, 7, 1),
+                                              ("dwpw", 32, None, 16, 112, 1), ("pwdw", 16, 96, None, 28, 2)):
+        spec = random_spec(rng, kind, c, stride=stride, expand=expand, out=out)
+        model = fused_model(spec)
+        node = model.graph.node[0]
+        initializers = {i.name: i for i in model.graph.initializer}
+        f = spec.stages[-1].out_channels
+        out_size = -(-size // stride)
+        for batch in (1, 32):
+            shapes = {node.input[0]: [batch, c, size, size], node.output[0]: [batch, f, out_size, out_size]}
+            plans = node_plan_candidates(node, shapes, initializers)
+            assert plans == plan_candidates(node, shapes, initializers)
             assert plans and len(plans) == len(set(plans))
-            _, f, out_h, out_w = shapes[node.output[0]]
-            weight = initializers[node.input[1]]
-            m = weight.dims[0] if node.op_type.startswith("FusedPw") else shapes[node.input[0]][1]
+            m = spec.stages[0].out_channels if kind.startswith("pw") else c
             chunks = -(-m // 32)
             for plan in plans:
                 pixels, tile, f_tile, split, buffers, direct, *cluster = plan.split(",")
                 assert cluster in ([], ["1"]) and (not cluster or 2 <= int(split) <= 16)
                 tile_h, tile_w = map(int, tile.split("x"))
                 assert int(pixels) in (64, 128) and tile_h * tile_w <= int(pixels)
-                assert tile_h <= out_h and tile_w <= out_w
+                assert tile_h <= out_size and tile_w <= out_size
                 assert int(f_tile) % 16 == 0 and int(f_tile) <= max(16, -(-f // 16) * 16)
                 share = -(-chunks // int(split))
                 assert -(-chunks // share) == int(split) <= chunks
@@ -131,7 +138,8 @@ def test_tune_keeps_the_best_plan(converted, monkeypatch):
 
     def plans(model, node, batch, runs, warmup, progress):
         best = 0.8 if node == rescued else 1.1 if node == slow else 0.6
-        return {f"64,8x8,16,{batch},2,0": best, "128,8x16,32,1,2,0": best + 0.1, "64,4x16,256,1,1,0": "does not fit"}
+        # block-kernel plans: the converted model's fused nodes are channels last
+        return {f"8x8,16,{batch},3": best, "4x16,32,1,4": best + 0.1, "9x9,16,1,3": "does not fit"}
 
     monkeypatch.setattr(tune, "bench_groups", groups)
     monkeypatch.setattr(tune, "search_plans", plans)
@@ -143,11 +151,11 @@ def test_tune_keeps_the_best_plan(converted, monkeypatch):
     assert result["unfuse"] == [slow]
     assert result["groups"][rescued]["batches"]["2"] == {
         "fused_ms": 0.8, "unfused_ms": 1.0, "speedup": 1.25, "own_plan_ms": 1.2, "faster": True,
-        "plans": plans(None, rescued, 2, 1, 0, None), "plan": "64,8x8,16,2,2,0"}
+        "plans": plans(None, rescued, 2, 1, 0, None), "plan": "8x8,16,2,3"}
     assert "plan" not in result["groups"][own_best]["batches"]["1"]  # 0.6 does not beat 0.5
     tuned = tune.with_plans(fused, result)
     attributes = {n.name: {a.name: a for a in n.attribute} for n in _fused_nodes(tuned)}
-    assert attributes[rescued][PLANS_ATTRIBUTE].s == b"1:64,8x8,16,1,2,0;2:64,8x8,16,2,2,0"
+    assert attributes[rescued][PLANS_ATTRIBUTE].s == b"1:8x8,16,1,3;2:8x8,16,2,3"
     assert PLANS_ATTRIBUTE not in attributes[own_best]
     onnx.checker.check_model(tuned)
     x = np.random.default_rng(0).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
@@ -163,7 +171,7 @@ def test_tune_apply_reproduces_a_report(converted, tmp_path, capsys):
     names = [n.name for n in _fused_nodes(onnx.load(path))]
     report = {"unfuse": [names[0]], "groups": {
         names[0]: {"keep_fused": False, "batches": {"1": {"fused_ms": 2.0, "unfused_ms": 1.0}}},
-        names[1]: {"keep_fused": True, "batches": {"1": {"fused_ms": 0.5, "unfused_ms": 1.0, "plan": "64,8x8,16,2,2,0"},
+        names[1]: {"keep_fused": True, "batches": {"1": {"fused_ms": 0.5, "unfused_ms": 1.0, "plan": "8x8,16,2,3"},
                                                     "32": {"fused_ms": 0.5, "unfused_ms": 1.0}}}}}
     (tmp_path / "r.tune.json").write_text(json.dumps(report))
     out = tmp_path / "t.onnx"
@@ -172,7 +180,7 @@ def test_tune_apply_reproduces_a_report(converted, tmp_path, capsys):
     left = {n.name: n for n in _fused_nodes(tuned)}
     assert names[0] not in left and len(left) == len(names) - 1
     plans = {a.name: a.s for a in left[names[1]].attribute}
-    assert plans[PLANS_ATTRIBUTE] == b"1:64,8x8,16,2,2,0"
+    assert plans[PLANS_ATTRIBUTE] == b"1:8x8,16,2,3"
     assert all(PLANS_ATTRIBUTE not in {a.name for a in left[n].attribute} for n in names[2:])
     make_session(tuned)  # the library accepts the attribute
     capsys.readouterr()
