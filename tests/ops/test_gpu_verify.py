@@ -3,8 +3,9 @@
 - ``fcm verify --batch 3`` through its command line on the converted reference models
   ($FCM_ZOO_DIR, default converted_models/, as `make zoo` writes it) and on a standalone fused
   module: it runs on the CUDA provider, compares with TF32 off on both sides against 1e-4 and with
-  TF32 on on both sides against the TF32 bound (5e-3, DESIGN.md §6), says which, and passes.
-  Before, it held TF32 results to the FP32 bound and failed correct models.
+  TF32 on on both sides against the TF32 bound (5e-3, DESIGN.md §6), each widened only where the
+  unfused model's own outputs move more, says which, and passes. Before, it held TF32 results to
+  the FP32 bound and failed correct models.
 - A session that registers the library as a user does (no config entry) runs the fused node on
   the CUDA kernels; with ``fcm.fp32_kernels=none`` it runs the function body.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,13 +47,22 @@ def _verify(model: Path, *args: str) -> subprocess.CompletedProcess:
                           env=env, timeout=600)
 
 
+def _bound(line: str) -> float:
+    return float(re.search(r"; bound ([0-9.e+-]+)[:)]", line).group(1))
+
+
 def _check_both_comparisons(result: subprocess.CompletedProcess) -> None:
+    """Both comparisons said and passed, each held to its bound (the FP32 one, 1e-4, with TF32
+    off; the TF32 one, 5e-3, with it on), or to a wider one where the line says why."""
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     exact = [line for line in lines if "on CUDA, TF32 off on both sides (exact FP32)" in line]
     deployed = [line for line in lines if "on CUDA, TF32 on on both sides (as deployed)" in line]
-    assert len(exact) == 1 and "bound 0.0001)" in exact[0], result.stdout
-    assert len(deployed) == 1 and "bound 0.005)" in deployed[0], result.stdout
+    assert len(exact) == 1 and len(deployed) == 1, result.stdout
+    for line, fixed, why in ((exact[0], 1e-4, "the unfused model's CUDA and CPU outputs differ"),
+                             (deployed[0], 5e-3, "TF32 moves the unfused model's outputs")):
+        assert _bound(line) == pytest.approx(fixed) or (_bound(line) > fixed and why in line), line
+        assert "FAILED" not in line
     assert "on CUDAExecutionProvider" in result.stderr  # the progress line names the provider that ran
 
 
