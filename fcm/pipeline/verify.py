@@ -30,6 +30,8 @@ from .inputs import random_inputs
 
 Progress = Callable[[str], None]
 FP32_TOLERANCE = 1e-4  # max |fused - reference| <= tolerance * max |reference| (DESIGN.md §6)
+TF32_TOLERANCE = 5e-3  # the same with TF32 on both sides on a GPU: what the unfused model meets against FP32
+COMPANIONS = "fcm.companions"  # a fused model's metadata: the SHA-256 of the files written with it
 
 
 @dataclass
@@ -38,6 +40,17 @@ class Check:
     batch: int
     max_abs_error: float
     max_abs_reference: float
+
+    @classmethod
+    def of(cls, name: str, batch: int, outputs: list[np.ndarray], reference: list[np.ndarray]) -> "Check":
+        """The largest difference of ``outputs`` from ``reference`` and the largest reference value."""
+        for ref, out in zip(reference, outputs):
+            if np.shape(ref) != np.shape(out):
+                raise FcmError(f"{name}: output shape {np.shape(out)} differs from the reference's {np.shape(ref)}")
+        error = max((float(np.abs(o.astype(np.float64) - r.astype(np.float64)).max(initial=0.0))
+                     for r, o in zip(reference, outputs)), default=0.0)
+        scale = max((float(np.abs(r.astype(np.float64)).max(initial=0.0)) for r in reference), default=0.0)
+        return cls(name, batch, error, scale)
 
     @property
     def relative(self) -> float:
@@ -123,13 +136,7 @@ def verify_fp32(source: OpenedModel, fused: onnx.ModelProto, unfused: onnx.Model
         reference = reference_outputs(source, inputs)
         for name, session in sessions.items():
             feeds = {i.name: a for i, a in zip(session.get_inputs(), inputs)}
-            outputs = session.run(None, feeds)
-            for ref, out in zip(reference, outputs):
-                if np.shape(ref) != np.shape(out):
-                    raise FcmError(f"{name}: output shape {np.shape(out)} differs from the source model's {np.shape(ref)}")
-            error = max(float(np.abs(o.astype(np.float64) - r.astype(np.float64)).max()) for r, o in zip(reference, outputs))
-            scale = max(float(np.abs(r.astype(np.float64)).max()) for r in reference)
-            checks.append(Check(name, batch, error, scale))
+            checks.append(Check.of(name, batch, session.run(None, feeds), reference))
     failed = [c for c in checks if c.name != "unfused ONNX" and not c.passed(options.tolerance)]
     if failed:
         worst = max(failed, key=lambda c: c.relative)
@@ -161,3 +168,54 @@ def verify_int8(source: OpenedModel, fused: onnx.ModelProto, unfused: onnx.Model
                                "nothing written")
             checks.append(check)
     return checks
+
+
+def is_fp32_fused(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` holds fp32 fused nodes (whose pointwise stages may run on TF32 on a GPU)."""
+    from ort_custom_ops.ops.schema import DOMAIN, OP_TYPES
+
+    fp32 = set(OP_TYPES.values())
+    return any(node.domain == DOMAIN and node.op_type in fp32 for node in model.graph.node)
+
+
+def file_digest(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_companions(fused: onnx.ModelProto, companions: dict[str, str]) -> None:
+    """Record in ``fused``'s metadata the SHA-256 of the files written with it (name -> digest)."""
+    import json
+
+    kept = [p for p in fused.metadata_props if p.key != COMPANIONS]
+    del fused.metadata_props[:]
+    fused.metadata_props.extend(kept)
+    onnx.helper.set_model_props(fused, {**{p.key: p.value for p in kept},
+                                        COMPANIONS: json.dumps(companions, sort_keys=True)})
+
+
+def load_model(path: Path) -> onnx.ModelProto:
+    """An ONNX model the user gives, or an FcmError saying it is not one."""
+    try:
+        return onnx.load(path)
+    except Exception as exc:
+        raise FcmError(f"not an ONNX model ({type(exc).__name__})", path) from None
+
+
+def check_companion(fused: onnx.ModelProto, fused_path: Path, companion: Path) -> None:
+    """An FcmError when ``fused`` was written with a file of ``companion``'s name, in the same
+    folder, and ``companion`` is not that file (a conversion killed while it wrote its outputs)."""
+    import json
+
+    recorded = next((p.value for p in fused.metadata_props if p.key == COMPANIONS), None)
+    if recorded is None or Path(companion).resolve().parent != Path(fused_path).resolve().parent:
+        return
+    digest = json.loads(recorded).get(Path(companion).name)
+    if digest is not None and file_digest(companion) != digest:
+        raise FcmError(f"not the file {Path(fused_path).name} was converted with (a later or interrupted conversion "
+                       "wrote it): convert again", companion)

@@ -1,12 +1,24 @@
 // The library's entry point: ONNX Runtime calls RegisterCustomOps when a session registers it.
-// Every fused op type of the vocabulary (vocabulary.h) is registered for the CPU execution provider (the
-// reference kernels), and, when the library is built with CUDA, for the CUDA execution provider; the
-// int8 ops (int8_ops.h) likewise.
+// The int8 ops (int8_ops.h) are registered for the CPU execution provider, and for the CUDA execution provider
+// when the library is built with CUDA. The fp32 fused ops (every fused op type of the vocabulary, vocabulary.h)
+// depend on the session config entry "fcm.fp32_kernels", read when the library is registered:
+//   "auto" (or no entry): where this process can run the CUDA kernels (the library is built with CUDA and
+//       ONNX Runtime has the CUDA execution provider), the CUDA kernels, with the CPU reference kernels for fused
+//       nodes no GPU takes; elsewhere (a CPU-only host) none;
+//   "reference": the CPU reference kernels (what the tests and the verification check), and the CUDA kernels;
+//   "none": none.
+// Where the fp32 ops are not registered, ONNX Runtime runs each fused node's function body (the original
+// subgraph) on its own kernels: on a CPU-only host a fused model is as fast with the library as without it. (An
+// op that is registered at all, for any provider, has a schema, and ONNX Runtime then runs no function body for
+// it: registering the CUDA kernels alone would leave a CPU session without a kernel.) The int8 ops have no
+// function body: they are always registered.
 #include "fused_op.h"
 #include "int8_ops.h"
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #if defined(FCM_WITH_CUDA)
@@ -16,9 +28,13 @@
 
 namespace {
 
+constexpr const char* kFp32KernelsEntry = "fcm.fp32_kernels";
+
+// Two domains of the same name over one set of ops: every op, and the int8 ops only.
 struct OpSet {
   std::vector<std::unique_ptr<OrtCustomOp>> ops;
-  Ort::CustomOpDomain domain{fcm::kDomain};
+  Ort::CustomOpDomain every_op{fcm::kDomain};
+  Ort::CustomOpDomain int8_only{fcm::kDomain};
 
   OpSet() {
     for (const fcm::FusedKind& kind : fcm::kFp32Kinds) {
@@ -27,13 +43,27 @@ struct OpSet {
       ops.push_back(fcm::MakeCudaOp(kind.name, kind.stages));
 #endif
     }
+    const size_t fp32_ops = ops.size();
     fcm::int8::AddInt8Ops(&ops);
 #if defined(FCM_WITH_CUDA)
     fcm::int8::AddInt8CudaOps(&ops);
 #endif
-    for (auto& op : ops) domain.Add(op.get());
+    for (size_t i = 0; i < ops.size(); ++i) {
+      every_op.Add(ops[i].get());
+      if (i >= fp32_ops) int8_only.Add(ops[i].get());
+    }
   }
 };
+
+// Whether the CUDA kernels can run in this process: built with them, and an onnxruntime with the CUDA provider.
+bool CudaKernelsCanRun() {
+#if defined(FCM_WITH_CUDA)
+  const std::vector<std::string> providers = Ort::GetAvailableProviders();
+  return std::find(providers.begin(), providers.end(), "CUDAExecutionProvider") != providers.end();
+#else
+  return false;
+#endif
+}
 
 }  // namespace
 
@@ -53,7 +83,18 @@ FCM_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
   static std::unique_ptr<OpSet> op_set;
   try {
     std::call_once(once, [] { op_set = std::make_unique<OpSet>(); });
-    Ort::UnownedSessionOptions(options).Add(op_set->domain);
+    Ort::UnownedSessionOptions session_options(options);
+    const std::string fp32 = session_options.GetConfigEntryOrDefault(kFp32KernelsEntry, "auto");
+    bool every_op;
+    if (fp32 == "auto") {
+      every_op = CudaKernelsCanRun();
+    } else if (fp32 == "reference" || fp32 == "none") {
+      every_op = fp32 == "reference";
+    } else {
+      return Ort::Status(("FCM ops: the session config entry fcm.fp32_kernels must be auto, reference or none, not '" +
+                          fp32 + "'").c_str(), ORT_INVALID_ARGUMENT).release();
+    }
+    session_options.Add(every_op ? op_set->every_op : op_set->int8_only);
   } catch (const Ort::Exception& e) {
     return Ort::Status(e).release();
   }
