@@ -3,8 +3,8 @@
     python3 benchmarks/plan_sweep.py MODEL.onnx --batch 1 [--nodes fcm3_pwdwpw,...] [--runs 100] -o OUT.json
 
 For every fused node: its subgraph (ONNX Runtime, CUDA graph), the kernels' own plan (PlanChain)
-and each plan of the grid (FCM_CUDA_PLAN, read when a session's kernel first plans a shape), each
-as the node alone in a small model with a CUDA graph, IO bound, median of ``runs``. Prints one
+and each plan of the grid (forced through the node's cuda_plans, strict: launch_plan.with_forced_plan),
+each as the node alone in a small model with a CUDA graph, IO bound, median of ``runs``. Prints one
 line per node (subgraph, own plan, best forced plan) and writes every time to OUT.json. Plans a
 node cannot take come back as errors.
 """
@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 
 import numpy as np
 import onnx
 
 from fcm.measure import cuda_session, group_models, providers, time_session, value_shapes
+from ort_custom_ops.ops.launch_plan import with_forced_plan
 
 
 def grid(node: onnx.NodeProto, shapes: dict) -> list[str]:
@@ -64,16 +64,13 @@ def main() -> int:
 
         row = {"node": node.name, "op": node.op_type, "shapes": {n: shapes[n] for n in data_inputs},
                "subgraph_us": min(timed(plain, False), timed(plain, False, True))}
-        os.environ.pop("FCM_CUDA_PLAN", None)
         row["own_plan_us"] = timed(alone, True)
         row["forced"] = {}
         for plan in grid(node, shapes):
-            os.environ["FCM_CUDA_PLAN"] = plan
             try:
-                row["forced"][plan] = timed(alone, True)
+                row["forced"][plan] = timed(with_forced_plan(alone, plan, args.batch), True)
             except Exception as exc:  # a plan the node cannot take
                 row["forced"][plan] = str(exc).strip().splitlines()[0][:160]
-        os.environ.pop("FCM_CUDA_PLAN", None)
         times = {k: v for k, v in row["forced"].items() if isinstance(v, float)}
         best = min(times, key=times.get) if times else None
         row["best_forced"] = best

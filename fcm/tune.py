@@ -21,8 +21,10 @@ Launch plans: before deciding, each group is also timed under the divisions of i
 (``ort_custom_ops.ops.launch_plan.node_plan_candidates``: for an NCHW node a grid of block size,
 tile, output-channel tile and split of the intermediate channels; for a channels-last node the block
 kernels' own candidates for this GPU with the best estimates: tile, output-channel slice, cluster
-split, ring depth or resident weights), forced one at a time. Where one beats the kernels' own plan, the group's time is the
-better one, and a kept group carries the winners in its ``cuda_plans`` attribute
+split, ring depth or resident weights), forced one at a time: each written into the node's own
+``cuda_plans`` with ``cuda_plans_strict=1``, so that a plan the node cannot run is an error, recorded
+as such, not a silent fall back to the kernels' own plan. Where one beats the kernels' own plan, the
+group's time is the better one, and a kept group carries the winners in its ``cuda_plans`` attribute
 ("BATCH:plan;..."), which the CUDA kernels use at those batch sizes (and ignore on a GPU the plan
 does not fit). ``--no-plans`` skips this.
 """
@@ -32,7 +34,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -44,22 +45,9 @@ from fcm.measure import (Progress, bench_groups, bench_pair, cuda_session, devic
 from fcm_core.errors import FcmError
 from fcm_core.fileio import atomic_write_bytes, atomic_write_text
 from ort_custom_ops.lowering.unfuse import unfuse
-from ort_custom_ops.ops.launch_plan import PLANS_ATTRIBUTE, cuda_plans_text, node_plan_candidates
+from ort_custom_ops.ops.launch_plan import (PLAN_OVERRIDE, PLANS_ATTRIBUTE, cuda_plans_text, node_plan_candidates,
+                                            with_forced_plan)
 from ort_custom_ops.ops.schema import DOMAIN
-
-
-@contextmanager
-def _forced_plan(plan: str):
-    """FCM_CUDA_PLAN set while sessions made inside plan their first call (the kernels read it then)."""
-    before = os.environ.get("FCM_CUDA_PLAN")
-    os.environ["FCM_CUDA_PLAN"] = plan
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("FCM_CUDA_PLAN", None)
-        else:
-            os.environ["FCM_CUDA_PLAN"] = before
 
 
 def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, warmup: int,
@@ -75,14 +63,14 @@ def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, 
     times: dict[str, float | str] = {}
     candidates = node_plan_candidates(node, shapes, initializers)
     progress(f"batch {batch} group {node_name}: {len(candidates)} launch plans")
+    n = shapes[node.input[0]][0]  # the node's batch size, in either layout
     for plan in candidates:
-        with _forced_plan(plan):
-            try:
-                timing, _ = time_session(cuda_session(alone, True, providers(True, False)), feeds, [shapes[node.output[0]]],
-                                         runs, warmup)
-                times[plan] = round(timing.median_ms, 4)
-            except Exception as exc:  # a plan this node cannot run on this GPU
-                times[plan] = str(exc).strip().splitlines()[0][:160]
+        try:
+            session = cuda_session(with_forced_plan(alone, plan, n), True, providers(True, False))
+            timing, _ = time_session(session, feeds, [shapes[node.output[0]]], runs, warmup)
+            times[plan] = round(timing.median_ms, 4)
+        except Exception as exc:  # a plan this node cannot run on this GPU
+            times[plan] = str(exc).strip().splitlines()[0][:160]
     gc.collect()  # thousands of sessions in a tune: let each one's device memory go before the next group
     return times
 
@@ -111,6 +99,9 @@ def measure(model: onnx.ModelProto, batches: list[int], runs: int, warmup: int, 
     launch plan, keeping the best) and the groups to unfuse."""
     from ort_custom_ops.ops.library import library_kernels
 
+    if os.environ.get(PLAN_OVERRIDE):
+        raise FcmError(f"{PLAN_OVERRIDE} is set: this debugging override forces its plan on every fused node, "
+                       "so nothing else would be measured (unset it)")
     try:
         import onnxruntime as ort
     except ImportError:  # pragma: no cover - onnxruntime is a dependency

@@ -114,7 +114,7 @@ EPILOGUES = {
 FUSED_ATTRIBUTES = {
     "fp32": ("stage{i}_activation", "stage{i}_clip", "dw_kernel", "dw_stride", "dw_pads", "residual",
              "residual_activation", "residual_clip", LAYOUT_ATTRIBUTE, "allow_tf32", "cuda_plans",
-             "tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch"),
+             "cuda_plans_strict", "tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch"),
     "int8": ("scheme", "x_scale", "x_zero_point", "stage{i}_w_scales", "stage{i}_y_scale", "stage{i}_y_zero_point",
              "stage{i}_clamp", "stage{i}_table", "stage{i}_table_y_scale", "stage{i}_table_y_zero_point",
              "dw_kernel", "dw_stride", "dw_pads", "residual", "residual_y_scale", "residual_y_zero_point",

@@ -121,6 +121,7 @@ Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_na
     const std::string problem = ParseCudaPlans(cuda_plans, spec->channels_last, &spec->cuda_plans);
     if (!problem.empty()) return Error(node, problem);
   }
+  spec->cuda_plans_strict = a.Flag("cuda_plans_strict");
   const int64_t allow_tf32 = a.Int("allow_tf32", 1);
   if (!a.problem().empty()) return Error(node, a.problem());
   if (allow_tf32 != 0 && allow_tf32 != 1) return Error(node, "allow_tf32 must be 0 or 1");

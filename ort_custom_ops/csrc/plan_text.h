@@ -1,5 +1,6 @@
 // The text of one CUDA launch plan, read in one place: by spec.cc when ONNX Runtime creates a kernel
-// (a node's cuda_plans attribute) and by the CUDA launchers (FCM_CUDA_PLAN and the tuned plans).
+// (a node's cuda_plans attribute) and by the CUDA launchers (those plans, and the FCM_CUDA_PLAN
+// debugging override).
 // Plain C++, so CPU-only builds check it too. Two families of kernels, two forms:
 //   NCHW nodes (the chain kernels):           "pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]"
 //   channels_last nodes (the block kernels):  "HxW,f_tile,split,stages"

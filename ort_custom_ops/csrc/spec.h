@@ -19,7 +19,9 @@
 // plan_batch is the batch size the tiling was chosen for; cuda_plans (string, from `fcm tune`)
 // holds the CUDA launch plans measured fastest on the tuning GPU, per batch size:
 // "BATCH:pixels,HxW,f_tile,split,buffers,w1_direct[,cluster];BATCH:..." (a batch size not listed, or a plan
-// that does not fit the GPU the model runs on, gets the kernels' own plan).
+// that does not fit the GPU the model runs on, gets the kernels' own plan); cuda_plans_strict (0/1,
+// default 0): 1 makes a listed plan that cannot run an error naming why, instead of giving way to the
+// kernels' own (how `fcm tune` times each candidate plan, and how the GPU tests force one).
 #pragma once
 
 #include <array>
@@ -59,6 +61,7 @@ struct ChainSpec {
   bool allow_tf32 = true;  // CUDA: pointwise stages on TF32 tensor cores (as cuDNN's default)
   int64_t plan_batch = 0;  // the batch the tiling was planned for (0: any)
   std::vector<std::pair<int64_t, std::string>> cuda_plans;  // (batch, CUDA launch plan) from `fcm tune`
+  bool cuda_plans_strict = false;  // a listed plan that cannot run is an error, not the kernels' own plan
 
   size_t WeightInput(size_t stage) const { return 1 + 2 * stage; }
   size_t BiasInput(size_t stage) const { return 2 + 2 * stage; }

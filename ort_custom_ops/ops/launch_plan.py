@@ -4,7 +4,8 @@ In: a plan's fields, or its text. Out: the text the kernels parse (``csrc/plan_t
 ``pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]`` for NCHW nodes, which run the chain
 kernels; ``HxW,f_tile,split,stages`` for channels-last nodes, which run the block kernels), a
 node's ``cuda_plans`` attribute (``BATCH:plan;BATCH:plan``, the plans measured fastest per batch
-size), and the plans ``fcm tune`` times for a fused node (:func:`plan_candidates`; for a
+size), a copy of a model whose fused nodes must run one plan (:func:`with_forced_plan`: how ``fcm
+tune`` times a candidate and the GPU tests force one), and the plans ``fcm tune`` times for a fused node (:func:`plan_candidates`; for a
 channels-last node the block kernels' own candidates for the GPU at hand, best estimates first,
 from the library: :func:`block_plan_candidates`). ``docs/cuda_kernels.md`` says what each field
 divides.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from .schema import KIND_STAGES, OP_TYPES, is_channels_last, nchw_dims
+from .schema import DOMAIN, KIND_STAGES, OP_TYPES, is_channels_last, nchw_dims
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,30 @@ def cuda_plans_text(plans: dict[int, str]) -> str:
 
 
 PLANS_ATTRIBUTE = "cuda_plans"
+#: 1: a plan of cuda_plans that cannot run on the GPU at hand is an error naming why, where by
+#: default it gives way to the kernels' own plan (a tune records the plans that cannot run).
+STRICT_ATTRIBUTE = "cuda_plans_strict"
+FP32_OPS = frozenset(OP_TYPES.values())  # the ops that take launch plans
+#: The kernels' debugging override: one plan forced on every node, ahead of the attributes.
+PLAN_OVERRIDE = "FCM_CUDA_PLAN"
+
+
+def with_forced_plan(model: onnx.ModelProto, plan: str, batch: int) -> onnx.ModelProto:
+    """A copy of ``model`` whose fp32 fused nodes run ``plan`` at batch size ``batch``, or fail
+    saying why they cannot (``cuda_plans`` of that one plan, ``cuda_plans_strict=1``); other batch
+    sizes get the kernels' own plans."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for node in out.graph.node:
+        if node.domain != DOMAIN or node.op_type not in FP32_OPS:
+            continue
+        kept = [a for a in node.attribute if a.name not in (PLANS_ATTRIBUTE, STRICT_ATTRIBUTE)]
+        del node.attribute[:]
+        node.attribute.extend(kept + [onnx.helper.make_attribute(PLANS_ATTRIBUTE, cuda_plans_text({batch: plan})),
+                                      onnx.helper.make_attribute(STRICT_ATTRIBUTE, 1)])
+    return out
+
+
 #: Tiles per block size tried (pixels: (tile_h, tile_w), ...), and the splits and output-channel tiles.
 TILES = ((64, ((8, 8), (4, 16))), (128, ((8, 16),)))
 SPLITS = (1, 2, 4, 8, 16, 32)

@@ -2,12 +2,12 @@
 
 Every kind, depthwise kernels 3/5/7, strides 1 and 2 on odd sizes with H != W, channel counts that
 are not multiples of 4 (the cp.async path) or of 32 (a ragged last chunk), batch 1, 3 and 32, all
-activations, residual, channel scale; plans forced through FCM_CUDA_PLAN ("HxW,f_tile,split,stages")
-so that tiles, output-channel slices, splits over a thread-block cluster and ring depths all run;
-outputs poisoned before each run. TF32 (the default) within 5e-3 of the largest output, exact FP32
-within 1e-4. Also: tuned plans (cuda_plans), plans refused with a reason, and CUDA-graph capture
-and replay (the kernels are launched as programmatic dependents). Dynamic shapes and several threads
-on one session: test_cuda_kernels.py, in both layouts.
+activations, residual, channel scale; plans ("HxW,f_tile,split,stages") forced through the nodes'
+cuda_plans so that tiles, output-channel slices, splits over a thread-block cluster and ring depths
+all run; outputs poisoned before each run. TF32 (the default) within 5e-3 of the largest output,
+exact FP32 within 1e-4. Also: tuned plans (cuda_plans), plans refused with a reason, and CUDA-graph
+capture and replay (the kernels are launched as programmatic dependents). Dynamic shapes and several
+threads on one session: test_cuda_kernels.py, in both layouts.
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ def test_plan_override_is_checked(rng):
     x = rng.normal(size=(1, 9, 9, 16)).astype(np.float32)
     for plan, reason in (("9x9,16,1,3", "1 to 64 output pixels"), ("8x8,16,1,2", "3 or 4 stages"),
                          ("8x8,20,1,3", "no kernel is compiled"), ("8x8,16", "must read|reads")):
-        with forced_plan(plan), pytest.raises(Exception, match=reason):
-            make_session(model, providers=cuda_providers()).run(None, {"X": x})
+        with pytest.raises(Exception, match=reason):
+            make_session(forced_plan(model, plan, 1), providers=cuda_providers()).run(None, {"X": x})
 
 
 def test_tuned_plans_attribute(rng, capfd, monkeypatch):

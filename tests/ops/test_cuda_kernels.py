@@ -2,9 +2,9 @@
 
 Random specs over every kind, DW kernel 3/5/7, stride 1/2 on odd sizes, H != W, channel counts
 that are not multiples of 4/8/32, batch 1 and 7, all activations, residual, channel scale, and
-divisions of the work (FCM_CUDA_PLAN) that force both block sizes, output-channel tiles, split
-reductions, one or two buffers and first-stage weights from device memory; outputs poisoned
-before each run. TF32 (the default) within 5e-3 of the largest output, exact FP32 within 1e-4.
+divisions of the work (forced through the nodes' cuda_plans) that force both block sizes,
+output-channel tiles, split reductions, one or two buffers and first-stage weights from device
+memory; outputs poisoned before each run. TF32 (the default) within 5e-3 of the largest output, exact FP32 within 1e-4.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _cuda():
 
 
 def random_plan(rng, kind: str, channels: int, kernel: int, stride: int) -> str:
-    """A random division of the work for FCM_CUDA_PLAN (pixels,HxW,f_tile,split,buffers,w1_direct),
+    """A random division of the work to force (pixels,HxW,f_tile,split,buffers,w1_direct),
     so every code path runs: both block sizes, narrow and wide tiles, output-channel tiles, split
     reductions, one or two buffers, first-stage weights staged or read from device memory. Drawn
     again until its shared memory (as the kernels lay it out, bounded from above) fits an sm_80+
@@ -98,8 +98,20 @@ def test_plan_override_is_checked(rng):
     model = fused_model(spec)
     x = rng.normal(size=(1, 16, 9, 9)).astype(np.float32)
     for plan, reason in (("96,8x8,16,1,2,0", "64 or 128"), ("64,16x16,16,1,2,0", "tile larger"), ("64,8x8", "must read")):
-        with forced_plan(plan), pytest.raises(Exception, match=reason):
-            make_session(model, providers=cuda_providers()).run(None, {"X": x})
+        with pytest.raises(Exception, match=reason):
+            make_session(forced_plan(model, plan, 1), providers=cuda_providers()).run(None, {"X": x})
+
+
+def test_plan_environment_variable_overrides_the_attributes(rng, monkeypatch):
+    """FCM_CUDA_PLAN, the debugging override, comes before a node's cuda_plans: here a plan that
+    cannot run, over a tuned plan that can."""
+    spec = random_spec(rng, "pwdwpw", 16, kernel=3, stride=1)
+    model = forced_plan(fused_model(spec), "64,8x8,16,1,2,0", 1)
+    x = rng.normal(size=(1, 16, 9, 9)).astype(np.float32)
+    make_session(model, providers=cuda_providers()).run(None, {"X": x})
+    monkeypatch.setenv("FCM_CUDA_PLAN", "96,8x8,16,1,2,0")
+    with pytest.raises(Exception, match="64 or 128"):
+        make_session(model, providers=cuda_providers()).run(None, {"X": x})
 
 
 def test_tuned_plans_attribute(rng, capfd, monkeypatch):
@@ -176,18 +188,18 @@ def test_split_shares_in_a_cluster_and_through_the_workspace(rng, capfd, monkeyp
         for split in splits:
             for plan in (p.format(split) for p in plans):
                 capfd.readouterr()
-                with forced_plan(plan):
-                    workspace = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
+                session = make_session(forced_plan(model, plan, 2), providers=cuda_providers())
+                workspace = run_poisoned(session, feeds, cpu.shape)
                 said = capfd.readouterr().err
                 assert f"split {split}," in said and "cluster" not in said, said
                 assert np.abs(workspace - cpu).max() <= TF32_BOUND * max(1.0, float(np.abs(cpu).max())), plan
                 full_width = int(plan.split(",")[2]) > 64 or (kind == "pwdwpw" and plan.startswith("128,"))
                 if not cluster_device or split > 16 or full_width:
-                    with forced_plan(plan + ",1"), pytest.raises(Exception, match="cluster"):
-                        make_session(model, providers=cuda_providers()).run(None, feeds)
+                    with pytest.raises(Exception, match="cluster"):
+                        make_session(forced_plan(model, plan + ",1", 2), providers=cuda_providers()).run(None, feeds)
                     continue
-                with forced_plan(plan + ",1"):
-                    clustered = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
+                session = make_session(forced_plan(model, plan + ",1", 2), providers=cuda_providers())
+                clustered = run_poisoned(session, feeds, cpu.shape)
                 said = capfd.readouterr().err
                 assert f"split {split}," in said and "shares added in a cluster" in said, said
                 assert np.array_equal(clustered, workspace), plan

@@ -65,6 +65,7 @@ def _expect_ort_error(model: onnx.ModelProto, words: str, x=None, **feeds) -> No
         ("cuda_plans", "1:64,8x8,16,2,2,0,1,1", "must read BATCH:pixels,HxW"),
         ("cuda_plans", "1:64,8x8,16,2,2,0,1x", "must read BATCH:pixels,HxW"),
         ("cuda_plans", "2:64,8x8,16,2,2,0;2:128,8x16,16,1,2,0", "lists batch 2 twice"),
+        ("cuda_plans_strict", 2, "cuda_plans_strict must be 0 or 1"),
     ],
 )
 def test_bad_attributes(attribute, value, words, rng):

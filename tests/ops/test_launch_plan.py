@@ -1,5 +1,6 @@
 """The launch-plan vocabulary: Python's LaunchPlan has the fields of the C++ PlanText, in order, and
-its text round-trips; the cuda_plans attribute it writes is one the kernels accept."""
+its text round-trips; the cuda_plans attribute it writes is one the kernels accept, and so is a
+plan forced on a model's fused nodes."""
 
 from __future__ import annotations
 
@@ -33,6 +34,29 @@ def test_other_text_is_not_a_plan(text):
 
 def test_cuda_plans_lists_batches_in_order():
     assert cuda_plans_text({32: "64,8x8,64,2,2,0", 1: "64,4x16,32,12,2,0"}) == "1:64,4x16,32,12,2,0;32:64,8x8,64,2,2,0"
+
+
+def test_a_forced_plan_is_written_into_the_fused_nodes(rng):
+    """with_forced_plan: a copy whose fused nodes carry the one plan at the batch size, strict (the
+    original untouched, an earlier cuda_plans replaced); the CPU kernels accept it and compute the same."""
+    import numpy as np
+    import onnx
+
+    from ort_custom_ops.ops.launch_plan import PLANS_ATTRIBUTE, STRICT_ATTRIBUTE, with_forced_plan
+    from ort_custom_ops.ops.library import make_session
+    from ort_custom_ops.ops.standalone import fused_model
+    from tests.support.specs import random_spec
+
+    model = fused_model(random_spec(rng, "pwdwpw", 8, expand=24, out=8))
+    model.graph.node[0].attribute.append(onnx.helper.make_attribute(PLANS_ATTRIBUTE, "1:64,8x8,16,1,2,0"))
+    forced = with_forced_plan(model, "128,8x16,32,2,1,0", 3)
+    values = {a.name: onnx.helper.get_attribute_value(a) for a in forced.graph.node[0].attribute}
+    assert values[PLANS_ATTRIBUTE] == b"3:128,8x16,32,2,1,0" and values[STRICT_ATTRIBUTE] == 1
+    assert [a.name for a in forced.graph.node[0].attribute].count(PLANS_ATTRIBUTE) == 1
+    assert STRICT_ATTRIBUTE not in {a.name for a in model.graph.node[0].attribute}
+    x = rng.normal(size=(3, 8, 10, 10)).astype(np.float32)
+    (plain,), (planned,) = (make_session(m).run(None, {"X": x}) for m in (model, forced))
+    assert np.array_equal(plain, planned)
 
 
 def test_block_candidates_ranked_by_estimate():

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-import os
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -105,15 +103,12 @@ def run_in_threads(session, feed: str, inputs: list[np.ndarray], matches, thread
     return errors
 
 
-@contextmanager
-def forced_plan(plan: str | None):
-    """FCM_CUDA_PLAN set while the block runs (the kernels read it when they plan a first call)."""
-    if plan is not None:
-        os.environ["FCM_CUDA_PLAN"] = plan
-    try:
-        yield
-    finally:
-        os.environ.pop("FCM_CUDA_PLAN", None)
+def forced_plan(model, plan: str | None, batch: int):
+    """``model`` whose fused nodes must run ``plan`` at ``batch`` (an error where they cannot: the
+    nodes' cuda_plans with cuda_plans_strict=1); ``model`` itself when ``plan`` is None."""
+    from ort_custom_ops.ops.launch_plan import with_forced_plan
+
+    return model if plan is None else with_forced_plan(model, plan, batch)
 
 
 @pytest.fixture(params=["tf32", "fp32"])
@@ -138,8 +133,7 @@ def check_fused_on_gpu(spec, rng, batch: int, height: int, width: int, bound: fl
     feeds, x, scale = random_feeds(spec, rng, batch, height, width, scale_nhwc=scale_nhwc)
     model = fused_model(spec)
     (cpu,) = make_session(model).run(None, feeds)
-    with forced_plan(plan):
-        gpu = run_poisoned(make_session(model, providers=cuda_providers()), feeds, cpu.shape)
+    gpu = run_poisoned(make_session(forced_plan(model, plan, batch), providers=cuda_providers()), feeds, cpu.shape)
     reference = run_spec(spec, x, scale)
     scale_of = max(1.0, float(np.abs(reference).max()))
     cpu_nchw = cpu.transpose(0, 3, 1, 2) if spec.channels_last else cpu
@@ -150,14 +144,14 @@ def check_fused_on_gpu(spec, rng, batch: int, height: int, width: int, bound: fl
 
 def check_graph_replays(model, rng, input_shape, output: str, plan: str, runs: int, bound: float) -> None:
     """A model with input X on the CUDA provider with CUDA graphs on, IO bound to device buffers,
-    under FCM_CUDA_PLAN=plan: the first run plans, the next captures, the rest replay the graph on
-    new input values; every run's output against the CPU's."""
+    its fused nodes forced to run ``plan``: the first run plans, the next captures, the rest replay
+    the graph on new input values; every run's output against the CPU's."""
     import onnxruntime as ort
 
     from ort_custom_ops.ops.library import make_session
 
     cpu = make_session(model)
-    session = make_session(model, providers=cuda_providers(enable_cuda_graph=1))
+    session = make_session(forced_plan(model, plan, input_shape[0]), providers=cuda_providers(enable_cuda_graph=1))
     x = rng.normal(size=input_shape).astype(np.float32)
     (first,) = cpu.run(None, {"X": x})
     x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
@@ -165,11 +159,10 @@ def check_graph_replays(model, rng, input_shape, output: str, plan: str, runs: i
     binding = session.io_binding()
     binding.bind_ortvalue_input("X", x_dev)
     binding.bind_ortvalue_output(output, y_dev)
-    with forced_plan(plan):
-        for attempt in range(runs):
-            x = rng.normal(size=input_shape).astype(np.float32)
-            x_dev.update_inplace(x)
-            session.run_with_iobinding(binding)
-            (expected,) = cpu.run(None, {"X": x})
-            got = y_dev.numpy()
-            assert np.abs(got - expected).max() <= bound * max(1, np.abs(expected).max()), f"run {attempt}"
+    for attempt in range(runs):
+        x = rng.normal(size=input_shape).astype(np.float32)
+        x_dev.update_inplace(x)
+        session.run_with_iobinding(binding)
+        (expected,) = cpu.run(None, {"X": x})
+        got = y_dev.numpy()
+        assert np.abs(got - expected).max() <= bound * max(1, np.abs(expected).max()), f"run {attempt}"

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 
 from fcm.cli import main
 from ort_custom_ops.ops.launch_plan import PLANS_ATTRIBUTE, effective_split, node_plan_candidates, plan_candidates
@@ -162,6 +163,44 @@ def test_tune_keeps_the_best_plan(converted, monkeypatch):
     sessions = [make_session(m) for m in (fused, tuned)]
     (a,), (b,) = (s.run(None, {s.get_inputs()[0].name: x}) for s in sessions)
     assert np.array_equal(a, b)
+
+
+def test_plan_search_forces_each_plan_through_the_node(converted, monkeypatch):
+    """fcm tune times each candidate plan on a copy of the node alone whose cuda_plans holds that
+    plan at the batch size, strict (a plan it cannot run fails instead of falling back to the
+    kernels' own), and records a plan that fails as its error (stand-in sessions here)."""
+    from fcm import tune
+    from fcm.measure import Timing
+    from ort_custom_ops.ops.launch_plan import STRICT_ATTRIBUTE
+
+    fused = onnx.load(converted["MobileNetV2"].output)
+    node = _fused_nodes(fused)[3]
+    seen = []
+
+    def session(model, with_library, providers):
+        (alone,) = _fused_nodes(model)
+        values = {a.name: onnx.helper.get_attribute_value(a) for a in alone.attribute}
+        seen.append((values[PLANS_ATTRIBUTE].decode(), values[STRICT_ATTRIBUTE]))
+        if seen[-1][0].endswith("9x9,16,1,3"):
+            raise RuntimeError("FCM CUDA: a tile holds 1 to 64 output pixels\nmore")
+        return model
+
+    monkeypatch.setattr(tune, "node_plan_candidates", lambda n, shapes, inits: ["8x8,16,1,3", "9x9,16,1,3"])
+    monkeypatch.setattr(tune, "cuda_session", session)
+    monkeypatch.setattr(tune, "time_session", lambda *args: (Timing(0.25, 0.2, 0.3, 1), None))
+    times = tune.search_plans(fused, node.name, 2, 1, 0, lambda message: None)
+    assert seen == [("2:8x8,16,1,3", 1), ("2:9x9,16,1,3", 1)]
+    assert times == {"8x8,16,1,3": 0.25, "9x9,16,1,3": "FCM CUDA: a tile holds 1 to 64 output pixels"}
+
+
+def test_tune_refuses_the_plan_override(converted, monkeypatch):
+    """FCM_CUDA_PLAN (the kernels' debugging override) would force its plan on every node measured."""
+    from fcm import tune
+    from fcm_core.errors import FcmError
+
+    monkeypatch.setenv("FCM_CUDA_PLAN", "8x8,16,1,3")
+    with pytest.raises(FcmError, match="FCM_CUDA_PLAN is set"):
+        tune.measure(onnx.load(converted["MobileNetV2"].output), [1], 1, 0, 1.0, lambda message: None)
 
 
 def test_tune_apply_reproduces_a_report(converted, tmp_path, capsys):

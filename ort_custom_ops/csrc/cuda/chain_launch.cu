@@ -305,7 +305,7 @@ ChainPlan ForcedPlan(const ChainProblem& p, const std::string& text) {
   ChainPlan plan;
   PlanText fields;
   if (!ParsePlanText(text, &fields)) {
-    plan.error = "FCM_CUDA_PLAN must read pixels,HxW,f_tile,split,buffers,w1_direct[,cluster] (e.g. 64,8x8,32,1,2,0)";
+    plan.error = "a plan must read pixels,HxW,f_tile,split,buffers,w1_direct[,cluster] (e.g. 64,8x8,32,1,2,0)";
     return plan;
   }
   plan.pixels = fields.pixels, plan.tile_h = fields.tile_h, plan.tile_w = fields.tile_w;
@@ -325,7 +325,7 @@ ChainPlan ForcedPlan(const ChainProblem& p, const std::string& text) {
       if (done.error != "split") break;
     }
   }
-  if (!done.error.empty()) done.error = "FCM_CUDA_PLAN " + text + ": " + done.error;
+  if (!done.error.empty()) done.error = "plan " + text + ": " + done.error;
   return done;
 }
 

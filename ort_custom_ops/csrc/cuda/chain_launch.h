@@ -66,8 +66,8 @@ std::vector<ChainPlan> ChainCandidates(const ChainProblem& p);
 // A plan with the division fields set (pixels, tile, f_tile, split, buffers, w1_direct, cluster)
 // checked and completed (shared memory, blocks, workspace, estimate); error says why it cannot run.
 ChainPlan CompletePlan(const ChainProblem& p, ChainPlan plan);
-// The plan "pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]" (the FCM_CUDA_PLAN override, for
-// tests and tuning, and a node's tuned cuda_plans), clamped to the problem's sizes. The kernels' own
+// The plan "pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]" (a node's cuda_plans, or the
+// FCM_CUDA_PLAN debugging override), clamped to the problem's sizes. The kernels' own
 // plans (PlanChain) add split shares through the workspace; `fcm tune` times clusters too.
 ChainPlan ForcedPlan(const ChainProblem& p, const std::string& text);
 // Runs the chain with `plan` (from PlanChain for the same shapes); `workspace` holds at least

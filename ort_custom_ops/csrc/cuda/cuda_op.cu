@@ -65,16 +65,17 @@ struct CudaChainKernel {
   }
 };
 
-// FCM_CUDA_PLAN (a fixed division of the work for every node, for tests and tuning; an error when it
-// cannot run), else the node's tuned plan for this batch size (cuda_plans, from `fcm tune`; measured
-// on some GPU, so one that does not fit this one gives way to the kernels' own), else PlanChain.
+// FCM_CUDA_PLAN (a debugging override: a fixed division of the work for every node, an error when it
+// cannot run), else the node's plan for this batch size (cuda_plans, from `fcm tune`; measured on some
+// GPU, so one that does not fit this one gives way to the kernels' own, unless cuda_plans_strict makes
+// that an error, as when fcm tune times candidates and the tests force plans), else PlanChain.
 ChainPlan CudaChainKernel::ChoosePlan(const ChainProblem& p, bool verbose) const {
   const char* forced = std::getenv("FCM_CUDA_PLAN");
   if (forced != nullptr && forced[0] != '\0') return ForcedPlan(p, forced);
   for (const auto& [batch, text] : spec.cuda_plans) {
     if (batch != p.n) continue;
     ChainPlan tuned = ForcedPlan(p, text);
-    if (tuned.error.empty()) return tuned;
+    if (tuned.error.empty() || spec.cuda_plans_strict) return tuned;
     if (verbose) std::fprintf(stderr, "FCM CUDA %s: tuned plan not used (%s)\n", spec.node_name.c_str(), tuned.error.c_str());
   }
   return PlanChain(p);
@@ -87,7 +88,7 @@ block::BlockPlan CudaChainKernel::ChooseBlockPlan(const ChainProblem& p, bool ve
   for (const auto& [batch, text] : spec.cuda_plans) {
     if (batch != p.n) continue;
     block::BlockPlan tuned = block::ParseBlockPlan(p, text);
-    if (tuned.error.empty()) return tuned;
+    if (tuned.error.empty() || spec.cuda_plans_strict) return tuned;
     if (verbose) std::fprintf(stderr, "FCM CUDA %s: tuned plan not used (%s)\n", spec.node_name.c_str(), tuned.error.c_str());
   }
   return block::PlanBlock(p);
