@@ -36,7 +36,10 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed $(VENV)/.installed-gpu
 	@touch $(STAMP)
 
-$(LIB): $(STAMP) ort_custom_ops/CMakeLists.txt $(HEADER) $(wildcard ort_custom_ops/csrc/*.h ort_custom_ops/csrc/*.cc ort_custom_ops/csrc/cuda/*)
+# every C++ and CUDA source, at any depth under csrc/ (cpu/, cuda/, cuda/block/, ...)
+SOURCES := $(shell find ort_custom_ops/csrc -type f \( -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh' \))
+
+$(LIB): $(STAMP) ort_custom_ops/CMakeLists.txt $(HEADER) $(SOURCES)
 	$(BIN)/python -m ort_custom_ops.ops.build
 
 # the op vocabulary's C++ header, generated from fcm_core/vocabulary.py (checked in; a test compares them)

@@ -7,7 +7,8 @@ library that runs it. Two subpackages, by role:
   int8 model built from a DAG, unfuse;
 - ``ops``: the ``ai.fcm`` operators' schema (every precision, from ``fcm_core.vocabulary``), the
   CUDA launch-plan text, one-node models, the C++ vocabulary header, and the library: ``csrc/``
-  (C++ CPU kernels, ``csrc/cuda/`` the CUDA kernels), built by ``ops.build`` into
+  (what every device shares at its top, ``csrc/cpu/`` the CPU kernels, ``csrc/cuda/`` the CUDA
+  ops and kernels), built by ``ops.build`` into
   ``lib/libfcm_ort_ops.so`` and found and registered by ``ops.library``.
 """
 

@@ -102,3 +102,18 @@ def test_the_gpu_extra_matches_the_cpu_build():
     assert gpu == cpu.replace("onnxruntime", "onnxruntime-gpu", 1)
     readme = (ROOT / "README.md").read_text()
     assert "make setup GPU=1" in readme and "pip install -e '.[gpu]'" in readme
+
+
+def test_the_library_is_rebuilt_when_any_source_changes(tmp_path):
+    """The library's prerequisites in the Makefile name every C++ and CUDA source, at any depth
+    under csrc/ (cpu/, cuda/, cuda/block/)."""
+    library = "ort_custom_ops/lib/libfcm_ort_ops.so"
+    database = subprocess.run(["make", "-n", "-p", "-C", str(ROOT), f"VENV={tmp_path / 'venv'}", library],
+                              capture_output=True, text=True).stdout
+    (rule,) = [line for line in database.splitlines() if line.startswith(library + ":")]
+    prerequisites = set(rule.split(":", 1)[1].split())
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "ort_custom_ops/csrc"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    sources = {path for path in tracked if path.endswith((".h", ".cc", ".cu", ".cuh"))}
+    assert any("/block/" in path for path in sources) and any("/cpu/" in path for path in sources)
+    assert sources - prerequisites == set()

@@ -3,7 +3,7 @@
 #include <sstream>
 #include <vector>
 
-#include "cpu_chain.h"
+#include "cpu/cpu_chain.h"
 
 namespace fcm {
 namespace {

@@ -1,5 +1,5 @@
 // The int8 operators of the ai.fcm domain (CPU execution provider), all NHWC int8 with TFLite's
-// integer arithmetic (int8_kernels.h):
+// integer arithmetic (cpu/int8_kernels.h):
 //   QConv                                   one convolution layer (standard or depthwise)
 //   QFusedDwPw, QFusedPwDw, QFusedPwPw,     a chain of depthwise/pointwise stages, each requantized to
 //   QFusedPwDwPw                            int8 as between TFLite layers, optionally + a residual ADD
@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "int8_kernels.h"
+#include "cpu/int8_kernels.h"
 #include "op.h"
 
 namespace fcm {

@@ -12,8 +12,8 @@
 #include <functional>
 #include <vector>
 
-#include "parallel_for.h"
-#include "spec.h"
+#include "../parallel_for.h"
+#include "../spec.h"
 
 namespace fcm {
 

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "int8_arith.h"
-#include "parallel_for.h"
+#include "../int8_arith.h"
+#include "../parallel_for.h"
 
 namespace fcm {
 namespace int8 {
