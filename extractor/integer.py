@@ -286,13 +286,20 @@ def _mul(il: IntegerLayer, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return mul(a, b, il.input_quant(0), il.input_quant(1), scale, zp, clamp, il.out["dtype"], il.scheme)
 
 
-def _logistic(il: IntegerLayer, x: np.ndarray) -> np.ndarray:
-    table = logistic_table(il.input_quant(0), (float(il.out["scale"]), int(il.out["zero_point"])), il.out["dtype"],
-                           il.scheme)
+#: The activation operators whose integer form is one lookup table, by DAG operator: each builds
+#: its table from (x_quant, y_quant, dtype, scheme). The int8 lowering takes them from here, fused
+#: into a convolution (``x * table(x)`` too, swish's form) or alone.
+ACTIVATION_TABLES = {"logistic": logistic_table}
+
+
+def _lookup(il: IntegerLayer, x: np.ndarray) -> np.ndarray:
+    table = ACTIVATION_TABLES[il.layer.name](il.input_quant(0), (float(il.out["scale"]), int(il.out["zero_point"])),
+                                             il.out["dtype"], il.scheme)
     return table[x.astype(np.int64) - RANGES[il.out["dtype"]][0]]
 
 
-SUPPORTED = ("conv_2d", "depthwise_conv_2d", "fully_connected", "add", "pad", "quantize", "mean", "mul", "logistic")
+SUPPORTED = ("conv_2d", "depthwise_conv_2d", "fully_connected", "add", "pad", "quantize", "mean", "mul",
+             *ACTIVATION_TABLES)
 
 
 def run_layer(dag: Dag, layer: Layer, inputs: list[np.ndarray], scheme: str = FIXED_POINT) -> np.ndarray:
@@ -309,8 +316,8 @@ def run_layer(dag: Dag, layer: Layer, inputs: list[np.ndarray], scheme: str = FI
         return _requantize(il, inputs[0])
     if layer.name == "mul":
         return _mul(il, inputs[0], inputs[1])
-    if layer.name == "logistic":
-        return _logistic(il, inputs[0])
+    if layer.name in ACTIVATION_TABLES:
+        return _lookup(il, inputs[0])
     if layer.name == "pad":
         return _pad(il, inputs[0], inputs[1])
     if layer.name == "mean":

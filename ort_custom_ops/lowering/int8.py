@@ -30,7 +30,7 @@ import numpy as np
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 from extractor.dag import Dag, Layer
-from extractor.integer import RANGES, activation_range, logistic_table, mul
+from extractor.integer import ACTIVATION_TABLES, RANGES, activation_range, mul
 from fcm_core.errors import FcmError
 from fcm_core.vocabulary import ACTIVATIONS, EPILOGUES, FROM_DAG_ACTIVATION
 
@@ -39,7 +39,7 @@ from ..ops.schema import SCHEMES, Chain, ChainStage, Quant, Requant, add_node, c
 ONNX_TYPES = {"int8": TensorProto.INT8, "uint8": TensorProto.UINT8, "int32": TensorProto.INT32}
 #: DAG operators the int8 model represents.
 SUPPORTED = ("conv_2d", "depthwise_conv_2d", "fully_connected", "add", "pad", "mean", "softmax", "quantize",
-             "reshape", "squeeze", "logistic", "mul")
+             "reshape", "squeeze", "mul", *ACTIVATION_TABLES)
 
 
 #: Operators that compute a RESHAPE's target shape at run time (Keras's Reshape/Flatten under a
@@ -197,6 +197,8 @@ class _Builder:
     # --- one layer at a time ---------------------------------------------------------------------
     def layer(self, layer: Layer) -> None:
         method = getattr(self, f"_{layer.name}", None) if layer.name in SUPPORTED else None
+        if layer.name in ACTIVATION_TABLES:
+            method = self._lookup
         if method is None or layer.opaque:
             raise FcmError(f"layer {layer.id} ({layer.name}): no int8 form in the FCM int8 model "
                            f"(supported: {', '.join(SUPPORTED)})")
@@ -309,15 +311,16 @@ class _Builder:
         self.nodes.append(helper.make_node("QuantizeLinear", [f"{stem}_probabilities", *scalars("y", out)],
                                            [self.output_of(layer.id)], name=f"{stem}_quantize"))
 
-    def _logistic(self, layer: Layer) -> None:
-        """LOGISTIC as its lookup table (``extractor.integer.logistic_table``, exact in both
-        schemes): Gather of the table at the input integer + 128."""
+    def _lookup(self, layer: Layer) -> None:
+        """An activation operator with a table (LOGISTIC: ``extractor.integer.ACTIVATION_TABLES``,
+        exact in both schemes) as that table: Gather of the table at the input integer + 128."""
         x, out = self.int8_ref(layer, self.data(layer)[0]), self.out_ref(layer)
         if out.get("dtype") != "int8":
-            raise FcmError(f"layer {layer.id} (logistic): output is {out.get('dtype')}, the int8 ops produce int8")
+            raise FcmError(f"layer {layer.id} ({layer.name}): output is {out.get('dtype')}, the int8 ops produce int8")
         stem = f"layer{layer.id}"
-        table = self.const(f"{stem}_table", logistic_table((float(x["scale"]), int(x["zero_point"])),
-                                                           (float(out["scale"]), int(out["zero_point"])), "int8", self.scheme))
+        table = self.const(f"{stem}_table", ACTIVATION_TABLES[layer.name]((float(x["scale"]), int(x["zero_point"])),
+                                                                          (float(out["scale"]), int(out["zero_point"])),
+                                                                          "int8", self.scheme))
         offset = self.const(f"{stem}_offset", np.array(128, np.int32))
         self.nodes += [
             helper.make_node("Cast", [self.name(x)], [f"{stem}_i32"], name=f"{stem}_cast", to=TensorProto.INT32),
@@ -391,25 +394,27 @@ class _Builder:
 
     # --- fused groups ----------------------------------------------------------------------------
     def activation_table(self, conv: Layer, epilogue: list[int]) -> tuple[np.ndarray, Quant]:
-        """The activation after ``conv`` (``epilogue``: a LOGISTIC, or swish: a LOGISTIC and the MUL
-        of the two) as one table on the convolution's int8 output, and the quantization of its
-        output: each entry what the layers compute for that output value (``extractor.integer``),
-        so the table equals them exactly."""
+        """The activation after ``conv`` (``epilogue``: an operator with a table, e.g. LOGISTIC, or
+        that operator and the MUL of x by it, e.g. swish) as one table on the convolution's int8
+        output, and the quantization of its output: each entry what the layers compute for that
+        output value (``extractor.integer``), so the table equals them exactly."""
         layers = [self.dag[i] for i in epilogue]
         refs = [self.out_ref(conv)] + [self.out_ref(layer) for layer in layers]
-        if layers[0].name != "logistic" or len(layers) > 2 or any(r.get("dtype") != "int8" for r in refs):
-            raise _NotFusable(f"layer {conv.id}: an activation that is not an int8 sigmoid or swish")
+        if layers[0].name not in ACTIVATION_TABLES or len(layers) > 2 or any(r.get("dtype") != "int8" for r in refs):
+            raise _NotFusable(f"layer {conv.id}: an activation with no int8 table "
+                              f"({', '.join(ACTIVATION_TABLES)}, or x times one of them)")
         t, s = _quant(refs[0]), _quant(refs[1])
-        sigmoid = logistic_table(t.pair(), s.pair(), "int8", self.scheme)
+        first = ACTIVATION_TABLES[layers[0].name](t.pair(), s.pair(), "int8", self.scheme)
         if len(layers) == 1:
-            return sigmoid, s
+            return first, s
         if self.scheme != "fp32" or layers[1].name != "mul":
-            raise _NotFusable(f"layer {conv.id}: swish's MUL has an int8 form in the fp32 scheme only")
+            raise _NotFusable(f"layer {conv.id}: the MUL of x by its activation has an int8 form in the fp32 "
+                              "scheme only")
         product, out = layers[1], refs[2]
         codes = np.arange(-128, 128, dtype=np.int32).astype(np.int8)
         y = _quant(out)
         clamp = activation_range(product.activation, product.activation_params, y.scale, y.zero_point, "int8")
-        table = mul(codes, sigmoid, t.pair(), s.pair(), y.scale, y.zero_point, clamp, "int8", "fp32")
+        table = mul(codes, first, t.pair(), s.pair(), y.scale, y.zero_point, clamp, "int8", "fp32")
         return table, y
 
     def chain(self, candidate) -> tuple[Chain, dict]:

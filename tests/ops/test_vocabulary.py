@@ -51,3 +51,15 @@ def test_python_schema_and_planner_read_the_table():
     assert groups.SUPPORTED_ACTIVATIONS == set(vocabulary.FROM_DAG_ACTIVATION)
     with pytest.raises(ValueError, match="no attributes"):
         fused_node("dwpw", "fp32", ["X"], "Y", "n", {"not_an_attribute": 1})
+
+
+def test_every_int8_table_activation_has_its_integer_table():
+    """An activation whose int8 form is a table is an operator ``extractor.integer`` tabulates (or
+    x times one, as swish is x * sigmoid(x)): the int8 lowering builds the table from there."""
+    from extractor.integer import ACTIVATION_TABLES
+
+    by_onnx = {a.onnx: a for a in vocabulary.ACTIVATIONS.values()}
+    for activation in vocabulary.ACTIVATIONS.values():
+        if activation.int8 == "table":
+            tabulated = by_onnx[activation.onnx.removeprefix("x*")]
+            assert set(tabulated.standalone) & set(ACTIVATION_TABLES), activation.name

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from extractor.ops import apply_activation
+from fcm_core.vocabulary import ACTIVATIONS
+
 
 def activate(x: np.ndarray, activation) -> np.ndarray:
-    name = activation.name
-    if name == "none":
-        return x
-    if name == "relu":
-        return np.maximum(x, 0)
-    if name == "clip":
-        return np.clip(x, activation.clip[0], activation.clip[1])
-    if name == "hard_swish":
-        return x * np.clip(x + 3, 0, 6) / 6
-    if name == "swish":
-        return x / (1 + np.exp(-x))
-    if name == "sigmoid":
-        return 1 / (1 + np.exp(-x))
-    raise ValueError(name)
+    """The activation as the extractor's numpy executor applies its DAG spelling (written apart from
+    the kernels' formulas, and checked against Keras and TFLite by the extractor's tests)."""
+    spelling = next(iter(ACTIVATIONS[activation.name].dag))
+    params = {"min": activation.clip[0], "max": activation.clip[1]} if activation.name == "clip" else None
+    return apply_activation(x, spelling, params)
 
 
 def pointwise(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
