@@ -1,7 +1,7 @@
 // The library's entry point: ONNX Runtime calls RegisterCustomOps when a session registers it.
 // Every fused op type of the vocabulary (vocabulary.h) is registered for the CPU execution provider (the
-// reference kernels), and, when the library is built with CUDA, for the CUDA execution provider; the
-// int8 ops (int8_ops.h) likewise.
+// reference kernels), and, when the library is built with CUDA, the fp32 ones for the CUDA execution provider
+// too (the half-precision ones have no CUDA kernels yet); the int8 ops (int8_ops.h) likewise.
 #include "fused_op.h"
 #include "int8_ops.h"
 
@@ -26,6 +26,16 @@ struct OpSet {
 #if defined(FCM_WITH_CUDA)
       ops.push_back(fcm::MakeCudaOp(kind.name, kind.stages));
 #endif
+    }
+    // The half-precision ops have CPU kernels only so far: in a session with the CUDA provider ONNX Runtime
+    // places their nodes on the CPU (copying their inputs and outputs across).
+    for (const fcm::FusedKind& kind : fcm::kFp16Kinds) {
+      using Kernel = fcm::CpuChainKernelT<Ort::Float16_t>;
+      ops.push_back(std::make_unique<fcm::FusedOp<Kernel, Ort::Float16_t>>(kind.name, "CPUExecutionProvider", kind.stages));
+    }
+    for (const fcm::FusedKind& kind : fcm::kBf16Kinds) {
+      using Kernel = fcm::CpuChainKernelT<Ort::BFloat16_t>;
+      ops.push_back(std::make_unique<fcm::FusedOp<Kernel, Ort::BFloat16_t>>(kind.name, "CPUExecutionProvider", kind.stages));
     }
     fcm::int8::AddInt8Ops(&ops);
 #if defined(FCM_WITH_CUDA)
