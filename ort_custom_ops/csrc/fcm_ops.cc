@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #if defined(FCM_WITH_CUDA)
@@ -73,6 +74,21 @@ FCM_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
 // The op vocabulary this build was made with (vocabulary.h), for the test that compares it with
 // fcm_core/vocabulary.py.
 FCM_EXPORT const char* FcmLibraryVocabulary() { return fcm::vocabulary::kText; }
+
+// The float fused op types this build runs on the CUDA provider, comma-separated ("" without CUDA), for tools that must
+// know whether a model's fused nodes run on the GPU (the half-precision ops have CPU kernels only so far).
+FCM_EXPORT const char* FcmLibraryCudaFloatOps() {
+#if defined(FCM_WITH_CUDA)
+  static const std::string names = [] {
+    std::string out;
+    for (const fcm::FusedKind& kind : fcm::kFp32Kinds) out += (out.empty() ? "" : ",") + std::string(kind.name);
+    return out;
+  }();
+  return names.c_str();
+#else
+  return "";
+#endif
+}
 
 // What this build holds, for tools and tests: "cpu" or "cpu,cuda".
 FCM_EXPORT const char* FcmLibraryKernels() {

@@ -36,6 +36,16 @@ def library_kernels() -> set[str]:
     return set(library.FcmLibraryKernels().decode().split(","))
 
 
+def library_cuda_float_ops() -> set[str]:
+    """The float fused op types the built library runs on the CUDA provider (none without CUDA; the
+    fp16 and bf16 ones have CPU kernels only so far, so ONNX Runtime places such nodes on the CPU)."""
+    import ctypes
+
+    library = ctypes.CDLL(str(library_path()))
+    library.FcmLibraryCudaFloatOps.restype = ctypes.c_char_p
+    return {name for name in library.FcmLibraryCudaFloatOps().decode().split(",") if name}
+
+
 def session_options(with_library: bool = True, threads: int | None = None, optimization: str | None = None,
                     profile: bool = False):
     """``onnxruntime.SessionOptions`` with the FCM library registered (unless told not to)."""

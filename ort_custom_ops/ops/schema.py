@@ -293,8 +293,33 @@ def make_function(spec: FcmSpec, body: list[NodeProto], inputs: Sequence[str], o
     return function
 
 
-#: Operators of a function body whose output a bf16 body rounds to bf16 (the others move values unchanged).
-_VALUE_PRESERVING = {"Constant", "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten", "Pad"}
+#: Operators that move values without arithmetic: a rounded computation does not round their outputs.
+VALUE_PRESERVING = ("Constant", "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten", "Pad",
+                    "Concat", "Shape", "Gather", "Slice", "Split", "Cast")
+
+
+def rounded_nodes(nodes: Sequence[NodeProto], precision: str, keep: Sequence[str] = (),
+                  outputs: Sequence[str] = ()) -> list[NodeProto]:
+    """``nodes`` (fp32) with the output of each arithmetic operator (not in :data:`VALUE_PRESERVING`
+    nor ``keep``) rounded to ``precision``: a Cast to it and back to fp32 after it. The tensors named
+    in ``outputs`` are returned in ``precision`` instead (a Cast to it, named as the tensor)."""
+    element = ONNX_TYPES[precision]
+    out: list[NodeProto] = []
+    for node in nodes:
+        copy = NodeProto()
+        copy.CopyFrom(node)
+        targets = list(copy.output)
+        rounded = copy.op_type not in VALUE_PRESERVING and copy.op_type not in keep
+        cast = [name for name in targets if rounded or name in outputs]
+        copy.output[:] = [f"{name}_exact" if name in cast else name for name in targets]
+        out.append(copy)
+        for name in cast:
+            if name in outputs:
+                out.append(helper.make_node("Cast", [f"{name}_exact"], [name], to=element))
+            else:
+                out.append(helper.make_node("Cast", [f"{name}_exact"], [f"{name}_rounded"], to=element))
+                out.append(helper.make_node("Cast", [f"{name}_rounded"], [name], to=TensorProto.FLOAT))
+    return out
 
 
 def half_body(body: list[NodeProto], precision: str, inputs: Sequence[str], output: str) -> list[NodeProto]:
@@ -310,17 +335,8 @@ def half_body(body: list[NodeProto], precision: str, inputs: Sequence[str], outp
         copy = NodeProto()
         copy.CopyFrom(node)
         copy.input[:] = [widened.get(name, name) for name in copy.input]
-        rounded = copy.op_type not in _VALUE_PRESERVING
-        targets = list(copy.output)
-        if rounded or output in targets:
-            copy.output[:] = [f"{name}_exact" for name in targets]
         nodes.append(copy)
-        for name in targets if rounded or output in targets else ():
-            half = name if name == output else f"{name}_bf16"
-            nodes.append(helper.make_node("Cast", [f"{name}_exact"], [half], to=TensorProto.BFLOAT16))
-            if name != output:
-                nodes.append(helper.make_node("Cast", [half], [name], to=TensorProto.FLOAT))
-    return nodes
+    return nodes[:len(widened)] + rounded_nodes(nodes[len(widened):], precision, outputs=[output])
 
 
 def _fp16_body(body: list[NodeProto], inputs: Sequence[str], output: str) -> list[NodeProto]:
