@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fcm_core.errors import FcmError, FcmWarning
+from fcm_core.errors import FcmError, FcmWarning, one_line
 
 from .dag import Dag
 
@@ -184,17 +184,17 @@ def keras_application(name: str, options: SourceOptions) -> Any:
             keras.utils.set_random_seed(options.seed)
             model = builder(**kwargs, input_shape=(224, 224, 3))
     except TypeError as exc:
-        raise FcmError(f"cannot build {name} with these options: {exc}", f"{KERAS_PREFIX}{name}") from None
+        raise FcmError(f"cannot build {name} with these options: {one_line(exc)}", f"{KERAS_PREFIX}{name}") from None
     except ValueError as exc:
-        raise FcmError(str(exc).splitlines()[0], f"{KERAS_PREFIX}{name}") from None
+        raise FcmError(one_line(exc), f"{KERAS_PREFIX}{name}") from None
     except Exception as exc:  # downloading ImageNet weights without a network, mostly
-        raise FcmError(f"could not build the model ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+        raise FcmError(f"could not build the model ({type(exc).__name__}: {one_line(exc)})",
                        f"{KERAS_PREFIX}{name}") from None
     if weights_file is not None:
         try:
             model.load_weights(weights_file)
         except Exception as exc:
-            raise FcmError(f"cannot load these weights into {name}: {str(exc).splitlines()[0]}", weights_file) from None
+            raise FcmError(f"cannot load these weights into {name}: {one_line(exc)}", weights_file) from None
     elif kwargs["weights"] is None:
         randomize_batchnorm(model, np.random.default_rng(options.seed))
     return model
@@ -242,8 +242,9 @@ def randomize_batchnorm(model: Any, rng: np.random.Generator, batch: int = 8) ->
 def load_keras_file(path: Path) -> Any:
     """Load a ``.keras``/``.h5`` model in safe mode; unknown custom layers become opaque
     placeholders (their weights kept, nothing of theirs run) if the rest of the model can be read."""
-    keras = import_keras()
     where = os.fspath(path)
+    _check_archive(path, where)
+    keras = import_keras()
     try:
         return _load(keras, path, {})
     except FcmError:
@@ -263,6 +264,20 @@ def load_keras_file(path: Path) -> Any:
     return model
 
 
+def _check_archive(path: Path, where: str) -> None:
+    """A ``.keras`` file is a zip archive: one that is cut short or damaged is said to be so (Keras
+    itself reports it as "File not found")."""
+    if sniff(path) != "keras":
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise FcmError(f"a damaged .keras file: not a complete zip archive (truncated?): {one_line(exc)}", where) from None
+    if damaged is not None:
+        raise FcmError(f"a damaged .keras file: its member {damaged} fails its checksum", where)
+
+
 def _load(keras: Any, path: Path, custom_objects: dict) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras warns about missing optimizer state etc.
@@ -272,7 +287,7 @@ def _load(keras: Any, path: Path, custom_objects: dict) -> Any:
 def _short(exc: Exception) -> str:
     text = str(exc).strip()
     match = re.search(r"(Could not (?:locate|deserialize)[^\n]*|Unknown layer[^\n]*|Requested the deserialization[^\n]*)", text)
-    return (match.group(1) if match else text.splitlines()[0] if text else type(exc).__name__)[:300]
+    return one_line(match.group(1) if match else text or type(exc).__name__)
 
 
 def _model_config(path: Path) -> dict | None:
@@ -388,4 +403,4 @@ def savedmodel_to_tflite(path: Path) -> bytes:
         converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(path))
         return converter.convert()
     except Exception as exc:
-        raise FcmError(f"TensorFlow could not convert the SavedModel: {str(exc).strip().splitlines()[0][:300]}", path) from None
+        raise FcmError(f"TensorFlow could not convert the SavedModel: {one_line(exc)}", path) from None

@@ -19,21 +19,14 @@ import numpy as np
 import onnx
 
 from fcm_core.errors import FcmError
-from fcm_core.vocabulary import DOMAIN, kind_of
+from fcm_core.vocabulary import DOMAIN
 
 from .anchors import MODES, TORCHVISION, torch_compile_anchor
 from .measure import (Progress, bench_groups, bench_pair, copy_bandwidth, device_info, profile_nodes, providers,
                       random_feeds)
+from .pipeline.verify import model_precision
 
 FLOAT_IO = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}  # what ONNX Runtime's Python API binds as numpy arrays
-
-
-def model_precision(model: onnx.ModelProto) -> str:
-    """The precision of a fused model's fused nodes (fp32 where it has none)."""
-    found = {kind_of(n.op_type)[1] for n in model.graph.node if n.domain == DOMAIN and kind_of(n.op_type)}
-    if len(found) > 1:
-        raise FcmError(f"the model's fused nodes mix precisions ({', '.join(sorted(found))})")
-    return found.pop() if found else "fp32"
 
 
 def run(unfused_path: Path, fused_path: Path, batches: list[int], runs: int, warmup: int, plan_path: Path | None,
@@ -61,8 +54,9 @@ def run(unfused_path: Path, fused_path: Path, batches: list[int], runs: int, war
               "precision": found, "copy_bandwidth_gb_s": None, "batches": [], "groups": {}, "notes": []}
     without_cuda = sorted({n.op_type for n in fused.graph.node if n.domain == DOMAIN} - library_cuda_float_ops())
     if found in ("fp16", "bf16") and without_cuda:
-        report["notes"].append(f"the FCM library has no CUDA kernels for {', '.join(without_cuda)} yet: ONNX Runtime "
-                               "runs those nodes on the CPU, and the fused column times that")
+        report["notes"].append(f"the FCM library has no CUDA kernels for {', '.join(without_cuda)} yet: as in a user's "
+                               "session, ONNX Runtime runs those nodes' function bodies (the original operators in "
+                               f"{found}) on the GPU, and the fused column times that, not fused kernels")
     if any(v.type.tensor_type.elem_type not in FLOAT_IO for v in list(unfused.graph.input) + list(unfused.graph.output)):
         unfused, fused = float_io(unfused), float_io(fused)
         report["notes"].append("bf16 inputs and outputs: both sides timed through a Cast at each (ONNX Runtime's "
@@ -163,11 +157,12 @@ def anchors_table(report: dict) -> list[str]:
         ort_ms, fused_ms = best["unfused"]["median_ms"], best["fused"]["median_ms"]
         row = torch.get("batches", {}).get(str(entry["batch"]), {})
         if "best" in row:
-            torch_cells = f"{row['best']['median_ms']:.3f} | {row['best']['mode']} | "
+            torch_cells = [f"{row['best']['median_ms']:.3f}", row["best"]["mode"]]
             ratio = f"{row['best']['median_ms'] / fused_ms:.2f}x"
         else:
-            torch_cells, ratio = f"{row.get('error', torch.get('absent', 'none'))} | | ", ""
-        lines.append(f"| {entry['batch']} | {ort_ms:.3f} | {fused_ms:.3f} | {torch_cells}{ort_ms / fused_ms:.2f}x | {ratio} |")
+            torch_cells, ratio = [row.get("error", torch.get("absent", "none")), ""], ""
+        cells = [str(entry["batch"]), f"{ort_ms:.3f}", f"{fused_ms:.3f}", *torch_cells, f"{ort_ms / fused_ms:.2f}x", ratio]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
 

@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from fcm.pipeline.verify import COMPANIONS
+
 MARK = "fcm-skeleton"
 MIN_BYTES = 4096  # smaller initializers (shapes, pads, clip bounds) travel as they are
 
@@ -89,6 +91,14 @@ def _initializers(model: onnx.ModelProto):
                 yield attribute.t
 
 
+def _forget_companions(model: onnx.ModelProto) -> None:
+    """Drop a fused model's record of the files converted with it (``fcm.companions``): the copies
+    hold other data, and fcm verify and fcm bench would refuse them as a mixed set."""
+    kept = [p for p in model.metadata_props if p.key != COMPANIONS]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+
+
 def _walk(src: Path, dst: Path, transform) -> int:
     count = 0
     for path in sorted(src.rglob("*")):
@@ -99,6 +109,7 @@ def _walk(src: Path, dst: Path, transform) -> int:
         if path.suffix == ".onnx":
             model = onnx.load(path)
             changed = sum(transform(t) for t in _initializers(model))
+            _forget_companions(model)
             onnx.save(model, target)
             count += 1
             print(f"{path.relative_to(src)}: {changed} initializers", flush=True)

@@ -21,3 +21,13 @@ class FcmError(Exception):
 
 class FcmWarning(UserWarning):
     """Something the user should know that does not stop the work (e.g. an opaque layer)."""
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """The first non-empty line of ``text``, its spaces collapsed, cut at a word boundary (with
+    "...") when longer than ``limit`` characters: a message from a library, fit for one error line."""
+    line = next((" ".join(part.split()) for part in str(text).splitlines() if part.strip()), "")
+    if len(line) <= limit:
+        return line
+    cut = line[: limit + 1].rsplit(" ", 1)[0] if " " in line[:limit] else line[:limit]
+    return cut.rstrip(" ,;:.") + " ..."

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fcm_core.errors import FcmError
 
-from .common import Reporter, add_timing_arguments, batch_sizes
+from .common import Reporter, add_timing_arguments, batch_sizes, onnxruntime_errors
 
 
 HELP = "time a fused model against its unfused version on ONNX Runtime's CUDA provider"
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     import json
 
     from fcm import bench
+    from fcm.pipeline.verify import check_companion, load_model
+    from fcm_core.fileio import check_writable, staged_directory
 
     model = Path(args.model)
     if args.fused:
@@ -63,19 +65,20 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
             raise FcmError("no such file", path)
     plan = Path(args.plan) if args.plan else fused.with_name(fused.stem + ".plan.json")
     batches = batch_sizes(args.batch)
-    result = bench.run(model, fused, batches, args.runs, args.warmup, plan, not args.no_micro, args.exact_fp32,
-                       report.progress, profile=args.profile, precision=args.precision,
-                       torch_arch=None if args.torch == "none" else args.torch)
+    out = Path(args.output) if args.output else fused.with_name(fused.stem + ".bench")
+    check_writable(out, ("bench.json", "bench.md", "bench.png"))  # before the measurements
+    check_companion(load_model(fused), fused, model)
+    with onnxruntime_errors(fused):
+        result = bench.run(model, fused, batches, args.runs, args.warmup, plan, not args.no_micro, args.exact_fp32,
+                           report.progress, profile=args.profile, precision=args.precision,
+                           torch_arch=None if args.torch == "none" else args.torch)
     command = "fcm bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else [])
     result["command"] = command
-    out = Path(args.output) if args.output else fused.with_name(fused.stem + ".bench")
-    out.mkdir(parents=True, exist_ok=True)
-    from fcm_core.fileio import atomic_write_text
-
-    atomic_write_text(out / "bench.json", json.dumps(result, indent=1) + "\n")
     text = bench.markdown(result, command)
-    atomic_write_text(out / "bench.md", text)
-    drew = bench.chart(result, out / "bench.png")
+    with staged_directory(out) as scratch:  # the three files together, or none
+        (scratch / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+        (scratch / "bench.md").write_text(text)
+        drew = bench.chart(result, scratch / "bench.png")
     print(text)
     print(f"written: {out / 'bench.json'}, {out / 'bench.md'}" + (f", {out / 'bench.png'}" if drew else " (no matplotlib: no chart)"))
     return 0

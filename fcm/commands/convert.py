@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from fcm_core.errors import FcmError
-
-from .common import Reporter, add_model_arguments, source_options
+from .common import Reporter, add_model_arguments, input_range, positive_int, source_options
 
 
 HELP = "convert a model into a fused ONNX model, verified against the source"
@@ -32,8 +30,10 @@ int8 node; it needs the custom-op library, and is verified against the TFLite in
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the fused model to write")
-    parser.add_argument("--gpu", default="auto", help="GPU to plan for (as for fcm plan; default: this machine's, or H100)")
-    parser.add_argument("--batch", type=int, default=1, help="batch size to plan for (default: 1)")
+    parser.add_argument("--gpu", default="auto",
+                        help="GPU to plan for (as for fcm plan; default: this machine's, or an assumed H100 where there is "
+                        "none: then run fcm tune on the GPU you deploy on)")
+    parser.add_argument("--batch", type=positive_int, default=1, help="batch size to plan for (default: 1)")
     parser.add_argument("--dtype", choices=("fp32", "int8"),
                          help="element type: int8 for full-integer .tflite models (their only one), else fp32")
     parser.add_argument("--scheme", choices=("fp32", "fixed_point"), default="fp32",
@@ -75,17 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, report: Reporter) -> int:
     from fcm.pipeline.convert import ConvertOptions, convert
 
-    if args.batch < 1:
-        raise FcmError(f"--batch must be at least 1, not {args.batch}")
-    try:
-        low, high = (float(v) for v in args.input_range.split(","))
-    except ValueError:
-        raise FcmError(f"--input-range must be LO,HI (two numbers), not {args.input_range!r}") from None
     options = ConvertOptions(gpu=args.gpu, batch=args.batch, dtype=args.dtype, scheme=args.scheme,
                              verify=not args.no_verify, source=source_options(args), int8=args.int8,
                              calibration=args.calibration, io_dtype=args.io_dtype, layout=args.layout,
                              precision=args.precision, io_half=args.io == "half", samples=args.samples,
-                             input_range=(low, high))
+                             input_range=input_range(args.input_range))
     result = convert(args.model, args.output, options, progress=report.progress)
     for note in result.notes:
         report.warning(note) if "left unfused" in note else report.progress(note)
@@ -104,5 +98,7 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
               f"(bound {options.tolerance:g}), with and without the FCM library")
     print(f"predicted on {result.plan.gpu.name} at batch {args.batch}: {totals['unfused']['time_us'] / 1e3:.3f} ms -> "
           f"{totals['fused']['time_us'] / 1e3:.3f} ms")
+    if result.advice:
+        print(f"next: {result.advice}")
     print("files: " + ", ".join(str(p) for p in result.files.values()))
     return 0

@@ -25,8 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, report: Reporter) -> int:
     from extractor import summary
+    from extractor.dag import DAG_FILE, WEIGHTS_FILE
     from extractor.sources import extract
+    from fcm_core.fileio import check_writable
 
+    check_writable(args.output, (DAG_FILE, WEIGHTS_FILE))  # before the model is read
     report.progress(f"reading {args.model}")
     dag = extract(args.model, source_options(args))
     report.progress(f"writing {args.output}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fcm_core.errors import FcmError
 
-from .common import Reporter
+from .common import Reporter, positive_int
 
 
 HELP = "print a DAG as a table with totals"
@@ -24,7 +24,7 @@ bytes.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dag", help="a dag.json file, or a directory holding one")
-    parser.add_argument("--batch", type=int, default=1, help="batch size for MACs and bytes (default: 1)")
+    parser.add_argument("--batch", type=positive_int, default=1, help="batch size for MACs and bytes (default: 1)")
     parser.add_argument("--dtype", choices=("fp32", "tf32", "fp16", "bf16", "int8"), default="fp32",
                          help="element type for feature-map bytes (default: fp32)")
     parser.add_argument("--totals-only", action="store_true", help="print the totals without the table")
@@ -36,8 +36,6 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     from extractor import summary
     from extractor.dag import Dag
 
-    if args.batch < 1:
-        raise FcmError(f"--batch must be at least 1, not {args.batch}")
     dag = Dag.load(args.dag)
     if args.html:
         from fcm_core.fileio import atomic_write_text

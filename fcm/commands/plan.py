@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Reporter
+from .common import Reporter, positive_int
 
 
 HELP = "choose which layers to fuse, with a GPU cost model"
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", required=True,
                       help="a GPU name (H100, H100-PCIe, H200, A100, L4, RTX4090, A4000, GTX1660, Orin, ...), 'auto' "
                       "for this machine's GPU, or a .cfg file in the paper's format")
-    parser.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
+    parser.add_argument("--batch", type=positive_int, default=1, help="batch size (default: 1)")
     parser.add_argument("--dtype", choices=("fp32", "tf32", "fp16", "int8"),
                       help="element type (default: int8 for quantized DAGs, else fp32)")
     parser.add_argument("-o", "--output", metavar="PLAN", help="write the plan (JSON) here")

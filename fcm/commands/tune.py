@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fcm_core.errors import FcmError
 
-from .common import Reporter, add_timing_arguments, batch_sizes
+from .common import Reporter, add_timing_arguments, batch_sizes, onnxruntime_errors
 
 
 HELP = "unfuse the groups that are not faster on this GPU"
@@ -57,9 +57,10 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     names = [n for n in args.unfuse.split(",") if n] if args.unfuse is not None else None
     if args.apply and names is not None:
         raise FcmError("give --unfuse or --apply, not both")
-    result = tune.tune(model, output, batches, args.runs, args.warmup, args.margin, names, report.progress,
-                       verify=not args.no_verify, plans=not args.no_plans,
-                       apply_report=Path(args.apply) if args.apply else None)
+    with onnxruntime_errors(model):
+        result = tune.tune(model, output, batches, args.runs, args.warmup, args.margin, names, report.progress,
+                           verify=not args.no_verify, plans=not args.no_plans,
+                           apply_report=Path(args.apply) if args.apply else None)
     for name, group in result["groups"].items():
         times = ", ".join(f"batch {b}: {t['fused_ms']:.4f} vs {t['unfused_ms']:.4f} ms" + (f" (plan {t['plan']})" if t.get("plan") else "")
                           if "fused_ms" in t else f"batch {b}: {t['error']}" for b, t in group["batches"].items())

@@ -26,13 +26,14 @@ import onnx
 from extractor.dag import Dag
 from extractor.sources import OpenedModel, SourceOptions, open_model
 from fcm_core.errors import FcmError
-from fcm_core.fileio import staged_directory
+from fcm_core.fileio import check_writable, staged_directory
 from fcm_core.vocabulary import FLOAT_PRECISIONS
 
 from .precisions import PRECISIONS
-from .verify import FP32_TOLERANCE
+from .verify import FP32_TOLERANCE, file_digest, record_companions
 
 Progress = Callable[[str], None]
+ASSUMED_GPU = "H100"  # planned for when there is no GPU here and --gpu names none
 
 
 @dataclass
@@ -67,33 +68,52 @@ class ConvertResult:
     notes: list[str]
     summary: list[str] = field(default_factory=list)  # lines saying how it was verified (int8)
     precision: str = "fp32"
+    target: Any = None  # Target: the GPU planned for, and whether it was assumed
+    advice: str | None = None  # what to run on the deployment GPU (fp32 models with fused groups)
 
 
-def _gpu(name: str, notes: list[str], progress: Progress):
+@dataclass
+class Target:
+    """The GPU a conversion plans for, and whether it was assumed (no GPU here, no --gpu)."""
+    gpu: Any  # planner.Gpu
+    assumed: bool = False
+
+
+def resolve_target(name: str) -> Target:
     from planner.gpus import detect_local, resolve
 
     if name != "auto":
-        return resolve(name)
+        return Target(resolve(name))
     try:
-        return detect_local()
+        return Target(detect_local())
     except FcmError:
-        notes.append("no local NVIDIA GPU found: planned for an H100 (choose with --gpu)")
-        return resolve("H100")
+        return Target(resolve(ASSUMED_GPU), assumed=True)
 
 
-def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None,
-            progress: Progress = lambda message: None) -> ConvertResult:
-    options = options or ConvertOptions()
-    output = Path(output)
-    if output.suffix != ".onnx":
-        raise FcmError("the output must be an .onnx file", output)
+def tune_advice(output: Path, target: Target) -> str:
+    """What to run on the GPU the model is deployed on (the plan is the cost model's guess until then)."""
+    where = (f"planned for an assumed {target.gpu.name} (no GPU here; --gpu names one)" if target.assumed
+             else f"planned for {target.gpu.name} by the cost model")
+    return (f"{where}: until `fcm tune {output} --batch 1,32` runs on the GPU you deploy on, some fused groups may be "
+            "slower there than ONNX Runtime's own kernels")
 
-    progress(f"opening {spec if isinstance(spec, (str, Path)) else 'the model'}")
-    source = open_model(spec, options.source)
-    if options.layout not in ("nhwc", "nchw"):
-        raise FcmError(f"unknown layout {options.layout!r} (nhwc or nchw)")
+
+def check_options(options: ConvertOptions) -> Any:
+    """The options' own consistency and files, before any model is read; the calibration samples
+    (None without --calibration)."""
+    from .quantize import check_io_dtype, read_calibration
+
+    if options.batch < 1:
+        raise FcmError(f"--batch must be at least 1, not {options.batch}")
+    if options.dtype not in (None, "fp32", "int8"):
+        raise FcmError(f"unknown dtype {options.dtype!r} (fp32 or int8)")
+    check_io_dtype(options.io_dtype)
     if (options.calibration is not None or options.io_dtype != "int8") and not options.int8:
         raise FcmError("--calibration and --io-dtype apply with --int8 only")
+    if options.int8 and options.dtype == "fp32":
+        raise FcmError("--int8 converts to int8: leave out --dtype fp32")
+    if options.layout not in ("nhwc", "nchw"):
+        raise FcmError(f"unknown layout {options.layout!r} (nhwc or nchw)")
     if options.precision not in FLOAT_PRECISIONS:
         raise FcmError(f"unknown precision {options.precision!r} ({', '.join(FLOAT_PRECISIONS)})")
     if options.io_half and options.precision == "fp32":
@@ -104,11 +124,25 @@ def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None
         raise FcmError(f"the verification needs at least one sample, not {options.samples}")
     if not options.input_range[0] < options.input_range[1]:
         raise FcmError(f"the input range must be LO,HI with LO < HI, not {options.input_range}")
+    return read_calibration(options.calibration) if options.calibration is not None else None
+
+
+def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None,
+            progress: Progress = lambda message: None) -> ConvertResult:
+    options = options or ConvertOptions()
+    output = Path(output)
+    if output.suffix != ".onnx":
+        raise FcmError("the output must be an .onnx file", output)
+    samples = check_options(options)
+    target = resolve_target(options.gpu)
+    names = [p.name for p in output_files(output).values()] + ([f"{output.stem}.tflite"] if options.int8 else [])
+    check_writable(output.parent, tuple(names))
+
+    progress(f"opening {spec if isinstance(spec, (str, Path)) else 'the model'}")
+    source = open_model(spec, options.source)
     if options.int8:
-        if options.dtype == "fp32":
-            raise FcmError("--int8 converts to int8: leave out --dtype fp32")
         if source.kind == "keras":
-            return convert_quantized(source, output, options, progress)
+            return convert_quantized(source, output, options, progress, target, samples)
         if source.kind == "savedmodel":
             raise FcmError("--int8 quantizes Keras models (keras:<Name>, .keras, .h5); for a SavedModel, quantize it "
                            "with TFLite's converter and give the full-integer .tflite", source.where)
@@ -121,20 +155,20 @@ def convert(spec: Any, output: str | Path, options: ConvertOptions | None = None
     if options.int8 and precision != "int8":
         raise FcmError("--int8 on a .tflite needs a full-integer model (a float .tflite is not quantized here: give "
                        "the Keras model it came from)", source.where)
-    return run(PRECISIONS[precision], source, dag, output, options, progress)
+    return run(PRECISIONS[precision], source, dag, output, options, progress, target)
 
 
 def run(precision, source: OpenedModel, dag: Dag, output: Path, options: ConvertOptions, progress: Progress,
-        tflite: bytes | None = None, notes: list[str] | None = None) -> ConvertResult:
-    """The conversion of an opened model in one precision (:mod:`fcm.pipeline.precisions`);
-    ``tflite``: the model's bytes, written beside the outputs as ``<stem>.tflite`` (``--int8``,
-    where the model was quantized here)."""
+        target: Target, tflite: bytes | None = None, notes: list[str] | None = None) -> ConvertResult:
+    """The conversion of an opened model in one precision (:mod:`fcm.pipeline.precisions`) for
+    ``target``; ``tflite``: the model's bytes, written beside the outputs as ``<stem>.tflite``
+    (``--int8``, where the model was quantized here)."""
     from planner import make_plan
 
     started = time.monotonic()
     notes = list(notes or [])
     prepared = precision.prepare(source, dag, progress)
-    gpu = _gpu(options.gpu, notes, progress)
+    gpu = target.gpu
     dtype = options.dtype or getattr(precision, "plan_dtype", precision.name)
     progress(f"planning for {gpu.name}, batch {options.batch}, {dtype}")
     plan = make_plan(dag, gpu, options.batch, dtype, dag_path=f"{output.stem}.dag.json")
@@ -151,14 +185,18 @@ def run(precision, source: OpenedModel, dag: Dag, output: Path, options: Convert
     files = output_files(output)
     if tflite is not None:
         files["tflite"] = output.with_name(f"{output.stem}.tflite")
-    text = precision.report(source, dag, plan, lowered, checks, notes, options, time.monotonic() - started, files)
+    tunable = bool(lowered.result.fused) and precision.name == "fp32"
+    advice = tune_advice(output, target) if tunable else None
+    report_notes = notes + [tune_advice(Path(output.name), target)] if tunable else notes  # no folder in the report
+    text = precision.report(source, dag, plan, lowered, checks, report_notes, options, time.monotonic() - started, files)
     progress(f"writing {output}")
     write_outputs(files, lowered.fused, lowered.unfused, dag, plan.to_json(), text, tflite)
     summary = precision.summary(checks, options)
-    return ConvertResult(output, files, dag, plan, lowered.result, checks, notes, summary, precision.name)
+    return ConvertResult(output, files, dag, plan, lowered.result, checks, notes, summary, precision.name, target, advice)
 
 
-def convert_quantized(source: OpenedModel, output: Path, options: ConvertOptions, progress: Progress) -> ConvertResult:
+def convert_quantized(source: OpenedModel, output: Path, options: ConvertOptions, progress: Progress, target: Target,
+                      samples=None) -> ConvertResult:
     """``--int8`` on a Keras model: quantize it to a full-integer TFLite model (:mod:`fcm.pipeline.quantize`),
     convert that on the int8 path, and write the .tflite beside the outputs (``<stem>.tflite``),
     with them or not at all."""
@@ -168,7 +206,7 @@ def convert_quantized(source: OpenedModel, output: Path, options: ConvertOptions
 
     what = f"{options.calibration}" if options.calibration is not None else "random data"
     progress(f"quantizing to a full-integer TFLite model ({options.io_dtype} input/output, calibrated on {what})")
-    tflite = quantize_keras(source.keras_model, options.calibration, options.io_dtype, options.source.seed)
+    tflite = quantize_keras(source.keras_model, options.calibration, options.io_dtype, options.source.seed, samples)
     notes = [f"quantized by TFLite's post-training full-integer quantization ({options.io_dtype} input and output), "
              + (f"calibrated on the samples of {options.calibration}" if options.calibration is not None else
                 "calibrated on random data: the quantization ranges, and so the accuracy, are meaningless for real inputs")]
@@ -180,7 +218,7 @@ def convert_quantized(source: OpenedModel, output: Path, options: ConvertOptions
         dag = quantized.dag()
         if precision_of(quantized, dag, ConvertOptions(dtype="int8")) != "int8":
             raise FcmError("TFLite's quantization did not give a full-integer model", source.where)  # pragma: no cover
-        return run(PRECISIONS["int8"], quantized, dag, output, options, progress, tflite=tflite, notes=notes)
+        return run(PRECISIONS["int8"], quantized, dag, output, options, progress, target, tflite=tflite, notes=notes)
 
 
 def output_files(output: Path) -> dict[str, Path]:
@@ -198,11 +236,15 @@ def output_files(output: Path) -> dict[str, Path]:
 
 def write_outputs(files: dict[str, Path], fused: onnx.ModelProto, unfused: onnx.ModelProto, dag: Dag, plan_json: dict,
                   report: str, tflite: bytes | None = None) -> None:
-    """Write every file of ``files`` (:func:`output_files`, plus ``"tflite"`` with ``tflite``) at once, or none."""
-    with staged_directory(files["fused"].parent) as scratch:
+    """Write every file of ``files`` (:func:`output_files`, plus ``"tflite"`` with ``tflite``) at once, or none.
+
+    They are written into a scratch folder inside the output folder, then renamed into place, the
+    fused model last; a failure takes back what was renamed and restores what it replaced. The
+    fused model records the SHA-256 of the others (metadata ``fcm.companions``), so a set mixed by
+    a process killed mid-rename shows (``fcm verify`` and ``fcm bench`` check it)."""
+    with staged_directory(files["fused"].parent, last=files["fused"].name) as scratch:
         if tflite is not None:
             (scratch / files["tflite"].name).write_bytes(tflite)
-        onnx.save(fused, scratch / files["fused"].name)
         onnx.save(unfused, scratch / files["unfused"].name)
         dag_dir = scratch / "dag"
         dag.save(dag_dir)
@@ -211,6 +253,9 @@ def write_outputs(files: dict[str, Path], fused: onnx.ModelProto, unfused: onnx.
         dag_dir.rmdir()
         (scratch / files["plan"].name).write_text(json.dumps(plan_json, indent=1) + "\n")
         (scratch / files["report"].name).write_text(report)
+        companions = {path.name: file_digest(scratch / path.name) for key, path in files.items() if key != "fused"}
+        record_companions(fused, companions)
+        onnx.save(fused, scratch / files["fused"].name)
 
 
 def precision_of(source: OpenedModel, dag: Dag, options: ConvertOptions) -> str:
@@ -219,8 +264,6 @@ def precision_of(source: OpenedModel, dag: Dag, options: ConvertOptions) -> str:
     from ort_custom_ops.lowering.int8 import quantization
 
     kind = quantization(dag)
-    if options.dtype not in (None, "fp32", "int8"):
-        raise FcmError(f"unknown dtype {options.dtype!r} (fp32 or int8)")
     if kind == "full" and source.kind == "tflite":
         if options.dtype == "fp32":
             raise FcmError("a full-integer model converts to int8 only (leave out --dtype, or give int8)", source.where)

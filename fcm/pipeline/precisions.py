@@ -37,7 +37,7 @@ class Lowered:
     fused: onnx.ModelProto
     unfused: onnx.ModelProto
     result: Any  # RewriteResult or the int8 BuildResult: .fused and .skipped groups
-    extra: dict = field(default_factory=dict)  # what a precision's verification needs besides (half: "rounded")
+    extra: dict = field(default_factory=dict)  # what a precision's verification needs besides (half: the fp32 models)
 
 
 class Fp32:
@@ -89,19 +89,24 @@ class Half(Fp32):
         self.plan_dtype = "fp16"  # the planner's bytes and tensor-core peak are the same for bf16
 
     def lower(self, prepared: onnx.ModelProto, dag: Dag, plan, options, progress: Progress, notes: list[str]) -> Lowered:
-        from ort_custom_ops.lowering.half import kept_fp32, rounded_model, to_half
+        from ort_custom_ops.lowering.half import kept_fp32, to_half
 
         lowered = super().lower(prepared, dag, plan, options, progress, notes)
-        progress(f"converting to {self.name} (onnxconverter-common)" + (", half-precision inputs and outputs" if options.io_half else ""))
+        how = "onnxconverter-common's float16 converter" if self.name == "fp16" else "fp32 operators between bf16 Casts"
+        progress(f"converting to {self.name} ({how})" + (", half-precision inputs and outputs" if options.io_half else ""))
         fused = to_half(lowered.fused, self.name, options.io_half)
         unfused = to_half(lowered.unfused, self.name, options.io_half)
-        kept = sorted({n.op_type for n in fused.graph.node} & set(kept_fp32(lowered.fused, self.name)))
-        if kept:
-            notes.append(f"kept in fp32 (between Casts): {', '.join(kept)}"
-                         + (" (ONNX Runtime has no bf16 kernels for them)" if self.name == "bf16" else
-                            " (reductions and softmax lose accuracy in fp16)"))
+        if self.name == "bf16":
+            notes.append("bf16: the fused nodes compute in bf16 with fp32 accumulation; the ONNX operators between them "
+                         "compute in fp32 on bf16 tensors (a Cast widens each input and rounds each output to bf16), "
+                         "since ONNX Runtime has no bf16 Conv on any provider nor bf16 arithmetic on the CPU")
+        else:
+            kept = sorted({n.op_type for n in fused.graph.node} & set(kept_fp32(lowered.fused, self.name)))
+            if kept:
+                notes.append(f"kept in fp32 between Casts: {', '.join(kept)} (reductions and softmax lose accuracy "
+                             "in fp16)")
         return Lowered(fused, unfused, lowered.result,
-                       {"rounded": rounded_model(lowered.unfused, self.name), "fused_fp32": lowered.fused})
+                       {"unfused_fp32": lowered.unfused, "fused_fp32": lowered.fused})
 
     def verify(self, source: OpenedModel, lowered: Lowered, options, progress: Progress) -> list:
         models = {"fused": lowered.fused, "unfused": lowered.unfused, **lowered.extra}

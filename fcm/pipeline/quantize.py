@@ -43,11 +43,23 @@ def model_input_shape(keras_model: Any) -> tuple[int | None, ...]:
 def load_calibration(path: str | Path, input_shape: tuple[int | None, ...]) -> np.ndarray:
     """The samples of a ``.npy`` file as float32 ``[N, *input_shape]``; an FcmError naming the
     file when it is not one, or its shape or values do not fit the model."""
+    return fit_calibration(read_calibration(path), input_shape, path)
+
+
+def read_calibration(path: str | Path) -> np.ndarray:
+    """The samples of a ``.npy`` file as float32 ``[N, ...]``; an FcmError naming the file when it
+    is not one (checked before the model is read: the model's shape comes later, :func:`fit_calibration`)."""
     path = Path(path)
     if path.suffix != ".npy":
         raise FcmError("the calibration data must be a .npy file (numpy.save of an array [N, H, W, C])", path)
     if not path.is_file():
         raise FcmError("no such file", path)
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    if head.startswith(b"PK"):
+        raise FcmError("a .npz archive, not a .npy array", path)
+    if head != b"\x93NUMPY":  # numpy would take anything else for a pickle
+        raise FcmError("not a .npy file (no .npy header: write it with numpy.save)", path)
     try:
         samples = np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -61,17 +73,22 @@ def load_calibration(path: str | Path, input_shape: tuple[int | None, ...]) -> n
         raise FcmError("a .npz archive, not a .npy array", path)
     if samples.dtype.kind not in "fiu":
         raise FcmError(f"the samples must be real numbers, not {samples.dtype}", path)
+    if samples.ndim < 2 or samples.shape[0] < 1:
+        raise FcmError(f"the file holds no samples (shape {list(samples.shape)}; expected [N, H, W, C])", path)
+    samples = samples.astype(np.float32)
+    if not np.all(np.isfinite(samples)):
+        raise FcmError("the samples hold NaN or infinite values", path)
+    return samples
+
+
+def fit_calibration(samples: np.ndarray, input_shape: tuple[int | None, ...], path: str | Path) -> np.ndarray:
+    """``samples`` (from :func:`read_calibration`), or an FcmError when their shape does not fit the model's input."""
     wanted = "[N, " + ", ".join("?" if d is None else str(d) for d in input_shape) + "]"
     fits = samples.ndim == len(input_shape) + 1 and all(
         d is None or d == s for d, s in zip(input_shape, samples.shape[1:]))
     if not fits:
         raise FcmError(f"the samples have shape {list(samples.shape)}; the model takes {wanted} "
                        "(N samples, one per row)", path)
-    if samples.shape[0] < 1:
-        raise FcmError("the file holds no samples", path)
-    samples = samples.astype(np.float32)
-    if not np.all(np.isfinite(samples)):
-        raise FcmError("the samples hold NaN or infinite values", path)
     return samples
 
 
@@ -81,19 +98,24 @@ def random_calibration(input_shape: tuple[int | None, ...], seed: int) -> np.nda
     return np.random.default_rng(seed).uniform(-1.0, 1.0, (RANDOM_SAMPLES, *input_shape)).astype(np.float32)
 
 
-def quantize_keras(keras_model: Any, calibration: str | Path | None = None, io_dtype: str = "int8",
-                   seed: int = 0) -> bytes:
-    """The full-integer TFLite model of ``keras_model`` (see the module docstring)."""
-    import tensorflow as tf
-
+def check_io_dtype(io_dtype: str) -> None:
     if io_dtype not in IO_DTYPES:
         raise FcmError(f"unknown input/output type {io_dtype!r} (int8 or uint8)")
+
+
+def quantize_keras(keras_model: Any, calibration: str | Path | None = None, io_dtype: str = "int8",
+                   seed: int = 0, samples: np.ndarray | None = None) -> bytes:
+    """The full-integer TFLite model of ``keras_model`` (see the module docstring), calibrated on
+    the ``.npy`` file ``calibration`` (or its ``samples``, read already by :func:`read_calibration`)."""
+    import tensorflow as tf
+
+    check_io_dtype(io_dtype)
     input_shape = model_input_shape(keras_model)
     if calibration is None:
         warnings.warn(RANDOM_CALIBRATION_WARNING, FcmWarning, stacklevel=2)
         samples = random_calibration(input_shape, seed)
     else:
-        samples = load_calibration(calibration, input_shape)
+        samples = fit_calibration(read_calibration(calibration) if samples is None else samples, input_shape, calibration)
 
     def representative_dataset():
         for sample in samples:

@@ -1,10 +1,23 @@
 // The library's entry point: ONNX Runtime calls RegisterCustomOps when a session registers it.
-// Every fused op type of the vocabulary (vocabulary.h) is registered for the CPU execution provider (the
-// reference kernels), and, when the library is built with CUDA, the fp32 ones for the CUDA execution provider
-// too (the half-precision ones have no CUDA kernels yet); the int8 ops (int8_ops.h) likewise.
+// The int8 ops (int8_ops.h) are registered for the CPU execution provider, and for the CUDA execution provider
+// when the library is built with CUDA. The float fused ops (every fused op type of the vocabulary, vocabulary.h, in
+// fp32, fp16 and bf16) depend on the session config entry "fcm.fp32_kernels", read when the library is registered:
+//   "auto" (or no entry): where this process can run the CUDA kernels (the library is built with CUDA and
+//       ONNX Runtime has the CUDA execution provider), the fp32 CUDA kernels, with the CPU reference kernels for
+//       fused nodes no GPU takes; elsewhere (a CPU-only host) none; the fp16 and bf16 ops never (they have no CUDA
+//       kernels yet, and their CPU reference kernels are slower than their function bodies on either provider);
+//   "reference": the CPU reference kernels of every precision (what the tests and the verification check), and the
+//       CUDA kernels;
+//   "none": none.
+// Where a float op is not registered, ONNX Runtime runs each fused node's function body (the original
+// subgraph) on its own kernels: on a CPU-only host a fused model is as fast with the library as without it. (An
+// op that is registered at all, for any provider, has a schema, and ONNX Runtime then runs no function body for
+// it: registering the CUDA kernels alone would leave a CPU session without a kernel.) The int8 ops have no
+// function body: they are always registered.
 #include "fused_op.h"
 #include "int8_ops.h"
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -17,9 +30,14 @@
 
 namespace {
 
+constexpr const char* kFp32KernelsEntry = "fcm.fp32_kernels";
+
+// Three domains of the same name over one set of ops: every op; the fp32 and int8 ops; the int8 ops only.
 struct OpSet {
   std::vector<std::unique_ptr<OrtCustomOp>> ops;
-  Ort::CustomOpDomain domain{fcm::kDomain};
+  Ort::CustomOpDomain every_op{fcm::kDomain};
+  Ort::CustomOpDomain fp32_and_int8{fcm::kDomain};
+  Ort::CustomOpDomain int8_only{fcm::kDomain};
 
   OpSet() {
     for (const fcm::FusedKind& kind : fcm::kFp32Kinds) {
@@ -28,8 +46,7 @@ struct OpSet {
       ops.push_back(fcm::MakeCudaOp(kind.name, kind.stages));
 #endif
     }
-    // The half-precision ops have CPU kernels only so far: in a session with the CUDA provider ONNX Runtime
-    // places their nodes on the CPU (copying their inputs and outputs across).
+    const size_t fp32_ops = ops.size();
     for (const fcm::FusedKind& kind : fcm::kFp16Kinds) {
       using Kernel = fcm::CpuChainKernelT<Ort::Float16_t>;
       ops.push_back(std::make_unique<fcm::FusedOp<Kernel, Ort::Float16_t>>(kind.name, "CPUExecutionProvider", kind.stages));
@@ -38,13 +55,28 @@ struct OpSet {
       using Kernel = fcm::CpuChainKernelT<Ort::BFloat16_t>;
       ops.push_back(std::make_unique<fcm::FusedOp<Kernel, Ort::BFloat16_t>>(kind.name, "CPUExecutionProvider", kind.stages));
     }
+    const size_t float_ops = ops.size();
     fcm::int8::AddInt8Ops(&ops);
 #if defined(FCM_WITH_CUDA)
     fcm::int8::AddInt8CudaOps(&ops);
 #endif
-    for (auto& op : ops) domain.Add(op.get());
+    for (size_t i = 0; i < ops.size(); ++i) {
+      every_op.Add(ops[i].get());
+      if (i < fp32_ops || i >= float_ops) fp32_and_int8.Add(ops[i].get());
+      if (i >= float_ops) int8_only.Add(ops[i].get());
+    }
   }
 };
+
+// Whether the CUDA kernels can run in this process: built with them, and an onnxruntime with the CUDA provider.
+bool CudaKernelsCanRun() {
+#if defined(FCM_WITH_CUDA)
+  const std::vector<std::string> providers = Ort::GetAvailableProviders();
+  return std::find(providers.begin(), providers.end(), "CUDAExecutionProvider") != providers.end();
+#else
+  return false;
+#endif
+}
 
 }  // namespace
 
@@ -64,7 +96,18 @@ FCM_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
   static std::unique_ptr<OpSet> op_set;
   try {
     std::call_once(once, [] { op_set = std::make_unique<OpSet>(); });
-    Ort::UnownedSessionOptions(options).Add(op_set->domain);
+    Ort::UnownedSessionOptions session_options(options);
+    const std::string fp32 = session_options.GetConfigEntryOrDefault(kFp32KernelsEntry, "auto");
+    Ort::CustomOpDomain* domain;
+    if (fp32 == "auto") {
+      domain = CudaKernelsCanRun() ? &op_set->fp32_and_int8 : &op_set->int8_only;
+    } else if (fp32 == "reference" || fp32 == "none") {
+      domain = fp32 == "reference" ? &op_set->every_op : &op_set->int8_only;
+    } else {
+      return Ort::Status(("FCM ops: the session config entry fcm.fp32_kernels must be auto, reference or none, not '" +
+                          fp32 + "'").c_str(), ORT_INVALID_ARGUMENT).release();
+    }
+    session_options.Add(*domain);
   } catch (const Ort::Exception& e) {
     return Ort::Status(e).release();
   }

@@ -148,7 +148,7 @@ def build(cuda: bool = True, jobs: int | None = None, quiet: bool = False) -> Pa
     os.replace(tmp, target)
     if not quiet:
         if with_cuda:
-            print(f"{target}: CPU and CUDA kernels (sm_80 for Ampere and Ada, sm_90, PTX for newer)")
+            print(f"{target}: CPU and CUDA kernels (sm_80 for Ampere and Ada, sm_90a for Hopper, PTX for newer)")
         elif nvcc is None and cuda:
             print(f"{target}: CPU kernels only: no nvcc found (set CUDACXX to build the CUDA kernels)")
         else:

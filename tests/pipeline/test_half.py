@@ -11,7 +11,7 @@ import pytest
 from extractor.sources import SourceOptions
 from fcm.cli import main
 from fcm.pipeline.convert import ConvertOptions, convert
-from fcm.pipeline.verify import HALF_ROUNDINGS
+from fcm.pipeline.verify import derived_bound
 from fcm_core.errors import FcmError
 from fcm_core.vocabulary import PRECISIONS, kind_of
 from ort_custom_ops.ops.library import make_session
@@ -48,8 +48,10 @@ def _check_structure(result, precision: str, io_half: bool = False) -> None:
             assert [n.op_type for n in first] == ["Cast"] and [n.op_type for n in last] == ["Cast"]
     verification = result.checks[0]
     assert verification.passed() and verification.precision == precision
-    assert verification.bound >= HALF_ROUNDINGS * PRECISIONS[precision].unit_roundoff
-    assert verification.tight < verification.bound / 2
+    assert verification.bound >= derived_bound(precision, verification.depth)
+    assert len(verification.nodes) == len(nodes)
+    assert all(n.difference <= n.bound(precision) < verification.bound for n in verification.nodes)
+    assert verification.pair_bound >= derived_bound(precision, verification.pair_depth)
     assert result.summary and precision in result.summary[0]
     report = result.files["report"].read_text()
     assert f"# Conversion report ({precision})" in report and "top-1" in report

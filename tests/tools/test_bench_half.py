@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
 import pytest
 
 from fcm.anchors import TORCHVISION, best_mode, torch_compile_anchor
-from fcm.bench import anchors_table, markdown, model_precision, run
+from fcm.bench import anchors_table, markdown, run
+from fcm.pipeline.verify import model_precision
 from fcm_core.errors import FcmError
 from ort_custom_ops.ops.library import library_cuda_float_ops
-from ort_custom_ops.ops.schema import FcmSpec
 from ort_custom_ops.ops.standalone import fused_model
 from tests.support.specs import random_spec
 
@@ -83,7 +82,9 @@ def test_one_table_shows_every_alternative():
 def test_an_absent_torch_anchor_is_named_in_the_table():
     text = "\n".join(anchors_table(_report({"absent": "torch and torchvision are not installed on this machine"})))
     assert "torch.compile: none (torch and torchvision are not installed on this machine)." in text
-    assert "| 32 | 1.850 | 0.740 | torch and torchvision are not installed on this machine | | 2.50x | |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 32 |"))
+    assert [c.strip() for c in row.strip("|").split("|")] == [
+        "32", "1.850", "0.740", "torch and torchvision are not installed on this machine", "", "2.50x", ""]
 
 
 def test_the_library_runs_no_half_op_on_cuda_yet():
@@ -105,4 +106,3 @@ def test_bench_checks_the_precision_before_it_needs_a_gpu(tmp_path, rng):
         run(tmp_path / "m.unfused.onnx", fused, [1], 1, 1, None, False, False, print, precision="fp16")
     with pytest.raises(FcmError, match="--exact-fp32 times fp32 models without TF32; this one is bf16"):
         run(tmp_path / "m.unfused.onnx", fused, [1], 1, 1, None, False, True, print)
-    assert np.isfinite(1.0) and isinstance(spec, FcmSpec)

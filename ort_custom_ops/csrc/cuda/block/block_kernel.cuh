@@ -46,6 +46,18 @@ struct Barriers {
 
 __device__ __forceinline__ void SyncConsumers() { NamedSync(kConsumerBarrier, kConsumers); }
 
+// A position in the ring of operand stages: the stage and the parity of its current fill. Stepped
+// with a compare, not a division by the ring's depth (a run-time value).
+struct RingCursor {
+  int stage = 0;
+  uint32_t parity = 0;
+  __device__ __forceinline__ RingCursor Next(int stages) const {
+    RingCursor n = *this;
+    if (++n.stage == stages) n.stage = 0, n.parity ^= 1;
+    return n;
+  }
+};
+
 struct Unit {
   int image, oy0, ox0, f0;  // the tile's first output row and column, its first output channel
   int y0, x0;               // the region's first input row and column (may be negative: padding)
@@ -173,7 +185,7 @@ __device__ __forceinline__ void Produce(const BlockArgs& a, uint8_t* smem, Barri
     for (int i = 0, j = rank; j < a.chunks; ++i, j += a.split)
       LoadStage<NF>(a, smem + a.ring_off + i * a.stage_bytes, &bars.full[i], tx, tw1, tw2, u, none, j);
   }
-  int seq = 0;  // chunks loaded so far (ring)
+  RingCursor ring;  // the stage the next chunk goes to
   int units_done = 0;
   // The consumers pass two cluster barriers per unit when they add split shares; this warp passes
   // them too, once it has loaded the unit's operands. (Passing them later would let it load further
@@ -205,10 +217,9 @@ __device__ __forceinline__ void Produce(const BlockArgs& a, uint8_t* smem, Barri
       }
     }
     if (a.resident) continue;
-    for (int j = rank; j < a.chunks; j += a.split, ++seq) {
-      const int stage = seq % a.stages;
-      BarrierWait(&bars.empty[stage], ((seq / a.stages) & 1) ^ 1);
-      LoadStage<NF>(a, smem + a.ring_off + stage * a.stage_bytes, &bars.full[stage], tx, tw1, tw2, u, region, j);
+    for (int j = rank; j < a.chunks; j += a.split, ring = ring.Next(a.stages)) {
+      BarrierWait(&bars.empty[ring.stage], ring.parity ^ 1);
+      LoadStage<NF>(a, smem + a.ring_off + ring.stage * a.stage_bytes, &bars.full[ring.stage], tx, tw1, tw2, u, region, j);
     }
   }
   if (behind) {
@@ -237,6 +248,62 @@ __device__ __forceinline__ void StoreOutputPair(const ChainProblem& p, size_t pi
 }
 
 // The output pixel of tile row `row` (a pixel index in the tile), or -1 outside the image.
+__device__ __forceinline__ long long OutputPixel(const BlockArgs& a, const Unit& u, int row);
+
+// The last stage's epilogue over this thread's fragment of the tile (rows 16w + g and 16w + g + 8,
+// column pairs 8n + 2t), straight from the accumulators: y = res_act(act2(acc + b2) + x). One
+// activation dispatch per step for the whole fragment, and every residual load issued before the
+// first is used.
+template <int NF>
+__device__ __forceinline__ void StoreTile(const BlockArgs& a, const Unit& u, float (&acc)[NF / 2]) {
+  const ChainProblem& p = a.p;
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, g = lane >> 2, t = lane & 3;
+  long long pixel[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) pixel[half] = OutputPixel(a, u, warp * 16 + g + 8 * half);
+#pragma unroll
+  for (int n = 0; n < NF / 8; ++n)
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int f = u.f0 + 8 * n + 2 * t + c;
+      const float b = f < p.f ? __ldg(p.b2 + f) : 0.f;
+      acc[4 * n + c] += b;
+      acc[4 * n + 2 + c] += b;
+    }
+  p.act2.Apply(acc);
+  if (p.residual) {  // the input, same shape as the output (checked)
+    float x[NF / 2];
+#pragma unroll
+    for (int n = 0; n < NF / 8; ++n)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int half = k >> 1, f = u.f0 + 8 * n + 2 * t + (k & 1);
+        x[4 * n + k] = pixel[half] >= 0 && f < p.f ? __ldg(p.x + pixel[half] * p.f + f) : 0.f;
+      }
+#pragma unroll
+    for (int i = 0; i < NF / 2; ++i) acc[i] += x[i];
+    p.res_act.Apply(acc);
+  }
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    if (pixel[half] < 0) continue;
+#pragma unroll
+    for (int n = 0; n < NF / 8; ++n) {
+      const int f = u.f0 + 8 * n + 2 * t;
+      if (f >= p.f) continue;
+      float* y = p.y + pixel[half] * p.f + f;
+      const float v0 = acc[4 * n + 2 * half], v1 = acc[4 * n + 2 * half + 1];
+      if (f + 1 < p.f && (p.f % 2) == 0) {
+        *reinterpret_cast<float2*>(y) = make_float2(v0, v1);
+      } else {
+        y[0] = v0;
+        if (f + 1 < p.f) y[1] = v1;
+      }
+    }
+  }
+}
+
+
 __device__ __forceinline__ long long OutputPixel(const BlockArgs& a, const Unit& u, int row) {
   if (row >= a.tile_h * a.tile_w) return -1;
   const int oy = row / a.tile_w;
@@ -361,33 +428,33 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
   float acc2[Gemm2::kRegs];
 #pragma unroll
   for (int i = 0; i < Gemm2::kRegs; ++i) acc2[i] = 0.f;
-  int seq = 0;  // chunks consumed so far: ring stage seq % stages, parity of its fill (seq / stages) & 1
+  RingCursor head;  // the stage of the unit's first chunk
   int units_done = 0;
-  // With resident weights chunk i always has stage i, filled once (parity 0), never released.
-  auto stage_of = [&](int i) { return a.resident ? i : (seq + i) % a.stages; };
-  auto parity_of = [&](int i) { return a.resident ? 0u : static_cast<uint32_t>(((seq + i) / a.stages) & 1); };
+  // With resident weights chunk i always has stage i (the ring's depth is the CTA's chunks), filled
+  // once (parity 0), never released.
   auto staged = [&](int s) { return smem + a.ring_off + s * a.stage_bytes; };
-  auto release = [&](int i) {
-    if (!a.resident) BarrierArrive(&bars.empty[stage_of(i)]);
+  auto release = [&](const RingCursor& c) {
+    if (!a.resident) BarrierArrive(&bars.empty[c.stage]);
   };
 
   for (int index = cluster; index < a.units; index += clusters, ++units_done) {
     const Unit u = DecodeUnit(a, index, NF);
+    if (a.resident) head = RingCursor{};
     const unsigned inside = p.pw1 ? InsideMask(a, u) : 0u;
     const int buffer = units_done % a.regions;
     const uint32_t region = base + a.x_off + buffer * a.region_bytes;
     // prologue: chunk 0's first stage
     if (p.pw1) {
-      BarrierWait(&bars.full[stage_of(0)], parity_of(0));
+      BarrierWait(&bars.full[head.stage], head.parity);
       BarrierWait(&bars.x_full[buffer], (units_done / a.regions) & 1);
       if (p.scale != nullptr) ScaleRegion(a, region, u.image);
-      const uint32_t w1 = SharedAddress(staged(stage_of(0)));
+      const uint32_t w1 = SharedAddress(staged(head.stage));
       IssueFirst<kExact>(a, acc1, region, w1, two_blocks);
       WaitGemms<kAsync>();
       BlockGemm<kChunk, kExact>::Fence(acc1[0]);
       BlockGemm<kChunk, kExact>::Fence(acc1[1]);
       if (mine == 1) BarrierArrive(&bars.x_empty[buffer]);
-      const float* b1 = reinterpret_cast<const float*>(staged(stage_of(0)) + a.b1_in_stage);
+      const float* b1 = reinterpret_cast<const float*>(staged(head.stage) + a.b1_in_stage);
       if (p.dw) {
         StoreFirst<false>(a, acc1, b1, min(kChunk, p.m - rank * kChunk), inside, u_slab);
       } else {
@@ -396,16 +463,18 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
       if (!p.dw) FenceForAsyncProxy();
       SyncConsumers();
     }
+    RingCursor previous, current = head;
     for (int i = 0; i < mine; ++i) {
+      const RingCursor following = current.Next(a.stages);
       const int j = rank + i * a.split;
       const int m0 = j * kChunk, m_valid = min(kChunk, p.m - m0);
-      uint8_t* operands = staged(stage_of(i));
+      uint8_t* operands = staged(current.stage);
       const uint32_t v_slab = base + a.v_off + (i & 1) * a.v_bytes;
       const bool next = i + 1 < mine;
-      if (!p.pw1) BarrierWait(&bars.full[stage_of(i)], parity_of(i));  // (with a first stage, waited for below or in the prologue)
+      if (!p.pw1) BarrierWait(&bars.full[current.stage], current.parity);  // (with a first stage, waited for below or in the prologue)
       if (next && p.pw1) {
-        BarrierWait(&bars.full[stage_of(i + 1)], parity_of(i + 1));
-        IssueFirst<kExact>(a, acc1, region, SharedAddress(staged(stage_of(i + 1))), two_blocks);
+        BarrierWait(&bars.full[following.stage], following.parity);
+        IssueFirst<kExact>(a, acc1, region, SharedAddress(staged(following.stage)), two_blocks);
       }
       if (p.dw) {
         const uint32_t input = p.pw1 ? u_slab : SharedAddress(operands + a.xs_in_stage);
@@ -445,13 +514,13 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
       // last stage chunk i's own (its depthwise stage is done)
       if (!p.pwl) {
         SyncConsumers();  // U is rewritten below: every warp's depthwise stage has read it
-        release(i);
+        release(current);
       } else if (i > 0) {
-        release(i - 1);
+        release(previous);
       }
       if (next && p.pw1) {
         if (i + 2 == mine) BarrierArrive(&bars.x_empty[buffer]);  // the last chunk's first stage has read the region
-        const float* b1 = reinterpret_cast<const float*>(staged(stage_of(i + 1)) + a.b1_in_stage);
+        const float* b1 = reinterpret_cast<const float*>(staged(following.stage) + a.b1_in_stage);
         const int valid_next = min(kChunk, p.m - m0 - a.split * kChunk);
         if (p.dw) {
           StoreFirst<false>(a, acc1, b1, valid_next, inside, u_slab);
@@ -461,28 +530,17 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
         if (!p.dw) FenceForAsyncProxy();
       }
       SyncConsumers();  // U (or V) of chunk i+1 written; U of chunk i no longer read
+      previous = current;
+      current = following;
     }
-    const int last = mine - 1;
-    if (!p.pwl) {
-      seq += mine;
-      continue;
-    }
+    head = current;  // the next unit's first chunk
+    if (!p.pwl) continue;
     WaitGemms<kAsync>();
     Gemm2::Fence(acc2);
-    release(last);  // the last chunk's stage
-    seq += mine;
+    release(previous);  // the last chunk's stage
 
     if (a.split == 1) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const long long pixel = OutputPixel(a, u, warp * 16 + g + 8 * half);
-        if (pixel < 0) continue;
-#pragma unroll
-        for (int n = 0; n < NF / 8; ++n) {
-          const int f = u.f0 + 8 * n + 2 * t;
-          if (f < p.f) StoreOutputPair(p, pixel, f, acc2[4 * n + 2 * half], acc2[4 * n + 2 * half + 1]);
-        }
-      }
+      if constexpr (NF > 0) StoreTile<NF>(a, u, acc2);
       continue;
     }
     // The cluster's CTAs each hold a share of the sums: leave it in shared memory, then each CTA adds
