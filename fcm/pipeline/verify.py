@@ -8,9 +8,11 @@ unfused form, the options. Out: one record per comparison and batch, or an FcmEr
   the SavedModel), on fresh random inputs: ``max |fused - reference| <= tolerance x max |reference|``.
 - fp16, bf16 (:func:`verify_half`), on a few hundred random images (:func:`~fcm.pipeline.inputs.image_like_inputs`):
   against the fp32 source model, ``max |fused - reference| <= bound x max |reference|`` with the
-  bound derived from the precision (:func:`half_bound`), and top-1 / top-5 agreement no worse than
-  the precision's own; against ONNX Runtime's own operators in the same precision on the same
-  provider (the fused model without the library, and for fp16 the unfused fp16 model), tight.
+  bound derived from the precision (:func:`derived_bound`, or the model's conditioning:
+  :func:`half_bound`), and top-1 / top-5 agreement no worse than the precision's own; against
+  ONNX Runtime's own operators in the same precision on the same provider, tight: each fused node
+  against its definition, and the whole model against the unfused half model, over the roundings
+  the two do not share.
 - int8 (:func:`verify_int8`): the fused model must equal the unfused one bit for bit (fusing
   changes no arithmetic) and agree with the TFLite interpreter running the scheme's arithmetic
   (XNNPACK for ``fp32``, the builtin kernels for ``fixed_point``): ``fp32`` all outputs within 1
@@ -438,7 +440,8 @@ def verify_half(source: OpenedModel, precision: str, models: dict[str, onnx.Mode
                               pair_rule, model_pairs)
     problems = result.problems()
     if problems:
-        raise FcmError(f"verification failed ({precision}): {problems[0]}; nothing written")
+        raise FcmError(f"verification failed ({precision}): {'; '.join(problems[:3])}"
+                       + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "") + "; nothing written")
     return result
 
 

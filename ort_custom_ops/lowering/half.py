@@ -21,10 +21,11 @@ precision (``fp16`` or ``bf16``) and whether its inputs and outputs become half 
 
 What stays fp32 in fp16 (:data:`FP16_KEPT`): the converter's default block list, and the
 reductions and the softmax, whose fp16 sums lose accuracy (the squeeze-and-excitation mean, the
-global average pool). Two open bugs of the converter (1.16) are worked around here: an initializer
+global average pool). Three bugs of the converter (1.16) are worked around here: an initializer
 shared by a kept and a converted operator stays fp32 for both (issue 304, pull request 329: it is
-copied first), and a Cast to fp32 in the source keeps ``to=float`` while its output is retyped fp16
-(issue 320, pull request 326: such Casts are retargeted).
+copied first); a Cast to fp32 in the source keeps ``to=float`` while its output is retyped fp16
+(issue 320, pull request 326: such Casts are retargeted); and the Casts it adds are named after their
+node, so that two unnamed nodes' collide (every node is named first).
 
 Also here: :func:`rounded_model`, the fp32 model with each operator's output rounded to a precision
 (a Cast to it and back): what a correct half-precision computation of the model gives, on any
@@ -103,10 +104,17 @@ def rounded_model(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
 
 def _unshared_initializers(model: onnx.ModelProto, kept: set[str]) -> onnx.ModelProto:
     """A copy in which no float initializer feeds both a kept operator and a converted one: the kept
-    ones read their own copy (the converter would leave a shared one fp32 for both)."""
+    ones read their own copy (the converter would leave a shared one fp32 for both); and every node
+    named (the converter names the Casts it adds after their node: unnamed nodes' would collide)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     graph = copy.graph
+    taken = {n.name for n in graph.node}
+    for index, node in enumerate(graph.node):
+        if not node.name:
+            node.name = next(name for k in range(index, index + len(taken) + 1)
+                             if (name := f"{node.op_type}_{k}") not in taken)
+            taken.add(node.name)
     floats = {t.name: t for t in graph.initializer if t.data_type == TensorProto.FLOAT}
     users: dict[str, set[bool]] = {}
     for node in graph.node:
@@ -238,13 +246,22 @@ def widened(model: onnx.ModelProto) -> onnx.ModelProto:
         if tensor.data_type in half:
             values = numpy_helper.to_array(tensor).astype(np.float32)
             graph.initializer[index].CopyFrom(numpy_helper.from_array(values, tensor.name))
+    inputs = {i.name for i in graph.input}
+    nodes = []
     for node in graph.node:
+        nodes.append(node)
+        if node.op_type == "Cast" and node.input[0] in inputs:  # the input's rounding stays: the same inputs
+            nodes.append(helper.make_node("Cast", [f"{node.output[0]}__half"], [node.output[0]], to=TensorProto.FLOAT))
+            node.output[0] = f"{node.output[0]}__half"
+            continue
         for attribute in node.attribute:
             if node.op_type == "Cast" and attribute.name == "to" and attribute.i in half:
                 attribute.i = TensorProto.FLOAT
             elif attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type in half:
                 attribute.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attribute.t).astype(np.float32),
                                                              attribute.t.name))
+    del graph.node[:]
+    graph.node.extend(nodes)
     return copy
 
 

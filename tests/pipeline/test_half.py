@@ -17,6 +17,7 @@ from fcm_core.vocabulary import PRECISIONS, kind_of
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.schema import DOMAIN
 from ort_custom_ops.ops.standalone import float_io
+from tests.cli.test_errors import fcm, one_error_line
 from tests.support.fixtures import MOB_V2_TFLITE
 
 ZOO = ["MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "Xception"]
@@ -141,11 +142,14 @@ def test_io_half_makes_the_inputs_and_outputs_half(precision, tmp_path, capsys):
         assert y.shape == (1, 1000) and np.isfinite(y).all()
 
 
+@pytest.mark.parametrize("command", [["convert", "keras:MobileNetV2", "-o", "m.onnx"], ["bench", "m.unfused.onnx"]])
+def test_a_bad_precision_is_one_line_and_exit_2(command):
+    result = fcm(*command, "--precision", "fp8")
+    one_error_line(result, "argument --precision: invalid choice: 'fp8' (choose from 'fp32', 'fp16', 'bf16')")
+
+
 def test_precision_errors(tmp_path, capsys):
     out = str(tmp_path / "m.onnx")
-    with pytest.raises(SystemExit):
-        main(["convert", "keras:MobileNetV2", "--precision", "fp8", "-o", out])
-    assert "invalid choice: 'fp8'" in capsys.readouterr().err
     assert main(["convert", str(MOB_V2_TFLITE), "--precision", "fp16", "-o", out]) == 2
     assert "full-integer model converts to int8 only" in capsys.readouterr().err
     assert main(["convert", "keras:MobileNetV2", "--int8", "--precision", "bf16", "-o", out]) == 2

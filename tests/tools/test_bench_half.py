@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 import pytest
 
@@ -106,3 +107,24 @@ def test_bench_checks_the_precision_before_it_needs_a_gpu(tmp_path, rng):
         run(tmp_path / "m.unfused.onnx", fused, [1], 1, 1, None, False, False, print, precision="fp16")
     with pytest.raises(FcmError, match="--exact-fp32 times fp32 models without TF32; this one is bf16"):
         run(tmp_path / "m.unfused.onnx", fused, [1], 1, 1, None, False, True, print)
+
+
+def test_timing_binds_half_inputs_and_outputs(rng, tmp_path):
+    """fcm bench binds a model's inputs and outputs in their own element type (fp16 for --io half);
+    the same code on the CPU device here, its outputs against the session's own run."""
+    import dataclasses
+
+    from fcm.measure import random_feeds, time_session
+    from ort_custom_ops.ops.library import make_session
+
+    spec = dataclasses.replace(random_spec(rng, "pwdwpw", 8), precision="fp16")
+    model = fused_model(spec)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    feeds = random_feeds(model, 2, rng)
+    assert all(a.dtype == np.float16 for a in feeds.values())
+    session = make_session(model)
+    (want,) = session.run(None, feeds)
+    timing, (got,) = time_session(session, feeds, [list(want.shape)], runs=3, warmup=1, output_dtypes=[np.float16],
+                                  device="cpu")
+    assert got.dtype == np.float16 and timing.median_ms > 0
+    np.testing.assert_array_equal(got, want)
