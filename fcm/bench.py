@@ -1,10 +1,13 @@
 """``fcm bench``: a fused model against the same model unfused, on ONNX Runtime's CUDA provider.
 
-In: the unfused ONNX model, the fused one (``fcm convert``'s pair), batch sizes, optionally the
-plan (for the groups' predicted bytes). Out: a dict (written as JSON, a markdown table and a PNG
-chart) with, per batch, each side's median time in every configuration of the CUDA provider, the
-best of each and their ratio, per fused group a micro-benchmark, and optionally per-node profiles
-(the measurements are :mod:`fcm.measure`'s).
+In: the unfused ONNX model, the fused one (``fcm convert``'s pair, in fp32, fp16 or bf16), batch
+sizes, optionally the plan (for the groups' predicted bytes) and the torchvision architecture of the
+model. Out: a dict (written as JSON, a markdown table and a PNG chart) with, per batch, each side's
+median time in every configuration of the CUDA provider, the best of each and their ratio, per
+fused group a micro-benchmark (fp32 models), optionally per-node profiles (the measurements are
+:mod:`fcm.measure`'s), and the anchors in the same run: ONNX Runtime on the unfused model in the
+same precision (the unfused side) and ``torch.compile`` channels-last in the same precision on the
+torchvision version (:mod:`fcm.anchors`), or why there is none.
 """
 
 from __future__ import annotations
@@ -16,21 +19,51 @@ import numpy as np
 import onnx
 
 from fcm_core.errors import FcmError
+from fcm_core.vocabulary import DOMAIN
 
+from .anchors import MODES, TORCHVISION, torch_compile_anchor
 from .measure import (Progress, bench_groups, bench_pair, copy_bandwidth, device_info, profile_nodes, providers,
                       random_feeds)
+from .pipeline.verify import model_precision
+
+FLOAT_IO = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}  # what ONNX Runtime's Python API binds as numpy arrays
 
 
 def run(unfused_path: Path, fused_path: Path, batches: list[int], runs: int, warmup: int, plan_path: Path | None,
-        micro: bool, exact_fp32: bool, progress: Progress, profile: bool = False) -> dict:
+        micro: bool, exact_fp32: bool, progress: Progress, profile: bool = False, precision: str | None = None,
+        torch_arch: str | None = "auto", anchor=torch_compile_anchor) -> dict:
+    """``precision``: what the fused model must be in (None: whatever it is); ``torch_arch``: the
+    torchvision architecture of the ``torch.compile`` anchor ("auto": the fused file's stem when it
+    names one, None: no anchor)."""
     import onnxruntime as ort
 
+    from ort_custom_ops.ops.library import library_cuda_float_ops
+    from ort_custom_ops.ops.standalone import float_io
+
+    unfused, fused = onnx.load(unfused_path), onnx.load(fused_path)
+    found = model_precision(fused)
+    if precision is not None and found != precision:
+        raise FcmError(f"the fused model is {found}, not {precision} (convert it with fcm convert --precision {precision})",
+                       fused_path)
+    if exact_fp32 and found != "fp32":
+        raise FcmError(f"--exact-fp32 times fp32 models without TF32; this one is {found}", fused_path)
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         raise FcmError("fcm bench needs onnxruntime-gpu with the CUDA execution provider")
-    unfused, fused = onnx.load(unfused_path), onnx.load(fused_path)
     plan = json.loads(plan_path.read_text()) if plan_path and plan_path.is_file() else None
     report = {"unfused": str(unfused_path), "fused": str(fused_path), "device": device_info(), "runs": runs, "warmup": warmup,
-              "copy_bandwidth_gb_s": None, "batches": [], "groups": {}}
+              "precision": found, "copy_bandwidth_gb_s": None, "batches": [], "groups": {}, "notes": []}
+    without_cuda = sorted({n.op_type for n in fused.graph.node if n.domain == DOMAIN} - library_cuda_float_ops())
+    if found in ("fp16", "bf16") and without_cuda:
+        report["notes"].append(f"the FCM library has no CUDA kernels for {', '.join(without_cuda)} yet: as in a user's "
+                               "session, ONNX Runtime runs those nodes' function bodies (the original operators in "
+                               f"{found}) on the GPU, and the fused column times that, not fused kernels")
+    if any(v.type.tensor_type.elem_type not in FLOAT_IO for v in list(unfused.graph.input) + list(unfused.graph.output)):
+        unfused, fused = float_io(unfused), float_io(fused)
+        report["notes"].append("bf16 inputs and outputs: both sides timed through a Cast at each (ONNX Runtime's "
+                               "Python API binds no bf16 arrays)")
+    if micro and found != "fp32":
+        micro = False
+        report["notes"].append("per-group micro-benchmarks: fp32 models only so far")
     bandwidth = copy_bandwidth()
     if bandwidth:
         report["copy_bandwidth_gb_s"] = round(bandwidth / 1e9, 1)
@@ -46,6 +79,12 @@ def run(unfused_path: Path, fused_path: Path, batches: list[int], runs: int, war
                 progress(f"batch {batch} profiling {side}")
                 nhwc = "nhwc=on" in entry["best"]["tf32"][side]["config"]
                 entry["profile"][side] = profile_nodes(model, with_library, providers(False, nhwc), inputs)
+    if torch_arch == "auto":
+        torch_arch = fused_path.stem if fused_path.stem in TORCHVISION else None
+    progress(f"torch.compile anchor ({torch_arch or 'none'}, {found})")
+    size = int(unfused.graph.input[0].type.tensor_type.shape.dim[1].dim_value or 224)  # NHWC models: H
+    report["anchors"] = {"onnxruntime": f"{Path(unfused_path).name}, {found}, best configuration (the unfused side)",
+                         "torch_compile": anchor(torch_arch, found, batches, size, runs, warmup)}
     return report
 
 
@@ -57,12 +96,15 @@ def markdown(report: dict, command: str) -> str:
              f"Command: `{command}`", ""]
     if report.get("copy_bandwidth_gb_s"):
         lines += [f"Device-to-device copy: {report['copy_bandwidth_gb_s']} GB/s (read + write).", ""]
+    lines += [f"Precision: {report.get('precision', 'fp32')}.", ""] + [f"Note: {n}." for n in report.get("notes", [])]
+    lines += [""] if report.get("notes") else []
     lines += ["| batch | mode | best unfused (ms) | config | best fused (ms) | config | speedup |", "|---|---|---|---|---|---|---|"]
     for entry in report["batches"]:
         for mode, best in entry["best"].items():
             lines.append(f"| {entry['batch']} | {mode} | {best['unfused']['median_ms']:.3f} | {best['unfused']['config']} | "
                          f"{best['fused']['median_ms']:.3f} | {best['fused']['config']} | {best['speedup']:.2f}x |")
     lines.append("")
+    lines += anchors_table(report)
     for entry in report["batches"]:
         for side, rows in entry.get("profile", {}).items():
             by_op: dict[str, float] = {}
@@ -94,6 +136,34 @@ def markdown(report: dict, command: str) -> str:
                          f"{row['unavoidable_bytes'] / 1e6:.2f} | {row['achieved_gb_s']} | {predicted} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def anchors_table(report: dict) -> list[str]:
+    """How a user would fare with each alternative, in one table: ONNX Runtime on the unfused model,
+    the fused model, torch.compile (best mode), in the report's precision."""
+    anchors = report.get("anchors")
+    if not anchors:
+        return []
+    precision = report.get("precision", "fp32")
+    torch = anchors["torch_compile"]
+    lines = [f"## The alternatives ({precision}, same run)", "",
+             f"ONNX Runtime: {anchors['onnxruntime']}. torch.compile: " +
+             (f"torchvision {torch['arch']}, {precision}, channels-last, the better of {' and '.join(MODES)}."
+              if "absent" not in torch else f"none ({torch['absent']})."), "",
+             "| batch | ONNX Runtime (ms) | fused (ms) | torch.compile (ms) | mode | fused vs ONNX Runtime | fused vs torch.compile |",
+             "|---|---|---|---|---|---|---|"]
+    for entry in report["batches"]:
+        best = entry["best"]["tf32"]
+        ort_ms, fused_ms = best["unfused"]["median_ms"], best["fused"]["median_ms"]
+        row = torch.get("batches", {}).get(str(entry["batch"]), {})
+        if "best" in row:
+            torch_cells = [f"{row['best']['median_ms']:.3f}", row["best"]["mode"]]
+            ratio = f"{row['best']['median_ms'] / fused_ms:.2f}x"
+        else:
+            torch_cells, ratio = [row.get("error", torch.get("absent", "none")), ""], ""
+        cells = [str(entry["batch"]), f"{ort_ms:.3f}", f"{fused_ms:.3f}", *torch_cells, f"{ort_ms / fused_ms:.2f}x", ratio]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def chart(report: dict, path: Path) -> bool:

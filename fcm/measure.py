@@ -91,7 +91,10 @@ def cuda_session(model, with_library: bool, execution_providers: list, profile: 
     """A session of ``model`` (with the FCM library or not); an FcmError unless the CUDA provider started."""
     from ort_custom_ops.ops.library import make_session
 
-    session = make_session(model, with_library=with_library, providers=execution_providers, profile=profile)
+    # as a user's session registers the library (fcm.fp32_kernels=auto): the fp32 CUDA kernels, and for ops without
+    # CUDA kernels (fp16, bf16 so far) their function bodies on the GPU rather than the CPU reference kernels
+    session = make_session(model, with_library=with_library, providers=execution_providers, profile=profile,
+                           reference_kernels=False)
     if session.get_providers()[0] != "CUDAExecutionProvider":
         raise FcmError(f"the CUDA execution provider did not start (got {session.get_providers()})")
     return session
@@ -150,6 +153,7 @@ def bench_pair(unfused: onnx.ModelProto, fused: onnx.ModelProto, batch: int, run
     rng = np.random.default_rng(batch)
     inputs = random_feeds(unfused, batch, rng)
     shapes = output_shapes(unfused, batch)
+    dtypes = [helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type) for o in unfused.graph.output]
     result: dict = {"batch": batch, "unfused": {}, "fused": {}}
     reference = None
     modes = [("tf32", True)] + ([("exact_fp32", False)] if exact_fp32 else [])
@@ -162,14 +166,14 @@ def bench_pair(unfused: onnx.ModelProto, fused: onnx.ModelProto, batch: int, run
                 progress(f"batch {batch} {mode} {side} {label}")
                 try:
                     session = cuda_session(model, with_library, providers(graph, nhwc, tf32))
-                    timing, outputs = time_session(session, inputs, shapes, runs, warmup)
+                    timing, outputs = time_session(session, inputs, shapes, runs, warmup, dtypes)
                 except Exception as exc:  # a configuration the runtime refuses is reported, not fatal
                     entries[label] = {"error": str(exc).strip().splitlines()[0][:200]}
                     continue
                 if reference is None:
                     reference = outputs
-                error = max(float(np.abs(o - r).max()) for o, r in zip(outputs, reference))
-                scale = max(float(np.abs(r).max()) for r in reference) or 1.0
+                error = max(float(np.abs(o.astype(np.float64) - r).max()) for o, r in zip(outputs, reference))
+                scale = max(float(np.abs(r.astype(np.float64)).max()) for r in reference) or 1.0
                 entries[label] = {**timing.to_json(), "max_relative_difference": round(error / scale, 6)}
                 del session
     for mode, _ in modes:

@@ -10,8 +10,8 @@ lowering reads activations from ONNX graphs and writes nodes by it (``ort_custom
 ``ort_custom_ops.ops.schema``); ``ort_custom_ops.ops.header`` writes the C++ header the kernels
 are built with (``ort_custom_ops/csrc/vocabulary.h``), whose attribute reader refuses names this
 table does not declare; a test checks the built library against this module. A precision (fp32,
-int8) is a column here, not a second set of tables; fp32's two layouts are one node attribute
-(:data:`LAYOUT_ATTRIBUTE`).
+fp16, bf16, int8) is a column here, not a second set of tables; the float precisions' two layouts
+are one node attribute (:data:`LAYOUT_ATTRIBUTE`).
 """
 
 from __future__ import annotations
@@ -31,11 +31,19 @@ class Precision:
     name: str
     op_prefix: str  # op types are <prefix>Fused<Stages>
     layouts: tuple[str, ...]  # the feature maps' layouts its ops take; more than one: chosen per node by LAYOUT_ATTRIBUTE
-    element: str  # the feature maps' element type
+    element: str  # the feature maps' element type (ONNX's name of it: float, float16, bfloat16, int8)
+    unit_roundoff: float = 0.0  # a float element's relative rounding error (half an ULP at 1): 2^-(mantissa bits + 1)
 
 
-PRECISIONS = {p.name: p for p in (Precision("fp32", "", ("NCHW", "NHWC"), "float32"),
+#: fp16 and bf16 ops compute what the fp32 ops do, with every input (X, weights, biases, scale) and
+#: every stage's output (after its activation; after the residual add and its activation) in the
+#: element type, rounded to nearest even, and fp32 accumulation.
+PRECISIONS = {p.name: p for p in (Precision("fp32", "", ("NCHW", "NHWC"), "float", 2.0 ** -24),
+                                  Precision("fp16", "Fp16", ("NCHW", "NHWC"), "float16", 2.0 ** -11),
+                                  Precision("bf16", "Bf16", ("NCHW", "NHWC"), "bfloat16", 2.0 ** -8),
                                   Precision("int8", "Q", ("NHWC",), "int8"))}
+#: The precisions whose fused ops are the float chain (one signature over an element type).
+FLOAT_PRECISIONS = tuple(name for name, p in PRECISIONS.items() if p.unit_roundoff)
 
 #: The node attribute that chooses a layout where a precision has two: 0 (the default) the first
 #: (NCHW: X [N, C, H, W], Y [N, F, Ho, Wo]), 1 the second (NHWC, channels last: X [N, H, W, C],
@@ -105,16 +113,22 @@ STANDALONE_ACTIVATIONS = {op: spelling for a in ACTIVATIONS.values() for op, spe
 
 #: What may follow a stage besides its activation, and which precisions take it.
 EPILOGUES = {
-    "residual": ("fp32", "int8"),  # the group's input added to the last stage's output, then residual_activation
-    "channel_scale": ("fp32",),  # an input S (N x C values) multiplying X's channels before a first pointwise stage
+    "residual": ("fp32", "fp16", "bf16", "int8"),  # the group's input added to the last stage's output, then residual_activation
+    "channel_scale": ("fp32", "fp16", "bf16"),  # an input S (N x C values) multiplying X's channels before a first pointwise stage
     "activation_table": ("int8",),  # stage<i>_table: 256 int8 values applied to a stage's int8 output
 }
 
+#: The attributes of the float chain ops (fp32, fp16, bf16): what they compute, then the launch plans
+#: and the planner's tiling. fp32 adds allow_tf32 (half-precision tensor cores take their operands as
+#: they are).
+_CHAIN_ATTRIBUTES = ("stage{i}_activation", "stage{i}_clip", "dw_kernel", "dw_stride", "dw_pads", "residual",
+                     "residual_activation", "residual_clip", LAYOUT_ATTRIBUTE)
+_PLAN_ATTRIBUTES = ("cuda_plans", "cuda_plans_strict", "tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch")
 #: The attributes of each op, per precision. ``stage{i}_...`` stands for stage1_... to stage3_...
 FUSED_ATTRIBUTES = {
-    "fp32": ("stage{i}_activation", "stage{i}_clip", "dw_kernel", "dw_stride", "dw_pads", "residual",
-             "residual_activation", "residual_clip", LAYOUT_ATTRIBUTE, "allow_tf32", "cuda_plans",
-             "cuda_plans_strict", "tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch"),
+    "fp32": _CHAIN_ATTRIBUTES + ("allow_tf32",) + _PLAN_ATTRIBUTES,
+    "fp16": _CHAIN_ATTRIBUTES + _PLAN_ATTRIBUTES,
+    "bf16": _CHAIN_ATTRIBUTES + _PLAN_ATTRIBUTES,
     "int8": ("scheme", "x_scale", "x_zero_point", "stage{i}_w_scales", "stage{i}_y_scale", "stage{i}_y_zero_point",
              "stage{i}_clamp", "stage{i}_table", "stage{i}_table_y_scale", "stage{i}_table_y_zero_point",
              "dw_kernel", "dw_stride", "dw_pads", "residual", "residual_y_scale", "residual_y_zero_point",

@@ -20,7 +20,10 @@ Time the unfused model and the fused model on the CUDA execution provider in the
 every configuration (CUDA graphs on/off, prefer_nhwc on/off), with inputs and outputs bound to
 device buffers, after warm-up runs; report the medians, the best of each side and their ratio, and
 per fused group a micro-benchmark (the group alone vs its original subgraph) with achieved
-bandwidth. Writes bench.json, bench.md and bench.png.
+bandwidth (fp32 models); and, in the same run and report, the anchors in the model's precision: ONNX
+Runtime on the unfused model, and torch.compile channels-last on the torchvision version of the
+architecture where one exists (and where torch is installed; the report says when not). Writes
+bench.json, bench.md and bench.png.
 """.split())
 
 
@@ -33,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exact-fp32", action="store_true",
                        help="also time both sides without TF32 (exact FP32 pointwise stages and convolutions)")
     parser.add_argument("--profile", action="store_true", help="also record per-node kernel times (ONNX Runtime's profiler)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
+                        help="the precision the fused model must be in (fcm convert --precision; default: whatever it is); "
+                        "the anchors run in the same precision")
+    parser.add_argument("--torch", metavar="ARCH", default="auto",
+                        help="the torchvision architecture to time torch.compile on (channels-last, the model's precision, "
+                        "max-autotune and reduce-overhead) for the same report: mobilenet_v2, mobilenet_v3_small, "
+                        "mobilenet_v3_large, efficientnet_b0, or none (default: the fused file's stem when it is one)")
     parser.add_argument("-o", "--output", metavar="DIR", help="where to write (default: <stem>.bench/ beside the fused model)")
 
 
@@ -60,7 +70,8 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     check_companion(load_model(fused), fused, model)
     with onnxruntime_errors(fused):
         result = bench.run(model, fused, batches, args.runs, args.warmup, plan, not args.no_micro, args.exact_fp32,
-                           report.progress, profile=args.profile)
+                           report.progress, profile=args.profile, precision=args.precision,
+                           torch_arch=None if args.torch == "none" else args.torch)
     command = "fcm bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else [])
     result["command"] = command
     text = bench.markdown(result, command)

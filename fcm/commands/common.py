@@ -73,6 +73,17 @@ def batch_sizes(text: str) -> list[int]:
     return batches
 
 
+def input_range(text: str) -> tuple[float, float]:
+    """``LO,HI`` (the values a model's random image inputs take), or an FcmError."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise FcmError(f"--input-range must be LO,HI (two numbers), not {text!r}") from None
+    if not low < high:
+        raise FcmError(f"--input-range must be LO,HI with LO < HI, not {text!r}")
+    return low, high
+
+
 def positive_int(text: str) -> int:
     """An argument type: a whole number at least 1."""
     return _whole_number(text, 1)

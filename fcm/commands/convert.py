@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import Reporter, add_model_arguments, positive_int, source_options
+from .common import Reporter, add_model_arguments, input_range, positive_int, source_options
 
 
 HELP = "convert a model into a fused ONNX model, verified against the source"
@@ -17,7 +17,10 @@ its DAG and plan the fusion for a GPU, replace each fusion group with one node o
 (with a function body holding the original subgraph, so the model also runs without the custom-op
 library), verify the result against the source model on fresh random inputs, and write OUT.onnx
 with, beside it, <stem>.unfused.onnx, <stem>.dag.json, <stem>.plan.json and <stem>.report.md.
-Nothing is written if any step fails. A full-integer .tflite model (int8 weights and activations,
+Nothing is written if any step fails. With --precision fp16 or bf16 the whole model is computed in
+that precision (the fused nodes by the FCM ops' half-precision kernels, the operators between them
+converted by onnxconverter-common), and verified against the source model within a bound derived
+from the precision, with top-1/top-5 agreement on random images. A full-integer .tflite model (int8 weights and activations,
 uint8/int8 input and output) becomes an int8 model instead, built from its DAG: every layer an int8
 op of the ai.fcm domain with TFLite's integer arithmetic (--scheme), each fusion group one fused
 int8 node; it needs the custom-op library, and is verified against the TFLite interpreter.
@@ -39,6 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
                         help="fp32 only: the fused nodes' layout: nhwc (channels last, the default; Transposes only "
                         "where an operator left unfused needs NCHW) or nchw (the first CUDA kernels' layout)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="float models: compute the whole model in fp32 (default), fp16 or bf16 (fused nodes "
+                        "and the operators between them; reductions and softmax stay fp32), with fp32 accumulation")
+    parser.add_argument("--io", choices=("fp32", "half"), default="fp32",
+                        help="with --precision fp16/bf16: the model's inputs and outputs fp32 with one Cast at each "
+                        "(default), or in the half precision")
+    parser.add_argument("--samples", type=int, default=256,
+                        help="with --precision fp16/bf16: random images the verification compares top-1/top-5 "
+                        "agreement on (default: 256)")
+    parser.add_argument("--input-range", metavar="LO,HI", default="-1,1",
+                        help="with --precision fp16/bf16: the values of the verification's random images, as the model "
+                        "expects them (default: -1,1; e.g. 0,255 for a model that rescales its input itself)")
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with the source model")
     quantize = parser.add_argument_group(
         "int8 quantization of Keras models",
@@ -62,7 +77,9 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
 
     options = ConvertOptions(gpu=args.gpu, batch=args.batch, dtype=args.dtype, scheme=args.scheme,
                              verify=not args.no_verify, source=source_options(args), int8=args.int8,
-                             calibration=args.calibration, io_dtype=args.io_dtype, layout=args.layout)
+                             calibration=args.calibration, io_dtype=args.io_dtype, layout=args.layout,
+                             precision=args.precision, io_half=args.io == "half", samples=args.samples,
+                             input_range=input_range(args.input_range))
     result = convert(args.model, args.output, options, progress=report.progress)
     for note in result.notes:
         report.warning(note) if "left unfused" in note else report.progress(note)

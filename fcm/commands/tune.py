@@ -57,6 +57,11 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     names = [n for n in args.unfuse.split(",") if n] if args.unfuse is not None else None
     if args.apply and names is not None:
         raise FcmError("give --unfuse or --apply, not both")
+    from fcm.pipeline.verify import load_model, model_precision
+
+    precision = model_precision(load_model(model))
+    if precision in ("fp16", "bf16"):  # their nodes have no CUDA kernels, so no launch plans, to time yet
+        raise FcmError(f"fcm tune times the fused nodes' CUDA kernels, and the {precision} ops have none yet", model)
     with onnxruntime_errors(model):
         result = tune.tune(model, output, batches, args.runs, args.warmup, args.margin, names, report.progress,
                            verify=not args.no_verify, plans=not args.no_plans,

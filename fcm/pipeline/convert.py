@@ -1,4 +1,4 @@
-"""``fcm convert``: a Keras/TFLite model -> a verified fused ONNX model, in fp32 or int8.
+"""``fcm convert``: a Keras/TFLite model -> a verified fused ONNX model, in fp32, fp16, bf16 or int8.
 
 In: a model specification (as for ``fcm extract``), the output path, the GPU/batch/dtype to plan
 for. Out: ``OUT.onnx`` (the fused model) and beside it ``<stem>.unfused.onnx`` (the same model
@@ -7,8 +7,8 @@ without fusion), ``<stem>.dag.json`` + ``<stem>.weights.npz``, ``<stem>.plan.jso
 nothing is written.
 
 Steps, the same for every precision: open the model and extract its DAG; choose the precision (a
-full-integer TFLite model converts to int8, anything else to fp32; ``--int8`` quantizes a Keras
-model first, :mod:`fcm.pipeline.quantize`); prepare the lowering's input; plan the fusion; lower;
+full-integer TFLite model converts to int8, anything else to fp32, or to fp16 or bf16 with
+``--precision``; ``--int8`` quantizes a Keras model first, :mod:`fcm.pipeline.quantize`); prepare the lowering's input; plan the fusion; lower;
 verify; write. What differs per precision (how to lower, verify and report) is in
 :mod:`fcm.pipeline.precisions`.
 """
@@ -27,6 +27,7 @@ from extractor.dag import Dag
 from extractor.sources import OpenedModel, SourceOptions, open_model
 from fcm_core.errors import FcmError
 from fcm_core.fileio import check_writable, staged_directory
+from fcm_core.vocabulary import FLOAT_PRECISIONS
 
 from .precisions import PRECISIONS
 from .verify import FP32_TOLERANCE, file_digest, record_companions
@@ -49,6 +50,10 @@ class ConvertOptions:
     calibration: str | Path | None = None  # with int8: a .npy of input samples; None: random (a warning)
     io_dtype: str = "int8"  # with int8: the quantized model's input and output type ("int8" or "uint8")
     layout: str = "nhwc"  # fp32: the fused nodes' layout, "nhwc" (channels last) or "nchw" (int8 is NHWC)
+    precision: str = "fp32"  # a float model computed in "fp32", "fp16" or "bf16"
+    io_half: bool = False  # fp16/bf16: the model's inputs and outputs in the precision too (default: fp32, one Cast each)
+    samples: int = 256  # fp16/bf16: random images for the verification's agreement
+    input_range: tuple[float, float] = (-1.0, 1.0)  # fp16/bf16: their values (keras:<Name> models are calibrated on [-1, 1])
     source: SourceOptions = field(default_factory=SourceOptions)
 
 
@@ -109,6 +114,16 @@ def check_options(options: ConvertOptions) -> Any:
         raise FcmError("--int8 converts to int8: leave out --dtype fp32")
     if options.layout not in ("nhwc", "nchw"):
         raise FcmError(f"unknown layout {options.layout!r} (nhwc or nchw)")
+    if options.precision not in FLOAT_PRECISIONS:
+        raise FcmError(f"unknown precision {options.precision!r} ({', '.join(FLOAT_PRECISIONS)})")
+    if options.io_half and options.precision == "fp32":
+        raise FcmError("--io half needs --precision fp16 or bf16")
+    if options.precision != "fp32" and (options.int8 or options.dtype == "int8"):
+        raise FcmError(f"--precision {options.precision} converts a float model; --int8 and --dtype int8 make an int8 one")
+    if options.precision != "fp32" and options.samples < 1:
+        raise FcmError(f"the verification needs at least one sample, not {options.samples}")
+    if not options.input_range[0] < options.input_range[1]:
+        raise FcmError(f"the input range must be LO,HI with LO < HI, not {options.input_range}")
     return read_calibration(options.calibration) if options.calibration is not None else None
 
 
@@ -154,7 +169,7 @@ def run(precision, source: OpenedModel, dag: Dag, output: Path, options: Convert
     notes = list(notes or [])
     prepared = precision.prepare(source, dag, progress)
     gpu = target.gpu
-    dtype = options.dtype or precision.name
+    dtype = options.dtype or getattr(precision, "plan_dtype", precision.name)
     progress(f"planning for {gpu.name}, batch {options.batch}, {dtype}")
     plan = make_plan(dag, gpu, options.batch, dtype, dag_path=f"{output.stem}.dag.json")
     lowered = precision.lower(prepared, dag, plan, options, progress, notes)
@@ -244,13 +259,17 @@ def write_outputs(files: dict[str, Path], fused: onnx.ModelProto, unfused: onnx.
 
 
 def precision_of(source: OpenedModel, dag: Dag, options: ConvertOptions) -> str:
-    """The precision ``dag`` converts in ("fp32" or "int8"); an FcmError for what converts in neither."""
+    """The precision ``dag`` converts in (int8, or the float precision asked for: fp32, fp16, bf16); an
+    FcmError for what converts in none."""
     from ort_custom_ops.lowering.int8 import quantization
 
     kind = quantization(dag)
     if kind == "full" and source.kind == "tflite":
         if options.dtype == "fp32":
             raise FcmError("a full-integer model converts to int8 only (leave out --dtype, or give int8)", source.where)
+        if options.precision != "fp32":
+            raise FcmError(f"a full-integer model converts to int8 only: --precision {options.precision} takes a "
+                           "float model (the Keras model, or a float .tflite)", source.where)
         return "int8"
     if kind == "hybrid":
         raise FcmError("the model mixes quantized and float tensors (dynamic-range or float-I/O quantization): "
@@ -258,4 +277,4 @@ def precision_of(source: OpenedModel, dag: Dag, options: ConvertOptions) -> str:
                        source.where)
     if options.dtype == "int8":
         raise FcmError("--dtype int8 needs a full-integer .tflite model", source.where)
-    return "fp32"
+    return options.precision

@@ -7,6 +7,10 @@ runs the same steps for every precision and takes these three from :data:`PRECIS
 
 - fp32: the source exported to ONNX (tf2onnx) and normalized, each planned group rewritten into
   one fused node (``ort_custom_ops.lowering.rewrite``), verified against the source model;
+- fp16, bf16: the fp32 lowering, then the fused model and its unfused form computed in half
+  precision (``ort_custom_ops.lowering.half``), verified against the source model within a bound
+  derived from the precision, with top-1 / top-5 agreement, and against ONNX Runtime's own
+  operators in the same precision;
 - int8: a full-integer TFLite model built from its DAG as int8 ops (``ort_custom_ops.lowering.int8``),
   each planned group one fused int8 node, verified bit for bit against its unfused form and
   against the TFLite interpreter.
@@ -14,7 +18,7 @@ runs the same steps for every precision and takes these three from :data:`PRECIS
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +37,7 @@ class Lowered:
     fused: onnx.ModelProto
     unfused: onnx.ModelProto
     result: Any  # RewriteResult or the int8 BuildResult: .fused and .skipped groups
+    extra: dict = field(default_factory=dict)  # what a precision's verification needs besides (half: the fp32 models)
 
 
 class Fp32:
@@ -75,6 +80,47 @@ class Fp32:
         return []
 
 
+class Half(Fp32):
+    """fp16 or bf16: the fp32 lowering, then both models converted (the inputs and outputs fp32
+    with one Cast at each, unless ``options.io_half``)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.plan_dtype = "fp16"  # the planner's bytes and tensor-core peak are the same for bf16
+
+    def lower(self, prepared: onnx.ModelProto, dag: Dag, plan, options, progress: Progress, notes: list[str]) -> Lowered:
+        from ort_custom_ops.lowering.half import kept_fp32, to_half
+
+        lowered = super().lower(prepared, dag, plan, options, progress, notes)
+        how = "onnxconverter-common's float16 converter" if self.name == "fp16" else "fp32 operators between bf16 Casts"
+        progress(f"converting to {self.name} ({how})" + (", half-precision inputs and outputs" if options.io_half else ""))
+        fused = to_half(lowered.fused, self.name, options.io_half)
+        unfused = to_half(lowered.unfused, self.name, options.io_half)
+        if self.name == "bf16":
+            notes.append("bf16: the fused nodes compute in bf16 with fp32 accumulation; the ONNX operators between them "
+                         "compute in fp32 on bf16 tensors (a Cast widens each input and rounds each output to bf16), "
+                         "since ONNX Runtime has no bf16 Conv on any provider nor bf16 arithmetic on the CPU")
+        else:
+            kept = sorted({n.op_type for n in fused.graph.node} & set(kept_fp32(lowered.fused, self.name)))
+            if kept:
+                notes.append(f"kept in fp32 between Casts: {', '.join(kept)} (reductions and softmax lose accuracy "
+                             "in fp16)")
+        return Lowered(fused, unfused, lowered.result,
+                       {"unfused_fp32": lowered.unfused, "fused_fp32": lowered.fused})
+
+    def verify(self, source: OpenedModel, lowered: Lowered, options, progress: Progress) -> list:
+        models = {"fused": lowered.fused, "unfused": lowered.unfused, **lowered.extra}
+        return [verify.verify_half(source, self.name, models, options.samples, options.input_range, options.seed, progress)]
+
+    def report(self, source: OpenedModel, dag: Dag, plan, lowered: Lowered, checks: list, notes: list[str], options,
+               seconds: float, files: dict[str, Path]) -> str:
+        return report.half_report(source.where, dag, plan, lowered.result, checks, notes, self.name, options.io_half,
+                                  seconds, files)
+
+    def summary(self, checks: list, options) -> list[str]:
+        return [report.half_summary(c) for c in checks]
+
+
 class Int8:
     name = "int8"
 
@@ -102,4 +148,4 @@ class Int8:
         return [f"int8 ({options.scheme} requantization); verified: " + c.line() for c in checks]
 
 
-PRECISIONS = {p.name: p for p in (Fp32(), Int8())}
+PRECISIONS = {p.name: p for p in (Fp32(), Half("fp16"), Half("bf16"), Int8())}

@@ -1,13 +1,15 @@
 // The library's entry point: ONNX Runtime calls RegisterCustomOps when a session registers it.
 // The int8 ops (int8_ops.h) are registered for the CPU execution provider, and for the CUDA execution provider
-// when the library is built with CUDA. The fp32 fused ops (every fused op type of the vocabulary, vocabulary.h)
-// depend on the session config entry "fcm.fp32_kernels", read when the library is registered:
+// when the library is built with CUDA. The float fused ops (every fused op type of the vocabulary, vocabulary.h, in
+// fp32, fp16 and bf16) depend on the session config entry "fcm.fp32_kernels", read when the library is registered:
 //   "auto" (or no entry): where this process can run the CUDA kernels (the library is built with CUDA and
-//       ONNX Runtime has the CUDA execution provider), the CUDA kernels, with the CPU reference kernels for fused
-//       nodes no GPU takes; elsewhere (a CPU-only host) none;
-//   "reference": the CPU reference kernels (what the tests and the verification check), and the CUDA kernels;
+//       ONNX Runtime has the CUDA execution provider), the fp32 CUDA kernels, with the CPU reference kernels for
+//       fused nodes no GPU takes; elsewhere (a CPU-only host) none; the fp16 and bf16 ops never (they have no CUDA
+//       kernels yet, and their CPU reference kernels are slower than their function bodies on either provider);
+//   "reference": the CPU reference kernels of every precision (what the tests and the verification check), and the
+//       CUDA kernels;
 //   "none": none.
-// Where the fp32 ops are not registered, ONNX Runtime runs each fused node's function body (the original
+// Where a float op is not registered, ONNX Runtime runs each fused node's function body (the original
 // subgraph) on its own kernels: on a CPU-only host a fused model is as fast with the library as without it. (An
 // op that is registered at all, for any provider, has a schema, and ONNX Runtime then runs no function body for
 // it: registering the CUDA kernels alone would leave a CPU session without a kernel.) The int8 ops have no
@@ -30,10 +32,11 @@ namespace {
 
 constexpr const char* kFp32KernelsEntry = "fcm.fp32_kernels";
 
-// Two domains of the same name over one set of ops: every op, and the int8 ops only.
+// Three domains of the same name over one set of ops: every op; the fp32 and int8 ops; the int8 ops only.
 struct OpSet {
   std::vector<std::unique_ptr<OrtCustomOp>> ops;
   Ort::CustomOpDomain every_op{fcm::kDomain};
+  Ort::CustomOpDomain fp32_and_int8{fcm::kDomain};
   Ort::CustomOpDomain int8_only{fcm::kDomain};
 
   OpSet() {
@@ -44,13 +47,23 @@ struct OpSet {
 #endif
     }
     const size_t fp32_ops = ops.size();
+    for (const fcm::FusedKind& kind : fcm::kFp16Kinds) {
+      using Kernel = fcm::CpuChainKernelT<Ort::Float16_t>;
+      ops.push_back(std::make_unique<fcm::FusedOp<Kernel, Ort::Float16_t>>(kind.name, "CPUExecutionProvider", kind.stages));
+    }
+    for (const fcm::FusedKind& kind : fcm::kBf16Kinds) {
+      using Kernel = fcm::CpuChainKernelT<Ort::BFloat16_t>;
+      ops.push_back(std::make_unique<fcm::FusedOp<Kernel, Ort::BFloat16_t>>(kind.name, "CPUExecutionProvider", kind.stages));
+    }
+    const size_t float_ops = ops.size();
     fcm::int8::AddInt8Ops(&ops);
 #if defined(FCM_WITH_CUDA)
     fcm::int8::AddInt8CudaOps(&ops);
 #endif
     for (size_t i = 0; i < ops.size(); ++i) {
       every_op.Add(ops[i].get());
-      if (i >= fp32_ops) int8_only.Add(ops[i].get());
+      if (i < fp32_ops || i >= float_ops) fp32_and_int8.Add(ops[i].get());
+      if (i >= float_ops) int8_only.Add(ops[i].get());
     }
   }
 };
@@ -85,16 +98,16 @@ FCM_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
     std::call_once(once, [] { op_set = std::make_unique<OpSet>(); });
     Ort::UnownedSessionOptions session_options(options);
     const std::string fp32 = session_options.GetConfigEntryOrDefault(kFp32KernelsEntry, "auto");
-    bool every_op;
+    Ort::CustomOpDomain* domain;
     if (fp32 == "auto") {
-      every_op = CudaKernelsCanRun();
+      domain = CudaKernelsCanRun() ? &op_set->fp32_and_int8 : &op_set->int8_only;
     } else if (fp32 == "reference" || fp32 == "none") {
-      every_op = fp32 == "reference";
+      domain = fp32 == "reference" ? &op_set->every_op : &op_set->int8_only;
     } else {
       return Ort::Status(("FCM ops: the session config entry fcm.fp32_kernels must be auto, reference or none, not '" +
                           fp32 + "'").c_str(), ORT_INVALID_ARGUMENT).release();
     }
-    session_options.Add(every_op ? op_set->every_op : op_set->int8_only);
+    session_options.Add(*domain);
   } catch (const Ort::Exception& e) {
     return Ort::Status(e).release();
   }
@@ -104,6 +117,21 @@ FCM_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
 // The op vocabulary this build was made with (vocabulary.h), for the test that compares it with
 // fcm_core/vocabulary.py.
 FCM_EXPORT const char* FcmLibraryVocabulary() { return fcm::vocabulary::kText; }
+
+// The float fused op types this build runs on the CUDA provider, comma-separated ("" without CUDA), for tools that must
+// know whether a model's fused nodes run on the GPU (the half-precision ops have CPU kernels only so far).
+FCM_EXPORT const char* FcmLibraryCudaFloatOps() {
+#if defined(FCM_WITH_CUDA)
+  static const std::string names = [] {
+    std::string out;
+    for (const fcm::FusedKind& kind : fcm::kFp32Kinds) out += (out.empty() ? "" : ",") + std::string(kind.name);
+    return out;
+  }();
+  return names.c_str();
+#else
+  return "";
+#endif
+}
 
 // What this build holds, for tools and tests: "cpu" or "cpu,cuda".
 FCM_EXPORT const char* FcmLibraryKernels() {

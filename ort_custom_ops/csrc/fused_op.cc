@@ -1,6 +1,7 @@
 #include "fused_op.h"
 
 #include <sstream>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/cpu_chain.h"
@@ -122,10 +123,13 @@ Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_na
     if (!problem.empty()) return Error(node, problem);
   }
   spec->cuda_plans_strict = a.Flag("cuda_plans_strict");
-  const int64_t allow_tf32 = a.Int("allow_tf32", 1);
   if (!a.problem().empty()) return Error(node, a.problem());
-  if (allow_tf32 != 0 && allow_tf32 != 1) return Error(node, "allow_tf32 must be 0 or 1");
-  spec->allow_tf32 = allow_tf32 == 1;
+  if (a.Declares("allow_tf32")) {  // fp32 only
+    const int64_t allow_tf32 = a.Int("allow_tf32", 1);
+    if (!a.problem().empty()) return Error(node, a.problem());
+    if (allow_tf32 != 0 && allow_tf32 != 1) return Error(node, "allow_tf32 must be 0 or 1");
+    spec->allow_tf32 = allow_tf32 == 1;
+  }
 
   // Weights of unknown static shape are checked at compute time instead.
   bool shapes_known = true;
@@ -194,7 +198,32 @@ Ort::Status CheckCall(const ChainSpec& spec_in, Ort::KernelContext& ctx, CallSha
   return Ort::Status(nullptr);
 }
 
-OrtStatusPtr CpuChainKernel::ComputeV2(OrtKernelContext* context) {
+namespace {
+
+// An input tensor's values as floats: the tensor's own memory for float, else a widened copy in `store`.
+template <typename T>
+const float* Widened(const Ort::ConstValue& value, std::vector<float>* store) {
+  if constexpr (std::is_same_v<T, float>) {
+    return value.GetTensorData<float>();
+  } else {
+    const size_t count = value.GetTensorTypeAndShapeInfo().GetElementCount();
+    const T* data = value.GetTensorData<T>();
+    store->resize(count);
+    for (size_t i = 0; i < count; ++i) (*store)[i] = data[i].ToFloat();
+    return store->data();
+  }
+}
+
+// Rounds a float to the nearest value of T (ties to even) and back: what storing it as T keeps.
+template <typename T>
+float RoundTo(float v) {
+  return T(v).ToFloat();
+}
+
+}  // namespace
+
+template <typename T>
+OrtStatusPtr CpuChainKernelT<T>::ComputeV2(OrtKernelContext* context) {
   try {
     Ort::KernelContext ctx(context);
     CallShapes s;
@@ -202,7 +231,9 @@ OrtStatusPtr CpuChainKernel::ComputeV2(OrtKernelContext* context) {
     if (!status.IsOK()) return status.release();
     ChainSpec run = spec;
     ChainTensors t;
-    t.x = ctx.GetInput(0).GetTensorData<float>();
+    std::vector<std::vector<float>> widened(2 + 2 * run.stages.size());  // half inputs as floats
+    size_t next = 0;
+    t.x = Widened<T>(ctx.GetInput(0), &widened[next++]);
     t.n = s.n, t.h = s.h, t.w = s.w;
     t.channels_last = s.channels_last;
     for (size_t i = 0; i < run.stages.size(); ++i) {
@@ -210,17 +241,26 @@ OrtStatusPtr CpuChainKernel::ComputeV2(OrtKernelContext* context) {
       const auto ws = w.GetTensorTypeAndShapeInfo().GetShape();
       run.stages[i].out_channels = ws[0];
       run.stages[i].in_channels = run.stages[i].type == StageType::kPointwise ? ws[1] : ws[0];
-      t.weights.push_back(w.GetTensorData<float>());
-      t.biases.push_back(ctx.GetInput(run.BiasInput(i)).GetTensorData<float>());
+      t.weights.push_back(Widened<T>(w, &widened[next++]));
+      t.biases.push_back(Widened<T>(ctx.GetInput(run.BiasInput(i)), &widened[next++]));
     }
     if (s.scale_batch > 0) {
-      t.scale = ctx.GetInput(run.ScaleInput()).GetTensorData<float>();
+      t.scale = Widened<T>(ctx.GetInput(run.ScaleInput()), &widened[next++]);
       t.scale_batch = s.scale_batch;
     }
     auto y = ctx.GetOutput(0, s.OutputShape());
-    t.y = y.GetTensorMutableData<float>();
     if (s.n == 0) return nullptr;
-    RunChainCpu(run, t, OrtParallelFor(ctx));
+    if constexpr (std::is_same_v<T, float>) {
+      t.y = y.GetTensorMutableData<float>();
+      RunChainCpu(run, t, OrtParallelFor(ctx));
+    } else {
+      std::vector<float> result(y.GetTensorTypeAndShapeInfo().GetElementCount());
+      t.y = result.data();
+      t.round = &RoundTo<T>;
+      RunChainCpu(run, t, OrtParallelFor(ctx));
+      T* out = y.GetTensorMutableData<T>();
+      for (size_t i = 0; i < result.size(); ++i) out[i] = T(result[i]);  // rounds the residual sum; exact elsewhere
+    }
     return nullptr;
   } catch (const Ort::Exception& e) {
     return Ort::Status(e).release();
@@ -228,5 +268,9 @@ OrtStatusPtr CpuChainKernel::ComputeV2(OrtKernelContext* context) {
     return Ort::Status(e.what(), ORT_RUNTIME_EXCEPTION).release();
   }
 }
+
+template struct CpuChainKernelT<float>;
+template struct CpuChainKernelT<Ort::Float16_t>;
+template struct CpuChainKernelT<Ort::BFloat16_t>;
 
 }  // namespace fcm

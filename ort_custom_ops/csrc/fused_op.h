@@ -1,7 +1,9 @@
-// The fp32 FCM operators (FusedDwPw, FusedPwDw, FusedPwPw, FusedPwDwPw) as ONNX Runtime custom ops: the
-// shared op class (op.h) with the fp32 signature, instantiated per op type and execution provider. The
+// The float FCM operators as ONNX Runtime custom ops: the fp32 ops (FusedDwPw, FusedPwDw, FusedPwPw,
+// FusedPwDwPw) and their fp16 and bf16 forms (Fp16FusedDwPw, ..., Bf16FusedPwDwPw): the shared op class
+// (op.h) with one signature over the element type, instantiated per op type and execution provider. The
 // kernel object holds the ChainSpec, parsed and validated once at kernel creation; compute checks the
-// input shapes and runs.
+// input shapes and runs. A half op takes every input in its element type and returns its output in it;
+// it computes in fp32 and rounds each stage's output to the element type (round to nearest even).
 #pragma once
 
 #include <string>
@@ -32,11 +34,19 @@ struct CallShapes {
 };
 Ort::Status CheckCall(const ChainSpec& spec, Ort::KernelContext& ctx, CallShapes* shapes);
 
-struct CpuChainKernel {
+// The CPU reference kernel of the float ops, for element type T (float, Ort::Float16_t, Ort::BFloat16_t):
+// half inputs are widened to float, the chain runs in fp32 with each stage's output rounded to T, and the
+// output is rounded to T.
+template <typename T>
+struct CpuChainKernelT {
   static constexpr bool kChannelsLast = true;  // computes channels_last nodes (see TakesChannelsLast)
   ChainSpec spec;
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 };
+using CpuChainKernel = CpuChainKernelT<float>;
+extern template struct CpuChainKernelT<float>;
+extern template struct CpuChainKernelT<Ort::Float16_t>;
+extern template struct CpuChainKernelT<Ort::BFloat16_t>;
 
 // Whether a kernel type computes channels_last nodes: it says so with `static constexpr bool
 // kChannelsLast = true`. A kernel that does not is refused such a node when it is created (an ONNX
@@ -46,13 +56,15 @@ struct TakesChannelsLast : std::false_type {};
 template <typename Kernel>
 struct TakesChannelsLast<Kernel, std::void_t<decltype(Kernel::kChannelsLast)>> : std::bool_constant<Kernel::kChannelsLast> {};
 
-// The fp32 ops' inputs and output: X, (W, B) per stage, an optional channel scale; Y. A kernel type
-// holds a `ChainSpec spec`, filled by ParseSpec.
-struct Fp32Signature {
-  static constexpr ONNXTensorElementDataType kOutputType = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+// The float ops' inputs and output, all of element type T: X, (W, B) per stage, an optional channel scale;
+// Y. A kernel type holds a `ChainSpec spec`, filled by ParseSpec.
+template <typename T>
+struct FloatSignature {
+  static constexpr ONNXTensorElementDataType kType = Ort::TypeToTensorType<T>::type;
+  static constexpr ONNXTensorElementDataType kOutputType = kType;
   static size_t InputCount(size_t stages) { return 2 + 2 * stages; }
   static bool Optional(size_t index, size_t stages) { return index == 1 + 2 * stages; }
-  static ONNXTensorElementDataType InputType(size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+  static ONNXTensorElementDataType InputType(size_t) { return kType; }
   template <typename Kernel>
   static Ort::Status Init(Kernel& kernel, const Ort::ConstKernelInfo& info, const char* op_name, size_t) {
     Ort::Status status = ParseSpec(info, op_name, &kernel.spec);
@@ -62,10 +74,11 @@ struct Fp32Signature {
     return status;
   }
 };
+using Fp32Signature = FloatSignature<float>;
 
-template <typename Kernel>
-struct FusedOp : Op<Kernel, Fp32Signature> {
-  FusedOp(const char* name, const char* provider, size_t stages) : Op<Kernel, Fp32Signature>(name, stages, provider) {}
+template <typename Kernel, typename T = float>
+struct FusedOp : Op<Kernel, FloatSignature<T>> {
+  FusedOp(const char* name, const char* provider, size_t stages) : Op<Kernel, FloatSignature<T>>(name, stages, provider) {}
 };
 
 }  // namespace fcm

@@ -1,4 +1,5 @@
-// The one op framework every precision's ops share (fp32 Fused*, int8 Q*; CPU and CUDA):
+// The one op framework every precision's ops share (fp32 Fused*, fp16 Fp16Fused*, bf16 Bf16Fused*, int8 Q*;
+// CPU and CUDA):
 //   Op<Kernel, Signature>  the ONNX Runtime custom op: input/output types from the signature, the kernel
 //                          made and its attributes read and checked once, when ONNX Runtime creates it;
 //   Attributes             the attribute reader: remembers the first problem, and refuses a name the op
@@ -83,6 +84,15 @@ class Attributes {
     if (problem_.empty()) problem_ = what;
   }
 
+  // Whether the vocabulary declares `name` for this op (asking is no problem).
+  bool Declares(const std::string& name) const {
+    if (declared_ == nullptr) return false;
+    for (size_t i = 0; i < declared_->count; ++i) {
+      if (name == declared_->names[i]) return true;
+    }
+    return false;
+  }
+
   // An optional attribute: false (and *out untouched) when the node does not carry it.
   template <typename T>
   bool TryRead(const std::string& name, T* out) {
@@ -124,9 +134,7 @@ class Attributes {
   }
   bool Declared(const std::string& name) {
     if (declared_ == nullptr) return false;
-    for (size_t i = 0; i < declared_->count; ++i) {
-      if (name == declared_->names[i]) return true;
-    }
+    if (Declares(name)) return true;
     Fail("attribute " + name + " is not in the op vocabulary of " + declared_->op);
     return false;
   }

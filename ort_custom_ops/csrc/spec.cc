@@ -35,11 +35,13 @@ std::string ParseCudaPlans(const std::string& text, bool channels_last, std::vec
 }
 
 std::vector<StageType> StageTypesOf(const std::string& op_name) {
-  for (const FusedKind& kind : kFp32Kinds) {
-    if (op_name != kind.name) continue;
-    std::vector<StageType> types;
-    for (size_t s = 0; s < kind.stages; ++s) types.push_back(kind.depthwise[s] ? StageType::kDepthwise : StageType::kPointwise);
-    return types;
+  for (const auto* table : {&kFp32Kinds, &kFp16Kinds, &kBf16Kinds}) {
+    for (const FusedKind& kind : *table) {
+      if (op_name != kind.name) continue;
+      std::vector<StageType> types;
+      for (size_t s = 0; s < kind.stages; ++s) types.push_back(kind.depthwise[s] ? StageType::kDepthwise : StageType::kPointwise);
+      return types;
+    }
   }
   return {};
 }

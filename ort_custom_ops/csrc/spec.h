@@ -73,7 +73,8 @@ struct ChainSpec {
   int64_t InputExtent(size_t s, int64_t rows) const;
 };
 
-// The stage types of an fp32 op (vocabulary.h's kFp32Kinds): FusedDwPw = {dw, pw}, ...; {} if unknown.
+// The stage types of a float op (vocabulary.h's kFp32Kinds, kFp16Kinds, kBf16Kinds): FusedDwPw = {dw, pw},
+// Fp16FusedDwPw likewise, ...; {} if unknown.
 std::vector<StageType> StageTypesOf(const std::string& op_name);
 
 // Parses a cuda_plans attribute into (batch, plan) pairs; returns what is wrong, or an empty string.

@@ -2,7 +2,8 @@
 
 In: ``fcm_core.vocabulary``. Out: the header the custom-op library is built with: the kernels'
 activation enum (``Act``) and the attribute spellings that name them, the fused op types of each
-precision with their stage sequences, the depthwise kernel sizes and strides, and every op's
+precision with their stage sequences (``kFp32Kinds``, ``kFp16Kinds``, ``kBf16Kinds``,
+``int8::kFusedKinds``), the depthwise kernel sizes and strides, and every op's
 attribute names (the shared attribute reader refuses a name that is not there), and the same
 vocabulary as one line of text (``kText``), which the built library returns from
 ``FcmLibraryVocabulary`` for ``tests/ops/test_vocabulary.py`` to compare with :func:`text`.
@@ -128,7 +129,9 @@ def render() -> str:
         "  bool depthwise[3];",
         "};",
     ]
-    for precision, (space, array) in {"fp32": ("", "kFp32Kinds"), "int8": ("int8", "kFusedKinds")}.items():
+    tables = {p: ("", f"k{p.capitalize()}Kinds") for p in vocabulary.FLOAT_PRECISIONS}  # kFp32Kinds, kFp16Kinds, ...
+    tables["int8"] = ("int8", "kFusedKinds")
+    for precision, (space, array) in tables.items():
         entries = []
         for kind in vocabulary.KINDS.values():
             flags = [s == "dw" for s in kind.stages] + [False] * (3 - len(kind.stages))

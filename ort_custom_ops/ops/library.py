@@ -4,18 +4,20 @@ In: nothing (or ``$FCM_ORT_LIBRARY``). Out: the path of the built library, sessi
 it registered, sessions. A fused model also runs without the library (ONNX Runtime then inlines
 each fused node's function body): the library is an accelerator, never a requirement.
 
-Which kernels run an fp32 fused node follows the session config entry ``fcm.fp32_kernels``
+Which kernels run a float fused node follows the session config entry ``fcm.fp32_kernels``
 (:data:`FP32_KERNELS`), read when the library is registered (so set it before):
 
 - ``auto`` (the default, a user's session that registers the library alone): where this process
   can run the CUDA kernels (the library built with them, an onnxruntime with the CUDA provider),
-  the CUDA kernels, with the CPU reference kernels for fused nodes no GPU takes; on a CPU-only
+  the fp32 CUDA kernels, with the CPU reference kernels for fused nodes no GPU takes; on a CPU-only
   host no fp32 kernels: ONNX Runtime runs each fused node's function body on its own kernels, as
-  fast as the unfused model;
-- ``reference``: the CPU reference kernels (and the CUDA kernels): this project's sessions
-  (``reference_kernels=True``, the default here), so that the tests and the verification check
-  the fused nodes' own arithmetic;
-- ``none``: no fp32 kernels (function bodies everywhere: a CPU session on a host with a GPU).
+  fast as the unfused model. The fp16 and bf16 ops have no CUDA kernels yet: ``auto`` registers
+  none of them, and their function bodies run, on the GPU where there is one;
+- ``reference``: the CPU reference kernels of every precision (and the fp32 CUDA kernels): this
+  project's sessions (``reference_kernels=True``, the default here), so that the tests and the
+  verification check the fused nodes' own arithmetic (on a CUDA session ONNX Runtime places half
+  nodes on the CPU then);
+- ``none``: no float kernels (function bodies everywhere: a CPU session on a host with a GPU).
 
 The int8 ops have no function bodies: they are registered for the CPU (and CUDA) in every case.
 """
@@ -55,10 +57,20 @@ def library_kernels() -> set[str]:
     return set(library.FcmLibraryKernels().decode().split(","))
 
 
+def library_cuda_float_ops() -> set[str]:
+    """The float fused op types the built library runs on the CUDA provider (none without CUDA; the
+    fp16 and bf16 ones have CPU kernels only so far, so ONNX Runtime places such nodes on the CPU)."""
+    import ctypes
+
+    library = ctypes.CDLL(str(library_path()))
+    library.FcmLibraryCudaFloatOps.restype = ctypes.c_char_p
+    return {name for name in library.FcmLibraryCudaFloatOps().decode().split(",") if name}
+
+
 def session_options(with_library: bool = True, threads: int | None = None, optimization: str | None = None,
                     profile: bool = False, reference_kernels: bool = True):
     """``onnxruntime.SessionOptions`` with the FCM library registered (unless told not to), with its
-    fp32 CPU reference kernels (``fcm.fp32_kernels`` = ``reference``) unless ``reference_kernels``
+    CPU reference kernels (``fcm.fp32_kernels`` = ``reference``) unless ``reference_kernels``
     is false (then ``auto``, as in a user's session that registers the library alone)."""
     import onnxruntime as ort
 

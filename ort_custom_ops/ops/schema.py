@@ -15,6 +15,14 @@ are NHWC: X [N, H, W, C], Y [N, Ho, Wo, F]; the weights are the same, and S may 
 of X (and a Reshape of S) and a Transpose of Y (:func:`channels_last_body`). The attributes are
 listed in :data:`ATTRIBUTES` (and ``csrc/spec.h``).
 
+In half precision (``FcmSpec.precision`` fp16 or bf16; :func:`half_body`): op types
+``Fp16Fused*`` / ``Bf16Fused*``, every input and the output in the element type, the same attributes
+less ``allow_tf32``. The function body of an fp16 node is the fp32 body converted by
+onnxconverter-common's float16 converter (ONNX Runtime runs fp16 Conv on the CPU and CUDA providers);
+that of a bf16 node widens its inputs to fp32, runs the fp32 body with each operator's output rounded
+to bf16 (a Cast to bf16 and back) and returns bf16, because ONNX Runtime has no bf16 Conv kernel on
+any provider (nor bf16 arithmetic on the CPU).
+
 In (int8): one layer's (or one fused chain's) integer weights, int32 biases, per-channel weight
 scales and the quantization of its input and output (:class:`Quant`, :class:`Requant`,
 :class:`Chain`). Out: the ``Q*`` node computing it as TFLite's int8 kernels do, with its weights as
@@ -38,8 +46,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import ml_dtypes
 import numpy as np
-from onnx import GraphProto, ModelProto, NodeProto, helper
+from onnx import GraphProto, ModelProto, NodeProto, TensorProto, helper
 
 from fcm_core import vocabulary
 from fcm_core.vocabulary import DOMAIN, DOMAIN_VERSION, LAYOUT_ATTRIBUTE, SCHEMES, TILING_KEYS
@@ -54,6 +63,9 @@ KIND_STAGES = {name: kind.stages for name, kind in vocabulary.KINDS.items()}
 ACTIVATIONS = tuple(vocabulary.ACTIVATIONS)
 #: Every attribute an fp32 FCM node may carry (a function body must declare them all).
 ATTRIBUTES = vocabulary.expand(vocabulary.FUSED_ATTRIBUTES["fp32"])
+#: The float precisions' element types: numpy's, and ONNX's.
+NUMPY_TYPES = {"fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16), "bf16": np.dtype(ml_dtypes.bfloat16)}
+ONNX_TYPES = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
 DECLARED = vocabulary.op_attributes()
 #: Permutations between the layouts: NCHW -> NHWC and back.
 TO_NHWC = (0, 2, 3, 1)
@@ -139,16 +151,19 @@ class FcmSpec:
     has_scale: bool = False  # an S input multiplies X's channels
     tiling: dict = field(default_factory=dict)
     channels_last: bool = False  # X and Y NHWC (see the module docstring)
+    precision: str = "fp32"  # fp32, fp16 or bf16: the element type of every input and of the output
 
     def __post_init__(self):
         if self.kind not in OP_TYPES:
             raise ValueError(f"unknown FCM kind {self.kind!r}")
         if tuple(s.type for s in self.stages) != KIND_STAGES[self.kind]:
             raise ValueError(f"{self.kind} needs stages {KIND_STAGES[self.kind]}")
+        if self.precision not in NUMPY_TYPES:
+            raise ValueError(f"unknown precision {self.precision!r} (one of {', '.join(NUMPY_TYPES)})")
 
     @property
     def op_type(self) -> str:
-        return OP_TYPES[self.kind]
+        return vocabulary.KINDS[self.kind].op_type(self.precision)
 
     @property
     def depthwise(self) -> StageSpec | None:
@@ -180,21 +195,26 @@ class FcmSpec:
         return names
 
     def node(self, inputs: Sequence[str], output: str, name: str, overload: str | None = None) -> NodeProto:
-        return fused_node(self.kind, "fp32", inputs, output, name, self.attributes(), overload)
+        return fused_node(self.kind, self.precision, inputs, output, name, self.attributes(), overload)
 
     def weights(self, prefix: str) -> dict[str, np.ndarray]:
+        """The weights and biases in the kernels' layout and the precision's element type (rounded to nearest even)."""
         arrays = {}
+        dtype = NUMPY_TYPES[self.precision]
         for index, stage in enumerate(self.stages, 1):
-            arrays[f"{prefix}W{index}"] = np.ascontiguousarray(stage.weight, np.float32)
-            arrays[f"{prefix}B{index}"] = np.ascontiguousarray(stage.bias, np.float32)
+            arrays[f"{prefix}W{index}"] = np.ascontiguousarray(np.asarray(stage.weight, np.float32).astype(dtype))
+            arrays[f"{prefix}B{index}"] = np.ascontiguousarray(np.asarray(stage.bias, np.float32).astype(dtype))
         return arrays
 
     def reference_nodes(self, x: str, weight_names: Sequence[str], y: str, scale: str | None = None, prefix: str = "r") -> list[NodeProto]:
         """The same computation in standard ONNX (opset >= 14): reshapes of the kernel-layout
         weights, Conv, the activations, the residual Add; between the layout changes of
-        :func:`channels_last_body` when the node is channels last. ``weight_names``: W1, B1, W2, B2, ..."""
+        :func:`channels_last_body` when the node is channels last; in the spec's precision
+        (:func:`half_body`). ``weight_names``: W1, B1, W2, B2, ..."""
         body = self._nchw_nodes(x, weight_names, y, scale, prefix)
-        return channels_last_body(body, x, y, scale, prefix) if self.channels_last else body
+        body = channels_last_body(body, x, y, scale, prefix) if self.channels_last else body
+        inputs = [x, *weight_names] + ([scale] if scale else [])
+        return body if self.precision == "fp32" else half_body(body, self.precision, inputs, y)
 
     def _nchw_nodes(self, x: str, weight_names: Sequence[str], y: str, scale: str | None, prefix: str) -> list[NodeProto]:
         nodes: list[NodeProto] = []
@@ -249,8 +269,9 @@ def activation_nodes(nodes: list[NodeProto], activation: Activation, x: str, pre
         return x
     out = f"{prefix}_out"
     if form == "Clip":
-        nodes.append(helper.make_node("Constant", [], [f"{prefix}_lo"], value_float=float(activation.clip[0])))
-        nodes.append(helper.make_node("Constant", [], [f"{prefix}_hi"], value_float=float(activation.clip[1])))
+        for bound, value in (("lo", activation.clip[0]), ("hi", activation.clip[1])):  # tensors: a converter retypes them
+            nodes.append(helper.make_node("Constant", [], [f"{prefix}_{bound}"],
+                                          value=helper.make_tensor(f"{prefix}_{bound}", TensorProto.FLOAT, [], [float(value)])))
         nodes.append(helper.make_node("Clip", [x, f"{prefix}_lo", f"{prefix}_hi"], [out]))
     elif form.startswith("x*"):  # x * op(x)
         gate = f"{prefix}_{form[2:].lower()[:3]}"
@@ -264,11 +285,74 @@ def activation_nodes(nodes: list[NodeProto], activation: Activation, x: str, pre
 def make_function(spec: FcmSpec, body: list[NodeProto], inputs: Sequence[str], output: str, overload: str,
                   opset: int):
     """A model-local function for one fused node: domain and op type of the node, its own body
-    (told apart from other nodes' by ``overload``), every FCM attribute declared."""
+    (told apart from other nodes' by ``overload``), every attribute of its precision declared."""
+    attributes = vocabulary.expand(vocabulary.FUSED_ATTRIBUTES[spec.precision])
     function = helper.make_function(DOMAIN, spec.op_type, list(inputs), [output], body,
-                                    [helper.make_opsetid("", opset)], attributes=list(ATTRIBUTES))
+                                    [helper.make_opsetid("", opset)], attributes=list(attributes))
     function.overload = overload
     return function
+
+
+#: Operators that move values without arithmetic: a rounded computation does not round their outputs.
+VALUE_PRESERVING = ("Constant", "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten", "Pad",
+                    "Concat", "Shape", "Gather", "Slice", "Split", "Cast")
+
+
+def rounded_nodes(nodes: Sequence[NodeProto], precision: str, keep: Sequence[str] = (),
+                  outputs: Sequence[str] = ()) -> list[NodeProto]:
+    """``nodes`` (fp32) with the output of each arithmetic operator (not in :data:`VALUE_PRESERVING`
+    nor ``keep``) rounded to ``precision``: a Cast to it and back to fp32 after it. The tensors named
+    in ``outputs`` are returned in ``precision`` instead (a Cast to it, named as the tensor)."""
+    element = ONNX_TYPES[precision]
+    out: list[NodeProto] = []
+    for node in nodes:
+        copy = NodeProto()
+        copy.CopyFrom(node)
+        targets = list(copy.output)
+        rounded = copy.op_type not in VALUE_PRESERVING and copy.op_type not in keep
+        cast = [name for name in targets if rounded or name in outputs]
+        copy.output[:] = [f"{name}_exact" if name in cast else name for name in targets]
+        out.append(copy)
+        for name in cast:
+            if name in outputs:
+                out.append(helper.make_node("Cast", [f"{name}_exact"], [name], to=element))
+            else:
+                out.append(helper.make_node("Cast", [f"{name}_exact"], [f"{name}_rounded"], to=element))
+                out.append(helper.make_node("Cast", [f"{name}_rounded"], [name], to=TensorProto.FLOAT))
+    return out
+
+
+def half_body(body: list[NodeProto], precision: str, inputs: Sequence[str], output: str) -> list[NodeProto]:
+    """An fp32 function body (formal ``inputs``, ``output``) made to take and return ``precision``
+    (fp16 or bf16; see the module docstring)."""
+    if precision == "fp16":
+        return _fp16_body(body, inputs, output)
+    if precision != "bf16":
+        raise ValueError(f"no half-precision body for {precision!r}")
+    widened = {name: f"{name}_fp32" for name in inputs}
+    nodes = [helper.make_node("Cast", [name], [wide], to=TensorProto.FLOAT) for name, wide in widened.items()]
+    for node in body:
+        copy = NodeProto()
+        copy.CopyFrom(node)
+        copy.input[:] = [widened.get(name, name) for name in copy.input]
+        nodes.append(copy)
+    return nodes[:len(widened)] + rounded_nodes(nodes[len(widened):], precision, outputs=[output])
+
+
+def _fp16_body(body: list[NodeProto], inputs: Sequence[str], output: str) -> list[NodeProto]:
+    """The fp32 body through onnxconverter-common's float16 converter (nothing kept in fp32)."""
+    import warnings
+
+    from onnxconverter_common import float16
+
+    graph = helper.make_graph(list(body), "body", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in inputs],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with warnings.catch_warnings():  # it warns of each value it clamps to fp16's range, and of none that matter here
+        warnings.simplefilter("ignore")
+        converted = float16.convert_float_to_float16(model, keep_io_types=False, op_block_list=[],
+                                                     check_fp16_ready=False)
+    return list(converted.graph.node)
 
 
 # --- int8 ----------------------------------------------------------------------------------------

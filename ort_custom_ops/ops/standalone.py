@@ -3,15 +3,16 @@
 In: an :class:`~ort_custom_ops.ops.schema.FcmSpec`. Out: ``fused_model(spec)``: one FCM node (with
 its function body, so it runs with or without the library); ``reference_model(spec)``: the same
 computation in standard ONNX operators only. Both take ``X`` [N, C, H, W] (N dynamic; [N, H, W, C]
-for a channels-last spec) and, when the spec has one, ``S`` [N, C, 1, 1]; both return ``Y``.
+for a channels-last spec) and, when the spec has one, ``S`` [N, C, 1, 1]; both return ``Y``; every
+tensor in the spec's precision.
 """
 
 from __future__ import annotations
 
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
-from .schema import DOMAIN, DOMAIN_VERSION, FcmSpec, make_function
+from .schema import DOMAIN, DOMAIN_VERSION, ONNX_TYPES, FcmSpec, make_function
 
 OPSET = 17
 
@@ -19,10 +20,11 @@ OPSET = 17
 def _io(spec: FcmSpec, height: int | str, width: int | str):
     c = spec.stages[0].in_channels
     x_shape = ["N", height, width, c] if spec.channels_last else ["N", c, height, width]
-    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)]
+    element = ONNX_TYPES[spec.precision]
+    inputs = [helper.make_tensor_value_info("X", element, x_shape)]
     if spec.has_scale:
-        inputs.append(helper.make_tensor_value_info("S", TensorProto.FLOAT, ["N", c, 1, 1]))
-    outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)]
+        inputs.append(helper.make_tensor_value_info("S", element, ["N", c, 1, 1]))
+    outputs = [helper.make_tensor_value_info("Y", element, None)]
     return inputs, outputs
 
 
@@ -51,3 +53,36 @@ def reference_model(spec: FcmSpec, height: int | str = "H", width: int | str = "
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 10
     return model
+
+
+def float_io(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with fp32 inputs and outputs where it has fp16 or bf16 ones: a Cast at each (to run
+    a half-precision model from numpy float32 arrays, which ONNX Runtime's Python API cannot pass
+    as bf16; the values are exact where the caller rounded them to the model's type first)."""
+    from onnx import TensorProto
+
+    half = {TensorProto.FLOAT16, TensorProto.BFLOAT16}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = copy.graph
+    head, tail = [], []
+    for value in graph.input:
+        element = value.type.tensor_type.elem_type
+        if element in half:
+            inner = f"{value.name}__half"
+            for node in graph.node:
+                node.input[:] = [inner if name == value.name else name for name in node.input]
+            head.append(helper.make_node("Cast", [value.name], [inner], to=element))
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+    for value in graph.output:
+        if value.type.tensor_type.elem_type in half:
+            inner = f"{value.name}__half"
+            for node in graph.node:
+                node.output[:] = [inner if name == value.name else name for name in node.output]
+                node.input[:] = [inner if name == value.name else name for name in node.input]
+            tail.append(helper.make_node("Cast", [inner], [value.name], to=TensorProto.FLOAT))
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+    nodes = head + list(graph.node) + tail
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return copy

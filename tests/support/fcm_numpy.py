@@ -36,17 +36,28 @@ def depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pads) ->
     return out
 
 
-def run_spec(spec, x: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
-    """What an FCM node with ``spec`` computes, in float64."""
-    current = x.astype(np.float64)
+def round_to(values: np.ndarray, dtype) -> np.ndarray:
+    """``values`` rounded to ``dtype`` (nearest, ties to even, from float32 as the kernels round), in float64;
+    unchanged for None."""
+    if dtype is None:
+        return values
+    return np.asarray(values, np.float32).astype(dtype).astype(np.float64)
+
+
+def run_spec(spec, x: np.ndarray, scale: np.ndarray | None = None, dtype=None) -> np.ndarray:
+    """What an FCM node with ``spec`` computes, in float64; with ``dtype`` (a half-precision numpy
+    type) every input and every stage's output rounded to it, as the half-precision ops define."""
+    x = round_to(x.astype(np.float64), dtype)
+    current = x
     if spec.has_scale:
-        current = current * scale
+        current = current * round_to(scale, dtype)
     for stage in spec.stages:
+        weight, bias = round_to(stage.weight, dtype), round_to(stage.bias, dtype)
         if stage.type == "pw":
-            current = pointwise(current, stage.weight, stage.bias)
+            current = pointwise(current, weight, bias)
         else:
-            current = depthwise(current, stage.weight, stage.bias, stage.stride, stage.pads)
-        current = activate(current, stage.activation)
+            current = depthwise(current, weight, bias, stage.stride, stage.pads)
+        current = round_to(activate(current, stage.activation), dtype)
     if spec.residual:
-        current = activate(current + x, spec.residual_activation)
+        current = round_to(activate(current + x, spec.residual_activation), dtype)
     return current

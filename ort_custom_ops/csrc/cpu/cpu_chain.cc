@@ -26,8 +26,14 @@ struct Rows {
 };
 
 // ---- the pointwise stage: out[f, p] = epilogue(b[f] + sum_c W[f, c] in[c, p]) over valid rows ----
+// Rounds `count` values to the element type in place (nothing for fp32: `round` is null).
+void RoundAll(float (*round)(float), float* values, int64_t count) {
+  if (round == nullptr) return;
+  for (int64_t i = 0; i < count; ++i) values[i] = round(values[i]);
+}
+
 void PointwiseStage(const float* weights, const float* bias, const Activation& act, int64_t in_c, int64_t out_c,
-                    const Block& in, int64_t height, int64_t width, Rows rows, Block* out) {
+                    const Block& in, int64_t height, int64_t width, Rows rows, float (*round)(float), Block* out) {
   const int64_t valid0 = std::max<int64_t>(rows.r0, 0), valid1 = std::min<int64_t>(rows.r1, height);
   if (valid1 <= valid0) return;
   const int64_t pixels = (valid1 - valid0) * width;
@@ -51,6 +57,7 @@ void PointwiseStage(const float* weights, const float* bias, const Activation& a
         float* dst = out->Row(f0 + j, r) + out->pad_left;
         const float* row = src + (r - valid0) * width;
         for (int64_t x = 0; x < width; ++x) dst[x] = act(row[x]);
+        RoundAll(round, dst, width);
       }
     }
   }
@@ -58,7 +65,7 @@ void PointwiseStage(const float* weights, const float* bias, const Activation& a
 
 // ---- the depthwise stage: out[c, y, x] = epilogue(b[c] + sum_k W[c, k] in[c, y*s + kh - pt, x*s + kw - pl]) ----
 void DepthwiseStage(const float* weights, const float* bias, const Stage& st, const Block& in, int64_t out_h,
-                    int64_t out_w, Rows rows, Block* out) {
+                    int64_t out_w, Rows rows, float (*round)(float), Block* out) {
   const int64_t k = st.kernel, s = st.stride, pad_top = st.pads[0];
   const int64_t valid0 = std::max<int64_t>(rows.r0, 0), valid1 = std::min<int64_t>(rows.r1, out_h);
   for (int64_t c = 0; c < st.out_channels; ++c) {
@@ -79,6 +86,7 @@ void DepthwiseStage(const float* weights, const float* bias, const Stage& st, co
         }
       }
       for (int64_t x = 0; x < out_w; ++x) dst[x] = st.activation(dst[x]);
+      RoundAll(round, dst, out_w);
     }
   }
 }
@@ -162,9 +170,10 @@ void RunChainCpu(const ChainSpec& spec, const ChainTensors& t, const ParallelFor
           w = scaled.data();
         }
         PointwiseStage(w, t.biases[s], st.activation, st.in_channels, st.out_channels, buffers[s], height[s + 1],
-                       width[s + 1], need[s + 1], &buffers[s + 1]);
+                       width[s + 1], need[s + 1], t.round, &buffers[s + 1]);
       } else {
-        DepthwiseStage(t.weights[s], t.biases[s], st, buffers[s], height[s + 1], width[s + 1], need[s + 1], &buffers[s + 1]);
+        DepthwiseStage(t.weights[s], t.biases[s], st, buffers[s], height[s + 1], width[s + 1], need[s + 1], t.round,
+                       &buffers[s + 1]);
       }
     }
     // the epilogue of the group: residual and its activation, then the store

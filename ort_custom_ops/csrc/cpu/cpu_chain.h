@@ -5,7 +5,8 @@
 // intermediate feature map is ever stored whole. The depthwise stage, the pointwise stage and the
 // epilogue are separate functions (cpu_chain.cc). The blocks are channel-planar in either layout:
 // with channels_last, X's rows are gathered into them and the output (and the residual) is
-// read and written [N, H, W, C].
+// read and written [N, H, W, C]. The arithmetic is fp32; for the half-precision ops every stage's output
+// (after its activation) is rounded to the element type (ChainTensors::round), as stored between stages.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +27,7 @@ struct ChainTensors {
   int64_t scale_batch = 0;             // 1 (broadcast) or N
   float* y = nullptr;                  // [N, F, Ho, Wo] or [N, Ho, Wo, F]
   int64_t n = 0, h = 0, w = 0;
+  float (*round)(float) = nullptr;     // half precision: rounds each stage's output to the element type
 };
 
 void RunChainCpu(const ChainSpec& spec, const ChainTensors& t, const ParallelFor& parallel_for);

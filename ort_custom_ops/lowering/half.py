@@ -1,0 +1,278 @@
+"""Half precision: a model from the rewrite (or its unfused form) computed in fp16 or bf16.
+
+In: an fp32 ONNX model, fused (``ai.fcm`` fp32 nodes with their function bodies) or not, a
+precision (``fp16`` or ``bf16``) and whether its inputs and outputs become half too. Out
+(:func:`to_half`): the same model in that precision:
+
+- the standard operators through onnxconverter-common's float16 converter, the operators of
+  :func:`kept_fp32` computed in fp32 between Casts (the converter's op block list); by default one
+  Cast at each model input and output (``io_half``: none, the inputs and outputs in the precision);
+- the fused nodes are kept out of the converter's handling of operators: it only types the tensors
+  around them, and they are typed here: the precision's op type (``Fp16FusedPwDwPw``), weights
+  rounded to it, the function body of :func:`ort_custom_ops.ops.schema.half_body`;
+- bf16: the converter has no bf16 mode (onnxconverter-common issue 268), and ONNX Runtime has no
+  bf16 Conv on any provider nor bf16 arithmetic on the CPU. :func:`to_half` makes the bf16 model
+  itself: every float tensor between operators is bf16 (half the bytes), every standard operator
+  that computes (all but the reshapes of :data:`BF16_DIRECT`) widens its inputs to fp32 with a
+  Cast, computes in fp32 and rounds its output to bf16 with a Cast; weights are stored in bf16
+  (those of standard operators behind a Cast, which ONNX Runtime folds when it loads the model).
+  So each operator's output is rounded to bf16, as in a bf16 computation with fp32 accumulation,
+  but the operators between the fused nodes compute in fp32: only the fused nodes are bf16 kernels.
+
+What stays fp32 in fp16 (:data:`FP16_KEPT`): the converter's default block list, and the
+reductions and the softmax, whose fp16 sums lose accuracy (the squeeze-and-excitation mean, the
+global average pool). Three bugs of the converter (1.16) are worked around here: an initializer
+shared by a kept and a converted operator stays fp32 for both (issue 304, pull request 329: it is
+copied first); a Cast to fp32 in the source keeps ``to=float`` while its output is retyped fp16
+(issue 320, pull request 326: such Casts are retargeted); and the Casts it adds are named after their
+node, so that two unnamed nodes' collide (every node is named first).
+
+Also here: :func:`rounded_model`, the fp32 model with each operator's output rounded to a precision
+(a Cast to it and back): what a correct half-precision computation of the model gives, on any
+provider, for the conversion's verification bound.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from fcm_core.vocabulary import DOMAIN, kind_of, expand, FUSED_ATTRIBUTES
+
+from ..ops.schema import NUMPY_TYPES, VALUE_PRESERVING, half_body, rounded_nodes
+from ..ops.standalone import float_io
+
+HALF_PRECISIONS = ("fp16", "bf16")
+#: Operators a bf16 model runs on bf16 tensors as they are: they only reshape, and ONNX Runtime has
+#: kernels for every tensor type for them on the CPU and CUDA providers.
+BF16_DIRECT = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Transpose")
+#: Operators fp16 models keep in fp32, besides the converter's default block list.
+FP16_KEPT = ("ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "GlobalAveragePool", "Softmax", "LogSoftmax")
+
+
+def kept_fp32(model: onnx.ModelProto, precision: str) -> list[str]:
+    """The op types ``model`` computes in fp32 when converted to ``precision`` (see the module docstring)."""
+    from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST
+
+    if precision == "fp16":
+        return sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP16_KEPT))
+    present = {n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")}
+    return sorted(present - set(BF16_DIRECT))
+
+
+def to_half(model: onnx.ModelProto, precision: str, io_half: bool = False) -> onnx.ModelProto:
+    """``model`` computed in ``precision`` (see the module docstring)."""
+    from onnxconverter_common import float16
+
+    if precision not in HALF_PRECISIONS:
+        raise ValueError(f"unknown half precision {precision!r} (one of {', '.join(HALF_PRECISIONS)})")
+    if precision == "bf16":
+        half = _bf16_model(model)
+        _type_fused_nodes(half, "bf16")
+        half = half if io_half else float_io(half)
+    else:
+        source = _unshared_initializers(model, set(kept_fp32(model, precision)))
+        source_casts = {n.output[0] for n in source.graph.node if n.op_type == "Cast"}
+        with warnings.catch_warnings():  # it warns of each value it clamps to fp16's range (weights never reach it)
+            warnings.simplefilter("ignore")
+            half = float16.convert_float_to_float16(source, keep_io_types=not io_half,
+                                                    op_block_list=kept_fp32(model, precision), check_fp16_ready=False)
+        _retarget_source_casts(half, source_casts)
+        _type_fused_nodes(half, precision)
+    onnx.checker.check_model(half)
+    return half
+
+
+def rounded_model(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
+    """The fp32 ``model`` (unfused) with its weights and each operator's output rounded to
+    ``precision``, the operators :func:`kept_fp32` keeps for fp16 left exact."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    dtype = NUMPY_TYPES[precision]
+    for tensor in copy.graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT:
+            values = numpy_helper.to_array(tensor).astype(dtype).astype(np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    nodes = rounded_nodes(list(copy.graph.node), precision, keep=FP16_KEPT)
+    del copy.graph.node[:]
+    copy.graph.node.extend(nodes)
+    return copy
+
+
+def _unshared_initializers(model: onnx.ModelProto, kept: set[str]) -> onnx.ModelProto:
+    """A copy in which no float initializer feeds both a kept operator and a converted one: the kept
+    ones read their own copy (the converter would leave a shared one fp32 for both); and every node
+    named (the converter names the Casts it adds after their node: unnamed nodes' would collide)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = copy.graph
+    taken = {n.name for n in graph.node}
+    for index, node in enumerate(graph.node):
+        if not node.name:
+            node.name = next(name for k in range(index, index + len(taken) + 1)
+                             if (name := f"{node.op_type}_{k}") not in taken)
+            taken.add(node.name)
+    floats = {t.name: t for t in graph.initializer if t.data_type == TensorProto.FLOAT}
+    users: dict[str, set[bool]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name in floats:
+                users.setdefault(name, set()).add(node.op_type in kept)
+    for name, kinds in users.items():
+        if len(kinds) == 2:
+            duplicate = onnx.TensorProto()
+            duplicate.CopyFrom(floats[name])
+            duplicate.name = f"{name}__fp32"
+            graph.initializer.append(duplicate)
+            for node in graph.node:
+                if node.op_type in kept:
+                    node.input[:] = [duplicate.name if i == name else i for i in node.input]
+    return copy
+
+
+def _retarget_source_casts(model: onnx.ModelProto, source_casts: set[str]) -> None:
+    """The source's Casts to fp32 whose outputs the converter retyped fp16 cast to fp16."""
+    half_values = {v.name for v in model.graph.value_info if v.type.tensor_type.elem_type == TensorProto.FLOAT16}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.output[0] in source_casts and node.output[0] in half_values:
+            for attribute in node.attribute:
+                if attribute.name == "to" and attribute.i == TensorProto.FLOAT:
+                    attribute.i = TensorProto.FLOAT16
+
+
+def _bf16_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with bf16 inputs, outputs and tensors between operators (see the module docstring);
+    its fused nodes still fp32 nodes on bf16 tensors, for :func:`_type_fused_nodes`."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    floats = {v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info)
+              if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+    weights, nodes, widened = [], [], {}
+
+    def wide(name: str) -> str:  # the fp32 value of a bf16 tensor, one Cast per tensor
+        if name not in widened:
+            widened[name] = f"{name}__fp32"
+            nodes.append(helper.make_node("Cast", [name], [widened[name]], to=TensorProto.FLOAT))
+        return widened[name]
+
+    for tensor in graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT:
+            values = numpy_helper.to_array(tensor).astype(NUMPY_TYPES["bf16"])
+            weights.append(numpy_helper.from_array(values, tensor.name))
+            floats.add(tensor.name)
+        else:
+            weights.append(tensor)
+    for node in graph.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            raise ValueError(f"{node.name}: {node.op_type} with a subgraph has no bf16 form here")
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        if node.domain != DOMAIN and node.op_type not in BF16_DIRECT:
+            copy.input[:] = [wide(name) if name in floats else name for name in node.input]
+            narrowed = [name for name in node.output if name in floats]
+            copy.output[:] = [f"{name}__exact" if name in narrowed else name for name in node.output]
+            nodes.append(copy)
+            for name in narrowed:
+                nodes.append(helper.make_node("Cast", [f"{name}__exact"], [name], to=TensorProto.BFLOAT16))
+        else:
+            nodes.append(copy)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(weights)
+    del graph.value_info[:]
+    for value in list(graph.input) + list(graph.output):
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
+            value.type.tensor_type.elem_type = TensorProto.BFLOAT16
+    return inferred
+
+
+def _type_fused_nodes(model: onnx.ModelProto, precision: str) -> None:
+    """The fp32 fused nodes as nodes of ``precision``: op type, attributes, function bodies."""
+    functions = {(f.domain, f.name, f.overload): f for f in model.functions}
+    typed = []
+    for node in model.graph.node:
+        found = kind_of(node.op_type) if node.domain == DOMAIN else None
+        if found is None or found[1] != "fp32":
+            continue
+        kind, _ = found
+        function = functions.pop((node.domain, node.op_type, node.overload), None)
+        node.op_type = kind.op_type(precision)
+        allowed = set(expand(FUSED_ATTRIBUTES[precision]))
+        kept = [a for a in node.attribute if a.name in allowed]
+        del node.attribute[:]
+        node.attribute.extend(kept)
+        if function is not None:
+            body = half_body(list(function.node), precision, list(function.input), function.output[0])
+            half = helper.make_function(DOMAIN, node.op_type, list(function.input), list(function.output), body,
+                                        list(function.opset_import), attributes=sorted(allowed))
+            half.overload = function.overload
+            typed.append(half)
+    remaining = list(functions.values())
+    del model.functions[:]
+    model.functions.extend(remaining + typed)
+
+
+def rounding_depth(model: onnx.ModelProto, shared: bool = True) -> int:
+    """The most roundings to a half precision on one path from an input to an output of the fp32
+    ``model`` (unfused) computed in it: the input's and each layer's weights' (unless not
+    ``shared``: two half computations of the model with the same weights and inputs differ only in
+    the others), and per operator that computes (not one of :data:`VALUE_PRESERVING`) its output's.
+    The verification's bounds grow with its square root (``fcm.pipeline.verify.derived_bound``)."""
+    graph = model.graph
+    weights = {t.name for t in graph.initializer if t.data_type == TensorProto.FLOAT} if shared else set()
+    inputs = {i.name: int(shared) for i in graph.input if i.name not in weights}
+    return path_roundings(graph.node, inputs, [o.name for o in graph.output], weights)
+
+
+def widened(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A half-precision model (unfused) computed in fp32 on the same weights and inputs: every fp16
+    and bf16 type, Cast and initializer made fp32 (exact: each half value is an fp32 value). How far
+    its outputs are from the model's measures how much the model's own roundings of its operators'
+    outputs move them."""
+    half = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(float_io(model))
+    graph = copy.graph
+    if any(n.domain == DOMAIN for n in graph.node):
+        raise ValueError("widened() takes an unfused model")
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if value.type.tensor_type.elem_type in half:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+    for index, tensor in enumerate(graph.initializer):
+        if tensor.data_type in half:
+            values = numpy_helper.to_array(tensor).astype(np.float32)
+            graph.initializer[index].CopyFrom(numpy_helper.from_array(values, tensor.name))
+    inputs = {i.name for i in graph.input}
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type == "Cast" and node.input[0] in inputs:  # the input's rounding stays: the same inputs
+            nodes.append(helper.make_node("Cast", [f"{node.output[0]}__half"], [node.output[0]], to=TensorProto.FLOAT))
+            node.output[0] = f"{node.output[0]}__half"
+            continue
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i in half:
+                attribute.i = TensorProto.FLOAT
+            elif attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type in half:
+                attribute.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attribute.t).astype(np.float32),
+                                                             attribute.t.name))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return copy
+
+
+def path_roundings(nodes, inputs: dict[str, int], outputs: list[str], weights: set[str] = frozenset()) -> int:
+    """The most roundings on one path through ``nodes`` (in topological order) to ``outputs``:
+    ``inputs`` (name -> roundings it arrives with), one per computing operator, one more where it
+    reads one of ``weights`` (rounded once each)."""
+    depth = dict(inputs)
+    for node in nodes:
+        before = max((depth.get(name, 0) for name in node.input if name), default=0)
+        own = 0 if node.op_type in VALUE_PRESERVING else 1 + any(name in weights for name in node.input)
+        for name in node.output:
+            depth[name] = before + own
+    return max((depth.get(name, 0) for name in outputs), default=0)

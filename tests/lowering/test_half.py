@@ -1,0 +1,148 @@
+"""The half-precision conversion of the operators between fused nodes (``ort_custom_ops.lowering.half``),
+on small ONNX graphs against numpy: the bf16 form (every computing operator between Casts, bf16
+tensors between them), the fp16 converter's two bugs worked around, the rounding depth the bounds
+count, and the widened (fp32) form of a half model."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from fcm_core.vocabulary import PRECISIONS
+from ort_custom_ops.lowering.half import BF16_DIRECT, rounding_depth, to_half, widened
+from ort_custom_ops.ops.library import make_session
+from ort_custom_ops.ops.standalone import float_io
+
+BF16 = ml_dtypes.bfloat16
+
+
+def _model(nodes, inputs, outputs, initializers=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, [numpy_helper.from_array(a, n) for n, a in initializers])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+def _floats(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _run(model, **feeds) -> np.ndarray:
+    (y,) = make_session(model, with_library=False).run(None, feeds)
+    return y
+
+
+def _chain(rng):
+    """x -> Mul(w) -> Transpose -> Add(b) -> Sigmoid -> y: two computing operators in a row around a reshape."""
+    w = rng.normal(size=(1, 4, 1, 5)).astype(np.float32)
+    b = rng.normal(size=(1, 5, 1, 4)).astype(np.float32)
+    nodes = [helper.make_node("Mul", ["x", "w"], ["m"]), helper.make_node("Transpose", ["m"], ["t"], perm=[0, 3, 2, 1]),
+             helper.make_node("Add", ["t", "b"], ["a"]), helper.make_node("Sigmoid", ["a"], ["y"])]
+    return _model(nodes, [_floats("x", [2, 4, 3, 5])], [_floats("y", [2, 5, 3, 4])], [("w", w), ("b", b)]), w, b
+
+
+def _bf16(values):
+    return np.asarray(values, np.float32).astype(BF16).astype(np.float32)
+
+
+def test_bf16_rounds_every_operator_s_output_and_computes_in_fp32(rng):
+    model, w, b = _chain(rng)
+    x = rng.normal(size=(2, 4, 3, 5)).astype(np.float32)
+    # numpy: the input and the weights rounded, each operator in fp32 with its output rounded
+    m = _bf16(_bf16(x) * _bf16(w))
+    a = _bf16(m.transpose(0, 3, 2, 1) + _bf16(b))
+    want = _bf16(1 / (1 + np.exp(-a.astype(np.float64))))
+    half = to_half(model, "bf16")
+    assert [v.type.tensor_type.elem_type for v in list(half.graph.input) + list(half.graph.output)] == [TensorProto.FLOAT] * 2
+    assert all(t.data_type == TensorProto.BFLOAT16 for t in half.graph.initializer)
+    computing = [n for n in half.graph.node if n.op_type not in ("Cast",) + BF16_DIRECT]
+    assert [n.op_type for n in computing] == ["Mul", "Add", "Sigmoid"]
+    transpose = next(n for n in half.graph.node if n.op_type == "Transpose")
+    producers = {o: n for n in half.graph.node for o in n.output}
+    assert producers[transpose.input[0]].op_type == "Cast"  # the Transpose moves bf16 values
+    got = _run(half, x=x)
+    u = PRECISIONS["bf16"].unit_roundoff
+    # the same roundings in the same places: equal but where an fp32 result sits on a rounding boundary
+    np.testing.assert_allclose(got, want, rtol=0, atol=2 * u * np.abs(want).max())
+    exact = 1 / (1 + np.exp(-((x * w).transpose(0, 3, 2, 1) + b)))
+    assert np.abs(got - exact).max() > u / 8  # it is rounded: not the fp32 model
+
+
+def test_io_half_makes_the_edges_bf16(rng):
+    model, _, _ = _chain(rng)
+    half = to_half(model, "bf16", io_half=True)
+    assert [v.type.tensor_type.elem_type for v in list(half.graph.input) + list(half.graph.output)] == \
+        [TensorProto.BFLOAT16] * 2
+    x = rng.normal(size=(2, 4, 3, 5)).astype(np.float32)
+    np.testing.assert_array_equal(_run(float_io(half), x=_bf16(x)), _run(to_half(model, "bf16"), x=x))
+
+
+def test_fp16_keeps_the_reductions_in_fp32(rng):
+    """(Its nodes are unnamed: onnxconverter-common 1.16 names the Casts it adds after their node, and
+    would give two the same name.)"""
+    x = rng.normal(size=(2, 3, 4, 4)).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Softmax", ["p"], ["y"], axis=1)]
+    model = _model(nodes, [_floats("x", [2, 3, 4, 4])], [_floats("y", [2, 3, 1, 1])])
+    half = to_half(model, "fp16")
+    kept = {n.op_type: n for n in half.graph.node}
+    values = {v.name: v.type.tensor_type.elem_type for v in half.graph.value_info}
+    assert values[kept["Relu"].output[0]] == TensorProto.FLOAT16
+    assert values.get(kept["GlobalAveragePool"].output[0], TensorProto.FLOAT) == TensorProto.FLOAT
+    r = np.maximum(x.astype(np.float16), 0).astype(np.float32)
+    p = r.mean(axis=(2, 3), keepdims=True)
+    want = np.exp(p) / np.exp(p).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(_run(half, x=x), want, rtol=0, atol=4 * PRECISIONS["fp16"].unit_roundoff)
+
+
+def test_fp16_an_initializer_shared_by_a_kept_and_a_converted_operator(rng):
+    """onnxconverter-common 1.16 leaves such an initializer fp32 for both (issue 304): the Mul would
+    get an fp32 operand beside an fp16 one, and ONNX Runtime would refuse the model."""
+    w = np.abs(rng.normal(size=(3,))).astype(np.float32)
+    nodes = [helper.make_node("Mul", ["x", "w"], ["m"]), helper.make_node("Max", ["m", "w"], ["y"])]  # Max is kept
+    model = _model(nodes, [_floats("x", [2, 3])], [_floats("y", [2, 3])], [("w", w)])
+    x = rng.normal(size=(2, 3)).astype(np.float32)
+    got = _run(to_half(model, "fp16"), x=x)
+    want = np.maximum((x.astype(np.float16) * w.astype(np.float16)).astype(np.float32), w)
+    np.testing.assert_allclose(got, want, rtol=0, atol=2 * PRECISIONS["fp16"].unit_roundoff * np.abs(want).max())
+
+
+def test_fp16_a_cast_to_float_in_the_source_casts_to_fp16(rng):
+    """onnxconverter-common 1.16 keeps such a Cast's ``to=float`` while it types its output fp16
+    (issue 320): ONNX Runtime would refuse the model."""
+    nodes = [helper.make_node("Cast", ["i"], ["c"], to=TensorProto.FLOAT), helper.make_node("Add", ["x", "c"], ["y"])]
+    model = _model(nodes, [_floats("x", [2, 3]), helper.make_tensor_value_info("i", TensorProto.INT64, [2, 3])],
+                   [_floats("y", [2, 3])])
+    half = to_half(model, "fp16")
+    cast = next(n for n in half.graph.node if n.op_type == "Cast" and n.input[0] == "i")
+    assert cast.attribute[0].i == TensorProto.FLOAT16
+    x, i = rng.normal(size=(2, 3)).astype(np.float32), rng.integers(-5, 5, (2, 3))
+    want = x.astype(np.float16).astype(np.float32) + i
+    np.testing.assert_allclose(_run(half, x=x, i=i), want, rtol=0, atol=2 * PRECISIONS["fp16"].unit_roundoff * np.abs(want).max())
+
+
+def test_rounding_depth_counts_the_longest_path(rng):
+    model, _, _ = _chain(rng)
+    # input 1, Mul 1 + its weight 1, Transpose 0, Add 1 + its weight 1, Sigmoid 1
+    assert rounding_depth(model) == 6
+    assert rounding_depth(model, shared=False) == 3  # the operators' outputs only
+    side = helper.make_node("Relu", ["x"], ["s"])
+    model.graph.node.insert(0, side)  # a shorter branch changes nothing
+    assert rounding_depth(model) == 6
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_the_widened_model_is_the_half_model_without_its_roundings(precision, rng):
+    model, w, b = _chain(rng)
+    half = to_half(model, precision)
+    wide = widened(half)
+    assert not any(v.type.tensor_type.elem_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16)
+                   for v in list(wide.graph.value_info) + list(wide.graph.input) + list(wide.graph.output))
+    x = rng.normal(size=(2, 4, 3, 5)).astype(np.float32)
+    dtype = {"fp16": np.float16, "bf16": BF16}[precision]
+    r = lambda a: np.asarray(a, np.float32).astype(dtype).astype(np.float64)  # noqa: E731
+    want = 1 / (1 + np.exp(-((r(x) * r(w)).transpose(0, 3, 2, 1) + r(b))))
+    np.testing.assert_allclose(_run(wide, x=x), want, rtol=1e-5, atol=1e-6)
