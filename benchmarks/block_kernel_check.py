@@ -276,6 +276,31 @@ def bench(lib: Library, gen, n: int) -> list[dict]:
     return rows
 
 
+def sweep(lib: Library, gen, n: int, top: int) -> list[dict]:
+    """Each MobileNetV2 block's `top` candidate plans (best estimates first) timed: the kernels' own
+    pick against the fastest."""
+    from ort_custom_ops.ops.launch_plan import parse_block_candidates
+
+    rows = []
+    print(f"batch {n} sweep: block, own plan ms, best ms, gain, best plan")
+    for h, c, m, f, s, res in MNV2_BLOCKS:
+        case = Case(f"{h}x{h} {c}-{m}-{f} s{s}", n, h, h, c, m, f, "pwdwpw", stride=s, residual=res)
+        problem = Problem(case, gen)
+        own_rc, own_text = lib.run(problem)
+        own = time_ms(lambda: lib.run(problem)) if own_rc == 0 else float("inf")
+        timed = []
+        for plan in parse_block_candidates("\n".join(lib.candidates(problem)), top):
+            rc, text = lib.run(problem, plan)
+            if rc == 0:
+                timed.append((time_ms(lambda: lib.run(problem, plan), runs=15), text))
+        timed.sort()
+        best, best_text = timed[0] if timed else (float("inf"), "")
+        rows.append({"block": case.name, "own_ms": own, "own_plan": own_text, "best_ms": best, "best_plan": best_text,
+                     "timed": [{"ms": t, "plan": x} for t, x in timed]})
+        print(f"  {case.name:<26} {own:.4f} {best:.4f} {own / best:.2f}x  {best_text[:70]}", flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lib", required=True)
@@ -283,6 +308,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-bench", action="store_true")
     parser.add_argument("--filter", default="", help="only the cases whose name holds this text")
+    parser.add_argument("--sweep", type=int, default=0, metavar="N",
+                        help="also time the N best-estimated candidate plans of each MobileNetV2 block at batch 32 "
+                        "(the kernels' own pick against the fastest: what fcm tune can gain)")
     parser.add_argument("--profile", default="", help="run the MobileNetV2 block whose name holds this text once at batch 32 "
                         "(after a warm-up), for a profiler, and nothing else")
     args = parser.parse_args()
@@ -325,6 +353,8 @@ def main() -> int:
                 else:
                     print(f"  {row['block']:<26} {row['fused_ms']:.4f} {row['cudnn_unfused_ms']:.4f} {row['speedup']:.2f}x "
                           f"{row['tflops']:.1f}  {row['plan'][:60]}")
+    if args.sweep and failures == 0:
+        results["sweep"] = sweep(lib, gen, 32, args.sweep)
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(results, fh, indent=1)

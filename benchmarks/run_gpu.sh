@@ -36,8 +36,7 @@ python3 -m fcm.skeleton unpack .device/models -o /tmp/fcm-zoo > "$OUT/results/un
 for step in $steps; do
   case $step in
     tests)
-      FCM_ZOO_DIR=/tmp/fcm-zoo timeout 900 python3 -m pytest -m gpu -q -p no:cacheprovider -rs \
-        tests/ops/test_cuda_block_kernels.py tests/ops/test_cuda_kernels.py tests/ops/test_int8_cuda.py tests/ops/test_gpu_zoo.py \
+      FCM_ZOO_DIR=/tmp/fcm-zoo timeout ${TESTS_TIMEOUT:-900} python3 -m pytest -m gpu -q -p no:cacheprovider -rs $(grep -l "mark.gpu" tests/ops/*.py) \
         2>&1 | tee "$OUT/results/gpu_tests.log" | tail -15
       ;;
     sanitizer)

@@ -155,3 +155,13 @@ def test_squeeze_excitation_branch_at_one_pixel(rng):
     spec = random_spec(rng, "pwpw", 960, expand=240, out=960, channels_last=True)
     for batch in (1, 32):
         check_on_gpu(spec, rng, batch, 1, 1, TF32_BOUND)
+
+
+@pytest.mark.parametrize("kind, expand", [("pwdw", 96), ("pwdwpw", 64)])
+def test_nodes_too_wide_for_the_block_kernels(kind, expand, rng):
+    """1024 input channels on a 10x10 map (as in Xception's exit flow): no block-kernel plan holds
+    the first-stage weights and the input region in shared memory, so the node runs the chain
+    kernels on NCHW copies of its input and output; the results must still be the CPU kernel's."""
+    spec = random_spec(rng, kind, 1024, kernel=3, stride=1, expand=expand, out=48, residual=False, channels_last=True)
+    for batch in (1, 3):
+        check_on_gpu(spec, rng, batch, 10, 10, TF32_BOUND)

@@ -42,7 +42,7 @@ def _cuda():
 
 
 def _verify(model: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, "-m", "fcm", "verify", str(model), *args], capture_output=True, text=True,
                           env=env, timeout=600)
 

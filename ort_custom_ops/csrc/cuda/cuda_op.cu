@@ -21,6 +21,29 @@
 namespace fcm {
 namespace {
 
+// Per image, a [rows x cols] matrix into [cols x rows] (NHWC <-> NCHW: rows = pixels, cols =
+// channels, or the reverse), through a shared tile so that reads and writes are both coalesced.
+__global__ void TransposeImages(const float* in, float* out, int rows, int cols) {
+  __shared__ float tile[32][33];
+  const size_t image = static_cast<size_t>(blockIdx.z) * rows * cols;
+  const int r0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
+  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+    const int r = r0 + i, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[i][threadIdx.x] = in[image + static_cast<size_t>(r) * cols + c];
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+    const int c = c0 + i, r = r0 + threadIdx.x;
+    if (r < rows && c < cols) out[image + static_cast<size_t>(c) * rows + r] = tile[threadIdx.x][i];
+  }
+}
+
+cudaError_t Transpose(const float* in, float* out, int images, int rows, int cols, cudaStream_t stream) {
+  const dim3 grid((cols + 31) / 32, (rows + 31) / 32, images), block(32, 8);
+  TransposeImages<<<grid, block, 0, stream>>>(in, out, rows, cols);
+  return cudaGetLastError();
+}
+
 bool Tf32Allowed(const ChainSpec& spec) {
   const char* force = std::getenv("FCM_CUDA_FP32");  // exact FP32 pointwise stages, for comparisons
   if (force != nullptr && force[0] == '1') return false;
@@ -46,6 +69,8 @@ struct CudaChainKernel {
   block::BlockPlan ChooseBlockPlan(const ChainProblem& p, bool verbose) const;
   OrtStatusPtr RunChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
   OrtStatusPtr RunBlock(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
+  OrtStatusPtr RunChainTransposed(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
+  bool PlanForced(int batch) const;  // a plan is forced for this batch size (an error if it cannot run)
 
   // The plan for this device and shape from `cache`, chosen (and with FCM_CUDA_VERBOSE said) at the
   // first call.
@@ -178,6 +203,38 @@ OrtStatusPtr CudaChainKernel::RunChain(Ort::KernelContext& ctx, const ChainProbl
   return nullptr;
 }
 
+bool CudaChainKernel::PlanForced(int batch) const {
+  const char* forced = std::getenv("FCM_CUDA_PLAN");
+  if (forced != nullptr && forced[0] != '\0') return true;
+  if (!spec.cuda_plans_strict) return false;
+  return std::any_of(spec.cuda_plans.begin(), spec.cuda_plans.end(), [&](const auto& entry) { return entry.first == batch; });
+}
+
+// A channels_last node that no block-kernel plan fits (first-stage weights and input region too
+// wide for shared memory, e.g. 1024 input channels): the chain kernels on NCHW copies of the input
+// and output, so that every node a conversion writes runs, if slower than it could.
+OrtStatusPtr CudaChainKernel::RunChainTransposed(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
+  const int out_c = p.pwl ? p.f : p.m;
+  const size_t in_floats = static_cast<size_t>(p.n) * p.c * p.h * p.w;
+  const size_t out_floats = static_cast<size_t>(p.n) * out_c * p.out_h * p.out_w;
+  OrtAllocator* allocator = nullptr;
+  void* scratch = nullptr;
+  Ort::Status status = GetScratch(ctx, device, stream, (in_floats + out_floats) * sizeof(float),
+                                  "FCM CUDA (" + spec.node_name + "), NCHW copies", &scratch, &allocator);
+  if (!status.IsOK()) return status.release();
+  ChainProblem q = p;
+  q.x = static_cast<const float*>(scratch);
+  q.y = static_cast<float*>(scratch) + in_floats;
+  cudaError_t err = Transpose(p.x, const_cast<float*>(q.x), p.n, p.h * p.w, p.c, stream);
+  OrtStatusPtr failed = nullptr;
+  if (err == cudaSuccess) failed = RunChain(ctx, q, device, stream);
+  if (err == cudaSuccess && failed == nullptr) err = Transpose(q.y, p.y, p.n, out_c, p.out_h * p.out_w, stream);
+  allocator->Free(allocator, scratch);
+  if (failed != nullptr) return failed;
+  if (err != cudaSuccess) return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
+  return nullptr;
+}
+
 OrtStatusPtr CudaChainKernel::RunBlock(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
   const block::BlockPlan plan = Cached(
       block_plans, p, device, [this](const ChainProblem& q, bool say) { return ChooseBlockPlan(q, say); },
@@ -187,6 +244,8 @@ OrtStatusPtr CudaChainKernel::RunBlock(Ort::KernelContext& ctx, const ChainProbl
     // the chain kernels take what the block kernels cannot (first-stage weights too wide for their
     // shared memory).
     if (p.h == 1 && p.w == 1 && p.out_h == 1 && p.out_w == 1) return RunChain(ctx, p, device, stream);
+    // a plan that was forced (FCM_CUDA_PLAN, or cuda_plans_strict) and cannot run is the caller's error
+    if (!PlanForced(p.n)) return RunChainTransposed(ctx, p, device, stream);
     return Ort::Status(("FCM CUDA (" + spec.node_name + "): " + plan.error).c_str(), ORT_NOT_IMPLEMENTED).release();
   }
   const cudaError_t err = block::LaunchBlock(p, plan, stream);
