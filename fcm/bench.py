@@ -29,12 +29,18 @@ from .pipeline.verify import model_precision
 FLOAT_IO = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}  # what ONNX Runtime's Python API binds as numpy arrays
 
 
+def default_torch_arch(fused_path: Path) -> str | None:
+    """The torchvision architecture a fused model's file names: its name up to the first dot, so
+    that fcm tune's ``mobilenet_v2.tuned.onnx`` is MobileNetV2 as ``mobilenet_v2.onnx`` is."""
+    name = fused_path.name.split(".", 1)[0]
+    return name if name in TORCHVISION else None
+
+
 def run(unfused_path: Path, fused_path: Path, batches: list[int], runs: int, warmup: int, plan_path: Path | None,
         micro: bool, exact_fp32: bool, progress: Progress, profile: bool = False, precision: str | None = None,
         torch_arch: str | None = "auto", anchor=torch_compile_anchor) -> dict:
     """``precision``: what the fused model must be in (None: whatever it is); ``torch_arch``: the
-    torchvision architecture of the ``torch.compile`` anchor ("auto": the fused file's stem when it
-    names one, None: no anchor)."""
+    torchvision architecture of the ``torch.compile`` anchor ("auto": :func:`default_torch_arch`, None: no anchor)."""
     import onnxruntime as ort
 
     from ort_custom_ops.ops.library import library_cuda_float_ops
@@ -80,7 +86,7 @@ def run(unfused_path: Path, fused_path: Path, batches: list[int], runs: int, war
                 nhwc = "nhwc=on" in entry["best"]["tf32"][side]["config"]
                 entry["profile"][side] = profile_nodes(model, with_library, providers(False, nhwc), inputs)
     if torch_arch == "auto":
-        torch_arch = fused_path.stem if fused_path.stem in TORCHVISION else None
+        torch_arch = default_torch_arch(fused_path)
     progress(f"torch.compile anchor ({torch_arch or 'none'}, {found})")
     size = int(unfused.graph.input[0].type.tensor_type.shape.dim[1].dim_value or 224)  # NHWC models: H
     report["anchors"] = {"onnxruntime": f"{Path(unfused_path).name}, {found}, best configuration (the unfused side)",

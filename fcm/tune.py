@@ -9,7 +9,9 @@ How: the per-group micro-benchmark of ``fcm bench`` (the fused node and its subg
 standalone models on ONNX Runtime's CUDA provider, each in its better CUDA-graph setting, IO bound
 to device buffers, medians of ``runs`` runs). A group stays fused when its median is below
 ``margin`` times the subgraph's at every batch size. Then the whole tuned model is checked
-against the whole unfused model (each in its best configuration, as ``fcm bench`` does): a group
+against the source model as users run it, fcm convert's ``<stem>.unfused.onnx`` beside the fused
+one (each in its best configuration, as ``fcm bench`` does; without that file, against the fused
+model with every group unfused): a group
 can win alone and still lose in the model (with ``prefer_nhwc`` ONNX Runtime puts layout
 transposes around every op it cannot run in NHWC, ours included). While the tuned model is
 slower at some batch size, the kept group with the smallest lead is unfused too, and the model
@@ -131,12 +133,15 @@ def measure(model: onnx.ModelProto, batches: list[int], runs: int, warmup: int, 
 
 
 def verify_whole_model(model: onnx.ModelProto, result: dict, batches: list[int], runs: int, warmup: int,
-                       progress: Progress) -> None:
-    """Unfuses kept groups, weakest first, until the whole tuned model is not slower than the whole
-    unfused one at any batch size; records each measurement in result["whole_model"]."""
+                       progress: Progress, baseline: onnx.ModelProto | None = None) -> None:
+    """Unfuses kept groups, weakest first, until the whole tuned model is not slower than the
+    baseline at any batch size; records each measurement in result["whole_model"]. The baseline is
+    what users compare against, the source model as ONNX Runtime runs it (fcm convert's
+    ``<stem>.unfused.onnx``); without one, the fused model with every group unfused, whose layout
+    (the Transposes a channels-last conversion leaves) may make it slower than the source."""
     groups = result["groups"]
     everything = sorted(groups)
-    reference = unfuse(model, everything)
+    reference = baseline if baseline is not None else unfuse(model, everything)
     kept = sorted((name for name, group in groups.items() if group["keep_fused"]),
                   key=lambda name: min(b.get("speedup", 0.0) for b in groups[name]["batches"].values()))
     steps = []
@@ -178,6 +183,13 @@ def _applied(model: onnx.ModelProto, report_path: Path) -> dict:
     return {"unfuse": sorted(unfused), "groups": groups, "measured": False, "applied_from": str(report_path)}
 
 
+def unfused_companion(model_path: Path) -> Path | None:
+    """fcm convert's unfused model beside a fused one (``<stem>.unfused.onnx``), if it is there."""
+    stem = model_path.name.removesuffix(".onnx")
+    candidate = model_path.with_name(f"{stem}.unfused.onnx")
+    return candidate if candidate.is_file() and candidate != model_path else None
+
+
 def tune(model_path: Path, output: Path, batches: list[int], runs: int, warmup: int, margin: float,
          unfuse_names: list[str] | None, progress: Progress, verify: bool = True, plans: bool = True,
          apply_report: Path | None = None) -> dict:
@@ -194,7 +206,11 @@ def tune(model_path: Path, output: Path, batches: list[int], runs: int, warmup: 
         result = measure(model, batches, runs, warmup, margin, progress, plans)
         model = with_plans(model, result)
         if verify:
-            verify_whole_model(model, result, batches, runs, warmup, progress)
+            baseline_path = unfused_companion(model_path)
+            if baseline_path is not None:
+                result["baseline"] = str(baseline_path)
+            baseline = onnx.load(baseline_path) if baseline_path is not None else None
+            verify_whole_model(model, result, batches, runs, warmup, progress, baseline)
     else:
         result = {"unfuse": sorted(set(unfuse_names)), "groups": {}, "measured": False}
     tuned = unfuse(model, result["unfuse"])

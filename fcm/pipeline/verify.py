@@ -340,16 +340,26 @@ class HalfVerification:
 
     def problems(self) -> list[str]:
         own = next(c for c in self.checks if c.name == PRECISION_REFERENCE)
+        # The agreement a fused model is held to: the precision's own computation's, or ONNX Runtime's
+        # own half model's where that is lower (its half kernels may accumulate in half precision: a
+        # random-weight model with close logits then flips classes the emulation keeps; the fused
+        # model need not beat the alternative a user has). That model's own agreement is not checked.
+        alternative = next((c for c in self.checks if c.name == f"unfused {self.precision} ONNX"), None)
         out = []
         for check in self.checks:
             if check.name == PRECISION_REFERENCE:
                 continue
             if not (np.isfinite(check.max_abs_error) and check.relative <= self.bound):
                 out.append(f"{check.name} is off by {check.relative:.3g} of the largest output (bound {self.bound:.3g})")
-            for label, got, want in (("top-1", check.top1, own.top1), ("top-5", check.top5, own.top5)):
+            if check is alternative:
+                continue
+            for label, got, mine, theirs in (("top-1", check.top1, own.top1, alternative and alternative.top1),
+                                             ("top-5", check.top5, own.top5, alternative and alternative.top5)):
+                want, whose = mine, PRECISION_REFERENCE
+                if want is not None and theirs is not None and theirs < want:
+                    want, whose = theirs, alternative.name
                 if got is not None and want is not None and got < want - agreement_margin(want, check.samples):
-                    out.append(f"{check.name} agrees on {label} for {got:.1%} of the inputs, {PRECISION_REFERENCE} "
-                               f"for {want:.1%}")
+                    out.append(f"{check.name} agrees on {label} for {got:.1%} of the inputs, {whose} for {want:.1%}")
         for node in self.nodes:
             bound = node.bound(self.precision)
             if not (np.isfinite(node.difference) and node.difference <= bound):

@@ -128,3 +128,16 @@ def test_timing_binds_half_inputs_and_outputs(rng, tmp_path):
                                   device="cpu")
     assert got.dtype == np.float16 and timing.median_ms > 0
     np.testing.assert_array_equal(got, want)
+
+
+def test_the_torch_anchor_is_found_for_tuned_and_converted_files():
+    """fcm tune writes mobilenet_v2.tuned.onnx: the anchor's architecture is the name before the
+    first dot (the file's stem alone, mobilenet_v2.tuned, named none)."""
+    from pathlib import Path
+
+    from fcm.bench import default_torch_arch
+
+    assert default_torch_arch(Path("/m/mobilenet_v2.tuned.onnx")) == "mobilenet_v2"
+    assert default_torch_arch(Path("/m/efficientnet_b0.onnx")) == "efficientnet_b0"
+    assert default_torch_arch(Path("/m/xception.tuned.onnx")) is None
+    assert default_torch_arch(Path("/m/my_net.onnx")) is None

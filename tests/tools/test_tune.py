@@ -228,3 +228,35 @@ def test_tune_apply_reproduces_a_report(converted, tmp_path, capsys):
         assert main(["tune", path, "--apply", str(tmp_path / f"{name}.json"), "-o", str(tmp_path / "x.onnx")]) == 2
         assert ("another model" if name == "other" else "not a tune report") in capsys.readouterr().err
         assert not (tmp_path / "x.onnx").exists()
+
+
+def test_whole_model_check_measures_against_the_source_model(converted, monkeypatch):
+    """The whole-model check times the tuned model against fcm convert's <stem>.unfused.onnx (what
+    users compare with, and what fcm bench measures), not against the fused model with every group
+    unfused, whose layout differs: a tune that ends faster than the latter could be slower than the
+    source (stand-in timer: the source is faster than anything holding a fused group)."""
+    from fcm import tune
+
+    result_paths = converted["MobileNetV2"]
+    fused = onnx.load(result_paths.output)
+    source = onnx.load(result_paths.files["unfused"])
+    assert tune.unfused_companion(result_paths.output) == result_paths.files["unfused"]
+    names = [n.name for n in _fused_nodes(fused)]
+    result = {"groups": {name: {"keep_fused": True, "batches": {"1": {"speedup": 1.5}}} for name in names}}
+    seen = []
+
+    def stand_in(reference, tuned, batch, runs, warmup, progress):
+        is_source = reference.SerializeToString() == source.SerializeToString()
+        seen.append(is_source)
+        held = any(n.domain == tune.DOMAIN for n in tuned.graph.node)
+        return {"best": {"tf32": {"speedup": 0.9 if is_source and held else 1.1}}}
+
+    monkeypatch.setattr(tune, "bench_pair", stand_in)
+    tune.verify_whole_model(fused, result, [1], runs=1, warmup=0, progress=lambda message: None, baseline=source)
+    assert seen and all(seen)
+    assert result["unfuse"] == sorted(names)  # every group lost against the source
+    # without a baseline, the reference is the all-unfused fused model (the stand-in calls it even)
+    result = {"groups": {name: {"keep_fused": True, "batches": {"1": {"speedup": 1.5}}} for name in names}}
+    seen.clear()
+    tune.verify_whole_model(fused, result, [1], runs=1, warmup=0, progress=lambda message: None)
+    assert seen and not any(seen) and result["unfuse"] == []
