@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from fcm.anchors import timed_calls
+
 TORCHVISION = {
     "mobilenet_v2": "mobilenet_v2",
     "mobilenet_v3_small": "mobilenet_v3_small",
@@ -33,25 +35,6 @@ TORCHVISION = {
     "efficientnet_b0": "efficientnet_b0",
 }
 NOT_IN_TORCHVISION = ("mobilenet", "xception")
-
-
-def wall_median_ms(fn, runs: int, warmup: int) -> dict:
-    import statistics
-
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - started) * 1e3)
-    times.sort()
-    return {"median_ms": round(statistics.median(times), 4), "p10_ms": round(times[len(times) // 10], 4),
-            "p90_ms": round(times[(9 * len(times)) // 10], 4), "runs": runs}
 
 
 def measure_one(model_name: str, batch: int, runs: int, warmup: int) -> dict:
@@ -68,7 +51,7 @@ def measure_one(model_name: str, batch: int, runs: int, warmup: int) -> dict:
                  "torch": torch.__version__, "torchvision_version": torchvision.__version__,
                  "gpu": torch.cuda.get_device_name()}
     with torch.inference_mode():
-        row["eager"] = wall_median_ms(lambda: model(x), runs, warmup)
+        row["eager"] = timed_calls(lambda: model(x), runs, warmup).to_json()
         compiled = torch.compile(model, mode="max-autotune")
         started = time.perf_counter()
         reference = model(x)
@@ -79,7 +62,7 @@ def measure_one(model_name: str, batch: int, runs: int, warmup: int) -> dict:
         # weights the outputs are small, so the difference is reported beside their size
         row["max_abs_diff_vs_eager"] = float((out.float() - reference.float()).abs().max())
         row["max_abs_output"] = float(reference.float().abs().max())
-        row["max_autotune"] = wall_median_ms(lambda: compiled(x), runs, warmup)
+        row["max_autotune"] = timed_calls(lambda: compiled(x), runs, warmup).to_json()
     return row
 
 

@@ -81,7 +81,8 @@ def best_mode(row: dict) -> dict:
     return row
 
 
-def _timed(fn, runs: int, warmup: int) -> dict:
+def timed_calls(fn, runs: int, warmup: int) -> Timing:
+    """Wall-clock times of ``fn()`` on the GPU (synchronized after each call), after ``warmup`` calls."""
     import torch
 
     for _ in range(warmup):
@@ -93,8 +94,7 @@ def _timed(fn, runs: int, warmup: int) -> dict:
         fn()
         torch.cuda.synchronize()
         times.append((time.perf_counter() - started) * 1e3)
-    times.sort()
-    return Timing(times[len(times) // 2], times[len(times) // 10], times[(9 * len(times)) // 10], runs).to_json()
+    return Timing.of(times)
 
 
 def measure(arch: str, precision: str, batch: int, size: int, runs: int, warmup: int) -> dict:  # pragma: no cover (GPU)
@@ -112,7 +112,7 @@ def measure(arch: str, precision: str, batch: int, size: int, runs: int, warmup:
                  "torch": torch.__version__, "torchvision": torchvision.__version__, "gpu": torch.cuda.get_device_name(),
                  "modes": {}}
     with torch.inference_mode():
-        row["eager"] = _timed(lambda: model(x), runs, warmup)
+        row["eager"] = timed_calls(lambda: model(x), runs, warmup).to_json()
         for mode in MODES:
             torch._dynamo.reset()
             try:
@@ -121,7 +121,7 @@ def measure(arch: str, precision: str, batch: int, size: int, runs: int, warmup:
                 compiled(x)
                 torch.cuda.synchronize()
                 compile_s = round(time.perf_counter() - started, 1)
-                row["modes"][mode] = {**_timed(lambda: compiled(x), runs, warmup), "compile_s": compile_s}
+                row["modes"][mode] = {**timed_calls(lambda: compiled(x), runs, warmup).to_json(), "compile_s": compile_s}
             except Exception as exc:  # one mode failing leaves the other
                 row["modes"][mode] = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"}
     return row

@@ -46,6 +46,12 @@ class Timing:
     p90_ms: float
     runs: int
 
+    @classmethod
+    def of(cls, times_ms: list[float]) -> "Timing":
+        """The median and the 10th and 90th percentiles of some runs' times (ms)."""
+        times = sorted(times_ms)
+        return cls(float(np.median(times)), times[len(times) // 10], times[(9 * len(times)) // 10], len(times))
+
     def to_json(self) -> dict:
         return {"median_ms": round(self.median_ms, 4), "p10_ms": round(self.p10_ms, 4), "p90_ms": round(self.p90_ms, 4),
                 "runs": self.runs}
@@ -82,9 +88,7 @@ def time_session(session, inputs: dict[str, np.ndarray], output_shapes: list[lis
         started = time.perf_counter()
         session.run_with_iobinding(binding)
         times.append((time.perf_counter() - started) * 1e3)
-    times.sort()
-    timing = Timing(float(np.median(times)), times[len(times) // 10], times[(9 * len(times)) // 10], runs)
-    return timing, [o.numpy().copy() for o in outputs]
+    return Timing.of(times), [o.numpy().copy() for o in outputs]
 
 
 def cuda_session(model, with_library: bool, execution_providers: list, profile: bool = False):

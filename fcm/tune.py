@@ -44,6 +44,7 @@ from onnx import helper
 
 from fcm.measure import (Progress, bench_groups, bench_pair, cuda_session, device_info, group_models, providers,
                          time_session, value_shapes)
+from fcm.pipeline.convert import output_files
 from fcm_core.errors import FcmError
 from fcm_core.fileio import atomic_write_bytes, atomic_write_text
 from ort_custom_ops.lowering.unfuse import unfuse
@@ -185,8 +186,7 @@ def _applied(model: onnx.ModelProto, report_path: Path) -> dict:
 
 def unfused_companion(model_path: Path) -> Path | None:
     """fcm convert's unfused model beside a fused one (``<stem>.unfused.onnx``), if it is there."""
-    stem = model_path.name.removesuffix(".onnx")
-    candidate = model_path.with_name(f"{stem}.unfused.onnx")
+    candidate = output_files(model_path)["unfused"]
     return candidate if candidate.is_file() and candidate != model_path else None
 
 

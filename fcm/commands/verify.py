@@ -80,6 +80,7 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     import numpy as np
 
     from fcm.measure import with_allow_tf32
+    from fcm.pipeline.convert import output_files
     from fcm.pipeline.inputs import random_inputs
     from fcm.pipeline.verify import Check, check_companion, is_fp32_fused, load_model, model_precision
     from ort_custom_ops.ops.library import cuda_unavailable_reason, make_session
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     value_range = input_range(args.input_range)
     check_tolerance(args.tf32_tolerance, "--tf32-tolerance")
     fused_path = Path(args.model)
-    against = Path(args.against) if args.against else fused_path.with_name(fused_path.stem + ".unfused.onnx")
+    against = Path(args.against) if args.against else output_files(fused_path)["unfused"]
     for path in (fused_path, against):
         if not path.is_file():
             raise FcmError("no such file" + ("" if args.against or path == fused_path else " (give --against)"), path)

@@ -44,6 +44,12 @@ cudaError_t Transpose(const float* in, float* out, int images, int rows, int col
   return cudaGetLastError();
 }
 
+// FCM_CUDA_PLAN, a debugging override of every node's plan (see ChoosePlan), or nullptr when unset.
+const char* PlanOverride() {
+  const char* forced = std::getenv("FCM_CUDA_PLAN");
+  return forced != nullptr && forced[0] != '\0' ? forced : nullptr;
+}
+
 bool Tf32Allowed(const ChainSpec& spec) {
   const char* force = std::getenv("FCM_CUDA_FP32");  // exact FP32 pointwise stages, for comparisons
   if (force != nullptr && force[0] == '1') return false;
@@ -95,8 +101,7 @@ struct CudaChainKernel {
 // GPU, so one that does not fit this one gives way to the kernels' own, unless cuda_plans_strict makes
 // that an error, as when fcm tune times candidates and the tests force plans), else PlanChain.
 ChainPlan CudaChainKernel::ChoosePlan(const ChainProblem& p, bool verbose) const {
-  const char* forced = std::getenv("FCM_CUDA_PLAN");
-  if (forced != nullptr && forced[0] != '\0') return ForcedPlan(p, forced);
+  if (const char* forced = PlanOverride()) return ForcedPlan(p, forced);
   for (const auto& [batch, text] : spec.cuda_plans) {
     if (batch != p.n) continue;
     ChainPlan tuned = ForcedPlan(p, text);
@@ -108,8 +113,7 @@ ChainPlan CudaChainKernel::ChoosePlan(const ChainProblem& p, bool verbose) const
 
 // The same for the block kernels (channels_last nodes), whose plans read "HxW,f_tile,split,stages".
 block::BlockPlan CudaChainKernel::ChooseBlockPlan(const ChainProblem& p, bool verbose) const {
-  const char* forced = std::getenv("FCM_CUDA_PLAN");
-  if (forced != nullptr && forced[0] != '\0') return block::ParseBlockPlan(p, forced);
+  if (const char* forced = PlanOverride()) return block::ParseBlockPlan(p, forced);
   for (const auto& [batch, text] : spec.cuda_plans) {
     if (batch != p.n) continue;
     block::BlockPlan tuned = block::ParseBlockPlan(p, text);
@@ -204,8 +208,7 @@ OrtStatusPtr CudaChainKernel::RunChain(Ort::KernelContext& ctx, const ChainProbl
 }
 
 bool CudaChainKernel::PlanForced(int batch) const {
-  const char* forced = std::getenv("FCM_CUDA_PLAN");
-  if (forced != nullptr && forced[0] != '\0') return true;
+  if (PlanOverride() != nullptr) return true;
   if (!spec.cuda_plans_strict) return false;
   return std::any_of(spec.cuda_plans.begin(), spec.cuda_plans.end(), [&](const auto& entry) { return entry.first == batch; });
 }
