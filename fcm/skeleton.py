@@ -11,6 +11,11 @@ from) get the same data again, so a fused model and its unfused original stay eq
 timings do not depend on the values. Accuracy against the source model is checked where the real
 weights are (``fcm convert``); what runs on the skeletons is checked against the unfused skeleton.
 
+A conversion's layer DAG weights (``<stem>.weights.npz``, which ``fcm tune`` needs to rewrite the
+source model with the groups it keeps) travel as ``<stem>.dag_weights.json``: which Conv weight of
+``<stem>.unfused.onnx`` each DAG convolution holds. ``unpack`` writes the npz again from the filled
+unfused model, so the DAG and the refilled models agree as the real files do.
+
     python -m fcm.skeleton pack converted_models -o .device/models
     python -m fcm.skeleton unpack .device/models -o /tmp/models
 """
@@ -99,6 +104,40 @@ def _forget_companions(model: onnx.ModelProto) -> None:
     model.metadata_props.extend(kept)
 
 
+DAG_WEIGHTS = ".dag_weights.json"  # DAG conv layer id -> the unfused model's Conv weight initializer
+
+
+def _conv_weight_names(stem: Path) -> dict[str, str] | None:
+    """For a conversion's files ``<stem>.*``: each DAG conv's Conv weight initializer in the unfused
+    model, found as the rewrite finds them (equal weights); None without a DAG and its weights."""
+    import onnx_graphsurgeon as gs
+
+    from extractor.dag import Dag
+    from ort_custom_ops.lowering.rewrite import map_convs
+
+    dag_path, weights_path = stem.with_name(stem.name + ".dag.json"), stem.with_name(stem.name + ".weights.npz")
+    if not dag_path.is_file() or not weights_path.is_file():
+        return None
+    graph = gs.import_onnx(onnx.load(stem.with_name(stem.name + ".unfused.onnx")))
+    mapping = map_convs(Dag.load(dag_path, weights_path), graph)
+    return {str(layer): node.inputs[1].name for layer, node in mapping.items()}
+
+
+def _dag_weights(unfused: onnx.ModelProto, names: dict[str, str]) -> dict[str, np.ndarray]:
+    """The DAG's conv weights (its layouts: pointwise [F, C], depthwise [C, K, K]) from the unfused
+    model's Conv weights."""
+    arrays = {t.name: t for t in unfused.graph.initializer}
+    weights = {}
+    for layer, name in names.items():
+        array = numpy_helper.to_array(arrays[name])
+        if array.ndim == 4 and array.shape[2:] == (1, 1):
+            array = array[:, :, 0, 0]
+        elif array.ndim == 4 and array.shape[1] == 1:
+            array = array[:, 0]
+        weights[f"{layer}/weights"] = array
+    return weights
+
+
 def _walk(src: Path, dst: Path, transform) -> int:
     count = 0
     for path in sorted(src.rglob("*")):
@@ -113,9 +152,25 @@ def _walk(src: Path, dst: Path, transform) -> int:
             onnx.save(model, target)
             count += 1
             print(f"{path.relative_to(src)}: {changed} initializers", flush=True)
+            if path.name.endswith(".unfused.onnx"):
+                stem = path.with_name(path.name.removesuffix(".unfused.onnx"))
+                _carry_dag_weights(stem, dst / stem.relative_to(src), model, packing=transform is _strip)
         elif path.suffix in (".json", ".md"):
             shutil.copy2(path, target)
     return count
+
+
+def _carry_dag_weights(stem: Path, target: Path, unfused: onnx.ModelProto, packing: bool) -> None:
+    """pack: write ``<stem>.dag_weights.json`` beside the copies; unpack: the DAG weights from it."""
+    if packing:
+        names = _conv_weight_names(stem)
+        if names is not None:
+            target.with_name(target.name + DAG_WEIGHTS).write_text(json.dumps(names, indent=0) + "\n")
+        return
+    record = stem.with_name(stem.name + DAG_WEIGHTS)
+    if record.is_file():
+        with open(target.with_name(target.name + ".weights.npz"), "wb") as handle:
+            np.savez(handle, **_dag_weights(unfused, json.loads(record.read_text())))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,3 +39,38 @@ def test_pack_and_unpack(tmp_path, rng):
     (a,) = make_session(fused).run(None, {"X": x})
     (b,) = make_session(plain, with_library=False).run(None, {"X": x})
     assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+
+
+def test_dag_weights_travel_with_the_skeleton(converted, tmp_path):
+    """A conversion's DAG weights are rebuilt on unpack from the refilled unfused model, so the
+    rewrite maps every DAG convolution to the same Conv as on the real files (fcm tune rewrites the
+    source with the groups it keeps)."""
+    import shutil
+
+    import onnx_graphsurgeon as gs
+
+    from extractor.dag import Dag
+    from ort_custom_ops.lowering.rewrite import map_convs
+
+    result = converted["MobileNet"]
+    (tmp_path / "in").mkdir()
+    for path in result.files.values():
+        shutil.copy2(path, tmp_path / "in" / path.name)
+    stem = result.output.stem
+    assert skeleton(["pack", str(tmp_path / "in"), "-o", str(tmp_path / "packed")]) == 0
+    assert not (tmp_path / "packed" / f"{stem}.weights.npz").exists()
+    assert (tmp_path / "packed" / f"{stem}.dag_weights.json").is_file()
+    assert skeleton(["unpack", str(tmp_path / "packed"), "-o", str(tmp_path / "out")]) == 0
+
+    def conv_names(folder):
+        dag = Dag.load(folder / f"{stem}.dag.json", folder / f"{stem}.weights.npz")
+        graph = gs.import_onnx(onnx.load(folder / f"{stem}.unfused.onnx"))
+        return {layer: node.name for layer, node in map_convs(dag, graph).items()}
+
+    real, refilled = conv_names(tmp_path / "in"), conv_names(tmp_path / "out")
+    assert len(real) == len(Dag.load(result.files["dag"]).convs()) and refilled == real
+    out = Dag.load(tmp_path / "out" / f"{stem}.dag.json", tmp_path / "out" / f"{stem}.weights.npz")
+    real_dag = Dag.load(result.files["dag"], result.files["weights"])
+    layer = next(iter(real))
+    assert out.weight(layer, "weights").shape == real_dag.weight(layer, "weights").shape
+    assert not np.array_equal(out.weight(layer, "weights"), real_dag.weight(layer, "weights"))
