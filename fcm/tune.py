@@ -2,8 +2,17 @@
 
 In: a fused ONNX model (``fcm convert``), batch sizes. Out: ``<stem>.tuned.onnx`` (the model with
 every fused group that is not faster than its original subgraph at each of those batch sizes
-turned back into that subgraph, ``ort_custom_ops.lowering.unfuse``) and ``<stem>.tune.json`` (per group
-and batch: both times, the speedup, the decision).
+turned back into that subgraph) and ``<stem>.tune.json`` (per group and batch: both times, the
+speedup, the decision; how the model was built).
+
+The tuned model: for an fp32 conversion with its companions beside it (``<stem>.unfused.onnx``,
+``.dag.json``, ``.weights.npz``, ``.plan.json``, the files the fused model recorded), the source
+rewritten (``ort_custom_ops.lowering.rewrite``) with only the kept groups, each checked to come out
+as in the fused model, with its launch plans. Otherwise, or where a kept group does not come out
+the same, the fused model with the other groups replaced by their function bodies
+(``ort_custom_ops.lowering.unfuse``), whose channels-last layout cleanup leaves Reshapes and
+Constants the source does not have. Before writing, one CPU run against the source (or the fused
+model): outputs beyond the fp32 verification's bound are an error.
 
 How: the per-group micro-benchmark of ``fcm bench`` (the fused node and its subgraph as small
 standalone models on ONNX Runtime's CUDA provider, each in its better CUDA-graph setting, IO bound
@@ -15,9 +24,9 @@ model with every group unfused): a group
 can win alone and still lose in the model (with ``prefer_nhwc`` ONNX Runtime puts layout
 transposes around every op it cannot run in NHWC, ours included). While the tuned model is
 slower at some batch size, the kept group with the smallest lead is unfused too, and the model
-measured again. ``--unfuse`` applies a decision without measuring, and ``--apply REPORT`` a whole
-earlier tune (its unfused groups and its plans), to reproduce one on another machine or without a
-GPU.
+(built as the one written is) measured again. ``--unfuse`` applies a decision without measuring,
+and ``--apply REPORT`` a whole earlier tune (its unfused groups and its plans), to reproduce one on
+another machine or without a GPU.
 
 Launch plans: before deciding, each group is also timed under the divisions of its work worth trying
 (``ort_custom_ops.ops.launch_plan.node_plan_candidates``: for an NCHW node a grid of block size,
@@ -36,21 +45,29 @@ from __future__ import annotations
 import gc
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import onnx
 from onnx import helper
 
+from extractor.dag import Dag
 from fcm.measure import (Progress, bench_groups, bench_pair, cuda_session, device_info, group_models, providers,
                          time_session, value_shapes)
 from fcm.pipeline.convert import output_files
-from fcm_core.errors import FcmError
+from fcm.pipeline.inputs import random_inputs
+from fcm.pipeline.verify import FP32_TOLERANCE, Check, check_companion, load_model, model_precision
+from fcm_core.errors import FcmError, one_line
 from fcm_core.fileio import atomic_write_bytes, atomic_write_text
-from ort_custom_ops.lowering.unfuse import unfuse
+from ort_custom_ops.lowering.rewrite import rewrite
+from ort_custom_ops.lowering.rules import fused_node_name
+from ort_custom_ops.lowering.unfuse import check_fused_names, unfuse
 from ort_custom_ops.ops.launch_plan import (PLAN_OVERRIDE, PLANS_ATTRIBUTE, cuda_plans_text, node_plan_candidates,
                                             with_forced_plan)
-from ort_custom_ops.ops.schema import DOMAIN
+from ort_custom_ops.ops.library import make_session
+from ort_custom_ops.ops.schema import DOMAIN, is_channels_last
 
 
 def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, warmup: int,
@@ -133,21 +150,122 @@ def measure(model: onnx.ModelProto, batches: list[int], runs: int, warmup: int, 
             "groups": groups, "unfuse": sorted(name for name, group in groups.items() if not group["keep_fused"])}
 
 
+@dataclass
+class Conversion:
+    """What ``fcm convert`` rewrote into a fused model, read from its companions."""
+    source_path: Path  # <stem>.unfused.onnx
+    source: onnx.ModelProto
+    dag: Dag
+    plan: dict
+    layout: str  # the fused nodes' layout, as rewrite takes it
+
+
+def load_conversion(model: onnx.ModelProto, model_path: Path) -> tuple[Conversion | None, str]:
+    """The conversion of the fused ``model`` (at ``model_path``) from the companions beside it, or
+    None and why it cannot be rewritten again."""
+    precision = model_precision(model)
+    if precision != "fp32":  # the half and int8 lowerings are not the fp32 rewrite alone
+        return None, f"the fused nodes are {precision}: only fp32 conversions are rewritten from the source"
+    files = output_files(model_path)
+    companions = [files[key] for key in ("unfused", "dag", "weights", "plan")]
+    missing = [path.name for path in companions if not path.is_file()]
+    if missing:
+        return None, f"no {', '.join(missing)} beside the model"
+    try:
+        for path in companions:
+            check_companion(model, model_path, path)
+        plan = json.loads(files["plan"].read_text())
+        if not all(isinstance(group["id"], int) and isinstance(group["kind"], str) for group in plan["groups"]):
+            raise ValueError(f"{files['plan'].name} is not a fusion plan")
+        dag = Dag.load(files["dag"], files["weights"])  # the weights are <stem>.weights.npz, not weights.npz
+        source = load_model(files["unfused"])
+    except (FcmError, OSError, ValueError, KeyError, TypeError) as exc:
+        return None, f"the companions cannot be read: {one_line(str(exc))}"
+    channels_last = any(is_channels_last(n) for n in model.graph.node if n.domain == DOMAIN)
+    return Conversion(files["unfused"], source, dag, plan, "nhwc" if channels_last else "nchw"), ""
+
+
+class NotReproduced(Exception):
+    """The rewrite of the source did not give a kept group as the fused model has it."""
+
+
+def node_signature(node: onnx.NodeProto) -> tuple:
+    """What a fused node computes (its op, inputs and attributes), apart from its launch plans."""
+    attributes = sorted((a.name, a.SerializeToString()) for a in node.attribute if a.name != PLANS_ATTRIBUTE)
+    return node.domain, node.op_type, node.overload, len(node.input), attributes
+
+
+def rewritten_source(model: onnx.ModelProto, conversion: Conversion, kept: set[str]) -> onnx.ModelProto:
+    """The conversion's source with only the groups of ``model``'s fused nodes named in ``kept``
+    rewritten, each node carrying its launch plans from ``model``; NotReproduced where one does not
+    come out as ``model`` has it."""
+    groups = [g for g in conversion.plan["groups"] if fused_node_name(g["id"], g["kind"]) in kept]
+    try:
+        result = rewrite(conversion.source, conversion.dag, {**conversion.plan, "groups": groups}, conversion.layout)
+    except Exception as exc:  # whatever stops the rewrite, unfusing the fused model is still correct
+        raise NotReproduced(f"the rewrite failed ({type(exc).__name__}: {one_line(str(exc), 160)})") from None
+    if result.skipped:
+        skipped = result.skipped[0]
+        raise NotReproduced(f"the rewrite left group {skipped['group']} unfused ({skipped['reason']})")
+    tuned = result.model
+    fused = {n.name: n for n in model.graph.node if n.name in kept}
+    rewritten = {n.name: n for n in tuned.graph.node if n.domain == DOMAIN}
+    differing = sorted(rewritten.keys() ^ fused.keys()) or sorted(
+        name for name, node in rewritten.items() if node_signature(node) != node_signature(fused[name]))
+    if differing:
+        raise NotReproduced(f"the rewrite's fused nodes differ from the fused model's: {', '.join(differing[:5])}")
+    for name, node in rewritten.items():
+        node.attribute.extend(a for a in fused[name].attribute if a.name == PLANS_ATTRIBUTE)
+    del tuned.metadata_props[:]
+    tuned.metadata_props.extend(model.metadata_props)  # its record of the companions holds for the tuned model too
+    return tuned
+
+
+class TunedModels:
+    """Builds the tuned models of one fused model, each with some of its groups unfused: from the
+    source while ``conversion`` is there and reproduces the kept groups, else by unfusing (from the
+    first group it does not reproduce on, so that every later model is built the same way)."""
+
+    def __init__(self, model: onnx.ModelProto, conversion: Conversion | None = None, why_not: str = ""):
+        self.model = model
+        self.conversion = conversion
+        self.why_not = why_not  # why not from the source
+
+    def build(self, unfused: Iterable[str]) -> onnx.ModelProto:
+        unfused = sorted(unfused)
+        check_fused_names(self.model, unfused)
+        if self.conversion is not None:
+            kept = {n.name for n in self.model.graph.node if n.domain == DOMAIN} - set(unfused)
+            try:
+                return rewritten_source(self.model, self.conversion, kept)
+            except NotReproduced as exc:
+                self.conversion, self.why_not = None, str(exc)
+        return unfuse(self.model, unfused)
+
+    def record(self, result: dict) -> None:
+        """How the last model was built, in the tune's result."""
+        result["built_from"] = "source" if self.conversion is not None else "unfused fused model"
+        if self.why_not:
+            result["fallback_reason"] = self.why_not
+
+
 def verify_whole_model(model: onnx.ModelProto, result: dict, batches: list[int], runs: int, warmup: int,
-                       progress: Progress, baseline: onnx.ModelProto | None = None) -> None:
-    """Unfuses kept groups, weakest first, until the whole tuned model is not slower than the
-    baseline at any batch size; records each measurement in result["whole_model"]. The baseline is
-    what users compare against, the source model as ONNX Runtime runs it (fcm convert's
-    ``<stem>.unfused.onnx``); without one, the fused model with every group unfused, whose layout
-    (the Transposes a channels-last conversion leaves) may make it slower than the source."""
+                       progress: Progress, baseline: onnx.ModelProto | None = None,
+                       tuned_models: TunedModels | None = None) -> None:
+    """Unfuses kept groups, weakest first, until the whole tuned model (built by ``tuned_models``,
+    as the one written) is not slower than the baseline at any batch size; records each measurement
+    in result["whole_model"]. The baseline is what users compare against, the source model as ONNX
+    Runtime runs it (fcm convert's ``<stem>.unfused.onnx``); without one, the tuned model with
+    every group unfused."""
+    tuned_models = tuned_models or TunedModels(model)
     groups = result["groups"]
     everything = sorted(groups)
-    reference = baseline if baseline is not None else unfuse(model, everything)
+    reference = baseline if baseline is not None else tuned_models.build(everything)
     kept = sorted((name for name, group in groups.items() if group["keep_fused"]),
                   key=lambda name: min(b.get("speedup", 0.0) for b in groups[name]["batches"].values()))
     steps = []
     while kept:
-        tuned = unfuse(model, [name for name in everything if name not in kept])
+        tuned = tuned_models.build(name for name in everything if name not in kept)
         speedups = {}
         for batch in batches:
             progress(f"whole model, {len(kept)} groups fused, batch {batch}")
@@ -160,6 +278,24 @@ def verify_whole_model(model: onnx.ModelProto, result: dict, batches: list[int],
         groups[dropped]["unfused_by"] = "whole-model check"
     result["whole_model"] = steps
     result["unfuse"] = sorted(name for name, group in groups.items() if not group["keep_fused"])
+
+
+def check_outputs(tuned: onnx.ModelProto, reference: onnx.ModelProto, reference_path: Path) -> dict:
+    """The tuned model against ``reference`` on the CPU (the FCM library's CPU kernels), on one
+    random input at batch 1 or the model's fixed batch size; an FcmError when the outputs are further
+    apart than the fp32 verification's bound (the CPU kernels come within about 5e-6)."""
+    first = reference.graph.input[0].type.tensor_type.shape.dim
+    batch = first[0].dim_value if first and first[0].HasField("dim_value") else 1
+    inputs = random_inputs(reference, batch, np.random.default_rng(0))
+    outputs = []
+    for model in (tuned, reference):
+        session = make_session(model, with_library=any(n.domain == DOMAIN for n in model.graph.node))
+        outputs.append(session.run(None, {i.name: a for i, a in zip(session.get_inputs(), inputs)}))
+    check = Check.of("tuned model", batch, outputs[0], outputs[1])
+    if not check.passed(FP32_TOLERANCE):
+        raise FcmError(f"the tuned model's outputs differ from {reference_path.name}'s by {check.max_abs_error:.3g} "
+                       f"({check.relative:.3g} of the largest, bound {FP32_TOLERANCE:g}): nothing written")
+    return {"against": str(reference_path), "batch": batch, "relative_error": check.relative}
 
 
 def _applied(model: onnx.ModelProto, report_path: Path) -> dict:
@@ -199,22 +335,28 @@ def tune(model_path: Path, output: Path, batches: list[int], runs: int, warmup: 
         raise FcmError(f"not a readable ONNX model ({str(exc).splitlines()[0][:120]})", model_path) from None
     if not any(n.domain == DOMAIN for n in model.graph.node):
         raise FcmError("no fused nodes (not a model from fcm convert?)", model_path)
+    conversion, why_not = load_conversion(model, model_path)
     if apply_report is not None:
         result = _applied(model, apply_report)
         model = with_plans(model, result)
     elif unfuse_names is None:
         result = measure(model, batches, runs, warmup, margin, progress, plans)
         model = with_plans(model, result)
-        if verify:
-            baseline_path = unfused_companion(model_path)
-            if baseline_path is not None:
-                result["baseline"] = str(baseline_path)
-            baseline = onnx.load(baseline_path) if baseline_path is not None else None
-            verify_whole_model(model, result, batches, runs, warmup, progress, baseline)
     else:
         result = {"unfuse": sorted(set(unfuse_names)), "groups": {}, "measured": False}
-    tuned = unfuse(model, result["unfuse"])
+    tuned_models = TunedModels(model, conversion, why_not)
+    if apply_report is None and unfuse_names is None and verify:
+        baseline_path = unfused_companion(model_path)
+        if baseline_path is not None:
+            result["baseline"] = str(baseline_path)
+        baseline = onnx.load(baseline_path) if baseline_path is not None else None
+        verify_whole_model(model, result, batches, runs, warmup, progress, baseline, tuned_models)
+    tuned = tuned_models.build(result["unfuse"])
+    tuned_models.record(result)
     onnx.checker.check_model(tuned)
+    progress("checking the tuned model's outputs on the CPU")
+    reference, reference_path = (conversion.source, conversion.source_path) if conversion else (model, model_path)
+    result["output_check"] = check_outputs(tuned, reference, reference_path)
     report_path = output.with_name(output.name.removesuffix(".onnx") + ".tune.json")
     result["model"] = str(model_path)
     result["output"] = str(output)

@@ -18,12 +18,16 @@ DESCRIPTION = " ".join("""
 Time every fused group of a fused model against its original subgraph on this machine's GPU (ONNX
 Runtime's CUDA provider, the micro-benchmark of fcm bench) at each batch size, and write a model in
 which the groups that are not faster at all of them run unfused again, plus a JSON report of the
-times and decisions. Then the whole tuned model is timed against the whole unfused one, and kept
-groups are unfused, the one with the smallest lead first, until it is not slower at any batch size.
-Each group is also timed under a grid of CUDA launch plans (tile, output-channel tile, split); a
-kept group carries the plans that beat the kernels' own in its cuda_plans attribute, used at those
-batch sizes. With --unfuse, apply a given decision without measuring; with --apply, an earlier
-tune's report.
+times and decisions. Then the whole tuned model is timed against the source model
+(<stem>.unfused.onnx), and kept groups are unfused, the one with the smallest lead first, until it
+is not slower at any batch size. Each group is also timed under a grid of CUDA launch plans (tile,
+output-channel tile, split); a kept group carries the plans that beat the kernels' own in its
+cuda_plans attribute, used at those batch sizes. With --unfuse, apply a given decision without
+measuring; with --apply, an earlier tune's report. The tuned model (and each one timed) is the
+source model rewritten with only the kept groups, where the conversion's companions are beside the
+fused model (fp32); otherwise, or where the rewrite does not reproduce a kept group, the fused model
+with the other groups replaced by their subgraphs, whose leftover layout operators can make it
+slower than the source. Before writing, its outputs are checked against the source's on the CPU.
 """.split())
 
 
@@ -73,6 +77,8 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     for step in result.get("whole_model", []):
         ratios = ", ".join(f"batch {b}: {v:.3f}x" for b, v in step["speedup"].items())
         print(f"whole model with {len(step['fused_groups'])} fused groups vs unfused: {ratios}")
+    print("built from the source model" if result["built_from"] == "source" else
+          f"built by unfusing the fused model's groups: {result['fallback_reason']}")
     print(f"written: {result['output']} ({result['fused_groups']} fused groups kept, {len(result['unfuse'])} unfused), "
           f"{result['report']}")
     return 0

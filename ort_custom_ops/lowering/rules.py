@@ -241,7 +241,7 @@ class Rule:
                 initializers: dict[str, onnx.TensorProto], opset: int) -> tuple[gs.Node, onnx.FunctionProto]:
         gid = match.group["id"]
         prefix = f"fcm{gid}_"
-        node_name = f"fcm{gid}_{self.kind}"
+        node_name = fused_node_name(gid, self.kind)
         weights = match.spec.weights(prefix)
         constants = {name: gs.Constant(name, values) for name, values in weights.items()}
         formal = ["X"] + list(weights) + (["S"] if match.scale is not None else [])
@@ -272,6 +272,11 @@ def _transposed(graph: gs.Graph, tensor, perm, name: str):
     out = gs.Variable(name, dtype=tensor.dtype, shape=_permuted(tensor.shape, perm))
     graph.nodes.append(gs.Node("Transpose", name=name, attrs={"perm": list(perm)}, inputs=[tensor], outputs=[out]))
     return out
+
+
+def fused_node_name(group_id: int, kind: str) -> str:
+    """The name of a planned group's fused node (``fcm3_pwdwpw``)."""
+    return f"fcm{group_id}_{kind}"
 
 
 def overload_of(group_id: int) -> str:

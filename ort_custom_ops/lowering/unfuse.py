@@ -43,13 +43,18 @@ def function_body(model: onnx.ModelProto, node: onnx.NodeProto, prefix: str = ""
     return body
 
 
-def unfuse(model: onnx.ModelProto, names: list[str] | set[str]) -> onnx.ModelProto:
-    """A copy of ``model`` with the fused nodes named in ``names`` replaced by their bodies."""
-    wanted = set(names)
+def check_fused_names(model: onnx.ModelProto, names: list[str] | set[str]) -> None:
+    """An FcmError naming those of ``names`` that are no fused node of ``model``."""
     fused = {n.name for n in model.graph.node if n.domain == DOMAIN}
-    unknown = sorted(wanted - fused)
+    unknown = sorted(set(names) - fused)
     if unknown:
         raise FcmError(f"no fused node named {', '.join(unknown)} (fused nodes: {', '.join(sorted(fused)) or 'none'})")
+
+
+def unfuse(model: onnx.ModelProto, names: list[str] | set[str]) -> onnx.ModelProto:
+    """A copy of ``model`` with the fused nodes named in ``names`` replaced by their bodies."""
+    check_fused_names(model, names)
+    wanted = set(names)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     nodes = []

@@ -1,9 +1,13 @@
-"""`fcm tune`: unfusing groups, the whole-model check, launch-plan search and --apply (stand-in timers here:
-the measurements run on the GPU machine)."""
+"""`fcm tune`: unfusing groups, the whole-model check, launch-plan search and --apply, how the tuned model is
+built (the source rewritten with the kept groups, or the fused model unfused) and checked before it is written
+(stand-in timers here: the measurements run on the GPU machine)."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,7 +16,7 @@ import pytest
 from fcm.cli import main
 from ort_custom_ops.ops.launch_plan import PLANS_ATTRIBUTE, effective_split, node_plan_candidates, plan_candidates
 from ort_custom_ops.ops.library import make_session
-from ort_custom_ops.ops.schema import DOMAIN
+from ort_custom_ops.ops.schema import DOMAIN, is_channels_last
 
 
 def _fused_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -260,3 +264,184 @@ def test_whole_model_check_measures_against_the_source_model(converted, monkeypa
     seen.clear()
     tune.verify_whole_model(fused, result, [1], runs=1, warmup=0, progress=lambda message: None)
     assert seen and not any(seen) and result["unfuse"] == []
+
+
+def _op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    return dict(Counter(n.op_type for n in model.graph.node))
+
+
+def _copy_conversion(result, folder) -> Path:
+    """The fused model and its companions copied into ``folder``: the fused model's path."""
+    for path in result.files.values():
+        shutil.copy(path, folder / path.name)
+    return folder / result.output.name
+
+
+def _outputs(model, x: np.ndarray, with_library: bool = True) -> np.ndarray:
+    session = make_session(model, with_library=with_library)
+    (y,) = session.run(None, {session.get_inputs()[0].name: x})
+    return y
+
+
+def test_a_tune_that_unfuses_every_group_writes_the_source(converted, tmp_path):
+    """Every group unfused (a channels-last conversion): the tuned model is the source graph, node
+    for node, not the fused model with its groups' bodies put back (whose layout cleanup leaves
+    Reshapes and Constants the source does not have)."""
+    result = converted["MobileNetV2"]
+    fused, source = onnx.load(result.output), onnx.load(result.files["unfused"])
+    names = [n.name for n in _fused_nodes(fused)]
+    assert all(is_channels_last(n) for n in _fused_nodes(fused))
+    out = tmp_path / "t.onnx"
+    assert main(["tune", str(result.output), "--unfuse", ",".join(names), "-o", str(out)]) == 0
+    tuned = onnx.load(out)
+    assert _op_counts(tuned) == _op_counts(source) and not _fused_nodes(tuned)
+    assert [n.name for n in tuned.graph.node] == [n.name for n in source.graph.node]
+    report = json.loads((tmp_path / "t.tune.json").read_text())
+    assert report["built_from"] == "source" and "fallback_reason" not in report
+    assert report["output_check"]["against"] == str(result.files["unfused"])
+
+
+def test_a_tune_keeping_some_groups_rewrites_the_source(converted, tmp_path, rng):
+    """Some groups kept (--apply, with launch plans): the kept nodes are the fused model's with
+    their plans, the rest of the graph is the source rewritten with those groups alone (far fewer
+    Reshapes and no Constants, against the fused model with the other groups' bodies put back),
+    and the model computes what the source does."""
+    from extractor.dag import Dag
+    from ort_custom_ops.lowering.rewrite import rewrite
+    from ort_custom_ops.lowering.unfuse import unfuse
+
+    result = converted["MobileNetV3Small"]
+    fused = onnx.load(result.output)
+    names = [n.name for n in _fused_nodes(fused)]
+    kept = names[1::3]
+    unfused = sorted(set(names) - set(kept))
+    report = {"unfuse": unfused, "groups": {name: {"keep_fused": True, "batches": {
+        "1": {"fused_ms": 0.5, "unfused_ms": 1.0, "plan": f"8x8,16,{i + 1},3"}}} for i, name in enumerate(kept)}}
+    (tmp_path / "r.tune.json").write_text(json.dumps(report))
+    out = tmp_path / "t.onnx"
+    assert main(["tune", str(result.output), "--apply", str(tmp_path / "r.tune.json"), "-o", str(out)]) == 0
+    tuned = onnx.load(out)
+    assert json.loads((tmp_path / "t.tune.json").read_text())["built_from"] == "source"
+
+    fused_nodes = {n.name: n for n in _fused_nodes(fused)}
+    tuned_nodes = {n.name: n for n in _fused_nodes(tuned)}
+    assert sorted(tuned_nodes) == sorted(kept)
+    for i, name in enumerate(kept):
+        attributes = {a.name: a for a in tuned_nodes[name].attribute}
+        assert attributes.pop(PLANS_ATTRIBUTE).s == f"1:8x8,16,{i + 1},3".encode()
+        assert attributes == {a.name: a for a in fused_nodes[name].attribute}
+        assert tuned_nodes[name].op_type == fused_nodes[name].op_type
+        assert len(tuned_nodes[name].input) == len(fused_nodes[name].input)
+
+    source = onnx.load(result.files["unfused"])
+    plan = json.loads(result.files["plan"].read_text())
+    subset = {**plan, "groups": [g for g in plan["groups"] if f"fcm{g['id']}_{g['kind']}" in kept]}
+    alone = rewrite(source, Dag.load(result.files["dag"], result.files["weights"]), subset, "nhwc").model
+    assert _op_counts(tuned) == _op_counts(alone)
+    by_unfusing = _op_counts(unfuse(fused, unfused))
+    counts = _op_counts(tuned)
+    assert "Constant" not in counts and by_unfusing["Constant"] > 0
+    for op in ("Reshape", "Transpose", "ReduceMean"):
+        assert counts.get(op, 0) <= by_unfusing.get(op, 0)
+    assert counts["Reshape"] < by_unfusing["Reshape"]
+
+    x = rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+    expected = _outputs(result.files["unfused"], x, with_library=False)
+    assert np.abs(_outputs(tuned, x) - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("case", ["no dag", "another plan", "group skipped", "node differs"])
+def test_a_tune_falls_back_to_unfusing(converted, tmp_path, monkeypatch, case):
+    """Without the conversion's companions (or with a companion the fused model was not written
+    with), or where the rewrite does not give a kept group as the fused model has it, the tuned
+    model is the fused model with the groups' bodies put back, and the report says why."""
+    from fcm import tune
+    from ort_custom_ops.lowering.unfuse import unfuse
+
+    path = _copy_conversion(converted["MobileNetV2"], tmp_path)
+    fused = onnx.load(path)
+    names = [n.name for n in _fused_nodes(fused)]
+    unfused = names[::2]
+    if case == "no dag":
+        (tmp_path / "MobileNetV2.dag.json").unlink()
+    elif case == "another plan":
+        with open(tmp_path / "MobileNetV2.plan.json", "a") as plan:
+            plan.write("\n")
+    else:
+        real = tune.rewrite
+
+        def unfaithful(*args):
+            result = real(*args)
+            if case == "group skipped":
+                result.skipped.append({"group": 1, "kind": "pwdw", "layers": [3, 4], "reason": "stand-in"})
+            else:
+                node = next(n for n in result.model.graph.node if n.domain == DOMAIN)
+                node.attribute.append(onnx.helper.make_attribute("allow_tf32", 0))
+            return result
+
+        monkeypatch.setattr(tune, "rewrite", unfaithful)
+    out = tmp_path / "t.onnx"
+    assert main(["tune", str(path), "--unfuse", ",".join(unfused), "-o", str(out)]) == 0
+    report = json.loads((tmp_path / "t.tune.json").read_text())
+    assert report["built_from"] == "unfused fused model"
+    assert {"no dag": "no MobileNetV2.dag.json beside the model",
+            "another plan": "not the file MobileNetV2.onnx was converted with",
+            "group skipped": "left group 1 unfused (stand-in)",
+            "node differs": "differ from the fused model's: " + names[1]}[case] in report["fallback_reason"]
+    tuned = onnx.load(out)
+    assert tuned.graph == unfuse(fused, unfused).graph
+    against = str(path) if case in ("no dag", "another plan") else str(tmp_path / "MobileNetV2.unfused.onnx")
+    assert report["output_check"]["against"] == against
+
+
+def test_a_tuned_model_that_computes_otherwise_is_not_written(converted, tmp_path, monkeypatch, capsys):
+    """The check before writing: a tuned model whose outputs differ from the source's (here a kept
+    node's weights doubled) is an error, and nothing is written."""
+    from fcm import tune
+
+    real = tune.rewritten_source
+
+    def doubled(model, conversion, kept):
+        tuned = real(model, conversion, kept)
+        weight = next(n for n in tuned.graph.node if n.domain == DOMAIN).input[1]
+        tensor = next(t for t in tuned.graph.initializer if t.name == weight)
+        tensor.CopyFrom(onnx.numpy_helper.from_array(2 * onnx.numpy_helper.to_array(tensor), weight))
+        return tuned
+
+    monkeypatch.setattr(tune, "rewritten_source", doubled)
+    path = converted["MobileNetV2"].output
+    names = [n.name for n in _fused_nodes(onnx.load(path))]
+    out = tmp_path / "t.onnx"
+    assert main(["tune", str(path), "--unfuse", names[0], "-o", str(out)]) == 2
+    assert "the tuned model's outputs differ from MobileNetV2.unfused.onnx's" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "t.tune.json").exists()
+
+
+def test_the_models_timed_are_built_as_the_one_written(converted, tmp_path, monkeypatch):
+    """The whole-model check times tuned models built from the source, as the one written (stand-in
+    timers: the model is slower while it holds its weakest kept group)."""
+    from fcm import tune
+
+    result = converted["MobileNetV2"]
+    names = [n.name for n in _fused_nodes(onnx.load(result.output))]
+    kept = names[::2]
+
+    def measured(model, batches, runs, warmup, margin, progress, plans=True):
+        groups = {name: {"keep_fused": name in kept, "batches": {"1": {"speedup": 1.5 + i / 100}}}
+                  for i, name in enumerate(names)}
+        return {"groups": groups, "unfuse": sorted(set(names) - set(kept))}
+
+    timed = []
+
+    def stand_in(reference, tuned, batch, runs, warmup, progress):
+        timed.append(tuned)
+        return {"best": {"tf32": {"speedup": 0.9 if kept[0] in {n.name for n in tuned.graph.node} else 1.1}}}
+
+    monkeypatch.setattr(tune, "measure", measured)
+    monkeypatch.setattr(tune, "bench_pair", stand_in)
+    out = tmp_path / "t.onnx"
+    report = tune.tune(result.output, out, [1], 1, 0, 1.0, None, lambda message: None)
+    assert len(timed) == 2 and report["unfuse"] == sorted(set(names) - set(kept[1:]))
+    assert report["built_from"] == "source"
+    assert all("Constant" not in _op_counts(model) for model in timed)
+    assert onnx.load(out).graph == timed[-1].graph
