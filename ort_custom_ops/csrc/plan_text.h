@@ -3,7 +3,7 @@
 // debugging override).
 // Plain C++, so CPU-only builds check it too. Two families of kernels, two forms:
 //   NCHW nodes (the chain kernels):           "pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]"
-//   channels_last nodes (the block kernels):  "HxW,f_tile,split,stages"
+//   channels_last nodes (the block kernels):  "HxW,f_tile,split,stages[,groups]"
 #pragma once
 
 #include <cstdio>
@@ -28,17 +28,20 @@ inline bool ParsePlanText(const std::string& text, PlanText* out) {
 }
 
 // A block-kernel plan: tile (output pixels), output channels per work unit, CTAs of a cluster
-// sharing a unit, depth of the operand ring.
+// sharing a unit, depth of the operand ring, and optionally the computing warpgroups of a CTA
+// (2: they share each unit's chunks).
 struct BlockPlanFields {
   int tile_h = 0, tile_w = 0, f_tile = 0, split = 0, stages = 0;
+  int groups = 1;  // optional fifth field
 };
 
-// Whether `text` is exactly "HxW,f_tile,split,stages" (nothing before or after); fills *out.
+// Whether `text` is exactly "HxW,f_tile,split,stages[,groups]" (nothing before or after); fills *out.
 inline bool ParseBlockPlanText(const std::string& text, BlockPlanFields* out) {
   BlockPlanFields v;
   int used = -1;
-  const int fields = std::sscanf(text.c_str(), "%dx%d,%d,%d,%d%n", &v.tile_h, &v.tile_w, &v.f_tile, &v.split, &v.stages, &used);
-  if (fields != 5 || used != static_cast<int>(text.size())) return false;
+  const int fields = std::sscanf(text.c_str(), "%dx%d,%d,%d,%d%n,%d%n", &v.tile_h, &v.tile_w, &v.f_tile, &v.split, &v.stages,
+                                 &used, &v.groups, &used);
+  if ((fields != 5 && fields != 6) || used != static_cast<int>(text.size())) return false;
   *out = v;
   return true;
 }

@@ -2,9 +2,9 @@
 
 Every kind, depthwise kernels 3/5/7, strides 1 and 2 on odd sizes with H != W, channel counts that
 are not multiples of 4 (the cp.async path) or of 32 (a ragged last chunk), batch 1, 3 and 32, all
-activations, residual, channel scale; plans ("HxW,f_tile,split,stages") forced through the nodes'
-cuda_plans so that tiles, output-channel slices, splits over a thread-block cluster and ring depths
-all run; outputs poisoned before each run. TF32 (the default) within 5e-3 of the largest output,
+activations, residual, channel scale; plans ("HxW,f_tile,split,stages[,groups]") forced through the
+nodes' cuda_plans so that tiles, output-channel slices, splits over a thread-block cluster, ring
+depths and two computing warpgroups (sharing each unit's chunks) all run; outputs poisoned before each run. TF32 (the default) within 5e-3 of the largest output,
 exact FP32 within 1e-4. Also: tuned plans (cuda_plans), plans refused with a reason, and CUDA-graph
 capture and replay (the kernels are launched as programmatic dependents). Dynamic shapes and several
 threads on one session: test_cuda_kernels.py, in both layouts.
@@ -81,15 +81,42 @@ def test_forced_plans(plan, precision, rng):
     check_on_gpu(dwpw, rng, 2, 10, 10, bound, plan=plan)
 
 
+@pytest.mark.parametrize("case", [
+    # (kind, channels, expand, out, kernel, stride, residual, scale, batch, size, plan)
+    ("pwdwpw", 64, 384, 64, 3, 1, True, False, 3, (14, 14), "4x14,64,1,4,2"),   # 12 chunks, two 64-row blocks
+    ("pwdwpw", 64, 384, 96, 3, 1, False, False, 1, (14, 14), "2x14,96,1,3,2"),
+    ("pwdwpw", 96, 576, 160, 3, 2, False, False, 3, (14, 14), "3x7,80,1,3,2"),  # two output-channel slices
+    ("pwdwpw", 160, 960, 160, 3, 1, True, False, 3, (7, 7), "7x7,80,1,3,2"),    # MobileNetV2's 7x7 block
+    ("pwdwpw", 40, 72, 80, 5, 1, False, False, 2, (13, 11), "2x11,80,1,3,2"),   # 3 chunks: one warpgroup has one more
+    ("pwdwpw", 36, 100, 64, 7, 2, False, True, 3, (15, 9), "2x3,64,1,4,2"),     # 7x7 stride 2, channel scale, ragged chunk
+    ("pwpw", 64, 144, 112, 1, 1, False, True, 3, (9, 7), "8x8,112,1,3,2"),      # squeeze-excitation's scale, no depthwise
+    ("dwpw", 200, None, 128, 3, 1, False, False, 2, (10, 10), "8x8,128,1,4,2"),  # no first stage: the region per chunk
+    ("dwpw", 24, None, 64, 3, 2, False, False, 3, (9, 9), "5x5,64,1,3,2"),       # one chunk: warpgroup 1 has none
+    ("pwdwpw", 24, 96, 192, 3, 1, False, False, 32, (7, 7), "7x7,192,1,3,2"),
+])
+def test_two_warpgroup_plans(case, rng):
+    """Two computing warpgroups per CTA sharing each unit's chunks (every other chunk each, their sums
+    added at the end): against the CPU kernels over the stage kinds, odd chunk counts, tiles and slices."""
+    kind, c, e, f, kernel, stride, residual, scale, batch, (h, w), plan = case
+    spec = random_spec(rng, kind, c, kernel=kernel, stride=stride, expand=e, out=f, residual=residual, scale=scale,
+                       channels_last=True)
+    check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan=plan)
+
+
 def test_plan_override_is_checked(rng):
     """A division that cannot run is an ONNX Runtime error naming the reason, not a launch."""
     spec = random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, channels_last=True)
     model = fused_model(spec)
     x = rng.normal(size=(1, 9, 9, 16)).astype(np.float32)
     for plan, reason in (("9x9,16,1,3", "1 to 64 output pixels"), ("8x8,16,1,2", "3 or 4 stages"),
-                         ("8x8,20,1,3", "no kernel is compiled"), ("8x8,16", "must read|reads")):
+                         ("8x8,20,1,3", "no kernel is compiled"), ("8x8,16", "must read|reads"),
+                         ("8x8,16,1,3,2", "no kernel is compiled for f_tile 16 with two warpgroups"),
+                         ("8x8,64,2,3,2", "two warpgroups take no split"), ("8x8,16,1,3,3", "groups is 1 or 2")):
         with pytest.raises(Exception, match=reason):
             make_session(forced_plan(model, plan, 1), providers=cuda_providers()).run(None, {"X": x})
+    pwdw = fused_model(random_spec(rng, "pwdw", 16, kernel=3, stride=1, expand=64, channels_last=True))
+    with pytest.raises(Exception, match="two warpgroups need a last pointwise stage"):
+        make_session(forced_plan(pwdw, "8x8,0,1,3,2", 1), providers=cuda_providers()).run(None, {"X": x})
 
 
 def test_tuned_plans_attribute(rng, capfd, monkeypatch):
@@ -126,6 +153,11 @@ def test_small_cases_for_the_sanitizer(rng):
         check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND)
     spec = random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, expand=72, out=24, channels_last=True)
     check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="4x5,24,2,3" if has_clusters() else "4x5,24,1,3")
+    # two warpgroups sharing each unit: three chunks (one has two), and one chunk (one has none)
+    spec = random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, expand=72, out=24, residual=True, channels_last=True)
+    check_on_gpu(spec, rng, 3, 7, 5, TF32_BOUND, plan="3x5,64,1,3,2")
+    spec = random_spec(rng, "dwpw", 12, kernel=3, stride=2, out=20, channels_last=True)
+    check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="4x3,64,1,3,2")
 
 
 @pytest.mark.parametrize("split", [1, 4])

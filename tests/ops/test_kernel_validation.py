@@ -74,6 +74,23 @@ def test_bad_attributes(attribute, value, words, rng):
     _expect_ort_error(model, words)
 
 
+@pytest.mark.parametrize("plans, accepted", [
+    ("3:8x8,64,1,3", True), ("3:8x8,64,1,3,2", True),   # the block kernels' plan, and with two warpgroups
+    ("3:8x8,64,1,3,2,1", False), ("3:8x8,64,1", False), ("3:8x8,64,1,3,x", False), ("3:64,8x8,16,2,2,0", False),
+])
+def test_block_plans_on_a_channels_last_node(plans, accepted, rng):
+    """A channels_last node's cuda_plans entries read BATCH:HxW,f_tile,split,stages[,groups]: checked
+    when ONNX Runtime creates the kernel, on any provider."""
+    model = fused_model(_spec(rng, channels_last=True))
+    _set_attribute(model, "cuda_plans", plans)
+    x = rng.normal(size=(3, 8, 8, 6)).astype(np.float32)
+    if accepted:
+        (planned,) = make_session(model, with_library=True).run(None, {"X": x})
+        assert planned.shape[0] == 3
+    else:
+        _expect_ort_error(model, "must read BATCH:HxW,f_tile,split,stages[,groups]", x=x)
+
+
 def test_tuned_plans_do_not_change_the_cpu_kernels(rng):
     """cuda_plans is for the CUDA kernels: the CPU kernels accept it and compute the same."""
     spec = _spec(rng)

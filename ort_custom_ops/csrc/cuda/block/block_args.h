@@ -13,6 +13,7 @@ struct BlockArgs {
   ChainProblem p;  // x [n, h, w, c], y [n, out_h, out_w, f or m], scale [scale_batch, c]
   // tiles of tile_h x tile_w output pixels; a unit is (image, tile, output-channel slice)
   int tile_h, tile_w, tiles_w, tiles_per_image, f_slices, units;
+  int groups;  // computing warpgroups (2: they share each unit's chunks, block_kernel.cuh's ConsumeHalves)
   int region_h, region_w, region_rows;  // the input pixels a tile reads (tile plus halo): at most 128
   int c_slabs, chunks;                  // input-channel slabs; 32-channel chunks of the intermediate
   int split;                            // CTAs of a cluster sharing a unit's chunks
@@ -28,9 +29,9 @@ struct BlockArgs {
   // in a stage: W1 chunk [32 x c] at 0, W2 chunk [f_tile x 32], depthwise weights [32][k*k], biases
   // b1 [32] and bd [32], the chunk's input region (no first stage)
   uint32_t w2_in_stage, wd_in_stage, b1_in_stage, bd_in_stage, xs_in_stage;
-  uint32_t u_off, v_off, v_bytes, red_off, bar_off;
+  uint32_t u_off, u_bytes, v_off, v_bytes, red_off, bar_off;  // U and V per computing warpgroup (one warpgroup: two V)
   uint32_t region_tx, stage_tx;  // bytes a region load / a stage load's boxes deliver (TMA)
-  int red_ld;                    // floats per row of the split shares
+  int red_ld;                    // floats per row of the split shares (two warpgroups: warpgroup 1's sums at red_off)
 };
 
 }  // namespace block

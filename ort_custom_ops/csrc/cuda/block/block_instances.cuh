@@ -1,6 +1,6 @@
-// The compiled fused-block kernels: one per output-channel width (the last stage's N) and arithmetic
-// (TF32 tensor cores, or exact FP32). Each block_kernels_*.cu file instantiates some, so that they
-// compile in parallel.
+// The compiled fused-block kernels: one per output-channel width (the last stage's N), arithmetic
+// (TF32 tensor cores, or exact FP32) and count of computing warpgroups. Each block_kernels_*.cu file
+// instantiates some, so that they compile in parallel.
 #pragma once
 
 #include "block_kernel.cuh"
@@ -8,14 +8,16 @@
 namespace fcm {
 namespace block {
 
-template <int NF, bool kExact>
+template <int NF, bool kExact, int kGroups>
 const void* KernelPointer() {
-  return reinterpret_cast<const void*>(&FusedBlockKernel<NF, kExact>);
+  return reinterpret_cast<const void*>(&FusedBlockKernel<NF, kExact, kGroups>);
 }
 
-// TF32 kernels for every width; exact FP32 ones (for comparisons) for fewer, the launcher rounds up
-#define FCM_BLOCK_INSTANCE(NF) template const void* KernelPointer<NF, false>();
-#define FCM_BLOCK_EXACT_INSTANCE(NF) template const void* KernelPointer<NF, true>();
+// TF32 kernels for every width; exact FP32 ones (for comparisons) for fewer, the launcher rounds up;
+// two-warpgroup TF32 kernels from 64 wide
+#define FCM_BLOCK_INSTANCE(NF) template const void* KernelPointer<NF, false, 1>();
+#define FCM_BLOCK_EXACT_INSTANCE(NF) template const void* KernelPointer<NF, true, 1>();
+#define FCM_BLOCK_HALVES_INSTANCE(NF) template const void* KernelPointer<NF, false, 2>();
 
 }  // namespace block
 }  // namespace fcm

@@ -2,10 +2,11 @@
 // one kernel for the four kinds (PW->DW->PW, DW->PW, PW->DW, PW->PW), persistent and
 // warp-specialized.
 //
-// A CTA is one loading warp and one computing warpgroup. A work unit is (image, tile of at most 64
-// output pixels, slice of the output channels). The CTAs of a cluster take the same units and share
-// each unit's intermediate channels (`split`); the grid is about as many CTAs as the GPU holds, and
-// each loops over units.
+// A CTA is one loading warp and one computing warpgroup, or (`groups` 2) a loading warpgroup and two
+// computing warpgroups that share each unit's chunks (ConsumeHalves). A work unit is (image, tile of
+// at most 64 output pixels, slice of the output channels). The CTAs of a cluster take the same units
+// and share each unit's intermediate channels (`split`); the grid is about as many CTAs as the GPU
+// holds, and each loops over units.
 //
 // Loading warp (producer): for each unit, the input region (tile plus halo, all input channels) and
 // then, per 32-channel chunk of the intermediate, the chunk's first-stage weights [32 x C], its
@@ -27,6 +28,7 @@
 #include <cuda.h>
 
 #include <cute/arch/copy_sm90_tma.hpp>
+#include <cutlass/arch/reg_reconfig.h>
 
 #include "block_args.h"
 #include "block_gemm.cuh"
@@ -37,14 +39,16 @@ namespace fcm {
 namespace block {
 
 constexpr int kMaxStages = 16;  // ring stages (resident weights: one per chunk of the CTA)
-constexpr uint32_t kConsumerBarrier = 1;  // named barrier of the computing warpgroup (0: __syncthreads)
+constexpr uint32_t kConsumerBarrier = 1;  // named barrier of computing warpgroup 0 (1: +1; 0 is __syncthreads)
+constexpr uint32_t kGroupsBarrier = 3;    // named barrier of both computing warpgroups
 
 struct Barriers {
   uint64_t full[kMaxStages], empty[kMaxStages];
   uint64_t x_full[2], x_empty[2];  // the input region buffers
 };
 
-__device__ __forceinline__ void SyncConsumers() { NamedSync(kConsumerBarrier, kConsumers); }
+__device__ __forceinline__ void SyncConsumers(int group = 0) { NamedSync(kConsumerBarrier + group, kConsumers); }
+__device__ __forceinline__ void SyncGroups() { NamedSync(kGroupsBarrier, 2 * kConsumers); }
 
 // A position in the ring of operand stages: the stage and the parity of its current fill. Stepped
 // with a compare, not a division by the ring's depth (a run-time value).
@@ -313,12 +317,14 @@ __device__ __forceinline__ long long OutputPixel(const BlockArgs& a, const Unit&
 }
 
 // The channels of the input region multiplied by the channel scale (a squeeze-excitation output),
-// in place; the region is the first stage's A operand, so the writes are fenced for the tensor cores.
+// in place, by the kGroups computing warpgroups together; the region is the first stage's A
+// operand, so the writes are fenced for the tensor cores.
+template <int kGroups>
 __device__ __forceinline__ void ScaleRegion(const BlockArgs& a, uint32_t region, int image) {
   const ChainProblem& p = a.p;
   const float* s = p.scale + static_cast<size_t>(p.scale_batch == 1 ? 0 : image) * p.c;
   const int per_slab = a.region_rows * 8;
-  for (int i = threadIdx.x; i < per_slab * a.c_slabs; i += kConsumers) {
+  for (int i = threadIdx.x % (kGroups * kConsumers); i < per_slab * a.c_slabs; i += kGroups * kConsumers) {
     const int q = i / per_slab, r = (i - q * per_slab) >> 3, piece = i & 7;
     const int c = q * kSlabFloats + 4 * piece;
     const uint32_t at = region + q * a.x_slab_bytes + SwizzledOffset(r, piece);
@@ -330,7 +336,11 @@ __device__ __forceinline__ void ScaleRegion(const BlockArgs& a, uint32_t region,
     StoreShared4(at, v);
   }
   FenceForAsyncProxy();
-  SyncConsumers();
+  if constexpr (kGroups == 1) {
+    SyncConsumers();
+  } else {
+    SyncGroups();
+  }
 }
 
 // The first pointwise stage of one chunk over the whole region, issued (asynchronous on sm_90):
@@ -447,7 +457,7 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
     if (p.pw1) {
       BarrierWait(&bars.full[head.stage], head.parity);
       BarrierWait(&bars.x_full[buffer], (units_done / a.regions) & 1);
-      if (p.scale != nullptr) ScaleRegion(a, region, u.image);
+      if (p.scale != nullptr) ScaleRegion<1>(a, region, u.image);
       const uint32_t w1 = SharedAddress(staged(head.stage));
       IssueFirst<kExact>(a, acc1, region, w1, two_blocks);
       WaitGemms<kAsync>();
@@ -575,13 +585,111 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
   }
 }
 
+// Two computing warpgroups on each unit (`groups` 2): warpgroup w computes the CTA's chunks
+// i = w, w + 2, ... one after the other (first stage, depthwise stage, last stage, each finished
+// before the next begins) into its own U, V and partial sums of the last stage. The two overlap each
+// other rather than themselves: the chain of chunks a unit waits for is half as long, which is what
+// bounds the late blocks, whose units are about as many as the SMs. A ring stage has one reader,
+// which releases it, so the ring needs no more stages than with one warpgroup. After the unit's
+// chunks warpgroup 1 leaves its sums in shared memory and warpgroup 0 adds them and stores the tile.
+template <int NF>
+__device__ __forceinline__ void ConsumeHalves(const BlockArgs& a, uint8_t* smem, Barriers& bars, int cluster, int clusters,
+                                              int group) {
+  using Gemm1 = BlockGemm<kChunk, false>;
+  using Gemm2 = BlockGemm<NF, false>;
+  constexpr bool kAsync = Gemm2::kAsync;
+  const ChainProblem& p = a.p;
+  const int tid = threadIdx.x % kConsumers, lane = tid & 31;
+  const uint32_t base = SharedAddress(smem);
+  const uint32_t u_slab = base + a.u_off + group * a.u_bytes;
+  const uint32_t v_slab = base + a.v_off + group * a.v_bytes;
+  const uint32_t shares = base + a.red_off;
+  const bool two_blocks = a.region_rows > kTileRows;
+  const DepthwiseGeometry geometry{a.tile_h, a.tile_w, a.region_w};
+  const int own = (a.chunks - group + 1) / 2;  // this warpgroup's chunks of a unit (no split)
+
+  float acc1[2][kChunk / 2];
+  float acc2[Gemm2::kRegs];
+  RingCursor head;  // the stage of the unit's first chunk
+  int units_done = 0;
+  auto staged = [&](int s) { return smem + a.ring_off + s * a.stage_bytes; };
+
+  for (int index = cluster; index < a.units; index += clusters, ++units_done) {
+    const Unit u = DecodeUnit(a, index, NF);
+    const unsigned inside = p.pw1 ? InsideMask(a, u) : 0u;
+    const int buffer = units_done % a.regions;
+    const uint32_t region = base + a.x_off + buffer * a.region_bytes;
+    if (p.pw1) {
+      BarrierWait(&bars.x_full[buffer], (units_done / a.regions) & 1);
+      if (p.scale != nullptr) ScaleRegion<2>(a, region, u.image);
+      if (own == 0) BarrierArrive(&bars.x_empty[buffer]);
+    }
+    if (own == 0) {
+#pragma unroll
+      for (int i = 0; i < Gemm2::kRegs; ++i) acc2[i] = 0.f;
+    }
+    RingCursor at = group == 0 ? head : head.Next(a.stages);
+    for (int k = 0; k < own; ++k) {
+      const int m0 = (group + 2 * k) * kChunk, m_valid = min(kChunk, p.m - m0);
+      uint8_t* operands = staged(at.stage);
+      BarrierWait(&bars.full[at.stage], at.parity);
+      if (p.pw1) {
+        IssueFirst<false>(a, acc1, region, SharedAddress(operands), two_blocks);
+        WaitGemms<kAsync>();
+        Gemm1::Fence(acc1[0]);
+        Gemm1::Fence(acc1[1]);
+        if (k + 1 == own) BarrierArrive(&bars.x_empty[buffer]);  // this warpgroup's last read of the region
+        const float* b1 = reinterpret_cast<const float*>(operands + a.b1_in_stage);
+        if (p.dw) {
+          StoreFirst<false>(a, acc1, b1, m_valid, inside, u_slab);
+        } else {
+          StoreFirst<true>(a, acc1, b1, m_valid, inside, v_slab);
+          FenceForAsyncProxy();
+        }
+        SyncConsumers(group);  // U (or V) written
+      }
+      if (p.dw) {
+        const uint32_t input = p.pw1 ? u_slab : SharedAddress(operands + a.xs_in_stage);
+        const float* wd = reinterpret_cast<const float*>(operands + a.wd_in_stage);
+        const float* bd = reinterpret_cast<const float*>(operands + a.bd_in_stage);
+        Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd,
+                  [&](int pixel, float v) { StoreShared1(v_slab + SwizzledFloat(pixel, lane), v); });
+        FenceForAsyncProxy();
+        SyncConsumers(group);  // V written, U read
+      }
+      Gemm2::Begin(acc2);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) Gemm2::Step(acc2, v_slab, SharedAddress(operands + a.w2_in_stage), kk, k == 0 && kk == 0);
+      Gemm2::Commit(acc2);
+      WaitGemms<kAsync>();
+      Gemm2::Fence(acc2);
+      BarrierArrive(&bars.empty[at.stage]);
+      at = at.Next(a.stages).Next(a.stages);
+      // (the next chunk's first-stage epilogue rewrites U, and its depthwise stage V: both were read
+      // before the barriers above and the wait)
+    }
+    for (int i = 0; i < a.chunks; ++i) head = head.Next(a.stages);
+    if (group == 1) {
+#pragma unroll
+      for (int i = 0; i < Gemm2::kRegs; ++i) StoreShared1(shares + (i * kConsumers + tid) * 4, acc2[i]);
+    }
+    SyncGroups();
+    if (group == 0) {
+#pragma unroll
+      for (int i = 0; i < Gemm2::kRegs; ++i) acc2[i] += __uint_as_float(LoadShared1(shares + (i * kConsumers + tid) * 4));
+      StoreTile<NF>(a, u, acc2);
+    }
+    SyncGroups();  // the shares are read before warpgroup 1 writes the next unit's
+  }
+}
+
 // Two or three CTAs share an SM (one computes while the others wait on barriers and copies) below 96
 // output channels; wider accumulators, and the exact FP32 path's operands, need the registers of one.
-template <int NF, bool kExact>
-constexpr int MinBlocksPerSm() { return kExact || NF >= 96 ? 1 : NF <= 32 ? 3 : 2; }
+template <int NF, bool kExact, int kGroups>
+constexpr int MinBlocksPerSm() { return kExact || NF >= 96 || kGroups > 1 ? 1 : NF <= 32 ? 3 : 2; }
 
-template <int NF, bool kExact>
-__global__ void __launch_bounds__(kThreads, MinBlocksPerSm<NF, kExact>())
+template <int NF, bool kExact, int kGroups>
+__global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExact, kGroups>())
     FusedBlockKernel(const __grid_constant__ BlockArgs a, const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw1,
                      const __grid_constant__ CUtensorMap tw2) {
   extern __shared__ uint8_t dynamic_shared[];
@@ -595,7 +703,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocksPerSm<NF, kExact>())
     }
     for (int r = 0; r < 2; ++r) {
       BarrierInit(&bars.x_full[r], producer_arrivals);
-      BarrierInit(&bars.x_empty[r], kConsumers);
+      BarrierInit(&bars.x_empty[r], kGroups * kConsumers);  // every computing warpgroup reads the region
     }
     BarrierInitFence();
   }
@@ -611,10 +719,21 @@ __global__ void __launch_bounds__(kThreads, MinBlocksPerSm<NF, kExact>())
   // the role as a warp-uniform value (a shuffle): the tensor-core code stays on a path the compiler
   // knows is uniform, so it does not serialize the asynchronous gemms
   const int warp = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / 32, 0);
-  if (warp >= kConsumers / 32) {
+  if (warp >= kGroups * kConsumers / 32) {
+    if constexpr (kGroups > 1) {  // the loading warpgroup gives its registers to the computing ones; one warp of it loads
+      cutlass::arch::warpgroup_reg_dealloc<kLoaderRegisters>();
+      if (warp != kGroups * kConsumers / 32) {
+        LaunchNextGrid();
+        return;
+      }
+    }
     Produce<NF>(a, smem, bars, &tx, &tw1, &tw2, cluster, clusters, rank);
-  } else {
+  } else if constexpr (kGroups == 1) {
     Consume<NF, kExact>(a, smem, bars, cluster, clusters, rank);
+  } else {
+    static_assert(NF > 0 && !kExact, "two computing warpgroups: TF32 with a last pointwise stage");
+    cutlass::arch::warpgroup_reg_alloc<kComputeRegisters>();
+    ConsumeHalves<NF>(a, smem, bars, cluster, clusters, warp / (kConsumers / 32));
   }
   LaunchNextGrid();
   if (a.split > 1) ClusterSync();  // no CTA leaves while a peer may still read its shares

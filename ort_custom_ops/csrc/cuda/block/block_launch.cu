@@ -23,7 +23,7 @@
 namespace fcm {
 namespace block {
 
-template <int NF, bool kExact>
+template <int NF, bool kExact, int kGroups>
 const void* KernelPointer();
 
 namespace {
@@ -36,40 +36,42 @@ constexpr int kMaxSplit = 8;      // portable cluster size
 using KernelFn = const void*;
 
 // The compiled kernels, by output-channel width: TF32 for every width, exact FP32 for a few (the
-// comparison mode; a problem rounds up to the next one).
+// comparison mode; a problem rounds up to the next one); two-warpgroup TF32 ones from 64 wide.
 struct Width {
   int f_tile;
   KernelFn kernel;
+  KernelFn halves = nullptr;  // two computing warpgroups
 };
 
 const std::vector<Width>& Widths(bool exact) {
-#define FCM_WIDTH(NF, EXACT) {NF, KernelPointer<NF, EXACT>()},
+#define FCM_WIDTH(NF, EXACT) {NF, KernelPointer<NF, EXACT, 1>()},
+#define FCM_HALVES(NF) {NF, KernelPointer<NF, false, 1>(), KernelPointer<NF, false, 2>()},
   static const std::vector<Width> tf32 = {FCM_WIDTH(16, false) FCM_WIDTH(24, false) FCM_WIDTH(32, false) FCM_WIDTH(40, false)
-                                              FCM_WIDTH(48, false) FCM_WIDTH(64, false) FCM_WIDTH(80, false) FCM_WIDTH(96, false)
-                                                  FCM_WIDTH(112, false) FCM_WIDTH(128, false) FCM_WIDTH(160, false)
-                                                      FCM_WIDTH(192, false)};
+                                              FCM_WIDTH(48, false) FCM_HALVES(64) FCM_HALVES(80) FCM_HALVES(96) FCM_HALVES(112)
+                                                  FCM_HALVES(128) FCM_HALVES(160) FCM_HALVES(192)};
   static const std::vector<Width> fp32 = {FCM_WIDTH(32, true) FCM_WIDTH(64, true) FCM_WIDTH(128, true) FCM_WIDTH(192, true)};
+#undef FCM_HALVES
 #undef FCM_WIDTH
   return exact ? fp32 : tf32;
 }
 
-KernelFn KernelFor(int f_tile, bool exact) {
-  if (f_tile == 0) return exact ? KernelPointer<0, true>() : KernelPointer<0, false>();
+KernelFn KernelFor(int f_tile, bool exact, int groups) {
+  if (f_tile == 0) return groups != 1 ? nullptr : exact ? KernelPointer<0, true, 1>() : KernelPointer<0, false, 1>();
   for (const Width& w : Widths(exact))
-    if (w.f_tile == f_tile) return w.kernel;
+    if (w.f_tile == f_tile) return groups == 1 ? w.kernel : groups == 2 ? w.halves : nullptr;
   return nullptr;
 }
 
-int Occupancy(KernelFn kernel, size_t bytes) { return CtasPerSm(kernel, kThreads, bytes); }
+int Occupancy(KernelFn kernel, size_t bytes, int groups) { return CtasPerSm(kernel, BlockThreads(groups), bytes); }
 
 // A launch configuration; it holds the attributes its config points to, so it is neither copied
 // nor moved.
 struct LaunchConfig {
   cudaLaunchAttribute attributes[2]{};
   cudaLaunchConfig_t config{};
-  LaunchConfig(int grid, size_t shared_bytes, int split, bool dependent, cudaStream_t stream) {
+  LaunchConfig(int grid, int threads, size_t shared_bytes, int split, bool dependent, cudaStream_t stream) {
     config.gridDim = dim3(grid);
-    config.blockDim = dim3(kThreads);
+    config.blockDim = dim3(threads);
     config.dynamicSmemBytes = shared_bytes;
     config.stream = stream;
     config.attrs = attributes;
@@ -89,7 +91,9 @@ struct LaunchConfig {
 };
 
 // Clusters of `split` CTAs of `kernel` the device runs at once (0: none fit).
-int ClusterCapacity(KernelFn kernel, size_t bytes, int split) { return ClustersPerGpu(kernel, kThreads, bytes, dim3(split)); }
+int ClusterCapacity(KernelFn kernel, size_t bytes, int split, int groups) {
+  return ClustersPerGpu(kernel, BlockThreads(groups), bytes, dim3(split));
+}
 
 uint32_t Align(uint32_t v, uint32_t to) { return (v + to - 1) / to * to; }
 
@@ -119,6 +123,7 @@ size_t MakeArgs(const ChainProblem& p, const BlockPlan& plan, BlockArgs* out) {
   a.tiles_per_image = CeilDiv(p.out_h, plan.tile_h) * a.tiles_w;
   a.f_slices = p.pwl ? CeilDiv(p.f, plan.f_tile) : 1;
   a.units = p.n * a.tiles_per_image * a.f_slices;
+  a.groups = plan.groups;
   a.region_h = p.dw ? (plan.tile_h - 1) * p.stride + p.kernel : plan.tile_h;
   a.region_w = p.dw ? (plan.tile_w - 1) * p.stride + p.kernel : plan.tile_w;
   a.region_rows = a.region_h * a.region_w;
@@ -156,13 +161,15 @@ size_t MakeArgs(const ChainProblem& p, const BlockPlan& plan, BlockArgs* out) {
   a.ring_off = at;
   at += a.stages * a.stage_bytes;
   a.u_off = at;
-  if (p.pw1 && p.dw) at += Align(static_cast<uint32_t>(RoundUp(std::max(a.region_rows, last_row + 1), 8)) * kUPitch, kSlabAlign);
+  a.u_bytes = p.pw1 && p.dw ? Align(static_cast<uint32_t>(RoundUp(std::max(a.region_rows, last_row + 1), 8)) * kUPitch, kSlabAlign) : 0;
+  at += a.groups * a.u_bytes;
   a.v_off = at;
   a.v_bytes = kTileRows * kSlabRowBytes;
-  if (p.pwl) at += 2 * a.v_bytes;
+  if (p.pwl) at += (a.groups == 1 ? 2 : a.groups) * a.v_bytes;  // one warpgroup double-buffers V
   a.red_ld = SharesLd(std::max(plan.f_tile, 8));
   a.red_off = at;
   if (p.pwl && plan.split > 1) at += Align(kTileRows * a.red_ld * 4, 16);
+  if (p.pwl && plan.groups > 1) at += Align(kConsumers * plan.f_tile / 2 * 4, 16);  // warpgroup 1's accumulators
   a.bar_off = Align(at, 16);
   at = a.bar_off + kBarrierBytes;
   // (the first stage's last 64-row block may read past the region's last slab: into the ring)
@@ -195,10 +202,13 @@ double Estimate(const ChainProblem& p, const BlockArgs& a, const BlockPlan& plan
     const double rows = (bh - 1) * p.stride + p.kernel, cols = (bw - 1) * p.stride + p.kernel;
     cuda += blocks * rows * cols * kSlabRowBytes / kSharedBytes;
   }
-  const double latency = a.resident ? 1800.0 : plan.stages == 3 ? 2600.0 : 2400.0;
-  const double chunk = std::max(resident * std::max(mma, cuda), latency);
+  // two warpgroups: each runs every other chunk, unpipelined (a longer latency per chunk), the two on
+  // the same pipes, and their sums are added at the end
+  const double latency = plan.groups > 1 ? 3400.0 : a.resident ? 1800.0 : plan.stages == 3 ? 2600.0 : 2400.0;
+  const double chunk = std::max(resident * plan.groups * std::max(mma, cuda), latency);
   const double region_wait = p.pw1 && plan.regions == 1 ? 1500.0 : 0.0;
-  const double unit = chunks_mine * chunk + 600.0 + region_wait + (plan.split > 1 ? 800.0 : 0.0);
+  const double chain = plan.groups > 1 ? CeilDiv(chunks_mine, 2) * chunk + 1000.0 : chunks_mine * chunk;
+  const double unit = chain + 600.0 + region_wait + (plan.split > 1 ? 800.0 : 0.0);
   const long long clusters = std::max(1, plan.grid / plan.split);
   const double waves = std::ceil(static_cast<double>(a.units) / clusters);
   const double compute_us = waves * unit / (kClockGhz * 1e3);
@@ -239,8 +249,15 @@ BlockPlan CompleteBlockPlan(const ChainProblem& p, BlockPlan plan) {
   if (plan.split < 1 || plan.split > kMaxSplit) return fail("split is 1 to 8");
   if (plan.split > CeilDiv(p.m, kChunk)) return fail("split is more than the intermediate's 32-channel chunks");
   if (plan.split > 1 && (d.major < 9 || !d.clusters)) return fail("a split needs thread-block clusters (sm_90)");
-  KernelFn kernel = KernelFor(plan.f_tile, plan.exact);
-  if (kernel == nullptr) return fail("no kernel is compiled for f_tile " + std::to_string(plan.f_tile));
+  if (plan.groups < 1 || plan.groups > kMaxGroups) return fail("groups is 1 or 2");
+  if (plan.groups > 1) {
+    if (!p.pwl) return fail("two warpgroups need a last pointwise stage (they add their sums of it)");
+    if (plan.split > 1 || plan.stages == 0) return fail("two warpgroups take no split and no resident weights");
+  }
+  KernelFn kernel = KernelFor(plan.f_tile, plan.exact, plan.groups);
+  if (kernel == nullptr)
+    return fail("no kernel is compiled for f_tile " + std::to_string(plan.f_tile) +
+                (plan.groups > 1 ? " with two warpgroups (TF32, 64 to 192 wide)" : ""));
   plan.tma = TmaFits(p, d);
   BlockArgs a;
   // two region buffers where they cost no resident CTA, else one
@@ -253,17 +270,17 @@ BlockPlan CompleteBlockPlan(const ChainProblem& p, BlockPlan plan) {
     BlockArgs b;
     doubled.shared_bytes = MakeArgs(p, doubled, &b);
     if (doubled.shared_bytes <= static_cast<size_t>(d.shared_optin) &&
-        Occupancy(kernel, doubled.shared_bytes) >= Occupancy(kernel, plan.shared_bytes)) {
+        Occupancy(kernel, doubled.shared_bytes, plan.groups) >= Occupancy(kernel, plan.shared_bytes, plan.groups)) {
       plan = doubled, a = b;
     }
   }
   if (plan.shared_bytes > static_cast<size_t>(d.shared_optin)) return fail("needs more shared memory than a CTA gets");
   plan.units = a.units;
-  plan.resident = Occupancy(kernel, plan.shared_bytes);
+  plan.resident = Occupancy(kernel, plan.shared_bytes, plan.groups);
   if (plan.resident == 0) return fail("no CTA fits an SM");
   long long slots = static_cast<long long>(plan.resident) * d.sms;
   if (plan.split > 1) {
-    const int clusters = ClusterCapacity(kernel, plan.shared_bytes, plan.split);
+    const int clusters = ClusterCapacity(kernel, plan.shared_bytes, plan.split, plan.groups);
     if (clusters == 0) return fail("no cluster of this size fits the GPU");
     slots = static_cast<long long>(clusters) * plan.split;
   }
@@ -314,12 +331,14 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblem& p) {
     for (int f_tile : f_tiles)
       for (int split = 1; split <= std::min(kMaxSplit, chunks); split *= 2) {
         if (split > 1 && (d.major < 9 || !d.clusters)) break;
-        for (int stages = 3; stages <= kMaxStages; ++stages) {
-          BlockPlan plan;
-          plan.tile_h = th, plan.tile_w = tw, plan.f_tile = f_tile, plan.split = split, plan.stages = stages;
-          plan = CompleteBlockPlan(p, plan);
-          if (plan.error.empty()) plans.push_back(plan);
-        }
+        for (int stages = 3; stages <= kMaxStages; ++stages)
+          for (int groups = 1; groups <= (split == 1 && p.pwl ? kMaxGroups : 1); ++groups) {
+            BlockPlan plan;
+            plan.tile_h = th, plan.tile_w = tw, plan.f_tile = f_tile, plan.split = split, plan.stages = stages;
+            plan.groups = groups;
+            plan = CompleteBlockPlan(p, plan);
+            if (plan.error.empty()) plans.push_back(plan);
+          }
       }
   return plans;
 }
@@ -339,18 +358,18 @@ BlockPlan ParseBlockPlan(const ChainProblem& p, const std::string& text) {
   BlockPlan plan;
   BlockPlanFields fields;
   if (!ParseBlockPlanText(text, &fields)) {
-    plan.error = "a plan reads \"HxW,f_tile,split,stages\", not \"" + text + "\"";
+    plan.error = "a plan reads \"HxW,f_tile,split,stages[,groups]\", not \"" + text + "\"";
     return plan;
   }
   plan.tile_h = fields.tile_h, plan.tile_w = fields.tile_w, plan.f_tile = fields.f_tile, plan.split = fields.split;
-  plan.stages = fields.stages;
+  plan.stages = fields.stages, plan.groups = fields.groups;
   return CompleteBlockPlan(p, plan);
 }
 
 std::string BlockPlanText(const BlockPlan& plan) {
   char text[64];
   std::snprintf(text, sizeof(text), "%dx%d,%d,%d,%d", plan.tile_h, plan.tile_w, plan.f_tile, plan.split, plan.stages);
-  return text;
+  return plan.groups == 1 ? std::string(text) : std::string(text) + "," + std::to_string(plan.groups);
 }
 
 std::string DescribeBlockPlan(const BlockPlan& plan) {
@@ -397,8 +416,8 @@ bool EncodeMap(CUtensorMap* map, const float* base, int rank, const uint64_t* di
 
 cudaError_t LaunchBlock(const ChainProblem& p, const BlockPlan& plan, cudaStream_t stream) {
   if (!plan.error.empty()) return cudaErrorInvalidConfiguration;
-  KernelFn kernel = KernelFor(plan.f_tile, plan.exact);
-  if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes) == 0) return cudaErrorInvalidConfiguration;
+  KernelFn kernel = KernelFor(plan.f_tile, plan.exact, plan.groups);
+  if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes, plan.groups) == 0) return cudaErrorInvalidConfiguration;
   BlockArgs a;
   MakeArgs(p, plan, &a);
   CUtensorMap maps[3];
@@ -421,7 +440,7 @@ cudaError_t LaunchBlock(const ChainProblem& p, const BlockPlan& plan, cudaStream
       if (!EncodeMap(&maps[2], p.w2, 2, dims, box)) return cudaErrorInvalidValue;
     }
   }
-  const LaunchConfig launch(plan.grid, plan.shared_bytes, plan.split, CurrentDevice().major >= 9, stream);
+  const LaunchConfig launch(plan.grid, BlockThreads(plan.groups), plan.shared_bytes, plan.split, CurrentDevice().major >= 9, stream);
   void* args[] = {&a, &maps[0], &maps[1], &maps[2]};
   cudaError_t err = cudaLaunchKernelExC(&launch.config, kernel, args);
   if (err == cudaSuccess) err = cudaGetLastError();

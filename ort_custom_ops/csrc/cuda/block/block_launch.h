@@ -22,6 +22,7 @@ struct BlockPlan {
   int f_tile = 0;         // output channels per work unit: the kernel's compiled width (0: no last pointwise stage)
   int split = 1;          // CTAs of a cluster sharing a unit's intermediate channels (sm_90)
   int stages = 3;         // operand ring depth, 3 or 4; 0: resident (each chunk of a CTA its own stage, loaded once)
+  int groups = 1;         // computing warpgroups of a CTA (2: they share each unit's chunks)
   // filled in by CompleteBlockPlan
   bool tma = false;       // TMA copies (sm_90, 16-byte aligned rows) instead of cp.async
   int regions = 1;        // input-region buffers (2: the next unit's loads during this one)
@@ -43,7 +44,7 @@ BlockPlan PlanBlock(const ChainProblem& p);
 BlockPlan CompleteBlockPlan(const ChainProblem& p, BlockPlan plan);
 // Every plan that fits, with its estimate (for the tuner).
 std::vector<BlockPlan> BlockCandidates(const ChainProblem& p);
-// "HxW,f_tile,split,stages" (a tuned plan, or FCM_CUDA_PLAN) completed for this problem.
+// "HxW,f_tile,split,stages[,groups]" (a tuned plan, or FCM_CUDA_PLAN) completed for this problem.
 BlockPlan ParseBlockPlan(const ChainProblem& p, const std::string& text);
 std::string BlockPlanText(const BlockPlan& plan);
 std::string DescribeBlockPlan(const BlockPlan& plan);

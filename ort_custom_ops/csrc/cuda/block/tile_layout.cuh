@@ -19,8 +19,15 @@ constexpr int kSlabRowBytes = 128;             // bytes per slab row
 constexpr int kSlabAlign = 1024;               // swizzle atom: 8 rows of 128 bytes
 constexpr int kChunk = kSlabFloats;            // intermediate channels per step of the main loop
 constexpr int kTileRows = 64;                  // output pixels per tile: one wgmma M
-constexpr int kConsumers = 128;                // one warpgroup computes
-constexpr int kThreads = kConsumers + 32;      // and one warp loads
+constexpr int kConsumers = 128;                // threads of a computing warpgroup
+constexpr int kMaxGroups = 2;                  // computing warpgroups of a CTA (2: they share each unit's chunks)
+
+// A CTA: one computing warpgroup and one loading warp; or two computing warpgroups and a loading
+// warpgroup (one warp of it loads), so that registers can move from the loaders to the computing
+// warpgroups (setmaxnreg acts on whole warpgroups).
+__host__ __device__ constexpr int BlockThreads(int groups) { return groups == 1 ? kConsumers + 32 : (groups + 1) * kConsumers; }
+// Registers per thread after the move, with two computing warpgroups: 384 threads start at 168.
+constexpr int kLoaderRegisters = 40, kComputeRegisters = 232;
 
 __host__ __device__ constexpr int RoundUp(int v, int to) { return (v + to - 1) / to * to; }
 __host__ __device__ constexpr int CeilDiv(int v, int d) { return (v + d - 1) / d; }
