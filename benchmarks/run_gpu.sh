@@ -44,7 +44,9 @@ for step in $steps; do
         timeout 600 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
           tests/ops/test_cuda_block_kernels.py tests/ops/test_cuda_kernels.py tests/ops/test_int8_cuda.py -k "small or explicit_pads" \
           > "$OUT/results/sanitizer_$tool.log" 2>&1
-        echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY' "$OUT/results/sanitizer_$tool.log") summaries: $(grep 'ERROR SUMMARY' "$OUT/results/sanitizer_$tool.log" | sort | uniq -c | tr '\n' ' '))"
+        status=$?
+        summary="ERROR SUMMARY|RACECHECK SUMMARY"  # (racecheck reports hazards in its own line)
+        echo "compute-sanitizer $tool: exit $status ($(grep -cE "$summary" "$OUT/results/sanitizer_$tool.log") summaries: $(grep -E "$summary" "$OUT/results/sanitizer_$tool.log" | sort | uniq -c | tr '\n' ' '))"
       done
       ;;
     blocks)

@@ -6,7 +6,9 @@
 # models in .device/models). Writes $OUT/tune/<model>.tune.json, bench_<model>/ and logs.
 # TUNE_ARGS adds options to fcm tune (e.g. --no-plans); APPLY_DIR=<a run's tune folder> applies
 # those earlier tunes (from the files, or from the run's summary.json) instead of measuring
-# (fcm tune --apply), to bench them again. Everything is also packed into $OUT/tune.tar.gz.
+# (fcm tune --apply), to bench them again. TORCH_ANCHOR=auto adds fcm bench's torch.compile anchor
+# (minutes of compiling per torchvision model; benchmarks/torch_compile.py measures it on its own).
+# Everything is also packed into $OUT/tune.tar.gz.
 set -uo pipefail
 OUT=${OUT:-/tmp/fcm-gpu}
 mkdir -p "$OUT/tune"
@@ -25,7 +27,7 @@ for m in $MODELS; do
     > "$OUT/tune/$m.tune.log" 2>&1 && cp $z/$m.tuned.tune.json "$OUT/tune/$m.tune.json"
   tail -1 "$OUT/tune/$m.tune.log"
   python3 -m fcm bench $z/$m.unfused.onnx --fused $z/$m.tuned.onnx --batch 1,32 --no-micro --runs ${BENCH_RUNS:-100} \
-    -o "$OUT/tune/bench_$m" > "$OUT/tune/bench_$m.log" 2>&1
+    --torch ${TORCH_ANCHOR:-none} -o "$OUT/tune/bench_$m" > "$OUT/tune/bench_$m.log" 2>&1
   grep -E "^\| [0-9]+ \| tf32" "$OUT/tune/bench_$m/bench.md" | sed "s/^/$m tuned /"
+  tar -czf "$OUT/tune.tar.gz" -C "$OUT" tune  # after each model: a call cut short keeps the models done
 done
-tar -czf "$OUT/tune.tar.gz" -C "$OUT" tune

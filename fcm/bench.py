@@ -85,13 +85,23 @@ def run(unfused_path: Path, fused_path: Path, batches: list[int], runs: int, war
                 progress(f"batch {batch} profiling {side}")
                 nhwc = "nhwc=on" in entry["best"]["tf32"][side]["config"]
                 entry["profile"][side] = profile_nodes(model, with_library, providers(False, nhwc), inputs)
-    if torch_arch == "auto":
-        torch_arch = default_torch_arch(fused_path)
-    progress(f"torch.compile anchor ({torch_arch or 'none'}, {found})")
     size = int(unfused.graph.input[0].type.tensor_type.shape.dim[1].dim_value or 224)  # NHWC models: H
     report["anchors"] = {"onnxruntime": f"{Path(unfused_path).name}, {found}, best configuration (the unfused side)",
-                         "torch_compile": anchor(torch_arch, found, batches, size, runs, warmup)}
+                         "torch_compile": torch_anchor(torch_arch, fused_path, found, batches, size, runs, warmup, progress,
+                                                       anchor)}
     return report
+
+
+def torch_anchor(torch_arch: str | None, fused_path: Path, precision: str, batches: list[int], size: int, runs: int,
+                 warmup: int, progress: Progress, anchor=torch_compile_anchor) -> dict:
+    """The torch.compile anchor's record: not timed when not asked for (``torch_arch`` None), the
+    fused file's architecture for "auto" (:func:`default_torch_arch`)."""
+    if torch_arch is None:
+        return {"absent": "not asked for (--torch none)"}
+    if torch_arch == "auto":
+        torch_arch = default_torch_arch(fused_path)
+    progress(f"torch.compile anchor ({torch_arch or 'none'}, {precision})")
+    return anchor(torch_arch, precision, batches, size, runs, warmup)
 
 
 def markdown(report: dict, command: str) -> str:

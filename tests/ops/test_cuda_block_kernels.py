@@ -111,9 +111,12 @@ def test_plan_override_is_checked(rng):
     for plan, reason in (("9x9,16,1,3", "1 to 64 output pixels"), ("8x8,16,1,2", "3 or 4 stages"),
                          ("8x8,20,1,3", "no kernel is compiled"), ("8x8,16", "must read|reads"),
                          ("8x8,16,1,3,2", "no kernel is compiled for f_tile 16 with two warpgroups"),
-                         ("8x8,64,2,3,2", "two warpgroups take no split"), ("8x8,16,1,3,3", "groups is 1 or 2")):
+                         ("8x8,16,1,3,3", "groups is 1 or 2")):
         with pytest.raises(Exception, match=reason):
             make_session(forced_plan(model, plan, 1), providers=cuda_providers()).run(None, {"X": x})
+    wide = fused_model(random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, expand=96, out=64, channels_last=True))
+    with pytest.raises(Exception, match="two warpgroups take no split"):
+        make_session(forced_plan(wide, "8x8,64,2,3,2", 1), providers=cuda_providers()).run(None, {"X": x})
     pwdw = fused_model(random_spec(rng, "pwdw", 16, kernel=3, stride=1, expand=64, channels_last=True))
     with pytest.raises(Exception, match="two warpgroups need a last pointwise stage"):
         make_session(forced_plan(pwdw, "8x8,0,1,3,2", 1), providers=cuda_providers()).run(None, {"X": x})

@@ -141,3 +141,25 @@ def test_the_torch_anchor_is_found_for_tuned_and_converted_files():
     assert default_torch_arch(Path("/m/efficientnet_b0.onnx")) == "efficientnet_b0"
     assert default_torch_arch(Path("/m/xception.tuned.onnx")) is None
     assert default_torch_arch(Path("/m/my_net.onnx")) is None
+
+
+def test_the_torch_anchor_is_skipped_only_when_not_asked_for():
+    """--torch none: no anchor timed and the report says it was not asked for; "auto" on a file with
+    no torchvision architecture asks the anchor, which names why it is absent."""
+    from pathlib import Path
+
+    from fcm.anchors import torch_compile_anchor
+    from fcm.bench import torch_anchor
+
+    calls = []
+
+    def stand_in(arch, precision, batches, size, runs, warmup):
+        calls.append(arch)
+        return torch_compile_anchor(arch, precision, batches, size, runs, warmup, available=lambda: False)
+
+    skipped = torch_anchor(None, Path("/m/mobilenet_v2.onnx"), "fp32", [1], 224, 3, 1, lambda m: None, stand_in)
+    assert skipped == {"absent": "not asked for (--torch none)"} and calls == []
+    auto = torch_anchor("auto", Path("/m/my_net.onnx"), "fp32", [1], 224, 3, 1, lambda m: None, stand_in)
+    assert calls == [None] and auto == {"absent": "no torchvision version of this architecture"}
+    named = torch_anchor("auto", Path("/m/mobilenet_v2.tuned.onnx"), "fp32", [1], 224, 3, 1, lambda m: None, stand_in)
+    assert calls[-1] == "mobilenet_v2" and "not installed" in named["absent"]
