@@ -3,7 +3,8 @@
     PYTHONPATH=. python benchmarks/half_verify.py -o benchmarks/<date>-cpu-half-verify [--samples 256] [--readme README.md]
 
 In: nothing (the keras.applications architectures with random weights, at small inputs: 96x96,
-71x71 for Xception, logits). Out: ``summary.json`` (every figure) and ``summary.md`` (the table) in
+71x71 for Xception, logits); ``--models`` takes any keras.applications names (architectures
+outside the zoo too) and ``--size`` another input side. Out: ``summary.json`` (every figure) and ``summary.md`` (the table) in
 the output folder, the table on stdout, and with ``--readme`` the table between the README's
 ``<!-- half-table -->`` markers.
 
@@ -29,13 +30,13 @@ ARCHITECTURES = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Lar
 PRECISIONS = ("fp16", "bf16")
 
 
-def measure(name: str, precision: str, samples: int, folder: Path) -> dict:
+def measure(name: str, precision: str, samples: int, folder: Path, size: int | None = None) -> dict:
     from extractor.sources import SourceOptions
     from fcm.pipeline.convert import ConvertOptions, convert
     from fcm.pipeline.verify import FUSED_WITH_LIBRARY, PRECISION_REFERENCE
 
     started = time.monotonic()
-    size = 71 if name == "Xception" else 96
+    size = size or (71 if name == "Xception" else 96)
     result = convert(f"keras:{name}", folder / f"{name}_{precision}.onnx",
                      ConvertOptions(gpu="H100", batch=32, precision=precision, samples=samples,
                                     source=SourceOptions(input_size=size, logits=True)))
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", required=True, help="the folder to write summary.json and summary.md into")
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--models", default=",".join(ARCHITECTURES))
+    parser.add_argument("--size", type=int, help="input side (default: 96, 71 for Xception)")
     parser.add_argument("--readme", help="a README whose <!-- half-table --> section gets the table")
     args = parser.parse_args(argv)
     import onnxruntime
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fcm-half-") as scratch:
         for precision in PRECISIONS:
             for name in args.models.split(","):
-                rows.append(measure(name, precision, args.samples, Path(scratch)))
+                rows.append(measure(name, precision, args.samples, Path(scratch), args.size))
                 print(f"{name} {precision}: {rows[-1]['fused_relative']:.3g} (bound {rows[-1]['bound']:.3g})", flush=True)
     command = "PYTHONPATH=. python benchmarks/half_verify.py " + " ".join(sys.argv[1:] if argv is None else argv)
     out = Path(args.output)
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "summary.json").write_text(json.dumps({"command": command, "device": device, "rows": rows}, indent=1) + "\n")
     text = table(rows)
     (out / "summary.md").write_text(
-        f"# Half-precision verification of the reference architectures\n\nCommand: `{command}`\n\n"
+        f"# Half-precision verification of keras.applications architectures\n\nCommand: `{command}`\n\n"
         f"ONNX Runtime {device['onnxruntime']} (CPU provider), the library's CPU reference kernels. Random weights "
         "(keras.applications architectures, batch-norm statistics calibrated on a random batch), logits; relative "
         "errors are max |error| / max |reference|; R is the most roundings on one path.\n\n" + text + "\n")
