@@ -33,29 +33,20 @@ from onnx import helper
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fcm.measure import value_shapes  # noqa: E402
-from ort_custom_ops.ops.schema import DOMAIN, KIND_STAGES, is_channels_last  # noqa: E402
-
-def _kind(op_type: str) -> tuple[str, ...]:
-    """The stages of a fused op type (``FusedPwDwPw`` -> pw, dw, pw; any precision prefix)."""
-    name = op_type.split("Fused", 1)[1].lower()
-    for stages in KIND_STAGES.values():
-        if "".join(stages) == name:
-            return tuple(stages)
-    raise ValueError(f"not a fused op type: {op_type}")
+from fcm_core.vocabulary import kind_of  # noqa: E402
+from ort_custom_ops.ops.schema import DOMAIN, is_channels_last, nchw_dims  # noqa: E402
 
 
-def group_work(model: onnx.ModelProto, node: onnx.NodeProto, shapes: dict[str, list[int]]) -> dict:
+def group_work(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict[str, onnx.TensorProto]) -> dict:
     """Multiply-adds and compulsory bytes of one fused node at the shapes given."""
-    initializers = {t.name: t for t in model.graph.initializer}
     x, y = shapes[node.input[0]], shapes[node.output[0]]
-    if is_channels_last(node):
-        n, h, w, c = x
-        _, oh, ow, f = y
-    else:
-        n, c, h, w = x
-        _, f, oh, ow = y
+    n, c, h, w = nchw_dims(x, is_channels_last(node))
+    _, f, oh, ow = nchw_dims(y, is_channels_last(node))
     element = helper.tensor_dtype_to_np_dtype(initializers[node.input[1]].data_type).itemsize
-    stages = _kind(node.op_type)
+    kind = kind_of(node.op_type)
+    if kind is None:
+        raise ValueError(f"not a fused op type: {node.op_type}")
+    stages = kind[0].stages
     weights = [initializers[name] for name in node.input[1:] if name in initializers]
     macs, pixels = 0, n * h * w  # the first stage runs at the input's pixels, the rest at the output's
     for stage, tensor in zip(stages, weights[0::2]):  # (W, B) per stage
@@ -77,12 +68,13 @@ def table(model_path: Path, tune_path: Path, batch: int, bandwidth: float, peak:
     report = json.loads(tune_path.read_text())
     shapes = value_shapes(model, batch)
     nodes = {n.name: n for n in model.graph.node if n.domain == DOMAIN}
+    initializers = {t.name: t for t in model.graph.initializer}
     rows = []
     for name, group in report["groups"].items():
         entry = group.get("batches", {}).get(str(batch))
         if not group.get("keep_fused") or entry is None or "fused_ms" not in entry or name not in nodes:
             continue
-        work = group_work(model, nodes[name], shapes)
+        work = group_work(nodes[name], shapes, initializers)
         bound_us = max(work["bytes"] / bandwidth, 2 * work["macs"] / peak) * 1e6
         time_us = entry["fused_ms"] * 1e3
         rows.append({"group": name, **work, "time_us": time_us, "bound_us": bound_us,

@@ -107,35 +107,38 @@ def _forget_companions(model: onnx.ModelProto) -> None:
 DAG_WEIGHTS = ".dag_weights.json"  # DAG conv layer id -> the unfused model's Conv weight initializer
 
 
-def _conv_weight_names(stem: Path) -> dict[str, str] | None:
-    """For a conversion's files ``<stem>.*``: each DAG conv's Conv weight initializer in the unfused
-    model, found as the rewrite finds them (equal weights); None without a DAG and its weights."""
+def _conversion_files(stem: Path) -> dict[str, Path]:
+    """The files of the conversion ``<stem>.onnx`` (fcm convert's output_files)."""
+    from fcm.pipeline.convert import output_files
+
+    return output_files(stem.with_name(stem.name + ".onnx"))
+
+
+def _conv_weight_names(stem: Path, unfused: onnx.ModelProto) -> dict[str, str] | None:
+    """For a conversion's files ``<stem>.*`` and its unfused model (with its weights): each DAG
+    conv's Conv weight initializer, found as the rewrite finds them (equal weights); None without a
+    DAG and its weights."""
     import onnx_graphsurgeon as gs
 
     from extractor.dag import Dag
     from ort_custom_ops.lowering.rewrite import map_convs
 
-    dag_path, weights_path = stem.with_name(stem.name + ".dag.json"), stem.with_name(stem.name + ".weights.npz")
-    if not dag_path.is_file() or not weights_path.is_file():
+    files = _conversion_files(stem)
+    if not files["dag"].is_file() or not files["weights"].is_file():
         return None
-    graph = gs.import_onnx(onnx.load(stem.with_name(stem.name + ".unfused.onnx")))
-    mapping = map_convs(Dag.load(dag_path, weights_path), graph)
+    mapping = map_convs(Dag.load(files["dag"], files["weights"]), gs.import_onnx(unfused))
     return {str(layer): node.inputs[1].name for layer, node in mapping.items()}
 
 
-def _dag_weights(unfused: onnx.ModelProto, names: dict[str, str]) -> dict[str, np.ndarray]:
-    """The DAG's conv weights (its layouts: pointwise [F, C], depthwise [C, K, K]) from the unfused
-    model's Conv weights."""
+def _dag_weights(stem: Path, unfused: onnx.ModelProto, names: dict[str, str]) -> dict[str, np.ndarray]:
+    """The DAG's conv weights (in its layouts, by layer type) from the unfused model's Conv weights."""
+    from extractor.dag import Dag
+    from ort_custom_ops.lowering.rewrite import dag_layout
+
+    dag = Dag.load(_conversion_files(stem)["dag"])  # the layer types (no weights: the npz is being written)
     arrays = {t.name: t for t in unfused.graph.initializer}
-    weights = {}
-    for layer, name in names.items():
-        array = numpy_helper.to_array(arrays[name])
-        if array.ndim == 4 and array.shape[2:] == (1, 1):
-            array = array[:, :, 0, 0]
-        elif array.ndim == 4 and array.shape[1] == 1:
-            array = array[:, 0]
-        weights[f"{layer}/weights"] = array
-    return weights
+    return {f"{layer}/weights": dag_layout(numpy_helper.to_array(arrays[name]), dag[int(layer)].type)
+            for layer, name in names.items()}
 
 
 def _walk(src: Path, dst: Path, transform) -> int:
@@ -147,30 +150,33 @@ def _walk(src: Path, dst: Path, transform) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".onnx":
             model = onnx.load(path)
+            unfused = path.name.endswith(".unfused.onnx")  # a conversion's source: its DAG weights travel too
+            stem = path.with_name(path.name.removesuffix(".unfused.onnx"))
+            names = _conv_weight_names(stem, model) if unfused and transform is _strip else None  # before they go
             changed = sum(transform(t) for t in _initializers(model))
             _forget_companions(model)
             onnx.save(model, target)
             count += 1
             print(f"{path.relative_to(src)}: {changed} initializers", flush=True)
-            if path.name.endswith(".unfused.onnx"):
-                stem = path.with_name(path.name.removesuffix(".unfused.onnx"))
-                _carry_dag_weights(stem, dst / stem.relative_to(src), model, packing=transform is _strip)
+            if unfused:
+                _carry_dag_weights(stem, dst / stem.relative_to(src), model, names, packing=transform is _strip)
         elif path.suffix in (".json", ".md"):
             shutil.copy2(path, target)
     return count
 
 
-def _carry_dag_weights(stem: Path, target: Path, unfused: onnx.ModelProto, packing: bool) -> None:
-    """pack: write ``<stem>.dag_weights.json`` beside the copies; unpack: the DAG weights from it."""
+def _carry_dag_weights(stem: Path, target: Path, unfused: onnx.ModelProto, names: dict[str, str] | None,
+                       packing: bool) -> None:
+    """pack: write ``<stem>.dag_weights.json`` (``names``) beside the copies; unpack: the DAG weights
+    from it and the filled ``unfused`` model."""
     if packing:
-        names = _conv_weight_names(stem)
         if names is not None:
             target.with_name(target.name + DAG_WEIGHTS).write_text(json.dumps(names, indent=0) + "\n")
         return
     record = stem.with_name(stem.name + DAG_WEIGHTS)
     if record.is_file():
         with open(target.with_name(target.name + ".weights.npz"), "wb") as handle:
-            np.savez(handle, **_dag_weights(unfused, json.loads(record.read_text())))
+            np.savez(handle, **_dag_weights(stem, unfused, json.loads(record.read_text())))
 
 
 def main(argv: list[str] | None = None) -> int:

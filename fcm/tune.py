@@ -349,7 +349,9 @@ def tune(model_path: Path, output: Path, batches: list[int], runs: int, warmup: 
         baseline_path = unfused_companion(model_path)
         if baseline_path is not None:
             result["baseline"] = str(baseline_path)
-        baseline = onnx.load(baseline_path) if baseline_path is not None else None
+        baseline = None
+        if baseline_path is not None:  # (the same file as the conversion's source, when that was read)
+            baseline = conversion.source if conversion is not None else onnx.load(baseline_path)
         verify_whole_model(model, result, batches, runs, warmup, progress, baseline, tuned_models)
     tuned = tuned_models.build(result["unfuse"])
     tuned_models.record(result)

@@ -60,6 +60,15 @@ def _onnx_layout(dag_weights: np.ndarray, conv_type: str) -> np.ndarray:
     return dag_weights
 
 
+def dag_layout(onnx_weights: np.ndarray, conv_type: str) -> np.ndarray:
+    """A Conv's weights in the DAG's layout for its layer type (the inverse of ``_onnx_layout``)."""
+    if conv_type == "pw":
+        return onnx_weights[:, :, 0, 0]
+    if conv_type == "dw":
+        return onnx_weights[:, 0, :, :]
+    return onnx_weights
+
+
 def map_convs(dag: Dag, graph: gs.Graph) -> dict[int, gs.Node]:
     """DAG conv id -> the ONNX Conv with the same weights (equal up to float rounding of the
     folded batch norms); where several match, the one in the same order wins."""
