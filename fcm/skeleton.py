@@ -7,8 +7,9 @@ digest: vectors with those means and deviations, weight matrices and kernels zer
 deviation capped at sqrt(2 / fan_in), so that activations stay near 1 layer after layer
 (independent draws with the real statistics make them grow, see ``_fill``). Initializers that
 held the same bytes (a fused node's kernel-layout weights and the Conv weights they were reshaped
-from) get the same data again, so a fused model and its unfused original stay equivalent, and
-timings do not depend on the values. Accuracy against the source model is checked where the real
+from) get the same data again, and so does a matrix that holds another one's values transposed (the
+``MatMul`` a pointwise Conv becomes between channels-last neighbours), so a fused model and its
+unfused original stay equivalent, and timings do not depend on the values. Accuracy against the source model is checked where the real
 weights are (``fcm convert``); what runs on the skeletons is checked against the unfused skeleton.
 
 A conversion's layer DAG weights (``<stem>.weights.npz``, which ``fcm tune`` needs to rewrite the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import json
 import shutil
@@ -48,13 +50,28 @@ def _decode(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), np.float32)
 
 
-def _strip(tensor: onnx.TensorProto) -> bool:
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _strippable(array: np.ndarray) -> bool:
+    return array.nbytes >= MIN_BYTES and array.dtype.kind == "f" and array.ndim >= 2
+
+
+def _strip(tensor: onnx.TensorProto, others: frozenset[str] = frozenset()) -> bool:
+    """Replace the data by a note; a matrix whose transpose is among ``others`` (digests of the
+    tensors being packed with it) is noted as that transpose, so that both are filled alike."""
     array = numpy_helper.to_array(tensor)
-    if array.nbytes < MIN_BYTES or array.dtype.kind != "f" or array.ndim < 2:
+    if not _strippable(array):
         return False
-    digest = hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
-    rows = array.reshape(array.shape[0], -1).astype(np.float64)
-    note = {"mark": MARK, "sha1": digest, "row_mean": _encode(rows.mean(axis=1)), "row_std": _encode(rows.std(axis=1))}
+    digest = _digest(array)
+    transposed = array.ndim == 2 and _digest(array.T) in others and _digest(array.T) != digest
+    source = array.T if transposed else array
+    rows = source.reshape(source.shape[0], -1).astype(np.float64)
+    note = {"mark": MARK, "sha1": _digest(source), "row_mean": _encode(rows.mean(axis=1)),
+            "row_std": _encode(rows.std(axis=1))}
+    if transposed:
+        note["transposed"] = True
     dims, dtype, name = list(tensor.dims), tensor.data_type, tensor.name
     tensor.Clear()
     tensor.name, tensor.data_type = name, dtype
@@ -74,7 +91,7 @@ def _fill(tensor: onnx.TensorProto) -> bool:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
     mean, std = _decode(note["row_mean"]), _decode(note["row_std"])
     fan_in = int(np.prod(tensor.dims)) // len(mean)
-    rows = rng.standard_normal((len(mean), fan_in))
+    rows = rng.standard_normal((len(mean), fan_in))  # a transposed note: the rows of the transpose
     if len(tensor.dims) >= 2:
         # Weight matrices and kernels: independent draws lack the real weights' cancellations, so
         # with the real row statistics activations grow from layer to layer (to 1e4-1e5 by the end
@@ -83,7 +100,9 @@ def _fill(tensor: onnx.TensorProto) -> bool:
         array = (rows * np.minimum(std, np.sqrt(2.0 / fan_in))[:, None]).astype(dtype)
     else:
         array = (rows * std[:, None] + mean[:, None]).astype(dtype)
-    filled = numpy_helper.from_array(array.reshape(list(tensor.dims)), tensor.name)
+    if note.get("transposed"):
+        array = array.T
+    filled = numpy_helper.from_array(np.ascontiguousarray(array).reshape(list(tensor.dims)), tensor.name)
     tensor.CopyFrom(filled)
     return True
 
@@ -141,8 +160,23 @@ def _dag_weights(stem: Path, unfused: onnx.ModelProto, names: dict[str, str]) ->
             for layer, name in names.items()}
 
 
-def _walk(src: Path, dst: Path, transform) -> int:
+def _packed_digests(src: Path) -> frozenset[str]:
+    """The digests of every tensor ``pack`` strips under ``src`` (a Conv's [F, C, 1, 1] kernel has
+    the bytes of its [F, C] matrix)."""
+    digests = set()
+    for path in sorted(src.rglob("*.onnx")):
+        digests |= {_digest(a) for t in _initializers(onnx.load(path))
+                    if _strippable(a := numpy_helper.to_array(t))}
+    return frozenset(digests)
+
+
+def _walk(src: Path, dst: Path, packing: bool) -> int:
     count = 0
+    if packing:
+        others = _packed_digests(src)
+        transform = functools.partial(_strip, others=others)
+    else:
+        transform = _fill
     for path in sorted(src.rglob("*")):
         if path.is_dir():
             continue
@@ -152,14 +186,14 @@ def _walk(src: Path, dst: Path, transform) -> int:
             model = onnx.load(path)
             unfused = path.name.endswith(".unfused.onnx")  # a conversion's source: its DAG weights travel too
             stem = path.with_name(path.name.removesuffix(".unfused.onnx"))
-            names = _conv_weight_names(stem, model) if unfused and transform is _strip else None  # before they go
+            names = _conv_weight_names(stem, model) if unfused and packing else None  # before they go
             changed = sum(transform(t) for t in _initializers(model))
             _forget_companions(model)
             onnx.save(model, target)
             count += 1
             print(f"{path.relative_to(src)}: {changed} initializers", flush=True)
             if unfused:
-                _carry_dag_weights(stem, dst / stem.relative_to(src), model, names, packing=transform is _strip)
+                _carry_dag_weights(stem, dst / stem.relative_to(src), model, names, packing=packing)
         elif path.suffix in (".json", ".md"):
             shutil.copy2(path, target)
     return count
@@ -185,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="a directory of .onnx files (and their .json/.md companions)")
     parser.add_argument("-o", "--output", required=True, help="where to write the copies")
     args = parser.parse_args(argv)
-    count = _walk(Path(args.source), Path(args.output), _strip if args.action == "pack" else _fill)
+    count = _walk(Path(args.source), Path(args.output), packing=args.action == "pack")
     print(f"{args.action}ed {count} models into {args.output}")
     return 0
 

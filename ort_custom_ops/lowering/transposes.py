@@ -20,6 +20,10 @@ applies (:func:`optimize`):
   transposed tensor reduces the source's axes instead, so that the Transpose moves to the small
   reduced tensor (where it may cancel: a squeeze-and-excitation branch reads the NHWC map and
   feeds a channels-last node), or goes where the kept axes stay in order;
+- :func:`through_pointwise_conv`: a pointwise Conv (1x1, stride 1, one group) whose neighbours are
+  NHWC computes there as ``MatMul`` with its [C, F] weights (and an ``Add`` of its bias): in a
+  squeeze-and-excitation block the projection the planner leaves unfused sits between two
+  channels-last fused nodes;
 - :func:`fold_scale`: a channels-last fused node takes its channel scale as [N, 1, 1, C] instead of
   a Transpose of it to [N, C, 1, 1] (the same values in the same order);
 - last, :func:`unit_transposes_to_reshapes`: a Transpose that only moves unit dimensions
@@ -301,16 +305,22 @@ def _move_elementwise(context: _Context, node, perm: Perm) -> None:
     moved = gs.Variable(context.name(out.name), dtype=out.dtype, shape=[out.shape[i] for i in perm])
     node.inputs = inputs
     node.outputs = [moved]
-    for consumer in list(out.outputs):  # Transposes that undo the move read the moved tensor's readers
+    _hand_over(context, out, moved, perm)
+    for source in old_sources:
+        if perm_of(source) is not None:
+            context.drop_if_dead(source)
+
+
+def _hand_over(context: _Context, out, moved, perm: Perm) -> None:
+    """``moved`` (``out`` transposed by ``perm``) now written: the Transposes that undid the move read
+    it directly, and the readers that need the old layout get one Transpose back."""
+    for consumer in list(out.outputs):
         if perm_of(consumer) == perm and id(consumer.outputs[0]) not in context.outputs:
             context.replace_uses(consumer.outputs[0], moved)
             consumer.inputs.clear()
             consumer.outputs.clear()
     if out.outputs or id(out) in context.outputs:
         context.add_transpose(moved, inverse(perm), out)
-    for source in old_sources:
-        if perm_of(source) is not None:
-            context.drop_if_dead(source)
 
 
 def through_elementwise(graph: gs.Graph) -> int:
@@ -334,6 +344,58 @@ def through_elementwise(graph: gs.Graph) -> int:
         if best is not None:
             _move_elementwise(context, node, best[1])
             count += 1
+    return count
+
+
+def _pointwise_weights(node) -> np.ndarray | None:
+    """The [F, C] weights of a Conv that is a plain pointwise convolution (1x1 kernel, stride 1, no
+    padding, one group, a constant kernel and bias); None for any other node."""
+    if node.op != "Conv" or node.domain not in (None, "", "ai.onnx") or len(node.inputs) < 2 or not node.outputs:
+        return None
+    weights, attrs = node.inputs[1], node.attrs
+    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+    if not isinstance(weights, gs.Constant) or weights.values.ndim != 4 or weights.values.shape[2:] != (1, 1):
+        return None
+    if bias is not None and not isinstance(bias, gs.Constant):
+        return None
+    if int(attrs.get("group", 1)) != 1 or any(int(s) != 1 for s in attrs.get("strides", [])):
+        return None
+    if any(int(p) != 0 for p in attrs.get("pads", [])) or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return None
+    if _rank(node.inputs[0]) != 4:
+        return None
+    return weights.values.reshape(weights.values.shape[:2])
+
+
+def through_pointwise_conv(graph: gs.Graph) -> int:
+    """A pointwise Conv between channels-last neighbours computes in NHWC as the matrix product it is:
+    ``MatMul(x [N, H, W, C], W^T [C, F])`` plus the bias, where that lowers the elements moved by
+    Transposes (a squeeze-and-excitation block's projection between two channels-last fused nodes)."""
+    context = _Context(graph)
+    count = 0
+    for node in list(graph.nodes):
+        weights = _pointwise_weights(node)
+        if weights is None:
+            continue
+        found = _elementwise_cost(context, node, TO_NHWC)  # the kernel and bias are constants: x and y count
+        if found is None or not found[1] or found[0] > 0:
+            continue
+        x, out = node.inputs[0], node.outputs[0]
+        bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+        source = producer(x)
+        moved = gs.Variable(context.name(out.name), dtype=out.dtype, shape=[out.shape[i] for i in TO_NHWC])
+        matrix = gs.Constant(context.name(f"{node.name}_matrix"), np.ascontiguousarray(weights.T))
+        product = moved if bias is None else gs.Variable(context.name(f"{node.name}_product"), dtype=out.dtype,
+                                                         shape=moved.shape)
+        node.op, node.attrs = "MatMul", {}
+        node.inputs, node.outputs = [context.transpose(x, TO_NHWC), matrix], [product]
+        if bias is not None:  # [F] broadcasts over the last axis
+            graph.nodes.append(gs.Node("Add", name=context.name(f"{node.name}_bias"), inputs=[product, bias],
+                                       outputs=[moved]))
+        _hand_over(context, out, moved, TO_NHWC)
+        if perm_of(source) is not None:
+            context.drop_if_dead(source)
+        count += 1
     return count
 
 
@@ -457,7 +519,7 @@ def unit_transposes_to_reshapes(graph: gs.Graph) -> int:
     return count
 
 
-RULES = (cancel_pairs, merge_siblings, fold_scale, through_elementwise, through_reduction)
+RULES = (cancel_pairs, merge_siblings, fold_scale, through_elementwise, through_reduction, through_pointwise_conv)
 FINAL = (unit_transposes_to_reshapes,)  # after the others: a Reshape stops them
 
 

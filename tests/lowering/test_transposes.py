@@ -257,6 +257,68 @@ def test_a_reduction_keeps_its_transpose_where_moving_it_moves_data(rng):
     assert op_types(after) == op_types(model) and counts["through_reduction"] == 0
 
 
+# --- through_pointwise_conv -----------------------------------------------------------------------
+
+def test_a_pointwise_conv_between_nhwc_neighbours_is_a_matmul(rng):
+    """The projection of a squeeze-and-excitation block: NHWC in, NHWC out, so the Conv becomes
+    MatMul(x, W^T) + bias with no Transpose left."""
+    model = parse(f"""
+        g (float[2, 5, 4, 6] x, float[2, 1, 1, 6] s) => (float[2, 5, 4, 3] y) {{
+            a = Mul (x, s)
+            b = Transpose <{NCHW}> (a)
+            c = Conv (b, w, bias)
+            d = Transpose <{NHWC}> (c)
+            y = Relu (d)
+        }}""", {"w": rng.normal(size=(3, 6, 1, 1)), "bias": rng.normal(size=3)})
+    after, counts = run_rule(model, *transposes.RULES)
+    assert op_types(after) == ["Mul", "MatMul", "Add", "Relu"] and counts["through_pointwise_conv"] == 1
+    matrix = {i.name: list(i.dims) for i in after.graph.initializer}
+    assert [6, 3] in matrix.values()
+    assert_same_function(model, after, rng)
+
+
+def test_a_pointwise_conv_without_bias_read_in_both_layouts(rng):
+    """The output also feeds an NCHW reader: one Transpose back for it, fewer elements than before."""
+    model = parse(f"""
+        g (float[2, 5, 4, 6] x) => (float[2, 5, 4, 2] y, float[2, 2, 5, 4] z) {{
+            b = Transpose <{NCHW}> (x)
+            c = Conv (b, w)
+            y = Transpose <{NHWC}> (c)
+            z = Sigmoid (c)
+        }}""", {"w": rng.normal(size=(2, 6, 1, 1))})
+    after, counts = run_rule(model, transposes.cancel_pairs, transposes.through_pointwise_conv)
+    assert sorted(op_types(after)) == ["MatMul", "Sigmoid", "Transpose"]
+    assert transposes.transpose_count(after) == 1
+    assert_same_function(model, after, rng)
+
+
+@pytest.mark.parametrize("conv", ["kernel_shape = [3, 3], pads = [1, 1, 1, 1]", "strides = [2, 2]", "group = 2"])
+def test_only_plain_pointwise_convs_become_matmuls(conv, rng):
+    shape = [3, 3, 3, 3] if "kernel" in conv else [4, 3, 1, 1] if "group" in conv else [4, 6, 1, 1]
+    model = parse(f"""
+        g (float[2, 4, 4, 6] x) => (float[2, 4, 4, 4] y) {{
+            b = Transpose <{NCHW}> (x)
+            c = Conv <{conv}> (b, w)
+            y = Transpose <{NHWC}> (c)
+        }}""".replace("float[2, 4, 4, 4] y", "float[2, 2, 2, 4] y" if "strides" in conv else
+                      "float[2, 4, 4, 3] y" if "kernel" in conv else "float[2, 4, 4, 4] y"),
+        {"w": rng.normal(size=shape)})
+    after, counts = run_rule(model, transposes.through_pointwise_conv)
+    assert counts["through_pointwise_conv"] == 0 and op_types(after) == op_types(model)
+
+
+def test_a_pointwise_conv_stays_where_nhwc_would_move_more(rng):
+    """Input NHWC but the output, four times wider, read in NCHW: cancelling the input Transpose would
+    need a bigger one on the output."""
+    model = parse(f"""
+        g (float[2, 5, 4, 2] x) => (float[2, 8, 5, 4] y) {{
+            b = Transpose <{NCHW}> (x)
+            y = Conv (b, w)
+        }}""", {"w": rng.normal(size=(8, 2, 1, 1))})
+    after, counts = run_rule(model, transposes.through_pointwise_conv)
+    assert counts["through_pointwise_conv"] == 0 and op_types(after) == ["Transpose", "Conv"]
+
+
 # --- unit_transposes_to_reshapes ------------------------------------------------------------------
 
 def test_a_transpose_of_unit_dimensions_becomes_a_reshape(rng):
@@ -305,7 +367,7 @@ def _between_transposes(spec, x: str, y: str, name: str, scale: str | None = Non
 
 
 def _chain(rng, nhwc_input: bool) -> onnx.ModelProto:
-    """input -> fused -> Relu -> fused -> Add(that, the Relu's output) -> Clip -> Conv, each fused node
+    """input -> fused -> Relu -> fused -> Add(that, the Relu's output) -> Clip -> Conv 3x3, each fused node
     channels last between Transposes (as the rewrite emits them)."""
     first = random_spec(rng, "pwdwpw", 8, channels_last=True)
     c = first.stages[-1].out_channels
@@ -319,7 +381,7 @@ def _chain(rng, nhwc_input: bool) -> onnx.ModelProto:
         weights.update(part[1])
     nodes += [onnx.helper.make_node("Add", ["c", "b"], ["d"]), onnx.helper.make_node("Clip", ["d", "lo", "hi"], ["e"]),
               onnx.helper.make_node("Conv", ["e", "w"], ["y"])]
-    weights.update(lo=np.float32(0), hi=np.float32(6), w=rng.normal(size=(4, c, 1, 1)))
+    weights.update(lo=np.float32(0), hi=np.float32(6), w=rng.normal(size=(4, c, 3, 3)))  # 3x3: needs NCHW
     source = ("x_nhwc", [2, 9, 7, 8]) if nhwc_input else ("x", [2, 8, 9, 7])
     graph = onnx.helper.make_graph(
         nodes, "chain", [onnx.helper.make_tensor_value_info(source[0], onnx.TensorProto.FLOAT, source[1])],

@@ -150,7 +150,11 @@ def test_unsupported_layers_stay_unfused_and_the_model_verifies(tmp_path):
     fused = onnx.load(result.files["fused"])
     assert [n.op_type for n in _fused_nodes(fused)] == ["FusedDwPw"]
     ops = [n.op_type for n in fused.graph.node]
-    assert "LeakyRelu" in ops and ops.count("Conv") == 2  # kept as they were
+    # kept: the 9x9 depthwise Conv as it was, the pointwise one as the MatMul it is between
+    # channels-last neighbours (beside the Dense layer's)
+    convs = [n for n in fused.graph.node if n.op_type == "Conv"]
+    assert "LeakyRelu" in ops and len(convs) == 1 and ops.count("MatMul") == 2
+    assert [a.ints for a in convs[0].attribute if a.name == "kernel_shape"] == [[9, 9]]
     assert all(c.passed(1e-4) for c in result.checks if c.name != "unfused ONNX")
 
 

@@ -41,6 +41,39 @@ def test_pack_and_unpack(tmp_path, rng):
     assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
 
 
+def test_a_transposed_copy_of_a_weight_is_filled_alike(tmp_path, rng):
+    """A pointwise Conv between channels-last neighbours becomes MatMul(x, W^T) in the fused model:
+    refilled, the matrix is still the unfused Conv's kernel transposed."""
+    import onnx.parser
+    import onnx_graphsurgeon as gs
+
+    from ort_custom_ops.lowering import transposes
+
+    unfused = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2, 5, 4, 48] x) => (float[2, 5, 4, 32] y) {
+            a = Transpose <perm = [0, 3, 1, 2]> (x)
+            b = Conv (a, w, bias)
+            y = Transpose <perm = [0, 2, 3, 1]> (b)
+        }""")
+    unfused.graph.initializer.extend([numpy_helper.from_array(rng.normal(size=(32, 48, 1, 1)).astype(np.float32), "w"),
+                                      numpy_helper.from_array(rng.normal(size=32).astype(np.float32), "bias")])
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(unfused))
+    transposes.optimize(graph)
+    fused = gs.export_onnx(graph)
+    assert [n.op_type for n in fused.graph.node] == ["MatMul", "Add"]
+    (tmp_path / "in").mkdir()
+    onnx.save(fused, tmp_path / "in" / "m.onnx")
+    onnx.save(unfused, tmp_path / "in" / "m.unfused.onnx")
+    assert skeleton(["pack", str(tmp_path / "in"), "-o", str(tmp_path / "packed")]) == 0
+    assert skeleton(["unpack", str(tmp_path / "packed"), "-o", str(tmp_path / "out")]) == 0
+    matrix = next(numpy_helper.to_array(t) for t in onnx.load(tmp_path / "out" / "m.onnx").graph.initializer
+                  if t.name != "bias")
+    kernel = next(numpy_helper.to_array(t) for t in onnx.load(tmp_path / "out" / "m.unfused.onnx").graph.initializer
+                  if t.name == "w")
+    assert not np.array_equal(kernel, numpy_helper.to_array(unfused.graph.initializer[0]))
+    np.testing.assert_array_equal(matrix, kernel.reshape(32, 48).T)
+
+
 def test_dag_weights_travel_with_the_skeleton(converted, tmp_path):
     """A conversion's DAG weights are rebuilt on unpack from the refilled unfused model, so the
     rewrite maps every DAG convolution to the same Conv as on the real files (fcm tune rewrites the
