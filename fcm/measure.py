@@ -5,8 +5,8 @@ In: ONNX models (a fused model and its unfused form, or one fused node and its s
 sizes. Out: timings (:class:`Timing`, :func:`time_session`), the two sides of a model timed in
 every configuration of the CUDA provider (:func:`bench_pair`: CUDA graphs on/off,
 ``prefer_nhwc`` on/off, the best of each and their ratio), per fused group a micro-benchmark
-(:func:`bench_groups`: the group's node and its original subgraph as small standalone models,
-:func:`group_models`, with the bytes the group cannot avoid over its time as achieved bandwidth,
+(:func:`bench_groups`: the group's node and its original subgraph, in the source's layout, as small
+standalone models, :func:`group_models`, with the bytes the group cannot avoid over its time as achieved bandwidth,
 beside the planner's predicted bytes), per-node profiles, the device's description, and the
 helpers around them (:func:`providers`, :func:`cuda_session`, :func:`value_shapes`,
 :func:`random_feeds`, :func:`model_pieces`, :func:`fused_macs`).
@@ -33,7 +33,7 @@ from onnx import helper
 from fcm_core.errors import FcmError
 from ort_custom_ops.lowering.rules import overload_of
 from ort_custom_ops.lowering.unfuse import function_body, node_function
-from ort_custom_ops.ops.schema import DOMAIN, KIND_STAGES, OP_TYPES, is_channels_last, nchw_dims
+from ort_custom_ops.ops.schema import DOMAIN, KIND_STAGES, OP_TYPES, TO_NCHW, TO_NHWC, is_channels_last, nchw_dims
 
 Progress = Callable[[str], None]
 CONFIGS = [(graph, nhwc) for graph in (False, True) for nhwc in (False, True)]
@@ -215,8 +215,12 @@ def value_shapes(model: onnx.ModelProto, batch: int) -> dict[str, list[int]]:
     return shapes
 
 
-def group_models(fused: onnx.ModelProto, node: onnx.NodeProto, shapes: dict[str, list[int]]):
-    """(fused node alone, its function body as a plain graph) with the node's initializers."""
+def group_models(fused: onnx.ModelProto, node: onnx.NodeProto, shapes: dict[str, list[int]],
+                 source_layout: bool = False):
+    """(fused node alone, its function body as a plain graph, the node's data inputs) with the
+    node's initializers. ``source_layout``: for a channels-last node, the body as the source model
+    runs it, NCHW in and out, without the Transposes that adapt it to the node's NHWC tensors (the
+    plain graph's first input and its output are then the NCHW tensors, see :func:`plain_feeds`)."""
     initializers = {i.name: i for i in fused.graph.initializer}
     function = node_function(fused, node)
     opset = [o for o in fused.opset_import]
@@ -228,10 +232,42 @@ def group_models(fused: onnx.ModelProto, node: onnx.NodeProto, shapes: dict[str,
                               functions=[function])
     alone.ir_version = fused.ir_version
     body = function_body(fused, node)  # its formal parameters bound to the node's actual inputs
+    if source_layout and is_channels_last(node):
+        body, inputs, output = _in_source_layout(body, node, inputs, output)
     plain = helper.make_model(helper.make_graph(body, "subgraph", inputs, [output], weights),
                               opset_imports=[o for o in opset if o.domain in ("", "ai.onnx")])
     plain.ir_version = fused.ir_version
     return alone, plain, data_inputs
+
+
+def _in_source_layout(body: list, node: onnx.NodeProto, inputs: list, output) -> tuple[list, list, object]:
+    """A channels-last body (``schema.channels_last_body``: Transpose of X to NCHW first, Transpose of
+    the result to NHWC last) without those two Transposes, its first input and output NCHW."""
+    head, tail = body[0], body[-1]
+    if (head.op_type != "Transpose" or head.input[0] != node.input[0] or tail.op_type != "Transpose"
+            or tail.output[0] != node.output[0]):
+        raise FcmError(f"{node.name}: its function body does not start and end with its layout changes")
+    def nchw(dims):
+        return None if dims is None else [dims[i] for i in TO_NCHW]
+
+    x_dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
+    y_dims = [d.dim_value for d in output.type.tensor_type.shape.dim] or None
+    x = helper.make_tensor_value_info(head.output[0], onnx.TensorProto.FLOAT, nchw(x_dims))
+    y = helper.make_tensor_value_info(tail.input[0], onnx.TensorProto.FLOAT, nchw(y_dims))
+    return body[1:-1], [x] + inputs[1:], y
+
+
+def plain_feeds(plain: onnx.ModelProto, data_inputs: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The fused node's ``feeds`` as :func:`group_models`' plain graph takes them (the first input
+    transposed to NCHW where that graph is in the source layout)."""
+    out = {}
+    for name, value in zip(data_inputs, plain.graph.input):
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        array = feeds[name]
+        out[value.name] = array if value.name == name else np.ascontiguousarray(array.transpose(TO_NCHW))
+        if list(out[value.name].shape) != dims:
+            raise FcmError(f"{value.name}: the plain graph takes {dims}, not {list(out[value.name].shape)}")
+    return out
 
 
 def unavoidable_bytes(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> int:
@@ -278,17 +314,23 @@ def bench_groups(fused: onnx.ModelProto, plan: dict | None, batch: int, runs: in
             rows.append({"node": node.name, "error": "shapes unknown"})
             continue
         progress(f"batch {batch} group {node.name}")
-        alone, plain, data_inputs = group_models(fused, node, shapes)
+        # the subgraph as the source model runs it: a channels-last group's without the Transposes
+        # its function body adds (they would count against the subgraph, and the source has none)
+        alone, plain, data_inputs = group_models(fused, node, shapes, source_layout=True)
         feeds = {name: rng.uniform(-1, 1, shapes[name]).astype(np.float32) for name in data_inputs}
         out_shape = [shapes[node.output[0]]]
+        plain_out_shape = [[d.dim_value for d in plain.graph.output[0].type.tensor_type.shape.dim]]
         try:  # each side's better of CUDA graphs on and off
             fused_t, fused_out = min((time_session(cuda_session(alone, True, providers(g, False)), feeds, out_shape, runs, warmup)
                                       for g in (False, True)), key=lambda r: r[0].median_ms)
-            plain_t, plain_out = min((time_session(cuda_session(plain, False, providers(g, False)), feeds, out_shape, runs, warmup)
+            plain_t, plain_out = min((time_session(cuda_session(plain, False, providers(g, False)),
+                                                   plain_feeds(plain, data_inputs, feeds), plain_out_shape, runs, warmup)
                                       for g in (False, True)), key=lambda r: r[0].median_ms)
         except Exception as exc:
             rows.append({"node": node.name, "error": str(exc).strip().splitlines()[0][:200]})
             continue
+        if plain.graph.output[0].name != node.output[0]:  # NCHW: compared in the node's layout
+            plain_out = [plain_out[0].transpose(TO_NHWC)]
         floor = unavoidable_bytes(node, shapes, initializers)
         scale = float(np.abs(plain_out[0]).max()) or 1.0
         row = {

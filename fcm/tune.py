@@ -15,7 +15,8 @@ Constants the source does not have. Before writing, one CPU run against the sour
 model): outputs beyond the fp32 verification's bound are an error.
 
 How: the per-group micro-benchmark of ``fcm bench`` (the fused node and its subgraph as small
-standalone models on ONNX Runtime's CUDA provider, each in its better CUDA-graph setting, IO bound
+standalone models on ONNX Runtime's CUDA provider, the subgraph as the source runs it: NCHW, without
+the Transposes a channels-last node's function body adds, each in its better CUDA-graph setting, IO bound
 to device buffers, medians of ``runs`` runs). A group stays fused when its median is below
 ``margin`` times the subgraph's at every batch size. Then the whole tuned model is checked
 against the source model as users run it, fcm convert's ``<stem>.unfused.onnx`` beside the fused
