@@ -5,9 +5,9 @@ In: ONNX models (a fused model and its unfused form, or one fused node and its s
 sizes. Out: timings (:class:`Timing`, :func:`time_session`), the two sides of a model timed in
 every configuration of the CUDA provider (:func:`bench_pair`: CUDA graphs on/off,
 ``prefer_nhwc`` on/off, the best of each and their ratio), per fused group a micro-benchmark
-(:func:`bench_groups`: the group's node and its original subgraph, in the source's layout, as small
-standalone models, :func:`group_models`, with the bytes the group cannot avoid over its time as achieved bandwidth,
-beside the planner's predicted bytes), per-node profiles, the device's description, and the
+(:func:`bench_groups`: the group's node and its original subgraph, in the source's layout, as
+small standalone models, :func:`group_models`, with the bytes the group cannot avoid over its time
+as achieved bandwidth, beside the planner's predicted bytes), per-node profiles, the device's description, and the
 helpers around them (:func:`providers`, :func:`cuda_session`, :func:`value_shapes`,
 :func:`random_feeds`, :func:`model_pieces`, :func:`fused_macs`).
 
@@ -247,6 +247,7 @@ def _in_source_layout(body: list, node: onnx.NodeProto, inputs: list, output) ->
     if (head.op_type != "Transpose" or head.input[0] != node.input[0] or tail.op_type != "Transpose"
             or tail.output[0] != node.output[0]):
         raise FcmError(f"{node.name}: its function body does not start and end with its layout changes")
+
     def nchw(dims):
         return None if dims is None else [dims[i] for i in TO_NCHW]
 

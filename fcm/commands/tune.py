@@ -76,7 +76,8 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
         print(f"{name:24s} {'fused  ' if group['keep_fused'] else 'unfused'} {times}")
     for step in result.get("whole_model", []):
         ratios = ", ".join(f"batch {b}: {v:.3f}x" for b, v in step["speedup"].items())
-        print(f"whole model with {len(step['fused_groups'])} fused groups vs unfused: {ratios}")
+        print(f"whole model with {len(step['fused_groups'])} fused groups vs unfused: {ratios}"
+              + (" (kept)" if step.get("chosen") else ""))
     print("built from the source model" if result["built_from"] == "source" else
           f"built by unfusing the fused model's groups: {result['fallback_reason']}")
     print(f"written: {result['output']} ({result['fused_groups']} fused groups kept, {len(result['unfuse'])} unfused), "

@@ -60,21 +60,19 @@ def test_tune_errors(converted, tmp_path, capsys):
         assert not (tmp_path / "t.onnx").exists()
 
 
-def test_whole_model_check_unfuses_the_weakest_group_first(converted, monkeypatch):
-    """fcm tune's whole-model check: while the tuned model is slower at some batch size, the kept
-    group with the smallest lead in the per-group measurement is unfused, and the model is timed
-    again (here with a stand-in timer: a model is slower at batch 1 while it holds a group that
-    loses in the model)."""
+def _whole_model_case(converted, monkeypatch, losers_of):
+    """MobileNetV2's groups with per-group leads (names[0] the weakest), the last lost alone, and a
+    stand-in timer: a model is slower at batch 1 while it holds one of ``losers_of(names)``."""
     from fcm import tune
 
     fused = onnx.load(converted["MobileNetV2"].output)
     names = [n.name for n in _fused_nodes(fused)]
-    assert len(names) >= 3
-    leads = {name: 1.1 + 0.1 * i for i, name in enumerate(names)}  # names[0] leads least
-    result = {"groups": {name: {"keep_fused": True, "batches": {"1": {"speedup": leads[name]}, "32": {"speedup": 2.0}}}
+    assert len(names) >= 8
+    leads = {name: 1.1 + 0.1 * i for i, name in enumerate(names)}
+    result = {"groups": {name: {"keep_fused": True, "batches": {"1": {"speedup": leads[name]}, "32": {"speedup": 5.0}}}
                          for name in names}}
     result["groups"][names[-1]]["keep_fused"] = False  # lost its own measurement
-    losers_in_model = {names[0], names[1]}
+    losers_in_model = losers_of(names)
 
     def stand_in(reference, tuned, batch, runs, warmup, progress):
         assert not any(n.domain == tune.DOMAIN for n in reference.graph.node)
@@ -84,11 +82,35 @@ def test_whole_model_check_unfuses_the_weakest_group_first(converted, monkeypatc
 
     monkeypatch.setattr(tune, "bench_pair", stand_in)
     tune.verify_whole_model(fused, result, [1, 32], runs=1, warmup=0, progress=lambda message: None)
+    return names, result
+
+
+def test_whole_model_check_keeps_the_most_strongest_groups(converted, monkeypatch):
+    """fcm tune's whole-model check: while the tuned model is slower at some batch size, the weakest
+    kept groups (smallest per-group lead) are unfused, 1, 2, 4, ... at a time, then the interval
+    halved: the most of the strongest groups with which the model is not slower stay fused."""
+    names, result = _whole_model_case(converted, monkeypatch, lambda names: {names[0], names[1]})
+    kept = len(names) - 1
     steps = result["whole_model"]
-    assert [len(step["fused_groups"]) for step in steps] == [len(names) - 1, len(names) - 2, len(names) - 3]
-    assert steps[-1]["speedup"] == {"1": 1.2, "32": 1.2}
+    assert [len(step["fused_groups"]) for step in steps] == [kept, kept - 1, kept - 3, kept - 2]
+    chosen = [step for step in steps if step.get("chosen")]
+    assert len(chosen) == 1 and len(chosen[0]["fused_groups"]) == kept - 2
+    assert chosen[0]["speedup"] == {"1": 1.2, "32": 1.2}
     assert result["unfuse"] == sorted([names[0], names[1], names[-1]])
     assert result["groups"][names[0]]["unfused_by"] == "whole-model check"
+    assert "unfused_by" not in result["groups"][names[2]]
+
+
+def test_whole_model_check_where_every_group_loses_measures_few_times(converted, monkeypatch):
+    """A model slower with any group fused (the strongest loses in the model): a handful of
+    measurements, not one per group, and every group unfused."""
+    names, result = _whole_model_case(converted, monkeypatch, lambda names: {names[-2]})
+    kept = len(names) - 1
+    counts = [len(step["fused_groups"]) for step in result["whole_model"]]
+    assert counts[:3] == [kept, kept - 1, kept - 3] and counts[-1] == 1
+    assert len(counts) <= 2 + 2 * kept.bit_length()
+    assert not any(step.get("chosen") for step in result["whole_model"])
+    assert result["unfuse"] == sorted(names)
 
 
 def test_plan_candidates_are_distinct_and_clamped(rng):
