@@ -1,17 +1,75 @@
-"""The per-group micro-benchmark's two sides compute the same thing (CPU): the fused node alone,
-and its subgraph as the source model runs it (NCHW, without the layout changes of a channels-last
-node's function body)."""
+"""fcm.measure on converted models: a fused node's multiply-accumulates, a model cut around its fused nodes;
+the per-group micro-benchmark's two sides (the fused node alone, and its subgraph as the source model
+runs it: NCHW, without the layout changes of a channels-last node's function body) compute the same."""
 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
-from fcm.measure import group_models, plain_feeds, value_shapes
+from extractor.summary import layer_macs
+from fcm.measure import fused_macs, group_models, model_pieces, plain_feeds, value_shapes
 from ort_custom_ops.ops.library import make_session
-from ort_custom_ops.ops.schema import TO_NHWC
+from ort_custom_ops.ops.schema import DOMAIN, TO_NHWC
 from ort_custom_ops.ops.standalone import fused_model
+from tests.support.fixtures import CHEAP
 from tests.support.specs import random_spec
+
+
+def _fused_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.domain == DOMAIN]
+
+@pytest.mark.parametrize("name", CHEAP)
+def test_a_fused_nodes_multiply_accumulates_are_its_layers(name, converted):
+    # fcm.measure.fused_macs (from the ONNX node's shapes and weights) against the extractor's count
+    # of the Keras layers the group replaced (from the DAG), at batch 2
+    result = converted[name]
+    fused = onnx.load(result.files["fused"])
+    shapes = value_shapes(fused, 2)
+    initializers = {i.name: i for i in fused.graph.initializer}
+    nodes = {n.name: n for n in _fused_nodes(fused)}
+    for group in result.plan.groups:
+        node = nodes[f"fcm{group.id}_{group.candidate.kind}"]
+        macs = fused_macs(node, shapes, initializers)
+        layers = [result.dag[c] for c in group.candidate.convs]
+        assert macs["dw"] == 2 * sum(layer_macs(layer) for layer in layers if layer.type == "dw")
+        assert macs["pw"] == 2 * sum(layer_macs(layer) for layer in layers if layer.type != "dw") > 0
+
+
+def test_a_fused_model_cut_around_its_fused_nodes_runs_as_the_whole(converted, rng):
+    # benchmarks/segment_times.py times these pieces alone: run one after the other they must give
+    # the whole model's output
+    import onnx.utils
+
+    fused = onnx.load(converted["MobileNetV2"].files["fused"])
+    extractor = onnx.utils.Extractor(fused)
+    x = rng.uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
+    whole = make_session(fused, with_library=True)
+    (expected,) = whole.run(None, {whole.get_inputs()[0].name: x})
+    value = x
+    cut = model_pieces(fused)
+    # the stem Conv needs NCHW; its ReLU6 runs channels last, as the first fused node reads it
+    assert [n.op_type for n in extractor.extract_model(*cut["head"]).graph.node] == ["Transpose", "Conv", "Transpose", "Clip"]
+    for name in ("head", "body", "tail"):
+        piece = make_session(extractor.extract_model(*cut[name]), with_library=True)
+        (value,) = piece.run(None, {piece.get_inputs()[0].name: value})
+    # the same kernels either way; ONNX Runtime may lay out the cut tensors differently, not compute them so
+    np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+def test_exact_fp32_is_asked_of_the_fused_nodes_by_attribute(converted, rng):
+    """fcm bench --exact-fp32 sets allow_tf32=0 on a copy of the fused model (not an environment
+    variable); the copy is valid and computes the same on the CPU kernels."""
+    from fcm.measure import with_allow_tf32
+
+    fused = onnx.load(converted["MobileNetV2"].output)
+    exact = with_allow_tf32(fused, False)
+    assert all(next(a.i for a in n.attribute if a.name == "allow_tf32") == 0 for n in _fused_nodes(exact))
+    assert not any(a.name == "allow_tf32" for n in _fused_nodes(fused) for a in n.attribute)  # the original is untouched
+    x = rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+    outputs = [make_session(model).run(None, {model.graph.input[0].name: x})[0] for model in (fused, exact)]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
 @pytest.mark.parametrize("kind,scale", [("pwdwpw", False), ("pwpw", True), ("dwpw", False)])
