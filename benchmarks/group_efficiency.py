@@ -32,7 +32,7 @@ from onnx import helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fcm.measure import value_shapes  # noqa: E402
+from fcm.measure import fused_macs, value_shapes  # noqa: E402
 from fcm_core.vocabulary import kind_of  # noqa: E402
 from ort_custom_ops.ops.schema import DOMAIN, is_channels_last, nchw_dims  # noqa: E402
 
@@ -40,22 +40,15 @@ from ort_custom_ops.ops.schema import DOMAIN, is_channels_last, nchw_dims  # noq
 def group_work(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict[str, onnx.TensorProto]) -> dict:
     """Multiply-adds and compulsory bytes of one fused node at the shapes given."""
     x, y = shapes[node.input[0]], shapes[node.output[0]]
-    n, c, h, w = nchw_dims(x, is_channels_last(node))
-    _, f, oh, ow = nchw_dims(y, is_channels_last(node))
+    _, c, h, w = nchw_dims(x, is_channels_last(node))
+    _, f, oh, _ = nchw_dims(y, is_channels_last(node))
     element = helper.tensor_dtype_to_np_dtype(initializers[node.input[1]].data_type).itemsize
     kind = kind_of(node.op_type)
     if kind is None:
         raise ValueError(f"not a fused op type: {node.op_type}")
     stages = kind[0].stages
     weights = [initializers[name] for name in node.input[1:] if name in initializers]
-    macs, pixels = 0, n * h * w  # the first stage runs at the input's pixels, the rest at the output's
-    for stage, tensor in zip(stages, weights[0::2]):  # (W, B) per stage
-        dims = list(tensor.dims)
-        if stage == "dw":
-            pixels = n * oh * ow
-            macs += pixels * dims[0] * dims[1] * dims[2]
-        else:
-            macs += pixels * dims[0] * dims[1]
+    macs = sum(fused_macs(node, shapes, initializers).values())
     scale = node.input[-1] if len(node.input) > 1 + 2 * len(stages) else None
     data = int(np.prod(x)) + int(np.prod(y)) + (int(np.prod(shapes[scale])) if scale in shapes else 0)
     weight_values = sum(int(np.prod(t.dims)) for t in weights)

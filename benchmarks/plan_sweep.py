@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import onnx
 
-from fcm.measure import cuda_session, group_models, plain_feeds, providers, time_session, value_shapes
+from fcm.measure import cuda_session, group_models, plain_feeds, plain_output_shape, providers, time_session, value_shapes
 from ort_custom_ops.ops.launch_plan import with_forced_plan
 
 
@@ -57,11 +57,11 @@ def main() -> int:
         alone, plain, data_inputs = group_models(model, node, shapes, source_layout=True)
         feeds = {name: rng.uniform(-1, 1, shapes[name]).astype(np.float32) for name in data_inputs}
         out_shape = [shapes[node.output[0]]]
+        # the subgraph runs as the source does: NCHW, no layout changes
+        plain_inputs, plain_shape = plain_feeds(plain, data_inputs, feeds), [plain_output_shape(plain)]
 
         def timed(m, library, nhwc=False):
-            source = m is plain  # the subgraph runs as the source does: NCHW, no layout changes
-            inputs = plain_feeds(plain, data_inputs, feeds) if source else feeds
-            shape = [[d.dim_value for d in plain.graph.output[0].type.tensor_type.shape.dim]] if source else out_shape
+            inputs, shape = (plain_inputs, plain_shape) if m is plain else (feeds, out_shape)
             t, _ = time_session(cuda_session(m, library, providers(True, nhwc)), inputs, shape, args.runs, 10)
             return round(t.median_ms * 1e3, 2)
 

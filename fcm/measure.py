@@ -31,9 +31,10 @@ import onnx
 from onnx import helper
 
 from fcm_core.errors import FcmError
+from fcm_core.vocabulary import kind_of
 from ort_custom_ops.lowering.rules import overload_of
 from ort_custom_ops.lowering.unfuse import function_body, node_function
-from ort_custom_ops.ops.schema import DOMAIN, KIND_STAGES, OP_TYPES, TO_NCHW, TO_NHWC, is_channels_last, nchw_dims
+from ort_custom_ops.ops.schema import DOMAIN, TO_NCHW, TO_NHWC, is_channels_last, nchw_dims
 
 Progress = Callable[[str], None]
 CONFIGS = [(graph, nhwc) for graph in (False, True) for nhwc in (False, True)]
@@ -258,6 +259,11 @@ def _in_source_layout(body: list, node: onnx.NodeProto, inputs: list, output) ->
     return body[1:-1], [x] + inputs[1:], y
 
 
+def plain_output_shape(plain: onnx.ModelProto) -> list[int]:
+    """The shape of :func:`group_models`' plain graph's output (NCHW where it is in the source layout)."""
+    return [d.dim_value for d in plain.graph.output[0].type.tensor_type.shape.dim]
+
+
 def plain_feeds(plain: onnx.ModelProto, data_inputs: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The fused node's ``feeds`` as :func:`group_models`' plain graph takes them (the first input
     transposed to NCHW where that graph is in the source layout)."""
@@ -286,16 +292,16 @@ def fused_macs(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers:
     """Multiply-accumulates of one fused node, per stage type: {"pw": ..., "dw": ...} (the pointwise
     stages run on tensor cores, the depthwise one on the FP32 units). Each stage costs its output
     pixels times its weight count ([F, C] pointwise, [C, K, K] depthwise); stages before the
-    depthwise one are at the input's resolution, the rest at the output's."""
-    kind = next((k for k, op in OP_TYPES.items() if op == node.op_type), None)
-    if kind is None:
+    depthwise one are at the input's resolution, the rest at the output's. Any precision."""
+    found = kind_of(node.op_type)
+    if found is None:
         raise FcmError(f"{node.name}: {node.op_type} is not a fused op")
     channels_last = is_channels_last(node)
     batch, _, height, width = nchw_dims(shapes[node.input[0]], channels_last)
     _, _, out_h, out_w = nchw_dims(shapes[node.output[0]], channels_last)
     macs = {"pw": 0, "dw": 0}
     pixels = height * width
-    for index, stage in enumerate(KIND_STAGES[kind]):
+    for index, stage in enumerate(found[0].stages):
         if stage == "dw":
             pixels = out_h * out_w
         macs[stage] += batch * pixels * int(np.prod(initializers[node.input[1 + 2 * index]].dims))
@@ -320,7 +326,7 @@ def bench_groups(fused: onnx.ModelProto, plan: dict | None, batch: int, runs: in
         alone, plain, data_inputs = group_models(fused, node, shapes, source_layout=True)
         feeds = {name: rng.uniform(-1, 1, shapes[name]).astype(np.float32) for name in data_inputs}
         out_shape = [shapes[node.output[0]]]
-        plain_out_shape = [[d.dim_value for d in plain.graph.output[0].type.tensor_type.shape.dim]]
+        plain_out_shape = [plain_output_shape(plain)]
         try:  # each side's better of CUDA graphs on and off
             fused_t, fused_out = min((time_session(cuda_session(alone, True, providers(g, False)), feeds, out_shape, runs, warmup)
                                       for g in (False, True)), key=lambda r: r[0].median_ms)

@@ -9,8 +9,8 @@ deviation capped at sqrt(2 / fan_in), so that activations stay near 1 layer afte
 held the same bytes (a fused node's kernel-layout weights and the Conv weights they were reshaped
 from) get the same data again, and so does a matrix that holds another one's values transposed (the
 ``MatMul`` a pointwise Conv becomes between channels-last neighbours), so a fused model and its
-unfused original stay equivalent, and timings do not depend on the values. Accuracy against the source model is checked where the real
-weights are (``fcm convert``); what runs on the skeletons is checked against the unfused skeleton.
+unfused original stay equivalent, and timings do not depend on the values. Accuracy against the
+source model is checked where the real weights are (``fcm convert``); what runs on the skeletons is checked against the unfused skeleton.
 
 A conversion's layer DAG weights (``<stem>.weights.npz``, which ``fcm tune`` needs to rewrite the
 source model with the groups it keeps) travel as ``<stem>.dag_weights.json``: which Conv weight of
@@ -65,11 +65,11 @@ def _strip(tensor: onnx.TensorProto, others: frozenset[str] = frozenset()) -> bo
     if not _strippable(array):
         return False
     digest = _digest(array)
-    transposed = array.ndim == 2 and _digest(array.T) in others and _digest(array.T) != digest
-    source = array.T if transposed else array
+    digest_t = _digest(array.T) if array.ndim == 2 else digest
+    transposed = digest_t in others and digest_t != digest
+    source, digest = (array.T, digest_t) if transposed else (array, digest)
     rows = source.reshape(source.shape[0], -1).astype(np.float64)
-    note = {"mark": MARK, "sha1": _digest(source), "row_mean": _encode(rows.mean(axis=1)),
-            "row_std": _encode(rows.std(axis=1))}
+    note = {"mark": MARK, "sha1": digest, "row_mean": _encode(rows.mean(axis=1)), "row_std": _encode(rows.std(axis=1))}
     if transposed:
         note["transposed"] = True
     dims, dtype, name = list(tensor.dims), tensor.data_type, tensor.name

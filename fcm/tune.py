@@ -15,9 +15,9 @@ Constants the source does not have. Before writing, one CPU run against the sour
 model): outputs beyond the fp32 verification's bound are an error.
 
 How: the per-group micro-benchmark of ``fcm bench`` (the fused node and its subgraph as small
-standalone models on ONNX Runtime's CUDA provider, the subgraph as the source runs it: NCHW, without
-the Transposes a channels-last node's function body adds, each in its better CUDA-graph setting, IO bound
-to device buffers, medians of ``runs`` runs). A group stays fused when its median is below
+standalone models on ONNX Runtime's CUDA provider, the subgraph as the source runs it: NCHW,
+without the Transposes a channels-last node's function body adds; each in its better CUDA-graph
+setting, IO bound to device buffers, medians of ``runs`` runs). A group stays fused when its median is below
 ``margin`` times the subgraph's at every batch size. Then the whole tuned model is checked
 against the source model as users run it, fcm convert's ``<stem>.unfused.onnx`` beside the fused
 one (each in its best configuration, as ``fcm bench`` does; without that file, against the fused
@@ -26,8 +26,8 @@ can win alone and still lose in the model (with ``prefer_nhwc`` ONNX Runtime put
 transposes around every op it cannot run in NHWC, ours included). While the tuned model is
 slower at some batch size, the kept groups with the smallest leads are unfused too: the most of
 the strongest with which the model (built as the one written is) is not slower, found in a few
-measurements (1, 2, 4, ... fewer groups, then halving the interval). ``--unfuse`` applies a decision without measuring,
-and ``--apply REPORT`` a whole earlier tune (its unfused groups and its plans), to reproduce one on
+measurements (1, 2, 4, ... fewer groups, then halving the interval). ``--unfuse`` applies a
+decision without measuring, and ``--apply REPORT`` a whole earlier tune (its unfused groups and its plans), to reproduce one on
 another machine or without a GPU.
 
 Launch plans: before deciding, each group is also timed under the divisions of its work worth trying
@@ -289,7 +289,7 @@ def verify_whole_model(model: onnx.ModelProto, result: dict, batches: list[int],
         good = bad
     else:
         drop = 1
-        while good < bad and bad - drop > good:  # gallop: 1, 2, 4, ... groups fewer
+        while bad - drop > good:  # gallop: 1, 2, 4, ... groups fewer
             if not_slower(bad - drop):
                 good = bad - drop
                 break

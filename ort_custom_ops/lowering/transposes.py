@@ -347,9 +347,9 @@ def through_elementwise(graph: gs.Graph) -> int:
     return count
 
 
-def _pointwise_weights(node) -> np.ndarray | None:
-    """The [F, C] weights of a Conv that is a plain pointwise convolution (1x1 kernel, stride 1, no
-    padding, one group, a constant kernel and bias); None for any other node."""
+def _pointwise_weights(node) -> tuple[np.ndarray, gs.Constant | None] | None:
+    """The [F, C] weights and the bias (or None) of a Conv that is a plain pointwise convolution
+    (1x1 kernel, stride 1, no padding, one group, a constant kernel and bias); None for any other node."""
     if node.op != "Conv" or node.domain not in (None, "", "ai.onnx") or len(node.inputs) < 2 or not node.outputs:
         return None
     weights, attrs = node.inputs[1], node.attrs
@@ -364,7 +364,7 @@ def _pointwise_weights(node) -> np.ndarray | None:
         return None
     if _rank(node.inputs[0]) != 4:
         return None
-    return weights.values.reshape(weights.values.shape[:2])
+    return weights.values.reshape(weights.values.shape[:2]), bias
 
 
 def through_pointwise_conv(graph: gs.Graph) -> int:
@@ -374,14 +374,14 @@ def through_pointwise_conv(graph: gs.Graph) -> int:
     context = _Context(graph)
     count = 0
     for node in list(graph.nodes):
-        weights = _pointwise_weights(node)
-        if weights is None:
+        found = _pointwise_weights(node)
+        if found is None:
             continue
-        found = _elementwise_cost(context, node, TO_NHWC)  # the kernel and bias are constants: x and y count
-        if found is None or not found[1] or found[0] > 0:
+        weights, bias = found
+        moves = _elementwise_cost(context, node, TO_NHWC)  # the kernel and bias are constants: x and y count
+        if moves is None or not moves[1] or moves[0] > 0:
             continue
         x, out = node.inputs[0], node.outputs[0]
-        bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
         source = producer(x)
         moved = gs.Variable(context.name(out.name), dtype=out.dtype, shape=[out.shape[i] for i in TO_NHWC])
         matrix = gs.Constant(context.name(f"{node.name}_matrix"), np.ascontiguousarray(weights.T))
