@@ -103,6 +103,21 @@ def test_two_warpgroup_plans(case, rng):
     check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan=plan)
 
 
+@pytest.mark.parametrize("case", [
+    # (channels, expand, kernel, stride, scale, batch, size, plan)
+    (48, 288, 3, 1, False, 4, (7, 7), "7x7,0,9,3"),      # every chunk its own CTA (more than a cluster's 8)
+    (48, 288, 5, 2, True, 3, (13, 13), "7x7,0,3,4"),     # three CTAs per unit, three chunks each
+    (24, 200, 3, 1, False, 2, (9, 11), "3x11,0,5,3"),    # a ragged last chunk (200 = 6 x 32 + 8) in its own CTA
+    (40, 240, 3, 2, False, 3, (14, 14), "7x7,0,8,0"),    # resident weights: each CTA holds its one chunk
+])
+def test_pwdw_splits_without_a_cluster(case, rng):
+    """PW->DW has no sums to add: a split is plain CTAs each writing its own chunks' channels, any
+    number of them up to one per chunk, on any GPU."""
+    c, e, kernel, stride, scale, batch, (h, w), plan = case
+    spec = random_spec(rng, "pwdw", c, kernel=kernel, stride=stride, expand=e, scale=scale, channels_last=True)
+    check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan=plan)
+
+
 def test_plan_override_is_checked(rng):
     """A division that cannot run is an ONNX Runtime error naming the reason, not a launch."""
     spec = random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, channels_last=True)
@@ -120,6 +135,11 @@ def test_plan_override_is_checked(rng):
     pwdw = fused_model(random_spec(rng, "pwdw", 16, kernel=3, stride=1, expand=64, channels_last=True))
     with pytest.raises(Exception, match="two warpgroups need a last pointwise stage"):
         make_session(forced_plan(pwdw, "8x8,0,1,3,2", 1), providers=cuda_providers()).run(None, {"X": x})
+    with pytest.raises(Exception, match="more than the intermediate's 32-channel chunks"):
+        make_session(forced_plan(pwdw, "8x8,0,3,3", 1), providers=cuda_providers()).run(None, {"X": x})
+    deep = fused_model(random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, expand=320, out=16, channels_last=True))
+    with pytest.raises(Exception, match="split is 1 to 8 with a last pointwise stage"):
+        make_session(forced_plan(deep, "8x8,16,10,3", 1), providers=cuda_providers()).run(None, {"X": x})
 
 
 def test_tuned_plans_attribute(rng, capfd, monkeypatch):
@@ -149,7 +169,7 @@ def test_tuned_plans_attribute(rng, capfd, monkeypatch):
 
 def test_small_cases_for_the_sanitizer(rng):
     """A handful of tiny cases per kind and copy path (run under compute-sanitizer memcheck and
-    racecheck): TMA and cp.async, a split over a cluster, a ragged chunk."""
+    racecheck): TMA and cp.async, a split over a cluster, a ragged chunk, a PW->DW split without one."""
     for kind, stride, channels in (("dwpw", 2, 12), ("pwdw", 1, 9), ("pwpw", 1, 8), ("pwdwpw", 2, 9), ("pwdwpw", 1, 16)):
         spec = random_spec(rng, kind, channels, kernel=3, stride=stride, expand=40, out=20, residual=False,
                            scale=kind == "pwdw", channels_last=True)
@@ -161,6 +181,9 @@ def test_small_cases_for_the_sanitizer(rng):
     check_on_gpu(spec, rng, 3, 7, 5, TF32_BOUND, plan="3x5,64,1,3,2")
     spec = random_spec(rng, "dwpw", 12, kernel=3, stride=2, out=20, channels_last=True)
     check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="4x3,64,1,3,2")
+    # PW->DW split into plain CTAs, one per chunk (the last one ragged)
+    spec = random_spec(rng, "pwdw", 12, kernel=3, stride=1, expand=72, channels_last=True)
+    check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="7x5,0,3,3")
 
 
 @pytest.mark.parametrize("split", [1, 4])

@@ -16,7 +16,7 @@ struct BlockArgs {
   int groups;  // computing warpgroups (2: they share each unit's chunks, block_kernel.cuh's ConsumeHalves)
   int region_h, region_w, region_rows;  // the input pixels a tile reads (tile plus halo): at most 128
   int c_slabs, chunks;                  // input-channel slabs; 32-channel chunks of the intermediate
-  int split;                            // CTAs of a cluster sharing a unit's chunks
+  int split;                            // CTAs sharing a unit's chunks (a cluster where they add shares of a last pointwise stage)
   int stages;                           // depth of the operand ring (at least 3: see Consume)
   int resident;                         // 1: every chunk of this CTA has its own stage, loaded once (stages = its chunks)
   int regions;                          // input-region buffers: 2 lets the next unit's region load during this one

@@ -707,12 +707,16 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
     }
     BarrierInitFence();
   }
+  // A split with a last pointwise stage is a cluster adding its shares; without one (PW->DW) its
+  // CTAs write their own chunks' channels and never meet, so they are consecutive plain CTAs.
+  const bool clustered = a.split > 1 && a.p.pwl;
   int rank = 0;
-  if (a.split > 1) {  // the peers' barriers are initialized before anyone arrives on them
+  if (clustered) {  // the peers' barriers are initialized before anyone arrives on them
     ClusterSync();
     rank = RankInCluster();
   } else {
     __syncthreads();
+    rank = static_cast<int>(blockIdx.x) % a.split;
   }
   WaitPreviousGrid();  // the inputs may come from the previous kernel in the stream
   const int cluster = blockIdx.x / a.split, clusters = gridDim.x / a.split;
@@ -736,7 +740,7 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
     ConsumeHalves<NF>(a, smem, bars, cluster, clusters, warp / (kConsumers / 32));
   }
   LaunchNextGrid();
-  if (a.split > 1) ClusterSync();  // no CTA leaves while a peer may still read its shares
+  if (clustered) ClusterSync();  // no CTA leaves while a peer may still read its shares
 }
 
 }  // namespace block

@@ -31,7 +31,7 @@ namespace {
 constexpr int kMaxStages = 16;    // block_kernel.cuh's Barriers hold this many
 constexpr int kRingStages = 4;    // the deepest ring a plan asks for
 constexpr int kBarrierBytes = 512;
-constexpr int kMaxSplit = 8;      // portable cluster size
+constexpr int kMaxSplit = 8;      // portable cluster size (a split whose shares are added in a cluster)
 
 using KernelFn = const void*;
 
@@ -62,6 +62,20 @@ KernelFn KernelFor(int f_tile, bool exact, int groups) {
   return nullptr;
 }
 
+// Whether the CTAs of a split run as a thread-block cluster: they do where they add shares of a
+// last pointwise stage (distributed shared memory), not where each writes its own channels.
+bool ClusteredSplit(const ChainProblem& p, int split) { return p.pwl && split > 1; }
+
+// The splits worth timing: powers of two (up to a cluster's 8 with a last pointwise stage), and
+// without one also every chunk its own CTA.
+std::vector<int> SplitCandidates(const ChainProblem& p, int chunks) {
+  std::vector<int> splits;
+  const int most = p.pwl ? std::min(kMaxSplit, chunks) : chunks;
+  for (int split = 1; split <= most; split *= 2) splits.push_back(split);
+  if (!p.pwl && splits.back() != chunks) splits.push_back(chunks);
+  return splits;
+}
+
 int Occupancy(KernelFn kernel, size_t bytes, int groups) { return CtasPerSm(kernel, BlockThreads(groups), bytes); }
 
 // A launch configuration; it holds the attributes its config points to, so it is neither copied
@@ -69,16 +83,16 @@ int Occupancy(KernelFn kernel, size_t bytes, int groups) { return CtasPerSm(kern
 struct LaunchConfig {
   cudaLaunchAttribute attributes[2]{};
   cudaLaunchConfig_t config{};
-  LaunchConfig(int grid, int threads, size_t shared_bytes, int split, bool dependent, cudaStream_t stream) {
+  LaunchConfig(int grid, int threads, size_t shared_bytes, int cluster, bool dependent, cudaStream_t stream) {
     config.gridDim = dim3(grid);
     config.blockDim = dim3(threads);
     config.dynamicSmemBytes = shared_bytes;
     config.stream = stream;
     config.attrs = attributes;
-    if (split > 1) {
+    if (cluster > 1) {
       cudaLaunchAttribute& a = attributes[config.numAttrs++];
       a.id = cudaLaunchAttributeClusterDimension;
-      a.val.clusterDim.x = split, a.val.clusterDim.y = 1, a.val.clusterDim.z = 1;
+      a.val.clusterDim.x = cluster, a.val.clusterDim.y = 1, a.val.clusterDim.z = 1;
     }
     if (dependent) {  // may start while the previous kernel in the stream finishes (griddepcontrol)
       cudaLaunchAttribute& a = attributes[config.numAttrs++];
@@ -208,7 +222,7 @@ double Estimate(const ChainProblem& p, const BlockArgs& a, const BlockPlan& plan
   const double chunk = std::max(resident * plan.groups * std::max(mma, cuda), latency);
   const double region_wait = p.pw1 && plan.regions == 1 ? 1500.0 : 0.0;
   const double chain = plan.groups > 1 ? CeilDiv(chunks_mine, 2) * chunk + 1000.0 : chunks_mine * chunk;
-  const double unit = chain + 600.0 + region_wait + (plan.split > 1 ? 800.0 : 0.0);
+  const double unit = chain + 600.0 + region_wait + (ClusteredSplit(p, plan.split) ? 800.0 : 0.0);
   const long long clusters = std::max(1, plan.grid / plan.split);
   const double waves = std::ceil(static_cast<double>(a.units) / clusters);
   const double compute_us = waves * unit / (kClockGhz * 1e3);
@@ -246,9 +260,13 @@ BlockPlan CompleteBlockPlan(const ChainProblem& p, BlockPlan plan) {
     if (p.pwl && plan.f_tile < p.f) return fail("resident weights need one output-channel slice (f_tile >= f)");
     if (CeilDiv(CeilDiv(p.m, kChunk), plan.split) > kMaxStages) return fail("resident weights hold at most 16 chunks per CTA");
   }
-  if (plan.split < 1 || plan.split > kMaxSplit) return fail("split is 1 to 8");
+  // With a last pointwise stage the CTAs of a split add their shares in a cluster; without one
+  // (PW->DW) each writes its own chunks' channels, so a split is any number of independent CTAs.
+  if (plan.split < 1) return fail("split is at least 1");
+  if (p.pwl && plan.split > kMaxSplit) return fail("split is 1 to 8 with a last pointwise stage (a cluster)");
   if (plan.split > CeilDiv(p.m, kChunk)) return fail("split is more than the intermediate's 32-channel chunks");
-  if (plan.split > 1 && (d.major < 9 || !d.clusters)) return fail("a split needs thread-block clusters (sm_90)");
+  if (ClusteredSplit(p, plan.split) && (d.major < 9 || !d.clusters))
+    return fail("a split with a last pointwise stage needs thread-block clusters (sm_90)");
   if (plan.groups < 1 || plan.groups > kMaxGroups) return fail("groups is 1 or 2");
   if (plan.groups > 1) {
     if (!p.pwl) return fail("two warpgroups need a last pointwise stage (they add their sums of it)");
@@ -279,7 +297,7 @@ BlockPlan CompleteBlockPlan(const ChainProblem& p, BlockPlan plan) {
   plan.resident = Occupancy(kernel, plan.shared_bytes, plan.groups);
   if (plan.resident == 0) return fail("no CTA fits an SM");
   long long slots = static_cast<long long>(plan.resident) * d.sms;
-  if (plan.split > 1) {
+  if (ClusteredSplit(p, plan.split)) {
     const int clusters = ClusterCapacity(kernel, plan.shared_bytes, plan.split, plan.groups);
     if (clusters == 0) return fail("no cluster of this size fits the GPU");
     slots = static_cast<long long>(clusters) * plan.split;
@@ -329,8 +347,8 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblem& p) {
   std::vector<BlockPlan> plans;
   for (const auto& [th, tw] : tiles)
     for (int f_tile : f_tiles)
-      for (int split = 1; split <= std::min(kMaxSplit, chunks); split *= 2) {
-        if (split > 1 && (d.major < 9 || !d.clusters)) break;
+      for (int split : SplitCandidates(p, chunks)) {
+        if (ClusteredSplit(p, split) && (d.major < 9 || !d.clusters)) break;
         for (int stages = 3; stages <= kMaxStages; ++stages)
           for (int groups = 1; groups <= (split == 1 && p.pwl ? kMaxGroups : 1); ++groups) {
             BlockPlan plan;
@@ -440,7 +458,8 @@ cudaError_t LaunchBlock(const ChainProblem& p, const BlockPlan& plan, cudaStream
       if (!EncodeMap(&maps[2], p.w2, 2, dims, box)) return cudaErrorInvalidValue;
     }
   }
-  const LaunchConfig launch(plan.grid, BlockThreads(plan.groups), plan.shared_bytes, plan.split, CurrentDevice().major >= 9, stream);
+  const int cluster = ClusteredSplit(p, plan.split) ? plan.split : 1;
+  const LaunchConfig launch(plan.grid, BlockThreads(plan.groups), plan.shared_bytes, cluster, CurrentDevice().major >= 9, stream);
   void* args[] = {&a, &maps[0], &maps[1], &maps[2]};
   cudaError_t err = cudaLaunchKernelExC(&launch.config, kernel, args);
   if (err == cudaSuccess) err = cudaGetLastError();
