@@ -106,9 +106,9 @@ def test_two_warpgroup_plans(case, rng):
 @pytest.mark.parametrize("case", [
     # (channels, expand, kernel, stride, scale, batch, size, plan)
     (48, 288, 3, 1, False, 4, (7, 7), "7x7,0,9,3"),      # every chunk its own CTA (more than a cluster's 8)
-    (48, 288, 5, 2, True, 3, (13, 13), "7x7,0,3,4"),     # three CTAs per unit, three chunks each
-    (24, 200, 3, 1, False, 2, (9, 11), "3x11,0,5,3"),    # a ragged last chunk (200 = 6 x 32 + 8) in its own CTA
-    (40, 240, 3, 2, False, 3, (14, 14), "7x7,0,8,0"),    # resident weights: each CTA holds its one chunk
+    (48, 288, 5, 2, True, 3, (13, 13), "2x7,0,3,4"),     # three CTAs per unit, three chunks each
+    (24, 200, 3, 1, False, 2, (9, 11), "3x11,0,5,3"),    # 7 chunks over 5 CTAs, the last ragged (200 = 6 x 32 + 8)
+    (40, 240, 3, 2, False, 3, (14, 14), "3x7,0,8,0"),    # resident weights: each CTA holds its one chunk
 ])
 def test_pwdw_splits_without_a_cluster(case, rng):
     """PW->DW has no sums to add: a split is plain CTAs each writing its own chunks' channels, any
