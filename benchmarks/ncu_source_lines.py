@@ -76,11 +76,12 @@ def line_chains(library: str, mangled_prefix: str) -> dict[int, tuple[str, ...]]
 
 
 def mangled_prefix(kernel: str) -> str:
-    """The mangled-name prefix of a FusedBlockKernel<NF, exact> instance from its demangled name."""
-    found = re.search(r"FusedBlockKernel<\(int\)(\d+), \(bool\)(\d)>", kernel)
+    """The mangled-name prefix of a FusedBlockKernel<NF, exact[, groups]> instance from its demangled name."""
+    found = re.search(r"FusedBlockKernel<\(int\)(\d+), \(bool\)(\d)(?:, \(int\)(\d+))?>", kernel)
     if not found:
         raise SystemExit(f"not a fused-block kernel: {kernel}")
-    return f"_ZN3fcm5block16FusedBlockKernelILi{found.group(1)}ELb{found.group(2)}E"
+    groups = f"Li{found.group(3)}E" if found.group(3) else ""
+    return f"_ZN3fcm5block16FusedBlockKernelILi{found.group(1)}ELb{found.group(2)}E{groups}"
 
 
 def main() -> None:

@@ -103,7 +103,7 @@ struct BlockGemm {
   __device__ __forceinline__ static void Step(float (&acc)[kRegs], uint32_t a, uint32_t b, int kk, bool zero) {
     if constexpr (kAsync) {
 #if defined(FCM_BLOCK_WGMMA)
-      GmmaStep<N>(acc, GmmaDescriptor(a + kk * 32), GmmaDescriptor(b + kk * 32), zero, std::make_index_sequence<kRegs>{});
+      GmmaStep<N>(acc, GmmaDescriptor(a, kk), GmmaDescriptor(b, kk), zero, std::make_index_sequence<kRegs>{});
 #endif
     } else {
       const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;

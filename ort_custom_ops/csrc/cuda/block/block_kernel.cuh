@@ -396,8 +396,8 @@ __device__ __forceinline__ void StoreFirst(const BlockArgs& a, const float (&acc
     for (int n = 0; n < kChunk / 8; ++n)
 #pragma unroll
       for (int k = 0; k < 4; ++k) v[b][4 * n + k] = acc1[b][4 * n + k] + b1[8 * n + 2 * t + (k & 1)];
-  a.p.act1.Apply(v[0]);
-  a.p.act1.Apply(v[1]);
+  a.p.act1.Apply(reinterpret_cast<float(&)[kChunk]>(v));  // (both blocks at one dispatch)
+  const bool whole = m_valid >= kChunk;
 #pragma unroll
   for (int b = 0; b < 2; ++b) {
 #pragma unroll
@@ -405,6 +405,16 @@ __device__ __forceinline__ void StoreFirst(const BlockArgs& a, const float (&acc
       const int row = b * kTileRows + warp * 16 + g + 8 * half;
       if (row >= a.region_rows) continue;
       const bool in = (inside >> (2 * b + half)) & 1;
+      // A row inside the image, of a whole chunk (most rows): stored with no test per value.
+      if (in && whole) {
+#pragma unroll
+        for (int n = 0; n < kChunk / 8; ++n) {
+          const int col = 8 * n + 2 * t;
+          StoreShared2(out + (kSwizzled ? SwizzledFloat(row, col) : row * kUPitch + col * 4), v[b][4 * n + 2 * half],
+                       v[b][4 * n + 2 * half + 1]);
+        }
+        continue;
+      }
 #pragma unroll
       for (int n = 0; n < kChunk / 8; ++n) {
         const int col = 8 * n + 2 * t;

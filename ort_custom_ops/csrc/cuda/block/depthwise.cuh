@@ -75,15 +75,24 @@ __device__ __forceinline__ void DepthwiseChunk(const DepthwiseGeometry& g, uint3
           for (int dx = 0; dx < K; ++dx) acc[r][x] = fmaf(in[x * S + dx], w[dx], acc[r][x]);
       }
     }
+    float v[BH * BW];
 #pragma unroll
-    for (int r = 0; r < BH; ++r) {
-      float v[BW];
+    for (int r = 0; r < BH; ++r)
 #pragma unroll
-      for (int x = 0; x < BW; ++x) v[x] = acc[r][x];
-      act.Apply(v);
+      for (int x = 0; x < BW; ++x) v[r * BW + x] = acc[r][x];
+    act.Apply(v);
+    // A block wholly inside the tile, of a whole chunk (most blocks): no test per value.
+    if (oy0 + BH <= g.tile_h && ox0 + BW <= g.tile_w && valid_channels >= kChunk) {
 #pragma unroll
-      for (int x = 0; x < BW; ++x)
-        if (oy0 + r < g.tile_h && ox0 + x < g.tile_w) sink((oy0 + r) * g.tile_w + ox0 + x, valid ? v[x] : 0.f);
+      for (int r = 0; r < BH; ++r)
+#pragma unroll
+        for (int x = 0; x < BW; ++x) sink((oy0 + r) * g.tile_w + ox0 + x, v[r * BW + x]);
+    } else {
+#pragma unroll
+      for (int r = 0; r < BH; ++r)
+#pragma unroll
+        for (int x = 0; x < BW; ++x)
+          if (oy0 + r < g.tile_h && ox0 + x < g.tile_w) sink((oy0 + r) * g.tile_w + ox0 + x, valid ? v[r * BW + x] : 0.f);
     }
   }
 }

@@ -43,14 +43,17 @@ __host__ __device__ __forceinline__ uint32_t SwizzledFloat(int row, int k) {
 }
 
 // The wgmma shared-memory descriptor of a K-major SW128 tile whose 8-row groups follow each other
-// (1024 bytes apart) from `address` (the tile's first row, plus 32 bytes per 8-channel k step).
-// Fields as CuTe's make_gmma_desc<Major::K> sets them for this layout.
-__device__ __forceinline__ uint64_t GmmaDescriptor(uint32_t address) {
-  constexpr uint64_t kLeadingByteOffset = 1;          // unused by swizzled K-major layouts
-  constexpr uint64_t kStrideByteOffset = 1024 >> 4;   // next 8-row group
-  constexpr uint64_t kSwizzle128 = 1;
-  return static_cast<uint64_t>((address >> 4) & 0x3FFF) | (kLeadingByteOffset << 16) | (kStrideByteOffset << 32) |
-         (kSwizzle128 << 62);
+// (1024 bytes apart) from `address` (the tile's first row), `k_step` 8-channel steps (32 bytes each)
+// along its rows. Fields as CuTe's make_gmma_desc<Major::K> sets them for this layout. The step is
+// added to the address field (16-byte units) rather than to the address, so that a tile's four
+// steps share one computation; the field does not carry (shared addresses stay below 2^18 bytes).
+__device__ __forceinline__ uint64_t GmmaDescriptor(uint32_t address, int k_step = 0) {
+  constexpr uint32_t kLeadingByteOffset = 1;         // unused by swizzled K-major layouts
+  constexpr uint32_t kStrideByteOffset = 1024 >> 4;  // next 8-row group
+  constexpr uint32_t kSwizzle128 = 1;
+  const uint32_t low = (((address >> 4) & 0x3FFF) | (kLeadingByteOffset << 16)) + 2 * k_step;
+  const uint32_t high = kStrideByteOffset | (kSwizzle128 << 30);
+  return (static_cast<uint64_t>(high) << 32) | low;
 }
 
 }  // namespace block
