@@ -3,12 +3,13 @@
     ncu --set full -k regex:FusedBlockKernel -s 2 -c 1 -f -o /tmp/r python3 benchmarks/block_kernel_check.py \\
         --lib LIB --profile "56x56 24-144-24"
     ncu -i /tmp/r.ncu-rep --page source --csv --print-source sass | gzip > sass.csv.gz
-    python3 benchmarks/ncu_source_lines.py sass.csv.gz LIB [TOP]
+    python3 benchmarks/ncu_source_lines.py sass.csv.gz LIB [TOP [UNIT]]
 
 In: the report's SASS source page (CSV, gzipped or not: per instruction its address, its stall
 samples and how often it ran) and the library the kernel came from (built with -lineinfo). Out: the
 share of stall samples and of executed instructions per innermost source line of the project's
-CUDA headers, then per line of block_kernel.cuh (the call site in the kernel's own code), so that
+CUDA headers (with UNIT, the number of chunks x computing warps of the launch, also per chunk
+and warp), then per line of block_kernel.cuh (the call site in the kernel's own code), so that
 an inlined helper's cost shows where it is called. The instructions are matched to their lines
 through the library's own cubin (cuobjdump -xelf, nvdisasm -gi): ncu's CUDA source page needs the
 sources at their build path, this does not. cuobjdump and nvdisasm come with the CUDA toolkit (or
@@ -87,6 +88,7 @@ def mangled_prefix(kernel: str) -> str:
 def main() -> None:
     page, library = sys.argv[1], sys.argv[2]
     top = int(sys.argv[3]) if len(sys.argv) > 3 else 30
+    unit = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     kernel, instructions = read_sass_page(page)
     chains = line_chains(library, mangled_prefix(kernel))
     inner, site, runs = collections.Counter(), collections.Counter(), collections.Counter()
@@ -99,10 +101,14 @@ def main() -> None:
         runs[project[0]] += executed
         calls = [c for c in chain if c.startswith("block_kernel.cuh")]
         site[calls[0] if calls else project[0]] += samples
-    print(f"{kernel}: {total_samples} stall samples, {total_runs} warp instructions executed")
-    print("stall%  executed%  innermost line")
+    # With `unit` (how often the per-chunk code runs: chunks x computing warps, e.g. 1568 units x 5
+    # chunks x 4 warps), a line's executions read as instructions per chunk and warp.
+    print(f"{kernel}: {total_samples} stall samples, {total_runs} warp instructions executed"
+          + (f", {total_runs / unit:.0f} per {unit}" if unit else ""))
+    print("stall%  executed%" + ("  per unit" if unit else "") + "  innermost line")
     for line, samples in inner.most_common(top):
-        print(f"{100 * samples / total_samples:5.1f}  {100 * runs[line] / total_runs:8.1f}   {line}")
+        per = f"  {runs[line] / unit:8.1f}" if unit else ""
+        print(f"{100 * samples / total_samples:5.1f}  {100 * runs[line] / total_runs:8.1f}{per}   {line}")
     print("stall%  line of block_kernel.cuh")
     for line, samples in site.most_common(top):
         print(f"{100 * samples / total_samples:5.1f}   {line}")

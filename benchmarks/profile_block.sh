@@ -3,6 +3,8 @@
 # block_kernel_check.py --profile), on the GPU machine:
 #
 #   benchmarks/profile_block.sh LIB "56x56 24-144-24" [OUT]
+#   UNIT=31360 benchmarks/profile_block.sh ...   # also instructions per chunk and computing warp
+#                                                # (UNIT = units x chunks x 4 warps of the launch)
 #
 # Prints the warp-state figures (why warps wait), the stall samples by CUDA source line
 # (ncu_source_lines.py), then the SASS instructions with the most stall samples and the
@@ -21,16 +23,18 @@ stalls = []
 for n, v in zip(names, values):
     if n in keep:
         print(f"{n:60s} {v}")
-    if n.startswith("smsp__average_warp_latency_issue_stalled_") and n.endswith(".ratio"):
+    # every stall-reason metric the report has (names differ between sections and ncu versions:
+    # warp-cycles per issued instruction, or sampled warps), largest first
+    if "issue_stalled_" in n and "not_issued" not in n:
         try:
-            stalls.append((float(v.replace(",", "")), n[len("smsp__average_warp_latency_issue_stalled_"):-len(".ratio")]))
+            stalls.append((float(v.replace(",", "")), n))
         except ValueError:
             pass
-print("stall cycles per issued instruction, by reason:")
-for v, n in sorted(stalls, reverse=True)[:12]:
-    print(f"  {n:30s} {v:8.2f}")
+print("stall reasons (per issued instruction, or samples):")
+for v, n in sorted(stalls, reverse=True)[:16]:
+    print(f"  {n:70s} {v:12.2f}")
 '
 # the CUDA source lines with the most stall samples (the library built with -lineinfo)
 ncu -i "$out/block.ncu-rep" --page source --csv --print-source sass 2>/dev/null | gzip > "$out/block_sass.csv.gz"
-python3 benchmarks/ncu_source_lines.py "$out/block_sass.csv.gz" "$lib" 25
+python3 benchmarks/ncu_source_lines.py "$out/block_sass.csv.gz" "$lib" 25 ${UNIT:-0}
 python3 benchmarks/ncu_hot_lines.py "$out/block.ncu-rep" 10
