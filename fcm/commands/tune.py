@@ -19,8 +19,9 @@ Time every fused group of a fused model against its original subgraph on this ma
 Runtime's CUDA provider, the micro-benchmark of fcm bench) at each batch size, and write a model in
 which the groups that are not faster at all of them run unfused again, plus a JSON report of the
 times and decisions. Then the whole tuned model is timed against the source model
-(<stem>.unfused.onnx), and kept groups are unfused, the one with the smallest lead first, until it
-is not slower at any batch size. Each group is also timed under a grid of CUDA launch plans (tile,
+(<stem>.unfused.onnx): while it is slower at some batch size, the kept groups with the smallest
+leads are unfused too, keeping the most of the strongest with which it is not slower, found in a
+few measurements (1, 2, 4, ... groups fewer, then halving the interval). Each group is also timed under a grid of CUDA launch plans (tile,
 output-channel tile, split); a kept group carries the plans that beat the kernels' own in its
 cuda_plans attribute, used at those batch sizes. With --unfuse, apply a given decision without
 measuring; with --apply, an earlier tune's report. The tuned model (and each one timed) is the
@@ -38,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="keep a group fused when its time is below MARGIN x its subgraph's (default: 1.0)")
     parser.add_argument("--no-verify", action="store_true",
                       help="skip the whole-model check (by default, while the tuned model is slower than the unfused "
-                      "one at some batch size, the kept group with the smallest lead is unfused and the model measured again)")
+                      "one at some batch size, the weakest kept groups are unfused too: the most of the strongest with "
+                      "which it is not slower, in a few measurements)")
     parser.add_argument("--no-plans", action="store_true",
                       help="time each group with the kernels' own launch plan only (no plan search, no cuda_plans attribute)")
     parser.add_argument("--unfuse", metavar="NODES", help="comma-separated fused node names to unfuse, without measuring")
