@@ -328,10 +328,11 @@ def bench_groups(fused: onnx.ModelProto, plan: dict | None, batch: int, runs: in
         out_shape = [shapes[node.output[0]]]
         plain_out_shape = [plain_output_shape(plain)]
         try:  # each side's better of CUDA graphs on and off
+            plain_inputs = plain_feeds(plain, data_inputs, feeds)
             fused_t, fused_out = min((time_session(cuda_session(alone, True, providers(g, False)), feeds, out_shape, runs, warmup)
                                       for g in (False, True)), key=lambda r: r[0].median_ms)
-            plain_t, plain_out = min((time_session(cuda_session(plain, False, providers(g, False)),
-                                                   plain_feeds(plain, data_inputs, feeds), plain_out_shape, runs, warmup)
+            plain_t, plain_out = min((time_session(cuda_session(plain, False, providers(g, False)), plain_inputs, plain_out_shape,
+                                                   runs, warmup)
                                       for g in (False, True)), key=lambda r: r[0].median_ms)
         except Exception as exc:
             rows.append({"node": node.name, "error": str(exc).strip().splitlines()[0][:200]})

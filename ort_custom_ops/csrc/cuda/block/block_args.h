@@ -34,5 +34,11 @@ struct BlockArgs {
   int red_ld;                    // floats per row of the split shares (two warpgroups: warpgroup 1's sums at red_off)
 };
 
+// Whether the CTAs of a split run as a thread-block cluster: they do where they add shares of a
+// last pointwise stage (distributed shared memory); without one (PW->DW) each writes its own
+// chunks' channels, so they are consecutive plain CTAs that never meet. (The launcher and the
+// kernel both decide by this.)
+__host__ __device__ inline bool ClusteredSplit(const ChainProblem& p, int split) { return p.pwl && split > 1; }
+
 }  // namespace block
 }  // namespace fcm

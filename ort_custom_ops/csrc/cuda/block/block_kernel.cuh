@@ -717,9 +717,7 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
     }
     BarrierInitFence();
   }
-  // A split with a last pointwise stage is a cluster adding its shares; without one (PW->DW) its
-  // CTAs write their own chunks' channels and never meet, so they are consecutive plain CTAs.
-  const bool clustered = a.split > 1 && a.p.pwl;
+  const bool clustered = ClusteredSplit(a.p, a.split);
   int rank = 0;
   if (clustered) {  // the peers' barriers are initialized before anyone arrives on them
     ClusterSync();

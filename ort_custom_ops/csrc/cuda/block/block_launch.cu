@@ -62,10 +62,6 @@ KernelFn KernelFor(int f_tile, bool exact, int groups) {
   return nullptr;
 }
 
-// Whether the CTAs of a split run as a thread-block cluster: they do where they add shares of a
-// last pointwise stage (distributed shared memory), not where each writes its own channels.
-bool ClusteredSplit(const ChainProblem& p, int split) { return p.pwl && split > 1; }
-
 // The splits worth timing: powers of two (up to a cluster's 8 with a last pointwise stage), and
 // without one also every chunk its own CTA.
 std::vector<int> SplitCandidates(const ChainProblem& p, int chunks) {
