@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include <cutlass/fast_math.h>
+
 #include "../chain_launch.h"
 
 namespace fcm {
@@ -13,9 +15,15 @@ struct BlockArgs {
   ChainProblem p;  // x [n, h, w, c], y [n, out_h, out_w, f or m], scale [scale_batch, c]
   // tiles of tile_h x tile_w output pixels; a unit is (image, tile, output-channel slice)
   int tile_h, tile_w, tiles_w, tiles_per_image, f_slices, units;
+  // the same divisors as multiply-and-shift (a unit's index and a tile's pixel index are divided
+  // once per unit, or per value where a stage writes the output: a division is ~20 instructions)
+  cutlass::FastDivmod f_slices_div, tiles_per_image_div, tiles_w_div, tile_w_div;
+  cutlass::FastDivmod region_w_div;  // (set with region_w)
   int groups;  // computing warpgroups (2: they share each unit's chunks, block_kernel.cuh's ConsumeHalves)
   int region_h, region_w, region_rows;  // the input pixels a tile reads (tile plus halo): at most 128
   int c_slabs, chunks;                  // input-channel slabs; 32-channel chunks of the intermediate
+  int dw_blocks;                        // the depthwise stage's pixel blocks per tile (depthwise.cuh)
+  cutlass::FastDivmod dw_blocks_w;      // ... and per row of blocks
   int split;                            // CTAs sharing a unit's chunks (a cluster where they add shares of a last pointwise stage)
   int stages;                           // depth of the operand ring (at least 3: see Consume)
   int resident;                         // 1: every chunk of this CTA has its own stage, loaded once (stages = its chunks)

@@ -88,12 +88,17 @@ struct BlockGemm {
     for (int i = 0; i < kRegs; ++i) asm volatile("" : "+f"(acc[i])::"memory");
   }
 
+  // Before a group's first step: the accumulators pinned after their last writes, then the arrive
+  // that shows those writes to the tensor cores. kFence false where the accumulators belong to a
+  // group still in flight (a group chained onto it): any use of them, even this empty one, would
+  // make the compiler wait for that group (ptxas C7517), and the caller pinned them earlier.
+  template <bool kFence = true>
   __device__ __forceinline__ static void Begin(float (&acc)[kRegs]) {
     if constexpr (kAsync) {
+      if constexpr (kFence) Fence(acc);
 #if defined(FCM_BLOCK_WGMMA)
       cute::warpgroup_arrive();
 #endif
-      Fence(acc);
     }
   }
 
@@ -151,9 +156,10 @@ struct BlockGemm {
     }
   }
 
-  __device__ __forceinline__ static void Commit(float (&acc)[kRegs]) {
+  // Closes the group of the steps issued since the last commit (one group, whatever the number of
+  // accumulators: the waits count groups). The accumulators are not touched here: they are in flight.
+  __device__ __forceinline__ static void Commit() {
     if constexpr (kAsync) {
-      Fence(acc);
 #if defined(FCM_BLOCK_WGMMA)
       cute::warpgroup_commit_batch();
 #endif

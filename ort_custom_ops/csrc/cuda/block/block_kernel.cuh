@@ -69,17 +69,27 @@ struct Unit {
 
 __device__ __forceinline__ Unit DecodeUnit(const BlockArgs& a, int index, int f_tile) {
   Unit u;
-  const int slice = index % a.f_slices;
-  int tile = index / a.f_slices;
-  u.image = tile / a.tiles_per_image;
-  tile -= u.image * a.tiles_per_image;
-  const int ty = tile / a.tiles_w;
+  int tile, slice, ty, tx;
+  a.f_slices_div.fast_divmod(tile, slice, index);
+  a.tiles_per_image_div.fast_divmod(u.image, tile, tile);
+  a.tiles_w_div.fast_divmod(ty, tx, tile);
   u.oy0 = ty * a.tile_h;
-  u.ox0 = (tile - ty * a.tiles_w) * a.tile_w;
+  u.ox0 = tx * a.tile_w;
   u.f0 = slice * f_tile;
   u.y0 = u.oy0 * a.p.stride - a.p.pad_top;
   u.x0 = u.ox0 * a.p.stride - a.p.pad_left;
   return u;
+}
+
+// The input-region buffer of a CTA's `units_done`-th unit and the parity of that buffer's fill
+// (`regions` is 1 or 2: a select, not a division by a run-time value).
+struct RegionSlot {
+  int buffer;
+  uint32_t parity;
+};
+__device__ __forceinline__ RegionSlot RegionOf(const BlockArgs& a, int units_done) {
+  return a.regions == 2 ? RegionSlot{units_done & 1, static_cast<uint32_t>(units_done >> 1) & 1u}
+                        : RegionSlot{0, static_cast<uint32_t>(units_done) & 1u};
 }
 
 // ---- loading ------------------------------------------------------------------------------------
@@ -111,10 +121,12 @@ __device__ __forceinline__ void CopySlab(uint32_t dst, int rows, const RowAt& ro
 // The input pixels of a region, as rows (nullptr outside the image).
 struct RegionRows {
   const float* x;
-  int image, y0, x0, h, w, c, region_w;
+  int image, y0, x0, h, w, c;
+  cutlass::FastDivmod region_w;
   __device__ __forceinline__ const float* operator()(int r) const {
-    const int ry = r / region_w;
-    const int iy = y0 + ry, ix = x0 + r - ry * region_w;
+    int ry, rx;
+    region_w.fast_divmod(ry, rx, r);
+    const int iy = y0 + ry, ix = x0 + rx;
     if (iy < 0 || iy >= h || ix < 0 || ix >= w) return nullptr;
     return x + ((static_cast<size_t>(image) * h + iy) * w + ix) * c;
   }
@@ -185,7 +197,7 @@ __device__ __forceinline__ void Produce(const BlockArgs& a, uint8_t* smem, Barri
   const uint64_t hint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
   if (a.resident && cluster < a.units) {  // every chunk's operands once, for all units (one output-channel slice)
     const Unit u = DecodeUnit(a, cluster, NF);
-    const RegionRows none{p.x, 0, 0, 0, p.h, p.w, p.c, a.region_w};
+    const RegionRows none{p.x, 0, 0, 0, p.h, p.w, p.c, a.region_w_div};
     for (int i = 0, j = rank; j < a.chunks; ++i, j += a.split)
       LoadStage<NF>(a, smem + a.ring_off + i * a.stage_bytes, &bars.full[i], tx, tw1, tw2, u, none, j);
   }
@@ -203,11 +215,12 @@ __device__ __forceinline__ void Produce(const BlockArgs& a, uint8_t* smem, Barri
     }
     behind = shares;
     const Unit u = DecodeUnit(a, index, NF);
-    const RegionRows region{p.x, u.image, u.y0, u.x0, p.h, p.w, p.c, a.region_w};
+    const RegionRows region{p.x, u.image, u.y0, u.x0, p.h, p.w, p.c, a.region_w_div};
     if (p.pw1) {
-      const int buffer = units_done % a.regions;
+      const RegionSlot slot = RegionOf(a, units_done);
+      const int buffer = slot.buffer;
       uint8_t* to = smem + a.x_off + buffer * a.region_bytes;
-      BarrierWait(&bars.x_empty[buffer], ((units_done / a.regions) & 1) ^ 1);
+      BarrierWait(&bars.x_empty[buffer], slot.parity ^ 1);
       if (tma) {
         if (leader) {
           BarrierArriveExpect(&bars.x_full[buffer], a.region_tx);
@@ -310,8 +323,9 @@ __device__ __forceinline__ void StoreTile(const BlockArgs& a, const Unit& u, flo
 
 __device__ __forceinline__ long long OutputPixel(const BlockArgs& a, const Unit& u, int row) {
   if (row >= a.tile_h * a.tile_w) return -1;
-  const int oy = row / a.tile_w;
-  const int yy = u.oy0 + oy, xx = u.ox0 + row - oy * a.tile_w;
+  int oy, ox;
+  a.tile_w_div.fast_divmod(oy, ox, row);
+  const int yy = u.oy0 + oy, xx = u.ox0 + ox;
   if (yy >= a.p.out_h || xx >= a.p.out_w) return -1;
   return (static_cast<long long>(u.image) * a.p.out_h + yy) * a.p.out_w + xx;
 }
@@ -348,18 +362,28 @@ __device__ __forceinline__ void ScaleRegion(const BlockArgs& a, uint32_t region,
 template <bool kExact>
 __device__ __forceinline__ void IssueFirst(const BlockArgs& a, float (&acc1)[2][kChunk / 2], uint32_t region, uint32_t w1, bool two) {
   using Gemm = BlockGemm<kChunk, kExact>;
-  Gemm::Begin(acc1[0]);
-  if (two) Gemm::Begin(acc1[1]);
-  for (int q = 0; q < a.c_slabs; ++q) {
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
+  // One arrive and one group for both row blocks, and no branch among the steps: the compiler then
+  // neither adds arrives between them nor loses count of the groups in flight.
+  if (two) {
+    Gemm::Fence(acc1[0]);
+    Gemm::Begin(acc1[1]);
+    for (int q = 0; q < a.c_slabs; ++q) {
       const uint32_t at = region + q * a.x_slab_bytes, b = w1 + q * kChunk * kSlabRowBytes;
-      Gemm::Step(acc1[0], at, b, kk, q == 0 && kk == 0);
-      if (two) Gemm::Step(acc1[1], at + kTileRows * kSlabRowBytes, b, kk, q == 0 && kk == 0);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        Gemm::Step(acc1[0], at, b, kk, q == 0 && kk == 0);
+        Gemm::Step(acc1[1], at + kTileRows * kSlabRowBytes, b, kk, q == 0 && kk == 0);
+      }
+    }
+  } else {
+    Gemm::Begin(acc1[0]);
+    for (int q = 0; q < a.c_slabs; ++q) {
+      const uint32_t at = region + q * a.x_slab_bytes, b = w1 + q * kChunk * kSlabRowBytes;
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) Gemm::Step(acc1[0], at, b, kk, q == 0 && kk == 0);
     }
   }
-  Gemm::Commit(acc1[0]);
-  if (two) Gemm::Commit(acc1[1]);
+  Gemm::Commit();
 }
 
 // Which of this thread's four first-stage rows (2 blocks x 2 halves) lie in the image, as a mask:
@@ -373,8 +397,9 @@ __device__ __forceinline__ unsigned InsideMask(const BlockArgs& a, const Unit& u
     const int row = (k >> 1) * kTileRows + warp * 16 + g + 8 * (k & 1);
     bool inside = row < a.region_rows;
     if (p.dw) {
-      const int ry = row / a.region_w;
-      const int iy = u.y0 + ry, ix = u.x0 + row - ry * a.region_w;
+      int ry, rx;
+      a.region_w_div.fast_divmod(ry, rx, row);
+      const int iy = u.y0 + ry, ix = u.x0 + rx;
       inside = inside && iy >= 0 && iy < p.h && ix >= 0 && ix < p.w;
     }
     mask |= static_cast<unsigned>(inside) << k;
@@ -441,7 +466,7 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
   const uint32_t base = SharedAddress(smem);
   const uint32_t u_slab = base + a.u_off;
   const bool two_blocks = a.region_rows > kTileRows;
-  const DepthwiseGeometry geometry{a.tile_h, a.tile_w, a.region_w};
+  const DepthwiseGeometry geometry{a.tile_h, a.tile_w, a.region_w, a.dw_blocks, a.dw_blocks_w};
   const int mine = a.chunks > rank ? (a.chunks - 1 - rank) / a.split + 1 : 0;  // chunks of this CTA per unit
 
   float acc1[2][kChunk / 2];
@@ -461,12 +486,13 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
     const Unit u = DecodeUnit(a, index, NF);
     if (a.resident) head = RingCursor{};
     const unsigned inside = p.pw1 ? InsideMask(a, u) : 0u;
-    const int buffer = units_done % a.regions;
+    const RegionSlot slot = RegionOf(a, units_done);
+    const int buffer = slot.buffer;
     const uint32_t region = base + a.x_off + buffer * a.region_bytes;
     // prologue: chunk 0's first stage
     if (p.pw1) {
       BarrierWait(&bars.full[head.stage], head.parity);
-      BarrierWait(&bars.x_full[buffer], (units_done / a.regions) & 1);
+      BarrierWait(&bars.x_full[buffer], slot.parity);
       if (p.scale != nullptr) ScaleRegion<1>(a, region, u.image);
       const uint32_t w1 = SharedAddress(staged(head.stage));
       IssueFirst<kExact>(a, acc1, region, w1, two_blocks);
@@ -483,6 +509,9 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
       if (!p.dw) FenceForAsyncProxy();
       SyncConsumers();
     }
+    // The last stage's accumulators pinned here, where no group holds them: its groups below chain
+    // onto each other without touching them (Begin<false>).
+    Gemm2::Fence(acc2);
     RingCursor previous, current = head;
     for (int i = 0; i < mine; ++i) {
       const RingCursor following = current.Next(a.stages);
@@ -515,10 +544,10 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
           FenceForAsyncProxy();
           SyncConsumers();  // V[i%2] written
         }
-        Gemm2::Begin(acc2);
+        Gemm2::template Begin<false>(acc2);
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) Gemm2::Step(acc2, v_slab, SharedAddress(operands + a.w2_in_stage), kk, i == 0 && kk == 0);
-        Gemm2::Commit(acc2);
+        Gemm2::Commit();
       }
       // P1(i+1) done; P2(i) may still run (it reads V[i%2] and this stage's W2), P2(i-1) is done
       if constexpr (kAsync) {
@@ -615,7 +644,7 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgs& a, uint8_t* smem,
   const uint32_t v_slab = base + a.v_off + group * a.v_bytes;
   const uint32_t shares = base + a.red_off;
   const bool two_blocks = a.region_rows > kTileRows;
-  const DepthwiseGeometry geometry{a.tile_h, a.tile_w, a.region_w};
+  const DepthwiseGeometry geometry{a.tile_h, a.tile_w, a.region_w, a.dw_blocks, a.dw_blocks_w};
   const int own = (a.chunks - group + 1) / 2;  // this warpgroup's chunks of a unit (no split)
 
   float acc1[2][kChunk / 2];
@@ -627,10 +656,11 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgs& a, uint8_t* smem,
   for (int index = cluster; index < a.units; index += clusters, ++units_done) {
     const Unit u = DecodeUnit(a, index, NF);
     const unsigned inside = p.pw1 ? InsideMask(a, u) : 0u;
-    const int buffer = units_done % a.regions;
+    const RegionSlot slot = RegionOf(a, units_done);
+    const int buffer = slot.buffer;
     const uint32_t region = base + a.x_off + buffer * a.region_bytes;
     if (p.pw1) {
-      BarrierWait(&bars.x_full[buffer], (units_done / a.regions) & 1);
+      BarrierWait(&bars.x_full[buffer], slot.parity);
       if (p.scale != nullptr) ScaleRegion<2>(a, region, u.image);
       if (own == 0) BarrierArrive(&bars.x_empty[buffer]);
     }
@@ -670,7 +700,7 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgs& a, uint8_t* smem,
       Gemm2::Begin(acc2);
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) Gemm2::Step(acc2, v_slab, SharedAddress(operands + a.w2_in_stage), kk, k == 0 && kk == 0);
-      Gemm2::Commit(acc2);
+      Gemm2::Commit();
       WaitGemms<kAsync>();
       Gemm2::Fence(acc2);
       BarrierArrive(&bars.empty[at.stage]);

@@ -124,6 +124,10 @@ bool TmaFits(const ChainProblem& p, const DeviceInfo& d) {
   return true;
 }
 
+// A divisor for the kernel (an empty problem's zero counts divide nothing: 1 keeps the host's
+// precomputation defined).
+cutlass::FastDivmod Divisor(int d) { return cutlass::FastDivmod(d > 0 ? d : 1); }
+
 // The layout of shared memory and the unit count; returns the bytes to ask for.
 size_t MakeArgs(const ChainProblem& p, const BlockPlan& plan, BlockArgs* out) {
   BlockArgs a{};
@@ -133,10 +137,16 @@ size_t MakeArgs(const ChainProblem& p, const BlockPlan& plan, BlockArgs* out) {
   a.tiles_per_image = CeilDiv(p.out_h, plan.tile_h) * a.tiles_w;
   a.f_slices = p.pwl ? CeilDiv(p.f, plan.f_tile) : 1;
   a.units = p.n * a.tiles_per_image * a.f_slices;
+  a.f_slices_div = Divisor(a.f_slices), a.tiles_per_image_div = Divisor(a.tiles_per_image);
+  a.tiles_w_div = Divisor(a.tiles_w), a.tile_w_div = Divisor(a.tile_w);
   a.groups = plan.groups;
   a.region_h = p.dw ? (plan.tile_h - 1) * p.stride + p.kernel : plan.tile_h;
   a.region_w = p.dw ? (plan.tile_w - 1) * p.stride + p.kernel : plan.tile_w;
   a.region_rows = a.region_h * a.region_w;
+  a.region_w_div = Divisor(a.region_w);
+  const int dw_blocks_w = CeilDiv(plan.tile_w, DepthwiseBlockW(p.kernel, p.stride));
+  a.dw_blocks = p.dw ? CeilDiv(plan.tile_h, DepthwiseBlockH(p.kernel, p.stride)) * dw_blocks_w : 0;
+  a.dw_blocks_w = Divisor(dw_blocks_w);
   a.c_slabs = CeilDiv(p.c, kSlabFloats);
   a.chunks = CeilDiv(p.m, kChunk);
   a.split = plan.split;

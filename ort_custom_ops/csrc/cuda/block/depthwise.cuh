@@ -27,6 +27,8 @@ __host__ __device__ constexpr int DepthwiseBlockW(int, int stride) { return stri
 struct DepthwiseGeometry {
   int tile_h, tile_w;  // the tile's output pixels
   int region_w;        // input region width (pixels)
+  int blocks;          // BH x BW blocks covering the tile, and how many to a row of blocks
+  cutlass::FastDivmod blocks_w;
 };
 
 // Sink(pixel index in the tile, channel = lane, value).
@@ -46,11 +48,11 @@ __device__ __forceinline__ void DepthwiseChunk(const DepthwiseGeometry& g, uint3
 #pragma unroll
     for (int i = 0; i < K * K; ++i) w3[i] = w_lane[i];
   }
-  const int blocks_w = CeilDiv(g.tile_w, BW), blocks = CeilDiv(g.tile_h, BH) * blocks_w;
   const uint32_t lane_input = input + lane * 4;
-  for (int block = warp; block < blocks; block += kConsumers / 32) {
-    const int by = block / blocks_w;
-    const int oy0 = by * BH, ox0 = (block - by * blocks_w) * BW;
+  for (int block = warp; block < g.blocks; block += kConsumers / 32) {
+    int by, bx;
+    g.blocks_w.fast_divmod(by, bx, block);
+    const int oy0 = by * BH, ox0 = bx * BW;
     float acc[BH][BW];
 #pragma unroll
     for (int r = 0; r < BH; ++r)
