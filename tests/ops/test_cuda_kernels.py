@@ -225,6 +225,29 @@ def test_small_cases_for_the_sanitizer(rng):
             check_fused_on_gpu(spec, rng, 1, 7, 5, TF32_BOUND, plan=f"64,4x8,{f_tile},1,2,0")
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_one_pixel_pwpw_runs_the_pixel_chain(channels_last, precision, rng, capfd, monkeypatch):
+    """Squeeze-and-excitation branches (PW->PW on 1x1 maps) run the pixel-chain kernels (as
+    FCM_CUDA_VERBOSE says): channel counts up to EfficientNetB0's 1152 and odd ones, batches past a
+    CTA's 8 images and ragged against them, residual and channel scale."""
+    monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
+    cases = [(16, 8, 1, False, False), (96, 24, 3, True, False), (672, 168, 32, False, False), (1152, 48, 9, True, True),
+             (13, 5, 17, False, True), (2000, 40, 2, False, False)]
+    for channels, hidden, batch, residual, scale in cases:
+        spec = random_spec(rng, "pwpw", channels, expand=hidden, out=channels, residual=residual, scale=scale,
+                           channels_last=channels_last)
+        check_fused_on_gpu(spec, rng, batch, 1, 1, TF32_BOUND if precision == "tf32" else FP32_BOUND)
+    said = capfd.readouterr().err
+    assert said.count("pixel-chain kernels") == len(cases), said
+
+
+def test_small_pixel_chain_for_the_sanitizer(rng):
+    """The pixel-chain kernels on tiny and ragged cases (run under compute-sanitizer)."""
+    for channels, hidden, batch, residual in ((5, 3, 1, True), (33, 7, 9, False)):
+        spec = random_spec(rng, "pwpw", channels, expand=hidden, out=channels, residual=residual, scale=batch > 1)
+        check_fused_on_gpu(spec, rng, batch, 1, 1, TF32_BOUND)
+
+
 def _input(rng, channels_last: bool, batch: int, channels: int, height: int, width: int) -> np.ndarray:
     shape = (batch, height, width, channels) if channels_last else (batch, channels, height, width)
     return rng.normal(size=shape).astype(np.float32)

@@ -17,6 +17,7 @@
 #include "block/block_launch.h"
 #include "chain_launch.h"
 #include "cuda_ops.h"
+#include "pixel_chain.h"
 
 namespace fcm {
 namespace {
@@ -76,7 +77,9 @@ struct CudaChainKernel {
   OrtStatusPtr RunChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
   OrtStatusPtr RunBlock(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
   OrtStatusPtr RunChainTransposed(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
+  OrtStatusPtr RunPixelChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
   bool PlanForced(int batch) const;  // a plan is forced for this batch size (an error if it cannot run)
+  bool pixel_chain_said = false;     // FCM_CUDA_VERBOSE has named the pixel-chain kernels for this node
 
   // The plan for this device and shape from `cache`, chosen (and with FCM_CUDA_VERBOSE said) at the
   // first call.
@@ -179,6 +182,9 @@ OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
 
     int device = 0;
     cudaGetDevice(&device);
+    // One pixel per image, PW->PW (either layout: the same memory): the pixel-chain kernels, unless a
+    // plan of the other kernels is forced (FCM_CUDA_PLAN, cuda_plans_strict: tests, fcm tune's grid).
+    if (PixelChainFits(p) && !PlanForced(p.n)) return RunPixelChain(ctx, p, device, stream);
     return spec.channels_last ? RunBlock(ctx, p, device, stream) : RunChain(ctx, p, device, stream);
   } catch (const Ort::Exception& e) {
     return Ort::Status(e).release();
@@ -234,6 +240,25 @@ OrtStatusPtr CudaChainKernel::RunChainTransposed(Ort::KernelContext& ctx, const 
   if (err == cudaSuccess && failed == nullptr) err = Transpose(q.y, p.y, p.n, out_c, p.out_h * p.out_w, stream);
   allocator->Free(allocator, scratch);
   if (failed != nullptr) return failed;
+  if (err != cudaSuccess) return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
+  return nullptr;
+}
+
+OrtStatusPtr CudaChainKernel::RunPixelChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
+  if (Verbose()) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!pixel_chain_said)
+      std::fprintf(stderr, "FCM CUDA %s [n=%d c=%d m=%d f=%d, one pixel]: pixel-chain kernels\n", spec.node_name.c_str(), p.n, p.c,
+                   p.m, p.f);
+    pixel_chain_said = true;
+  }
+  OrtAllocator* allocator = nullptr;
+  void* hidden = nullptr;
+  Ort::Status status = GetScratch(ctx, device, stream, static_cast<size_t>(p.n) * p.m * sizeof(float),
+                                  "FCM CUDA (" + spec.node_name + "), hidden layer", &hidden, &allocator);
+  if (!status.IsOK()) return status.release();
+  const cudaError_t err = LaunchPixelChain(p, static_cast<float*>(hidden), stream);
+  allocator->Free(allocator, hidden);
   if (err != cudaSuccess) return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
   return nullptr;
 }
