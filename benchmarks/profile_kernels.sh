@@ -8,7 +8,7 @@
 # Writes $OUT/kernels/<model>_<fused|unfused>_b<batch>.csv (ncu's CSV: one row per kernel launch
 # and metric) and <model>_fused_b<batch>.plans (each fused node's launch plan).
 # FUSED=tuned profiles <model>.tuned.onnx (from tune_gpu.sh) instead of the planner's <model>.onnx;
-# SIDES="fused" leaves the unfused model out; DETAIL=1 adds DRAM bytes, occupancy, issue rate and
+# SIDES="fused" leaves the unfused model out; LAYOUT= runs both without prefer_nhwc; DETAIL=1 adds DRAM bytes, occupancy, issue rate and
 # the main warp-stall reasons to the time (several replays per kernel; summarize them with
 # benchmarks/kernel_metrics.py).
 set -uo pipefail
@@ -34,8 +34,10 @@ fi
 for m in $MODELS; do
   for b in $BATCHES; do
     for kind in ${SIDES:-fused unfused}; do
-      model=/tmp/fcm-zoo/$m/$m.${FUSED:+$FUSED.}onnx layout=""
-      [ $kind = unfused ] && model=/tmp/fcm-zoo/$m/$m.unfused.onnx layout=nhwc
+      # both sides with prefer_nhwc (LAYOUT= turns it off), the setting fcm bench finds best for each:
+      # with it on one side only, the other side's unfused convolutions run NCHW and the sums mislead
+      model=/tmp/fcm-zoo/$m/$m.${FUSED:+$FUSED.}onnx layout=${LAYOUT-nhwc}
+      [ $kind = unfused ] && model=/tmp/fcm-zoo/$m/$m.unfused.onnx
       FCM_CUDA_VERBOSE=1 timeout 300 ncu --profile-from-start off --metrics $METRICS --csv python3 benchmarks/run_model_once.py "$model" "$b" $layout \
         > "$OUT/kernels/${m}_${kind}_b$b.csv" 2> "$OUT/kernels/${m}_${kind}_b$b.plans"
       echo "$m $kind b$b: exit $?, $(grep -c gpu__time_duration "$OUT/kernels/${m}_${kind}_b$b.csv") kernels"
