@@ -115,9 +115,12 @@ def markdown(report: dict, command: str) -> str:
     lines += [f"Precision: {report.get('precision', 'fp32')}.", ""] + [f"Note: {n}." for n in report.get("notes", [])]
     lines += [""] if report.get("notes") else []
     lines += ["| batch | mode | best unfused (ms) | config | best fused (ms) | config | speedup |", "|---|---|---|---|---|---|---|"]
+    precision = report.get("precision", "fp32")
     for entry in report["batches"]:
         for mode, best in entry["best"].items():
-            lines.append(f"| {entry['batch']} | {mode} | {best['unfused']['median_ms']:.3f} | {best['unfused']['config']} | "
+            # ("tf32" is the provider's default arithmetic: for a half model, its own precision)
+            shown = precision if mode == "tf32" and precision != "fp32" else mode
+            lines.append(f"| {entry['batch']} | {shown} | {best['unfused']['median_ms']:.3f} | {best['unfused']['config']} | "
                          f"{best['fused']['median_ms']:.3f} | {best['fused']['config']} | {best['speedup']:.2f}x |")
     lines.append("")
     lines += anchors_table(report)

@@ -78,6 +78,7 @@ def test_one_table_shows_every_alternative():
     assert "| 32 | 1.850 | 0.740 | 1.060 | max-autotune | 2.50x | 1.43x |" in text
     page = markdown(_report(torch), "fcm bench m.unfused.onnx --precision fp16")
     assert "Precision: fp16." in page and "Note: a note." in page and "| 32 | 1.850 |" in page
+    assert "| 32 | fp16 | 1.850 |" in page  # the mode column names the half precision, not TF32
 
 
 def test_an_absent_torch_anchor_is_named_in_the_table():
