@@ -34,6 +34,10 @@ from .gpus import GpuSpec
 
 DTYPE_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "int8": 1}
 INPUT_CHUNK = 32  # input channels a fused kernel stages in shared memory at a time
+# The fused-block kernels (the float ops' channels-last nodes): their compiled output-channel widths
+# and the most output-channel slices their plans take (ort_custom_ops/csrc/cuda/block/block_launch.cu)
+BLOCK_WIDTHS = (16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192)
+BLOCK_MAX_SLICES = 16
 
 
 @dataclass
@@ -266,6 +270,45 @@ def _needed_channels(stages: list[StageShape], tile_f: int, split: int = 1) -> l
     return needed
 
 
+def block_kernel_shared_bytes(stages: list[StageShape], elem: int) -> int | None:
+    """Shared memory the least of the fused-block kernels' launch plans needs for a chain (None: no
+    compiled width covers its outputs in the slices a plan takes), as they lay it out for a one-pixel
+    tile: a first pointwise stage keeps its whole input region on chip (a 1 KiB slab per 128 bytes of
+    input channels) and stages its weights 32 rows by all input channels a chunk, in a ring of three
+    stages, or fewer where the weights can stay resident (one stage per chunk of a CTA, the chunks
+    split over up to 8 CTAs of a cluster: a last stage no wider than a compiled width); a last
+    pointwise stage stages f_tile rows a chunk and double-buffers its 64-row operand. One-pixel
+    PW->PW chains (squeeze-and-excitation branches) run other kernels: 0."""
+    first, last = stages[0], stages[-1]
+    if len(stages) == 2 and first.type == last.type == "pw" and tuple(first.in_hw) == (1, 1):
+        return 0
+    slab, chunk = 128, 32
+    last_pointwise = len(stages) > 1 and last.type == "pw"
+    ring = 3
+    if first.type == "pw" and (not last_pointwise or last.out_channels <= BLOCK_WIDTHS[-1]):
+        chunks = math.ceil(first.out_channels / chunk)
+        ring = min(ring, math.ceil(chunks / 8) if last_pointwise else 1)
+    need = 512 + 1024  # barriers, alignment
+    if first.type == "pw":
+        slabs = math.ceil(first.in_channels * elem / slab)
+        need += slabs * 1024 + ring * slabs * chunk * slab
+    if last_pointwise:
+        f_tile = next((w for w in BLOCK_WIDTHS if w >= math.ceil(last.out_channels / BLOCK_MAX_SLICES)), None)
+        if f_tile is None:
+            return None
+        need += ring * math.ceil(f_tile * slab / 1024) * 1024 + 2 * 64 * slab
+    return need
+
+
+def _runs_block_kernels(gpu) -> bool:
+    """Whether the fused-block kernels run on ``gpu``: sm_80 and later (a GPU whose compute
+    capability its description does not give, such as a .cfg file's, is not held to their limits)."""
+    try:
+        return gpu.compute_capability is not None and float(gpu.compute_capability) >= 8.0
+    except ValueError:
+        return False
+
+
 def _block_macs(stage: StageShape, inputs_in_block: int) -> int:
     """MACs per output element a block does: a pointwise stage reduces over the input channels
     the block holds (a share of them when the reduction is split)."""
@@ -287,6 +330,10 @@ def fused_cost(device: Device, stages: list[StageShape], tiling: Tiling, side_in
     split = tiling.split
     if split > 1 and (stages[-1].type != "pw" or split > stages[-1].in_channels):
         return None
+    if device.dtype != "int8" and _runs_block_kernels(device.gpu):  # else a slow fallback would run the chain
+        least = block_kernel_shared_bytes(stages, b)
+        if least is None or least > device.gpu.smem_per_block:
+            return None
     blocks = n * tiles_h * tiles_w * tiles_f * split
     regions = _regions(stages, tiling.tile_h, tiling.tile_w)
     needed = _needed_channels(stages, tiling.tile_f, split)

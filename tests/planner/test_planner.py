@@ -307,3 +307,38 @@ def test_against_the_paper_fusion_configs(dtype, model, inside, dw_fused):
     assert across_adds == ([(10, 12), (18, 20), (22, 24)] if (dtype, model) == ("int8", "mob_v2") else [])
     for first, second in across_adds:  # never one of ours
         assert not any(first in c and second in c for c in chains)
+
+
+def test_chains_no_block_kernel_plan_takes_are_not_planned():
+    """A float chain whose least fused-block launch plan needs more shared memory than a block gets
+    (MobileNetV2's 960 -> 320 -> 1280 head pair in fp16 on an H100) is not fused: its node would run
+    a slow fallback. Inverted-residual blocks and one-pixel squeeze-and-excitation pairs are."""
+    from planner.costs import Device, StageShape, Tiling, block_kernel_shared_bytes, fused_cost
+
+    gpu = resolve_gpu("H100")
+    head = [StageShape("pw", 960, 320, (7, 7), (7, 7)), StageShape("pw", 320, 1280, (7, 7), (7, 7))]
+    block = [StageShape("pw", 160, 960, (7, 7), (7, 7)), StageShape("dw", 960, 960, (7, 7), (7, 7), kernel=3),
+             StageShape("pw", 960, 160, (7, 7), (7, 7))]
+    squeeze = [StageShape("pw", 1152, 48, (1, 1), (1, 1)), StageShape("pw", 48, 1152, (1, 1), (1, 1))]
+    assert block_kernel_shared_bytes(head, 2) > gpu.smem_per_block
+    assert block_kernel_shared_bytes(block, 2) < gpu.smem_per_block / 2
+    assert block_kernel_shared_bytes(squeeze, 4) == 0
+    assert block_kernel_shared_bytes([StageShape("dw", 64, 64, (7, 7), (7, 7), kernel=3),
+                                      StageShape("pw", 64, 4000, (7, 7), (7, 7))], 4) is None  # 4000 > 16 slices of 192
+    device = Device(gpu, CostConstants(), "fp16", 32)
+    tiling = Tiling(tile_h=1, tile_w=1, tile_f=16)
+    assert fused_cost(device, head, tiling) is None
+    assert fused_cost(device, block, tiling) is not None
+    # the same tiling on a GPU the block kernels do not run on (a .cfg without a compute capability,
+    # with less shared memory): the older model alone decides, and takes it
+    seed = resolve_gpu(str(_cfg("gtx1660")))
+    assert fused_cost(Device(seed, CostConstants(), "fp16", 32), head, tiling) is not None
+    # what the planner fuses on an H100 fits
+    from planner.plan import stage_shapes
+
+    dag = Dag.load(seed_dag_path("mob_v2"))
+    for dtype, elem in (("fp32", 4), ("fp16", 2)):
+        plan = make_plan(dag, gpu, batch=32, dtype=dtype)
+        assert plan.groups
+        for group in plan.groups:
+            assert block_kernel_shared_bytes(stage_shapes(dag, group.candidate), elem) <= gpu.smem_per_block
