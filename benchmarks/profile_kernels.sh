@@ -8,9 +8,9 @@
 # Writes $OUT/kernels/<model>_<fused|unfused>_b<batch>.csv (ncu's CSV: one row per kernel launch
 # and metric) and <model>_fused_b<batch>.plans (each fused node's launch plan).
 # FUSED=tuned profiles <model>.tuned.onnx (from tune_gpu.sh) instead of the planner's <model>.onnx;
-# SIDES="fused" leaves the unfused model out; LAYOUT= runs both without prefer_nhwc; DETAIL=1 adds DRAM bytes, occupancy, issue rate and
-# the main warp-stall reasons to the time (several replays per kernel; summarize them with
-# benchmarks/kernel_metrics.py).
+# SIDES="fused" leaves the unfused model out; LAYOUT= runs both without prefer_nhwc; DETAIL=1 adds
+# DRAM bytes, occupancy, issue rate and the main warp-stall reasons to the time (several replays per
+# kernel; summarize them with benchmarks/kernel_metrics.py).
 set -uo pipefail
 OUT=${OUT:-/tmp/fcm-gpu}
 mkdir -p "$OUT/kernels"

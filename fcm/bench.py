@@ -112,10 +112,10 @@ def markdown(report: dict, command: str) -> str:
              f"Command: `{command}`", ""]
     if report.get("copy_bandwidth_gb_s"):
         lines += [f"Device-to-device copy: {report['copy_bandwidth_gb_s']} GB/s (read + write).", ""]
-    lines += [f"Precision: {report.get('precision', 'fp32')}.", ""] + [f"Note: {n}." for n in report.get("notes", [])]
+    precision = report.get("precision", "fp32")
+    lines += [f"Precision: {precision}.", ""] + [f"Note: {n}." for n in report.get("notes", [])]
     lines += [""] if report.get("notes") else []
     lines += ["| batch | mode | best unfused (ms) | config | best fused (ms) | config | speedup |", "|---|---|---|---|---|---|---|"]
-    precision = report.get("precision", "fp32")
     for entry in report["batches"]:
         for mode, best in entry["best"].items():
             # ("tf32" is the provider's default arithmetic: for a half model, its own precision)

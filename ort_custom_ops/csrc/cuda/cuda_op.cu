@@ -45,6 +45,11 @@ cudaError_t Transpose(const float* in, float* out, int images, int rows, int col
   return cudaGetLastError();
 }
 
+// A failed launch or copy as ONNX Runtime's error.
+OrtStatusPtr CudaFailure(cudaError_t err) {
+  return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
+}
+
 // FCM_CUDA_PLAN, a debugging override of every node's plan (see ChoosePlan), or nullptr when unset.
 const char* PlanOverride() {
   const char* forced = std::getenv("FCM_CUDA_PLAN");
@@ -209,7 +214,7 @@ OrtStatusPtr CudaChainKernel::RunChain(Ort::KernelContext& ctx, const ChainProbl
   }
   const cudaError_t err = LaunchChain(p, plan, workspace, stream);
   if (workspace != nullptr) allocator->Free(allocator, workspace);
-  if (err != cudaSuccess) return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
+  if (err != cudaSuccess) return CudaFailure(err);
   return nullptr;
 }
 
@@ -240,7 +245,7 @@ OrtStatusPtr CudaChainKernel::RunChainTransposed(Ort::KernelContext& ctx, const 
   if (err == cudaSuccess && failed == nullptr) err = Transpose(q.y, p.y, p.n, out_c, p.out_h * p.out_w, stream);
   allocator->Free(allocator, scratch);
   if (failed != nullptr) return failed;
-  if (err != cudaSuccess) return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
+  if (err != cudaSuccess) return CudaFailure(err);
   return nullptr;
 }
 
@@ -259,7 +264,7 @@ OrtStatusPtr CudaChainKernel::RunPixelChain(Ort::KernelContext& ctx, const Chain
   if (!status.IsOK()) return status.release();
   const cudaError_t err = LaunchPixelChain(p, static_cast<float*>(hidden), stream);
   allocator->Free(allocator, hidden);
-  if (err != cudaSuccess) return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
+  if (err != cudaSuccess) return CudaFailure(err);
   return nullptr;
 }
 
@@ -277,7 +282,7 @@ OrtStatusPtr CudaChainKernel::RunBlock(Ort::KernelContext& ctx, const ChainProbl
     return Ort::Status(("FCM CUDA (" + spec.node_name + "): " + plan.error).c_str(), ORT_NOT_IMPLEMENTED).release();
   }
   const cudaError_t err = block::LaunchBlock(p, plan, stream);
-  if (err != cudaSuccess) return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
+  if (err != cudaSuccess) return CudaFailure(err);
   return nullptr;
 }
 
