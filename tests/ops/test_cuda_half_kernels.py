@@ -70,7 +70,8 @@ def test_block_kernels_in_half(precision, kind, kernel, stride, rng, capfd, monk
                                  expand=8 * int(rng.integers(2, 20)), out=8 * int(rng.integers(1, 12)),
                                  residual=kind in ("pwdwpw", "pwpw") and stride == 1 and rng.random() < 0.5,
                                  scale=kind != "dwpw" and rng.random() < 0.3), precision)
-        check_half_on_gpu(spec, rng, batch, int(rng.integers(kernel, 24)), int(rng.integers(kernel, 24)))
+        # (at least 2 x 2 pixels: one pixel would run the pixel-chain kernels)
+        check_half_on_gpu(spec, rng, batch, int(rng.integers(max(kernel, 2), 24)), int(rng.integers(max(kernel, 2), 24)))
     said = capfd.readouterr().err
     assert said.count(f", {name}),") == 2, said
 
