@@ -158,8 +158,8 @@ struct BlockGemm {
           const int n = 8 * j + g;
           const uint32_t b0 = LoadShared1(b + SwizzledOffset(n, 2 * kk) + 4 * t);
           const uint32_t b1 = LoadShared1(b + SwizzledOffset(n, 2 * kk + 1) + 4 * t);
-          SyncMma<E>::Op::fma(acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3], a0, a1, a2, a3,
-                                                   b0, b1, acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]);
+          SyncMma<E>::Op::fma(acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3], a0, a1, a2, a3, b0, b1, acc[4 * j],
+                              acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]);
         }
       } else {
         const float4 x0 = LoadShared4(a + SwizzledOffset(r0, 2 * kk)), x1 = LoadShared4(a + SwizzledOffset(r0, 2 * kk + 1));

@@ -55,20 +55,7 @@ constexpr int kSlabElems = 128 / static_cast<int>(sizeof(E));
 template <class E>
 constexpr int kPieceElems = 16 / static_cast<int>(sizeof(E));
 
-// Two values as they sit next to each other in memory (a 4- or 8-byte word).
-template <class E>
-__device__ __forceinline__ void LoadPair(const E* at, float& v0, float& v1) {
-  if constexpr (kIsHalf<E>) {
-    const uint32_t bits = __ldg(reinterpret_cast<const unsigned int*>(at));
-    const uint16_t lo = static_cast<uint16_t>(bits & 0xFFFFu), hi = static_cast<uint16_t>(bits >> 16);
-    v0 = Element<E>::ToFloat(*reinterpret_cast<const E*>(&lo));
-    v1 = Element<E>::ToFloat(*reinterpret_cast<const E*>(&hi));
-  } else {
-    const float2 v = __ldg(reinterpret_cast<const float2*>(at));
-    v0 = v.x, v1 = v.y;
-  }
-}
-
+// Two values rounded to a half type, as the 32-bit word they make in memory (v0 at the lower address).
 template <class E>
 __device__ __forceinline__ uint32_t PackHalves(float v0, float v1) {
   const E lo = Element<E>::FromFloat(v0), hi = Element<E>::FromFloat(v1);
@@ -76,6 +63,7 @@ __device__ __forceinline__ uint32_t PackHalves(float v0, float v1) {
          (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
 }
 
+// Two adjacent values into device memory in one store (`at` aligned to the pair).
 template <class E>
 __device__ __forceinline__ void StorePair(E* at, float v0, float v1) {
   if constexpr (kIsHalf<E>) {
