@@ -60,8 +60,8 @@ def run(unfused_path: Path, fused_path: Path, batches: list[int], runs: int, war
               "precision": found, "copy_bandwidth_gb_s": None, "batches": [], "groups": {}, "notes": []}
     without_cuda = sorted({n.op_type for n in fused.graph.node if n.domain == DOMAIN} - library_cuda_float_ops())
     if found in ("fp16", "bf16") and without_cuda:
-        report["notes"].append(f"the FCM library has no CUDA kernels for {', '.join(without_cuda)} yet: as in a user's "
-                               "session, ONNX Runtime runs those nodes' function bodies (the original operators in "
+        report["notes"].append(f"this build of the FCM library has no CUDA kernels for {', '.join(without_cuda)}: as in "
+                               "a user's session, ONNX Runtime runs those nodes' function bodies (the original operators in "
                                f"{found}) on the GPU, and the fused column times that, not fused kernels")
     if any(v.type.tensor_type.elem_type not in FLOAT_IO for v in list(unfused.graph.input) + list(unfused.graph.output)):
         unfused, fused = float_io(unfused), float_io(fused)

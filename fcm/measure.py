@@ -96,8 +96,8 @@ def cuda_session(model, with_library: bool, execution_providers: list, profile: 
     """A session of ``model`` (with the FCM library or not); an FcmError unless the CUDA provider started."""
     from ort_custom_ops.ops.library import make_session
 
-    # as a user's session registers the library (fcm.fp32_kernels=auto): the fp32 CUDA kernels, and for ops without
-    # CUDA kernels (fp16, bf16 so far) their function bodies on the GPU rather than the CPU reference kernels
+    # as a user's session registers the library (fcm.fp32_kernels=auto): the CUDA kernels, and for ops the library has
+    # none for (a build without them) their function bodies on the GPU rather than the CPU reference kernels
     session = make_session(model, with_library=with_library, providers=execution_providers, profile=profile,
                            reference_kernels=False)
     if session.get_providers()[0] != "CUDAExecutionProvider":

@@ -66,8 +66,9 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     from fcm.pipeline.verify import load_model, model_precision
 
     precision = model_precision(load_model(model))
-    if precision in ("fp16", "bf16"):  # their nodes have no CUDA kernels, so no launch plans, to time yet
-        raise FcmError(f"fcm tune times the fused nodes' CUDA kernels, and the {precision} ops have none yet", model)
+    if precision in ("fp16", "bf16"):
+        raise FcmError(f"fcm tune does not tune {precision} models yet: their fused nodes run the CUDA kernels' own "
+                       "launch plans", model)
     with onnxruntime_errors(model):
         result = tune.tune(model, output, batches, args.runs, args.warmup, args.margin, names, report.progress,
                            verify=not args.no_verify, plans=not args.no_plans,

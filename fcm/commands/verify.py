@@ -34,9 +34,10 @@ compared on random images with the unfused model in the same precision on the sa
 to a bound derived from the precision: 5 x sqrt(R) x u, with u the precision's unit roundoff and R
 the most roundings on one path that the two models do not share, or twice the spread of the
 unfused model's own roundings (it against itself computed in fp32) where the model's conditioning
-makes that larger; on CUDA twice: as deployed (the half nodes without CUDA kernels run their
-function bodies) and with the library's CPU reference kernels. (The comparison with the fp32
-source model is fcm convert's.) --provider cuda where the CUDA provider cannot run is an error.
+makes that larger; on CUDA as deployed, on the library's CUDA kernels (where the library has none
+for the model's ops, a user's session runs their function bodies, and the library's CPU reference
+kernels are checked too). (The comparison with the fp32 source model is fcm convert's.) --provider
+cuda where the CUDA provider cannot run is an error.
 """.split())
 
 CUDA = "CUDAExecutionProvider"
@@ -184,6 +185,8 @@ def half_checks(precision: str, fused, fused_path: Path, unfused, against: Path,
     from fcm.pipeline.inputs import image_like_inputs
     from fcm.pipeline.verify import Check, half_bound, model_precision
     from ort_custom_ops.lowering.half import rounding_depth, widened
+    from ort_custom_ops.ops.library import library_cuda_float_ops
+    from ort_custom_ops.ops.schema import DOMAIN
     from ort_custom_ops.ops.standalone import float_io
 
     element = HALF_TYPES[precision]
@@ -202,7 +205,10 @@ def half_checks(precision: str, fused, fused_path: Path, unfused, against: Path,
                              "the unfused model's own roundings move its outputs")
     provider = "on CUDA" if on_cuda else "on the CPU"
     sides = [(f"{provider}, {precision}, the library's CPU reference kernels", True)]
-    if on_cuda:  # a user's session: the half nodes without CUDA kernels run their function bodies on the GPU
+    if on_cuda and {n.op_type for n in fused.graph.node if n.domain == DOMAIN} <= library_cuda_float_ops():
+        # both settings register the CUDA kernels, and they take every half node: one check
+        sides = [(f"{provider}, {precision}, the library's CUDA kernels (as deployed)", False)]
+    elif on_cuda:  # a library without CUDA kernels for these ops: a user's session runs their function bodies
         sides.insert(0, (f"{provider}, {precision}, as deployed", False))
     checks = []
     for label, reference_kernels in sides:

@@ -3,9 +3,8 @@
 // when the library is built with CUDA. The float fused ops (every fused op type of the vocabulary, vocabulary.h, in
 // fp32, fp16 and bf16) depend on the session config entry "fcm.fp32_kernels", read when the library is registered:
 //   "auto" (or no entry): where this process can run the CUDA kernels (the library is built with CUDA and
-//       ONNX Runtime has the CUDA execution provider), the fp32 CUDA kernels, with the CPU reference kernels for
-//       fused nodes no GPU takes; elsewhere (a CPU-only host) none; the fp16 and bf16 ops never (they have no CUDA
-//       kernels yet, and their CPU reference kernels are slower than their function bodies on either provider);
+//       ONNX Runtime has the CUDA execution provider), the CUDA kernels of every precision, with the CPU reference
+//       kernels for fused nodes no GPU takes; elsewhere (a CPU-only host) none;
 //   "reference": the CPU reference kernels of every precision (what the tests and the verification check), and the
 //       CUDA kernels;
 //   "none": none.
@@ -18,6 +17,7 @@
 #include "int8_ops.h"
 
 #include <algorithm>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,11 +32,10 @@ namespace {
 
 constexpr const char* kFp32KernelsEntry = "fcm.fp32_kernels";
 
-// Three domains of the same name over one set of ops: every op; the fp32 and int8 ops; the int8 ops only.
+// Two domains of the same name over one set of ops: every op; the int8 ops only.
 struct OpSet {
   std::vector<std::unique_ptr<OrtCustomOp>> ops;
   Ort::CustomOpDomain every_op{fcm::kDomain};
-  Ort::CustomOpDomain fp32_and_int8{fcm::kDomain};
   Ort::CustomOpDomain int8_only{fcm::kDomain};
 
   OpSet() {
@@ -46,14 +45,19 @@ struct OpSet {
       ops.push_back(fcm::MakeCudaOp(kind.name, kind.stages));
 #endif
     }
-    const size_t fp32_ops = ops.size();
     for (const fcm::FusedKind& kind : fcm::kFp16Kinds) {
       using Kernel = fcm::CpuChainKernelT<Ort::Float16_t>;
       ops.push_back(std::make_unique<fcm::FusedOp<Kernel, Ort::Float16_t>>(kind.name, "CPUExecutionProvider", kind.stages));
+#if defined(FCM_WITH_CUDA)
+      ops.push_back(fcm::MakeCudaOp(kind.name, kind.stages, fcm::Precision::kFp16));
+#endif
     }
     for (const fcm::FusedKind& kind : fcm::kBf16Kinds) {
       using Kernel = fcm::CpuChainKernelT<Ort::BFloat16_t>;
       ops.push_back(std::make_unique<fcm::FusedOp<Kernel, Ort::BFloat16_t>>(kind.name, "CPUExecutionProvider", kind.stages));
+#if defined(FCM_WITH_CUDA)
+      ops.push_back(fcm::MakeCudaOp(kind.name, kind.stages, fcm::Precision::kBf16));
+#endif
     }
     const size_t float_ops = ops.size();
     fcm::int8::AddInt8Ops(&ops);
@@ -62,7 +66,6 @@ struct OpSet {
 #endif
     for (size_t i = 0; i < ops.size(); ++i) {
       every_op.Add(ops[i].get());
-      if (i < fp32_ops || i >= float_ops) fp32_and_int8.Add(ops[i].get());
       if (i >= float_ops) int8_only.Add(ops[i].get());
     }
   }
@@ -100,7 +103,7 @@ FCM_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
     const std::string fp32 = session_options.GetConfigEntryOrDefault(kFp32KernelsEntry, "auto");
     Ort::CustomOpDomain* domain;
     if (fp32 == "auto") {
-      domain = CudaKernelsCanRun() ? &op_set->fp32_and_int8 : &op_set->int8_only;
+      domain = CudaKernelsCanRun() ? &op_set->every_op : &op_set->int8_only;
     } else if (fp32 == "reference" || fp32 == "none") {
       domain = fp32 == "reference" ? &op_set->every_op : &op_set->int8_only;
     } else {
@@ -119,12 +122,14 @@ FCM_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
 FCM_EXPORT const char* FcmLibraryVocabulary() { return fcm::vocabulary::kText; }
 
 // The float fused op types this build runs on the CUDA provider, comma-separated ("" without CUDA), for tools that must
-// know whether a model's fused nodes run on the GPU (the half-precision ops have CPU kernels only so far).
+// know whether a model's fused nodes run on the GPU.
 FCM_EXPORT const char* FcmLibraryCudaFloatOps() {
 #if defined(FCM_WITH_CUDA)
   static const std::string names = [] {
     std::string out;
-    for (const fcm::FusedKind& kind : fcm::kFp32Kinds) out += (out.empty() ? "" : ",") + std::string(kind.name);
+    static_assert(std::size(fcm::kFp16Kinds) == std::size(fcm::kFp32Kinds) && std::size(fcm::kBf16Kinds) == std::size(fcm::kFp32Kinds));
+    for (const fcm::FusedKind* kinds : {fcm::kFp32Kinds, fcm::kFp16Kinds, fcm::kBf16Kinds})
+      for (size_t i = 0; i < std::size(fcm::kFp32Kinds); ++i) out += (out.empty() ? "" : ",") + std::string(kinds[i].name);
     return out;
   }();
   return names.c_str();

@@ -9,14 +9,13 @@ Which kernels run a float fused node follows the session config entry ``fcm.fp32
 
 - ``auto`` (the default, a user's session that registers the library alone): where this process
   can run the CUDA kernels (the library built with them, an onnxruntime with the CUDA provider),
-  the fp32 CUDA kernels, with the CPU reference kernels for fused nodes no GPU takes; on a CPU-only
-  host no fp32 kernels: ONNX Runtime runs each fused node's function body on its own kernels, as
-  fast as the unfused model. The fp16 and bf16 ops have no CUDA kernels yet: ``auto`` registers
-  none of them, and their function bodies run, on the GPU where there is one;
-- ``reference``: the CPU reference kernels of every precision (and the fp32 CUDA kernels): this
+  the CUDA kernels of every precision (fp32, fp16, bf16), with the CPU reference kernels for fused
+  nodes no GPU takes; on a CPU-only host no float kernels: ONNX Runtime runs each fused node's
+  function body on its own kernels, as fast as the unfused model;
+- ``reference``: the CPU reference kernels of every precision (and the CUDA kernels): this
   project's sessions (``reference_kernels=True``, the default here), so that the tests and the
-  verification check the fused nodes' own arithmetic (on a CUDA session ONNX Runtime places half
-  nodes on the CPU then);
+  verification check the fused nodes' own arithmetic (on a CUDA session the CUDA kernels take the
+  nodes, as in ``auto``);
 - ``none``: no float kernels (function bodies everywhere: a CPU session on a host with a GPU).
 
 The int8 ops have no function bodies: they are registered for the CPU (and CUDA) in every case.
@@ -58,8 +57,8 @@ def library_kernels() -> set[str]:
 
 
 def library_cuda_float_ops() -> set[str]:
-    """The float fused op types the built library runs on the CUDA provider (none without CUDA; the
-    fp16 and bf16 ones have CPU kernels only so far, so ONNX Runtime places such nodes on the CPU)."""
+    """The float fused op types the built library runs on the CUDA provider: those of every precision
+    with CUDA, none without."""
     import ctypes
 
     library = ctypes.CDLL(str(library_path()))

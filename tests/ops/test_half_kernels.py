@@ -18,7 +18,8 @@ from fcm_core.vocabulary import PRECISIONS
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.schema import NUMPY_TYPES, Activation, FcmSpec, StageSpec
 from ort_custom_ops.ops.standalone import float_io, fused_model
-from tests.support.fcm_numpy import activate, depthwise, pointwise, round_to, run_spec
+from tests.support.fcm_numpy import depthwise, pointwise, round_to, run_spec
+from tests.support.half import rounding_bound
 from tests.support.specs import random_feeds, random_spec
 
 HALF = pytest.mark.parametrize("precision", ["fp16", "bf16"])
@@ -33,34 +34,12 @@ def _run(spec: FcmSpec, feeds: dict, with_library: bool = True) -> np.ndarray:
     return y
 
 
-def _rounding_bound(spec: FcmSpec, x: np.ndarray, scale) -> float:
-    """How far two correct computations of the op may differ: each stage output is rounded once, and
-    where the fp32 sums of the two sit on either side of a rounding boundary a stage output differs by
-    one unit (2u of its size), which the later stages carry on (at most the largest row sum of their
-    absolute weights, times a slope of at most 1.5 for the activations here)."""
-    u, dtype = PRECISIONS[spec.precision].unit_roundoff, NUMPY_TYPES[spec.precision]
-    bound = 0.0
-    current = round_to(x, dtype) * (round_to(scale, dtype) if spec.has_scale else 1)
-    for index, stage in enumerate(spec.stages):
-        weight, bias = round_to(stage.weight, dtype), round_to(stage.bias, dtype)
-        current = (pointwise(current, weight, bias) if stage.type == "pw"
-                   else depthwise(current, weight, bias, stage.stride, stage.pads))
-        current = round_to(activate(current, stage.activation), dtype)
-        peak = np.abs(current).max()
-        carried = 1.0
-        for later in spec.stages[index + 1:]:
-            rows = np.abs(later.weight).reshape(later.weight.shape[0], -1).sum(axis=1).max()
-            carried *= 1.5 * rows
-        bound += 2 * u * peak * carried
-    return bound
-
-
 def _check(spec: FcmSpec, rng, batch: int, height: int, width: int) -> None:
     feeds, x, scale = random_feeds(spec, rng, batch, height, width)
     expected = run_spec(spec, x, scale, NUMPY_TYPES[spec.precision])
     if spec.channels_last:
         expected = expected.transpose(0, 2, 3, 1)
-    bound = _rounding_bound(spec, x, scale)
+    bound = rounding_bound(spec, x, scale)
     if spec.residual:
         bound += 2 * PRECISIONS[spec.precision].unit_roundoff * np.abs(expected).max()
     got = _run(spec, feeds)

@@ -154,4 +154,4 @@ def test_fcm_tune_refuses_a_half_model(captured, capsys):
 
     precision, result, _, _ = captured
     assert main(["tune", str(result.files["fused"]), "--batch", "1"]) == 2
-    assert f"the {precision} ops have none yet" in capsys.readouterr().err
+    assert f"fcm tune does not tune {precision} models yet" in capsys.readouterr().err

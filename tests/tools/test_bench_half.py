@@ -14,7 +14,8 @@ from fcm.anchors import TORCHVISION, best_mode, torch_compile_anchor
 from fcm.bench import anchors_table, markdown, run
 from fcm.pipeline.verify import model_precision
 from fcm_core.errors import FcmError
-from ort_custom_ops.ops.library import library_cuda_float_ops
+from fcm_core.vocabulary import KINDS
+from ort_custom_ops.ops.library import library_cuda_float_ops, library_kernels
 from ort_custom_ops.ops.standalone import fused_model
 from tests.support.specs import random_spec
 
@@ -89,10 +90,17 @@ def test_an_absent_torch_anchor_is_named_in_the_table():
         "32", "1.850", "0.740", "torch and torchvision are not installed on this machine", "", "2.50x", ""]
 
 
-def test_the_library_runs_no_half_op_on_cuda_yet():
-    """The half ops have CPU kernels only: a CUDA session places their nodes on the CPU (what fcm bench notes)."""
+def test_the_library_runs_every_half_op_on_cuda_when_built_with_cuda():
+    """Built with CUDA, the library runs the fp16 and bf16 ops on the CUDA provider (so fcm bench adds
+    no note); built without, no float op."""
     ops = library_cuda_float_ops()
-    assert not any(op.startswith(("Fp16", "Bf16")) for op in ops)
+    if "cuda" in library_kernels():
+        assert {kind.op_type(p) for kind in KINDS.values() for p in ("fp16", "bf16")} <= ops
+    else:
+        assert ops == set()
+
+
+def test_the_torch_anchor_covers_the_torchvision_architectures():
     assert set(TORCHVISION) == {"mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"}
 
 

@@ -16,19 +16,22 @@
 
 namespace fcm {
 
-struct ChainProblem {
-  const float* x = nullptr;  // [n, c, h, w]
-  float* y = nullptr;        // [n, out_c, out_h, out_w]
-  const float* scale = nullptr;  // optional [scale_batch, c]: multiplies x's channels (pointwise first stage)
+// The problem in element type T (float; the block kernels also take __half and __nv_bfloat16, with
+// every tensor in that type): tensors, shapes and stages.
+template <class T>
+struct ChainProblemOf {
+  const T* x = nullptr;  // [n, c, h, w]
+  T* y = nullptr;        // [n, out_c, out_h, out_w]
+  const T* scale = nullptr;  // optional [scale_batch, c]: multiplies x's channels (pointwise first stage)
   int scale_batch = 0;
   // the stages the chain has: first pointwise (pw1), depthwise (dw), last pointwise (pwl)
   bool pw1 = false, dw = false, pwl = false;
-  const float* w1 = nullptr;  // [m, c]
-  const float* b1 = nullptr;  // [m]
-  const float* wd = nullptr;  // [m, k, k]
-  const float* bd = nullptr;  // [m]
-  const float* w2 = nullptr;  // [f, m]
-  const float* b2 = nullptr;  // [f]
+  const T* w1 = nullptr;  // [m, c]
+  const T* b1 = nullptr;  // [m]
+  const T* wd = nullptr;  // [m, k, k]
+  const T* bd = nullptr;  // [m]
+  const T* w2 = nullptr;  // [f, m]
+  const T* b2 = nullptr;  // [f]
   Activation act1, actd, act2;
   int n = 0, c = 0, h = 0, w = 0;
   int m = 0;  // intermediate channels: the first pointwise stage's outputs (c without one)
@@ -37,8 +40,10 @@ struct ChainProblem {
   int kernel = 1, stride = 1, pad_top = 0, pad_left = 0;
   bool residual = false;
   Activation res_act;
-  bool tf32 = true;  // pointwise stages on TF32 tensor cores; false: exact FP32
+  bool tf32 = true;  // FP32: pointwise stages on TF32 tensor cores; false: exact FP32 (half types: unused)
 };
+
+using ChainProblem = ChainProblemOf<float>;
 
 // How one launch divides the work.
 struct ChainPlan {

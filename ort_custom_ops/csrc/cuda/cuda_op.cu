@@ -1,9 +1,11 @@
-// The FCM ops on ONNX Runtime's CUDA execution provider: reads a call's tensors into a
-// ChainProblem, plans the launch once per input shape (the node's tuned plan for the batch size,
-// else the kernels' own; the planner's tiling attributes are for the cost model's figures), and
-// launches on the stream ONNX Runtime gives the kernel. Two kernel families: channels_last nodes
-// run the block kernels (block/: NHWC, TMA and wgmma on Hopper, persistent), NCHW nodes the chain
-// kernels (chain_*: with workspace from ONNX Runtime's allocator for split shares).
+// The FCM ops on ONNX Runtime's CUDA execution provider, in FP32, FP16 and BF16: reads a call's
+// tensors into a ChainProblemOf<E>, plans the launch once per input shape (the node's tuned plan for
+// the batch size, else the kernels' own; the planner's tiling attributes are for the cost model's
+// figures), and launches on the stream ONNX Runtime gives the kernel. Two kernel families:
+// channels_last nodes run the block kernels (block/: NHWC, TMA and wgmma on Hopper, persistent, in
+// every element type), NCHW nodes the chain kernels (chain_*: FP32, with workspace from ONNX
+// Runtime's allocator for split shares). A half node the block kernels do not take (NCHW, channel
+// counts that are not multiples of 8) runs the FP32 kernels on FP32 copies of its tensors.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -12,9 +14,14 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <type_traits>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "../fused_op.h"
 #include "block/block_launch.h"
+#include "block/element.cuh"
 #include "chain_launch.h"
 #include "cuda_ops.h"
 #include "pixel_chain.h"
@@ -50,6 +57,35 @@ OrtStatusPtr CudaFailure(cudaError_t err) {
   return Ort::Status((std::string("FCM CUDA: ") + cudaGetErrorString(err)).c_str(), ORT_EP_FAIL).release();
 }
 
+// Element-wise conversion between element types (the FP32 copies of a half node's tensors).
+template <class From, class To>
+__global__ void ConvertElements(const From* in, To* out, size_t count) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count; i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    out[i] = block::Element<To>::FromFloat(block::Element<From>::ToFloat(in[i]));
+}
+
+template <class From, class To>
+cudaError_t Convert(const From* in, To* out, size_t count, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  const size_t blocks = std::min<size_t>((count + 255) / 256, 4096);
+  ConvertElements<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(in, out, count);
+  return cudaGetLastError();
+}
+
+// The device element type of an op's element type.
+template <class T>
+struct DeviceElement {
+  using type = float;
+};
+template <>
+struct DeviceElement<Ort::Float16_t> {
+  using type = __half;
+};
+template <>
+struct DeviceElement<Ort::BFloat16_t> {
+  using type = __nv_bfloat16;
+};
+
 // FCM_CUDA_PLAN, a debugging override of every node's plan (see ChoosePlan), or nullptr when unset.
 const char* PlanOverride() {
   const char* forced = std::getenv("FCM_CUDA_PLAN");
@@ -69,27 +105,40 @@ bool Verbose() {
 
 using PlanKey = std::tuple<int, int, int, int, bool>;  // (device, n, h, w, tf32)
 
-struct CudaChainKernel {
+// T: the op's element type (float, Ort::Float16_t, Ort::BFloat16_t); E: the same on the device.
+template <class T>
+struct CudaChainKernelT {
+  using E = typename DeviceElement<T>::type;
+  static constexpr bool kHalf = !std::is_same_v<E, float>;
   static constexpr bool kChannelsLast = true;  // channels_last nodes run the block kernels
   ChainSpec spec;
   std::mutex mutex;  // one kernel object may run on several threads at once
   std::map<PlanKey, ChainPlan> plans;
-  std::map<PlanKey, block::BlockPlan> block_plans;
+  std::map<PlanKey, block::BlockPlan> block_plans;       // FP32 problems (an FP32 node, or a half node's FP32 copies)
+  std::map<PlanKey, block::BlockPlan> half_block_plans;  // a half node's own problems
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
   ChainPlan ChoosePlan(const ChainProblem& p, bool verbose) const;
-  block::BlockPlan ChooseBlockPlan(const ChainProblem& p, bool verbose) const;
+  template <class P>
+  block::BlockPlan ChooseBlockPlan(const P& p, bool verbose) const;
+  // FP32 problems: the pixel-chain, block or chain kernels
+  OrtStatusPtr Run(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
   OrtStatusPtr RunChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
   OrtStatusPtr RunBlock(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
   OrtStatusPtr RunChainTransposed(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
-  OrtStatusPtr RunPixelChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
+  template <class P>
+  OrtStatusPtr RunPixelChain(Ort::KernelContext& ctx, const P& p, int device, cudaStream_t stream);
+  // half problems: the pixel-chain or block kernels in E, else Run on FP32 copies (RunWidened)
+  OrtStatusPtr RunHalf(Ort::KernelContext& ctx, const ChainProblemOf<E>& p, int device, cudaStream_t stream);
+  OrtStatusPtr RunWidened(Ort::KernelContext& ctx, const ChainProblemOf<E>& p, int device, cudaStream_t stream);
   bool PlanForced(int batch) const;  // a plan is forced for this batch size (an error if it cannot run)
   bool pixel_chain_said = false;     // FCM_CUDA_VERBOSE has named the pixel-chain kernels for this node
+  bool widened_said = false;         // ... or said that a half node runs on FP32 copies
 
   // The plan for this device and shape from `cache`, chosen (and with FCM_CUDA_VERBOSE said) at the
   // first call.
-  template <class Plan, class Choose, class Describe>
-  Plan Cached(std::map<PlanKey, Plan>& cache, const ChainProblem& p, int device, Choose choose, Describe describe) {
+  template <class Plan, class P, class Choose, class Describe>
+  Plan Cached(std::map<PlanKey, Plan>& cache, const P& p, int device, Choose choose, Describe describe) {
     std::lock_guard<std::mutex> lock(mutex);
     const PlanKey key(device, p.n, p.h, p.w, p.tf32);
     auto found = cache.find(key);
@@ -108,7 +157,8 @@ struct CudaChainKernel {
 // cannot run), else the node's plan for this batch size (cuda_plans, from `fcm tune`; measured on some
 // GPU, so one that does not fit this one gives way to the kernels' own, unless cuda_plans_strict makes
 // that an error, as when fcm tune times candidates and the tests force plans), else PlanChain.
-ChainPlan CudaChainKernel::ChoosePlan(const ChainProblem& p, bool verbose) const {
+template <class T>
+ChainPlan CudaChainKernelT<T>::ChoosePlan(const ChainProblem& p, bool verbose) const {
   if (const char* forced = PlanOverride()) return ForcedPlan(p, forced);
   for (const auto& [batch, text] : spec.cuda_plans) {
     if (batch != p.n) continue;
@@ -120,7 +170,9 @@ ChainPlan CudaChainKernel::ChoosePlan(const ChainProblem& p, bool verbose) const
 }
 
 // The same for the block kernels (channels_last nodes), whose plans read "HxW,f_tile,split,stages".
-block::BlockPlan CudaChainKernel::ChooseBlockPlan(const ChainProblem& p, bool verbose) const {
+template <class T>
+template <class P>
+block::BlockPlan CudaChainKernelT<T>::ChooseBlockPlan(const P& p, bool verbose) const {
   if (const char* forced = PlanOverride()) return block::ParseBlockPlan(p, forced);
   for (const auto& [batch, text] : spec.cuda_plans) {
     if (batch != p.n) continue;
@@ -131,7 +183,8 @@ block::BlockPlan CudaChainKernel::ChooseBlockPlan(const ChainProblem& p, bool ve
   return block::PlanBlock(p);
 }
 
-OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
+template <class T>
+OrtStatusPtr CudaChainKernelT<T>::ComputeV2(OrtKernelContext* context) {
   try {
     Ort::KernelContext ctx(context);
     CallShapes s;
@@ -144,18 +197,20 @@ OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
     auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
 
     const auto& st = spec.stages;
-    ChainProblem p;
+    // the op's element type and the device's have the same bits
+    auto in = [&](size_t i) { return reinterpret_cast<const E*>(ctx.GetInput(i).template GetTensorData<T>()); };
+    ChainProblemOf<E> p;
     p.pw1 = st.front().type == StageType::kPointwise;
     p.dw = std::any_of(st.begin(), st.end(), [](const Stage& x) { return x.type == StageType::kDepthwise; });
     p.pwl = st.size() > 1 && st.back().type == StageType::kPointwise;
-    p.x = ctx.GetInput(0).GetTensorData<float>();
-    p.y = y.GetTensorMutableData<float>();
+    p.x = in(0);
+    p.y = reinterpret_cast<E*>(y.template GetTensorMutableData<T>());
     p.n = static_cast<int>(s.n), p.c = static_cast<int>(s.c), p.h = static_cast<int>(s.h), p.w = static_cast<int>(s.w);
     p.out_h = static_cast<int>(s.out_h), p.out_w = static_cast<int>(s.out_w);
     size_t index = 0;
     if (p.pw1) {
-      p.w1 = ctx.GetInput(spec.WeightInput(index)).GetTensorData<float>();
-      p.b1 = ctx.GetInput(spec.BiasInput(index)).GetTensorData<float>();
+      p.w1 = in(spec.WeightInput(index));
+      p.b1 = in(spec.BiasInput(index));
       p.act1 = st[index].activation;
       p.m = static_cast<int>(st[index].out_channels);
       ++index;
@@ -166,31 +221,32 @@ OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
       const Stage& d = st[index];
       p.kernel = static_cast<int>(d.kernel), p.stride = static_cast<int>(d.stride);
       p.pad_top = static_cast<int>(d.pads[0]), p.pad_left = static_cast<int>(d.pads[1]);
-      p.wd = ctx.GetInput(spec.WeightInput(index)).GetTensorData<float>();
-      p.bd = ctx.GetInput(spec.BiasInput(index)).GetTensorData<float>();
+      p.wd = in(spec.WeightInput(index));
+      p.bd = in(spec.BiasInput(index));
       p.actd = d.activation;
       ++index;
     }
     if (p.pwl) {
-      p.w2 = ctx.GetInput(spec.WeightInput(index)).GetTensorData<float>();
-      p.b2 = ctx.GetInput(spec.BiasInput(index)).GetTensorData<float>();
+      p.w2 = in(spec.WeightInput(index));
+      p.b2 = in(spec.BiasInput(index));
       p.act2 = st[index].activation;
       p.f = static_cast<int>(s.out_c);
     }
     if (s.scale_batch > 0) {
-      p.scale = ctx.GetInput(spec.ScaleInput()).GetTensorData<float>();
+      p.scale = in(spec.ScaleInput());
       p.scale_batch = static_cast<int>(s.scale_batch);
     }
     p.residual = spec.residual;
     p.res_act = spec.residual_activation;
-    p.tf32 = Tf32Allowed(spec);
+    p.tf32 = kHalf || Tf32Allowed(spec);  // (half nodes' FP32 copies: their values are exact in TF32)
 
     int device = 0;
     cudaGetDevice(&device);
-    // One pixel per image, PW->PW (either layout: the same memory): the pixel-chain kernels, unless a
-    // plan of the other kernels is forced (FCM_CUDA_PLAN, cuda_plans_strict: tests, fcm tune's grid).
-    if (PixelChainFits(p) && !PlanForced(p.n)) return RunPixelChain(ctx, p, device, stream);
-    return spec.channels_last ? RunBlock(ctx, p, device, stream) : RunChain(ctx, p, device, stream);
+    if constexpr (kHalf) {
+      return RunHalf(ctx, p, device, stream);
+    } else {
+      return Run(ctx, p, device, stream);
+    }
   } catch (const Ort::Exception& e) {
     return Ort::Status(e).release();
   } catch (const std::exception& e) {
@@ -198,7 +254,96 @@ OrtStatusPtr CudaChainKernel::ComputeV2(OrtKernelContext* context) {
   }
 }
 
-OrtStatusPtr CudaChainKernel::RunChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
+template <class T>
+OrtStatusPtr CudaChainKernelT<T>::Run(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
+  // One pixel per image, PW->PW (either layout: the same memory): the pixel-chain kernels, unless a
+  // plan of the other kernels is forced (FCM_CUDA_PLAN, cuda_plans_strict: tests, fcm tune's grid).
+  if (PixelChainFits(p) && !PlanForced(p.n)) return RunPixelChain(ctx, p, device, stream);
+  return spec.channels_last ? RunBlock(ctx, p, device, stream) : RunChain(ctx, p, device, stream);
+}
+
+// A half node: the pixel-chain kernels, or the block kernels in its element type where they take the
+// problem (channels_last, channel counts that are multiples of 8), else the FP32 kernels on copies.
+template <class T>
+OrtStatusPtr CudaChainKernelT<T>::RunHalf(Ort::KernelContext& ctx, const ChainProblemOf<E>& p, int device, cudaStream_t stream) {
+  if (PixelChainFits(p) && !PlanForced(p.n)) return RunPixelChain(ctx, p, device, stream);
+  if (spec.channels_last) {
+    const block::BlockPlan plan = Cached(
+        half_block_plans, p, device, [this](const ChainProblemOf<E>& q, bool say) { return ChooseBlockPlan(q, say); },
+        block::DescribeBlockPlan);
+    if (plan.error.empty()) {
+      const cudaError_t err = block::LaunchBlock(p, plan, stream);
+      if (err != cudaSuccess) return CudaFailure(err);
+      return nullptr;
+    }
+    if (PlanForced(p.n))
+      return Ort::Status(("FCM CUDA (" + spec.node_name + "): " + plan.error).c_str(), ORT_NOT_IMPLEMENTED).release();
+  }
+  return RunWidened(ctx, p, device, stream);
+}
+
+// The FP32 kernels on FP32 copies of a half node's tensors, the output rounded back: every node runs,
+// if slower than in its own type.
+template <class T>
+OrtStatusPtr CudaChainKernelT<T>::RunWidened(Ort::KernelContext& ctx, const ChainProblemOf<E>& p, int device, cudaStream_t stream) {
+  if (Verbose()) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!widened_said)
+      std::fprintf(stderr, "FCM CUDA %s [n=%d c=%d h=%d w=%d m=%d f=%d]: FP32 kernels on FP32 copies\n", spec.node_name.c_str(), p.n, p.c,
+                   p.h, p.w, p.m, p.f);
+    widened_said = true;
+  }
+  const int taps = p.kernel * p.kernel, out_c = p.pwl ? p.f : p.m;
+  // (pointer into the half problem, its element count, the FP32 copy's pointer to set)
+  ChainProblem q;
+  struct Copy {
+    const E* from;
+    size_t count;
+    const float** to;
+  };
+  const Copy copies[] = {
+      {p.x, static_cast<size_t>(p.n) * p.h * p.w * p.c, &q.x},
+      {p.scale, static_cast<size_t>(p.scale_batch) * p.c, &q.scale},
+      {p.w1, p.pw1 ? static_cast<size_t>(p.m) * p.c : 0, &q.w1},
+      {p.b1, p.pw1 ? static_cast<size_t>(p.m) : 0, &q.b1},
+      {p.wd, p.dw ? static_cast<size_t>(p.m) * taps : 0, &q.wd},
+      {p.bd, p.dw ? static_cast<size_t>(p.m) : 0, &q.bd},
+      {p.w2, p.pwl ? static_cast<size_t>(p.f) * p.m : 0, &q.w2},
+      {p.b2, p.pwl ? static_cast<size_t>(p.f) : 0, &q.b2},
+  };
+  const size_t out_count = static_cast<size_t>(p.n) * p.out_h * p.out_w * out_c;
+  size_t floats = out_count;
+  for (const Copy& c : copies) floats += c.from != nullptr ? (c.count + 3) / 4 * 4 : 0;  // (16-byte aligned copies)
+  OrtAllocator* allocator = nullptr;
+  void* scratch = nullptr;
+  Ort::Status status =
+      GetScratch(ctx, device, stream, floats * sizeof(float), "FCM CUDA (" + spec.node_name + "), FP32 copies", &scratch, &allocator);
+  if (!status.IsOK()) return status.release();
+  q.pw1 = p.pw1, q.dw = p.dw, q.pwl = p.pwl, q.act1 = p.act1, q.actd = p.actd, q.act2 = p.act2;
+  q.n = p.n, q.c = p.c, q.h = p.h, q.w = p.w, q.m = p.m, q.f = p.f, q.out_h = p.out_h, q.out_w = p.out_w;
+  q.kernel = p.kernel, q.stride = p.stride, q.pad_top = p.pad_top, q.pad_left = p.pad_left;
+  q.scale_batch = p.scale_batch, q.residual = p.residual, q.res_act = p.res_act, q.tf32 = true;
+  float* at = static_cast<float*>(scratch);
+  q.y = at;
+  at += (out_count + 3) / 4 * 4;
+  cudaError_t err = cudaSuccess;
+  for (const Copy& c : copies) {
+    if (c.from == nullptr) continue;
+    *c.to = at;
+    if (err == cudaSuccess) err = Convert(c.from, at, c.count, stream);
+    at += (c.count + 3) / 4 * 4;
+  }
+  OrtStatusPtr failed = nullptr;
+  if (err == cudaSuccess) failed = Run(ctx, q, device, stream);
+  if (err == cudaSuccess && failed == nullptr) err = Convert(static_cast<const float*>(q.y), p.y, out_count, stream);
+  allocator->Free(allocator, scratch);
+  if (failed != nullptr) return failed;
+  if (err != cudaSuccess) return CudaFailure(err);
+  return nullptr;
+}
+
+template <class T>
+OrtStatusPtr CudaChainKernelT<T>::RunChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
   const ChainPlan plan = Cached(
       plans, p, device, [this](const ChainProblem& q, bool say) { return ChoosePlan(q, say); }, DescribePlan);
   if (!plan.error.empty())
@@ -218,7 +363,8 @@ OrtStatusPtr CudaChainKernel::RunChain(Ort::KernelContext& ctx, const ChainProbl
   return nullptr;
 }
 
-bool CudaChainKernel::PlanForced(int batch) const {
+template <class T>
+bool CudaChainKernelT<T>::PlanForced(int batch) const {
   if (PlanOverride() != nullptr) return true;
   if (!spec.cuda_plans_strict) return false;
   return std::any_of(spec.cuda_plans.begin(), spec.cuda_plans.end(), [&](const auto& entry) { return entry.first == batch; });
@@ -227,7 +373,8 @@ bool CudaChainKernel::PlanForced(int batch) const {
 // A channels_last node that no block-kernel plan fits (first-stage weights and input region too
 // wide for shared memory, e.g. 1024 input channels): the chain kernels on NCHW copies of the input
 // and output, so that every node a conversion writes runs, if slower than it could.
-OrtStatusPtr CudaChainKernel::RunChainTransposed(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
+template <class T>
+OrtStatusPtr CudaChainKernelT<T>::RunChainTransposed(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
   const int out_c = p.pwl ? p.f : p.m;
   const size_t in_floats = static_cast<size_t>(p.n) * p.c * p.h * p.w;
   const size_t out_floats = static_cast<size_t>(p.n) * out_c * p.out_h * p.out_w;
@@ -249,7 +396,9 @@ OrtStatusPtr CudaChainKernel::RunChainTransposed(Ort::KernelContext& ctx, const 
   return nullptr;
 }
 
-OrtStatusPtr CudaChainKernel::RunPixelChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
+template <class T>
+template <class P>
+OrtStatusPtr CudaChainKernelT<T>::RunPixelChain(Ort::KernelContext& ctx, const P& p, int device, cudaStream_t stream) {
   if (Verbose()) {
     std::lock_guard<std::mutex> lock(mutex);
     if (!pixel_chain_said)
@@ -268,7 +417,8 @@ OrtStatusPtr CudaChainKernel::RunPixelChain(Ort::KernelContext& ctx, const Chain
   return nullptr;
 }
 
-OrtStatusPtr CudaChainKernel::RunBlock(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
+template <class T>
+OrtStatusPtr CudaChainKernelT<T>::RunBlock(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
   const block::BlockPlan plan = Cached(
       block_plans, p, device, [this](const ChainProblem& q, bool say) { return ChooseBlockPlan(q, say); },
       block::DescribeBlockPlan);
@@ -318,8 +468,15 @@ Ort::Status GetScratch(Ort::KernelContext& ctx, int device, cudaStream_t stream,
   return Ort::Status{nullptr};
 }
 
-std::unique_ptr<OrtCustomOp> MakeCudaOp(const char* name, size_t stages) {
-  return std::make_unique<FusedOp<CudaChainKernel>>(name, "CUDAExecutionProvider", stages);
+std::unique_ptr<OrtCustomOp> MakeCudaOp(const char* name, size_t stages, Precision precision) {
+  switch (precision) {
+    case Precision::kFp16:
+      return std::make_unique<FusedOp<CudaChainKernelT<Ort::Float16_t>, Ort::Float16_t>>(name, "CUDAExecutionProvider", stages);
+    case Precision::kBf16:
+      return std::make_unique<FusedOp<CudaChainKernelT<Ort::BFloat16_t>, Ort::BFloat16_t>>(name, "CUDAExecutionProvider", stages);
+    default:
+      return std::make_unique<FusedOp<CudaChainKernelT<float>>>(name, "CUDAExecutionProvider", stages);
+  }
 }
 
 }  // namespace fcm

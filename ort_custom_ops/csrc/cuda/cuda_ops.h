@@ -11,8 +11,12 @@ typedef struct CUstream_st* cudaStream_t;
 
 namespace fcm {
 
-// The CUDA op of type `name` (FusedDwPw, FusedPwDw, FusedPwPw, FusedPwDwPw) with `stages` stages.
-std::unique_ptr<OrtCustomOp> MakeCudaOp(const char* name, size_t stages);
+// The element type of a float op's tensors.
+enum class Precision { kFp32, kFp16, kBf16 };
+
+// The CUDA op of type `name` (FusedDwPw, ..., Fp16FusedDwPw, ..., Bf16FusedPwDwPw) with `stages`
+// stages, taking and returning tensors of `precision`.
+std::unique_ptr<OrtCustomOp> MakeCudaOp(const char* name, size_t stages, Precision precision = Precision::kFp32);
 
 // A workspace of `bytes` from ONNX Runtime's device arena for this call, and the allocator to free
 // it with; an error status (naming `what`) when there is none. The buffer is tied to the call's

@@ -2,7 +2,8 @@
 //
 // In: a ChainProblem with a first and a last pointwise stage, no depthwise stage, h = w = 1 (NHWC and
 // NCHW are then the same memory: x [n, c], y [n, f]), and a scratch buffer of n x m floats for the
-// hidden layer. Out: y = res_act(act2(W2 act1(W1 (x * scale) + b1) + b2) + x), FP32 on the CUDA cores.
+// hidden layer. Out: y = res_act(act2(W2 act1(W1 (x * scale) + b1) + b2) + x), FP32 on the CUDA cores
+// for every element type (the hidden layer rounded to it, as the reference rounds a stage's output).
 //
 // Why not the block or chain kernels: their tiles are pixels of one image, so here each unit is one
 // pixel (a 64-row tensor-core tile one row full) and a unit's chunks run one after the other: 80-100
@@ -13,6 +14,7 @@
 // group of images.
 #include <algorithm>
 
+#include "block/element.cuh"
 #include "pixel_chain.h"
 
 namespace fcm {
@@ -21,28 +23,34 @@ namespace {
 constexpr int kWarps = 8, kRowsPerWarp = 2, kRowsPerBlock = kWarps * kRowsPerWarp;
 constexpr int kSharedFloats = 12 * 1024;  // 48 KB: the images' inputs, without opting in to more
 
+using block::Element;
+
+// One stage: inputs of type In (the tensors' E, or the FP32 hidden layer), weights and the rest of E,
+// outputs of type Out.
+template <class In, class E, class Out>
 struct PixelStage {
-  const float* in;     // [n, k]
-  const float* scale;  // optional [scale_batch, k]: multiplies the input's channels
+  const In* in;    // [n, k]
+  const E* scale;  // optional [scale_batch, k]: multiplies the input's channels
   int scale_batch;
-  const float* w;  // [r, k]
-  const float* b;  // [r]
+  const E* w;  // [r, k]
+  const E* b;  // [r]
   Activation act;
-  const float* residual;  // optional [n, r]: added after act, then res_act
+  const E* residual;  // optional [n, r]: added after act, then res_act
   Activation res_act;
-  float* out;  // [n, r]
+  Out* out;  // [n, r]
   int n, k, r;
 };
 
 // Block (row block, image group): rows blockIdx.x * 16 ..., images blockIdx.y * kImages ...
-template <int kImages>
-__global__ void __launch_bounds__(kWarps * 32) PixelStageKernel(const PixelStage s) {
+template <int kImages, class In, class E, class Out>
+__global__ void __launch_bounds__(kWarps * 32) PixelStageKernel(const PixelStage<In, E, Out> s) {
   extern __shared__ float inputs[];  // [kImages][k]
   const int image0 = blockIdx.y * kImages, images = min(kImages, s.n - image0);
   for (int i = threadIdx.x; i < images * s.k; i += blockDim.x) {
     const int image = image0 + i / s.k, channel = i % s.k;
-    float v = __ldg(s.in + static_cast<size_t>(image) * s.k + channel);
-    if (s.scale != nullptr) v *= __ldg(s.scale + static_cast<size_t>(s.scale_batch == 1 ? 0 : image) * s.k + channel);
+    float v = Element<In>::ToFloat(s.in[static_cast<size_t>(image) * s.k + channel]);
+    if (s.scale != nullptr)
+      v *= Element<E>::ToFloat(__ldg(s.scale + static_cast<size_t>(s.scale_batch == 1 ? 0 : image) * s.k + channel));
     inputs[i] = v;
   }
   __syncthreads();
@@ -50,12 +58,12 @@ __global__ void __launch_bounds__(kWarps * 32) PixelStageKernel(const PixelStage
   for (int j = 0; j < kRowsPerWarp; ++j) {
     const int row = blockIdx.x * kRowsPerBlock + warp * kRowsPerWarp + j;
     if (row >= s.r) break;  // (warp-uniform)
-    const float* w = s.w + static_cast<size_t>(row) * s.k;
+    const E* w = s.w + static_cast<size_t>(row) * s.k;
     float acc[kImages];
 #pragma unroll
     for (int i = 0; i < kImages; ++i) acc[i] = 0.f;
     for (int c = lane; c < s.k; c += 32) {
-      const float wv = __ldg(w + c);
+      const float wv = Element<E>::ToFloat(__ldg(w + c));
 #pragma unroll
       for (int i = 0; i < kImages; ++i) acc[i] = fmaf(wv, inputs[(i < images ? i : 0) * s.k + c], acc[i]);
     }
@@ -68,9 +76,10 @@ __global__ void __launch_bounds__(kWarps * 32) PixelStageKernel(const PixelStage
     for (int i = 0; i < kImages; ++i) {
       if (lane != i || i >= images) continue;
       const size_t at = static_cast<size_t>(image0 + i) * s.r + row;
-      float v = s.act(acc[i] + __ldg(s.b + row));
-      if (s.residual != nullptr) v = s.res_act(v + __ldg(s.residual + at));
-      s.out[at] = v;
+      float v = s.act(acc[i] + Element<E>::ToFloat(__ldg(s.b + row)));
+      if (s.residual != nullptr) v = s.res_act(v + Element<E>::ToFloat(__ldg(s.residual + at)));
+      // (a hidden layer of a half chain is rounded to E, as the reference rounds each stage's output)
+      s.out[at] = Element<Out>::FromFloat(Element<E>::ToFloat(Element<E>::FromFloat(v)));
     }
   }
 }
@@ -82,7 +91,8 @@ int ImagesPerBlock(int k) {
   return 0;
 }
 
-cudaError_t LaunchStage(const PixelStage& s, cudaStream_t stream) {
+template <class In, class E, class Out>
+cudaError_t LaunchStage(const PixelStage<In, E, Out>& s, cudaStream_t stream) {
   const int images = ImagesPerBlock(s.k);
   const dim3 grid((s.r + kRowsPerBlock - 1) / kRowsPerBlock, (s.n + images - 1) / images);
   const size_t shared = static_cast<size_t>(images) * s.k * sizeof(float);
@@ -104,17 +114,27 @@ cudaError_t LaunchStage(const PixelStage& s, cudaStream_t stream) {
 
 }  // namespace
 
-bool PixelChainFits(const ChainProblem& p) {
+template <class E>
+bool PixelChainFits(const ChainProblemOf<E>& p) {
   return p.pw1 && !p.dw && p.pwl && p.h == 1 && p.w == 1 && p.out_h == 1 && p.out_w == 1 && ImagesPerBlock(p.c) > 0 &&
          ImagesPerBlock(p.m) > 0;
 }
 
-cudaError_t LaunchPixelChain(const ChainProblem& p, float* hidden, cudaStream_t stream) {
-  PixelStage first{p.x, p.scale, p.scale_batch, p.w1, p.b1, p.act1, nullptr, Activation{}, hidden, p.n, p.c, p.m};
+template <class E>
+cudaError_t LaunchPixelChain(const ChainProblemOf<E>& p, float* hidden, cudaStream_t stream) {
+  PixelStage<E, E, float> first{p.x, p.scale, p.scale_batch, p.w1, p.b1, p.act1, nullptr, Activation{}, hidden, p.n, p.c, p.m};
   cudaError_t err = LaunchStage(first, stream);
   if (err != cudaSuccess) return err;
-  PixelStage last{hidden, nullptr, 0, p.w2, p.b2, p.act2, p.residual ? p.x : nullptr, p.res_act, p.y, p.n, p.m, p.f};
+  PixelStage<float, E, E> last{hidden, nullptr, 0, p.w2, p.b2, p.act2, p.residual ? p.x : nullptr, p.res_act, p.y, p.n, p.m, p.f};
   return LaunchStage(last, stream);
 }
+
+#define FCM_PIXEL_CHAIN(E)                                     \
+  template bool PixelChainFits<E>(const ChainProblemOf<E>& p); \
+  template cudaError_t LaunchPixelChain<E>(const ChainProblemOf<E>& p, float* hidden, cudaStream_t stream);
+FCM_PIXEL_CHAIN(float)
+FCM_PIXEL_CHAIN(__half)
+FCM_PIXEL_CHAIN(__nv_bfloat16)
+#undef FCM_PIXEL_CHAIN
 
 }  // namespace fcm

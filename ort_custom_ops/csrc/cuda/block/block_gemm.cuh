@@ -1,6 +1,7 @@
 // The pointwise stages' main-loop step: this warpgroup's 64 rows of D (rows: pixels; columns:
-// channels) += A (64 rows x 8 channels) * B (N rows x 8 channels)^T, both operands in swizzled slabs
-// (tile_layout.cuh).
+// channels) += A (64 rows x 32 bytes of channels) * B (N rows x 32 bytes)^T, both operands in
+// swizzled slabs (tile_layout.cuh), FP32 accumulators: 8 channels a step in TF32 (E = float), 16 in
+// FP16 or BF16.
 //
 // Three interchangeable forms with one fragment layout, so that the epilogues do not care which ran:
 // warp w, lane (g, t) = (lane / 4, lane % 4) holds, for each 8-column block j,
@@ -21,6 +22,7 @@
 #define CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
 #include <cute/arch/mma_sm90_gmma.hpp>
 
+#include "element.cuh"
 #include "tile_layout.cuh"
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -51,28 +53,56 @@ __device__ __forceinline__ void StoreShared4(uint32_t address, float4 v) {
 }
 
 #if defined(FCM_BLOCK_WGMMA)
-// The CuTe atom for m64nNk8 TF32 with both operands in shared memory.
-template <int N>
+// The CuTe atom for m64nNk8 TF32 (m64nNk16 FP16, BF16) with both operands K-major in shared memory.
+template <int N, class E>
 struct GmmaAtom;
-#define FCM_GMMA_ATOM(N) \
-  template <>            \
-  struct GmmaAtom<N> {   \
-    using Op = cute::SM90::GMMA::MMA_64x##N##x8_F32TF32TF32_SS_TN<>; \
+#define FCM_GMMA_ATOM(N)                                                                                              \
+  template <>                                                                                                         \
+  struct GmmaAtom<N, float> {                                                                                         \
+    using Op = cute::SM90::GMMA::MMA_64x##N##x8_F32TF32TF32_SS_TN<>;                                                  \
+  };                                                                                                                  \
+  template <>                                                                                                         \
+  struct GmmaAtom<N, __half> {                                                                                        \
+    using Op = cute::SM90::GMMA::MMA_64x##N##x16_F32F16F16_SS<cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::K>; \
+  };                                                                                                                  \
+  template <>                                                                                                         \
+  struct GmmaAtom<N, __nv_bfloat16> {                                                                                 \
+    using Op =                                                                                                        \
+        cute::SM90::GMMA::MMA_64x##N##x16_F32BF16BF16_SS<cute::SM90::GMMA::Major::K, cute::SM90::GMMA::Major::K>;     \
   };
 FCM_GMMA_ATOM(8) FCM_GMMA_ATOM(16) FCM_GMMA_ATOM(24) FCM_GMMA_ATOM(32) FCM_GMMA_ATOM(40) FCM_GMMA_ATOM(48)
 FCM_GMMA_ATOM(64) FCM_GMMA_ATOM(80) FCM_GMMA_ATOM(96) FCM_GMMA_ATOM(112) FCM_GMMA_ATOM(128) FCM_GMMA_ATOM(160)
 FCM_GMMA_ATOM(192) FCM_GMMA_ATOM(256)
 #undef FCM_GMMA_ATOM
 
-template <int N, size_t... I>
+template <int N, class E, size_t... I>
 __device__ __forceinline__ void GmmaStep(float (&acc)[N / 2], uint64_t a, uint64_t b, bool zero, std::index_sequence<I...>) {
-  GmmaAtom<N>::Op::fma(a, b, acc[I]..., zero ? cute::SM90::GMMA::ScaleOut::Zero : cute::SM90::GMMA::ScaleOut::One);
+  GmmaAtom<N, E>::Op::fma(a, b, acc[I]..., zero ? cute::SM90::GMMA::ScaleOut::Zero : cute::SM90::GMMA::ScaleOut::One);
 }
 #endif
 
-template <int N, bool kExact>
+// The synchronous forms' tensor-core instruction for one 16 x 8 block: m16n8k8 TF32, m16n8k16 FP16
+// and BF16. Their fragments sit at the same bytes of a slab row (a register holds one TF32 or two
+// half channels), so one set of loads serves all three.
+template <class E>
+struct SyncMma;
+template <>
+struct SyncMma<float> {
+  using Op = cute::SM80_16x8x8_F32TF32TF32F32_TN;
+};
+template <>
+struct SyncMma<__half> {
+  using Op = cute::SM80_16x8x16_F32F16F16F32_TN;
+};
+template <>
+struct SyncMma<__nv_bfloat16> {
+  using Op = cute::SM80_16x8x16_F32BF16BF16F32_TN;
+};
+
+template <int N, bool kExact, class E = float>
 struct BlockGemm {
   static_assert(N % 8 == 0 && N > 0, "N is a multiple of 8");
+  static_assert(!kExact || !kIsHalf<E>, "exact FP32 is an FP32 mode");
   static constexpr int kRegs = N / 2;
   static constexpr bool kAsync =
 #if defined(FCM_BLOCK_WGMMA)
@@ -103,12 +133,12 @@ struct BlockGemm {
   }
 
   // One k step: `a` and `b` are the shared-window addresses of the first rows of the A and B tiles
-  // (8-row aligned, inside one slab); `kk` (0..3) picks the 8 channels of the slab row; `zero`
-  // starts from 0 instead of the accumulators.
+  // (8-row aligned, inside one slab); `kk` (0..3) picks the 32 bytes of the slab row (8 TF32 or 16
+  // half channels); `zero` starts from 0 instead of the accumulators.
   __device__ __forceinline__ static void Step(float (&acc)[kRegs], uint32_t a, uint32_t b, int kk, bool zero) {
     if constexpr (kAsync) {
 #if defined(FCM_BLOCK_WGMMA)
-      GmmaStep<N>(acc, GmmaDescriptor(a, kk), GmmaDescriptor(b, kk), zero, std::make_index_sequence<kRegs>{});
+      GmmaStep<N, E>(acc, GmmaDescriptor(a, kk), GmmaDescriptor(b, kk), zero, std::make_index_sequence<kRegs>{});
 #endif
     } else {
       const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
@@ -128,8 +158,8 @@ struct BlockGemm {
           const int n = 8 * j + g;
           const uint32_t b0 = LoadShared1(b + SwizzledOffset(n, 2 * kk) + 4 * t);
           const uint32_t b1 = LoadShared1(b + SwizzledOffset(n, 2 * kk + 1) + 4 * t);
-          cute::SM80_16x8x8_F32TF32TF32F32_TN::fma(acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3], a0, a1, a2, a3,
-                                                   b0, b1, acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]);
+          SyncMma<E>::Op::fma(acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3], a0, a1, a2, a3, b0, b1, acc[4 * j],
+                              acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]);
         }
       } else {
         const float4 x0 = LoadShared4(a + SwizzledOffset(r0, 2 * kk)), x1 = LoadShared4(a + SwizzledOffset(r0, 2 * kk + 1));

@@ -1,6 +1,7 @@
-// The compiled fused-block kernels: one per output-channel width (the last stage's N), arithmetic
-// (TF32 tensor cores, or exact FP32) and count of computing warpgroups. Each block_kernels_*.cu file
-// instantiates some, so that they compile in parallel.
+// The compiled fused-block kernels: one per output-channel width (the last stage's N), element type
+// and arithmetic (FP32 on TF32 tensor cores or exact FP32; FP16 and BF16 on their tensor cores) and
+// count of computing warpgroups. Each block_kernels_*.cu file instantiates some, so that they
+// compile in parallel.
 #pragma once
 
 #include "block_kernel.cuh"
@@ -8,16 +9,18 @@
 namespace fcm {
 namespace block {
 
-template <int NF, bool kExact, int kGroups>
+template <int NF, bool kExact, int kGroups, class E>
 const void* KernelPointer() {
-  return reinterpret_cast<const void*>(&FusedBlockKernel<NF, kExact, kGroups>);
+  return reinterpret_cast<const void*>(&FusedBlockKernel<NF, kExact, kGroups, E>);
 }
 
 // TF32 kernels for every width; exact FP32 ones (for comparisons) for fewer, the launcher rounds up;
-// two-warpgroup TF32 kernels from 64 wide
-#define FCM_BLOCK_INSTANCE(NF) template const void* KernelPointer<NF, false, 1>();
-#define FCM_BLOCK_EXACT_INSTANCE(NF) template const void* KernelPointer<NF, true, 1>();
-#define FCM_BLOCK_HALVES_INSTANCE(NF) template const void* KernelPointer<NF, false, 2>();
+// two-warpgroup TF32 kernels from 64 wide. The half types (E) have the TF32 set.
+#define FCM_BLOCK_INSTANCE(NF) template const void* KernelPointer<NF, false, 1, float>();
+#define FCM_BLOCK_EXACT_INSTANCE(NF) template const void* KernelPointer<NF, true, 1, float>();
+#define FCM_BLOCK_HALVES_INSTANCE(NF) template const void* KernelPointer<NF, false, 2, float>();
+#define FCM_BLOCK_HALF_INSTANCE(NF, E) template const void* KernelPointer<NF, false, 1, E>();
+#define FCM_BLOCK_HALF_HALVES_INSTANCE(NF, E) template const void* KernelPointer<NF, false, 2, E>();
 
 }  // namespace block
 }  // namespace fcm

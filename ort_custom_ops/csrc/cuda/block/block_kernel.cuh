@@ -2,6 +2,8 @@
 // one kernel for the four kinds (PW->DW->PW, DW->PW, PW->DW, PW->PW), persistent and
 // warp-specialized.
 //
+// Tensors are FP32, FP16 or BF16 (the template parameter E, element.cuh); accumulation is FP32.
+//
 // A CTA is one loading warp and one computing warpgroup, or (`groups` 2) a loading warpgroup and two
 // computing warpgroups that share each unit's chunks (ConsumeHalves). A work unit is (image, tile of
 // at most 64 output pixels, slice of the output channels). The CTAs of a cluster take the same units
@@ -33,6 +35,7 @@
 #include "block_args.h"
 #include "block_gemm.cuh"
 #include "depthwise.cuh"
+#include "element.cuh"
 #include "pipeline.cuh"
 
 namespace fcm {
@@ -67,7 +70,8 @@ struct Unit {
   int y0, x0;               // the region's first input row and column (may be negative: padding)
 };
 
-__device__ __forceinline__ Unit DecodeUnit(const BlockArgs& a, int index, int f_tile) {
+template <class E>
+__device__ __forceinline__ Unit DecodeUnit(const BlockArgsOf<E>& a, int index, int f_tile) {
   Unit u;
   int tile, slice, ty, tx;
   a.f_slices_div.fast_divmod(tile, slice, index);
@@ -87,25 +91,28 @@ struct RegionSlot {
   int buffer;
   uint32_t parity;
 };
-__device__ __forceinline__ RegionSlot RegionOf(const BlockArgs& a, int units_done) {
+template <class E>
+__device__ __forceinline__ RegionSlot RegionOf(const BlockArgsOf<E>& a, int units_done) {
   return a.regions == 2 ? RegionSlot{units_done & 1, static_cast<uint32_t>(units_done >> 1) & 1u}
                         : RegionSlot{0, static_cast<uint32_t>(units_done) & 1u};
 }
 
 // ---- loading ------------------------------------------------------------------------------------
 
-// rows x 32 channels into a swizzled slab with cp.async (zero-filled outside): row r's channels come
-// from row_at(r) + col0 (nullptr: a row outside the tensor), `cols` channels per row exist.
-template <class RowAt>
-__device__ __forceinline__ void CopySlab(uint32_t dst, int rows, const RowAt& row_at, int col0, int cols, bool vec, const float* any,
+// rows x kPieces 16-byte pieces into a slab with cp.async (zero-filled outside), swizzled (128-byte
+// rows) or not (rows of kPieces pieces): row r's channels come from row_at(r) + col0 (nullptr: a
+// row outside the tensor), `cols` channels per row exist. Pieces of 4-byte copies where rows are not
+// 16-byte aligned (FP32 only: the host takes half types only with aligned rows).
+template <int kPieces = 8, class E, class RowAt>
+__device__ __forceinline__ void CopySlab(uint32_t dst, int rows, const RowAt& row_at, int col0, int cols, bool vec, const E* any,
                                          bool swizzled = true) {
   const int lane = threadIdx.x & 31;
-  for (int i = lane; i < rows * 8; i += 32) {
-    const int r = i >> 3, piece = i & 7;
-    const float* row = row_at(r);
-    const int c = col0 + 4 * piece;
-    const uint32_t to = dst + (swizzled ? SwizzledOffset(r, piece) : r * kSlabRowBytes + 16 * piece);
-    if (vec) {
+  for (int i = lane; i < rows * kPieces; i += 32) {
+    const int r = i / kPieces, piece = i % kPieces;
+    const E* row = row_at(r);
+    const int c = col0 + kPieceElems<E> * piece;
+    const uint32_t to = dst + (swizzled ? SwizzledOffset(r, piece) : r * 16 * kPieces + 16 * piece);
+    if (vec || kIsHalf<E>) {
       const bool valid = row != nullptr && c < cols;
       CopyAsync16(to, valid ? row + c : any, valid);
     } else {
@@ -119,11 +126,12 @@ __device__ __forceinline__ void CopySlab(uint32_t dst, int rows, const RowAt& ro
 }
 
 // The input pixels of a region, as rows (nullptr outside the image).
+template <class E>
 struct RegionRows {
-  const float* x;
+  const E* x;
   int image, y0, x0, h, w, c;
   cutlass::FastDivmod region_w;
-  __device__ __forceinline__ const float* operator()(int r) const {
+  __device__ __forceinline__ const E* operator()(int r) const {
     int ry, rx;
     region_w.fast_divmod(ry, rx, r);
     const int iy = y0 + ry, ix = x0 + rx;
@@ -132,23 +140,29 @@ struct RegionRows {
   }
 };
 
-// Rows first..first+rows-1 of a row-major matrix with `count` rows of `ld` floats.
+// Rows first..first+rows-1 of a row-major matrix with `count` rows of `ld` elements.
+template <class E>
 struct MatrixRows {
-  const float* m;
+  const E* m;
   int first, count, ld;
-  __device__ __forceinline__ const float* operator()(int r) const {
+  __device__ __forceinline__ const E* operator()(int r) const {
     return first + r < count ? m + static_cast<size_t>(first + r) * ld : nullptr;
   }
 };
 
 // A chunk's small operands (depthwise weights, biases) as 1-D copies: bulk copies with TMA (sizes
-// and offsets multiples of 16 bytes: the host checks), else cp.async per float.
-__device__ __forceinline__ void CopyVector(bool tma, bool leader, uint64_t* bar, uint8_t* to, const float* from, int floats) {
+// and offsets multiples of 16 bytes: the host checks), else cp.async per float (half types: per 16
+// bytes, which the host checks too).
+template <class E>
+__device__ __forceinline__ void CopyVector(bool tma, bool leader, uint64_t* bar, uint8_t* to, const E* from, int count) {
   if (tma) {
-    if (leader) cute::SM90_BULK_COPY_G2S::copy(from, bar, to, floats * 4);
+    if (leader) cute::SM90_BULK_COPY_G2S::copy(from, bar, to, count * static_cast<int>(sizeof(E)));
+  } else if constexpr (kIsHalf<E>) {
+    const uint32_t dst = SharedAddress(to);
+    for (int i = threadIdx.x & 31; i < count / kPieceElems<E>; i += 32) CopyAsync16(dst + 16 * i, from + kPieceElems<E> * i, true);
   } else {
     const uint32_t dst = SharedAddress(to);
-    for (int i = threadIdx.x & 31; i < floats; i += 32) CopyAsync4(dst + 4 * i, from + i, true);
+    for (int i = threadIdx.x & 31; i < count; i += 32) CopyAsync4(dst + 4 * i, from + i, true);
   }
 }
 
@@ -156,10 +170,11 @@ __device__ __forceinline__ void CopyVector(bool tma, bool leader, uint64_t* bar,
 // slab), the last stage's [f_tile x 32], without a first stage the chunk's input region, and the
 // depthwise weights and biases. TMA: the leader issues, the stage's barrier counts the bytes;
 // cp.async: every lane copies, then arrives once its copies have landed.
-template <int NF>
-__device__ __forceinline__ void LoadStage(const BlockArgs& a, uint8_t* to, uint64_t* full, const CUtensorMap* tx, const CUtensorMap* tw1,
-                                          const CUtensorMap* tw2, const Unit& u, const RegionRows& region, int j) {
-  const ChainProblem& p = a.p;
+template <int NF, class E>
+__device__ __forceinline__ void LoadStage(const BlockArgsOf<E>& a, uint8_t* to, uint64_t* full, const CUtensorMap* tx,
+                                          const CUtensorMap* tw1, const CUtensorMap* tw2, const Unit& u, const RegionRows<E>& region,
+                                          int j) {
+  const ChainProblemOf<E>& p = a.p;
   const bool leader = (threadIdx.x & 31) == 0;
   const bool tma = a.tma != 0, vec = a.vec != 0;
   const uint64_t hint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
@@ -167,18 +182,20 @@ __device__ __forceinline__ void LoadStage(const BlockArgs& a, uint8_t* to, uint6
   const int m0 = j * kChunk, m_valid = min(kChunk, p.m - m0);
   if (tma && leader) {
     const uint32_t vectors = (p.dw ? m_valid * (taps + 1) : 0) + (p.pw1 ? m_valid : 0);
-    BarrierArriveExpect(full, a.stage_tx + 4 * vectors);
+    BarrierArriveExpect(full, a.stage_tx + static_cast<uint32_t>(sizeof(E)) * vectors);
     if (p.pw1)
       for (int q = 0; q < a.c_slabs; ++q)
-        cute::SM90_TMA_LOAD_2D::copy(tw1, full, hint, to + q * kChunk * kSlabRowBytes, q * kSlabFloats, m0);
+        cute::SM90_TMA_LOAD_2D::copy(tw1, full, hint, to + q * kChunk * kSlabRowBytes, q * kSlabElems<E>, m0);
     if (p.pwl) cute::SM90_TMA_LOAD_2D::copy(tw2, full, hint, to + a.w2_in_stage, m0, u.f0);
     if (!p.pw1) cute::SM90_TMA_LOAD_4D::copy(tx, full, hint, to + a.xs_in_stage, m0, u.x0, u.y0, u.image);
   } else if (!tma) {
     if (p.pw1)
       for (int q = 0; q < a.c_slabs; ++q)
-        CopySlab(SharedAddress(to + q * kChunk * kSlabRowBytes), kChunk, MatrixRows{p.w1, m0, p.m, p.c}, q * kSlabFloats, p.c, vec, p.x);
-    if (p.pwl) CopySlab(SharedAddress(to + a.w2_in_stage), NF, MatrixRows{p.w2, u.f0, p.f, p.m}, m0, p.m, vec, p.x);
-    if (!p.pw1) CopySlab(SharedAddress(to + a.xs_in_stage), a.region_rows, region, m0, p.c, vec, p.x, false);
+        CopySlab(SharedAddress(to + q * kChunk * kSlabRowBytes), kChunk, MatrixRows<E>{p.w1, m0, p.m, p.c}, q * kSlabElems<E>, p.c, vec,
+                 p.x);
+    if (p.pwl) CopySlab(SharedAddress(to + a.w2_in_stage), NF, MatrixRows<E>{p.w2, u.f0, p.f, p.m}, m0, p.m, vec, p.x);
+    if (!p.pw1)
+      CopySlab<kChunkRowBytes<E> / 16>(SharedAddress(to + a.xs_in_stage), a.region_rows, region, m0, p.c, vec, p.x, false);
   }
   if (p.dw) {
     CopyVector(tma, leader, full, to + a.wd_in_stage, p.wd + static_cast<size_t>(m0) * taps, m_valid * taps);
@@ -188,16 +205,16 @@ __device__ __forceinline__ void LoadStage(const BlockArgs& a, uint8_t* to, uint6
   if (!tma) BarrierArriveAfterCopies(full);
 }
 
-template <int NF>
-__device__ __forceinline__ void Produce(const BlockArgs& a, uint8_t* smem, Barriers& bars, const CUtensorMap* tx,
+template <int NF, class E>
+__device__ __forceinline__ void Produce(const BlockArgsOf<E>& a, uint8_t* smem, Barriers& bars, const CUtensorMap* tx,
                                         const CUtensorMap* tw1, const CUtensorMap* tw2, int cluster, int clusters, int rank) {
-  const ChainProblem& p = a.p;
+  const ChainProblemOf<E>& p = a.p;
   const bool leader = (threadIdx.x & 31) == 0;
   const bool tma = a.tma != 0, vec = a.vec != 0;
   const uint64_t hint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
   if (a.resident && cluster < a.units) {  // every chunk's operands once, for all units (one output-channel slice)
     const Unit u = DecodeUnit(a, cluster, NF);
-    const RegionRows none{p.x, 0, 0, 0, p.h, p.w, p.c, a.region_w_div};
+    const RegionRows<E> none{p.x, 0, 0, 0, p.h, p.w, p.c, a.region_w_div};
     for (int i = 0, j = rank; j < a.chunks; ++i, j += a.split)
       LoadStage<NF>(a, smem + a.ring_off + i * a.stage_bytes, &bars.full[i], tx, tw1, tw2, u, none, j);
   }
@@ -215,7 +232,7 @@ __device__ __forceinline__ void Produce(const BlockArgs& a, uint8_t* smem, Barri
     }
     behind = shares;
     const Unit u = DecodeUnit(a, index, NF);
-    const RegionRows region{p.x, u.image, u.y0, u.x0, p.h, p.w, p.c, a.region_w_div};
+    const RegionRows<E> region{p.x, u.image, u.y0, u.x0, p.h, p.w, p.c, a.region_w_div};
     if (p.pw1) {
       const RegionSlot slot = RegionOf(a, units_done);
       const int buffer = slot.buffer;
@@ -225,11 +242,11 @@ __device__ __forceinline__ void Produce(const BlockArgs& a, uint8_t* smem, Barri
         if (leader) {
           BarrierArriveExpect(&bars.x_full[buffer], a.region_tx);
           for (int q = 0; q < a.c_slabs; ++q)
-            cute::SM90_TMA_LOAD_4D::copy(tx, &bars.x_full[buffer], hint, to + q * a.x_slab_bytes, q * kSlabFloats, u.x0, u.y0, u.image);
+            cute::SM90_TMA_LOAD_4D::copy(tx, &bars.x_full[buffer], hint, to + q * a.x_slab_bytes, q * kSlabElems<E>, u.x0, u.y0, u.image);
         }
       } else {
         for (int q = 0; q < a.c_slabs; ++q)
-          CopySlab(SharedAddress(to + q * a.x_slab_bytes), a.region_rows, region, q * kSlabFloats, p.c, vec, p.x);
+          CopySlab(SharedAddress(to + q * a.x_slab_bytes), a.region_rows, region, q * kSlabElems<E>, p.c, vec, p.x);
         BarrierArriveAfterCopies(&bars.x_full[buffer]);
       }
     }
@@ -247,33 +264,41 @@ __device__ __forceinline__ void Produce(const BlockArgs& a, uint8_t* smem, Barri
 
 // ---- computing ----------------------------------------------------------------------------------
 
+// The element at `at` as a float (read-only path).
+template <class E>
+__device__ __forceinline__ float LoadValue(const E* at) {
+  return Element<E>::ToFloat(__ldg(at));
+}
+
 // y[pixel, f..f+1] = res_act(act2(sum + b2) + x[pixel, f..f+1]) for the channels below f_end.
-__device__ __forceinline__ void StoreOutputPair(const ChainProblem& p, size_t pixel, int f, float v0, float v1) {
-  float v[2] = {v0 + __ldg(p.b2 + f), f + 1 < p.f ? v1 + __ldg(p.b2 + f + 1) : 0.f};
+template <class E>
+__device__ __forceinline__ void StoreOutputPair(const ChainProblemOf<E>& p, size_t pixel, int f, float v0, float v1) {
+  float v[2] = {v0 + LoadValue(p.b2 + f), f + 1 < p.f ? v1 + LoadValue(p.b2 + f + 1) : 0.f};
   p.act2.Apply(v);
   const size_t at = pixel * p.f + f;
   if (p.residual) {  // same shape as the output (checked)
-    v[0] = p.res_act(v[0] + __ldg(p.x + at));
-    if (f + 1 < p.f) v[1] = p.res_act(v[1] + __ldg(p.x + at + 1));
+    v[0] = p.res_act(v[0] + LoadValue(p.x + at));
+    if (f + 1 < p.f) v[1] = p.res_act(v[1] + LoadValue(p.x + at + 1));
   }
   if (f + 1 < p.f && (p.f % 2) == 0) {
-    *reinterpret_cast<float2*>(p.y + at) = make_float2(v[0], v[1]);
+    StorePair(p.y + at, v[0], v[1]);
   } else {
-    p.y[at] = v[0];
-    if (f + 1 < p.f) p.y[at + 1] = v[1];
+    p.y[at] = Element<E>::FromFloat(v[0]);
+    if (f + 1 < p.f) p.y[at + 1] = Element<E>::FromFloat(v[1]);
   }
 }
 
 // The output pixel of tile row `row` (a pixel index in the tile), or -1 outside the image.
-__device__ __forceinline__ long long OutputPixel(const BlockArgs& a, const Unit& u, int row);
+template <class E>
+__device__ __forceinline__ long long OutputPixel(const BlockArgsOf<E>& a, const Unit& u, int row);
 
 // The last stage's epilogue over this thread's fragment of the tile (rows 16w + g and 16w + g + 8,
 // column pairs 8n + 2t), straight from the accumulators: y = res_act(act2(acc + b2) + x). One
 // activation dispatch per step for the whole fragment, and every residual load issued before the
 // first is used.
-template <int NF>
-__device__ __forceinline__ void StoreTile(const BlockArgs& a, const Unit& u, float (&acc)[NF / 2]) {
-  const ChainProblem& p = a.p;
+template <int NF, class E>
+__device__ __forceinline__ void StoreTile(const BlockArgsOf<E>& a, const Unit& u, float (&acc)[NF / 2]) {
+  const ChainProblemOf<E>& p = a.p;
   const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, g = lane >> 2, t = lane & 3;
   long long pixel[2];
 #pragma unroll
@@ -283,7 +308,7 @@ __device__ __forceinline__ void StoreTile(const BlockArgs& a, const Unit& u, flo
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
       const int f = u.f0 + 8 * n + 2 * t + c;
-      const float b = f < p.f ? __ldg(p.b2 + f) : 0.f;
+      const float b = f < p.f ? LoadValue(p.b2 + f) : 0.f;
       acc[4 * n + c] += b;
       acc[4 * n + 2 + c] += b;
     }
@@ -295,7 +320,7 @@ __device__ __forceinline__ void StoreTile(const BlockArgs& a, const Unit& u, flo
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const int half = k >> 1, f = u.f0 + 8 * n + 2 * t + (k & 1);
-        x[4 * n + k] = pixel[half] >= 0 && f < p.f ? __ldg(p.x + pixel[half] * p.f + f) : 0.f;
+        x[4 * n + k] = pixel[half] >= 0 && f < p.f ? LoadValue(p.x + pixel[half] * p.f + f) : 0.f;
       }
 #pragma unroll
     for (int i = 0; i < NF / 2; ++i) acc[i] += x[i];
@@ -308,20 +333,20 @@ __device__ __forceinline__ void StoreTile(const BlockArgs& a, const Unit& u, flo
     for (int n = 0; n < NF / 8; ++n) {
       const int f = u.f0 + 8 * n + 2 * t;
       if (f >= p.f) continue;
-      float* y = p.y + pixel[half] * p.f + f;
+      E* y = p.y + pixel[half] * p.f + f;
       const float v0 = acc[4 * n + 2 * half], v1 = acc[4 * n + 2 * half + 1];
       if (f + 1 < p.f && (p.f % 2) == 0) {
-        *reinterpret_cast<float2*>(y) = make_float2(v0, v1);
+        StorePair(y, v0, v1);
       } else {
-        y[0] = v0;
-        if (f + 1 < p.f) y[1] = v1;
+        y[0] = Element<E>::FromFloat(v0);
+        if (f + 1 < p.f) y[1] = Element<E>::FromFloat(v1);
       }
     }
   }
 }
 
-
-__device__ __forceinline__ long long OutputPixel(const BlockArgs& a, const Unit& u, int row) {
+template <class E>
+__device__ __forceinline__ long long OutputPixel(const BlockArgsOf<E>& a, const Unit& u, int row) {
   if (row >= a.tile_h * a.tile_w) return -1;
   int oy, ox;
   a.tile_w_div.fast_divmod(oy, ox, row);
@@ -333,20 +358,33 @@ __device__ __forceinline__ long long OutputPixel(const BlockArgs& a, const Unit&
 // The channels of the input region multiplied by the channel scale (a squeeze-excitation output),
 // in place, by the kGroups computing warpgroups together; the region is the first stage's A
 // operand, so the writes are fenced for the tensor cores.
-template <int kGroups>
-__device__ __forceinline__ void ScaleRegion(const BlockArgs& a, uint32_t region, int image) {
-  const ChainProblem& p = a.p;
-  const float* s = p.scale + static_cast<size_t>(p.scale_batch == 1 ? 0 : image) * p.c;
+template <int kGroups, class E>
+__device__ __forceinline__ void ScaleRegion(const BlockArgsOf<E>& a, uint32_t region, int image) {
+  const ChainProblemOf<E>& p = a.p;
+  const E* s = p.scale + static_cast<size_t>(p.scale_batch == 1 ? 0 : image) * p.c;
   const int per_slab = a.region_rows * 8;
   for (int i = threadIdx.x % (kGroups * kConsumers); i < per_slab * a.c_slabs; i += kGroups * kConsumers) {
     const int q = i / per_slab, r = (i - q * per_slab) >> 3, piece = i & 7;
-    const int c = q * kSlabFloats + 4 * piece;
+    const int c = q * kSlabElems<E> + kPieceElems<E> * piece;
     const uint32_t at = region + q * a.x_slab_bytes + SwizzledOffset(r, piece);
     float4 v = LoadShared4(at);
-    v.x *= c < p.c ? __ldg(s + c) : 0.f;
-    v.y *= c + 1 < p.c ? __ldg(s + c + 1) : 0.f;
-    v.z *= c + 2 < p.c ? __ldg(s + c + 2) : 0.f;
-    v.w *= c + 3 < p.c ? __ldg(s + c + 3) : 0.f;
+    if constexpr (kIsHalf<E>) {  // the piece's 8 channels, two to a word
+      float* words = reinterpret_cast<float*>(&v);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const uint32_t bits = __float_as_uint(words[k]);
+        const uint16_t lo = static_cast<uint16_t>(bits & 0xFFFFu), hi = static_cast<uint16_t>(bits >> 16);
+        const int ch = c + 2 * k;
+        const float v0 = Element<E>::ToFloat(*reinterpret_cast<const E*>(&lo)) * (ch < p.c ? LoadValue(s + ch) : 0.f);
+        const float v1 = Element<E>::ToFloat(*reinterpret_cast<const E*>(&hi)) * (ch + 1 < p.c ? LoadValue(s + ch + 1) : 0.f);
+        words[k] = __uint_as_float(PackHalves<E>(v0, v1));
+      }
+    } else {
+      v.x *= c < p.c ? __ldg(s + c) : 0.f;
+      v.y *= c + 1 < p.c ? __ldg(s + c + 1) : 0.f;
+      v.z *= c + 2 < p.c ? __ldg(s + c + 2) : 0.f;
+      v.w *= c + 3 < p.c ? __ldg(s + c + 3) : 0.f;
+    }
     StoreShared4(at, v);
   }
   FenceForAsyncProxy();
@@ -359,9 +397,10 @@ __device__ __forceinline__ void ScaleRegion(const BlockArgs& a, uint32_t region,
 
 // The first pointwise stage of one chunk over the whole region, issued (asynchronous on sm_90):
 // acc1[b] = region rows [64b, 64b + 64) x W1 chunk^T.
-template <bool kExact>
-__device__ __forceinline__ void IssueFirst(const BlockArgs& a, float (&acc1)[2][kChunk / 2], uint32_t region, uint32_t w1, bool two) {
-  using Gemm = BlockGemm<kChunk, kExact>;
+template <bool kExact, class E>
+__device__ __forceinline__ void IssueFirst(const BlockArgsOf<E>& a, float (&acc1)[2][kChunk / 2], uint32_t region, uint32_t w1,
+                                           bool two) {
+  using Gemm = BlockGemm<kChunk, kExact, E>;
   // One arrive and one group for both row blocks, and no branch among the steps: the compiler then
   // neither adds arrives between them nor loses count of the groups in flight.
   if (two) {
@@ -388,8 +427,9 @@ __device__ __forceinline__ void IssueFirst(const BlockArgs& a, float (&acc1)[2][
 
 // Which of this thread's four first-stage rows (2 blocks x 2 halves) lie in the image, as a mask:
 // the depthwise stage's zero padding applies to its input, U. The same for every chunk of a unit.
-__device__ __forceinline__ unsigned InsideMask(const BlockArgs& a, const Unit& u) {
-  const ChainProblem& p = a.p;
+template <class E>
+__device__ __forceinline__ unsigned InsideMask(const BlockArgsOf<E>& a, const Unit& u) {
+  const ChainProblemOf<E>& p = a.p;
   const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, g = lane >> 2;
   unsigned mask = 0;
 #pragma unroll
@@ -407,12 +447,35 @@ __device__ __forceinline__ unsigned InsideMask(const BlockArgs& a, const Unit& u
   return mask;
 }
 
+// Two adjacent channels into shared memory: an A operand of the tensor cores (in E) or U (FP32).
+template <class E>
+__device__ __forceinline__ void StoreSharedPair(uint32_t address, float v0, float v1) {
+  if constexpr (kIsHalf<E>) {
+    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(address), "r"(PackHalves<E>(v0, v1)) : "memory");
+  } else {
+    StoreShared2(address, v0, v1);
+  }
+}
+
+// One value into a swizzled A operand slab in E (the depthwise stage's sink).
+template <class E>
+__device__ __forceinline__ void StoreSharedValue(uint32_t address, float v) {
+  if constexpr (kIsHalf<E>) {
+    const E h = Element<E>::FromFloat(v);
+    asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(address), "h"(*reinterpret_cast<const uint16_t*>(&h)) : "memory");
+  } else {
+    StoreShared1(address, v);
+  }
+}
+
 // The first stage's epilogue: act1(acc1 + b1), zero outside the image (`inside`) and past the
-// intermediate's channels, into U (rows kUPitch bytes apart, for the depthwise stage) or, without a
-// depthwise stage, into V (swizzled, the last stage's A operand). Rows past the region are not written.
-template <bool kSwizzled>
-__device__ __forceinline__ void StoreFirst(const BlockArgs& a, const float (&acc1)[2][kChunk / 2], const float* b1, int m_valid,
+// intermediate's channels, into U (FP32, rows kUPitch bytes apart, for the depthwise stage) or,
+// without a depthwise stage, into V (in E, swizzled, the last stage's A operand). Rows past the
+// region are not written.
+template <bool kSwizzled, class E>
+__device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float (&acc1)[2][kChunk / 2], const E* b1, int m_valid,
                                            unsigned inside, uint32_t out) {
+  using Out = std::conditional_t<kSwizzled, E, float>;
   const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, g = lane >> 2, t = lane & 3;
   float v[2][kChunk / 2];
 #pragma unroll
@@ -420,8 +483,14 @@ __device__ __forceinline__ void StoreFirst(const BlockArgs& a, const float (&acc
 #pragma unroll
     for (int n = 0; n < kChunk / 8; ++n)
 #pragma unroll
-      for (int k = 0; k < 4; ++k) v[b][4 * n + k] = acc1[b][4 * n + k] + b1[8 * n + 2 * t + (k & 1)];
+      for (int k = 0; k < 4; ++k) v[b][4 * n + k] = acc1[b][4 * n + k] + Element<E>::ToFloat(b1[8 * n + 2 * t + (k & 1)]);
   a.p.act1.Apply(reinterpret_cast<float(&)[kChunk]>(v));  // (both blocks at one dispatch)
+  if constexpr (kIsHalf<E> && !kSwizzled) {  // U holds FP32, rounded to E as the op rounds a stage's output
+#pragma unroll
+    for (int b = 0; b < 2; ++b)
+#pragma unroll
+      for (int i = 0; i < kChunk / 2; ++i) v[b][i] = Element<E>::ToFloat(Element<E>::FromFloat(v[b][i]));
+  }
   const bool whole = m_valid >= kChunk;
 #pragma unroll
   for (int b = 0; b < 2; ++b) {
@@ -435,8 +504,8 @@ __device__ __forceinline__ void StoreFirst(const BlockArgs& a, const float (&acc
 #pragma unroll
         for (int n = 0; n < kChunk / 8; ++n) {
           const int col = 8 * n + 2 * t;
-          StoreShared2(out + (kSwizzled ? SwizzledFloat(row, col) : row * kUPitch + col * 4), v[b][4 * n + 2 * half],
-                       v[b][4 * n + 2 * half + 1]);
+          StoreSharedPair<Out>(out + (kSwizzled ? SwizzledAt<E>(row, col) : row * kUPitch + col * 4), v[b][4 * n + 2 * half],
+                               v[b][4 * n + 2 * half + 1]);
         }
         continue;
       }
@@ -445,7 +514,7 @@ __device__ __forceinline__ void StoreFirst(const BlockArgs& a, const float (&acc
         const int col = 8 * n + 2 * t;
         const float v0 = in && col < m_valid ? v[b][4 * n + 2 * half] : 0.f;
         const float v1 = in && col + 1 < m_valid ? v[b][4 * n + 2 * half + 1] : 0.f;
-        StoreShared2(out + (kSwizzled ? SwizzledFloat(row, col) : row * kUPitch + col * 4), v0, v1);
+        StoreSharedPair<Out>(out + (kSwizzled ? SwizzledAt<E>(row, col) : row * kUPitch + col * 4), v0, v1);
       }
     }
   }
@@ -457,11 +526,12 @@ __device__ __forceinline__ void StoreFirst(const BlockArgs& a, const float (&acc
 //                 wait for P1(i+1) (P2(i) stays in flight)  |  U = epilogue of P1(i+1)
 // A ring stage is released once P2 of its chunk has finished (the wait of the next iteration),
 // so the ring needs three stages: chunk i+1's while i computes and i-1's last reader finishes.
-template <int NF, bool kExact>
-__device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barriers& bars, int cluster, int clusters, int rank) {
-  using Gemm2 = BlockGemm<NF == 0 ? 8 : NF, kExact>;
+template <int NF, bool kExact, class E>
+__device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, Barriers& bars, int cluster, int clusters, int rank) {
+  using Gemm1 = BlockGemm<kChunk, kExact, E>;
+  using Gemm2 = BlockGemm<NF == 0 ? 8 : NF, kExact, E>;
   constexpr bool kAsync = Gemm2::kAsync;
-  const ChainProblem& p = a.p;
+  const ChainProblemOf<E>& p = a.p;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const uint32_t base = SharedAddress(smem);
   const uint32_t u_slab = base + a.u_off;
@@ -497,10 +567,10 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
       const uint32_t w1 = SharedAddress(staged(head.stage));
       IssueFirst<kExact>(a, acc1, region, w1, two_blocks);
       WaitGemms<kAsync>();
-      BlockGemm<kChunk, kExact>::Fence(acc1[0]);
-      BlockGemm<kChunk, kExact>::Fence(acc1[1]);
+      Gemm1::Fence(acc1[0]);
+      Gemm1::Fence(acc1[1]);
       if (mine == 1) BarrierArrive(&bars.x_empty[buffer]);
-      const float* b1 = reinterpret_cast<const float*>(staged(head.stage) + a.b1_in_stage);
+      const E* b1 = reinterpret_cast<const E*>(staged(head.stage) + a.b1_in_stage);
       if (p.dw) {
         StoreFirst<false>(a, acc1, b1, min(kChunk, p.m - rank * kChunk), inside, u_slab);
       } else {
@@ -527,15 +597,15 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
       }
       if (p.dw) {
         const uint32_t input = p.pw1 ? u_slab : SharedAddress(operands + a.xs_in_stage);
-        const float* wd = reinterpret_cast<const float*>(operands + a.wd_in_stage);
-        const float* bd = reinterpret_cast<const float*>(operands + a.bd_in_stage);
+        const E* wd = reinterpret_cast<const E*>(operands + a.wd_in_stage);
+        const E* bd = reinterpret_cast<const E*>(operands + a.bd_in_stage);
         if (p.pwl) {
           Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd,
-                    [&](int pixel, float v) { StoreShared1(v_slab + SwizzledFloat(pixel, lane), v); });
+                    [&](int pixel, float v) { StoreSharedValue<E>(v_slab + SwizzledAt<E>(pixel, lane), v); });
         } else {
           Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd, [&](int pixel, float v) {
             const long long at = OutputPixel(a, u, pixel);
-            if (at >= 0 && lane < m_valid) p.y[at * p.m + m0 + lane] = v;
+            if (at >= 0 && lane < m_valid) p.y[at * p.m + m0 + lane] = Element<E>::FromFloat(v);
           });
         }
       }
@@ -546,7 +616,8 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
         }
         Gemm2::template Begin<false>(acc2);
 #pragma unroll
-        for (int kk = 0; kk < 4; ++kk) Gemm2::Step(acc2, v_slab, SharedAddress(operands + a.w2_in_stage), kk, i == 0 && kk == 0);
+        for (int kk = 0; kk < kChunkSteps<E>; ++kk)
+          Gemm2::Step(acc2, v_slab, SharedAddress(operands + a.w2_in_stage), kk, i == 0 && kk == 0);
         Gemm2::Commit();
       }
       // P1(i+1) done; P2(i) may still run (it reads V[i%2] and this stage's W2), P2(i-1) is done
@@ -557,8 +628,8 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
           cute::warpgroup_wait<0>();
         }
       }
-      BlockGemm<kChunk, kExact>::Fence(acc1[0]);
-      BlockGemm<kChunk, kExact>::Fence(acc1[1]);
+      Gemm1::Fence(acc1[0]);
+      Gemm1::Fence(acc1[1]);
       // release the stage nothing reads any more: chunk i-1's (its P2 just finished), or without a
       // last stage chunk i's own (its depthwise stage is done)
       if (!p.pwl) {
@@ -569,7 +640,7 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
       }
       if (next && p.pw1) {
         if (i + 2 == mine) BarrierArrive(&bars.x_empty[buffer]);  // the last chunk's first stage has read the region
-        const float* b1 = reinterpret_cast<const float*>(staged(following.stage) + a.b1_in_stage);
+        const E* b1 = reinterpret_cast<const E*>(staged(following.stage) + a.b1_in_stage);
         const int valid_next = min(kChunk, p.m - m0 - a.split * kChunk);
         if (p.dw) {
           StoreFirst<false>(a, acc1, b1, valid_next, inside, u_slab);
@@ -631,13 +702,13 @@ __device__ __forceinline__ void Consume(const BlockArgs& a, uint8_t* smem, Barri
 // bounds the late blocks, whose units are about as many as the SMs. A ring stage has one reader,
 // which releases it, so the ring needs no more stages than with one warpgroup. After the unit's
 // chunks warpgroup 1 leaves its sums in shared memory and warpgroup 0 adds them and stores the tile.
-template <int NF>
-__device__ __forceinline__ void ConsumeHalves(const BlockArgs& a, uint8_t* smem, Barriers& bars, int cluster, int clusters,
+template <int NF, class E>
+__device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* smem, Barriers& bars, int cluster, int clusters,
                                               int group) {
-  using Gemm1 = BlockGemm<kChunk, false>;
-  using Gemm2 = BlockGemm<NF, false>;
+  using Gemm1 = BlockGemm<kChunk, false, E>;
+  using Gemm2 = BlockGemm<NF, false, E>;
   constexpr bool kAsync = Gemm2::kAsync;
-  const ChainProblem& p = a.p;
+  const ChainProblemOf<E>& p = a.p;
   const int tid = threadIdx.x % kConsumers, lane = tid & 31;
   const uint32_t base = SharedAddress(smem);
   const uint32_t u_slab = base + a.u_off + group * a.u_bytes;
@@ -679,7 +750,7 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgs& a, uint8_t* smem,
         Gemm1::Fence(acc1[0]);
         Gemm1::Fence(acc1[1]);
         if (k + 1 == own) BarrierArrive(&bars.x_empty[buffer]);  // this warpgroup's last read of the region
-        const float* b1 = reinterpret_cast<const float*>(operands + a.b1_in_stage);
+        const E* b1 = reinterpret_cast<const E*>(operands + a.b1_in_stage);
         if (p.dw) {
           StoreFirst<false>(a, acc1, b1, m_valid, inside, u_slab);
         } else {
@@ -690,16 +761,16 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgs& a, uint8_t* smem,
       }
       if (p.dw) {
         const uint32_t input = p.pw1 ? u_slab : SharedAddress(operands + a.xs_in_stage);
-        const float* wd = reinterpret_cast<const float*>(operands + a.wd_in_stage);
-        const float* bd = reinterpret_cast<const float*>(operands + a.bd_in_stage);
+        const E* wd = reinterpret_cast<const E*>(operands + a.wd_in_stage);
+        const E* bd = reinterpret_cast<const E*>(operands + a.bd_in_stage);
         Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd,
-                  [&](int pixel, float v) { StoreShared1(v_slab + SwizzledFloat(pixel, lane), v); });
+                  [&](int pixel, float v) { StoreSharedValue<E>(v_slab + SwizzledAt<E>(pixel, lane), v); });
         FenceForAsyncProxy();
         SyncConsumers(group);  // V written, U read
       }
       Gemm2::Begin(acc2);
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) Gemm2::Step(acc2, v_slab, SharedAddress(operands + a.w2_in_stage), kk, k == 0 && kk == 0);
+      for (int kk = 0; kk < kChunkSteps<E>; ++kk) Gemm2::Step(acc2, v_slab, SharedAddress(operands + a.w2_in_stage), kk, k == 0 && kk == 0);
       Gemm2::Commit();
       WaitGemms<kAsync>();
       Gemm2::Fence(acc2);
@@ -728,9 +799,9 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgs& a, uint8_t* smem,
 template <int NF, bool kExact, int kGroups>
 constexpr int MinBlocksPerSm() { return kExact || NF >= 96 || kGroups > 1 ? 1 : NF <= 32 ? 3 : 2; }
 
-template <int NF, bool kExact, int kGroups>
+template <int NF, bool kExact, int kGroups, class E>
 __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExact, kGroups>())
-    FusedBlockKernel(const __grid_constant__ BlockArgs a, const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw1,
+    FusedBlockKernel(const __grid_constant__ BlockArgsOf<E> a, const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw1,
                      const __grid_constant__ CUtensorMap tw2) {
   extern __shared__ uint8_t dynamic_shared[];
   uint8_t* smem = dynamic_shared + ((kSlabAlign - (SharedAddress(dynamic_shared) & (kSlabAlign - 1))) & (kSlabAlign - 1));

@@ -18,12 +18,13 @@
 #include "../device.h"
 #include "block_args.h"
 #include "depthwise.cuh"
+#include "element.cuh"
 #include "tile_layout.cuh"
 
 namespace fcm {
 namespace block {
 
-template <int NF, bool kExact, int kGroups>
+template <int NF, bool kExact, int kGroups, class E>
 const void* KernelPointer();
 
 namespace {
@@ -35,36 +36,52 @@ constexpr int kMaxSplit = 8;      // portable cluster size (a split whose shares
 
 using KernelFn = const void*;
 
-// The compiled kernels, by output-channel width: TF32 for every width, exact FP32 for a few (the
-// comparison mode; a problem rounds up to the next one); two-warpgroup TF32 ones from 64 wide.
+// The compiled kernels, by output-channel width: tensor-core ones (TF32 for FP32 tensors, FP16 and
+// BF16 for theirs) for every width, exact FP32 for a few (the comparison mode; a problem rounds up
+// to the next one); two-warpgroup tensor-core ones from 64 wide.
 struct Width {
   int f_tile;
   KernelFn kernel;
   KernelFn halves = nullptr;  // two computing warpgroups
 };
 
+template <class E>
 const std::vector<Width>& Widths(bool exact) {
-#define FCM_WIDTH(NF, EXACT) {NF, KernelPointer<NF, EXACT, 1>()},
-#define FCM_HALVES(NF) {NF, KernelPointer<NF, false, 1>(), KernelPointer<NF, false, 2>()},
-  static const std::vector<Width> tf32 = {FCM_WIDTH(16, false) FCM_WIDTH(24, false) FCM_WIDTH(32, false) FCM_WIDTH(40, false)
-                                              FCM_WIDTH(48, false) FCM_HALVES(64) FCM_HALVES(80) FCM_HALVES(96) FCM_HALVES(112)
-                                                  FCM_HALVES(128) FCM_HALVES(160) FCM_HALVES(192)};
-  static const std::vector<Width> fp32 = {FCM_WIDTH(32, true) FCM_WIDTH(64, true) FCM_WIDTH(128, true) FCM_WIDTH(192, true)};
+#define FCM_WIDTH(NF, EXACT) {NF, KernelPointer<NF, EXACT, 1, E>()},
+#define FCM_HALVES(NF) {NF, KernelPointer<NF, false, 1, E>(), KernelPointer<NF, false, 2, E>()},
+  static const std::vector<Width> tensor_cores = {FCM_WIDTH(16, false) FCM_WIDTH(24, false) FCM_WIDTH(32, false) FCM_WIDTH(40, false)
+                                                      FCM_WIDTH(48, false) FCM_HALVES(64) FCM_HALVES(80) FCM_HALVES(96) FCM_HALVES(112)
+                                                          FCM_HALVES(128) FCM_HALVES(160) FCM_HALVES(192)};
 #undef FCM_HALVES
 #undef FCM_WIDTH
-  return exact ? fp32 : tf32;
+  if constexpr (kIsHalf<E>) {
+    static const std::vector<Width> none;
+    return exact ? none : tensor_cores;
+  } else {
+    static const std::vector<Width> fp32 = {{32, KernelPointer<32, true, 1, float>()},
+                                            {64, KernelPointer<64, true, 1, float>()},
+                                            {128, KernelPointer<128, true, 1, float>()},
+                                            {192, KernelPointer<192, true, 1, float>()}};
+    return exact ? fp32 : tensor_cores;
+  }
 }
 
+template <class E>
 KernelFn KernelFor(int f_tile, bool exact, int groups) {
-  if (f_tile == 0) return groups != 1 ? nullptr : exact ? KernelPointer<0, true, 1>() : KernelPointer<0, false, 1>();
-  for (const Width& w : Widths(exact))
+  if (f_tile == 0) {
+    if (groups != 1) return nullptr;
+    if constexpr (kIsHalf<E>) return exact ? nullptr : KernelPointer<0, false, 1, E>();
+    return exact ? KernelPointer<0, true, 1, float>() : KernelPointer<0, false, 1, float>();
+  }
+  for (const Width& w : Widths<E>(exact))
     if (w.f_tile == f_tile) return groups == 1 ? w.kernel : groups == 2 ? w.halves : nullptr;
   return nullptr;
 }
 
 // The splits worth timing: powers of two (up to a cluster's 8 with a last pointwise stage), and
 // without one also every chunk its own CTA.
-std::vector<int> SplitCandidates(const ChainProblem& p, int chunks) {
+template <class E>
+std::vector<int> SplitCandidates(const ChainProblemOf<E>& p, int chunks) {
   std::vector<int> splits;
   const int most = p.pwl ? std::min(kMaxSplit, chunks) : chunks;
   for (int split = 1; split <= most; split *= 2) splits.push_back(split);
@@ -113,15 +130,22 @@ int SharesLd(int n) { return RoundUp(n, 8) + ((8 - RoundUp(n, 8) % 32) + 32) % 3
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Whether TMA can copy this problem's tiles: sm_90, rows of 16-byte multiples, aligned tensors.
-// (The chunks' depthwise weights and biases go by bulk copies: 16-byte aligned, multiples of 16 bytes.)
-bool TmaFits(const ChainProblem& p, const DeviceInfo& d) {
-  if (d.major < 9) return false;
-  if (p.c % 4 != 0 || p.m % 4 != 0 || !Aligned16(p.x)) return false;
+// Channels and tensors that 16-byte copies can move: rows of 16-byte multiples, aligned tensors.
+template <class E>
+bool RowsOf16Bytes(const ChainProblemOf<E>& p) {
+  constexpr int kPiece = kPieceElems<E>;
+  if (p.c % kPiece != 0 || p.m % kPiece != 0 || !Aligned16(p.x)) return false;
   if (p.pw1 && (!Aligned16(p.w1) || !Aligned16(p.b1))) return false;
   if (p.dw && (!Aligned16(p.wd) || !Aligned16(p.bd))) return false;
   if (p.pwl && !Aligned16(p.w2)) return false;
   return true;
+}
+
+// Whether TMA can copy this problem's tiles: sm_90, rows of 16-byte multiples, aligned tensors.
+// (The chunks' depthwise weights and biases go by bulk copies: 16-byte aligned, multiples of 16 bytes.)
+template <class E>
+bool TmaFits(const ChainProblemOf<E>& p, const DeviceInfo& d) {
+  return d.major >= 9 && RowsOf16Bytes(p);
 }
 
 // A divisor for the kernel (an empty problem's zero counts divide nothing: 1 keeps the host's
@@ -129,8 +153,10 @@ bool TmaFits(const ChainProblem& p, const DeviceInfo& d) {
 cutlass::FastDivmod Divisor(int d) { return cutlass::FastDivmod(d > 0 ? d : 1); }
 
 // The layout of shared memory and the unit count; returns the bytes to ask for.
-size_t MakeArgs(const ChainProblem& p, const BlockPlan& plan, BlockArgs* out) {
-  BlockArgs a{};
+template <class E>
+size_t MakeArgs(const ChainProblemOf<E>& p, const BlockPlan& plan, BlockArgsOf<E>* out) {
+  constexpr uint32_t kBytes = sizeof(E);
+  BlockArgsOf<E> a{};
   a.p = p;
   a.tile_h = plan.tile_h, a.tile_w = plan.tile_w;
   a.tiles_w = CeilDiv(p.out_w, plan.tile_w);
@@ -147,14 +173,15 @@ size_t MakeArgs(const ChainProblem& p, const BlockPlan& plan, BlockArgs* out) {
   const int dw_blocks_w = CeilDiv(plan.tile_w, DepthwiseBlockW(p.kernel, p.stride));
   a.dw_blocks = p.dw ? CeilDiv(plan.tile_h, DepthwiseBlockH(p.kernel, p.stride)) * dw_blocks_w : 0;
   a.dw_blocks_w = Divisor(dw_blocks_w);
-  a.c_slabs = CeilDiv(p.c, kSlabFloats);
+  a.c_slabs = CeilDiv(p.c, kSlabElems<E>);
   a.chunks = CeilDiv(p.m, kChunk);
   a.split = plan.split;
   a.resident = plan.stages == 0;
   a.stages = a.resident ? CeilDiv(a.chunks, plan.split) : plan.stages;
   a.regions = plan.regions;
   a.tma = plan.tma ? 1 : 0;
-  a.vec = p.c % 4 == 0 && p.m % 4 == 0 && Aligned16(p.x) && (!p.pw1 || Aligned16(p.w1)) && (!p.pwl || Aligned16(p.w2));
+  a.vec = p.c % kPieceElems<E> == 0 && p.m % kPieceElems<E> == 0 && Aligned16(p.x) && (!p.pw1 || Aligned16(p.w1)) &&
+          (!p.pwl || Aligned16(p.w2));
   // the depthwise stage's blocks may run past the tile's edge and read past the region: slack rows
   const int last_row = p.dw ? DepthwiseLastRow(p.kernel, p.stride, plan.tile_h, plan.tile_w, a.region_w) : 0;
   const uint32_t region_slab =
@@ -172,11 +199,11 @@ size_t MakeArgs(const ChainProblem& p, const BlockPlan& plan, BlockArgs* out) {
   a.xs_in_stage = stage;
   if (!p.pw1) stage += region_slab;
   a.wd_in_stage = stage;
-  if (p.dw) stage += Align(kChunk * taps * 4, 16);
+  if (p.dw) stage += Align(kChunk * taps * kBytes, 16);
   a.b1_in_stage = stage;
-  if (p.pw1) stage += kChunk * 4;
+  if (p.pw1) stage += kChunk * kBytes;
   a.bd_in_stage = stage;
-  if (p.dw) stage += kChunk * 4;
+  if (p.dw) stage += kChunk * kBytes;
   a.stage_bytes = Align(stage, kSlabAlign);
   a.ring_off = at;
   at += a.stages * a.stage_bytes;
@@ -195,7 +222,7 @@ size_t MakeArgs(const ChainProblem& p, const BlockPlan& plan, BlockArgs* out) {
   // (the first stage's last 64-row block may read past the region's last slab: into the ring)
   a.region_tx = static_cast<uint32_t>(a.c_slabs * a.region_rows * kSlabRowBytes);
   a.stage_tx = (p.pw1 ? a.c_slabs * kChunk * kSlabRowBytes : 0) + (p.pwl ? plan.f_tile * kSlabRowBytes : 0) +
-               (!p.pw1 ? a.region_rows * kSlabRowBytes : 0);
+               (!p.pw1 ? a.region_rows * kChunkRowBytes<E> : 0);
   *out = a;
   return at + kSlabAlign;  // the kernel aligns its base to 1024 bytes
 }
@@ -205,22 +232,23 @@ size_t MakeArgs(const ChainProblem& p, const BlockPlan& plan, BlockArgs* out) {
 // depthwise stage: the resident CTAs split them) and a fixed latency (barriers, copies arriving,
 // epilogues; measured at 1.5-2.5 us per chunk on an H100 with 2-3 CTAs per SM, less with the
 // weights resident); the busiest SM runs its units in waves; against the device-memory traffic.
-double Estimate(const ChainProblem& p, const BlockArgs& a, const BlockPlan& plan) {
+template <class E>
+double Estimate(const ChainProblemOf<E>& p, const BlockArgsOf<E>& a, const BlockPlan& plan) {
   constexpr double kClockGhz = 1.7;
-  constexpr double kTensorMacs = 1024.0;  // TF32 MACs per cycle and SM
+  constexpr double kTensorMacs = kIsHalf<E> ? 2048.0 : 1024.0;  // MACs per cycle and SM (TF32; FP16, BF16)
   constexpr double kSharedBytes = 128.0;  // per cycle and SM
   const int resident = std::max(1, plan.resident);
   const double tensor = plan.exact ? kTensorMacs / 8 : kTensorMacs;
   const int chunks_mine = CeilDiv(a.chunks, plan.split);
   const int region_blocks = CeilDiv(a.region_rows, kTileRows);
   double mma = 0.0, cuda = 0.0;  // SM cycles of one chunk
-  if (p.pw1) mma += static_cast<double>(region_blocks) * kTileRows * a.c_slabs * kSlabFloats * kChunk / tensor;
+  if (p.pw1) mma += static_cast<double>(region_blocks) * kTileRows * a.c_slabs * kSlabElems<E> * kChunk / tensor;
   if (p.pwl) mma += static_cast<double>(kTileRows) * plan.f_tile * kChunk / tensor;
   if (p.dw) {
     const int bh = DepthwiseBlockH(p.kernel, p.stride), bw = DepthwiseBlockW(p.kernel, p.stride);
     const double blocks = CeilDiv(plan.tile_h, bh) * CeilDiv(plan.tile_w, bw);
     const double rows = (bh - 1) * p.stride + p.kernel, cols = (bw - 1) * p.stride + p.kernel;
-    cuda += blocks * rows * cols * kSlabRowBytes / kSharedBytes;
+    cuda += blocks * rows * cols * (p.pw1 ? kSlabRowBytes : kChunkRowBytes<E>) / kSharedBytes;  // (U is FP32)
   }
   // two warpgroups: each runs every other chunk, unpipelined (a longer latency per chunk), the two on
   // the same pipes, and their sums are added at the end
@@ -232,7 +260,7 @@ double Estimate(const ChainProblem& p, const BlockArgs& a, const BlockPlan& plan
   const long long clusters = std::max(1, plan.grid / plan.split);
   const double waves = std::ceil(static_cast<double>(a.units) / clusters);
   const double compute_us = waves * unit / (kClockGhz * 1e3);
-  const double bytes = 4.0 * (static_cast<double>(p.n) * p.h * p.w * p.c * (a.f_slices > 1 ? 1.5 : 1.0) +
+  const double bytes = static_cast<double>(sizeof(E)) * (static_cast<double>(p.n) * p.h * p.w * p.c * (a.f_slices > 1 ? 1.5 : 1.0) +
                               static_cast<double>(p.n) * p.out_h * p.out_w * (p.pwl ? p.f : p.m));
   const double memory_us = bytes / 3.5e6;
   return std::max(compute_us, memory_us) + 2.0;
@@ -243,21 +271,26 @@ double Estimate(const ChainProblem& p, const BlockArgs& a, const BlockPlan& plan
 const std::vector<int>& CompiledWidths(bool exact) {
   static const auto widths = [](bool fp32) {
     std::vector<int> w;
-    for (const Width& x : Widths(fp32)) w.push_back(x.f_tile);
+    for (const Width& x : Widths<float>(fp32)) w.push_back(x.f_tile);
     return w;
   };
   static const std::vector<int> tf32 = widths(false), fp32 = widths(true);
   return exact ? fp32 : tf32;
 }
 
-BlockPlan CompleteBlockPlan(const ChainProblem& p, BlockPlan plan) {
+template <class E>
+BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
   const DeviceInfo& d = CurrentDevice();
   plan.error.clear();
-  plan.exact = !p.tf32;
+  plan.exact = !kIsHalf<E> && !p.tf32;
+  plan.arithmetic = plan.exact ? "FP32" : kIsHalf<E> ? Element<E>::kName : "TF32";
   auto fail = [&](const std::string& why) {
     plan.error = why;
     return plan;
   };
+  // (the half types' copies move 16-byte pieces: cp.async has no 2-byte copy)
+  if (kIsHalf<E> && !RowsOf16Bytes(p))
+    return fail(std::string(Element<E>::kName) + " tensors need channel counts that are multiples of 8 and 16-byte aligned rows");
   if (!p.pwl) plan.f_tile = 0;
   if (plan.tile_h < 1 || plan.tile_w < 1 || plan.tile_h * plan.tile_w > kTileRows) return fail("a tile holds 1 to 64 output pixels");
   if (plan.stages != 0 && (plan.stages < 3 || plan.stages > kRingStages)) return fail("3 or 4 stages, or 0 (resident weights)");
@@ -278,12 +311,12 @@ BlockPlan CompleteBlockPlan(const ChainProblem& p, BlockPlan plan) {
     if (!p.pwl) return fail("two warpgroups need a last pointwise stage (they add their sums of it)");
     if (plan.split > 1 || plan.stages == 0) return fail("two warpgroups take no split and no resident weights");
   }
-  KernelFn kernel = KernelFor(plan.f_tile, plan.exact, plan.groups);
+  KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups);
   if (kernel == nullptr)
     return fail("no kernel is compiled for f_tile " + std::to_string(plan.f_tile) +
-                (plan.groups > 1 ? " with two warpgroups (TF32, 64 to 192 wide)" : ""));
+                (plan.groups > 1 ? " with two warpgroups (tensor cores, 64 to 192 wide)" : ""));
   plan.tma = TmaFits(p, d);
-  BlockArgs a;
+  BlockArgsOf<E> a;
   // two region buffers where they cost no resident CTA, else one
   plan.regions = 1;
   plan.shared_bytes = MakeArgs(p, plan, &a);
@@ -291,7 +324,7 @@ BlockPlan CompleteBlockPlan(const ChainProblem& p, BlockPlan plan) {
   if (p.pw1 && plan.shared_bytes <= static_cast<size_t>(d.shared_optin)) {
     BlockPlan doubled = plan;
     doubled.regions = 2;
-    BlockArgs b;
+    BlockArgsOf<E> b;
     doubled.shared_bytes = MakeArgs(p, doubled, &b);
     if (doubled.shared_bytes <= static_cast<size_t>(d.shared_optin) &&
         Occupancy(kernel, doubled.shared_bytes, plan.groups) >= Occupancy(kernel, plan.shared_bytes, plan.groups)) {
@@ -314,7 +347,8 @@ BlockPlan CompleteBlockPlan(const ChainProblem& p, BlockPlan plan) {
   return plan;
 }
 
-std::vector<BlockPlan> BlockCandidates(const ChainProblem& p) {
+template <class E>
+std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p) {
   const DeviceInfo& d = CurrentDevice();
   // tiles: for each height, the widest (and the widest multiple of the depthwise block's width)
   // whose region is at most 128 pixels, balanced over the image
@@ -340,7 +374,7 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblem& p) {
     f_tiles.clear();
     for (int slices = 1; slices <= 16; ++slices) {
       const int need = CeilDiv(p.f, slices);
-      for (int w : CompiledWidths(!p.tf32)) {
+      for (int w : CompiledWidths(!kIsHalf<E> && !p.tf32)) {
         if (w >= need) {
           if (std::find(f_tiles.begin(), f_tiles.end(), w) == f_tiles.end()) f_tiles.push_back(w);
           break;
@@ -367,7 +401,8 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblem& p) {
   return plans;
 }
 
-BlockPlan PlanBlock(const ChainProblem& p) {
+template <class E>
+BlockPlan PlanBlock(const ChainProblemOf<E>& p) {
   std::vector<BlockPlan> plans = BlockCandidates(p);
   if (plans.empty()) {
     BlockPlan none;
@@ -378,7 +413,8 @@ BlockPlan PlanBlock(const ChainProblem& p) {
                            [](const BlockPlan& x, const BlockPlan& y) { return x.estimate_us < y.estimate_us; });
 }
 
-BlockPlan ParseBlockPlan(const ChainProblem& p, const std::string& text) {
+template <class E>
+BlockPlan ParseBlockPlan(const ChainProblemOf<E>& p, const std::string& text) {
   BlockPlan plan;
   BlockPlanFields fields;
   if (!ParseBlockPlanText(text, &fields)) {
@@ -400,7 +436,7 @@ std::string DescribeBlockPlan(const BlockPlan& plan) {
   if (!plan.error.empty()) return "no plan: " + plan.error;
   char text[256];
   std::snprintf(text, sizeof(text), "%s (%s, %s), %zu B shared, %lld units on %d CTAs, %d per SM, ~%.1f us",
-                BlockPlanText(plan).c_str(), plan.tma ? "TMA" : "cp.async", plan.exact ? "FP32" : "TF32", plan.shared_bytes,
+                BlockPlanText(plan).c_str(), plan.tma ? "TMA" : "cp.async", plan.arithmetic, plan.shared_bytes,
                 plan.units, plan.grid, plan.resident, plan.estimate_us);
   return text;
 }
@@ -423,14 +459,15 @@ EncodeTiled Encoder() {
   return encode;
 }
 
-// A tiled TMA descriptor of a row-major float tensor (dims innermost first) with 32-float, 128-byte
-// boxes, swizzled by 128 bytes (or not); out-of-bounds elements read as zeros.
-bool EncodeMap(CUtensorMap* map, const float* base, int rank, const uint64_t* dims, const uint32_t* box, bool swizzle = true) {
+// A tiled TMA descriptor of a row-major tensor of E (dims innermost first) with `box` boxes (128-byte
+// rows where swizzled by 128 bytes); out-of-bounds elements read as zeros.
+template <class E>
+bool EncodeMap(CUtensorMap* map, const E* base, int rank, const uint64_t* dims, const uint32_t* box, bool swizzle = true) {
   uint64_t strides[4];
-  uint64_t stride = 4;
+  uint64_t stride = sizeof(E);
   for (int i = 0; i + 1 < rank; ++i) strides[i] = (stride *= dims[i]);
   const uint32_t element_strides[5] = {1, 1, 1, 1, 1};
-  return Encoder()(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, rank, const_cast<float*>(base), dims, strides, box, element_strides,
+  return Encoder()(map, Element<E>::kTmaType, rank, const_cast<E*>(base), dims, strides, box, element_strides,
                    CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE,
                    CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                    CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
@@ -438,11 +475,12 @@ bool EncodeMap(CUtensorMap* map, const float* base, int rank, const uint64_t* di
 
 }  // namespace
 
-cudaError_t LaunchBlock(const ChainProblem& p, const BlockPlan& plan, cudaStream_t stream) {
+template <class E>
+cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream) {
   if (!plan.error.empty()) return cudaErrorInvalidConfiguration;
-  KernelFn kernel = KernelFor(plan.f_tile, plan.exact, plan.groups);
+  KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups);
   if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes, plan.groups) == 0) return cudaErrorInvalidConfiguration;
-  BlockArgs a;
+  BlockArgsOf<E> a;
   MakeArgs(p, plan, &a);
   CUtensorMap maps[3];
   std::memset(maps, 0, sizeof(maps));
@@ -450,17 +488,19 @@ cudaError_t LaunchBlock(const ChainProblem& p, const BlockPlan& plan, cudaStream
     if (Encoder() == nullptr) return cudaErrorNotSupported;
     const uint64_t x_dims[4] = {static_cast<uint64_t>(p.c), static_cast<uint64_t>(p.w), static_cast<uint64_t>(p.h),
                                 static_cast<uint64_t>(p.n)};
-    const uint32_t x_box[4] = {kSlabFloats, static_cast<uint32_t>(a.region_w), static_cast<uint32_t>(a.region_h), 1};
-    // the region is the first stage's A operand (swizzled), or without one the depthwise stage's input
+    // the region is the first stage's A operand (swizzled slabs), or without one the depthwise stage's
+    // input (one chunk's channels a box, not swizzled)
+    const uint32_t x_inner = p.pw1 ? kSlabElems<E> : kChunk;
+    const uint32_t x_box[4] = {x_inner, static_cast<uint32_t>(a.region_w), static_cast<uint32_t>(a.region_h), 1};
     if (!EncodeMap(&maps[0], p.x, 4, x_dims, x_box, p.pw1)) return cudaErrorInvalidValue;
     if (p.pw1) {
       const uint64_t dims[2] = {static_cast<uint64_t>(p.c), static_cast<uint64_t>(p.m)};
-      const uint32_t box[2] = {kSlabFloats, kChunk};
+      const uint32_t box[2] = {kSlabElems<E>, kChunk};
       if (!EncodeMap(&maps[1], p.w1, 2, dims, box)) return cudaErrorInvalidValue;
     }
     if (p.pwl) {
       const uint64_t dims[2] = {static_cast<uint64_t>(p.m), static_cast<uint64_t>(p.f)};
-      const uint32_t box[2] = {kSlabFloats, static_cast<uint32_t>(plan.f_tile)};
+      const uint32_t box[2] = {kSlabElems<E>, static_cast<uint32_t>(plan.f_tile)};
       if (!EncodeMap(&maps[2], p.w2, 2, dims, box)) return cudaErrorInvalidValue;
     }
   }
@@ -471,6 +511,17 @@ cudaError_t LaunchBlock(const ChainProblem& p, const BlockPlan& plan, cudaStream
   if (err == cudaSuccess) err = cudaGetLastError();
   return err;
 }
+
+#define FCM_BLOCK_LAUNCHER(E)                                                                      \
+  template BlockPlan CompleteBlockPlan<E>(const ChainProblemOf<E>& p, BlockPlan plan);             \
+  template std::vector<BlockPlan> BlockCandidates<E>(const ChainProblemOf<E>& p);                  \
+  template BlockPlan PlanBlock<E>(const ChainProblemOf<E>& p);                                     \
+  template BlockPlan ParseBlockPlan<E>(const ChainProblemOf<E>& p, const std::string& text);       \
+  template cudaError_t LaunchBlock<E>(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream);
+FCM_BLOCK_LAUNCHER(float)
+FCM_BLOCK_LAUNCHER(__half)
+FCM_BLOCK_LAUNCHER(__nv_bfloat16)
+#undef FCM_BLOCK_LAUNCHER
 
 }  // namespace block
 }  // namespace fcm

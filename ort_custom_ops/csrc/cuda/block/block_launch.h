@@ -1,9 +1,10 @@
 // The host side of the fused-block kernels (NHWC): how a launch divides the work, and the launch.
 // Independent of ONNX Runtime (the ORT op and the test harness call it).
 //
-// In: a ChainProblem whose x and y are NHWC ([n, h, w, c] and [n, out_h, out_w, f], or m channels
-// without a last pointwise stage) and whose weights are as the ops take them (W1 [m, c], Wd [m, k, k],
-// W2 [f, m]). PlanBlock picks a plan for the device and shapes; LaunchBlock runs it on a stream.
+// In: a ChainProblemOf<E> whose x and y are NHWC ([n, h, w, c] and [n, out_h, out_w, f], or m
+// channels without a last pointwise stage) and whose weights are as the ops take them (W1 [m, c],
+// Wd [m, k, k], W2 [f, m]), every tensor of element type E: float, __half or __nv_bfloat16.
+// PlanBlock picks a plan for the device and shapes; LaunchBlock runs it on a stream.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -27,6 +28,7 @@ struct BlockPlan {
   bool tma = false;       // TMA copies (sm_90, 16-byte aligned rows) instead of cp.async
   int regions = 1;        // input-region buffers (2: the next unit's loads during this one)
   bool exact = false;     // FP32 FMAs instead of TF32 tensor cores
+  const char* arithmetic = "TF32";  // of the pointwise stages: TF32, FP32 (exact), FP16 or BF16
   size_t shared_bytes = 0;
   long long units = 0;    // (image, tile, output-channel slice) triples
   int grid = 0;           // CTAs launched (a multiple of split); each loops over units
@@ -38,18 +40,23 @@ struct BlockPlan {
 const std::vector<int>& CompiledWidths(bool exact);
 
 // The plan the kernels choose for this device and these shapes.
-BlockPlan PlanBlock(const ChainProblem& p);
+template <class E>
+BlockPlan PlanBlock(const ChainProblemOf<E>& p);
 // `plan` with its division fields (tile, f_tile, split, stages) checked and the rest filled in;
 // error says why it cannot run.
-BlockPlan CompleteBlockPlan(const ChainProblem& p, BlockPlan plan);
+template <class E>
+BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan);
 // Every plan that fits, with its estimate (for the tuner).
-std::vector<BlockPlan> BlockCandidates(const ChainProblem& p);
+template <class E>
+std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p);
 // "HxW,f_tile,split,stages[,groups]" (a tuned plan, or FCM_CUDA_PLAN) completed for this problem.
-BlockPlan ParseBlockPlan(const ChainProblem& p, const std::string& text);
+template <class E>
+BlockPlan ParseBlockPlan(const ChainProblemOf<E>& p, const std::string& text);
 std::string BlockPlanText(const BlockPlan& plan);
 std::string DescribeBlockPlan(const BlockPlan& plan);
 
-cudaError_t LaunchBlock(const ChainProblem& p, const BlockPlan& plan, cudaStream_t stream);
+template <class E>
+cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream);
 
 }  // namespace block
 }  // namespace fcm

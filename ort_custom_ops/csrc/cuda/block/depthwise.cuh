@@ -1,8 +1,9 @@
 // The depthwise stage of one 32-channel chunk, on the CUDA cores, from shared memory to a sink.
 //
 // In: the chunk's input over the tile's region (one row of 32 channels per region pixel, row-major
-// over the region, rows kPitch bytes apart, not swizzled), its weights [32 channels][K*K] and biases
-// [32] (staged in shared memory with the chunk's other operands). Out: act(bias + sum over taps) for every output pixel of the tile, handed
+// over the region, rows kPitch bytes apart, not swizzled; FP32 from a first stage, else the
+// tensors' element type), its weights [32 channels][K*K] and biases [32] (staged in shared memory
+// with the chunk's other operands, in the tensors' element type). It computes in FP32. Out: act(bias + sum over taps) for every output pixel of the tile, handed
 // to a sink one value per lane: the last pointwise stage's A operand (a swizzled slab) or, without
 // one, the output tensor. Channels past the intermediate's end come out as zeros.
 //
@@ -15,6 +16,7 @@
 
 #include "../../epilogue.h"
 #include "block_gemm.cuh"
+#include "element.cuh"
 
 namespace fcm {
 namespace block {
@@ -31,9 +33,21 @@ struct DepthwiseGeometry {
   cutlass::FastDivmod blocks_w;
 };
 
+// One input value of type In at a shared-window address, as a float.
+template <class In>
+__device__ __forceinline__ float LoadSharedValue(uint32_t address) {
+  if constexpr (kIsHalf<In>) {
+    uint16_t bits;
+    asm volatile("ld.shared.b16 %0, [%1];\n" : "=h"(bits) : "r"(address));
+    return Element<In>::ToFloat(*reinterpret_cast<const In*>(&bits));
+  } else {
+    return __uint_as_float(LoadShared1(address));
+  }
+}
+
 // Sink(pixel index in the tile, channel = lane, value).
-template <int K, int S, int kPitch, class Sink>
-__device__ __forceinline__ void DepthwiseChunk(const DepthwiseGeometry& g, uint32_t input, const float* weights, const float* bias,
+template <int K, int S, int kPitch, class In, class W, class Sink>
+__device__ __forceinline__ void DepthwiseChunk(const DepthwiseGeometry& g, uint32_t input, const W* weights, const W* bias,
                                                int valid_channels, const Activation& act, const Sink& sink) {
   constexpr int BH = DepthwiseBlockH(K, S), BW = DepthwiseBlockW(K, S);
   constexpr int kRows = (BH - 1) * S + K;  // input rows of a block
@@ -41,14 +55,14 @@ __device__ __forceinline__ void DepthwiseChunk(const DepthwiseGeometry& g, uint3
   constexpr bool kWeightsInRegisters = K == 3;
   const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
   const bool valid = lane < valid_channels;
-  const float b = bias[lane];
-  const float* w_lane = weights + lane * K * K;  // stride K*K (odd): 32 distinct banks
+  const float b = Element<W>::ToFloat(bias[lane]);
+  const W* w_lane = weights + lane * K * K;  // stride K*K (odd): 32 distinct banks (FP32; half: 2 lanes a bank)
   float w3[kWeightsInRegisters ? K * K : 1];
   if constexpr (kWeightsInRegisters) {
 #pragma unroll
-    for (int i = 0; i < K * K; ++i) w3[i] = w_lane[i];
+    for (int i = 0; i < K * K; ++i) w3[i] = Element<W>::ToFloat(w_lane[i]);
   }
-  const uint32_t lane_input = input + lane * 4;
+  const uint32_t lane_input = input + lane * static_cast<uint32_t>(sizeof(In));
   for (int block = warp; block < g.blocks; block += kConsumers / 32) {
     int by, bx;
     g.blocks_w.fast_divmod(by, bx, block);
@@ -63,14 +77,14 @@ __device__ __forceinline__ void DepthwiseChunk(const DepthwiseGeometry& g, uint3
       const uint32_t row0 = lane_input + ((oy0 * S + iy) * g.region_w + ox0 * S) * kPitch;
       float in[kCols];
 #pragma unroll
-      for (int i = 0; i < kCols; ++i) in[i] = __uint_as_float(LoadShared1(row0 + i * kPitch));
+      for (int i = 0; i < kCols; ++i) in[i] = LoadSharedValue<In>(row0 + i * kPitch);
 #pragma unroll
       for (int r = 0; r < BH; ++r) {
         const int dy = iy - r * S;
         if (dy < 0 || dy >= K) continue;  // resolved at compile time
         float w[K];
 #pragma unroll
-        for (int dx = 0; dx < K; ++dx) w[dx] = kWeightsInRegisters ? w3[dy * K + dx] : w_lane[dy * K + dx];
+        for (int dx = 0; dx < K; ++dx) w[dx] = kWeightsInRegisters ? w3[dy * K + dx] : Element<W>::ToFloat(w_lane[dy * K + dx]);
 #pragma unroll
         for (int x = 0; x < BW; ++x)
 #pragma unroll
@@ -102,38 +116,42 @@ __device__ __forceinline__ void DepthwiseChunk(const DepthwiseGeometry& g, uint3
 // The kernel sizes and strides the ops take, and the input's row pitch. An if-chain, not a switch:
 // a jump table is an indirect branch, which the compiler cannot tell is uniform, and it then
 // serializes the tensor-core work in flight across it.
-template <int kPitch, class Sink>
-__device__ __forceinline__ void DepthwiseOfPitch(int kernel, int stride, const DepthwiseGeometry& g, uint32_t input, const float* weights,
-                                                 const float* bias, int valid_channels, const Activation& act, const Sink& sink) {
+template <int kPitch, class In, class W, class Sink>
+__device__ __forceinline__ void DepthwiseOfPitch(int kernel, int stride, const DepthwiseGeometry& g, uint32_t input, const W* weights,
+                                                 const W* bias, int valid_channels, const Activation& act, const Sink& sink) {
   if (kernel == 3 && stride == 1) {
-    DepthwiseChunk<3, 1, kPitch>(g, input, weights, bias, valid_channels, act, sink);
+    DepthwiseChunk<3, 1, kPitch, In>(g, input, weights, bias, valid_channels, act, sink);
   } else if (kernel == 3) {
-    DepthwiseChunk<3, 2, kPitch>(g, input, weights, bias, valid_channels, act, sink);
+    DepthwiseChunk<3, 2, kPitch, In>(g, input, weights, bias, valid_channels, act, sink);
   } else if (kernel == 5 && stride == 1) {
-    DepthwiseChunk<5, 1, kPitch>(g, input, weights, bias, valid_channels, act, sink);
+    DepthwiseChunk<5, 1, kPitch, In>(g, input, weights, bias, valid_channels, act, sink);
   } else if (kernel == 5) {
-    DepthwiseChunk<5, 2, kPitch>(g, input, weights, bias, valid_channels, act, sink);
+    DepthwiseChunk<5, 2, kPitch, In>(g, input, weights, bias, valid_channels, act, sink);
   } else if (stride == 1) {
-    DepthwiseChunk<7, 1, kPitch>(g, input, weights, bias, valid_channels, act, sink);
+    DepthwiseChunk<7, 1, kPitch, In>(g, input, weights, bias, valid_channels, act, sink);
   } else {
-    DepthwiseChunk<7, 2, kPitch>(g, input, weights, bias, valid_channels, act, sink);
+    DepthwiseChunk<7, 2, kPitch, In>(g, input, weights, bias, valid_channels, act, sink);
   }
 }
 
 // The first stage's output (U) rows are padded to kUPitch bytes: the fragment owners' 8-byte stores
 // (8 rows x 4 column pairs per instruction) then take the two wavefronts they need, and the lanes
-// of a depthwise load still read 128 contiguous bytes. A region loaded straight from the input (no
-// first stage) has 128-byte rows.
+// of a depthwise load still read 128 contiguous bytes. U holds FP32 for every element type (the
+// first stage's accumulators). A region loaded straight from the input (no first stage) has rows of
+// the chunk's 32 channels in the tensors' type: 128 bytes, or 64 for half types.
 constexpr int kUPitch = 144;
+template <class E>
+constexpr int kChunkRowBytes = kChunk * static_cast<int>(sizeof(E));
 
-template <class Sink>
+// E: the tensors' element type (weights, biases, and a region loaded from the input).
+template <class E, class Sink>
 __device__ __forceinline__ void Depthwise(bool padded, int kernel, int stride, const DepthwiseGeometry& g, uint32_t input,
-                                          const float* weights, const float* bias, int valid_channels, const Activation& act,
+                                          const E* weights, const E* bias, int valid_channels, const Activation& act,
                                           const Sink& sink) {
   if (padded) {
-    DepthwiseOfPitch<kUPitch>(kernel, stride, g, input, weights, bias, valid_channels, act, sink);
+    DepthwiseOfPitch<kUPitch, float>(kernel, stride, g, input, weights, bias, valid_channels, act, sink);
   } else {
-    DepthwiseOfPitch<kSlabRowBytes>(kernel, stride, g, input, weights, bias, valid_channels, act, sink);
+    DepthwiseOfPitch<kChunkRowBytes<E>, E>(kernel, stride, g, input, weights, bias, valid_channels, act, sink);
   }
 }
 

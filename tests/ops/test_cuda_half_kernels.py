@@ -1,0 +1,137 @@
+"""The fp16 and bf16 ops on the CUDA provider against their CPU reference kernels (GPU machine only).
+
+channels_last nodes whose channel counts are multiples of 8 run the block kernels in their own type
+(FP16 or BF16 tensor cores, FP32 accumulation, the depthwise stage in FP32); other half nodes (NCHW,
+other channel counts) run the FP32 kernels on FP32 copies; one-pixel PW->PW nodes the pixel-chain
+kernels. FCM_CUDA_VERBOSE says which ran, and the tests check that it is the one they mean. Inputs
+and outputs are half tensors bound to device buffers, the output poisoned before the run. The bound
+is the rounding bound of the reference kernels' tests (tests/support/half.py): each stage's output
+may round the other way, carried through the later stages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fcm_core.vocabulary import PRECISIONS
+from ort_custom_ops.ops.library import make_session
+from ort_custom_ops.ops.schema import NUMPY_TYPES
+from ort_custom_ops.ops.standalone import float_io, fused_model
+from tests.support.gpu import cuda_providers, forced_plan, has_clusters, require_cuda
+from tests.support.half import rounding_bound, run_poisoned_half
+from tests.support.specs import random_feeds, random_spec
+
+pytestmark = pytest.mark.gpu
+
+HALF = pytest.mark.parametrize("precision", ["fp16", "bf16"])
+
+
+@pytest.fixture(autouse=True)
+def _cuda():
+    require_cuda()
+
+
+def check_half_on_gpu(spec, rng, batch: int, height: int, width: int, plan: str | None = None) -> None:
+    """One half node on the CUDA provider, output poisoned, against the CPU reference kernel."""
+    feeds, x, scale = random_feeds(spec, rng, batch, height, width)
+    dtype = NUMPY_TYPES[spec.precision]
+    feeds = {k: v.astype(dtype).astype(np.float32) for k, v in feeds.items()}
+    model = fused_model(spec)
+    (cpu,) = make_session(float_io(model)).run(None, feeds)
+    session = make_session(forced_plan(model, plan, batch), providers=cuda_providers())
+    gpu = run_poisoned_half(session, feeds, cpu.shape, spec.precision)
+    bound = rounding_bound(spec, x, scale)
+    if spec.residual:
+        bound += 2 * PRECISIONS[spec.precision].unit_roundoff * np.abs(cpu).max()
+    error = float(np.abs(gpu - cpu).max())
+    assert error <= bound, f"GPU vs CPU: {error:.3g}, bound {bound:.3g}, plan {plan}"
+
+
+def _half(spec, precision):
+    return dataclasses.replace(spec, precision=precision)
+
+
+CASES = [(kind, k, s) for kind in ("dwpw", "pwdw", "pwdwpw") for k in (3, 5, 7) for s in (1, 2)] + [("pwpw", 1, 1)]
+
+
+@HALF
+@pytest.mark.parametrize("kind, kernel, stride", CASES)
+def test_block_kernels_in_half(precision, kind, kernel, stride, rng, capfd, monkeypatch):
+    """Every kind, kernel and stride on odd map sizes, channel counts that are multiples of 8 (one
+    of them not of 32: a ragged last chunk), batches 1 and 3, residual and channel scale: the block
+    kernels in the node's type."""
+    monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
+    name = "FP16" if precision == "fp16" else "BF16"
+    for batch, channels in ((1, 8 * int(rng.integers(1, 9))), (3, 8 * int(rng.integers(5, 13)))):
+        spec = _half(random_spec(rng, kind, channels, kernel=max(kernel, 3), stride=stride, channels_last=True,
+                                 expand=8 * int(rng.integers(2, 20)), out=8 * int(rng.integers(1, 12)),
+                                 residual=kind in ("pwdwpw", "pwpw") and stride == 1 and rng.random() < 0.5,
+                                 scale=kind != "dwpw" and rng.random() < 0.3), precision)
+        # (at least 2 x 2 pixels: one pixel would run the pixel-chain kernels)
+        check_half_on_gpu(spec, rng, batch, int(rng.integers(max(kernel, 2), 24)), int(rng.integers(max(kernel, 2), 24)))
+    said = capfd.readouterr().err
+    assert said.count(f", {name}),") == 2, said
+
+
+@HALF
+@pytest.mark.parametrize("plan", ["8x8,64,1,3", "8x8,64,2,4", "4x16,32,4,3", "7x7,96,8,3", "2x14,64,1,4,2", "8x8,160,1,3,2",
+                                  "5x10,128,3,3", "8x8,64,1,0"])
+def test_forced_plans_in_half(precision, plan, rng):
+    """Output-channel slices, splits over a cluster (shares added in distributed shared memory),
+    ring depths, resident weights, two computing warpgroups."""
+    if int(plan.split(",")[2]) > 1 and not has_clusters():
+        pytest.skip("splits need thread-block clusters (sm_90)")
+    spec = _half(random_spec(rng, "pwdwpw", 64, kernel=3, stride=1, expand=384, out=64, residual=True, channels_last=True),
+                 precision)
+    check_half_on_gpu(spec, rng, 3, 14, 14, plan=plan)
+
+
+@HALF
+def test_mobilenet_v2_blocks_at_batch_32_in_half(precision, rng):
+    for c, e, f, size, stride in [(16, 96, 24, 112, 2), (24, 144, 24, 56, 1), (64, 384, 64, 14, 1), (160, 960, 320, 7, 1)]:
+        spec = _half(random_spec(rng, "pwdwpw", c, kernel=3, stride=stride, expand=e, out=f, residual=(c == f and stride == 1),
+                                 channels_last=True), precision)
+        check_half_on_gpu(spec, rng, 32, size, size)
+
+
+@HALF
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_other_half_nodes_run_on_fp32_copies(precision, channels_last, rng, capfd, monkeypatch):
+    """NCHW nodes, and channel counts that are not multiples of 8, run the FP32 kernels on FP32
+    copies of the tensors (as FCM_CUDA_VERBOSE says), within the same bound."""
+    monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
+    cases = [("pwdwpw", 13, 3, 2, False), ("dwpw", 21, 5, 1, False), ("pwdw", 8, 3, 1, True), ("pwpw", 11, 1, 1, True)]
+    for kind, channels, kernel, stride, scale in cases:
+        spec = _half(random_spec(rng, kind, channels, kernel=kernel, stride=stride, channels_last=channels_last, scale=scale,
+                                 expand=24 if kind == "pwdw" else None), precision)
+        check_half_on_gpu(spec, rng, 2, 11, 9)
+    said = capfd.readouterr().err
+    widened = said.count("FP32 kernels on FP32 copies")
+    assert widened == (len(cases) if not channels_last else len(cases) - 1), said  # (NHWC pwdw on 8 channels: its own type)
+
+
+@HALF
+def test_one_pixel_pwpw_in_half(precision, rng, capfd, monkeypatch):
+    """Squeeze-and-excitation branches in half: the pixel-chain kernels."""
+    monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
+    cases = [(96, 24, 3, True, False), (672, 168, 32, False, True), (13, 5, 9, False, True)]
+    for channels, hidden, batch, residual, scale in cases:
+        spec = _half(random_spec(rng, "pwpw", channels, expand=hidden, out=channels, residual=residual, scale=scale,
+                                 channels_last=True), precision)
+        check_half_on_gpu(spec, rng, batch, 1, 1)
+    assert capfd.readouterr().err.count("pixel-chain kernels") == len(cases)
+
+
+@HALF
+def test_small_half_cases_for_the_sanitizer(precision, rng):
+    """Tiny half cases of every path (run under compute-sanitizer memcheck and racecheck)."""
+    for kind, stride, channels in (("dwpw", 2, 8), ("pwdw", 1, 16), ("pwpw", 1, 8), ("pwdwpw", 2, 16), ("pwdwpw", 1, 9)):
+        spec = _half(random_spec(rng, kind, channels, kernel=3, stride=stride, expand=40, out=24, channels_last=True,
+                                 scale=kind == "pwdw"), precision)
+        check_half_on_gpu(spec, rng, 2, 7, 5)
+    spec = _half(random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, expand=72, out=16, residual=True, channels_last=True), precision)
+    for plan in (["4x8,16,2,3", "4x8,16,1,0"] if has_clusters() else ["4x8,16,1,0"]):
+        check_half_on_gpu(spec, rng, 2, 7, 5, plan=plan)
