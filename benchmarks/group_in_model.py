@@ -1,5 +1,6 @@
 """What each fused group gains in the whole model: the model with that one group fused against the
-unfused model, per group, beside what ``fcm tune``'s per-group micro-benchmark said of it.
+unfused model, per group, beside what ``fcm tune``'s per-group micro-benchmark said of it; first, as a
+control, the unfused model in a session with the FCM library registered against one without.
 
     python benchmarks/group_in_model.py MODEL.onnx [--tune MODEL.tune.json] [--batch 1,32] [--runs 50] [--json OUT.json]
 
@@ -52,8 +53,10 @@ def main() -> int:
     quiet = lambda message: None  # noqa: E731
     rows = []
     print("group, batch: unfused model ms, model with the group fused ms, gain us | micro-benchmark: subgraph ms, fused ms, gain us")
-    for name in names:
-        alone = builder.build(other for other in names if other != name)
+    # first a control: the source model itself on the fused side, which registers the FCM library --
+    # what having the library in the session costs with no group fused
+    for name in ["(none: library only)"] + names:
+        alone = conversion.source if name not in names else builder.build(other for other in names if other != name)
         for batch in batches:
             best = bench_pair(conversion.source, alone, batch, args.runs, args.warmup, quiet)["best"]["tf32"]
             unfused_ms, fused_ms = best["unfused"]["median_ms"], best["fused"]["median_ms"]
