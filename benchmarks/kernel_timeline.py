@@ -34,20 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def kernels_of_one_run(session, inputs: dict, shapes: list, dtypes: list, runs: int, warmup: int) -> tuple[list[dict], str]:
     """The kernels of the last traced run (each run must launch the same number of kernels), as
     dicts of name, start_us (from the run's first kernel), duration_us and gap_us; and a note."""
-    import onnxruntime as ort
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    binding = session.io_binding()
-    keep = []
-    for name, array in inputs.items():
-        value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0)
-        keep.append(value)
-        binding.bind_ortvalue_input(name, value)
-    for meta, shape, dtype in zip(session.get_outputs(), shapes, dtypes):
-        value = ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype), "cuda", 0)
-        keep.append(value)
-        binding.bind_ortvalue_output(meta.name, value)
+    from fcm.measure import bind_buffers
+
+    binding, kept_inputs, kept_outputs = bind_buffers(session, inputs, shapes, dtypes)
     for _ in range(warmup):
         session.run_with_iobinding(binding)
     torch.cuda.synchronize()

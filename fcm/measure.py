@@ -65,23 +65,32 @@ def providers(graph: bool, nhwc: bool, tf32: bool = True) -> list:
     return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
 
 
-def time_session(session, inputs: dict[str, np.ndarray], output_shapes: list[list[int]], runs: int,
-                 warmup: int, output_dtypes: list | None = None, device: str = "cuda") -> tuple[Timing, list[np.ndarray]]:
-    """Median time of ``session`` with inputs and outputs in fixed ``device`` buffers (a CUDA graph
-    is captured on the first run, so the buffers must be bound before it); outputs float32 unless
-    ``output_dtypes`` says otherwise."""
+def bind_buffers(session, inputs: dict[str, np.ndarray], output_shapes: list[list[int]], output_dtypes: list | None = None,
+                 device: str = "cuda") -> tuple:
+    """An IO binding of ``session`` to ``device`` buffers: the inputs copied there, the outputs zeros
+    (float32 unless ``output_dtypes`` says otherwise); ``(binding, input values, output values)``,
+    the values to be kept alive while the binding is used."""
     import onnxruntime as ort
 
     binding = session.io_binding()
-    device_inputs = {}
+    device_inputs = []
     for name, array in inputs.items():
-        device_inputs[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, 0)
-        binding.bind_ortvalue_input(name, device_inputs[name])
+        device_inputs.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, 0))
+        binding.bind_ortvalue_input(name, device_inputs[-1])
     dtypes = output_dtypes or [np.float32] * len(output_shapes)
     outputs = [ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype), device, 0)
                for shape, dtype in zip(output_shapes, dtypes)]
     for meta, value in zip(session.get_outputs(), outputs):
         binding.bind_ortvalue_output(meta.name, value)
+    return binding, device_inputs, outputs
+
+
+def time_session(session, inputs: dict[str, np.ndarray], output_shapes: list[list[int]], runs: int,
+                 warmup: int, output_dtypes: list | None = None, device: str = "cuda") -> tuple[Timing, list[np.ndarray]]:
+    """Median time of ``session`` with inputs and outputs in fixed ``device`` buffers (a CUDA graph
+    is captured on the first run, so the buffers must be bound before it); outputs float32 unless
+    ``output_dtypes`` says otherwise."""
+    binding, kept_inputs, outputs = bind_buffers(session, inputs, output_shapes, output_dtypes, device)
     for _ in range(warmup):
         session.run_with_iobinding(binding)
     times = []
