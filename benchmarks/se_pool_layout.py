@@ -103,25 +103,8 @@ def check_on_cpu(shapes: list[tuple[int, int, int]], batches: list[int]) -> None
     print(f"the three forms agree on the CPU ({len(shapes)} shapes, batches {batches})")
 
 
-def pooling_session(model: onnx.ModelProto, nhwc: bool):
-    """A CUDA session of a pooling model that keeps its copies apart: ONNX Runtime's common-subexpression
-    elimination would merge the identical poolings into one (the first run of this script measured
-    about 1 us for every shape, even 32 x 56 x 56 x 16 floats)."""
-    import onnxruntime as ort
-
-    from fcm.measure import providers
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=providers(True, nhwc),
-                                   disabled_optimizers=["CommonSubexpressionElimination"])
-    if session.get_providers()[0] != "CUDAExecutionProvider":
-        raise SystemExit(f"the CUDA execution provider did not start (got {session.get_providers()})")
-    return session
-
-
 def time_on_gpu(shapes: list[tuple[int, int, int]], batches: list[int], runs: int) -> list[dict]:
-    from fcm.measure import time_session
+    from fcm.measure import cuda_session, providers, time_session
 
     rng = np.random.default_rng(0)
     rows = []
@@ -134,7 +117,10 @@ def time_on_gpu(shapes: list[tuple[int, int, int]], batches: list[int], runs: in
                 for nhwc in (False, True):
                     times = []
                     for copies in (1, 9):
-                        session = pooling_session(pooling_model(form, batch, h, w, c, copies), nhwc)
+                        # ONNX Runtime's common-subexpression elimination would merge the identical poolings into
+                        # one (the first run of this script measured about 1 us for every shape)
+                        session = cuda_session(pooling_model(form, batch, h, w, c, copies), False, providers(True, nhwc),
+                                               disabled_optimizers=["CommonSubexpressionElimination"])
                         timing, _ = time_session(session, {"x": layout_input(form, x)}, [[batch, c]], runs, 20)
                         times.append(timing.median_ms)
                     per = (times[1] - times[0]) / 8 * 1e3

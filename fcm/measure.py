@@ -101,14 +101,15 @@ def time_session(session, inputs: dict[str, np.ndarray], output_shapes: list[lis
     return Timing.of(times), [o.numpy().copy() for o in outputs]
 
 
-def cuda_session(model, with_library: bool, execution_providers: list, profile: bool = False):
-    """A session of ``model`` (with the FCM library or not); an FcmError unless the CUDA provider started."""
+def cuda_session(model, with_library: bool, execution_providers: list, profile: bool = False, disabled_optimizers: list = ()):
+    """A session of ``model`` (with the FCM library or not, without ``disabled_optimizers``); an
+    FcmError unless the CUDA provider started."""
     from ort_custom_ops.ops.library import make_session
 
     # as a user's session registers the library (fcm.fp32_kernels=auto): the CUDA kernels, and for ops the library has
     # none for (a build without them) their function bodies on the GPU rather than the CPU reference kernels
     session = make_session(model, with_library=with_library, providers=execution_providers, profile=profile,
-                           reference_kernels=False)
+                           reference_kernels=False, disabled_optimizers=disabled_optimizers)
     if session.get_providers()[0] != "CUDAExecutionProvider":
         raise FcmError(f"the CUDA execution provider did not start (got {session.get_providers()})")
     return session

@@ -120,13 +120,15 @@ def is_onnxruntime_error(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("onnxruntime")
 
 
-def make_session(model, with_library: bool = True, providers: Sequence | None = None, **options):
+def make_session(model, with_library: bool = True, providers: Sequence | None = None, disabled_optimizers: Sequence[str] = (),
+                 **options):
     """An ``onnxruntime.InferenceSession`` for ``model`` (a path or a ModelProto); ``providers``
-    as onnxruntime takes them (names, or (name, options) pairs); CPU by default."""
+    as onnxruntime takes them (names, or (name, options) pairs); CPU by default; ``disabled_optimizers``:
+    graph optimizers (by name) the session leaves out."""
     import onnxruntime as ort
 
     source = model if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
     return ort.InferenceSession(source, session_options(with_library, **options),
-                                providers=list(providers or ["CPUExecutionProvider"]))
+                                providers=list(providers or ["CPUExecutionProvider"]), disabled_optimizers=list(disabled_optimizers))
