@@ -55,8 +55,9 @@ def main() -> int:
     print("group, batch: unfused model ms, model with the group fused ms, gain us | micro-benchmark: subgraph ms, fused ms, gain us")
     # first a control: the source model itself on the fused side, which registers the FCM library --
     # what having the library in the session costs with no group fused
-    for name in ["(none: library only)"] + names:
-        alone = conversion.source if name not in names else builder.build(other for other in names if other != name)
+    control = "(none: library only)"
+    for name in [control] + names:
+        alone = conversion.source if name == control else builder.build(other for other in names if other != name)
         for batch in batches:
             best = bench_pair(conversion.source, alone, batch, args.runs, args.warmup, quiet)["best"]["tf32"]
             unfused_ms, fused_ms = best["unfused"]["median_ms"], best["fused"]["median_ms"]
