@@ -151,6 +151,16 @@ struct CudaChainKernelT {
     }
     return found->second;
   }
+  // The block kernels' plan of problem `p` (FP32 or the node's own type), cached in `cache`.
+  template <class P>
+  block::BlockPlan BlockPlanOf(std::map<PlanKey, block::BlockPlan>& cache, const P& p, int device) {
+    return Cached(
+        cache, p, device, [this](const P& q, bool say) { return ChooseBlockPlan(q, say); }, block::DescribeBlockPlan);
+  }
+  // A plan that cannot run, as ONNX Runtime's error.
+  OrtStatusPtr NoPlan(const std::string& why) const {
+    return Ort::Status(("FCM CUDA (" + spec.node_name + "): " + why).c_str(), ORT_NOT_IMPLEMENTED).release();
+  }
 };
 
 // FCM_CUDA_PLAN (a debugging override: a fixed division of the work for every node, an error when it
@@ -268,16 +278,13 @@ template <class T>
 OrtStatusPtr CudaChainKernelT<T>::RunHalf(Ort::KernelContext& ctx, const ChainProblemOf<E>& p, int device, cudaStream_t stream) {
   if (PixelChainFits(p) && !PlanForced(p.n)) return RunPixelChain(ctx, p, device, stream);
   if (spec.channels_last) {
-    const block::BlockPlan plan = Cached(
-        half_block_plans, p, device, [this](const ChainProblemOf<E>& q, bool say) { return ChooseBlockPlan(q, say); },
-        block::DescribeBlockPlan);
+    const block::BlockPlan plan = BlockPlanOf(half_block_plans, p, device);
     if (plan.error.empty()) {
       const cudaError_t err = block::LaunchBlock(p, plan, stream);
       if (err != cudaSuccess) return CudaFailure(err);
       return nullptr;
     }
-    if (PlanForced(p.n))
-      return Ort::Status(("FCM CUDA (" + spec.node_name + "): " + plan.error).c_str(), ORT_NOT_IMPLEMENTED).release();
+    if (PlanForced(p.n)) return NoPlan(plan.error);
   }
   return RunWidened(ctx, p, device, stream);
 }
@@ -346,8 +353,7 @@ template <class T>
 OrtStatusPtr CudaChainKernelT<T>::RunChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
   const ChainPlan plan = Cached(
       plans, p, device, [this](const ChainProblem& q, bool say) { return ChoosePlan(q, say); }, DescribePlan);
-  if (!plan.error.empty())
-    return Ort::Status(("FCM CUDA (" + spec.node_name + "): " + plan.error).c_str(), ORT_NOT_IMPLEMENTED).release();
+  if (!plan.error.empty()) return NoPlan(plan.error);
 
   // split shares go through a workspace from ONNX Runtime's allocator
   OrtAllocator* allocator = nullptr;
@@ -419,9 +425,7 @@ OrtStatusPtr CudaChainKernelT<T>::RunPixelChain(Ort::KernelContext& ctx, const P
 
 template <class T>
 OrtStatusPtr CudaChainKernelT<T>::RunBlock(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
-  const block::BlockPlan plan = Cached(
-      block_plans, p, device, [this](const ChainProblem& q, bool say) { return ChooseBlockPlan(q, say); },
-      block::DescribeBlockPlan);
+  const block::BlockPlan plan = BlockPlanOf(block_plans, p, device);
   if (!plan.error.empty()) {
     // One pixel per image (a squeeze-and-excitation branch): NHWC and NCHW are the same memory, and
     // the chain kernels take what the block kernels cannot (first-stage weights too wide for their
@@ -429,7 +433,7 @@ OrtStatusPtr CudaChainKernelT<T>::RunBlock(Ort::KernelContext& ctx, const ChainP
     if (p.h == 1 && p.w == 1 && p.out_h == 1 && p.out_w == 1) return RunChain(ctx, p, device, stream);
     // a plan that was forced (FCM_CUDA_PLAN, or cuda_plans_strict) and cannot run is the caller's error
     if (!PlanForced(p.n)) return RunChainTransposed(ctx, p, device, stream);
-    return Ort::Status(("FCM CUDA (" + spec.node_name + "): " + plan.error).c_str(), ORT_NOT_IMPLEMENTED).release();
+    return NoPlan(plan.error);
   }
   const cudaError_t err = block::LaunchBlock(p, plan, stream);
   if (err != cudaSuccess) return CudaFailure(err);
