@@ -6,9 +6,10 @@ before it, for one or more models side by side.
 
 In: ONNX models (a session registers the FCM library where the model has fused nodes, or for every
 model with ``--with-library``), a batch size, a session configuration (CUDA graphs, ``prefer_nhwc``).
-Out: per model, the kernels of the last of ``--runs`` runs (after ``--warmup`` runs outside the
-trace): name, start and duration in microseconds, gap before it; and totals: kernels, the sum of
-their durations, the span from the first start to the last end, the sum of the gaps; a JSON file.
+Out: per model, the kernels (and device copies and fills, kind "copy") of the last of ``--runs`` runs
+(after ``--warmup`` runs outside the trace): name, start and duration in microseconds, gap before
+it; and totals: kernels, copies, the sum of their durations, the span from the first start to the
+last end, the sum of the gaps and their median; a JSON file.
 The kernels come from CUPTI through ``torch.profiler``, which records the kernels of every library in
 the process (ONNX Runtime's, cuDNN's, cuBLAS's and the FCM library's alike), CUDA-graph launches
 included.
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def kernels_of_one_run(session, inputs: dict, shapes: list, dtypes: list, runs: int, warmup: int) -> tuple[list[dict], str]:
     """The kernels of the last traced run (each run must launch the same number of kernels), as
-    dicts of name, start_us (from the run's first kernel), duration_us and gap_us; and a note."""
+    dicts of name, kind (kernel or copy), start_us (from the run's first kernel), duration_us and gap_us; and a note."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -47,8 +48,9 @@ def kernels_of_one_run(session, inputs: dict, shapes: list, dtypes: list, runs: 
         for _ in range(runs):
             session.run_with_iobinding(binding)
         torch.cuda.synchronize()
-    events = sorted((e for e in trace.events() if e.device_type == torch.autograd.DeviceType.CUDA and e.name and
-                     not e.name.startswith(("Memcpy", "Memset", "cudaMemcpy", "cudaMemset"))),
+    # copies and fills are listed too (kind "copy"): a graph holding one runs differently from a graph
+    # of kernels only, so they are suspects for a cost paid across the whole run
+    events = sorted((e for e in trace.events() if e.device_type == torch.autograd.DeviceType.CUDA and e.name),
                     key=lambda e: e.time_range.start)
     note = ""
     if runs > 1 and len(events) % runs == 0:
@@ -60,7 +62,8 @@ def kernels_of_one_run(session, inputs: dict, shapes: list, dtypes: list, runs: 
     previous_end = None
     for e in events:
         start, end = e.time_range.start, e.time_range.end
-        rows.append({"name": e.name, "start_us": round(start - first, 2), "duration_us": round(end - start, 2),
+        kind = "copy" if e.name.startswith(("Memcpy", "Memset", "cudaMemcpy", "cudaMemset")) else "kernel"
+        rows.append({"name": e.name, "kind": kind, "start_us": round(start - first, 2), "duration_us": round(end - start, 2),
                      "gap_us": round(start - previous_end, 2) if previous_end is not None else 0.0})
         previous_end = end if previous_end is None else max(previous_end, end)
     return rows, note
@@ -96,10 +99,12 @@ def main() -> int:
         busy = sum(r["duration_us"] for r in rows)
         span = rows[-1]["start_us"] + rows[-1]["duration_us"] if rows else 0.0
         gaps = sum(max(r["gap_us"], 0.0) for r in rows)
-        total = {"kernels": len(rows), "sum_us": round(busy, 1), "span_us": round(span, 1), "gaps_us": round(gaps, 1)}
+        copies = sum(r["kind"] == "copy" for r in rows)
+        total = {"kernels": len(rows) - copies, "copies": copies, "sum_us": round(busy, 1), "span_us": round(span, 1),
+                 "gaps_us": round(gaps, 1), "median_gap_us": round(float(np.median([r["gap_us"] for r in rows[1:]])), 3) if len(rows) > 1 else 0.0}
         results.append({"model": path, "library": args.with_library or fused, "total": total, "note": note, "kernels": rows})
-        print(f"{path}: {total['kernels']} kernels, {total['sum_us']} us in kernels, span {total['span_us']} us, "
-              f"gaps {total['gaps_us']} us{' (' + note + ')' if note else ''}")
+        print(f"{path}: {total['kernels']} kernels and {copies} copies or fills, {total['sum_us']} us busy, span {total['span_us']} us, "
+              f"gaps {total['gaps_us']} us (median {total['median_gap_us']}){' (' + note + ')' if note else ''}")
         for r in sorted(rows, key=lambda r: -r["duration_us"])[:args.top]:
             print(f"    {r['duration_us']:8.2f} us  gap {r['gap_us']:7.2f}  {r['name'][:110]}")
         del session
