@@ -97,7 +97,8 @@ def timed_calls(fn, runs: int, warmup: int) -> Timing:
     return Timing.of(times)
 
 
-def measure(arch: str, precision: str, batch: int, size: int, runs: int, warmup: int) -> dict:  # pragma: no cover (GPU)
+def measure(arch: str, precision: str, batch: int, size: int, runs: int, warmup: int,
+            modes: tuple = MODES) -> dict:  # pragma: no cover (GPU)
     """Eager and compiled times of one torchvision model at one batch size (in a child process)."""
     import torch
     import torchvision
@@ -113,7 +114,7 @@ def measure(arch: str, precision: str, batch: int, size: int, runs: int, warmup:
                  "modes": {}}
     with torch.inference_mode():
         row["eager"] = timed_calls(lambda: model(x), runs, warmup).to_json()
-        for mode in MODES:
+        for mode in modes:
             torch._dynamo.reset()
             try:
                 compiled = torch.compile(model, mode=mode)
@@ -132,9 +133,14 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover (the child p
     parser.add_argument("--one", nargs=4, metavar=("ARCH", "PRECISION", "BATCH", "SIZE"), required=True)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"compile modes, comma-separated (default: {','.join(MODES)}; max-autotune compiles for minutes)")
     args = parser.parse_args(argv)
+    modes = tuple(m for m in args.modes.split(",") if m)
+    if not modes or set(modes) - set(MODES):
+        parser.error(f"--modes takes {', '.join(MODES)}")
     arch, precision, batch, size = args.one[0], args.one[1], int(args.one[2]), int(args.one[3])
-    print(json.dumps(measure(arch, precision, batch, size, args.runs, args.warmup)))
+    print(json.dumps(measure(arch, precision, batch, size, args.runs, args.warmup, modes)))
     return 0
 
 
