@@ -9,12 +9,15 @@ than the source's Conv (``benchmarks/2026-12-03-h200-chunk64-pdl-modes``). The f
 
 - ``conv``: ``Conv(x [N, C, 1, 1], W [F, C, 1, 1], b)``, as the source model has it;
 - ``matmul``: ``MatMul(x [N, 1, 1, C], W^T [C, F])`` then ``Add(b)``, as the conversion writes it;
-- ``gemm``: ``Reshape(x, [N, C])``, ``Gemm(., W [F, C], b, transB=1)``, ``Reshape(., [N, 1, 1, F])``.
+- ``gemm``: ``Reshape(x, [N, C])``, ``Gemm(., W [F, C], b, transB=1)``, ``Reshape(., [N, 1, 1, F])``;
+- ``dense``: ``MatMul(x [N, C], W^T [C, F])`` then ``Add(b)``, as a Keras Dense layer exports (a
+  classifier on flattened features; ONNX Runtime may fuse the two into a Gemm of its own).
 
-In: batch sizes and shapes (C -> F pairs: MobileNetV3-Small's head and a squeeze-and-excitation
-projection pair by default). Out: per form, shape and batch, the median time of chains of
-projections (C -> F -> C -> ...) at two lengths, CUDA graphs and ``prefer_nhwc`` on, and the slope:
-the time of one projection without the run's fixed cost. Each chain runs in its own session.
+In: batch sizes and shapes (C -> F pairs; by default MobileNetV3-Small's head, MobileNetV2's
+classifier and a squeeze-and-excitation projection pair). Out: per form, shape and batch, the
+median time of chains of projections (C -> F -> C -> ...) at two lengths, CUDA graphs and
+``prefer_nhwc`` on, and the slope: the time of one projection without the run's fixed cost. Each
+chain runs in its own session.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-FORMS = ("conv", "matmul", "gemm")
-SHAPES = ((576, 1024), (1024, 1000), (96, 24), (24, 96))
+FORMS = ("conv", "matmul", "gemm", "dense")
+SHAPES = ((576, 1024), (1024, 1000), (1280, 1000), (96, 24), (24, 96))
 
 
 def chain(form: str, c: int, f: int, length: int, rng):
@@ -51,6 +54,10 @@ def chain(form: str, c: int, f: int, length: int, rng):
             weights += [numpy_helper.from_array(np.ascontiguousarray(kernel.T), f"w{i}"), numpy_helper.from_array(bias, f"b{i}")]
             nodes += [helper.make_node("MatMul", [current, f"w{i}"], [f"p{i}"], name=f"matmul{i}"),
                       helper.make_node("Add", [f"p{i}", f"b{i}"], [out], name=f"add{i}")]
+        elif form == "dense":
+            weights += [numpy_helper.from_array(np.ascontiguousarray(kernel.T), f"w{i}"), numpy_helper.from_array(bias, f"b{i}")]
+            nodes += [helper.make_node("MatMul", [current, f"w{i}"], [f"p{i}"], name=f"matmul{i}"),
+                      helper.make_node("Add", [f"p{i}", f"b{i}"], [out], name=f"add{i}")]
         else:
             weights += [numpy_helper.from_array(kernel, f"w{i}"), numpy_helper.from_array(bias, f"b{i}"),
                         numpy_helper.from_array(np.array([-1, width], np.int64), f"rows{i}"),
@@ -59,7 +66,8 @@ def chain(form: str, c: int, f: int, length: int, rng):
                       helper.make_node("Gemm", [f"r{i}", f"w{i}", f"b{i}"], [f"g{i}"], name=f"gemm{i}", transB=1),
                       helper.make_node("Reshape", [f"g{i}", f"map{i}"], [out], name=f"map{i}")]
         current, width = out, out_width
-    shape = (lambda channels: ["N", channels, 1, 1]) if form == "conv" else (lambda channels: ["N", 1, 1, channels])
+    shape = {"conv": lambda channels: ["N", channels, 1, 1], "dense": lambda channels: ["N", channels]}.get(
+        form, lambda channels: ["N", 1, 1, channels])
     graph = helper.make_graph(nodes, form, [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape(c))],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, shape(width))], weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -72,7 +80,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", default="1,32", help="batch sizes, comma-separated (default: 1,32)")
     parser.add_argument("--shapes", default=",".join(f"{c}x{f}" for c, f in SHAPES),
-                        help="C x F pairs, comma-separated (default: the head's and a squeeze-and-excitation pair)")
+                        help="C x F pairs, comma-separated (default: two heads, a classifier and a squeeze-and-excitation pair)")
     parser.add_argument("--lengths", default="4,20", help="two chain lengths (default: 4,20)")
     parser.add_argument("--runs", type=int, default=300, help="timed runs per chain (default: 300)")
     parser.add_argument("--warmup", type=int, default=30, help="warm-up runs per chain (default: 30)")
@@ -98,8 +106,8 @@ def main() -> int:
                 row = {"c": c, "f": f, "batch": batch, "form": form, "ms": {}}
                 for length in lengths:
                     model, width = chain(form, c, f, length, rng)
-                    x_shape = [batch, c, 1, 1] if form == "conv" else [batch, 1, 1, c]
-                    y_shape = [batch, width, 1, 1] if form == "conv" else [batch, 1, 1, width]
+                    layout = {"conv": lambda n: [batch, n, 1, 1], "dense": lambda n: [batch, n]}.get(form, lambda n: [batch, 1, 1, n])
+                    x_shape, y_shape = layout(c), layout(width)
                     session = cuda_session(model, False, providers(True, True))
                     timing, _ = time_session(session, {"X": rng.normal(size=x_shape).astype(np.float32)}, [y_shape],
                                              args.runs, args.warmup)
