@@ -1,7 +1,7 @@
 """Whether one FCM kernel in a CUDA graph slows the launch of every other kernel of the graph.
 
     python3 benchmarks/graph_gaps.py --lib ort_custom_ops/lib/libfcm_ort_ops.so [--part ort,torch]
-        [--lengths 40,160] [--runs 200] [--json OUT.json]
+        [--lengths 40,160] [--runs 200] [--json OUT.json] [--dot DIR]
 
 Why: in MobileNetV3-Small at batch 1 a model with one group fused is 5-22 us slower than the source,
 and in a CUDA graph every gap between two kernels, ONNX Runtime's own included, grows from about 0.1
@@ -9,7 +9,8 @@ to about 0.26 us once the model holds one FCM node, a block kernel or a pixel-ch
 (``benchmarks/2026-12-03-h200-chunk64-pdl-modes``). Over MobileNetV3-Small's 185 kernels that is
 about 30 us. This script finds which property of a graph brings it.
 
-In: the FCM library. Out: a table and, with ``--json``, everything. Each case is a chain of small
+In: the FCM library. Out: a table; with ``--json``, everything; with ``--dot``, the torch part's
+CUDA graphs as Graphviz text (node types, launch attributes, edge kinds). Each case is a chain of small
 kernels with something else in its middle, at two chain lengths. The chain kernels are the same in
 every case, so the slope between the two lengths is the cost of one chain kernel with its launch gap,
 and a case whose slope is above the plain chain's pays more per launch for what is in its middle.
@@ -141,7 +142,19 @@ def ort_part(lengths: list[int], runs: int, warmup: int, trace: bool) -> list[di
     return rows
 
 
-def torch_part(lib_path: str, lengths: list[int], runs: int) -> list[dict]:
+def dump_graph(body, path: Path) -> None:
+    """The CUDA graph of ``body`` as Graphviz text (cudaGraphDebugDotPrint: each node's type, a
+    kernel's launch attributes, the edges and their kind)."""
+    import torch
+
+    graph = torch.cuda.CUDAGraph()
+    graph.enable_debug_mode()
+    with torch.cuda.graph(graph):
+        body()
+    graph.debug_dump(str(path))
+
+
+def torch_part(lib_path: str, lengths: list[int], runs: int, dot: Path | None = None) -> list[dict]:
     import torch
     from block_kernel_check import Case, Library, Problem, time_ms
 
@@ -167,6 +180,9 @@ def torch_part(lib_path: str, lengths: list[int], runs: int) -> list[dict]:
                 for _ in range(length // 2):
                     x.relu_()
             row["ms"][length] = round(time_ms(body, runs, per_graph=1), 4)  # one replay of the graph of body
+        if dot is not None:
+            dot.mkdir(parents=True, exist_ok=True)
+            dump_graph(body, dot / f"torch_{len(rows)}.dot")  # the longer chain's graph
         rows.append(slope(row, lengths))
         print(line(row), flush=True)
     return rows
@@ -194,6 +210,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20, help="warm-up runs per model (default: 20)")
     parser.add_argument("--no-trace", action="store_true", help="skip the CUPTI gap medians (ort part)")
     parser.add_argument("--json", default="", help="write the rows here")
+    parser.add_argument("--dot", default="", help="write the torch part's CUDA graphs here as Graphviz files (torch_<case>.dot)")
     args = parser.parse_args()
     lengths = sorted({int(n) for n in args.lengths.split(",")})
     if len(lengths) != 2 or any(n < 2 or n % 2 for n in lengths):
@@ -209,7 +226,7 @@ def main() -> int:
     if "ort" in parts:
         rows += ort_part(lengths, args.runs, args.warmup, not args.no_trace)
     if "torch" in parts:
-        rows += torch_part(args.lib, lengths, args.runs)
+        rows += torch_part(args.lib, lengths, args.runs, Path(args.dot) if args.dot else None)
     if args.json:
         Path(args.json).write_text(json.dumps({"lengths": lengths, "rows": rows}, indent=1) + "\n")
     return 0
