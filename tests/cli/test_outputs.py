@@ -238,7 +238,9 @@ cli.run()
 @pytest.mark.parametrize("signum, status, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
 def test_a_signal_leaves_no_partial_output(tmp_path, signum, status, word):
     out = tmp_path / "out"
-    process = _python(SLOW_EXTRACT, str(out))
+    # a suite started in the background inherits SIGINT ignored, and Python then keeps it ignored:
+    # the child gets the default disposition, as a command typed at a terminal has
+    process = _python(SLOW_EXTRACT, str(out), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert process.stdout.readline().strip() == "staged", process.stderr.read()
         assert _leftovers(tmp_path)  # the scratch folder is there while it writes
