@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -64,31 +63,19 @@ def pixel_spec(rng):
     return FcmSpec("pwpw", stages, channels_last=True)
 
 
-def renamed(nodes, names: dict[str, str]):
-    """Copies of ``nodes`` with their inputs and outputs renamed by ``names``."""
-    import onnx
-
-    out = []
-    for node in nodes:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copy.input[:] = [names.get(n, n) for n in copy.input]
-        copy.output[:] = [names.get(n, n) for n in copy.output]
-        out.append(copy)
-    return out
-
-
 def chain_model(length: int, shape: tuple, middle=None):
     """X -> Relu x length/2 -> ``middle`` (a model from X to Y, or None) -> Relu x length/2 -> Y."""
     import onnx
     from onnx import TensorProto, helper
+
+    from ort_custom_ops.ops.schema import renamed_nodes
 
     half = length // 2
     nodes = [helper.make_node("Relu", [f"r{i}" if i else "X"], [f"r{i + 1}"], name=f"relu{i}") for i in range(half)]
     initializers, functions, opsets = [], [], {"": 17}
     current = f"r{half}"
     if middle is not None:
-        nodes += renamed(middle.graph.node, {"X": current, "Y": "middle_out"})
+        nodes += renamed_nodes(middle.graph.node, {"X": current, "Y": "middle_out"})
         initializers = list(middle.graph.initializer)
         functions = list(middle.functions)
         opsets.update({o.domain: o.version for o in middle.opset_import})
@@ -103,15 +90,14 @@ def chain_model(length: int, shape: tuple, middle=None):
     return model
 
 
-def median_gap_us(session, feeds: dict, shape: tuple) -> float | None:
+def traced_median_gap_us(session, feeds: dict, shape: tuple) -> float | None:
     """The median gap between the kernels of one traced run (CUPTI), or None without torch."""
     try:
-        from kernel_timeline import kernels_of_one_run
+        from kernel_timeline import kernels_of_one_run, median_gap_us
     except ImportError:
         return None
     rows, _ = kernels_of_one_run(session, feeds, [list(shape)], [np.float32], runs=3, warmup=10)
-    gaps = [r["gap_us"] for r in rows[1:]]
-    return round(statistics.median(gaps), 3) if gaps else None
+    return median_gap_us(rows) if len(rows) > 1 else None
 
 
 def ort_part(lengths: list[int], runs: int, warmup: int, trace: bool) -> list[dict]:
@@ -135,7 +121,7 @@ def ort_part(lengths: list[int], runs: int, warmup: int, trace: bool) -> list[di
             timing, _ = time_session(session, feeds, [list(shape)], runs, warmup)
             row["ms"][length] = round(timing.median_ms, 4)
             if trace:
-                row["median_gap_us"][length] = median_gap_us(session, feeds, shape)
+                row["median_gap_us"][length] = traced_median_gap_us(session, feeds, shape)
             del session
         rows.append(slope(row, lengths))
         print(line(row), flush=True)

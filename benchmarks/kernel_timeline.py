@@ -69,6 +69,11 @@ def kernels_of_one_run(session, inputs: dict, shapes: list, dtypes: list, runs: 
     return rows, note
 
 
+def median_gap_us(rows: list[dict]) -> float:
+    """The median idle gap before each kernel of a run after its first (0 with fewer than two)."""
+    return round(float(np.median([r["gap_us"] for r in rows[1:]])), 3) if len(rows) > 1 else 0.0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="ONNX models")
@@ -101,7 +106,7 @@ def main() -> int:
         gaps = sum(max(r["gap_us"], 0.0) for r in rows)
         copies = sum(r["kind"] == "copy" for r in rows)
         total = {"kernels": len(rows) - copies, "copies": copies, "sum_us": round(busy, 1), "span_us": round(span, 1),
-                 "gaps_us": round(gaps, 1), "median_gap_us": round(float(np.median([r["gap_us"] for r in rows[1:]])), 3) if len(rows) > 1 else 0.0}
+                 "gaps_us": round(gaps, 1), "median_gap_us": median_gap_us(rows)}
         results.append({"model": path, "library": args.with_library or fused, "total": total, "note": note, "kernels": rows})
         print(f"{path}: {total['kernels']} kernels and {copies} copies or fills, {total['sum_us']} us busy, span {total['span_us']} us, "
               f"gaps {total['gaps_us']} us (median {total['median_gap_us']}){' (' + note + ')' if note else ''}")

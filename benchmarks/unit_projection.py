@@ -35,6 +35,13 @@ FORMS = ("conv", "matmul", "gemm", "dense")
 SHAPES = ((576, 1024), (1024, 1000), (1280, 1000), (96, 24), (24, 96))
 
 
+def layout(form: str, batch, channels: int) -> list:
+    """The shape of a ``form`` chain's tensor of ``channels`` values per image."""
+    if form == "conv":
+        return [batch, channels, 1, 1]
+    return [batch, channels] if form == "dense" else [batch, 1, 1, channels]
+
+
 def chain(form: str, c: int, f: int, length: int, rng):
     """``length`` projections alternating C -> F and F -> C, in ``form``, from X to Y."""
     import onnx
@@ -50,11 +57,7 @@ def chain(form: str, c: int, f: int, length: int, rng):
         if form == "conv":
             weights += [numpy_helper.from_array(kernel[:, :, None, None], f"w{i}"), numpy_helper.from_array(bias, f"b{i}")]
             nodes.append(helper.make_node("Conv", [current, f"w{i}", f"b{i}"], [out], name=f"conv{i}"))
-        elif form == "matmul":
-            weights += [numpy_helper.from_array(np.ascontiguousarray(kernel.T), f"w{i}"), numpy_helper.from_array(bias, f"b{i}")]
-            nodes += [helper.make_node("MatMul", [current, f"w{i}"], [f"p{i}"], name=f"matmul{i}"),
-                      helper.make_node("Add", [f"p{i}", f"b{i}"], [out], name=f"add{i}")]
-        elif form == "dense":
+        elif form in ("matmul", "dense"):  # the same nodes; the layouts differ (see layout)
             weights += [numpy_helper.from_array(np.ascontiguousarray(kernel.T), f"w{i}"), numpy_helper.from_array(bias, f"b{i}")]
             nodes += [helper.make_node("MatMul", [current, f"w{i}"], [f"p{i}"], name=f"matmul{i}"),
                       helper.make_node("Add", [f"p{i}", f"b{i}"], [out], name=f"add{i}")]
@@ -66,10 +69,8 @@ def chain(form: str, c: int, f: int, length: int, rng):
                       helper.make_node("Gemm", [f"r{i}", f"w{i}", f"b{i}"], [f"g{i}"], name=f"gemm{i}", transB=1),
                       helper.make_node("Reshape", [f"g{i}", f"map{i}"], [out], name=f"map{i}")]
         current, width = out, out_width
-    shape = {"conv": lambda channels: ["N", channels, 1, 1], "dense": lambda channels: ["N", channels]}.get(
-        form, lambda channels: ["N", 1, 1, channels])
-    graph = helper.make_graph(nodes, form, [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape(c))],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, shape(width))], weights)
+    graph = helper.make_graph(nodes, form, [helper.make_tensor_value_info("X", TensorProto.FLOAT, layout(form, "N", c))],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, layout(form, "N", width))], weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
     onnx.checker.check_model(model)
@@ -106,8 +107,7 @@ def main() -> int:
                 row = {"c": c, "f": f, "batch": batch, "form": form, "ms": {}}
                 for length in lengths:
                     model, width = chain(form, c, f, length, rng)
-                    layout = {"conv": lambda n: [batch, n, 1, 1], "dense": lambda n: [batch, n]}.get(form, lambda n: [batch, 1, 1, n])
-                    x_shape, y_shape = layout(c), layout(width)
+                    x_shape, y_shape = layout(form, batch, c), layout(form, batch, width)
                     session = cuda_session(model, False, providers(True, True))
                     timing, _ = time_session(session, {"X": rng.normal(size=x_shape).astype(np.float32)}, [y_shape],
                                              args.runs, args.warmup)

@@ -252,14 +252,19 @@ def channels_last_body(body: list[NodeProto], x: str, y: str, scale: str | None 
         rename[scale] = f"{prefix}_s_nchw"
         head += [helper.make_node("Constant", [], [f"{prefix}_s_shape"], value_ints=[0, -1, 1, 1]),
                  helper.make_node("Reshape", [scale, f"{prefix}_s_shape"], [rename[scale]])]
-    renamed = []
-    for node in body:
+    return head + renamed_nodes(body, rename) + [helper.make_node("Transpose", [rename[y]], [y], perm=list(TO_NHWC))]
+
+
+def renamed_nodes(nodes: Sequence[NodeProto], names: dict[str, str]) -> list[NodeProto]:
+    """Copies of ``nodes`` with the inputs and outputs named in ``names`` renamed."""
+    out = []
+    for node in nodes:
         copy = NodeProto()
         copy.CopyFrom(node)
-        copy.input[:] = [rename.get(name, name) for name in copy.input]
-        copy.output[:] = [rename.get(name, name) for name in copy.output]
-        renamed.append(copy)
-    return head + renamed + [helper.make_node("Transpose", [rename[y]], [y], perm=list(TO_NHWC))]
+        copy.input[:] = [names.get(name, name) for name in copy.input]
+        copy.output[:] = [names.get(name, name) for name in copy.output]
+        out.append(copy)
+    return out
 
 
 def activation_nodes(nodes: list[NodeProto], activation: Activation, x: str, prefix: str) -> str:
@@ -330,13 +335,9 @@ def half_body(body: list[NodeProto], precision: str, inputs: Sequence[str], outp
     if precision != "bf16":
         raise ValueError(f"no half-precision body for {precision!r}")
     widened = {name: f"{name}_fp32" for name in inputs}
-    nodes = [helper.make_node("Cast", [name], [wide], to=TensorProto.FLOAT) for name, wide in widened.items()]
-    for node in body:
-        copy = NodeProto()
-        copy.CopyFrom(node)
-        copy.input[:] = [widened.get(name, name) for name in copy.input]
-        nodes.append(copy)
-    return nodes[:len(widened)] + rounded_nodes(nodes[len(widened):], precision, outputs=[output])
+    casts = [helper.make_node("Cast", [name], [wide], to=TensorProto.FLOAT) for name, wide in widened.items()]
+    # (no body node writes a formal input, so only reads are renamed)
+    return casts + rounded_nodes(renamed_nodes(body, widened), precision, outputs=[output])
 
 
 def _fp16_body(body: list[NodeProto], inputs: Sequence[str], output: str) -> list[NodeProto]:
