@@ -92,10 +92,12 @@ def chain_model(length: int, shape: tuple, middle=None):
 
 def traced_median_gap_us(session, feeds: dict, shape: tuple) -> float | None:
     """The median gap between the kernels of one traced run (CUPTI), or None without torch."""
-    try:
-        from kernel_timeline import kernels_of_one_run, median_gap_us
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:  # kernels_of_one_run imports torch only when called
         return None
+    from kernel_timeline import kernels_of_one_run, median_gap_us
+
     rows, _ = kernels_of_one_run(session, feeds, [list(shape)], [np.float32], runs=3, warmup=10)
     return median_gap_us(rows) if len(rows) > 1 else None
 
