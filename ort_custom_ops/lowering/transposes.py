@@ -27,7 +27,13 @@ applies (:func:`optimize`):
 - :func:`fold_scale`: a channels-last fused node takes its channel scale as [N, 1, 1, C] instead of
   a Transpose of it to [N, C, 1, 1] (the same values in the same order);
 - last, :func:`unit_transposes_to_reshapes`: a Transpose that only moves unit dimensions
-  ([N, C, 1, 1] <-> [N, 1, 1, C]) becomes the Reshape it is.
+  ([N, C, 1, 1] <-> [N, 1, 1, C]) becomes the Reshape it is;
+- then :func:`unit_products_to_gemm`: a ``MatMul`` of pooled values [N, 1, 1, C] by constant [C, F]
+  weights (a squeeze-and-excitation projection, a classifier head), and the bias ``Add`` that is its
+  only reader, becomes ``Gemm(x as [N, C], W as [F, C], bias, transB=1)`` between two Reshapes (the
+  first reads through a Reshape that makes x, such as the one a unit Transpose became): ONNX
+  Runtime's CUDA provider runs that MatMul as a cuBLAS matrix-vector product slower than the
+  source's Conv (``benchmarks/unit_projection.py``), a 2-D Gemm on cuBLAS's fast path.
 
 A move is taken when it lowers the number of elements Transposes move (the batch counted as 1; a
 Transpose of unit dimensions moves none), or keeps it equal and moves toward NHWC: so no rule undoes
@@ -171,6 +177,16 @@ class _Context:
                               shape=None if tensor.shape is None else [tensor.shape[i] for i in perm])
         self.graph.nodes.append(gs.Node("Transpose", name=self.name("Transpose"), attrs={"perm": list(perm)},
                                         inputs=[tensor], outputs=[out]))
+        return out
+
+    def add_reshape(self, tensor, target: list[int], out=None, shape=None):
+        """A new ``Reshape(tensor, target)`` to a constant shape, writing ``out`` (a new tensor of
+        ``shape`` if None); returns ``out``."""
+        if out is None:
+            out = gs.Variable(self.name(f"{tensor.name}_r"), dtype=tensor.dtype, shape=shape)
+        name = self.name("Reshape")
+        target = gs.Constant(self.name(f"{name}_shape"), np.array(target, np.int64))
+        self.graph.nodes.append(gs.Node("Reshape", name=name, inputs=[tensor, target], outputs=[out]))
         return out
 
     def transpose_cost(self, tensor, perm: Perm, reader) -> int | None:
@@ -519,8 +535,74 @@ def unit_transposes_to_reshapes(graph: gs.Graph) -> int:
     return count
 
 
+def _unit_product(node) -> tuple[np.ndarray, object] | None:
+    """(the [C, F] weights, x) of ``MatMul(x [N, 1, 1, C], W [C, F])`` with W a constant and C known;
+    None for any other node."""
+    if node.op != "MatMul" or node.domain not in (None, "", "ai.onnx") or len(node.inputs) != 2 or not node.outputs:
+        return None
+    x, weights = node.inputs
+    if not isinstance(weights, gs.Constant) or weights.values.ndim != 2 or x.shape is None or len(x.shape) != 4:
+        return None
+    channels = x.shape[3]
+    if not (_unit(x.shape[1]) and _unit(x.shape[2]) and isinstance(channels, (int, np.integer))):
+        return None
+    return (weights.values, x) if channels == weights.values.shape[0] else None
+
+
+def _row_bias(context: _Context, product, features: int) -> tuple[gs.Node, np.ndarray] | None:
+    """(the Add, its bias as [F] values) where the only reader of ``product`` adds a constant of F
+    elements broadcast over its last axis; None otherwise."""
+    if len(product.outputs) != 1 or id(product) in context.outputs:
+        return None
+    add = product.outputs[0]
+    if add.op != "Add" or add.domain not in (None, "", "ai.onnx") or len(add.inputs) != 2 or len(add.outputs) != 1:
+        return None
+    bias = add.inputs[1] if add.inputs[0] is product else add.inputs[0]
+    if not isinstance(bias, gs.Constant):
+        return None
+    if bias.values.ndim > 4 or bias.values.size != features or any(d != 1 for d in bias.values.shape[:-1]):
+        return None
+    return add, bias.values.reshape(features)
+
+
+def unit_products_to_gemm(graph: gs.Graph) -> int:
+    """``MatMul(x [N, 1, 1, C], W [C, F])``, and the bias ``Add`` that is its only reader, is ``Gemm``
+    of x's rows [N, C] with W stored as [F, C] (transB=1), between two Reshapes (the first one reads
+    through a Reshape that makes x): the form cuBLAS runs fastest, where ONNX Runtime runs the 4-D
+    MatMul as a matrix-vector product."""
+    if graph.opset < 11:  # Gemm's C (the bias) is optional from opset 11
+        return 0
+    context = _Context(graph)
+    products = [(node, found) for node in graph.nodes if (found := _unit_product(node)) is not None]
+    for node, (weights, x) in products:
+        channels, features = weights.shape
+        product = node.outputs[0]
+        folded = _row_bias(context, product, features)
+        out = folded[0].outputs[0] if folded else product
+        batch = x.shape[0]
+        # x made by a Reshape: the rows are its input's, whatever shape it made (the cleanup removes
+        # that Reshape where the product was its only reader)
+        source = producer(x)
+        if source is not None and source.op == "Reshape" and source.domain in (None, "", "ai.onnx"):
+            x = source.inputs[0]
+        rows = context.add_reshape(x, [-1, channels], shape=[batch, channels])
+        inputs = [rows, gs.Constant(context.name(f"{node.name}_weights"), np.ascontiguousarray(weights.T))]
+        if folded:
+            add, bias = folded
+            inputs.append(gs.Constant(context.name(f"{node.name}_bias"), np.ascontiguousarray(bias)))
+            add.inputs.clear()
+            add.outputs.clear()
+        result = gs.Variable(context.name(f"{node.name}_gemm"), dtype=out.dtype or x.dtype, shape=[batch, features])
+        node.op, node.attrs, node.inputs, node.outputs = "Gemm", {"transB": 1}, inputs, [result]
+        context.add_reshape(result, [-1, 1, 1, features], out)
+    return len(products)
+
+
 RULES = (cancel_pairs, merge_siblings, fold_scale, through_elementwise, through_reduction, through_pointwise_conv)
-FINAL = (unit_transposes_to_reshapes,)  # after the others: a Reshape stops them
+# after the others: a Reshape stops them, and the bias Adds the Gemms take have had their moves.
+# unit_products_to_gemm last: a unit Transpose before a product (the pooled map to NHWC) is a
+# Reshape by then, which the Gemm's own Reshape of the rows reads through.
+FINAL = (unit_transposes_to_reshapes, unit_products_to_gemm)
 
 
 def optimize(graph: gs.Graph, rules=RULES, final=FINAL) -> dict[str, int]:

@@ -42,7 +42,11 @@ def op_types(model: onnx.ModelProto) -> list[str]:
 
 
 def feeds(model: onnx.ModelProto, rng) -> dict[str, np.ndarray]:
-    return {i.name: rng.uniform(-2, 2, [d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+    """Random values for the inputs that are not initializers, a symbolic dimension (the batch) as 2."""
+    def shape(value) -> list[int]:
+        return [d.dim_value if d.HasField("dim_value") else 2 for d in value.type.tensor_type.shape.dim]
+
+    return {i.name: rng.uniform(-2, 2, shape(i)).astype(np.float32)
             for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}}
 
 
@@ -329,6 +333,127 @@ def test_a_transpose_of_unit_dimensions_becomes_a_reshape(rng):
         }}""")
     after, counts = run_rule(model, final=(transposes.unit_transposes_to_reshapes,))
     assert op_types(after) == ["Reshape", "Transpose"] and counts["unit_transposes_to_reshapes"] == 1
+    assert_same_function(model, after, rng)
+
+
+# --- unit_products_to_gemm -----------------------------------------------------------------------
+
+def _gemm(model: onnx.ModelProto):
+    (node,) = [n for n in model.graph.node if n.op_type == "Gemm"]
+    constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return node, [constants.get(name) for name in node.input]
+
+
+@pytest.mark.parametrize("batch", ["2", "N"])
+@pytest.mark.parametrize("bias_shape", [(3,), (1, 1, 1, 3), (1, 3)])
+def test_a_unit_product_and_its_bias_become_a_gemm(batch, bias_shape, rng):
+    """A classifier head's projection of pooled [N, 1, 1, C] values: Gemm of the rows, W as [F, C],
+    the bias folded in as [F], the result reshaped back into the tensor the Relu reads."""
+    w, bias = rng.normal(size=(6, 3)), rng.normal(size=bias_shape)
+    model = parse(f"""
+        g (float[{batch}, 1, 1, 6] x) => (float[{batch}, 1, 1, 3] y) {{
+            p = MatMul (x, w)
+            q = Add (p, bias)
+            y = Relu (q)
+        }}""", {"w": w, "bias": bias})
+    after, counts = run_rule(model, final=(transposes.unit_products_to_gemm,))
+    assert op_types(after) == ["Reshape", "Gemm", "Reshape", "Relu"] and counts["unit_products_to_gemm"] == 1
+    gemm, (_, matrix, folded) = _gemm(after)
+    assert [(a.name, a.i) for a in gemm.attribute] == [("transB", 1)]
+    np.testing.assert_array_equal(matrix, w.T.astype(np.float32))
+    np.testing.assert_array_equal(folded, bias.reshape(3).astype(np.float32))
+    assert matrix.dtype == folded.dtype == np.float32
+    assert after.graph.node[2].output[0] == "q" and after.graph.node[3].input[0] == "q"
+    assert_same_function(model, after, rng)
+
+
+def test_a_unit_product_without_bias_writes_its_own_output(rng):
+    """No Add after it: a Gemm of two inputs, the MatMul's output (here a graph output too) written by
+    the Reshape back."""
+    model = parse("""
+        g (float[2, 1, 1, 6] x) => (float[2, 1, 1, 4] p, float[2, 1, 1, 4] y) {
+            p = MatMul (x, w)
+            y = Sigmoid (p)
+        }""", {"w": rng.normal(size=(6, 4))})
+    after, counts = run_rule(model, final=(transposes.unit_products_to_gemm,))
+    assert sorted(op_types(after)) == ["Gemm", "Reshape", "Reshape", "Sigmoid"] and counts["unit_products_to_gemm"] == 1
+    _, inputs = _gemm(after)
+    assert len(inputs) == 2 and inputs[1].shape == (4, 6)
+    assert [o.name for o in after.graph.output] == ["p", "y"]
+    assert [n.op_type for n in after.graph.node if "p" in n.output] == ["Reshape"]
+    assert_same_function(model, after, rng)
+
+
+@pytest.mark.parametrize("also_read", [False, True])
+def test_a_gemm_reads_through_the_reshape_a_unit_transpose_became(also_read, rng):
+    """The pooled map [N, C, 1, 1] moved to NHWC by a unit Transpose: the final rules make that a
+    Reshape, then the Gemm's rows reshape the map itself, and the first Reshape goes unless it has
+    another reader."""
+    model = parse(f"""
+        g (float[2, 6, 1, 1] x) => (float[2, 1, 1, 3] y{", float[2, 1, 1, 6] t" if also_read else ""}) {{
+            t = Transpose <{NHWC}> (x)
+            p = MatMul (t, w)
+            y = Add (p, bias)
+        }}""", {"w": rng.normal(size=(6, 3)), "bias": rng.normal(size=3)})
+    after, counts = run_rule(model, final=transposes.FINAL)
+    assert counts["unit_transposes_to_reshapes"] == counts["unit_products_to_gemm"] == 1
+    assert op_types(after) == ["Reshape"] * also_read + ["Reshape", "Gemm", "Reshape"]
+    gemm, _ = _gemm(after)
+    assert [n.input[0] for n in after.graph.node if gemm.input[0] in n.output] == ["x"]
+    assert_same_function(model, after, rng)
+
+
+@pytest.mark.parametrize("case", ["second reader", "product is an output", "batch bias", "channel-first bias",
+                                  "one-value bias", "variable bias"])
+def test_a_bias_that_is_not_the_products_own_stays_an_add(case, rng):
+    """The product becomes a Gemm, but the Add stays where the product has another reader (or is a
+    graph output) or the bias is not F values along the last axis (it also broadcasts over the batch
+    or the first axes, or is one value for all)."""
+    bias = {"batch bias": (2, 1, 1, 3), "channel-first bias": (3, 1, 1), "one-value bias": (1,)}.get(case, (3,))
+    out = "float[2, 3, 1, 3] y" if case == "channel-first bias" else "float[2, 1, 1, 3] y"
+    extra = {"second reader": ", float[2, 1, 1, 3] z", "product is an output": ", float[2, 1, 1, 3] p"}.get(case, "")
+    model = parse(f"""
+        g (float[2, 1, 1, 6] x{", float[3] b" if case == "variable bias" else ""}) => ({out}{extra}) {{
+            p = MatMul (x, w)
+            y = Add (p, {"b" if case == "variable bias" else "bias"})
+            {"z = Relu (p)" if case == "second reader" else ""}
+        }}""", {"w": rng.normal(size=(6, 3))} | ({} if case == "variable bias" else {"bias": rng.normal(size=bias)}))
+    after, counts = run_rule(model, final=(transposes.unit_products_to_gemm,))
+    assert counts["unit_products_to_gemm"] == 1 and "Add" in op_types(after)
+    _, inputs = _gemm(after)
+    assert len(inputs) == 2
+    assert_same_function(model, after, rng)
+
+
+@pytest.mark.parametrize("case", ["spatial", "variable weights", "unknown channels"])
+def test_other_products_stay_matmuls(case, rng):
+    """Not a product of pooled values by constant weights: H x W other than 1 x 1, weights computed
+    in the graph, or C unknown."""
+    x = {"spatial": "float[2, 2, 1, 6] x", "unknown channels": "float[2, 1, 1, C] x"}.get(case, "float[2, 1, 1, 6] x")
+    y = "float[2, 2, 1, 3] y" if case == "spatial" else "float[2, 1, 1, 3] y"
+    weights = ", float[6, 3] w" if case == "variable weights" else ""
+    model = parse(f"""
+        g ({x}{weights}) => ({y}) {{
+            p = MatMul (x, w)
+            y = Add (p, bias)
+        }}""", {"bias": rng.normal(size=3)} | ({} if weights else {"w": rng.normal(size=(6, 3))}))
+    after, counts = run_rule(model, final=(transposes.unit_products_to_gemm,))
+    assert counts["unit_products_to_gemm"] == 0 and op_types(after) == ["MatMul", "Add"]
+
+
+def test_a_pooled_pointwise_conv_between_nhwc_neighbours_ends_as_a_gemm(rng):
+    """The whole cleanup on a squeeze-and-excitation projection at 1x1: the Conv becomes MatMul + Add
+    in NHWC, and the final rules make that a Gemm between Reshapes."""
+    model = parse(f"""
+        g (float[2, 1, 1, 6] x) => (float[2, 1, 1, 3] y) {{
+            b = Transpose <{NCHW}> (x)
+            c = Conv (b, w, bias)
+            d = Transpose <{NHWC}> (c)
+            y = Relu (d)
+        }}""", {"w": rng.normal(size=(3, 6, 1, 1)), "bias": rng.normal(size=3)})
+    after, counts = run_rule(model, *transposes.RULES, final=transposes.FINAL)
+    assert op_types(after) == ["Reshape", "Gemm", "Reshape", "Relu"]
+    assert counts["through_pointwise_conv"] == 1 and counts["unit_products_to_gemm"] == 1
     assert_same_function(model, after, rng)
 
 
