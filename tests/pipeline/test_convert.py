@@ -12,6 +12,7 @@ from fcm.cli import main
 from fcm.pipeline.convert import ConvertOptions, convert
 from fcm_core.errors import FcmError
 from ort_custom_ops.ops.library import make_session
+from ort_custom_ops.lowering.half import spatial_mean_products
 from ort_custom_ops.lowering.transposes import transpose_count
 from ort_custom_ops.ops.schema import DOMAIN, is_channels_last
 from tests.support.fixtures import CHEAP, keras_model
@@ -151,9 +152,10 @@ def test_unsupported_layers_stay_unfused_and_the_model_verifies(tmp_path):
     assert [n.op_type for n in _fused_nodes(fused)] == ["FusedDwPw"]
     ops = [n.op_type for n in fused.graph.node]
     # kept: the 9x9 depthwise Conv as it was, the pointwise one as the MatMul it is between
-    # channels-last neighbours (beside the Dense layer's)
+    # channels-last neighbours (beside the Dense layer's, and the global pool's over the NHWC map)
     convs = [n for n in fused.graph.node if n.op_type == "Conv"]
-    assert "LeakyRelu" in ops and len(convs) == 1 and ops.count("MatMul") == 2
+    assert "LeakyRelu" in ops and len(convs) == 1 and ops.count("MatMul") == 3 and "ReduceMean" not in ops
+    assert len(spatial_mean_products(fused)) == 1
     assert [a.ints for a in convs[0].attribute if a.name == "kernel_shape"] == [[9, 9]]
     assert all(c.passed(1e-4) for c in result.checks if c.name != "unfused ONNX")
 
