@@ -2,7 +2,8 @@
 
 In (``pack``): ONNX files. Out: the same graphs with every large weight tensor's data replaced by
 a note of its digest and of each output channel's mean and standard deviation (biases and small
-tensors stay as they are). ``unpack`` fills each one with pseudo-random data seeded by the
+tensors stay as they are, and so do tensors of one repeated value, such as the averaging row of a
+spatial mean computed as a ``MatMul``). ``unpack`` fills each one with pseudo-random data seeded by the
 digest: vectors with those means and deviations, weight matrices and kernels zero-mean with the
 deviation capped at sqrt(2 / fan_in), so that activations stay near 1 layer after layer
 (independent draws with the real statistics make them grow, see ``_fill``). Initializers that
@@ -55,7 +56,11 @@ def _digest(array: np.ndarray) -> str:
 
 
 def _strippable(array: np.ndarray) -> bool:
-    return array.nbytes >= MIN_BYTES and array.dtype.kind == "f" and array.ndim >= 2
+    """A large float matrix or kernel, unless it holds one value repeated: that is no weight (the
+    row of 1/(H*W) of a spatial mean computed as a MatMul), and random values would change what it
+    computes."""
+    return (array.nbytes >= MIN_BYTES and array.dtype.kind == "f" and array.ndim >= 2
+            and not np.all(array == array.flat[0]))
 
 
 def _strip(tensor: onnx.TensorProto, others: frozenset[str] = frozenset()) -> bool:

@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", default="auto",
                         help="GPU to plan for (as for fcm plan; default: this machine's, or an assumed H100 where there is "
                         "none: then run fcm tune on the GPU you deploy on)")
-    parser.add_argument("--batch", type=positive_int, default=1, help="batch size to plan for (default: 1)")
+    parser.add_argument("--batch", type=positive_int, default=1,
+                        help="batch size to plan for: the groups fused, and from 2 on spatial means as batched products "
+                             "(default: 1)")
     parser.add_argument("--dtype", choices=("fp32", "int8"),
                          help="element type: int8 for full-integer .tflite models (their only one), else fp32")
     parser.add_argument("--scheme", choices=("fp32", "fixed_point"), default="fp32",

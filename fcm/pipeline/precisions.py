@@ -89,7 +89,7 @@ class Half(Fp32):
         self.plan_dtype = "fp16"  # the planner's bytes and tensor-core peak are the same for bf16
 
     def lower(self, prepared: onnx.ModelProto, dag: Dag, plan, options, progress: Progress, notes: list[str]) -> Lowered:
-        from ort_custom_ops.lowering.half import kept_fp32, to_half
+        from ort_custom_ops.lowering.half import kept_fp32, spatial_mean_products, to_half
 
         lowered = super().lower(prepared, dag, plan, options, progress, notes)
         how = "onnxconverter-common's float16 converter" if self.name == "fp16" else "fp32 operators between bf16 Casts"
@@ -102,6 +102,9 @@ class Half(Fp32):
                          "since ONNX Runtime has no bf16 Conv on any provider nor bf16 arithmetic on the CPU")
         else:
             kept = sorted({n.op_type for n in fused.graph.node} & set(kept_fp32(lowered.fused, self.name)))
+            means = len(spatial_mean_products(lowered.fused))
+            if means:
+                kept.append(f"MatMul ({means} spatial mean{'s' * (means > 1)} of NHWC maps)")
             if kept:
                 notes.append(f"kept in fp32 between Casts: {', '.join(kept)} (reductions and softmax lose accuracy "
                              "in fp16)")

@@ -21,11 +21,16 @@ precision (``fp16`` or ``bf16``) and whether its inputs and outputs become half 
 
 What stays fp32 in fp16 (:data:`FP16_KEPT`): the converter's default block list, and the
 reductions and the softmax, whose fp16 sums lose accuracy (the squeeze-and-excitation mean, the
-global average pool). Three bugs of the converter (1.16) are worked around here: an initializer
-shared by a kept and a converted operator stays fp32 for both (issue 304, pull request 329: it is
-copied first); a Cast to fp32 in the source keeps ``to=float`` while its output is retyped fp16
-(issue 320, pull request 326: such Casts are retargeted); and the Casts it adds are named after their
-node, so that two unnamed nodes' collide (every node is named first).
+global average pool); so do the MatMuls that compute such a mean (:func:`spatial_mean_products`:
+the layout cleanup's form of a ReduceMean over H and W of an NHWC map), by name (the converter's
+node block list), with their row of 1/(H*W) fp32. In bf16 that row stays fp32 too: the MatMul
+widens its other input like every operator, and the mean is the fp32 one rounded once.
+
+Three bugs of the converter (1.16) are worked around here: an initializer shared by a kept and a
+converted operator stays fp32 for both (issue 304, pull request 329: it is copied first); a Cast to
+fp32 in the source keeps ``to=float`` while its output is retyped fp16 (issue 320, pull request
+326: such Casts are retargeted); and the Casts it adds are named after their node, so that two
+unnamed nodes' collide (every node is named first).
 
 Also here: :func:`rounded_model`, the fp32 model with each operator's output rounded to a precision
 (a Cast to it and back): what a correct half-precision computation of the model gives, on any
@@ -44,6 +49,7 @@ from fcm_core.vocabulary import DOMAIN, kind_of, expand, FUSED_ATTRIBUTES
 
 from ..ops.schema import NUMPY_TYPES, VALUE_PRESERVING, half_body, rounded_nodes
 from ..ops.standalone import float_io
+from .transposes import is_spatial_mean_product
 
 HALF_PRECISIONS = ("fp16", "bf16")
 #: Operators a bf16 model runs on bf16 tensors as they are: they only reshape, and ONNX Runtime has
@@ -63,6 +69,18 @@ def kept_fp32(model: onnx.ModelProto, precision: str) -> list[str]:
     return sorted(present - set(BF16_DIRECT))
 
 
+def spatial_mean_products(model: onnx.ModelProto) -> list[str]:
+    """The names of ``model``'s MatMuls that compute a spatial mean
+    (:func:`ort_custom_ops.lowering.transposes.is_spatial_mean_product`): fp16 keeps them in fp32."""
+    return [node.name for node in _mean_products(model)]
+
+
+def _mean_products(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    rows = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+            if t.data_type == TensorProto.FLOAT and len(t.dims) == 2 and t.dims[0] == 1}
+    return [node for node in model.graph.node if is_spatial_mean_product(node, rows)]
+
+
 def to_half(model: onnx.ModelProto, precision: str, io_half: bool = False) -> onnx.ModelProto:
     """``model`` computed in ``precision`` (see the module docstring)."""
     from onnxconverter_common import float16
@@ -74,12 +92,15 @@ def to_half(model: onnx.ModelProto, precision: str, io_half: bool = False) -> on
         _type_fused_nodes(half, "bf16")
         half = half if io_half else float_io(half)
     else:
-        source = _unshared_initializers(model, set(kept_fp32(model, precision)))
+        source = _named_nodes(model)
+        products = spatial_mean_products(source)
+        _unshare_initializers(source, set(kept_fp32(model, precision)), set(products))
         source_casts = {n.output[0] for n in source.graph.node if n.op_type == "Cast"}
         with warnings.catch_warnings():  # it warns of each value it clamps to fp16's range (weights never reach it)
             warnings.simplefilter("ignore")
             half = float16.convert_float_to_float16(source, keep_io_types=not io_half,
-                                                    op_block_list=kept_fp32(model, precision), check_fp16_ready=False)
+                                                    op_block_list=kept_fp32(model, precision),
+                                                    node_block_list=products, check_fp16_ready=False)
         _retarget_source_casts(half, source_casts)
         _type_fused_nodes(half, precision)
     onnx.checker.check_model(half)
@@ -88,39 +109,54 @@ def to_half(model: onnx.ModelProto, precision: str, io_half: bool = False) -> on
 
 def rounded_model(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
     """The fp32 ``model`` (unfused) with its weights and each operator's output rounded to
-    ``precision``, the operators :func:`kept_fp32` keeps for fp16 left exact."""
+    ``precision``, the operators :func:`kept_fp32` keeps for fp16 and the spatial means'
+    MatMuls (:func:`spatial_mean_products`, with their rows) left exact."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    products = _mean_products(copy)
+    rows = {node.input[0] for node in products}
     dtype = NUMPY_TYPES[precision]
     for tensor in copy.graph.initializer:
-        if tensor.data_type == TensorProto.FLOAT:
+        if tensor.data_type == TensorProto.FLOAT and tensor.name not in rows:
             values = numpy_helper.to_array(tensor).astype(dtype).astype(np.float32)
             tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
-    nodes = rounded_nodes(list(copy.graph.node), precision, keep=FP16_KEPT)
+    nodes = []
+    for node in copy.graph.node:
+        nodes.extend([node] if node in products else rounded_nodes([node], precision, keep=FP16_KEPT))
     del copy.graph.node[:]
     copy.graph.node.extend(nodes)
     return copy
 
 
-def _unshared_initializers(model: onnx.ModelProto, kept: set[str]) -> onnx.ModelProto:
-    """A copy in which no float initializer feeds both a kept operator and a converted one: the kept
-    ones read their own copy (the converter would leave a shared one fp32 for both); and every node
-    named (the converter names the Casts it adds after their node: unnamed nodes' would collide)."""
+def _named_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with every node named (the converter names the Casts it adds after their node:
+    unnamed nodes' would collide)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    graph = copy.graph
-    taken = {n.name for n in graph.node}
-    for index, node in enumerate(graph.node):
+    taken = {n.name for n in copy.graph.node}
+    for index, node in enumerate(copy.graph.node):
         if not node.name:
             node.name = next(name for k in range(index, index + len(taken) + 1)
                              if (name := f"{node.op_type}_{k}") not in taken)
             taken.add(node.name)
+    return copy
+
+
+def _unshare_initializers(model: onnx.ModelProto, kept: set[str], kept_nodes: set[str]) -> None:
+    """No float initializer of ``model`` left feeding both a kept operator (op type in ``kept``, or
+    node named in ``kept_nodes``) and a converted one: the kept ones read their own copy (the
+    converter would leave a shared one fp32 for both)."""
+    graph = model.graph
+
+    def is_kept(node) -> bool:
+        return node.op_type in kept or node.name in kept_nodes
+
     floats = {t.name: t for t in graph.initializer if t.data_type == TensorProto.FLOAT}
     users: dict[str, set[bool]] = {}
     for node in graph.node:
         for name in node.input:
             if name in floats:
-                users.setdefault(name, set()).add(node.op_type in kept)
+                users.setdefault(name, set()).add(is_kept(node))
     for name, kinds in users.items():
         if len(kinds) == 2:
             duplicate = onnx.TensorProto()
@@ -128,9 +164,8 @@ def _unshared_initializers(model: onnx.ModelProto, kept: set[str]) -> onnx.Model
             duplicate.name = f"{name}__fp32"
             graph.initializer.append(duplicate)
             for node in graph.node:
-                if node.op_type in kept:
+                if is_kept(node):
                     node.input[:] = [duplicate.name if i == name else i for i in node.input]
-    return copy
 
 
 def _retarget_source_casts(model: onnx.ModelProto, source_casts: set[str]) -> None:
@@ -148,8 +183,9 @@ def _bf16_model(model: onnx.ModelProto) -> onnx.ModelProto:
     its fused nodes still fp32 nodes on bf16 tensors, for :func:`_type_fused_nodes`."""
     inferred = onnx.shape_inference.infer_shapes(model)
     graph = inferred.graph
+    rows = {node.input[0] for node in _mean_products(inferred)}  # exact 1/(H*W): they stay fp32
     floats = {v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info)
-              if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+              if v.type.tensor_type.elem_type == TensorProto.FLOAT} - rows
     weights, nodes, widened = [], [], {}
 
     def wide(name: str) -> str:  # the fp32 value of a bf16 tensor, one Cast per tensor
@@ -159,7 +195,7 @@ def _bf16_model(model: onnx.ModelProto) -> onnx.ModelProto:
         return widened[name]
 
     for tensor in graph.initializer:
-        if tensor.data_type == TensorProto.FLOAT:
+        if tensor.data_type == TensorProto.FLOAT and tensor.name not in rows:
             values = numpy_helper.to_array(tensor).astype(NUMPY_TYPES["bf16"])
             weights.append(numpy_helper.from_array(values, tensor.name))
             floats.add(tensor.name)
@@ -185,7 +221,7 @@ def _bf16_model(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.initializer.extend(weights)
     del graph.value_info[:]
     for value in list(graph.input) + list(graph.output):
-        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT and value.name not in rows:
             value.type.tensor_type.elem_type = TensorProto.BFLOAT16
     return inferred
 

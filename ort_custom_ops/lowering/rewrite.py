@@ -136,7 +136,7 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
                              "replaced": [n.name for n in match.nodes]})
 
     if matches and layout == "nhwc":
-        transposes.optimize(graph)
+        transposes.optimize(graph, final=transposes.final_rules(int(plan.get("batch", 0))))
     fused = cleanup(graph)
     for node in fused.graph.node:
         if node.name in groups_of_nodes:

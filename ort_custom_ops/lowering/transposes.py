@@ -26,13 +26,21 @@ applies (:func:`optimize`):
   channels-last fused nodes;
 - :func:`fold_scale`: a channels-last fused node takes its channel scale as [N, 1, 1, C] instead of
   a Transpose of it to [N, C, 1, 1] (the same values in the same order);
-- last, :func:`unit_transposes_to_reshapes`: a Transpose that only moves unit dimensions
-  ([N, C, 1, 1] <-> [N, 1, 1, C]) becomes the Reshape it is;
+- last (:data:`FINAL`), :func:`unit_transposes_to_reshapes`: a Transpose that only moves unit
+  dimensions ([N, C, 1, 1] <-> [N, 1, 1, C]) becomes the Reshape it is;
+- then, in a model planned for batch 2 or more (:func:`final_rules`),
+  :func:`spatial_means_to_products`: a ReduceMean over axes [1, 2] of an [N, H, W, C] tensor (the
+  squeeze-and-excitation mean and the global pool of an NHWC map) becomes
+  ``Reshape(MatMul(r, Reshape(x, [-1, H*W, C])))`` with ``r`` a [1, H*W] row of 1/(H*W): the same
+  mean as a batched GEMM, where ONNX Runtime's CUDA reduction of the middle axes of a tensor is far
+  slower than its bandwidth allows; at batch 1 the reduction is the faster of the two
+  (``benchmarks/mean_forms.py``). :func:`is_spatial_mean_product` recognises such a MatMul (the
+  half-precision conversion keeps it in fp32, as it keeps the reductions);
 - then :func:`unit_products_to_gemm`: a ``MatMul`` of pooled values [N, 1, 1, C] by constant [C, F]
   weights (a squeeze-and-excitation projection, a classifier head), and the bias ``Add`` that is its
   only reader, becomes ``Gemm(x as [N, C], W as [F, C], bias, transB=1)`` between two Reshapes (the
-  first reads through a Reshape that makes x, such as the one a unit Transpose became): ONNX
-  Runtime's CUDA provider runs that MatMul as a cuBLAS matrix-vector product slower than the
+  first reads through a Reshape that makes x, such as the one a unit Transpose or a mean became):
+  ONNX Runtime's CUDA provider runs that MatMul as a cuBLAS matrix-vector product slower than the
   source's Conv (``benchmarks/unit_projection.py``), a 2-D Gemm on cuBLAS's fast path.
 
 A move is taken when it lowers the number of elements Transposes move (the batch counted as 1; a
@@ -598,11 +606,82 @@ def unit_products_to_gemm(graph: gs.Graph) -> int:
     return len(products)
 
 
+def _float_dtype(tensor) -> np.dtype | None:
+    """The tensor's numpy float type; None where it is unknown or not a float."""
+    if tensor.dtype is None:
+        return None
+    try:
+        dtype = np.dtype(tensor.dtype)
+    except TypeError:
+        return None
+    return dtype if dtype.kind == "f" else None
+
+
+def _spatial_mean(node) -> tuple[int, int, int, bool] | None:
+    """(H, W, C, keepdims) of a ReduceMean over axes [1, 2] of a float [N, H, W, C] tensor whose
+    H, W and C are known; None for any other node."""
+    if node.op != "ReduceMean" or node.domain not in (None, "", "ai.onnx") or not node.inputs or len(node.outputs) != 1:
+        return None
+    x = node.inputs[0]
+    if x.shape is None or len(x.shape) != 4 or _float_dtype(x) is None:
+        return None
+    found = _reduction(node, 4)
+    if found is None or found[0] != [1, 2]:
+        return None
+    dims = x.shape[1:]
+    if not all(isinstance(d, (int, np.integer)) and d > 0 for d in dims):
+        return None
+    return int(dims[0]), int(dims[1]), int(dims[2]), found[1]
+
+
+def spatial_means_to_products(graph: gs.Graph) -> int:
+    """``ReduceMean(x [N, H, W, C], axes [1, 2])``: ``Reshape(x, [-1, H*W, C])``, a MatMul of a
+    [1, H*W] row of 1/(H*W) with it ([N, 1, C]: the product broadcasts over N), and a Reshape to the
+    mean's shape ([-1, 1, 1, C], or [-1, C] without keepdims) writing the mean's output tensor."""
+    context = _Context(graph)
+    means = [(node, found) for node in list(graph.nodes) if (found := _spatial_mean(node)) is not None]
+    for node, (h, w, c, keep) in means:
+        x, out = node.inputs[0], node.outputs[0]
+        dtype, pixels = _float_dtype(x), h * w
+        rows = context.add_reshape(x, [-1, pixels, c], shape=[x.shape[0], pixels, c])
+        product = gs.Variable(context.name(f"{out.name}_product"), dtype=dtype, shape=[x.shape[0], 1, c])
+        row = gs.Constant(context.name(f"{node.name}_row"), np.full((1, pixels), 1 / pixels, dtype))
+        graph.nodes.append(gs.Node("MatMul", name=context.name(f"{node.name}_product"), inputs=[row, rows],
+                                   outputs=[product]))
+        node.op, node.attrs = "Reshape", {}  # the mean's node writes its tensor, reshaped from the product
+        node.inputs = [product, gs.Constant(context.name(f"{node.name}_shape"),
+                                            np.array([-1, 1, 1, c] if keep else [-1, c], np.int64))]
+    return len(means)
+
+
+def is_spatial_mean_product(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> bool:
+    """Whether ``node`` is a MatMul :func:`spatial_means_to_products` made: its first input one of
+    ``constants`` (name -> values), a [1, K] row of K equal values 1/K."""
+    if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx") or not node.input:
+        return False
+    row = constants.get(node.input[0])
+    if row is None or row.ndim != 2 or row.shape[0] != 1 or row.dtype.kind != "f" or not row.size:
+        return False
+    first = row.flat[0]
+    return bool(np.all(row == first)) and abs(float(first) * row.size - 1) <= 4 * float(np.finfo(row.dtype).eps)
+
+
 RULES = (cancel_pairs, merge_siblings, fold_scale, through_elementwise, through_reduction, through_pointwise_conv)
 # after the others: a Reshape stops them, and the bias Adds the Gemms take have had their moves.
 # unit_products_to_gemm last: a unit Transpose before a product (the pooled map to NHWC) is a
-# Reshape by then, which the Gemm's own Reshape of the rows reads through.
-FINAL = (unit_transposes_to_reshapes, unit_products_to_gemm)
+# Reshape by then, and so is a mean, which the Gemm's own Reshape of the rows reads through.
+FINAL = (unit_transposes_to_reshapes, spatial_means_to_products, unit_products_to_gemm)
+#: The smallest batch for which the spatial mean is computed as a product: on an H200 the batched
+#: product took 13-47 us a mean at batch 1 against the reduction's 5-7, and was as fast or faster
+#: from batch 2 on (2-5x at 32): ``benchmarks/2026-12-04-h200-layout-rules``.
+MEAN_PRODUCT_MIN_BATCH = 2
+
+
+def final_rules(batch: int) -> tuple:
+    """:data:`FINAL` for a model planned for ``batch`` (0: not known, as for the default batch of 32)."""
+    if 0 < batch < MEAN_PRODUCT_MIN_BATCH:
+        return tuple(rule for rule in FINAL if rule is not spatial_means_to_products)
+    return FINAL
 
 
 def optimize(graph: gs.Graph, rules=RULES, final=FINAL) -> dict[str, int]:
@@ -625,9 +704,10 @@ def optimize(graph: gs.Graph, rules=RULES, final=FINAL) -> dict[str, int]:
     return counts
 
 
-def optimize_model(model: onnx.ModelProto) -> onnx.ModelProto:
+def optimize_model(model: onnx.ModelProto, batch: int = 0) -> onnx.ModelProto:
     """:func:`optimize` on a whole model (a fused one: its shapes inferred through the fused nodes'
-    functions first); every node keeps its overload, the model its functions."""
+    functions first) planned for ``batch`` (:func:`final_rules`); every node keeps its overload, the
+    model its functions."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # shapes only steer the moves: without them fewer are taken
@@ -636,7 +716,7 @@ def optimize_model(model: onnx.ModelProto) -> onnx.ModelProto:
     bare.CopyFrom(inferred)
     bare.ClearField("functions")  # the IR tells functions apart by name only, not by overload
     graph = gs.import_onnx(bare)
-    optimize(graph)
+    optimize(graph, final=final_rules(batch))
     out = gs.export_onnx(graph)
     overloads = {node.name: node.overload for node in model.graph.node if node.overload}
     for node in out.graph.node:

@@ -12,7 +12,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from fcm_core.vocabulary import PRECISIONS
-from ort_custom_ops.lowering.half import BF16_DIRECT, rounding_depth, to_half, widened
+from ort_custom_ops.lowering import transposes
+from ort_custom_ops.lowering.half import (BF16_DIRECT, rounded_model, rounding_depth, spatial_mean_products, to_half,
+                                           widened)
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.standalone import float_io
 
@@ -122,6 +124,75 @@ def test_fp16_a_cast_to_float_in_the_source_casts_to_fp16(rng):
     x, i = rng.normal(size=(2, 3)).astype(np.float32), rng.integers(-5, 5, (2, 3))
     want = x.astype(np.float16).astype(np.float32) + i
     np.testing.assert_allclose(_run(half, x=x, i=i), want, rtol=0, atol=2 * PRECISIONS["fp16"].unit_roundoff * np.abs(want).max())
+
+
+def _spatial_mean_model() -> onnx.ModelProto:
+    """x [2, 6, 5, 3] -> Relu -> mean over H and W (the layout cleanup's MatMul of a row of 1/30)
+    -> Sigmoid -> y [2, 3]."""
+    import onnx_graphsurgeon as gs
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("ReduceMean", ["r"], ["m"], axes=[1, 2], keepdims=0),
+             helper.make_node("Sigmoid", ["m"], ["y"])]
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(
+        _model(nodes, [_floats("x", [2, 6, 5, 3])], [_floats("y", [2, 3])])))
+    assert transposes.optimize(graph, rules=(), final=(transposes.spatial_means_to_products,)) == {
+        "spatial_means_to_products": 1}
+    model = gs.export_onnx(graph)
+    model.ir_version = 10
+    return model
+
+
+def _producers(model) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def test_fp16_keeps_a_spatial_mean_product_in_fp32(rng):
+    model = _spatial_mean_model()
+    (name,) = spatial_mean_products(model)
+    half = to_half(model, "fp16")
+    product = next(n for n in half.graph.node if n.op_type == "MatMul")
+    assert product.name == name
+    initializers = {t.name: t for t in half.graph.initializer}
+    row, data = product.input
+    assert initializers[row].data_type == TensorProto.FLOAT
+    np.testing.assert_array_equal(numpy_helper.to_array(initializers[row]), np.full((1, 30), 1 / 30, np.float32))
+    # the Relu computes in fp16; the map reaches the product through a Cast to fp32, its result
+    # leaves through a Cast to fp16
+    cast = _producers(half)[data]
+    assert cast.op_type == "Cast" and cast.attribute[0].i == TensorProto.FLOAT
+    (reader,) = [n for n in half.graph.node if product.output[0] in n.input]
+    assert reader.op_type == "Cast" and reader.attribute[0].i == TensorProto.FLOAT16
+    x = rng.normal(size=(2, 6, 5, 3)).astype(np.float32)
+    m = np.maximum(x.astype(np.float16), 0).astype(np.float64).mean(axis=(1, 2))
+    want = 1 / (1 + np.exp(-m.astype(np.float16).astype(np.float64)))
+    np.testing.assert_allclose(_run(half, x=x), want, rtol=0, atol=2 * PRECISIONS["fp16"].unit_roundoff)
+
+
+def test_the_rounded_reference_leaves_a_spatial_mean_product_exact():
+    model = _spatial_mean_model()
+    rounded = rounded_model(model, "fp16")
+    product = next(n for n in rounded.graph.node if n.op_type == "MatMul")
+    assert not any(product.output[0] in n.input for n in rounded.graph.node if n.op_type == "Cast")
+    row = next(t for t in rounded.graph.initializer if t.name == product.input[0])
+    np.testing.assert_array_equal(numpy_helper.to_array(row), np.full((1, 30), 1 / 30, np.float32))
+    relu = next(n for n in rounded.graph.node if n.op_type == "Relu")
+    assert any(relu.output[0] in n.input for n in rounded.graph.node if n.op_type == "Cast")  # others are rounded
+
+
+def test_bf16_reads_a_spatial_mean_s_row_in_fp32(rng):
+    """1/30 is no bf16 value: the row stays fp32, and the mean is the fp32 one rounded once."""
+    model = _spatial_mean_model()
+    half = to_half(model, "bf16")
+    product = next(n for n in half.graph.node if n.op_type == "MatMul")
+    row = next(t for t in half.graph.initializer if t.name == product.input[0])
+    assert row.data_type == TensorProto.FLOAT
+    np.testing.assert_array_equal(numpy_helper.to_array(row), np.full((1, 30), 1 / 30, np.float32))
+    assert _producers(half)[product.input[1]].op_type == "Cast"  # the bf16 map widened
+    x = rng.normal(size=(2, 6, 5, 3)).astype(np.float32)
+    m = _bf16(np.maximum(_bf16(x), 0).astype(np.float64).mean(axis=(1, 2)))
+    want = _bf16(1 / (1 + np.exp(-m.astype(np.float64))))
+    np.testing.assert_allclose(_run(half, x=x), want, rtol=0, atol=2 * PRECISIONS["bf16"].unit_roundoff)
 
 
 def test_rounding_depth_counts_the_longest_path(rng):

@@ -454,6 +454,101 @@ def test_a_pooled_pointwise_conv_between_nhwc_neighbours_ends_as_a_gemm(rng):
     after, counts = run_rule(model, *transposes.RULES, final=transposes.FINAL)
     assert op_types(after) == ["Reshape", "Gemm", "Reshape", "Relu"]
     assert counts["through_pointwise_conv"] == 1 and counts["unit_products_to_gemm"] == 1
+
+
+# --- spatial_means_to_products -------------------------------------------------------------------
+
+def _mean_model(opset: int, axes: list[int], keepdims: int, shape: str = "2, 5, 4, 3", op: str = "ReduceMean",
+                extra: str = "") -> onnx.ModelProto:
+    """x [shape] -> op over ``axes`` (an attribute before opset 18, an input from it) -> Sigmoid -> y."""
+    if opset >= 18 and op == "ReduceMean" or opset >= 13 and op == "ReduceSum":
+        reduce = f"m = {op} <keepdims = {keepdims}{extra}> (x, axes)"
+    else:
+        reduce = f"m = {op} <axes = {axes}, keepdims = {keepdims}{extra}> (x)"
+    model = onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : {opset}]>
+        g (float[{shape}] x) => (float y) {{
+            {reduce}
+            y = Sigmoid (m)
+        }}""")
+    if "(x, axes)" in reduce:
+        model.graph.initializer.append(numpy_helper.from_array(np.array(axes, np.int64), "axes"))
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+@pytest.mark.parametrize("opset, axes", [(13, [1, 2]), (18, [1, 2]), (13, [-3, -2]), (18, [2, -3])])
+@pytest.mark.parametrize("keepdims", [1, 0])
+def test_a_mean_over_h_and_w_of_nhwc_is_a_matrix_product(opset, axes, keepdims, rng):
+    model = _mean_model(opset, axes, keepdims)
+    after, counts = run_rule(model, final=(transposes.spatial_means_to_products,))
+    assert op_types(after) == ["Reshape", "MatMul", "Reshape", "Sigmoid"]
+    assert counts["spatial_means_to_products"] == 1
+    constants = _initializers(after)
+    reshape, product, back = after.graph.node[:3]
+    assert list(constants[reshape.input[1]]) == [-1, 20, 3]
+    assert list(constants[back.input[1]]) == ([-1, 1, 1, 3] if keepdims else [-1, 3])
+    row = constants[product.input[0]]
+    assert row.shape == (1, 20) and row.dtype == np.float32 and np.all(row == np.float32(1 / 20))
+    assert product.input[1] == reshape.output[0] and back.input[0] == product.output[0]
+    assert back.output[0] == model.graph.node[0].output[0]  # the Sigmoid still reads the mean's tensor
+    assert transposes.is_spatial_mean_product(product, constants)
+    assert_same_function(model, after, rng)
+
+
+def test_a_spatial_mean_with_a_symbolic_batch_is_a_product_for_any_batch(rng):
+    model = _mean_model(18, [1, 2], 0, shape="N, 5, 4, 3")
+    after, counts = run_rule(model, final=(transposes.spatial_means_to_products,))
+    assert counts["spatial_means_to_products"] == 1
+    for batch in (1, 3):
+        x = rng.normal(size=(batch, 5, 4, 3)).astype(np.float32)
+        (y,) = make_session(after, with_library=False).run(None, {"x": x})
+        np.testing.assert_allclose(y, 1 / (1 + np.exp(-x.mean(axis=(1, 2)))), rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["axes [2, 3]", "axis 1 alone", "symbolic H", "ReduceSum", "ReduceMax",
+                                  "every axis", "rank 3"])
+def test_other_reductions_stay(case):
+    model = {
+        "axes [2, 3]": lambda: _mean_model(13, [2, 3], 1),
+        "axis 1 alone": lambda: _mean_model(18, [1], 1),
+        "symbolic H": lambda: _mean_model(13, [1, 2], 1, shape="2, H, 4, 3"),
+        "ReduceSum": lambda: _mean_model(13, [1, 2], 1, op="ReduceSum"),
+        "ReduceMax": lambda: _mean_model(13, [1, 2], 1, op="ReduceMax"),
+        "every axis": lambda: onnx.shape_inference.infer_shapes(onnx.parser.parse_model(
+            """<ir_version: 8, opset_import: ["" : 18]>
+            g (float[2, 5, 4, 3] x) => (float y) { y = ReduceMean (x) }""")),
+        "rank 3": lambda: _mean_model(13, [1, 2], 1, shape="5, 4, 3"),
+    }[case]()
+    after, counts = run_rule(model, final=(transposes.spatial_means_to_products,))
+    assert counts["spatial_means_to_products"] == 0 and op_types(after) == op_types(model)
+
+
+def test_only_an_averaging_row_makes_a_spatial_mean_product():
+    node = onnx.helper.make_node("MatMul", ["r", "x"], ["y"])
+    assert transposes.is_spatial_mean_product(node, {"r": np.full((1, 7), 1 / 7, np.float32)})
+    for row in (np.full((1, 7), 2 / 7, np.float32), np.full((2, 7), 1 / 7, np.float32),
+                np.linspace(0, 2 / 7, 7, dtype=np.float32)[None]):
+        assert not transposes.is_spatial_mean_product(node, {"r": row})
+    assert not transposes.is_spatial_mean_product(node, {})  # not a constant
+    reversed_operands = onnx.helper.make_node("MatMul", ["x", "r"], ["y"])
+    assert not transposes.is_spatial_mean_product(reversed_operands, {"r": np.full((1, 7), 1 / 7, np.float32)})
+
+
+def test_the_cleanup_ends_a_squeeze_and_excitation_mean_as_a_product(rng):
+    """An NCHW GlobalAveragePool of a transposed NHWC map: the pool reads NHWC (a ReduceMean over
+    [1, 2]), its Transpose of unit dimensions becomes a Reshape, and the mean a MatMul."""
+    model = parse(f"""
+        g (float[2, 5, 4, 3] x) => (float[2, 3, 1, 1] y) {{
+            a = Transpose <{NCHW}> (x)
+            y = GlobalAveragePool (a)
+        }}""")
+    after, counts = run_rule(model, *transposes.RULES, final=transposes.FINAL)
+    assert "ReduceMean" not in op_types(after) and op_types(after).count("MatMul") == 1
+    assert counts["through_reduction"] == 1 and counts["spatial_means_to_products"] == 1
+    assert transposes.transpose_count(after) == 0
     assert_same_function(model, after, rng)
 
 
@@ -551,3 +646,10 @@ def test_unfusing_channels_last_nodes_adds_at_most_their_bodies_transposes(names
     assert transposes.transpose_count(plain) <= 1 + 2 * len(names)
     for with_library in (True, False):
         assert_same_function(model, plain, rng, with_library=with_library)
+
+
+def test_the_final_rules_keep_the_spatial_mean_a_reduction_only_at_batch_1():
+    assert transposes.spatial_means_to_products not in transposes.final_rules(1)
+    for batch in (0, 2, 32):  # 0: not known, planned as for the default batch
+        assert transposes.final_rules(batch) == transposes.FINAL
+    assert transposes.unit_products_to_gemm in transposes.final_rules(1)

@@ -12,6 +12,7 @@ from fcm.cli import main
 from fcm.pipeline.convert import ConvertOptions, convert
 from fcm_core.errors import FcmError
 from ort_custom_ops.ops.library import make_session
+from ort_custom_ops.lowering.half import spatial_mean_products
 from ort_custom_ops.lowering.transposes import transpose_count
 from ort_custom_ops.ops.schema import DOMAIN, is_channels_last
 from tests.support.fixtures import CHEAP, keras_model
@@ -155,6 +156,18 @@ def test_unsupported_layers_stay_unfused_and_the_model_verifies(tmp_path):
     convs = [n for n in fused.graph.node if n.op_type == "Conv"]
     assert "LeakyRelu" in ops and len(convs) == 1 and ops.count("MatMul") == 2
     assert [a.ints for a in convs[0].attribute if a.name == "kernel_shape"] == [[9, 9]]
+    assert all(c.passed(1e-4) for c in result.checks if c.name != "unfused ONNX")
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+def test_the_spatial_mean_is_a_product_in_a_model_planned_for_a_batch(tmp_path, batch):
+    # the global pool over the NHWC map: a ReduceMean at batch 1, where ONNX Runtime's reduction is
+    # the faster form, a MatMul of a row of 1/HW at larger batches (transposes.final_rules)
+    result = convert(_model_with_unsupported_layers(), tmp_path / "odd.onnx", ConvertOptions(gpu="H100", batch=batch))
+    fused = onnx.load(result.files["fused"])
+    assert [n.op_type for n in _fused_nodes(fused)] == ["FusedDwPw"]
+    means = [n.op_type for n in fused.graph.node].count("ReduceMean")
+    assert (means, len(spatial_mean_products(fused))) == ((1, 0) if batch == 1 else (0, 1))
     assert all(c.passed(1e-4) for c in result.checks if c.name != "unfused ONNX")
 
 

@@ -74,6 +74,41 @@ def test_a_transposed_copy_of_a_weight_is_filled_alike(tmp_path, rng):
     np.testing.assert_array_equal(matrix, kernel.reshape(32, 48).T)
 
 
+def test_a_spatial_mean_s_averaging_row_travels_as_it_is(tmp_path, rng):
+    """A ReduceMean over H and W of an NHWC map becomes a MatMul of a [1, H*W] row of 1/(H*W): at
+    56x56 the row is as large as a weight, but random values in its place would compute no mean."""
+    import onnx.parser
+    import onnx_graphsurgeon as gs
+
+    from ort_custom_ops.lowering import transposes
+
+    model = onnx.parser.parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2, 56, 56, 8] x) => (float[2, 8] y) {
+            a = MatMul (x, w)
+            y = ReduceMean <axes = [1, 2], keepdims = 0> (a)
+        }""")
+    model.graph.initializer.append(numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "w"))
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    assert transposes.optimize(graph, rules=(), final=(transposes.spatial_means_to_products,)) == {
+        "spatial_means_to_products": 1}
+    product = gs.export_onnx(graph)
+    w = np.tile(rng.normal(size=(1, 1024)).astype(np.float32), (2, 1))  # a large weight, for contrast
+    product.graph.initializer.append(numpy_helper.from_array(w, "w2"))
+    (tmp_path / "in").mkdir()
+    onnx.save(product, tmp_path / "in" / "m.onnx")
+    assert skeleton(["pack", str(tmp_path / "in"), "-o", str(tmp_path / "packed")]) == 0
+    packed = {t.name: t for t in onnx.load(tmp_path / "packed" / "m.onnx").graph.initializer}
+    assert packed["w2"].doc_string and not packed["w2"].raw_data
+    assert skeleton(["unpack", str(tmp_path / "packed"), "-o", str(tmp_path / "out")]) == 0
+    refilled = onnx.load(tmp_path / "out" / "m.onnx")
+    row = next(numpy_helper.to_array(t) for t in refilled.graph.initializer if t.dims == [1, 3136])
+    np.testing.assert_array_equal(row, np.full((1, 3136), 1 / 3136, np.float32))
+    x = rng.normal(size=(2, 56, 56, 8)).astype(np.float32)
+    (y,) = make_session(refilled, with_library=False).run(None, {"x": x})
+    w = {t.name: numpy_helper.to_array(t) for t in refilled.graph.initializer}["w"]  # small: kept
+    np.testing.assert_allclose(y, (x @ w).mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+
+
 def test_dag_weights_travel_with_the_skeleton(converted, tmp_path):
     """A conversion's DAG weights are rebuilt on unpack from the refilled unfused model, so the
     rewrite maps every DAG convolution to the same Conv as on the real files (fcm tune rewrites the
