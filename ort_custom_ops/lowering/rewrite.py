@@ -146,7 +146,10 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
         fused.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
     fused.ir_version = max(IR_VERSION, model.ir_version)
     for prop in model.metadata_props:
-        fused.metadata_props.append(prop)
+        if prop.key != transposes.PLANNED_BATCH:
+            fused.metadata_props.append(prop)
+    if plan.get("batch"):
+        fused.metadata_props.append(onnx.StringStringEntryProto(key=transposes.PLANNED_BATCH, value=str(int(plan["batch"]))))
     onnx.checker.check_model(fused)
     result.model = fused
     result.transposes = (transposes.transpose_count(model), transposes.transpose_count(fused))

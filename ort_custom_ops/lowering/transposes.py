@@ -677,6 +677,17 @@ FINAL = (unit_transposes_to_reshapes, spatial_means_to_products, unit_products_t
 MEAN_PRODUCT_MIN_BATCH = 2
 
 
+#: A fused model's metadata key: the batch its plan was for, so that a later cleanup of it
+#: (:func:`ort_custom_ops.lowering.unfuse.unfuse`) takes the same final rules.
+PLANNED_BATCH = "fcm.planned_batch"
+
+
+def planned_batch(model: onnx.ModelProto) -> int:
+    """The batch ``model`` was planned for (:data:`PLANNED_BATCH`); 0 where it does not say."""
+    value = next((p.value for p in model.metadata_props if p.key == PLANNED_BATCH), "0")
+    return int(value) if value.isdigit() else 0
+
+
 def final_rules(batch: int) -> tuple:
     """:data:`FINAL` for a model planned for ``batch`` (0: not known, as for the default batch of 32)."""
     if 0 < batch < MEAN_PRODUCT_MIN_BATCH:

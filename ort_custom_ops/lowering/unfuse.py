@@ -6,7 +6,8 @@ activations, which the rewrite stored as the node's ONNX function), its internal
 prefixed with the node's name so they stay unique, and the functions no other node calls removed.
 The model computes the same function; only those groups run unfused. A channels-last node's body
 holds Transposes to and from NCHW: the layout cleanup (:mod:`.transposes`) then cancels those
-that meet their inverses.
+that meet their inverses, with the final rules of the batch the model was planned for (recorded in
+its metadata by the rewrite).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import onnx
 from fcm_core.errors import FcmError
 
 from ..ops.schema import DOMAIN, is_channels_last
-from .transposes import optimize_model
+from .transposes import optimize_model, planned_batch
 
 
 def node_function(model: onnx.ModelProto, node: onnx.NodeProto) -> onnx.FunctionProto:
@@ -74,5 +75,5 @@ def unfuse(model: onnx.ModelProto, names: list[str] | set[str]) -> onnx.ModelPro
         out.ClearField("opset_import")
         out.opset_import.extend(kept_opsets)
     if any(is_channels_last(n) for n in model.graph.node if n.name in wanted):
-        out = optimize_model(out)
+        out = optimize_model(out, planned_batch(model))
     return out

@@ -13,7 +13,8 @@ from fcm.pipeline.convert import ConvertOptions, convert
 from fcm_core.errors import FcmError
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.lowering.half import spatial_mean_products
-from ort_custom_ops.lowering.transposes import transpose_count
+from ort_custom_ops.lowering.transposes import planned_batch, transpose_count
+from ort_custom_ops.lowering.unfuse import unfuse
 from ort_custom_ops.ops.schema import DOMAIN, is_channels_last
 from tests.support.fixtures import CHEAP, keras_model
 
@@ -168,6 +169,11 @@ def test_the_spatial_mean_is_a_product_in_a_model_planned_for_a_batch(tmp_path, 
     assert [n.op_type for n in _fused_nodes(fused)] == ["FusedDwPw"]
     means = [n.op_type for n in fused.graph.node].count("ReduceMean")
     assert (means, len(spatial_mean_products(fused))) == ((1, 0) if batch == 1 else (0, 1))
+    # the model says what it was planned for, and unfusing its group keeps that batch's form
+    assert planned_batch(fused) == batch
+    unfused = unfuse(fused, [n.name for n in _fused_nodes(fused)])
+    means = [n.op_type for n in unfused.graph.node].count("ReduceMean")
+    assert (means, len(spatial_mean_products(unfused))) == ((1, 0) if batch == 1 else (0, 1))
     assert all(c.passed(1e-4) for c in result.checks if c.name != "unfused ONNX")
 
 
