@@ -105,6 +105,7 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
     result = RewriteResult(model=model, unmapped=[layer.id for layer in dag.convs() if layer.id not in mapping],
                            layout=layout)
 
+    batch = int(plan.get("batch", 0))
     matches: list[Match] = []
     claimed: set[int] = set()
     for group in plan.get("groups", []):
@@ -115,7 +116,7 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
         else:
             try:
                 match = RULES[group["kind"]].match(graph, group, [mapping[layer] for layer in group["layers"]],
-                                                   graph_outputs, int(plan.get("batch", 0)))
+                                                   graph_outputs, batch)
                 if claimed & set(map(id, match.nodes)):
                     raise NotFusable("overlaps another group")
                 claimed |= set(map(id, match.nodes))
@@ -136,7 +137,7 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
                              "replaced": [n.name for n in match.nodes]})
 
     if matches and layout == "nhwc":
-        transposes.optimize(graph, final=transposes.final_rules(int(plan.get("batch", 0))))
+        transposes.optimize(graph, final=transposes.final_rules(batch))
     fused = cleanup(graph)
     for node in fused.graph.node:
         if node.name in groups_of_nodes:
@@ -148,8 +149,8 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
     for prop in model.metadata_props:
         if prop.key != transposes.PLANNED_BATCH:
             fused.metadata_props.append(prop)
-    if plan.get("batch"):
-        fused.metadata_props.append(onnx.StringStringEntryProto(key=transposes.PLANNED_BATCH, value=str(int(plan["batch"]))))
+    if batch:
+        fused.metadata_props.append(onnx.StringStringEntryProto(key=transposes.PLANNED_BATCH, value=str(batch)))
     onnx.checker.check_model(fused)
     result.model = fused
     result.transposes = (transposes.transpose_count(model), transposes.transpose_count(fused))

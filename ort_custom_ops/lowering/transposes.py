@@ -75,6 +75,11 @@ AXES_AS_INPUT = {"Squeeze": 13, "ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 
 
 # --- permutations and tensors --------------------------------------------------------------------
 
+def _standard(node) -> bool:
+    """Whether ``node`` is an operator of the default ONNX domain."""
+    return node.domain in (None, "", "ai.onnx")
+
+
 def perm_of(node) -> Perm | None:
     """The permutation of a Transpose node (None for any other node, or for none)."""
     if node is None or node.op != "Transpose" or "perm" not in node.attrs or not node.outputs:
@@ -353,7 +358,7 @@ def through_elementwise(graph: gs.Graph) -> int:
     context = _Context(graph)
     count = 0
     for node in list(graph.nodes):
-        if node.op not in UNARY | BROADCASTING or not node.outputs or node.domain not in (None, "", "ai.onnx"):
+        if node.op not in UNARY | BROADCASTING or not node.outputs or not _standard(node):
             continue
         perms = {inverse(perm_of(producer(node.inputs[i]))) for i in _data_inputs(node) if perm_of(producer(node.inputs[i]))}
         perms |= {perm_of(c) for c in node.outputs[0].outputs if perm_of(c)}
@@ -374,7 +379,7 @@ def through_elementwise(graph: gs.Graph) -> int:
 def _pointwise_weights(node) -> tuple[np.ndarray, gs.Constant | None] | None:
     """The [F, C] weights and the bias (or None) of a Conv that is a plain pointwise convolution
     (1x1 kernel, stride 1, no padding, one group, a constant kernel and bias); None for any other node."""
-    if node.op != "Conv" or node.domain not in (None, "", "ai.onnx") or len(node.inputs) < 2 or not node.outputs:
+    if node.op != "Conv" or not _standard(node) or len(node.inputs) < 2 or not node.outputs:
         return None
     weights, attrs = node.inputs[1], node.attrs
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
@@ -546,7 +551,7 @@ def unit_transposes_to_reshapes(graph: gs.Graph) -> int:
 def _unit_product(node) -> tuple[np.ndarray, object] | None:
     """(the [C, F] weights, x) of ``MatMul(x [N, 1, 1, C], W [C, F])`` with W a constant and C known;
     None for any other node."""
-    if node.op != "MatMul" or node.domain not in (None, "", "ai.onnx") or len(node.inputs) != 2 or not node.outputs:
+    if node.op != "MatMul" or not _standard(node) or len(node.inputs) != 2 or not node.outputs:
         return None
     x, weights = node.inputs
     if not isinstance(weights, gs.Constant) or weights.values.ndim != 2 or x.shape is None or len(x.shape) != 4:
@@ -563,7 +568,7 @@ def _row_bias(context: _Context, product, features: int) -> tuple[gs.Node, np.nd
     if len(product.outputs) != 1 or id(product) in context.outputs:
         return None
     add = product.outputs[0]
-    if add.op != "Add" or add.domain not in (None, "", "ai.onnx") or len(add.inputs) != 2 or len(add.outputs) != 1:
+    if add.op != "Add" or not _standard(add) or len(add.inputs) != 2 or len(add.outputs) != 1:
         return None
     bias = add.inputs[1] if add.inputs[0] is product else add.inputs[0]
     if not isinstance(bias, gs.Constant):
@@ -591,7 +596,7 @@ def unit_products_to_gemm(graph: gs.Graph) -> int:
         # x made by a Reshape: the rows are its input's, whatever shape it made (the cleanup removes
         # that Reshape where the product was its only reader)
         source = producer(x)
-        if source is not None and source.op == "Reshape" and source.domain in (None, "", "ai.onnx"):
+        if source is not None and source.op == "Reshape" and _standard(source):
             x = source.inputs[0]
         rows = context.add_reshape(x, [-1, channels], shape=[batch, channels])
         inputs = [rows, gs.Constant(context.name(f"{node.name}_weights"), np.ascontiguousarray(weights.T))]
@@ -620,7 +625,7 @@ def _float_dtype(tensor) -> np.dtype | None:
 def _spatial_mean(node) -> tuple[int, int, int, bool] | None:
     """(H, W, C, keepdims) of a ReduceMean over axes [1, 2] of a float [N, H, W, C] tensor whose
     H, W and C are known; None for any other node."""
-    if node.op != "ReduceMean" or node.domain not in (None, "", "ai.onnx") or not node.inputs or len(node.outputs) != 1:
+    if node.op != "ReduceMean" or not _standard(node) or not node.inputs or len(node.outputs) != 1:
         return None
     x = node.inputs[0]
     if x.shape is None or len(x.shape) != 4 or _float_dtype(x) is None:
@@ -657,7 +662,7 @@ def spatial_means_to_products(graph: gs.Graph) -> int:
 def is_spatial_mean_product(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> bool:
     """Whether ``node`` is a MatMul :func:`spatial_means_to_products` made: its first input one of
     ``constants`` (name -> values), a [1, K] row of K equal values 1/K."""
-    if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx") or not node.input:
+    if node.op_type != "MatMul" or not _standard(node) or not node.input:
         return False
     row = constants.get(node.input[0])
     if row is None or row.ndim != 2 or row.shape[0] != 1 or row.dtype.kind != "f" or not row.size:
