@@ -38,7 +38,7 @@ def main() -> int:
 
     from fcm.measure import bench_pair
     from fcm.tune import TunedModels, load_conversion
-    from ort_custom_ops.ops.schema import DOMAIN
+    from ort_custom_ops.ops.schema import is_fused_group
 
     path = Path(args.model)
     model = onnx.load(path)
@@ -47,7 +47,7 @@ def main() -> int:
         print(f"{path}: {why_not}", file=sys.stderr)
         return 2
     builder = TunedModels(model, conversion)
-    names = [n.name for n in model.graph.node if n.domain == DOMAIN]
+    names = [n.name for n in model.graph.node if is_fused_group(n)]
     micro = json.loads(Path(args.tune).read_text())["groups"] if args.tune else {}
     batches = [int(b) for b in args.batch.split(",")]
     quiet = lambda message: None  # noqa: E731

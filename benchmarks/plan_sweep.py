@@ -21,6 +21,7 @@ import onnx
 
 from fcm.measure import cuda_session, group_models, plain_feeds, plain_output_shape, providers, time_session, value_shapes
 from ort_custom_ops.ops.launch_plan import with_forced_plan
+from ort_custom_ops.ops.schema import is_fused_group
 
 
 def grid(node: onnx.NodeProto, shapes: dict) -> list[str]:
@@ -52,7 +53,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     results = []
     for node in model.graph.node:
-        if node.domain != "ai.fcm" or (wanted and node.name not in wanted):
+        if not is_fused_group(node) or (wanted and node.name not in wanted):
             continue
         alone, plain, data_inputs = group_models(model, node, shapes, source_layout=True)
         feeds = {name: rng.uniform(-1, 1, shapes[name]).astype(np.float32) for name in data_inputs}

@@ -34,7 +34,7 @@ from fcm_core.errors import FcmError
 from fcm_core.vocabulary import kind_of
 from ort_custom_ops.lowering.rules import overload_of
 from ort_custom_ops.lowering.unfuse import function_body, node_function
-from ort_custom_ops.ops.schema import DOMAIN, TO_NCHW, TO_NHWC, is_channels_last, nchw_dims
+from ort_custom_ops.ops.schema import TO_NCHW, TO_NHWC, is_channels_last, is_fused_group, nchw_dims
 
 Progress = Callable[[str], None]
 CONFIGS = [(graph, nhwc) for graph in (False, True) for nhwc in (False, True)]
@@ -325,7 +325,7 @@ def bench_groups(fused: onnx.ModelProto, plan: dict | None, batch: int, runs: in
     rng = np.random.default_rng(0)
     rows = []
     for node in fused.graph.node:
-        if node.domain != DOMAIN:
+        if not is_fused_group(node):  # a convolution layer is no group: the whole model times it
             continue
         if not all(n in shapes or n in initializers or not n for n in list(node.input) + list(node.output)):
             rows.append({"node": node.name, "error": "shapes unknown"})
@@ -406,12 +406,12 @@ def copy_bandwidth() -> float | None:
 
 
 def with_allow_tf32(model: onnx.ModelProto, allow: bool) -> onnx.ModelProto:
-    """A copy of ``model`` whose fused nodes carry ``allow_tf32`` (the kernels' TF32 pointwise
-    stages on or off)."""
+    """A copy of ``model`` whose fp32 fused nodes carry ``allow_tf32`` (the kernels' TF32 pointwise
+    stages on or off; the other ops do not declare it)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for node in out.graph.node:
-        if node.domain == DOMAIN:
+        if is_fused_group(node) and kind_of(node.op_type)[1] == "fp32":
             kept = [a for a in node.attribute if a.name != "allow_tf32"]
             del node.attribute[:]
             node.attribute.extend(kept + [helper.make_attribute("allow_tf32", int(allow))])
@@ -420,8 +420,9 @@ def with_allow_tf32(model: onnx.ModelProto, allow: bool) -> onnx.ModelProto:
 
 def model_pieces(model: onnx.ModelProto) -> dict[str, tuple[list[str], list[str]]]:
     """Input and output tensor names of a fused model's three pieces: the head (up to its first
-    fused node), the body (its fused nodes and what lies between them) and the tail."""
-    fused = [n for n in model.graph.node if n.domain == DOMAIN]
+    fused node), the body (its fused nodes and what lies between them) and the tail. Fused nodes are
+    the groups' (a convolution layer before the first, such as the stem, is in the head)."""
+    fused = [n for n in model.graph.node if is_fused_group(n)]
     if not fused:
         raise FcmError("the model has no fused nodes")
     graph_inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]

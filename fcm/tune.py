@@ -40,6 +40,9 @@ as such, not a silent fall back to the kernels' own plan. Where one beats the ke
 group's time is the better one, and a kept group carries the winners in its ``cuda_plans`` attribute
 ("BATCH:plan;..."), which the CUDA kernels use at those batch sizes (and ignore on a GPU the plan
 does not fit). ``--no-plans`` skips this.
+
+The convolution layers of the model (``Conv`` nodes of the domain, such as the stem: no groups) are
+neither measured nor unfused: the tuned model has those the rewrite of the source makes.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ from ort_custom_ops.lowering.unfuse import check_fused_names, unfuse
 from ort_custom_ops.ops.launch_plan import (PLAN_OVERRIDE, PLANS_ATTRIBUTE, cuda_plans_text, node_plan_candidates,
                                             with_forced_plan)
 from ort_custom_ops.ops.library import make_session
-from ort_custom_ops.ops.schema import DOMAIN, is_channels_last
+from ort_custom_ops.ops.schema import DOMAIN, is_channels_last, is_fused_group
 
 
 def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, warmup: int,
@@ -133,7 +136,7 @@ def measure(model: onnx.ModelProto, batches: list[int], runs: int, warmup: int, 
                        "(install onnxruntime-gpu), or give the decision with --unfuse")
     if "cuda" not in library_kernels():
         raise FcmError("the FCM library has no CUDA kernels (built without nvcc): nothing to tune")
-    groups: dict[str, dict] = {n.name: {"op": n.op_type, "batches": {}} for n in model.graph.node if n.domain == DOMAIN}
+    groups: dict[str, dict] = {n.name: {"op": n.op_type, "batches": {}} for n in model.graph.node if is_fused_group(n)}
     for batch in batches:
         for row in bench_groups(model, None, batch, runs, warmup, progress):
             entry = groups[row["node"]]["batches"][str(batch)] = {
@@ -183,7 +186,7 @@ def load_conversion(model: onnx.ModelProto, model_path: Path) -> tuple[Conversio
         source = load_model(files["unfused"])
     except (FcmError, OSError, ValueError, KeyError, TypeError) as exc:
         return None, f"the companions cannot be read: {one_line(str(exc))}"
-    channels_last = any(is_channels_last(n) for n in model.graph.node if n.domain == DOMAIN)
+    channels_last = any(is_channels_last(n) for n in model.graph.node if is_fused_group(n))
     return Conversion(files["unfused"], source, dag, plan, "nhwc" if channels_last else "nchw"), ""
 
 
@@ -211,7 +214,8 @@ def rewritten_source(model: onnx.ModelProto, conversion: Conversion, kept: set[s
         raise NotReproduced(f"the rewrite left group {skipped['group']} unfused ({skipped['reason']})")
     tuned = result.model
     fused = {n.name: n for n in model.graph.node if n.name in kept}
-    rewritten = {n.name: n for n in tuned.graph.node if n.domain == DOMAIN}
+    # the groups only: the convolution layers are what the rewrite makes of the Convs it leaves
+    rewritten = {n.name: n for n in tuned.graph.node if is_fused_group(n)}
     differing = sorted(rewritten.keys() ^ fused.keys()) or sorted(
         name for name, node in rewritten.items() if node_signature(node) != node_signature(fused[name]))
     if differing:
@@ -237,7 +241,7 @@ class TunedModels:
         unfused = sorted(unfused)
         check_fused_names(self.model, unfused)
         if self.conversion is not None:
-            kept = {n.name for n in self.model.graph.node if n.domain == DOMAIN} - set(unfused)
+            kept = {n.name for n in self.model.graph.node if is_fused_group(n)} - set(unfused)
             try:
                 return rewritten_source(self.model, self.conversion, kept)
             except NotReproduced as exc:
@@ -343,7 +347,7 @@ def _applied(model: onnx.ModelProto, report_path: Path) -> dict:
                     raise TypeError
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise FcmError("not a tune report (a .tune.json from fcm tune)", report_path) from None
-    fused = {n.name for n in model.graph.node if n.domain == DOMAIN}
+    fused = {n.name for n in model.graph.node if is_fused_group(n)}
     unknown = sorted((set(groups) | set(unfused)) - fused)
     if unknown:
         raise FcmError(f"the report names groups this model does not have ({', '.join(unknown[:5])}): "
@@ -364,7 +368,7 @@ def tune(model_path: Path, output: Path, batches: list[int], runs: int, warmup: 
         model = onnx.load(model_path)
     except Exception as exc:
         raise FcmError(f"not a readable ONNX model ({str(exc).splitlines()[0][:120]})", model_path) from None
-    if not any(n.domain == DOMAIN for n in model.graph.node):
+    if not any(is_fused_group(n) for n in model.graph.node):
         raise FcmError("no fused nodes (not a model from fcm convert?)", model_path)
     conversion, why_not = load_conversion(model, model_path)
     if apply_report is not None:
@@ -393,7 +397,7 @@ def tune(model_path: Path, output: Path, batches: list[int], runs: int, warmup: 
     report_path = output.with_name(output.name.removesuffix(".onnx") + ".tune.json")
     result["model"] = str(model_path)
     result["output"] = str(output)
-    result["fused_groups"] = sum(1 for n in tuned.graph.node if n.domain == DOMAIN)
+    result["fused_groups"] = sum(1 for n in tuned.graph.node if is_fused_group(n))
     atomic_write_bytes(output, tuned.SerializeToString())
     atomic_write_text(report_path, json.dumps(result, indent=1) + "\n")
     result["report"] = str(report_path)

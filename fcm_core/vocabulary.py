@@ -141,6 +141,15 @@ INT8_LAYER_ATTRIBUTES = {
     "QAdd": ("a_scale", "a_zero_point", "b_scale", "b_zero_point", "y_scale", "y_zero_point", "clamp"),
     "QMean": ("keepdims", "x_scale", "x_zero_point", "y_scale", "y_zero_point"),
 }
+#: The convolution layers the float precisions also run on their own, channels-last: op type
+#: <prefix><layer> (``Conv``, ``Fp16Conv``, ``Bf16Conv``, as int8's ``QConv``). ``Conv`` is one
+#: KxK convolution (standard, or depthwise: ``group`` = channels) with its bias and activation, for
+#: the convolutions no group takes, such as a network's stem (few input channels, so a direct
+#: convolution on the CUDA cores, bias and activation in its epilogue, in one pass over memory).
+#: X [N, H, W, C], W [F, C / group, K, K] (ONNX's Conv layout), B [F], Y [N, Ho, Wo, F].
+FLOAT_LAYER_ATTRIBUTES = {
+    "Conv": ("kernel_shape", "strides", "pads", "group", "stage1_activation", "stage1_clip", LAYOUT_ATTRIBUTE),
+}
 #: The planner's tiling as node attributes (a record of its cost model's figures).
 TILING_KEYS = ("tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch")
 SCHEMES = ("fp32", "fixed_point")  # int8 requantization: XNNPACK's float rescale, the builtin kernels' Q31
@@ -158,7 +167,23 @@ def op_attributes() -> dict[str, tuple[str, ...]]:
     """Every op type of the domain -> the attributes it may carry (``stage{i}`` written out)."""
     table = {kind.op_type(p): expand(FUSED_ATTRIBUTES[p]) for kind in KINDS.values() for p in PRECISIONS}
     table.update({op: expand(names) for op, names in INT8_LAYER_ATTRIBUTES.items()})
+    table.update({layer_op_type(layer, p): names for layer, names in FLOAT_LAYER_ATTRIBUTES.items()
+                  for p in FLOAT_PRECISIONS})
     return table
+
+
+def layer_op_type(layer: str, precision: str = "fp32") -> str:
+    """The op type of a float layer (:data:`FLOAT_LAYER_ATTRIBUTES`) in a precision: ``Fp16Conv``."""
+    return PRECISIONS[precision].op_prefix + layer
+
+
+def layer_of(op_type: str) -> tuple[str, str] | None:
+    """The layer and float precision of a layer op type (``Bf16Conv`` -> (Conv, bf16)); None for others."""
+    for layer in FLOAT_LAYER_ATTRIBUTES:
+        for precision in FLOAT_PRECISIONS:
+            if layer_op_type(layer, precision) == op_type:
+                return layer, precision
+    return None
 
 
 def kind_of(op_type: str) -> tuple[Kind, str] | None:

@@ -122,6 +122,9 @@ def _float_sections(dag: Dag, plan, result) -> tuple[list[str], list[list[str]]]
         f"{totals['unfused']['dram_bytes'] / 1e6:.1f} MB -> {totals['fused']['dram_bytes'] / 1e6:.1f} MB of DRAM traffic, "
         f"{totals['unfused']['launches']} -> {totals['fused']['launches']} kernel launches",
     ]
+    if result.layers:
+        summary.append(f"convolution layers: {len(result.layers)} (Convs no group takes, each one channels-last FCM "
+                       f"node with its bias and activation: {', '.join(f['node'] for f in result.layers)})")
     if result.fused:
         before, after = result.transposes
         summary.append(f"layout: {'NHWC (channels last)' if result.layout == 'nhwc' else 'NCHW'} fused nodes; "

@@ -180,10 +180,12 @@ def verify_int8(source: OpenedModel, fused: onnx.ModelProto, unfused: onnx.Model
 
 
 def model_precision(model: onnx.ModelProto) -> str:
-    """The precision of a fused model's fused nodes (fp32 where it has none; int8 models: fp32)."""
-    from fcm_core.vocabulary import kind_of
+    """The precision of a fused model's fused nodes and convolution layers (fp32 where it has none;
+    int8 models: fp32)."""
+    from fcm_core.vocabulary import kind_of, layer_of
 
-    found = {kind_of(n.op_type)[1] for n in model.graph.node if n.domain == DOMAIN and kind_of(n.op_type)}
+    typed = [kind_of(n.op_type) or layer_of(n.op_type) for n in model.graph.node if n.domain == DOMAIN]
+    found = {entry[1] for entry in typed if entry}
     if len(found) > 1:
         raise FcmError(f"the model's fused nodes mix precisions ({', '.join(sorted(found))})")
     return found.pop() if found else "fp32"

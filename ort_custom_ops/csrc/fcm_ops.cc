@@ -1,7 +1,7 @@
 // The library's entry point: ONNX Runtime calls RegisterCustomOps when a session registers it.
 // The int8 ops (int8_ops.h) are registered for the CPU execution provider, and for the CUDA execution provider
-// when the library is built with CUDA. The float fused ops (every fused op type of the vocabulary, vocabulary.h, in
-// fp32, fp16 and bf16) depend on the session config entry "fcm.fp32_kernels", read when the library is registered:
+// when the library is built with CUDA. The float ops (every fused op type of the vocabulary, vocabulary.h, in
+// fp32, fp16 and bf16, and the float convolution layers Conv, Fp16Conv, Bf16Conv: conv_layer.h) depend on the session config entry "fcm.fp32_kernels", read when the library is registered:
 //   "auto" (or no entry): where this process can run the CUDA kernels (the library is built with CUDA and
 //       ONNX Runtime has the CUDA execution provider), the CUDA kernels of every precision, with the CPU reference
 //       kernels for fused nodes no GPU takes; elsewhere (a CPU-only host) none;
@@ -13,6 +13,7 @@
 // op that is registered at all, for any provider, has a schema, and ONNX Runtime then runs no function body for
 // it: registering the CUDA kernels alone would leave a CPU session without a kernel.) The int8 ops have no
 // function body: they are always registered.
+#include "conv_layer.h"
 #include "fused_op.h"
 #include "int8_ops.h"
 
@@ -24,6 +25,7 @@
 #include <vector>
 
 #if defined(FCM_WITH_CUDA)
+#include "cuda/conv_layer_cuda.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/int8_cuda.h"
 #endif
@@ -59,6 +61,17 @@ struct OpSet {
       ops.push_back(fcm::MakeCudaOp(kind.name, kind.stages, fcm::Precision::kBf16));
 #endif
     }
+    // the float convolution layers (conv_layer.h): Conv, Fp16Conv, Bf16Conv
+    ops.push_back(std::make_unique<fcm::ConvLayerOp<fcm::CpuConvLayerKernelT<float>, float>>(fcm::kConvLayerOps[0], "CPUExecutionProvider"));
+    ops.push_back(std::make_unique<fcm::ConvLayerOp<fcm::CpuConvLayerKernelT<Ort::Float16_t>, Ort::Float16_t>>(
+        fcm::kConvLayerOps[1], "CPUExecutionProvider"));
+    ops.push_back(std::make_unique<fcm::ConvLayerOp<fcm::CpuConvLayerKernelT<Ort::BFloat16_t>, Ort::BFloat16_t>>(
+        fcm::kConvLayerOps[2], "CPUExecutionProvider"));
+#if defined(FCM_WITH_CUDA)
+    const fcm::Precision layer_precisions[] = {fcm::Precision::kFp32, fcm::Precision::kFp16, fcm::Precision::kBf16};
+    for (size_t i = 0; i < std::size(fcm::kConvLayerOps); ++i)
+      ops.push_back(fcm::MakeCudaConvLayerOp(fcm::kConvLayerOps[i], layer_precisions[i]));
+#endif
     const size_t float_ops = ops.size();
     fcm::int8::AddInt8Ops(&ops);
 #if defined(FCM_WITH_CUDA)
@@ -121,7 +134,7 @@ FCM_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
 // fcm_core/vocabulary.py.
 FCM_EXPORT const char* FcmLibraryVocabulary() { return fcm::vocabulary::kText; }
 
-// The float fused op types this build runs on the CUDA provider, comma-separated ("" without CUDA), for tools that must
+// The float op types (fused kinds and layers) this build runs on the CUDA provider, comma-separated ("" without CUDA), for tools that must
 // know whether a model's fused nodes run on the GPU.
 FCM_EXPORT const char* FcmLibraryCudaFloatOps() {
 #if defined(FCM_WITH_CUDA)
@@ -130,6 +143,7 @@ FCM_EXPORT const char* FcmLibraryCudaFloatOps() {
     static_assert(std::size(fcm::kFp16Kinds) == std::size(fcm::kFp32Kinds) && std::size(fcm::kBf16Kinds) == std::size(fcm::kFp32Kinds));
     for (const fcm::FusedKind* kinds : {fcm::kFp32Kinds, fcm::kFp16Kinds, fcm::kBf16Kinds})
       for (size_t i = 0; i < std::size(fcm::kFp32Kinds); ++i) out += (out.empty() ? "" : ",") + std::string(kinds[i].name);
+    for (const char* layer : fcm::kConvLayerOps) out += "," + std::string(layer);
     return out;
   }();
   return names.c_str();

@@ -9,22 +9,6 @@
 namespace fcm {
 namespace {
 
-// Reads `<prefix>_activation` and `<prefix>_clip` into an Activation.
-Ort::Status ReadActivation(Attributes& a, const std::string& node, const std::string& prefix, Activation* out) {
-  std::string name = "none";
-  a.TryRead(prefix + "_activation", &name);
-  std::vector<float> clip;
-  const bool has_clip = a.TryRead(prefix + "_clip", &clip);
-  if (!a.problem().empty()) return Error(node, a.problem());
-  if (has_clip && clip.size() != 2) return Error(node, prefix + "_clip must hold 2 values [lo, hi]");
-  if (has_clip && !(clip[0] <= clip[1])) return Error(node, prefix + "_clip must have lo <= hi");
-  if (name == "clip" && !has_clip) return Error(node, prefix + "_activation 'clip' needs " + prefix + "_clip");
-  if (!ParseActivation(name, has_clip ? clip.data() : nullptr, out)) {
-    return Error(node, "unknown " + prefix + "_activation '" + name + "' (" + vocabulary::kActivationList + ")");
-  }
-  return Ort::Status(nullptr);
-}
-
 // Fills a stage's channel counts from its weights' shape; checks rank and kernel size.
 Ort::Status StageFromWeights(const std::string& node, size_t index, const std::vector<int64_t>& w,
                              const std::vector<int64_t>& b, Stage* st) {
@@ -52,6 +36,21 @@ Ort::Status StageFromWeights(const std::string& node, size_t index, const std::v
 }
 
 }  // namespace
+
+Ort::Status ReadActivation(Attributes& a, const std::string& node, const std::string& prefix, Activation* out) {
+  std::string name = "none";
+  a.TryRead(prefix + "_activation", &name);
+  std::vector<float> clip;
+  const bool has_clip = a.TryRead(prefix + "_clip", &clip);
+  if (!a.problem().empty()) return Error(node, a.problem());
+  if (has_clip && clip.size() != 2) return Error(node, prefix + "_clip must hold 2 values [lo, hi]");
+  if (has_clip && !(clip[0] <= clip[1])) return Error(node, prefix + "_clip must have lo <= hi");
+  if (name == "clip" && !has_clip) return Error(node, prefix + "_activation 'clip' needs " + prefix + "_clip");
+  if (!ParseActivation(name, has_clip ? clip.data() : nullptr, out)) {
+    return Error(node, "unknown " + prefix + "_activation '" + name + "' (" + vocabulary::kActivationList + ")");
+  }
+  return Ort::Status(nullptr);
+}
 
 Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_name, ChainSpec* spec) {
   const std::string node = NodeName(info, "");
@@ -199,20 +198,6 @@ Ort::Status CheckCall(const ChainSpec& spec_in, Ort::KernelContext& ctx, CallSha
 }
 
 namespace {
-
-// An input tensor's values as floats: the tensor's own memory for float, else a widened copy in `store`.
-template <typename T>
-const float* Widened(const Ort::ConstValue& value, std::vector<float>* store) {
-  if constexpr (std::is_same_v<T, float>) {
-    return value.GetTensorData<float>();
-  } else {
-    const size_t count = value.GetTensorTypeAndShapeInfo().GetElementCount();
-    const T* data = value.GetTensorData<T>();
-    store->resize(count);
-    for (size_t i = 0; i < count; ++i) (*store)[i] = data[i].ToFloat();
-    return store->data();
-  }
-}
 
 // Rounds a float to the nearest value of T (ties to even) and back: what storing it as T keeps.
 template <typename T>

@@ -17,6 +17,23 @@ namespace fcm {
 
 constexpr const char* kDomain = vocabulary::kDomain;
 
+// Reads `<prefix>_activation` and `<prefix>_clip` into an Activation (every float op spells its activations so).
+Ort::Status ReadActivation(Attributes& a, const std::string& node, const std::string& prefix, Activation* out);
+
+// An input tensor's values as floats: the tensor's own memory for float, else a widened copy in `store`.
+template <typename T>
+const float* Widened(const Ort::ConstValue& value, std::vector<float>* store) {
+  if constexpr (std::is_same_v<T, float>) {
+    return value.GetTensorData<float>();
+  } else {
+    const size_t count = value.GetTensorTypeAndShapeInfo().GetElementCount();
+    const T* data = value.GetTensorData<T>();
+    store->resize(count);
+    for (size_t i = 0; i < count; ++i) (*store)[i] = data[i].ToFloat();
+    return store->data();
+  }
+}
+
 // Reads the attributes and the weights' shapes of a node into a spec, and checks it.
 Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_name, ChainSpec* spec);
 

@@ -102,14 +102,6 @@ void ReadRequantizer(Int8Attributes& a, const std::string& prefix, Scheme scheme
 
 std::vector<int64_t> Shape(const Ort::ConstValue& value) { return value.GetTensorTypeAndShapeInfo().GetShape(); }
 
-std::string ShapeText(const std::vector<int64_t>& shape) {
-  std::ostringstream m;
-  m << "[";
-  for (size_t i = 0; i < shape.size(); ++i) m << (i ? ", " : "") << shape[i];
-  m << "]";
-  return m.str();
-}
-
 bool Known(const std::vector<int64_t>& shape) {
   if (shape.empty()) return false;
   for (int64_t d : shape) {

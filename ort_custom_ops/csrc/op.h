@@ -37,6 +37,13 @@ inline std::string NodeName(const Ort::ConstKernelInfo& info, const std::string&
   return fallback;
 }
 
+// A shape as "[2, 3, 4]", for error messages.
+inline std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
 // The static shape of input `index` at kernel creation ({} when unknown).
 inline std::vector<int64_t> StaticShape(const Ort::ConstKernelInfo& info, size_t index) {
   try {

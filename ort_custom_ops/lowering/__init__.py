@@ -7,6 +7,8 @@ In: a source model (Keras, TFLite, SavedModel), its DAG and a plan. Out: the fus
   pattern -> replacement rule per FCM kind; ``rewrite``: the planned groups found in the graph and
   replaced by FCM nodes with function bodies, then the graph cleaned up; ``transposes``: the layout
   cleanup around channels-last fused nodes (Transposes cancelled and moved, one rule per rewrite);
+  ``layers``: the Convs left between those layout changes (the stem) as channels-last convolution
+  layers of the domain;
 - ``int8``: a full-integer DAG -> an int8 ONNX model built layer by layer, groups fused;
 - ``unfuse``: fused nodes back to the subgraphs they replaced.
 """

@@ -7,9 +7,10 @@ precision (``fp16`` or ``bf16``) and whether its inputs and outputs become half 
 - the standard operators through onnxconverter-common's float16 converter, the operators of
   :func:`kept_fp32` computed in fp32 between Casts (the converter's op block list); by default one
   Cast at each model input and output (``io_half``: none, the inputs and outputs in the precision);
-- the fused nodes are kept out of the converter's handling of operators: it only types the tensors
-  around them, and they are typed here: the precision's op type (``Fp16FusedPwDwPw``), weights
-  rounded to it, the function body of :func:`ort_custom_ops.ops.schema.half_body`;
+- the fused nodes and the convolution layers (``Conv``) are kept out of the converter's handling of
+  operators: it only types the tensors around them, and they are typed here: the precision's op type
+  (``Fp16FusedPwDwPw``, ``Fp16Conv``), weights rounded to it, the function body of
+  :func:`ort_custom_ops.ops.schema.half_body`;
 - bf16: the converter has no bf16 mode (onnxconverter-common issue 268), and ONNX Runtime has no
   bf16 Conv on any provider nor bf16 arithmetic on the CPU. :func:`to_half` makes the bf16 model
   itself: every float tensor between operators is bf16 (half the bytes), every standard operator
@@ -45,7 +46,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from fcm_core.vocabulary import DOMAIN, kind_of, expand, FUSED_ATTRIBUTES
+from fcm_core.vocabulary import DOMAIN, kind_of, layer_of, layer_op_type, op_attributes
 
 from ..ops.schema import NUMPY_TYPES, VALUE_PRESERVING, half_body, rounded_nodes
 from ..ops.standalone import float_io
@@ -226,18 +227,33 @@ def _bf16_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return inferred
 
 
+def _typed_op(node: onnx.NodeProto, precision: str) -> str | None:
+    """The op type in ``precision`` of an fp32 node of the domain (a fused kind's or a float layer's);
+    None for any other node."""
+    if node.domain != DOMAIN:
+        return None
+    kind, layer = kind_of(node.op_type), layer_of(node.op_type)
+    if kind is not None and kind[1] == "fp32":
+        return kind[0].op_type(precision)
+    if layer is not None and layer[1] == "fp32":
+        return layer_op_type(layer[0], precision)
+    return None
+
+
 def _type_fused_nodes(model: onnx.ModelProto, precision: str) -> None:
-    """The fp32 fused nodes as nodes of ``precision``: op type, attributes, function bodies."""
+    """The fp32 nodes of the domain (fused groups and float layers) as nodes of ``precision``: op
+    type, attributes, function bodies. Their weights are the converter's (or :func:`_bf16_model`'s)
+    like every initializer's."""
     functions = {(f.domain, f.name, f.overload): f for f in model.functions}
+    declared = op_attributes()
     typed = []
     for node in model.graph.node:
-        found = kind_of(node.op_type) if node.domain == DOMAIN else None
-        if found is None or found[1] != "fp32":
+        op_type = _typed_op(node, precision)
+        if op_type is None:
             continue
-        kind, _ = found
         function = functions.pop((node.domain, node.op_type, node.overload), None)
-        node.op_type = kind.op_type(precision)
-        allowed = set(expand(FUSED_ATTRIBUTES[precision]))
+        node.op_type = op_type
+        allowed = set(declared[op_type])
         kept = [a for a in node.attribute if a.name in allowed]
         del node.attribute[:]
         node.attribute.extend(kept)

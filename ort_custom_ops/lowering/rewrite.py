@@ -17,8 +17,10 @@ graph is cleaned up (:func:`cleanup`: the disconnected nodes removed, sorted) as
 Layout (``layout``): ``"nhwc"`` (the default) makes channels-last fused nodes, each first put
 between Transposes to and from NCHW, then the layout cleanup (:mod:`.transposes`) cancels and moves
 those Transposes so that chains of fused nodes and the elementwise operators between them stay
-NHWC; the model's inputs and outputs keep their layouts. ``"nchw"`` makes NCHW fused nodes and
-adds no Transpose.
+NHWC; the model's inputs and outputs keep their layouts. Then the Convs no group took that are left
+between Transposes to and from NCHW, such as the stem, become channels-last convolution layers of the
+domain (:mod:`.layers`, in ``RewriteResult.layers``, not groups). ``"nchw"`` makes NCHW fused nodes
+and adds no Transpose, nor any layer.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from onnx import helper
 from extractor.dag import Dag
 
 from ..ops.schema import DOMAIN, DOMAIN_VERSION
-from . import patterns, transposes
+from . import layers, patterns, transposes
 from .rules import RULES, Match, NotFusable, overload_of
 
 IR_VERSION = 10  # FunctionProto/NodeProto overloads
@@ -44,6 +46,7 @@ LAYOUTS = ("nhwc", "nchw")  # of the fused nodes' feature maps; the first is the
 class RewriteResult:
     model: onnx.ModelProto
     fused: list[dict] = field(default_factory=list)  # {"group", "kind", "node", "replaced": [node names]}
+    layers: list[dict] = field(default_factory=list)  # {"node", "op", "replaced": [node names]}: convolution layers
     skipped: list[dict] = field(default_factory=list)  # {"group", "kind", "layers", "reason"}
     unmapped: list[int] = field(default_factory=list)  # DAG convs not found in the ONNX graph
     layout: str = LAYOUTS[0]
@@ -127,21 +130,25 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
             result.skipped.append({"group": group["id"], "kind": group["kind"], "layers": group["layers"], "reason": reason})
 
     functions = []
-    groups_of_nodes: dict[str, int] = {}
+    overloads: dict[str, str] = {}  # node name -> the overload of its function
     for match in matches:
         match.spec.channels_last = layout == "nhwc"
         node, function = RULES[match.spec.kind].replace(graph, match, originals, initializers, opset)
         functions.append(function)
-        groups_of_nodes[node.name] = match.group["id"]
+        overloads[node.name] = overload_of(match.group["id"])
         result.fused.append({"group": match.group["id"], "kind": match.spec.kind, "node": node.name,
                              "replaced": [n.name for n in match.nodes]})
 
     if matches and layout == "nhwc":
         transposes.optimize(graph, final=transposes.final_rules(batch))
+        for folded in layers.fold_layers(graph, opset, set(overloads.values())):
+            functions.append(folded.function)
+            overloads[folded.node.name] = folded.function.overload
+            result.layers.append({"node": folded.node.name, "op": folded.node.op, "replaced": folded.replaced})
     fused = cleanup(graph)
     for node in fused.graph.node:
-        if node.name in groups_of_nodes:
-            node.overload = overload_of(groups_of_nodes[node.name])
+        if node.name in overloads:
+            node.overload = overloads[node.name]
     fused.functions.extend(functions)
     if functions and not any(o.domain == DOMAIN for o in fused.opset_import):
         fused.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))

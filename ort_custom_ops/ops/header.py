@@ -139,6 +139,10 @@ def render() -> str:
                            f"{{{', '.join('true' if f else 'false' for f in flags)}}}}},")
         body = [f"inline constexpr FusedKind {array}[] = {{", *entries, "};"]
         lines += ([f"namespace {space} {{"] + body + [f"}}  // namespace {space}"]) if space else body
+    lines += ["", "// The float layer op types (FLOAT_LAYER_ATTRIBUTES), one per float precision: fp32, fp16, bf16."]
+    for layer in vocabulary.FLOAT_LAYER_ATTRIBUTES:
+        names = ", ".join(_cpp_string(vocabulary.layer_op_type(layer, p)) for p in vocabulary.FLOAT_PRECISIONS)
+        lines.append(f"inline constexpr const char* k{layer}LayerOps[] = {{{names}}};")
     lines += ["", "}  // namespace fcm", ""]
     return "\n".join(lines)
 

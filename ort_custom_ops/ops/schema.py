@@ -15,6 +15,15 @@ are NHWC: X [N, H, W, C], Y [N, Ho, Wo, F]; the weights are the same, and S may 
 of X (and a Reshape of S) and a Transpose of Y (:func:`channels_last_body`). The attributes are
 listed in :data:`ATTRIBUTES` (and ``csrc/spec.h``).
 
+Also in the float precisions, one convolution layer of its own (:class:`ConvLayer`,
+:func:`conv_layer_node`): op types ``Conv``, ``Fp16Conv``, ``Bf16Conv``, channels last only. Inputs
+``X`` [N, H, W, C], ``W`` [F, C / group, KH, KW] (ONNX's Conv layout), ``B`` [F]; output ``Y``
+[N, Ho, Wo, F]: the activation of the convolution plus its bias (dilations 1; ``group`` 1, or C = F
+for a depthwise one). Attributes ``kernel_shape``, ``strides``, ``pads`` (ONNX's order), ``group``,
+``stage1_activation`` (``stage1_clip``) and ``channels_last`` = 1. Its function body is ONNX's
+Conv and the activation between the layout changes of :func:`channels_last_body`, in half precision
+made as a fused node's is (below).
+
 In half precision (``FcmSpec.precision`` fp16 or bf16; :func:`half_body`): op types
 ``Fp16Fused*`` / ``Bf16Fused*``, every input and the output in the element type, the same attributes
 less ``allow_tf32``. The function body of an fp16 node is the fp32 body converted by
@@ -79,6 +88,12 @@ def is_channels_last(node) -> bool:
     return int(node.attrs.get(LAYOUT_ATTRIBUTE, 0)) == 1
 
 
+def is_fused_group(node: NodeProto) -> bool:
+    """Whether ``node`` is a fused group's node (a fused kind of the domain, in any precision); a
+    convolution layer (``Conv``) is not one."""
+    return node.domain == DOMAIN and vocabulary.kind_of(node.op_type) is not None
+
+
 def nchw_dims(shape: Sequence, channels_last: bool) -> tuple:
     """(n, c, h, w) of a feature map's shape in the given layout."""
     n, a, b, c = shape
@@ -89,7 +104,20 @@ def fused_node(kind: str, precision: str, inputs: Sequence[str], output: str, na
                overload: str | None = None) -> NodeProto:
     """The node of a fused kind in a precision; every attribute must be one the vocabulary declares
     for its op type (the kernels refuse the others)."""
-    op_type = vocabulary.KINDS[kind].op_type(precision)
+    return _domain_node(vocabulary.KINDS[kind].op_type(precision), inputs, output, name, attributes, overload)
+
+
+def conv_layer_node(precision: str, inputs: Sequence[str], output: str, name: str, attributes: dict,
+                    overload: str | None = None) -> NodeProto:
+    """The float ``Conv`` layer's node (:class:`ConvLayer`) in a precision (``Conv``, ``Fp16Conv``,
+    ``Bf16Conv``): ``inputs`` X, W, B; every attribute must be one the vocabulary declares for it."""
+    if precision not in vocabulary.FLOAT_PRECISIONS:
+        raise ValueError(f"no float layer in {precision!r} (one of {', '.join(vocabulary.FLOAT_PRECISIONS)})")
+    return _domain_node(vocabulary.layer_op_type("Conv", precision), inputs, output, name, attributes, overload)
+
+
+def _domain_node(op_type: str, inputs: Sequence[str], output: str, name: str, attributes: dict,
+                 overload: str | None) -> NodeProto:
     unknown = sorted(set(attributes) - set(DECLARED[op_type]))
     if unknown:
         raise ValueError(f"{op_type} has no attributes {unknown} in the op vocabulary")
@@ -289,11 +317,16 @@ def activation_nodes(nodes: list[NodeProto], activation: Activation, x: str, pre
 
 def make_function(spec: FcmSpec, body: list[NodeProto], inputs: Sequence[str], output: str, overload: str,
                   opset: int):
-    """A model-local function for one fused node: domain and op type of the node, its own body
-    (told apart from other nodes' by ``overload``), every attribute of its precision declared."""
-    attributes = vocabulary.expand(vocabulary.FUSED_ATTRIBUTES[spec.precision])
-    function = helper.make_function(DOMAIN, spec.op_type, list(inputs), [output], body,
-                                    [helper.make_opsetid("", opset)], attributes=list(attributes))
+    """A model-local function for one fused node (:func:`domain_function`)."""
+    return domain_function(spec.op_type, body, inputs, output, overload, opset)
+
+
+def domain_function(op_type: str, body: list[NodeProto], inputs: Sequence[str], output: str, overload: str,
+                    opset: int):
+    """A model-local function for one node of the domain: its op type, its own body (told apart from
+    other nodes' by ``overload``), every attribute the vocabulary declares for the op type."""
+    function = helper.make_function(DOMAIN, op_type, list(inputs), [output], body,
+                                    [helper.make_opsetid("", opset)], attributes=list(DECLARED[op_type]))
     function.overload = overload
     return function
 
@@ -354,6 +387,61 @@ def _fp16_body(body: list[NodeProto], inputs: Sequence[str], output: str) -> lis
         converted = float16.convert_float_to_float16(model, keep_io_types=False, op_block_list=[],
                                                      check_fp16_ready=False)
     return list(converted.graph.node)
+
+
+# --- float convolution layers --------------------------------------------------------------------
+
+#: The formal inputs and output of a ``Conv`` layer's function.
+CONV_LAYER_INPUTS = ("X", "W", "B")
+CONV_LAYER_OUTPUT = "Y"
+
+
+@dataclass
+class ConvLayer:
+    """One float ``Conv`` layer (``fcm_core.vocabulary.FLOAT_LAYER_ATTRIBUTES``): X [N, H, W, C],
+    W [F, C / group, KH, KW] (ONNX's Conv layout), B [F] -> act(conv(X, W) + B) [N, Ho, Wo, F], all in
+    the precision's element type; dilations 1, ``group`` 1 or C (= F, depthwise)."""
+
+    kernel_shape: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right (ONNX order)
+    group: int = 1
+    activation: Activation = field(default_factory=Activation)
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        if self.precision not in NUMPY_TYPES:
+            raise ValueError(f"unknown precision {self.precision!r} (one of {', '.join(NUMPY_TYPES)})")
+
+    @property
+    def op_type(self) -> str:
+        return vocabulary.layer_op_type("Conv", self.precision)
+
+    def conv_attributes(self) -> dict:
+        """The attributes it shares with ONNX's Conv."""
+        return dict(kernel_shape=[int(k) for k in self.kernel_shape], strides=[int(s) for s in self.strides],
+                    pads=[int(p) for p in self.pads], group=int(self.group))
+
+    def attributes(self) -> dict:
+        return {**self.conv_attributes(), **self.activation.attributes("stage1"), LAYOUT_ATTRIBUTE: 1}
+
+    def node(self, inputs: Sequence[str], output: str, name: str, overload: str | None = None) -> NodeProto:
+        return conv_layer_node(self.precision, inputs, output, name, self.attributes(), overload)
+
+    def reference_nodes(self, x: str, w: str, b: str, y: str, prefix: str = "fcm") -> list[NodeProto]:
+        """The same computation in standard ONNX: ONNX's Conv and the activation on NCHW tensors,
+        between the layout changes of :func:`channels_last_body`, in the layer's precision
+        (:func:`half_body`)."""
+        nodes = [helper.make_node("Conv", [x, w, b], [f"{prefix}_conv"], **self.conv_attributes())]
+        current = activation_nodes(nodes, self.activation, f"{prefix}_conv", f"{prefix}_act")
+        nodes.append(helper.make_node("Identity", [current], [y]))
+        body = channels_last_body(nodes, x, y, prefix=prefix)
+        return body if self.precision == "fp32" else half_body(body, self.precision, [x, w, b], y)
+
+    def function(self, overload: str, opset: int):
+        """The model-local function of one such node (formal inputs :data:`CONV_LAYER_INPUTS`)."""
+        body = self.reference_nodes(*CONV_LAYER_INPUTS, CONV_LAYER_OUTPUT)
+        return domain_function(self.op_type, body, CONV_LAYER_INPUTS, CONV_LAYER_OUTPUT, overload, opset)
 
 
 # --- int8 ----------------------------------------------------------------------------------------

@@ -15,12 +15,12 @@ from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.lowering.half import spatial_mean_products
 from ort_custom_ops.lowering.transposes import planned_batch, transpose_count
 from ort_custom_ops.lowering.unfuse import unfuse
-from ort_custom_ops.ops.schema import DOMAIN, is_channels_last
+from ort_custom_ops.ops.schema import DOMAIN, is_channels_last, is_fused_group
 from tests.support.fixtures import CHEAP, keras_model
 
 
 def _fused_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if n.domain == DOMAIN]
+    return [n for n in model.graph.node if is_fused_group(n)]
 
 
 @pytest.mark.parametrize("name", CHEAP)
@@ -50,9 +50,18 @@ def test_every_planned_group_is_one_node_with_its_function(name, converted):
     assert result.rewrite.skipped == []
     assert len(nodes) == len(result.plan.groups) > 0
     overloads = {(f.name, f.overload) for f in fused.functions if f.domain == DOMAIN}
-    for node in nodes:
+    layers = [n for n in fused.graph.node if n.domain == DOMAIN and not is_fused_group(n)]
+    for node in nodes + layers:
         assert (node.op_type, node.overload) in overloads
-    assert len(overloads) == len(nodes)
+    assert len(overloads) == len(nodes) + len(layers)
+    # the stem, which no group takes, is one convolution layer (3x3, stride 2, 3 channels in) where
+    # the layout cleanup leaves it between Transposes; MobileNetV3Small's stays NCHW with the
+    # depthwise Conv and squeeze-and-excitation mean of its first block, which no group takes either
+    assert [entry["node"] for entry in result.rewrite.layers] == [n.name for n in layers]
+    assert [n.op_type for n in layers] == ([] if name == "MobileNetV3Small" else ["Conv"])
+    for layer in layers:
+        assert {a.name: list(a.ints) for a in layer.attribute if a.name in ("kernel_shape", "strides")} == \
+            {"kernel_shape": [3, 3], "strides": [2, 2]}
     onnx.checker.check_model(fused)
     report = result.files["report"].read_text()
     for group in result.plan.groups:

@@ -13,7 +13,7 @@ from fcm.cli import main
 from fcm.pipeline.convert import ConvertOptions, convert
 from fcm.pipeline.verify import derived_bound
 from fcm_core.errors import FcmError
-from fcm_core.vocabulary import PRECISIONS, kind_of
+from fcm_core.vocabulary import PRECISIONS, kind_of, layer_of
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.schema import DOMAIN
 from ort_custom_ops.ops.standalone import float_io
@@ -32,7 +32,7 @@ def _check_structure(result, precision: str, io_half: bool = False) -> None:
     fused, unfused = onnx.load(result.files["fused"]), onnx.load(result.files["unfused"])
     element = {"fp16": onnx.TensorProto.FLOAT16, "bf16": onnx.TensorProto.BFLOAT16}[precision]
     nodes = _fused(fused)
-    assert nodes and all(kind_of(n.op_type)[1] == precision for n in nodes)
+    assert nodes and all((kind_of(n.op_type) or layer_of(n.op_type))[1] == precision for n in nodes)
     assert not _fused(unfused)
     functions = {(f.name, f.overload) for f in fused.functions}
     assert all((n.op_type, n.overload) in functions for n in nodes) and len(functions) == len(nodes)

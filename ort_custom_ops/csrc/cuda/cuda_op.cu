@@ -24,6 +24,7 @@
 #include "block/element.cuh"
 #include "chain_launch.h"
 #include "cuda_ops.h"
+#include "device_element.cuh"
 #include "pixel_chain.h"
 
 namespace fcm {
@@ -71,20 +72,6 @@ cudaError_t Convert(const From* in, To* out, size_t count, cudaStream_t stream) 
   ConvertElements<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(in, out, count);
   return cudaGetLastError();
 }
-
-// The device element type of an op's element type.
-template <class T>
-struct DeviceElement {
-  using type = float;
-};
-template <>
-struct DeviceElement<Ort::Float16_t> {
-  using type = __half;
-};
-template <>
-struct DeviceElement<Ort::BFloat16_t> {
-  using type = __nv_bfloat16;
-};
 
 // FCM_CUDA_PLAN, a debugging override of every node's plan (see ChoosePlan), or nullptr when unset.
 const char* PlanOverride() {

@@ -1,0 +1,162 @@
+#include "conv_layer.h"
+
+#include <sstream>
+#include <type_traits>
+
+namespace fcm {
+namespace {
+
+// `count` integers of attribute `name`, each at least `least`; `fallback` when the node does not carry it.
+std::vector<int64_t> ReadInts(Attributes& a, const std::string& name, size_t count, int64_t least,
+                              std::vector<int64_t> fallback, bool required = false) {
+  std::vector<int64_t> v;
+  if (!(required ? a.Read(name, &v) : a.TryRead(name, &v))) return fallback;
+  bool ok = v.size() == count;
+  for (int64_t x : v) ok = ok && x >= least;
+  if (!ok) {
+    std::ostringstream m;
+    m << name << " must hold " << count << " integers of at least " << least << ", not " << ShapeText(v);
+    a.Fail(m.str());
+    return fallback;
+  }
+  return v;
+}
+
+// Whether the node carries attribute `name` (of any type): ONNX Runtime lists no attributes, so each
+// type is asked for.
+bool Carries(const Ort::ConstKernelInfo& info, const char* name) {
+  try {
+    info.GetAttributes<int64_t>(name);
+    return true;
+  } catch (const Ort::Exception&) {
+  }
+  try {
+    info.GetAttribute<std::string>(name);
+    return true;
+  } catch (const Ort::Exception&) {
+  }
+  try {
+    info.GetAttribute<int64_t>(name);
+    return true;
+  } catch (const Ort::Exception&) {
+  }
+  return false;
+}
+
+}  // namespace
+
+Ort::Status ParseConvLayer(const Ort::ConstKernelInfo& info, const std::string& op_name, ConvLayerSpec* spec) {
+  const std::string node = NodeName(info, op_name);
+  spec->node_name = node;
+  // ONNX Conv attributes this op does not take: a node with them would mean what the op does not compute
+  for (const char* other : {"dilations", "auto_pad"}) {
+    if (Carries(info, other)) return Error(node, std::string("attribute ") + other + " is not in the op vocabulary of " + op_name);
+  }
+  Attributes a(info, op_name);
+  const auto kernel = ReadInts(a, "kernel_shape", 2, 1, {1, 1}, /*required=*/true);
+  const auto strides = ReadInts(a, "strides", 2, 1, {1, 1});
+  const auto pads = ReadInts(a, "pads", 4, 0, {0, 0, 0, 0});
+  spec->group = a.Int("group", 1);
+  const bool channels_last = a.Flag("channels_last");
+  if (!a.problem().empty()) return Error(node, a.problem());
+  if (!channels_last) return Error(node, "channels_last must be 1: the op takes [N, H, W, C] tensors only");
+  if (spec->group < 1) return Error(node, "group must be at least 1");
+  spec->kh = kernel[0], spec->kw = kernel[1], spec->sh = strides[0], spec->sw = strides[1];
+  for (int i = 0; i < 4; ++i) spec->pads[i] = pads[i];
+  Ort::Status status = ReadActivation(a, node, "stage1", &spec->activation);
+  if (!status.IsOK()) return status;
+  // the weights' and bias' shapes where the model states them (checked again on every call)
+  const auto w = StaticShape(info, 1), b = StaticShape(info, 2);
+  if (!w.empty() && w.size() != 4) return Error(node, "weights must be [F, C / group, KH, KW], not " + ShapeText(w));
+  if (w.size() == 4 && ((w[2] >= 0 && w[2] != spec->kh) || (w[3] >= 0 && w[3] != spec->kw))) {
+    return Error(node, "weights " + ShapeText(w) + " do not match kernel_shape " + ShapeText(kernel));
+  }
+  if (!b.empty() && b.size() != 1) return Error(node, "bias must be [F], not " + ShapeText(b));
+  return Ort::Status(nullptr);
+}
+
+Ort::Status CheckConvLayerCall(const ConvLayerSpec& spec, Ort::KernelContext& ctx, ConvLayerShapes* s) {
+  const std::string& node = spec.node_name;
+  const auto x = ctx.GetInput(0).GetTensorTypeAndShapeInfo().GetShape();
+  const auto w = ctx.GetInput(1).GetTensorTypeAndShapeInfo().GetShape();
+  const auto b = ctx.GetInput(2).GetTensorTypeAndShapeInfo().GetShape();
+  if (x.size() != 4) return Error(node, "input must be 4-D [N, H, W, C], not " + ShapeText(x));
+  if (w.size() != 4 || w[2] != spec.kh || w[3] != spec.kw) {
+    std::ostringstream m;
+    m << "weights must be [F, C / group, " << spec.kh << ", " << spec.kw << "], not " << ShapeText(w);
+    return Error(node, m.str());
+  }
+  s->n = x[0], s->h = x[1], s->w = x[2], s->c = x[3], s->f = w[0];
+  s->depthwise = spec.group > 1;  // (group = C > 1, checked below)
+  if (spec.group == 1) {
+    if (w[1] != s->c) {
+      std::ostringstream m;
+      m << "weights take " << w[1] << " input channels, the input has " << s->c;
+      return Error(node, m.str());
+    }
+  } else if (spec.group != s->c || s->f != s->c || w[1] != 1) {
+    std::ostringstream m;
+    m << "group " << spec.group << " with input " << ShapeText(x) << " and weights " << ShapeText(w)
+      << ": the op takes group 1, or a depthwise convolution (group = input channels = output channels, weights [C, 1, K, K])";
+    return Error(node, m.str());
+  }
+  if (b.size() != 1 || b[0] != s->f) {
+    std::ostringstream m;
+    m << "bias must be [" << s->f << "], not " << ShapeText(b);
+    return Error(node, m.str());
+  }
+  const int64_t padded_h = s->h + spec.pads[0] + spec.pads[2], padded_w = s->w + spec.pads[1] + spec.pads[3];
+  if (padded_h < spec.kh || padded_w < spec.kw) {
+    return Error(node, "the padded input " + ShapeText({padded_h, padded_w}) + " is smaller than the kernel");
+  }
+  s->out_h = (padded_h - spec.kh) / spec.sh + 1;
+  s->out_w = (padded_w - spec.kw) / spec.sw + 1;
+  return Ort::Status(nullptr);
+}
+
+template <typename T>
+OrtStatusPtr CpuConvLayerKernelT<T>::ComputeV2(OrtKernelContext* context) {
+  return Guarded([&]() -> Ort::Status {
+    Ort::KernelContext ctx(context);
+    ConvLayerShapes s;
+    Ort::Status status = CheckConvLayerCall(spec, ctx, &s);
+    if (!status.IsOK()) return status;
+    std::vector<float> xs, ws, bs;  // half inputs as floats
+    const float* x = Widened<T>(ctx.GetInput(0), &xs);
+    const float* w = Widened<T>(ctx.GetInput(1), &ws);
+    const float* b = Widened<T>(ctx.GetInput(2), &bs);
+    auto y = ctx.GetOutput(0, s.OutputShape());
+    T* out = y.GetTensorMutableData<T>();
+    const int64_t per_filter = s.depthwise ? 1 : s.c;  // input channels each output channel reads
+    // one output row (image, oy) per task
+    OrtParallelFor(ctx)(static_cast<size_t>(s.n * s.out_h), [&](size_t task) {
+      const int64_t image = static_cast<int64_t>(task) / s.out_h, oy = static_cast<int64_t>(task) % s.out_h;
+      for (int64_t ox = 0; ox < s.out_w; ++ox) {
+        T* pixel = out + ((image * s.out_h + oy) * s.out_w + ox) * s.f;
+        for (int64_t f = 0; f < s.f; ++f) {
+          float acc = b[f];
+          const int64_t c0 = s.depthwise ? f : 0;
+          for (int64_t ky = 0; ky < spec.kh; ++ky) {
+            const int64_t iy = oy * spec.sh - spec.pads[0] + ky;
+            if (iy < 0 || iy >= s.h) continue;
+            for (int64_t kx = 0; kx < spec.kw; ++kx) {
+              const int64_t ix = ox * spec.sw - spec.pads[1] + kx;
+              if (ix < 0 || ix >= s.w) continue;
+              const float* in = x + ((image * s.h + iy) * s.w + ix) * s.c + c0;
+              const float* filter = w + f * per_filter * spec.kh * spec.kw + ky * spec.kw + kx;
+              for (int64_t c = 0; c < per_filter; ++c) acc += in[c] * filter[c * spec.kh * spec.kw];
+            }
+          }
+          pixel[f] = T(spec.activation(acc));
+        }
+      }
+    });
+    return Ort::Status(nullptr);
+  });
+}
+
+template struct CpuConvLayerKernelT<float>;
+template struct CpuConvLayerKernelT<Ort::Float16_t>;
+template struct CpuConvLayerKernelT<Ort::BFloat16_t>;
+
+}  // namespace fcm

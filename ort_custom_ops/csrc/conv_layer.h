@@ -1,0 +1,67 @@
+// The float convolution layer op (Conv, Fp16Conv, Bf16Conv: fcm_core/vocabulary.py's FLOAT_LAYER_ATTRIBUTES):
+// one KxK convolution, standard (group 1) or depthwise (group = C = F), channels-last, with its bias and
+// activation in the epilogue:
+//   Y[n, oy, ox, f] = act(B[f] + sum over ky, kx and f's input channels c of X[n, iy, ix, c] W[f, c', ky, kx]),
+//   iy = oy * sh - pad_top + ky, ix = ox * sw - pad_left + kx, X zero outside the image.
+// X [N, H, W, C], W [F, C / group, KH, KW] (ONNX Conv's layout), B [F], Y [N, Ho, Wo, F], all of one element
+// type; half types compute in fp32 and round Y once. The attributes are read and checked once, when ONNX Runtime
+// creates the kernel (ParseConvLayer); each call checks the tensors' shapes against them (CheckConvLayerCall),
+// so a wrong model gets an error status, never an out-of-bounds access.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "epilogue.h"
+#include "fused_op.h"
+
+namespace fcm {
+
+struct ConvLayerSpec {
+  std::string node_name;
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1;
+  int64_t pads[4] = {0, 0, 0, 0};  // top, left, bottom, right
+  int64_t group = 1;
+  Activation activation;
+};
+
+// One call's shapes, checked against the spec.
+struct ConvLayerShapes {
+  int64_t n = 0, h = 0, w = 0, c = 0, f = 0, out_h = 0, out_w = 0;
+  bool depthwise = false;
+  std::vector<int64_t> OutputShape() const { return {n, out_h, out_w, f}; }
+};
+
+Ort::Status ParseConvLayer(const Ort::ConstKernelInfo& info, const std::string& op_name, ConvLayerSpec* spec);
+Ort::Status CheckConvLayerCall(const ConvLayerSpec& spec, Ort::KernelContext& ctx, ConvLayerShapes* shapes);
+
+// The CPU reference kernel, for element type T (float, Ort::Float16_t, Ort::BFloat16_t).
+template <typename T>
+struct CpuConvLayerKernelT {
+  ConvLayerSpec spec;
+  OrtStatusPtr ComputeV2(OrtKernelContext* context);
+};
+extern template struct CpuConvLayerKernelT<float>;
+extern template struct CpuConvLayerKernelT<Ort::Float16_t>;
+extern template struct CpuConvLayerKernelT<Ort::BFloat16_t>;
+
+// X, W, B (all required, all of element type T); Y.
+template <typename T>
+struct ConvLayerSignature {
+  static constexpr ONNXTensorElementDataType kType = Ort::TypeToTensorType<T>::type;
+  static constexpr ONNXTensorElementDataType kOutputType = kType;
+  static size_t InputCount(size_t) { return 3; }
+  static bool Optional(size_t, size_t) { return false; }
+  static ONNXTensorElementDataType InputType(size_t) { return kType; }
+  template <typename Kernel>
+  static Ort::Status Init(Kernel& kernel, const Ort::ConstKernelInfo& info, const char* op_name, size_t) {
+    return ParseConvLayer(info, op_name, &kernel.spec);
+  }
+};
+
+template <typename Kernel, typename T>
+struct ConvLayerOp : Op<Kernel, ConvLayerSignature<T>> {
+  ConvLayerOp(const char* name, const char* provider) : Op<Kernel, ConvLayerSignature<T>>(name, 1, provider) {}
+};
+
+}  // namespace fcm

@@ -1,0 +1,230 @@
+"""The convolution layer rule (``ort_custom_ops.lowering.layers``) on tiny NHWC models written as ONNX
+text: ``Transpose -> Conv -> Transpose [-> activation]`` becomes one channels-last ``Conv`` node of
+the domain where the kernels take the convolution, and nothing changes where they do not; either way
+the model computes what it did (ONNX Runtime on the CPU, the node's function body). Then the layer in
+half precision, and unfused."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.parser
+import onnx_graphsurgeon as gs
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from fcm_core.vocabulary import PRECISIONS
+from ort_custom_ops.lowering import layers
+from ort_custom_ops.lowering.half import to_half
+from ort_custom_ops.lowering.rewrite import cleanup
+from ort_custom_ops.lowering.unfuse import unfuse
+from ort_custom_ops.ops.library import make_session
+from ort_custom_ops.ops.schema import DOMAIN, CONV_LAYER_INPUTS, ConvLayer, conv_layer_node
+from ort_custom_ops.ops.standalone import fused_model
+from tests.support.specs import random_spec
+
+HEADER = '<ir_version: 10, opset_import: ["" : 17]>'
+TO_NCHW, TO_NHWC = "perm = [0, 3, 1, 2]", "perm = [0, 2, 3, 1]"
+STEM = "kernel_shape = [3, 3], strides = [2, 2], pads = [0, 0, 1, 1]"  # Keras' "same" at stride 2
+DEPTHWISE = "group = 8, kernel_shape = [3, 3], pads = [1, 1, 1, 1]"
+
+
+def sandwich(conv: str, after: str, channels: int = 3, weights: tuple = (8, 3, 3, 3), bias: bool = True,
+             outputs: str = "float[N, A, B, F] y") -> tuple[str, tuple]:
+    """(ONNX text, weight shape): ``x`` [N, 9, 10, channels] -> Transpose -> ``conv`` -> Transpose -> ``n``,
+    then ``after``."""
+    inputs = "t, W, B" if bias else "t, W"
+    return f"""
+        g (float[N, 9, 10, {channels}] x) => ({outputs}) {{
+            t = Transpose <{TO_NCHW}> (x)
+            c = Conv <{conv}> ({inputs})
+            n = Transpose <{TO_NHWC}> (c)
+            {after}
+        }}""", weights
+
+
+def parse(case: tuple[str, tuple], rng) -> onnx.ModelProto:
+    """The model of ``case`` (:func:`sandwich`'s text and weight shape), random weights and the clip bounds as initializers."""
+    text, shape = case
+    model = onnx.parser.parse_model(HEADER + text)
+    for index, node in enumerate(model.graph.node):
+        node.name = f"{node.op_type}_{index}"
+    arrays = {"W": rng.normal(0, 0.5, shape), "B": rng.normal(0, 0.5, shape[0]), "lo": np.array(0), "hi": np.array(6)}
+    used = {name for node in model.graph.node for name in node.input}
+    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(a, np.float32), n) for n, a in arrays.items() if n in used)
+    return model
+
+
+def fold(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list]:
+    """``model`` with the rule applied, and its functions, overloads and domain added as the rewrite adds them."""
+    graph = gs.import_onnx(model)
+    folded = layers.fold_layers(graph, opset=17)
+    out = cleanup(graph)
+    overloads = {f.node.name: f.function.overload for f in folded}
+    for node in out.graph.node:
+        node.overload = overloads.get(node.name, "")
+    out.functions.extend(f.function for f in folded)
+    out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    out.ir_version = 10
+    onnx.checker.check_model(out)
+    return out, folded
+
+
+def feeds(model: onnx.ModelProto, rng, batch: int = 2) -> dict[str, np.ndarray]:
+    dims = [d.dim_value or batch for d in model.graph.input[0].type.tensor_type.shape.dim]
+    return {model.graph.input[0].name: rng.uniform(-2, 2, dims).astype(np.float32)}
+
+
+def run(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    return make_session(model, with_library=False).run(None, inputs)[0]  # without the library: function bodies
+
+
+def assert_same_outputs(before: onnx.ModelProto, after: onnx.ModelProto, rng) -> None:
+    inputs = feeds(before, rng)
+    want = run(before, inputs)
+    got = run(after, inputs)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * float(np.abs(want).max()))
+
+
+def attributes(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def layer_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.domain == DOMAIN]
+
+
+# --- what becomes a layer ------------------------------------------------------------------------
+
+# name -> (the model, the layer's activation attributes, its geometry)
+FOLDED = {
+    "stem_relu6": (sandwich(STEM, "y = Clip (n, lo, hi)"), {"stage1_activation": b"clip", "stage1_clip": [0.0, 6.0]}),
+    "stem_hard_swish": (sandwich(STEM, "y = HardSwish (n)"), {"stage1_activation": b"hard_swish"}),
+    "stem_swish": (sandwich(STEM, "s = Sigmoid (n)\n y = Mul (n, s)"), {"stage1_activation": b"swish"}),
+    "stem_alone": (sandwich(STEM, "y = Identity (n)"), {"stage1_activation": b"none"}),
+    "depthwise_swish": (sandwich(DEPTHWISE, "s = Sigmoid (n)\n y = Mul (s, n)", 8, (8, 1, 3, 3)),
+                        {"stage1_activation": b"swish", "group": 8, "strides": [1, 1], "pads": [1, 1, 1, 1]}),
+    "stem_without_bias": (sandwich(STEM, "y = Relu (n)", bias=False), {"stage1_activation": b"relu"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOLDED))
+def test_a_convolution_between_layout_changes_becomes_one_layer(name, rng):
+    case, expected = FOLDED[name]
+    model = parse(case, rng)
+    after, folded = fold(model)
+    (node,) = layer_nodes(after)
+    ops = [n.op_type for n in after.graph.node]
+    # the Identity of stem_alone reads the layer's output; every other node was replaced
+    assert ops == (["Conv", "Identity"] if name == "stem_alone" else ["Conv"])
+    assert node.input[0] == "x" and node.output[0] == ("n" if name == "stem_alone" else "y")
+    assert node.overload == folded[0].function.overload
+    values = attributes(node)
+    want = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 0, 1, 1], "group": 1, "channels_last": 1, **expected}
+    assert {k: values.get(k) for k in want} == want
+    assert ("stage1_clip" in values) == (expected["stage1_activation"] == b"clip")
+    weights = {t.name: numpy_helper.to_array(t) for t in after.graph.initializer}
+    assert weights[node.input[1]].shape == tuple(model.graph.initializer[0].dims)  # ONNX's Conv layout, as it was
+    if name == "stem_without_bias":
+        assert not weights[node.input[2]].any()
+    assert_same_outputs(model, after, rng)
+
+
+def test_a_shared_first_transpose_stays_for_its_other_reader(rng):
+    model = parse(sandwich(STEM, "y = Relu (n)\n m = ReduceMean <axes = [2, 3]> (t)",
+                           outputs="float[N, A, B, F] y, float[N, 3, 1, 1] m"), rng)
+    after, _ = fold(model)
+    assert sorted((n.op_type, n.domain) for n in after.graph.node) == [("Conv", DOMAIN), ("ReduceMean", ""), ("Transpose", "")]
+    assert layer_nodes(after)[0].input[0] == "x"
+    inputs = feeds(model, rng)
+    for want, got in zip(make_session(model, with_library=False).run(None, inputs),
+                         make_session(after, with_library=False).run(None, inputs)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * float(np.abs(want).max()))
+
+
+def test_an_activation_the_kernels_lack_stays_after_the_layer(rng):
+    model = parse(sandwich(STEM, "y = LeakyRelu (n)"), rng)
+    after, _ = fold(model)
+    assert [n.op_type for n in after.graph.node] == ["Conv", "LeakyRelu"]
+    assert attributes(layer_nodes(after)[0])["stage1_activation"] == b"none"
+    assert_same_outputs(model, after, rng)
+
+
+# --- what does not -------------------------------------------------------------------------------
+
+LEFT = {
+    "dilated": sandwich("kernel_shape = [3, 3], dilations = [2, 2], pads = [2, 2, 2, 2]", "y = Relu (n)"),
+    "many_input_channels": sandwich(STEM, "y = Relu (n)", 8, (8, 8, 3, 3)),  # 8 * 3 * 3 = 72 values an output
+    "conv_output_read_twice": sandwich(STEM, "y = Relu (n)\n z = Relu (c)",
+                                       outputs="float[N, A, B, F] y, float[N, F, A, B] z"),
+    "two_groups": sandwich("group = 2, kernel_shape = [3, 3], pads = [1, 1, 1, 1]", "y = Relu (n)", 4, (4, 2, 3, 3)),
+    "depthwise_kernel_of_two": sandwich("group = 8, kernel_shape = [2, 2]", "y = Relu (n)", 8, (8, 1, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEFT))
+def test_a_convolution_the_kernels_do_not_take_is_left_as_it_is(name, rng):
+    model = parse(LEFT[name], rng)
+    after, folded = fold(model)
+    assert not folded and not layer_nodes(after)
+    assert [n.op_type for n in after.graph.node] == [n.op_type for n in model.graph.node]
+    assert_same_outputs(model, after, rng)
+
+
+# --- the op --------------------------------------------------------------------------------------
+
+def test_the_node_builder_refuses_attributes_the_op_does_not_declare():
+    layer = ConvLayer((3, 3), (2, 2))
+    node = layer.node(CONV_LAYER_INPUTS, "Y", "l0", overload="c0")
+    assert (node.op_type, node.domain, node.overload) == ("Conv", DOMAIN, "c0")
+    assert conv_layer_node("bf16", CONV_LAYER_INPUTS, "Y", "l0", layer.attributes()).op_type == "Bf16Conv"
+    with pytest.raises(ValueError, match="dilations"):
+        conv_layer_node("fp32", CONV_LAYER_INPUTS, "Y", "l0", {**layer.attributes(), "dilations": [1, 1]})
+    with pytest.raises(ValueError, match="int8"):
+        conv_layer_node("int8", CONV_LAYER_INPUTS, "Y", "l0", layer.attributes())
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_a_layer_in_half_precision_is_typed_and_runs_its_half_body(precision, rng):
+    model = parse(FOLDED["stem_swish"][0], rng)
+    after, _ = fold(model)
+    half = to_half(after, precision)
+    (node,) = layer_nodes(half)
+    assert node.op_type == {"fp16": "Fp16Conv", "bf16": "Bf16Conv"}[precision]
+    element = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}[precision]
+    weights = {t.name: t.data_type for t in half.graph.initializer}
+    assert weights[node.input[1]] == weights[node.input[2]] == element
+    (function,) = half.functions
+    assert (function.name, function.overload) == (node.op_type, node.overload)
+    inputs = feeds(model, rng)
+    want, got = run(model, inputs), run(half, inputs)
+    # the input, the weights and a few operators' outputs rounded to the precision
+    bound = 16 * PRECISIONS[precision].unit_roundoff * float(np.abs(want).max())
+    np.testing.assert_allclose(got, want, rtol=0, atol=bound)
+
+
+def _layer_then_fused_node(rng) -> onnx.ModelProto:
+    """A stem layer (3 -> 8 channels) feeding a channels-last fused dw -> pw node, as the rewrite leaves them."""
+    spec = random_spec(rng, "dwpw", 8, channels_last=True)
+    fused = fused_model(spec)
+    model = parse(sandwich("kernel_shape = [3, 3], pads = [1, 1, 1, 1]", "r = Relu (n)"), rng)
+    node = fused.graph.node[0]
+    node.input[0], node.output[0] = "r", "y"
+    model.graph.node.append(node)
+    model.graph.initializer.extend(fused.graph.initializer)
+    model.functions.extend(fused.functions)
+    model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    return fold(model)[0]
+
+
+@pytest.mark.parametrize("names", [["fcm0"], ["fcm_conv0"], ["fcm0", "fcm_conv0"]])
+def test_unfusing_keeps_the_layers_it_is_not_asked_to_unfuse(names, rng):
+    model = _layer_then_fused_node(rng)
+    assert [n.name for n in layer_nodes(model)] == ["fcm_conv0", "fcm0"]
+    plain = unfuse(model, names)
+    kept = [n.name for n in layer_nodes(plain)]
+    assert kept == [n for n in ["fcm_conv0", "fcm0"] if n not in names]
+    assert sorted(f.overload for f in plain.functions) == sorted(n.overload for n in layer_nodes(plain))
+    onnx.checker.check_model(plain)
+    assert_same_outputs(model, plain, rng)

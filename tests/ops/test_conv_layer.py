@@ -1,0 +1,187 @@
+"""The float convolution layer op (Conv, Fp16Conv, Bf16Conv: one KxK convolution, standard or depthwise,
+channels-last, bias and activation fused): its CPU reference kernel against ONNX Runtime's own Conv and
+activation operators on the same values, its checks of attributes and shapes (an ONNX Runtime error,
+never a crash), and on the GPU machine its CUDA kernel against the CPU reference kernel, outputs
+poisoned first."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from fcm_core.vocabulary import DOMAIN, PRECISIONS, layer_op_type
+from ort_custom_ops.ops.library import make_session
+from ort_custom_ops.ops.standalone import float_io
+from ort_custom_ops.ops.schema import IR_VERSION, NUMPY_TYPES, ONNX_TYPES, Activation, make_model
+from tests.support.gpu import cuda_providers, require_cuda, run_poisoned
+from tests.support.half import run_poisoned_half
+
+ACTIVATIONS = [Activation("none"), Activation("relu"), Activation("relu6"), Activation("hard_swish"),
+               Activation("swish"), Activation("sigmoid"), Activation("clip", (-0.5, 0.75))]
+
+
+def _layer_model(precision: str, x_shape, weights: np.ndarray, bias: np.ndarray, strides, pads, group: int,
+                 activation: Activation, **extra) -> onnx.ModelProto:
+    """A model of one layer node: X (NHWC) -> Y, the weights and bias as initializers."""
+    dtype, element = NUMPY_TYPES[precision], ONNX_TYPES[precision]
+    attributes = {"kernel_shape": list(weights.shape[2:]), "strides": list(strides), "pads": list(pads),
+                  "group": group, "channels_last": 1, **activation.attributes("stage1"), **extra}
+    node = helper.make_node(layer_op_type("Conv", precision), ["X", "W", "B"], ["Y"], name="layer", domain=DOMAIN,
+                            **attributes)
+    # (X's shape left open: the shape tests feed what does not fit)
+    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("X", element, None)],
+                              [helper.make_tensor_value_info("Y", element, None)],
+                              [numpy_helper.from_array(weights.astype(dtype), "W"), numpy_helper.from_array(bias.astype(dtype), "B")])
+    return make_model(graph)
+
+
+def _standard_model(x_shape, weights, bias, strides, pads, group, activation: Activation) -> onnx.ModelProto:
+    """The same layer in standard ONNX operators (fp32): Transpose, Conv, Transpose, the activation."""
+    nodes = [helper.make_node("Transpose", ["X"], ["x_nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["x_nchw", "W", "B"], ["y_nchw"], kernel_shape=list(weights.shape[2:]),
+                              strides=list(strides), pads=list(pads), group=group),
+             helper.make_node("Transpose", ["y_nchw"], ["z"], perm=[0, 2, 3, 1])]
+    name = activation.name
+    if name == "none":
+        nodes.append(helper.make_node("Identity", ["z"], ["Y"]))
+    elif name == "clip":
+        lo, hi = activation.clip
+        nodes += [helper.make_node("Constant", [], ["lo"], value=numpy_helper.from_array(np.array(lo, np.float32))),
+                  helper.make_node("Constant", [], ["hi"], value=numpy_helper.from_array(np.array(hi, np.float32))),
+                  helper.make_node("Clip", ["z", "lo", "hi"], ["Y"])]
+    elif name == "swish":
+        nodes += [helper.make_node("Sigmoid", ["z"], ["s"]), helper.make_node("Mul", ["z", "s"], ["Y"])]
+    else:
+        nodes.append(helper.make_node({"relu": "Relu", "hard_swish": "HardSwish", "sigmoid": "Sigmoid"}[name], ["z"], ["Y"]))
+    graph = helper.make_graph(nodes, "standard", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, *x_shape[1:]])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = IR_VERSION
+    return model
+
+
+def _case(rng, precision: str, batch: int, height: int, width: int, channels: int, filters: int, kernel: int,
+          depthwise: bool):
+    """Random values (already rounded to the precision, so both sides see the same ones)."""
+    dtype = NUMPY_TYPES[precision]
+    per_filter = 1 if depthwise else channels
+    x = rng.normal(size=(batch, height, width, channels)).astype(dtype).astype(np.float32)
+    w = (rng.normal(size=(filters, per_filter, kernel, kernel)) / np.sqrt(per_filter * kernel * kernel)).astype(dtype)
+    b = rng.normal(size=filters).astype(dtype)
+    return x, w.astype(np.float32), b.astype(np.float32)
+
+
+# (channels, filters, kernel, stride, pads, depthwise)
+GEOMETRIES = [
+    (3, 32, 3, 2, (0, 0, 1, 1), False),   # the stems of MobileNetV2 and EfficientNet (Keras 'same', stride 2)
+    (3, 16, 3, 2, (1, 1, 1, 1), False),
+    (5, 12, 5, 1, (2, 2, 2, 2), False),   # 12 filters: 4 per thread on the GPU
+    (2, 7, 3, 1, (1, 0, 1, 2), False),    # 7 filters: one per thread; uneven pads
+    (16, 16, 3, 1, (1, 1, 1, 1), True),   # depthwise
+    (24, 24, 5, 2, (1, 1, 2, 2), True),
+    (12, 12, 7, 1, (3, 3, 3, 3), True),
+    (6, 6, 3, 2, (0, 0, 1, 1), True),
+]
+
+
+def _expected(x, w, b, strides, pads, group, activation) -> np.ndarray:
+    (y,) = make_session(_standard_model(x.shape, w, b, strides, pads, group, activation), with_library=False).run(None, {"X": x})
+    return y
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_the_cpu_kernel_computes_what_onnx_runtime_computes(precision, geometry, rng):
+    channels, filters, kernel, stride, pads, depthwise = geometry
+    group = channels if depthwise else 1
+    for activation in ACTIVATIONS:
+        x, w, b = _case(rng, precision, 2, int(rng.integers(kernel, 14)), int(rng.integers(kernel, 14)), channels, filters,
+                        kernel, depthwise)
+        model = _layer_model(precision, x.shape, w, b, (stride, stride), pads, group, activation)
+        (y,) = make_session(float_io(model)).run(None, {"X": x})  # (fp32 in and out, one Cast each side)
+        expected = _expected(x, w, b, (stride, stride), pads, group, activation)
+        assert y.shape == expected.shape
+        # fp32: the sums in another order; half: one rounding of the output to the element type
+        u = PRECISIONS[precision].unit_roundoff
+        bound = (1e-5 if precision == "fp32" else 1.01 * u) * np.abs(expected) + 1e-5
+        error = np.abs(y.astype(np.float32) - expected)
+        assert (error <= bound).all(), f"{activation.name}: {error.max():.3g}"
+
+
+def _run_expecting_error(model, x, words: str):
+    with pytest.raises(Exception) as info:
+        make_session(model).run(None, {"X": x})
+    assert type(info.value).__module__.startswith("onnxruntime"), type(info.value)
+    assert words in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"channels_last": 0}, "channels_last must be 1"),
+        ({"strides": [0, 1]}, "strides must hold 2 integers of at least 1"),
+        ({"pads": [1, 1, 1]}, "pads must hold 4 integers"),
+        ({"pads": [-1, 0, 0, 0]}, "pads must hold 4 integers of at least 0"),
+        ({"group": 2}, "the op takes group 1, or a depthwise convolution"),
+        ({"stage1_activation": "gelu"}, "unknown stage1_activation 'gelu'"),
+        ({"stage1_activation": "clip"}, "needs stage1_clip"),
+        ({"kernel_shape": [5, 5]}, "do not match kernel_shape"),
+        ({"dilations": [2, 2]}, "attribute dilations is not in the op vocabulary"),
+        ({"auto_pad": "SAME_UPPER"}, "attribute auto_pad is not in the op vocabulary"),
+    ],
+)
+def test_a_wrong_attribute_is_an_onnx_runtime_error(change, words, rng):
+    x, w, b = _case(rng, "fp32", 1, 8, 8, 4, 8, 3, False)
+    attributes = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1], "group": 1, "channels_last": 1,
+                  "stage1_activation": "relu"}
+    attributes.update(change)
+    node = helper.make_node("Conv", ["X", "W", "B"], ["Y"], name="layer", domain=DOMAIN, **attributes)
+    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 8, 8, 4])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
+    _run_expecting_error(make_model(graph), x, words)
+
+
+def test_shapes_that_do_not_fit_are_onnx_runtime_errors(rng):
+    x, w, b = _case(rng, "fp32", 1, 8, 8, 4, 8, 3, False)
+    model = _layer_model("fp32", x.shape, w, b, (1, 1), (1, 1, 1, 1), 1, Activation("relu"))
+    _run_expecting_error(model, np.ones((1, 8, 8, 5), np.float32), "weights take 4 input channels, the input has 5")
+    _run_expecting_error(model, np.ones((1, 8, 8), np.float32), "input must be 4-D")
+    _run_expecting_error(model, np.ones((1, 1, 0, 4), np.float32), "is smaller than the kernel")
+    wrong_bias = _layer_model("fp32", x.shape, w, b[:5], (1, 1), (1, 1, 1, 1), 1, Activation("relu"))
+    _run_expecting_error(wrong_bias, x, "bias must be [8]")
+    # a depthwise layer whose weights are not [C, 1, K, K]
+    depthwise = _layer_model("fp32", x.shape, w[:4], b[:4], (1, 1), (1, 1, 1, 1), 4, Activation("relu"))
+    _run_expecting_error(depthwise, x, "the op takes group 1, or a depthwise convolution")
+
+
+# ---- the CUDA kernel (GPU machine) ------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("geometry", GEOMETRIES + [(64, 32, 3, 1, (1, 1, 1, 1), False),  # weights too large to stage
+                                                   (1152, 1152, 5, 1, (2, 2, 2, 2), True)])
+def test_the_cuda_kernel_computes_what_the_cpu_kernel_computes(precision, geometry, rng):
+    require_cuda()
+    channels, filters, kernel, stride, pads, depthwise = geometry
+    group = channels if depthwise else 1
+    for batch, activation in ((1, ACTIVATIONS[int(rng.integers(len(ACTIVATIONS)))]), (3, Activation("relu6")),
+                              (32, ACTIVATIONS[int(rng.integers(len(ACTIVATIONS)))])):
+        size = int(rng.integers(kernel, 20)) if channels < 1000 else 9
+        x, w, b = _case(rng, precision, batch, size, int(rng.integers(kernel, 20)) if channels < 1000 else 11, channels,
+                        filters, kernel, depthwise)
+        model = _layer_model(precision, x.shape, w, b, (stride, stride), pads, group, activation)
+        (cpu,) = make_session(float_io(model)).run(None, {"X": x})
+        session = make_session(model, providers=cuda_providers())
+        if precision == "fp32":
+            gpu = run_poisoned(session, {"X": x}, cpu.shape)
+            bound = 1e-5 * np.abs(cpu) + 1e-5  # the sums in another order
+        else:
+            gpu = run_poisoned_half(session, {"X": x}, cpu.shape, precision)
+            # each side rounds its fp32 sum once: they may round a value in opposite directions
+            bound = 2.02 * PRECISIONS[precision].unit_roundoff * np.abs(cpu) + 1e-5
+        error = np.abs(gpu - cpu)
+        assert (error <= bound).all(), f"batch {batch} {activation.name}: {error.max():.3g}"
