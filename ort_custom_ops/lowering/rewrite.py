@@ -19,7 +19,8 @@ between Transposes to and from NCHW, then the layout cleanup (:mod:`.transposes`
 those Transposes so that chains of fused nodes and the elementwise operators between them stay
 NHWC; the model's inputs and outputs keep their layouts. Then the Convs no group took that are left
 between Transposes to and from NCHW, such as the stem, become channels-last convolution layers of the
-domain (:mod:`.layers`, in ``RewriteResult.layers``, not groups). ``"nchw"`` makes NCHW fused nodes
+domain (:mod:`.layers`, in ``RewriteResult.layers``, not groups), unless ``convolution_layers`` is
+false (the fp16 conversion keeps ONNX Runtime's Convs: ``fcm.pipeline.precisions``). ``"nchw"`` makes NCHW fused nodes
 and adds no Transpose, nor any layer.
 """
 
@@ -94,7 +95,8 @@ def map_convs(dag: Dag, graph: gs.Graph) -> dict[int, gs.Node]:
     return mapping
 
 
-def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[0]) -> RewriteResult:
+def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[0],
+            convolution_layers: bool = True) -> RewriteResult:
     """Replace every planned group that reads as planned by one FCM node (see module docstring)."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
@@ -141,7 +143,7 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
 
     if matches and layout == "nhwc":
         transposes.optimize(graph, final=transposes.final_rules(batch))
-        for folded in layers.fold_layers(graph, opset, set(overloads.values())):
+        for folded in (layers.fold_layers(graph, opset, set(overloads.values())) if convolution_layers else []):
             functions.append(folded.function)
             overloads[folded.node.name] = folded.function.overload
             result.layers.append({"node": folded.node.name, "op": folded.node.op, "replaced": folded.replaced})
