@@ -2,8 +2,9 @@
 
     python benchmarks/perf_table.py benchmarks/2026-11-22-h200-widths [--also OLDER_FOLDER] [--readme README.md]
 
-Reads every <folder>/bench/bench_<model>/bench.json (and <folder>/tune/<model>.tune.json for the
-groups kept), from the files or, for a summarized run, from <folder>/summary.json (summarize.py),
+Reads every <folder>/bench/bench_<model>/bench.json or, as tune_gpu.sh lays them out,
+<folder>/tune/bench_<model>/bench.json (and <folder>/tune/<model>.tune.json for the groups kept) of
+the reference models, from the files or, for a summarized run, from <folder>/summary.json (summarize.py),
 and prints a markdown table: per model and batch size, ONNX Runtime's best configuration, the
 fused model's, and the speedup; with <folder>/torch_compile.json (from
 benchmarks/torch_compile.py in the same session), PyTorch's torch.compile(mode="max-autotune") on the
@@ -22,20 +23,30 @@ from pathlib import Path
 
 from summarize import SUMMARY, load_result, results_under
 
-BENCH = "bench/bench_*/bench.json"
+BENCHES = ("bench/bench_*/bench.json", "tune/bench_*/bench.json")  # run_gpu.sh's layout, tune_gpu.sh's
 ORDER = ["mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "xception"]
 START, END = "<!-- perf-table -->", "<!-- /perf-table -->"
 
 
+def _reference_benches(folder: Path) -> dict:
+    """The reference models' bench reports of a run folder, by model."""
+    found = {}
+    for pattern in BENCHES:
+        for path, data in results_under(folder, pattern).items():
+            if _model(path) in ORDER:
+                found.setdefault(_model(path), data)
+    return found
+
+
 def table(folder: Path, also: list[Path] | None = None, torch: list[Path] | None = None) -> str:
-    benches = {_model(path): data for path, data in results_under(folder, BENCH).items()}
+    benches = _reference_benches(folder)
     if not benches:
-        raise SystemExit(f"no {BENCH} under {folder} (nor in its {SUMMARY})")
+        raise SystemExit(f"no {' or '.join(BENCHES)} of a reference model under {folder} (nor in its {SUMMARY})")
     source = {model: folder for model in benches}
     for older in also or []:
-        for path, data in results_under(older, BENCH).items():
-            if _model(path) not in benches:
-                benches[_model(path)], source[_model(path)] = data, older
+        for model, data in _reference_benches(older).items():
+            if model not in benches:
+                benches[model], source[model] = data, older
     device = next(iter(benches.values()))["device"]
     torch_paths = torch or [folder / "torch_compile.json"]
     compiled: dict = {}

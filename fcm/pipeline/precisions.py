@@ -42,6 +42,7 @@ class Lowered:
 
 class Fp32:
     name = "fp32"
+    convolution_layers = True  # the Convs no group takes, left between layout changes, as layer ops
 
     def prepare(self, source: OpenedModel, dag: Dag, progress: Progress) -> onnx.ModelProto:
         """The exported and normalized ONNX model (before planning, as the lowering reads it)."""
@@ -62,7 +63,7 @@ class Fp32:
         from ort_custom_ops.lowering.rewrite import rewrite
 
         progress(f"rewriting {len(plan.groups)} groups ({options.layout.upper()} fused nodes)")
-        result = rewrite(prepared, dag, plan.to_json(), options.layout)
+        result = rewrite(prepared, dag, plan.to_json(), options.layout, self.convolution_layers)
         if not dag.convs() or not any(layer.type in ("dw", "pw") for layer in dag.convs()):
             notes.append("the model has no depthwise or pointwise convolutions: nothing to fuse, the graph is unchanged")
         elif not result.fused:
@@ -87,6 +88,11 @@ class Half(Fp32):
     def __init__(self, name: str):
         self.name = name
         self.plan_dtype = "fp16"  # the planner's bytes and tensor-core peak are the same for bf16
+        # fp16 keeps ONNX Runtime's Convs: the tight check compares the fused model with the unfused fp16
+        # model on the CPU, whose fp16 convolution errs far more than the layer's fp32 sum on a stem
+        # (MobileNetV3-Large: mean error 1.0e-3 against 1.9e-5, exact reference), and the network carries
+        # that difference past the check's bound
+        self.convolution_layers = name != "fp16"
 
     def lower(self, prepared: onnx.ModelProto, dag: Dag, plan, options, progress: Progress, notes: list[str]) -> Lowered:
         from ort_custom_ops.lowering.half import kept_fp32, spatial_mean_products, to_half

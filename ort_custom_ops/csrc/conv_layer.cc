@@ -147,6 +147,7 @@ OrtStatusPtr CpuConvLayerKernelT<T>::ComputeV2(OrtKernelContext* context) {
               for (int64_t c = 0; c < per_filter; ++c) acc += in[c] * filter[c * spec.kh * spec.kw];
             }
           }
+          if constexpr (!std::is_same_v<T, float>) acc = T(acc).ToFloat();  // (the sum in T first: see conv_layer.h)
           pixel[f] = T(spec.activation(acc));
         }
       }

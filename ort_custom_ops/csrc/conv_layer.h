@@ -4,7 +4,10 @@
 //   Y[n, oy, ox, f] = act(B[f] + sum over ky, kx and f's input channels c of X[n, iy, ix, c] W[f, c', ky, kx]),
 //   iy = oy * sh - pad_top + ky, ix = ox * sw - pad_left + kx, X zero outside the image.
 // X [N, H, W, C], W [F, C / group, KH, KW] (ONNX Conv's layout), B [F], Y [N, Ho, Wo, F], all of one element
-// type; half types compute in fp32 and round Y once. The attributes are read and checked once, when ONNX Runtime
+// type; half types accumulate in fp32 and round the sum plus bias to the element type before the activation,
+// and its result again: what ONNX's Conv and activation operators in that type compute, so that a half model
+// with the layer stays as close to the unfused half model as rounding order allows (one rounding fewer
+// before an activation moves values by an ulp there, which a deep network amplifies). The attributes are read and checked once, when ONNX Runtime
 // creates the kernel (ParseConvLayer); each call checks the tensors' shapes against them (CheckConvLayerCall),
 // so a wrong model gets an error status, never an out-of-bounds access.
 #pragma once

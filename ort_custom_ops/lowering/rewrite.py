@@ -21,7 +21,9 @@ NHWC; the model's inputs and outputs keep their layouts. Then the Convs no group
 channels-last convolution layers of the domain (:mod:`.layers`, in ``RewriteResult.layers``, not
 groups): first those of NCHW stretches, where that does not add layout work (the layout cleanup then
 cancels and moves the Transposes around them), then those left between Transposes to and from NCHW,
-such as the stem. ``"nchw"`` makes NCHW fused nodes and adds no Transpose, nor any layer.
+such as the stem; unless ``convolution_layers`` is false (the fp16 conversion keeps ONNX Runtime's
+Convs: ``fcm.pipeline.precisions``). ``"nchw"`` makes NCHW fused nodes and adds no Transpose, nor any
+layer.
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ def map_convs(dag: Dag, graph: gs.Graph) -> dict[int, gs.Node]:
     return mapping
 
 
-def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[0]) -> RewriteResult:
+def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[0],
+            convolution_layers: bool = True) -> RewriteResult:
     """Replace every planned group that reads as planned by one FCM node (see module docstring)."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
@@ -141,11 +144,15 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
                              "replaced": [n.name for n in match.nodes]})
 
     if matches and layout == "nhwc":
-        # the final rules (unit Transposes as Reshapes, ...) once the NCHW stretches' layers have had their moves
-        transposes.optimize(graph, final=())
-        made = layers.fold_nchw_layers(graph, opset, set(overloads.values()))
-        transposes.optimize(graph, rules=(), final=transposes.final_rules(batch))
-        made += layers.fold_layers(graph, opset, set(overloads.values()) | {f.function.overload for f in made})
+        made = []
+        if convolution_layers:
+            # the final rules (unit Transposes as Reshapes, ...) once the NCHW stretches' layers have had their moves
+            transposes.optimize(graph, final=())
+            made = layers.fold_nchw_layers(graph, opset, set(overloads.values()))
+            transposes.optimize(graph, rules=(), final=transposes.final_rules(batch))
+            made += layers.fold_layers(graph, opset, set(overloads.values()) | {f.function.overload for f in made})
+        else:
+            transposes.optimize(graph, final=transposes.final_rules(batch))
         for folded in made:
             functions.append(folded.function)
             overloads[folded.node.name] = folded.function.overload

@@ -142,6 +142,10 @@ __global__ void __launch_bounds__(kThreads) ConvLayerKernel(const ConvLayerArgs<
         }
       }
     }
+    if constexpr (block::kIsHalf<E>) {  // the sum in E before the activation (conv_layer.h)
+#pragma unroll
+      for (int j = 0; j < FT; ++j) acc[j] = Element<E>::ToFloat(Element<E>::FromFloat(acc[j]));
+    }
     a.act.Apply(acc);
     StoreValues<FT>(a.y + static_cast<size_t>(pixel) * a.f + f0, acc);
   }
