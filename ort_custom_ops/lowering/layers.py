@@ -17,6 +17,19 @@ kernels take (3, 5, 7), any stride. The Conv's output and the Transpose's must b
 node alone (and be no graph output); the first Transpose stays where something else reads it. An
 activation the kernels do not implement stays a node of its own after the layer, which then folds
 none.
+
+Convs in an NCHW stretch (:func:`fold_nchw_layers`, before :func:`fold_layers`, while the layout
+rules can still move Transposes): where the layout cleanup leaves a network's first Convs in NCHW
+(``Transpose -> Conv -> activation -> Conv -> activation -> ...``: the stem and the first depthwise
+convolution of EfficientNetB0 and MobileNetV3Small, whose readers the cleanup did not move to NHWC),
+each Conv :func:`read_nchw_layer` reads (the same geometry; the activation that follows it folded)
+becomes ``Transpose(to NHWC) -> layer -> Transpose(to NCHW)``, and the layout cleanup cancels the
+pairs this puts between neighbouring layers and moves the rest toward the NCHW readers (a
+squeeze-and-excitation mean takes its Transpose onto the reduced tensor). That is done only where it
+does not add layout work: the Convs are folded together where the elements the graph's Transposes
+move (:func:`.transposes.moved_elements`) do not grow, else the one whose leaving out lowers them
+most is left out, and so on (a stem alone before an NCHW reader would trade the Transpose of the
+image for a larger one of its output).
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ import onnx_graphsurgeon as gs
 from fcm_core.vocabulary import DOMAIN, DW_KERNELS
 
 from ..ops.schema import TO_NCHW, TO_NHWC, Activation, ConvLayer
-from . import patterns
+from . import patterns, transposes
 from .transposes import perm_of, producer
 
 #: The most input values (C * KH * KW) per output of a standard convolution made a layer: an RGB
@@ -92,19 +105,35 @@ def _geometry(conv: gs.Node, channels: int) -> ConvLayer | None:
     return ConvLayer((kh, kw), (strides[0], strides[1]), (pads[0], pads[1], pads[2], pads[3]), group)
 
 
-def read_layer(conv: gs.Node, graph_outputs: set[int]) -> LayerMatch | None:
-    """The layer ``conv`` and the nodes around it make (module docstring); None where they make none."""
+def _constant_parts(conv: gs.Node) -> tuple[gs.Constant, gs.Constant | None] | None:
+    """(weights, bias or None) of a default-domain Conv with a constant kernel and bias; None for any other node."""
     if conv.op != "Conv" or conv.domain not in (None, "", "ai.onnx") or len(conv.inputs) < 2 or len(conv.outputs) != 1:
         return None
-    first = producer(conv.inputs[0])
     weights = conv.inputs[1]
     bias = conv.inputs[2] if len(conv.inputs) > 2 and conv.inputs[2].name else None
-    if perm_of(first) != TO_NCHW or not isinstance(weights, gs.Constant):
+    if not isinstance(weights, gs.Constant):
         return None
     if bias is not None and (not isinstance(bias, gs.Constant) or bias.values.shape != (weights.shape[0],)):
         return None
+    return weights, bias
+
+
+def _known(shape, rank: int = 4) -> bool:
+    """Whether ``shape`` has ``rank`` dimensions, all but the first (the batch) known."""
+    return shape is not None and len(shape) == rank and all(isinstance(d, (int, np.integer)) and d > 0 for d in shape[1:])
+
+
+def read_layer(conv: gs.Node, graph_outputs: set[int]) -> LayerMatch | None:
+    """The layer ``conv`` and the nodes around it make (module docstring); None where they make none."""
+    parts = _constant_parts(conv)
+    if parts is None:
+        return None
+    weights, bias = parts
+    first = producer(conv.inputs[0])
+    if perm_of(first) != TO_NCHW:
+        return None
     x = first.inputs[0]
-    if x.shape is None or len(x.shape) != 4 or not all(isinstance(d, (int, np.integer)) and d > 0 for d in x.shape[1:]):
+    if not _known(x.shape):
         return None
     layer = _geometry(conv, int(x.shape[3]))
     out = conv.outputs[0]
@@ -118,6 +147,27 @@ def read_layer(conv: gs.Node, graph_outputs: set[int]) -> LayerMatch | None:
     return LayerMatch(layer, x, weights, bias, result, [conv, second, *act_nodes])
 
 
+def read_nchw_layer(conv: gs.Node, graph_outputs: set[int]) -> LayerMatch | None:
+    """The layer a Conv of an NCHW stretch makes with the activation that follows it (module
+    docstring), its ``x`` and ``output`` NCHW tensors (the Conv's input, the activation's output);
+    None where it makes none, or where :func:`read_layer` reads it between layout changes."""
+    parts = _constant_parts(conv)
+    if parts is None or read_layer(conv, graph_outputs) is not None:
+        return None
+    weights, bias = parts
+    x, out = conv.inputs[0], conv.outputs[0]
+    if not _known(x.shape) or not _known(out.shape) or out.shape[1] != weights.shape[0]:
+        return None
+    layer = _geometry(conv, int(x.shape[1]))
+    if layer is None:
+        return None
+    activation, act_nodes, result = patterns.read_activation(out, graph_outputs)
+    if activation is None:  # the kernels do not implement it: it stays after the layer
+        activation, act_nodes, result = Activation(), [], out
+    layer.activation = activation
+    return LayerMatch(layer, x, weights, bias, result, [conv, *act_nodes])
+
+
 def layer_node_name(index: int) -> str:
     """The name of the ``index``-th layer node of a model (``fcm_conv0``)."""
     return f"fcm_conv{index}"
@@ -128,34 +178,120 @@ def layer_overload(index: int) -> str:
     return f"c{index}"
 
 
+class _Names:
+    """Names for the layers of a graph: node names and overloads unused in it and in ``overloads``
+    (those of the model's functions), tensor names unused in it."""
+
+    def __init__(self, graph: gs.Graph, overloads: set[str]):
+        self.taken = {n.name for n in graph.nodes} | set(graph.tensors())
+        self.overloads = set(overloads)
+        self.index = 0
+
+    def layer(self) -> tuple[str, str]:
+        while layer_node_name(self.index) in self.taken or layer_overload(self.index) in self.overloads:
+            self.index += 1
+        name, overload = layer_node_name(self.index), layer_overload(self.index)
+        self.taken.add(name)
+        self.overloads.add(overload)
+        return name, overload
+
+    def tensor(self, base: str) -> str:
+        name, index = base, 0
+        while name in self.taken:
+            name, index = f"{base}_{index}", index + 1
+        self.taken.add(name)
+        return name
+
+
+def _make_layer(graph: gs.Graph, match: LayerMatch, names: _Names, opset: int) -> Folded:
+    """The layer node of ``match`` (reading ``match.x``, writing ``match.output``, both NHWC) added to
+    ``graph``, the nodes it replaces disconnected."""
+    name, overload = names.layer()
+    bias = match.bias
+    if bias is None:
+        bias = gs.Constant(names.tensor(f"{name}_B"), np.zeros(match.weights.shape[0], np.float32))
+    replaced = [n.name for n in match.nodes]
+    for node in match.nodes:
+        node.inputs.clear()
+        node.outputs.clear()
+    node = gs.Node(match.layer.op_type, name=name, domain=DOMAIN, attrs=match.layer.attributes(),
+                   inputs=[match.x, match.weights, bias], outputs=[match.output])
+    graph.nodes.append(node)
+    return Folded(node, match.layer.function(overload, opset), replaced)
+
+
 def fold_layers(graph: gs.Graph, opset: int, overloads: set[str] = frozenset()) -> list[Folded]:
     """Every Conv of ``graph`` that :func:`read_layer` reads as a layer replaced by its node; the
     nodes' names and ``overloads`` unused in the graph and in ``overloads`` (those of the model's
     functions). The replaced nodes are left without inputs and outputs for the cleanup."""
     graph_outputs = patterns.ids(graph.outputs)
-    taken_names = {n.name for n in graph.nodes} | set(graph.tensors())
-    taken_overloads = set(overloads)
-    index = 0
+    names = _Names(graph, overloads)
     folded = []
     for conv in list(graph.nodes):
         match = read_layer(conv, graph_outputs)
+        if match is not None:
+            folded.append(_make_layer(graph, match, names, opset))
+    return folded
+
+
+def _transposed(graph: gs.Graph, tensor, perm, name: str, out=None):
+    """A new ``Transpose(tensor, perm)`` writing ``out`` (a new tensor named ``name`` if None); returns ``out``."""
+    if out is None:
+        shape = None if tensor.shape is None else [tensor.shape[i] for i in perm]
+        out = gs.Variable(name, dtype=tensor.dtype, shape=shape)
+    graph.nodes.append(gs.Node("Transpose", name=name, attrs={"perm": list(perm)}, inputs=[tensor], outputs=[out]))
+    return out
+
+
+def _wrap_nchw(graph: gs.Graph, positions: set[int], overloads: set[str], opset: int) -> list[Folded]:
+    """The Convs at ``positions`` of ``graph.nodes`` that :func:`read_nchw_layer` reads, each with its
+    activation, as ``Transpose(to NHWC) -> layer -> Transpose(to NCHW)`` (the Transposes for the
+    layout cleanup to cancel or move)."""
+    graph_outputs = patterns.ids(graph.outputs)
+    names = _Names(graph, overloads)
+    # all read before any is wrapped: a wrapped Conv's Transposes must not change how the next one reads
+    matches = [(conv, read_nchw_layer(conv, graph_outputs)) for index, conv in enumerate(graph.nodes) if index in positions]
+    folded = []
+    for conv, match in matches:
         if match is None:
             continue
-        while layer_node_name(index) in taken_names or layer_overload(index) in taken_overloads:
-            index += 1
-        name, overload = layer_node_name(index), layer_overload(index)
-        taken_names.add(name)
-        taken_overloads.add(overload)
-        bias = match.bias
-        if bias is None:
-            bias = gs.Constant(f"{name}_B", np.zeros(match.weights.shape[0], np.float32))
-            taken_names.add(bias.name)
-        replaced = [n.name for n in match.nodes]
-        for node in match.nodes:
-            node.inputs.clear()
-            node.outputs.clear()
-        node = gs.Node(match.layer.op_type, name=name, domain=DOMAIN, attrs=match.layer.attributes(),
-                       inputs=[match.x, match.weights, bias], outputs=[match.output])
-        graph.nodes.append(node)
-        folded.append(Folded(node, match.layer.function(overload, opset), replaced))
+        x, result, shape = match.x, match.output, conv.outputs[0].shape  # the activation keeps the Conv's shape
+        match.x = _transposed(graph, x, TO_NHWC, names.tensor(f"{conv.name}_x_nhwc"))
+        match.output = gs.Variable(names.tensor(f"{conv.name}_y_nhwc"), dtype=result.dtype,
+                                   shape=[shape[i] for i in TO_NHWC])
+        made = _make_layer(graph, match, names, opset)
+        _transposed(graph, match.output, TO_NCHW, names.tensor(f"{made.node.name}_y_nchw"), out=result)
+        folded.append(made)
+    return folded
+
+
+def fold_nchw_layers(graph: gs.Graph, opset: int, overloads: set[str] = frozenset()) -> list[Folded]:
+    """The Convs of ``graph``'s NCHW stretches that :func:`read_nchw_layer` reads made layers where
+    that does not add layout work (module docstring), and the layout cleanup (:func:`.transposes.optimize`
+    without its final rules) run on the result; names as :func:`fold_layers` gives them. Trials run
+    on copies of the graph; ``graph`` changes only where a set of Convs is folded."""
+    graph_outputs = patterns.ids(graph.outputs)
+    candidates = [index for index, node in enumerate(graph.nodes) if read_nchw_layer(node, graph_outputs) is not None]
+    before = transposes.moved_elements(graph) if candidates else None
+    if before is None:
+        return []
+
+    def moved(chosen: list[int]) -> int | None:
+        trial = graph.copy()  # its nodes in the same order
+        _wrap_nchw(trial, set(chosen), overloads, opset)
+        transposes.optimize(trial, final=())
+        return transposes.moved_elements(trial)
+
+    chosen = list(candidates)
+    found = moved(chosen)
+    while chosen and (found is None or found > before):
+        trials = [(moved(rest), rest) for rest in ([c for c in chosen if c != left] for left in chosen)]
+        trials = [(m, rest) for m, rest in trials if m is not None]
+        if not trials:
+            return []
+        found, chosen = min(trials, key=lambda t: t[0])
+    if not chosen:
+        return []
+    folded = _wrap_nchw(graph, set(chosen), overloads, opset)
+    transposes.optimize(graph, final=())
     return folded

@@ -17,11 +17,13 @@ graph is cleaned up (:func:`cleanup`: the disconnected nodes removed, sorted) as
 Layout (``layout``): ``"nhwc"`` (the default) makes channels-last fused nodes, each first put
 between Transposes to and from NCHW, then the layout cleanup (:mod:`.transposes`) cancels and moves
 those Transposes so that chains of fused nodes and the elementwise operators between them stay
-NHWC; the model's inputs and outputs keep their layouts. Then the Convs no group took that are left
-between Transposes to and from NCHW, such as the stem, become channels-last convolution layers of the
-domain (:mod:`.layers`, in ``RewriteResult.layers``, not groups), unless ``convolution_layers`` is
-false (the fp16 conversion keeps ONNX Runtime's Convs: ``fcm.pipeline.precisions``). ``"nchw"`` makes NCHW fused nodes
-and adds no Transpose, nor any layer.
+NHWC; the model's inputs and outputs keep their layouts. Then the Convs no group took become
+channels-last convolution layers of the domain (:mod:`.layers`, in ``RewriteResult.layers``, not
+groups): first those of NCHW stretches, where that does not add layout work (the layout cleanup then
+cancels and moves the Transposes around them), then those left between Transposes to and from NCHW,
+such as the stem; unless ``convolution_layers`` is false (the fp16 conversion keeps ONNX Runtime's
+Convs: ``fcm.pipeline.precisions``). ``"nchw"`` makes NCHW fused nodes and adds no Transpose, nor any
+layer.
 """
 
 from __future__ import annotations
@@ -142,8 +144,16 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
                              "replaced": [n.name for n in match.nodes]})
 
     if matches and layout == "nhwc":
-        transposes.optimize(graph, final=transposes.final_rules(batch))
-        for folded in (layers.fold_layers(graph, opset, set(overloads.values())) if convolution_layers else []):
+        made = []
+        if convolution_layers:
+            # the final rules (unit Transposes as Reshapes, ...) once the NCHW stretches' layers have had their moves
+            transposes.optimize(graph, final=())
+            made = layers.fold_nchw_layers(graph, opset, set(overloads.values()))
+            transposes.optimize(graph, rules=(), final=transposes.final_rules(batch))
+            made += layers.fold_layers(graph, opset, set(overloads.values()) | {f.function.overload for f in made})
+        else:
+            transposes.optimize(graph, final=transposes.final_rules(batch))
+        for folded in made:
             functions.append(folded.function)
             overloads[folded.node.name] = folded.function.overload
             result.layers.append({"node": folded.node.name, "op": folded.node.op, "replaced": folded.replaced})

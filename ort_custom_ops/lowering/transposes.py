@@ -746,6 +746,21 @@ def optimize_model(model: onnx.ModelProto, batch: int = 0) -> onnx.ModelProto:
     return out
 
 
+def moved_elements(graph: gs.Graph) -> int | None:
+    """Elements the Transposes of ``graph`` move (:func:`cost`: the batch counted as 1, none for a
+    Transpose of unit dimensions), the measure the rules lower; None where a shape is unknown."""
+    total = 0
+    for node in graph.nodes:
+        perm = perm_of(node)
+        if perm is None or not node.inputs:
+            continue
+        elements = cost(node.inputs[0], perm)
+        if elements is None:
+            return None
+        total += elements
+    return total
+
+
 def transpose_count(model) -> int:
     """Transpose nodes in an ``onnx.ModelProto``'s graph."""
     return sum(1 for node in model.graph.node if node.op_type == "Transpose")

@@ -1,8 +1,8 @@
 """The convolution layer rule (``ort_custom_ops.lowering.layers``) on tiny NHWC models written as ONNX
 text: ``Transpose -> Conv -> Transpose [-> activation]`` becomes one channels-last ``Conv`` node of
 the domain where the kernels take the convolution, and nothing changes where they do not; either way
-the model computes what it did (ONNX Runtime on the CPU, the node's function body). Then the layer in
-half precision, and unfused."""
+the model computes what it did (ONNX Runtime on the CPU, the node's function body). Then the Convs of
+an NCHW stretch, folded where that adds no layout work, and the layer in half precision, and unfused."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from fcm_core.vocabulary import PRECISIONS
-from ort_custom_ops.lowering import layers
+from ort_custom_ops.lowering import layers, transposes
 from ort_custom_ops.lowering.half import to_half
 from ort_custom_ops.lowering.rewrite import cleanup
 from ort_custom_ops.lowering.unfuse import unfuse
@@ -55,10 +55,10 @@ def parse(case: tuple[str, tuple], rng) -> onnx.ModelProto:
     return model
 
 
-def fold(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list]:
+def fold(model: onnx.ModelProto, rule=layers.fold_layers) -> tuple[onnx.ModelProto, list]:
     """``model`` with the rule applied, and its functions, overloads and domain added as the rewrite adds them."""
     graph = gs.import_onnx(model)
-    folded = layers.fold_layers(graph, opset=17)
+    folded = rule(graph, opset=17)
     out = cleanup(graph)
     overloads = {f.node.name: f.function.overload for f in folded}
     for node in out.graph.node:
@@ -170,6 +170,108 @@ def test_a_convolution_the_kernels_do_not_take_is_left_as_it_is(name, rng):
     assert not folded and not layer_nodes(after)
     assert [n.op_type for n in after.graph.node] == [n.op_type for n in model.graph.node]
     assert_same_outputs(model, after, rng)
+
+
+# --- NCHW stretches -------------------------------------------------------------------------------
+
+SWISH = "s{n} = Sigmoid (c{n})\n a{n} = Mul (c{n}, s{n})"
+
+
+def stretch(body: str, weights: dict[str, tuple], rng, output: str = "float[N, A, B, F] y") -> onnx.ModelProto:
+    """A model of ``x`` [N, 9, 10, 3] -> ``t`` = Transpose to NCHW -> ``body`` (ending in ``y``), its
+    initializers ``weights`` (name -> shape) random and the clip bounds ``lo`` and ``hi``, shapes
+    inferred (the layout rules read them)."""
+    text = f"g (float[N, 9, 10, 3] x) => ({output}) {{\n t = Transpose <{TO_NCHW}> (x)\n {body}\n}}"
+    model = onnx.parser.parse_model(HEADER + text)
+    for index, node in enumerate(model.graph.node):
+        node.name = f"{node.op_type}_{index}"
+    arrays = {name: rng.normal(0, 0.5, shape) for name, shape in weights.items()} | {"lo": np.array(0), "hi": np.array(6)}
+    used = {name for node in model.graph.node for name in node.input}
+    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(a, np.float32), n) for n, a in arrays.items() if n in used)
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def moved(model: onnx.ModelProto) -> int:
+    return transposes.moved_elements(gs.import_onnx(onnx.shape_inference.infer_shapes(model)))
+
+
+def assert_same_with_and_without_library(before: onnx.ModelProto, after: onnx.ModelProto, rng) -> None:
+    """``after`` computes what ``before`` did, by its function bodies and by the library's CPU kernels."""
+    inputs = feeds(before, rng)
+    want = run(before, inputs)
+    for with_library in (False, True):
+        got = make_session(after, with_library=with_library).run(None, inputs)[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+def test_a_stem_and_depthwise_convolution_in_an_nchw_stretch_become_layers_without_transposes(rng):
+    # EfficientNetB0's first block as the layout cleanup leaves it: the image to NCHW, the stem, its
+    # swish, the depthwise convolution, its activation, the squeeze-and-excitation mean and scale,
+    # and the scaled map back to NHWC for the next channels-last node
+    model = stretch(f"""c1 = Conv <{STEM}> (t, W1, B1)
+        {SWISH.format(n=1)}
+        c2 = Conv <{DEPTHWISE}> (a1, W2, B2)
+        a2 = HardSwish (c2)
+        m = ReduceMean <axes = [2, 3]> (a2)
+        g = Sigmoid (m)
+        p = Mul (a2, g)
+        y = Transpose <{TO_NHWC}> (p)""", {"W1": (8, 3, 3, 3), "B1": (8,), "W2": (8, 1, 3, 3), "B2": (8,)}, rng)
+    assert moved(model) == 9 * 10 * 3 + 4 * 5 * 8
+    after, folded = fold(model, layers.fold_nchw_layers)
+    assert [f.replaced for f in folded] == [["Conv_1", "Sigmoid_2", "Mul_3"], ["Conv_4", "HardSwish_5"]]
+    stem, depthwise = layer_nodes(after)
+    assert stem.input[0] == "x" and depthwise.input[0] == stem.output[0]
+    assert attributes(stem)["stage1_activation"] == b"swish" and attributes(stem)["strides"] == [2, 2]
+    assert attributes(depthwise)["stage1_activation"] == b"hard_swish" and attributes(depthwise)["group"] == 8
+    # the mean and the scale read the depthwise layer's NHWC output; no Transpose moves data any more
+    assert moved(after) == 0
+    assert sorted(n.op_type for n in after.graph.node if n.domain != DOMAIN) == ["Mul", "ReduceMean", "Sigmoid"]
+    assert_same_with_and_without_library(model, after, rng)
+
+
+def test_a_stretch_is_folded_where_it_adds_no_layout_work(rng):
+    # a wide convolution (8 * 3 * 3 inputs an output) stays NCHW between the stem and the depthwise
+    # one: the stem made a layer would trade the Transpose of the image (270 elements) for one of its
+    # output (720); the depthwise layer's Transposes cancel with the one after it and move before it
+    model = stretch(f"""c1 = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (t, W1, B1)
+        a1 = Relu (c1)
+        c2 = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (a1, W2, B2)
+        a2 = Relu (c2)
+        c3 = Conv <group = 16, kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (a2, W3, B3)
+        a3 = Clip (c3, lo, hi)
+        y = Transpose <{TO_NHWC}> (a3)""",
+                    {"W1": (8, 3, 3, 3), "B1": (8,), "W2": (16, 8, 3, 3), "B2": (16,), "W3": (16, 1, 3, 3), "B3": (16,)},
+                    rng)
+    before = moved(model)
+    after, folded = fold(model, layers.fold_nchw_layers)
+    assert [f.replaced for f in folded] == [["Conv_5", "Clip_6"]]
+    (node,) = layer_nodes(after)
+    assert attributes(node)["stage1_activation"] == b"clip" and attributes(node)["group"] == 16
+    assert [n.op_type for n in after.graph.node if n.op_type == "Conv" and n.domain != DOMAIN] == ["Conv", "Conv"]
+    assert moved(after) == before == 9 * 10 * 3 + 9 * 10 * 16
+    assert_same_with_and_without_library(model, after, rng)
+
+
+def test_a_convolution_whose_layer_would_add_layout_work_is_left_as_it_is(rng):
+    # the stem's output read by a wide convolution that stays NCHW: a layer would need its output
+    # transposed back (720 elements) where the image's Transpose moves 270
+    model = stretch(f"""c1 = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (t, W1, B1)
+        a1 = Relu (c1)
+        c2 = Conv <kernel_shape = [3, 3], pads = [1, 1, 1, 1]> (a1, W2, B2)
+        y = Transpose <{TO_NHWC}> (c2)""", {"W1": (8, 3, 3, 3), "B1": (8,), "W2": (16, 8, 3, 3), "B2": (16,)}, rng)
+    graph = gs.import_onnx(model)
+    assert [n.name for n in graph.nodes if layers.read_nchw_layer(n, set()) is not None] == ["Conv_1"]
+    after, folded = fold(model, layers.fold_nchw_layers)
+    assert not folded and not layer_nodes(after)
+    assert [n.op_type for n in after.graph.node] == [n.op_type for n in model.graph.node]
+    assert moved(after) == moved(model)
+
+
+def test_the_nchw_rule_leaves_sandwiches_to_the_layer_rule(rng):
+    model = parse(sandwich(STEM, "y = Relu (n)"), rng)
+    graph = gs.import_onnx(model)
+    assert not [n for n in graph.nodes if layers.read_nchw_layer(n, set()) is not None]
+    assert not layers.fold_nchw_layers(graph, opset=17)
 
 
 # --- the op --------------------------------------------------------------------------------------
