@@ -48,6 +48,11 @@ for step in $steps; do
         status=$?
         summary="ERROR SUMMARY|RACECHECK SUMMARY"  # (racecheck reports hazards in its own line)
         echo "compute-sanitizer $tool: exit $status ($(grep -cE "$summary" "$OUT/results/sanitizer_$tool.log") summaries: $(grep -E "$summary" "$OUT/results/sanitizer_$tool.log" | sort | uniq -c | tr '\n' ' '))"
+        # the convolution layers: an RGB stem (the unrolled kernel) and a depthwise layer, every precision
+        timeout 300 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
+          tests/ops/test_conv_layer.py -m gpu -k "geometry0 or geometry4" > "$OUT/results/sanitizer_layers_$tool.log" 2>&1
+        status=$?
+        echo "compute-sanitizer $tool, layers: exit $status ($(grep -E "$summary" "$OUT/results/sanitizer_layers_$tool.log" | sort | uniq -c | tr '\n' ' '))"
       done
       ;;
     blocks)
