@@ -11,8 +11,9 @@ replaced nodes disconnected for the cleanup.
 
 Which Convs (:func:`read_layer`): 2-D, constant weights and bias (no bias: zeros), dilations 1, no
 ``auto_pad``, padding narrower than the kernel, the input's H, W and C known; either one group with
-few input values per output (C * KH * KW at most :data:`MAX_STANDARD_INPUTS`: a network's stem;
-a wide standard convolution stays with cuDNN) or depthwise (group = C = F) with a square kernel the
+a kernel wider than 1x1 and few input values per output (C * KH * KW at most
+:data:`MAX_STANDARD_INPUTS`: a network's stem; a wide standard convolution stays with cuDNN, and a
+1x1 one is a matrix product for the tensor cores) or depthwise (group = C = F) with a square kernel the
 kernels take (3, 5, 7), any stride. The Conv's output and the Transpose's must be read by the next
 node alone (and be no graph output); the first Transpose stays where something else reads it. An
 activation the kernels do not implement stays a node of its own after the layer, which then folds
@@ -98,7 +99,8 @@ def _geometry(conv: gs.Node, channels: int) -> ConvLayer | None:
         return None
     if max(pads[0], pads[2]) >= kh or max(pads[1], pads[3]) >= kw:
         return None
-    standard = group == 1 and channels * kh * kw <= MAX_STANDARD_INPUTS
+    # (a 1x1 convolution is a matrix product, which ONNX Runtime runs on the tensor cores)
+    standard = group == 1 and kh * kw > 1 and channels * kh * kw <= MAX_STANDARD_INPUTS
     depthwise = group == channels == features and kh == kw and kh in DW_KERNELS
     if not (standard or depthwise):
         return None

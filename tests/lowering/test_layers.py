@@ -160,6 +160,7 @@ LEFT = {
                                        outputs="float[N, A, B, F] y, float[N, F, A, B] z"),
     "two_groups": sandwich("group = 2, kernel_shape = [3, 3], pads = [1, 1, 1, 1]", "y = Relu (n)", 4, (4, 2, 3, 3)),
     "depthwise_kernel_of_two": sandwich("group = 8, kernel_shape = [2, 2]", "y = Relu (n)", 8, (8, 1, 2, 2)),
+    "pointwise": sandwich("kernel_shape = [1, 1]", "y = Relu (n)", 8, (8, 8, 1, 1)),  # a matrix product: 8 values
 }
 
 
