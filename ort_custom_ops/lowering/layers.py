@@ -236,15 +236,6 @@ def fold_layers(graph: gs.Graph, opset: int, overloads: set[str] = frozenset()) 
     return folded
 
 
-def _transposed(graph: gs.Graph, tensor, perm, name: str, out=None):
-    """A new ``Transpose(tensor, perm)`` writing ``out`` (a new tensor named ``name`` if None); returns ``out``."""
-    if out is None:
-        shape = None if tensor.shape is None else [tensor.shape[i] for i in perm]
-        out = gs.Variable(name, dtype=tensor.dtype, shape=shape)
-    graph.nodes.append(gs.Node("Transpose", name=name, attrs={"perm": list(perm)}, inputs=[tensor], outputs=[out]))
-    return out
-
-
 def _wrap_nchw(graph: gs.Graph, positions: set[int], overloads: set[str], opset: int) -> list[Folded]:
     """The Convs at ``positions`` of ``graph.nodes`` that :func:`read_nchw_layer` reads, each with its
     activation, as ``Transpose(to NHWC) -> layer -> Transpose(to NCHW)`` (the Transposes for the
@@ -258,11 +249,11 @@ def _wrap_nchw(graph: gs.Graph, positions: set[int], overloads: set[str], opset:
         if match is None:
             continue
         x, result, shape = match.x, match.output, conv.outputs[0].shape  # the activation keeps the Conv's shape
-        match.x = _transposed(graph, x, TO_NHWC, names.tensor(f"{conv.name}_x_nhwc"))
+        match.x = transposes.append_transpose(graph, x, TO_NHWC, names.tensor(f"{conv.name}_x_nhwc"))
         match.output = gs.Variable(names.tensor(f"{conv.name}_y_nhwc"), dtype=result.dtype,
-                                   shape=[shape[i] for i in TO_NHWC])
+                                   shape=transposes.permuted(shape, TO_NHWC))
         made = _make_layer(graph, match, names, opset)
-        _transposed(graph, match.output, TO_NCHW, names.tensor(f"{made.node.name}_y_nchw"), out=result)
+        transposes.append_transpose(graph, match.output, TO_NCHW, names.tensor(f"{made.node.name}_y_nchw"), out=result)
         folded.append(made)
     return folded
 

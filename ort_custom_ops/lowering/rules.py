@@ -40,6 +40,7 @@ from fcm_core.vocabulary import KINDS
 from ..ops.schema import (DOMAIN, FROM_PLAN_ACTIVATION, KIND_STAGES, PLAN_CLIP_BOUNDS, TILING_KEYS, TO_NCHW, TO_NHWC,
                           Activation, FcmSpec, StageSpec, channels_last_body, make_function)
 from . import patterns
+from .transposes import append_transpose, permuted
 
 
 class NotFusable(Exception):
@@ -253,8 +254,8 @@ class Rule:
             node.outputs.clear()
         x, y = match.input, match.output
         if match.spec.channels_last:  # NCHW around it, as before
-            x = _transposed(graph, match.input, TO_NHWC, f"{node_name}/x_nhwc")
-            y = gs.Variable(f"{node_name}/y_nhwc", dtype=match.output.dtype, shape=_permuted(match.output.shape, TO_NHWC))
+            x = append_transpose(graph, match.input, TO_NHWC, f"{node_name}/x_nhwc")
+            y = gs.Variable(f"{node_name}/y_nhwc", dtype=match.output.dtype, shape=permuted(match.output.shape, TO_NHWC))
             graph.nodes.append(gs.Node("Transpose", name=f"{node_name}/y_nchw", attrs={"perm": list(TO_NCHW)}, inputs=[y],
                                        outputs=[match.output]))
         inputs = [x] + list(constants.values()) + ([match.scale] if match.scale is not None else [])
@@ -262,16 +263,6 @@ class Rule:
                        inputs=inputs, outputs=[y])
         graph.nodes.append(node)
         return node, function
-
-
-def _permuted(shape, perm) -> list | None:
-    return None if shape is None else [shape[i] for i in perm]
-
-
-def _transposed(graph: gs.Graph, tensor, perm, name: str):
-    out = gs.Variable(name, dtype=tensor.dtype, shape=_permuted(tensor.shape, perm))
-    graph.nodes.append(gs.Node("Transpose", name=name, attrs={"perm": list(perm)}, inputs=[tensor], outputs=[out]))
-    return out
 
 
 def fused_node_name(group_id: int, kind: str) -> str:

@@ -103,6 +103,20 @@ def is_identity(perm: Perm) -> bool:
     return all(index == value for index, value in enumerate(perm))
 
 
+def permuted(shape, perm) -> list | None:
+    """``shape`` as ``Transpose(perm)`` permutes its tensor's (None for an unknown shape)."""
+    return None if shape is None else [shape[i] for i in perm]
+
+
+def append_transpose(graph: gs.Graph, tensor, perm, name: str, out=None):
+    """A new ``Transpose(tensor, perm)`` node named ``name`` in ``graph``, writing ``out`` (a new
+    tensor named ``name`` if None); returns ``out``."""
+    if out is None:
+        out = gs.Variable(name, dtype=tensor.dtype, shape=permuted(tensor.shape, perm))
+    graph.nodes.append(gs.Node("Transpose", name=name, attrs={"perm": list(perm)}, inputs=[tensor], outputs=[out]))
+    return out
+
+
 def producer(tensor):
     return tensor.inputs[0] if tensor.inputs else None
 
@@ -186,11 +200,8 @@ class _Context:
     def add_transpose(self, tensor, perm: Perm, out=None):
         """A new ``Transpose(tensor, perm)`` writing ``out`` (a new tensor if None); returns ``out``."""
         if out is None:
-            out = gs.Variable(self.name(f"{tensor.name}_t"), dtype=tensor.dtype,
-                              shape=None if tensor.shape is None else [tensor.shape[i] for i in perm])
-        self.graph.nodes.append(gs.Node("Transpose", name=self.name("Transpose"), attrs={"perm": list(perm)},
-                                        inputs=[tensor], outputs=[out]))
-        return out
+            out = gs.Variable(self.name(f"{tensor.name}_t"), dtype=tensor.dtype, shape=permuted(tensor.shape, perm))
+        return append_transpose(self.graph, tensor, perm, self.name("Transpose"), out)
 
     def add_reshape(self, tensor, target: list[int], out=None, shape=None):
         """A new ``Reshape(tensor, target)`` to a constant shape, writing ``out`` (a new tensor of
@@ -331,7 +342,7 @@ def _move_elementwise(context: _Context, node, perm: Perm) -> None:
         inputs[index] = (_permuted_constant(context, tensor, perm) if isinstance(tensor, gs.Constant)
                          else context.transpose(tensor, perm))
     old_sources = [producer(node.inputs[index]) for index in _data_inputs(node)]
-    moved = gs.Variable(context.name(out.name), dtype=out.dtype, shape=[out.shape[i] for i in perm])
+    moved = gs.Variable(context.name(out.name), dtype=out.dtype, shape=permuted(out.shape, perm))
     node.inputs = inputs
     node.outputs = [moved]
     _hand_over(context, out, moved, perm)
@@ -412,7 +423,7 @@ def through_pointwise_conv(graph: gs.Graph) -> int:
             continue
         x, out = node.inputs[0], node.outputs[0]
         source = producer(x)
-        moved = gs.Variable(context.name(out.name), dtype=out.dtype, shape=[out.shape[i] for i in TO_NHWC])
+        moved = gs.Variable(context.name(out.name), dtype=out.dtype, shape=permuted(out.shape, TO_NHWC))
         matrix = gs.Constant(context.name(f"{node.name}_matrix"), np.ascontiguousarray(weights.T))
         product = moved if bias is None else gs.Variable(context.name(f"{node.name}_product"), dtype=out.dtype,
                                                          shape=moved.shape)
