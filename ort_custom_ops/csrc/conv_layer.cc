@@ -6,22 +6,6 @@
 namespace fcm {
 namespace {
 
-// `count` integers of attribute `name`, each at least `least`; `fallback` when the node does not carry it.
-std::vector<int64_t> ReadInts(Attributes& a, const std::string& name, size_t count, int64_t least,
-                              std::vector<int64_t> fallback, bool required = false) {
-  std::vector<int64_t> v;
-  if (!(required ? a.Read(name, &v) : a.TryRead(name, &v))) return fallback;
-  bool ok = v.size() == count;
-  for (int64_t x : v) ok = ok && x >= least;
-  if (!ok) {
-    std::ostringstream m;
-    m << name << " must hold " << count << " integers of at least " << least << ", not " << ShapeText(v);
-    a.Fail(m.str());
-    return fallback;
-  }
-  return v;
-}
-
 // Whether the node carries attribute `name` (of any type): ONNX Runtime lists no attributes, so each
 // type is asked for.
 bool Carries(const Ort::ConstKernelInfo& info, const char* name) {
@@ -53,9 +37,9 @@ Ort::Status ParseConvLayer(const Ort::ConstKernelInfo& info, const std::string& 
     if (Carries(info, other)) return Error(node, std::string("attribute ") + other + " is not in the op vocabulary of " + op_name);
   }
   Attributes a(info, op_name);
-  const auto kernel = ReadInts(a, "kernel_shape", 2, 1, {1, 1}, /*required=*/true);
-  const auto strides = ReadInts(a, "strides", 2, 1, {1, 1});
-  const auto pads = ReadInts(a, "pads", 4, 0, {0, 0, 0, 0});
+  const auto kernel = a.Ints("kernel_shape", {1, 1}, 1, /*required=*/true);
+  const auto strides = a.Ints("strides", {1, 1}, 1);
+  const auto pads = a.Ints("pads", {0, 0, 0, 0}, 0);
   spec->group = a.Int("group", 1);
   const bool channels_last = a.Flag("channels_last");
   if (!a.problem().empty()) return Error(node, a.problem());

@@ -72,8 +72,8 @@ Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_na
   if (has_dw) {
     if (!a.TryRead("dw_kernel", &dw_kernel)) return Error(node, a.problem().empty() ? "missing attribute dw_kernel" : a.problem());
     a.TryRead("dw_stride", &dw_stride);
-    if (!a.TryRead("dw_pads", &dw_pads)) dw_pads.assign(4, (dw_kernel - 1) / 2);
-    if (dw_pads.size() != 4) return Error(node, "dw_pads must hold 4 values [top, left, bottom, right]");
+    dw_pads = a.Ints("dw_pads", std::vector<int64_t>(4, (dw_kernel - 1) / 2));  // [top, left, bottom, right]
+    if (!a.problem().empty()) return Error(node, a.problem());
     if (!vocabulary::OneOf(dw_kernel, vocabulary::kDwKernels))
       return Error(node, std::string("dw_kernel must be ") + vocabulary::kDwKernelList + ", not " + std::to_string(dw_kernel));
     if (!vocabulary::OneOf(dw_stride, vocabulary::kDwStrides))

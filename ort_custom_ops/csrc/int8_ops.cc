@@ -47,18 +47,6 @@ class Int8Attributes : public Attributes {
     }
     return v.empty() ? std::vector<float>{1.f} : v;
   }
-  // Optional integers with a default; `count` values expected.
-  std::vector<int64_t> Ints(const std::string& name, std::vector<int64_t> fallback) {
-    std::vector<int64_t> v;
-    if (!TryRead(name, &v)) return fallback;
-    if (v.size() != fallback.size()) {
-      std::ostringstream m;
-      m << name << " must hold " << fallback.size() << " values";
-      Fail(m.str());
-      return fallback;
-    }
-    return v;
-  }
   // Optional integers: empty when the attribute is missing.
   std::vector<int64_t> OptionalInts(const std::string& name) {
     std::vector<int64_t> v;

@@ -13,6 +13,7 @@
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
 
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -123,6 +124,20 @@ class Attributes {
     TryRead(name, &v);
     return v;
   }
+  // `fallback.size()` integers, each at least `least`: `fallback` where the node does not carry the
+  // attribute (then a problem if `required`) or where its values are not that (a problem).
+  std::vector<int64_t> Ints(const std::string& name, std::vector<int64_t> fallback, int64_t least = kAnyInt, bool required = false) {
+    std::vector<int64_t> v;
+    if (!(required ? Read(name, &v) : TryRead(name, &v))) return fallback;
+    bool ok = v.size() == fallback.size();
+    for (int64_t x : v) ok = ok && x >= least;
+    if (ok) return v;
+    std::string what = name + " must hold " + std::to_string(fallback.size()) + " integers";
+    if (least != kAnyInt) what += " of at least " + std::to_string(least);
+    Fail(what + ", not " + ShapeText(v));
+    return fallback;
+  }
+  static constexpr int64_t kAnyInt = INT64_MIN;
   // 0 or 1 (default 0).
   bool Flag(const std::string& name) {
     const int64_t v = Int(name, 0);

@@ -51,7 +51,7 @@ def _expect_ort_error(model: onnx.ModelProto, words: str, x=None, **feeds) -> No
         ("dw_kernel", 5, "weights are 3x3 but dw_kernel is 5"),
         ("dw_stride", -1, "dw_stride must be 1 or 2"),
         ("dw_stride", 3, "dw_stride must be 1 or 2"),
-        ("dw_pads", [1, 1, 1], "dw_pads must hold 4 values"),
+        ("dw_pads", [1, 1, 1], "dw_pads must hold 4 integers, not [1, 1, 1]"),
         ("dw_pads", [3, 0, 0, 0], "dw_pads must be in [0, 3)"),
         ("stage2_activation", "gelu", "unknown stage2_activation 'gelu'"),
         ("stage3_activation", "clip", "needs stage3_clip"),

@@ -162,9 +162,15 @@ cudaError_t LaunchKernel(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream)
   return cudaGetLastError();
 }
 
+// The bytes the weights take staged (as floats, [tap][input channel of the filter][f]).
+template <class E>
+size_t StagedBytes(const ConvLayerArgs<E>& a, bool depthwise) {
+  return static_cast<size_t>(a.kh) * a.kw * (depthwise ? 1 : a.c) * a.f * sizeof(float);
+}
+
 template <class E, int FT, bool kDepthwise>
 cudaError_t LaunchOfWidth(const ConvLayerArgs<E>& a, cudaStream_t stream) {
-  const size_t bytes = static_cast<size_t>(a.kh) * a.kw * (kDepthwise ? 1 : a.c) * a.f * sizeof(float);
+  const size_t bytes = StagedBytes(a, kDepthwise);
   if (bytes > kStagedBytes) return LaunchKernel<E, FT, kDepthwise, false>(a, 0, stream);
   return LaunchKernel<E, FT, kDepthwise, true>(a, bytes, stream);
 }
@@ -177,9 +183,8 @@ template <class E, bool kDepthwise>
 cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   const bool aligned = ((reinterpret_cast<uintptr_t>(a.x) | reinterpret_cast<uintptr_t>(a.b) | reinterpret_cast<uintptr_t>(a.y)) & 15) == 0;
   if constexpr (!kDepthwise) {
-    const size_t bytes = 3 * 3 * 3 * static_cast<size_t>(a.f) * sizeof(float);
-    if (aligned && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % 16 == 0 && bytes <= kStagedBytes)
-      return LaunchKernel<E, 16, false, true, 3, 3>(a, bytes, stream);
+    if (aligned && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % 16 == 0 && StagedBytes(a, false) <= kStagedBytes)
+      return LaunchKernel<E, 16, false, true, 3, 3>(a, StagedBytes(a, false), stream);
   }
   if (aligned && a.f % 8 == 0) return LaunchOfWidth<E, 8, kDepthwise>(a, stream);
   if (aligned && a.f % 4 == 0) return LaunchOfWidth<E, 4, kDepthwise>(a, stream);
