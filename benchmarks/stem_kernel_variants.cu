@@ -6,7 +6,11 @@
 //
 // A: the general loops (runtime kernel size and channels), FT output channels a thread, scalar weight
 //    reads from shared memory; B: 3x3x3 unrolled, 16-byte weight reads, FT = 4, 8, 16, 32; C: as B with
-//    FT = 16, the CTA's output tile through shared memory for coalesced stores.
+//    FT = 16, the CTA's output tile through shared memory for coalesced stores; D: as B, two adjacent
+//    output pixels a thread; E: a CTA per output row, its input rows staged in shared memory (D and E are
+//    checked against A's output on random data before they are timed).
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <vector>
 #include <cuda_runtime.h>
@@ -98,6 +102,90 @@ template <int K, int C, int FT> __global__ void __launch_bounds__(256) VarC(Args
     for (unsigned i = threadIdx.x; i < valid * 8; i += 256) out[i] = from[i];
   }
 }
+// D: as B, but two horizontally adjacent output pixels a thread (with stride 2 they share an input
+// column): each 16-byte weight read from shared memory serves both pixels
+template <int K, int C, int FT> __global__ void __launch_bounds__(256) VarD(Args a, unsigned work) {
+  extern __shared__ float st[];
+  StageWeights<C>(a, st, K * K);
+  const unsigned slices = a.f / FT, pairs_w = (a.ow + 1) / 2;
+  for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < work; idx += gridDim.x * blockDim.x) {
+    const int f0 = (idx % slices) * FT; const unsigned q = idx / slices;
+    const int ox0 = (q % pairs_w) * 2, oy = (q / pairs_w) % a.oh, im = q / (pairs_w * a.oh);
+    const bool second = ox0 + 1 < a.ow;
+    float acc[2][FT];
+#pragma unroll
+    for (int j = 0; j < FT; ++j) acc[0][j] = acc[1][j] = a.b[f0 + j];
+    const int iy0 = oy * a.s - a.pt, ix0 = ox0 * a.s - a.pl;
+#pragma unroll
+    for (int ky = 0; ky < K; ++ky) { const int iy = iy0 + ky; if (iy < 0 || iy >= a.h) continue;
+      const float* row = a.x + (size_t)(im * a.h + iy) * a.wi * C;
+      float in[2][K][C];
+#pragma unroll
+      for (int e = 0; e < 2; ++e)
+#pragma unroll
+        for (int kx = 0; kx < K; ++kx) { const int ix = ix0 + e * a.s + kx; const bool ok = ix >= 0 && ix < a.wi && (e == 0 || second);
+#pragma unroll
+          for (int c = 0; c < C; ++c) in[e][kx][c] = ok ? __ldg(row + ix * C + c) : 0.f; }
+#pragma unroll
+      for (int kx = 0; kx < K; ++kx)
+#pragma unroll
+        for (int c = 0; c < C; ++c) {
+          const float4* wr = reinterpret_cast<const float4*>(st + ((ky * K + kx) * C + c) * a.f + f0);
+#pragma unroll
+          for (int g = 0; g < FT / 4; ++g) { const float4 w4 = wr[g];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) { const float v = in[e][kx][c];
+              acc[e][4*g] = fmaf(v, w4.x, acc[e][4*g]); acc[e][4*g+1] = fmaf(v, w4.y, acc[e][4*g+1]);
+              acc[e][4*g+2] = fmaf(v, w4.z, acc[e][4*g+2]); acc[e][4*g+3] = fmaf(v, w4.w, acc[e][4*g+3]); } } } }
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      if (e == 1 && !second) break;
+      float4* out = reinterpret_cast<float4*>(a.y + ((size_t)(im * a.oh + oy) * a.ow + ox0 + e) * a.f + f0);
+#pragma unroll
+      for (int i = 0; i < FT / 4; ++i) out[i] = make_float4(fminf(fmaxf(acc[e][4*i], 0.f), 6.f), fminf(fmaxf(acc[e][4*i+1], 0.f), 6.f),
+                                                            fminf(fmaxf(acc[e][4*i+2], 0.f), 6.f), fminf(fmaxf(acc[e][4*i+3], 0.f), 6.f));
+    }
+  }
+}
+// E: a CTA per output row: its K input rows staged in shared memory (coalesced loads, zero outside the
+// image), then a thread per (pixel, slice of FT channels) as B, its inputs read from there
+template <int K, int C, int FT> __global__ void __launch_bounds__(256) VarE(Args a, unsigned rows) {
+  extern __shared__ float st[];
+  float* in = st + K * K * C * a.f;  // [K][wi + 2 * pad][C]
+  StageWeights<C>(a, st, K * K);
+  const int slices = a.f / FT, padded_w = a.wi + 2 * (K - 1);
+  for (unsigned r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int oy = r % a.oh, im = r / a.oh;
+    __syncthreads();  // the previous row's reads are done
+    for (int i = threadIdx.x; i < K * padded_w * C; i += blockDim.x) {
+      const int ky = i / (padded_w * C), rest = i % (padded_w * C), px = rest / C - (K - 1), c = rest % C;
+      const int iy = oy * a.s - a.pt + ky;
+      in[i] = iy >= 0 && iy < a.h && px >= 0 && px < a.wi ? __ldg(a.x + ((size_t)(im * a.h + iy) * a.wi + px) * C + c) : 0.f;
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < a.ow * slices; t += blockDim.x) {
+      const int ox = t / slices, f0 = (t % slices) * FT;
+      float acc[FT];
+#pragma unroll
+      for (int j = 0; j < FT; ++j) acc[j] = a.b[f0 + j];
+#pragma unroll
+      for (int ky = 0; ky < K; ++ky)
+#pragma unroll
+        for (int kx = 0; kx < K; ++kx)
+#pragma unroll
+          for (int c = 0; c < C; ++c) {
+            const float v = in[(ky * padded_w + ox * a.s - a.pl + kx + (K - 1)) * C + c];
+            const float4* wr = reinterpret_cast<const float4*>(st + ((ky * K + kx) * C + c) * a.f + f0);
+#pragma unroll
+            for (int g = 0; g < FT / 4; ++g) { const float4 w4 = wr[g];
+              acc[4*g] = fmaf(v, w4.x, acc[4*g]); acc[4*g+1] = fmaf(v, w4.y, acc[4*g+1]); acc[4*g+2] = fmaf(v, w4.z, acc[4*g+2]); acc[4*g+3] = fmaf(v, w4.w, acc[4*g+3]); } }
+      float4* out = reinterpret_cast<float4*>(a.y + ((size_t)(im * a.oh + oy) * a.ow + ox) * a.f + f0);
+#pragma unroll
+      for (int i = 0; i < FT / 4; ++i) out[i] = make_float4(fminf(fmaxf(acc[4*i], 0.f), 6.f), fminf(fmaxf(acc[4*i+1], 0.f), 6.f),
+                                                            fminf(fmaxf(acc[4*i+2], 0.f), 6.f), fminf(fmaxf(acc[4*i+3], 0.f), 6.f));
+    }
+  }
+}
 // copy floor: write 51 MB
 __global__ void Fill(float4* y, size_t n) { for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) y[i] = make_float4(1, 2, 3, 4); }
 
@@ -131,6 +219,41 @@ int main() {
     size_t sm16 = smem + 128 * 32 * 4;
     auto grid = [&](unsigned tiles) { return (int)std::min<unsigned>(tiles, (unsigned)(mult * 8 * sms)); };
     sprintf(buf, "C FT16 x%d", mult); time(buf, [&] { VarC<3, 3, 16><<<grid(tiles16), 256, sm16>>>(a, tiles16); });
+  }
+  // D and E, each checked against A's output (random data) before it is timed
+  std::vector<float> rx(nx), rw(27 * 32), rb(32);
+  unsigned seed = 1;
+  auto rnd = [&] { seed = seed * 1664525u + 1013904223u; return (seed >> 8) / 16777216.0f - 0.5f; };
+  for (auto& v : rx) v = rnd() * 4;
+  for (auto& v : rw) v = rnd();
+  for (auto& v : rb) v = rnd();
+  cudaMemcpy(x, rx.data(), nx * 4, cudaMemcpyHostToDevice); cudaMemcpy(w, rw.data(), rw.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(b, rb.data(), 128, cudaMemcpyHostToDevice);
+  a.pt = 0; a.pl = 0;  // (TensorFlow's SAME at stride 2 on an even size: the extra row and column after)
+  float* want; cudaMalloc(&want, ny * 4);
+  { unsigned work8 = ny / 8; Args r = a; r.y = want; VarA<8><<<(work8 + 255) / 256, 256, smem>>>(r, work8); }
+  std::vector<float> hwant(ny), hgot(ny);
+  cudaMemcpy(hwant.data(), want, ny * 4, cudaMemcpyDeviceToHost);
+  auto check = [&](const char* name) {
+    cudaMemcpy(hgot.data(), y, ny * 4, cudaMemcpyDeviceToHost);
+    double worst = 0; for (size_t i = 0; i < ny; ++i) worst = std::max(worst, (double)std::fabs(hgot[i] - hwant[i]));
+    printf("%-28s max |diff| from A %.3g%s\n", name, worst, worst > 1e-4 ? "  WRONG" : "");
+  };
+  for (int mult : {4, 16}) {
+    char buf[64];
+    auto grid = [&](unsigned work) { return (int)std::min<unsigned>((work + 255) / 256, (unsigned)(mult * 8 * sms)); };
+    unsigned pairs16 = a.n * a.oh * ((a.ow + 1) / 2) * 2, pairs8 = pairs16 * 2;
+    cudaMemset(y, 0xff, ny * 4); VarD<3, 3, 16><<<grid(pairs16), 256, smem>>>(a, pairs16); cudaDeviceSynchronize();
+    sprintf(buf, "D FT16 x%d", mult); check(buf); time(buf, [&] { VarD<3, 3, 16><<<grid(pairs16), 256, smem>>>(a, pairs16); });
+    cudaMemset(y, 0xff, ny * 4); VarD<3, 3, 8><<<grid(pairs8), 256, smem>>>(a, pairs8); cudaDeviceSynchronize();
+    sprintf(buf, "D FT8 x%d", mult); check(buf); time(buf, [&] { VarD<3, 3, 8><<<grid(pairs8), 256, smem>>>(a, pairs8); });
+    unsigned rows = a.n * a.oh;
+    size_t sme = smem + 3 * (a.wi + 4) * 3 * 4;
+    auto grid_rows = [&](unsigned r) { return (int)std::min<unsigned>(r, (unsigned)(mult * 8 * sms)); };
+    cudaMemset(y, 0xff, ny * 4); VarE<3, 3, 16><<<grid_rows(rows), 256, sme>>>(a, rows); cudaDeviceSynchronize();
+    sprintf(buf, "E FT16 x%d", mult); check(buf); time(buf, [&] { VarE<3, 3, 16><<<grid_rows(rows), 256, sme>>>(a, rows); });
+    cudaMemset(y, 0xff, ny * 4); VarE<3, 3, 8><<<grid_rows(rows), 256, sme>>>(a, rows); cudaDeviceSynchronize();
+    sprintf(buf, "E FT8 x%d", mult); check(buf); time(buf, [&] { VarE<3, 3, 8><<<grid_rows(rows), 256, sme>>>(a, rows); });
   }
   time("fill 51MB", [&] { Fill<<<sms * 8, 256>>>((float4*)y, ny / 4); });
   return 0;
