@@ -55,20 +55,30 @@ LAYOUT_ATTRIBUTE = "channels_last"
 @dataclass(frozen=True)
 class Kind:
     """A fused-op kind: its stage sequence names it (``pwdwpw``) and its op types
-    (``FusedPwDwPw``, ``QFusedPwDwPw``)."""
+    (``FusedPwDwPw``, ``QFusedPwDwPw``), one per precision it has ops in."""
 
     stages: tuple[str, ...]
+    precisions: tuple[str, ...] = tuple(PRECISIONS)
 
     @property
     def name(self) -> str:
         return "".join(self.stages)
 
     def op_type(self, precision: str = "fp32") -> str:
+        if precision not in self.precisions:
+            raise ValueError(f"the {self.name} kind has no {precision} op (it has {', '.join(self.precisions)} ones)")
         return PRECISIONS[precision].op_prefix + "Fused" + "".join(s.capitalize() for s in self.stages)
 
 
-KINDS = {k.name: k for k in (Kind(("dw", "pw")), Kind(("pw", "dw")), Kind(("pw", "pw")), Kind(("pw", "dw", "pw")))}
+#: ``pw`` is one pointwise stage whose input is scaled per channel (a squeeze-and-excitation block's
+#: projection, S the excitation): the scale needs the whole depthwise output before it, so no longer
+#: chain takes that convolution, and fused it saves the scaling's pass over the block's widest
+#: tensor. Its ops are channels-last, float precisions only.
+KINDS = {k.name: k for k in (Kind(("dw", "pw")), Kind(("pw", "dw")), Kind(("pw", "pw")), Kind(("pw", "dw", "pw")),
+                             Kind(("pw",), FLOAT_PRECISIONS))}
 MAX_STAGES = max(len(k.stages) for k in KINDS.values())
+#: Kinds of one stage: a candidate only where that stage takes a channel scale.
+SCALED_ONLY_KINDS = tuple(name for name, k in KINDS.items() if len(k.stages) == 1)
 
 
 @dataclass(frozen=True)
@@ -167,7 +177,7 @@ def expand(names: tuple[str, ...]) -> tuple[str, ...]:
 
 def op_attributes() -> dict[str, tuple[str, ...]]:
     """Every op type of the domain -> the attributes it may carry (``stage{i}`` written out)."""
-    table = {kind.op_type(p): expand(FUSED_ATTRIBUTES[p]) for kind in KINDS.values() for p in PRECISIONS}
+    table = {kind.op_type(p): expand(FUSED_ATTRIBUTES[p]) for kind in KINDS.values() for p in kind.precisions}
     table.update({op: expand(names) for op, names in INT8_LAYER_ATTRIBUTES.items()})
     table.update({layer_op_type(layer, p): names for layer, names in FLOAT_LAYER_ATTRIBUTES.items()
                   for p in FLOAT_PRECISIONS})
@@ -191,7 +201,7 @@ def layer_of(op_type: str) -> tuple[str, str] | None:
 def kind_of(op_type: str) -> tuple[Kind, str] | None:
     """The kind and precision of a fused op type (``QFusedDwPw`` -> (dwpw, int8)); None for others."""
     for kind in KINDS.values():
-        for precision in PRECISIONS:
+        for precision in kind.precisions:
             if kind.op_type(precision) == op_type:
                 return kind, precision
     return None

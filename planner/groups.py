@@ -1,8 +1,9 @@
 """Fusion candidates, from the DAG's edges only.
 
 In: a :class:`~extractor.dag.Dag`. Out: :class:`Stage` records (a DW or PW convolution with the
-operators that fold into it) linked into chains, and :class:`Candidate` windows of 2-3 stages
-along a chain whose sequence is an FCM kind.
+operators that fold into it) linked into chains, and :class:`Candidate` windows of 1-3 stages
+along a chain whose sequence is an FCM kind (one stage: a pointwise conv with a channel scale,
+the ``pw`` kind, which folds the scale's pass over its input).
 
 A *stage* is one convolution plus what the FCM kernel does around it:
 - prologue: an explicit zero ``pad`` before a depthwise conv (becomes its padding), or the
@@ -27,6 +28,7 @@ from fcm_core import vocabulary
 #: Stage-type sequences the FCM kernels implement, and their names (the op vocabulary's kinds).
 KINDS: dict[tuple[str, ...], str] = {kind.stages: name for name, kind in vocabulary.KINDS.items()}
 MAX_STAGES = vocabulary.MAX_STAGES
+SCALED_ONLY_KINDS = vocabulary.SCALED_ONLY_KINDS  # one stage: a candidate only with a channel scale to fold
 
 #: Activations the kernels' epilogue implements (the DAG's spellings), and the DAG operators that
 #: apply one on their own.
@@ -281,12 +283,12 @@ def windows(graph: Graph, stages: dict[int, Stage], chain: list[int]) -> list[tu
     whose stage types form an FCM kind."""
     found = []
     for start in range(len(chain)):
-        for length in range(2, MAX_STAGES + 1):
+        for length in range(1, MAX_STAGES + 1):
             if start + length > len(chain):
                 break
             members = [stages[c] for c in chain[start : start + length]]
             kind = KINDS.get(tuple(s.type for s in members))
-            if kind is None:
+            if kind is None or (kind in SCALED_ONLY_KINDS and members[0].se_scale is None):
                 continue
             reasons = [f"layer {s.conv}: {s.unsupported}" for s in members if s.unsupported]
             if reasons:

@@ -15,8 +15,8 @@ from fcm.cli import main
 from fcm_core.errors import FcmError
 from planner import CostConstants, make_plan, resolve_gpu
 from planner import select
-from planner.groups import Graph
-from tests.support.fixtures import SEED, keras_model, seed_dag_path
+from planner.groups import Graph, build_stages
+from tests.support.fixtures import ROOT, SEED, keras_model, seed_dag_path
 
 SEED_MODELS = ["mob_v1", "mob_v2", "xce_r", "gprox_3"]
 SEED_GPUS = ["gtx1660", "orin", "rtxa4000"]
@@ -170,6 +170,24 @@ def test_mobilenet_v2_batch32_h100_fuses_every_inverted_residual_block(tmp_path,
     totals = plan["totals"]
     assert totals["fused"]["launches"] < totals["unfused"]["launches"]
     assert totals["fused"]["dram_bytes"] < totals["unfused"]["dram_bytes"] / 3
+
+
+def test_squeeze_excitation_projections_are_one_stage_groups():
+    """EfficientNetB0 at batch 32: each projection after a squeeze-and-excitation scale is a ``pw``
+    group (one pointwise stage holding the scale's MUL, which no longer kind can take: the scale
+    needs the whole depthwise output first), and no ``pw`` group is made without a scale."""
+    dag = Dag.load(ROOT / "converted_models" / "efficientnet_b0" / "efficientnet_b0.dag.json")
+    plan = make_plan(dag, resolve_gpu("H100"), batch=32, dtype="fp32")
+    assert_groups_are_closed(dag, plan)
+    _, stages = build_stages(dag)
+    scaled = sorted(s.conv for s in stages.values() if s.type == "pw" and s.se_scale is not None)
+    assert len(scaled) == 16
+    single = [g.candidate for g in plan.groups if g.candidate.kind == "pw"]
+    assert sorted(c.convs[0] for c in single) == scaled
+    for candidate in single:
+        assert len(candidate.stages) == 1 and candidate.stages[0].se_scale is not None
+        assert [dag[e].name for e in candidate.entries if dag[e].name == "mul"] == ["mul"]
+    assert {g.candidate.kind for g in plan.groups} == {"pw", "pwdw", "pwpw"}
 
 
 def test_plan_file_schema(tmp_path):
