@@ -73,11 +73,13 @@ class Kind:
 #: ``pw`` is one pointwise stage whose input is scaled per channel (a squeeze-and-excitation block's
 #: projection, S the excitation): the scale needs the whole depthwise output before it, so no longer
 #: chain takes that convolution, and fused it saves the scaling's pass over the block's widest
-#: tensor. Its ops are channels-last, float precisions only.
+#: tensor; or one no longer group took, with an activation that would be a pass of its own (a
+#: network's 1x1 head). Its ops are channels-last, float precisions only.
 KINDS = {k.name: k for k in (Kind(("dw", "pw")), Kind(("pw", "dw")), Kind(("pw", "pw")), Kind(("pw", "dw", "pw")),
                              Kind(("pw",), FLOAT_PRECISIONS))}
 MAX_STAGES = max(len(k.stages) for k in KINDS.values())
-#: Kinds of one stage: a candidate only where that stage takes a channel scale.
+#: Kinds of one stage: a window of a chain only where that stage takes a channel scale (else the
+#: planner's second pass over what the chain's selection left: ``planner.groups.lone_pointwise``).
 SCALED_ONLY_KINDS = tuple(name for name, k in KINDS.items() if len(k.stages) == 1)
 
 

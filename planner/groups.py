@@ -3,7 +3,8 @@
 In: a :class:`~extractor.dag.Dag`. Out: :class:`Stage` records (a DW or PW convolution with the
 operators that fold into it) linked into chains, and :class:`Candidate` windows of 1-3 stages
 along a chain whose sequence is an FCM kind (one stage: a pointwise conv with a channel scale,
-the ``pw`` kind, which folds the scale's pass over its input).
+the ``pw`` kind, which folds the scale's pass over its input); and :func:`lone_pointwise`, the
+pointwise stages a chain's selection left, with an activation to fold.
 
 A *stage* is one convolution plus what the FCM kernel does around it:
 - prologue: an explicit zero ``pad`` before a depthwise conv (becomes its padding), or the
@@ -297,6 +298,28 @@ def windows(graph: Graph, stages: dict[int, Stage], chain: list[int]) -> list[tu
             candidate = Candidate(members, kind)
             _attach_residual(graph, candidate)
             found.append((start, candidate))
+    return found
+
+
+def lone_pointwise(graph: Graph, stages: dict[int, Stage], chain: list[int], held: set[int],
+                   fused_by_library: tuple[str, ...]) -> list[Candidate]:
+    """One-stage candidates for the pointwise stages of ``chain`` that no group in ``held`` takes and
+    whose activation a library convolution would leave to a pass of its own (not in
+    ``fused_by_library``): a network's head convolution, whose ReLU6 or swish then runs in the
+    epilogue. Not at one pixel per image (a squeeze-and-excitation branch's product, which the
+    block kernels would run one 64-row tile per pixel). (A stage with a channel scale is a window
+    of :func:`windows` already.)"""
+    found = []
+    for conv in chain:
+        stage = stages[conv]
+        if conv in held or stage.type != "pw" or stage.unsupported or stage.se_scale is not None:
+            continue
+        out_shape = graph.dag[conv].ofms_shape
+        if stage.activation in ("0", *fused_by_library) or (out_shape and out_shape[1] * out_shape[2] == 1):
+            continue
+        candidate = Candidate([stage], KINDS[("pw",)])
+        _attach_residual(graph, candidate)
+        found.append(candidate)
     return found
 
 
