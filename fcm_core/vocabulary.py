@@ -78,9 +78,10 @@ class Kind:
 KINDS = {k.name: k for k in (Kind(("dw", "pw")), Kind(("pw", "dw")), Kind(("pw", "pw")), Kind(("pw", "dw", "pw")),
                              Kind(("pw",), FLOAT_PRECISIONS))}
 MAX_STAGES = max(len(k.stages) for k in KINDS.values())
-#: Kinds of one stage: a window of a chain only where that stage takes a channel scale (else the
-#: planner's second pass over what the chain's selection left: ``planner.groups.lone_pointwise``).
-SCALED_ONLY_KINDS = tuple(name for name, k in KINDS.items() if len(k.stages) == 1)
+#: Kinds of one stage (channels-last only): a window of a chain only where that stage takes a
+#: channel scale, else the planner's second pass over what a chain's selection left
+#: (``planner.groups.lone_pointwise``).
+SINGLE_STAGE_KINDS = tuple(name for name, k in KINDS.items() if len(k.stages) == 1)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from fcm_core import vocabulary
 #: Stage-type sequences the FCM kernels implement, and their names (the op vocabulary's kinds).
 KINDS: dict[tuple[str, ...], str] = {kind.stages: name for name, kind in vocabulary.KINDS.items()}
 MAX_STAGES = vocabulary.MAX_STAGES
-SCALED_ONLY_KINDS = vocabulary.SCALED_ONLY_KINDS  # one stage: a candidate only with a channel scale to fold
+SINGLE_STAGE_KINDS = vocabulary.SINGLE_STAGE_KINDS  # a window only with a channel scale to fold (else lone_pointwise)
 
 #: Activations the kernels' epilogue implements (the DAG's spellings), and the DAG operators that
 #: apply one on their own.
@@ -289,7 +289,7 @@ def windows(graph: Graph, stages: dict[int, Stage], chain: list[int]) -> list[tu
                 break
             members = [stages[c] for c in chain[start : start + length]]
             kind = KINDS.get(tuple(s.type for s in members))
-            if kind is None or (kind in SCALED_ONLY_KINDS and members[0].se_scale is None):
+            if kind is None or (kind in SINGLE_STAGE_KINDS and members[0].se_scale is None):
                 continue
             reasons = [f"layer {s.conv}: {s.unsupported}" for s in members if s.unsupported]
             if reasons:

@@ -37,7 +37,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from extractor.dag import Dag
-from fcm_core.vocabulary import SCALED_ONLY_KINDS
+from fcm_core.vocabulary import SINGLE_STAGE_KINDS
 
 from ..ops.schema import DOMAIN, DOMAIN_VERSION
 from . import layers, patterns, scale_factors, transposes
@@ -122,7 +122,7 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
         reason = None
         if missing:
             reason = f"layers {missing} have no Conv with their weights in the ONNX graph"
-        elif layout != "nhwc" and group["kind"] in SCALED_ONLY_KINDS:
+        elif layout != "nhwc" and group["kind"] in SINGLE_STAGE_KINDS:
             reason = f"the {group['kind']} kind is channels-last only (layout {layout})"
         else:
             try:
