@@ -12,11 +12,14 @@ threads on one session: test_cuda_kernels.py, in both layouts.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
 
 from ort_custom_ops.ops.library import make_session
+from ort_custom_ops.ops.schema import Activation
 from ort_custom_ops.ops.standalone import fused_model
 from tests.support.gpu import check_fused_on_gpu, check_graph_replays, cuda_providers, forced_plan, has_clusters, precision, require_cuda, run_poisoned  # noqa: F401
 from tests.support.specs import random_spec
@@ -72,6 +75,18 @@ def test_squeeze_excitation_projections_at_batch_32(rng):
     for c, f, size in [(96, 24, 56), (144, 40, 28), (240, 80, 14), (672, 112, 14), (672, 192, 7), (1152, 320, 7)]:
         spec = random_spec(rng, "pw", c, out=f, scale=True, channels_last=True)
         check_on_gpu(spec, rng, 32, size, size, TF32_BOUND)
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+def test_network_heads(batch, rng):
+    """The 1x1 heads as ``pw`` nodes without a scale (MobileNetV2's 320 -> 1280 with ReLU6,
+    EfficientNetB0's with swish, MobileNetV3-Large's 160 -> 960 with hard-swish, at 7x7), the
+    kernels' own plans."""
+    for c, f, activation in [(320, 1280, Activation("clip", (0.0, 6.0))), (320, 1280, Activation("swish")),
+                             (160, 960, Activation("hard_swish"))]:
+        spec = random_spec(rng, "pw", c, out=f, channels_last=True)
+        spec = dataclasses.replace(spec, stages=[dataclasses.replace(spec.stages[0], activation=activation)])
+        check_on_gpu(spec, rng, batch, 7, 7, TF32_BOUND)
 
 
 @pytest.mark.parametrize("plan", ["7x7,64,1,3", "7x7,32,4,3", "4x14,64,8,4", "7x7,96,1,3,2", "2x14,16,2,3"])
