@@ -159,7 +159,9 @@ INT8_LAYER_ATTRIBUTES = {
 #: KxK convolution (standard, or depthwise: ``group`` = channels) with its bias and activation, for
 #: the convolutions no group takes, such as a network's stem (few input channels, so a direct
 #: convolution on the CUDA cores, bias and activation in its epilogue, in one pass over memory).
-#: X [N, H, W, C], W [F, C / group, K, K] (ONNX's Conv layout), B [F], Y [N, Ho, Wo, F]. In fp16
+#: X [N, H, W, C], W [F, C / group, K, K] (ONNX's Conv layout), B [F], Y [N, Ho, Wo, F]; optional
+#: inputs XS and XB ([C] or [1]) make the convolution read X * XS + XB (a model's input normalization,
+#: folded: ``ort_custom_ops.lowering.layers.fold_input_affines``). In fp16
 #: and bf16 the sum plus bias is rounded to the element type before the activation, and the result
 #: again, as ONNX's Conv and activation operators in that type compute them.
 FLOAT_LAYER_ATTRIBUTES = {

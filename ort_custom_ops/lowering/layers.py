@@ -19,6 +19,10 @@ node alone (and be no graph output); the first Transpose stays where something e
 activation the kernels do not implement stays a node of its own after the layer, which then folds
 none.
 
+A model's input normalization before a layer (:func:`fold_input_affines`: Muls and Adds by
+constants of the channels that nothing else reads, Keras' Rescaling and Normalization before its
+stem) becomes the layer's input scale and shift: the kernel applies them as it reads the input.
+
 Convs in an NCHW stretch (:func:`fold_nchw_layers`, before :func:`fold_layers`, while the layout
 rules can still move Transposes): where the layout cleanup leaves a network's first Convs in NCHW
 (``Transpose -> Conv -> activation -> Conv -> activation -> ...``: the stem and the first depthwise
@@ -35,6 +39,7 @@ image for a larger one of its output).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,11 +69,12 @@ class LayerMatch:
 
 @dataclass
 class Folded:
-    """One layer made: its node, its function, the names of the nodes it replaced."""
+    """One layer made: its node, its function, the names of the nodes it replaced, what it computes."""
 
     node: gs.Node
     function: onnx.FunctionProto
     replaced: list[str]
+    layer: ConvLayer
 
 
 def _ints(values) -> list[int]:
@@ -219,7 +225,7 @@ def _make_layer(graph: gs.Graph, match: LayerMatch, names: _Names, opset: int) -
     node = gs.Node(match.layer.op_type, name=name, domain=DOMAIN, attrs=match.layer.attributes(),
                    inputs=[match.x, match.weights, bias], outputs=[match.output])
     graph.nodes.append(node)
-    return Folded(node, match.layer.function(overload, opset), replaced)
+    return Folded(node, match.layer.function(overload, opset), replaced, match.layer)
 
 
 def fold_layers(graph: gs.Graph, opset: int, overloads: set[str] = frozenset()) -> list[Folded]:
@@ -288,3 +294,83 @@ def fold_nchw_layers(graph: gs.Graph, opset: int, overloads: set[str] = frozense
     folded = _wrap_nchw(graph, set(chosen), overloads, opset)
     transposes.optimize(graph, final=())
     return folded
+
+
+def _channel_constant(tensor, channels: int) -> np.ndarray | None:
+    """A constant's values as [channels] where it broadcasts along the last axis of an NHWC map
+    alone (one value, or one per channel); None for anything else."""
+    value = patterns.constant(tensor)
+    if value is None or value.dtype != np.float32 or any(d != 1 for d in value.shape[:-1]):
+        return None
+    if value.size == 1:
+        return np.full(channels, value.reshape(-1)[0], np.float32)
+    return value.reshape(-1).astype(np.float32) if value.size == channels else None
+
+
+def _affine_step(node: gs.Node, channels: int) -> tuple[object, str, np.ndarray] | None:
+    """(the operand it computes on, "Mul" or "Add", the constant per channel) where ``node`` multiplies
+    a tensor by a constant of the channels or adds one to it; None otherwise."""
+    if node.op not in ("Mul", "Add") or node.domain not in (None, "", "ai.onnx") or len(node.inputs) != 2:
+        return None
+    for data, other in ((0, 1), (1, 0)):
+        constant = _channel_constant(node.inputs[other], channels)
+        if constant is not None and patterns.constant(node.inputs[data]) is None:
+            return node.inputs[data], node.op, constant
+    return None
+
+
+def _readers(tensor, graph_outputs: set[int]) -> list:
+    """The nodes reading ``tensor`` whose results are used: not those a replacement disconnected (no
+    outputs), nor a first Transpose whose reader a layer replaced (its output read by nothing)."""
+    return [n for n in tensor.outputs if any(id(out) in graph_outputs or out.outputs for out in n.outputs)]
+
+
+def _only_reader(tensor, node: gs.Node, graph_outputs: set[int]) -> bool:
+    readers = _readers(tensor, graph_outputs)
+    return len(readers) == 1 and readers[0] is node
+
+
+def fold_input_affines(graph: gs.Graph, folded: list[Folded], opset: int) -> int:
+    """Each layer of ``folded`` whose input is ``x * a + b`` per channel, computed by Mul and Add nodes
+    with constant operands (a model's input normalization: Keras' Rescaling and Normalization before
+    its stem) that nothing else reads, given the affine as its input scale and shift (XS, XB: one
+    input pass or more less), and named among the nodes it replaced; the Muls and Adds are left for
+    the cleanup. Returns how many layers took one."""
+    graph_outputs = patterns.ids(graph.outputs)
+    count = 0
+    for made in folded:
+        node = made.node
+        if len(node.inputs) != 3 or made.layer.input_affine:
+            continue
+        x = node.inputs[0]
+        if x.shape is None or len(x.shape) != 4 or not isinstance(x.shape[3], (int, np.integer)):
+            continue
+        channels = int(x.shape[3])
+        scale, shift = np.ones(channels, np.float32), np.zeros(channels, np.float32)
+        steps, reader, absorbed = 0, node, []
+        # walking back from the layer: its input is scale * x + shift, x the tensor reached so far
+        while len(x.inputs) == 1 and id(x) not in graph_outputs and _only_reader(x, reader, graph_outputs):
+            step = _affine_step(x.inputs[0], channels)
+            if step is None:
+                break
+            source, op, constant = step
+            if op == "Mul":  # x = source * k
+                scale = scale * constant
+            else:  # x = source + k
+                shift = shift + scale * constant
+            absorbed.append(x.inputs[0].name)
+            x, reader, steps = source, x.inputs[0], steps + 1
+        if steps == 0:
+            continue
+        taken = set(graph.tensors())
+        node.inputs[0] = x
+        for part, values in (("scale", scale), ("shift", shift)):
+            name, index = f"{node.name}_input_{part}", 0
+            while name in taken:
+                name, index = f"{node.name}_input_{part}_{index}", index + 1
+            node.inputs.append(gs.Constant(name, values))
+        made.replaced += absorbed
+        made.layer = dataclasses.replace(made.layer, input_affine=True)
+        made.function = made.layer.function(made.function.overload, opset)
+        count += 1
+    return count

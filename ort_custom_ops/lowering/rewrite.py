@@ -22,7 +22,8 @@ NHWC; the model's inputs and outputs keep their layouts. Then the Convs no group
 channels-last convolution layers of the domain (:mod:`.layers`, in ``RewriteResult.layers``, not
 groups): first those of NCHW stretches, where that does not add layout work (the layout cleanup then
 cancels and moves the Transposes around them), then those left between Transposes to and from NCHW,
-such as the stem; unless ``convolution_layers`` is false (the fp16 conversion keeps ONNX Runtime's
+such as the stem, each taking the Muls and Adds by constants before it as its input scale and shift
+(a model's input normalization); unless ``convolution_layers`` is false (the fp16 conversion keeps ONNX Runtime's
 Convs: ``fcm.pipeline.precisions``). ``"nchw"`` makes NCHW fused nodes and adds no Transpose, nor any
 layer; it leaves the ``pw`` groups unfused (their ops are channels-last only).
 """
@@ -156,6 +157,7 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
             made = layers.fold_nchw_layers(graph, opset, set(overloads.values()))
             transposes.optimize(graph, rules=(), final=transposes.final_rules(batch))
             made += layers.fold_layers(graph, opset, set(overloads.values()) | {f.function.overload for f in made})
+            layers.fold_input_affines(graph, made, opset)
         else:
             transposes.optimize(graph, final=transposes.final_rules(batch))
         for folded in made:
