@@ -354,6 +354,8 @@ def fold_input_affines(graph: gs.Graph, folded: list[Folded], opset: int) -> int
             if step is None:
                 break
             source, op, constant = step
+            if source.shape is None or list(source.shape) != list(x.shape):  # (not a broadcast of a smaller tensor)
+                break
             if op == "Mul":  # x = source * k
                 scale = scale * constant
             else:  # x = source + k
