@@ -131,6 +131,17 @@ def _known(shape, rank: int = 4) -> bool:
     return shape is not None and len(shape) == rank and all(isinstance(d, (int, np.integer)) and d > 0 for d in shape[1:])
 
 
+def _take_activation(layer: ConvLayer, tensor, graph_outputs: set[int]) -> tuple[list, object]:
+    """The activation applied to ``tensor`` (the convolution's output) set as ``layer``'s: (the nodes
+    applying it, the tensor the layer then writes). One the kernels do not implement stays a node of
+    its own after the layer, which then takes none."""
+    activation, act_nodes, result = patterns.read_activation(tensor, graph_outputs)
+    if activation is None:
+        activation, act_nodes, result = Activation(), [], tensor
+    layer.activation = activation
+    return act_nodes, result
+
+
 def read_layer(conv: gs.Node, graph_outputs: set[int]) -> LayerMatch | None:
     """The layer ``conv`` and the nodes around it make (module docstring); None where they make none."""
     parts = _constant_parts(conv)
@@ -148,10 +159,7 @@ def read_layer(conv: gs.Node, graph_outputs: set[int]) -> LayerMatch | None:
     second = patterns.sole_consumer(out)
     if layer is None or second is None or perm_of(second) != TO_NHWC or not _only_read_by(out, second, graph_outputs):
         return None
-    activation, act_nodes, result = patterns.read_activation(second.outputs[0], graph_outputs)
-    if activation is None:  # the kernels do not implement it: it stays after the layer
-        activation, act_nodes, result = Activation(), [], second.outputs[0]
-    layer.activation = activation
+    act_nodes, result = _take_activation(layer, second.outputs[0], graph_outputs)
     return LayerMatch(layer, x, weights, bias, result, [conv, second, *act_nodes])
 
 
@@ -169,10 +177,7 @@ def read_nchw_layer(conv: gs.Node, graph_outputs: set[int]) -> LayerMatch | None
     layer = _geometry(conv, int(x.shape[1]))
     if layer is None:
         return None
-    activation, act_nodes, result = patterns.read_activation(out, graph_outputs)
-    if activation is None:  # the kernels do not implement it: it stays after the layer
-        activation, act_nodes, result = Activation(), [], out
-    layer.activation = activation
+    act_nodes, result = _take_activation(layer, out, graph_outputs)
     return LayerMatch(layer, x, weights, bias, result, [conv, *act_nodes])
 
 

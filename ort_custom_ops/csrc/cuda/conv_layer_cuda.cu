@@ -203,8 +203,9 @@ template <class E, bool kDepthwise>
 cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   const bool aligned = ((reinterpret_cast<uintptr_t>(a.x) | reinterpret_cast<uintptr_t>(a.b) | reinterpret_cast<uintptr_t>(a.y)) & 15) == 0;
   if constexpr (!kDepthwise) {
-    if (aligned && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % 16 == 0 && StagedBytes(a, false) <= kStagedBytes)
-      return LaunchKernel<E, 16, false, true, 3, 3>(a, StagedBytes(a, false), stream);
+    const size_t bytes = StagedBytes(a, false);
+    if (aligned && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % 16 == 0 && bytes <= kStagedBytes)
+      return LaunchKernel<E, 16, false, true, 3, 3>(a, bytes, stream);
   }
   if (aligned && a.f % 8 == 0) return LaunchOfWidth<E, 8, kDepthwise>(a, stream);
   if (aligned && a.f % 4 == 0) return LaunchOfWidth<E, 4, kDepthwise>(a, stream);
