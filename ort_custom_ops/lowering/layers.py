@@ -50,6 +50,7 @@ from fcm_core.vocabulary import DOMAIN, DW_KERNELS
 
 from ..ops.schema import TO_NCHW, TO_NHWC, Activation, ConvLayer
 from . import patterns, transposes
+from .patterns import UnusedNames
 from .transposes import perm_of, producer
 
 #: The most input values (C * KH * KW) per output of a standard convolution made a layer: an RGB
@@ -191,12 +192,12 @@ def layer_overload(index: int) -> str:
     return f"c{index}"
 
 
-class _Names:
+class _Names(UnusedNames):
     """Names for the layers of a graph: node names and overloads unused in it and in ``overloads``
-    (those of the model's functions), tensor names unused in it."""
+    (those of the model's functions), and tensor names unused in it."""
 
     def __init__(self, graph: gs.Graph, overloads: set[str]):
-        self.taken = {n.name for n in graph.nodes} | set(graph.tensors())
+        super().__init__(graph)
         self.overloads = set(overloads)
         self.index = 0
 
@@ -208,13 +209,6 @@ class _Names:
         self.overloads.add(overload)
         return name, overload
 
-    def tensor(self, base: str) -> str:
-        name, index = base, 0
-        while name in self.taken:
-            name, index = f"{base}_{index}", index + 1
-        self.taken.add(name)
-        return name
-
 
 def _make_layer(graph: gs.Graph, match: LayerMatch, names: _Names, opset: int) -> Folded:
     """The layer node of ``match`` (reading ``match.x``, writing ``match.output``, both NHWC) added to
@@ -222,7 +216,7 @@ def _make_layer(graph: gs.Graph, match: LayerMatch, names: _Names, opset: int) -
     name, overload = names.layer()
     bias = match.bias
     if bias is None:
-        bias = gs.Constant(names.tensor(f"{name}_B"), np.zeros(match.weights.shape[0], np.float32))
+        bias = gs.Constant(names.take(f"{name}_B"), np.zeros(match.weights.shape[0], np.float32))
     replaced = [n.name for n in match.nodes]
     for node in match.nodes:
         node.inputs.clear()
@@ -260,11 +254,11 @@ def _wrap_nchw(graph: gs.Graph, positions: set[int], overloads: set[str], opset:
         if match is None:
             continue
         x, result, shape = match.x, match.output, conv.outputs[0].shape  # the activation keeps the Conv's shape
-        match.x = transposes.append_transpose(graph, x, TO_NHWC, names.tensor(f"{conv.name}_x_nhwc"))
-        match.output = gs.Variable(names.tensor(f"{conv.name}_y_nhwc"), dtype=result.dtype,
+        match.x = transposes.append_transpose(graph, x, TO_NHWC, names.take(f"{conv.name}_x_nhwc"))
+        match.output = gs.Variable(names.take(f"{conv.name}_y_nhwc"), dtype=result.dtype,
                                    shape=transposes.permuted(shape, TO_NHWC))
         made = _make_layer(graph, match, names, opset)
-        transposes.append_transpose(graph, match.output, TO_NCHW, names.tensor(f"{made.node.name}_y_nchw"), out=result)
+        transposes.append_transpose(graph, match.output, TO_NCHW, names.take(f"{made.node.name}_y_nchw"), out=result)
         folded.append(made)
     return folded
 
