@@ -76,13 +76,14 @@ def _scaled_copy(array: np.ndarray, sources: dict[int, list[tuple[str, np.ndarra
     candidates = sources.get(array.size, [])
     if any(digest == own for digest, _ in candidates):  # a copy of the bytes: filled alike by its digest
         return None
-    scale = float(np.abs(array).max())
+    array64 = array.astype(np.float64)
+    scale = float(np.abs(array64).max())
     for digest, other in candidates:
         layouts = [(False, other.reshape(array.shape))]
         if array.ndim == 2:
             layouts.append((True, other.reshape(array.shape[::-1]).T))
         for transposed, source in layouts:
-            source64, array64 = source.astype(np.float64), array.astype(np.float64)
+            source64 = source.astype(np.float64)
             norm = float(np.sum(source64 * source64))
             factor = float(np.sum(array64 * source64)) / norm if norm else 0.0
             if (np.isfinite(factor) and factor != 0.0 and abs(factor - 1.0) > 1e-6
