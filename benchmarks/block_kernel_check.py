@@ -34,7 +34,7 @@ class Case:
     c: int
     m: int  # intermediate channels (c without a first stage)
     f: int  # output channels (0 without a last stage)
-    kind: str  # pwdwpw, dwpw, pwdw, pwpw
+    kind: str  # pwdwpw, dwpw, pwdw, pwpw, pw
     kernel: int = 3
     stride: int = 1
     pads: tuple = None  # top, left, bottom, right; default: TF "SAME"
@@ -48,7 +48,7 @@ class Case:
 
     @property
     def stages(self):
-        return {"pwdwpw": (1, 1, 1), "dwpw": (0, 1, 1), "pwdw": (1, 1, 0), "pwpw": (1, 0, 1)}[self.kind]
+        return {"pwdwpw": (1, 1, 1), "dwpw": (0, 1, 1), "pwdw": (1, 1, 0), "pwpw": (1, 0, 1), "pw": (0, 0, 1)}[self.kind]
 
 
 # (h, c, m, f, stride, residual): MobileNetV2's inverted-residual blocks at 224x224
@@ -204,6 +204,9 @@ def cases() -> list[Case]:
             Case(f"pwdw odd {tag}", 1, 9, 7, 10, 21, 0, "pwdw", kernel=3, tf32=not exact),
             Case(f"pwpw {tag}", 3, 7, 7, 160, 320, 96, "pwpw", acts=("relu", "none", "none"), tf32=not exact),
             Case(f"pwpw scale {tag}", 2, 14, 14, 96, 40, 96, "pwpw", acts=("swish", "none", "none"), scale=True, residual=True, tf32=not exact),
+            Case(f"pw scale {tag}", 2, 14, 14, 200, 200, 40, "pw", acts=("none", "none", "none"), scale=True, tf32=not exact),
+            Case(f"pw odd {tag}", 3, 9, 11, 37, 37, 37, "pw", acts=("none", "none", "relu"), scale=True, residual=True,
+                 tf32=not exact),
             Case(f"hswish res {tag}", 2, 14, 14, 40, 120, 40, "pwdwpw", kernel=5, acts=("hard_swish", "hard_swish", "none"),
                  residual=True, res_act="relu", tf32=not exact),
             Case(f"sigmoid pad {tag}", 1, 12, 12, 16, 48, 24, "pwdwpw", pads=(0, 0, 2, 2), acts=("sigmoid", "swish", "relu"), tf32=not exact),
@@ -213,6 +216,7 @@ def cases() -> list[Case]:
         out.append(Case(f"plan {plan}", 3, 14, 14, 64, 384, 64, "pwdwpw", residual=True, plan=plan))
     out.append(Case("split exact", 2, 7, 7, 160, 960, 160, "pwdwpw", residual=True, plan="7x7,64,4,3", tf32=False))
     out.append(Case("dwpw split", 2, 10, 10, 256, 256, 256, "dwpw", acts=("none", "relu", "none"), plan="5x10,128,4,3"))
+    out.append(Case("pw split", 2, 7, 7, 1152, 1152, 320, "pw", acts=("none", "none", "none"), scale=True, plan="7x7,64,8,3"))
     out.append(Case("batch 32", 32, 28, 28, 32, 192, 32, "pwdwpw", residual=True))
     return out
 

@@ -9,7 +9,9 @@ deviation capped at sqrt(2 / fan_in), so that activations stay near 1 layer afte
 (independent draws with the real statistics make them grow, see ``_fill``). Initializers that
 held the same bytes (a fused node's kernel-layout weights and the Conv weights they were reshaped
 from) get the same data again, and so does a matrix that holds another one's values transposed (the
-``MatMul`` a pointwise Conv becomes between channels-last neighbours), so a fused model and its
+``MatMul`` a pointwise Conv becomes between channels-last neighbours), and so does a fused model's
+weight that holds an unfused model's values times a constant (a factor the rewrite folded into them,
+such as MobileNetV3's ``x / 6``: filled as that weight's data times the factor), so a fused model and its
 unfused original stay equivalent, and timings do not depend on the values. Accuracy against the
 source model is checked where the real weights are (``fcm convert``); what runs on the skeletons is checked against the unfused skeleton.
 
@@ -63,20 +65,53 @@ def _strippable(array: np.ndarray) -> bool:
             and not np.all(array == array.flat[0]))
 
 
-def _strip(tensor: onnx.TensorProto, others: frozenset[str] = frozenset()) -> bool:
+def _row_stats(source: np.ndarray) -> dict:
+    rows = source.reshape(source.shape[0], -1).astype(np.float64)
+    return {"row_mean": _encode(rows.mean(axis=1)), "row_std": _encode(rows.std(axis=1))}
+
+
+def _scaled_copy(array: np.ndarray, sources: dict[int, list[tuple[str, np.ndarray]]], own: str) -> dict | None:
+    """The note of ``array`` as ``factor`` times one of ``sources`` (the unfused models' weights, by
+    element count), in its layout or, for a matrix, transposed; None when it is no such copy."""
+    candidates = sources.get(array.size, [])
+    if any(digest == own for digest, _ in candidates):  # a copy of the bytes: filled alike by its digest
+        return None
+    array64 = array.astype(np.float64)
+    scale = float(np.abs(array64).max())
+    for digest, other in candidates:
+        layouts = [(False, other.reshape(array.shape))]
+        if array.ndim == 2:
+            layouts.append((True, other.reshape(array.shape[::-1]).T))
+        for transposed, source in layouts:
+            source64 = source.astype(np.float64)
+            norm = float(np.sum(source64 * source64))
+            factor = float(np.sum(array64 * source64)) / norm if norm else 0.0
+            if (np.isfinite(factor) and factor != 0.0 and abs(factor - 1.0) > 1e-6
+                    and np.allclose(array64, factor * source64, rtol=1e-5, atol=1e-6 * scale)):
+                return {"sha1": digest, **_row_stats(other), "source_dims": list(other.shape), "factor": factor,
+                        "transposed": transposed}
+    return None
+
+
+def _strip(tensor: onnx.TensorProto, others: frozenset[str] = frozenset(),
+           sources: dict[int, list[tuple[str, np.ndarray]]] | None = None) -> bool:
     """Replace the data by a note; a matrix whose transpose is among ``others`` (digests of the
-    tensors being packed with it) is noted as that transpose, so that both are filled alike."""
+    tensors being packed with it) is noted as that transpose, and a tensor that is a multiple of one of
+    ``sources`` as that multiple, so that each pair is filled alike."""
     array = numpy_helper.to_array(tensor)
     if not _strippable(array):
         return False
     digest = _digest(array)
     digest_t = _digest(array.T) if array.ndim == 2 else digest
     transposed = digest_t in others and digest_t != digest
-    source, digest = (array.T, digest_t) if transposed else (array, digest)
-    rows = source.reshape(source.shape[0], -1).astype(np.float64)
-    note = {"mark": MARK, "sha1": digest, "row_mean": _encode(rows.mean(axis=1)), "row_std": _encode(rows.std(axis=1))}
-    if transposed:
-        note["transposed"] = True
+    scaled = _scaled_copy(array, sources, digest) if sources and not transposed else None
+    if scaled is not None:
+        note = {"mark": MARK, **scaled}
+    else:
+        source, digest = (array.T, digest_t) if transposed else (array, digest)
+        note = {"mark": MARK, "sha1": digest, **_row_stats(source)}
+        if transposed:
+            note["transposed"] = True
     dims, dtype, name = list(tensor.dims), tensor.data_type, tensor.name
     tensor.Clear()
     tensor.name, tensor.data_type = name, dtype
@@ -97,7 +132,7 @@ def _fill(tensor: onnx.TensorProto) -> bool:
     mean, std = _decode(note["row_mean"]), _decode(note["row_std"])
     fan_in = int(np.prod(tensor.dims)) // len(mean)
     rows = rng.standard_normal((len(mean), fan_in))  # a transposed note: the rows of the transpose
-    if len(tensor.dims) >= 2:
+    if len(note.get("source_dims", tensor.dims)) >= 2:
         # Weight matrices and kernels: independent draws lack the real weights' cancellations, so
         # with the real row statistics activations grow from layer to layer (to 1e4-1e5 by the end
         # of EfficientNetB0) and saturating gates make the network chaotic under TF32. Zero-mean
@@ -105,7 +140,12 @@ def _fill(tensor: onnx.TensorProto) -> bool:
         array = (rows * np.minimum(std, np.sqrt(2.0 / fan_in))[:, None]).astype(dtype)
     else:
         array = (rows * std[:, None] + mean[:, None]).astype(dtype)
-    if note.get("transposed"):
+    if "factor" in note:  # a multiple of the weight filled from the same note, in this layout
+        dims = list(tensor.dims)
+        array = array.astype(np.float64).reshape(dims[::-1] if note["transposed"] else dims)
+        array = (array.T if note["transposed"] else array) * note["factor"]
+        array = array.astype(dtype)
+    elif note.get("transposed"):
         array = array.T
     filled = numpy_helper.from_array(np.ascontiguousarray(array).reshape(list(tensor.dims)), tensor.name)
     tensor.CopyFrom(filled)
@@ -165,23 +205,24 @@ def _dag_weights(stem: Path, unfused: onnx.ModelProto, names: dict[str, str]) ->
             for layer, name in names.items()}
 
 
-def _packed_digests(src: Path) -> frozenset[str]:
+def _packed_digests(src: Path) -> tuple[frozenset[str], dict[int, list[tuple[str, np.ndarray]]]]:
     """The digests of every tensor ``pack`` strips under ``src`` (a Conv's [F, C, 1, 1] kernel has
-    the bytes of its [F, C] matrix)."""
-    digests = set()
+    the bytes of its [F, C] matrix), and the unfused models' such tensors by element count (with
+    their digests), which a fused model's scaled weights are found among."""
+    digests, sources = set(), {}
     for path in sorted(src.rglob("*.onnx")):
-        digests |= {_digest(a) for t in _initializers(onnx.load(path))
-                    if _strippable(a := numpy_helper.to_array(t))}
-    return frozenset(digests)
+        for t in _initializers(onnx.load(path)):
+            if _strippable(a := numpy_helper.to_array(t)):
+                digest = _digest(a)
+                digests.add(digest)
+                if path.name.endswith(".unfused.onnx"):
+                    sources.setdefault(a.size, []).append((digest, a))
+    return frozenset(digests), sources
 
 
 def _walk(src: Path, dst: Path, packing: bool) -> int:
     count = 0
-    if packing:
-        others = _packed_digests(src)
-        transform = functools.partial(_strip, others=others)
-    else:
-        transform = _fill
+    others, sources = _packed_digests(src) if packing else (frozenset(), {})
     for path in sorted(src.rglob("*")):
         if path.is_dir():
             continue
@@ -192,6 +233,10 @@ def _walk(src: Path, dst: Path, packing: bool) -> int:
             unfused = path.name.endswith(".unfused.onnx")  # a conversion's source: its DAG weights travel too
             stem = path.with_name(path.name.removesuffix(".unfused.onnx"))
             names = _conv_weight_names(stem, model) if unfused and packing else None  # before they go
+            if packing:  # (an unfused model's weights are the sources: never noted as copies)
+                transform = functools.partial(_strip, others=others, sources=None if unfused else sources)
+            else:
+                transform = _fill
             changed = sum(transform(t) for t in _initializers(model))
             _forget_companions(model)
             onnx.save(model, target)

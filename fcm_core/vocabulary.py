@@ -55,20 +55,33 @@ LAYOUT_ATTRIBUTE = "channels_last"
 @dataclass(frozen=True)
 class Kind:
     """A fused-op kind: its stage sequence names it (``pwdwpw``) and its op types
-    (``FusedPwDwPw``, ``QFusedPwDwPw``)."""
+    (``FusedPwDwPw``, ``QFusedPwDwPw``), one per precision it has ops in."""
 
     stages: tuple[str, ...]
+    precisions: tuple[str, ...] = tuple(PRECISIONS)
 
     @property
     def name(self) -> str:
         return "".join(self.stages)
 
     def op_type(self, precision: str = "fp32") -> str:
+        if precision not in self.precisions:
+            raise ValueError(f"the {self.name} kind has no {precision} op (it has {', '.join(self.precisions)} ones)")
         return PRECISIONS[precision].op_prefix + "Fused" + "".join(s.capitalize() for s in self.stages)
 
 
-KINDS = {k.name: k for k in (Kind(("dw", "pw")), Kind(("pw", "dw")), Kind(("pw", "pw")), Kind(("pw", "dw", "pw")))}
+#: ``pw`` is one pointwise stage whose input is scaled per channel (a squeeze-and-excitation block's
+#: projection, S the excitation): the scale needs the whole depthwise output before it, so no longer
+#: chain takes that convolution, and fused it saves the scaling's pass over the block's widest
+#: tensor; or one no longer group took, with an activation that would be a pass of its own (a
+#: network's 1x1 head). Its ops are channels-last, float precisions only.
+KINDS = {k.name: k for k in (Kind(("dw", "pw")), Kind(("pw", "dw")), Kind(("pw", "pw")), Kind(("pw", "dw", "pw")),
+                             Kind(("pw",), FLOAT_PRECISIONS))}
 MAX_STAGES = max(len(k.stages) for k in KINDS.values())
+#: Kinds of one stage (channels-last only): a window of a chain only where that stage takes a
+#: channel scale, else the planner's second pass over what a chain's selection left
+#: (``planner.groups.lone_pointwise``).
+SINGLE_STAGE_KINDS = tuple(name for name, k in KINDS.items() if len(k.stages) == 1)
 
 
 @dataclass(frozen=True)
@@ -146,7 +159,9 @@ INT8_LAYER_ATTRIBUTES = {
 #: KxK convolution (standard, or depthwise: ``group`` = channels) with its bias and activation, for
 #: the convolutions no group takes, such as a network's stem (few input channels, so a direct
 #: convolution on the CUDA cores, bias and activation in its epilogue, in one pass over memory).
-#: X [N, H, W, C], W [F, C / group, K, K] (ONNX's Conv layout), B [F], Y [N, Ho, Wo, F]. In fp16
+#: X [N, H, W, C], W [F, C / group, K, K] (ONNX's Conv layout), B [F], Y [N, Ho, Wo, F]; optional
+#: inputs XS and XB ([C] or [1]) make the convolution read X * XS + XB (a model's input normalization,
+#: folded: ``ort_custom_ops.lowering.layers.fold_input_affines``). In fp16
 #: and bf16 the sum plus bias is rounded to the element type before the activation, and the result
 #: again, as ONNX's Conv and activation operators in that type compute them.
 FLOAT_LAYER_ATTRIBUTES = {
@@ -167,7 +182,7 @@ def expand(names: tuple[str, ...]) -> tuple[str, ...]:
 
 def op_attributes() -> dict[str, tuple[str, ...]]:
     """Every op type of the domain -> the attributes it may carry (``stage{i}`` written out)."""
-    table = {kind.op_type(p): expand(FUSED_ATTRIBUTES[p]) for kind in KINDS.values() for p in PRECISIONS}
+    table = {kind.op_type(p): expand(FUSED_ATTRIBUTES[p]) for kind in KINDS.values() for p in kind.precisions}
     table.update({op: expand(names) for op, names in INT8_LAYER_ATTRIBUTES.items()})
     table.update({layer_op_type(layer, p): names for layer, names in FLOAT_LAYER_ATTRIBUTES.items()
                   for p in FLOAT_PRECISIONS})
@@ -191,7 +206,7 @@ def layer_of(op_type: str) -> tuple[str, str] | None:
 def kind_of(op_type: str) -> tuple[Kind, str] | None:
     """The kind and precision of a fused op type (``QFusedDwPw`` -> (dwpw, int8)); None for others."""
     for kind in KINDS.values():
-        for precision in PRECISIONS:
+        for precision in kind.precisions:
             if kind.op_type(precision) == op_type:
                 return kind, precision
     return None

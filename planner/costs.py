@@ -283,15 +283,19 @@ def block_kernel_shared_bytes(stages: list[StageShape], elem: int) -> int | None
     if len(stages) == 2 and first.type == last.type == "pw" and tuple(first.in_hw) == (1, 1):
         return 0
     slab, chunk = 128, 32
-    last_pointwise = len(stages) > 1 and last.type == "pw"
+    # a single pointwise stage runs as a last stage, its input staged a chunk of channels at a time
+    first_pointwise = first.type == "pw" and len(stages) > 1
+    last_pointwise = last.type == "pw"
     ring = 3
-    if first.type == "pw" and (not last_pointwise or last.out_channels <= BLOCK_WIDTHS[-1]):
+    if first_pointwise and (not last_pointwise or last.out_channels <= BLOCK_WIDTHS[-1]):
         chunks = math.ceil(first.out_channels / chunk)
         ring = min(ring, math.ceil(chunks / 8) if last_pointwise else 1)
     need = 512 + 1024  # barriers, alignment
-    if first.type == "pw":
+    if first_pointwise:
         slabs = math.ceil(first.in_channels * elem / slab)
         need += slabs * 1024 + ring * slabs * chunk * slab
+    elif len(stages) == 1:
+        need += ring * 64 * slab  # the chunk's input rows
     if last_pointwise:
         f_tile = next((w for w in BLOCK_WIDTHS if w >= math.ceil(last.out_channels / BLOCK_MAX_SLICES)), None)
         if f_tile is None:

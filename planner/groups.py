@@ -1,8 +1,10 @@
 """Fusion candidates, from the DAG's edges only.
 
 In: a :class:`~extractor.dag.Dag`. Out: :class:`Stage` records (a DW or PW convolution with the
-operators that fold into it) linked into chains, and :class:`Candidate` windows of 2-3 stages
-along a chain whose sequence is an FCM kind.
+operators that fold into it) linked into chains, and :class:`Candidate` windows of 1-3 stages
+along a chain whose sequence is an FCM kind (one stage: a pointwise conv with a channel scale,
+the ``pw`` kind, which folds the scale's pass over its input); and :func:`lone_pointwise`, the
+pointwise stages a chain's selection left, with an activation to fold.
 
 A *stage* is one convolution plus what the FCM kernel does around it:
 - prologue: an explicit zero ``pad`` before a depthwise conv (becomes its padding), or the
@@ -27,6 +29,7 @@ from fcm_core import vocabulary
 #: Stage-type sequences the FCM kernels implement, and their names (the op vocabulary's kinds).
 KINDS: dict[tuple[str, ...], str] = {kind.stages: name for name, kind in vocabulary.KINDS.items()}
 MAX_STAGES = vocabulary.MAX_STAGES
+SINGLE_STAGE_KINDS = vocabulary.SINGLE_STAGE_KINDS  # a window only with a channel scale to fold (else lone_pointwise)
 
 #: Activations the kernels' epilogue implements (the DAG's spellings), and the DAG operators that
 #: apply one on their own.
@@ -281,12 +284,12 @@ def windows(graph: Graph, stages: dict[int, Stage], chain: list[int]) -> list[tu
     whose stage types form an FCM kind."""
     found = []
     for start in range(len(chain)):
-        for length in range(2, MAX_STAGES + 1):
+        for length in range(1, MAX_STAGES + 1):
             if start + length > len(chain):
                 break
             members = [stages[c] for c in chain[start : start + length]]
             kind = KINDS.get(tuple(s.type for s in members))
-            if kind is None:
+            if kind is None or (kind in SINGLE_STAGE_KINDS and members[0].se_scale is None):
                 continue
             reasons = [f"layer {s.conv}: {s.unsupported}" for s in members if s.unsupported]
             if reasons:
@@ -295,6 +298,28 @@ def windows(graph: Graph, stages: dict[int, Stage], chain: list[int]) -> list[tu
             candidate = Candidate(members, kind)
             _attach_residual(graph, candidate)
             found.append((start, candidate))
+    return found
+
+
+def lone_pointwise(graph: Graph, stages: dict[int, Stage], chain: list[int], held: set[int],
+                   fused_by_library: tuple[str, ...]) -> list[Candidate]:
+    """One-stage candidates for the pointwise stages of ``chain`` that no group in ``held`` takes and
+    whose activation a library convolution would leave to a pass of its own (not in
+    ``fused_by_library``): a network's head convolution, whose ReLU6 or swish then runs in the
+    epilogue. Not at one pixel per image (a squeeze-and-excitation branch's product, which the
+    block kernels would run one 64-row tile per pixel). (A stage with a channel scale is a window
+    of :func:`windows` already.)"""
+    found = []
+    for conv in chain:
+        stage = stages[conv]
+        if conv in held or stage.type != "pw" or stage.unsupported or stage.se_scale is not None:
+            continue
+        out_shape = graph.dag[conv].ofms_shape
+        if stage.activation in ("0", *fused_by_library) or (out_shape and out_shape[1] * out_shape[2] == 1):
+            continue
+        candidate = Candidate([stage], KINDS[("pw",)])
+        _attach_residual(graph, candidate)
+        found.append(candidate)
     return found
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from extractor.dag import Dag, Layer
 from extractor.summary import fm_elements
+from fcm_core import vocabulary
 from fcm_core.errors import FcmError
 
 from . import costs, groups, select
@@ -263,6 +264,8 @@ def make_plan(dag: Dag, gpu: GpuSpec, batch: int = 1, dtype: str = "fp32",
     for chain in groups.chains(stages, links):
         windows, priced = [], []
         for start, found in groups.windows(graph, stages, chain):
+            if not isinstance(found, str) and not has_op(found.kind, dtype):
+                continue
             if isinstance(found, str):
                 for conv in chain[start:start + 2]:
                     blocked.setdefault(conv, found)
@@ -278,8 +281,17 @@ def make_plan(dag: Dag, gpu: GpuSpec, batch: int = 1, dtype: str = "fp32",
             for conv in found.convs:
                 if conv not in best_rejected or group.saving > best_rejected[conv][0]:
                     best_rejected[conv] = (group.saving, found)
-        for index in select.select_optimal(len(chain), windows):
-            chosen.append(priced[index])
+        picked = [priced[index] for index in select.select_optimal(len(chain), windows)]
+        chosen += picked
+        # then a lone pointwise stage the selection left, with an activation to fold (one pass less),
+        # as a one-stage group: never in competition with a longer one
+        held = {conv for group in picked for conv in group.candidate.convs}
+        for candidate in groups.lone_pointwise(graph, stages, chain, held, device.constants.baseline_fused_activations):
+            if not has_op(candidate.kind, dtype):
+                continue
+            group = price(device, dag, candidate, entry_costs)
+            if group is not None and group.saving > 0:
+                chosen.append(group)
 
     chosen.sort(key=lambda g: g.candidate.convs[0])
     for number, group in enumerate(chosen):
@@ -290,6 +302,11 @@ def make_plan(dag: Dag, gpu: GpuSpec, batch: int = 1, dtype: str = "fp32",
         by_chain.setdefault(tuple(chain), []).append((start, group))
     return Plan(dag, gpu, batch, dtype, device.constants, chosen, reasons, entry_costs, dag_path,
                 candidates=[(list(c), found) for c, found in by_chain.items()])
+
+
+def has_op(kind: str, dtype: str) -> bool:
+    """Whether the kind has an op for the planned element type (the pw kind has no int8 op)."""
+    return dtype != "int8" or "int8" in vocabulary.KINDS[kind].precisions
 
 
 def price(device: costs.Device, dag: Dag, candidate: groups.Candidate, entry_costs: dict[int, costs.KernelCost]) -> Group | None:

@@ -95,8 +95,36 @@ Ort::Status CheckConvLayerCall(const ConvLayerSpec& spec, Ort::KernelContext& ct
   }
   s->out_h = (padded_h - spec.kh) / spec.sh + 1;
   s->out_w = (padded_w - spec.kw) / spec.sw + 1;
+  int64_t* counts[2] = {&s->scale_count, &s->shift_count};
+  for (size_t i = 0; i < 2; ++i) {
+    const Ort::ConstValue v = InputAffine(ctx, 3 + i);
+    *counts[i] = 0;
+    if (v == nullptr) continue;
+    const auto shape = v.GetTensorTypeAndShapeInfo().GetShape();
+    const int64_t count = static_cast<int64_t>(v.GetTensorTypeAndShapeInfo().GetElementCount());
+    if (shape.size() > 1 || (count != 1 && count != s->c)) {
+      std::ostringstream m;
+      m << "the input " << (i == 0 ? "scale" : "shift") << " must be [" << s->c << "] or [1], not " << ShapeText(shape);
+      return Error(node, m.str());
+    }
+    *counts[i] = count;
+  }
   return Ort::Status(nullptr);
 }
+
+namespace {
+
+// v rounded to T (for half types; float: v).
+template <typename T>
+float Rounded(float v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else {
+    return T(v).ToFloat();
+  }
+}
+
+}  // namespace
 
 template <typename T>
 OrtStatusPtr CpuConvLayerKernelT<T>::ComputeV2(OrtKernelContext* context) {
@@ -105,10 +133,18 @@ OrtStatusPtr CpuConvLayerKernelT<T>::ComputeV2(OrtKernelContext* context) {
     ConvLayerShapes s;
     Ort::Status status = CheckConvLayerCall(spec, ctx, &s);
     if (!status.IsOK()) return status;
-    std::vector<float> xs, ws, bs;  // half inputs as floats
+    std::vector<float> xs, ws, bs, scales, shifts;  // half inputs as floats
     const float* x = Widened<T>(ctx.GetInput(0), &xs);
     const float* w = Widened<T>(ctx.GetInput(1), &ws);
     const float* b = Widened<T>(ctx.GetInput(2), &bs);
+    const float* scale = s.scale_count ? Widened<T>(InputAffine(ctx, 3), &scales) : nullptr;
+    const float* shift = s.shift_count ? Widened<T>(InputAffine(ctx, 4), &shifts) : nullptr;
+    // X * XS + XB of input channel c, rounded to T after each step (conv_layer.h)
+    auto input = [&](float v, int64_t c) {
+      if (scale != nullptr) v = Rounded<T>(v * scale[s.scale_count == 1 ? 0 : c]);
+      if (shift != nullptr) v = Rounded<T>(v + shift[s.shift_count == 1 ? 0 : c]);
+      return v;
+    };
     auto y = ctx.GetOutput(0, s.OutputShape());
     T* out = y.GetTensorMutableData<T>();
     const int64_t per_filter = s.depthwise ? 1 : s.c;  // input channels each output channel reads
@@ -128,10 +164,10 @@ OrtStatusPtr CpuConvLayerKernelT<T>::ComputeV2(OrtKernelContext* context) {
               if (ix < 0 || ix >= s.w) continue;
               const float* in = x + ((image * s.h + iy) * s.w + ix) * s.c + c0;
               const float* filter = w + f * per_filter * spec.kh * spec.kw + ky * spec.kw + kx;
-              for (int64_t c = 0; c < per_filter; ++c) acc += in[c] * filter[c * spec.kh * spec.kw];
+              for (int64_t c = 0; c < per_filter; ++c) acc += input(in[c], c0 + c) * filter[c * spec.kh * spec.kw];
             }
           }
-          if constexpr (!std::is_same_v<T, float>) acc = T(acc).ToFloat();  // (the sum in T first: see conv_layer.h)
+          acc = Rounded<T>(acc);  // (the sum in T first: see conv_layer.h)
           pixel[f] = T(spec.activation(acc));
         }
       }

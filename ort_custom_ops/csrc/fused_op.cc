@@ -1,5 +1,6 @@
 #include "fused_op.h"
 
+#include <algorithm>
 #include <sstream>
 #include <type_traits>
 #include <vector>
@@ -68,7 +69,7 @@ Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_na
 
   int64_t dw_kernel = 0, dw_stride = 1;
   std::vector<int64_t> dw_pads;
-  const bool has_dw = types.size() == 3 || types[0] == StageType::kDepthwise || types[1] == StageType::kDepthwise;
+  const bool has_dw = std::find(types.begin(), types.end(), StageType::kDepthwise) != types.end();
   if (has_dw) {
     if (!a.TryRead("dw_kernel", &dw_kernel)) return Error(node, a.problem().empty() ? "missing attribute dw_kernel" : a.problem());
     a.TryRead("dw_stride", &dw_stride);
@@ -105,6 +106,8 @@ Ort::Status ParseSpec(const Ort::ConstKernelInfo& info, const std::string& op_na
   spec->channels_last = a.Flag("channels_last");
   spec->residual = a.Flag("residual");
   if (!a.problem().empty()) return Error(node, a.problem());
+  // (a single pointwise stage runs as the block kernels' last stage, which are channels-last only)
+  if (types.size() == 1 && !spec->channels_last) return Error(node, op_name + " is channels-last only: channels_last must be 1");
   Ort::Status status = ReadActivation(a, node, "residual", &spec->residual_activation);
   if (!status.IsOK()) return status;
 

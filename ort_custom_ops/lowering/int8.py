@@ -32,7 +32,7 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 from extractor.dag import Dag, Layer
 from extractor.integer import ACTIVATION_TABLES, RANGES, activation_range, mul
 from fcm_core.errors import FcmError
-from fcm_core.vocabulary import ACTIVATIONS, EPILOGUES, FROM_DAG_ACTIVATION
+from fcm_core.vocabulary import ACTIVATIONS, EPILOGUES, FROM_DAG_ACTIVATION, KINDS
 
 from ..ops.schema import SCHEMES, Chain, ChainStage, Quant, Requant, add_node, conv_node, make_model, mean_node
 
@@ -421,6 +421,8 @@ class _Builder:
         """The fused int8 node's description of a planned group, and the tensor it reads; raises
         _NotFusable with the reason when the group's layers do not fit one."""
         dag = self.dag
+        if "int8" not in KINDS[candidate.kind].precisions:
+            raise _NotFusable(f"the {candidate.kind} kind has no int8 op")
         if candidate.residual_epilogue:
             raise _NotFusable("an activation after the residual ADD is a separate int8 layer")
         first = dag[candidate.stages[0].first_entry]

@@ -19,6 +19,10 @@ node alone (and be no graph output); the first Transpose stays where something e
 activation the kernels do not implement stays a node of its own after the layer, which then folds
 none.
 
+A model's input normalization before a layer (:func:`fold_input_affines`: Muls and Adds by
+constants of the channels that nothing else reads, Keras' Rescaling and Normalization before its
+stem) becomes the layer's input scale and shift: the kernel applies them as it reads the input.
+
 Convs in an NCHW stretch (:func:`fold_nchw_layers`, before :func:`fold_layers`, while the layout
 rules can still move Transposes): where the layout cleanup leaves a network's first Convs in NCHW
 (``Transpose -> Conv -> activation -> Conv -> activation -> ...``: the stem and the first depthwise
@@ -35,6 +39,7 @@ image for a larger one of its output).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +50,7 @@ from fcm_core.vocabulary import DOMAIN, DW_KERNELS
 
 from ..ops.schema import TO_NCHW, TO_NHWC, Activation, ConvLayer
 from . import patterns, transposes
+from .patterns import UnusedNames
 from .transposes import perm_of, producer
 
 #: The most input values (C * KH * KW) per output of a standard convolution made a layer: an RGB
@@ -64,11 +70,12 @@ class LayerMatch:
 
 @dataclass
 class Folded:
-    """One layer made: its node, its function, the names of the nodes it replaced."""
+    """One layer made: its node, its function, the names of the nodes it replaced, what it computes."""
 
     node: gs.Node
     function: onnx.FunctionProto
     replaced: list[str]
+    layer: ConvLayer
 
 
 def _ints(values) -> list[int]:
@@ -185,12 +192,12 @@ def layer_overload(index: int) -> str:
     return f"c{index}"
 
 
-class _Names:
+class _Names(UnusedNames):
     """Names for the layers of a graph: node names and overloads unused in it and in ``overloads``
-    (those of the model's functions), tensor names unused in it."""
+    (those of the model's functions), and tensor names unused in it."""
 
     def __init__(self, graph: gs.Graph, overloads: set[str]):
-        self.taken = {n.name for n in graph.nodes} | set(graph.tensors())
+        super().__init__(graph)
         self.overloads = set(overloads)
         self.index = 0
 
@@ -202,13 +209,6 @@ class _Names:
         self.overloads.add(overload)
         return name, overload
 
-    def tensor(self, base: str) -> str:
-        name, index = base, 0
-        while name in self.taken:
-            name, index = f"{base}_{index}", index + 1
-        self.taken.add(name)
-        return name
-
 
 def _make_layer(graph: gs.Graph, match: LayerMatch, names: _Names, opset: int) -> Folded:
     """The layer node of ``match`` (reading ``match.x``, writing ``match.output``, both NHWC) added to
@@ -216,7 +216,7 @@ def _make_layer(graph: gs.Graph, match: LayerMatch, names: _Names, opset: int) -
     name, overload = names.layer()
     bias = match.bias
     if bias is None:
-        bias = gs.Constant(names.tensor(f"{name}_B"), np.zeros(match.weights.shape[0], np.float32))
+        bias = gs.Constant(names.take(f"{name}_B"), np.zeros(match.weights.shape[0], np.float32))
     replaced = [n.name for n in match.nodes]
     for node in match.nodes:
         node.inputs.clear()
@@ -224,7 +224,7 @@ def _make_layer(graph: gs.Graph, match: LayerMatch, names: _Names, opset: int) -
     node = gs.Node(match.layer.op_type, name=name, domain=DOMAIN, attrs=match.layer.attributes(),
                    inputs=[match.x, match.weights, bias], outputs=[match.output])
     graph.nodes.append(node)
-    return Folded(node, match.layer.function(overload, opset), replaced)
+    return Folded(node, match.layer.function(overload, opset), replaced, match.layer)
 
 
 def fold_layers(graph: gs.Graph, opset: int, overloads: set[str] = frozenset()) -> list[Folded]:
@@ -254,11 +254,11 @@ def _wrap_nchw(graph: gs.Graph, positions: set[int], overloads: set[str], opset:
         if match is None:
             continue
         x, result, shape = match.x, match.output, conv.outputs[0].shape  # the activation keeps the Conv's shape
-        match.x = transposes.append_transpose(graph, x, TO_NHWC, names.tensor(f"{conv.name}_x_nhwc"))
-        match.output = gs.Variable(names.tensor(f"{conv.name}_y_nhwc"), dtype=result.dtype,
+        match.x = transposes.append_transpose(graph, x, TO_NHWC, names.take(f"{conv.name}_x_nhwc"))
+        match.output = gs.Variable(names.take(f"{conv.name}_y_nhwc"), dtype=result.dtype,
                                    shape=transposes.permuted(shape, TO_NHWC))
         made = _make_layer(graph, match, names, opset)
-        transposes.append_transpose(graph, match.output, TO_NCHW, names.tensor(f"{made.node.name}_y_nchw"), out=result)
+        transposes.append_transpose(graph, match.output, TO_NCHW, names.take(f"{made.node.name}_y_nchw"), out=result)
         folded.append(made)
     return folded
 
@@ -293,3 +293,85 @@ def fold_nchw_layers(graph: gs.Graph, opset: int, overloads: set[str] = frozense
     folded = _wrap_nchw(graph, set(chosen), overloads, opset)
     transposes.optimize(graph, final=())
     return folded
+
+
+def _channel_constant(tensor, channels: int) -> np.ndarray | None:
+    """A constant's values as [channels] where it broadcasts along the last axis of an NHWC map
+    alone (one value, or one per channel); None for anything else."""
+    value = patterns.constant(tensor)
+    if value is None or value.dtype != np.float32 or any(d != 1 for d in value.shape[:-1]):
+        return None
+    if value.size == 1:
+        return np.full(channels, value.reshape(-1)[0], np.float32)
+    return value.reshape(-1).astype(np.float32) if value.size == channels else None
+
+
+def _affine_step(node: gs.Node, channels: int) -> tuple[object, str, np.ndarray] | None:
+    """(the operand it computes on, "Mul" or "Add", the constant per channel) where ``node`` multiplies
+    a tensor by a constant of the channels or adds one to it; None otherwise."""
+    if node.op not in ("Mul", "Add") or node.domain not in (None, "", "ai.onnx") or len(node.inputs) != 2:
+        return None
+    for data, other in ((0, 1), (1, 0)):
+        constant = _channel_constant(node.inputs[other], channels)
+        if constant is not None and patterns.constant(node.inputs[data]) is None:
+            return node.inputs[data], node.op, constant
+    return None
+
+
+def _readers(tensor, graph_outputs: set[int]) -> list:
+    """The nodes reading ``tensor`` whose results are used: not those a replacement disconnected (no
+    outputs), nor a first Transpose whose reader a layer replaced (its output read by nothing)."""
+    return [n for n in tensor.outputs if any(id(out) in graph_outputs or out.outputs for out in n.outputs)]
+
+
+def _only_reader(tensor, node: gs.Node, graph_outputs: set[int]) -> bool:
+    readers = _readers(tensor, graph_outputs)
+    return len(readers) == 1 and readers[0] is node
+
+
+def fold_input_affines(graph: gs.Graph, folded: list[Folded], opset: int) -> int:
+    """Each layer of ``folded`` whose input is ``x * a + b`` per channel, computed by Mul and Add nodes
+    with constant operands (a model's input normalization: Keras' Rescaling and Normalization before
+    its stem) that nothing else reads, given the affine as its input scale and shift (XS, XB: one
+    input pass or more less), and named among the nodes it replaced; the Muls and Adds are left for
+    the cleanup. Returns how many layers took one."""
+    graph_outputs = patterns.ids(graph.outputs)
+    count = 0
+    for made in folded:
+        node = made.node
+        if len(node.inputs) != 3 or made.layer.input_affine:
+            continue
+        x = node.inputs[0]
+        if x.shape is None or len(x.shape) != 4 or not isinstance(x.shape[3], (int, np.integer)):
+            continue
+        channels = int(x.shape[3])
+        scale, shift = np.ones(channels, np.float32), np.zeros(channels, np.float32)
+        steps, reader, absorbed = 0, node, []
+        # walking back from the layer: its input is scale * x + shift, x the tensor reached so far
+        while len(x.inputs) == 1 and id(x) not in graph_outputs and _only_reader(x, reader, graph_outputs):
+            step = _affine_step(x.inputs[0], channels)
+            if step is None:
+                break
+            source, op, constant = step
+            if source.shape is None or list(source.shape) != list(x.shape):  # (not a broadcast of a smaller tensor)
+                break
+            if op == "Mul":  # x = source * k
+                scale = scale * constant
+            else:  # x = source + k
+                shift = shift + scale * constant
+            absorbed.append(x.inputs[0].name)
+            x, reader, steps = source, x.inputs[0], steps + 1
+        if steps == 0:
+            continue
+        taken = set(graph.tensors())
+        node.inputs[0] = x
+        for part, values in (("scale", scale), ("shift", shift)):
+            name, index = f"{node.name}_input_{part}", 0
+            while name in taken:
+                name, index = f"{node.name}_input_{part}_{index}", index + 1
+            node.inputs.append(gs.Constant(name, values))
+        made.replaced += absorbed
+        made.layer = dataclasses.replace(made.layer, input_affine=True)
+        made.function = made.layer.function(made.function.overload, opset)
+        count += 1
+    return count

@@ -2,7 +2,8 @@
 
 In: tensors and nodes of a ``gs.Graph``. Out: what they compute, in FCM terms: the activation a
 chain of nodes applies (:func:`read_activation`), the zero padding a ``Pad`` adds
-(:func:`read_spatial_pad`), a channel scale ``Mul(x, s)`` (:func:`read_channel_scale`).
+(:func:`read_spatial_pad`), a channel scale ``Mul(x, s)`` (:func:`read_channel_scale`); and names
+a rewrite may add to it (:class:`UnusedNames`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,21 @@ def _clip(node: gs.Node) -> tuple[float, float] | None:
             return None
         hi = float(value.reshape(-1)[0])
     return lo, hi
+
+
+class UnusedNames:
+    """Names not yet taken in a graph (by its tensors and nodes), each handed out once: ``base``
+    itself where it is free, else ``base_0``, ``base_1``, ..."""
+
+    def __init__(self, graph: gs.Graph):
+        self.taken = {n.name for n in graph.nodes} | set(graph.tensors())
+
+    def take(self, base: str) -> str:
+        name, index = base, 0
+        while name in self.taken:
+            name, index = f"{base}_{index}", index + 1
+        self.taken.add(name)
+        return name
 
 
 def ids(tensors) -> set[int]:

@@ -11,7 +11,8 @@ Steps: DAG layers are found in the ONNX graph by their weights (and shapes and o
 name (:func:`map_convs`); each planned group goes to the rule of its kind (:mod:`.rules`), which
 reads the operators around its convolutions and checks them against the plan; a group whose ONNX
 subgraph does not read as planned, whose intermediates are used outside it, or which overlaps
-another is left unfused and reported with the reason; the matched groups are replaced; then the
+another is left unfused and reported with the reason; the matched groups are replaced; a constant
+factor of a channel scale is folded into the weights it scales (:mod:`.scale_factors`); then the
 graph is cleaned up (:func:`cleanup`: the disconnected nodes removed, sorted) as a separate step.
 
 Layout (``layout``): ``"nhwc"`` (the default) makes channels-last fused nodes, each first put
@@ -21,9 +22,10 @@ NHWC; the model's inputs and outputs keep their layouts. Then the Convs no group
 channels-last convolution layers of the domain (:mod:`.layers`, in ``RewriteResult.layers``, not
 groups): first those of NCHW stretches, where that does not add layout work (the layout cleanup then
 cancels and moves the Transposes around them), then those left between Transposes to and from NCHW,
-such as the stem; unless ``convolution_layers`` is false (the fp16 conversion keeps ONNX Runtime's
+such as the stem, each taking the Muls and Adds by constants before it as its input scale and shift
+(a model's input normalization); unless ``convolution_layers`` is false (the fp16 conversion keeps ONNX Runtime's
 Convs: ``fcm.pipeline.precisions``). ``"nchw"`` makes NCHW fused nodes and adds no Transpose, nor any
-layer.
+layer; it leaves the ``pw`` groups unfused (their ops are channels-last only).
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from extractor.dag import Dag
+from fcm_core.vocabulary import SINGLE_STAGE_KINDS
 
 from ..ops.schema import DOMAIN, DOMAIN_VERSION
-from . import layers, patterns, transposes
+from . import layers, patterns, scale_factors, transposes
 from .rules import RULES, Match, NotFusable, overload_of
 
 IR_VERSION = 10  # FunctionProto/NodeProto overloads
@@ -120,6 +123,8 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
         reason = None
         if missing:
             reason = f"layers {missing} have no Conv with their weights in the ONNX graph"
+        elif layout != "nhwc" and group["kind"] in SINGLE_STAGE_KINDS:
+            reason = f"the {group['kind']} kind is channels-last only (layout {layout})"
         else:
             try:
                 match = RULES[group["kind"]].match(graph, group, [mapping[layer] for layer in group["layers"]],
@@ -142,6 +147,7 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
         overloads[node.name] = overload_of(match.group["id"])
         result.fused.append({"group": match.group["id"], "kind": match.spec.kind, "node": node.name,
                              "replaced": [n.name for n in match.nodes]})
+    scale_factors.fold_scale_factors(graph)
 
     if matches and layout == "nhwc":
         made = []
@@ -151,6 +157,7 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
             made = layers.fold_nchw_layers(graph, opset, set(overloads.values()))
             transposes.optimize(graph, rules=(), final=transposes.final_rules(batch))
             made += layers.fold_layers(graph, opset, set(overloads.values()) | {f.function.overload for f in made})
+            layers.fold_input_affines(graph, made, opset)
         else:
             transposes.optimize(graph, final=transposes.final_rules(batch))
         for folded in made:

@@ -15,6 +15,7 @@ the group's input and the activation after it):
 - ``pwdw``:   act2(dw(pad?(act1(pw(scale?(x)))))) [+ x, act]
 - ``pwpw``:   act2(pw(act1(pw(scale?(x))))) [+ x, act]
 - ``pwdwpw``: act3(pw(act2(dw(pad?(act1(pw(scale?(x)))))))) [+ x, act]
+- ``pw``:     act1(pw(scale?(x))) [+ x, act]   (channels-last only)
 
 Every rule checks what it reads against the plan (activations, residual, channel scale) and that
 no intermediate tensor is used outside the group. The rewrite (:mod:`.rewrite`) finds the groups'

@@ -50,8 +50,6 @@ another's work.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
@@ -59,7 +57,7 @@ import onnx_graphsurgeon as gs
 from fcm_core.vocabulary import DOMAIN, kind_of
 
 from ..ops.schema import TO_NCHW, TO_NHWC, is_channels_last
-from .patterns import ids
+from .patterns import UnusedNames, ids
 
 Perm = tuple[int, ...]
 
@@ -159,15 +157,10 @@ class _Context:
     def __init__(self, graph: gs.Graph):
         self.graph = graph
         self.outputs = ids(graph.outputs)
-        self.names = set(graph.tensors()) | {n.name for n in graph.nodes}
-        self.counter = itertools.count()
+        self.names = UnusedNames(graph)
 
     def name(self, base: str) -> str:
-        while True:
-            candidate = f"{base}_{next(self.counter)}"
-            if candidate not in self.names:
-                self.names.add(candidate)
-                return candidate
+        return self.names.take(base)
 
     def unused(self, tensor) -> bool:
         return not tensor.outputs and id(tensor) not in self.outputs

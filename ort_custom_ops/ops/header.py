@@ -30,7 +30,7 @@ def text() -> str:
     """The vocabulary the library is built with, as one line of JSON (sorted keys)."""
     activations = {a.name: {"kernel": a.kernel, "clip": list(next(iter(a.dag.values())))
                             if a.kernel != a.name else None} for a in vocabulary.ACTIVATIONS.values()}
-    kinds = {kind.name: {"stages": list(kind.stages), "ops": {p: kind.op_type(p) for p in vocabulary.PRECISIONS}}
+    kinds = {kind.name: {"stages": list(kind.stages), "ops": {p: kind.op_type(p) for p in kind.precisions}}
              for kind in vocabulary.KINDS.values()}
     return json.dumps({"domain": vocabulary.DOMAIN, "activations": activations, "kinds": kinds,
                        "dw_kernels": list(vocabulary.DW_KERNELS), "dw_strides": list(vocabulary.DW_STRIDES),
@@ -133,7 +133,7 @@ def render() -> str:
     tables["int8"] = ("int8", "kFusedKinds")
     for precision, (space, array) in tables.items():
         entries = []
-        for kind in vocabulary.KINDS.values():
+        for kind in (k for k in vocabulary.KINDS.values() if precision in k.precisions):
             flags = [s == "dw" for s in kind.stages] + [False] * (3 - len(kind.stages))
             entries.append(f"    {{{_cpp_string(kind.op_type(precision))}, {len(kind.stages)}, "
                            f"{{{', '.join('true' if f else 'false' for f in flags)}}}}},")

@@ -161,14 +161,16 @@ def block_problem_dims(node: onnx.NodeProto, shapes: dict[str, list[int]], initi
     stages = KIND_STAGES[kind]
     n, c, h, w = nchw_dims(shapes[node.input[0]], True)
     _, f, out_h, out_w = nchw_dims(shapes[node.output[0]], True)
+    # (a single pointwise stage runs as a last stage, its input streamed in chunks: cuda_op.cu)
+    pw1 = stages[0] == "pw" and len(stages) > 1
     first = initializers.get(node.input[1])
-    m = (int(first.dims[0]) if first is not None else int(shapes[node.input[1]][0])) if stages[0] == "pw" else c
+    m = (int(first.dims[0]) if first is not None else int(shapes[node.input[1]][0])) if pw1 else c
     dw = "dw" in stages
     kernel = int(_attribute(node, "dw_kernel", 3)) if dw else 1
     stride = int(_attribute(node, "dw_stride", 1)) if dw else 1
     pads = list(_attribute(node, "dw_pads", [(kernel - 1) // 2] * 4)) if dw else [0, 0, 0, 0]
-    pwl = stages[-1] == "pw" and len(stages) > 1
-    return [n, h, w, c, m, f if pwl else 0, kernel, stride, pads[0], pads[1], out_h, out_w, 0, int(stages[0] == "pw"),
+    pwl = stages[-1] == "pw"
+    return [n, h, w, c, m, f if pwl else 0, kernel, stride, pads[0], pads[1], out_h, out_w, 0, int(pw1),
             int(dw), int(pwl), int(_attribute(node, "residual", 0)), int(_attribute(node, "allow_tf32", 1))]
 
 

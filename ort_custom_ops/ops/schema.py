@@ -393,6 +393,7 @@ def _fp16_body(body: list[NodeProto], inputs: Sequence[str], output: str) -> lis
 
 #: The formal inputs and output of a ``Conv`` layer's function.
 CONV_LAYER_INPUTS = ("X", "W", "B")
+CONV_LAYER_AFFINE_INPUTS = ("XS", "XB")  # an input scale and shift ([C] or [1]: a model's input normalization)
 CONV_LAYER_OUTPUT = "Y"
 
 
@@ -400,7 +401,8 @@ CONV_LAYER_OUTPUT = "Y"
 class ConvLayer:
     """One float ``Conv`` layer (``fcm_core.vocabulary.FLOAT_LAYER_ATTRIBUTES``): X [N, H, W, C],
     W [F, C / group, KH, KW] (ONNX's Conv layout), B [F] -> act(conv(X, W) + B) [N, Ho, Wo, F], all in
-    the precision's element type; dilations 1, ``group`` 1 or C (= F, depthwise)."""
+    the precision's element type; dilations 1, ``group`` 1 or C (= F, depthwise). ``input_affine``: two
+    more inputs, XS and XB ([C] or [1]), and the convolution reads X * XS + XB (zero outside the image)."""
 
     kernel_shape: tuple[int, int]
     strides: tuple[int, int] = (1, 1)
@@ -408,6 +410,7 @@ class ConvLayer:
     group: int = 1
     activation: Activation = field(default_factory=Activation)
     precision: str = "fp32"
+    input_affine: bool = False
 
     def __post_init__(self):
         if self.precision not in NUMPY_TYPES:
@@ -416,6 +419,11 @@ class ConvLayer:
     @property
     def op_type(self) -> str:
         return vocabulary.layer_op_type("Conv", self.precision)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Its function's formal inputs."""
+        return CONV_LAYER_INPUTS + (CONV_LAYER_AFFINE_INPUTS if self.input_affine else ())
 
     def conv_attributes(self) -> dict:
         """The attributes it shares with ONNX's Conv."""
@@ -428,20 +436,28 @@ class ConvLayer:
     def node(self, inputs: Sequence[str], output: str, name: str, overload: str | None = None) -> NodeProto:
         return conv_layer_node(self.precision, inputs, output, name, self.attributes(), overload)
 
-    def reference_nodes(self, x: str, w: str, b: str, y: str, prefix: str = "fcm") -> list[NodeProto]:
+    def reference_nodes(self, x: str, w: str, b: str, y: str, prefix: str = "fcm",
+                        affine: Sequence[str] = ()) -> list[NodeProto]:
         """The same computation in standard ONNX: ONNX's Conv and the activation on NCHW tensors,
         between the layout changes of :func:`channels_last_body`, in the layer's precision
-        (:func:`half_body`)."""
-        nodes = [helper.make_node("Conv", [x, w, b], [f"{prefix}_conv"], **self.conv_attributes())]
+        (:func:`half_body`); with ``input_affine``, X * XS + XB first (``affine``: their names)."""
+        head, conv_input = [], x
+        if self.input_affine:
+            scale, shift = affine
+            head = [helper.make_node("Mul", [x, scale], [f"{prefix}_x_scaled"]),
+                    helper.make_node("Add", [f"{prefix}_x_scaled", shift], [f"{prefix}_x_affine"])]
+            conv_input = f"{prefix}_x_affine"
+        nodes = [helper.make_node("Conv", [conv_input, w, b], [f"{prefix}_conv"], **self.conv_attributes())]
         current = activation_nodes(nodes, self.activation, f"{prefix}_conv", f"{prefix}_act")
         nodes.append(helper.make_node("Identity", [current], [y]))
-        body = channels_last_body(nodes, x, y, prefix=prefix)
-        return body if self.precision == "fp32" else half_body(body, self.precision, [x, w, b], y)
+        body = head + channels_last_body(nodes, conv_input, y, prefix=prefix)
+        inputs = [x, w, b, *(affine if self.input_affine else ())]
+        return body if self.precision == "fp32" else half_body(body, self.precision, inputs, y)
 
     def function(self, overload: str, opset: int):
-        """The model-local function of one such node (formal inputs :data:`CONV_LAYER_INPUTS`)."""
-        body = self.reference_nodes(*CONV_LAYER_INPUTS, CONV_LAYER_OUTPUT)
-        return domain_function(self.op_type, body, CONV_LAYER_INPUTS, CONV_LAYER_OUTPUT, overload, opset)
+        """The model-local function of one such node (formal inputs :attr:`inputs`)."""
+        body = self.reference_nodes(*CONV_LAYER_INPUTS, CONV_LAYER_OUTPUT, affine=CONV_LAYER_AFFINE_INPUTS)
+        return domain_function(self.op_type, body, self.inputs, CONV_LAYER_OUTPUT, overload, opset)
 
 
 # --- int8 ----------------------------------------------------------------------------------------

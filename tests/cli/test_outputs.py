@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -212,6 +213,32 @@ def test_weight_free_copies_forget_the_companions(tmp_path, rng):
     copy = tmp_path / "out" / "m.onnx"
     assert not [p for p in onnx.load(copy).metadata_props if p.key == "fcm.companions"]
     assert _fcm("verify", str(copy), "--provider", "cpu", "--runs", "1").returncode == 0
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_weight_free_copies_keep_a_scaled_weight_a_multiple_of_its_source(tmp_path, rng, transposed):
+    """A fused model's weight that is an unfused weight times a factor the rewrite folded into it
+    (MobileNetV3's x / 6), in the kernel's layout or transposed, is refilled as the unfused weight's
+    new data times that factor, so that the copies still compute the same function."""
+    from onnx import numpy_helper
+
+    from fcm.skeleton import main as skeleton
+
+    weight = rng.normal(size=(64, 32, 1, 1)).astype(np.float32)
+    matrix = weight.reshape(64, 32).T if transposed else weight.reshape(64, 32)
+    scaled = (matrix * np.float32(1 / 6)).astype(np.float32)
+    for name, arrays in (("m.unfused.onnx", {"W": weight}), ("m.onnx", {"S": scaled, "C": weight.reshape(64, 32)})):
+        graph = onnx.helper.make_graph([], "g", [], [], [numpy_helper.from_array(a, k) for k, a in arrays.items()])
+        (tmp_path / "in").mkdir(exist_ok=True)
+        onnx.save(onnx.helper.make_model(graph), tmp_path / "in" / name)
+    assert skeleton(["pack", str(tmp_path / "in"), "-o", str(tmp_path / "packed")]) == 0
+    assert skeleton(["unpack", str(tmp_path / "packed"), "-o", str(tmp_path / "out")]) == 0
+    read = lambda name: {t.name: numpy_helper.to_array(t) for t in onnx.load(tmp_path / "out" / name).graph.initializer}
+    filled, copies = read("m.unfused.onnx")["W"].reshape(64, 32), read("m.onnx")
+    assert not np.allclose(filled, weight.reshape(64, 32))  # new data, not the original
+    expected = (filled.T if transposed else filled) / 6
+    assert np.abs(copies["S"] - expected).max() <= 1e-6 * np.abs(expected).max()
+    assert np.array_equal(copies["C"], filled)
 
 
 # --- 5. SIGTERM cleans up as SIGINT does ----------------------------------------------------------

@@ -277,6 +277,59 @@ def test_the_nchw_rule_leaves_sandwiches_to_the_layer_rule(rng):
 
 # --- the op --------------------------------------------------------------------------------------
 
+def _normalized_stem(rng, shared: bool = False) -> onnx.ModelProto:
+    """EfficientNet's head in small: x * (1/255), minus a mean and divided by a deviation per channel
+    ([1, 1, 1, 3] constants), then the stem between layout changes; ``shared``: the scaled image ``r``
+    is a model output too."""
+    outputs = "float[N, A, B, F] y, float[N, 9, 10, 3] r" if shared else "float[N, A, B, F] y"
+    text = f"""
+        g (float[N, 9, 10, 3] x) => ({outputs}) {{
+            r = Mul (x, k)
+            m = Add (r, minus_mean)
+            u = Mul (m, inverse_deviation)
+            t = Transpose <{TO_NCHW}> (u)
+            c = Conv <{STEM}> (t, W, B)
+            n = Transpose <{TO_NHWC}> (c)
+            y = Clip (n, lo, hi)
+        }}"""
+    model = parse((text, (8, 3, 3, 3)), rng)
+    model.graph.initializer.extend([
+        numpy_helper.from_array(np.array(1 / 255, np.float32), "k"),
+        numpy_helper.from_array(-rng.uniform(0.3, 0.6, (1, 1, 1, 3)).astype(np.float32), "minus_mean"),
+        numpy_helper.from_array(1 / rng.uniform(0.2, 0.3, (1, 1, 1, 3)).astype(np.float32), "inverse_deviation")])
+    return onnx.shape_inference.infer_shapes(model)  # (the rules read shapes, as the normalized source has them)
+
+
+def test_an_input_normalization_before_a_layer_becomes_its_input_scale_and_shift(rng):
+    """The Muls and Adds by constants of the channels before a stem become the layer's XS and XB (one
+    pass over the image each less), computing what they did, with the library and without it."""
+    model = _normalized_stem(rng)
+    graph = gs.import_onnx(model)
+    folded = layers.fold_layers(graph, opset=17)
+    assert layers.fold_input_affines(graph, folded, opset=17) == 1
+    out = cleanup(graph)
+    out.graph.node[0].overload = folded[0].function.overload
+    out.functions.append(folded[0].function)
+    out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    out.ir_version = 10
+    onnx.checker.check_model(out)
+    (node,) = out.graph.node
+    assert node.domain == DOMAIN and list(node.input)[0] == "x" and len(node.input) == 5
+    assert list(folded[0].function.input) == ["X", "W", "B", "XS", "XB"]
+    assert {"Mul_0", "Add_1", "Mul_2"} <= set(folded[0].replaced)
+    inputs = {"x": rng.uniform(0, 255, (2, 9, 10, 3)).astype(np.float32)}
+    want = run(model, inputs)
+    for with_library in (True, False):
+        (got,) = make_session(out, with_library=with_library).run(None, inputs)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    # the scaled image a model output too: the steps after it fold, it stays (and is the layer's input)
+    model = _normalized_stem(rng, shared=True)
+    graph = gs.import_onnx(model)
+    folded = layers.fold_layers(graph, opset=17)
+    assert layers.fold_input_affines(graph, folded, opset=17) == 1
+    assert folded[0].node.inputs[0].name == "r" and len(folded[0].node.inputs) == 5
+
+
 def test_the_node_builder_refuses_attributes_the_op_does_not_declare():
     layer = ConvLayer((3, 3), (2, 2))
     node = layer.node(CONV_LAYER_INPUTS, "Y", "l0", overload="c0")

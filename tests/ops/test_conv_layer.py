@@ -23,17 +23,20 @@ ACTIVATIONS = [Activation("none"), Activation("relu"), Activation("relu6"), Acti
 
 
 def _layer_model(precision: str, x_shape, weights: np.ndarray, bias: np.ndarray, strides, pads, group: int,
-                 activation: Activation, **extra) -> onnx.ModelProto:
-    """A model of one layer node: X (NHWC) -> Y, the weights and bias as initializers."""
+                 activation: Activation, affine: tuple[np.ndarray, np.ndarray] | None = None, **extra) -> onnx.ModelProto:
+    """A model of one layer node: X (NHWC) -> Y, the weights and bias (and ``affine``'s input scale
+    and shift) as initializers."""
     dtype, element = NUMPY_TYPES[precision], ONNX_TYPES[precision]
     attributes = {"kernel_shape": list(weights.shape[2:]), "strides": list(strides), "pads": list(pads),
                   "group": group, "channels_last": 1, **activation.attributes("stage1"), **extra}
-    node = helper.make_node(layer_op_type("Conv", precision), ["X", "W", "B"], ["Y"], name="layer", domain=DOMAIN,
-                            **attributes)
+    inputs = ["X", "W", "B"] + (["XS", "XB"] if affine is not None else [])
+    node = helper.make_node(layer_op_type("Conv", precision), inputs, ["Y"], name="layer", domain=DOMAIN, **attributes)
+    initializers = [numpy_helper.from_array(weights.astype(dtype), "W"), numpy_helper.from_array(bias.astype(dtype), "B")]
+    if affine is not None:
+        initializers += [numpy_helper.from_array(affine[0].astype(dtype), "XS"), numpy_helper.from_array(affine[1].astype(dtype), "XB")]
     # (X's shape left open: the shape tests feed what does not fit)
     graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("X", element, None)],
-                              [helper.make_tensor_value_info("Y", element, None)],
-                              [numpy_helper.from_array(weights.astype(dtype), "W"), numpy_helper.from_array(bias.astype(dtype), "B")])
+                              [helper.make_tensor_value_info("Y", element, None)], initializers)
     return make_model(graph)
 
 
@@ -163,6 +166,48 @@ def test_shapes_that_do_not_fit_are_onnx_runtime_errors(rng):
     _run_expecting_error(depthwise, x, "the op takes group 1, or a depthwise convolution")
 
 
+def _affine(rng, precision: str, channels: int, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """An input scale and shift (one value each, or one per channel), rounded to the precision."""
+    count = channels if per_channel else 1
+    dtype = NUMPY_TYPES[precision]
+    scale = rng.uniform(0.5, 2.0, count).astype(dtype).astype(np.float32)
+    shift = rng.normal(size=count).astype(dtype).astype(np.float32)
+    return scale, shift
+
+
+def _affine_input(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, precision: str) -> np.ndarray:
+    """X * XS + XB as the op defines it: rounded to the precision after the product and after the sum."""
+    dtype = NUMPY_TYPES[precision]
+    return ((x * scale).astype(dtype).astype(np.float32) + shift).astype(dtype).astype(np.float32)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[3], GEOMETRIES[4]])
+def test_an_input_scale_and_shift_compute_the_layer_of_the_affine_input(precision, geometry, rng):
+    """Inputs XS and XB (a model's input normalization folded in): the layer computes what it computes
+    without them on X * XS + XB, per channel or one value for all, zero padding outside the image
+    (the padding is of the affine input, as before a Conv)."""
+    channels, filters, kernel, stride, pads, depthwise = geometry
+    group = channels if depthwise else 1
+    for per_channel in (True, False):
+        x, w, b = _case(rng, precision, 2, 11, 9, channels, filters, kernel, depthwise)
+        scale, shift = _affine(rng, precision, channels, per_channel)
+        folded = _layer_model(precision, x.shape, w, b, (stride, stride), pads, group, Activation("relu6"), affine=(scale, shift))
+        plain = _layer_model(precision, x.shape, w, b, (stride, stride), pads, group, Activation("relu6"))
+        (got,) = make_session(float_io(folded)).run(None, {"X": x})
+        (want,) = make_session(float_io(plain)).run(None, {"X": _affine_input(x, scale, shift, precision)})
+        # (fp32: the product and the sum may be one fused multiply-add)
+        tolerance = 1e-6 * (np.abs(want).max() + 1) if precision == "fp32" else 0.0
+        assert np.abs(got - want).max() <= tolerance, (per_channel, np.abs(got - want).max())
+
+
+def test_an_input_scale_of_the_wrong_size_is_an_onnx_runtime_error(rng):
+    x, w, b = _case(rng, "fp32", 1, 8, 8, 4, 8, 3, False)
+    model = _layer_model("fp32", x.shape, w, b, (1, 1), (1, 1, 1, 1), 1, Activation("relu"),
+                         affine=(np.ones(3, np.float32), np.zeros(4, np.float32)))
+    _run_expecting_error(model, x, "the input scale must be [4] or [1], not [3]")
+
+
 # ---- the CUDA kernel (GPU machine) ------------------------------------------------------------------
 
 @pytest.mark.gpu
@@ -178,7 +223,9 @@ def test_the_cuda_kernel_computes_what_the_cpu_kernel_computes(precision, geomet
         size = int(rng.integers(kernel, 20)) if channels < 1000 else 9
         x, w, b = _case(rng, precision, batch, size, int(rng.integers(kernel, 20)) if channels < 1000 else 11, channels,
                         filters, kernel, depthwise)
-        model = _layer_model(precision, x.shape, w, b, (stride, stride), pads, group, activation)
+        # batch 1: no input scale and shift; 3: one value each; 32: one per channel
+        affine = _affine(rng, precision, channels, batch != 3) if batch != 1 else None
+        model = _layer_model(precision, x.shape, w, b, (stride, stride), pads, group, activation, affine=affine)
         (cpu,) = make_session(float_io(model)).run(None, {"X": x})
         session = make_session(model, providers=cuda_providers())
         if precision == "fp32":
@@ -188,7 +235,8 @@ def test_the_cuda_kernel_computes_what_the_cpu_kernel_computes(precision, geomet
             gpu = run_poisoned_half(session, {"X": x}, cpu.shape, precision)
             # each side rounds its fp32 sum before the activation and the result after it: either
             # rounding may go the other way on the other side (the sums differ in their last bits)
-            before = _expected(x, w, b, (stride, stride), pads, group, Activation("none"))
+            x_in = x if affine is None else _affine_input(x, *affine, precision)
+            before = _expected(x_in, w, b, (stride, stride), pads, group, Activation("none"))
             u = PRECISIONS[precision].unit_roundoff
             bound = 2.02 * u * (np.abs(cpu) + 1.5 * np.abs(before)) + 1e-5
         error = np.abs(gpu - cpu)

@@ -79,6 +79,16 @@ def test_channel_scale(kind, channels_last, rng):
     _check(spec, rng, batch=3, height=7, width=7)
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_single_pointwise_stage_with_a_channel_scale(residual, rng):
+    """The ``pw`` kind (a squeeze-and-excitation projection: one pointwise stage, its input scaled
+    per channel; channels-last only), with the residual its epilogue can add, the scale as
+    [N, C, 1, 1] and as [N, 1, 1, C]."""
+    spec = random_spec(rng, "pw", 23, scale=True, residual=residual, channels_last=True)
+    _check(spec, rng, batch=3, height=7, width=9)
+    _check(spec, rng, batch=2, height=5, width=4, scale_nhwc=True)
+
+
 @pytest.mark.parametrize("kind", ["pwdw", "pwpw", "pwdwpw"])
 def test_channels_last_scale_may_be_nhwc(kind, rng):
     """A channels-last node takes its N x C scale values as [N, 1, 1, C] too (kernel and function body)."""

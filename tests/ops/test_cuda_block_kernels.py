@@ -1,6 +1,6 @@
 """The CUDA block kernels (channels_last nodes) against the CPU reference kernels (GPU machine only).
 
-Every kind, depthwise kernels 3/5/7, strides 1 and 2 on odd sizes with H != W, channel counts that
+Every kind (the single pointwise stage too), depthwise kernels 3/5/7, strides 1 and 2 on odd sizes with H != W, channel counts that
 are not multiples of 4 (the cp.async path) or of 32 (a ragged last chunk), batch 1, 3 and 32, all
 activations, residual, channel scale; plans ("HxW,f_tile,split,stages[,groups]") forced through the
 nodes' cuda_plans so that tiles, output-channel slices, splits over a thread-block cluster, ring
@@ -12,11 +12,14 @@ threads on one session: test_cuda_kernels.py, in both layouts.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
 
 from ort_custom_ops.ops.library import make_session
+from ort_custom_ops.ops.schema import Activation
 from ort_custom_ops.ops.standalone import fused_model
 from tests.support.gpu import check_fused_on_gpu, check_graph_replays, cuda_providers, forced_plan, has_clusters, precision, require_cuda, run_poisoned  # noqa: F401
 from tests.support.specs import random_spec
@@ -35,7 +38,7 @@ def check_on_gpu(spec, rng, batch, height, width, bound, plan=None):
     check_fused_on_gpu(spec, rng, batch, height, width, bound, plan=plan)
 
 
-CASES = [(kind, k, s) for kind in ("dwpw", "pwdw", "pwdwpw") for k in (3, 5, 7) for s in (1, 2)] + [("pwpw", 1, 1)]
+CASES = [(kind, k, s) for kind in ("dwpw", "pwdw", "pwdwpw") for k in (3, 5, 7) for s in (1, 2)] + [("pwpw", 1, 1), ("pw", 1, 1)]
 
 
 @pytest.mark.parametrize("kind, kernel, stride", CASES)
@@ -44,8 +47,8 @@ def test_kinds_against_cpu(kind, kernel, stride, batch, precision, rng):
     bound = TF32_BOUND if precision == "tf32" else FP32_BOUND
     for channels in (int(rng.integers(3, 70)), 4 * int(rng.integers(1, 18))):  # any count, then one TMA can copy
         spec = random_spec(rng, kind, channels, kernel=max(kernel, 3), stride=stride, channels_last=True,
-                           residual=kind in ("pwdwpw", "pwpw") and stride == 1 and rng.random() < 0.5,
-                           scale=kind != "dwpw" and rng.random() < 0.3)
+                           residual=kind in ("pwdwpw", "pwpw", "pw") and stride == 1 and rng.random() < 0.5,
+                           scale=kind == "pw" or (kind != "dwpw" and rng.random() < 0.3))
         height, width = int(rng.integers(kernel, 30)), int(rng.integers(kernel, 30))
         check_on_gpu(spec, rng, batch, height, width, bound)
 
@@ -63,6 +66,42 @@ def test_mobilenet_v2_blocks_at_batch_32(rng):
         spec = random_spec(rng, "pwdwpw", c, kernel=3, stride=stride, expand=e, out=f, residual=(c == f and stride == 1),
                            channels_last=True)
         check_on_gpu(spec, rng, 32, size, size, TF32_BOUND)
+
+
+def test_squeeze_excitation_projections_at_batch_32(rng):
+    """EfficientNetB0's projections after its squeeze-and-excitation scales (the ``pw`` kind: the
+    scaled input streamed 32 channels a chunk into one pointwise stage) at batch 32, the kernels'
+    own plans."""
+    for c, f, size in [(96, 24, 56), (144, 40, 28), (240, 80, 14), (672, 112, 14), (672, 192, 7), (1152, 320, 7)]:
+        spec = random_spec(rng, "pw", c, out=f, scale=True, channels_last=True)
+        check_on_gpu(spec, rng, 32, size, size, TF32_BOUND)
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+def test_network_heads(batch, rng):
+    """The 1x1 heads as ``pw`` nodes without a scale (MobileNetV2's 320 -> 1280 with ReLU6,
+    EfficientNetB0's with swish, MobileNetV3-Large's 160 -> 960 with hard-swish, at 7x7), the
+    kernels' own plans."""
+    for c, f, activation in [(320, 1280, Activation("clip", (0.0, 6.0))), (320, 1280, Activation("swish")),
+                             (160, 960, Activation("hard_swish"))]:
+        spec = random_spec(rng, "pw", c, out=f, channels_last=True)
+        spec = dataclasses.replace(spec, stages=[dataclasses.replace(spec.stages[0], activation=activation)])
+        check_on_gpu(spec, rng, batch, 7, 7, TF32_BOUND)
+
+
+@pytest.mark.parametrize("plan", ["7x7,64,1,3", "7x7,32,4,3", "4x14,64,8,4", "7x7,96,1,3,2", "2x14,16,2,3"])
+def test_single_pointwise_stage_plans(plan, precision, rng):
+    """The ``pw`` kind's plans: output-channel slices, splits of its input chunks over a cluster,
+    ring depths 3 and 4, two computing warpgroups; a ragged last chunk (300 inputs), and a residual."""
+    if int(plan.split(",")[2]) > 1 and not has_clusters():
+        pytest.skip("splits need thread-block clusters (sm_90)")
+    if precision == "fp32" and int(plan.split(",")[1]) not in (32, 64, 128, 192):
+        pytest.skip("the exact FP32 kernels are compiled for output-channel slices of 32, 64, 128 and 192")
+    bound = TF32_BOUND if precision == "tf32" else FP32_BOUND
+    spec = random_spec(rng, "pw", 300, out=96, scale=True, channels_last=True)
+    check_on_gpu(spec, rng, 3, 14, 14, bound, plan=plan)
+    spec = random_spec(rng, "pw", 256, scale=True, residual=True, channels_last=True)
+    check_on_gpu(spec, rng, 2, 14, 14, bound, plan=plan)
 
 
 @pytest.mark.parametrize("plan", ["8x8,64,1,3", "8x8,64,2,4", "4x16,32,4,3", "7x7,96,8,3", "2x14,64,1,4", "8x8,24,2,3",
@@ -170,10 +209,13 @@ def test_tuned_plans_attribute(rng, capfd, monkeypatch):
 def test_small_cases_for_the_sanitizer(rng):
     """A handful of tiny cases per kind and copy path (run under compute-sanitizer memcheck and
     racecheck): TMA and cp.async, a split over a cluster, a ragged chunk, a PW->DW split without one."""
-    for kind, stride, channels in (("dwpw", 2, 12), ("pwdw", 1, 9), ("pwpw", 1, 8), ("pwdwpw", 2, 9), ("pwdwpw", 1, 16)):
+    for kind, stride, channels in (("dwpw", 2, 12), ("pwdw", 1, 9), ("pwpw", 1, 8), ("pwdwpw", 2, 9), ("pwdwpw", 1, 16),
+                                   ("pw", 1, 44), ("pw", 1, 9)):
         spec = random_spec(rng, kind, channels, kernel=3, stride=stride, expand=40, out=20, residual=False,
-                           scale=kind == "pwdw", channels_last=True)
+                           scale=kind in ("pwdw", "pw"), channels_last=True)
         check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND)
+    spec = random_spec(rng, "pw", 72, out=24, scale=True, channels_last=True)  # a single pointwise stage split over a cluster
+    check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="4x5,24,2,3" if has_clusters() else "4x5,24,1,3")
     spec = random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, expand=72, out=24, channels_last=True)
     check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="4x5,24,2,3" if has_clusters() else "4x5,24,1,3")
     # two warpgroups sharing each unit: three chunks (one has two), and one chunk (one has none)

@@ -54,7 +54,7 @@ def _half(spec, precision):
     return dataclasses.replace(spec, precision=precision)
 
 
-CASES = [(kind, k, s) for kind in ("dwpw", "pwdw", "pwdwpw") for k in (3, 5, 7) for s in (1, 2)] + [("pwpw", 1, 1)]
+CASES = [(kind, k, s) for kind in ("dwpw", "pwdw", "pwdwpw") for k in (3, 5, 7) for s in (1, 2)] + [("pwpw", 1, 1), ("pw", 1, 1)]
 
 
 @HALF
@@ -68,8 +68,8 @@ def test_block_kernels_in_half(precision, kind, kernel, stride, rng, capfd, monk
     for batch, channels in ((1, 8 * int(rng.integers(1, 9))), (3, 8 * int(rng.integers(5, 13)))):
         spec = _half(random_spec(rng, kind, channels, kernel=max(kernel, 3), stride=stride, channels_last=True,
                                  expand=8 * int(rng.integers(2, 20)), out=8 * int(rng.integers(1, 12)),
-                                 residual=kind in ("pwdwpw", "pwpw") and stride == 1 and rng.random() < 0.5,
-                                 scale=kind != "dwpw" and rng.random() < 0.3), precision)
+                                 residual=kind in ("pwdwpw", "pwpw", "pw") and stride == 1 and rng.random() < 0.5,
+                                 scale=kind == "pw" or (kind != "dwpw" and rng.random() < 0.3)), precision)
         # (at least 2 x 2 pixels: one pixel would run the pixel-chain kernels)
         check_half_on_gpu(spec, rng, batch, int(rng.integers(max(kernel, 2), 24)), int(rng.integers(max(kernel, 2), 24)))
     said = capfd.readouterr().err
@@ -128,9 +128,10 @@ def test_one_pixel_pwpw_in_half(precision, rng, capfd, monkeypatch):
 @HALF
 def test_small_half_cases_for_the_sanitizer(precision, rng):
     """Tiny half cases of every path (run under compute-sanitizer memcheck and racecheck)."""
-    for kind, stride, channels in (("dwpw", 2, 8), ("pwdw", 1, 16), ("pwpw", 1, 8), ("pwdwpw", 2, 16), ("pwdwpw", 1, 9)):
+    for kind, stride, channels in (("dwpw", 2, 8), ("pwdw", 1, 16), ("pwpw", 1, 8), ("pwdwpw", 2, 16), ("pwdwpw", 1, 9),
+                                   ("pw", 1, 40)):
         spec = _half(random_spec(rng, kind, channels, kernel=3, stride=stride, expand=40, out=24, channels_last=True,
-                                 scale=kind == "pwdw"), precision)
+                                 scale=kind in ("pwdw", "pw")), precision)
         check_half_on_gpu(spec, rng, 2, 7, 5)
     spec = _half(random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, expand=72, out=16, residual=True, channels_last=True), precision)
     for plan in (["4x8,16,2,3", "4x8,16,1,0"] if has_clusters() else ["4x8,16,1,0"]):

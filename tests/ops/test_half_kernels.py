@@ -70,6 +70,13 @@ def test_residual_and_channel_scale(precision, channels_last, kind, rng):
 
 
 @HALF
+@pytest.mark.parametrize("residual", [False, True])
+def test_single_pointwise_stage_with_a_channel_scale(precision, residual, rng):
+    spec = random_spec(rng, "pw", 27, residual=residual, scale=True, channels_last=True)
+    _check(dataclasses.replace(spec, precision=precision), rng, batch=3, height=6, width=11)
+
+
+@HALF
 def test_rows_cross_blocks_on_a_larger_map(precision, rng):
     spec = random_spec(rng, "pwdwpw", 16, expand=96, out=16, residual=True, channels_last=True)
     _check(dataclasses.replace(spec, precision=precision), rng, batch=1, height=112, width=96)

@@ -33,7 +33,7 @@ def test_every_fused_op_of_the_table_is_registered_for_each_precision():
     """A node of every kind and precision is known to the library: the session is refused for
     its attributes or shapes, never because the op type is unknown."""
     for kind in vocabulary.KINDS.values():
-        for precision in vocabulary.PRECISIONS:
+        for precision in kind.precisions:
             node = fused_node(kind.name, precision, ["X"], "Y", "n", {})
             graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, None)],
                                            [onnx.helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None)])
@@ -42,6 +42,16 @@ def test_every_fused_op_of_the_table_is_registered_for_each_precision():
             with pytest.raises(Exception) as info:
                 make_session(model)
             assert "is not a registered function/op" not in str(info.value), (kind.op_type(precision), str(info.value))
+
+
+def test_a_kind_has_ops_only_in_its_precisions():
+    """The single pointwise stage (``pw``) has float ops only: asking for its int8 op is an error
+    naming the precisions it has, and the built library registers none."""
+    assert vocabulary.KINDS["pw"].precisions == vocabulary.FLOAT_PRECISIONS
+    with pytest.raises(ValueError, match="the pw kind has no int8 op"):
+        vocabulary.KINDS["pw"].op_type("int8")
+    assert "QFusedPw" not in vocabulary.op_attributes() and vocabulary.kind_of("QFusedPw") is None
+    assert vocabulary.kind_of("Bf16FusedPw") == (vocabulary.KINDS["pw"], "bf16")
 
 
 def test_python_schema_and_planner_read_the_table():

@@ -15,8 +15,8 @@ from fcm.cli import main
 from fcm_core.errors import FcmError
 from planner import CostConstants, make_plan, resolve_gpu
 from planner import select
-from planner.groups import Graph
-from tests.support.fixtures import SEED, keras_model, seed_dag_path
+from planner.groups import Graph, build_stages, lone_pointwise
+from tests.support.fixtures import ROOT, SEED, keras_model, seed_dag_path
 
 SEED_MODELS = ["mob_v1", "mob_v2", "xce_r", "gprox_3"]
 SEED_GPUS = ["gtx1660", "orin", "rtxa4000"]
@@ -170,6 +170,44 @@ def test_mobilenet_v2_batch32_h100_fuses_every_inverted_residual_block(tmp_path,
     totals = plan["totals"]
     assert totals["fused"]["launches"] < totals["unfused"]["launches"]
     assert totals["fused"]["dram_bytes"] < totals["unfused"]["dram_bytes"] / 3
+
+
+def test_squeeze_excitation_projections_are_one_stage_groups():
+    """EfficientNetB0 at batch 32: each projection after a squeeze-and-excitation scale is a ``pw``
+    group (one pointwise stage holding the scale's MUL, which no longer kind can take: the scale
+    needs the whole depthwise output first), and no ``pw`` group is made without a scale."""
+    dag = Dag.load(ROOT / "converted_models" / "efficientnet_b0" / "efficientnet_b0.dag.json")
+    plan = make_plan(dag, resolve_gpu("H100"), batch=32, dtype="fp32")
+    assert_groups_are_closed(dag, plan)
+    _, stages = build_stages(dag)
+    scaled = sorted(s.conv for s in stages.values() if s.type == "pw" and s.se_scale is not None)
+    assert len(scaled) == 16
+    single = [g.candidate for g in plan.groups if g.candidate.kind == "pw"]
+    with_scale = [c for c in single if c.stages[0].se_scale is not None]
+    assert sorted(c.convs[0] for c in with_scale) == scaled
+    for candidate in with_scale:
+        assert len(candidate.stages) == 1
+        assert [dag[e].name for e in candidate.entries if dag[e].name == "mul"] == ["mul"]
+    # and the head convolution (320 -> 1280, swish), a pointwise stage no group took, with an
+    # activation that would be passes of its own (logistic and mul) after a library convolution
+    head = max(s.conv for s in stages.values() if s.type == "pw")
+    assert [(c.convs[0], c.stages[0].activation) for c in single if c.stages[0].se_scale is None] == [(head, "SWISH")]
+    assert {g.candidate.kind for g in plan.groups} == {"pw", "pwdw", "pwpw"}
+
+
+def test_a_lone_pointwise_stage_with_an_activation_is_a_group_only_outside_longer_ones():
+    """MobileNetV2 at batch 32: its 1x1 head (320 -> 1280, ReLU6), which no block takes, is a one-stage
+    group; the blocks stay whole (a lone stage never competes with a longer window); a stage whose
+    activation the library convolution fuses (ReLU) or that has none is left to the library."""
+    dag = read_keras(keras_model("MobileNetV2", logits=True), "MobileNetV2")
+    plan = make_plan(dag, resolve_gpu("H100"), batch=32, dtype="fp32")
+    kinds = [g.candidate.kind for g in plan.groups]
+    assert kinds.count("pwdwpw") == 16 and kinds.count("dwpw") == 1
+    (head,) = [g.candidate for g in plan.groups if g.candidate.kind == "pw"]
+    assert head.stages[0].activation == "RELU6" and dag[head.convs[0]].weights_shape[:2] == [1280, 320]
+    graph, stages = build_stages(dag)
+    assert lone_pointwise(graph, stages, [head.convs[0]], set(), ("RELU", "RELU6")) == []
+    assert lone_pointwise(graph, stages, [head.convs[0]], {head.convs[0]}, ("RELU",)) == []
 
 
 def test_plan_file_schema(tmp_path):

@@ -39,7 +39,28 @@ struct ConvLayerArgs {
   int kh, kw, sh, sw, pad_top, pad_left;
   unsigned work;  // threads' worth of work: n * out_h * out_w * (f / FT)
   Activation act;
+  // X * x_scale + x_shift per input channel, each of scale_count / shift_count values: 0 (none: the
+  // pointer then holds B, never null, so that a load the compiler hoists above the count's check
+  // stays in bounds; without that, fp16 kernels read address 0), 1 (every channel) or c
+  const E* x_scale;
+  const E* x_shift;
+  int scale_count, shift_count;
 };
+
+// An input value of channel c as the convolution reads it: X * XS + XB where the node has them, rounded
+// to E after each step (conv_layer.h).
+template <class E>
+__device__ __forceinline__ float InputValue(const ConvLayerArgs<E>& a, float v, int c) {
+  if (a.scale_count != 0) {
+    v *= Element<E>::ToFloat(__ldg(a.x_scale + (a.scale_count == a.c ? c : 0)));
+    if constexpr (block::kIsHalf<E>) v = Element<E>::ToFloat(Element<E>::FromFloat(v));
+  }
+  if (a.shift_count != 0) {
+    v += Element<E>::ToFloat(__ldg(a.x_shift + (a.shift_count == a.c ? c : 0)));
+    if constexpr (block::kIsHalf<E>) v = Element<E>::ToFloat(Element<E>::FromFloat(v));
+  }
+  return v;
+}
 
 // FT values of E from `from` into floats: one or two 16-byte loads where FT elements fill them (the
 // host picks FT so that they are aligned), else one load per value.
@@ -132,11 +153,13 @@ __global__ void __launch_bounds__(kThreads) ConvLayerKernel(const ConvLayerArgs<
         if constexpr (kDepthwise) {
           float v[FT];
           LoadFloats<FT>(in + f0, v);
+#pragma unroll
+          for (int j = 0; j < FT; ++j) v[j] = InputValue(a, v[j], f0 + j);
           accumulate(acc, v, true, tap, 0, f0);
         } else {
 #pragma unroll
           for (int c = 0; c < channels; ++c) {
-            const float v = Element<E>::ToFloat(__ldg(in + c));
+            const float v = InputValue(a, Element<E>::ToFloat(__ldg(in + c)), c);
             accumulate(acc, &v, false, tap, c, f0);
           }
         }
@@ -218,6 +241,8 @@ struct CudaConvLayerKernelT {
       a.kh = static_cast<int>(spec.kh), a.kw = static_cast<int>(spec.kw), a.sh = static_cast<int>(spec.sh), a.sw = static_cast<int>(spec.sw);
       a.pad_top = static_cast<int>(spec.pads[0]), a.pad_left = static_cast<int>(spec.pads[1]);
       a.act = spec.activation;
+      a.x_scale = s.scale_count ? in(3) : a.b, a.scale_count = static_cast<int>(s.scale_count);
+      a.x_shift = s.shift_count ? in(4) : a.b, a.shift_count = static_cast<int>(s.shift_count);
       auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
       const cudaError_t error = s.depthwise ? Launch<E, true>(a, stream) : Launch<E, false>(a, stream);
       if (error != cudaSuccess)

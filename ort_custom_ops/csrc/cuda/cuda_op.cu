@@ -197,9 +197,12 @@ OrtStatusPtr CudaChainKernelT<T>::ComputeV2(OrtKernelContext* context) {
     // the op's element type and the device's have the same bits
     auto in = [&](size_t i) { return reinterpret_cast<const E*>(ctx.GetInput(i).template GetTensorData<T>()); };
     ChainProblemOf<E> p;
-    p.pw1 = st.front().type == StageType::kPointwise;
+    // A single pointwise stage (PW) is a last stage with no stage before it: its input streams through
+    // in chunks of channels, as a depthwise stage's output does (a first stage holds all its input
+    // channels on chip, which a wide projection's would not fit).
+    p.pw1 = st.size() > 1 && st.front().type == StageType::kPointwise;
     p.dw = std::any_of(st.begin(), st.end(), [](const Stage& x) { return x.type == StageType::kDepthwise; });
-    p.pwl = st.size() > 1 && st.back().type == StageType::kPointwise;
+    p.pwl = st.back().type == StageType::kPointwise;
     p.x = in(0);
     p.y = reinterpret_cast<E*>(y.template GetTensorMutableData<T>());
     p.n = static_cast<int>(s.n), p.c = static_cast<int>(s.c), p.h = static_cast<int>(s.h), p.w = static_cast<int>(s.w);
@@ -338,6 +341,7 @@ OrtStatusPtr CudaChainKernelT<T>::RunWidened(Ort::KernelContext& ctx, const Chai
 
 template <class T>
 OrtStatusPtr CudaChainKernelT<T>::RunChain(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream) {
+  if (!p.pw1 && !p.dw) return NoPlan("a single pointwise stage runs on the block kernels only, and none of their plans fits");
   const ChainPlan plan = Cached(
       plans, p, device, [this](const ChainProblem& q, bool say) { return ChoosePlan(q, say); }, DescribePlan);
   if (!plan.error.empty()) return NoPlan(plan.error);

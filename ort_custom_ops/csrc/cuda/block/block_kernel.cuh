@@ -468,6 +468,22 @@ __device__ __forceinline__ void StoreSharedValue(uint32_t address, float v) {
   }
 }
 
+// A single pointwise stage (no first stage, no depthwise stage): the chunk's input rows (the tile's
+// pixels, 32 channels each, as loaded), times the channel scale where there is one, into V, the
+// stage's A operand (in E, swizzled), by the warps of one computing warpgroup, lane = channel.
+// Channels past the input's end are zeros (loaded as zeros, and scaled by 0). The writes are for
+// the tensor cores: the caller fences them.
+template <class E>
+__device__ __forceinline__ void ScaleChunk(const BlockArgsOf<E>& a, uint32_t input, int image, int m0, int m_valid, uint32_t v_slab) {
+  const ChainProblemOf<E>& p = a.p;
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
+  float s = lane < m_valid ? 1.f : 0.f;
+  if (p.scale != nullptr && lane < m_valid) s = LoadValue(p.scale + static_cast<size_t>(p.scale_batch == 1 ? 0 : image) * p.c + m0 + lane);
+  const uint32_t lane_input = input + lane * static_cast<uint32_t>(sizeof(E));
+  for (int row = warp; row < a.region_rows; row += kConsumers / 32)
+    StoreSharedValue<E>(v_slab + SwizzledAt<E>(row, lane), s * LoadSharedValue<E>(lane_input + row * kChunkRowBytes<E>));
+}
+
 // The first stage's epilogue: act1(acc1 + b1), zero outside the image (`inside`) and past the
 // intermediate's channels, into U (FP32, rows kUPitch bytes apart, for the depthwise stage) or,
 // without a depthwise stage, into V (in E, swizzled, the last stage's A operand). Rows past the
@@ -608,9 +624,11 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
             if (at >= 0 && lane < m_valid) p.y[at * p.m + m0 + lane] = Element<E>::FromFloat(v);
           });
         }
+      } else if (!p.pw1) {
+        ScaleChunk(a, SharedAddress(operands + a.xs_in_stage), u.image, m0, m_valid, v_slab);
       }
       if (p.pwl) {
-        if (p.dw) {
+        if (p.dw || !p.pw1) {
           FenceForAsyncProxy();
           SyncConsumers();  // V[i%2] written
         }
@@ -767,6 +785,10 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
                   [&](int pixel, float v) { StoreSharedValue<E>(v_slab + SwizzledAt<E>(pixel, lane), v); });
         FenceForAsyncProxy();
         SyncConsumers(group);  // V written, U read
+      } else if (!p.pw1) {
+        ScaleChunk(a, SharedAddress(operands + a.xs_in_stage), u.image, m0, m_valid, v_slab);
+        FenceForAsyncProxy();
+        SyncConsumers(group);  // V written
       }
       Gemm2::Begin(acc2);
 #pragma unroll
