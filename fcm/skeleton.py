@@ -59,7 +59,7 @@ def _digest(array: np.ndarray) -> str:
 
 def _strippable(array: np.ndarray) -> bool:
     """A large float matrix or kernel, unless it holds one value repeated: that is no weight (the
-    row of 1/(H*W) of a spatial mean computed as a MatMul), and random values would change what it
+    column of 1/(H*W) of a spatial mean computed as a MatMul), and random values would change what it
     computes."""
     return (array.nbytes >= MIN_BYTES and array.dtype.kind == "f" and array.ndim >= 2
             and not np.all(array == array.flat[0]))

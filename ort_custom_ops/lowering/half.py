@@ -22,10 +22,12 @@ precision (``fp16`` or ``bf16``) and whether its inputs and outputs become half 
 
 What stays fp32 in fp16 (:data:`FP16_KEPT`): the converter's default block list, and the
 reductions and the softmax, whose fp16 sums lose accuracy (the squeeze-and-excitation mean, the
-global average pool); so do the MatMuls that compute such a mean (:func:`spatial_mean_products`:
-the layout cleanup's form of a ReduceMean over H and W of an NHWC map), by name (the converter's
-node block list), with their row of 1/(H*W) fp32. In bf16 that row stays fp32 too: the MatMul
-widens its other input like every operator, and the mean is the fp32 one rounded once.
+global average pool); so do the MatMuls that compute such a mean and the Transposes they read
+(:func:`spatial_mean_products`: the layout cleanup's form of a ReduceMean over H and W of an NHWC
+map), by name (the converter's node block list), with their column of 1/(H*W) fp32: the Cast to
+fp32 comes before the Transpose, which ONNX Runtime folds into the product only where nothing
+stands between them. In bf16 the column stays fp32 too, the Transpose widens its input like an
+operator that computes, the product reads it in fp32, and the mean is the fp32 one rounded once.
 
 Three bugs of the converter (1.16) are worked around here: an initializer shared by a kept and a
 converted operator stays fp32 for both (issue 304, pull request 329: it is copied first); a Cast to
@@ -72,14 +74,23 @@ def kept_fp32(model: onnx.ModelProto, precision: str) -> list[str]:
 
 def spatial_mean_products(model: onnx.ModelProto) -> list[str]:
     """The names of ``model``'s MatMuls that compute a spatial mean
-    (:func:`ort_custom_ops.lowering.transposes.is_spatial_mean_product`): fp16 keeps them in fp32."""
-    return [node.name for node in _mean_products(model)]
+    (:func:`ort_custom_ops.lowering.transposes.is_spatial_mean_product`) and of the Transposes they
+    read: fp16 keeps them in fp32."""
+    return [node.name for node in _mean_nodes(model)]
 
 
 def _mean_products(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    rows = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
-            if t.data_type == TensorProto.FLOAT and len(t.dims) == 2 and t.dims[0] == 1}
-    return [node for node in model.graph.node if is_spatial_mean_product(node, rows)]
+    columns = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+               if t.data_type == TensorProto.FLOAT and len(t.dims) == 2 and t.dims[1] == 1}
+    return [node for node in model.graph.node if is_spatial_mean_product(node, columns)]
+
+
+def _mean_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The spatial means' MatMuls and the Transposes that are their first inputs' producers."""
+    products = _mean_products(model)
+    read = {node.input[0] for node in products}
+    transposes = [node for node in model.graph.node if node.op_type == "Transpose" and node.output[0] in read]
+    return transposes + products
 
 
 def to_half(model: onnx.ModelProto, precision: str, io_half: bool = False) -> onnx.ModelProto:
@@ -111,14 +122,14 @@ def to_half(model: onnx.ModelProto, precision: str, io_half: bool = False) -> on
 def rounded_model(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
     """The fp32 ``model`` (unfused) with its weights and each operator's output rounded to
     ``precision``, the operators :func:`kept_fp32` keeps for fp16 and the spatial means'
-    MatMuls (:func:`spatial_mean_products`, with their rows) left exact."""
+    MatMuls and their Transposes (:func:`spatial_mean_products`, with their columns) left exact."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    products = _mean_products(copy)
-    rows = {node.input[0] for node in products}
+    products = _mean_nodes(copy)
+    columns = {node.input[1] for node in products if node.op_type == "MatMul"}
     dtype = NUMPY_TYPES[precision]
     for tensor in copy.graph.initializer:
-        if tensor.data_type == TensorProto.FLOAT and tensor.name not in rows:
+        if tensor.data_type == TensorProto.FLOAT and tensor.name not in columns:
             values = numpy_helper.to_array(tensor).astype(dtype).astype(np.float32)
             tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
     nodes = []
@@ -184,9 +195,11 @@ def _bf16_model(model: onnx.ModelProto) -> onnx.ModelProto:
     its fused nodes still fp32 nodes on bf16 tensors, for :func:`_type_fused_nodes`."""
     inferred = onnx.shape_inference.infer_shapes(model)
     graph = inferred.graph
-    rows = {node.input[0] for node in _mean_products(inferred)}  # exact 1/(H*W): they stay fp32
+    products = _mean_products(inferred)
+    # exact 1/(H*W), and the transposed maps the products read: they stay fp32 (the Transpose widens)
+    exact = {node.input[1] for node in products} | {node.input[0] for node in products}
     floats = {v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info)
-              if v.type.tensor_type.elem_type == TensorProto.FLOAT} - rows
+              if v.type.tensor_type.elem_type == TensorProto.FLOAT} - exact
     weights, nodes, widened = [], [], {}
 
     def wide(name: str) -> str:  # the fp32 value of a bf16 tensor, one Cast per tensor
@@ -196,7 +209,7 @@ def _bf16_model(model: onnx.ModelProto) -> onnx.ModelProto:
         return widened[name]
 
     for tensor in graph.initializer:
-        if tensor.data_type == TensorProto.FLOAT and tensor.name not in rows:
+        if tensor.data_type == TensorProto.FLOAT and tensor.name not in exact:
             values = numpy_helper.to_array(tensor).astype(NUMPY_TYPES["bf16"])
             weights.append(numpy_helper.from_array(values, tensor.name))
             floats.add(tensor.name)
@@ -207,7 +220,8 @@ def _bf16_model(model: onnx.ModelProto) -> onnx.ModelProto:
             raise ValueError(f"{node.name}: {node.op_type} with a subgraph has no bf16 form here")
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
-        if node.domain != DOMAIN and node.op_type not in BF16_DIRECT:
+        widens = node.op_type not in BF16_DIRECT or node.op_type == "Transpose" and node.output[0] in exact
+        if node.domain != DOMAIN and widens:
             copy.input[:] = [wide(name) if name in floats else name for name in node.input]
             narrowed = [name for name in node.output if name in floats]
             copy.output[:] = [f"{name}__exact" if name in narrowed else name for name in node.output]
@@ -222,7 +236,7 @@ def _bf16_model(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.initializer.extend(weights)
     del graph.value_info[:]
     for value in list(graph.input) + list(graph.output):
-        if value.type.tensor_type.elem_type == TensorProto.FLOAT and value.name not in rows:
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT and value.name not in exact:
             value.type.tensor_type.elem_type = TensorProto.BFLOAT16
     return inferred
 

@@ -31,11 +31,15 @@ applies (:func:`optimize`):
 - then, in a model planned for batch 2 or more (:func:`final_rules`),
   :func:`spatial_means_to_products`: a ReduceMean over axes [1, 2] of an [N, H, W, C] tensor (the
   squeeze-and-excitation mean and the global pool of an NHWC map) becomes
-  ``Reshape(MatMul(r, Reshape(x, [-1, H*W, C])))`` with ``r`` a [1, H*W] row of 1/(H*W): the same
-  mean as a batched GEMM, where ONNX Runtime's CUDA reduction of the middle axes of a tensor is far
-  slower than its bandwidth allows; at batch 1 the reduction is the faster of the two
-  (``benchmarks/mean_forms.py``). :func:`is_spatial_mean_product` recognises such a MatMul (the
-  half-precision conversion keeps it in fp32, as it keeps the reductions);
+  ``Reshape(MatMul(Transpose(Reshape(x, [-1, H*W, C]), [0, 2, 1]), r))`` with ``r`` a [H*W, 1]
+  column of 1/(H*W): the same mean as a batched GEMM, where ONNX Runtime's CUDA reduction of the
+  middle axes of a tensor is far slower than its bandwidth allows; at batch 1 the reduction is the
+  faster of the two (``benchmarks/mean_forms.py``). ONNX Runtime folds the Transpose into the
+  product (``FusedMatMul`` with ``transA``), a strided batched GEMM; a [1, H*W] row times the
+  [N, H*W, C] map, the form before, broadcasts its left operand, which ONNX Runtime runs as a
+  batched GEMM of pointer arrays copied from the host at every run (three copies and their gaps
+  per mean). :func:`is_spatial_mean_product` recognises such a MatMul (the half-precision
+  conversion keeps it and its Transpose in fp32, as it keeps the reductions);
 - then :func:`unit_products_to_gemm`: a ``MatMul`` of pooled values [N, 1, 1, C] by constant [C, F]
   weights (a squeeze-and-excitation projection, a classifier head), and the bias ``Add`` that is its
   only reader, becomes ``Gemm(x as [N, C], W as [F, C], bias, transB=1)`` between two Reshapes (the
@@ -53,6 +57,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 
 from fcm_core.vocabulary import DOMAIN, kind_of
 
@@ -644,18 +649,21 @@ def _spatial_mean(node) -> tuple[int, int, int, bool] | None:
 
 
 def spatial_means_to_products(graph: gs.Graph) -> int:
-    """``ReduceMean(x [N, H, W, C], axes [1, 2])``: ``Reshape(x, [-1, H*W, C])``, a MatMul of a
-    [1, H*W] row of 1/(H*W) with it ([N, 1, C]: the product broadcasts over N), and a Reshape to the
-    mean's shape ([-1, 1, 1, C], or [-1, C] without keepdims) writing the mean's output tensor."""
+    """``ReduceMean(x [N, H, W, C], axes [1, 2])``: ``Reshape(x, [-1, H*W, C])``, its Transpose to
+    [N, C, H*W], a MatMul of that with a [H*W, 1] column of 1/(H*W) ([N, C, 1]), and a Reshape to
+    the mean's shape ([-1, 1, 1, C], or [-1, C] without keepdims) writing the mean's output tensor."""
     context = _Context(graph)
     means = [(node, found) for node in list(graph.nodes) if (found := _spatial_mean(node)) is not None]
     for node, (h, w, c, keep) in means:
         x, out = node.inputs[0], node.outputs[0]
-        dtype, pixels = _float_dtype(x), h * w
-        rows = context.add_reshape(x, [-1, pixels, c], shape=[x.shape[0], pixels, c])
-        product = gs.Variable(context.name(f"{out.name}_product"), dtype=dtype, shape=[x.shape[0], 1, c])
-        row = gs.Constant(context.name(f"{node.name}_row"), np.full((1, pixels), 1 / pixels, dtype))
-        graph.nodes.append(gs.Node("MatMul", name=context.name(f"{node.name}_product"), inputs=[row, rows],
+        dtype, pixels, batch = _float_dtype(x), h * w, x.shape[0]
+        rows = context.add_reshape(x, [-1, pixels, c], shape=[batch, pixels, c])
+        columns = gs.Variable(context.name(f"{out.name}_columns"), dtype=dtype, shape=[batch, c, pixels])
+        graph.nodes.append(gs.Node("Transpose", name=context.name(f"{node.name}_columns"), attrs={"perm": [0, 2, 1]},
+                                   inputs=[rows], outputs=[columns]))
+        product = gs.Variable(context.name(f"{out.name}_product"), dtype=dtype, shape=[batch, c, 1])
+        column = gs.Constant(context.name(f"{node.name}_column"), np.full((pixels, 1), 1 / pixels, dtype))
+        graph.nodes.append(gs.Node("MatMul", name=context.name(f"{node.name}_product"), inputs=[columns, column],
                                    outputs=[product]))
         node.op, node.attrs = "Reshape", {}  # the mean's node writes its tensor, reshaped from the product
         node.inputs = [product, gs.Constant(context.name(f"{node.name}_shape"),
@@ -664,15 +672,15 @@ def spatial_means_to_products(graph: gs.Graph) -> int:
 
 
 def is_spatial_mean_product(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> bool:
-    """Whether ``node`` is a MatMul :func:`spatial_means_to_products` made: its first input one of
-    ``constants`` (name -> values), a [1, K] row of K equal values 1/K."""
-    if node.op_type != "MatMul" or not _standard(node) or not node.input:
+    """Whether ``node`` is a MatMul :func:`spatial_means_to_products` made: its second input one of
+    ``constants`` (name -> values), a [K, 1] column of K equal values 1/K."""
+    if node.op_type != "MatMul" or not _standard(node) or len(node.input) != 2:
         return False
-    row = constants.get(node.input[0])
-    if row is None or row.ndim != 2 or row.shape[0] != 1 or row.dtype.kind != "f" or not row.size:
+    column = constants.get(node.input[1])
+    if column is None or column.ndim != 2 or column.shape[1] != 1 or column.dtype.kind != "f" or not column.size:
         return False
-    first = row.flat[0]
-    return bool(np.all(row == first)) and abs(float(first) * row.size - 1) <= 4 * float(np.finfo(row.dtype).eps)
+    first = column.flat[0]
+    return bool(np.all(column == first)) and abs(float(first) * column.size - 1) <= 4 * float(np.finfo(column.dtype).eps)
 
 
 RULES = (cancel_pairs, merge_siblings, fold_scale, through_elementwise, through_reduction, through_pointwise_conv)
@@ -766,5 +774,8 @@ def moved_elements(graph: gs.Graph) -> int | None:
 
 
 def transpose_count(model) -> int:
-    """Transpose nodes in an ``onnx.ModelProto``'s graph."""
-    return sum(1 for node in model.graph.node if node.op_type == "Transpose")
+    """Layout Transpose nodes in an ``onnx.ModelProto``'s graph: not those a spatial mean's product
+    reads (:func:`spatial_means_to_products`), which ONNX Runtime folds into the product."""
+    columns = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if len(t.dims) == 2 and t.dims[1] == 1}
+    read = {node.input[0] for node in model.graph.node if is_spatial_mean_product(node, columns)}
+    return sum(1 for node in model.graph.node if node.op_type == "Transpose" and node.output[0] not in read)

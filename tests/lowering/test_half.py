@@ -149,17 +149,18 @@ def _producers(model) -> dict[str, onnx.NodeProto]:
 
 def test_fp16_keeps_a_spatial_mean_product_in_fp32(rng):
     model = _spatial_mean_model()
-    (name,) = spatial_mean_products(model)
+    names = spatial_mean_products(model)
     half = to_half(model, "fp16")
     product = next(n for n in half.graph.node if n.op_type == "MatMul")
-    assert product.name == name
+    transpose = _producers(half)[product.input[0]]
+    assert [transpose.name, product.name] == names and transpose.op_type == "Transpose"
     initializers = {t.name: t for t in half.graph.initializer}
-    row, data = product.input
-    assert initializers[row].data_type == TensorProto.FLOAT
-    np.testing.assert_array_equal(numpy_helper.to_array(initializers[row]), np.full((1, 30), 1 / 30, np.float32))
-    # the Relu computes in fp16; the map reaches the product through a Cast to fp32, its result
-    # leaves through a Cast to fp16
-    cast = _producers(half)[data]
+    column = product.input[1]
+    assert initializers[column].data_type == TensorProto.FLOAT
+    np.testing.assert_array_equal(numpy_helper.to_array(initializers[column]), np.full((30, 1), 1 / 30, np.float32))
+    # the Relu computes in fp16; the map reaches the Transpose (which ONNX Runtime folds into the
+    # product) through a Cast to fp32, the product's result leaves through a Cast to fp16
+    cast = _producers(half)[transpose.input[0]]
     assert cast.op_type == "Cast" and cast.attribute[0].i == TensorProto.FLOAT
     (reader,) = [n for n in half.graph.node if product.output[0] in n.input]
     assert reader.op_type == "Cast" and reader.attribute[0].i == TensorProto.FLOAT16
@@ -174,21 +175,23 @@ def test_the_rounded_reference_leaves_a_spatial_mean_product_exact():
     rounded = rounded_model(model, "fp16")
     product = next(n for n in rounded.graph.node if n.op_type == "MatMul")
     assert not any(product.output[0] in n.input for n in rounded.graph.node if n.op_type == "Cast")
-    row = next(t for t in rounded.graph.initializer if t.name == product.input[0])
-    np.testing.assert_array_equal(numpy_helper.to_array(row), np.full((1, 30), 1 / 30, np.float32))
+    column = next(t for t in rounded.graph.initializer if t.name == product.input[1])
+    np.testing.assert_array_equal(numpy_helper.to_array(column), np.full((30, 1), 1 / 30, np.float32))
     relu = next(n for n in rounded.graph.node if n.op_type == "Relu")
     assert any(relu.output[0] in n.input for n in rounded.graph.node if n.op_type == "Cast")  # others are rounded
 
 
-def test_bf16_reads_a_spatial_mean_s_row_in_fp32(rng):
-    """1/30 is no bf16 value: the row stays fp32, and the mean is the fp32 one rounded once."""
+def test_bf16_reads_a_spatial_mean_s_column_in_fp32(rng):
+    """1/30 is no bf16 value: the column stays fp32, and the mean is the fp32 one rounded once."""
     model = _spatial_mean_model()
     half = to_half(model, "bf16")
     product = next(n for n in half.graph.node if n.op_type == "MatMul")
-    row = next(t for t in half.graph.initializer if t.name == product.input[0])
-    assert row.data_type == TensorProto.FLOAT
-    np.testing.assert_array_equal(numpy_helper.to_array(row), np.full((1, 30), 1 / 30, np.float32))
-    assert _producers(half)[product.input[1]].op_type == "Cast"  # the bf16 map widened
+    column = next(t for t in half.graph.initializer if t.name == product.input[1])
+    assert column.data_type == TensorProto.FLOAT
+    np.testing.assert_array_equal(numpy_helper.to_array(column), np.full((30, 1), 1 / 30, np.float32))
+    # the bf16 map widened before the Transpose, so that nothing stands between it and the product
+    transpose = _producers(half)[product.input[0]]
+    assert transpose.op_type == "Transpose" and _producers(half)[transpose.input[0]].op_type == "Cast"
     x = rng.normal(size=(2, 6, 5, 3)).astype(np.float32)
     m = _bf16(np.maximum(_bf16(x), 0).astype(np.float64).mean(axis=(1, 2)))
     want = _bf16(1 / (1 + np.exp(-m.astype(np.float64))))

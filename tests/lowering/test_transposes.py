@@ -484,15 +484,17 @@ def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 def test_a_mean_over_h_and_w_of_nhwc_is_a_matrix_product(opset, axes, keepdims, rng):
     model = _mean_model(opset, axes, keepdims)
     after, counts = run_rule(model, final=(transposes.spatial_means_to_products,))
-    assert op_types(after) == ["Reshape", "MatMul", "Reshape", "Sigmoid"]
+    assert op_types(after) == ["Reshape", "Transpose", "MatMul", "Reshape", "Sigmoid"]
     assert counts["spatial_means_to_products"] == 1
     constants = _initializers(after)
-    reshape, product, back = after.graph.node[:3]
+    reshape, transpose, product, back = after.graph.node[:4]
     assert list(constants[reshape.input[1]]) == [-1, 20, 3]
+    assert [a.ints for a in transpose.attribute if a.name == "perm"] == [[0, 2, 1]]
     assert list(constants[back.input[1]]) == ([-1, 1, 1, 3] if keepdims else [-1, 3])
-    row = constants[product.input[0]]
-    assert row.shape == (1, 20) and row.dtype == np.float32 and np.all(row == np.float32(1 / 20))
-    assert product.input[1] == reshape.output[0] and back.input[0] == product.output[0]
+    column = constants[product.input[1]]
+    assert column.shape == (20, 1) and column.dtype == np.float32 and np.all(column == np.float32(1 / 20))
+    assert transpose.input[0] == reshape.output[0] and product.input[0] == transpose.output[0]
+    assert back.input[0] == product.output[0]
     assert back.output[0] == model.graph.node[0].output[0]  # the Sigmoid still reads the mean's tensor
     assert transposes.is_spatial_mean_product(product, constants)
     assert_same_function(model, after, rng)
@@ -526,15 +528,15 @@ def test_other_reductions_stay(case):
     assert counts["spatial_means_to_products"] == 0 and op_types(after) == op_types(model)
 
 
-def test_only_an_averaging_row_makes_a_spatial_mean_product():
-    node = onnx.helper.make_node("MatMul", ["r", "x"], ["y"])
-    assert transposes.is_spatial_mean_product(node, {"r": np.full((1, 7), 1 / 7, np.float32)})
-    for row in (np.full((1, 7), 2 / 7, np.float32), np.full((2, 7), 1 / 7, np.float32),
-                np.linspace(0, 2 / 7, 7, dtype=np.float32)[None]):
-        assert not transposes.is_spatial_mean_product(node, {"r": row})
+def test_only_an_averaging_column_makes_a_spatial_mean_product():
+    node = onnx.helper.make_node("MatMul", ["x", "r"], ["y"])
+    assert transposes.is_spatial_mean_product(node, {"r": np.full((7, 1), 1 / 7, np.float32)})
+    for column in (np.full((7, 1), 2 / 7, np.float32), np.full((7, 2), 1 / 7, np.float32),
+                   np.linspace(0, 2 / 7, 7, dtype=np.float32)[:, None]):
+        assert not transposes.is_spatial_mean_product(node, {"r": column})
     assert not transposes.is_spatial_mean_product(node, {})  # not a constant
-    reversed_operands = onnx.helper.make_node("MatMul", ["x", "r"], ["y"])
-    assert not transposes.is_spatial_mean_product(reversed_operands, {"r": np.full((1, 7), 1 / 7, np.float32)})
+    reversed_operands = onnx.helper.make_node("MatMul", ["r", "x"], ["y"])
+    assert not transposes.is_spatial_mean_product(reversed_operands, {"r": np.full((7, 1), 1 / 7, np.float32)})
 
 
 def test_the_cleanup_ends_a_squeeze_and_excitation_mean_as_a_product(rng):

@@ -173,17 +173,18 @@ def test_unsupported_layers_stay_unfused_and_the_model_verifies(tmp_path):
 @pytest.mark.parametrize("batch", [1, 32])
 def test_the_spatial_mean_is_a_product_in_a_model_planned_for_a_batch(tmp_path, batch):
     # the global pool over the NHWC map: a ReduceMean at batch 1, where ONNX Runtime's reduction is
-    # the faster form, a MatMul of a row of 1/HW at larger batches (transposes.final_rules)
+    # the faster form, at larger batches a MatMul of the transposed map by a column of 1/HW
+    # (transposes.final_rules): spatial_mean_products names the product and its Transpose
     result = convert(_model_with_unsupported_layers(), tmp_path / "odd.onnx", ConvertOptions(gpu="H100", batch=batch))
     fused = onnx.load(result.files["fused"])
     assert [n.op_type for n in _fused_nodes(fused)] == ["FusedDwPw"]
     means = [n.op_type for n in fused.graph.node].count("ReduceMean")
-    assert (means, len(spatial_mean_products(fused))) == ((1, 0) if batch == 1 else (0, 1))
+    assert (means, len(spatial_mean_products(fused))) == ((1, 0) if batch == 1 else (0, 2))
     # the model says what it was planned for, and unfusing its group keeps that batch's form
     assert planned_batch(fused) == batch
     unfused = unfuse(fused, [n.name for n in _fused_nodes(fused)])
     means = [n.op_type for n in unfused.graph.node].count("ReduceMean")
-    assert (means, len(spatial_mean_products(unfused))) == ((1, 0) if batch == 1 else (0, 1))
+    assert (means, len(spatial_mean_products(unfused))) == ((1, 0) if batch == 1 else (0, 2))
     assert all(c.passed(1e-4) for c in result.checks if c.name != "unfused ONNX")
 
 

@@ -74,9 +74,9 @@ def test_a_transposed_copy_of_a_weight_is_filled_alike(tmp_path, rng):
     np.testing.assert_array_equal(matrix, kernel.reshape(32, 48).T)
 
 
-def test_a_spatial_mean_s_averaging_row_travels_as_it_is(tmp_path, rng):
-    """A ReduceMean over H and W of an NHWC map becomes a MatMul of a [1, H*W] row of 1/(H*W): at
-    56x56 the row is as large as a weight, but random values in its place would compute no mean."""
+def test_a_spatial_mean_s_averaging_column_travels_as_it_is(tmp_path, rng):
+    """A ReduceMean over H and W of an NHWC map becomes a MatMul by a [H*W, 1] column of 1/(H*W): at
+    56x56 the column is as large as a weight, but random values in its place would compute no mean."""
     import onnx.parser
     import onnx_graphsurgeon as gs
 
@@ -101,8 +101,8 @@ def test_a_spatial_mean_s_averaging_row_travels_as_it_is(tmp_path, rng):
     assert packed["w2"].doc_string and not packed["w2"].raw_data
     assert skeleton(["unpack", str(tmp_path / "packed"), "-o", str(tmp_path / "out")]) == 0
     refilled = onnx.load(tmp_path / "out" / "m.onnx")
-    row = next(numpy_helper.to_array(t) for t in refilled.graph.initializer if t.dims == [1, 3136])
-    np.testing.assert_array_equal(row, np.full((1, 3136), 1 / 3136, np.float32))
+    column = next(numpy_helper.to_array(t) for t in refilled.graph.initializer if t.dims == [3136, 1])
+    np.testing.assert_array_equal(column, np.full((3136, 1), 1 / 3136, np.float32))
     x = rng.normal(size=(2, 56, 56, 8)).astype(np.float32)
     (y,) = make_session(refilled, with_library=False).run(None, {"x": x})
     w = {t.name: numpy_helper.to_array(t) for t in refilled.graph.initializer}["w"]  # small: kept
