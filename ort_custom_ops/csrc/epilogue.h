@@ -34,10 +34,21 @@ FCM_HD float ActivationValue(Act kind, float x, float lo, float hi) {
       return fminf(fmaxf(x, lo), hi);
     case Act::kHardSwish:
       return x * fminf(fmaxf(x + 3.f, 0.f), 6.f) * (1.f / 6.f);
+#if defined(__CUDA_ARCH__)
+    // The GPU's approximate exponential and division (a few instructions each, against about 30 for
+    // expf and an IEEE division): the fused kernels apply these to every recomputed halo pixel, and
+    // there they were most of the instructions issued. Relative error ~1e-6 for |x| < 20; past
+    // 1 + e^-x = 2^126 the quotient is 0, as the exact value nearly is.
     case Act::kSwish:
-      return x / (1.f + expf(-x));
+      return __fdividef(x, 1.f + __expf(-x));
     case Act::kSigmoid:
-      return 1.f / (1.f + expf(-x));
+      return __fdividef(1.f, 1.f + __expf(-x));
+#else
+    case Act::kSwish:
+      return x / (1.f + std::exp(-x));
+    case Act::kSigmoid:
+      return 1.f / (1.f + std::exp(-x));
+#endif
   }
   return x;
 }

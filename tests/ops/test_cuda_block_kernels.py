@@ -132,10 +132,16 @@ def test_forced_plans(plan, precision, rng):
     ("dwpw", 200, None, 128, 3, 1, False, False, 2, (10, 10), "8x8,128,1,4,2"),  # no first stage: the region per chunk
     ("dwpw", 24, None, 64, 3, 2, False, False, 3, (9, 9), "5x5,64,1,3,2"),       # one chunk: warpgroup 1 has none
     ("pwdwpw", 24, 96, 192, 3, 1, False, False, 32, (7, 7), "7x7,192,1,3,2"),
+    # PW->DW: each warpgroup writes its own chunks' channels
+    ("pwdw", 192, 1152, None, 5, 1, False, False, 3, (7, 7), "7x7,0,1,3,2"),    # EfficientNetB0's late block
+    ("pwdw", 40, 240, None, 5, 1, False, True, 2, (13, 11), "7x7,0,1,4,2"),     # channel scale, ragged tiles
+    ("pwdw", 16, 72, None, 3, 2, False, False, 3, (15, 9), "3x4,0,1,3,2"),      # 3 chunks, the last ragged (72)
+    ("pwdw", 24, 32, None, 3, 1, False, False, 2, (9, 9), "8x8,0,1,3,2"),       # one chunk: warpgroup 1 has none
 ])
 def test_two_warpgroup_plans(case, rng):
     """Two computing warpgroups per CTA sharing each unit's chunks (every other chunk each, their sums
-    added at the end): against the CPU kernels over the stage kinds, odd chunk counts, tiles and slices."""
+    added at the end, or without a last stage each writing its own channels): against the CPU kernels
+    over the stage kinds, odd chunk counts, tiles and slices."""
     kind, c, e, f, kernel, stride, residual, scale, batch, (h, w), plan = case
     spec = random_spec(rng, kind, c, kernel=kernel, stride=stride, expand=e, out=f, residual=residual, scale=scale,
                        channels_last=True)
@@ -172,8 +178,8 @@ def test_plan_override_is_checked(rng):
     with pytest.raises(Exception, match="two warpgroups take no split"):
         make_session(forced_plan(wide, "8x8,64,2,3,2", 1), providers=cuda_providers()).run(None, {"X": x})
     pwdw = fused_model(random_spec(rng, "pwdw", 16, kernel=3, stride=1, expand=64, channels_last=True))
-    with pytest.raises(Exception, match="two warpgroups need a last pointwise stage"):
-        make_session(forced_plan(pwdw, "8x8,0,1,3,2", 1), providers=cuda_providers()).run(None, {"X": x})
+    with pytest.raises(Exception, match="two warpgroups take no split"):
+        make_session(forced_plan(pwdw, "8x8,0,2,3,2", 1), providers=cuda_providers()).run(None, {"X": x})
     with pytest.raises(Exception, match="more than the intermediate's 32-channel chunks"):
         make_session(forced_plan(pwdw, "8x8,0,3,3", 1), providers=cuda_providers()).run(None, {"X": x})
     deep = fused_model(random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, expand=320, out=16, channels_last=True))
@@ -223,9 +229,10 @@ def test_small_cases_for_the_sanitizer(rng):
     check_on_gpu(spec, rng, 3, 7, 5, TF32_BOUND, plan="3x5,64,1,3,2")
     spec = random_spec(rng, "dwpw", 12, kernel=3, stride=2, out=20, channels_last=True)
     check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="4x3,64,1,3,2")
-    # PW->DW split into plain CTAs, one per chunk (the last one ragged)
+    # PW->DW split into plain CTAs, one per chunk (the last one ragged); and two warpgroups on its chunks
     spec = random_spec(rng, "pwdw", 12, kernel=3, stride=1, expand=72, channels_last=True)
     check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="7x5,0,3,3")
+    check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="4x5,0,1,3,2")
 
 
 @pytest.mark.parametrize("split", [1, 4])

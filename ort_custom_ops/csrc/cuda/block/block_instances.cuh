@@ -15,7 +15,7 @@ const void* KernelPointer() {
 }
 
 // TF32 kernels for every width; exact FP32 ones (for comparisons) for fewer, the launcher rounds up;
-// two-warpgroup TF32 kernels from 64 wide. The half types (E) have the TF32 set.
+// two-warpgroup TF32 kernels from 64 wide and for PW->DW. The half types (E) have the TF32 set.
 #define FCM_BLOCK_INSTANCE(NF) template const void* KernelPointer<NF, false, 1, float>();
 #define FCM_BLOCK_EXACT_INSTANCE(NF) template const void* KernelPointer<NF, true, 1, float>();
 #define FCM_BLOCK_HALVES_INSTANCE(NF) template const void* KernelPointer<NF, false, 2, float>();

@@ -536,6 +536,23 @@ __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float 
   }
 }
 
+// Without a last stage (PW->DW): the depthwise stage of chunk `m0` straight to the output, the
+// tile's pixels addressed from the image's first (no division per value).
+template <class E>
+__device__ __forceinline__ void DepthwiseToOutput(const BlockArgsOf<E>& a, const Unit& u, const DepthwiseGeometry& geometry,
+                                                  uint32_t input, const uint8_t* operands, int m0, int m_valid) {
+  const ChainProblemOf<E>& p = a.p;
+  const int lane = threadIdx.x & 31;
+  const E* wd = reinterpret_cast<const E*>(operands + a.wd_in_stage);
+  const E* bd = reinterpret_cast<const E*>(operands + a.bd_in_stage);
+  E* y_tile = p.y + ((static_cast<size_t>(u.image) * p.out_h + u.oy0) * p.out_w + u.ox0) * p.m + m0 + lane;
+  const int rows_in = p.out_h - u.oy0, cols_in = p.out_w - u.ox0;
+  const bool lane_in = lane < m_valid;
+  Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd, [&](int oy, int ox, float v) {
+    if (oy < rows_in && ox < cols_in && lane_in) y_tile[(static_cast<size_t>(oy) * p.out_w + ox) * p.m] = Element<E>::FromFloat(v);
+  });
+}
+
 // The computing warpgroup. Per unit, the chunks i = 0, 1, ... of this CTA run as a software
 // pipeline, so that the tensor cores work while the CUDA cores do:
 //   iteration i:  issue P1(i+1)  |  DW(i): U -> V[i%2]  |  issue P2(i) on V[i%2]
@@ -613,16 +630,13 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
       }
       if (p.dw) {
         const uint32_t input = p.pw1 ? u_slab : SharedAddress(operands + a.xs_in_stage);
-        const E* wd = reinterpret_cast<const E*>(operands + a.wd_in_stage);
-        const E* bd = reinterpret_cast<const E*>(operands + a.bd_in_stage);
         if (p.pwl) {
+          const E* wd = reinterpret_cast<const E*>(operands + a.wd_in_stage);
+          const E* bd = reinterpret_cast<const E*>(operands + a.bd_in_stage);
           Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd,
-                    [&](int pixel, float v) { StoreSharedValue<E>(v_slab + SwizzledAt<E>(pixel, lane), v); });
+                    [&](int oy, int ox, float v) { StoreSharedValue<E>(v_slab + SwizzledAt<E>(oy * a.tile_w + ox, lane), v); });
         } else {
-          Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd, [&](int pixel, float v) {
-            const long long at = OutputPixel(a, u, pixel);
-            if (at >= 0 && lane < m_valid) p.y[at * p.m + m0 + lane] = Element<E>::FromFloat(v);
-          });
+          DepthwiseToOutput(a, u, geometry, input, operands, m0, m_valid);
         }
       } else if (!p.pw1) {
         ScaleChunk(a, SharedAddress(operands + a.xs_in_stage), u.image, m0, m_valid, v_slab);
@@ -720,12 +734,16 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
 // bounds the late blocks, whose units are about as many as the SMs. A ring stage has one reader,
 // which releases it, so the ring needs no more stages than with one warpgroup. After the unit's
 // chunks warpgroup 1 leaves its sums in shared memory and warpgroup 0 adds them and stores the tile.
+// Without a last stage (PW->DW, NF 0) each warpgroup writes its chunks' channels of the output
+// itself, and the two never wait for each other: twice the warps issuing on a CTA whose shared
+// memory (the whole input region of a wide first stage) leaves room for no second CTA on the SM.
 template <int NF, class E>
 __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* smem, Barriers& bars, int cluster, int clusters,
                                               int group) {
   using Gemm1 = BlockGemm<kChunk, false, E>;
-  using Gemm2 = BlockGemm<NF, false, E>;
+  using Gemm2 = BlockGemm<NF == 0 ? 8 : NF, false, E>;
   constexpr bool kAsync = Gemm2::kAsync;
+  constexpr bool kLast = NF > 0;  // a last pointwise stage (else PW->DW)
   const ChainProblemOf<E>& p = a.p;
   const int tid = threadIdx.x % kConsumers, lane = tid & 31;
   const uint32_t base = SharedAddress(smem);
@@ -777,12 +795,19 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
         }
         SyncConsumers(group);  // U (or V) written
       }
+      if (!kLast) {  // PW->DW: the depthwise stage to the output, then U and the stage are free
+        DepthwiseToOutput(a, u, geometry, u_slab, operands, m0, m_valid);
+        SyncConsumers(group);  // U read (the next chunk's first-stage epilogue rewrites it)
+        BarrierArrive(&bars.empty[at.stage]);
+        at = at.Next(a.stages).Next(a.stages);
+        continue;
+      }
       if (p.dw) {
         const uint32_t input = p.pw1 ? u_slab : SharedAddress(operands + a.xs_in_stage);
         const E* wd = reinterpret_cast<const E*>(operands + a.wd_in_stage);
         const E* bd = reinterpret_cast<const E*>(operands + a.bd_in_stage);
         Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd,
-                  [&](int pixel, float v) { StoreSharedValue<E>(v_slab + SwizzledAt<E>(pixel, lane), v); });
+                  [&](int oy, int ox, float v) { StoreSharedValue<E>(v_slab + SwizzledAt<E>(oy * a.tile_w + ox, lane), v); });
         FenceForAsyncProxy();
         SyncConsumers(group);  // V written, U read
       } else if (!p.pw1) {
@@ -802,17 +827,19 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
       // before the barriers above and the wait)
     }
     for (int i = 0; i < a.chunks; ++i) head = head.Next(a.stages);
-    if (group == 1) {
+    if constexpr (kLast) {
+      if (group == 1) {
 #pragma unroll
-      for (int i = 0; i < Gemm2::kRegs; ++i) StoreShared1(shares + (i * kConsumers + tid) * 4, acc2[i]);
-    }
-    SyncGroups();
-    if (group == 0) {
+        for (int i = 0; i < Gemm2::kRegs; ++i) StoreShared1(shares + (i * kConsumers + tid) * 4, acc2[i]);
+      }
+      SyncGroups();
+      if (group == 0) {
 #pragma unroll
-      for (int i = 0; i < Gemm2::kRegs; ++i) acc2[i] += __uint_as_float(LoadShared1(shares + (i * kConsumers + tid) * 4));
-      StoreTile<NF>(a, u, acc2);
+        for (int i = 0; i < Gemm2::kRegs; ++i) acc2[i] += __uint_as_float(LoadShared1(shares + (i * kConsumers + tid) * 4));
+        StoreTile<NF>(a, u, acc2);
+      }
+      SyncGroups();  // the shares are read before warpgroup 1 writes the next unit's
     }
-    SyncGroups();  // the shares are read before warpgroup 1 writes the next unit's
   }
 }
 
@@ -866,7 +893,7 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
   } else if constexpr (kGroups == 1) {
     Consume<NF, kExact>(a, smem, bars, cluster, clusters, rank);
   } else {
-    static_assert(NF > 0 && !kExact, "two computing warpgroups: TF32 with a last pointwise stage");
+    static_assert(!kExact, "two computing warpgroups: tensor cores (TF32, FP16, BF16)");
     cutlass::arch::warpgroup_reg_alloc<kComputeRegisters>();
     ConsumeHalves<NF>(a, smem, bars, cluster, clusters, warp / (kConsumers / 32));
   }

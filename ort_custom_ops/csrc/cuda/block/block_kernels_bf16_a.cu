@@ -7,5 +7,6 @@ FCM_BLOCK_HALF_INSTANCE(24, __nv_bfloat16)
 FCM_BLOCK_HALF_INSTANCE(32, __nv_bfloat16)
 FCM_BLOCK_HALF_INSTANCE(40, __nv_bfloat16)
 FCM_BLOCK_HALF_INSTANCE(48, __nv_bfloat16)
+FCM_BLOCK_HALF_HALVES_INSTANCE(0, __nv_bfloat16)
 }  // namespace block
 }  // namespace fcm

@@ -7,5 +7,6 @@ FCM_BLOCK_HALF_INSTANCE(24, __half)
 FCM_BLOCK_HALF_INSTANCE(32, __half)
 FCM_BLOCK_HALF_INSTANCE(40, __half)
 FCM_BLOCK_HALF_INSTANCE(48, __half)
+FCM_BLOCK_HALF_HALVES_INSTANCE(0, __half)
 }  // namespace block
 }  // namespace fcm

@@ -68,7 +68,8 @@ const std::vector<Width>& Widths(bool exact) {
 
 template <class E>
 KernelFn KernelFor(int f_tile, bool exact, int groups) {
-  if (f_tile == 0) {
+  if (f_tile == 0) {  // PW->DW: one computing warpgroup, or two on tensor cores
+    if (groups == 2) return exact ? nullptr : KernelPointer<0, false, 2, E>();
     if (groups != 1) return nullptr;
     if constexpr (kIsHalf<E>) return exact ? nullptr : KernelPointer<0, false, 1, E>();
     return exact ? KernelPointer<0, true, 1, float>() : KernelPointer<0, false, 1, float>();
@@ -227,36 +228,68 @@ size_t MakeArgs(const ChainProblemOf<E>& p, const BlockPlan& plan, BlockArgsOf<E
   return at + kSlabAlign;  // the kernel aligns its base to 1024 bytes
 }
 
-// A rough cost in microseconds, for ranking plans of one problem. A CTA's chunk takes the longer of
+// Warp instructions per value of an activation on the CUDA cores (epilogue.h's device formulas).
+double ActivationInstructions(const Activation& act) {
+  switch (act.kind) {
+    case Act::kNone:
+      return 0.0;
+    case Act::kRelu:
+      return 1.0;
+    case Act::kClip:
+      return 2.0;
+    case Act::kHardSwish:
+      return 5.0;
+    default:  // swish, sigmoid: an approximate exponential and division
+      return 6.0;
+  }
+}
+
+// A rough cost in microseconds, for ranking plans of one problem. A CTA's chunk takes the longest of
 // its share of the SM's pipes (tensor cores for the pointwise stages, shared-memory bandwidth for the
-// depthwise stage: the resident CTAs split them) and a fixed latency (barriers, copies arriving,
-// epilogues; measured at 1.5-2.5 us per chunk on an H100 with 2-3 CTAs per SM, less with the
-// weights resident); the busiest SM runs its units in waves; against the device-memory traffic.
+// depthwise stage: the resident CTAs split them), the CUDA-core instructions it issues, and a fixed
+// latency (barriers, copies arriving). Instructions bound most chunks (Nsight Compute on
+// EfficientNetB0's expand+depthwise kernels, H100): one CTA's warps issue about 0.65 a cycle
+// (dependent chains, barrier waits: 1, 2 or 3 resident CTAs made 0.68, 1.33 and 1.87 a cycle), the
+// SM at most about 2.2. The busiest SM runs its units in waves; against the device-memory traffic.
 template <class E>
 double Estimate(const ChainProblemOf<E>& p, const BlockArgsOf<E>& a, const BlockPlan& plan) {
   constexpr double kClockGhz = 1.7;
   constexpr double kTensorMacs = kIsHalf<E> ? 2048.0 : 1024.0;  // MACs per cycle and SM (TF32; FP16, BF16)
   constexpr double kSharedBytes = 128.0;  // per cycle and SM
+  constexpr double kCtaIssue = 0.65, kSmIssue = 2.2;  // warp instructions per cycle
   const int resident = std::max(1, plan.resident);
   const double tensor = plan.exact ? kTensorMacs / 8 : kTensorMacs;
   const int chunks_mine = CeilDiv(a.chunks, plan.split);
   const int region_blocks = CeilDiv(a.region_rows, kTileRows);
   double mma = 0.0, cuda = 0.0;  // SM cycles of one chunk
-  if (p.pw1) mma += static_cast<double>(region_blocks) * kTileRows * a.c_slabs * kSlabElems<E> * kChunk / tensor;
+  double issued = 1000.0;        // warp instructions of one chunk: fixed (waits, barriers, addressing), then per stage
+  if (p.pw1) {
+    mma += static_cast<double>(region_blocks) * kTileRows * a.c_slabs * kSlabElems<E> * kChunk / tensor;
+    issued += region_blocks * kTileRows * (2.5 + ActivationInstructions(p.act1));  // bias, activation, store
+  } else if (!p.dw) {
+    issued += a.region_rows * 6.0;  // the scaled copy into the last stage's operand
+  }
   if (p.pwl) mma += static_cast<double>(kTileRows) * plan.f_tile * kChunk / tensor;
   if (p.dw) {
     const int bh = DepthwiseBlockH(p.kernel, p.stride), bw = DepthwiseBlockW(p.kernel, p.stride);
     const double blocks = CeilDiv(plan.tile_h, bh) * CeilDiv(plan.tile_w, bw);
     const double rows = (bh - 1) * p.stride + p.kernel, cols = (bw - 1) * p.stride + p.kernel;
     cuda += blocks * rows * cols * (p.pw1 ? kSlabRowBytes : kChunkRowBytes<E>) / kSharedBytes;  // (U is FP32)
+    // a warp's block: its input loads, the taps' FMAs, and per output the activation and the sink (a
+    // swizzled shared store, or a global store at a computed pixel)
+    const double sink = p.pwl ? 3.0 : 6.0;
+    issued += blocks * (rows * cols + bh * bw * (p.kernel * p.kernel + ActivationInstructions(p.actd) + sink));
   }
   // two warpgroups: each runs every other chunk, unpipelined (a longer latency per chunk), the two on
   // the same pipes, and their sums are added at the end
   const double latency = plan.groups > 1 ? 3400.0 : a.resident ? 1800.0 : plan.stages == 3 ? 2600.0 : 2400.0;
-  const double chunk = std::max(resident * plan.groups * std::max(mma, cuda), latency);
+  const double sharers = static_cast<double>(resident) * plan.groups;
+  const double chunk = std::max({sharers * std::max(mma, cuda), sharers * issued / kSmIssue, issued / kCtaIssue, latency});
   const double region_wait = p.pw1 && plan.regions == 1 ? 1500.0 : 0.0;
   const double chain = plan.groups > 1 ? CeilDiv(chunks_mine, 2) * chunk + 1000.0 : chunks_mine * chunk;
-  const double unit = chain + 600.0 + region_wait + (ClusteredSplit(p, plan.split) ? 800.0 : 0.0);
+  // per unit: the last stage's epilogue (bias, activations, residual, stores) besides the fixed part
+  const double epilogue = p.pwl ? 4.0 * plan.f_tile / 2 * (4.0 + ActivationInstructions(p.act2)) / kCtaIssue : 0.0;
+  const double unit = chain + 600.0 + epilogue + region_wait + (ClusteredSplit(p, plan.split) ? 800.0 : 0.0);
   const long long clusters = std::max(1, plan.grid / plan.split);
   const double waves = std::ceil(static_cast<double>(a.units) / clusters);
   const double compute_us = waves * unit / (kClockGhz * 1e3);
@@ -308,13 +341,12 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
     return fail("a split with a last pointwise stage needs thread-block clusters (sm_90)");
   if (plan.groups < 1 || plan.groups > kMaxGroups) return fail("groups is 1 or 2");
   if (plan.groups > 1) {
-    if (!p.pwl) return fail("two warpgroups need a last pointwise stage (they add their sums of it)");
     if (plan.split > 1 || plan.stages == 0) return fail("two warpgroups take no split and no resident weights");
   }
   KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups);
   if (kernel == nullptr)
     return fail("no kernel is compiled for f_tile " + std::to_string(plan.f_tile) +
-                (plan.groups > 1 ? " with two warpgroups (tensor cores, 64 to 192 wide)" : ""));
+                (plan.groups > 1 ? " with two warpgroups (tensor cores: PW->DW, or 64 to 192 wide)" : ""));
   plan.tma = TmaFits(p, d);
   BlockArgsOf<E> a;
   // two region buffers where they cost no resident CTA, else one
@@ -390,7 +422,7 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p) {
       for (int split : SplitCandidates(p, chunks)) {
         if (ClusteredSplit(p, split) && (d.major < 9 || !d.clusters)) break;
         for (int stages = 3; stages <= kMaxStages; ++stages)
-          for (int groups = 1; groups <= (split == 1 && p.pwl ? kMaxGroups : 1); ++groups) {
+          for (int groups = 1; groups <= (split == 1 ? kMaxGroups : 1); ++groups) {
             BlockPlan plan;
             plan.tile_h = th, plan.tile_w = tw, plan.f_tile = f_tile, plan.split = split, plan.stages = stages;
             plan.groups = groups;

@@ -4,7 +4,7 @@
 // over the region, rows kPitch bytes apart, not swizzled; FP32 from a first stage, else the
 // tensors' element type), its weights [32 channels][K*K] and biases [32] (staged in shared memory
 // with the chunk's other operands, in the tensors' element type). It computes in FP32. Out: act(bias + sum over taps) for every output pixel of the tile, handed
-// to a sink one value per lane: the last pointwise stage's A operand (a swizzled slab) or, without
+// to a sink (by the pixel's row and column in the tile) one value per lane: the last pointwise stage's A operand (a swizzled slab) or, without
 // one, the output tensor. Channels past the intermediate's end come out as zeros.
 //
 // Lane = channel: a warp's 32 lanes read one region pixel's 32 channels, a 128-byte slab row (one
@@ -45,7 +45,7 @@ __device__ __forceinline__ float LoadSharedValue(uint32_t address) {
   }
 }
 
-// Sink(pixel index in the tile, channel = lane, value).
+// Sink(output row and column in the tile, value), channel = lane.
 template <int K, int S, int kPitch, class In, class W, class Sink>
 __device__ __forceinline__ void DepthwiseChunk(const DepthwiseGeometry& g, uint32_t input, const W* weights, const W* bias,
                                                int valid_channels, const Activation& act, const Sink& sink) {
@@ -102,13 +102,13 @@ __device__ __forceinline__ void DepthwiseChunk(const DepthwiseGeometry& g, uint3
 #pragma unroll
       for (int r = 0; r < BH; ++r)
 #pragma unroll
-        for (int x = 0; x < BW; ++x) sink((oy0 + r) * g.tile_w + ox0 + x, v[r * BW + x]);
+        for (int x = 0; x < BW; ++x) sink(oy0 + r, ox0 + x, v[r * BW + x]);
     } else {
 #pragma unroll
       for (int r = 0; r < BH; ++r)
 #pragma unroll
         for (int x = 0; x < BW; ++x)
-          if (oy0 + r < g.tile_h && ox0 + x < g.tile_w) sink((oy0 + r) * g.tile_w + ox0 + x, valid ? v[r * BW + x] : 0.f);
+          if (oy0 + r < g.tile_h && ox0 + x < g.tile_w) sink(oy0 + r, ox0 + x, valid ? v[r * BW + x] : 0.f);
     }
   }
 }
