@@ -137,6 +137,8 @@ def test_forced_plans(plan, precision, rng):
     ("pwdw", 40, 240, None, 5, 1, False, True, 2, (13, 11), "7x7,0,1,4,2"),     # channel scale, ragged tiles
     ("pwdw", 16, 72, None, 3, 2, False, False, 3, (15, 9), "3x4,0,1,3,2"),      # 3 chunks, the last ragged (72)
     ("pwdw", 24, 32, None, 3, 1, False, False, 2, (9, 9), "8x8,0,1,3,2"),       # one chunk: warpgroup 1 has none
+    ("pwdw", 192, 1152, None, 5, 1, False, False, 3, (7, 7), "7x7,0,4,3,2"),    # split over 4 CTAs, 9 chunks each
+    ("pwdw", 24, 200, None, 3, 1, False, False, 2, (9, 11), "3x11,0,3,4,2"),    # 7 chunks over 3 CTAs (3, 2, 2), ragged
 ])
 def test_two_warpgroup_plans(case, rng):
     """Two computing warpgroups per CTA sharing each unit's chunks (every other chunk each, their sums
@@ -178,8 +180,8 @@ def test_plan_override_is_checked(rng):
     with pytest.raises(Exception, match="two warpgroups take no split"):
         make_session(forced_plan(wide, "8x8,64,2,3,2", 1), providers=cuda_providers()).run(None, {"X": x})
     pwdw = fused_model(random_spec(rng, "pwdw", 16, kernel=3, stride=1, expand=64, channels_last=True))
-    with pytest.raises(Exception, match="two warpgroups take no split"):
-        make_session(forced_plan(pwdw, "8x8,0,2,3,2", 1), providers=cuda_providers()).run(None, {"X": x})
+    with pytest.raises(Exception, match="two warpgroups take no resident weights"):
+        make_session(forced_plan(pwdw, "8x8,0,1,0,2", 1), providers=cuda_providers()).run(None, {"X": x})
     with pytest.raises(Exception, match="more than the intermediate's 32-channel chunks"):
         make_session(forced_plan(pwdw, "8x8,0,3,3", 1), providers=cuda_providers()).run(None, {"X": x})
     deep = fused_model(random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, expand=320, out=16, channels_last=True))

@@ -736,10 +736,11 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
 // chunks warpgroup 1 leaves its sums in shared memory and warpgroup 0 adds them and stores the tile.
 // Without a last stage (PW->DW, NF 0) each warpgroup writes its chunks' channels of the output
 // itself, and the two never wait for each other: twice the warps issuing on a CTA whose shared
-// memory (the whole input region of a wide first stage) leaves room for no second CTA on the SM.
+// memory (the whole input region of a wide first stage) leaves room for no second CTA on the SM;
+// a split then gives each CTA of a unit every split-th chunk, as with one warpgroup.
 template <int NF, class E>
 __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* smem, Barriers& bars, int cluster, int clusters,
-                                              int group) {
+                                              int rank, int group) {
   using Gemm1 = BlockGemm<kChunk, false, E>;
   using Gemm2 = BlockGemm<NF == 0 ? 8 : NF, false, E>;
   constexpr bool kAsync = Gemm2::kAsync;
@@ -752,7 +753,10 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
   const uint32_t shares = base + a.red_off;
   const bool two_blocks = a.region_rows > kTileRows;
   const DepthwiseGeometry geometry{a.tile_h, a.tile_w, a.region_w, a.dw_blocks, a.dw_blocks_w};
-  const int own = (a.chunks - group + 1) / 2;  // this warpgroup's chunks of a unit (no split)
+  // the CTA's chunks of a unit: rank, rank + split, ... (a split only without a last stage), and of
+  // those this warpgroup's: group, group + 2, ...
+  const int mine = a.chunks > rank ? (a.chunks - 1 - rank) / a.split + 1 : 0;
+  const int own = (mine - group + 1) / 2;
 
   float acc1[2][kChunk / 2];
   float acc2[Gemm2::kRegs];
@@ -777,7 +781,7 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
     }
     RingCursor at = group == 0 ? head : head.Next(a.stages);
     for (int k = 0; k < own; ++k) {
-      const int m0 = (group + 2 * k) * kChunk, m_valid = min(kChunk, p.m - m0);
+      const int m0 = (rank + (group + 2 * k) * a.split) * kChunk, m_valid = min(kChunk, p.m - m0);
       uint8_t* operands = staged(at.stage);
       BarrierWait(&bars.full[at.stage], at.parity);
       if (p.pw1) {
@@ -826,7 +830,7 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
       // (the next chunk's first-stage epilogue rewrites U, and its depthwise stage V: both were read
       // before the barriers above and the wait)
     }
-    for (int i = 0; i < a.chunks; ++i) head = head.Next(a.stages);
+    for (int i = 0; i < mine; ++i) head = head.Next(a.stages);
     if constexpr (kLast) {
       if (group == 1) {
 #pragma unroll
@@ -895,7 +899,7 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
   } else {
     static_assert(!kExact, "two computing warpgroups: tensor cores (TF32, FP16, BF16)");
     cutlass::arch::warpgroup_reg_alloc<kComputeRegisters>();
-    ConsumeHalves<NF>(a, smem, bars, cluster, clusters, warp / (kConsumers / 32));
+    ConsumeHalves<NF>(a, smem, bars, cluster, clusters, rank, warp / (kConsumers / 32));
   }
   LaunchNextGrid();
   if (clustered) ClusterSync();  // no CTA leaves while a peer may still read its shares

@@ -341,7 +341,8 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
     return fail("a split with a last pointwise stage needs thread-block clusters (sm_90)");
   if (plan.groups < 1 || plan.groups > kMaxGroups) return fail("groups is 1 or 2");
   if (plan.groups > 1) {
-    if (plan.split > 1 || plan.stages == 0) return fail("two warpgroups take no split and no resident weights");
+    if (plan.stages == 0) return fail("two warpgroups take no resident weights");
+    if (plan.split > 1 && p.pwl) return fail("two warpgroups take no split with a last pointwise stage");
   }
   KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups);
   if (kernel == nullptr)
@@ -422,7 +423,7 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p) {
       for (int split : SplitCandidates(p, chunks)) {
         if (ClusteredSplit(p, split) && (d.major < 9 || !d.clusters)) break;
         for (int stages = 3; stages <= kMaxStages; ++stages)
-          for (int groups = 1; groups <= (split == 1 ? kMaxGroups : 1); ++groups) {
+          for (int groups = 1; groups <= (split == 1 || !p.pwl ? kMaxGroups : 1); ++groups) {
             BlockPlan plan;
             plan.tile_h = th, plan.tile_w = tw, plan.f_tile = f_tile, plan.split = split, plan.stages = stages;
             plan.groups = groups;
