@@ -23,7 +23,7 @@ precision (``fp16`` or ``bf16``) and whether its inputs and outputs become half 
 What stays fp32 in fp16 (:data:`FP16_KEPT`): the converter's default block list, and the
 reductions and the softmax, whose fp16 sums lose accuracy (the squeeze-and-excitation mean, the
 global average pool); so do the MatMuls that compute such a mean and the Transposes they read
-(:func:`spatial_mean_products`: the layout cleanup's form of a ReduceMean over H and W of an NHWC
+(:func:`spatial_mean_nodes`: the layout cleanup's form of a ReduceMean over H and W of an NHWC
 map), by name (the converter's node block list), with their column of 1/(H*W) fp32: the Cast to
 fp32 comes before the Transpose, which ONNX Runtime folds into the product only where nothing
 stands between them. In bf16 the column stays fp32 too, the Transpose widens its input like an
@@ -72,7 +72,7 @@ def kept_fp32(model: onnx.ModelProto, precision: str) -> list[str]:
     return sorted(present - set(BF16_DIRECT))
 
 
-def spatial_mean_products(model: onnx.ModelProto) -> list[str]:
+def spatial_mean_nodes(model: onnx.ModelProto) -> list[str]:
     """The names of ``model``'s MatMuls that compute a spatial mean
     (:func:`ort_custom_ops.lowering.transposes.is_spatial_mean_product`) and of the Transposes they
     read: fp16 keeps them in fp32."""
@@ -105,7 +105,7 @@ def to_half(model: onnx.ModelProto, precision: str, io_half: bool = False) -> on
         half = half if io_half else float_io(half)
     else:
         source = _named_nodes(model)
-        products = spatial_mean_products(source)
+        products = spatial_mean_nodes(source)
         _unshare_initializers(source, set(kept_fp32(model, precision)), set(products))
         source_casts = {n.output[0] for n in source.graph.node if n.op_type == "Cast"}
         with warnings.catch_warnings():  # it warns of each value it clamps to fp16's range (weights never reach it)
@@ -122,7 +122,7 @@ def to_half(model: onnx.ModelProto, precision: str, io_half: bool = False) -> on
 def rounded_model(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
     """The fp32 ``model`` (unfused) with its weights and each operator's output rounded to
     ``precision``, the operators :func:`kept_fp32` keeps for fp16 and the spatial means'
-    MatMuls and their Transposes (:func:`spatial_mean_products`, with their columns) left exact."""
+    MatMuls and their Transposes (:func:`spatial_mean_nodes`, with their columns) left exact."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     products = _mean_nodes(copy)

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fcm_core.vocabulary import PRECISIONS
 from ort_custom_ops.lowering import transposes
-from ort_custom_ops.lowering.half import (BF16_DIRECT, rounded_model, rounding_depth, spatial_mean_products, to_half,
+from ort_custom_ops.lowering.half import (BF16_DIRECT, rounded_model, rounding_depth, spatial_mean_nodes, to_half,
                                            widened)
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.standalone import float_io
@@ -149,7 +149,7 @@ def _producers(model) -> dict[str, onnx.NodeProto]:
 
 def test_fp16_keeps_a_spatial_mean_product_in_fp32(rng):
     model = _spatial_mean_model()
-    names = spatial_mean_products(model)
+    names = spatial_mean_nodes(model)
     half = to_half(model, "fp16")
     product = next(n for n in half.graph.node if n.op_type == "MatMul")
     transpose = _producers(half)[product.input[0]]

@@ -12,7 +12,7 @@ from fcm.cli import main
 from fcm.pipeline.convert import ConvertOptions, convert
 from fcm_core.errors import FcmError
 from ort_custom_ops.ops.library import make_session
-from ort_custom_ops.lowering.half import spatial_mean_products
+from ort_custom_ops.lowering.half import spatial_mean_nodes
 from ort_custom_ops.lowering.transposes import planned_batch, transpose_count
 from ort_custom_ops.lowering.unfuse import unfuse
 from ort_custom_ops.ops.schema import DOMAIN, is_channels_last, is_fused_group
@@ -174,17 +174,17 @@ def test_unsupported_layers_stay_unfused_and_the_model_verifies(tmp_path):
 def test_the_spatial_mean_is_a_product_in_a_model_planned_for_a_batch(tmp_path, batch):
     # the global pool over the NHWC map: a ReduceMean at batch 1, where ONNX Runtime's reduction is
     # the faster form, at larger batches a MatMul of the transposed map by a column of 1/HW
-    # (transposes.final_rules): spatial_mean_products names the product and its Transpose
+    # (transposes.final_rules): spatial_mean_nodes names the product and its Transpose
     result = convert(_model_with_unsupported_layers(), tmp_path / "odd.onnx", ConvertOptions(gpu="H100", batch=batch))
     fused = onnx.load(result.files["fused"])
     assert [n.op_type for n in _fused_nodes(fused)] == ["FusedDwPw"]
     means = [n.op_type for n in fused.graph.node].count("ReduceMean")
-    assert (means, len(spatial_mean_products(fused))) == ((1, 0) if batch == 1 else (0, 2))
+    assert (means, len(spatial_mean_nodes(fused))) == ((1, 0) if batch == 1 else (0, 2))
     # the model says what it was planned for, and unfusing its group keeps that batch's form
     assert planned_batch(fused) == batch
     unfused = unfuse(fused, [n.name for n in _fused_nodes(fused)])
     means = [n.op_type for n in unfused.graph.node].count("ReduceMean")
-    assert (means, len(spatial_mean_products(unfused))) == ((1, 0) if batch == 1 else (0, 2))
+    assert (means, len(spatial_mean_nodes(unfused))) == ((1, 0) if batch == 1 else (0, 2))
     assert all(c.passed(1e-4) for c in result.checks if c.name != "unfused ONNX")
 
 

@@ -330,7 +330,7 @@ def test_a_tune_keeping_some_groups_rewrites_the_source(converted, tmp_path, rng
     Reshapes and no Constants, against the fused model with the other groups' bodies put back),
     and the model computes what the source does."""
     from extractor.dag import Dag
-    from ort_custom_ops.lowering.half import spatial_mean_products
+    from ort_custom_ops.lowering.half import spatial_mean_nodes
     from ort_custom_ops.lowering.rewrite import rewrite
     from ort_custom_ops.lowering.unfuse import unfuse
 
@@ -373,7 +373,7 @@ def test_a_tune_keeping_some_groups_rewrites_the_source(converted, tmp_path, rng
     # where it reads an NHWC map (fewer of those where fewer groups are fused around the
     # squeeze-and-excitation blocks)
     def products(m):
-        return [n for n in m.graph.node if n.op_type == "MatMul" and n.name in spatial_mean_products(m)]
+        return [n for n in m.graph.node if n.op_type == "MatMul" and n.name in spatial_mean_nodes(m)]
 
     means = [_op_counts(m).get("ReduceMean", 0) + len(products(m)) for m in (tuned, unfolded)]
     assert means == [_op_counts(source)["ReduceMean"]] * 2
