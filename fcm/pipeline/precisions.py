@@ -95,7 +95,8 @@ class Half(Fp32):
         self.convolution_layers = name != "fp16"
 
     def lower(self, prepared: onnx.ModelProto, dag: Dag, plan, options, progress: Progress, notes: list[str]) -> Lowered:
-        from ort_custom_ops.lowering.half import kept_fp32, spatial_mean_nodes, to_half
+        from ort_custom_ops.lowering.half import kept_fp32, to_half
+        from ort_custom_ops.lowering.transposes import spatial_mean_products
 
         lowered = super().lower(prepared, dag, plan, options, progress, notes)
         how = "onnxconverter-common's float16 converter" if self.name == "fp16" else "fp32 operators between bf16 Casts"
@@ -108,8 +109,7 @@ class Half(Fp32):
                          "since ONNX Runtime has no bf16 Conv on any provider nor bf16 arithmetic on the CPU")
         else:
             kept = sorted({n.op_type for n in fused.graph.node} & set(kept_fp32(lowered.fused, self.name)))
-            kept_nodes = set(spatial_mean_nodes(lowered.fused))
-            means = sum(1 for n in lowered.fused.graph.node if n.op_type == "MatMul" and n.name in kept_nodes)
+            means = len(spatial_mean_products(lowered.fused))
             if means:
                 kept.append(f"MatMul and Transpose ({means} spatial mean{'s' * (means > 1)} of NHWC maps)")
             if kept:

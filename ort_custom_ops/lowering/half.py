@@ -52,7 +52,7 @@ from fcm_core.vocabulary import DOMAIN, kind_of, layer_of, layer_op_type, op_att
 
 from ..ops.schema import NUMPY_TYPES, VALUE_PRESERVING, half_body, rounded_nodes
 from ..ops.standalone import float_io
-from .transposes import is_spatial_mean_product
+from .transposes import spatial_mean_products
 
 HALF_PRECISIONS = ("fp16", "bf16")
 #: Operators a bf16 model runs on bf16 tensors as they are: they only reshape, and ONNX Runtime has
@@ -74,20 +74,14 @@ def kept_fp32(model: onnx.ModelProto, precision: str) -> list[str]:
 
 def spatial_mean_nodes(model: onnx.ModelProto) -> list[str]:
     """The names of ``model``'s MatMuls that compute a spatial mean
-    (:func:`ort_custom_ops.lowering.transposes.is_spatial_mean_product`) and of the Transposes they
+    (:func:`ort_custom_ops.lowering.transposes.spatial_mean_products`) and of the Transposes they
     read: fp16 keeps them in fp32."""
     return [node.name for node in _mean_nodes(model)]
 
 
-def _mean_products(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    columns = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
-               if t.data_type == TensorProto.FLOAT and len(t.dims) == 2 and t.dims[1] == 1}
-    return [node for node in model.graph.node if is_spatial_mean_product(node, columns)]
-
-
 def _mean_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """The spatial means' MatMuls and the Transposes that are their first inputs' producers."""
-    products = _mean_products(model)
+    products = spatial_mean_products(model)
     read = {node.input[0] for node in products}
     transposes = [node for node in model.graph.node if node.op_type == "Transpose" and node.output[0] in read]
     return transposes + products
@@ -195,7 +189,7 @@ def _bf16_model(model: onnx.ModelProto) -> onnx.ModelProto:
     its fused nodes still fp32 nodes on bf16 tensors, for :func:`_type_fused_nodes`."""
     inferred = onnx.shape_inference.infer_shapes(model)
     graph = inferred.graph
-    products = _mean_products(inferred)
+    products = spatial_mean_products(inferred)
     # exact 1/(H*W), and the transposed maps the products read: they stay fp32 (the Transpose widens)
     exact = {node.input[1] for node in products} | {node.input[0] for node in products}
     floats = {v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info)

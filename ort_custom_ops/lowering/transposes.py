@@ -683,6 +683,14 @@ def is_spatial_mean_product(node: onnx.NodeProto, constants: dict[str, np.ndarra
     return bool(np.all(column == first)) and abs(float(first) * column.size - 1) <= 4 * float(np.finfo(column.dtype).eps)
 
 
+def spatial_mean_products(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The MatMuls of an ``onnx.ModelProto`` that :func:`spatial_means_to_products` made
+    (:func:`is_spatial_mean_product`, their columns fp32 initializers)."""
+    columns = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+               if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2 and t.dims[1] == 1}
+    return [node for node in model.graph.node if is_spatial_mean_product(node, columns)]
+
+
 RULES = (cancel_pairs, merge_siblings, fold_scale, through_elementwise, through_reduction, through_pointwise_conv)
 # after the others: a Reshape stops them, and the bias Adds the Gemms take have had their moves.
 # unit_products_to_gemm last: a unit Transpose before a product (the pooled map to NHWC) is a
@@ -776,6 +784,5 @@ def moved_elements(graph: gs.Graph) -> int | None:
 def transpose_count(model) -> int:
     """Layout Transpose nodes in an ``onnx.ModelProto``'s graph: not those a spatial mean's product
     reads (:func:`spatial_means_to_products`), which ONNX Runtime folds into the product."""
-    columns = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if len(t.dims) == 2 and t.dims[1] == 1}
-    read = {node.input[0] for node in model.graph.node if is_spatial_mean_product(node, columns)}
+    read = {node.input[0] for node in spatial_mean_products(model)}
     return sum(1 for node in model.graph.node if node.op_type == "Transpose" and node.output[0] not in read)

@@ -330,7 +330,7 @@ def test_a_tune_keeping_some_groups_rewrites_the_source(converted, tmp_path, rng
     Reshapes and no Constants, against the fused model with the other groups' bodies put back),
     and the model computes what the source does."""
     from extractor.dag import Dag
-    from ort_custom_ops.lowering.half import spatial_mean_nodes
+    from ort_custom_ops.lowering.transposes import spatial_mean_products
     from ort_custom_ops.lowering.rewrite import rewrite
     from ort_custom_ops.lowering.unfuse import unfuse
 
@@ -372,12 +372,9 @@ def test_a_tune_keeping_some_groups_rewrites_the_source(converted, tmp_path, rng
     # each of the source's means is one ReduceMean in both, or a MatMul (with the Transpose it reads)
     # where it reads an NHWC map (fewer of those where fewer groups are fused around the
     # squeeze-and-excitation blocks)
-    def products(m):
-        return [n for n in m.graph.node if n.op_type == "MatMul" and n.name in spatial_mean_nodes(m)]
-
-    means = [_op_counts(m).get("ReduceMean", 0) + len(products(m)) for m in (tuned, unfolded)]
+    means = [_op_counts(m).get("ReduceMean", 0) + len(spatial_mean_products(m)) for m in (tuned, unfolded)]
     assert means == [_op_counts(source)["ReduceMean"]] * 2
-    assert len(products(tuned)) <= len(products(unfolded))
+    assert len(spatial_mean_products(tuned)) <= len(spatial_mean_products(unfolded))
 
     x = rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
     expected = _outputs(result.files["unfused"], x, with_library=False)
