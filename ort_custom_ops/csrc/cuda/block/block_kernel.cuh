@@ -536,6 +536,18 @@ __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float 
   }
 }
 
+// With a last stage: the depthwise stage of a chunk into V, that stage's A operand (swizzled, in E).
+template <class E>
+__device__ __forceinline__ void DepthwiseToOperand(const BlockArgsOf<E>& a, const DepthwiseGeometry& geometry, uint32_t input,
+                                                   const uint8_t* operands, int m_valid, uint32_t v_slab) {
+  const ChainProblemOf<E>& p = a.p;
+  const int lane = threadIdx.x & 31;
+  const E* wd = reinterpret_cast<const E*>(operands + a.wd_in_stage);
+  const E* bd = reinterpret_cast<const E*>(operands + a.bd_in_stage);
+  Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd,
+            [&](int oy, int ox, float v) { StoreSharedValue<E>(v_slab + SwizzledAt<E>(oy * a.tile_w + ox, lane), v); });
+}
+
 // Without a last stage (PW->DW): the depthwise stage of chunk `m0` straight to the output, the
 // tile's pixels addressed from the image's first (no division per value).
 template <class E>
@@ -631,10 +643,7 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
       if (p.dw) {
         const uint32_t input = p.pw1 ? u_slab : SharedAddress(operands + a.xs_in_stage);
         if (p.pwl) {
-          const E* wd = reinterpret_cast<const E*>(operands + a.wd_in_stage);
-          const E* bd = reinterpret_cast<const E*>(operands + a.bd_in_stage);
-          Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd,
-                    [&](int oy, int ox, float v) { StoreSharedValue<E>(v_slab + SwizzledAt<E>(oy * a.tile_w + ox, lane), v); });
+          DepthwiseToOperand(a, geometry, input, operands, m_valid, v_slab);
         } else {
           DepthwiseToOutput(a, u, geometry, input, operands, m0, m_valid);
         }
@@ -746,7 +755,7 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
   constexpr bool kAsync = Gemm2::kAsync;
   constexpr bool kLast = NF > 0;  // a last pointwise stage (else PW->DW)
   const ChainProblemOf<E>& p = a.p;
-  const int tid = threadIdx.x % kConsumers, lane = tid & 31;
+  const int tid = threadIdx.x % kConsumers;
   const uint32_t base = SharedAddress(smem);
   const uint32_t u_slab = base + a.u_off + group * a.u_bytes;
   const uint32_t v_slab = base + a.v_off + group * a.v_bytes;
@@ -807,11 +816,7 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
         continue;
       }
       if (p.dw) {
-        const uint32_t input = p.pw1 ? u_slab : SharedAddress(operands + a.xs_in_stage);
-        const E* wd = reinterpret_cast<const E*>(operands + a.wd_in_stage);
-        const E* bd = reinterpret_cast<const E*>(operands + a.bd_in_stage);
-        Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd,
-                  [&](int oy, int ox, float v) { StoreSharedValue<E>(v_slab + SwizzledAt<E>(oy * a.tile_w + ox, lane), v); });
+        DepthwiseToOperand(a, geometry, p.pw1 ? u_slab : SharedAddress(operands + a.xs_in_stage), operands, m_valid, v_slab);
         FenceForAsyncProxy();
         SyncConsumers(group);  // V written, U read
       } else if (!p.pw1) {
