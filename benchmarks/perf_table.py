@@ -4,7 +4,8 @@
 
 Reads every <folder>/bench/bench_<model>/bench.json or, as tune_gpu.sh lays them out,
 <folder>/tune/bench_<model>/bench.json (and <folder>/tune/<model>.tune.json for the groups kept) of
-the reference models, from the files or, for a summarized run, from <folder>/summary.json (summarize.py),
+the reference models, and <folder>/b1/bench_<model>/bench.json for batch sizes those lack (a run
+that benched batch 1 apart, e.g. a model tuned for batch 1), from the files or, for a summarized run, from <folder>/summary.json (summarize.py),
 and prints a markdown table: per model and batch size, ONNX Runtime's best configuration, the
 fused model's, and the speedup; with <folder>/torch_compile.json (from
 benchmarks/torch_compile.py in the same session), PyTorch's torch.compile(mode="max-autotune") on the
@@ -24,17 +25,27 @@ from pathlib import Path
 from summarize import SUMMARY, load_result, results_under
 
 BENCHES = ("bench/bench_*/bench.json", "tune/bench_*/bench.json")  # run_gpu.sh's layout, tune_gpu.sh's
+MORE_BATCHES = "b1/bench_*/bench.json"  # batch sizes benched apart
 ORDER = ["mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "xception"]
 START, END = "<!-- perf-table -->", "<!-- /perf-table -->"
 
 
 def _reference_benches(folder: Path) -> dict:
-    """The reference models' bench reports of a run folder, by model."""
+    """The reference models' bench reports of a run folder, by model; a model's batch sizes benched
+    apart (MORE_BATCHES) joined to its report where it lacks them, smallest batch first."""
     found = {}
     for pattern in BENCHES:
         for path, data in results_under(folder, pattern).items():
             if _model(path) in ORDER:
                 found.setdefault(_model(path), data)
+    for path, data in results_under(folder, MORE_BATCHES).items():
+        model = _model(path)
+        if model not in found:
+            continue
+        report = found[model] = dict(found[model])
+        have = {entry["batch"] for entry in report["batches"]}
+        extra = [entry for entry in data["batches"] if entry["batch"] not in have]
+        report["batches"] = sorted(report["batches"] + extra, key=lambda entry: entry["batch"])
     return found
 
 

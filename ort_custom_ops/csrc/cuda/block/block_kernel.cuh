@@ -536,6 +536,56 @@ __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float 
   }
 }
 
+// The depthwise stage's sink into V, the last stage's A operand (swizzled, in E). Pixel (oy, ox) of
+// the tile is V's row oy * tile_w + ox; with the slab's own row index (its address / 128) added,
+// a lane's address is (row << 7) + (((row << 4) & 0x70) ^ SwizzledAt(0, lane)): the slab is
+// 1024-byte aligned, so the swizzle (an XOR with the row's low three bits) sees the same bits.
+// Three instructions an address, where SwizzledAt from the slab takes six.
+template <class E>
+struct OperandSink {
+  uint32_t slab_row;   // the slab's address / 128
+  uint32_t lane_bits;  // SwizzledAt<E>(0, lane)
+  int tile_w;
+  __device__ __forceinline__ uint32_t At(uint32_t row) const { return (row << 7) + (((row << 4) & 0x70u) ^ lane_bits); }
+  __device__ __forceinline__ void One(int oy, int ox, float v) const {
+    StoreSharedValue<E>(At(slab_row + static_cast<uint32_t>(oy * tile_w + ox)), v);
+  }
+  template <int BH, int BW>
+  __device__ __forceinline__ void Block(int oy0, int ox0, const float (&v)[BH * BW]) const {
+#pragma unroll
+    for (int r = 0; r < BH; ++r) {
+      const uint32_t row = slab_row + static_cast<uint32_t>((oy0 + r) * tile_w + ox0);
+#pragma unroll
+      for (int x = 0; x < BW; ++x) StoreSharedValue<E>(At(row + x), v[r * BW + x]);
+    }
+  }
+};
+
+// The depthwise stage's sink into the output (PW->DW): pixel (oy, ox) of the tile at
+// y_tile[(oy * out_w + ox) * m], y_tile being the tile's first pixel at this lane's channel. Every
+// pixel handed here is stored (the caller cuts the tile to the image); a block steps a pointer
+// along its rows rather than computing each pixel's address.
+template <class E>
+struct OutputSink {
+  E* y_tile;
+  int out_w, m;
+  bool lane_in;  // the lane's channel exists
+  __device__ __forceinline__ void One(int oy, int ox, float v) const {
+    if (lane_in) y_tile[(static_cast<size_t>(oy) * out_w + ox) * m] = Element<E>::FromFloat(v);
+  }
+  template <int BH, int BW>
+  __device__ __forceinline__ void Block(int oy0, int ox0, const float (&v)[BH * BW]) const {
+    if (!lane_in) return;
+    E* row = y_tile + (static_cast<size_t>(oy0) * out_w + ox0) * m;
+#pragma unroll
+    for (int r = 0; r < BH; ++r, row += static_cast<size_t>(out_w) * m) {
+      E* at = row;
+#pragma unroll
+      for (int x = 0; x < BW; ++x, at += m) *at = Element<E>::FromFloat(v[r * BW + x]);
+    }
+  }
+};
+
 // With a last stage: the depthwise stage of a chunk into V, that stage's A operand (swizzled, in E).
 template <class E>
 __device__ __forceinline__ void DepthwiseToOperand(const BlockArgsOf<E>& a, const DepthwiseGeometry& geometry, uint32_t input,
@@ -544,12 +594,12 @@ __device__ __forceinline__ void DepthwiseToOperand(const BlockArgsOf<E>& a, cons
   const int lane = threadIdx.x & 31;
   const E* wd = reinterpret_cast<const E*>(operands + a.wd_in_stage);
   const E* bd = reinterpret_cast<const E*>(operands + a.bd_in_stage);
-  Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd,
-            [&](int oy, int ox, float v) { StoreSharedValue<E>(v_slab + SwizzledAt<E>(oy * a.tile_w + ox, lane), v); });
+  const OperandSink<E> sink{v_slab >> 7, SwizzledAt<E>(0, lane), a.tile_w};
+  Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd, sink);
 }
 
 // Without a last stage (PW->DW): the depthwise stage of chunk `m0` straight to the output, the
-// tile's pixels addressed from the image's first (no division per value).
+// tile cut to the image.
 template <class E>
 __device__ __forceinline__ void DepthwiseToOutput(const BlockArgsOf<E>& a, const Unit& u, const DepthwiseGeometry& geometry,
                                                   uint32_t input, const uint8_t* operands, int m0, int m_valid) {
@@ -557,12 +607,56 @@ __device__ __forceinline__ void DepthwiseToOutput(const BlockArgsOf<E>& a, const
   const int lane = threadIdx.x & 31;
   const E* wd = reinterpret_cast<const E*>(operands + a.wd_in_stage);
   const E* bd = reinterpret_cast<const E*>(operands + a.bd_in_stage);
-  E* y_tile = p.y + ((static_cast<size_t>(u.image) * p.out_h + u.oy0) * p.out_w + u.ox0) * p.m + m0 + lane;
-  const int rows_in = p.out_h - u.oy0, cols_in = p.out_w - u.ox0;
-  const bool lane_in = lane < m_valid;
-  Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd, [&](int oy, int ox, float v) {
-    if (oy < rows_in && ox < cols_in && lane_in) y_tile[(static_cast<size_t>(oy) * p.out_w + ox) * p.m] = Element<E>::FromFloat(v);
-  });
+  DepthwiseGeometry in_image = geometry;
+  in_image.tile_h = min(geometry.tile_h, p.out_h - u.oy0);
+  in_image.tile_w = min(geometry.tile_w, p.out_w - u.ox0);
+  const OutputSink<E> sink{p.y + ((static_cast<size_t>(u.image) * p.out_h + u.oy0) * p.out_w + u.ox0) * p.m + m0 + lane, p.out_w, p.m,
+                           lane < m_valid};
+  Depthwise(p.pw1, p.kernel, p.stride, in_image, input, wd, bd, m_valid, p.actd, sink);
+}
+
+// The first stage's epilogue of a chunk whose gemm has finished: into U for a depthwise stage, else
+// into V, the last stage's operand (fenced for the tensor cores).
+template <class E>
+__device__ __forceinline__ void FinishFirst(const BlockArgsOf<E>& a, const float (&acc1)[2][kChunk / 2], const uint8_t* operands,
+                                            int m_valid, unsigned inside, uint32_t u_slab, uint32_t v_slab) {
+  const E* b1 = reinterpret_cast<const E*>(operands + a.b1_in_stage);
+  if (a.p.dw) {
+    StoreFirst<false>(a, acc1, b1, m_valid, inside, u_slab);
+  } else {
+    StoreFirst<true>(a, acc1, b1, m_valid, inside, v_slab);
+    FenceForAsyncProxy();
+  }
+}
+
+// With a last stage: a chunk's operand V, from U or (no first stage) the chunk's input, by its
+// depthwise stage or (a single pointwise stage) the scaled copy. False where the first stage wrote
+// V itself (PW->PW); true where the caller still fences V's writes and syncs the warpgroup.
+template <class E>
+__device__ __forceinline__ bool FillOperand(const BlockArgsOf<E>& a, const DepthwiseGeometry& geometry, uint32_t u_slab,
+                                            const uint8_t* operands, int image, int m0, int m_valid, uint32_t v_slab) {
+  const ChainProblemOf<E>& p = a.p;
+  const uint32_t loaded = SharedAddress(operands + a.xs_in_stage);  // (no first stage: the chunk's input)
+  if (p.dw) {
+    DepthwiseToOperand(a, geometry, p.pw1 ? u_slab : loaded, operands, m_valid, v_slab);
+    return true;
+  }
+  if (!p.pw1) {
+    ScaleChunk(a, loaded, image, m0, m_valid, v_slab);
+    return true;
+  }
+  return false;
+}
+
+// The last stage's gemm of one chunk, issued: acc2 += V W2 chunk^T (acc2 = V W2^T for the unit's
+// first chunk). kFence as BlockGemm::Begin's.
+template <bool kFence, class Gemm2, class E>
+__device__ __forceinline__ void IssueLast(float (&acc2)[Gemm2::kRegs], uint32_t v_slab, const uint8_t* operands, uint32_t w2_in_stage,
+                                          bool first) {
+  Gemm2::template Begin<kFence>(acc2);
+#pragma unroll
+  for (int kk = 0; kk < kChunkSteps<E>; ++kk) Gemm2::Step(acc2, v_slab, SharedAddress(operands + w2_in_stage), kk, first && kk == 0);
+  Gemm2::Commit();
 }
 
 // The computing warpgroup. Per unit, the chunks i = 0, 1, ... of this CTA run as a software
@@ -615,13 +709,7 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
       Gemm1::Fence(acc1[0]);
       Gemm1::Fence(acc1[1]);
       if (mine == 1) BarrierArrive(&bars.x_empty[buffer]);
-      const E* b1 = reinterpret_cast<const E*>(staged(head.stage) + a.b1_in_stage);
-      if (p.dw) {
-        StoreFirst<false>(a, acc1, b1, min(kChunk, p.m - rank * kChunk), inside, u_slab);
-      } else {
-        StoreFirst<true>(a, acc1, b1, min(kChunk, p.m - rank * kChunk), inside, base + a.v_off);
-      }
-      if (!p.dw) FenceForAsyncProxy();
+      FinishFirst(a, acc1, staged(head.stage), min(kChunk, p.m - rank * kChunk), inside, u_slab, base + a.v_off);
       SyncConsumers();
     }
     // The last stage's accumulators pinned here, where no group holds them: its groups below chain
@@ -640,26 +728,14 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
         BarrierWait(&bars.full[following.stage], following.parity);
         IssueFirst<kExact>(a, acc1, region, SharedAddress(staged(following.stage)), two_blocks);
       }
-      if (p.dw) {
-        const uint32_t input = p.pw1 ? u_slab : SharedAddress(operands + a.xs_in_stage);
-        if (p.pwl) {
-          DepthwiseToOperand(a, geometry, input, operands, m_valid, v_slab);
-        } else {
-          DepthwiseToOutput(a, u, geometry, input, operands, m0, m_valid);
-        }
-      } else if (!p.pw1) {
-        ScaleChunk(a, SharedAddress(operands + a.xs_in_stage), u.image, m0, m_valid, v_slab);
-      }
-      if (p.pwl) {
-        if (p.dw || !p.pw1) {
+      if (!p.pwl) {
+        DepthwiseToOutput(a, u, geometry, p.pw1 ? u_slab : SharedAddress(operands + a.xs_in_stage), operands, m0, m_valid);
+      } else {
+        if (FillOperand(a, geometry, u_slab, operands, u.image, m0, m_valid, v_slab)) {
           FenceForAsyncProxy();
           SyncConsumers();  // V[i%2] written
         }
-        Gemm2::template Begin<false>(acc2);
-#pragma unroll
-        for (int kk = 0; kk < kChunkSteps<E>; ++kk)
-          Gemm2::Step(acc2, v_slab, SharedAddress(operands + a.w2_in_stage), kk, i == 0 && kk == 0);
-        Gemm2::Commit();
+        IssueLast<false, Gemm2, E>(acc2, v_slab, operands, a.w2_in_stage, i == 0);
       }
       // P1(i+1) done; P2(i) may still run (it reads V[i%2] and this stage's W2), P2(i-1) is done
       if constexpr (kAsync) {
@@ -681,14 +757,8 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
       }
       if (next && p.pw1) {
         if (i + 2 == mine) BarrierArrive(&bars.x_empty[buffer]);  // the last chunk's first stage has read the region
-        const E* b1 = reinterpret_cast<const E*>(staged(following.stage) + a.b1_in_stage);
-        const int valid_next = min(kChunk, p.m - m0 - a.split * kChunk);
-        if (p.dw) {
-          StoreFirst<false>(a, acc1, b1, valid_next, inside, u_slab);
-        } else {
-          StoreFirst<true>(a, acc1, b1, valid_next, inside, base + a.v_off + ((i + 1) & 1) * a.v_bytes);
-        }
-        if (!p.dw) FenceForAsyncProxy();
+        FinishFirst(a, acc1, staged(following.stage), min(kChunk, p.m - m0 - a.split * kChunk), inside, u_slab,
+                    base + a.v_off + ((i + 1) & 1) * a.v_bytes);
       }
       SyncConsumers();  // U (or V) of chunk i+1 written; U of chunk i no longer read
       previous = current;
@@ -799,13 +869,7 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
         Gemm1::Fence(acc1[0]);
         Gemm1::Fence(acc1[1]);
         if (k + 1 == own) BarrierArrive(&bars.x_empty[buffer]);  // this warpgroup's last read of the region
-        const E* b1 = reinterpret_cast<const E*>(operands + a.b1_in_stage);
-        if (p.dw) {
-          StoreFirst<false>(a, acc1, b1, m_valid, inside, u_slab);
-        } else {
-          StoreFirst<true>(a, acc1, b1, m_valid, inside, v_slab);
-          FenceForAsyncProxy();
-        }
+        FinishFirst(a, acc1, operands, m_valid, inside, u_slab, v_slab);
         SyncConsumers(group);  // U (or V) written
       }
       if (!kLast) {  // PW->DW: the depthwise stage to the output, then U and the stage are free
@@ -815,19 +879,11 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
         at = at.Next(a.stages).Next(a.stages);
         continue;
       }
-      if (p.dw) {
-        DepthwiseToOperand(a, geometry, p.pw1 ? u_slab : SharedAddress(operands + a.xs_in_stage), operands, m_valid, v_slab);
+      if (FillOperand(a, geometry, u_slab, operands, u.image, m0, m_valid, v_slab)) {
         FenceForAsyncProxy();
-        SyncConsumers(group);  // V written, U read
-      } else if (!p.pw1) {
-        ScaleChunk(a, SharedAddress(operands + a.xs_in_stage), u.image, m0, m_valid, v_slab);
-        FenceForAsyncProxy();
-        SyncConsumers(group);  // V written
+        SyncConsumers(group);  // V written (and U read)
       }
-      Gemm2::Begin(acc2);
-#pragma unroll
-      for (int kk = 0; kk < kChunkSteps<E>; ++kk) Gemm2::Step(acc2, v_slab, SharedAddress(operands + a.w2_in_stage), kk, k == 0 && kk == 0);
-      Gemm2::Commit();
+      IssueLast<true, Gemm2, E>(acc2, v_slab, operands, a.w2_in_stage, k == 0);
       WaitGemms<kAsync>();
       Gemm2::Fence(acc2);
       BarrierArrive(&bars.empty[at.stage]);

@@ -239,8 +239,10 @@ double ActivationInstructions(const Activation& act) {
       return 2.0;
     case Act::kHardSwish:
       return 5.0;
-    default:  // swish, sigmoid: an approximate exponential and division
-      return 6.0;
+    case Act::kSigmoid:  // the approximate exponential (a multiply and ex2), 1 +, the approximate reciprocal
+      return 4.0;
+    default:  // swish: the sigmoid's and a multiply
+      return 5.0;
   }
 }
 
@@ -276,8 +278,8 @@ double Estimate(const ChainProblemOf<E>& p, const BlockArgsOf<E>& a, const Block
     const double rows = (bh - 1) * p.stride + p.kernel, cols = (bw - 1) * p.stride + p.kernel;
     cuda += blocks * rows * cols * (p.pw1 ? kSlabRowBytes : kChunkRowBytes<E>) / kSharedBytes;  // (U is FP32)
     // a warp's block: its input loads, the taps' FMAs, and per output the activation and the sink (a
-    // swizzled shared store, or a global store at a computed pixel)
-    const double sink = p.pwl ? 3.0 : 6.0;
+    // swizzled shared store and its address, or a global store from a stepped pointer)
+    const double sink = p.pwl ? 4.0 : 3.0;
     issued += blocks * (rows * cols + bh * bw * (p.kernel * p.kernel + ActivationInstructions(p.actd) + sink));
   }
   // two warpgroups: each runs every other chunk, unpipelined (a longer latency per chunk), the two on

@@ -3,9 +3,15 @@
 // In: the chunk's input over the tile's region (one row of 32 channels per region pixel, row-major
 // over the region, rows kPitch bytes apart, not swizzled; FP32 from a first stage, else the
 // tensors' element type), its weights [32 channels][K*K] and biases [32] (staged in shared memory
-// with the chunk's other operands, in the tensors' element type). It computes in FP32. Out: act(bias + sum over taps) for every output pixel of the tile, handed
-// to a sink (by the pixel's row and column in the tile) one value per lane: the last pointwise stage's A operand (a swizzled slab) or, without
-// one, the output tensor. Channels past the intermediate's end come out as zeros.
+// with the chunk's other operands, in the tensors' element type). It computes in FP32. Out:
+// act(bias + sum over taps) for every output pixel of the tile, one value per lane, handed to a
+// sink: the last pointwise stage's A operand (a swizzled slab) or, without one, the output tensor.
+// Channels past the intermediate's end come out as zeros.
+//
+// A sink takes a warp's block of BH x BW pixels at once where the block lies wholly in the tile
+// (`sink.template Block<BH, BW>(oy0, ox0, v)`, v row-major: most blocks), so that it computes the
+// block's first address once and steps from it; else pixel by pixel (`sink.One(oy, ox, value)`),
+// only for the pixels in the tile.
 //
 // Lane = channel: a warp's 32 lanes read one region pixel's 32 channels, a 128-byte slab row (one
 // shared-memory wavefront), and each warp computes blocks of BH x BW output pixels at a time, so one
@@ -45,7 +51,7 @@ __device__ __forceinline__ float LoadSharedValue(uint32_t address) {
   }
 }
 
-// Sink(output row and column in the tile, value), channel = lane.
+// channel = lane
 template <int K, int S, int kPitch, class In, class W, class Sink>
 __device__ __forceinline__ void DepthwiseChunk(const DepthwiseGeometry& g, uint32_t input, const W* weights, const W* bias,
                                                int valid_channels, const Activation& act, const Sink& sink) {
@@ -97,18 +103,18 @@ __device__ __forceinline__ void DepthwiseChunk(const DepthwiseGeometry& g, uint3
 #pragma unroll
       for (int x = 0; x < BW; ++x) v[r * BW + x] = acc[r][x];
     act.Apply(v);
-    // A block wholly inside the tile, of a whole chunk (most blocks): no test per value.
-    if (oy0 + BH <= g.tile_h && ox0 + BW <= g.tile_w && valid_channels >= kChunk) {
+    if (valid_channels < kChunk) {  // (a partial chunk only: a uniform test otherwise)
 #pragma unroll
-      for (int r = 0; r < BH; ++r)
-#pragma unroll
-        for (int x = 0; x < BW; ++x) sink(oy0 + r, ox0 + x, v[r * BW + x]);
+      for (int i = 0; i < BH * BW; ++i) v[i] = valid ? v[i] : 0.f;
+    }
+    if (oy0 + BH <= g.tile_h && ox0 + BW <= g.tile_w) {
+      sink.template Block<BH, BW>(oy0, ox0, v);
     } else {
 #pragma unroll
       for (int r = 0; r < BH; ++r)
 #pragma unroll
         for (int x = 0; x < BW; ++x)
-          if (oy0 + r < g.tile_h && ox0 + x < g.tile_w) sink(oy0 + r, ox0 + x, valid ? v[r * BW + x] : 0.f);
+          if (oy0 + r < g.tile_h && ox0 + x < g.tile_w) sink.One(oy0 + r, ox0 + x, v[r * BW + x]);
     }
   }
 }
