@@ -52,7 +52,7 @@ from fcm_core.vocabulary import DOMAIN, kind_of, layer_of, layer_op_type, op_att
 
 from ..ops.schema import NUMPY_TYPES, VALUE_PRESERVING, half_body, rounded_nodes
 from ..ops.standalone import float_io
-from .transposes import spatial_mean_products
+from .transposes import spatial_mean_products, spatial_mean_transposes
 
 HALF_PRECISIONS = ("fp16", "bf16")
 #: Operators a bf16 model runs on bf16 tensors as they are: they only reshape, and ONNX Runtime has
@@ -82,9 +82,7 @@ def spatial_mean_nodes(model: onnx.ModelProto) -> list[str]:
 def _mean_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """The spatial means' MatMuls and the Transposes that are their first inputs' producers."""
     products = spatial_mean_products(model)
-    read = {node.input[0] for node in products}
-    transposes = [node for node in model.graph.node if node.op_type == "Transpose" and node.output[0] in read]
-    return transposes + products
+    return spatial_mean_transposes(model, products) + products
 
 
 def to_half(model: onnx.ModelProto, precision: str, io_half: bool = False) -> onnx.ModelProto:

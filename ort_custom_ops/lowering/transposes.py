@@ -691,6 +691,13 @@ def spatial_mean_products(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [node for node in model.graph.node if is_spatial_mean_product(node, columns)]
 
 
+def spatial_mean_transposes(model: onnx.ModelProto, products: list[onnx.NodeProto] | None = None) -> list[onnx.NodeProto]:
+    """The Transposes that the spatial means' products (:func:`spatial_mean_products`, or
+    ``products``) read: ONNX Runtime folds each into its product."""
+    read = {node.input[0] for node in (spatial_mean_products(model) if products is None else products)}
+    return [node for node in model.graph.node if node.op_type == "Transpose" and node.output[0] in read]
+
+
 RULES = (cancel_pairs, merge_siblings, fold_scale, through_elementwise, through_reduction, through_pointwise_conv)
 # after the others: a Reshape stops them, and the bias Adds the Gemms take have had their moves.
 # unit_products_to_gemm last: a unit Transpose before a product (the pooled map to NHWC) is a
@@ -784,5 +791,5 @@ def moved_elements(graph: gs.Graph) -> int | None:
 def transpose_count(model) -> int:
     """Layout Transpose nodes in an ``onnx.ModelProto``'s graph: not those a spatial mean's product
     reads (:func:`spatial_means_to_products`), which ONNX Runtime folds into the product."""
-    read = {node.input[0] for node in spatial_mean_products(model)}
-    return sum(1 for node in model.graph.node if node.op_type == "Transpose" and node.output[0] not in read)
+    folded = len(spatial_mean_transposes(model))
+    return sum(1 for node in model.graph.node if node.op_type == "Transpose") - folded
