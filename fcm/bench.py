@@ -4,7 +4,7 @@ In: the unfused ONNX model, the fused one (``fcm convert``'s pair, in fp32, fp16
 sizes, optionally the plan (for the groups' predicted bytes) and the torchvision architecture of the
 model. Out: a dict (written as JSON, a markdown table and a PNG chart) with, per batch, each side's
 median time in every configuration of the CUDA provider, the best of each and their ratio, per
-fused group a micro-benchmark (fp32 models), optionally per-node profiles (the measurements are
+fused group a micro-benchmark, optionally per-node profiles (the measurements are
 :mod:`fcm.measure`'s), and the anchors in the same run: ONNX Runtime on the unfused model in the
 same precision (the unfused side) and ``torch.compile`` channels-last in the same precision on the
 torchvision version (:mod:`fcm.anchors`), or why there is none.
@@ -22,12 +22,9 @@ from fcm_core.errors import FcmError
 from fcm_core.vocabulary import DOMAIN
 
 from .anchors import MODES, TORCHVISION, torch_compile_anchor
-from .measure import (Progress, bench_groups, bench_pair, copy_bandwidth, device_info, profile_nodes, providers,
-                      random_feeds)
+from .measure import (Progress, bench_groups, bench_pair, copy_bandwidth, device_info, numpy_io, profile_nodes,
+                      providers, random_feeds)
 from .pipeline.verify import model_precision
-
-FLOAT_IO = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}  # what ONNX Runtime's Python API binds as numpy arrays
-
 
 def default_torch_arch(fused_path: Path) -> str | None:
     """The torchvision architecture a fused model's file names: its name up to the first dot, so
@@ -44,7 +41,6 @@ def run(unfused_path: Path, fused_path: Path, batches: list[int], runs: int, war
     import onnxruntime as ort
 
     from ort_custom_ops.ops.library import library_cuda_float_ops
-    from ort_custom_ops.ops.standalone import float_io
 
     unfused, fused = onnx.load(unfused_path), onnx.load(fused_path)
     found = model_precision(fused)
@@ -63,13 +59,13 @@ def run(unfused_path: Path, fused_path: Path, batches: list[int], runs: int, war
         report["notes"].append(f"this build of the FCM library has no CUDA kernels for {', '.join(without_cuda)}: as in "
                                "a user's session, ONNX Runtime runs those nodes' function bodies (the original operators in "
                                f"{found}) on the GPU, and the fused column times that, not fused kernels")
-    if any(v.type.tensor_type.elem_type not in FLOAT_IO for v in list(unfused.graph.input) + list(unfused.graph.output)):
-        unfused, fused = float_io(unfused), float_io(fused)
+    (unfused, wrapped), (fused, _) = numpy_io(unfused), numpy_io(fused)
+    if wrapped:
         report["notes"].append("bf16 inputs and outputs: both sides timed through a Cast at each (ONNX Runtime's "
                                "Python API binds no bf16 arrays)")
-    if micro and found != "fp32":
-        micro = False
-        report["notes"].append("per-group micro-benchmarks: fp32 models only so far")
+    if micro and found == "bf16":
+        report["notes"].append("per-group micro-benchmarks in bf16: each side timed through a Cast at its input and "
+                               "output (numpy holds no bf16)")
     bandwidth = copy_bandwidth()
     if bandwidth:
         report["copy_bandwidth_gb_s"] = round(bandwidth / 1e9, 1)

@@ -161,6 +161,20 @@ def random_feeds(model: onnx.ModelProto, batch: int, rng: np.random.Generator) -
     return dict(zip(names, random_inputs(model, batch, rng)))
 
 
+NUMPY_IO = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}  # what ONNX Runtime's Python API binds as numpy arrays
+
+
+def numpy_io(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """``model`` as the Python API can feed it: itself, or (bf16 inputs or outputs) with a Cast to
+    fp32 at each (``float_io``); and whether it was wrapped."""
+    from ort_custom_ops.ops.standalone import float_io
+
+    edges = list(model.graph.input) + list(model.graph.output)
+    if all(v.type.tensor_type.elem_type in NUMPY_IO for v in edges):
+        return model, False
+    return float_io(model), True
+
+
 def bench_pair(unfused: onnx.ModelProto, fused: onnx.ModelProto, batch: int, runs: int, warmup: int,
                progress: Progress, exact_fp32: bool = False) -> dict:
     """Both sides in every configuration at one batch size; exact FP32 (``exact_fp32``) through the
@@ -226,6 +240,34 @@ def value_shapes(model: onnx.ModelProto, batch: int) -> dict[str, list[int]]:
     return shapes
 
 
+def node_element_type(node: onnx.NodeProto, initializers: dict) -> int:
+    """The element type of a fused node's tensors (ONNX's enum): its weights' (every input and the
+    output of a float fused op share one type), float32 where it has none as initializers."""
+    types = {initializers[name].data_type for name in node.input if name in initializers}
+    if len(types) > 1:
+        raise FcmError(f"{node.name}: its weights mix element types")
+    return types.pop() if types else onnx.TensorProto.FLOAT
+
+
+def timing_feeds(model: onnx.ModelProto, names: list[str], shapes: dict[str, list[int]],
+                 rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray], np.dtype]:
+    """A small model (:func:`group_models`' either side) as it is timed, its random inputs in
+    [-1, 1] and its output's numpy type. fp32 and fp16 as they are; bf16, which numpy cannot hold,
+    through a Cast at each input and output (``float_io``; both sides of a group pay them), the
+    inputs rounded to bf16 first."""
+    import ml_dtypes
+
+    from ort_custom_ops.ops.standalone import float_io
+
+    element = model.graph.input[0].type.tensor_type.elem_type
+    values = {name: rng.uniform(-1, 1, shapes[name]).astype(np.float32) for name in names}
+    if element == onnx.TensorProto.BFLOAT16:
+        rounded = {name: v.astype(ml_dtypes.bfloat16).astype(np.float32) for name, v in values.items()}
+        return float_io(model), rounded, np.dtype(np.float32)
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(element))
+    return model, {name: v.astype(dtype) for name, v in values.items()}, dtype
+
+
 def group_models(fused: onnx.ModelProto, node: onnx.NodeProto, shapes: dict[str, list[int]],
                  source_layout: bool = False):
     """(fused node alone, its function body as a plain graph, the node's data inputs) with the
@@ -236,8 +278,9 @@ def group_models(fused: onnx.ModelProto, node: onnx.NodeProto, shapes: dict[str,
     function = node_function(fused, node)
     opset = [o for o in fused.opset_import]
     data_inputs = [name for name in node.input if name and name not in initializers]
-    inputs = [helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shapes[name]) for name in data_inputs]
-    output = helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, shapes.get(node.output[0]))
+    element = node_element_type(node, initializers)
+    inputs = [helper.make_tensor_value_info(name, element, shapes[name]) for name in data_inputs]
+    output = helper.make_tensor_value_info(node.output[0], element, shapes.get(node.output[0]))
     weights = [initializers[name] for name in node.input if name in initializers]
     alone = helper.make_model(helper.make_graph([node], "group", inputs, [output], weights), opset_imports=opset,
                               functions=[function])
@@ -252,21 +295,50 @@ def group_models(fused: onnx.ModelProto, node: onnx.NodeProto, shapes: dict[str,
 
 
 def _in_source_layout(body: list, node: onnx.NodeProto, inputs: list, output) -> tuple[list, list, object]:
-    """A channels-last body (``schema.channels_last_body``: Transpose of X to NCHW first, Transpose of
-    the result to NHWC last) without those two Transposes, its first input and output NCHW."""
-    head, tail = body[0], body[-1]
-    if (head.op_type != "Transpose" or head.input[0] != node.input[0] or tail.op_type != "Transpose"
-            or tail.output[0] != node.output[0]):
+    """A channels-last body (``schema.channels_last_body``: X transposed to NCHW first, the result
+    transposed to NHWC last; in bf16 each through a Cast to and from fp32) without those two
+    Transposes, its first input and output NCHW (named apart from the node's, which are NHWC)."""
+    x, y = node.input[0], node.output[0]
+    producer = {name: n for n in body for name in n.output}
+
+    def reads_x(n: onnx.NodeProto) -> bool:  # X, or X widened by a Cast
+        source = producer.get(n.input[0])
+        return n.input[0] == x or (source is not None and source.op_type == "Cast" and source.input[0] == x)
+
+    def writes_y(n: onnx.NodeProto) -> bool:  # Y, or what a Cast narrows into Y
+        users = [u for u in body if n.output[0] in u.input]
+        return n.output[0] == y or (len(users) == 1 and users[0].op_type == "Cast" and users[0].output[0] == y)
+
+    heads = [n for n in body if n.op_type == "Transpose" and reads_x(n)]
+    tails = [n for n in body if n.op_type == "Transpose" and writes_y(n)]
+    if len(heads) != 1 or len(tails) != 1:
         raise FcmError(f"{node.name}: its function body does not start and end with its layout changes")
+    head, tail = heads[0], tails[0]
+    x_nchw, y_nchw = f"{x}__nchw", f"{y}__nchw"
+    # the Transposes' readers read what they transposed; X and Y (where a Cast still writes it) renamed
+    renamed = {x: x_nchw, y: y_nchw, head.output[0]: x_nchw if head.input[0] == x else head.input[0]}
+    if tail.output[0] != y:
+        renamed[tail.output[0]] = tail.input[0]
+    kept = []
+    for n in body:
+        if n is head or n is tail:
+            continue
+        copy = onnx.NodeProto()
+        copy.CopyFrom(n)
+        copy.input[:] = [renamed.get(name, name) for name in copy.input]
+        copy.output[:] = [renamed.get(name, name) for name in copy.output]
+        kept.append(copy)
+    out_name = tail.input[0] if tail.output[0] == y else y_nchw
 
     def nchw(dims):
         return None if dims is None else [dims[i] for i in TO_NCHW]
 
     x_dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
     y_dims = [d.dim_value for d in output.type.tensor_type.shape.dim] or None
-    x = helper.make_tensor_value_info(head.output[0], onnx.TensorProto.FLOAT, nchw(x_dims))
-    y = helper.make_tensor_value_info(tail.input[0], onnx.TensorProto.FLOAT, nchw(y_dims))
-    return body[1:-1], [x] + inputs[1:], y
+    element = inputs[0].type.tensor_type.elem_type
+    x_info = helper.make_tensor_value_info(x_nchw, element, nchw(x_dims))
+    y_info = helper.make_tensor_value_info(out_name, element, nchw(y_dims))
+    return kept, [x_info] + inputs[1:], y_info
 
 
 def plain_output_shape(plain: onnx.ModelProto) -> list[int]:
@@ -288,14 +360,16 @@ def plain_feeds(plain: onnx.ModelProto, data_inputs: list[str], feeds: dict[str,
 
 
 def unavoidable_bytes(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> int:
-    """Read the input (and scale) once, the weights once, write the output once (fp32)."""
+    """Read the input (and scale) once, the weights once, write the output once, in the node's
+    element type."""
     total = 0
     for name in list(node.input) + list(node.output):
         if name in initializers:
             total += int(np.prod(initializers[name].dims))
         elif name in shapes:
             total += int(np.prod(shapes[name]))
-    return 4 * total
+    element = node_element_type(node, initializers)
+    return np.dtype(helper.tensor_dtype_to_np_dtype(element)).itemsize * total
 
 
 def fused_macs(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> dict[str, int]:
@@ -334,20 +408,24 @@ def bench_groups(fused: onnx.ModelProto, plan: dict | None, batch: int, runs: in
         # the subgraph as the source model runs it: a channels-last group's without the Transposes
         # its function body adds (they would count against the subgraph, and the source has none)
         alone, plain, data_inputs = group_models(fused, node, shapes, source_layout=True)
-        feeds = {name: rng.uniform(-1, 1, shapes[name]).astype(np.float32) for name in data_inputs}
+        output_name = plain.graph.output[0].name
+        alone, feeds, dtype = timing_feeds(alone, data_inputs, shapes, rng)
+        plain, _, _ = timing_feeds(plain, data_inputs, shapes, rng)
         out_shape = [shapes[node.output[0]]]
         plain_out_shape = [plain_output_shape(plain)]
         try:  # each side's better of CUDA graphs on and off
             plain_inputs = plain_feeds(plain, data_inputs, feeds)
-            fused_t, fused_out = min((time_session(cuda_session(alone, True, providers(g, False)), feeds, out_shape, runs, warmup)
+            fused_t, fused_out = min((time_session(cuda_session(alone, True, providers(g, False)), feeds, out_shape, runs, warmup,
+                                                   [dtype])
                                       for g in (False, True)), key=lambda r: r[0].median_ms)
             plain_t, plain_out = min((time_session(cuda_session(plain, False, providers(g, False)), plain_inputs, plain_out_shape,
-                                                   runs, warmup)
+                                                   runs, warmup, [dtype])
                                       for g in (False, True)), key=lambda r: r[0].median_ms)
         except Exception as exc:
             rows.append({"node": node.name, "error": str(exc).strip().splitlines()[0][:200]})
             continue
-        if plain.graph.output[0].name != node.output[0]:  # NCHW: compared in the node's layout
+        fused_out, plain_out = [fused_out[0].astype(np.float32)], [plain_out[0].astype(np.float32)]
+        if output_name != node.output[0]:  # NCHW: compared in the node's layout
             plain_out = [plain_out[0].transpose(TO_NHWC)]
         floor = unavoidable_bytes(node, shapes, initializers)
         scale = float(np.abs(plain_out[0]).max()) or 1.0

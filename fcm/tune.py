@@ -41,6 +41,13 @@ group's time is the better one, and a kept group carries the winners in its ``cu
 ("BATCH:plan;..."), which the CUDA kernels use at those batch sizes (and ignore on a GPU the plan
 does not fit). ``--no-plans`` skips this.
 
+fp16 and bf16 models are tuned in their own precision: each group and its subgraph timed in it (bf16
+through a Cast at each side's input and output, numpy holding no bf16), the launch plans tried
+those the block kernels rank for the fp32 problem (the half kernels take the same plans; one that
+does not fit is recorded as an error), the tuned model built by unfusing (their conversions are not
+the fp32 rewrite alone), the whole-model check against the unfused model in the same precision, and
+the outputs checked on the CPU against that model with ``fcm verify``'s bound for half models.
+
 The convolution layers of the model (``Conv`` nodes of the domain, such as the stem: no groups) are
 neither measured nor unfused: the tuned model has those the rewrite of the source makes.
 """
@@ -59,11 +66,12 @@ import onnx
 from onnx import helper
 
 from extractor.dag import Dag
-from fcm.measure import (Progress, bench_groups, bench_pair, cuda_session, device_info, group_models, providers,
-                         time_session, value_shapes)
+from fcm.measure import (Progress, bench_groups, bench_pair, cuda_session, device_info, group_models, numpy_io,
+                         providers, time_session, timing_feeds, value_shapes)
 from fcm.pipeline.convert import output_files
 from fcm.pipeline.inputs import random_inputs
-from fcm.pipeline.verify import FP32_TOLERANCE, Check, check_companion, load_model, model_precision
+from fcm.pipeline.verify import (FP32_TOLERANCE, Check, UnfusedHalfReference, check_companion, load_model,
+                                 model_precision)
 from fcm_core.errors import FcmError, one_line
 from fcm_core.fileio import atomic_write_bytes, atomic_write_text
 from ort_custom_ops.lowering.rewrite import rewrite
@@ -73,6 +81,7 @@ from ort_custom_ops.ops.launch_plan import (PLAN_OVERRIDE, PLANS_ATTRIBUTE, cuda
                                             with_forced_plan)
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.schema import DOMAIN, is_channels_last, is_fused_group
+from ort_custom_ops.ops.standalone import float_io
 
 
 def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, warmup: int,
@@ -83,8 +92,7 @@ def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, 
     initializers = {i.name: i for i in model.graph.initializer}
     node = next(n for n in model.graph.node if n.name == node_name)
     alone, _, data_inputs = group_models(model, node, shapes)
-    rng = np.random.default_rng(0)
-    feeds = {name: rng.uniform(-1, 1, shapes[name]).astype(np.float32) for name in data_inputs}
+    alone, feeds, dtype = timing_feeds(alone, data_inputs, shapes, np.random.default_rng(0))
     times: dict[str, float | str] = {}
     candidates = node_plan_candidates(node, shapes, initializers)
     progress(f"batch {batch} group {node_name}: {len(candidates)} launch plans")
@@ -92,7 +100,7 @@ def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, 
     for plan in candidates:
         try:
             session = cuda_session(with_forced_plan(alone, plan, n), True, providers(True, False))
-            timing, _ = time_session(session, feeds, [shapes[node.output[0]]], runs, warmup)
+            timing, _ = time_session(session, feeds, [shapes[node.output[0]]], runs, warmup, [dtype])
             times[plan] = round(timing.median_ms, 4)
         except Exception as exc:  # a plan this node cannot run on this GPU
             times[plan] = str(exc).strip().splitlines()[0][:160]
@@ -284,7 +292,8 @@ def verify_whole_model(model: onnx.ModelProto, result: dict, batches: list[int],
         speedups = {}
         for batch in batches:
             progress(f"whole model, {count} groups fused, batch {batch}")
-            speedups[str(batch)] = bench_pair(reference, tuned, batch, runs, warmup, progress)["best"]["tf32"]["speedup"]
+            speedups[str(batch)] = bench_pair(numpy_io(reference)[0], numpy_io(tuned)[0], batch, runs, warmup,
+                                              progress)["best"]["tf32"]["speedup"]
         steps.append({"fused_groups": list(fused), "speedup": speedups})
         return all(value >= 1.0 for value in speedups.values())
 
@@ -315,22 +324,32 @@ def verify_whole_model(model: onnx.ModelProto, result: dict, batches: list[int],
     result["unfuse"] = sorted(name for name, group in groups.items() if not group["keep_fused"])
 
 
-def check_outputs(tuned: onnx.ModelProto, reference: onnx.ModelProto, reference_path: Path) -> dict:
-    """The tuned model against ``reference`` on the CPU (the FCM library's CPU kernels), on one
-    random input at batch 1 or the model's fixed batch size; an FcmError when the outputs are further
-    apart than the fp32 verification's bound (the CPU kernels come within about 5e-6)."""
+def check_outputs(tuned: onnx.ModelProto, reference: onnx.ModelProto, reference_path: Path, precision: str = "fp32") -> dict:
+    """The tuned model against ``reference`` on the CPU (the FCM library's CPU kernels), at batch 1
+    or the model's fixed batch size; an FcmError when the outputs are further apart than the
+    verification's bound. fp32: on one random input, the fp32 bound (the CPU kernels come within
+    about 5e-6). fp16, bf16: ``reference`` is the unfused model in that precision, on random images,
+    with the bound of ``fcm verify`` (the roundings the two do not share: an unfused group's
+    operators round where its fused node does not)."""
     first = reference.graph.input[0].type.tensor_type.shape.dim
     batch = first[0].dim_value if first and first[0].HasField("dim_value") else 1
-    inputs = random_inputs(reference, batch, np.random.default_rng(0))
-    outputs = []
-    for model in (tuned, reference):
+
+    def outputs_of(model: onnx.ModelProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
         session = make_session(model, with_library=any(n.domain == DOMAIN for n in model.graph.node))
-        outputs.append(session.run(None, {i.name: a for i, a in zip(session.get_inputs(), inputs)}))
-    check = Check.of("tuned model", batch, outputs[0], outputs[1])
-    if not check.passed(FP32_TOLERANCE):
+        return session.run(None, {i.name: a for i, a in zip(session.get_inputs(), inputs)})
+
+    if precision == "fp32":
+        inputs = random_inputs(reference, batch, np.random.default_rng(0))
+        expected, bound, rule = outputs_of(reference, inputs), FP32_TOLERANCE, "the fp32 bound"
+    else:
+        half = UnfusedHalfReference.of(precision, reference, batch, np.random.default_rng(0), (-1.0, 1.0), outputs_of)
+        inputs, expected, bound, rule = half.inputs, half.expected, half.bound, half.rule
+        tuned = float_io(tuned)
+    check = Check.of("tuned model", batch, outputs_of(tuned, inputs), expected)
+    if not check.passed(bound):
         raise FcmError(f"the tuned model's outputs differ from {reference_path.name}'s by {check.max_abs_error:.3g} "
-                       f"({check.relative:.3g} of the largest, bound {FP32_TOLERANCE:g}): nothing written")
-    return {"against": str(reference_path), "batch": batch, "relative_error": check.relative}
+                       f"({check.relative:.3g} of the largest, bound {bound:.3g}, {rule}): nothing written")
+    return {"against": str(reference_path), "batch": batch, "relative_error": check.relative, "bound": bound}
 
 
 def _applied(model: onnx.ModelProto, report_path: Path) -> dict:
@@ -392,8 +411,16 @@ def tune(model_path: Path, output: Path, batches: list[int], runs: int, warmup: 
     tuned_models.record(result)
     onnx.checker.check_model(tuned)
     progress("checking the tuned model's outputs on the CPU")
-    reference, reference_path = (conversion.source, conversion.source_path) if conversion else (model, model_path)
-    result["output_check"] = check_outputs(tuned, reference, reference_path)
+    precision = model_precision(model)
+    if precision in ("fp16", "bf16"):  # against the unfused model in that precision, which the fused one verified against
+        reference_path = unfused_companion(model_path)
+        if reference_path is None:
+            raise FcmError(f"a {precision} model is checked against its unfused {precision} model: no "
+                           f"{output_files(model_path)['unfused'].name} beside it: nothing written", model_path)
+        reference = onnx.load(reference_path)
+    else:
+        reference, reference_path = (conversion.source, conversion.source_path) if conversion else (model, model_path)
+    result["output_check"] = check_outputs(tuned, reference, reference_path, precision)
     report_path = output.with_name(output.name.removesuffix(".onnx") + ".tune.json")
     result["model"] = str(model_path)
     result["output"] = str(output)

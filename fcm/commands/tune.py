@@ -29,6 +29,9 @@ source model rewritten with only the kept groups, where the conversion's compani
 fused model (fp32); otherwise, or where the rewrite does not reproduce a kept group, the fused model
 with the other groups replaced by their subgraphs, whose leftover layout operators can make it
 slower than the source. Before writing, its outputs are checked against the source's on the CPU.
+fp16 and bf16 models (fcm convert --precision) are tuned the same way, in their own precision,
+built by unfusing, and checked against the unfused half model with fcm verify's bound; their
+groups try the fp32 kernels' candidate plans.
 """.split())
 
 
@@ -63,12 +66,6 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     names = [n for n in args.unfuse.split(",") if n] if args.unfuse is not None else None
     if args.apply and names is not None:
         raise FcmError("give --unfuse or --apply, not both")
-    from fcm.pipeline.verify import load_model, model_precision
-
-    precision = model_precision(load_model(model))
-    if precision in ("fp16", "bf16"):
-        raise FcmError(f"fcm tune does not tune {precision} models yet: their fused nodes run the CUDA kernels' own "
-                       "launch plans", model)
     with onnxruntime_errors(model):
         result = tune.tune(model, output, batches, args.runs, args.warmup, args.margin, names, report.progress,
                            verify=not args.no_verify, plans=not args.no_plans,

@@ -182,9 +182,7 @@ def half_checks(precision: str, fused, fused_path: Path, unfused, against: Path,
     images (see the command's description): (label, check, bound, why, times) as ``run``'s."""
     import numpy as np
 
-    from fcm.pipeline.inputs import image_like_inputs
-    from fcm.pipeline.verify import Check, half_bound, model_precision
-    from ort_custom_ops.lowering.half import rounding_depth, widened
+    from fcm.pipeline.verify import Check, UnfusedHalfReference, model_precision
     from ort_custom_ops.ops.library import library_cuda_float_ops
     from ort_custom_ops.ops.schema import DOMAIN
     from ort_custom_ops.ops.standalone import float_io
@@ -194,15 +192,10 @@ def half_checks(precision: str, fused, fused_path: Path, unfused, against: Path,
         n.op_type == "Cast" and any(a.name == "to" and a.i == element for a in n.attribute) for n in unfused.graph.node)
     if model_precision(unfused) != "fp32" or any(n.domain == "ai.fcm" for n in unfused.graph.node) or not in_precision:
         raise FcmError(f"--against must be the unfused {precision} model (fcm convert's <stem>.unfused.onnx)", against)
-    inputs = [a.astype(np.float32) for a in image_like_inputs(float_io(unfused), batch, np.random.default_rng(),
-                                                                  value_range)]
     where = False if on_cuda else None  # on CUDA with TF32 off: the fp32 side of the spread must be fp32
-    wide = widened(unfused)
-    expected, _ = run_model(float_io(unfused), against, where, inputs)
-    exact, _ = run_model(wide, against, where, inputs)
-    spread = Check.of("spread", batch, expected, exact).relative
-    bound, rule = half_bound(precision, rounding_depth(wide, shared=False), spread,
-                             "the unfused model's own roundings move its outputs")
+    reference = UnfusedHalfReference.of(precision, unfused, batch, np.random.default_rng(), value_range,
+                                        lambda model, inputs: run_model(model, against, where, inputs)[0])
+    inputs, expected, bound, rule = reference.inputs, reference.expected, reference.bound, reference.rule
     provider = "on CUDA" if on_cuda else "on the CPU"
     sides = [(f"{provider}, {precision}, the library's CPU reference kernels", True)]
     if on_cuda and {n.op_type for n in fused.graph.node if n.domain == DOMAIN} <= library_cuda_float_ops():

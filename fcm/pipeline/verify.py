@@ -283,6 +283,34 @@ def half_bound(precision: str, depth: int, own_error: float, own: str) -> tuple[
     return 2 * own_error, f"twice the {own_error:.3g} by which {own} (above the derived {derived:.3g})"
 
 
+@dataclass
+class UnfusedHalfReference:
+    """The unfused model in a half precision as the reference of a model made from it (the fused model,
+    or a tuned one): its outputs on random images, and the bound a model that computes the same
+    function with other roundings must come within (:func:`half_bound` over the roundings the two do
+    not share, or twice the spread of its own roundings where its conditioning makes that larger)."""
+
+    inputs: list[np.ndarray]  # float32, for float_io's models
+    expected: list[np.ndarray]
+    bound: float
+    rule: str
+
+    @classmethod
+    def of(cls, precision: str, unfused: onnx.ModelProto, batch: int, rng: np.random.Generator,
+           value_range: tuple[float, float], run: Callable[[onnx.ModelProto, list[np.ndarray]], list[np.ndarray]]
+           ) -> "UnfusedHalfReference":
+        """``run(model, inputs)``: a model's outputs where the reference runs (the caller's provider)."""
+        from ort_custom_ops.lowering.half import rounding_depth, widened
+
+        inputs = [a.astype(np.float32) for a in image_like_inputs(float_io(unfused), batch, rng, value_range)]
+        wide = widened(unfused)
+        expected = run(float_io(unfused), inputs)
+        spread = Check.of("spread", batch, expected, run(wide, inputs)).relative
+        bound, rule = half_bound(precision, rounding_depth(wide, shared=False), spread,
+                                 "the unfused model's own roundings move its outputs")
+        return cls(inputs, expected, bound, rule)
+
+
 def agreement_margin(share: float, samples: int) -> float:
     return max(AGREEMENT_MARGIN, 4 * float(np.sqrt(share * (1 - share) / max(samples, 1))))
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import onnx
 
-from .schema import DOMAIN, KIND_STAGES, OP_TYPES, is_channels_last, nchw_dims
+from fcm_core import vocabulary
+
+from .schema import DOMAIN, is_channels_last, nchw_dims
 
 
 @dataclass(frozen=True)
@@ -58,19 +60,22 @@ PLANS_ATTRIBUTE = "cuda_plans"
 #: 1: a plan of cuda_plans that cannot run on the GPU at hand is an error naming why, where by
 #: default it gives way to the kernels' own plan (a tune records the plans that cannot run).
 STRICT_ATTRIBUTE = "cuda_plans_strict"
-FP32_OPS = frozenset(OP_TYPES.values())  # the ops that take launch plans
+#: The ops that take launch plans: the float fused ops, in every float precision (the half ones run
+#: the same kernels in their own element type).
+PLANNED_OPS = frozenset(kind.op_type(precision) for kind in vocabulary.KINDS.values() for precision in kind.precisions
+                        if precision in ("fp32", "fp16", "bf16"))
 #: The kernels' debugging override: one plan forced on every node, ahead of the attributes.
 PLAN_OVERRIDE = "FCM_CUDA_PLAN"
 
 
 def with_forced_plan(model: onnx.ModelProto, plan: str, batch: int) -> onnx.ModelProto:
-    """A copy of ``model`` whose fp32 fused nodes run ``plan`` at batch size ``batch``, or fail
+    """A copy of ``model`` whose float fused nodes run ``plan`` at batch size ``batch``, or fail
     saying why they cannot (``cuda_plans`` of that one plan, ``cuda_plans_strict=1``); other batch
     sizes get the kernels' own plans."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for node in out.graph.node:
-        if node.domain != DOMAIN or node.op_type not in FP32_OPS:
+        if node.domain != DOMAIN or node.op_type not in PLANNED_OPS:
             continue
         kept = [a for a in node.attribute if a.name not in (PLANS_ATTRIBUTE, STRICT_ATTRIBUTE)]
         del node.attribute[:]
@@ -157,8 +162,7 @@ def block_problem_dims(node: onnx.NodeProto, shapes: dict[str, list[int]], initi
     """The 18 numbers the library's ``FcmBlockCandidates`` takes for a channels-last node at the
     batch ``shapes`` are for: n, h, w, c, m, f, kernel, stride, pad_top, pad_left, out_h, out_w,
     scale_batch, pw1, dw, pwl, residual, tf32."""
-    kind = next(k for k, op in OP_TYPES.items() if op == node.op_type)
-    stages = KIND_STAGES[kind]
+    stages = vocabulary.kind_of(node.op_type)[0].stages  # (the half ops: the fp32 kernels' candidates)
     n, c, h, w = nchw_dims(shapes[node.input[0]], True)
     _, f, out_h, out_w = nchw_dims(shapes[node.output[0]], True)
     # (a single pointwise stage runs as a last stage, its input streamed in chunks: cuda_op.cu)

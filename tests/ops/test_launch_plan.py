@@ -4,6 +4,7 @@ plan forced on a model's fused nodes."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -88,3 +89,29 @@ def test_block_problem_of_a_channels_last_node(rng):
     dims = block_problem_dims(node, shapes, initializers)
     assert dims == [32, 28, 28, 24, 96, 40, 5, 2, 1, 2, 14, 14, 0, 1, 1, 1, 0, 1]
     assert onnx.helper.get_attribute_value(next(a for a in node.attribute if a.name == "channels_last")) == 1
+    # the same module in fp16 (the half kernels take the fp32 kernels' plans): the same problem
+    half = fused_model(dataclasses.replace(spec, precision="fp16"))
+    assert half.graph.node[0].op_type == "Fp16FusedPwDwPw"
+    assert block_problem_dims(half.graph.node[0], shapes, {i.name: i for i in half.graph.initializer}) == dims
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_a_forced_plan_reaches_half_nodes(rng, precision):
+    """fcm tune times plans on half nodes too: with_forced_plan writes the plan into an fp16 or bf16
+    fused node, and the CPU kernels accept it and compute the same."""
+    import numpy as np
+    import onnx
+
+    from ort_custom_ops.ops.launch_plan import PLANS_ATTRIBUTE, with_forced_plan
+    from ort_custom_ops.ops.library import make_session
+    from ort_custom_ops.ops.standalone import float_io, fused_model
+    from tests.support.specs import random_spec
+
+    model = fused_model(dataclasses.replace(random_spec(rng, "pwdwpw", 8, expand=24, out=8, channels_last=True),
+                                            precision=precision))
+    forced = with_forced_plan(model, "8x8,16,1,3", 2)
+    values = {a.name: onnx.helper.get_attribute_value(a) for a in forced.graph.node[0].attribute}
+    assert values[PLANS_ATTRIBUTE] == b"2:8x8,16,1,3"
+    x = rng.normal(size=(2, 10, 10, 8)).astype(np.float32)
+    (plain,), (planned,) = (make_session(float_io(m)).run(None, {"X": x}) for m in (model, forced))
+    assert np.array_equal(plain, planned)

@@ -16,7 +16,7 @@ from fcm.pipeline.convert import ConvertOptions, convert
 from fcm.pipeline.inputs import image_like_inputs
 from fcm_core.errors import FcmError
 from ort_custom_ops.ops.library import cuda_unavailable_reason, library_path, make_session
-from ort_custom_ops.ops.schema import DOMAIN
+from ort_custom_ops.ops.schema import DOMAIN, is_fused_group
 from ort_custom_ops.ops.standalone import float_io
 from tests.support.tiny import tiny_keras
 
@@ -149,9 +149,22 @@ def test_fcm_verify_holds_a_half_model_to_the_unfused_half_model(captured, tmp_p
     assert "FAILED" in captured_io.out and "fcm: error:" in captured_io.err
 
 
-def test_fcm_tune_refuses_a_half_model(captured, capsys):
+def test_fcm_tune_takes_a_half_model(captured, tmp_path):
+    """fcm tune --unfuse on an fp16 or bf16 model: the group runs as its subgraph in that precision,
+    the tuned model stays in it, and its outputs are checked against the unfused half model within
+    the half bound."""
+    import json
+
     from fcm.cli import main
+    from fcm.pipeline.verify import model_precision
 
     precision, result, _, _ = captured
-    assert main(["tune", str(result.files["fused"]), "--batch", "1"]) == 2
-    assert f"fcm tune does not tune {precision} models yet" in capsys.readouterr().err
+    fused = onnx.load(result.files["fused"])
+    names = [n.name for n in fused.graph.node if is_fused_group(n)]
+    out = tmp_path / "tiny.tuned.onnx"
+    assert main(["tune", str(result.files["fused"]), "--unfuse", names[0], "-o", str(out)]) == 0
+    tuned = onnx.load(out)
+    assert model_precision(tuned) == precision
+    assert [n.name for n in tuned.graph.node if is_fused_group(n)] == names[1:]
+    check = json.loads((tmp_path / "tiny.tuned.tune.json").read_text())["output_check"]
+    assert check["against"] == str(result.files["unfused"]) and check["relative_error"] <= check["bound"]

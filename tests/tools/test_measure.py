@@ -90,3 +90,45 @@ def test_the_subgraph_in_the_source_layout_has_no_transposes(kind, scale, rng):
     _, with_transposes, _ = group_models(model, node, shapes)
     assert [n.op_type for n in with_transposes.graph.node].count("Transpose") == 2
     assert plain_feeds(with_transposes, data_inputs, feeds).keys() == feeds.keys()
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("kind,scale", [("pwdwpw", False), ("pwpw", True), ("dwpw", False)])
+def test_the_micro_benchmark_of_a_half_group_runs_in_its_precision(kind, scale, precision, rng):
+    """fcm bench's and fcm tune's per-group models of an fp16 or bf16 node: both sides typed in the
+    node's precision (bf16 through a Cast at each side's input and output, numpy holding no bf16),
+    fed inputs of that precision, timed as such, and computing the same within the half bound
+    (the fused node rounds once per stage, its subgraph once per operator)."""
+    import dataclasses
+
+    from fcm.measure import time_session, timing_feeds, unavoidable_bytes
+    from fcm.pipeline.verify import derived_bound
+
+    element = {"fp16": onnx.TensorProto.FLOAT16, "bf16": onnx.TensorProto.BFLOAT16}[precision]
+    spec = dataclasses.replace(random_spec(rng, kind, 16, scale=scale, channels_last=True), precision=precision)
+    model = fused_model(spec, 9, 7)
+    shapes = value_shapes(model, 2)
+    node = model.graph.node[0]
+    alone, plain, data_inputs = group_models(model, node, shapes, source_layout=True)
+    assert {v.type.tensor_type.elem_type for v in list(alone.graph.input) + list(plain.graph.input)
+            + list(alone.graph.output) + list(plain.graph.output)} == {element}
+    timed_alone, feeds, dtype = timing_feeds(alone, data_inputs, shapes, rng)
+    timed_plain, _, _ = timing_feeds(plain, data_inputs, shapes, rng)
+    if precision == "fp16":
+        assert dtype == np.float16 and all(a.dtype == np.float16 for a in feeds.values())
+    else:  # Casts at the edges, the inputs already bf16 values
+        assert dtype == np.float32 and [n.op_type for n in timed_alone.graph.node].count("Cast") == 1 + len(data_inputs)
+        import ml_dtypes
+
+        assert all(np.array_equal(a, a.astype(ml_dtypes.bfloat16).astype(np.float32)) for a in feeds.values())
+    session = make_session(timed_alone)
+    timing, (fused,) = time_session(session, feeds, [shapes[node.output[0]]], runs=2, warmup=1, output_dtypes=[dtype],
+                                    device="cpu")
+    assert fused.dtype == dtype and timing.median_ms > 0
+    (nchw,) = make_session(timed_plain, with_library=False).run(None, plain_feeds(timed_plain, data_inputs, feeds))
+    fused, nhwc = fused.astype(np.float32), nchw.astype(np.float32).transpose(TO_NHWC)
+    assert np.abs(nhwc - fused).max() <= derived_bound(precision, 8) * np.abs(nhwc).max()
+    initializers = {i.name: i for i in model.graph.initializer}
+    fp32 = fused_model(dataclasses.replace(spec, precision="fp32"), 9, 7)
+    assert 2 * unavoidable_bytes(node, shapes, initializers) == unavoidable_bytes(
+        fp32.graph.node[0], shapes, {i.name: i for i in fp32.graph.initializer})

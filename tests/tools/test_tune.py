@@ -476,3 +476,55 @@ def test_the_models_timed_are_built_as_the_one_written(converted, tmp_path, monk
     assert report["built_from"] == "source"
     assert all("Constant" not in _op_counts(model) for model in timed)
     assert onnx.load(out).graph == timed[-1].graph
+
+
+@pytest.fixture(scope="module")
+def half_converted(tmp_path_factory):
+    """fp16 MobileNetV2 at 96x96 (fcm convert --precision fp16, a few verification images)."""
+    from fcm.pipeline.convert import ConvertOptions, convert
+    from tests.support.fixtures import keras_model
+
+    out = tmp_path_factory.mktemp("half") / "mobilenet_v2.onnx"
+    return convert(keras_model("MobileNetV2", input_size=96, logits=True), out,
+                   ConvertOptions(gpu="H100", batch=32, precision="fp16", samples=16))
+
+
+def test_a_half_model_is_tuned_by_unfusing_and_checked_in_its_precision(half_converted, tmp_path, monkeypatch, capsys):
+    """fcm tune on an fp16 model: the named groups become their fp16 subgraphs, the rest stay fused
+    in fp16, and the tuned model is checked against the unfused fp16 model with fcm verify's bound
+    for half models before it is written; a tuned model outside that bound is an error, nothing
+    written."""
+    from fcm import tune
+    from fcm.pipeline.verify import derived_bound, model_precision
+
+    path = half_converted.output
+    fused = onnx.load(path)
+    names = [n.name for n in _fused_nodes(fused)]
+    chosen = [names[0], names[len(names) // 2]]
+    out = tmp_path / "tuned.onnx"
+    assert main(["tune", str(path), "--unfuse", ",".join(chosen), "-o", str(out)]) == 0
+    tuned = onnx.load(out)
+    assert model_precision(tuned) == "fp16"
+    assert {n.name for n in _fused_nodes(tuned)} == set(names) - set(chosen)
+    report = json.loads((tmp_path / "tuned.tune.json").read_text())
+    check = report["output_check"]
+    assert check["against"] == str(half_converted.files["unfused"])
+    assert derived_bound("fp16", 1) < check["bound"] and check["relative_error"] <= check["bound"]
+    assert report["built_from"] == "unfused fused model"
+
+    # a tuned model that computes something else: its outputs are off by far more than the bound
+    real_unfuse = tune.unfuse
+
+    def wrong(model, unfused):
+        built = real_unfuse(model, unfused)
+        weight = next(t for t in built.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16 and len(t.dims) == 2)
+        array = onnx.numpy_helper.to_array(weight) * np.float16(1.5)
+        weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
+        return built
+
+    monkeypatch.setattr(tune, "unfuse", wrong)
+    bad = tmp_path / "bad.onnx"
+    capsys.readouterr()
+    assert main(["tune", str(path), "--unfuse", chosen[0], "-o", str(bad)]) == 2
+    assert "the tuned model's outputs differ from mobilenet_v2.unfused.onnx's" in capsys.readouterr().err
+    assert not bad.exists() and not (tmp_path / "bad.tune.json").exists()
