@@ -176,9 +176,12 @@ def numpy_io(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
 
 
 def bench_pair(unfused: onnx.ModelProto, fused: onnx.ModelProto, batch: int, runs: int, warmup: int,
-               progress: Progress, exact_fp32: bool = False) -> dict:
+               progress: Progress, exact_fp32: bool = False, unfused_side: dict | None = None) -> dict:
     """Both sides in every configuration at one batch size; exact FP32 (``exact_fp32``) through the
-    provider's ``use_tf32`` on the unfused side and the ``allow_tf32`` attribute of every fused node."""
+    provider's ``use_tf32`` on the unfused side and the ``allow_tf32`` attribute of every fused node.
+    ``unfused_side``: the unfused side of an earlier result at this batch size in this process, taken
+    as it is instead of timed again (fcm tune compares several fused models with one source model);
+    the fused side's differences are then among its own configurations."""
     rng = np.random.default_rng(batch)
     inputs = random_feeds(unfused, batch, rng)
     shapes = output_shapes(unfused, batch)
@@ -186,9 +189,15 @@ def bench_pair(unfused: onnx.ModelProto, fused: onnx.ModelProto, batch: int, run
     result: dict = {"batch": batch, "unfused": {}, "fused": {}}
     reference = None
     modes = [("tf32", True)] + ([("exact_fp32", False)] if exact_fp32 else [])
+    if unfused_side is not None:
+        if any(mode not in unfused_side for mode, _ in modes):
+            raise FcmError(f"batch {batch}: the earlier unfused side has no {', '.join(m for m, _ in modes)} timings")
+        result["unfused"] = {mode: dict(unfused_side[mode]) for mode, _ in modes}
     for mode, tf32 in modes:
         sides = (("unfused", unfused, False), ("fused", fused if tf32 else with_allow_tf32(fused, False), True))
         for side, model, with_library in sides:
+            if side == "unfused" and unfused_side is not None:
+                continue
             entries = result[side].setdefault(mode, {})
             for graph, nhwc in CONFIGS:
                 label = f"graph={'on' if graph else 'off'},nhwc={'on' if nhwc else 'off'}"

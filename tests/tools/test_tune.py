@@ -75,14 +75,20 @@ def _whole_model_case(converted, monkeypatch, losers_of):
     result["groups"][names[-1]]["keep_fused"] = False  # lost its own measurement
     losers_in_model = losers_of(names)
 
-    def stand_in(reference, tuned, batch, runs, warmup, progress):
+    def stand_in(reference, tuned, batch, runs, warmup, progress, unfused_side=None):
         assert not any(is_fused_group(n) for n in reference.graph.node)
         held = {n.name for n in tuned.graph.node if is_fused_group(n)}
         slower = batch == 1 and held & losers_in_model
-        return {"best": {"tf32": {"speedup": 0.97 if slower else 1.2}}}
+        given.append((batch, unfused_side))
+        return {"unfused": unfused_side or {"tf32": {"timed at": batch}}, "best": {"tf32": {"speedup": 0.97 if slower else 1.2}}}
+
+    given = []
 
     monkeypatch.setattr(tune, "bench_pair", stand_in)
     tune.verify_whole_model(fused, result, [1, 32], runs=1, warmup=0, progress=lambda message: None)
+    # the source model is timed once per batch size: every later step takes that side as it is
+    assert [side for _, side in given[:2]] == [None, None]
+    assert all(side == {"tf32": {"timed at": batch}} for batch, side in given[2:])
     return names, result
 
 
@@ -272,11 +278,11 @@ def test_whole_model_check_measures_against_the_source_model(converted, monkeypa
     result = {"groups": {name: {"keep_fused": True, "batches": {"1": {"speedup": 1.5}}} for name in names}}
     seen = []
 
-    def stand_in(reference, tuned, batch, runs, warmup, progress):
+    def stand_in(reference, tuned, batch, runs, warmup, progress, unfused_side=None):
         is_source = reference.SerializeToString() == source.SerializeToString()
         seen.append(is_source)
         held = any(is_fused_group(n) for n in tuned.graph.node)
-        return {"best": {"tf32": {"speedup": 0.9 if is_source and held else 1.1}}}
+        return {"unfused": {}, "best": {"tf32": {"speedup": 0.9 if is_source and held else 1.1}}}
 
     monkeypatch.setattr(tune, "bench_pair", stand_in)
     tune.verify_whole_model(fused, result, [1], runs=1, warmup=0, progress=lambda message: None, baseline=source)
@@ -464,9 +470,9 @@ def test_the_models_timed_are_built_as_the_one_written(converted, tmp_path, monk
 
     timed = []
 
-    def stand_in(reference, tuned, batch, runs, warmup, progress):
+    def stand_in(reference, tuned, batch, runs, warmup, progress, unfused_side=None):
         timed.append(tuned)
-        return {"best": {"tf32": {"speedup": 0.9 if kept[0] in {n.name for n in tuned.graph.node} else 1.1}}}
+        return {"unfused": {}, "best": {"tf32": {"speedup": 0.9 if kept[0] in {n.name for n in tuned.graph.node} else 1.1}}}
 
     monkeypatch.setattr(tune, "measure", measured)
     monkeypatch.setattr(tune, "bench_pair", stand_in)
