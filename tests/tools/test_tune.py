@@ -534,3 +534,27 @@ def test_a_half_model_is_tuned_by_unfusing_and_checked_in_its_precision(half_con
     assert main(["tune", str(path), "--unfuse", chosen[0], "-o", str(bad)]) == 2
     assert "the tuned model's outputs differ from mobilenet_v2.unfused.onnx's" in capsys.readouterr().err
     assert not bad.exists() and not (tmp_path / "bad.tune.json").exists()
+
+
+def test_the_groups_of_a_half_model_are_timed_in_its_precision(half_converted, monkeypatch):
+    """fcm tune's per-group measurement (fcm.measure.bench_groups) on an fp16 conversion, with the CPU
+    standing in for the GPU: every group's node and its subgraph build, run in fp16 and agree within
+    the half bound; the bytes a group cannot avoid are counted in fp16."""
+    from fcm import measure
+    from fcm.pipeline.verify import derived_bound
+
+    real_time = measure.time_session
+    monkeypatch.setattr(measure, "cuda_session", lambda model, with_library, providers: make_session(model, with_library=with_library))
+    monkeypatch.setattr(measure, "time_session", lambda *args, **kwargs: real_time(*args, **{**kwargs, "device": "cpu"}))
+    fused = onnx.load(half_converted.output)
+    rows = measure.bench_groups(fused, None, 2, runs=1, warmup=0, progress=lambda message: None)
+    assert len(rows) == len(_fused_nodes(fused))
+    assert all("error" not in row for row in rows), [row for row in rows if "error" in row]
+    assert all(row["fused_ms"] > 0 and row["unfused_ms"] > 0 for row in rows)
+    assert all(row["max_relative_difference"] <= derived_bound("fp16", 8) for row in rows)
+    shapes = measure.value_shapes(fused, 2)
+    weights = {t.name: t for t in fused.graph.initializer}
+    first = next(n for n in _fused_nodes(fused) if n.name == rows[0]["node"])
+    elements = sum(int(np.prod(weights[name].dims if name in weights else shapes[name]))
+                   for name in list(first.input) + list(first.output) if name)
+    assert rows[0]["unavoidable_bytes"] == 2 * elements  # two bytes an fp16 value
