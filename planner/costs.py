@@ -273,27 +273,33 @@ def _needed_channels(stages: list[StageShape], tile_f: int, split: int = 1) -> l
 def block_kernel_shared_bytes(stages: list[StageShape], elem: int) -> int | None:
     """Shared memory the least of the fused-block kernels' launch plans needs for a chain (None: no
     compiled width covers its outputs in the slices a plan takes), as they lay it out for a one-pixel
-    tile: a first pointwise stage keeps its whole input region on chip (a 1 KiB slab per 128 bytes of
-    input channels) and stages its weights 32 rows by all input channels a chunk, in a ring of three
-    stages, or fewer where the weights can stay resident (one stage per chunk of a CTA, the chunks
-    split over up to 8 CTAs of a cluster: a last stage no wider than a compiled width); a last
+    tile: a first pointwise stage keeps its whole input region on chip (a slab per 128 bytes of input
+    channels, its rows the region and the rows the depthwise stage's 2 x 8 (stride 2: 2 x 4) blocks
+    read past it, rounded to 1 KiB) and its output for the depthwise stage (rows of 144 bytes), and
+    stages its weights 32 rows by all input channels a chunk in a ring of three stages (the plans the
+    kernels rank have rings of three or four: resident weights only where a plan is forced); a last
     pointwise stage stages f_tile rows a chunk and double-buffers its 64-row operand. One-pixel
     PW->PW chains (squeeze-and-excitation branches) run other kernels: 0."""
     first, last = stages[0], stages[-1]
     if len(stages) == 2 and first.type == last.type == "pw" and tuple(first.in_hw) == (1, 1):
         return 0
-    slab, chunk = 128, 32
+    slab, chunk, ring = 128, 32, 3
     # a single pointwise stage runs as a last stage, its input staged a chunk of channels at a time
     first_pointwise = first.type == "pw" and len(stages) > 1
     last_pointwise = last.type == "pw"
-    ring = 3
-    if first_pointwise and (not last_pointwise or last.out_channels <= BLOCK_WIDTHS[-1]):
-        chunks = math.ceil(first.out_channels / chunk)
-        ring = min(ring, math.ceil(chunks / 8) if last_pointwise else 1)
+    depthwise = next((s for s in stages if s.type == "dw"), None)
+    rows = 1  # of a one-pixel tile's region, with the depthwise blocks' reads past it
+    if depthwise is not None:
+        k, stride = depthwise.kernel, depthwise.stride
+        block_w = 8 if stride == 1 else 4
+        rows = max(k * k, (stride + k - 1) * k + (block_w - 1) * stride + k)
+    rows = math.ceil(rows / 8) * 8
     need = 512 + 1024  # barriers, alignment
     if first_pointwise:
         slabs = math.ceil(first.in_channels * elem / slab)
-        need += slabs * 1024 + ring * slabs * chunk * slab
+        need += slabs * math.ceil(rows * slab / 1024) * 1024 + ring * slabs * chunk * slab
+        if depthwise is not None:
+            need += math.ceil(rows * 144 / 1024) * 1024
     elif len(stages) == 1:
         need += ring * 64 * slab  # the chunk's input rows
     if last_pointwise:

@@ -361,6 +361,13 @@ def test_chains_no_block_kernel_plan_takes_are_not_planned():
     assert block_kernel_shared_bytes(head, 2) > gpu.smem_per_block
     assert block_kernel_shared_bytes(block, 2) < gpu.smem_per_block / 2
     assert block_kernel_shared_bytes(squeeze, 4) == 0
+    # Xception's exit PW->DW (1024 -> 1536, 3x3, fp32): the kernels' least plan, a one-pixel tile with
+    # three ring stages of 32 x 1024 weights, passes a block's shared memory (on an H100 the library
+    # found no launch plan for it, 2026-12-05); EfficientNetB0's widest PW->DW (192 -> 1152, 5x5) fits
+    exit_flow = [StageShape("pw", 1024, 1536, (7, 7), (7, 7)), StageShape("dw", 1536, 1536, (7, 7), (7, 7), kernel=3)]
+    assert block_kernel_shared_bytes(exit_flow, 4) > gpu.smem_per_block
+    assert block_kernel_shared_bytes([StageShape("pw", 192, 1152, (7, 7), (7, 7)),
+                                      StageShape("dw", 1152, 1152, (7, 7), (7, 7), kernel=5)], 4) < gpu.smem_per_block
     assert block_kernel_shared_bytes([StageShape("dw", 64, 64, (7, 7), (7, 7), kernel=3),
                                       StageShape("pw", 64, 4000, (7, 7), (7, 7))], 4) is None  # 4000 > 16 slices of 192
     device = Device(gpu, CostConstants(), "fp16", 32)
