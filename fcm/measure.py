@@ -419,7 +419,7 @@ def bench_groups(fused: onnx.ModelProto, plan: dict | None, batch: int, runs: in
         alone, plain, data_inputs = group_models(fused, node, shapes, source_layout=True)
         output_name = plain.graph.output[0].name
         alone, feeds, dtype = timing_feeds(alone, data_inputs, shapes, rng)
-        plain, _, _ = timing_feeds(plain, data_inputs, shapes, rng)
+        plain, _, _ = timing_feeds(plain, [], shapes, rng)  # (fed the same values, plain_feeds below)
         out_shape = [shapes[node.output[0]]]
         plain_out_shape = [plain_output_shape(plain)]
         try:  # each side's better of CUDA graphs on and off

@@ -282,6 +282,7 @@ def verify_whole_model(model: onnx.ModelProto, result: dict, batches: list[int],
     groups = result["groups"]
     everything = sorted(groups)
     reference = baseline if baseline is not None else tuned_models.build(everything)
+    reference_io = numpy_io(reference)[0]  # (one copy for every step: it does not change)
     strongest = sorted((name for name, group in groups.items() if group["keep_fused"]),
                        key=lambda name: -min(b.get("speedup", 0.0) for b in groups[name]["batches"].values()))
     steps = []
@@ -293,7 +294,7 @@ def verify_whole_model(model: onnx.ModelProto, result: dict, batches: list[int],
         speedups = {}
         for batch in batches:
             progress(f"whole model, {count} groups fused, batch {batch}")
-            pair = bench_pair(numpy_io(reference)[0], numpy_io(tuned)[0], batch, runs, warmup, progress,
+            pair = bench_pair(reference_io, numpy_io(tuned)[0], batch, runs, warmup, progress,
                               unfused_side=baseline_sides.get(batch))
             baseline_sides.setdefault(batch, pair["unfused"])
             speedups[str(batch)] = pair["best"]["tf32"]["speedup"]
@@ -393,6 +394,15 @@ def tune(model_path: Path, output: Path, batches: list[int], runs: int, warmup: 
     if not any(is_fused_group(n) for n in model.graph.node):
         raise FcmError("no fused nodes (not a model from fcm convert?)", model_path)
     conversion, why_not = load_conversion(model, model_path)
+    precision = model_precision(model)
+    half_reference = None  # a half model's: the unfused model in its precision, which it verified against
+    if precision in ("fp16", "bf16"):
+        reference_path = unfused_companion(model_path)
+        if reference_path is None:
+            raise FcmError(f"a {precision} model is checked against its unfused {precision} model: no "
+                           f"{output_files(model_path)['unfused'].name} beside it", model_path)
+        check_companion(model, model_path, reference_path)
+        half_reference = onnx.load(reference_path)
     if apply_report is not None:
         result = _applied(model, apply_report)
         model = with_plans(model, result)
@@ -407,20 +417,17 @@ def tune(model_path: Path, output: Path, batches: list[int], runs: int, warmup: 
         if baseline_path is not None:
             result["baseline"] = str(baseline_path)
         baseline = None
-        if baseline_path is not None:  # (the same file as the conversion's source, when that was read)
-            baseline = conversion.source if conversion is not None else onnx.load(baseline_path)
+        if baseline_path is not None:  # (the file the conversion's source or the half reference came from)
+            baseline = conversion.source if conversion is not None else half_reference
+            if baseline is None:
+                baseline = onnx.load(baseline_path)
         verify_whole_model(model, result, batches, runs, warmup, progress, baseline, tuned_models)
     tuned = tuned_models.build(result["unfuse"])
     tuned_models.record(result)
     onnx.checker.check_model(tuned)
     progress("checking the tuned model's outputs on the CPU")
-    precision = model_precision(model)
-    if precision in ("fp16", "bf16"):  # against the unfused model in that precision, which the fused one verified against
-        reference_path = unfused_companion(model_path)
-        if reference_path is None:
-            raise FcmError(f"a {precision} model is checked against its unfused {precision} model: no "
-                           f"{output_files(model_path)['unfused'].name} beside it: nothing written", model_path)
-        reference = onnx.load(reference_path)
+    if half_reference is not None:
+        reference = half_reference
     else:
         reference, reference_path = (conversion.source, conversion.source_path) if conversion else (model, model_path)
     result["output_check"] = check_outputs(tuned, reference, reference_path, precision)
