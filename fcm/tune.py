@@ -39,7 +39,9 @@ split, ring depth or resident weights), forced one at a time: each written into 
 as such, not a silent fall back to the kernels' own plan. Where one beats the kernels' own plan, the
 group's time is the better one, and a kept group carries the winners in its ``cuda_plans`` attribute
 ("BATCH:plan;..."), which the CUDA kernels use at those batch sizes (and ignore on a GPU the plan
-does not fit). ``--no-plans`` skips this.
+does not fit). Groups that pose the same problem (op, attributes, input shapes and types) share one
+search: each is still timed with the kernels' own plan, and takes the best of the shared times.
+``--no-plans`` skips this.
 
 fp16 and bf16 models are tuned in their own precision: each group and its subgraph timed in it (bf16
 through a Cast at each side's input and output, numpy holding no bf16), the launch plans tried
@@ -108,6 +110,16 @@ def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, 
     return times
 
 
+def problem_key(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> tuple:
+    """What a fused node's launch plans are timed on: its op and attributes (not its plans) and the
+    shapes and element types of its inputs, not their values. Groups alike in these (Xception's
+    middle flow: 24 of them) share one plan search."""
+    inputs = tuple((tuple(initializers[name].dims), initializers[name].data_type) if name in initializers
+                   else tuple(shapes.get(name) or ()) for name in node.input)
+    domain, op_type, _, count, attributes = node_signature(node)  # (the overload names the group's own function body)
+    return domain, op_type, count, tuple(attributes), inputs
+
+
 def with_plans(model: onnx.ModelProto, result: dict) -> onnx.ModelProto:
     """A copy of ``model`` whose fused nodes carry the plans that won at each batch size (the
     ``cuda_plans`` attribute), none where the kernels' own plan was best."""
@@ -145,13 +157,23 @@ def measure(model: onnx.ModelProto, batches: list[int], runs: int, warmup: int, 
     if "cuda" not in library_kernels():
         raise FcmError("the FCM library has no CUDA kernels (built without nvcc): nothing to tune")
     groups: dict[str, dict] = {n.name: {"op": n.op_type, "batches": {}} for n in model.graph.node if is_fused_group(n)}
+    nodes = {n.name: n for n in model.graph.node if n.name in groups}
+    initializers = {i.name: i for i in model.graph.initializer}
     for batch in batches:
+        shapes = value_shapes(model, batch) if plans else {}
+        searched: dict[tuple, tuple[str, dict]] = {}  # problem -> the group whose plans were timed, and their times
         for row in bench_groups(model, None, batch, runs, warmup, progress):
             entry = groups[row["node"]]["batches"][str(batch)] = {
                 k: row[k] for k in ("fused_ms", "unfused_ms", "speedup", "error") if k in row}
             if plans and "error" not in row:
                 entry["own_plan_ms"] = row["fused_ms"]
-                entry["plans"] = search_plans(model, row["node"], batch, runs, warmup, progress)
+                key = problem_key(nodes[row["node"]], shapes, initializers)
+                if key in searched:
+                    entry["plans_of"], entry["plans"] = searched[key]
+                    progress(f"batch {batch} group {row['node']}: the plans of {entry['plans_of']} (the same problem)")
+                else:
+                    entry["plans"] = search_plans(model, row["node"], batch, runs, warmup, progress)
+                    searched[key] = (row["node"], entry["plans"])
                 timed = {plan: ms for plan, ms in entry["plans"].items() if isinstance(ms, float)}
                 best = min(timed, key=timed.get) if timed else None
                 if best is not None and timed[best] < row["fused_ms"]:

@@ -14,6 +14,7 @@ import onnx
 import pytest
 
 from fcm.cli import main
+from fcm.measure import value_shapes
 from ort_custom_ops.ops.launch_plan import PLANS_ATTRIBUTE, effective_split, node_plan_candidates, plan_candidates
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.schema import DOMAIN, is_channels_last, is_fused_group
@@ -155,6 +156,20 @@ def test_plan_candidates_are_distinct_and_clamped(rng):
     assert effective_split(8, 12) == 6 and effective_split(64, 3) == 3 and effective_split(5, 30) == 5
 
 
+def _measure_with_stand_ins(monkeypatch, fused, groups, plans) -> dict:
+    """fcm tune's measurements at batch sizes 1 and 2 with stand-in group timings and plan searches
+    (and a stand-in GPU), for the decisions alone."""
+    from fcm import tune
+
+    monkeypatch.setattr(tune, "bench_groups", groups)
+    monkeypatch.setattr(tune, "search_plans", plans)
+    monkeypatch.setattr(tune, "device_info", lambda: {"gpu": "stand-in"})
+    monkeypatch.setattr("ort_custom_ops.ops.library.library_kernels", lambda: {"cpu", "cuda"})
+    import onnxruntime as ort
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    return tune.measure(fused, [1, 2], 1, 0, 1.0, lambda message: None)
+
+
 def test_tune_keeps_the_best_plan(converted, monkeypatch):
     """fcm tune with the plan search (stand-in timers): a group's time is its best plan's when that
     beats the kernels' own; the decision uses it; the kept group carries the winners per batch size
@@ -175,13 +190,7 @@ def test_tune_keeps_the_best_plan(converted, monkeypatch):
         # block-kernel plans: the converted model's fused nodes are channels last
         return {f"8x8,16,{batch},3": best, "4x16,32,1,4": best + 0.1, "9x9,16,1,3": "does not fit"}
 
-    monkeypatch.setattr(tune, "bench_groups", groups)
-    monkeypatch.setattr(tune, "search_plans", plans)
-    monkeypatch.setattr(tune, "device_info", lambda: {"gpu": "stand-in"})
-    monkeypatch.setattr("ort_custom_ops.ops.library.library_kernels", lambda: {"cpu", "cuda"})
-    import onnxruntime as ort
-    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    result = tune.measure(fused, [1, 2], 1, 0, 1.0, lambda message: None)
+    result = _measure_with_stand_ins(monkeypatch, fused, groups, plans)
     assert result["unfuse"] == [slow]
     assert result["groups"][rescued]["batches"]["2"] == {
         "fused_ms": 0.8, "unfused_ms": 1.0, "speedup": 1.25, "own_plan_ms": 1.2, "faster": True,
@@ -196,6 +205,42 @@ def test_tune_keeps_the_best_plan(converted, monkeypatch):
     sessions = [make_session(m) for m in (fused, tuned)]
     (a,), (b,) = (s.run(None, {s.get_inputs()[0].name: x}) for s in sessions)
     assert np.array_equal(a, b)
+
+
+def test_groups_of_one_problem_share_a_plan_search(converted, monkeypatch):
+    """Groups alike in op, attributes and input shapes (MobileNetV2's three 64 -> 384 -> 64 blocks at
+    14x14) are searched once per batch size; each still compares the shared times with its own."""
+    from fcm import tune
+
+    fused = onnx.load(converted["MobileNetV2"].output)
+    names = [n.name for n in _fused_nodes(fused)]
+    searched = []
+
+    def groups(model, plan, batch, runs, warmup, progress):
+        return [{"node": n, "fused_ms": 0.5, "unfused_ms": 1.0, "speedup": 2.0} for n in names]
+
+    def plans(model, node, batch, runs, warmup, progress):
+        searched.append((node, batch))
+        return {"8x8,16,1,3": 0.4}
+
+    result = _measure_with_stand_ins(monkeypatch, fused, groups, plans)
+    initializers = {i.name: i for i in fused.graph.initializer}
+    nodes = {n.name: n for n in _fused_nodes(fused)}
+    for batch in (1, 2):
+        shapes = value_shapes(fused, batch)
+        problems = {tune.problem_key(nodes[n], shapes, initializers) for n in names}
+        assert len(problems) < len(names)  # some blocks repeat
+        assert sorted(n for n, b in searched if b == batch) == sorted(
+            next(n for n in names if tune.problem_key(nodes[n], shapes, initializers) == p) for p in problems)
+        for name in names:
+            entry = result["groups"][name]["batches"][str(batch)]
+            assert entry["plan"] == "8x8,16,1,3" and entry["fused_ms"] == 0.4
+            if "plans_of" in entry:  # reused from the first group of its problem
+                assert (entry["plans_of"], batch) in searched and entry["plans_of"] != name
+                assert tune.problem_key(nodes[entry["plans_of"]], shapes, initializers) == tune.problem_key(
+                    nodes[name], shapes, initializers)
+    assert sum("plans_of" in result["groups"][n]["batches"]["2"] for n in names) == len(names) - len(
+        [n for n, b in searched if b == 2])
 
 
 def test_plan_search_forces_each_plan_through_the_node(converted, monkeypatch):
