@@ -147,7 +147,8 @@ def markdown(report: dict, command: str) -> str:
                 continue
             planned = row.get("planner")
             predicted = f"{planned['dram_bytes'] / 1e6:.2f} (batch {planned['plan_batch']})" if planned else ""
-            lines.append(f"| {row['node']} | {row['fused_ms']:.4f} | {row['unfused_ms']:.4f} | {row['speedup']:.2f}x | "
+            layout = " (NHWC)" if row.get("unfused_nhwc") else ""  # the subgraph's best was with prefer_nhwc
+            lines.append(f"| {row['node']} | {row['fused_ms']:.4f} | {row['unfused_ms']:.4f}{layout} | {row['speedup']:.2f}x | "
                          f"{row['unavoidable_bytes'] / 1e6:.2f} | {row['achieved_gb_s']} | {predicted} |")
         lines.append("")
     return "\n".join(lines)

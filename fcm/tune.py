@@ -16,8 +16,11 @@ model): outputs beyond the fp32 verification's bound are an error.
 
 How: the per-group micro-benchmark of ``fcm bench`` (the fused node and its subgraph as small
 standalone models on ONNX Runtime's CUDA provider, the subgraph as the source runs it: NCHW,
-without the Transposes a channels-last node's function body adds; each in its better CUDA-graph
-setting, IO bound to device buffers, medians of ``runs`` runs). A group stays fused when its median is below
+without the Transposes a channels-last node's function body adds; the node in its better CUDA-graph
+setting, the subgraph in its best of CUDA graphs and ``prefer_nhwc`` (ONNX Runtime's NHWC kernels,
+with the layout Transposes it adds at the subgraph's edges: timed in NCHW only, a group could look
+faster alone than against the source's NHWC run; Xception had 29 of 31 groups faster alone and was
+slower with them fused); IO bound to device buffers, medians of ``runs`` runs). A group stays fused when its median is below
 ``margin`` times the subgraph's at every batch size. Then the whole tuned model is checked
 against the source model as users run it, fcm convert's ``<stem>.unfused.onnx`` beside the fused
 one (each in its best configuration, as ``fcm bench`` does; without that file, against the fused

@@ -172,3 +172,16 @@ def test_the_torch_anchor_is_skipped_only_when_not_asked_for():
     assert calls == [None] and auto == {"absent": "no torchvision version of this architecture"}
     named = torch_anchor("auto", Path("/m/mobilenet_v2.tuned.onnx"), "fp32", [1], 224, 3, 1, lambda m: None, stand_in)
     assert calls[-1] == "mobilenet_v2" and "not installed" in named["absent"]
+
+
+def test_the_group_table_says_where_the_subgraph_ran_in_nhwc():
+    """A group's subgraph is timed in every provider configuration; where prefer_nhwc won, the
+    table says so beside its time."""
+    report = _report({"absent": "not asked for"})
+    row = {"op": "FusedDwPw", "fused_ms": 0.12, "unfused_ms": 0.1, "speedup": 0.83, "unavoidable_bytes": 2e6,
+           "achieved_gb_s": 16.7}
+    report["groups"] = {"32": [{**row, "node": "fcm0_dwpw", "unfused_nhwc": True},
+                               {**row, "node": "fcm1_dwpw", "unfused_nhwc": False}]}
+    page = markdown(report, "fcm bench m.unfused.onnx")
+    assert "| fcm0_dwpw | 0.1200 | 0.1000 (NHWC) | 0.83x |" in page
+    assert "| fcm1_dwpw | 0.1200 | 0.1000 | 0.83x |" in page

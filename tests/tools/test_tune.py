@@ -589,11 +589,22 @@ def test_the_groups_of_a_half_model_are_timed_in_its_precision(half_converted, m
     from fcm.pipeline.verify import derived_bound
 
     real_time = measure.time_session
-    monkeypatch.setattr(measure, "cuda_session", lambda model, with_library, providers: make_session(model, with_library=with_library))
+    configs = []  # (the library, the provider options) of each session made
+
+    def session(model, with_library, providers):
+        configs.append((with_library, providers[0][1]["enable_cuda_graph"], providers[0][1]["prefer_nhwc"]))
+        return make_session(model, with_library=with_library)
+
+    monkeypatch.setattr(measure, "cuda_session", session)
     monkeypatch.setattr(measure, "time_session", lambda *args, **kwargs: real_time(*args, **{**kwargs, "device": "cpu"}))
     fused = onnx.load(half_converted.output)
     rows = measure.bench_groups(fused, None, 2, runs=1, warmup=0, progress=lambda message: None)
     assert len(rows) == len(_fused_nodes(fused))
+    # per group: the node with CUDA graphs off and on; its subgraph in all four configurations (with
+    # prefer_nhwc too: the source model may run faster in NHWC), the fastest kept
+    per_group = Counter(configs)
+    assert per_group == {**{(True, g, "0"): len(rows) for g in "01"}, **{(False, g, n): len(rows) for g in "01" for n in "01"}}
+    assert all(isinstance(row["unfused_nhwc"], bool) for row in rows)
     assert all("error" not in row for row in rows), [row for row in rows if "error" in row]
     assert all(row["fused_ms"] > 0 and row["unfused_ms"] > 0 for row in rows)
     assert all(row["max_relative_difference"] <= derived_bound("fp16", 8) for row in rows)
