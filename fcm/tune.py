@@ -90,10 +90,11 @@ from ort_custom_ops.ops.standalone import float_io
 
 
 def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, warmup: int,
-                 progress: Progress) -> dict[str, float | str]:
+                 progress: Progress, shapes: dict[str, list[int]] | None = None) -> dict[str, float | str]:
     """The fused node alone (CUDA graph, IO bound) under each of its candidate plans: plan -> median
-    ms, or the error of a plan it cannot run."""
-    shapes = value_shapes(model, batch)
+    ms, or the error of a plan it cannot run. ``shapes``: the model's at ``batch``, where the caller
+    has them (shape inference over the whole model is not repeated per group)."""
+    shapes = shapes if shapes is not None else value_shapes(model, batch)
     initializers = {i.name: i for i in model.graph.initializer}
     node = next(n for n in model.graph.node if n.name == node_name)
     alone, _, data_inputs = group_models(model, node, shapes)
@@ -175,7 +176,7 @@ def measure(model: onnx.ModelProto, batches: list[int], runs: int, warmup: int, 
                     entry["plans_of"], entry["plans"] = searched[key]
                     progress(f"batch {batch} group {row['node']}: the plans of {entry['plans_of']} (the same problem)")
                 else:
-                    entry["plans"] = search_plans(model, row["node"], batch, runs, warmup, progress)
+                    entry["plans"] = search_plans(model, row["node"], batch, runs, warmup, progress, shapes)
                     searched[key] = (row["node"], entry["plans"])
                 timed = {plan: ms for plan, ms in entry["plans"].items() if isinstance(ms, float)}
                 best = min(timed, key=timed.get) if timed else None

@@ -185,7 +185,7 @@ def test_tune_keeps_the_best_plan(converted, monkeypatch):
         return [{"node": n, "fused_ms": 1.2 if n in (slow, rescued) else 0.5, "unfused_ms": 1.0,
                  "speedup": 1.0 / (1.2 if n in (slow, rescued) else 0.5)} for n in names]
 
-    def plans(model, node, batch, runs, warmup, progress):
+    def plans(model, node, batch, runs, warmup, progress, shapes):
         best = 0.8 if node == rescued else 1.1 if node == slow else 0.6
         # block-kernel plans: the converted model's fused nodes are channels last
         return {f"8x8,16,{batch},3": best, "4x16,32,1,4": best + 0.1, "9x9,16,1,3": "does not fit"}
@@ -194,7 +194,7 @@ def test_tune_keeps_the_best_plan(converted, monkeypatch):
     assert result["unfuse"] == [slow]
     assert result["groups"][rescued]["batches"]["2"] == {
         "fused_ms": 0.8, "unfused_ms": 1.0, "speedup": 1.25, "own_plan_ms": 1.2, "faster": True,
-        "plans": plans(None, rescued, 2, 1, 0, None), "plan": "8x8,16,2,3"}
+        "plans": plans(None, rescued, 2, 1, 0, None, None), "plan": "8x8,16,2,3"}
     assert "plan" not in result["groups"][own_best]["batches"]["1"]  # 0.6 does not beat 0.5
     tuned = tune.with_plans(fused, result)
     attributes = {n.name: {a.name: a for a in n.attribute} for n in _fused_nodes(tuned)}
@@ -219,7 +219,8 @@ def test_groups_of_one_problem_share_a_plan_search(converted, monkeypatch):
     def groups(model, plan, batch, runs, warmup, progress):
         return [{"node": n, "fused_ms": 0.5, "unfused_ms": 1.0, "speedup": 2.0} for n in names]
 
-    def plans(model, node, batch, runs, warmup, progress):
+    def plans(model, node, batch, runs, warmup, progress, shapes):
+        assert shapes == value_shapes(fused, batch)  # the batch's shapes, inferred once by the caller
         searched.append((node, batch))
         return {"8x8,16,1,3": 0.4}
 
