@@ -5,6 +5,7 @@
 #   benchmarks/profile_block.sh LIB "56x56 24-144-24" [OUT]
 #   UNIT=31360 benchmarks/profile_block.sh ...   # also instructions per chunk and computing warp
 #                                                # (UNIT = units x chunks x 4 warps of the launch)
+#   SCRIPT=benchmarks/wide_groups.py benchmarks/profile_block.sh LIB "xc 14x14 728-728"   # another case list
 #
 # Prints the warp-state figures (why warps wait), the stall samples by CUDA source line
 # (ncu_source_lines.py), then the SASS instructions with the most stall samples and the
@@ -12,7 +13,7 @@
 set -uo pipefail
 lib=$1 block=$2 out=${3:-/tmp}
 ncu --clock-control none --set full --import-source yes -k regex:FusedBlockKernel -s 2 -c 1 -f -o "$out/block" \
-  python3 benchmarks/block_kernel_check.py --lib "$lib" --profile "$block" > /dev/null
+  python3 "${SCRIPT:-benchmarks/block_kernel_check.py}" --lib "$lib" --profile "$block" > /dev/null
 ncu -i "$out/block.ncu-rep" --page raw --csv 2>/dev/null | python3 -c '
 import csv, sys
 rows = list(csv.reader(sys.stdin))
