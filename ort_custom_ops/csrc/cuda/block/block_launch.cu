@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -149,6 +150,15 @@ bool TmaFits(const ChainProblemOf<E>& p, const DeviceInfo& d) {
   return d.major >= 9 && RowsOf16Bytes(p);
 }
 
+// Whether two computing warpgroups without a first stage overlap a chunk's product with their next
+// chunk's depthwise stage (block_kernel.cuh's ConsumeHalves): only where FCM_CUDA_OVERLAP_HALVES=1,
+// until the overlap has been measured and tested on a GPU; otherwise each chunk is finished before
+// the next. Read when a plan is made: the plan keeps it, so its shared-memory layout stays as sized.
+bool OverlapHalves() {
+  const char* overlap = std::getenv("FCM_CUDA_OVERLAP_HALVES");
+  return overlap != nullptr && overlap[0] == '1';
+}
+
 // A divisor for the kernel (an empty problem's zero counts divide nothing: 1 keeps the host's
 // precomputation defined).
 cutlass::FastDivmod Divisor(int d) { return cutlass::FastDivmod(d > 0 ? d : 1); }
@@ -213,7 +223,9 @@ size_t MakeArgs(const ChainProblemOf<E>& p, const BlockPlan& plan, BlockArgsOf<E
   at += a.groups * a.u_bytes;
   a.v_off = at;
   a.v_bytes = kTileRows * kSlabRowBytes;
-  if (p.pwl) at += (a.groups == 1 ? 2 : a.groups) * a.v_bytes;  // one warpgroup double-buffers V
+  // one warpgroup double-buffers V; two do too where they overlap (block_kernel.cuh's ConsumeHalves)
+  a.overlap = plan.overlap ? 1 : 0;
+  if (p.pwl) at += (a.groups == 1 ? 2 : a.overlap ? 2 * a.groups : a.groups) * a.v_bytes;
   a.red_ld = SharesLd(std::max(plan.f_tile, 8));
   a.red_off = at;
   if (p.pwl && plan.split > 1) at += Align(kTileRows * a.red_ld * 4, 16);
@@ -351,6 +363,7 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
     return fail("no kernel is compiled for f_tile " + std::to_string(plan.f_tile) +
                 (plan.groups > 1 ? " with two warpgroups (tensor cores: PW->DW, or 64 to 192 wide)" : ""));
   plan.tma = TmaFits(p, d);
+  plan.overlap = plan.groups > 1 && !p.pw1 && p.pwl && OverlapHalves();
   BlockArgsOf<E> a;
   // two region buffers where they cost no resident CTA, else one
   plan.regions = 1;
