@@ -10,8 +10,8 @@ deviation capped at sqrt(2 / fan_in), so that activations stay near 1 layer afte
 held the same bytes (a fused node's kernel-layout weights and the Conv weights they were reshaped
 from) get the same data again, and so does a matrix that holds another one's values transposed (the
 ``MatMul`` a pointwise Conv becomes between channels-last neighbours), and so does a fused model's
-weight that holds an unfused model's values times a constant (a factor the rewrite folded into them,
-such as MobileNetV3's ``x / 6``: filled as that weight's data times the factor), so a fused model and its
+weight that holds an unfused model's values times a constant, up to its type's rounding (a factor the
+rewrite folded into them, such as MobileNetV3's ``x / 6``: filled as that weight's data times the factor), so a fused model and its
 unfused original stay equivalent, and timings do not depend on the values. Accuracy against the
 source model is checked where the real weights are (``fcm convert``); what runs on the skeletons is checked against the unfused skeleton.
 
@@ -78,6 +78,10 @@ def _scaled_copy(array: np.ndarray, sources: dict[int, list[tuple[str, np.ndarra
         return None
     array64 = array.astype(np.float64)
     scale = float(np.abs(array64).max())
+    # both sides rounded to the tensor's type (fp16 keeps 11 bits: a copy scaled in fp32 and rounded
+    # again differs from the scaled source by up to one unit in the last place)
+    eps = max(float(np.finfo(array.dtype).eps), 1e-6)
+    rtol = max(1e-5, 2 * eps)
     for digest, other in candidates:
         layouts = [(False, other.reshape(array.shape))]
         if array.ndim == 2:
@@ -87,7 +91,7 @@ def _scaled_copy(array: np.ndarray, sources: dict[int, list[tuple[str, np.ndarra
             norm = float(np.sum(source64 * source64))
             factor = float(np.sum(array64 * source64)) / norm if norm else 0.0
             if (np.isfinite(factor) and factor != 0.0 and abs(factor - 1.0) > 1e-6
-                    and np.allclose(array64, factor * source64, rtol=1e-5, atol=1e-6 * scale)):
+                    and np.allclose(array64, factor * source64, rtol=rtol, atol=eps * scale)):
                 return {"sha1": digest, **_row_stats(other), "source_dims": list(other.shape), "factor": factor,
                         "transposed": transposed}
     return None

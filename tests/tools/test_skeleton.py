@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 from fcm.skeleton import main as skeleton
@@ -72,6 +73,42 @@ def test_a_transposed_copy_of_a_weight_is_filled_alike(tmp_path, rng):
                   if t.name == "w")
     assert not np.array_equal(kernel, numpy_helper.to_array(unfused.graph.initializer[0]))
     np.testing.assert_array_equal(matrix, kernel.reshape(32, 48).T)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_a_weight_scaled_by_a_folded_factor_is_filled_alike(dtype, tmp_path, rng):
+    """A factor the rewrite folds into a fused node's weights (MobileNetV3's x / 6) leaves a weight
+    that is the unfused one times a constant, up to the rounding of its type (in fp16 the folded
+    product is rounded again): refilled, it is the refilled unfused weight times that factor."""
+    import onnx.parser
+
+    elem = "float16" if dtype == np.float16 else "float"
+    unfused = onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g ({elem}[4, 96] x) => ({elem}[4, 64] y) {{
+            a = MatMul (x, w)
+            y = Mul (a, sixth)
+        }}""")
+    weight = rng.normal(size=(96, 64)).astype(dtype)
+    sixth = np.array(1 / 6, dtype)
+    unfused.graph.initializer.extend([numpy_helper.from_array(weight, "w"), numpy_helper.from_array(sixth, "sixth")])
+    fused = onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : 17]>
+        g ({elem}[4, 96] x) => ({elem}[4, 64] y) {{
+            y = MatMul (x, w_times_sixth)
+        }}""")
+    folded = (weight.astype(np.float32) / 6).astype(dtype)  # folded in fp32, stored in the model's type
+    fused.graph.initializer.append(numpy_helper.from_array(folded, "w_times_sixth"))
+    (tmp_path / "in").mkdir()
+    onnx.save(fused, tmp_path / "in" / "m.onnx")
+    onnx.save(unfused, tmp_path / "in" / "m.unfused.onnx")
+    assert skeleton(["pack", str(tmp_path / "in"), "-o", str(tmp_path / "packed")]) == 0
+    note = onnx.load(tmp_path / "packed" / "m.onnx").graph.initializer[0].doc_string
+    assert '"factor"' in note
+    assert skeleton(["unpack", str(tmp_path / "packed"), "-o", str(tmp_path / "out")]) == 0
+    refilled = numpy_helper.to_array(onnx.load(tmp_path / "out" / "m.onnx").graph.initializer[0])
+    source = {t.name: numpy_helper.to_array(t) for t in onnx.load(tmp_path / "out" / "m.unfused.onnx").graph.initializer}["w"]
+    assert not np.array_equal(source, weight)
+    eps = float(np.finfo(dtype).eps)
+    np.testing.assert_allclose(refilled.astype(np.float64), source.astype(np.float64) / 6, rtol=2 * eps, atol=eps * np.abs(source).max())
 
 
 def test_a_spatial_mean_s_averaging_column_travels_as_it_is(tmp_path, rng):
