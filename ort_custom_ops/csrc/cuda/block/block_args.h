@@ -40,7 +40,7 @@ struct BlockArgsOf {
   // 64 channels from the chunk's first, of which the step reads 32), depthwise weights [32][k*k],
   // biases b1 [32] and bd [32], the chunk's input region (no first stage: rows of 32 channels)
   uint32_t w2_in_stage, wd_in_stage, b1_in_stage, bd_in_stage, xs_in_stage;
-  // U and V per computing warpgroup (two V for one warpgroup, and for two without a first stage)
+  // U and V per computing warpgroup (two V for one warpgroup, and for each of two that overlap)
   uint32_t u_off, u_bytes, v_off, v_bytes, red_off, bar_off;
   uint32_t region_tx, stage_tx;  // bytes a region load / a stage load's boxes deliver (TMA)
   int red_ld;                    // floats per row of the split shares (two warpgroups: warpgroup 1's sums at red_off)

@@ -830,8 +830,8 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
   const int tid = threadIdx.x % kConsumers;
   const uint32_t base = SharedAddress(smem);
   const uint32_t u_slab = base + a.u_off + group * a.u_bytes;
-  // without a first stage each warpgroup has two V, so that its chunk k's last stage runs while its
-  // depthwise stage (or the scaled copy) fills the other for chunk k + 1
+  // overlapping (no first stage, `overlap` asked for) each warpgroup has two V, so that its chunk k's
+  // last stage runs while its depthwise stage (or the scaled copy) fills the other for chunk k + 1
   const bool overlapped = kAsync && kLast && a.overlap != 0;
   const uint32_t v_slab = base + a.v_off + group * (overlapped ? 2 : 1) * a.v_bytes;
   const uint32_t shares = base + a.red_off;
