@@ -217,14 +217,13 @@ def cases() -> list[Case]:
     out.append(Case("split exact", 2, 7, 7, 160, 960, 160, "pwdwpw", residual=True, plan="7x7,64,4,3", tf32=False))
     out.append(Case("dwpw split", 2, 10, 10, 256, 256, 256, "dwpw", acts=("none", "relu", "none"), plan="5x10,128,4,3"))
     out.append(Case("pw split", 2, 7, 7, 1152, 1152, 320, "pw", acts=("none", "none", "none"), scale=True, plan="7x7,64,8,3"))
-    # two computing warpgroups without a first stage (with FCM_CUDA_OVERLAP_HALVES=1 each overlaps a
-    # chunk's product with its next chunk's depthwise stage): many chunks, an odd count, a ragged last
-    # one, one chunk (warpgroup 1 idle)
+    # two computing warpgroups without a first stage: many chunks, an odd count, a ragged last one,
+    # one chunk (warpgroup 1 idle)
     out.append(Case("dwpw halves", 2, 19, 19, 200, 200, 128, "dwpw", acts=("none", "relu", "none"), plan="8x8,128,1,4,2"))
-    out.append(Case("dwpw halves odd", 3, 14, 14, 72, 72, 96, "dwpw", kernel=5, acts=("none", "none", "relu"), plan="4x14,96,1,3,2"))
+    out.append(Case("dwpw halves odd", 3, 14, 14, 72, 72, 96, "dwpw", kernel=5, acts=("none", "none", "relu"), plan="2x14,96,1,3,2"))
     out.append(Case("dwpw halves one chunk", 1, 9, 9, 24, 24, 64, "dwpw", stride=2, acts=("none", "none", "relu"), plan="5x5,64,1,3,2"))
     out.append(Case("dwpw halves xception", 2, 14, 14, 728, 728, 728, "dwpw", acts=("none", "none", "relu"), plan="4x14,192,1,3,2"))
-    out.append(Case("pw halves", 2, 7, 7, 300, 300, 96, "pw", acts=("none", "none", "none"), scale=True, residual=True,
+    out.append(Case("pw halves", 2, 7, 7, 300, 300, 300, "pw", acts=("none", "none", "none"), scale=True, residual=True,
                     plan="7x7,96,1,3,2"))
     out.append(Case("batch 32", 32, 28, 28, 32, 192, 32, "pwdwpw", residual=True))
     return out

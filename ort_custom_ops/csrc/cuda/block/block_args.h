@@ -31,7 +31,6 @@ struct BlockArgsOf {
   int regions;                          // input-region buffers: 2 lets the next unit's region load during this one
   int tma;                              // 1: TMA copies; 0: cp.async copies
   int vec;                              // cp.async in 16-byte pieces (aligned rows of 16-byte multiples)
-  int overlap;                          // two warpgroups without a first stage: a chunk's product runs during the next one's depthwise stage
   // shared memory: byte offsets from the kernel's 1024-aligned base
   uint32_t x_off, x_slab_bytes;  // input regions (first pointwise stage): `regions` buffers of c_slabs slabs
   uint32_t region_bytes;         // one region buffer
@@ -40,8 +39,7 @@ struct BlockArgsOf {
   // 64 channels from the chunk's first, of which the step reads 32), depthwise weights [32][k*k],
   // biases b1 [32] and bd [32], the chunk's input region (no first stage: rows of 32 channels)
   uint32_t w2_in_stage, wd_in_stage, b1_in_stage, bd_in_stage, xs_in_stage;
-  // U and V per computing warpgroup (two V for one warpgroup, and for each of two that overlap)
-  uint32_t u_off, u_bytes, v_off, v_bytes, red_off, bar_off;
+  uint32_t u_off, u_bytes, v_off, v_bytes, red_off, bar_off;  // U and V per computing warpgroup (one warpgroup: two V)
   uint32_t region_tx, stage_tx;  // bytes a region load / a stage load's boxes deliver (TMA)
   int red_ld;                    // floats per row of the split shares (two warpgroups: warpgroup 1's sums at red_off)
 };

@@ -808,10 +808,8 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
 
 // Two computing warpgroups on each unit (`groups` 2): warpgroup w computes the CTA's chunks
 // i = w, w + 2, ... one after the other (first stage, depthwise stage, last stage, each finished
-// before the next begins) into its own U, V and partial sums of the last stage; without a first
-// stage (DW->PW, PW), where the launcher asks for it (`overlap`), a chunk's last stage runs while
-// the next chunk's depthwise stage fills the warpgroup's second V. The two overlap each
-// other (and, with the overlap, themselves): the chain of chunks a unit waits for is half as long, which is what
+// before the next begins) into its own U, V and partial sums of the last stage. The two overlap each
+// other rather than themselves: the chain of chunks a unit waits for is half as long, which is what
 // bounds the late blocks, whose units are about as many as the SMs. A ring stage has one reader,
 // which releases it, so the ring needs no more stages than with one warpgroup. After the unit's
 // chunks warpgroup 1 leaves its sums in shared memory and warpgroup 0 adds them and stores the tile.
@@ -830,10 +828,7 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
   const int tid = threadIdx.x % kConsumers;
   const uint32_t base = SharedAddress(smem);
   const uint32_t u_slab = base + a.u_off + group * a.u_bytes;
-  // overlapping (no first stage, `overlap` asked for) each warpgroup has two V, so that its chunk k's
-  // last stage runs while its depthwise stage (or the scaled copy) fills the other for chunk k + 1
-  const bool overlapped = kAsync && kLast && a.overlap != 0;
-  const uint32_t v_slab = base + a.v_off + group * (overlapped ? 2 : 1) * a.v_bytes;
+  const uint32_t v_slab = base + a.v_off + group * a.v_bytes;
   const uint32_t shares = base + a.red_off;
   const bool two_blocks = a.region_rows > kTileRows;
   const DepthwiseGeometry geometry{a.tile_h, a.tile_w, a.region_w, a.dw_blocks, a.dw_blocks_w};
@@ -864,34 +859,7 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
       for (int i = 0; i < Gemm2::kRegs; ++i) acc2[i] = 0.f;
     }
     RingCursor at = group == 0 ? head : head.Next(a.stages);
-    if (overlapped) {
-      // chunk k: V[k % 2] = dw(input), then acc2 += V[k % 2] W2^T issued and left running; the wait
-      // for chunk k - 1's product releases its stage, and the barrier after it lets every warp's
-      // product have read V[(k + 1) % 2] before the next depthwise stage rewrites it
-      Gemm2::Fence(acc2);
-      RingCursor before;
-      for (int k = 0; k < own; ++k) {
-        const int m0 = (rank + (group + 2 * k) * a.split) * kChunk, m_valid = min(kChunk, p.m - m0);
-        uint8_t* operands = staged(at.stage);
-        const uint32_t v = v_slab + (k & 1) * a.v_bytes;
-        BarrierWait(&bars.full[at.stage], at.parity);
-        FillOperand(a, geometry, u_slab, operands, u.image, m0, m_valid, v);
-        FenceForAsyncProxy();
-        SyncConsumers(group);  // V[k % 2] written
-        IssueLast<false, Gemm2, E>(acc2, v, operands, a.w2_in_stage, k == 0);
-        if constexpr (kAsync) cute::warpgroup_wait<1>();
-        if (k > 0) BarrierArrive(&bars.empty[before.stage]);
-        SyncConsumers(group);
-        before = at;
-        at = at.Next(a.stages).Next(a.stages);
-      }
-      // (unconditional: a wait under a branch leaves ptxas a path with the products in flight, and
-      // it then injects waits of its own, C7517)
-      WaitGemms<kAsync>();
-      Gemm2::Fence(acc2);
-      if (own > 0) BarrierArrive(&bars.empty[before.stage]);
-    }
-    for (int k = 0; k < own && !overlapped; ++k) {
+    for (int k = 0; k < own; ++k) {
       const int m0 = (rank + (group + 2 * k) * a.split) * kChunk, m_valid = min(kChunk, p.m - m0);
       uint8_t* operands = staged(at.stage);
       BarrierWait(&bars.full[at.stage], at.parity);

@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -150,15 +149,6 @@ bool TmaFits(const ChainProblemOf<E>& p, const DeviceInfo& d) {
   return d.major >= 9 && RowsOf16Bytes(p);
 }
 
-// Whether two computing warpgroups without a first stage overlap a chunk's product with their next
-// chunk's depthwise stage (block_kernel.cuh's ConsumeHalves): only where FCM_CUDA_OVERLAP_HALVES=1,
-// until the overlap has been measured and tested on a GPU; otherwise each chunk is finished before
-// the next. Read when a plan is made: the plan keeps it, so its shared-memory layout stays as sized.
-bool OverlapHalves() {
-  const char* overlap = std::getenv("FCM_CUDA_OVERLAP_HALVES");
-  return overlap != nullptr && overlap[0] == '1';
-}
-
 // A divisor for the kernel (an empty problem's zero counts divide nothing: 1 keeps the host's
 // precomputation defined).
 cutlass::FastDivmod Divisor(int d) { return cutlass::FastDivmod(d > 0 ? d : 1); }
@@ -223,9 +213,7 @@ size_t MakeArgs(const ChainProblemOf<E>& p, const BlockPlan& plan, BlockArgsOf<E
   at += a.groups * a.u_bytes;
   a.v_off = at;
   a.v_bytes = kTileRows * kSlabRowBytes;
-  // one warpgroup double-buffers V; two do too where they overlap (block_kernel.cuh's ConsumeHalves)
-  a.overlap = plan.overlap ? 1 : 0;
-  if (p.pwl) at += (a.groups == 1 ? 2 : a.overlap ? 2 * a.groups : a.groups) * a.v_bytes;
+  if (p.pwl) at += (a.groups == 1 ? 2 : a.groups) * a.v_bytes;  // one warpgroup double-buffers V
   a.red_ld = SharesLd(std::max(plan.f_tile, 8));
   a.red_off = at;
   if (p.pwl && plan.split > 1) at += Align(kTileRows * a.red_ld * 4, 16);
@@ -287,12 +275,16 @@ double Estimate(const ChainProblemOf<E>& p, const BlockArgsOf<E>& a, const Block
   if (p.dw) {
     const int bh = DepthwiseBlockH(p.kernel, p.stride), bw = DepthwiseBlockW(p.kernel, p.stride);
     const double blocks = CeilDiv(plan.tile_h, bh) * CeilDiv(plan.tile_w, bw);
+    const double partial = blocks - (plan.tile_h / bh) * (plan.tile_w / bw);  // cut by the tile's edge
     const double rows = (bh - 1) * p.stride + p.kernel, cols = (bw - 1) * p.stride + p.kernel;
     cuda += blocks * rows * cols * (p.pw1 ? kSlabRowBytes : kChunkRowBytes<E>) / kSharedBytes;  // (U is FP32)
     // a warp's block: its input loads, the taps' FMAs, and per output the activation and the sink (a
     // swizzled shared store and its address, or a global store from a stepped pointer)
     const double sink = p.pwl ? 4.0 : 3.0;
     issued += blocks * (rows * cols + bh * bw * (p.kernel * p.kernel + ActivationInstructions(p.actd) + sink));
+    // a block cut by the tile's edge goes to its sink pixel by pixel, each tested (Nsight Compute,
+    // Xception's 14 x 14 on 4 x 14 tiles: about 235 more instructions a 2 x 8 block)
+    issued += partial * bh * bw * 15.0;
   }
   // two warpgroups: each runs every other chunk, unpipelined (a longer latency per chunk), the two on
   // the same pipes, and their sums are added at the end
@@ -363,7 +355,6 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
     return fail("no kernel is compiled for f_tile " + std::to_string(plan.f_tile) +
                 (plan.groups > 1 ? " with two warpgroups (tensor cores: PW->DW, or 64 to 192 wide)" : ""));
   plan.tma = TmaFits(p, d);
-  plan.overlap = plan.groups > 1 && !p.pw1 && p.pwl && OverlapHalves();
   BlockArgsOf<E> a;
   // two region buffers where they cost no resident CTA, else one
   plan.regions = 1;
@@ -399,17 +390,24 @@ template <class E>
 std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p) {
   const DeviceInfo& d = CurrentDevice();
   // tiles: for each height, the widest (and the widest multiple of the depthwise block's width)
-  // whose region is at most 128 pixels, balanced over the image
+  // whose region is at most 128 pixels, balanced over the image; and each widened to whole
+  // depthwise blocks, past the image's edge (Xception's 14 x 14 as 4 x 16: the depthwise stage's
+  // pixel-by-pixel path at a tile's edge costs more than the pixels computed and dropped)
   std::vector<std::pair<int, int>> tiles;
   auto region = [&](int th, int tw) {
     return p.dw ? ((th - 1) * p.stride + p.kernel) * ((tw - 1) * p.stride + p.kernel) : th * tw;
   };
-  auto add = [&](int th, int tw) {
-    const std::pair<int, int> tile(CeilDiv(p.out_h, CeilDiv(p.out_h, th)), CeilDiv(p.out_w, CeilDiv(p.out_w, tw)));
-    if (region(tile.first, tile.second) <= 2 * kTileRows && std::find(tiles.begin(), tiles.end(), tile) == tiles.end())
+  auto push = [&](int th, int tw) {
+    const std::pair<int, int> tile(th, tw);
+    if (th * tw <= kTileRows && region(th, tw) <= 2 * kTileRows && std::find(tiles.begin(), tiles.end(), tile) == tiles.end())
       tiles.push_back(tile);
   };
-  const int bw = p.dw ? DepthwiseBlockW(p.kernel, p.stride) : 1;
+  const int bh = p.dw ? DepthwiseBlockH(p.kernel, p.stride) : 1, bw = p.dw ? DepthwiseBlockW(p.kernel, p.stride) : 1;
+  auto add = [&](int th, int tw) {
+    const int balanced_h = CeilDiv(p.out_h, CeilDiv(p.out_h, th)), balanced_w = CeilDiv(p.out_w, CeilDiv(p.out_w, tw));
+    push(balanced_h, balanced_w);
+    if (p.dw) push(RoundUp(balanced_h, bh), RoundUp(balanced_w, bw));
+  };
   for (int th = 1; th <= std::min(p.out_h, kTileRows); ++th) {
     int tw = std::min(p.out_w, kTileRows / th);
     while (tw > 0 && region(th, tw) > 2 * kTileRows) --tw;

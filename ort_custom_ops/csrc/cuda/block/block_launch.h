@@ -27,7 +27,6 @@ struct BlockPlan {
   // filled in by CompleteBlockPlan
   bool tma = false;       // TMA copies (sm_90, 16-byte aligned rows) instead of cp.async
   int regions = 1;        // input-region buffers (2: the next unit's loads during this one)
-  bool overlap = false;   // two warpgroups without a first stage overlap a chunk's product with the next chunk (FCM_CUDA_OVERLAP_HALVES)
   bool exact = false;     // FP32 FMAs instead of TF32 tensor cores
   const char* arithmetic = "TF32";  // of the pointwise stages: TF32, FP32 (exact), FP16 or BF16
   size_t shared_bytes = 0;
