@@ -225,6 +225,11 @@ def cases() -> list[Case]:
     out.append(Case("dwpw halves xception", 2, 14, 14, 728, 728, 728, "dwpw", acts=("none", "none", "relu"), plan="4x14,192,1,3,2"))
     out.append(Case("pw halves", 2, 7, 7, 300, 300, 300, "pw", acts=("none", "none", "none"), scale=True, residual=True,
                     plan="7x7,96,1,3,2"))
+    # DW->PW in two passes (a depthwise pass into a workspace, then CUTLASS's GEMM)
+    out.append(Case("dwpw two passes xception", 2, 14, 14, 728, 728, 728, "dwpw", acts=("none", "none", "relu"), plan="dw+gemm"))
+    out.append(Case("dwpw two passes residual", 3, 9, 12, 48, 48, 48, "dwpw", kernel=5, acts=("none", "relu", "none"), residual=True,
+                    res_act="relu", plan="dw+gemm"))
+    out.append(Case("dwpw two passes s2", 2, 13, 11, 40, 40, 24, "dwpw", kernel=7, stride=2, acts=("none", "clip", "clip"), plan="dw+gemm"))
     out.append(Case("batch 32", 32, 28, 28, 32, 192, 32, "pwdwpw", residual=True))
     return out
 

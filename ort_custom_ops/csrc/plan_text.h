@@ -29,15 +29,25 @@ inline bool ParsePlanText(const std::string& text, PlanText* out) {
 
 // A block-kernel plan: tile (output pixels), output channels per work unit, CTAs of a cluster
 // sharing a unit, depth of the operand ring, and optionally the computing warpgroups of a CTA
-// (2: they share each unit's chunks).
+// (2: they share each unit's chunks). Or, for DW->PW, kTwoPassPlan: the depthwise stage into a
+// workspace, then the product as a GEMM (block/two_pass.cu).
 struct BlockPlanFields {
   int tile_h = 0, tile_w = 0, f_tile = 0, split = 0, stages = 0;
   int groups = 1;  // optional fifth field
+  bool two_pass = false;
 };
 
-// Whether `text` is exactly "HxW,f_tile,split,stages[,groups]" (nothing before or after); fills *out.
+constexpr const char* kTwoPassPlan = "dw+gemm";
+
+// Whether `text` is exactly "HxW,f_tile,split,stages[,groups]" (nothing before or after) or
+// kTwoPassPlan; fills *out.
 inline bool ParseBlockPlanText(const std::string& text, BlockPlanFields* out) {
   BlockPlanFields v;
+  if (text == kTwoPassPlan) {
+    v.two_pass = true;
+    *out = v;
+    return true;
+  }
   int used = -1;
   const int fields = std::sscanf(text.c_str(), "%dx%d,%d,%d,%d%n,%d%n", &v.tile_h, &v.tile_w, &v.f_tile, &v.split, &v.stages,
                                  &used, &v.groups, &used);

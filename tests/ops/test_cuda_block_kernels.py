@@ -2,7 +2,7 @@
 
 Every kind (the single pointwise stage too), depthwise kernels 3/5/7, strides 1 and 2 on odd sizes with H != W, channel counts that
 are not multiples of 4 (the cp.async path) or of 32 (a ragged last chunk), batch 1, 3 and 32, all
-activations, residual, channel scale; plans ("HxW,f_tile,split,stages[,groups]") forced through the
+activations, residual, channel scale; plans ("HxW,f_tile,split,stages[,groups]", or "dw+gemm": two passes) forced through the
 nodes' cuda_plans so that tiles, output-channel slices, splits over a thread-block cluster, ring
 depths and two computing warpgroups (sharing each unit's chunks) all run; outputs poisoned before each run. TF32 (the default) within 5e-3 of the largest output,
 exact FP32 within 1e-4. Also: tuned plans (cuda_plans), plans refused with a reason, and CUDA-graph
@@ -181,6 +181,38 @@ def test_pwdw_splits_without_a_cluster(case, rng):
     c, e, kernel, stride, scale, batch, (h, w), plan = case
     spec = random_spec(rng, "pwdw", c, kernel=kernel, stride=stride, expand=e, scale=scale, channels_last=True)
     check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan=plan)
+
+
+@pytest.mark.parametrize("case", [
+    # (channels, out, kernel, stride, residual, batch, size, activation after the product)
+    (64, 96, 3, 1, False, 3, (14, 14), Activation("relu")),
+    (40, 24, 5, 2, False, 2, (13, 11), Activation()),
+    (48, 48, 3, 1, True, 3, (9, 12), Activation()),             # y = res_act(acc + b + x)
+    (32, 64, 7, 2, False, 1, (17, 15), Activation("clip", (0.0, 6.0))),
+    (728, 728, 3, 1, False, 2, (14, 14), Activation()),         # Xception's middle flow
+])
+def test_dwpw_in_two_passes(case, rng):
+    """DW->PW as a depthwise pass into a workspace and CUTLASS's TF32 GEMM with the bias, the clamp
+    and the residual in its epilogue (the "dw+gemm" plan): kernels 3/5/7, strides 1 and 2, odd sizes,
+    against the CPU kernels."""
+    c, f, kernel, stride, residual, batch, (h, w), activation = case
+    spec = random_spec(rng, "dwpw", c, kernel=kernel, stride=stride, out=f, residual=residual, channels_last=True)
+    stages = [spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation() if residual else activation)]
+    spec = dataclasses.replace(spec, stages=stages, residual_activation=Activation("relu") if residual else Activation())
+    check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan="dw+gemm")
+
+
+def test_two_passes_refuse_what_they_do_not_take(rng):
+    """The "dw+gemm" plan forced where it cannot run is an ONNX Runtime error naming the reason."""
+    x = rng.normal(size=(1, 9, 9, 16)).astype(np.float32)
+    for kind, channels, activation, reason in (("pwdwpw", 16, Activation(), "DW->PW"),
+                                               ("dwpw", 18, Activation(), "multiples of 4"),
+                                               ("dwpw", 16, Activation("swish"), "none, relu and clip")):
+        spec = random_spec(rng, kind, channels, kernel=3, stride=1, out=16, channels_last=True)
+        spec = dataclasses.replace(spec, stages=[*spec.stages[:-1], dataclasses.replace(spec.stages[-1], activation=activation)])
+        feed = rng.normal(size=(1, 9, 9, channels)).astype(np.float32) if channels != 16 else x
+        with pytest.raises(Exception, match=reason):
+            make_session(forced_plan(fused_model(spec), "dw+gemm", 1), providers=cuda_providers()).run(None, {"X": feed})
 
 
 def test_plan_override_is_checked(rng):

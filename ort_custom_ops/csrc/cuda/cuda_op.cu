@@ -426,7 +426,16 @@ OrtStatusPtr CudaChainKernelT<T>::RunBlock(Ort::KernelContext& ctx, const ChainP
     if (!PlanForced(p.n)) return RunChainTransposed(ctx, p, device, stream);
     return NoPlan(plan.error);
   }
-  const cudaError_t err = block::LaunchBlock(p, plan, stream);
+  // two passes (block/two_pass.h): the depthwise stage's output goes through a workspace
+  OrtAllocator* allocator = nullptr;
+  void* workspace = nullptr;
+  if (plan.workspace_bytes > 0) {
+    Ort::Status status = GetScratch(ctx, device, stream, plan.workspace_bytes,
+                                    "FCM CUDA (" + spec.node_name + "), depthwise workspace", &workspace, &allocator);
+    if (!status.IsOK()) return status.release();
+  }
+  const cudaError_t err = block::LaunchBlock(p, plan, stream, workspace);
+  if (workspace != nullptr) allocator->Free(allocator, workspace);
   if (err != cudaSuccess) return CudaFailure(err);
   return nullptr;
 }

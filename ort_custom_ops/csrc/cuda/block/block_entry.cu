@@ -23,7 +23,7 @@ extern "C" {
 // dims: n, h, w, c, m, f, kernel, stride, pad_top, pad_left, out_h, out_w, scale_batch,
 //       pw1, dw, pwl, residual, tf32
 // acts: (kind, lo, hi) for act1, actd, act2, res_act
-// plan: "HxW,f_tile,split,stages", or empty for the kernels' own; describe: the plan's text is
+// plan: "HxW,f_tile,split,stages[,groups]" or "dw+gemm", or empty for the kernels' own; describe: the plan's text is
 // written there. Returns 0, or 1 with the reason in `message`.
 __attribute__((visibility("default"))) int FcmBlockRun(void* const* pointers, const int* dims, const float* acts, const char* plan,
                                                        void* stream, char* message, int message_size) {
@@ -46,7 +46,12 @@ __attribute__((visibility("default"))) int FcmBlockRun(void* const* pointers, co
       plan != nullptr && plan[0] != '\0' ? fcm::block::ParseBlockPlan(p, plan) : fcm::block::PlanBlock(p);
   std::string text = fcm::block::DescribeBlockPlan(chosen);
   if (chosen.error.empty()) {
-    const cudaError_t err = fcm::block::LaunchBlock(p, chosen, static_cast<cudaStream_t>(stream));
+    // a plan's workspace (two passes) from the stream's pool, freed in stream order
+    const cudaStream_t on = static_cast<cudaStream_t>(stream);
+    void* workspace = nullptr;
+    cudaError_t err = chosen.workspace_bytes > 0 ? cudaMallocAsync(&workspace, chosen.workspace_bytes, on) : cudaSuccess;
+    if (err == cudaSuccess) err = fcm::block::LaunchBlock(p, chosen, on, workspace);
+    if (workspace != nullptr) cudaFreeAsync(workspace, on);
     if (err != cudaSuccess) text = std::string("launch failed: ") + cudaGetErrorString(err) + " (" + text + ")";
   }
   if (message != nullptr && message_size > 0) std::snprintf(message, message_size, "%s", text.c_str());

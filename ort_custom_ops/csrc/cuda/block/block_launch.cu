@@ -20,6 +20,7 @@
 #include "depthwise.cuh"
 #include "element.cuh"
 #include "tile_layout.cuh"
+#include "two_pass.h"
 
 namespace fcm {
 namespace block {
@@ -327,6 +328,18 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
     plan.error = why;
     return plan;
   };
+  if (plan.two_pass) {  // the depthwise stage into a workspace, then a GEMM (two_pass.h)
+    if constexpr (kIsHalf<E>) {
+      return fail("two passes take FP32 tensors");
+    } else {
+      const std::string refusal = TwoPassRefusal(p, d.major);
+      if (!refusal.empty()) return fail(refusal);
+      plan.workspace_bytes = TwoPassWorkspaceBytes(p);
+      plan.estimate_us = TwoPassEstimateUs(p);
+      plan.tma = true;
+      return plan;
+    }
+  }
   // (the half types' copies move 16-byte pieces: cp.async has no 2-byte copy)
   if (kIsHalf<E> && !RowsOf16Bytes(p))
     return fail(std::string(Element<E>::kName) + " tensors need channel counts that are multiples of 8 and 16-byte aligned rows");
@@ -468,11 +481,12 @@ BlockPlan ParseBlockPlan(const ChainProblemOf<E>& p, const std::string& text) {
     return plan;
   }
   plan.tile_h = fields.tile_h, plan.tile_w = fields.tile_w, plan.f_tile = fields.f_tile, plan.split = fields.split;
-  plan.stages = fields.stages, plan.groups = fields.groups;
+  plan.stages = fields.stages, plan.groups = fields.groups, plan.two_pass = fields.two_pass;
   return CompleteBlockPlan(p, plan);
 }
 
 std::string BlockPlanText(const BlockPlan& plan) {
+  if (plan.two_pass) return kTwoPassPlan;
   char text[64];
   std::snprintf(text, sizeof(text), "%dx%d,%d,%d,%d", plan.tile_h, plan.tile_w, plan.f_tile, plan.split, plan.stages);
   return plan.groups == 1 ? std::string(text) : std::string(text) + "," + std::to_string(plan.groups);
@@ -481,6 +495,11 @@ std::string BlockPlanText(const BlockPlan& plan) {
 std::string DescribeBlockPlan(const BlockPlan& plan) {
   if (!plan.error.empty()) return "no plan: " + plan.error;
   char text[256];
+  if (plan.two_pass) {
+    std::snprintf(text, sizeof(text), "%s (depthwise pass, then CUTLASS's TF32 GEMM), %zu B workspace, ~%.1f us", kTwoPassPlan,
+                  plan.workspace_bytes, plan.estimate_us);
+    return text;
+  }
   std::snprintf(text, sizeof(text), "%s (%s, %s), %zu B shared, %lld units on %d CTAs, %d per SM, ~%.1f us",
                 BlockPlanText(plan).c_str(), plan.tma ? "TMA" : "cp.async", plan.arithmetic, plan.shared_bytes,
                 plan.units, plan.grid, plan.resident, plan.estimate_us);
@@ -522,8 +541,15 @@ bool EncodeMap(CUtensorMap* map, const E* base, int rank, const uint64_t* dims, 
 }  // namespace
 
 template <class E>
-cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream) {
+cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace) {
   if (!plan.error.empty()) return cudaErrorInvalidConfiguration;
+  if (plan.two_pass) {
+    if constexpr (kIsHalf<E>) {
+      return cudaErrorInvalidConfiguration;
+    } else {
+      return LaunchTwoPass(p, workspace, stream);
+    }
+  }
   KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups);
   if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes, plan.groups) == 0) return cudaErrorInvalidConfiguration;
   BlockArgsOf<E> a;
@@ -563,7 +589,7 @@ cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaS
   template std::vector<BlockPlan> BlockCandidates<E>(const ChainProblemOf<E>& p);                  \
   template BlockPlan PlanBlock<E>(const ChainProblemOf<E>& p);                                     \
   template BlockPlan ParseBlockPlan<E>(const ChainProblemOf<E>& p, const std::string& text);       \
-  template cudaError_t LaunchBlock<E>(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream);
+  template cudaError_t LaunchBlock<E>(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace);
 FCM_BLOCK_LAUNCHER(float)
 FCM_BLOCK_LAUNCHER(__half)
 FCM_BLOCK_LAUNCHER(__nv_bfloat16)

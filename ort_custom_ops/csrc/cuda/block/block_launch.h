@@ -24,6 +24,7 @@ struct BlockPlan {
   int split = 1;          // CTAs of a cluster sharing a unit's intermediate channels (sm_90)
   int stages = 3;         // operand ring depth, 3 or 4; 0: resident (each chunk of a CTA its own stage, loaded once)
   int groups = 1;         // computing warpgroups of a CTA (2: they share each unit's chunks)
+  bool two_pass = false;  // DW->PW as two kernels: the depthwise stage into a workspace, then a GEMM (two_pass.h)
   // filled in by CompleteBlockPlan
   bool tma = false;       // TMA copies (sm_90, 16-byte aligned rows) instead of cp.async
   int regions = 1;        // input-region buffers (2: the next unit's loads during this one)
@@ -33,6 +34,7 @@ struct BlockPlan {
   long long units = 0;    // (image, tile, output-channel slice) triples
   int grid = 0;           // CTAs launched (a multiple of split); each loops over units
   int resident = 0;       // CTAs an SM holds at once
+  size_t workspace_bytes = 0;  // device memory the launch needs (two passes: the depthwise stage's output)
   double estimate_us = 0.0;
 };
 
@@ -55,8 +57,9 @@ BlockPlan ParseBlockPlan(const ChainProblemOf<E>& p, const std::string& text);
 std::string BlockPlanText(const BlockPlan& plan);
 std::string DescribeBlockPlan(const BlockPlan& plan);
 
+// `workspace`: plan.workspace_bytes of device memory where the plan needs them.
 template <class E>
-cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream);
+cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace = nullptr);
 
 }  // namespace block
 }  // namespace fcm
