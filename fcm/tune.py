@@ -39,7 +39,8 @@ tile, output-channel tile and split of the intermediate channels; for a channels
 kernels' own candidates for this GPU with the best estimates: tile, output-channel slice, cluster
 split, ring depth or resident weights), forced one at a time: each written into the node's own
 ``cuda_plans`` with ``cuda_plans_strict=1``, so that a plan the node cannot run is an error, recorded
-as such, not a silent fall back to the kernels' own plan. Where one beats the kernels' own plan, the
+as such, not a silent fall back to the kernels' own plan; and a plan whose output is not the
+kernels' own plan's (beyond ``PLAN_AGREEMENT``) is recorded as an error too, however fast. Where one beats the kernels' own plan, the
 group's time is the better one, and a kept group carries the winners in its ``cuda_plans`` attribute
 ("BATCH:plan;..."), which the CUDA kernels use at those batch sizes (and ignore on a GPU the plan
 does not fit). Groups that pose the same problem (op, attributes, input shapes and types) share one
@@ -75,7 +76,7 @@ from fcm.measure import (Progress, bench_groups, bench_pair, cuda_session, devic
                          providers, time_session, timing_feeds, value_shapes)
 from fcm.pipeline.convert import output_files
 from fcm.pipeline.inputs import random_inputs
-from fcm.pipeline.verify import (FP32_TOLERANCE, Check, UnfusedHalfReference, check_companion, load_model,
+from fcm.pipeline.verify import (FP32_TOLERANCE, TF32_TOLERANCE, Check, UnfusedHalfReference, check_companion, load_model,
                                  model_precision)
 from fcm_core.errors import FcmError, one_line
 from fcm_core.fileio import atomic_write_bytes, atomic_write_text
@@ -89,16 +90,31 @@ from ort_custom_ops.ops.schema import DOMAIN, is_channels_last, is_fused_group
 from ort_custom_ops.ops.standalone import float_io
 
 
+#: How far a candidate plan's output may be from the kernels' own plan's, times the larger of 1 and
+#: the largest output: both on the GPU, each within its precision's bound of the reference (TF32:
+#: TF32_TOLERANCE each way; the half types' outputs and stage results rounded in other orders). A
+#: check against a plan that computes something else, not a precision claim.
+PLAN_AGREEMENT = {onnx.TensorProto.FLOAT: 2 * TF32_TOLERANCE, onnx.TensorProto.FLOAT16: 1e-2, onnx.TensorProto.BFLOAT16: 5e-2}
+
+
 def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, warmup: int,
                  progress: Progress, shapes: dict[str, list[int]] | None = None) -> dict[str, float | str]:
     """The fused node alone (CUDA graph, IO bound) under each of its candidate plans: plan -> median
-    ms, or the error of a plan it cannot run. ``shapes``: the model's at ``batch``, where the caller
-    has them (shape inference over the whole model is not repeated per group)."""
+    ms, or the error of a plan it cannot run or whose output disagrees with the kernels' own plan's
+    (PLAN_AGREEMENT). ``shapes``: the model's at ``batch``, where the caller has them (shape
+    inference over the whole model is not repeated per group)."""
     shapes = shapes if shapes is not None else value_shapes(model, batch)
     initializers = {i.name: i for i in model.graph.initializer}
     node = next(n for n in model.graph.node if n.name == node_name)
     alone, _, data_inputs = group_models(model, node, shapes)
+    element = alone.graph.input[0].type.tensor_type.elem_type
     alone, feeds, dtype = timing_feeds(alone, data_inputs, shapes, np.random.default_rng(0))
+    out_shapes = [shapes[node.output[0]]]
+    # every plan's output must agree with the kernels' own plan's: a plan that computes something
+    # else is never kept, however fast
+    _, (reference,) = time_session(cuda_session(alone, True, providers(True, False)), feeds, out_shapes, 1, 1, [dtype])
+    reference = np.asarray(reference, np.float32)
+    bound = PLAN_AGREEMENT[element] * max(1.0, float(np.abs(reference).max()))
     times: dict[str, float | str] = {}
     candidates = node_plan_candidates(node, shapes, initializers)
     progress(f"batch {batch} group {node_name}: {len(candidates)} launch plans")
@@ -106,10 +122,15 @@ def search_plans(model: onnx.ModelProto, node_name: str, batch: int, runs: int, 
     for plan in candidates:
         try:
             session = cuda_session(with_forced_plan(alone, plan, n), True, providers(True, False))
-            timing, _ = time_session(session, feeds, [shapes[node.output[0]]], runs, warmup, [dtype])
-            times[plan] = round(timing.median_ms, 4)
+            timing, (output,) = time_session(session, feeds, out_shapes, runs, warmup, [dtype])
         except Exception as exc:  # a plan this node cannot run on this GPU
             times[plan] = str(exc).strip().splitlines()[0][:160]
+            continue
+        error = float(np.abs(np.asarray(output, np.float32) - reference).max())
+        if not error <= bound:  # (NaN too)
+            times[plan] = f"output differs from the kernels' own plan's by {error:.3g} (bound {bound:.3g})"
+            continue
+        times[plan] = round(timing.median_ms, 4)
     gc.collect()  # thousands of sessions in a tune: let each one's device memory go before the next group
     return times
 

@@ -62,14 +62,16 @@ def test_a_forced_plan_is_written_into_the_fused_nodes(rng):
 
 def test_block_candidates_ranked_by_estimate():
     """fcm tune's plans for a channels-last node: the library's candidate lines, lowest estimate
-    first, cut to the number asked for; lines that are not plans are skipped."""
+    first (the two-pass plan among them), cut to the number asked for; lines that are not plans are
+    skipped."""
     from ort_custom_ops.ops.launch_plan import parse_block_candidates
 
     text = ("8x8,24,1,3 (TMA, TF32), 74240 B shared, 1568 units on 396 CTAs, 3 per SM, ~11.1 us\n"
             "4x16,24,2,4 (TMA, TF32), 96768 B shared, 1568 units on 264 CTAs, 2 per SM, ~9.5 us\n"
             "no plan: a tile holds 1 to 64 output pixels\n"
-            "2x28,32,1,0 (cp.async, FP32), 110080 B shared, 448 units on 264 CTAs, 2 per SM, ~30.0 us\n")
-    assert parse_block_candidates(text) == ["4x16,24,2,4", "8x8,24,1,3", "2x28,32,1,0"]
+            "2x28,32,1,0 (cp.async, FP32), 110080 B shared, 448 units on 264 CTAs, 2 per SM, ~30.0 us\n"
+            "dw+gemm (depthwise pass, then CUTLASS's TF32 GEMM), 802816 B workspace, ~10.2 us\n")
+    assert parse_block_candidates(text) == ["4x16,24,2,4", "dw+gemm", "8x8,24,1,3", "2x28,32,1,0"]
     assert parse_block_candidates(text, top=1) == ["4x16,24,2,4"]
 
 

@@ -259,17 +259,50 @@ def test_plan_search_forces_each_plan_through_the_node(converted, monkeypatch):
     def session(model, with_library, providers):
         (alone,) = _fused_nodes(model)
         values = {a.name: onnx.helper.get_attribute_value(a) for a in alone.attribute}
+        if PLANS_ATTRIBUTE not in values:  # the kernels' own plan: the outputs' reference
+            return None
         seen.append((values[PLANS_ATTRIBUTE].decode(), values[STRICT_ATTRIBUTE]))
         if seen[-1][0].endswith("9x9,16,1,3"):
             raise RuntimeError("FCM CUDA: a tile holds 1 to 64 output pixels\nmore")
-        return model
+        return seen[-1][0]
 
     monkeypatch.setattr(tune, "node_plan_candidates", lambda n, shapes, inits: ["8x8,16,1,3", "9x9,16,1,3"])
     monkeypatch.setattr(tune, "cuda_session", session)
-    monkeypatch.setattr(tune, "time_session", lambda *args: (Timing(0.25, 0.2, 0.3, 1), None))
+    monkeypatch.setattr(tune, "time_session", lambda session, feeds, shapes, *args: (Timing(0.25, 0.2, 0.3, 1), [np.ones(shapes[0])]))
     times = tune.search_plans(fused, node.name, 2, 1, 0, lambda message: None)
     assert seen == [("2:8x8,16,1,3", 1), ("2:9x9,16,1,3", 1)]
     assert times == {"8x8,16,1,3": 0.25, "9x9,16,1,3": "FCM CUDA: a tile holds 1 to 64 output pixels"}
+
+
+def test_plan_search_refuses_a_plan_that_computes_something_else(converted, monkeypatch):
+    """A candidate plan whose output is not the kernels' own plan's (beyond PLAN_AGREEMENT) is
+    recorded as an error, never timed as a winner, however fast; one within the bound is timed
+    (stand-in sessions and outputs here)."""
+    from fcm import tune
+    from fcm.measure import Timing
+
+    fused = onnx.load(converted["MobileNetV2"].output)
+    node = _fused_nodes(fused)[3]
+
+    def session(model, with_library, providers):
+        (alone,) = _fused_nodes(model)
+        values = {a.name: onnx.helper.get_attribute_value(a) for a in alone.attribute}
+        return values[PLANS_ATTRIBUTE].decode() if PLANS_ATTRIBUTE in values else "own"
+
+    def time_session(session, feeds, shapes, *args):
+        out = np.full(shapes[0], 2.0)  # largest output 2: bound 2 x PLAN_AGREEMENT for fp32
+        if session.endswith("8x8,16,1,3"):
+            out = out + 0.5 * tune.PLAN_AGREEMENT[onnx.TensorProto.FLOAT]  # within the bound
+        elif session.endswith("4x16,16,1,3"):
+            out = out + 0.1  # a wrong result, and the fastest
+        return Timing(0.1 if session.endswith("4x16,16,1,3") else 0.3, 0.1, 0.3, 1), [out]
+
+    monkeypatch.setattr(tune, "node_plan_candidates", lambda n, shapes, inits: ["8x8,16,1,3", "4x16,16,1,3"])
+    monkeypatch.setattr(tune, "cuda_session", session)
+    monkeypatch.setattr(tune, "time_session", time_session)
+    times = tune.search_plans(fused, node.name, 2, 1, 0, lambda message: None)
+    assert times["8x8,16,1,3"] == 0.3
+    assert times["4x16,16,1,3"].startswith("output differs from the kernels' own plan's by 0.1 ")
 
 
 def test_tune_refuses_the_plan_override(converted, monkeypatch):

@@ -7,7 +7,8 @@
 //
 // In: a ChainProblem with a depthwise and a last pointwise stage and nothing before them (FP32
 // tensors, TF32 allowed), NHWC. Out: y, as the fused kernels compute it. A plan the block launcher
-// names kTwoPassPlan ("dw+gemm"); only where it is asked for (a forced plan, or a node's cuda_plans).
+// names kTwoPassPlan ("dw+gemm"); never the kernels' own choice: fcm tune times it among the
+// candidates (FcmBlockCandidates), and a node's cuda_plans or a forced plan names it.
 #pragma once
 
 #include <cuda_runtime.h>
