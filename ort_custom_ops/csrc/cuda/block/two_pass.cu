@@ -3,6 +3,8 @@
 
 #include <cstdint>
 #include <limits>
+#include <mutex>
+#include <set>
 
 #include <cute/tensor.hpp>
 #include <cutlass/cutlass.h>
@@ -14,6 +16,7 @@
 #include <cutlass/gemm/kernel/gemm_universal.hpp>
 
 #include "../../epilogue.h"
+#include "../device.h"
 
 namespace fcm {
 namespace block {
@@ -214,10 +217,24 @@ cudaError_t LaunchTwoPass(const ChainProblem& p, void* workspace, cudaStream_t s
   args.epilogue.thread.bias_ptr = p.b2;
   args.epilogue.thread.activation.lower_bound = lo;
   args.epilogue.thread.activation.upper_bound = hi;
+  int device = 0;
+  cudaGetDevice(&device);
+  args.hw_info.device_id = device;
+  args.hw_info.sm_count = CurrentDevice().sms;
   Gemm gemm;
   if (gemm.can_implement(args) != cutlass::Status::kSuccess || Gemm::get_workspace_size(args) != 0)
     return cudaErrorInvalidConfiguration;
-  if (gemm.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
+  // The kernel's shared-memory attribute is set once per device (initialize), not on every launch:
+  // the later launches may be captured into a CUDA graph, as the block kernels' are.
+  cutlass::Status status;
+  {
+    static std::mutex mutex;
+    static std::set<int> prepared;
+    std::lock_guard<std::mutex> lock(mutex);
+    status = prepared.count(device) ? gemm.update(args) : gemm.initialize(args, nullptr, stream);
+    if (status == cutlass::Status::kSuccess) prepared.insert(device);
+  }
+  if (status != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
   if (gemm.run(stream) != cutlass::Status::kSuccess) return cudaErrorLaunchFailure;
   return cudaGetLastError();
 }
