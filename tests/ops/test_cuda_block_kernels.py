@@ -307,6 +307,24 @@ def test_cuda_graph_capture_and_replay(split, rng):
     check_graph_replays(model, rng, (4, 14, 14, 32), "Y2", f"7x7,32,{split},3", 4, TF32_BOUND)
 
 
+def test_two_passes_in_a_cuda_graph(rng):
+    """Two DW->PW nodes in a row on the "dw+gemm" plan captured in a CUDA graph (each a depthwise
+    pass and a GEMM, the workspace from ONNX Runtime's allocator), then replays with new inputs:
+    each replay's output is the CPU's."""
+    spec = random_spec(rng, "dwpw", 32, kernel=3, stride=1, out=32, channels_last=True)
+    stages = [spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation("relu"))]
+    model = fused_model(dataclasses.replace(spec, stages=stages))
+    graph = model.graph
+    second = onnx.NodeProto()
+    second.CopyFrom(graph.node[0])
+    second.input[0] = graph.node[0].output[0]
+    second.output[0] = "Y2"
+    second.name = graph.node[0].name + "_again"
+    graph.node.append(second)
+    graph.output[0].name = "Y2"
+    check_graph_replays(model, rng, (4, 14, 14, 32), "Y2", "dw+gemm", 4, TF32_BOUND)
+
+
 def test_squeeze_excitation_branch_at_one_pixel(rng):
     """A squeeze-and-excitation branch (PW->PW on one pixel per image, 960 channels in): too wide for
     the block kernels' staged first-stage weights; on one pixel NHWC is NCHW, and the chain kernels
