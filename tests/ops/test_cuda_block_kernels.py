@@ -287,15 +287,9 @@ def test_small_cases_for_the_sanitizer(rng):
     check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="4x5,0,1,3,2")
 
 
-@pytest.mark.parametrize("split", [1, 4])
-def test_cuda_graph_capture_and_replay(split, rng):
-    """Two channels_last nodes in a row captured in a CUDA graph (the second a programmatic
-    dependent of the first), then replays with new inputs: each replay's output is the CPU's."""
-    if split > 1 and not has_clusters():
-        pytest.skip("thread-block clusters need sm_90")
-    first = random_spec(rng, "pwdwpw", 32, expand=192, out=32, residual=True, channels_last=True)
-    model = fused_model(first)
-    # the same node twice: Y of the first feeds the second
+def twice(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (one fused node) with the same node again after it: Y of the first feeds the
+    second, whose output Y2 is the model's."""
     graph = model.graph
     second = onnx.NodeProto()
     second.CopyFrom(graph.node[0])
@@ -304,7 +298,17 @@ def test_cuda_graph_capture_and_replay(split, rng):
     second.name = graph.node[0].name + "_again"
     graph.node.append(second)
     graph.output[0].name = "Y2"
-    check_graph_replays(model, rng, (4, 14, 14, 32), "Y2", f"7x7,32,{split},3", 4, TF32_BOUND)
+    return model
+
+
+@pytest.mark.parametrize("split", [1, 4])
+def test_cuda_graph_capture_and_replay(split, rng):
+    """Two channels_last nodes in a row captured in a CUDA graph (the second a programmatic
+    dependent of the first), then replays with new inputs: each replay's output is the CPU's."""
+    if split > 1 and not has_clusters():
+        pytest.skip("thread-block clusters need sm_90")
+    first = random_spec(rng, "pwdwpw", 32, expand=192, out=32, residual=True, channels_last=True)
+    check_graph_replays(twice(fused_model(first)), rng, (4, 14, 14, 32), "Y2", f"7x7,32,{split},3", 4, TF32_BOUND)
 
 
 def test_two_passes_in_a_cuda_graph(rng):
@@ -313,15 +317,7 @@ def test_two_passes_in_a_cuda_graph(rng):
     each replay's output is the CPU's."""
     spec = random_spec(rng, "dwpw", 32, kernel=3, stride=1, out=32, channels_last=True)
     stages = [spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation("relu"))]
-    model = fused_model(dataclasses.replace(spec, stages=stages))
-    graph = model.graph
-    second = onnx.NodeProto()
-    second.CopyFrom(graph.node[0])
-    second.input[0] = graph.node[0].output[0]
-    second.output[0] = "Y2"
-    second.name = graph.node[0].name + "_again"
-    graph.node.append(second)
-    graph.output[0].name = "Y2"
+    model = twice(fused_model(dataclasses.replace(spec, stages=stages)))
     check_graph_replays(model, rng, (4, 14, 14, 32), "Y2", "dw+gemm", 4, TF32_BOUND)
 
 

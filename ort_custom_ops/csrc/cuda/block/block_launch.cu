@@ -336,7 +336,6 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
       if (!refusal.empty()) return fail(refusal);
       plan.workspace_bytes = TwoPassWorkspaceBytes(p);
       plan.estimate_us = TwoPassEstimateUs(p);
-      plan.tma = true;
       return plan;
     }
   }
