@@ -194,10 +194,10 @@ def parse_block_candidates(text: str, top: int = BLOCK_CANDIDATES) -> list[str]:
     return [plan for _, plan in ranked[:top]]
 
 
-def block_plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict,
-                          top: int = BLOCK_CANDIDATES) -> list[str]:
-    """The block kernels' candidate plans for a channels-last node on this GPU, best estimates
-    first (the library plans them: it knows what fits the device)."""
+def block_candidates_for(dims: list[int], top: int = BLOCK_CANDIDATES) -> list[str]:
+    """The block kernels' candidate plans on this GPU for a channels-last problem given as
+    :func:`block_problem_dims`'s 18 numbers, best estimates first (the library plans them: it knows
+    what fits the device); [] from a library without the block kernels."""
     import ctypes
 
     from .library import library_path
@@ -205,10 +205,15 @@ def block_plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], in
     library = ctypes.CDLL(str(library_path()))
     if not hasattr(library, "FcmBlockCandidates"):
         return []
-    dims = (ctypes.c_int * 18)(*block_problem_dims(node, shapes, initializers))
     out = ctypes.create_string_buffer(1 << 20)
-    library.FcmBlockCandidates(dims, out, len(out))
+    library.FcmBlockCandidates((ctypes.c_int * 18)(*dims), out, len(out))
     return parse_block_candidates(out.value.decode(), top)
+
+
+def block_plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict,
+                          top: int = BLOCK_CANDIDATES) -> list[str]:
+    """The block kernels' candidate plans for a channels-last node on this GPU, best estimates first."""
+    return block_candidates_for(block_problem_dims(node, shapes, initializers), top)
 
 
 def node_plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict) -> list[str]:

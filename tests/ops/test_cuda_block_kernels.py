@@ -18,10 +18,11 @@ import numpy as np
 import onnx
 import pytest
 
+from ort_custom_ops.ops.launch_plan import block_candidates_for
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.schema import Activation
 from ort_custom_ops.ops.standalone import fused_model
-from tests.support.gpu import check_fused_on_gpu, check_graph_replays, cuda_providers, forced_plan, has_clusters, precision, require_cuda, run_poisoned  # noqa: F401
+from tests.support.gpu import check_fused_on_gpu, check_graph_replays, compute_capability, cuda_providers, forced_plan, has_clusters, precision, require_cuda, run_poisoned  # noqa: F401
 from tests.support.specs import random_spec
 
 pytestmark = pytest.mark.gpu
@@ -32,6 +33,11 @@ TF32_BOUND, FP32_BOUND = 5e-3, 1e-4
 @pytest.fixture(autouse=True)
 def _cuda():
     require_cuda()
+
+
+def require_hopper():
+    if (compute_capability() or (0, 0))[0] != 9:
+        pytest.skip("two passes run CUTLASS's sm_90 GEMM")
 
 
 def check_on_gpu(spec, rng, batch, height, width, bound, plan=None):
@@ -195,6 +201,7 @@ def test_dwpw_in_two_passes(case, rng):
     """DW->PW as a depthwise pass into a workspace and CUTLASS's TF32 GEMM with the bias, the clamp
     and the residual in its epilogue (the "dw+gemm" plan): kernels 3/5/7, strides 1 and 2, odd sizes,
     against the CPU kernels."""
+    require_hopper()
     c, f, kernel, stride, residual, batch, (h, w), activation = case
     spec = random_spec(rng, "dwpw", c, kernel=kernel, stride=stride, out=f, residual=residual, channels_last=True)
     stages = [spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation() if residual else activation)]
@@ -204,6 +211,7 @@ def test_dwpw_in_two_passes(case, rng):
 
 def test_two_passes_refuse_what_they_do_not_take(rng):
     """The "dw+gemm" plan forced where it cannot run is an ONNX Runtime error naming the reason."""
+    require_hopper()
     x = rng.normal(size=(1, 9, 9, 16)).astype(np.float32)
     for kind, channels, activation, reason in (("pwdwpw", 16, Activation(), "DW->PW"),
                                                ("dwpw", 18, Activation(), "multiples of 4"),
@@ -213,6 +221,19 @@ def test_two_passes_refuse_what_they_do_not_take(rng):
         feed = rng.normal(size=(1, 9, 9, channels)).astype(np.float32) if channels != 16 else x
         with pytest.raises(Exception, match=reason):
             make_session(forced_plan(fused_model(spec), "dw+gemm", 1), providers=cuda_providers()).run(None, {"X": feed})
+
+
+def test_kernels_choose_two_passes_for_wide_products():
+    """The kernels' own estimate takes "dw+gemm" for Xception's middle flow at batch 32 (on an H100:
+    59.6 us against the fused kernels' 103.9, benchmarks/2026-12-06-h100-two-pass), and never where
+    it cannot run (exact FP32)."""
+    require_hopper()
+    # n, h, w, c, m, f, kernel, stride, pad_top, pad_left, out_h, out_w, scale_batch, pw1, dw, pwl, residual, tf32
+    middle_flow = [32, 14, 14, 728, 728, 728, 3, 1, 1, 1, 14, 14, 0, 0, 1, 1, 0, 1]
+    assert block_candidates_for(middle_flow, top=1) == ["dw+gemm"]
+    exact = [*middle_flow[:-1], 0]
+    assert "dw+gemm" not in block_candidates_for(exact, top=1000)
+    assert block_candidates_for(exact, top=1)
 
 
 def test_plan_override_is_checked(rng):
@@ -266,7 +287,8 @@ def test_tuned_plans_attribute(rng, capfd, monkeypatch):
 
 def test_small_cases_for_the_sanitizer(rng):
     """A handful of tiny cases per kind and copy path (run under compute-sanitizer memcheck and
-    racecheck): TMA and cp.async, a split over a cluster, a ragged chunk, a PW->DW split without one."""
+    racecheck): TMA and cp.async, a split over a cluster, a ragged chunk, a PW->DW split without one,
+    two passes."""
     for kind, stride, channels in (("dwpw", 2, 12), ("pwdw", 1, 9), ("pwpw", 1, 8), ("pwdwpw", 2, 9), ("pwdwpw", 1, 16),
                                    ("pw", 1, 44), ("pw", 1, 9)):
         spec = random_spec(rng, kind, channels, kernel=3, stride=stride, expand=40, out=20, residual=False,
@@ -285,6 +307,10 @@ def test_small_cases_for_the_sanitizer(rng):
     spec = random_spec(rng, "pwdw", 12, kernel=3, stride=1, expand=72, channels_last=True)
     check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="7x5,0,3,3")
     check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="4x5,0,1,3,2")
+    if (compute_capability() or (0, 0))[0] == 9:  # DW->PW in two passes, with a residual
+        spec = random_spec(rng, "dwpw", 12, kernel=3, stride=1, out=12, residual=True, channels_last=True)
+        spec = dataclasses.replace(spec, stages=[spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation())])
+        check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="dw+gemm")
 
 
 def twice(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -315,6 +341,7 @@ def test_two_passes_in_a_cuda_graph(rng):
     """Two DW->PW nodes in a row on the "dw+gemm" plan captured in a CUDA graph (each a depthwise
     pass and a GEMM, the workspace from ONNX Runtime's allocator), then replays with new inputs:
     each replay's output is the CPU's."""
+    require_hopper()
     spec = random_spec(rng, "dwpw", 32, kernel=3, stride=1, out=32, channels_last=True)
     stages = [spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation("relu"))]
     model = twice(fused_model(dataclasses.replace(spec, stages=stages)))

@@ -18,9 +18,9 @@ import pytest
 
 from fcm_core.vocabulary import PRECISIONS
 from ort_custom_ops.ops.library import make_session
-from ort_custom_ops.ops.schema import NUMPY_TYPES
+from ort_custom_ops.ops.schema import NUMPY_TYPES, Activation
 from ort_custom_ops.ops.standalone import float_io, fused_model
-from tests.support.gpu import cuda_providers, forced_plan, has_clusters, require_cuda
+from tests.support.gpu import compute_capability, cuda_providers, forced_plan, has_clusters, require_cuda
 from tests.support.half import rounding_bound, run_poisoned_half
 from tests.support.specs import random_feeds, random_spec
 
@@ -97,6 +97,41 @@ def test_mobilenet_v2_blocks_at_batch_32_in_half(precision, rng):
         check_half_on_gpu(spec, rng, 32, size, size)
 
 
+def _hopper() -> bool:
+    return (compute_capability() or (0, 0))[0] == 9
+
+
+@HALF
+@pytest.mark.parametrize("case", [
+    # (channels, out, kernel, stride, residual, batch, size, activation after the product)
+    (64, 96, 3, 1, False, 3, (14, 14), Activation("relu")),
+    (48, 48, 5, 1, True, 2, (9, 12), Activation()),             # y = res_act(acc + b + x)
+    (40, 24, 7, 2, False, 1, (17, 15), Activation("clip", (0.0, 6.0))),
+    (728, 728, 3, 1, False, 2, (14, 14), Activation()),         # Xception's middle flow
+])
+def test_dwpw_in_two_passes_in_half(precision, case, rng):
+    """The "dw+gemm" plan in the node's type: the depthwise pass in FP32 with its output rounded to
+    the type, then CUTLASS's FP16 / BF16 GEMM (FP32 accumulation) with the bias, clamp and residual."""
+    if not _hopper():
+        pytest.skip("two passes run CUTLASS's sm_90 GEMM")
+    c, f, kernel, stride, residual, batch, (h, w), activation = case
+    spec = random_spec(rng, "dwpw", c, kernel=kernel, stride=stride, out=f, residual=residual, channels_last=True)
+    stages = [spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation() if residual else activation)]
+    spec = dataclasses.replace(spec, stages=stages, residual_activation=Activation("relu") if residual else Activation())
+    check_half_on_gpu(_half(spec, precision), rng, batch, h, w, plan="dw+gemm")
+
+
+@HALF
+def test_two_passes_in_half_need_16_byte_rows(precision, rng):
+    """A half node of 12 channels (rows of 24 bytes) forced onto "dw+gemm": an ONNX Runtime error
+    naming the reason."""
+    if not _hopper():
+        pytest.skip("two passes run CUTLASS's sm_90 GEMM")
+    spec = _half(random_spec(rng, "dwpw", 12, kernel=3, stride=1, out=16, channels_last=True), precision)
+    with pytest.raises(Exception, match="multiples of 8"):
+        check_half_on_gpu(spec, rng, 1, 9, 9, plan="dw+gemm")
+
+
 @HALF
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_other_half_nodes_run_on_fp32_copies(precision, channels_last, rng, capfd, monkeypatch):
@@ -136,3 +171,6 @@ def test_small_half_cases_for_the_sanitizer(precision, rng):
     spec = _half(random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, expand=72, out=16, residual=True, channels_last=True), precision)
     for plan in (["4x8,16,2,3", "4x8,16,1,0"] if has_clusters() else ["4x8,16,1,0"]):
         check_half_on_gpu(spec, rng, 2, 7, 5, plan=plan)
+    if _hopper():
+        spec = _half(random_spec(rng, "dwpw", 16, kernel=3, stride=2, out=24, channels_last=True), precision)
+        check_half_on_gpu(spec, rng, 2, 7, 5, plan="dw+gemm")

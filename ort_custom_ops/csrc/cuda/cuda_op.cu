@@ -115,6 +115,9 @@ struct CudaChainKernelT {
   OrtStatusPtr RunChainTransposed(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
   template <class P>
   OrtStatusPtr RunPixelChain(Ort::KernelContext& ctx, const P& p, int device, cudaStream_t stream);
+  // A block plan's launch, with the workspace it needs (two passes) from ONNX Runtime's allocator
+  template <class P>
+  OrtStatusPtr LaunchBlockPlan(Ort::KernelContext& ctx, const P& p, const block::BlockPlan& plan, int device, cudaStream_t stream);
   // half problems: the pixel-chain or block kernels in E, else Run on FP32 copies (RunWidened)
   OrtStatusPtr RunHalf(Ort::KernelContext& ctx, const ChainProblemOf<E>& p, int device, cudaStream_t stream);
   OrtStatusPtr RunWidened(Ort::KernelContext& ctx, const ChainProblemOf<E>& p, int device, cudaStream_t stream);
@@ -269,11 +272,7 @@ OrtStatusPtr CudaChainKernelT<T>::RunHalf(Ort::KernelContext& ctx, const ChainPr
   if (PixelChainFits(p) && !PlanForced(p.n)) return RunPixelChain(ctx, p, device, stream);
   if (spec.channels_last) {
     const block::BlockPlan plan = BlockPlanOf(half_block_plans, p, device);
-    if (plan.error.empty()) {
-      const cudaError_t err = block::LaunchBlock(p, plan, stream);
-      if (err != cudaSuccess) return CudaFailure(err);
-      return nullptr;
-    }
+    if (plan.error.empty()) return LaunchBlockPlan(ctx, p, plan, device, stream);
     if (PlanForced(p.n)) return NoPlan(plan.error);
   }
   return RunWidened(ctx, p, device, stream);
@@ -426,6 +425,13 @@ OrtStatusPtr CudaChainKernelT<T>::RunBlock(Ort::KernelContext& ctx, const ChainP
     if (!PlanForced(p.n)) return RunChainTransposed(ctx, p, device, stream);
     return NoPlan(plan.error);
   }
+  return LaunchBlockPlan(ctx, p, plan, device, stream);
+}
+
+template <class T>
+template <class P>
+OrtStatusPtr CudaChainKernelT<T>::LaunchBlockPlan(Ort::KernelContext& ctx, const P& p, const block::BlockPlan& plan, int device,
+                                                  cudaStream_t stream) {
   // two passes (block/two_pass.h): the depthwise stage's output goes through a workspace
   OrtAllocator* allocator = nullptr;
   void* workspace = nullptr;

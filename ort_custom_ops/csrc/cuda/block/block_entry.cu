@@ -4,7 +4,6 @@
 #include <cstring>
 #include <string>
 
-#include "../../plan_text.h"
 #include "block_launch.h"
 
 namespace {
@@ -59,9 +58,9 @@ __attribute__((visibility("default"))) int FcmBlockRun(void* const* pointers, co
   return chosen.error.empty() && text.rfind("launch failed", 0) != 0 ? 0 : 1;
 }
 
-// The plans the kernels would consider, one per line with its estimate, and the two-pass plan where
-// the shapes allow it (the tuner times it; the kernels run it only where a node's plans name it).
-// The activations are not given: a plan they refuse fails when it is forced on the node.
+// The plans the kernels would consider, one per line with its estimate (the two-pass plan among
+// them where the shapes allow it). The activations are not given: a plan they refuse fails when it
+// is forced on the node.
 __attribute__((visibility("default"))) int FcmBlockCandidates(const int* dims, char* out, int size) {
   fcm::ChainProblem p;
   p.n = dims[0], p.h = dims[1], p.w = dims[2], p.c = dims[3], p.m = dims[4], p.f = dims[5];
@@ -69,8 +68,6 @@ __attribute__((visibility("default"))) int FcmBlockCandidates(const int* dims, c
   p.pw1 = dims[13] != 0, p.dw = dims[14] != 0, p.pwl = dims[15] != 0, p.tf32 = dims[17] != 0;
   std::string text;
   for (const auto& plan : fcm::block::BlockCandidates(p)) text += fcm::block::DescribeBlockPlan(plan) + "\n";
-  const fcm::block::BlockPlan two_pass = fcm::block::ParseBlockPlan(p, fcm::kTwoPassPlan);
-  if (two_pass.error.empty()) text += fcm::block::DescribeBlockPlan(two_pass) + "\n";
   std::snprintf(out, size, "%s", text.c_str());
   return 0;
 }

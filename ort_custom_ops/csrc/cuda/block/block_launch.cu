@@ -329,15 +329,11 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
     return plan;
   };
   if (plan.two_pass) {  // the depthwise stage into a workspace, then a GEMM (two_pass.h)
-    if constexpr (kIsHalf<E>) {
-      return fail("two passes take FP32 tensors");
-    } else {
-      const std::string refusal = TwoPassRefusal(p, d.major);
-      if (!refusal.empty()) return fail(refusal);
-      plan.workspace_bytes = TwoPassWorkspaceBytes(p);
-      plan.estimate_us = TwoPassEstimateUs(p);
-      return plan;
-    }
+    const std::string refusal = TwoPassRefusal(p, d.major);
+    if (!refusal.empty()) return fail(refusal);
+    plan.workspace_bytes = TwoPassWorkspaceBytes(p);
+    plan.estimate_us = TwoPassEstimateUs(p);
+    return plan;
   }
   // (the half types' copies move 16-byte pieces: cp.async has no 2-byte copy)
   if (kIsHalf<E> && !RowsOf16Bytes(p))
@@ -456,6 +452,12 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p) {
             if (plan.error.empty()) plans.push_back(plan);
           }
       }
+  // DW->PW in two passes, where it takes the problem: on wide products at large batches the GEMM
+  // library's main loop beats the fused kernels' by more than the intermediate's round trip costs
+  BlockPlan two_pass;
+  two_pass.two_pass = true;
+  two_pass = CompleteBlockPlan(p, two_pass);
+  if (two_pass.error.empty()) plans.push_back(two_pass);
   return plans;
 }
 
@@ -495,8 +497,8 @@ std::string DescribeBlockPlan(const BlockPlan& plan) {
   if (!plan.error.empty()) return "no plan: " + plan.error;
   char text[256];
   if (plan.two_pass) {
-    std::snprintf(text, sizeof(text), "%s (depthwise pass, then CUTLASS's TF32 GEMM), %zu B workspace, ~%.1f us", kTwoPassPlan,
-                  plan.workspace_bytes, plan.estimate_us);
+    std::snprintf(text, sizeof(text), "%s (depthwise pass, then CUTLASS's GEMM, %s), %zu B workspace, ~%.1f us", kTwoPassPlan,
+                  plan.arithmetic, plan.workspace_bytes, plan.estimate_us);
     return text;
   }
   std::snprintf(text, sizeof(text), "%s (%s, %s), %zu B shared, %lld units on %d CTAs, %d per SM, ~%.1f us",
@@ -542,13 +544,7 @@ bool EncodeMap(CUtensorMap* map, const E* base, int rank, const uint64_t* dims, 
 template <class E>
 cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace) {
   if (!plan.error.empty()) return cudaErrorInvalidConfiguration;
-  if (plan.two_pass) {
-    if constexpr (kIsHalf<E>) {
-      return cudaErrorInvalidConfiguration;
-    } else {
-      return LaunchTwoPass(p, workspace, stream);
-    }
-  }
+  if (plan.two_pass) return LaunchTwoPass(p, workspace, stream);
   KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups);
   if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes, plan.groups) == 0) return cudaErrorInvalidConfiguration;
   BlockArgsOf<E> a;

@@ -1,10 +1,14 @@
 // DW->PW in two kernels: a depthwise pass into a workspace, then CUTLASS's sm_90 GEMM (two_pass.h).
 #include "two_pass.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <mutex>
 #include <set>
+#include <string>
+#include <type_traits>
 
 #include <cute/tensor.hpp>
 #include <cutlass/cutlass.h>
@@ -17,6 +21,7 @@
 
 #include "../../epilogue.h"
 #include "../device.h"
+#include "element.cuh"
 
 namespace fcm {
 namespace block {
@@ -25,13 +30,37 @@ namespace {
 constexpr int kRows = 2, kColumns = 4;  // output pixels per thread of the depthwise pass
 constexpr int kThreads = 256;
 
+// Four consecutive channels, 16 bytes of FP32 or 8 of a half type, to and from FP32.
+template <class E>
+__device__ __forceinline__ void Load4(const E* at, float v[4]) {
+  if constexpr (kIsHalf<E>) {
+    const uint2 raw = __ldg(reinterpret_cast<const uint2*>(at));
+    const E* e = reinterpret_cast<const E*>(&raw);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) v[k] = Element<E>::ToFloat(e[k]);
+  } else {
+    const float4 raw = __ldg(reinterpret_cast<const float4*>(at));
+    v[0] = raw.x, v[1] = raw.y, v[2] = raw.z, v[3] = raw.w;
+  }
+}
+
+template <class E>
+__device__ __forceinline__ void Store4(E* at, const float v[4]) {
+  if constexpr (kIsHalf<E>) {
+    *reinterpret_cast<uint2*>(at) = make_uint2(PackHalves<E>(v[0], v[1]), PackHalves<E>(v[2], v[3]));
+  } else {
+    *reinterpret_cast<float4*>(at) = make_float4(v[0], v[1], v[2], v[3]);
+  }
+}
+
 // v[pixel, c..c+3] = actd(bd + sum over taps of x * wd) for a thread's kRows x kColumns output pixels
-// and four channels: each input row's pixels are loaded once (16 bytes, four channels) for every tap
-// and output pixel that uses them. A warp takes 32 consecutive channel quads (its loads and stores
-// 512 contiguous bytes), and the warps of a CTA neighbouring blocks of the same rows, whose input
-// columns overlap: those loads hit L1.
-template <int K, int S>
-__global__ void __launch_bounds__(kThreads) DepthwisePass(const ChainProblem p, float* v) {
+// and four channels, in FP32 whatever E is (v is rounded to E, as the fused kernels round the
+// depthwise stage's output for their product): each input row's pixels are loaded once for every
+// tap and output pixel that uses them. A warp takes 32 consecutive channel quads (contiguous loads
+// and stores), and the warps of a CTA neighbouring blocks of the same rows, whose input columns
+// overlap: those loads hit L1.
+template <class E, int K, int S>
+__global__ void __launch_bounds__(kThreads) DepthwisePass(const ChainProblemOf<E> p, E* v) {
   constexpr int kInputRows = (kRows - 1) * S + K, kInputs = (kColumns - 1) * S + K;
   const int quads = p.m / 4, quad_groups = (quads + 31) / 32;
   const int blocks_w = (p.out_w + kColumns - 1) / kColumns, blocks_h = (p.out_h + kRows - 1) / kRows;
@@ -51,7 +80,7 @@ __global__ void __launch_bounds__(kThreads) DepthwisePass(const ChainProblem p, 
   float acc[kRows][kColumns][4];
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    const float b = __ldg(p.bd + c + k);
+    const float b = Element<E>::ToFloat(p.bd[c + k]);
 #pragma unroll
     for (int r = 0; r < kRows; ++r)
 #pragma unroll
@@ -61,13 +90,16 @@ __global__ void __launch_bounds__(kThreads) DepthwisePass(const ChainProblem p, 
   for (int i = 0; i < kInputRows; ++i) {
     const int iy = oy0 * S - p.pad_top + i;
     if (iy < 0 || iy >= p.h) continue;
-    const float* row = p.x + (static_cast<size_t>(image) * p.h + iy) * p.w * p.m + c;
-    float4 in[kInputs];
+    const E* row = p.x + (static_cast<size_t>(image) * p.h + iy) * p.w * p.m + c;
+    float in[kInputs][4];
 #pragma unroll
     for (int t = 0; t < kInputs; ++t) {
       const int ix = ox0 * S - p.pad_left + t;
-      in[t] = ix >= 0 && ix < p.w ? __ldg(reinterpret_cast<const float4*>(row + static_cast<size_t>(ix) * p.m))
-                                  : make_float4(0.f, 0.f, 0.f, 0.f);
+      if (ix >= 0 && ix < p.w) {
+        Load4(row + static_cast<size_t>(ix) * p.m, in[t]);
+      } else {
+        in[t][0] = in[t][1] = in[t][2] = in[t][3] = 0.f;
+      }
     }
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -77,15 +109,11 @@ __global__ void __launch_bounds__(kThreads) DepthwisePass(const ChainProblem p, 
       for (int dx = 0; dx < K; ++dx) {
         float w[4];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) w[k] = __ldg(p.wd + static_cast<size_t>(c + k) * K * K + dy * K + dx);
+        for (int k = 0; k < 4; ++k) w[k] = Element<E>::ToFloat(p.wd[static_cast<size_t>(c + k) * K * K + dy * K + dx]);
 #pragma unroll
-        for (int j = 0; j < kColumns; ++j) {
-          const float4 t = in[j * S + dx];
-          acc[r][j][0] = fmaf(t.x, w[0], acc[r][j][0]);
-          acc[r][j][1] = fmaf(t.y, w[1], acc[r][j][1]);
-          acc[r][j][2] = fmaf(t.z, w[2], acc[r][j][2]);
-          acc[r][j][3] = fmaf(t.w, w[3], acc[r][j][3]);
-        }
+        for (int j = 0; j < kColumns; ++j)
+#pragma unroll
+          for (int k = 0; k < 4; ++k) acc[r][j][k] = fmaf(in[j * S + dx][k], w[k], acc[r][j][k]);
       }
     }
   }
@@ -96,51 +124,63 @@ __global__ void __launch_bounds__(kThreads) DepthwisePass(const ChainProblem p, 
     for (int j = 0; j < kColumns; ++j) {
       if (ox0 + j >= p.out_w) break;
       p.actd.Apply(acc[r][j]);
-      float* out = v + ((static_cast<size_t>(image) * p.out_h + oy0 + r) * p.out_w + ox0 + j) * p.m + c;
-      *reinterpret_cast<float4*>(out) = make_float4(acc[r][j][0], acc[r][j][1], acc[r][j][2], acc[r][j][3]);
+      Store4(v + ((static_cast<size_t>(image) * p.out_h + oy0 + r) * p.out_w + ox0 + j) * p.m + c, acc[r][j]);
     }
   }
 }
 
 // The kernel sizes and strides the ops take (an if-chain, as depthwise.cuh's).
-cudaError_t LaunchDepthwisePass(const ChainProblem& p, float* v, cudaStream_t stream) {
+template <class E>
+cudaError_t LaunchDepthwisePass(const ChainProblemOf<E>& p, E* v, cudaStream_t stream) {
   const long long threads = static_cast<long long>(p.n) * ((p.out_h + kRows - 1) / kRows) * ((p.m / 4 + 31) / 32) *
                             ((p.out_w + kColumns - 1) / kColumns) * 32;
   const dim3 grid(static_cast<unsigned>((threads + kThreads - 1) / kThreads));
   if (p.kernel == 3 && p.stride == 1) {
-    DepthwisePass<3, 1><<<grid, kThreads, 0, stream>>>(p, v);
+    DepthwisePass<E, 3, 1><<<grid, kThreads, 0, stream>>>(p, v);
   } else if (p.kernel == 3) {
-    DepthwisePass<3, 2><<<grid, kThreads, 0, stream>>>(p, v);
+    DepthwisePass<E, 3, 2><<<grid, kThreads, 0, stream>>>(p, v);
   } else if (p.kernel == 5 && p.stride == 1) {
-    DepthwisePass<5, 1><<<grid, kThreads, 0, stream>>>(p, v);
+    DepthwisePass<E, 5, 1><<<grid, kThreads, 0, stream>>>(p, v);
   } else if (p.kernel == 5) {
-    DepthwisePass<5, 2><<<grid, kThreads, 0, stream>>>(p, v);
+    DepthwisePass<E, 5, 2><<<grid, kThreads, 0, stream>>>(p, v);
   } else if (p.stride == 1) {
-    DepthwisePass<7, 1><<<grid, kThreads, 0, stream>>>(p, v);
+    DepthwisePass<E, 7, 1><<<grid, kThreads, 0, stream>>>(p, v);
   } else {
-    DepthwisePass<7, 2><<<grid, kThreads, 0, stream>>>(p, v);
+    DepthwisePass<E, 7, 2><<<grid, kThreads, 0, stream>>>(p, v);
   }
   return cudaGetLastError();
 }
 
-// D [pixels, f] = clamp(V W2^T + b2 (+ x)): TF32 on the tensor cores, 128 x 128 tiles of two
-// consumer warpgroups, operands by TMA, each row K-major (TF32 takes no other). Every activation the
-// two passes take is a clamp (none, ReLU, ReLU6 and clips), so one kernel serves them all.
+// The CUTLASS element of each tensor type.
+template <class E>
+using CutlassElement = std::conditional_t<std::is_same_v<E, __half>, cutlass::half_t,
+                                          std::conditional_t<std::is_same_v<E, __nv_bfloat16>, cutlass::bfloat16_t, float>>;
+
+// D [pixels, f] = clamp(V W2^T + b2 (+ x)) in E, accumulated in FP32: TF32 or FP16 / BF16 on the
+// tensor cores, 128 x 128 tiles of two consumer warpgroups, a stage 128 bytes of each row deep (32
+// FP32 or 64 half channels), operands by TMA, each row K-major (TF32 takes no other). Every
+// activation the two passes take is a clamp (none, ReLU, ReLU6 and clips), so one kernel per type
+// serves them all.
 using namespace cute;
-using TileShape = Shape<_128, _128, _32>;
-using ClusterShape = Shape<_1, _1, _1>;
-using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<cutlass::epilogue::thread::Clamp, float, float, float, float>;
-using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape, cutlass::epilogue::collective::EpilogueTileAuto,
-    float, float, float, cutlass::layout::RowMajor, 4, float, cutlass::layout::RowMajor, 4,
-    cutlass::epilogue::TmaWarpSpecializedCooperative, Fusion>::CollectiveOp;
-using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, float, cutlass::layout::RowMajor, 4, float, cutlass::layout::ColumnMajor, 4,
-    float, TileShape, ClusterShape,
-    cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-    cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
-using GemmKernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
-using Gemm = cutlass::gemm::device::GemmUniversalAdapter<GemmKernel>;
+template <class E>
+struct TwoPassGemm {
+  using T = CutlassElement<E>;
+  static constexpr int kAlignment = 16 / static_cast<int>(sizeof(E));  // elements in 16 bytes (TMA's rows)
+  using TileShape = Shape<_128, _128, Int<128 / static_cast<int>(sizeof(E))>>;
+  using ClusterShape = Shape<_1, _1, _1>;
+  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<cutlass::epilogue::thread::Clamp, T, float, T, T>;
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape, cutlass::epilogue::collective::EpilogueTileAuto,
+      float, float, T, cutlass::layout::RowMajor, kAlignment, T, cutlass::layout::RowMajor, kAlignment,
+      cutlass::epilogue::TmaWarpSpecializedCooperative, Fusion>::CollectiveOp;
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, cutlass::layout::RowMajor, kAlignment, T, cutlass::layout::ColumnMajor,
+      kAlignment, float, TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+      cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+};
 
 // The clamp of an activation the epilogue takes; false for the others.
 bool ClampOf(const Activation& act, float* lo, float* hi) {
@@ -161,7 +201,8 @@ bool ClampOf(const Activation& act, float* lo, float* hi) {
 
 // The epilogue's one clamp: act2 without a residual, the residual's activation with one (then act2
 // must be none: y = res_act(acc + b2 + x)).
-bool EpilogueClamp(const ChainProblem& p, float* lo, float* hi) {
+template <class E>
+bool EpilogueClamp(const ChainProblemOf<E>& p, float* lo, float* hi) {
   if (!p.residual) return ClampOf(p.act2, lo, hi);
   return p.act2.kind == Act::kNone && ClampOf(p.res_act, lo, hi);
 }
@@ -170,12 +211,15 @@ bool Aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointe
 
 }  // namespace
 
-std::string TwoPassRefusal(const ChainProblem& p, int device_major) {
+template <class E>
+std::string TwoPassRefusal(const ChainProblemOf<E>& p, int device_major) {
   if (!p.dw || !p.pwl || p.pw1) return "two passes take a depthwise stage and a last pointwise stage only (DW->PW)";
   if (p.scale != nullptr) return "two passes take no channel scale";
-  if (!p.tf32) return "two passes run the product in TF32 (exact FP32 is the fused kernels')";
+  if (!kIsHalf<E> && !p.tf32) return "two passes run the product in TF32 (exact FP32 is the fused kernels')";
   if (device_major != 9) return "two passes need an sm_90 GPU (CUTLASS's Hopper GEMM)";
-  if (p.m % 4 != 0 || p.f % 4 != 0) return "two passes need channel counts that are multiples of 4 (16-byte rows)";
+  const int alignment = TwoPassGemm<E>::kAlignment;
+  if (p.m % alignment != 0 || p.f % alignment != 0)
+    return "two passes need channel counts that are multiples of " + std::to_string(alignment) + " (16-byte rows)";
   if (p.kernel != 3 && p.kernel != 5 && p.kernel != 7) return "two passes take depthwise kernels of 3, 5 and 7";
   float lo, hi;
   if (!EpilogueClamp(p, &lo, &hi))
@@ -183,38 +227,59 @@ std::string TwoPassRefusal(const ChainProblem& p, int device_major) {
   return "";
 }
 
-size_t TwoPassWorkspaceBytes(const ChainProblem& p) {
-  return static_cast<size_t>(p.n) * p.out_h * p.out_w * p.m * sizeof(float);
+template <class E>
+size_t TwoPassWorkspaceBytes(const ChainProblemOf<E>& p) {
+  return static_cast<size_t>(p.n) * p.out_h * p.out_w * p.m * sizeof(E);
 }
 
-double TwoPassEstimateUs(const ChainProblem& p) {
+template <class E>
+double TwoPassEstimateUs(const ChainProblemOf<E>& p) {
+  // Fitted to the H100's times of Xception's and MobileNet's DW->PW groups at batch 32 in FP32,
+  // within 10% (benchmarks/2026-12-06-h100-two-pass): both passes move their bytes at ~2.3 TB/s; the
+  // GEMM's 128 x 128 tiles run in waves over the SMs, ~0.58 us per 128-byte step of the sum (taken
+  // to hold for the half types: twice the channels a step at twice the tensor-core rate); ~3 us for
+  // the two launches. A small batch is one wave, so the product's depth sets its time.
+  constexpr double kBytesPerUs = 2.3e6, kStepUs = 0.58, kLaunchUs = 3.0;
+  using Tile = typename TwoPassGemm<E>::TileShape;
+  const double bytes = sizeof(E);
   const double pixels = static_cast<double>(p.n) * p.out_h * p.out_w;
-  const double bytes = 4.0 * (static_cast<double>(p.n) * p.h * p.w * p.m + 2.0 * pixels * p.m + pixels * p.f);
-  const double flops = 2.0 * pixels * p.m * p.f;
-  return bytes / 3.0e6 + flops / 1.2e8 + 8.0;  // ~3 TB/s, ~120 TFLOP/s (cuBLAS on Xception's products, H100)
+  const double depthwise_bytes = bytes * (static_cast<double>(p.n) * p.h * p.w * p.m + pixels * p.m);
+  const double gemm_bytes = bytes * (pixels * p.m + pixels * p.f * (p.residual ? 2.0 : 1.0) + static_cast<double>(p.m) * p.f);
+  const double tile_m = cute::size<0>(Tile{}), tile_n = cute::size<1>(Tile{}), tile_k = cute::size<2>(Tile{});
+  const double tiles = std::ceil(pixels / tile_m) * std::ceil(p.f / tile_n);
+  const double waves = std::ceil(tiles / std::max(1, CurrentDevice().sms));
+  const double steps = std::ceil(p.m / tile_k);
+  return depthwise_bytes / kBytesPerUs + std::max(gemm_bytes / kBytesPerUs, waves * steps * kStepUs) + kLaunchUs;
 }
 
-cudaError_t LaunchTwoPass(const ChainProblem& p, void* workspace, cudaStream_t stream) {
+template <class E>
+cudaError_t LaunchTwoPass(const ChainProblemOf<E>& p, void* workspace, cudaStream_t stream) {
+  using Gemm = typename TwoPassGemm<E>::Gemm;
+  using Kernel = typename TwoPassGemm<E>::Kernel;
+  using T = typename TwoPassGemm<E>::T;
   float lo, hi;
   if (workspace == nullptr || !EpilogueClamp(p, &lo, &hi)) return cudaErrorInvalidValue;
   if (!Aligned16(p.x) || !Aligned16(p.y) || !Aligned16(p.w2) || !Aligned16(p.b2) || !Aligned16(workspace))
     return cudaErrorMisalignedAddress;
-  float* v = static_cast<float*>(workspace);
+  E* v = static_cast<E*>(workspace);
   cudaError_t err = LaunchDepthwisePass(p, v, stream);
   if (err != cudaSuccess) return err;
   const int m = p.n * p.out_h * p.out_w, n = p.f, k = p.m;
   // row-major V [m, k] and W2 [n, k] (K-major both), x and y [m, n]; one batch
-  const GemmKernel::StrideA sa = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{m} * k);
-  const GemmKernel::StrideB sb = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{n} * k);
-  const GemmKernel::StrideC sc = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{m} * n);
-  const GemmKernel::StrideD sd = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{m} * n);
+  const typename Kernel::StrideA sa = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{m} * k);
+  const typename Kernel::StrideB sb = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{n} * k);
+  const typename Kernel::StrideC sc = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{m} * n);
+  const typename Kernel::StrideD sd = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{m} * n);
   // C is the residual (the input, shaped as the output: checked); without one beta is 0 and C is
   // never read, but its descriptor is still made: y's memory, which has C's shape
-  const float* c = p.residual ? p.x : p.y;
-  Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm, {m, n, k, 1}, {v, sa, p.w2, sb}, {{}, c, sc, p.y, sd}};
+  const T* c = reinterpret_cast<const T*>(p.residual ? p.x : p.y);
+  typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
+                                {m, n, k, 1},
+                                {reinterpret_cast<const T*>(v), sa, reinterpret_cast<const T*>(p.w2), sb},
+                                {{}, c, sc, reinterpret_cast<T*>(p.y), sd}};
   args.epilogue.thread.alpha = 1.f;
   args.epilogue.thread.beta = p.residual ? 1.f : 0.f;
-  args.epilogue.thread.bias_ptr = p.b2;
+  args.epilogue.thread.bias_ptr = reinterpret_cast<const T*>(p.b2);
   args.epilogue.thread.activation.lower_bound = lo;
   args.epilogue.thread.activation.upper_bound = hi;
   int device = 0;
@@ -224,8 +289,8 @@ cudaError_t LaunchTwoPass(const ChainProblem& p, void* workspace, cudaStream_t s
   Gemm gemm;
   if (gemm.can_implement(args) != cutlass::Status::kSuccess || Gemm::get_workspace_size(args) != 0)
     return cudaErrorInvalidConfiguration;
-  // The kernel's shared-memory attribute is set once per device (initialize), not on every launch:
-  // the later launches may be captured into a CUDA graph, as the block kernels' are.
+  // The kernel's shared-memory attribute is set once per device and type (initialize), not on every
+  // launch: the later launches may be captured into a CUDA graph, as the block kernels' are.
   cutlass::Status status;
   {
     static std::mutex mutex;
@@ -238,6 +303,15 @@ cudaError_t LaunchTwoPass(const ChainProblem& p, void* workspace, cudaStream_t s
   if (gemm.run(stream) != cutlass::Status::kSuccess) return cudaErrorLaunchFailure;
   return cudaGetLastError();
 }
+
+#define FCM_TWO_PASS(E)                                                                     \
+  template std::string TwoPassRefusal<E>(const ChainProblemOf<E>& p, int device_major);     \
+  template size_t TwoPassWorkspaceBytes<E>(const ChainProblemOf<E>& p);                     \
+  template double TwoPassEstimateUs<E>(const ChainProblemOf<E>& p);                         \
+  template cudaError_t LaunchTwoPass<E>(const ChainProblemOf<E>& p, void* workspace, cudaStream_t stream);
+FCM_TWO_PASS(float)
+FCM_TWO_PASS(__half)
+FCM_TWO_PASS(__nv_bfloat16)
 
 }  // namespace block
 }  // namespace fcm

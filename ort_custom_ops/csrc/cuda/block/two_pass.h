@@ -5,10 +5,11 @@
 // epilogue. The intermediate makes a round trip through L2 and device memory, which the fused
 // kernels avoid; the product runs at the library's efficiency, which they do not.
 //
-// In: a ChainProblem with a depthwise and a last pointwise stage and nothing before them (FP32
-// tensors, TF32 allowed), NHWC. Out: y, as the fused kernels compute it. A plan the block launcher
-// names kTwoPassPlan ("dw+gemm"); never the kernels' own choice: fcm tune times it among the
-// candidates (FcmBlockCandidates), and a node's cuda_plans or a forced plan names it.
+// In: a ChainProblemOf<E> (FP32 with TF32 allowed, FP16 or BF16) with a depthwise and a last
+// pointwise stage and nothing before them, NHWC. Out: y, as the fused kernels compute it (the
+// depthwise stage in FP32, its output rounded to E, the product accumulated in FP32). The plan the
+// block launcher names kTwoPassPlan ("dw+gemm"), one of the kernels' candidates where it takes the
+// problem.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -22,14 +23,18 @@ namespace fcm {
 namespace block {
 
 // Why the two passes cannot run this problem on this device ("" where they can).
-std::string TwoPassRefusal(const ChainProblem& p, int device_major);
-// The workspace the two passes need: the depthwise stage's output, FP32.
-size_t TwoPassWorkspaceBytes(const ChainProblem& p);
-// A rough time in microseconds (device-memory bytes and the product's FLOPs at what a GEMM library
-// reaches on such shapes).
-double TwoPassEstimateUs(const ChainProblem& p);
+template <class E>
+std::string TwoPassRefusal(const ChainProblemOf<E>& p, int device_major);
+// The workspace the two passes need: the depthwise stage's output, in E.
+template <class E>
+size_t TwoPassWorkspaceBytes(const ChainProblemOf<E>& p);
+// The time in microseconds, fitted to measured ones (device-memory bytes, and the GEMM's tiles in
+// waves over the SMs).
+template <class E>
+double TwoPassEstimateUs(const ChainProblemOf<E>& p);
 // Both kernels on `stream`; `workspace` holds TwoPassWorkspaceBytes(p).
-cudaError_t LaunchTwoPass(const ChainProblem& p, void* workspace, cudaStream_t stream);
+template <class E>
+cudaError_t LaunchTwoPass(const ChainProblemOf<E>& p, void* workspace, cudaStream_t stream);
 
 }  // namespace block
 }  // namespace fcm
