@@ -230,6 +230,11 @@ def cases() -> list[Case]:
     out.append(Case("dwpw two passes residual", 3, 9, 12, 48, 48, 48, "dwpw", kernel=5, acts=("none", "relu", "none"), residual=True,
                     res_act="relu", plan="dw+gemm"))
     out.append(Case("dwpw two passes s2", 2, 13, 11, 40, 40, 24, "dwpw", kernel=7, stride=2, acts=("none", "clip", "clip"), plan="dw+gemm"))
+    # PW->DW->PW in three passes (CUTLASS's GEMM, a depthwise pass, CUTLASS's GEMM)
+    out.append(Case("pwdwpw three passes mobilenet_v2 7x7", 4, 7, 7, 160, 960, 160, "pwdwpw", acts=("clip", "clip", "none"),
+                    residual=True, plan="gemm+dw+gemm"))
+    out.append(Case("pwdwpw three passes s2", 2, 13, 11, 24, 72, 40, "pwdwpw", kernel=5, stride=2, acts=("relu", "swish", "clip"),
+                    plan="gemm+dw+gemm"))
     out.append(Case("batch 32", 32, 28, 28, 32, 192, 32, "pwdwpw", residual=True))
     return out
 
@@ -261,7 +266,9 @@ def time_ms(fn, runs: int = 30, per_graph: int = 20) -> float:
     return times[len(times) // 2]
 
 
-def bench(lib: Library, gen, n: int) -> list[dict]:
+def bench(lib: Library, gen, n: int, plans: list[str]) -> list[dict]:
+    """MobileNetV2's blocks at batch `n`: the kernels' own plan, each of `plans` that takes the block
+    (checked against the float64 reference first), and cuDNN unfused."""
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = True
     rows = []
@@ -288,8 +295,17 @@ def bench(lib: Library, gen, n: int) -> list[dict]:
 
         cudnn = time_ms(unfused)
         macs = n * (h * h * c * m + problem.out_h * problem.out_w * (m * 9 + m * f))
+        timed = []
+        for plan in plans:
+            checked = check(lib, Case(case.name, n, h, h, c, m, f, "pwdwpw", stride=s, residual=res, plan=plan), gen)
+            if "rel_err" not in checked:  # refused: this plan does not take the block
+                timed.append({"plan": plan, "refused": checked.get("error", checked.get("plan", ""))})
+            elif not checked["ok"]:
+                timed.append({"plan": checked["plan"], "error": checked})
+            else:
+                timed.append({"plan": checked["plan"], "ms": time_ms(lambda: lib.run(problem, plan))})
         rows.append({"block": case.name, "plan": text, "fused_ms": fused, "cudnn_unfused_ms": cudnn, "speedup": cudnn / fused,
-                     "tflops": 2 * macs / fused / 1e9})
+                     "tflops": 2 * macs / fused / 1e9, "timed": timed})
     return rows
 
 
@@ -328,6 +344,8 @@ def main() -> int:
     parser.add_argument("--sweep", type=int, default=0, metavar="N",
                         help="also time the N best-estimated candidate plans of each MobileNetV2 block at batch 32 "
                         "(the kernels' own pick against the fastest: what fcm tune can gain)")
+    parser.add_argument("--plans", default="", help="also time these plans on each MobileNetV2 block ('HxW,f_tile,split,"
+                        "stages[,groups]', 'gemm+dw+gemm', ... separated by ';'), each checked first; those a block refuses are skipped")
     parser.add_argument("--profile", default="", help="run the MobileNetV2 block whose name holds this text once at batch 32 "
                         "(after a warm-up), for a profiler, and nothing else")
     args = parser.parse_args()
@@ -361,7 +379,7 @@ def main() -> int:
     print(f"{len(results['checks']) - failures}/{len(results['checks'])} checks passed", flush=True)
     if not args.no_bench and failures == 0:
         for n in (32, 1):
-            rows = bench(lib, gen, n)
+            rows = bench(lib, gen, n, [x for x in args.plans.split(";") if x])
             results["bench"][str(n)] = rows
             print(f"batch {n}: block, fused ms, cuDNN unfused ms, speedup, TFLOP/s")
             for row in rows:
@@ -370,6 +388,8 @@ def main() -> int:
                 else:
                     print(f"  {row['block']:<26} {row['fused_ms']:.4f} {row['cudnn_unfused_ms']:.4f} {row['speedup']:.2f}x "
                           f"{row['tflops']:.1f}  {row['plan'][:60]}")
+                    for t in row["timed"]:
+                        print(f"    {t['ms']:.4f} {t['plan'][:70]}" if "ms" in t else f"    not timed: {str(t)[:100]}")
     if args.sweep and failures == 0:
         results["sweep"] = sweep(lib, gen, 32, args.sweep)
     if args.out:

@@ -209,18 +209,45 @@ def test_dwpw_in_two_passes(case, rng):
     check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan="dw+gemm")
 
 
-def test_two_passes_refuse_what_they_do_not_take(rng):
-    """The "dw+gemm" plan forced where it cannot run is an ONNX Runtime error naming the reason."""
+def test_separate_passes_refuse_what_they_do_not_take(rng):
+    """The "dw+gemm" and "gemm+dw+gemm" plans forced where they cannot run: an ONNX Runtime error
+    naming the reason."""
     require_hopper()
-    x = rng.normal(size=(1, 9, 9, 16)).astype(np.float32)
-    for kind, channels, activation, reason in (("pwdwpw", 16, Activation(), "DW->PW"),
-                                               ("dwpw", 18, Activation(), "multiples of 4"),
-                                               ("dwpw", 16, Activation("swish"), "none, relu and clip")):
-        spec = random_spec(rng, kind, channels, kernel=3, stride=1, out=16, channels_last=True)
-        spec = dataclasses.replace(spec, stages=[*spec.stages[:-1], dataclasses.replace(spec.stages[-1], activation=activation)])
-        feed = rng.normal(size=(1, 9, 9, channels)).astype(np.float32) if channels != 16 else x
+    for kind, channels, first, last, plan, reason in (
+            ("pwdwpw", 16, Activation(), Activation(), "dw+gemm", "DW->PW"),
+            ("dwpw", 16, Activation(), Activation(), "gemm+dw+gemm", "PW->DW->PW"),
+            ("dwpw", 18, Activation(), Activation(), "dw+gemm", "multiples of 4"),
+            ("pwdwpw", 18, Activation(), Activation(), "gemm+dw+gemm", "multiples of 4"),
+            ("dwpw", 16, Activation(), Activation("swish"), "dw+gemm", "none, relu and clip"),
+            ("pwdwpw", 16, Activation("hard_swish"), Activation(), "gemm+dw+gemm", "none, relu and clip")):
+        spec = random_spec(rng, kind, channels, kernel=3, stride=1, expand=32, out=16, channels_last=True)
+        stages = [dataclasses.replace(spec.stages[0], activation=first) if kind == "pwdwpw" else spec.stages[0],
+                  *spec.stages[1:-1], dataclasses.replace(spec.stages[-1], activation=last)]
+        feed = rng.normal(size=(1, 9, 9, channels)).astype(np.float32)
         with pytest.raises(Exception, match=reason):
-            make_session(forced_plan(fused_model(spec), "dw+gemm", 1), providers=cuda_providers()).run(None, {"X": feed})
+            model = forced_plan(fused_model(dataclasses.replace(spec, stages=stages)), plan, 1)
+            make_session(model, providers=cuda_providers()).run(None, {"X": feed})
+
+
+@pytest.mark.parametrize("case", [
+    # (channels, expand, out, kernel, stride, residual, batch, size)
+    (16, 96, 24, 3, 2, False, 2, (15, 13)),     # MobileNetV2's first expanding block, odd sizes
+    (24, 144, 24, 3, 1, True, 3, (9, 12)),      # y = res_act(acc + b + x)
+    (32, 64, 40, 5, 1, False, 1, (11, 11)),
+    (40, 120, 48, 7, 2, False, 2, (17, 15)),
+    (160, 960, 160, 3, 1, True, 32, (7, 7)),    # MobileNetV2's 7x7 block at batch 32
+])
+def test_pwdwpw_in_three_passes(case, rng):
+    """PW->DW->PW as CUTLASS's GEMM with the first stage's bias and ReLU6, a depthwise pass, and a
+    GEMM with the last stage's bias, clamp and residual (the "gemm+dw+gemm" plan), against the CPU
+    kernels."""
+    require_hopper()
+    c, e, f, kernel, stride, residual, batch, (h, w) = case
+    spec = random_spec(rng, "pwdwpw", c, kernel=kernel, stride=stride, expand=e, out=f, residual=residual, channels_last=True)
+    stages = [dataclasses.replace(spec.stages[0], activation=Activation("clip", (0.0, 6.0))), spec.stages[1],
+              dataclasses.replace(spec.stages[2], activation=Activation() if residual else Activation("relu"))]
+    spec = dataclasses.replace(spec, stages=stages, residual_activation=Activation("relu") if residual else Activation())
+    check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan="gemm+dw+gemm")
 
 
 def test_kernels_choose_two_passes_for_wide_products():
@@ -288,7 +315,7 @@ def test_tuned_plans_attribute(rng, capfd, monkeypatch):
 def test_small_cases_for_the_sanitizer(rng):
     """A handful of tiny cases per kind and copy path (run under compute-sanitizer memcheck and
     racecheck): TMA and cp.async, a split over a cluster, a ragged chunk, a PW->DW split without one,
-    two passes."""
+    two and three passes."""
     for kind, stride, channels in (("dwpw", 2, 12), ("pwdw", 1, 9), ("pwpw", 1, 8), ("pwdwpw", 2, 9), ("pwdwpw", 1, 16),
                                    ("pw", 1, 44), ("pw", 1, 9)):
         spec = random_spec(rng, kind, channels, kernel=3, stride=stride, expand=40, out=20, residual=False,
@@ -307,11 +334,15 @@ def test_small_cases_for_the_sanitizer(rng):
     spec = random_spec(rng, "pwdw", 12, kernel=3, stride=1, expand=72, channels_last=True)
     check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="7x5,0,3,3")
     check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="4x5,0,1,3,2")
-    if (compute_capability() or (0, 0))[0] == 9:  # DW->PW in two passes, with a residual
+    if (compute_capability() or (0, 0))[0] == 9:  # DW->PW in two passes (with a residual), PW->DW->PW in three
         spec = random_spec(rng, "dwpw", 12, kernel=3, stride=1, out=12, residual=True, channels_last=True)
         spec = dataclasses.replace(spec, stages=[spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation())],
                                    residual_activation=Activation("relu"))
         check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="dw+gemm")
+        spec = random_spec(rng, "pwdwpw", 8, kernel=3, stride=2, expand=24, out=16, channels_last=True)
+        spec = dataclasses.replace(spec, stages=[dataclasses.replace(spec.stages[0], activation=Activation("relu")), spec.stages[1],
+                                                 dataclasses.replace(spec.stages[2], activation=Activation())])
+        check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="gemm+dw+gemm")
 
 
 def twice(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -338,15 +369,17 @@ def test_cuda_graph_capture_and_replay(split, rng):
     check_graph_replays(twice(fused_model(first)), rng, (4, 14, 14, 32), "Y2", f"7x7,32,{split},3", 4, TF32_BOUND)
 
 
-def test_two_passes_in_a_cuda_graph(rng):
-    """Two DW->PW nodes in a row on the "dw+gemm" plan captured in a CUDA graph (each a depthwise
-    pass and a GEMM, the workspace from ONNX Runtime's allocator), then replays with new inputs:
-    each replay's output is the CPU's."""
+@pytest.mark.parametrize("kind, plan", [("dwpw", "dw+gemm"), ("pwdwpw", "gemm+dw+gemm")])
+def test_separate_passes_in_a_cuda_graph(kind, plan, rng):
+    """Two nodes in a row on the "dw+gemm" or "gemm+dw+gemm" plan captured in a CUDA graph (each its
+    GEMMs and depthwise pass, the workspace from ONNX Runtime's allocator), then replays with new
+    inputs: each replay's output is the CPU's."""
     require_hopper()
-    spec = random_spec(rng, "dwpw", 32, kernel=3, stride=1, out=32, channels_last=True)
-    stages = [spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation("relu"))]
+    spec = random_spec(rng, kind, 32, kernel=3, stride=1, expand=64, out=32, channels_last=True)
+    stages = [dataclasses.replace(spec.stages[0], activation=Activation("relu")) if kind == "pwdwpw" else spec.stages[0],
+              *spec.stages[1:-1], dataclasses.replace(spec.stages[-1], activation=Activation("relu"))]
     model = twice(fused_model(dataclasses.replace(spec, stages=stages)))
-    check_graph_replays(model, rng, (4, 14, 14, 32), "Y2", "dw+gemm", 4, TF32_BOUND)
+    check_graph_replays(model, rng, (4, 14, 14, 32), "Y2", plan, 4, TF32_BOUND)
 
 
 def test_squeeze_excitation_branch_at_one_pixel(rng):

@@ -122,6 +122,26 @@ def test_dwpw_in_two_passes_in_half(precision, case, rng):
 
 
 @HALF
+@pytest.mark.parametrize("case", [
+    # (channels, expand, out, kernel, stride, residual, batch, size)
+    (16, 96, 24, 3, 2, False, 2, (15, 13)),
+    (24, 144, 24, 5, 1, True, 3, (9, 12)),      # y = res_act(acc + b + x)
+    (160, 960, 160, 3, 1, True, 32, (7, 7)),    # MobileNetV2's 7x7 block at batch 32
+])
+def test_pwdwpw_in_three_passes_in_half(precision, case, rng):
+    """The "gemm+dw+gemm" plan in the node's type: CUTLASS's FP16 / BF16 GEMMs (FP32 accumulation,
+    the first's output rounded to the type) around the depthwise pass."""
+    if not _hopper():
+        pytest.skip("three passes run CUTLASS's sm_90 GEMM")
+    c, e, f, kernel, stride, residual, batch, (h, w) = case
+    spec = random_spec(rng, "pwdwpw", c, kernel=kernel, stride=stride, expand=e, out=f, residual=residual, channels_last=True)
+    stages = [dataclasses.replace(spec.stages[0], activation=Activation("clip", (0.0, 6.0))), spec.stages[1],
+              dataclasses.replace(spec.stages[2], activation=Activation() if residual else Activation("relu"))]
+    spec = dataclasses.replace(spec, stages=stages, residual_activation=Activation("relu") if residual else Activation())
+    check_half_on_gpu(_half(spec, precision), rng, batch, h, w, plan="gemm+dw+gemm")
+
+
+@HALF
 def test_two_passes_in_half_need_16_byte_rows(precision, rng):
     """A half node of 12 channels (rows of 24 bytes) forced onto "dw+gemm": an ONNX Runtime error
     naming the reason."""
@@ -175,3 +195,8 @@ def test_small_half_cases_for_the_sanitizer(precision, rng):
         spec = random_spec(rng, "dwpw", 16, kernel=3, stride=2, out=24, channels_last=True)
         spec = dataclasses.replace(spec, stages=[spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation("relu"))])
         check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="dw+gemm")
+        spec = random_spec(rng, "pwdwpw", 8, kernel=3, stride=1, expand=24, out=8, residual=True, channels_last=True)
+        spec = dataclasses.replace(spec, stages=[dataclasses.replace(spec.stages[0], activation=Activation("relu")), spec.stages[1],
+                                                 dataclasses.replace(spec.stages[2], activation=Activation())],
+                                   residual_activation=Activation())
+        check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="gemm+dw+gemm")

@@ -432,7 +432,7 @@ template <class T>
 template <class P>
 OrtStatusPtr CudaChainKernelT<T>::LaunchBlockPlan(Ort::KernelContext& ctx, const P& p, const block::BlockPlan& plan, int device,
                                                   cudaStream_t stream) {
-  // two passes (block/two_pass.h): the depthwise stage's output goes through a workspace
+  // separate passes (block/passes.h): the intermediates go through a workspace
   OrtAllocator* allocator = nullptr;
   void* workspace = nullptr;
   if (plan.workspace_bytes > 0) {

@@ -20,7 +20,7 @@
 #include "depthwise.cuh"
 #include "element.cuh"
 #include "tile_layout.cuh"
-#include "two_pass.h"
+#include "passes.h"
 
 namespace fcm {
 namespace block {
@@ -328,11 +328,11 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
     plan.error = why;
     return plan;
   };
-  if (plan.two_pass) {  // the depthwise stage into a workspace, then a GEMM (two_pass.h)
-    const std::string refusal = TwoPassRefusal(p, d.major);
+  if (plan.passes > 0) {  // the stages as separate kernels through a workspace (passes.h)
+    const std::string refusal = PassesRefusal(p, plan.passes, d.major);
     if (!refusal.empty()) return fail(refusal);
-    plan.workspace_bytes = TwoPassWorkspaceBytes(p);
-    plan.estimate_us = TwoPassEstimateUs(p);
+    plan.workspace_bytes = PassesWorkspaceBytes(p, plan.passes);
+    plan.estimate_us = PassesEstimateUs(p, plan.passes);
     return plan;
   }
   // (the half types' copies move 16-byte pieces: cp.async has no 2-byte copy)
@@ -452,18 +452,24 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p) {
             if (plan.error.empty()) plans.push_back(plan);
           }
       }
-  // DW->PW in two passes, where it takes the problem: on wide products at large batches the GEMM
-  // library's main loop beats the fused kernels' by more than the intermediate's round trip costs
-  BlockPlan two_pass;
-  two_pass.two_pass = true;
-  two_pass = CompleteBlockPlan(p, two_pass);
-  if (two_pass.error.empty()) plans.push_back(two_pass);
+  // The stages as separate passes, where they take the problem: on wide products at large batches
+  // the GEMM library's main loop beats the fused kernels' by more than the intermediates' round trips
+  // through L2 cost
+  for (int passes : {2, 3}) {
+    BlockPlan separate;
+    separate.passes = passes;
+    separate = CompleteBlockPlan(p, separate);
+    if (separate.error.empty()) plans.push_back(separate);
+  }
   return plans;
 }
 
 template <class E>
 BlockPlan PlanBlock(const ChainProblemOf<E>& p) {
   std::vector<BlockPlan> plans = BlockCandidates(p);
+  // three passes are fcm tune's to time, not yet the kernels' own choice: their estimate extends the
+  // two passes' fit to a first GEMM, unmeasured
+  plans.erase(std::remove_if(plans.begin(), plans.end(), [](const BlockPlan& plan) { return plan.passes == 3; }), plans.end());
   if (plans.empty()) {
     BlockPlan none;
     none.error = "no launch plan of the fused-block kernels fits this problem on this GPU";
@@ -482,12 +488,12 @@ BlockPlan ParseBlockPlan(const ChainProblemOf<E>& p, const std::string& text) {
     return plan;
   }
   plan.tile_h = fields.tile_h, plan.tile_w = fields.tile_w, plan.f_tile = fields.f_tile, plan.split = fields.split;
-  plan.stages = fields.stages, plan.groups = fields.groups, plan.two_pass = fields.two_pass;
+  plan.stages = fields.stages, plan.groups = fields.groups, plan.passes = fields.passes;
   return CompleteBlockPlan(p, plan);
 }
 
 std::string BlockPlanText(const BlockPlan& plan) {
-  if (plan.two_pass) return kTwoPassPlan;
+  if (plan.passes > 0) return plan.passes == 2 ? kTwoPassPlan : kThreePassPlan;
   char text[64];
   std::snprintf(text, sizeof(text), "%dx%d,%d,%d,%d", plan.tile_h, plan.tile_w, plan.f_tile, plan.split, plan.stages);
   return plan.groups == 1 ? std::string(text) : std::string(text) + "," + std::to_string(plan.groups);
@@ -496,8 +502,9 @@ std::string BlockPlanText(const BlockPlan& plan) {
 std::string DescribeBlockPlan(const BlockPlan& plan) {
   if (!plan.error.empty()) return "no plan: " + plan.error;
   char text[256];
-  if (plan.two_pass) {
-    std::snprintf(text, sizeof(text), "%s (depthwise pass, then CUTLASS's GEMM, %s), %zu B workspace, ~%.1f us", kTwoPassPlan,
+  if (plan.passes > 0) {
+    std::snprintf(text, sizeof(text), "%s (%s, %s), %zu B workspace, ~%.1f us", BlockPlanText(plan).c_str(),
+                  plan.passes == 2 ? "depthwise pass, then CUTLASS's GEMM" : "CUTLASS's GEMM, depthwise pass, CUTLASS's GEMM",
                   plan.arithmetic, plan.workspace_bytes, plan.estimate_us);
     return text;
   }
@@ -544,7 +551,7 @@ bool EncodeMap(CUtensorMap* map, const E* base, int rank, const uint64_t* dims, 
 template <class E>
 cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace) {
   if (!plan.error.empty()) return cudaErrorInvalidConfiguration;
-  if (plan.two_pass) return LaunchTwoPass(p, workspace, stream);
+  if (plan.passes > 0) return LaunchPasses(p, plan.passes, workspace, stream);
   KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups);
   if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes, plan.groups) == 0) return cudaErrorInvalidConfiguration;
   BlockArgsOf<E> a;

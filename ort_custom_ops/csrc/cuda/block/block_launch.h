@@ -24,7 +24,7 @@ struct BlockPlan {
   int split = 1;          // CTAs of a cluster sharing a unit's intermediate channels (sm_90)
   int stages = 3;         // operand ring depth, 3 or 4; 0: resident (each chunk of a CTA its own stage, loaded once)
   int groups = 1;         // computing warpgroups of a CTA (2: they share each unit's chunks)
-  bool two_pass = false;  // DW->PW as two kernels: the depthwise stage into a workspace, then a GEMM (two_pass.h)
+  int passes = 0;         // 0: the fused kernel; 2: DW->PW, 3: PW->DW->PW as separate kernels through a workspace (passes.h)
   // filled in by CompleteBlockPlan
   bool tma = false;       // TMA copies (sm_90, 16-byte aligned rows) instead of cp.async
   int regions = 1;        // input-region buffers (2: the next unit's loads during this one)
@@ -34,7 +34,7 @@ struct BlockPlan {
   long long units = 0;    // (image, tile, output-channel slice) triples
   int grid = 0;           // CTAs launched (a multiple of split); each loops over units
   int resident = 0;       // CTAs an SM holds at once
-  size_t workspace_bytes = 0;  // device memory the launch needs (two passes: the depthwise stage's output)
+  size_t workspace_bytes = 0;  // device memory the launch needs (separate passes: the intermediates)
   double estimate_us = 0.0;
 };
 

@@ -1,5 +1,6 @@
-// DW->PW in two kernels: a depthwise pass into a workspace, then CUTLASS's sm_90 GEMM (two_pass.h).
-#include "two_pass.h"
+// The stages of a fused node as separate kernels through a workspace: CUTLASS's sm_90 GEMMs and a
+// depthwise pass (passes.h).
+#include "passes.h"
 
 #include <algorithm>
 #include <cmath>
@@ -156,14 +157,14 @@ template <class E>
 using CutlassElement = std::conditional_t<std::is_same_v<E, __half>, cutlass::half_t,
                                           std::conditional_t<std::is_same_v<E, __nv_bfloat16>, cutlass::bfloat16_t, float>>;
 
-// D [pixels, f] = clamp(V W2^T + b2 (+ x)) in E, accumulated in FP32: TF32 or FP16 / BF16 on the
-// tensor cores, 128 x 128 tiles of two consumer warpgroups, a stage 128 bytes of each row deep (32
-// FP32 or 64 half channels), operands by TMA, each row K-major (TF32 takes no other). Every
-// activation the two passes take is a clamp (none, ReLU, ReLU6 and clips), so one kernel per type
-// serves them all.
+// A pass's product, D = clamp(A B^T + bias (+ C)) in E, accumulated in FP32: TF32 or FP16 / BF16 on
+// the tensor cores, 128 x 128 tiles of two consumer warpgroups, a stage 128 bytes of each row deep
+// (32 FP32 or 64 half channels), operands by TMA, each row K-major (TF32 takes no other). Every
+// activation the passes take after a product is a clamp (none, ReLU, ReLU6 and clips), so one
+// kernel per type serves them all.
 using namespace cute;
 template <class E>
-struct TwoPassGemm {
+struct PassGemm {
   using T = CutlassElement<E>;
   static constexpr int kAlignment = 16 / static_cast<int>(sizeof(E));  // elements in 16 bytes (TMA's rows)
   using TileShape = Shape<_128, _128, Int<128 / static_cast<int>(sizeof(E))>>;
@@ -209,77 +210,27 @@ bool EpilogueClamp(const ChainProblemOf<E>& p, float* lo, float* hi) {
 
 bool Aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointer) & 15u) == 0; }
 
-}  // namespace
-
+// A pass's GEMM: d [rows, n] = clamp(a [rows, k] b [n, k]^T + bias (+ c)) in E, each row K-major;
+// c (the residual, d's shape) may be null.
 template <class E>
-std::string TwoPassRefusal(const ChainProblemOf<E>& p, int device_major) {
-  if (!p.dw || !p.pwl || p.pw1) return "two passes take a depthwise stage and a last pointwise stage only (DW->PW)";
-  if (p.scale != nullptr) return "two passes take no channel scale";
-  if (!kIsHalf<E> && !p.tf32) return "two passes run the product in TF32 (exact FP32 is the fused kernels')";
-  if (device_major != 9) return "two passes need an sm_90 GPU (CUTLASS's Hopper GEMM)";
-  const int alignment = TwoPassGemm<E>::kAlignment;
-  if (p.m % alignment != 0 || p.f % alignment != 0)
-    return "two passes need channel counts that are multiples of " + std::to_string(alignment) + " (16-byte rows)";
-  if (p.kernel != 3 && p.kernel != 5 && p.kernel != 7) return "two passes take depthwise kernels of 3, 5 and 7";
-  float lo, hi;
-  if (!EpilogueClamp(p, &lo, &hi))
-    return "two passes take none, relu and clip activations after the product (and none before a residual)";
-  return "";
-}
-
-template <class E>
-size_t TwoPassWorkspaceBytes(const ChainProblemOf<E>& p) {
-  return static_cast<size_t>(p.n) * p.out_h * p.out_w * p.m * sizeof(E);
-}
-
-template <class E>
-double TwoPassEstimateUs(const ChainProblemOf<E>& p) {
-  // Fitted to the H100's times of Xception's and MobileNet's DW->PW groups at batch 32 in FP32,
-  // within 10% (benchmarks/2026-12-06-h100-two-pass): both passes move their bytes at ~2.3 TB/s; the
-  // GEMM's 128 x 128 tiles run in waves over the SMs, ~0.58 us per 128-byte step of the sum (taken
-  // to hold for the half types: twice the channels a step at twice the tensor-core rate); ~3 us for
-  // the two launches. A small batch is one wave, so the product's depth sets its time.
-  constexpr double kBytesPerUs = 2.3e6, kStepUs = 0.58, kLaunchUs = 3.0;
-  using Tile = typename TwoPassGemm<E>::TileShape;
-  const double bytes = sizeof(E);
-  const double pixels = static_cast<double>(p.n) * p.out_h * p.out_w;
-  const double depthwise_bytes = bytes * (static_cast<double>(p.n) * p.h * p.w * p.m + pixels * p.m);
-  const double gemm_bytes = bytes * (pixels * p.m + pixels * p.f * (p.residual ? 2.0 : 1.0) + static_cast<double>(p.m) * p.f);
-  const double tile_m = cute::size<0>(Tile{}), tile_n = cute::size<1>(Tile{}), tile_k = cute::size<2>(Tile{});
-  const double tiles = std::ceil(pixels / tile_m) * std::ceil(p.f / tile_n);
-  const double waves = std::ceil(tiles / std::max(1, CurrentDevice().sms));
-  const double steps = std::ceil(p.m / tile_k);
-  return depthwise_bytes / kBytesPerUs + std::max(gemm_bytes / kBytesPerUs, waves * steps * kStepUs) + kLaunchUs;
-}
-
-template <class E>
-cudaError_t LaunchTwoPass(const ChainProblemOf<E>& p, void* workspace, cudaStream_t stream) {
-  using Gemm = typename TwoPassGemm<E>::Gemm;
-  using Kernel = typename TwoPassGemm<E>::Kernel;
-  using T = typename TwoPassGemm<E>::T;
-  float lo, hi;
-  if (workspace == nullptr || !EpilogueClamp(p, &lo, &hi)) return cudaErrorInvalidValue;
-  if (!Aligned16(p.x) || !Aligned16(p.y) || !Aligned16(p.w2) || !Aligned16(p.b2) || !Aligned16(workspace))
-    return cudaErrorMisalignedAddress;
-  E* v = static_cast<E*>(workspace);
-  cudaError_t err = LaunchDepthwisePass(p, v, stream);
-  if (err != cudaSuccess) return err;
-  const int m = p.n * p.out_h * p.out_w, n = p.f, k = p.m;
-  // row-major V [m, k] and W2 [n, k] (K-major both), x and y [m, n]; one batch
-  const typename Kernel::StrideA sa = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{m} * k);
+cudaError_t LaunchGemm(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n, int k, float lo, float hi,
+                       cudaStream_t stream) {
+  using Gemm = typename PassGemm<E>::Gemm;
+  using Kernel = typename PassGemm<E>::Kernel;
+  using T = typename PassGemm<E>::T;
+  const typename Kernel::StrideA sa = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{rows} * k);
   const typename Kernel::StrideB sb = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{n} * k);
-  const typename Kernel::StrideC sc = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{m} * n);
-  const typename Kernel::StrideD sd = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{m} * n);
-  // C is the residual (the input, shaped as the output: checked); without one beta is 0 and C is
-  // never read, but its descriptor is still made: y's memory, which has C's shape
-  const T* c = reinterpret_cast<const T*>(p.residual ? p.x : p.y);
+  const typename Kernel::StrideC sc = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{rows} * n);
+  const typename Kernel::StrideD sd = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{rows} * n);
+  // without a residual beta is 0 and C is never read, but its descriptor is still made: d's memory,
+  // which has C's shape
   typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
-                                {m, n, k, 1},
-                                {reinterpret_cast<const T*>(v), sa, reinterpret_cast<const T*>(p.w2), sb},
-                                {{}, c, sc, reinterpret_cast<T*>(p.y), sd}};
+                                {rows, n, k, 1},
+                                {reinterpret_cast<const T*>(a), sa, reinterpret_cast<const T*>(b), sb},
+                                {{}, reinterpret_cast<const T*>(c != nullptr ? c : d), sc, reinterpret_cast<T*>(d), sd}};
   args.epilogue.thread.alpha = 1.f;
-  args.epilogue.thread.beta = p.residual ? 1.f : 0.f;
-  args.epilogue.thread.bias_ptr = reinterpret_cast<const T*>(p.b2);
+  args.epilogue.thread.beta = c != nullptr ? 1.f : 0.f;
+  args.epilogue.thread.bias_ptr = reinterpret_cast<const T*>(bias);
   args.epilogue.thread.activation.lower_bound = lo;
   args.epilogue.thread.activation.upper_bound = hi;
   int device = 0;
@@ -304,14 +255,101 @@ cudaError_t LaunchTwoPass(const ChainProblemOf<E>& p, void* workspace, cudaStrea
   return cudaGetLastError();
 }
 
-#define FCM_TWO_PASS(E)                                                                     \
-  template std::string TwoPassRefusal<E>(const ChainProblemOf<E>& p, int device_major);     \
-  template size_t TwoPassWorkspaceBytes<E>(const ChainProblemOf<E>& p);                     \
-  template double TwoPassEstimateUs<E>(const ChainProblemOf<E>& p);                         \
-  template cudaError_t LaunchTwoPass<E>(const ChainProblemOf<E>& p, void* workspace, cudaStream_t stream);
-FCM_TWO_PASS(float)
-FCM_TWO_PASS(__half)
-FCM_TWO_PASS(__nv_bfloat16)
+// A GEMM's time in microseconds: its bytes, or its 128 x 128 tiles in waves over the SMs, whichever
+// is longer (the fit of passes.h's estimate).
+template <class E>
+double GemmUs(double rows, double n, double k, double bytes) {
+  constexpr double kBytesPerUs = 2.3e6, kStepUs = 0.58;
+  using Tile = typename PassGemm<E>::TileShape;
+  const double tiles = std::ceil(rows / cute::size<0>(Tile{})) * std::ceil(n / cute::size<1>(Tile{}));
+  const double waves = std::ceil(tiles / std::max(1, CurrentDevice().sms));
+  return std::max(bytes / kBytesPerUs, waves * std::ceil(k / cute::size<2>(Tile{})) * kStepUs);
+}
+
+}  // namespace
+
+template <class E>
+std::string PassesRefusal(const ChainProblemOf<E>& p, int passes, int device_major) {
+  if (passes == 2 && (!p.dw || !p.pwl || p.pw1)) return "two passes take a depthwise stage and a last pointwise stage only (DW->PW)";
+  if (passes == 3 && (!p.pw1 || !p.dw || !p.pwl)) return "three passes take PW->DW->PW nodes only";
+  if (passes != 2 && passes != 3) return "separate passes are two (DW->PW) or three (PW->DW->PW)";
+  if (p.scale != nullptr) return "separate passes take no channel scale";
+  if (!kIsHalf<E> && !p.tf32) return "separate passes run the products in TF32 (exact FP32 is the fused kernels')";
+  if (device_major != 9) return "separate passes need an sm_90 GPU (CUTLASS's Hopper GEMM)";
+  const int alignment = PassGemm<E>::kAlignment;
+  if (p.c % alignment != 0 || p.m % alignment != 0 || p.f % alignment != 0)
+    return "separate passes need channel counts that are multiples of " + std::to_string(alignment) + " (16-byte rows)";
+  if (p.kernel != 3 && p.kernel != 5 && p.kernel != 7) return "separate passes take depthwise kernels of 3, 5 and 7";
+  float lo, hi;
+  if (!EpilogueClamp(p, &lo, &hi) || (passes == 3 && !ClampOf(p.act1, &lo, &hi)))
+    return "separate passes take none, relu and clip activations after a product (and none before a residual)";
+  return "";
+}
+
+template <class E>
+size_t PassesWorkspaceBytes(const ChainProblemOf<E>& p, int passes) {
+  const size_t depthwise_out = static_cast<size_t>(p.n) * p.out_h * p.out_w * p.m;
+  const size_t first_out = passes == 3 ? static_cast<size_t>(p.n) * p.h * p.w * p.m : 0;
+  return (first_out + depthwise_out) * sizeof(E);
+}
+
+template <class E>
+double PassesEstimateUs(const ChainProblemOf<E>& p, int passes) {
+  // Fitted to the H100's times of Xception's and MobileNet's DW->PW groups at batch 32 in FP32 (two
+  // passes), within 10% (benchmarks/2026-12-06-h100-two-pass): every pass moves its bytes at
+  // ~2.3 TB/s; a GEMM's 128 x 128 tiles run in waves over the SMs, ~0.58 us per 128-byte step of
+  // the sum (taken to hold for the half types: twice the channels a step at twice the tensor-core
+  // rate); ~1.5 us a launch. A small batch is one wave, so a product's depth sets its time. The
+  // three passes' first GEMM is the same model, not yet measured.
+  constexpr double kBytesPerUs = 2.3e6, kLaunchUs = 1.5;
+  const double bytes = sizeof(E);
+  const double in_pixels = static_cast<double>(p.n) * p.h * p.w, pixels = static_cast<double>(p.n) * p.out_h * p.out_w;
+  const double depthwise_bytes = bytes * (in_pixels * p.m + pixels * p.m);
+  const double product_bytes = bytes * (pixels * p.m + pixels * p.f * (p.residual ? 2.0 : 1.0) + static_cast<double>(p.m) * p.f);
+  double us = depthwise_bytes / kBytesPerUs + GemmUs<E>(pixels, p.f, p.m, product_bytes) + 2 * kLaunchUs;
+  if (passes == 3) {
+    const double first_bytes = bytes * (in_pixels * p.c + in_pixels * p.m + static_cast<double>(p.c) * p.m);
+    us += GemmUs<E>(in_pixels, p.m, p.c, first_bytes) + kLaunchUs;
+  }
+  return us;
+}
+
+template <class E>
+cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace, cudaStream_t stream) {
+  float lo, hi, first_lo, first_hi;
+  if (workspace == nullptr || !EpilogueClamp(p, &lo, &hi)) return cudaErrorInvalidValue;
+  if (passes == 3 && !ClampOf(p.act1, &first_lo, &first_hi)) return cudaErrorInvalidValue;
+  if (!Aligned16(p.x) || !Aligned16(p.y) || !Aligned16(p.w2) || !Aligned16(p.b2) || !Aligned16(workspace) ||
+      (passes == 3 && (!Aligned16(p.w1) || !Aligned16(p.b1))))
+    return cudaErrorMisalignedAddress;
+  // the depthwise pass reads x, or with three passes the first GEMM's output [n * h * w, m] (the
+  // workspace's first part: 16-byte rows, so the second part stays aligned)
+  ChainProblemOf<E> depthwise = p;
+  E* v = static_cast<E*>(workspace);
+  if (passes == 3) {
+    E* first = v;
+    v += static_cast<size_t>(p.n) * p.h * p.w * p.m;
+    const cudaError_t err = LaunchGemm(p.x, p.w1, p.b1, static_cast<const E*>(nullptr), first, p.n * p.h * p.w, p.m, p.c, first_lo,
+                                       first_hi, stream);
+    if (err != cudaSuccess) return err;
+    depthwise.x = first;
+    depthwise.c = p.m;
+  }
+  const cudaError_t err = LaunchDepthwisePass(depthwise, v, stream);
+  if (err != cudaSuccess) return err;
+  // the residual is the node's input, shaped as the output (checked)
+  return LaunchGemm(static_cast<const E*>(v), p.w2, p.b2, p.residual ? p.x : static_cast<const E*>(nullptr), p.y,
+                    p.n * p.out_h * p.out_w, p.f, p.m, lo, hi, stream);
+}
+
+#define FCM_PASSES(E)                                                                                 \
+  template std::string PassesRefusal<E>(const ChainProblemOf<E>& p, int passes, int device_major);    \
+  template size_t PassesWorkspaceBytes<E>(const ChainProblemOf<E>& p, int passes);                    \
+  template double PassesEstimateUs<E>(const ChainProblemOf<E>& p, int passes);                        \
+  template cudaError_t LaunchPasses<E>(const ChainProblemOf<E>& p, int passes, void* workspace, cudaStream_t stream);
+FCM_PASSES(float)
+FCM_PASSES(__half)
+FCM_PASSES(__nv_bfloat16)
 
 }  // namespace block
 }  // namespace fcm
