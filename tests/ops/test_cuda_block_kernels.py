@@ -235,7 +235,7 @@ def test_separate_passes_refuse_what_they_do_not_take(rng):
     (24, 144, 24, 3, 1, True, 3, (9, 12)),      # y = res_act(acc + b + x)
     (32, 64, 40, 5, 1, False, 1, (11, 11)),
     (40, 120, 48, 7, 2, False, 2, (17, 15)),
-    (160, 960, 160, 3, 1, True, 32, (7, 7)),    # MobileNetV2's 7x7 block at batch 32
+    (160, 960, 160, 3, 1, True, 32, (7, 7)),    # MobileNetV2's 7x7 block at batch 32 (the last product stream-K)
 ])
 def test_pwdwpw_in_three_passes(case, rng):
     """PW->DW->PW as CUTLASS's GEMM with the first stage's bias and ReLU6, a depthwise pass, and a
@@ -339,7 +339,8 @@ def test_small_cases_for_the_sanitizer(rng):
         spec = dataclasses.replace(spec, stages=[spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation())],
                                    residual_activation=Activation("relu"))
         check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="dw+gemm")
-        spec = random_spec(rng, "pwdwpw", 8, kernel=3, stride=2, expand=24, out=16, channels_last=True)
+        # (a deep sum over few tiles: the last product runs stream-K, its partial sums through the workspace)
+        spec = random_spec(rng, "pwdwpw", 8, kernel=3, stride=2, expand=256, out=16, channels_last=True)
         spec = dataclasses.replace(spec, stages=[dataclasses.replace(spec.stages[0], activation=Activation("relu")), spec.stages[1],
                                                  dataclasses.replace(spec.stages[2], activation=Activation())])
         check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="gemm+dw+gemm")
@@ -372,10 +373,11 @@ def test_cuda_graph_capture_and_replay(split, rng):
 @pytest.mark.parametrize("kind, plan", [("dwpw", "dw+gemm"), ("pwdwpw", "gemm+dw+gemm")])
 def test_separate_passes_in_a_cuda_graph(kind, plan, rng):
     """Two nodes in a row on the "dw+gemm" or "gemm+dw+gemm" plan captured in a CUDA graph (each its
-    GEMMs and depthwise pass, the workspace from ONNX Runtime's allocator), then replays with new
-    inputs: each replay's output is the CPU's."""
+    GEMMs and depthwise pass, the workspace from ONNX Runtime's allocator; the three passes' last
+    product stream-K, its workspace zeroed in the graph), then replays with new inputs: each
+    replay's output is the CPU's."""
     require_hopper()
-    spec = random_spec(rng, kind, 32, kernel=3, stride=1, expand=64, out=32, channels_last=True)
+    spec = random_spec(rng, kind, 32, kernel=3, stride=1, expand=512, out=32, channels_last=True)  # (three: stream-K)
     stages = [dataclasses.replace(spec.stages[0], activation=Activation("relu")) if kind == "pwdwpw" else spec.stages[0],
               *spec.stages[1:-1], dataclasses.replace(spec.stages[-1], activation=Activation("relu"))]
     model = twice(fused_model(dataclasses.replace(spec, stages=stages)))

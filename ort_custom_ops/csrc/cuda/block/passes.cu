@@ -162,8 +162,11 @@ using CutlassElement = std::conditional_t<std::is_same_v<E, __half>, cutlass::ha
 // (32 FP32 or 64 half channels), operands by TMA, each row K-major (TF32 takes no other). Every
 // activation the passes take after a product is a clamp (none, ReLU, ReLU6 and clips), so one
 // kernel per type serves them all.
+// kStreamK: CUTLASS's stream-K scheduler, which divides the sum over the SMs as well as the tiles
+// (for a product of few tiles and a deep sum, such as MobileNetV2's 7x7 projection: 26 tiles of 30
+// steps on 132 SMs), its partial sums reduced through a workspace.
 using namespace cute;
-template <class E>
+template <class E, bool kStreamK = false>
 struct PassGemm {
   using T = CutlassElement<E>;
   static constexpr int kAlignment = 16 / static_cast<int>(sizeof(E));  // elements in 16 bytes (TMA's rows)
@@ -179,7 +182,8 @@ struct PassGemm {
       kAlignment, float, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue,
+                                                      std::conditional_t<kStreamK, cutlass::gemm::StreamKScheduler, void>>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
@@ -210,24 +214,24 @@ bool EpilogueClamp(const ChainProblemOf<E>& p, float* lo, float* hi) {
 
 bool Aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointer) & 15u) == 0; }
 
-// A pass's GEMM: d [rows, n] = clamp(a [rows, k] b [n, k]^T + bias (+ c)) in E, each row K-major;
-// c (the residual, d's shape) may be null.
-template <class E>
-cudaError_t LaunchGemm(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n, int k, float lo, float hi,
-                       cudaStream_t stream) {
-  using Gemm = typename PassGemm<E>::Gemm;
-  using Kernel = typename PassGemm<E>::Kernel;
-  using T = typename PassGemm<E>::T;
+// A pass's GEMM, d [rows, n] = clamp(a [rows, k] b [n, k]^T + bias (+ c)) in E, each row K-major
+// (c, the residual, d's shape, may be null): its arguments.
+template <class E, bool kStreamK>
+typename PassGemm<E, kStreamK>::Gemm::Arguments GemmArguments(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n,
+                                                              int k, float lo, float hi) {
+  using Kernel = typename PassGemm<E, kStreamK>::Kernel;
+  using T = typename PassGemm<E, kStreamK>::T;
   const typename Kernel::StrideA sa = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{rows} * k);
   const typename Kernel::StrideB sb = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{n} * k);
   const typename Kernel::StrideC sc = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{rows} * n);
   const typename Kernel::StrideD sd = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{rows} * n);
   // without a residual beta is 0 and C is never read, but its descriptor is still made: d's memory,
   // which has C's shape
-  typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
-                                {rows, n, k, 1},
-                                {reinterpret_cast<const T*>(a), sa, reinterpret_cast<const T*>(b), sb},
-                                {{}, reinterpret_cast<const T*>(c != nullptr ? c : d), sc, reinterpret_cast<T*>(d), sd}};
+  typename PassGemm<E, kStreamK>::Gemm::Arguments args{
+      cutlass::gemm::GemmUniversalMode::kGemm,
+      {rows, n, k, 1},
+      {reinterpret_cast<const T*>(a), sa, reinterpret_cast<const T*>(b), sb},
+      {{}, reinterpret_cast<const T*>(c != nullptr ? c : d), sc, reinterpret_cast<T*>(d), sd}};
   args.epilogue.thread.alpha = 1.f;
   args.epilogue.thread.beta = c != nullptr ? 1.f : 0.f;
   args.epilogue.thread.bias_ptr = reinterpret_cast<const T*>(bias);
@@ -237,33 +241,83 @@ cudaError_t LaunchGemm(const E* a, const E* b, const E* bias, const E* c, E* d, 
   cudaGetDevice(&device);
   args.hw_info.device_id = device;
   args.hw_info.sm_count = CurrentDevice().sms;
+  return args;
+}
+
+// The workspace a stream-K GEMM of these sizes needs (its partial sums and their flags).
+template <class E>
+size_t StreamKWorkspaceBytes(int rows, int n, int k) {
+  const auto args = GemmArguments<E, true>(nullptr, nullptr, nullptr, nullptr, nullptr, rows, n, k, 0.f, 0.f);
+  return PassGemm<E, true>::Gemm::get_workspace_size(args);
+}
+
+// The GEMM on `stream`; `gemm_workspace` holds StreamKWorkspaceBytes for a stream-K one.
+template <class E, bool kStreamK>
+cudaError_t LaunchGemm(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n, int k, float lo, float hi,
+                       void* gemm_workspace, cudaStream_t stream) {
+  using Gemm = typename PassGemm<E, kStreamK>::Gemm;
+  const auto args = GemmArguments<E, kStreamK>(a, b, bias, c, d, rows, n, k, lo, hi);
   Gemm gemm;
-  if (gemm.can_implement(args) != cutlass::Status::kSuccess || Gemm::get_workspace_size(args) != 0)
+  const size_t workspace_bytes = Gemm::get_workspace_size(args);
+  if (gemm.can_implement(args) != cutlass::Status::kSuccess || (workspace_bytes > 0 && gemm_workspace == nullptr))
     return cudaErrorInvalidConfiguration;
-  // The kernel's shared-memory attribute is set once per device and type (initialize), not on every
-  // launch: the later launches may be captured into a CUDA graph, as the block kernels' are.
+  // The kernel's shared-memory attribute is set once per device and kernel (initialize), not on every
+  // launch: the later launches may be captured into a CUDA graph, as the block kernels' are. A
+  // stream-K workspace is zeroed on the stream before every launch (a memset a graph can hold).
   cutlass::Status status;
   {
     static std::mutex mutex;
     static std::set<int> prepared;
     std::lock_guard<std::mutex> lock(mutex);
-    status = prepared.count(device) ? gemm.update(args) : gemm.initialize(args, nullptr, stream);
-    if (status == cutlass::Status::kSuccess) prepared.insert(device);
+    if (prepared.count(args.hw_info.device_id)) {
+      status = Gemm::GemmKernel::initialize_workspace(args, gemm_workspace, stream);
+      if (status == cutlass::Status::kSuccess) status = gemm.update(args, gemm_workspace);
+    } else {
+      status = gemm.initialize(args, gemm_workspace, stream);
+      if (status == cutlass::Status::kSuccess) prepared.insert(args.hw_info.device_id);
+    }
   }
   if (status != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
   if (gemm.run(stream) != cutlass::Status::kSuccess) return cudaErrorLaunchFailure;
   return cudaGetLastError();
 }
 
-// A GEMM's time in microseconds: its bytes, or its 128 x 128 tiles in waves over the SMs, whichever
-// is longer (the fit of passes.h's estimate).
+// Whether a product of these sizes runs stream-K: its tiles fill under half of the SMs, and its sum
+// is deep enough to divide (8 steps and more).
 template <class E>
-double GemmUs(double rows, double n, double k, double bytes) {
-  constexpr double kBytesPerUs = 2.3e6, kStepUs = 0.58;
+bool StreamK(double rows, double n, double k) {
   using Tile = typename PassGemm<E>::TileShape;
   const double tiles = std::ceil(rows / cute::size<0>(Tile{})) * std::ceil(n / cute::size<1>(Tile{}));
-  const double waves = std::ceil(tiles / std::max(1, CurrentDevice().sms));
-  return std::max(bytes / kBytesPerUs, waves * std::ceil(k / cute::size<2>(Tile{})) * kStepUs);
+  return tiles * 2 < CurrentDevice().sms && std::ceil(k / cute::size<2>(Tile{})) >= 8;
+}
+
+// A GEMM's time in microseconds: its bytes, or its 128 x 128 tiles in waves over the SMs, whichever
+// is longer (the fit of passes.h's estimate); stream-K: its tiles' steps spread over the SMs, and
+// the reduction of the partial sums (~2 us, assumed).
+template <class E>
+double GemmUs(double rows, double n, double k, double bytes, bool stream_k) {
+  constexpr double kBytesPerUs = 2.3e6, kStepUs = 0.58, kReductionUs = 2.0;
+  using Tile = typename PassGemm<E>::TileShape;
+  const double tiles = std::ceil(rows / cute::size<0>(Tile{})) * std::ceil(n / cute::size<1>(Tile{}));
+  const double steps = std::ceil(k / cute::size<2>(Tile{})), sms = std::max(1, CurrentDevice().sms);
+  const double compute = stream_k ? std::ceil(tiles * steps / sms) * kStepUs + kReductionUs : std::ceil(tiles / sms) * steps * kStepUs;
+  return std::max(bytes / kBytesPerUs, compute);
+}
+
+// The intermediates' bytes in the workspace (the first GEMM's output with three passes, then the
+// depthwise pass's), rounded up to 256 so that a stream-K workspace can follow.
+template <class E>
+size_t IntermediateBytes(const ChainProblemOf<E>& p, int passes) {
+  const size_t depthwise_out = static_cast<size_t>(p.n) * p.out_h * p.out_w * p.m;
+  const size_t first_out = passes == 3 ? static_cast<size_t>(p.n) * p.h * p.w * p.m : 0;
+  return ((first_out + depthwise_out) * sizeof(E) + 255) / 256 * 256;
+}
+
+// Whether the passes' last product runs stream-K (three passes only, for now: two passes run the
+// data-parallel GEMM their estimate was fitted to).
+template <class E>
+bool LastProductStreamK(const ChainProblemOf<E>& p, int passes) {
+  return passes == 3 && StreamK<E>(static_cast<double>(p.n) * p.out_h * p.out_w, p.f, p.m);
 }
 
 }  // namespace
@@ -288,9 +342,8 @@ std::string PassesRefusal(const ChainProblemOf<E>& p, int passes, int device_maj
 
 template <class E>
 size_t PassesWorkspaceBytes(const ChainProblemOf<E>& p, int passes) {
-  const size_t depthwise_out = static_cast<size_t>(p.n) * p.out_h * p.out_w * p.m;
-  const size_t first_out = passes == 3 ? static_cast<size_t>(p.n) * p.h * p.w * p.m : 0;
-  return (first_out + depthwise_out) * sizeof(E);
+  const size_t stream_k = LastProductStreamK(p, passes) ? StreamKWorkspaceBytes<E>(p.n * p.out_h * p.out_w, p.f, p.m) : 0;
+  return IntermediateBytes(p, passes) + stream_k;
 }
 
 template <class E>
@@ -300,16 +353,16 @@ double PassesEstimateUs(const ChainProblemOf<E>& p, int passes) {
   // ~2.3 TB/s; a GEMM's 128 x 128 tiles run in waves over the SMs, ~0.58 us per 128-byte step of
   // the sum (taken to hold for the half types: twice the channels a step at twice the tensor-core
   // rate); ~1.5 us a launch. A small batch is one wave, so a product's depth sets its time. The
-  // three passes' first GEMM is the same model, not yet measured.
+  // three passes' first GEMM and stream-K product are the same model, not yet measured.
   constexpr double kBytesPerUs = 2.3e6, kLaunchUs = 1.5;
   const double bytes = sizeof(E);
   const double in_pixels = static_cast<double>(p.n) * p.h * p.w, pixels = static_cast<double>(p.n) * p.out_h * p.out_w;
   const double depthwise_bytes = bytes * (in_pixels * p.m + pixels * p.m);
   const double product_bytes = bytes * (pixels * p.m + pixels * p.f * (p.residual ? 2.0 : 1.0) + static_cast<double>(p.m) * p.f);
-  double us = depthwise_bytes / kBytesPerUs + GemmUs<E>(pixels, p.f, p.m, product_bytes) + 2 * kLaunchUs;
+  double us = depthwise_bytes / kBytesPerUs + GemmUs<E>(pixels, p.f, p.m, product_bytes, LastProductStreamK(p, passes)) + 2 * kLaunchUs;
   if (passes == 3) {
     const double first_bytes = bytes * (in_pixels * p.c + in_pixels * p.m + static_cast<double>(p.c) * p.m);
-    us += GemmUs<E>(in_pixels, p.m, p.c, first_bytes) + kLaunchUs;
+    us += GemmUs<E>(in_pixels, p.m, p.c, first_bytes, false) + kLaunchUs;
   }
   return us;
 }
@@ -329,8 +382,8 @@ cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace
   if (passes == 3) {
     E* first = v;
     v += static_cast<size_t>(p.n) * p.h * p.w * p.m;
-    const cudaError_t err = LaunchGemm(p.x, p.w1, p.b1, static_cast<const E*>(nullptr), first, p.n * p.h * p.w, p.m, p.c, first_lo,
-                                       first_hi, stream);
+    const cudaError_t err = LaunchGemm<E, false>(p.x, p.w1, p.b1, nullptr, first, p.n * p.h * p.w, p.m, p.c, first_lo, first_hi,
+                                                 nullptr, stream);
     if (err != cudaSuccess) return err;
     depthwise.x = first;
     depthwise.c = p.m;
@@ -338,8 +391,13 @@ cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace
   const cudaError_t err = LaunchDepthwisePass(depthwise, v, stream);
   if (err != cudaSuccess) return err;
   // the residual is the node's input, shaped as the output (checked)
-  return LaunchGemm(static_cast<const E*>(v), p.w2, p.b2, p.residual ? p.x : static_cast<const E*>(nullptr), p.y,
-                    p.n * p.out_h * p.out_w, p.f, p.m, lo, hi, stream);
+  const E* residual = p.residual ? p.x : nullptr;
+  const int rows = p.n * p.out_h * p.out_w;
+  if (LastProductStreamK(p, passes)) {
+    void* partials = static_cast<char*>(workspace) + IntermediateBytes(p, passes);
+    return LaunchGemm<E, true>(v, p.w2, p.b2, residual, p.y, rows, p.f, p.m, lo, hi, partials, stream);
+  }
+  return LaunchGemm<E, false>(v, p.w2, p.b2, residual, p.y, rows, p.f, p.m, lo, hi, nullptr, stream);
 }
 
 #define FCM_PASSES(E)                                                                                 \
