@@ -467,9 +467,11 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p) {
 template <class E>
 BlockPlan PlanBlock(const ChainProblemOf<E>& p) {
   std::vector<BlockPlan> plans = BlockCandidates(p);
-  // three passes are fcm tune's to time, not yet the kernels' own choice: their estimate extends the
-  // two passes' fit to a first GEMM, unmeasured
-  plans.erase(std::remove_if(plans.begin(), plans.end(), [](const BlockPlan& plan) { return plan.passes == 3; }), plans.end());
+  // separate passes are the kernels' own choice only where their estimate was fitted to measured
+  // times (two passes in FP32); three passes, and two in the half types, are fcm tune's to time
+  plans.erase(std::remove_if(plans.begin(), plans.end(),
+                             [](const BlockPlan& plan) { return plan.passes == 3 || (plan.passes == 2 && kIsHalf<E>); }),
+              plans.end());
   if (plans.empty()) {
     BlockPlan none;
     none.error = "no launch plan of the fused-block kernels fits this problem on this GPU";
