@@ -263,6 +263,24 @@ def test_kernels_choose_two_passes_for_wide_products():
     assert block_candidates_for(exact, top=1)
 
 
+def test_fused_kernel_when_the_passes_workspace_cannot_be_had(rng, capfd, monkeypatch):
+    """Xception's middle flow at batch 32, where the kernels choose two passes, in a session whose
+    CUDA arena is capped below their 18 MB workspace (inputs and outputs bound outside it): the node
+    runs the fused kernel's best plan instead, says so with FCM_CUDA_VERBOSE, and computes the same."""
+    require_hopper()
+    monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
+    spec = random_spec(rng, "dwpw", 728, kernel=3, stride=1, out=728, channels_last=True)
+    spec = dataclasses.replace(spec, stages=[spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation("relu"))])
+    feeds = {"X": rng.normal(size=(32, 14, 14, 728)).astype(np.float32)}
+    model = fused_model(spec)
+    (cpu,) = make_session(model).run(None, feeds)
+    providers = cuda_providers(gpu_mem_limit=12 << 20, arena_extend_strategy="kSameAsRequested")
+    gpu = run_poisoned(make_session(model, providers=providers), feeds, cpu.shape)
+    said = capfd.readouterr().err
+    assert "dw+gemm" in said and "the fused kernel instead" in said, said
+    assert float(np.abs(gpu - cpu).max()) <= TF32_BOUND * max(1.0, float(np.abs(cpu).max()))
+
+
 def test_plan_override_is_checked(rng):
     """A division that cannot run is an ONNX Runtime error naming the reason, not a launch."""
     spec = random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, channels_last=True)

@@ -437,8 +437,17 @@ OrtStatusPtr CudaChainKernelT<T>::LaunchBlockPlan(Ort::KernelContext& ctx, const
   void* workspace = nullptr;
   if (plan.workspace_bytes > 0) {
     Ort::Status status = GetScratch(ctx, device, stream, plan.workspace_bytes,
-                                    "FCM CUDA (" + spec.node_name + "), depthwise workspace", &workspace, &allocator);
-    if (!status.IsOK()) return status.release();
+                                    "FCM CUDA (" + spec.node_name + "), separate passes' workspace", &workspace, &allocator);
+    if (!status.IsOK()) {
+      // without the device memory, the fused kernel's best plan (no workspace) unless the passes
+      // were forced: then it is the caller's error
+      const block::BlockPlan fused = PlanForced(p.n) ? block::BlockPlan{} : block::PlanBlock(p, false);
+      if (PlanForced(p.n) || !fused.error.empty()) return status.release();
+      if (Verbose())
+        std::fprintf(stderr, "FCM CUDA %s: %s; the fused kernel instead: %s\n", spec.node_name.c_str(), status.GetErrorMessage().c_str(),
+                     block::DescribeBlockPlan(fused).c_str());
+      return LaunchBlockPlan(ctx, p, fused, device, stream);
+    }
   }
   const cudaError_t err = block::LaunchBlock(p, plan, stream, workspace);
   if (workspace != nullptr) allocator->Free(allocator, workspace);
@@ -473,7 +482,10 @@ Ort::Status GetScratch(Ort::KernelContext& ctx, int device, cudaStream_t stream,
   if (*allocator == nullptr) return Ort::Status((what + ": no device allocator").c_str(), ORT_EP_FAIL);
   if (!ScratchFits(stream, bytes))
     return Ort::Status((what + ": not enough free device memory for its " + std::to_string(bytes) + " bytes").c_str(), ORT_EP_FAIL);
-  Ort::ThrowOnError(Ort::GetApi().KernelContext_GetScratchBuffer(ctx.GetOrtKernelContext(), device_memory, bytes, buffer));
+  // (the arena's refusal, e.g. past the provider's gpu_mem_limit, is returned to the caller, who may
+  // have a plan that needs no scratch)
+  Ort::Status status(Ort::GetApi().KernelContext_GetScratchBuffer(ctx.GetOrtKernelContext(), device_memory, bytes, buffer));
+  if (!status.IsOK()) return Ort::Status((what + ": " + status.GetErrorMessage()).c_str(), ORT_EP_FAIL);
   if (*buffer == nullptr) return Ort::Status((what + ": out of device memory").c_str(), ORT_EP_FAIL);
   return Ort::Status{nullptr};
 }

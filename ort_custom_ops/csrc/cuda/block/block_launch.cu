@@ -465,12 +465,14 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p) {
 }
 
 template <class E>
-BlockPlan PlanBlock(const ChainProblemOf<E>& p) {
+BlockPlan PlanBlock(const ChainProblemOf<E>& p, bool separate_passes) {
   std::vector<BlockPlan> plans = BlockCandidates(p);
   // separate passes are the kernels' own choice only where their estimate was fitted to measured
   // times (two passes in FP32); three passes, and two in the half types, are fcm tune's to time
   plans.erase(std::remove_if(plans.begin(), plans.end(),
-                             [](const BlockPlan& plan) { return plan.passes == 3 || (plan.passes == 2 && kIsHalf<E>); }),
+                             [&](const BlockPlan& plan) {
+                               return plan.passes == 3 || (plan.passes == 2 && (kIsHalf<E> || !separate_passes));
+                             }),
               plans.end());
   if (plans.empty()) {
     BlockPlan none;
@@ -591,7 +593,7 @@ cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaS
 #define FCM_BLOCK_LAUNCHER(E)                                                                      \
   template BlockPlan CompleteBlockPlan<E>(const ChainProblemOf<E>& p, BlockPlan plan);             \
   template std::vector<BlockPlan> BlockCandidates<E>(const ChainProblemOf<E>& p);                  \
-  template BlockPlan PlanBlock<E>(const ChainProblemOf<E>& p);                                     \
+  template BlockPlan PlanBlock<E>(const ChainProblemOf<E>& p, bool separate_passes);              \
   template BlockPlan ParseBlockPlan<E>(const ChainProblemOf<E>& p, const std::string& text);       \
   template cudaError_t LaunchBlock<E>(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace);
 FCM_BLOCK_LAUNCHER(float)

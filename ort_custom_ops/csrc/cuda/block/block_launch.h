@@ -41,9 +41,10 @@ struct BlockPlan {
 // The output-channel widths the kernels are compiled for.
 const std::vector<int>& CompiledWidths(bool exact);
 
-// The plan the kernels choose for this device and these shapes.
+// The plan the kernels choose for this device and these shapes (`separate_passes`: or only among the
+// fused kernel's plans, which need no workspace).
 template <class E>
-BlockPlan PlanBlock(const ChainProblemOf<E>& p);
+BlockPlan PlanBlock(const ChainProblemOf<E>& p, bool separate_passes = true);
 // `plan` with its division fields (tile, f_tile, split, stages) checked and the rest filled in;
 // error says why it cannot run.
 template <class E>
