@@ -12,8 +12,6 @@ threads on one session: test_cuda_kernels.py, in both layouts.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import onnx
 import pytest
@@ -23,7 +21,7 @@ from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.schema import Activation
 from ort_custom_ops.ops.standalone import fused_model
 from tests.support.gpu import check_fused_on_gpu, check_graph_replays, compute_capability, cuda_providers, forced_plan, has_clusters, precision, require_cuda, run_poisoned  # noqa: F401
-from tests.support.specs import random_spec
+from tests.support.specs import random_spec, with_activations
 
 pytestmark = pytest.mark.gpu
 
@@ -91,7 +89,7 @@ def test_network_heads(batch, rng):
     for c, f, activation in [(320, 1280, Activation("clip", (0.0, 6.0))), (320, 1280, Activation("swish")),
                              (160, 960, Activation("hard_swish"))]:
         spec = random_spec(rng, "pw", c, out=f, channels_last=True)
-        spec = dataclasses.replace(spec, stages=[dataclasses.replace(spec.stages[0], activation=activation)])
+        spec = with_activations(spec, last=activation)
         check_on_gpu(spec, rng, batch, 7, 7, TF32_BOUND)
 
 
@@ -204,8 +202,8 @@ def test_dwpw_in_two_passes(case, rng):
     require_hopper()
     c, f, kernel, stride, residual, batch, (h, w), activation = case
     spec = random_spec(rng, "dwpw", c, kernel=kernel, stride=stride, out=f, residual=residual, channels_last=True)
-    stages = [spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation() if residual else activation)]
-    spec = dataclasses.replace(spec, stages=stages, residual_activation=Activation("relu") if residual else Activation())
+    spec = with_activations(spec, last=Activation() if residual else activation,
+                            residual=Activation("relu") if residual else Activation())
     check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan="dw+gemm")
 
 
@@ -221,11 +219,10 @@ def test_separate_passes_refuse_what_they_do_not_take(rng):
             ("dwpw", 16, Activation(), Activation("swish"), "dw+gemm", "none, relu and clip"),
             ("pwdwpw", 16, Activation("hard_swish"), Activation(), "gemm+dw+gemm", "none, relu and clip")):
         spec = random_spec(rng, kind, channels, kernel=3, stride=1, expand=32, out=16, channels_last=True)
-        stages = [dataclasses.replace(spec.stages[0], activation=first) if kind == "pwdwpw" else spec.stages[0],
-                  *spec.stages[1:-1], dataclasses.replace(spec.stages[-1], activation=last)]
+        spec = with_activations(spec, first=first if kind == "pwdwpw" else None, last=last)
         feed = rng.normal(size=(1, 9, 9, channels)).astype(np.float32)
         with pytest.raises(Exception, match=reason):
-            model = forced_plan(fused_model(dataclasses.replace(spec, stages=stages)), plan, 1)
+            model = forced_plan(fused_model(spec), plan, 1)
             make_session(model, providers=cuda_providers()).run(None, {"X": feed})
 
 
@@ -244,9 +241,8 @@ def test_pwdwpw_in_three_passes(case, rng):
     require_hopper()
     c, e, f, kernel, stride, residual, batch, (h, w) = case
     spec = random_spec(rng, "pwdwpw", c, kernel=kernel, stride=stride, expand=e, out=f, residual=residual, channels_last=True)
-    stages = [dataclasses.replace(spec.stages[0], activation=Activation("clip", (0.0, 6.0))), spec.stages[1],
-              dataclasses.replace(spec.stages[2], activation=Activation() if residual else Activation("relu"))]
-    spec = dataclasses.replace(spec, stages=stages, residual_activation=Activation("relu") if residual else Activation())
+    spec = with_activations(spec, first=Activation("clip", (0.0, 6.0)), last=Activation() if residual else Activation("relu"),
+                            residual=Activation("relu") if residual else Activation())
     check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan="gemm+dw+gemm")
 
 
@@ -270,7 +266,7 @@ def test_fused_kernel_when_the_passes_workspace_cannot_be_had(rng, capfd, monkey
     require_hopper()
     monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
     spec = random_spec(rng, "dwpw", 728, kernel=3, stride=1, out=728, channels_last=True)
-    spec = dataclasses.replace(spec, stages=[spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation("relu"))])
+    spec = with_activations(spec, last=Activation("relu"))
     feeds = {"X": rng.normal(size=(32, 14, 14, 728)).astype(np.float32)}
     model = fused_model(spec)
     (cpu,) = make_session(model).run(None, feeds)
@@ -354,13 +350,11 @@ def test_small_cases_for_the_sanitizer(rng):
     check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="4x5,0,1,3,2")
     if (compute_capability() or (0, 0))[0] == 9:  # DW->PW in two passes (with a residual), PW->DW->PW in three
         spec = random_spec(rng, "dwpw", 12, kernel=3, stride=1, out=12, residual=True, channels_last=True)
-        spec = dataclasses.replace(spec, stages=[spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation())],
-                                   residual_activation=Activation("relu"))
+        spec = with_activations(spec, last=Activation(), residual=Activation("relu"))
         check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="dw+gemm")
         # (a deep sum over few tiles: the last product runs stream-K, its partial sums through the workspace)
         spec = random_spec(rng, "pwdwpw", 8, kernel=3, stride=2, expand=256, out=16, channels_last=True)
-        spec = dataclasses.replace(spec, stages=[dataclasses.replace(spec.stages[0], activation=Activation("relu")), spec.stages[1],
-                                                 dataclasses.replace(spec.stages[2], activation=Activation())])
+        spec = with_activations(spec, first=Activation("relu"), last=Activation())
         check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="gemm+dw+gemm")
 
 
@@ -396,9 +390,8 @@ def test_separate_passes_in_a_cuda_graph(kind, plan, rng):
     replay's output is the CPU's."""
     require_hopper()
     spec = random_spec(rng, kind, 32, kernel=3, stride=1, expand=512, out=32, channels_last=True)  # (three: stream-K)
-    stages = [dataclasses.replace(spec.stages[0], activation=Activation("relu")) if kind == "pwdwpw" else spec.stages[0],
-              *spec.stages[1:-1], dataclasses.replace(spec.stages[-1], activation=Activation("relu"))]
-    model = twice(fused_model(dataclasses.replace(spec, stages=stages)))
+    spec = with_activations(spec, first=Activation("relu") if kind == "pwdwpw" else None, last=Activation("relu"))
+    model = twice(fused_model(spec))
     check_graph_replays(model, rng, (4, 14, 14, 32), "Y2", plan, 4, TF32_BOUND)
 
 

@@ -22,7 +22,7 @@ from ort_custom_ops.ops.schema import NUMPY_TYPES, Activation
 from ort_custom_ops.ops.standalone import float_io, fused_model
 from tests.support.gpu import compute_capability, cuda_providers, forced_plan, has_clusters, require_cuda
 from tests.support.half import rounding_bound, run_poisoned_half
-from tests.support.specs import random_feeds, random_spec
+from tests.support.specs import random_feeds, random_spec, with_activations
 
 pytestmark = pytest.mark.gpu
 
@@ -116,8 +116,8 @@ def test_dwpw_in_two_passes_in_half(precision, case, rng):
         pytest.skip("two passes run CUTLASS's sm_90 GEMM")
     c, f, kernel, stride, residual, batch, (h, w), activation = case
     spec = random_spec(rng, "dwpw", c, kernel=kernel, stride=stride, out=f, residual=residual, channels_last=True)
-    stages = [spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation() if residual else activation)]
-    spec = dataclasses.replace(spec, stages=stages, residual_activation=Activation("relu") if residual else Activation())
+    spec = with_activations(spec, last=Activation() if residual else activation,
+                            residual=Activation("relu") if residual else Activation())
     check_half_on_gpu(_half(spec, precision), rng, batch, h, w, plan="dw+gemm")
 
 
@@ -135,9 +135,8 @@ def test_pwdwpw_in_three_passes_in_half(precision, case, rng):
         pytest.skip("three passes run CUTLASS's sm_90 GEMM")
     c, e, f, kernel, stride, residual, batch, (h, w) = case
     spec = random_spec(rng, "pwdwpw", c, kernel=kernel, stride=stride, expand=e, out=f, residual=residual, channels_last=True)
-    stages = [dataclasses.replace(spec.stages[0], activation=Activation("clip", (0.0, 6.0))), spec.stages[1],
-              dataclasses.replace(spec.stages[2], activation=Activation() if residual else Activation("relu"))]
-    spec = dataclasses.replace(spec, stages=stages, residual_activation=Activation("relu") if residual else Activation())
+    spec = with_activations(spec, first=Activation("clip", (0.0, 6.0)), last=Activation() if residual else Activation("relu"),
+                            residual=Activation("relu") if residual else Activation())
     check_half_on_gpu(_half(spec, precision), rng, batch, h, w, plan="gemm+dw+gemm")
 
 
@@ -193,10 +192,8 @@ def test_small_half_cases_for_the_sanitizer(precision, rng):
         check_half_on_gpu(spec, rng, 2, 7, 5, plan=plan)
     if _hopper():
         spec = random_spec(rng, "dwpw", 16, kernel=3, stride=2, out=24, channels_last=True)
-        spec = dataclasses.replace(spec, stages=[spec.stages[0], dataclasses.replace(spec.stages[1], activation=Activation("relu"))])
+        spec = with_activations(spec, last=Activation("relu"))
         check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="dw+gemm")
         spec = random_spec(rng, "pwdwpw", 8, kernel=3, stride=1, expand=512, out=8, residual=True, channels_last=True)  # stream-K
-        spec = dataclasses.replace(spec, stages=[dataclasses.replace(spec.stages[0], activation=Activation("relu")), spec.stages[1],
-                                                 dataclasses.replace(spec.stages[2], activation=Activation())],
-                                   residual_activation=Activation())
+        spec = with_activations(spec, first=Activation("relu"), last=Activation(), residual=Activation())
         check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="gemm+dw+gemm")

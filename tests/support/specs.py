@@ -1,11 +1,13 @@
 """Random operator descriptions for the kernel tests (CPU and CUDA share them).
 
 In: a random generator and the shape wanted. Out: fp32 fused-op specs and feeds
-(:func:`random_spec`, :func:`random_feeds`), int8 quantizations, tensors and activation tables
+(:func:`random_spec`, :func:`random_feeds`, :func:`with_activations`), int8 quantizations, tensors and activation tables
 (:func:`random_quant`, :func:`random_int8`, :func:`swish_table`).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -42,6 +44,20 @@ def random_spec(rng, kind: str, channels: int, *, kernel=3, stride=1, pads=None,
         c = f
     return FcmSpec(kind, stages, residual=residual, residual_activation=_activation(rng) if residual else Activation(),
                    has_scale=scale, channels_last=channels_last)
+
+
+def with_activations(spec: FcmSpec, *, first: Activation | None = None, last: Activation | None = None,
+                     residual: Activation | None = None) -> FcmSpec:
+    """``spec`` with the activation after its first stage, after its last stage and after the
+    residual set where given (random_spec draws them at random; some kernels take only some)."""
+    stages = list(spec.stages)
+    if first is not None:
+        stages[0] = dataclasses.replace(stages[0], activation=first)
+    if last is not None:
+        stages[-1] = dataclasses.replace(stages[-1], activation=last)
+    if residual is None:
+        return dataclasses.replace(spec, stages=stages)
+    return dataclasses.replace(spec, stages=stages, residual_activation=residual)
 
 
 def random_feeds(spec: FcmSpec, rng, batch: int, height: int, width: int, scale_nhwc: bool = False):

@@ -115,7 +115,7 @@ struct CudaChainKernelT {
   OrtStatusPtr RunChainTransposed(Ort::KernelContext& ctx, const ChainProblem& p, int device, cudaStream_t stream);
   template <class P>
   OrtStatusPtr RunPixelChain(Ort::KernelContext& ctx, const P& p, int device, cudaStream_t stream);
-  // A block plan's launch, with the workspace it needs (two passes) from ONNX Runtime's allocator
+  // A block plan's launch, with the workspace it needs (separate passes) from ONNX Runtime's allocator
   template <class P>
   OrtStatusPtr LaunchBlockPlan(Ort::KernelContext& ctx, const P& p, const block::BlockPlan& plan, int device, cudaStream_t stream);
   // half problems: the pixel-chain or block kernels in E, else Run on FP32 copies (RunWidened)
@@ -441,8 +441,9 @@ OrtStatusPtr CudaChainKernelT<T>::LaunchBlockPlan(Ort::KernelContext& ctx, const
     if (!status.IsOK()) {
       // without the device memory, the fused kernel's best plan (no workspace) unless the passes
       // were forced: then it is the caller's error
-      const block::BlockPlan fused = PlanForced(p.n) ? block::BlockPlan{} : block::PlanBlock(p, false);
-      if (PlanForced(p.n) || !fused.error.empty()) return status.release();
+      if (PlanForced(p.n)) return status.release();
+      const block::BlockPlan fused = block::PlanBlock(p, false);
+      if (!fused.error.empty()) return status.release();
       if (Verbose())
         std::fprintf(stderr, "FCM CUDA %s: %s; the fused kernel instead: %s\n", spec.node_name.c_str(), status.GetErrorMessage().c_str(),
                      block::DescribeBlockPlan(fused).c_str());

@@ -23,8 +23,8 @@ extern "C" {
 // dims: n, h, w, c, m, f, kernel, stride, pad_top, pad_left, out_h, out_w, scale_batch,
 //       pw1, dw, pwl, residual, tf32
 // acts: (kind, lo, hi) for act1, actd, act2, res_act
-// plan: "HxW,f_tile,split,stages[,groups]" or "dw+gemm", or empty for the kernels' own; describe: the plan's text is
-// written there. Returns 0, or 1 with the reason in `message`.
+// plan: "HxW,f_tile,split,stages[,groups]", "dw+gemm" or "gemm+dw+gemm", or empty for the kernels'
+// own. Returns 0 with the plan's description in `message`, or 1 with the reason there.
 __attribute__((visibility("default"))) int FcmBlockRun(void* const* pointers, const int* dims, const float* acts, const char* plan,
                                                        void* stream, char* message, int message_size) {
   fcm::ChainProblem p;
@@ -46,7 +46,7 @@ __attribute__((visibility("default"))) int FcmBlockRun(void* const* pointers, co
       plan != nullptr && plan[0] != '\0' ? fcm::block::ParseBlockPlan(p, plan) : fcm::block::PlanBlock(p);
   std::string text = fcm::block::DescribeBlockPlan(chosen);
   if (chosen.error.empty()) {
-    // a plan's workspace (two passes) from the stream's pool, freed in stream order
+    // a plan's workspace (separate passes) from the stream's pool, freed in stream order
     const cudaStream_t on = static_cast<cudaStream_t>(stream);
     void* workspace = nullptr;
     cudaError_t err = chosen.workspace_bytes > 0 ? cudaMallocAsync(&workspace, chosen.workspace_bytes, on) : cudaSuccess;
@@ -58,8 +58,8 @@ __attribute__((visibility("default"))) int FcmBlockRun(void* const* pointers, co
   return chosen.error.empty() && text.rfind("launch failed", 0) != 0 ? 0 : 1;
 }
 
-// The plans the kernels would consider, one per line with its estimate (the two-pass plan among
-// them where the shapes allow it). The activations are not given: a plan they refuse fails when it
+// The plans the kernels would consider, one per line with its estimate (the separate passes among
+// them where the shapes allow them). The activations are not given: a plan they refuse fails when it
 // is forced on the node.
 __attribute__((visibility("default"))) int FcmBlockCandidates(const int* dims, char* out, int size) {
   fcm::ChainProblem p;

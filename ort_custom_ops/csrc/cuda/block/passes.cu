@@ -282,13 +282,23 @@ cudaError_t LaunchGemm(const E* a, const E* b, const E* bias, const E* c, E* d, 
   return cudaGetLastError();
 }
 
+// A product's output tiles and the steps of its sum, in PassGemm's tiles.
+template <class E>
+struct GemmWork {
+  GemmWork(double rows, double n, double k) {
+    using Tile = typename PassGemm<E>::TileShape;
+    tiles = std::ceil(rows / cute::size<0>(Tile{})) * std::ceil(n / cute::size<1>(Tile{}));
+    steps = std::ceil(k / cute::size<2>(Tile{}));
+  }
+  double tiles, steps;
+};
+
 // Whether a product of these sizes runs stream-K: its tiles fill under half of the SMs, and its sum
 // is deep enough to divide (8 steps and more).
 template <class E>
 bool StreamK(double rows, double n, double k) {
-  using Tile = typename PassGemm<E>::TileShape;
-  const double tiles = std::ceil(rows / cute::size<0>(Tile{})) * std::ceil(n / cute::size<1>(Tile{}));
-  return tiles * 2 < CurrentDevice().sms && std::ceil(k / cute::size<2>(Tile{})) >= 8;
+  const GemmWork<E> work(rows, n, k);
+  return work.tiles * 2 < CurrentDevice().sms && work.steps >= 8;
 }
 
 // A GEMM's time in microseconds: its bytes, or its 128 x 128 tiles in waves over the SMs, whichever
@@ -297,10 +307,10 @@ bool StreamK(double rows, double n, double k) {
 template <class E>
 double GemmUs(double rows, double n, double k, double bytes, bool stream_k) {
   constexpr double kBytesPerUs = 2.3e6, kStepUs = 0.58, kReductionUs = 2.0;
-  using Tile = typename PassGemm<E>::TileShape;
-  const double tiles = std::ceil(rows / cute::size<0>(Tile{})) * std::ceil(n / cute::size<1>(Tile{}));
-  const double steps = std::ceil(k / cute::size<2>(Tile{})), sms = std::max(1, CurrentDevice().sms);
-  const double compute = stream_k ? std::ceil(tiles * steps / sms) * kStepUs + kReductionUs : std::ceil(tiles / sms) * steps * kStepUs;
+  const GemmWork<E> work(rows, n, k);
+  const double sms = std::max(1, CurrentDevice().sms);
+  const double compute = stream_k ? std::ceil(work.tiles * work.steps / sms) * kStepUs + kReductionUs
+                                  : std::ceil(work.tiles / sms) * work.steps * kStepUs;
   return std::max(bytes / kBytesPerUs, compute);
 }
 
