@@ -84,7 +84,7 @@ def table(folder: Path, also: list[Path] | None = None, torch: list[Path] | None
              + (" torch.compile max-autotune (ms) | torch.compile / fused |" if compiled else ""),
              "|---|---|---|---|---|---|" + ("---|---|" if compiled else "")]
     for model in sorted(benches, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
-        kept = "?"
+        kept = "(no tune report)"
         try:
             groups = load_result(source[model] / "tune" / f"{model}.tune.json")["groups"]
             kept = f"{sum(1 for g in groups.values() if g['keep_fused'])} of {len(groups)}"
