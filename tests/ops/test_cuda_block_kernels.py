@@ -259,6 +259,18 @@ def test_kernels_choose_two_passes_for_wide_products():
     assert block_candidates_for(exact, top=1)
 
 
+def test_kernels_choose_three_passes_for_deep_7x7_blocks():
+    """MobileNetV2's 7x7 160-960-320 block: three passes at batch 32 (on an H100: 34.4 us against
+    the fused kernels' 51.4, benchmarks/2026-12-06-h100-three-pass), the fused kernels at batch 1
+    (27.4 against 16.3)."""
+    require_hopper()
+    # n, h, w, c, m, f, kernel, stride, pad_top, pad_left, out_h, out_w, scale_batch, pw1, dw, pwl, residual, tf32
+    block = [32, 7, 7, 160, 960, 320, 3, 1, 1, 1, 7, 7, 0, 1, 1, 1, 0, 1]
+    assert block_candidates_for(block, top=1) == ["gemm+dw+gemm"]
+    single = [1, *block[1:]]
+    assert block_candidates_for(single, top=1000)[0] not in ("gemm+dw+gemm", "dw+gemm")
+
+
 def test_fused_kernel_when_the_passes_workspace_cannot_be_had(rng, capfd, monkeypatch):
     """Xception's middle flow at batch 32, where the kernels choose two passes, in a session whose
     CUDA arena is capped below their 18 MB workspace (inputs and outputs bound outside it): the node

@@ -310,16 +310,14 @@ OrtStatusPtr CudaChainKernelT<T>::RunWidened(Ort::KernelContext& ctx, const Chai
   const size_t out_count = static_cast<size_t>(p.n) * p.out_h * p.out_w * out_c;
   size_t floats = out_count;
   for (const Copy& c : copies) floats += c.from != nullptr ? (c.count + 3) / 4 * 4 : 0;  // (16-byte aligned copies)
-  OrtAllocator* allocator = nullptr;
-  void* scratch = nullptr;
-  Ort::Status status =
-      GetScratch(ctx, device, stream, floats * sizeof(float), "FCM CUDA (" + spec.node_name + "), FP32 copies", &scratch, &allocator);
+  DeviceScratch scratch;
+  Ort::Status status = scratch.Take(ctx, device, stream, floats * sizeof(float), "FCM CUDA (" + spec.node_name + "), FP32 copies");
   if (!status.IsOK()) return status.release();
   q.pw1 = p.pw1, q.dw = p.dw, q.pwl = p.pwl, q.act1 = p.act1, q.actd = p.actd, q.act2 = p.act2;
   q.n = p.n, q.c = p.c, q.h = p.h, q.w = p.w, q.m = p.m, q.f = p.f, q.out_h = p.out_h, q.out_w = p.out_w;
   q.kernel = p.kernel, q.stride = p.stride, q.pad_top = p.pad_top, q.pad_left = p.pad_left;
   q.scale_batch = p.scale_batch, q.residual = p.residual, q.res_act = p.res_act, q.tf32 = true;
-  float* at = static_cast<float*>(scratch);
+  float* at = static_cast<float*>(scratch.data());
   q.y = at;
   at += (out_count + 3) / 4 * 4;
   cudaError_t err = cudaSuccess;
@@ -332,7 +330,6 @@ OrtStatusPtr CudaChainKernelT<T>::RunWidened(Ort::KernelContext& ctx, const Chai
   OrtStatusPtr failed = nullptr;
   if (err == cudaSuccess) failed = Run(ctx, q, device, stream);
   if (err == cudaSuccess && failed == nullptr) err = Convert(static_cast<const float*>(q.y), p.y, out_count, stream);
-  allocator->Free(allocator, scratch);
   if (failed != nullptr) return failed;
   if (err != cudaSuccess) return CudaFailure(err);
   return nullptr;
@@ -346,15 +343,12 @@ OrtStatusPtr CudaChainKernelT<T>::RunChain(Ort::KernelContext& ctx, const ChainP
   if (!plan.error.empty()) return NoPlan(plan.error);
 
   // split shares go through a workspace from ONNX Runtime's allocator
-  OrtAllocator* allocator = nullptr;
-  void* workspace = nullptr;
+  DeviceScratch workspace;
   if (plan.workspace_bytes > 0) {
-    Ort::Status status = GetScratch(ctx, device, stream, plan.workspace_bytes, "FCM CUDA (" + spec.node_name + "), split workspace",
-                                    &workspace, &allocator);
+    Ort::Status status = workspace.Take(ctx, device, stream, plan.workspace_bytes, "FCM CUDA (" + spec.node_name + "), split workspace");
     if (!status.IsOK()) return status.release();
   }
-  const cudaError_t err = LaunchChain(p, plan, workspace, stream);
-  if (workspace != nullptr) allocator->Free(allocator, workspace);
+  const cudaError_t err = LaunchChain(p, plan, workspace.data(), stream);
   if (err != cudaSuccess) return CudaFailure(err);
   return nullptr;
 }
@@ -374,19 +368,17 @@ OrtStatusPtr CudaChainKernelT<T>::RunChainTransposed(Ort::KernelContext& ctx, co
   const int out_c = p.pwl ? p.f : p.m;
   const size_t in_floats = static_cast<size_t>(p.n) * p.c * p.h * p.w;
   const size_t out_floats = static_cast<size_t>(p.n) * out_c * p.out_h * p.out_w;
-  OrtAllocator* allocator = nullptr;
-  void* scratch = nullptr;
-  Ort::Status status = GetScratch(ctx, device, stream, (in_floats + out_floats) * sizeof(float),
-                                  "FCM CUDA (" + spec.node_name + "), NCHW copies", &scratch, &allocator);
+  DeviceScratch scratch;
+  Ort::Status status =
+      scratch.Take(ctx, device, stream, (in_floats + out_floats) * sizeof(float), "FCM CUDA (" + spec.node_name + "), NCHW copies");
   if (!status.IsOK()) return status.release();
   ChainProblem q = p;
-  q.x = static_cast<const float*>(scratch);
-  q.y = static_cast<float*>(scratch) + in_floats;
+  q.x = static_cast<const float*>(scratch.data());
+  q.y = static_cast<float*>(scratch.data()) + in_floats;
   cudaError_t err = Transpose(p.x, const_cast<float*>(q.x), p.n, p.h * p.w, p.c, stream);
   OrtStatusPtr failed = nullptr;
   if (err == cudaSuccess) failed = RunChain(ctx, q, device, stream);
   if (err == cudaSuccess && failed == nullptr) err = Transpose(q.y, p.y, p.n, out_c, p.out_h * p.out_w, stream);
-  allocator->Free(allocator, scratch);
   if (failed != nullptr) return failed;
   if (err != cudaSuccess) return CudaFailure(err);
   return nullptr;
@@ -402,13 +394,11 @@ OrtStatusPtr CudaChainKernelT<T>::RunPixelChain(Ort::KernelContext& ctx, const P
                    p.m, p.f);
     pixel_chain_said = true;
   }
-  OrtAllocator* allocator = nullptr;
-  void* hidden = nullptr;
-  Ort::Status status = GetScratch(ctx, device, stream, static_cast<size_t>(p.n) * p.m * sizeof(float),
-                                  "FCM CUDA (" + spec.node_name + "), hidden layer", &hidden, &allocator);
+  DeviceScratch hidden;
+  Ort::Status status =
+      hidden.Take(ctx, device, stream, static_cast<size_t>(p.n) * p.m * sizeof(float), "FCM CUDA (" + spec.node_name + "), hidden layer");
   if (!status.IsOK()) return status.release();
-  const cudaError_t err = LaunchPixelChain(p, static_cast<float*>(hidden), stream);
-  allocator->Free(allocator, hidden);
+  const cudaError_t err = LaunchPixelChain(p, static_cast<float*>(hidden.data()), stream);
   if (err != cudaSuccess) return CudaFailure(err);
   return nullptr;
 }
@@ -433,11 +423,10 @@ template <class P>
 OrtStatusPtr CudaChainKernelT<T>::LaunchBlockPlan(Ort::KernelContext& ctx, const P& p, const block::BlockPlan& plan, int device,
                                                   cudaStream_t stream) {
   // separate passes (block/passes.h): the intermediates go through a workspace
-  OrtAllocator* allocator = nullptr;
-  void* workspace = nullptr;
+  DeviceScratch workspace;
   if (plan.workspace_bytes > 0) {
-    Ort::Status status = GetScratch(ctx, device, stream, plan.workspace_bytes,
-                                    "FCM CUDA (" + spec.node_name + "), separate passes' workspace", &workspace, &allocator);
+    Ort::Status status =
+        workspace.Take(ctx, device, stream, plan.workspace_bytes, "FCM CUDA (" + spec.node_name + "), separate passes' workspace");
     if (!status.IsOK()) {
       // without the device memory, the fused kernel's best plan (no workspace) unless the passes
       // were forced: then it is the caller's error
@@ -450,44 +439,54 @@ OrtStatusPtr CudaChainKernelT<T>::LaunchBlockPlan(Ort::KernelContext& ctx, const
       return LaunchBlockPlan(ctx, p, fused, device, stream);
     }
   }
-  const cudaError_t err = block::LaunchBlock(p, plan, stream, workspace);
-  if (workspace != nullptr) allocator->Free(allocator, workspace);
+  const cudaError_t err = block::LaunchBlock(p, plan, stream, workspace.data());
   if (err != cudaSuccess) return CudaFailure(err);
   return nullptr;
 }
 
-// Whether `bytes` more fit the device (see GetScratch); true while `stream` is being captured.
-bool ScratchFits(cudaStream_t stream, size_t bytes) {
+// Whether the arena behind `allocator` can hand out `bytes` now (see DeviceScratch::Take): a plain allocation
+// of that size, returned at once, whose failure (past gpu_mem_limit, or the device out of memory)
+// throws inside the arena and is caught here, where KernelContext_GetScratchBuffer would let it end
+// the process. The freed chunk stays in the arena for the scratch request that follows. Not probed
+// while `stream` is being captured into a CUDA graph: the runs before the capture took the memory.
+bool ArenaCanHold(OrtAllocator* allocator, cudaStream_t stream, size_t bytes) {
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) {
     cudaGetLastError();
     return true;
   }
   if (capture != cudaStreamCaptureStatusNone) return true;
-  size_t free_bytes = 0, total_bytes = 0;
-  if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
-    cudaGetLastError();
-    return true;
+  void* probe = nullptr;
+  try {
+    probe = allocator->Alloc(allocator, bytes);
+  } catch (...) {
+    cudaGetLastError();  // a failed cudaMalloc inside the arena leaves its error behind
+    return false;
   }
-  // headroom for the arena's rounding of the request to its own chunk sizes
-  return free_bytes >= bytes + bytes / 4 + (size_t{32} << 20);
+  if (probe == nullptr) return false;
+  allocator->Free(allocator, probe);
+  return true;
 }
 
 }  // namespace
 
-Ort::Status GetScratch(Ort::KernelContext& ctx, int device, cudaStream_t stream, size_t bytes, const std::string& what,
-                       void** buffer, OrtAllocator** allocator) {
-  *buffer = nullptr;
+DeviceScratch::~DeviceScratch() {
+  if (allocator_ == nullptr) return;
+  if (data_ != nullptr) allocator_->Free(allocator_, data_);
+  Ort::GetApi().ReleaseAllocator(allocator_);
+}
+
+Ort::Status DeviceScratch::Take(Ort::KernelContext& ctx, int device, cudaStream_t stream, size_t bytes, const std::string& what) {
   Ort::MemoryInfo device_memory("Cuda", OrtArenaAllocator, device, OrtMemTypeDefault);
-  *allocator = ctx.GetAllocator(*static_cast<const OrtMemoryInfo*>(device_memory));
-  if (*allocator == nullptr) return Ort::Status((what + ": no device allocator").c_str(), ORT_EP_FAIL);
-  if (!ScratchFits(stream, bytes))
-    return Ort::Status((what + ": not enough free device memory for its " + std::to_string(bytes) + " bytes").c_str(), ORT_EP_FAIL);
-  // (the arena's refusal, e.g. past the provider's gpu_mem_limit, is returned to the caller, who may
-  // have a plan that needs no scratch)
-  Ort::Status status(Ort::GetApi().KernelContext_GetScratchBuffer(ctx.GetOrtKernelContext(), device_memory, bytes, buffer));
+  if (allocator_ == nullptr) {
+    Ort::Status status(Ort::GetApi().KernelContext_GetAllocator(ctx.GetOrtKernelContext(), device_memory, &allocator_));
+    if (!status.IsOK() || allocator_ == nullptr) return Ort::Status((what + ": no device allocator").c_str(), ORT_EP_FAIL);
+  }
+  if (!ArenaCanHold(allocator_, stream, bytes))
+    return Ort::Status((what + ": the device arena cannot hold its " + std::to_string(bytes) + " bytes").c_str(), ORT_EP_FAIL);
+  Ort::Status status(Ort::GetApi().KernelContext_GetScratchBuffer(ctx.GetOrtKernelContext(), device_memory, bytes, &data_));
   if (!status.IsOK()) return Ort::Status((what + ": " + status.GetErrorMessage()).c_str(), ORT_EP_FAIL);
-  if (*buffer == nullptr) return Ort::Status((what + ": out of device memory").c_str(), ORT_EP_FAIL);
+  if (data_ == nullptr) return Ort::Status((what + ": out of device memory").c_str(), ORT_EP_FAIL);
   return Ort::Status{nullptr};
 }
 

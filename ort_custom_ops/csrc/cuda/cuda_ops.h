@@ -18,13 +18,25 @@ enum class Precision { kFp32, kFp16, kBf16 };
 // stages, taking and returning tensors of `precision`.
 std::unique_ptr<OrtCustomOp> MakeCudaOp(const char* name, size_t stages, Precision precision = Precision::kFp32);
 
-// A workspace of `bytes` from ONNX Runtime's device arena for this call, and the allocator to free
-// it with; an error status (naming `what`) when there is none. The buffer is tied to the call's
-// stream: the arena hands it to another stream (another thread's run) only once this one has moved
-// past it. KernelContext_GetScratchBuffer lets an allocation failure escape its C API, which aborts
-// the process, so a request the device cannot hold is refused before it is made (not checked while
-// `stream` is being captured into a CUDA graph: the memory was taken on the runs before the capture).
-Ort::Status GetScratch(Ort::KernelContext& ctx, int device, cudaStream_t stream, size_t bytes, const std::string& what,
-                       void** buffer, OrtAllocator** allocator);
+// A workspace from ONNX Runtime's device arena for one call, given back to the arena when it goes
+// out of scope (after the launches that use it are queued: the buffer is tied to the call's stream,
+// and the arena hands it to another stream, another thread's run, only once this one has moved
+// past it).
+class DeviceScratch {
+ public:
+  DeviceScratch() = default;
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+  ~DeviceScratch();
+
+  // Takes `bytes`; an error status naming `what` where the arena cannot give them (past the
+  // provider's gpu_mem_limit, or the device out of memory), the process and the arena unharmed.
+  Ort::Status Take(Ort::KernelContext& ctx, int device, cudaStream_t stream, size_t bytes, const std::string& what);
+  void* data() const { return data_; }
+
+ private:
+  OrtAllocator* allocator_ = nullptr;  // ONNX Runtime's wrapper of the arena, released with the buffer
+  void* data_ = nullptr;
+};
 
 }  // namespace fcm

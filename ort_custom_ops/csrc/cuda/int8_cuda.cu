@@ -615,14 +615,12 @@ class ChainLauncher {
       words += static_cast<size_t>(st.out_c), widest = std::max(widest, st.out_c), ++pointwise;
     }
     auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
-    OrtAllocator* allocator = nullptr;
+    DeviceScratch scratch;
     int32_t* workspace = nullptr;
     if (pointwise > 0) {
-      void* scratch = nullptr;
-      Ort::Status status = GetScratch(ctx, device, stream, words * sizeof(int32_t), "FCM node '" + node + "' (CUDA), zero-point workspace",
-                                      &scratch, &allocator);
+      Ort::Status status = scratch.Take(ctx, device, stream, words * sizeof(int32_t), "FCM node '" + node + "' (CUDA), zero-point workspace");
       if (!status.IsOK()) return status;
-      workspace = static_cast<int32_t*>(scratch);
+      workspace = static_cast<int32_t*>(scratch.data());
       int32_t* next = workspace;
       for (int s = 0, i = 0; s < args.stages; ++s) {
         if (args.stage[s].kind != kPointwise) continue;
@@ -634,7 +632,6 @@ class ChainLauncher {
     }
     ChainTiles<<<dim3(plan.tiles, static_cast<unsigned>(n)), kThreads, plan.shared_bytes, stream>>>(args);
     const cudaError_t err = cudaGetLastError();
-    if (workspace != nullptr) allocator->Free(allocator, workspace);
     return err == cudaSuccess ? Ort::Status(nullptr) : CudaError(node, err);
   }
 

@@ -468,11 +468,9 @@ template <class E>
 BlockPlan PlanBlock(const ChainProblemOf<E>& p, bool separate_passes) {
   std::vector<BlockPlan> plans = BlockCandidates(p);
   // separate passes are the kernels' own choice only where their estimate was fitted to measured
-  // times (two passes in FP32); three passes, and two in the half types, are fcm tune's to time
+  // times (two and three passes in FP32); in the half types they are fcm tune's to time
   plans.erase(std::remove_if(plans.begin(), plans.end(),
-                             [&](const BlockPlan& plan) {
-                               return plan.passes == 3 || (plan.passes == 2 && (kIsHalf<E> || !separate_passes));
-                             }),
+                             [&](const BlockPlan& plan) { return plan.passes > 0 && (kIsHalf<E> || !separate_passes); }),
               plans.end());
   if (plans.empty()) {
     BlockPlan none;

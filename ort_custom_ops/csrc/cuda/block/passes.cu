@@ -303,10 +303,12 @@ bool StreamK(double rows, double n, double k) {
 
 // A GEMM's time in microseconds: its bytes, or its 128 x 128 tiles in waves over the SMs, whichever
 // is longer (the fit of passes.h's estimate); stream-K: its tiles' steps spread over the SMs, and
-// the reduction of the partial sums (~2 us, assumed).
+// ~14 us for the workspace's zeroing and the reduction of the partial sums (fitted: MobileNetV2's
+// six stream-K blocks at batch 32 on an H100 ran 9.5-17.7 us over the estimate without it,
+// benchmarks/2026-12-06-h100-three-pass).
 template <class E>
 double GemmUs(double rows, double n, double k, double bytes, bool stream_k) {
-  constexpr double kBytesPerUs = 2.3e6, kStepUs = 0.58, kReductionUs = 2.0;
+  constexpr double kBytesPerUs = 2.3e6, kStepUs = 0.58, kReductionUs = 14.0;
   const GemmWork<E> work(rows, n, k);
   const double sms = std::max(1, CurrentDevice().sms);
   const double compute = stream_k ? std::ceil(work.tiles * work.steps / sms) * kStepUs + kReductionUs
@@ -362,8 +364,10 @@ double PassesEstimateUs(const ChainProblemOf<E>& p, int passes) {
   // passes), within 10% (benchmarks/2026-12-06-h100-two-pass): every pass moves its bytes at
   // ~2.3 TB/s; a GEMM's 128 x 128 tiles run in waves over the SMs, ~0.58 us per 128-byte step of
   // the sum (taken to hold for the half types: twice the channels a step at twice the tensor-core
-  // rate); ~1.5 us a launch. A small batch is one wave, so a product's depth sets its time. The
-  // three passes' first GEMM and stream-K product are the same model, not yet measured.
+  // rate); ~1.5 us a launch. A small batch is one wave, so a product's depth sets its time. Three
+  // passes (the first GEMM the same model), once the stream-K reduction was fitted (GemmUs): within
+  // 20% of ten of MobileNetV2's eleven blocks at batch 32 (56x56 24-144-24: 23% more); at batch 1
+  // they take 1.7-2.7x the estimate, but twice the fused kernels' time too, and are not chosen.
   constexpr double kBytesPerUs = 2.3e6, kLaunchUs = 1.5;
   const double bytes = sizeof(E);
   const double in_pixels = static_cast<double>(p.n) * p.h * p.w, pixels = static_cast<double>(p.n) * p.out_h * p.out_w;
