@@ -235,6 +235,16 @@ def cases() -> list[Case]:
                     residual=True, plan="gemm+dw+gemm"))
     out.append(Case("pwdwpw three passes s2", 2, 13, 11, 24, 72, 40, "pwdwpw", kernel=5, stride=2, acts=("relu", "swish", "clip"),
                     plan="gemm+dw+gemm"))
+    # wide regions (more than 128 input pixels: the first stage in two halves), PW->DW->PW forced:
+    # stride-2 tiles of MobileNetV2's early blocks, the widest region (255 pixels, four row blocks),
+    # 5x5 and 7x7 kernels at stride 1, a cluster split, a ragged last chunk, exact FP32
+    out.append(Case("wide region s2", 2, 30, 34, 16, 96, 24, "pwdwpw", stride=2, plan="4x8,24,1,3"))
+    out.append(Case("wide region s2 widest", 3, 29, 31, 24, 144, 32, "pwdwpw", stride=2, plan="7x8,32,1,3"))
+    out.append(Case("wide region k5 residual", 2, 19, 21, 24, 72, 24, "pwdwpw", kernel=5, acts=("relu", "clip", "none"), residual=True,
+                    res_act="relu", plan="8x8,24,1,3"))
+    out.append(Case("wide region k7 split", 2, 16, 16, 32, 192, 32, "pwdwpw", kernel=7, plan="8x8,32,2,3"))
+    out.append(Case("wide region ragged", 2, 23, 25, 20, 100, 28, "pwdwpw", stride=2, acts=("swish", "relu", "clip"), plan="6x8,32,1,4"))
+    out.append(Case("wide region exact", 2, 17, 19, 16, 64, 64, "pwdwpw", stride=2, plan="4x8,64,1,3", tf32=False))
     out.append(Case("batch 32", 32, 28, 28, 32, 192, 32, "pwdwpw", residual=True))
     return out
 

@@ -246,6 +246,36 @@ def test_pwdwpw_in_three_passes(case, rng):
     check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan="gemm+dw+gemm")
 
 
+@pytest.mark.parametrize("case", [
+    # (channels, expand, out, kernel, stride, residual, batch, size, plan): regions of 129-256 pixels
+    (16, 96, 24, 3, 2, False, 3, (29, 31), "4x8,24,1,3"),     # MobileNetV2's first expanding block: 9 x 17 = 153
+    (24, 144, 32, 3, 2, False, 1, (25, 27), "7x8,32,1,3"),    # 15 x 17 = 255: four row blocks, the last one short
+    (24, 72, 24, 5, 1, True, 2, (19, 21), "8x8,24,1,4"),      # 12 x 12, y = res_act(acc + b + x)
+    (32, 192, 32, 7, 1, False, 2, (16, 16), "8x8,32,2,3"),    # 14 x 14, the chunks split over a cluster
+    (20, 100, 28, 3, 2, False, 32, (23, 25), "6x8,32,1,3"),   # 13 x 17, a ragged last chunk, batch 32
+])
+def test_wide_regions(case, precision, rng):
+    """Tiles whose input region is more than 128 pixels (the first stage in two halves), forced:
+    stride-2 tiles of 32-56 pixels where the kernels' own plans take 16-25, against the CPU kernels."""
+    c, e, f, kernel, stride, residual, batch, (h, w), plan = case
+    spec = random_spec(rng, "pwdwpw", c, kernel=kernel, stride=stride, expand=e, out=f, residual=residual, channels_last=True)
+    if precision == "fp32" and int(plan.split(",")[1]) not in (32, 64):
+        pytest.skip("no exact-FP32 wide-region kernel is compiled for this plan's output-channel width")
+    check_on_gpu(spec, rng, batch, h, w, TF32_BOUND if precision == "tf32" else FP32_BOUND, plan=plan)
+
+
+def test_wide_regions_are_refused_elsewhere(rng):
+    """A region of more than 128 pixels is for PW->DW->PW with one computing warpgroup, up to 256
+    pixels: an ONNX Runtime error naming the limit elsewhere, not a launch."""
+    x = rng.normal(size=(1, 40, 40, 16)).astype(np.float32)
+    for kind, plan, reason in (("pwdwpw", "8x8,24,1,3", "more than 256 pixels"),  # 17 x 17 = 289
+                               ("pwdw", "4x8,0,1,3", "more than 128 pixels"),
+                               ("dwpw", "4x8,24,1,3", "more than 128 pixels")):
+        spec = random_spec(rng, kind, 16, kernel=3, stride=2, expand=48, out=24, channels_last=True)
+        with pytest.raises(Exception, match=reason):
+            make_session(forced_plan(fused_model(spec), plan, 1), providers=cuda_providers()).run(None, {"X": x})
+
+
 def test_kernels_choose_two_passes_for_wide_products():
     """The kernels' own estimate takes "dw+gemm" for Xception's middle flow at batch 32 (on an H100:
     59.6 us against the fused kernels' 103.9, benchmarks/2026-12-06-h100-two-pass), and never where

@@ -123,6 +123,20 @@ def test_dwpw_in_two_passes_in_half(precision, case, rng):
 
 @HALF
 @pytest.mark.parametrize("case", [
+    # (channels, expand, out, kernel, stride, residual, batch, size, plan): regions of 129-256 pixels
+    (16, 96, 24, 3, 2, False, 3, (29, 31), "4x8,24,1,3"),     # 9 x 17
+    (24, 144, 32, 3, 2, False, 2, (25, 27), "7x8,32,1,3"),    # 15 x 17 = 255: four row blocks
+    (24, 72, 24, 5, 1, True, 2, (19, 21), "8x8,24,1,4"),      # 12 x 12, a residual
+])
+def test_wide_regions_in_half(precision, case, rng):
+    """Tiles whose input region is more than 128 pixels (the first stage in two halves), forced, in
+    the node's type."""
+    c, e, f, kernel, stride, residual, batch, (h, w), plan = case
+    spec = random_spec(rng, "pwdwpw", c, kernel=kernel, stride=stride, expand=e, out=f, residual=residual, channels_last=True)
+    check_half_on_gpu(_half(spec, precision), rng, batch, h, w, plan=plan)
+
+
+@pytest.mark.parametrize("case", [
     # (channels, expand, out, kernel, stride, residual, batch, size)
     (16, 96, 24, 3, 2, False, 2, (15, 13)),
     (24, 144, 24, 5, 1, True, 3, (9, 12)),      # y = res_act(acc + b + x)

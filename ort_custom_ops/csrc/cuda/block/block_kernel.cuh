@@ -425,16 +425,17 @@ __device__ __forceinline__ void IssueFirst(const BlockArgsOf<E>& a, float (&acc1
   Gemm::Commit();
 }
 
-// Which of this thread's four first-stage rows (2 blocks x 2 halves) lie in the image, as a mask:
-// the depthwise stage's zero padding applies to its input, U. The same for every chunk of a unit.
+// Which of this thread's four first-stage rows (2 blocks x 2 halves, from region row `row0`) lie in
+// the image, as a mask: the depthwise stage's zero padding applies to its input, U. The same for
+// every chunk of a unit.
 template <class E>
-__device__ __forceinline__ unsigned InsideMask(const BlockArgsOf<E>& a, const Unit& u) {
+__device__ __forceinline__ unsigned InsideMask(const BlockArgsOf<E>& a, const Unit& u, int row0 = 0) {
   const ChainProblemOf<E>& p = a.p;
   const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, g = lane >> 2;
   unsigned mask = 0;
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    const int row = (k >> 1) * kTileRows + warp * 16 + g + 8 * (k & 1);
+    const int row = row0 + (k >> 1) * kTileRows + warp * 16 + g + 8 * (k & 1);
     bool inside = row < a.region_rows;
     if (p.dw) {
       int ry, rx;
@@ -490,7 +491,7 @@ __device__ __forceinline__ void ScaleChunk(const BlockArgsOf<E>& a, uint32_t inp
 // region are not written.
 template <bool kSwizzled, class E>
 __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float (&acc1)[2][kChunk / 2], const E* b1, int m_valid,
-                                           unsigned inside, uint32_t out) {
+                                           unsigned inside, uint32_t out, int row0) {
   using Out = std::conditional_t<kSwizzled, E, float>;
   const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, g = lane >> 2, t = lane & 3;
   float v[2][kChunk / 2];
@@ -512,7 +513,7 @@ __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float 
   for (int b = 0; b < 2; ++b) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int row = b * kTileRows + warp * 16 + g + 8 * half;
+      const int row = row0 + b * kTileRows + warp * 16 + g + 8 * half;
       if (row >= a.region_rows) continue;
       const bool in = (inside >> (2 * b + half)) & 1;
       // A row inside the image, of a whole chunk (most rows): stored with no test per value.
@@ -616,15 +617,16 @@ __device__ __forceinline__ void DepthwiseToOutput(const BlockArgsOf<E>& a, const
 }
 
 // The first stage's epilogue of a chunk whose gemm has finished: into U for a depthwise stage, else
-// into V, the last stage's operand (fenced for the tensor cores).
+// into V, the last stage's operand (fenced for the tensor cores). `row0`: the region row of acc1's
+// first row (128 for the second half of a wide region).
 template <class E>
 __device__ __forceinline__ void FinishFirst(const BlockArgsOf<E>& a, const float (&acc1)[2][kChunk / 2], const uint8_t* operands,
-                                            int m_valid, unsigned inside, uint32_t u_slab, uint32_t v_slab) {
+                                            int m_valid, unsigned inside, uint32_t u_slab, uint32_t v_slab, int row0 = 0) {
   const E* b1 = reinterpret_cast<const E*>(operands + a.b1_in_stage);
   if (a.p.dw) {
-    StoreFirst<false>(a, acc1, b1, m_valid, inside, u_slab);
+    StoreFirst<false>(a, acc1, b1, m_valid, inside, u_slab, row0);
   } else {
-    StoreFirst<true>(a, acc1, b1, m_valid, inside, v_slab);
+    StoreFirst<true>(a, acc1, b1, m_valid, inside, v_slab, row0);
     FenceForAsyncProxy();
   }
 }
@@ -665,7 +667,11 @@ __device__ __forceinline__ void IssueLast(float (&acc2)[Gemm2::kRegs], uint32_t 
 //                 wait for P1(i+1) (P2(i) stays in flight)  |  U = epilogue of P1(i+1)
 // A ring stage is released once P2 of its chunk has finished (the wait of the next iteration),
 // so the ring needs three stages: chunk i+1's while i computes and i-1's last reader finishes.
-template <int NF, bool kExact, class E>
+//
+// kWide: a region of more than 128 pixels (PW->DW->PW), its first stage in two halves (below). A
+// kernel of its own (FusedBlockKernel's kWide): in one body with the narrow path, the branch between
+// the halves cost every kernel waits and spills that ptxas added.
+template <int NF, bool kExact, bool kWide, class E>
 __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, Barriers& bars, int cluster, int clusters, int rank) {
   using Gemm1 = BlockGemm<kChunk, kExact, E>;
   using Gemm2 = BlockGemm<NF == 0 ? 8 : NF, kExact, E>;
@@ -675,6 +681,11 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
   const uint32_t base = SharedAddress(smem);
   const uint32_t u_slab = base + a.u_off;
   const bool two_blocks = a.region_rows > kTileRows;
+  // A wide region (more than 128 pixels: stride-2 tiles of more than about 25 pixels) has its first
+  // stage in two halves of up to 128 rows, one after the other through the same accumulators, with
+  // no other gemm in flight (the chunk's last stage waited for first; PW->DW->PW, one warpgroup)
+  const bool two_blocks_b = a.region_rows > 3 * kTileRows;
+  constexpr uint32_t kHalfRegion = 2 * kTileRows * kSlabRowBytes;
   const DepthwiseGeometry geometry{a.tile_h, a.tile_w, a.region_w, a.dw_blocks, a.dw_blocks_w};
   const int mine = a.chunks > rank ? (a.chunks - 1 - rank) / a.split + 1 : 0;  // chunks of this CTA per unit
 
@@ -695,6 +706,7 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
     const Unit u = DecodeUnit(a, index, NF);
     if (a.resident) head = RingCursor{};
     const unsigned inside = p.pw1 ? InsideMask(a, u) : 0u;
+    const unsigned inside_b = kWide ? InsideMask(a, u, 2 * kTileRows) : 0u;
     const RegionSlot slot = RegionOf(a, units_done);
     const int buffer = slot.buffer;
     const uint32_t region = base + a.x_off + buffer * a.region_bytes;
@@ -704,12 +716,21 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
       BarrierWait(&bars.x_full[buffer], slot.parity);
       if (p.scale != nullptr) ScaleRegion<1>(a, region, u.image);
       const uint32_t w1 = SharedAddress(staged(head.stage));
+      const int m_valid = min(kChunk, p.m - rank * kChunk);
       IssueFirst<kExact>(a, acc1, region, w1, two_blocks);
       WaitGemms<kAsync>();
       Gemm1::Fence(acc1[0]);
       Gemm1::Fence(acc1[1]);
-      if (mine == 1) BarrierArrive(&bars.x_empty[buffer]);
-      FinishFirst(a, acc1, staged(head.stage), min(kChunk, p.m - rank * kChunk), inside, u_slab, base + a.v_off);
+      if (mine == 1 && !kWide) BarrierArrive(&bars.x_empty[buffer]);
+      FinishFirst(a, acc1, staged(head.stage), m_valid, inside, u_slab, base + a.v_off);
+      if constexpr (kWide) {
+        IssueFirst<kExact>(a, acc1, region + kHalfRegion, w1, two_blocks_b);
+        WaitGemms<kAsync>();
+        Gemm1::Fence(acc1[0]);
+        Gemm1::Fence(acc1[1]);
+        if (mine == 1) BarrierArrive(&bars.x_empty[buffer]);
+        FinishFirst(a, acc1, staged(head.stage), m_valid, inside_b, u_slab, base + a.v_off, 2 * kTileRows);
+      }
       SyncConsumers();
     }
     // The last stage's accumulators pinned here, where no group holds them: its groups below chain
@@ -738,8 +759,9 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
         IssueLast<false, Gemm2, E>(acc2, v_slab, operands, a.w2_in_stage, i == 0);
       }
       // P1(i+1) done; P2(i) may still run (it reads V[i%2] and this stage's W2), P2(i-1) is done
+      // (a wide region: P2(i) done too, so that the second half's gemm is issued with none in flight)
       if constexpr (kAsync) {
-        if (p.pwl) {
+        if (p.pwl && !kWide) {
           cute::warpgroup_wait<1>();
         } else {
           cute::warpgroup_wait<0>();
@@ -756,9 +778,18 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
         release(previous);
       }
       if (next && p.pw1) {
-        if (i + 2 == mine) BarrierArrive(&bars.x_empty[buffer]);  // the last chunk's first stage has read the region
-        FinishFirst(a, acc1, staged(following.stage), min(kChunk, p.m - m0 - a.split * kChunk), inside, u_slab,
-                    base + a.v_off + ((i + 1) & 1) * a.v_bytes);
+        const int next_valid = min(kChunk, p.m - m0 - a.split * kChunk);
+        const uint32_t next_v = base + a.v_off + ((i + 1) & 1) * a.v_bytes;
+        if (i + 2 == mine && !kWide) BarrierArrive(&bars.x_empty[buffer]);  // the last chunk's first stage has read the region
+        FinishFirst(a, acc1, staged(following.stage), next_valid, inside, u_slab, next_v);
+        if constexpr (kWide) {
+          IssueFirst<kExact>(a, acc1, region + kHalfRegion, SharedAddress(staged(following.stage)), two_blocks_b);
+          WaitGemms<kAsync>();
+          Gemm1::Fence(acc1[0]);
+          Gemm1::Fence(acc1[1]);
+          if (i + 2 == mine) BarrierArrive(&bars.x_empty[buffer]);
+          FinishFirst(a, acc1, staged(following.stage), next_valid, inside_b, u_slab, next_v, 2 * kTileRows);
+        }
       }
       SyncConsumers();  // U (or V) of chunk i+1 written; U of chunk i no longer read
       previous = current;
@@ -910,13 +941,18 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
 
 // Two or three CTAs share an SM (one computes while the others wait on barriers and copies) below 96
 // output channels; wider accumulators, and the exact FP32 path's operands, need the registers of one.
-template <int NF, bool kExact, int kGroups>
-constexpr int MinBlocksPerSm() { return kExact || NF >= 96 || kGroups > 1 ? 1 : NF <= 32 ? 3 : 2; }
+// A wide region's shared memory leaves room for two CTAs at most: their registers.
+template <int NF, bool kExact, int kGroups, bool kWide = false>
+constexpr int MinBlocksPerSm() {
+  return kExact || NF >= 96 || kGroups > 1 ? 1 : NF <= 32 && !kWide ? 3 : 2;
+}
 
-template <int NF, bool kExact, int kGroups, class E>
-__global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExact, kGroups>())
+// kWide: a region of more than 128 pixels (Consume's kWide), a kernel of its own for a few widths.
+template <int NF, bool kExact, int kGroups, class E, bool kWide = false>
+__global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExact, kGroups, kWide>())
     FusedBlockKernel(const __grid_constant__ BlockArgsOf<E> a, const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw1,
                      const __grid_constant__ CUtensorMap tw2) {
+  static_assert(!kWide || (kGroups == 1 && NF > 0), "a wide region: PW->DW->PW with one computing warpgroup");
   extern __shared__ uint8_t dynamic_shared[];
   uint8_t* smem = dynamic_shared + ((kSlabAlign - (SharedAddress(dynamic_shared) & (kSlabAlign - 1))) & (kSlabAlign - 1));
   Barriers& bars = *reinterpret_cast<Barriers*>(smem + a.bar_off);
@@ -956,7 +992,7 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
     }
     Produce<NF>(a, smem, bars, &tx, &tw1, &tw2, cluster, clusters, rank);
   } else if constexpr (kGroups == 1) {
-    Consume<NF, kExact>(a, smem, bars, cluster, clusters, rank);
+    Consume<NF, kExact, kWide>(a, smem, bars, cluster, clusters, rank);
   } else {
     static_assert(!kExact, "two computing warpgroups: tensor cores (TF32, FP16, BF16)");
     cutlass::arch::warpgroup_reg_alloc<kComputeRegisters>();

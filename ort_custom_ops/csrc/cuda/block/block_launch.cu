@@ -25,7 +25,7 @@
 namespace fcm {
 namespace block {
 
-template <int NF, bool kExact, int kGroups, class E>
+template <int NF, bool kExact, int kGroups, class E, bool kWide = false>
 const void* KernelPointer();
 
 namespace {
@@ -44,23 +44,28 @@ struct Width {
   int f_tile;
   KernelFn kernel;
   KernelFn halves = nullptr;  // two computing warpgroups
+  KernelFn wide = nullptr;    // a region of more than 128 pixels (block_kernels_wide*.cu)
 };
 
 template <class E>
 const std::vector<Width>& Widths(bool exact) {
 #define FCM_WIDTH(NF, EXACT) {NF, KernelPointer<NF, EXACT, 1, E>()},
+#define FCM_WIDE(NF) {NF, KernelPointer<NF, false, 1, E>(), nullptr, KernelPointer<NF, false, 1, E, true>()},
 #define FCM_HALVES(NF) {NF, KernelPointer<NF, false, 1, E>(), KernelPointer<NF, false, 2, E>()},
-  static const std::vector<Width> tensor_cores = {FCM_WIDTH(16, false) FCM_WIDTH(24, false) FCM_WIDTH(32, false) FCM_WIDTH(40, false)
-                                                      FCM_WIDTH(48, false) FCM_HALVES(64) FCM_HALVES(80) FCM_HALVES(96) FCM_HALVES(112)
-                                                          FCM_HALVES(128) FCM_HALVES(160) FCM_HALVES(192)};
+#define FCM_HALVES_WIDE(NF) {NF, KernelPointer<NF, false, 1, E>(), KernelPointer<NF, false, 2, E>(), KernelPointer<NF, false, 1, E, true>()},
+  static const std::vector<Width> tensor_cores = {FCM_WIDTH(16, false) FCM_WIDE(24) FCM_WIDE(32) FCM_WIDTH(40, false)
+                                                      FCM_WIDTH(48, false) FCM_HALVES_WIDE(64) FCM_HALVES(80) FCM_HALVES(96) FCM_HALVES(112)
+                                                          FCM_HALVES(128) FCM_HALVES_WIDE(160) FCM_HALVES(192)};
+#undef FCM_HALVES_WIDE
 #undef FCM_HALVES
+#undef FCM_WIDE
 #undef FCM_WIDTH
   if constexpr (kIsHalf<E>) {
     static const std::vector<Width> none;
     return exact ? none : tensor_cores;
   } else {
-    static const std::vector<Width> fp32 = {{32, KernelPointer<32, true, 1, float>()},
-                                            {64, KernelPointer<64, true, 1, float>()},
+    static const std::vector<Width> fp32 = {{32, KernelPointer<32, true, 1, float>(), nullptr, KernelPointer<32, true, 1, float, true>()},
+                                            {64, KernelPointer<64, true, 1, float>(), nullptr, KernelPointer<64, true, 1, float, true>()},
                                             {128, KernelPointer<128, true, 1, float>()},
                                             {192, KernelPointer<192, true, 1, float>()}};
     return exact ? fp32 : tensor_cores;
@@ -68,7 +73,13 @@ const std::vector<Width>& Widths(bool exact) {
 }
 
 template <class E>
-KernelFn KernelFor(int f_tile, bool exact, int groups) {
+KernelFn KernelFor(int f_tile, bool exact, int groups, bool wide = false) {
+  if (wide) {  // a region of more than 128 pixels: PW->DW->PW, one computing warpgroup, a few widths
+    if (f_tile == 0 || groups != 1) return nullptr;
+    for (const Width& w : Widths<E>(exact))
+      if (w.f_tile == f_tile) return w.wide;
+    return nullptr;
+  }
   if (f_tile == 0) {  // PW->DW: one computing warpgroup, or two on tensor cores
     if (groups == 2) return exact ? nullptr : KernelPointer<0, false, 2, E>();
     if (groups != 1) return nullptr;
@@ -289,7 +300,10 @@ double Estimate(const ChainProblemOf<E>& p, const BlockArgsOf<E>& a, const Block
   }
   // two warpgroups: each runs every other chunk, unpipelined (a longer latency per chunk), the two on
   // the same pipes, and their sums are added at the end
-  const double latency = plan.groups > 1 ? 3400.0 : a.resident ? 1800.0 : plan.stages == 3 ? 2600.0 : 2400.0;
+  // (a wide region's second half waits for its own gemm and the last stage's: about one more round
+  // trip of the tensor cores, assumed, not yet measured)
+  const double latency = (plan.groups > 1 ? 3400.0 : a.resident ? 1800.0 : plan.stages == 3 ? 2600.0 : 2400.0) +
+                         (region_blocks > 2 ? 1000.0 : 0.0);
   const double sharers = static_cast<double>(resident) * plan.groups;
   const double chunk = std::max({sharers * std::max(mma, cuda), sharers * issued / kSmIssue, issued / kCtaIssue, latency});
   const double region_wait = p.pw1 && plan.regions == 1 ? 1500.0 : 0.0;
@@ -358,16 +372,25 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
     if (plan.stages == 0) return fail("two warpgroups take no resident weights");
     if (plan.split > 1 && p.pwl) return fail("two warpgroups take no split with a last pointwise stage");
   }
-  KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups);
+  // a region of up to 256 pixels (the first stage in two halves: block_kernel.cuh's Consume) for
+  // PW->DW->PW with one computing warpgroup, in kernels of their own; not among the candidates until
+  // timed (a plan names it)
+  const int region_rows = p.dw ? ((plan.tile_h - 1) * p.stride + p.kernel) * ((plan.tile_w - 1) * p.stride + p.kernel)
+                               : plan.tile_h * plan.tile_w;
+  const bool wide = region_rows > 2 * kTileRows;
+  if (wide && !(p.pw1 && p.dw && p.pwl && plan.groups == 1))
+    return fail("the tile's input region is more than 128 pixels (256 for PW->DW->PW with one warpgroup)");
+  if (region_rows > 4 * kTileRows) return fail("the tile's input region is more than 256 pixels");
+  KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups, wide);
   if (kernel == nullptr)
     return fail("no kernel is compiled for f_tile " + std::to_string(plan.f_tile) +
-                (plan.groups > 1 ? " with two warpgroups (tensor cores: PW->DW, or 64 to 192 wide)" : ""));
+                (plan.groups > 1 ? " with two warpgroups (tensor cores: PW->DW, or 64 to 192 wide)" : "") +
+                (wide ? " with an input region of more than 128 pixels (24, 32, 64, 160; exact FP32: 32, 64)" : ""));
   plan.tma = TmaFits(p, d);
   BlockArgsOf<E> a;
   // two region buffers where they cost no resident CTA, else one
   plan.regions = 1;
   plan.shared_bytes = MakeArgs(p, plan, &a);
-  if (a.region_rows > 2 * kTileRows) return fail("the tile's input region is more than 128 pixels");
   if (p.pw1 && plan.shared_bytes <= static_cast<size_t>(d.shared_optin)) {
     BlockPlan doubled = plan;
     doubled.regions = 2;
@@ -554,10 +577,10 @@ template <class E>
 cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace) {
   if (!plan.error.empty()) return cudaErrorInvalidConfiguration;
   if (plan.passes > 0) return LaunchPasses(p, plan.passes, workspace, stream);
-  KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups);
-  if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes, plan.groups) == 0) return cudaErrorInvalidConfiguration;
   BlockArgsOf<E> a;
   MakeArgs(p, plan, &a);
+  KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups, a.region_rows > 2 * kTileRows);
+  if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes, plan.groups) == 0) return cudaErrorInvalidConfiguration;
   CUtensorMap maps[3];
   std::memset(maps, 0, sizeof(maps));
   if (plan.tma) {
