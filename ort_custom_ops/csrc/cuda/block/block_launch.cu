@@ -154,6 +154,12 @@ bool RowsOf16Bytes(const ChainProblemOf<E>& p) {
   return true;
 }
 
+// The input pixels a tile of th x tw output pixels reads: the tile and the depthwise stage's halo.
+template <class E>
+int RegionPixels(const ChainProblemOf<E>& p, int th, int tw) {
+  return p.dw ? ((th - 1) * p.stride + p.kernel) * ((tw - 1) * p.stride + p.kernel) : th * tw;
+}
+
 // Whether TMA can copy this problem's tiles: sm_90, rows of 16-byte multiples, aligned tensors.
 // (The chunks' depthwise weights and biases go by bulk copies: 16-byte aligned, multiples of 16 bytes.)
 template <class E>
@@ -375,8 +381,7 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
   // a region of up to 256 pixels (the first stage in two halves: block_kernel.cuh's Consume) for
   // PW->DW->PW with one computing warpgroup, in kernels of their own; not among the candidates until
   // timed (a plan names it)
-  const int region_rows = p.dw ? ((plan.tile_h - 1) * p.stride + p.kernel) * ((plan.tile_w - 1) * p.stride + p.kernel)
-                               : plan.tile_h * plan.tile_w;
+  const int region_rows = RegionPixels(p, plan.tile_h, plan.tile_w);
   const bool wide = region_rows > 2 * kTileRows;
   if (wide && !(p.pw1 && p.dw && p.pwl && plan.groups == 1))
     return fail("the tile's input region is more than 128 pixels (256 for PW->DW->PW with one warpgroup)");
@@ -425,9 +430,7 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p) {
   // depthwise blocks, past the image's edge (Xception's 14 x 14 as 4 x 16: the depthwise stage's
   // pixel-by-pixel path at a tile's edge costs more than the pixels computed and dropped)
   std::vector<std::pair<int, int>> tiles;
-  auto region = [&](int th, int tw) {
-    return p.dw ? ((th - 1) * p.stride + p.kernel) * ((tw - 1) * p.stride + p.kernel) : th * tw;
-  };
+  auto region = [&](int th, int tw) { return RegionPixels(p, th, tw); };
   auto push = [&](int th, int tw) {
     const std::pair<int, int> tile(th, tw);
     if (th * tw <= kTileRows && region(th, tw) <= 2 * kTileRows && std::find(tiles.begin(), tiles.end(), tile) == tiles.end())
