@@ -710,6 +710,17 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
     const RegionSlot slot = RegionOf(a, units_done);
     const int buffer = slot.buffer;
     const uint32_t region = base + a.x_off + buffer * a.region_bytes;
+    // a wide region's second half of a chunk's first stage (rows 128 on): issued with no gemm in
+    // flight, waited for, and its epilogue written; `last`: the unit's last chunk, whose first stage
+    // frees the region buffer
+    auto second_half = [&](const uint8_t* operands, int m_valid, uint32_t v_slab, bool last) {
+      IssueFirst<kExact>(a, acc1, region + kHalfRegion, SharedAddress(operands), two_blocks_b);
+      WaitGemms<kAsync>();
+      Gemm1::Fence(acc1[0]);
+      Gemm1::Fence(acc1[1]);
+      if (last) BarrierArrive(&bars.x_empty[buffer]);
+      FinishFirst(a, acc1, operands, m_valid, inside_b, u_slab, v_slab, 2 * kTileRows);
+    };
     // prologue: chunk 0's first stage
     if (p.pw1) {
       BarrierWait(&bars.full[head.stage], head.parity);
@@ -723,14 +734,7 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
       Gemm1::Fence(acc1[1]);
       if (mine == 1 && !kWide) BarrierArrive(&bars.x_empty[buffer]);
       FinishFirst(a, acc1, staged(head.stage), m_valid, inside, u_slab, base + a.v_off);
-      if constexpr (kWide) {
-        IssueFirst<kExact>(a, acc1, region + kHalfRegion, w1, two_blocks_b);
-        WaitGemms<kAsync>();
-        Gemm1::Fence(acc1[0]);
-        Gemm1::Fence(acc1[1]);
-        if (mine == 1) BarrierArrive(&bars.x_empty[buffer]);
-        FinishFirst(a, acc1, staged(head.stage), m_valid, inside_b, u_slab, base + a.v_off, 2 * kTileRows);
-      }
+      if constexpr (kWide) second_half(staged(head.stage), m_valid, base + a.v_off, mine == 1);
       SyncConsumers();
     }
     // The last stage's accumulators pinned here, where no group holds them: its groups below chain
@@ -782,14 +786,7 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
         const uint32_t next_v = base + a.v_off + ((i + 1) & 1) * a.v_bytes;
         if (i + 2 == mine && !kWide) BarrierArrive(&bars.x_empty[buffer]);  // the last chunk's first stage has read the region
         FinishFirst(a, acc1, staged(following.stage), next_valid, inside, u_slab, next_v);
-        if constexpr (kWide) {
-          IssueFirst<kExact>(a, acc1, region + kHalfRegion, SharedAddress(staged(following.stage)), two_blocks_b);
-          WaitGemms<kAsync>();
-          Gemm1::Fence(acc1[0]);
-          Gemm1::Fence(acc1[1]);
-          if (i + 2 == mine) BarrierArrive(&bars.x_empty[buffer]);
-          FinishFirst(a, acc1, staged(following.stage), next_valid, inside_b, u_slab, next_v, 2 * kTileRows);
-        }
+        if constexpr (kWide) second_half(staged(following.stage), next_valid, next_v, i + 2 == mine);
       }
       SyncConsumers();  // U (or V) of chunk i+1 written; U of chunk i no longer read
       previous = current;

@@ -74,20 +74,16 @@ const std::vector<Width>& Widths(bool exact) {
 
 template <class E>
 KernelFn KernelFor(int f_tile, bool exact, int groups, bool wide = false) {
-  if (wide) {  // a region of more than 128 pixels: PW->DW->PW, one computing warpgroup, a few widths
-    if (f_tile == 0 || groups != 1) return nullptr;
-    for (const Width& w : Widths<E>(exact))
-      if (w.f_tile == f_tile) return w.wide;
-    return nullptr;
-  }
   if (f_tile == 0) {  // PW->DW: one computing warpgroup, or two on tensor cores
+    if (wide) return nullptr;
     if (groups == 2) return exact ? nullptr : KernelPointer<0, false, 2, E>();
     if (groups != 1) return nullptr;
     if constexpr (kIsHalf<E>) return exact ? nullptr : KernelPointer<0, false, 1, E>();
     return exact ? KernelPointer<0, true, 1, float>() : KernelPointer<0, false, 1, float>();
   }
+  // (a region of more than 128 pixels: one computing warpgroup, a few widths)
   for (const Width& w : Widths<E>(exact))
-    if (w.f_tile == f_tile) return groups == 1 ? w.kernel : groups == 2 ? w.halves : nullptr;
+    if (w.f_tile == f_tile) return groups == 1 ? (wide ? w.wide : w.kernel) : groups == 2 && !wide ? w.halves : nullptr;
   return nullptr;
 }
 

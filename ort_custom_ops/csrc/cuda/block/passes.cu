@@ -30,6 +30,7 @@ namespace {
 
 constexpr int kRows = 2, kColumns = 4;  // output pixels per thread of the depthwise pass
 constexpr int kThreads = 256;
+constexpr double kBytesPerUs = 2.3e6;  // every pass's bytes, in the estimate (PassesEstimateUs)
 
 // Four consecutive channels, 16 bytes of FP32 or 8 of a half type, to and from FP32.
 template <class E>
@@ -308,7 +309,7 @@ bool StreamK(double rows, double n, double k) {
 // benchmarks/2026-12-06-h100-three-pass).
 template <class E>
 double GemmUs(double rows, double n, double k, double bytes, bool stream_k) {
-  constexpr double kBytesPerUs = 2.3e6, kStepUs = 0.58, kReductionUs = 14.0;
+  constexpr double kStepUs = 0.58, kReductionUs = 14.0;
   const GemmWork<E> work(rows, n, k);
   const double sms = std::max(1, CurrentDevice().sms);
   const double compute = stream_k ? std::ceil(work.tiles * work.steps / sms) * kStepUs + kReductionUs
@@ -368,7 +369,7 @@ double PassesEstimateUs(const ChainProblemOf<E>& p, int passes) {
   // passes (the first GEMM the same model), once the stream-K reduction was fitted (GemmUs): within
   // 20% of ten of MobileNetV2's eleven blocks at batch 32 (56x56 24-144-24: 23% more); at batch 1
   // they take 1.7-2.7x the estimate, but twice the fused kernels' time too, and are not chosen.
-  constexpr double kBytesPerUs = 2.3e6, kLaunchUs = 1.5;
+  constexpr double kLaunchUs = 1.5;
   const double bytes = sizeof(E);
   const double in_pixels = static_cast<double>(p.n) * p.h * p.w, pixels = static_cast<double>(p.n) * p.out_h * p.out_w;
   const double depthwise_bytes = bytes * (in_pixels * p.m + pixels * p.m);
