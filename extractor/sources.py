@@ -176,6 +176,9 @@ def keras_application(name: str, options: SourceOptions) -> Any:
             weights_file = Path(options.weights)
             if not weights_file.is_file():
                 raise FcmError("no such weights file", weights_file)
+    # layers named automatically ("add", "add_1", ...) count from zero whatever was built before in
+    # this process: the same DAG from `fcm convert` and from `make zoo`'s sixth model
+    keras.backend.clear_session()
     keras.utils.set_random_seed(options.seed)
     try:
         model = builder(**kwargs)
