@@ -136,6 +136,7 @@ def test_wide_regions_in_half(precision, case, rng):
     check_half_on_gpu(_half(spec, precision), rng, batch, h, w, plan=plan)
 
 
+@HALF
 @pytest.mark.parametrize("case", [
     # (channels, expand, out, kernel, stride, residual, batch, size)
     (16, 96, 24, 3, 2, False, 2, (15, 13)),
