@@ -23,9 +23,10 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from .measure import Timing
+if TYPE_CHECKING:  # (imported where timed: fcm bench's command line reads MODES without onnx)
+    from .measure import Timing
 
 #: torchvision's versions of the reference architectures (MobileNet v1 and Xception have none).
 TORCHVISION = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
@@ -50,19 +51,20 @@ def torch_available() -> bool:
 
 
 def torch_compile_anchor(arch: str | None, precision: str, batches: list[int], size: int, runs: int, warmup: int,
-                         limit_s: int = 600, runner: Runner = run_child, available: Callable[[], bool] = torch_available
-                         ) -> dict:
-    """``{"arch", "precision", "batches": {batch: row}}`` or ``{"absent": reason}`` (see the module docstring)."""
+                         limit_s: int = 600, runner: Runner = run_child, available: Callable[[], bool] = torch_available,
+                         modes: tuple[str, ...] = MODES) -> dict:
+    """``{"arch", "precision", "modes", "batches": {batch: row}}`` or ``{"absent": reason}`` (see the
+    module docstring); ``modes``: the compile modes timed (some of :data:`MODES`)."""
     if arch is None:
         return {"absent": "no torchvision version of this architecture"}
     if arch not in TORCHVISION:
         return {"absent": f"{arch} is not a torchvision architecture here ({', '.join(TORCHVISION)})"}
     if not available():
         return {"absent": "torch and torchvision are not installed on this machine"}
-    out: dict = {"arch": arch, "precision": precision, "batches": {}}
+    out: dict = {"arch": arch, "precision": precision, "modes": list(modes), "batches": {}}
     for batch in batches:
         command = [sys.executable, "-m", "fcm.anchors", "--one", arch, precision, str(batch), str(size),
-                   "--runs", str(runs), "--warmup", str(warmup)]
+                   "--runs", str(runs), "--warmup", str(warmup), "--modes", ",".join(modes)]
         status, stdout, stderr = runner(command, limit_s)
         lines = stdout.strip().splitlines()
         if status != 0 or not lines:
@@ -84,6 +86,8 @@ def best_mode(row: dict) -> dict:
 def timed_calls(fn, runs: int, warmup: int) -> Timing:
     """Wall-clock times of ``fn()`` on the GPU (synchronized after each call), after ``warmup`` calls."""
     import torch
+
+    from .measure import Timing
 
     for _ in range(warmup):
         fn()

@@ -35,9 +35,10 @@ def default_torch_arch(fused_path: Path) -> str | None:
 
 def run(unfused_path: Path, fused_path: Path, batches: list[int], runs: int, warmup: int, plan_path: Path | None,
         micro: bool, exact_fp32: bool, progress: Progress, profile: bool = False, precision: str | None = None,
-        torch_arch: str | None = "auto", anchor=torch_compile_anchor) -> dict:
+        torch_arch: str | None = "auto", anchor=torch_compile_anchor, torch_modes: tuple[str, ...] = MODES) -> dict:
     """``precision``: what the fused model must be in (None: whatever it is); ``torch_arch``: the
-    torchvision architecture of the ``torch.compile`` anchor ("auto": :func:`default_torch_arch`, None: no anchor)."""
+    torchvision architecture of the ``torch.compile`` anchor ("auto": :func:`default_torch_arch`, None: no anchor),
+    timed in ``torch_modes``."""
     import onnxruntime as ort
 
     from ort_custom_ops.ops.library import library_cuda_float_ops
@@ -84,20 +85,20 @@ def run(unfused_path: Path, fused_path: Path, batches: list[int], runs: int, war
     size = int(unfused.graph.input[0].type.tensor_type.shape.dim[1].dim_value or 224)  # NHWC models: H
     report["anchors"] = {"onnxruntime": f"{Path(unfused_path).name}, {found}, best configuration (the unfused side)",
                          "torch_compile": torch_anchor(torch_arch, fused_path, found, batches, size, runs, warmup, progress,
-                                                       anchor)}
+                                                       anchor, torch_modes)}
     return report
 
 
 def torch_anchor(torch_arch: str | None, fused_path: Path, precision: str, batches: list[int], size: int, runs: int,
-                 warmup: int, progress: Progress, anchor=torch_compile_anchor) -> dict:
+                 warmup: int, progress: Progress, anchor=torch_compile_anchor, modes: tuple[str, ...] = MODES) -> dict:
     """The torch.compile anchor's record: not timed when not asked for (``torch_arch`` None), the
     fused file's architecture for "auto" (:func:`default_torch_arch`)."""
     if torch_arch is None:
         return {"absent": "not asked for (--torch none)"}
     if torch_arch == "auto":
         torch_arch = default_torch_arch(fused_path)
-    progress(f"torch.compile anchor ({torch_arch or 'none'}, {precision})")
-    return anchor(torch_arch, precision, batches, size, runs, warmup)
+    progress(f"torch.compile anchor ({torch_arch or 'none'}, {precision}, {', '.join(modes)})")
+    return anchor(torch_arch, precision, batches, size, runs, warmup, modes=modes)
 
 
 def markdown(report: dict, command: str) -> str:
@@ -154,6 +155,10 @@ def markdown(report: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+def best_of(modes) -> str:
+    return f"the better of {' and '.join(modes)}" if len(modes) > 1 else f"{modes[0]} only"
+
+
 def anchors_table(report: dict) -> list[str]:
     """How a user would fare with each alternative, in one table: ONNX Runtime on the unfused model,
     the fused model, torch.compile (best mode), in the report's precision."""
@@ -164,7 +169,7 @@ def anchors_table(report: dict) -> list[str]:
     torch = anchors["torch_compile"]
     lines = [f"## The alternatives ({precision}, same run)", "",
              f"ONNX Runtime: {anchors['onnxruntime']}. torch.compile: " +
-             (f"torchvision {torch['arch']}, {precision}, channels-last, the better of {' and '.join(MODES)}."
+             (f"torchvision {torch['arch']}, {precision}, channels-last, " + best_of(torch.get("modes", MODES)) + "."
               if "absent" not in torch else f"none ({torch['absent']})."), "",
              "| batch | ONNX Runtime (ms) | fused (ms) | torch.compile (ms) | mode | fused vs ONNX Runtime | fused vs torch.compile |",
              "|---|---|---|---|---|---|---|"]

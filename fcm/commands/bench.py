@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fcm.anchors import MODES
 from fcm_core.errors import FcmError
 
 from .common import Reporter, add_timing_arguments, batch_sizes, onnxruntime_errors
@@ -43,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the torchvision architecture to time torch.compile on (channels-last, the model's precision, "
                         "max-autotune and reduce-overhead) for the same report: mobilenet_v2, mobilenet_v3_small, "
                         "mobilenet_v3_large, efficientnet_b0, or none (default: the fused file's stem when it is one)")
+    parser.add_argument("--torch-modes", metavar="MODES", default=",".join(MODES),
+                        help=f"the torch.compile modes to time, comma-separated (default: {','.join(MODES)}; max-autotune "
+                        "compiles for minutes per batch size, reduce-overhead for seconds)")
     parser.add_argument("-o", "--output", metavar="DIR", help="where to write (default: <stem>.bench/ beside the fused model)")
 
 
@@ -53,6 +57,9 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     from fcm.pipeline.verify import check_companion, load_model
     from fcm_core.fileio import check_writable, staged_directory
 
+    torch_modes = tuple(m for m in args.torch_modes.split(",") if m)
+    if not torch_modes or set(torch_modes) - set(MODES):
+        raise FcmError(f"--torch-modes takes some of {', '.join(MODES)}, comma-separated, not '{args.torch_modes}'")
     model = Path(args.model)
     if args.fused:
         fused = Path(args.fused)
@@ -71,7 +78,7 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     with onnxruntime_errors(fused):
         result = bench.run(model, fused, batches, args.runs, args.warmup, plan, not args.no_micro, args.exact_fp32,
                            report.progress, profile=args.profile, precision=args.precision,
-                           torch_arch=None if args.torch == "none" else args.torch)
+                           torch_arch=None if args.torch == "none" else args.torch, torch_modes=torch_modes)
     command = "fcm bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else [])
     result["command"] = command
     text = bench.markdown(result, command)

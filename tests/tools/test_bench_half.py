@@ -58,6 +58,33 @@ def test_the_report_says_why_there_is_no_torch_anchor(arch, available, reason):
     assert reason in out["absent"]
 
 
+def test_the_anchor_times_only_the_modes_asked_for():
+    """--torch-modes reduce-overhead: the child is told the mode, and the table names it alone."""
+    calls = []
+
+    def runner(command, limit_s):
+        calls.append(command)
+        return 0, _child_output({"reduce-overhead": {"median_ms": 1.1}}), ""
+
+    out = torch_compile_anchor("mobilenet_v2", "fp16", [1, 32], 224, 10, 2, runner=runner, available=lambda: True,
+                               modes=("reduce-overhead",))
+    assert [c[c.index("--modes") + 1] for c in calls] == ["reduce-overhead", "reduce-overhead"]
+    assert out["modes"] == ["reduce-overhead"] and out["batches"]["32"]["best"]["mode"] == "reduce-overhead"
+    text = "\n".join(anchors_table(_report(out)))
+    assert "channels-last, reduce-overhead only." in text
+    both = torch_compile_anchor("mobilenet_v2", "fp16", [1], 224, 10, 2, runner=runner, available=lambda: True)
+    assert calls[-1][calls[-1].index("--modes") + 1] == "max-autotune,reduce-overhead"
+    assert "the better of max-autotune and reduce-overhead." in "\n".join(anchors_table(_report(both)))
+
+
+@pytest.mark.parametrize("modes", ["fast", "", "max-autotune,default"])
+def test_bench_refuses_unknown_torch_modes(modes, tmp_path, capsys):
+    from fcm.cli import main
+
+    assert main(["bench", str(tmp_path / "m.unfused.onnx"), "--torch-modes", modes]) != 0
+    assert "--torch-modes takes some of max-autotune, reduce-overhead" in capsys.readouterr().err
+
+
 def test_no_mode_timed_gives_no_best():
     assert "best" not in best_mode({"modes": {"max-autotune": {"error": "x"}}})
 
@@ -162,9 +189,9 @@ def test_the_torch_anchor_is_skipped_only_when_not_asked_for():
 
     calls = []
 
-    def stand_in(arch, precision, batches, size, runs, warmup):
+    def stand_in(arch, precision, batches, size, runs, warmup, modes):
         calls.append(arch)
-        return torch_compile_anchor(arch, precision, batches, size, runs, warmup, available=lambda: False)
+        return torch_compile_anchor(arch, precision, batches, size, runs, warmup, available=lambda: False, modes=modes)
 
     skipped = torch_anchor(None, Path("/m/mobilenet_v2.onnx"), "fp32", [1], 224, 3, 1, lambda m: None, stand_in)
     assert skipped == {"absent": "not asked for (--torch none)"} and calls == []
