@@ -356,15 +356,16 @@ def main() -> int:
                         "(the kernels' own pick against the fastest: what fcm tune can gain)")
     parser.add_argument("--plans", default="", help="also time these plans on each MobileNetV2 block ('HxW,f_tile,split,"
                         "stages[,groups]', 'gemm+dw+gemm', ... separated by ';'), each checked first; those a block refuses are skipped")
-    parser.add_argument("--profile", default="", help="run the MobileNetV2 block whose name holds this text once at batch 32 "
-                        "(after a warm-up), for a profiler, and nothing else")
+    parser.add_argument("--profile", default="", help="run the MobileNetV2 blocks whose names hold this text three times "
+                        "each at --profile-batch, for a profiler (ncu -s 2 -c 1 takes one warm launch), and nothing else")
+    parser.add_argument("--profile-batch", type=int, default=32, help="the batch size of --profile (default 32)")
     args = parser.parse_args()
     lib = Library(args.lib)
     gen = torch.Generator(device="cuda")
     gen.manual_seed(args.seed)
     if args.profile:
         for h, c, m, f, s, res in MNV2_BLOCKS:
-            case = Case(f"{h}x{h} {c}-{m}-{f} s{s}", 32, h, h, c, m, f, "pwdwpw", stride=s, residual=res)
+            case = Case(f"{h}x{h} {c}-{m}-{f} s{s}", args.profile_batch, h, h, c, m, f, "pwdwpw", stride=s, residual=res)
             if args.profile in case.name:
                 problem = Problem(case, gen)
                 for _ in range(3):
