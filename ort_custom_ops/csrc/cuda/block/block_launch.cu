@@ -378,15 +378,15 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
   // PW->DW->PW with one computing warpgroup, in kernels of their own; not among the candidates until
   // timed (a plan names it)
   const int region_rows = RegionPixels(p, plan.tile_h, plan.tile_w);
-  const bool wide = region_rows > 2 * kTileRows;
-  if (wide && !(p.pw1 && p.dw && p.pwl && plan.groups == 1))
+  plan.wide = region_rows > 2 * kTileRows;
+  if (plan.wide && !(p.pw1 && p.dw && p.pwl && plan.groups == 1))
     return fail("the tile's input region is more than 128 pixels (256 for PW->DW->PW with one warpgroup)");
   if (region_rows > 4 * kTileRows) return fail("the tile's input region is more than 256 pixels");
-  KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups, wide);
+  KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups, plan.wide);
   if (kernel == nullptr)
     return fail("no kernel is compiled for f_tile " + std::to_string(plan.f_tile) +
                 (plan.groups > 1 ? " with two warpgroups (tensor cores: PW->DW, or 64 to 192 wide)" : "") +
-                (wide ? " with an input region of more than 128 pixels (24, 32, 64, 160; exact FP32: 32, 64)" : ""));
+                (plan.wide ? " with an input region of more than 128 pixels (24, 32, 64, 160; exact FP32: 32, 64)" : ""));
   plan.tma = TmaFits(p, d);
   BlockArgsOf<E> a;
   // two region buffers where they cost no resident CTA, else one
@@ -419,7 +419,7 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
 }
 
 template <class E>
-std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p) {
+std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate_passes) {
   const DeviceInfo& d = CurrentDevice();
   // tiles: for each height, the widest (and the widest multiple of the depthwise block's width)
   // whose region is at most 128 pixels, balanced over the image; and each widened to whole
@@ -478,6 +478,7 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p) {
   // the GEMM library's main loop beats the fused kernels' by more than the intermediates' round trips
   // through L2 cost
   for (int passes : {2, 3}) {
+    if (!separate_passes) break;
     BlockPlan separate;
     separate.passes = passes;
     separate = CompleteBlockPlan(p, separate);
@@ -488,12 +489,9 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p) {
 
 template <class E>
 BlockPlan PlanBlock(const ChainProblemOf<E>& p, bool separate_passes) {
-  std::vector<BlockPlan> plans = BlockCandidates(p);
   // separate passes are the kernels' own choice only where their estimate was fitted to measured
   // times (two and three passes in FP32); in the half types they are fcm tune's to time
-  plans.erase(std::remove_if(plans.begin(), plans.end(),
-                             [&](const BlockPlan& plan) { return plan.passes > 0 && (kIsHalf<E> || !separate_passes); }),
-              plans.end());
+  const std::vector<BlockPlan> plans = BlockCandidates(p, separate_passes && !kIsHalf<E>);
   if (plans.empty()) {
     BlockPlan none;
     none.error = "no launch plan of the fused-block kernels fits this problem on this GPU";
@@ -578,7 +576,7 @@ cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaS
   if (plan.passes > 0) return LaunchPasses(p, plan.passes, workspace, stream);
   BlockArgsOf<E> a;
   MakeArgs(p, plan, &a);
-  KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups, a.region_rows > 2 * kTileRows);
+  KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups, plan.wide);
   if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes, plan.groups) == 0) return cudaErrorInvalidConfiguration;
   CUtensorMap maps[3];
   std::memset(maps, 0, sizeof(maps));
@@ -612,7 +610,7 @@ cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaS
 
 #define FCM_BLOCK_LAUNCHER(E)                                                                      \
   template BlockPlan CompleteBlockPlan<E>(const ChainProblemOf<E>& p, BlockPlan plan);             \
-  template std::vector<BlockPlan> BlockCandidates<E>(const ChainProblemOf<E>& p);                  \
+  template std::vector<BlockPlan> BlockCandidates<E>(const ChainProblemOf<E>& p, bool separate_passes);                  \
   template BlockPlan PlanBlock<E>(const ChainProblemOf<E>& p, bool separate_passes);              \
   template BlockPlan ParseBlockPlan<E>(const ChainProblemOf<E>& p, const std::string& text);       \
   template cudaError_t LaunchBlock<E>(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace);

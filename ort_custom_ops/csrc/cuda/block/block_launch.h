@@ -27,6 +27,7 @@ struct BlockPlan {
   int passes = 0;         // 0: the fused kernel; 2: DW->PW, 3: PW->DW->PW as separate kernels through a workspace (passes.h)
   // filled in by CompleteBlockPlan
   bool tma = false;       // TMA copies (sm_90, 16-byte aligned rows) instead of cp.async
+  bool wide = false;      // an input region of more than 128 pixels (the wide-region kernels)
   int regions = 1;        // input-region buffers (2: the next unit's loads during this one)
   bool exact = false;     // FP32 FMAs instead of TF32 tensor cores
   const char* arithmetic = "TF32";  // of the pointwise stages: TF32, FP32 (exact), FP16 or BF16
@@ -49,9 +50,10 @@ BlockPlan PlanBlock(const ChainProblemOf<E>& p, bool separate_passes = true);
 // error says why it cannot run.
 template <class E>
 BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan);
-// Every plan that fits, with its estimate (for the tuner).
+// Every plan that fits, with its estimate (for the tuner; `separate_passes` false: the fused
+// kernel's plans only).
 template <class E>
-std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p);
+std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate_passes = true);
 // "HxW,f_tile,split,stages[,groups]" (a tuned plan, or FCM_CUDA_PLAN) completed for this problem.
 template <class E>
 BlockPlan ParseBlockPlan(const ChainProblemOf<E>& p, const std::string& text);

@@ -22,6 +22,7 @@
 
 #include "../../epilogue.h"
 #include "block_gemm.cuh"
+#include "depthwise_shape.h"
 #include "element.cuh"
 
 namespace fcm {
@@ -119,25 +120,14 @@ __device__ __forceinline__ void DepthwiseChunk(const DepthwiseGeometry& g, uint3
   }
 }
 
-// The kernel sizes and strides the ops take, and the input's row pitch. An if-chain, not a switch:
-// a jump table is an indirect branch, which the compiler cannot tell is uniform, and it then
-// serializes the tensor-core work in flight across it.
+// The chunk's depthwise stage at the problem's kernel size and stride (depthwise_shape.h), with the
+// input's row pitch a constant.
 template <int kPitch, class In, class W, class Sink>
 __device__ __forceinline__ void DepthwiseOfPitch(int kernel, int stride, const DepthwiseGeometry& g, uint32_t input, const W* weights,
                                                  const W* bias, int valid_channels, const Activation& act, const Sink& sink) {
-  if (kernel == 3 && stride == 1) {
-    DepthwiseChunk<3, 1, kPitch, In>(g, input, weights, bias, valid_channels, act, sink);
-  } else if (kernel == 3) {
-    DepthwiseChunk<3, 2, kPitch, In>(g, input, weights, bias, valid_channels, act, sink);
-  } else if (kernel == 5 && stride == 1) {
-    DepthwiseChunk<5, 1, kPitch, In>(g, input, weights, bias, valid_channels, act, sink);
-  } else if (kernel == 5) {
-    DepthwiseChunk<5, 2, kPitch, In>(g, input, weights, bias, valid_channels, act, sink);
-  } else if (stride == 1) {
-    DepthwiseChunk<7, 1, kPitch, In>(g, input, weights, bias, valid_channels, act, sink);
-  } else {
-    DepthwiseChunk<7, 2, kPitch, In>(g, input, weights, bias, valid_channels, act, sink);
-  }
+  WithDepthwiseShape(kernel, stride, [&](auto k, auto s) {
+    DepthwiseChunk<decltype(k)::value, decltype(s)::value, kPitch, In>(g, input, weights, bias, valid_channels, act, sink);
+  });
 }
 
 // The first stage's output (U) rows are padded to kUPitch bytes: the fragment owners' 8-byte stores

@@ -22,6 +22,7 @@
 
 #include "../../epilogue.h"
 #include "../device.h"
+#include "depthwise_shape.h"
 #include "element.cuh"
 
 namespace fcm {
@@ -131,25 +132,15 @@ __global__ void __launch_bounds__(kThreads) DepthwisePass(const ChainProblemOf<E
   }
 }
 
-// The kernel sizes and strides the ops take (an if-chain, as depthwise.cuh's).
+// The depthwise pass at the problem's kernel size and stride (depthwise_shape.h).
 template <class E>
 cudaError_t LaunchDepthwisePass(const ChainProblemOf<E>& p, E* v, cudaStream_t stream) {
   const long long threads = static_cast<long long>(p.n) * ((p.out_h + kRows - 1) / kRows) * ((p.m / 4 + 31) / 32) *
                             ((p.out_w + kColumns - 1) / kColumns) * 32;
   const dim3 grid(static_cast<unsigned>((threads + kThreads - 1) / kThreads));
-  if (p.kernel == 3 && p.stride == 1) {
-    DepthwisePass<E, 3, 1><<<grid, kThreads, 0, stream>>>(p, v);
-  } else if (p.kernel == 3) {
-    DepthwisePass<E, 3, 2><<<grid, kThreads, 0, stream>>>(p, v);
-  } else if (p.kernel == 5 && p.stride == 1) {
-    DepthwisePass<E, 5, 1><<<grid, kThreads, 0, stream>>>(p, v);
-  } else if (p.kernel == 5) {
-    DepthwisePass<E, 5, 2><<<grid, kThreads, 0, stream>>>(p, v);
-  } else if (p.stride == 1) {
-    DepthwisePass<E, 7, 1><<<grid, kThreads, 0, stream>>>(p, v);
-  } else {
-    DepthwisePass<E, 7, 2><<<grid, kThreads, 0, stream>>>(p, v);
-  }
+  WithDepthwiseShape(p.kernel, p.stride, [&](auto k, auto s) {
+    DepthwisePass<E, decltype(k)::value, decltype(s)::value><<<grid, kThreads, 0, stream>>>(p, v);
+  });
   return cudaGetLastError();
 }
 
