@@ -248,7 +248,9 @@ CONFIDENCE = 5.0
 #: How many points of top-1 / top-5 agreement the fused model may lose against the precision's own
 #: computation: at least this, and four standard errors of a share measured on that many inputs (two
 #: estimates from the same few hundred random images; a random-weight model whose logits lie close
-#: together changes its top-1 under any rounding on many of them).
+#: together changes its top-1 under any rounding on many of them). The standard error is Agresti and
+#: Coull's (two successes and two failures added), so that a share measured as 100% on few inputs
+#: keeps its uncertainty: one miss in 16 is within it, where the plain estimate's zero allowed none.
 AGREEMENT_MARGIN = 0.05
 #: The precision's own computation: the unfused fp32 model with its weights and each operator's
 #: output rounded to the precision (Casts to it and back), on ONNX Runtime's CPU kernels.
@@ -312,7 +314,9 @@ class UnfusedHalfReference:
 
 
 def agreement_margin(share: float, samples: int) -> float:
-    return max(AGREEMENT_MARGIN, 4 * float(np.sqrt(share * (1 - share) / max(samples, 1))))
+    adjusted_n = max(samples, 0) + 4
+    adjusted = (share * max(samples, 0) + 2) / adjusted_n
+    return max(AGREEMENT_MARGIN, 4 * float(np.sqrt(adjusted * (1 - adjusted) / adjusted_n)))
 
 
 @dataclass

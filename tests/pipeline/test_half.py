@@ -165,6 +165,19 @@ def test_precision_errors(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+def test_the_agreement_margin_keeps_the_uncertainty_of_a_small_sample():
+    """A share measured as 100% on 16 inputs still tolerates one miss in 16 (the plain standard
+    error of 100% is zero); on the default 256 inputs the 5-point floor rules, and a share well
+    below 100% gets its usual four standard errors."""
+    from fcm.pipeline.verify import AGREEMENT_MARGIN, agreement_margin
+
+    assert agreement_margin(1.0, 16) > 1 / 16
+    assert agreement_margin(1.0, 256) == AGREEMENT_MARGIN
+    plain = 4 * np.sqrt(0.5 * 0.5 / 256)
+    assert abs(agreement_margin(0.5, 256) - plain) < 0.002
+    assert agreement_margin(0.9, 64) > agreement_margin(0.9, 256) > AGREEMENT_MARGIN
+
+
 def test_agreement_is_held_to_the_lower_of_the_emulation_and_the_unfused_half_model():
     """A fused half model must agree with the source on top-1 / top-5 as well as the precision's own
     computation does, or as ONNX Runtime's unfused half model does where that is lower (the
