@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Everything the GPU machine proves, in one go (run from the repository root, on that machine).
 #
-# Expects: onnxruntime-gpu staged into /tmp/ortgpu-site (../shared/device/stage-ort-gpu), the
+# Expects: onnxruntime-gpu staged into /tmp/ortgpu-site (../shared/device/stage-ort-gpu, with
+# onnx-graphsurgeon and onnxconverter-common, which the half-precision tests import), the shared
+# fixtures the tests read in $FCM_SHARED (default: .device/shared, a copy of ../shared), the
 # built library in ort_custom_ops/lib/ (or the ONNX Runtime headers in build/ort-headers to build
 # it here), and weight-free copies of the converted reference models in .device/models
-# (python -m fcm.skeleton pack converted_models -o .device/models).
+# (python -m fcm.skeleton pack converted_models -o .device/models; another folder: MODELS_DIR=...).
+# Half-precision models: MODELS_DIR=<their skeletons> BENCH_ARGS="--precision fp16 --torch-modes reduce-overhead".
 # Writes into $OUT (default /tmp/fcm-gpu): device.txt, and results.tar.gz holding the test logs,
 # the compute-sanitizer logs and each model's bench.{json,md,png}.
 #
@@ -16,6 +19,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/fcm-gpu}
 mkdir -p "$OUT/results"
 export PYTHONPATH=/tmp/ortgpu-site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+export FCM_SHARED=${FCM_SHARED:-$PWD/.device/shared}
 export PYTHONUNBUFFERED=1
 steps=${*:-tests sanitizer blocks bench}
 MODELS=${MODELS:-"mobilenet mobilenet_v2 mobilenet_v3_small mobilenet_v3_large efficientnet_b0 xception"}
@@ -31,7 +35,7 @@ BATCHES=${BATCHES:-1,32}
 if [ ! -f ort_custom_ops/lib/libfcm_ort_ops.so ]; then
   ORT_INCLUDE_DIR=$PWD/build/ort-headers/usr/include/onnxruntime python3 -m ort_custom_ops.ops.build 2>&1 | tee -a "$OUT/device.txt"
 fi
-python3 -m fcm.skeleton unpack .device/models -o /tmp/fcm-zoo > "$OUT/results/unpack.log" 2>&1
+python3 -m fcm.skeleton unpack "${MODELS_DIR:-.device/models}" -o /tmp/fcm-zoo > "$OUT/results/unpack.log" 2>&1
 
 for step in $steps; do
   case $step in
@@ -43,7 +47,7 @@ for step in $steps; do
       for tool in memcheck racecheck; do
         timeout 600 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
           tests/ops/test_cuda_block_kernels.py tests/ops/test_cuda_kernels.py tests/ops/test_int8_cuda.py tests/ops/test_cuda_half_kernels.py \
-          -k "small or explicit_pads" \
+          -k "small or explicit_pads or passes or wide_regions" \
           > "$OUT/results/sanitizer_$tool.log" 2>&1
         status=$?
         summary="ERROR SUMMARY|RACECHECK SUMMARY"  # (racecheck reports hazards in its own line)
@@ -63,7 +67,7 @@ for step in $steps; do
       for m in $MODELS; do
         timeout 900 python3 -m fcm bench /tmp/fcm-zoo/$m/$m.unfused.onnx --batch "$BATCHES" --profile ${BENCH_ARGS:-} \
           -o "$OUT/results/bench_$m" > "$OUT/results/bench_$m.log" 2>&1
-        grep -E "^\| [0-9]+ \| tf32" "$OUT/results/bench_$m/bench.md" | sed "s/^/$m /"
+        grep -E "^\| [0-9]+ \| (tf32|fp16|bf16) " "$OUT/results/bench_$m/bench.md" | sed "s/^/$m /"
       done
       ;;
   esac
