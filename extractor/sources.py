@@ -65,6 +65,26 @@ def describe_spec(spec: Any) -> str:
     return f"<{type(spec).__name__} {getattr(spec, 'name', '')}>".replace(" >", ">")
 
 
+#: The values random inputs take for a model that does not say otherwise.
+DEFAULT_INPUT_RANGE = (-1.0, 1.0)
+#: Pixel values: what a Keras model that rescales its input itself takes (keras.applications'
+#: MobileNetV3 and EfficientNet models begin with a Rescaling to [0, 1] or [-1, 1]).
+PIXEL_RANGE = (0.0, 255.0)
+
+
+def keras_input_range(model: Any) -> tuple[float, float]:
+    """The values ``model``'s image input takes: :data:`PIXEL_RANGE` where one of its first layers
+    rescales pixel values to [0, 1] or [-1, 1] (a Rescaling by 1/255 or 1/127.5), else
+    :data:`DEFAULT_INPUT_RANGE`."""
+    for layer in getattr(model, "layers", [])[:4]:  # the input layer, then the first few
+        if type(layer).__name__ == "Rescaling":
+            scale = np.asarray(layer.scale, np.float64).ravel()
+            if scale.size == 1 and min(abs(scale[0] * 255 - 1), abs(scale[0] * 127.5 - 1)) < 1e-3:
+                return PIXEL_RANGE
+            break
+    return DEFAULT_INPUT_RANGE
+
+
 @dataclass
 class OpenedModel:
     """A model opened from a specification: a Keras model object, or a file to read."""
@@ -73,6 +93,11 @@ class OpenedModel:
     where: str
     keras_model: Any = None
     path: Path | None = None
+
+    @property
+    def input_range(self) -> tuple[float, float]:
+        """The values its random inputs take (:func:`keras_input_range`; files: [-1, 1])."""
+        return keras_input_range(self.keras_model) if self.kind == "keras" else DEFAULT_INPUT_RANGE
 
     def dag(self) -> Dag:
         from .keras_reader import read_keras
@@ -206,7 +231,10 @@ def keras_application(name: str, options: SourceOptions) -> Any:
 def randomize_batchnorm(model: Any, rng: np.random.Generator, batch: int = 8) -> None:
     """Make a randomly initialised model's BatchNormalization layers non-trivial and its layers
     input-dependent: random scale and shift, then moving statistics set to those of a batch of
-    random inputs (uniform in [-1, 1]).
+    random inputs (uniform in the model's input range, :func:`keras_input_range`: pixel values for a
+    model that rescales its input, else [-1, 1]; calibrated on [-1, 1], such a model would see
+    images varying by under 1% around one value, and amplify that variation, and any rounding of
+    it, to full scale).
 
     A freshly built network's BN layers are identities and, untrained, its activations forget the
     input within a few layers, so comparing two implementations' outputs would prove little.
@@ -225,7 +253,8 @@ def randomize_batchnorm(model: Any, rng: np.random.Generator, batch: int = 8) ->
     # statistics become exactly those, layer after layer, in a single forward pass.
     momenta = [layer.momentum for layer in bn_layers]
     input_shape = [batch] + [int(d) for d in model.inputs[0].shape[1:]]
-    sample = rng.uniform(-1.0, 1.0, input_shape).astype(np.float32)
+    low, high = keras_input_range(model)
+    sample = rng.uniform(low, high, input_shape).astype(np.float32)
     try:
         for layer in bn_layers:
             layer.momentum = 0.0

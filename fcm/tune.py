@@ -75,7 +75,7 @@ from extractor.dag import Dag
 from fcm.measure import (Progress, bench_groups, bench_pair, cuda_session, device_info, group_models, numpy_io,
                          providers, time_session, timing_feeds, value_shapes)
 from fcm.pipeline.convert import output_files
-from fcm.pipeline.inputs import random_inputs
+from fcm.pipeline.inputs import random_inputs, recorded_input_range
 from fcm.pipeline.verify import (FP32_TOLERANCE, TF32_TOLERANCE, Check, UnfusedHalfReference, check_companion, load_model,
                                  model_precision)
 from fcm_core.errors import FcmError, one_line
@@ -390,10 +390,11 @@ def check_outputs(tuned: onnx.ModelProto, reference: onnx.ModelProto, reference_
         return session.run(None, {i.name: a for i, a in zip(session.get_inputs(), inputs)})
 
     if precision == "fp32":
-        inputs = random_inputs(reference, batch, np.random.default_rng(0))
+        inputs = random_inputs(reference, batch, np.random.default_rng(0), recorded_input_range(reference))
         expected, bound, rule = outputs_of(reference, inputs), FP32_TOLERANCE, "the fp32 bound"
     else:
-        half = UnfusedHalfReference.of(precision, reference, batch, np.random.default_rng(0), (-1.0, 1.0), outputs_of)
+        half = UnfusedHalfReference.of(precision, reference, batch, np.random.default_rng(0), recorded_input_range(reference),
+                                       outputs_of)
         inputs, expected, bound, rule = half.inputs, half.expected, half.bound, half.rule
         tuned = float_io(tuned)
     check = Check.of("tuned model", batch, outputs_of(tuned, inputs), expected)

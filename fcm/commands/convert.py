@@ -53,9 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=256,
                         help="with --precision fp16/bf16: random images the verification compares top-1/top-5 "
                         "agreement on (default: 256)")
-    parser.add_argument("--input-range", metavar="LO,HI", default="-1,1",
-                        help="with --precision fp16/bf16: the values of the verification's random images, as the model "
-                        "expects them (default: -1,1; e.g. 0,255 for a model that rescales its input itself)")
+    parser.add_argument("--input-range", metavar="LO,HI",
+                        help="the values of the verification's random inputs, as the model expects them (default: "
+                        "0,255 for a Keras model that rescales its input itself, such as keras.applications' "
+                        "MobileNetV3 and EfficientNet; else -1,1); recorded in the model for fcm verify and fcm tune")
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with the source model")
     quantize = parser.add_argument_group(
         "int8 quantization of Keras models",
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
                              verify=not args.no_verify, source=source_options(args), int8=args.int8,
                              calibration=args.calibration, io_dtype=args.io_dtype, layout=args.layout,
                              precision=args.precision, io_half=args.io == "half", samples=args.samples,
-                             input_range=input_range(args.input_range))
+                             input_range=input_range(args.input_range) if args.input_range is not None else None)
     result = convert(args.model, args.output, options, progress=report.progress)
     for note in result.notes:
         report.warning(note) if "left unfused" in note else report.progress(note)

@@ -59,9 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"largest output (default: {FP32_TOLERANCE:g})")
     parser.add_argument("--tf32-tolerance", type=float, default=TF32_TOLERANCE,
                         help=f"the same with TF32 on, on the GPU (default: {TF32_TOLERANCE:g})")
-    parser.add_argument("--input-range", metavar="LO,HI", default="-1,1",
-                        help="half-precision models: the values of the random images, as the model expects them "
-                        "(default: -1,1)")
+    parser.add_argument("--input-range", metavar="LO,HI",
+                        help="the values of the random inputs, as the model expects them (default: those fcm convert "
+                        "verified it on, recorded in the model; else -1,1)")
 
 
 def widened(bound: float, factor: float, spread: float, what: str) -> tuple[float, str]:
@@ -82,12 +82,12 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
 
     from fcm.measure import with_allow_tf32
     from fcm.pipeline.convert import output_files
-    from fcm.pipeline.inputs import random_inputs
+    from fcm.pipeline.inputs import random_inputs, recorded_input_range
     from fcm.pipeline.verify import Check, check_companion, is_fp32_fused, load_model, model_precision
     from ort_custom_ops.ops.library import cuda_unavailable_reason, make_session
 
     check_tolerance(args.tolerance, "--tolerance")
-    value_range = input_range(args.input_range)
+    value_range = input_range(args.input_range) if args.input_range is not None else None
     check_tolerance(args.tf32_tolerance, "--tf32-tolerance")
     fused_path = Path(args.model)
     against = Path(args.against) if args.against else output_files(fused_path)["unfused"]
@@ -130,7 +130,8 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     precision = model_precision(fused_model)
     unfused_model = load_model(against)
     checks = []  # (label, check, bound, why the bound is wider than asked, times)
-    inputs = random_inputs(fused_model, args.batch, np.random.default_rng())
+    value_range = value_range or recorded_input_range(fused_model)
+    inputs = random_inputs(fused_model, args.batch, np.random.default_rng(), value_range)
     if precision in ("fp16", "bf16"):
         checks = half_checks(precision, fused_model, fused_path, unfused_model, against, args.batch, value_range,
                              on_cuda, run_model)

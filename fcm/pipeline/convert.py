@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +29,7 @@ from fcm_core.errors import FcmError
 from fcm_core.fileio import check_writable, staged_directory
 from fcm_core.vocabulary import FLOAT_PRECISIONS
 
+from .inputs import record_input_range
 from .precisions import PRECISIONS
 from .verify import FP32_TOLERANCE, file_digest, record_companions
 
@@ -53,7 +54,9 @@ class ConvertOptions:
     precision: str = "fp32"  # a float model computed in "fp32", "fp16" or "bf16"
     io_half: bool = False  # fp16/bf16: the model's inputs and outputs in the precision too (default: fp32, one Cast each)
     samples: int = 256  # fp16/bf16: random images for the verification's agreement
-    input_range: tuple[float, float] = (-1.0, 1.0)  # fp16/bf16: their values (keras:<Name> models are calibrated on [-1, 1])
+    # the values of the verification's random inputs; None: the model's (pixel values 0-255 for a Keras
+    # model that rescales its input itself, else [-1, 1]: extractor.sources.keras_input_range)
+    input_range: tuple[float, float] | None = None
     source: SourceOptions = field(default_factory=SourceOptions)
 
 
@@ -122,7 +125,7 @@ def check_options(options: ConvertOptions) -> Any:
         raise FcmError(f"--precision {options.precision} converts a float model; --int8 and --dtype int8 make an int8 one")
     if options.precision != "fp32" and options.samples < 1:
         raise FcmError(f"the verification needs at least one sample, not {options.samples}")
-    if not options.input_range[0] < options.input_range[1]:
+    if options.input_range is not None and not options.input_range[0] < options.input_range[1]:
         raise FcmError(f"the input range must be LO,HI with LO < HI, not {options.input_range}")
     return read_calibration(options.calibration) if options.calibration is not None else None
 
@@ -167,6 +170,8 @@ def run(precision, source: OpenedModel, dag: Dag, output: Path, options: Convert
 
     started = time.monotonic()
     notes = list(notes or [])
+    if options.input_range is None:
+        options = replace(options, input_range=source.input_range)
     prepared = precision.prepare(source, dag, progress)
     gpu = target.gpu
     dtype = options.dtype or getattr(precision, "plan_dtype", precision.name)
@@ -190,6 +195,8 @@ def run(precision, source: OpenedModel, dag: Dag, output: Path, options: Convert
     report_notes = notes + [tune_advice(Path(output.name), target)] if tunable else notes  # no folder in the report
     text = precision.report(source, dag, plan, lowered, checks, report_notes, options, time.monotonic() - started, files)
     progress(f"writing {output}")
+    for model in (lowered.fused, lowered.unfused):
+        record_input_range(model, options.input_range)
     write_outputs(files, lowered.fused, lowered.unfused, dag, plan.to_json(), text, tflite)
     summary = precision.summary(checks, options)
     return ConvertResult(output, files, dag, plan, lowered.result, checks, notes, summary, precision.name, target, advice)

@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 
 
-def random_inputs(model: onnx.ModelProto, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+def random_inputs(model: onnx.ModelProto, batch: int, rng: np.random.Generator,
+                  value_range: tuple[float, float] = (-1.0, 1.0)) -> list[np.ndarray]:
     arrays = []
     initializers = {i.name for i in model.graph.initializer}
     for graph_input in model.graph.input:
@@ -26,7 +27,7 @@ def random_inputs(model: onnx.ModelProto, batch: int, rng: np.random.Generator) 
         shape = [batch if i == 0 else (d or 1) for i, d in enumerate(dims)]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
         if np.issubdtype(dtype, np.floating):
-            arrays.append(rng.uniform(-1.0, 1.0, shape).astype(dtype))
+            arrays.append(rng.uniform(value_range[0], value_range[1], shape).astype(dtype))
         else:
             info = np.iinfo(dtype)
             arrays.append(rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype))
@@ -74,3 +75,29 @@ def image_like_inputs(model: onnx.ModelProto, count: int, rng: np.random.Generat
         images = lo + (hi - lo) * images
         arrays[index] = (images if channels_last else images.transpose(0, 3, 1, 2)).astype(array.dtype)
     return arrays
+
+
+#: The fused and unfused models' metadata key for the values their random test inputs take
+#: ("LO,HI"), which fcm convert chose (the model's input range, or --input-range) and fcm verify and
+#: fcm tune reuse.
+INPUT_RANGE_KEY = "fcm.input_range"
+
+
+def record_input_range(model: onnx.ModelProto, value_range: tuple[float, float]) -> None:
+    props = {p.key: p.value for p in model.metadata_props if p.key != INPUT_RANGE_KEY}
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {**props, INPUT_RANGE_KEY: f"{value_range[0]:g},{value_range[1]:g}"})
+
+
+def recorded_input_range(model: onnx.ModelProto, default: tuple[float, float] = (-1.0, 1.0)) -> tuple[float, float]:
+    """The range :func:`record_input_range` left in ``model``, else ``default`` (models converted
+    before it was recorded, or by other tools)."""
+    for prop in model.metadata_props:
+        if prop.key == INPUT_RANGE_KEY:
+            try:
+                low, high = (float(v) for v in prop.value.split(","))
+            except ValueError:
+                break
+            if low < high:
+                return low, high
+    return default

@@ -31,11 +31,12 @@ def assemble(title: str, intro: str, summary: list[str], files: dict[str, Path],
 
 
 def fp32_report(where: str, dag: Dag, plan, result, checks: list[Check], notes: list[str], tolerance: float,
-                seconds: float, files: dict[str, Path]) -> str:
+                seconds: float, files: dict[str, Path], input_range: tuple[float, float] = (-1.0, 1.0)) -> str:
     summary, sections = _float_sections(dag, plan, result)
     if checks:
+        lo, hi = input_range
         sections.append(["## Verification", "",
-                         f"Fresh random inputs (uniform in [-1, 1]); bound: max |error| <= {tolerance:g} x max |reference|.", "",
+                         f"Fresh random inputs (uniform in [{lo:g}, {hi:g}]); bound: max |error| <= {tolerance:g} x max |reference|.", "",
                          "| compared with the source model | batch | max abs error | max abs reference | relative |",
                          "|---|---|---|---|---|"]
                         + [f"| {c.name} | {c.batch} | {c.max_abs_error:.3g} | {c.max_abs_reference:.3g} | {c.relative:.3g} |"

@@ -131,7 +131,7 @@ def interpreter_outputs(path: Path, inputs: list[np.ndarray], builtin: bool = Tr
 def verify_fp32(source: OpenedModel, fused: onnx.ModelProto, unfused: onnx.ModelProto, options,
                 progress: Progress) -> list[Check]:
     """The fused model, with the library and without it (its function bodies inlined), and the
-    unfused ONNX, against the source model, on fresh random inputs."""
+    unfused ONNX, against the source model, on fresh random inputs (uniform in ``options.input_range``)."""
     rng = np.random.default_rng(options.seed)
     sessions = {
         "fused ONNX with the FCM library": make_session(fused, with_library=True),
@@ -140,7 +140,7 @@ def verify_fp32(source: OpenedModel, fused: onnx.ModelProto, unfused: onnx.Model
     }
     checks = []
     for batch in options.verify_batches:
-        inputs = random_inputs(unfused, batch, rng)
+        inputs = random_inputs(unfused, batch, rng, options.input_range or (-1.0, 1.0))
         progress(f"verifying at batch {batch}")
         reference = reference_outputs(source, inputs)
         for name, session in sessions.items():

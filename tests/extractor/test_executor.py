@@ -36,7 +36,7 @@ def test_keras_fp32_logits_within_1e4(architecture, rng):
         warnings.simplefilter("error", FcmWarning)
         dag = read_keras(model, architecture)
     low, high = PIXEL_RANGE[architecture]
-    x = rng.uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
+    x = rng.uniform(low, high, (2, 224, 224, 3)).astype(np.float32)
     reference = model.predict(x, verbose=0)
     ours = run_dag(dag, x, keep=True)
     assert ours[0].shape == reference.shape

@@ -142,6 +142,25 @@ def test_io_half_makes_the_inputs_and_outputs_half(precision, tmp_path, capsys):
         assert y.shape == (1, 1000) and np.isfinite(y).all()
 
 
+def test_a_model_that_rescales_its_input_is_calibrated_and_verified_on_pixel_values(tmp_path, capsys):
+    """keras.applications' MobileNetV3 rescales pixel values 0-255 itself: its random BatchNormalization
+    statistics come from such inputs, the half verification's images take them, and both models
+    record the range for fcm verify and fcm tune; a model without that rescaling keeps [-1, 1], and
+    one without the record reads as [-1, 1]."""
+    from extractor.sources import DEFAULT_INPUT_RANGE, PIXEL_RANGE, keras_application, keras_input_range
+    from fcm.pipeline.inputs import recorded_input_range
+
+    out = tmp_path / "m.onnx"
+    assert main(["-q", "convert", "keras:MobileNetV3Small", "--input-size", "64", "--logits", "--gpu", "H100",
+                 "--precision", "fp16", "--samples", "16", "-o", str(out)]) == 0
+    for path in (out, tmp_path / "m.unfused.onnx"):
+        assert recorded_input_range(onnx.load(path)) == PIXEL_RANGE
+    assert "values in [0, 255]" in (tmp_path / "m.report.md").read_text()
+    assert main(["-q", "verify", str(out), "--batch", "2"]) == 0
+    assert keras_input_range(keras_application("MobileNetV2", SourceOptions(input_size=96))) == DEFAULT_INPUT_RANGE
+    assert recorded_input_range(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))) == DEFAULT_INPUT_RANGE
+
+
 @pytest.mark.parametrize("command", [["convert", "keras:MobileNetV2", "-o", "m.onnx"], ["bench", "m.unfused.onnx"]])
 def test_a_bad_precision_is_one_line_and_exit_2(command):
     result = fcm(*command, "--precision", "fp8")
