@@ -42,7 +42,6 @@ class Lowered:
 
 class Fp32:
     name = "fp32"
-    convolution_layers = True  # the Convs no group takes, left between layout changes, as layer ops
 
     def prepare(self, source: OpenedModel, dag: Dag, progress: Progress) -> onnx.ModelProto:
         """The exported and normalized ONNX model (before planning, as the lowering reads it)."""
@@ -63,7 +62,7 @@ class Fp32:
         from ort_custom_ops.lowering.rewrite import rewrite
 
         progress(f"rewriting {len(plan.groups)} groups ({options.layout.upper()} fused nodes)")
-        result = rewrite(prepared, dag, plan.to_json(), options.layout, self.convolution_layers)
+        result = rewrite(prepared, dag, plan.to_json(), options.layout)
         if not dag.convs() or not any(layer.type in ("dw", "pw") for layer in dag.convs()):
             notes.append("the model has no depthwise or pointwise convolutions: nothing to fuse, the graph is unchanged")
         elif not result.fused:
@@ -89,12 +88,6 @@ class Half(Fp32):
     def __init__(self, name: str):
         self.name = name
         self.plan_dtype = "fp16"  # the planner's bytes and tensor-core peak are the same for bf16
-        # fp16 keeps ONNX Runtime's Convs until the layers are timed against them on the GPU. (They were
-        # kept because MobileNetV3-Large with a layer stem failed the tight check against the unfused
-        # fp16 model, which the CPU computes nearly in fp32: calibrated and verified on [-1, 1], the
-        # network amplified the stem's one fp16 rounding past the bound. On its pixel range it passes,
-        # 0.0096 of 0.0298.)
-        self.convolution_layers = name != "fp16"
 
     def lower(self, prepared: onnx.ModelProto, dag: Dag, plan, options, progress: Progress, notes: list[str]) -> Lowered:
         from ort_custom_ops.lowering.half import kept_fp32, to_half

@@ -23,9 +23,8 @@ channels-last convolution layers of the domain (:mod:`.layers`, in ``RewriteResu
 groups): first those of NCHW stretches, where that does not add layout work (the layout cleanup then
 cancels and moves the Transposes around them), then those left between Transposes to and from NCHW,
 such as the stem, each taking the Muls and Adds by constants before it as its input scale and shift
-(a model's input normalization); unless ``convolution_layers`` is false (the fp16 conversion keeps ONNX Runtime's
-Convs: ``fcm.pipeline.precisions``). ``"nchw"`` makes NCHW fused nodes and adds no Transpose, nor any
-layer; it leaves the ``pw`` groups unfused (their ops are channels-last only).
+(a model's input normalization), in every precision. ``"nchw"`` makes NCHW fused nodes and adds no
+Transpose, nor any layer; it leaves the ``pw`` groups unfused (their ops are channels-last only).
 """
 
 from __future__ import annotations
@@ -100,8 +99,7 @@ def map_convs(dag: Dag, graph: gs.Graph) -> dict[int, gs.Node]:
     return mapping
 
 
-def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[0],
-            convolution_layers: bool = True) -> RewriteResult:
+def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[0]) -> RewriteResult:
     """Replace every planned group that reads as planned by one FCM node (see module docstring)."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
@@ -150,16 +148,12 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
     scale_factors.fold_scale_factors(graph)
 
     if matches and layout == "nhwc":
-        made = []
-        if convolution_layers:
-            # the final rules (unit Transposes as Reshapes, ...) once the NCHW stretches' layers have had their moves
-            transposes.optimize(graph, final=())
-            made = layers.fold_nchw_layers(graph, opset, set(overloads.values()))
-            transposes.optimize(graph, rules=(), final=transposes.final_rules(batch))
-            made += layers.fold_layers(graph, opset, set(overloads.values()) | {f.function.overload for f in made})
-            layers.fold_input_affines(graph, made, opset)
-        else:
-            transposes.optimize(graph, final=transposes.final_rules(batch))
+        # the final rules (unit Transposes as Reshapes, ...) once the NCHW stretches' layers have had their moves
+        transposes.optimize(graph, final=())
+        made = layers.fold_nchw_layers(graph, opset, set(overloads.values()))
+        transposes.optimize(graph, rules=(), final=transposes.final_rules(batch))
+        made += layers.fold_layers(graph, opset, set(overloads.values()) | {f.function.overload for f in made})
+        layers.fold_input_affines(graph, made, opset)
         for folded in made:
             functions.append(folded.function)
             overloads[folded.node.name] = folded.function.overload
