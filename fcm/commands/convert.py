@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     quantize.add_argument("--calibration", metavar="FILE.npy",
                           help="representative input samples for the quantization ranges: one float array "
                           "[N, H, W, C] saved with numpy.save, preprocessed as the model expects (a few hundred "
-                          "real samples are typical); default: 16 random samples uniform in [-1, 1], with a "
+                          "real samples are typical); default: 16 random samples uniform in the model's input range "
+                          "(see --input-range), with a "
                           "warning (fine for testing the conversion, meaningless for accuracy)")
     quantize.add_argument("--io-dtype", choices=("int8", "uint8"), default="int8",
                           help="the quantized model's input and output type (default: int8, TFLite's usual choice)")

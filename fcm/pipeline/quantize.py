@@ -8,8 +8,9 @@ activations, an int8 or uint8 input and output), which the int8 path of :mod:`fc
 
 Calibration: the representative dataset is the user's samples, one array ``[N, H, W, C]`` (the
 model's input shape after the batch dimension; any real dtype, converted to float32, finite), each
-sample fed on its own. Without a file, seeded random samples uniform in [-1, 1] are used: enough
-to exercise the conversion, meaningless for accuracy (a warning says so).
+sample fed on its own. Without a file, seeded random samples uniform in the model's input range
+([-1, 1], or pixel values 0-255 for a model that rescales them itself) are used: enough to
+exercise the conversion, meaningless for accuracy (a warning says so).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from extractor.sources import keras_input_range
 from fcm_core.errors import FcmError, FcmWarning
 
-#: Random calibration: this many samples, uniform in [-1, 1].
+#: Random calibration: this many samples, uniform in the model's input range.
 RANDOM_SAMPLES = 16
 IO_DTYPES = ("int8", "uint8")
-RANDOM_CALIBRATION_WARNING = ("no --calibration file: calibrating on random data (uniform in [-1, 1]); the "
+RANDOM_CALIBRATION_WARNING = ("no --calibration file: calibrating on random data (uniform in the model's input range); the "
                               "quantization ranges are meaningless for real inputs, so the int8 model's accuracy is "
                               "too -- give a .npy of representative input samples for a usable model")
 
@@ -92,10 +94,13 @@ def fit_calibration(samples: np.ndarray, input_shape: tuple[int | None, ...], pa
     return samples
 
 
-def random_calibration(input_shape: tuple[int | None, ...], seed: int) -> np.ndarray:
+def random_calibration(input_shape: tuple[int | None, ...], seed: int,
+                       value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """Random samples uniform in ``value_range`` (the model's input range)."""
     if any(d is None for d in input_shape):
         raise FcmError("the model's input size is not fixed: give --input-size, or --calibration samples")
-    return np.random.default_rng(seed).uniform(-1.0, 1.0, (RANDOM_SAMPLES, *input_shape)).astype(np.float32)
+    low, high = value_range
+    return np.random.default_rng(seed).uniform(low, high, (RANDOM_SAMPLES, *input_shape)).astype(np.float32)
 
 
 def check_io_dtype(io_dtype: str) -> None:
@@ -113,7 +118,7 @@ def quantize_keras(keras_model: Any, calibration: str | Path | None = None, io_d
     input_shape = model_input_shape(keras_model)
     if calibration is None:
         warnings.warn(RANDOM_CALIBRATION_WARNING, FcmWarning, stacklevel=2)
-        samples = random_calibration(input_shape, seed)
+        samples = random_calibration(input_shape, seed, keras_input_range(keras_model))
     else:
         samples = fit_calibration(read_calibration(calibration) if samples is None else samples, input_shape, calibration)
 
