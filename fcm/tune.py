@@ -75,9 +75,9 @@ from extractor.dag import Dag
 from fcm.measure import (Progress, bench_groups, bench_pair, cuda_session, device_info, group_models, numpy_io,
                          providers, time_session, timing_feeds, value_shapes)
 from fcm.pipeline.convert import output_files
-from fcm.pipeline.inputs import random_inputs, recorded_input_range
+from fcm.pipeline.inputs import random_inputs
 from fcm.pipeline.verify import (FP32_TOLERANCE, TF32_TOLERANCE, Check, UnfusedHalfReference, check_companion, load_model,
-                                 model_precision)
+                                 model_precision, recorded_input_range)
 from fcm_core.errors import FcmError, one_line
 from fcm_core.fileio import atomic_write_bytes, atomic_write_text
 from ort_custom_ops.lowering.rewrite import rewrite

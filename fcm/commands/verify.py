@@ -82,8 +82,8 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
 
     from fcm.measure import with_allow_tf32
     from fcm.pipeline.convert import output_files
-    from fcm.pipeline.inputs import random_inputs, recorded_input_range
-    from fcm.pipeline.verify import Check, check_companion, is_fp32_fused, load_model, model_precision
+    from fcm.pipeline.inputs import random_inputs
+    from fcm.pipeline.verify import Check, check_companion, is_fp32_fused, load_model, model_precision, recorded_input_range
     from ort_custom_ops.ops.library import cuda_unavailable_reason, make_session
 
     check_tolerance(args.tolerance, "--tolerance")

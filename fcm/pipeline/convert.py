@@ -29,9 +29,8 @@ from fcm_core.errors import FcmError
 from fcm_core.fileio import check_writable, staged_directory
 from fcm_core.vocabulary import FLOAT_PRECISIONS
 
-from .inputs import record_input_range
 from .precisions import PRECISIONS
-from .verify import FP32_TOLERANCE, file_digest, record_companions
+from .verify import FP32_TOLERANCE, file_digest, record_companions, record_input_range
 
 Progress = Callable[[str], None]
 ASSUMED_GPU = "H100"  # planned for when there is no GPU here and --gpu names none

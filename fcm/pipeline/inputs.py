@@ -1,8 +1,8 @@
 """Inputs to run a model on: random ones, or a real image.
 
 In: an ONNX model and a batch size (random inputs), or an image file (a real input). Out: numpy
-arrays in the model's input dtypes and shapes: floats uniform in [-1, 1], integers over their
-whole range, or the image resized as an NHWC uint8 batch of one; or random images
+arrays in the model's input dtypes and shapes: floats uniform in a value range (default [-1, 1]),
+integers over their whole range, or the image resized as an NHWC uint8 batch of one; or random images
 (:func:`image_like_inputs`) with natural images' statistics, in a given value range, for the
 agreement of classifiers (uniform noise is nothing a classifier was made for).
 """
@@ -14,9 +14,11 @@ import os
 import numpy as np
 import onnx
 
+from extractor.sources import DEFAULT_INPUT_RANGE
+
 
 def random_inputs(model: onnx.ModelProto, batch: int, rng: np.random.Generator,
-                  value_range: tuple[float, float] = (-1.0, 1.0)) -> list[np.ndarray]:
+                  value_range: tuple[float, float] = DEFAULT_INPUT_RANGE) -> list[np.ndarray]:
     arrays = []
     initializers = {i.name for i in model.graph.initializer}
     for graph_input in model.graph.input:
@@ -44,7 +46,7 @@ def load_image(path: str | os.PathLike, size: int = 224) -> np.ndarray:
 
 
 def image_like_inputs(model: onnx.ModelProto, count: int, rng: np.random.Generator,
-                      value_range: tuple[float, float] = (-1.0, 1.0)) -> list[np.ndarray]:
+                      value_range: tuple[float, float] = DEFAULT_INPUT_RANGE) -> list[np.ndarray]:
     """``count`` random images for a model with one NHWC (or NCHW) image input, as float32 in
     ``value_range``, with the statistics of natural images rather than noise: an amplitude spectrum
     falling as 1/f^a (a drawn near 1, as measured on photographs), colour channels that share most
@@ -75,29 +77,3 @@ def image_like_inputs(model: onnx.ModelProto, count: int, rng: np.random.Generat
         images = lo + (hi - lo) * images
         arrays[index] = (images if channels_last else images.transpose(0, 3, 1, 2)).astype(array.dtype)
     return arrays
-
-
-#: The fused and unfused models' metadata key for the values their random test inputs take
-#: ("LO,HI"), which fcm convert chose (the model's input range, or --input-range) and fcm verify and
-#: fcm tune reuse.
-INPUT_RANGE_KEY = "fcm.input_range"
-
-
-def record_input_range(model: onnx.ModelProto, value_range: tuple[float, float]) -> None:
-    props = {p.key: p.value for p in model.metadata_props if p.key != INPUT_RANGE_KEY}
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, {**props, INPUT_RANGE_KEY: f"{value_range[0]:g},{value_range[1]:g}"})
-
-
-def recorded_input_range(model: onnx.ModelProto, default: tuple[float, float] = (-1.0, 1.0)) -> tuple[float, float]:
-    """The range :func:`record_input_range` left in ``model``, else ``default`` (models converted
-    before it was recorded, or by other tools)."""
-    for prop in model.metadata_props:
-        if prop.key == INPUT_RANGE_KEY:
-            try:
-                low, high = (float(v) for v in prop.value.split(","))
-            except ValueError:
-                break
-            if low < high:
-                return low, high
-    return default

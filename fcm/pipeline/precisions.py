@@ -75,7 +75,7 @@ class Fp32:
     def report(self, source: OpenedModel, dag: Dag, plan, lowered: Lowered, checks: list, notes: list[str], options,
                seconds: float, files: dict[str, Path]) -> str:
         return report.fp32_report(source.where, dag, plan, lowered.result, checks, notes, options.tolerance, seconds, files,
-                                  options.input_range or (-1.0, 1.0))
+                                  options.input_range)
 
     def summary(self, checks: list, options) -> list[str]:
         return []

@@ -94,8 +94,7 @@ def fit_calibration(samples: np.ndarray, input_shape: tuple[int | None, ...], pa
     return samples
 
 
-def random_calibration(input_shape: tuple[int | None, ...], seed: int,
-                       value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+def random_calibration(input_shape: tuple[int | None, ...], seed: int, value_range: tuple[float, float]) -> np.ndarray:
     """Random samples uniform in ``value_range`` (the model's input range)."""
     if any(d is None for d in input_shape):
         raise FcmError("the model's input size is not fixed: give --input-size, or --calibration samples")

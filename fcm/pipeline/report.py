@@ -31,7 +31,7 @@ def assemble(title: str, intro: str, summary: list[str], files: dict[str, Path],
 
 
 def fp32_report(where: str, dag: Dag, plan, result, checks: list[Check], notes: list[str], tolerance: float,
-                seconds: float, files: dict[str, Path], input_range: tuple[float, float] = (-1.0, 1.0)) -> str:
+                seconds: float, files: dict[str, Path], input_range: tuple[float, float]) -> str:
     summary, sections = _float_sections(dag, plan, result)
     if checks:
         lo, hi = input_range

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from extractor.sources import OpenedModel
+from extractor.sources import DEFAULT_INPUT_RANGE, OpenedModel
 from fcm_core.errors import FcmError
 from fcm_core.vocabulary import DOMAIN, PRECISIONS
 from ort_custom_ops.ops.library import make_session
@@ -140,7 +140,7 @@ def verify_fp32(source: OpenedModel, fused: onnx.ModelProto, unfused: onnx.Model
     }
     checks = []
     for batch in options.verify_batches:
-        inputs = random_inputs(unfused, batch, rng, options.input_range or (-1.0, 1.0))
+        inputs = random_inputs(unfused, batch, rng, options.input_range)
         progress(f"verifying at batch {batch}")
         reference = reference_outputs(source, inputs)
         for name, session in sessions.items():
@@ -209,15 +209,42 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
+    """``model``'s metadata entry ``key`` set to ``value`` (replacing one there), the others kept."""
+    props = {p.key: p.value for p in model.metadata_props if p.key != key}
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {**props, key: value})
+
+
 def record_companions(fused: onnx.ModelProto, companions: dict[str, str]) -> None:
     """Record in ``fused``'s metadata the SHA-256 of the files written with it (name -> digest)."""
     import json
 
-    kept = [p for p in fused.metadata_props if p.key != COMPANIONS]
-    del fused.metadata_props[:]
-    fused.metadata_props.extend(kept)
-    onnx.helper.set_model_props(fused, {**{p.key: p.value for p in kept},
-                                        COMPANIONS: json.dumps(companions, sort_keys=True)})
+    set_metadata(fused, COMPANIONS, json.dumps(companions, sort_keys=True))
+
+
+#: The fused and unfused models' metadata key for the values their random test inputs take
+#: ("LO,HI"), which fcm convert chose (the model's input range, or --input-range) and fcm verify and
+#: fcm tune reuse.
+INPUT_RANGE_KEY = "fcm.input_range"
+
+
+def record_input_range(model: onnx.ModelProto, value_range: tuple[float, float]) -> None:
+    set_metadata(model, INPUT_RANGE_KEY, f"{value_range[0]:g},{value_range[1]:g}")
+
+
+def recorded_input_range(model: onnx.ModelProto) -> tuple[float, float]:
+    """The range :func:`record_input_range` left in ``model``, else [-1, 1] (models converted
+    before it was recorded, or by other tools)."""
+    for prop in model.metadata_props:
+        if prop.key == INPUT_RANGE_KEY:
+            try:
+                low, high = (float(v) for v in prop.value.split(","))
+            except ValueError:
+                break
+            if low < high:
+                return low, high
+    return DEFAULT_INPUT_RANGE
 
 
 def load_model(path: Path) -> onnx.ModelProto:

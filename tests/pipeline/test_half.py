@@ -148,7 +148,7 @@ def test_a_model_that_rescales_its_input_is_calibrated_and_verified_on_pixel_val
     record the range for fcm verify and fcm tune; a model without that rescaling keeps [-1, 1], and
     one without the record reads as [-1, 1]."""
     from extractor.sources import DEFAULT_INPUT_RANGE, PIXEL_RANGE, keras_application, keras_input_range
-    from fcm.pipeline.inputs import recorded_input_range
+    from fcm.pipeline.verify import recorded_input_range
 
     out = tmp_path / "m.onnx"
     assert main(["-q", "convert", "keras:MobileNetV3Small", "--input-size", "64", "--logits", "--gpu", "H100",
