@@ -11,10 +11,13 @@
 # Writes into $OUT (default /tmp/fcm-gpu): device.txt, and results.tar.gz holding the test logs,
 # the compute-sanitizer logs and each model's bench.{json,md,png}.
 #
-#   benchmarks/run_gpu.sh [tests] [sanitizer] [blocks] [bench]      (default: all four)
+#   benchmarks/run_gpu.sh [tests] [sanitizer] [blocks] [bench] [efficiency]      (default: the first four)
 #
 # blocks: benchmarks/block_kernel_check.py (the block kernels without ONNX Runtime: checks, and
 # MobileNetV2's blocks timed against cuDNN).
+# efficiency: each model tuned at batch 32 (fcm tune; TUNE_ARGS, e.g. --no-plans for Xception's
+# long plan search), its kept groups' GPU times (group_gpu_times.py), and the table of every kept
+# group against its roofline bound at the copy bandwidth measured here (group_efficiency.py).
 set -uo pipefail
 OUT=${OUT:-/tmp/fcm-gpu}
 mkdir -p "$OUT/results"
@@ -69,6 +72,27 @@ for step in $steps; do
           -o "$OUT/results/bench_$m" > "$OUT/results/bench_$m.log" 2>&1
         grep -E "^\| [0-9]+ \| (tf32|fp16|bf16) " "$OUT/results/bench_$m/bench.md" | sed "s/^/$m /"
       done
+      ;;
+    efficiency)
+      bandwidth=$(python3 -c "from fcm.measure import copy_bandwidth; print(copy_bandwidth())")
+      echo "copy bandwidth: $bandwidth B/s" | tee "$OUT/results/bandwidth.txt"
+      pairs=() tuned=()
+      for m in $MODELS; do
+        model=/tmp/fcm-zoo/$m/$m.onnx
+        timeout ${TUNE_TIMEOUT:-600} python3 -m fcm tune "$model" --batch 32 --runs 10 --warmup 3 ${TUNE_ARGS:-} \
+          -o /tmp/fcm-zoo/$m/$m.tuned.onnx > "$OUT/results/tune_$m.log" 2>&1
+        status=$?
+        echo "$m tune: exit $status, $(tail -1 "$OUT/results/tune_$m.log" | cut -c1-160)"
+        [ $status -eq 0 ] || continue
+        cp /tmp/fcm-zoo/$m/$m.tuned.tune.json "$OUT/results/$m.tune.json"
+        pairs+=(/tmp/fcm-zoo/$m/$m.tuned.onnx "$OUT/results/$m.tune.json") tuned+=(/tmp/fcm-zoo/$m/$m.tuned.onnx)
+      done
+      if [ ${#tuned[@]} -gt 0 ]; then
+        python3 benchmarks/group_gpu_times.py "${tuned[@]}" --batch 32 -o "$OUT/results/gpu_times" > "$OUT/results/gpu_times.log" 2>&1
+        echo "group GPU times: exit $?"
+        python3 benchmarks/group_efficiency.py "${pairs[@]}" --batch 32 --bandwidth "$bandwidth" --peak 495e12 \
+          --gpu-times "$OUT"/results/gpu_times/*.gpu_times.json -o "$OUT/results/efficiency.md" | tail -1
+      fi
       ;;
   esac
 done
