@@ -9,7 +9,8 @@ node's ``cuda_plans`` attribute (``BATCH:plan;BATCH:plan``, the plans measured f
 size), a copy of a model whose fused nodes must run one plan (:func:`with_forced_plan`: how ``fcm
 tune`` times a candidate and the GPU tests force one), and the plans ``fcm tune`` times for a fused node (:func:`plan_candidates`; for a
 channels-last node the block kernels' own candidates for the GPU at hand, best estimates first,
-from the library: :func:`block_plan_candidates`). ``docs/cuda_kernels.md`` says what each field
+then the separate passes and wide-region plans the estimate does not rank, from the library:
+:func:`block_plan_candidates`). ``docs/cuda_kernels.md`` says what each field
 divides.
 """
 
@@ -197,8 +198,14 @@ def parse_block_candidates(text: str, top: int = BLOCK_CANDIDATES) -> list[str]:
 
 def block_candidates_for(dims: list[int], top: int = BLOCK_CANDIDATES) -> list[str]:
     """The block kernels' candidate plans on this GPU for a channels-last problem given as
-    :func:`block_problem_dims`'s 18 numbers, best estimates first (the library plans them: it knows
-    what fits the device); [] from a library without the block kernels."""
+    :func:`block_problem_dims`'s 18 numbers: the best ``top`` by the kernels' estimate, best first,
+    then the plans the estimate does not rank against those (the library's "unranked" ones): the
+    separate passes where they take the problem (their estimate is fitted to FP32 times, and a half
+    node is ranked on its FP32 problem) and the wide-region plans (a PW->DW->PW tile at stride 2
+    whose input region is 129 to 256 pixels), which the kernels never choose themselves
+    (``benchmarks/2026-12-06-h100-wide-regions``): only a tune, timing them, can keep one. The
+    library plans them (it knows what fits the device); [] from a library without the block
+    kernels."""
     import ctypes
 
     from .library import library_path
@@ -206,9 +213,15 @@ def block_candidates_for(dims: list[int], top: int = BLOCK_CANDIDATES) -> list[s
     library = ctypes.CDLL(str(library_path()))
     if not hasattr(library, "FcmBlockCandidates"):
         return []
-    out = ctypes.create_string_buffer(1 << 20)
-    library.FcmBlockCandidates((ctypes.c_int * 18)(*dims), out, len(out))
-    return parse_block_candidates(out.value.decode(), top)
+
+    def plans(entry: str, keep: int) -> list[str]:
+        out = ctypes.create_string_buffer(1 << 20)
+        getattr(library, entry)((ctypes.c_int * 18)(*dims), out, len(out))
+        return parse_block_candidates(out.value.decode(), keep)
+
+    ranked = plans("FcmBlockCandidates", top)
+    unranked = plans("FcmUnrankedCandidates", 1 << 16) if hasattr(library, "FcmUnrankedCandidates") else []
+    return ranked + [plan for plan in unranked if plan not in ranked]
 
 
 def block_plan_candidates(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: dict,

@@ -303,6 +303,31 @@ def test_kernels_choose_three_passes_for_deep_7x7_blocks():
     assert block_candidates_for(single, top=1000)[0] not in ("gemm+dw+gemm", "dw+gemm")
 
 
+def test_tune_candidates_end_with_the_plans_the_estimate_does_not_rank():
+    """fcm tune times, after the best estimates, the separate passes and the wide-region plans (the
+    kernels never choose a wide region): on MobileNetV2's first expanding block, three passes and
+    stride-2 tiles whose input region is 129-256 pixels, the forced sweep's winner among them (6x8
+    at batch 32: 96.1 us against 113.7 for the kernels' own, benchmarks/2026-12-06-h100-wide-regions);
+    no wide region on a stride-1 block."""
+    require_hopper()
+
+    def region(plan: str, stride: int) -> int:
+        th, tw = (int(v) for v in plan.split(",")[0].split("x"))
+        return ((th - 1) * stride + 3) * ((tw - 1) * stride + 3)
+
+    # n, h, w, c, m, f, kernel, stride, pad_top, pad_left, out_h, out_w, scale_batch, pw1, dw, pwl, residual, tf32
+    block = [32, 112, 112, 16, 96, 24, 3, 2, 0, 0, 56, 56, 0, 1, 1, 1, 0, 1]
+    plans = block_candidates_for(block, top=4)
+    ranked, unranked = plans[:4], plans[4:]
+    assert "gemm+dw+gemm" in plans and len(set(plans)) == len(plans)
+    assert all(region(p, 2) <= 128 for p in ranked if "+" not in p)
+    wide = [p for p in unranked if "+" not in p]
+    assert wide and all(128 < region(p, 2) <= 256 for p in wide)
+    assert "6x8,24,1,3" in wide
+    stride_one = [32, 56, 56, 24, 144, 24, 3, 1, 1, 1, 56, 56, 0, 1, 1, 1, 1, 1]
+    assert all(region(p, 1) <= 128 for p in block_candidates_for(stride_one, top=1000) if "+" not in p)
+
+
 def test_fused_kernel_when_the_passes_workspace_cannot_be_had(rng, capfd, monkeypatch):
     """Xception's middle flow at batch 32, where the kernels choose two passes, in a session whose
     CUDA arena is capped below their 18 MB workspace (inputs and outputs bound outside it): the node

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "block_launch.h"
 
@@ -13,6 +14,22 @@ fcm::Activation ActivationFrom(const float* v) {
   a.kind = static_cast<fcm::Act>(static_cast<int>(v[0]));
   a.lo = v[1], a.hi = v[2];
   return a;
+}
+
+// A problem's shapes (no tensors, no activations) from the dims FcmBlockRun takes.
+fcm::ChainProblem ShapesFrom(const int* dims) {
+  fcm::ChainProblem p;
+  p.n = dims[0], p.h = dims[1], p.w = dims[2], p.c = dims[3], p.m = dims[4], p.f = dims[5];
+  p.kernel = dims[6], p.stride = dims[7], p.pad_top = dims[8], p.pad_left = dims[9], p.out_h = dims[10], p.out_w = dims[11];
+  p.pw1 = dims[13] != 0, p.dw = dims[14] != 0, p.pwl = dims[15] != 0, p.tf32 = dims[17] != 0;
+  return p;
+}
+
+int DescribePlans(const std::vector<fcm::block::BlockPlan>& plans, char* out, int size) {
+  std::string text;
+  for (const auto& plan : plans) text += fcm::block::DescribeBlockPlan(plan) + "\n";
+  std::snprintf(out, size, "%s", text.c_str());
+  return 0;
 }
 
 }  // namespace
@@ -27,7 +44,8 @@ extern "C" {
 // own. Returns 0 with the plan's description in `message`, or 1 with the reason there.
 __attribute__((visibility("default"))) int FcmBlockRun(void* const* pointers, const int* dims, const float* acts, const char* plan,
                                                        void* stream, char* message, int message_size) {
-  fcm::ChainProblem p;
+  fcm::ChainProblem p = ShapesFrom(dims);
+  p.scale_batch = dims[12], p.residual = dims[16] != 0;
   p.x = static_cast<const float*>(pointers[0]);
   p.y = static_cast<float*>(pointers[1]);
   p.scale = static_cast<const float*>(pointers[2]);
@@ -37,10 +55,6 @@ __attribute__((visibility("default"))) int FcmBlockRun(void* const* pointers, co
   p.bd = static_cast<const float*>(pointers[6]);
   p.w2 = static_cast<const float*>(pointers[7]);
   p.b2 = static_cast<const float*>(pointers[8]);
-  p.n = dims[0], p.h = dims[1], p.w = dims[2], p.c = dims[3], p.m = dims[4], p.f = dims[5];
-  p.kernel = dims[6], p.stride = dims[7], p.pad_top = dims[8], p.pad_left = dims[9], p.out_h = dims[10], p.out_w = dims[11];
-  p.scale_batch = dims[12];
-  p.pw1 = dims[13] != 0, p.dw = dims[14] != 0, p.pwl = dims[15] != 0, p.residual = dims[16] != 0, p.tf32 = dims[17] != 0;
   p.act1 = ActivationFrom(acts), p.actd = ActivationFrom(acts + 3), p.act2 = ActivationFrom(acts + 6), p.res_act = ActivationFrom(acts + 9);
   const fcm::block::BlockPlan chosen =
       plan != nullptr && plan[0] != '\0' ? fcm::block::ParseBlockPlan(p, plan) : fcm::block::PlanBlock(p);
@@ -62,13 +76,12 @@ __attribute__((visibility("default"))) int FcmBlockRun(void* const* pointers, co
 // them where the shapes allow them). The activations are not given: a plan they refuse fails when it
 // is forced on the node.
 __attribute__((visibility("default"))) int FcmBlockCandidates(const int* dims, char* out, int size) {
-  fcm::ChainProblem p;
-  p.n = dims[0], p.h = dims[1], p.w = dims[2], p.c = dims[3], p.m = dims[4], p.f = dims[5];
-  p.kernel = dims[6], p.stride = dims[7], p.pad_top = dims[8], p.pad_left = dims[9], p.out_h = dims[10], p.out_w = dims[11];
-  p.pw1 = dims[13] != 0, p.dw = dims[14] != 0, p.pwl = dims[15] != 0, p.tf32 = dims[17] != 0;
-  std::string text;
-  for (const auto& plan : fcm::block::BlockCandidates(p)) text += fcm::block::DescribeBlockPlan(plan) + "\n";
-  std::snprintf(out, size, "%s", text.c_str());
-  return 0;
+  return DescribePlans(fcm::block::BlockCandidates(ShapesFrom(dims)), out, size);
+}
+
+// The plans a tuner times besides (block_launch.h's UnrankedCandidates: separate passes, wide
+// regions), one per line as above; dims as above.
+__attribute__((visibility("default"))) int FcmUnrankedCandidates(const int* dims, char* out, int size) {
+  return DescribePlans(fcm::block::UnrankedCandidates(ShapesFrom(dims)), out, size);
 }
 }

@@ -418,6 +418,19 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
   return plan;
 }
 
+// The two- and three-pass plans that take the problem.
+template <class E>
+std::vector<BlockPlan> SeparatePassPlans(const ChainProblemOf<E>& p) {
+  std::vector<BlockPlan> plans;
+  for (int passes : {2, 3}) {
+    BlockPlan separate;
+    separate.passes = passes;
+    separate = CompleteBlockPlan(p, separate);
+    if (separate.error.empty()) plans.push_back(separate);
+  }
+  return plans;
+}
+
 template <class E>
 std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate_passes) {
   const DeviceInfo& d = CurrentDevice();
@@ -477,13 +490,48 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate
   // The stages as separate passes, where they take the problem: on wide products at large batches
   // the GEMM library's main loop beats the fused kernels' by more than the intermediates' round trips
   // through L2 cost
-  for (int passes : {2, 3}) {
-    if (!separate_passes) break;
-    BlockPlan separate;
-    separate.passes = passes;
-    separate = CompleteBlockPlan(p, separate);
-    if (separate.error.empty()) plans.push_back(separate);
+  if (separate_passes)
+    for (const BlockPlan& separate : SeparatePassPlans(p)) plans.push_back(separate);
+  return plans;
+}
+
+template <class E>
+std::vector<BlockPlan> UnrankedCandidates(const ChainProblemOf<E>& p) {
+  std::vector<BlockPlan> plans = SeparatePassPlans(p);
+  if (!(p.pw1 && p.dw && p.pwl) || p.stride != 2) return plans;
+  // tiles of at most 64 pixels in at most 8 rows of at least 4, whose region is 129 to 256 pixels:
+  // for each height the widest, as it is and balanced over the image (wide_regions.py's sweep)
+  std::vector<std::pair<int, int>> tiles;
+  auto push = [&](int th, int tw) {
+    const std::pair<int, int> tile(th, tw);
+    const int region = RegionPixels(p, th, tw);
+    if (th <= 8 && tw >= 4 && th * tw <= kTileRows && region > 2 * kTileRows && region <= 4 * kTileRows &&
+        std::find(tiles.begin(), tiles.end(), tile) == tiles.end())
+      tiles.push_back(tile);
+  };
+  for (int th = 1; th <= std::min(p.out_h, kTileRows); ++th) {
+    int tw = std::min(p.out_w, kTileRows / th);
+    while (tw > 0 && RegionPixels(p, th, tw) > 4 * kTileRows) --tw;
+    if (tw == 0) break;
+    push(CeilDiv(p.out_h, CeilDiv(p.out_h, th)), CeilDiv(p.out_w, CeilDiv(p.out_w, tw)));
+    push(th, tw);
   }
+  // one output-channel slice (the narrowest compiled width that holds f), and slices of 32
+  std::vector<int> f_tiles;
+  for (int w : CompiledWidths(!kIsHalf<E> && !p.tf32))
+    if (w >= p.f) {
+      f_tiles.push_back(w);
+      break;
+    }
+  if (p.f > 32) f_tiles.push_back(32);
+  // (three stages: a fourth changed no winner of the sweep by more than 1%)
+  for (const auto& [th, tw] : tiles)
+    for (int f_tile : f_tiles) {
+      BlockPlan plan;
+      plan.tile_h = th, plan.tile_w = tw, plan.f_tile = f_tile, plan.split = 1, plan.stages = 3;
+      plan = CompleteBlockPlan(p, plan);
+      if (plan.error.empty()) plans.push_back(plan);
+    }
   return plans;
 }
 
@@ -611,6 +659,7 @@ cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaS
 #define FCM_BLOCK_LAUNCHER(E)                                                                      \
   template BlockPlan CompleteBlockPlan<E>(const ChainProblemOf<E>& p, BlockPlan plan);             \
   template std::vector<BlockPlan> BlockCandidates<E>(const ChainProblemOf<E>& p, bool separate_passes);                  \
+  template std::vector<BlockPlan> UnrankedCandidates<E>(const ChainProblemOf<E>& p);                                     \
   template BlockPlan PlanBlock<E>(const ChainProblemOf<E>& p, bool separate_passes);              \
   template BlockPlan ParseBlockPlan<E>(const ChainProblemOf<E>& p, const std::string& text);       \
   template cudaError_t LaunchBlock<E>(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace);

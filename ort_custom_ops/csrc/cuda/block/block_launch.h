@@ -54,6 +54,15 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan);
 // kernel's plans only).
 template <class E>
 std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate_passes = true);
+// The plans a tuner times besides the best estimates, because the estimate does not rank them
+// against the fused kernel's: the separate passes where they take the problem (their estimate is
+// fitted to FP32 times; a half-type node is ranked on its FP32 problem, with twice its bytes), and
+// the wide-region plans (PW->DW->PW at stride 2, an input region of 129 to 256 pixels), which the
+// kernels never choose themselves: measured forced on MobileNetV2's stride-2 blocks, they won on two
+// (1.18x, 1.26x at batch 32) and lost on the others and at batch 1, which the estimate did not tell
+// apart (benchmarks/2026-12-06-h100-wide-regions).
+template <class E>
+std::vector<BlockPlan> UnrankedCandidates(const ChainProblemOf<E>& p);
 // "HxW,f_tile,split,stages[,groups]" (a tuned plan, or FCM_CUDA_PLAN) completed for this problem.
 template <class E>
 BlockPlan ParseBlockPlan(const ChainProblemOf<E>& p, const std::string& text);
