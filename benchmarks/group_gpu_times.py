@@ -7,8 +7,9 @@ plans that won in their ``cuda_plans`` attribute). Out: per model, ``DIR/<stem>.
 per fused node, alone on ONNX Runtime's CUDA provider with CUDA graphs on and its inputs and output
 bound to device buffers (as ``fcm tune`` times it), the median over ``--runs`` runs of the span from
 its first kernel's start to its last kernel's end (copies and fills included: a three-pass group's
-zeroing is its work), the kernels in a run and their names; and the host's median wall clock
-around the same runs.
+zeroing is its work; a BF16 group's span holds the Casts ``timing_feeds`` puts at its edges, numpy
+having no bf16), the kernels in a run and their names; and the host's median wall clock around the
+same runs.
 
 Why: ``fcm tune``'s group times are the host's clock around each run, which adds ONNX Runtime's
 per-run cost (binding, launching the graph, waiting for it) to every group. The roofline bound

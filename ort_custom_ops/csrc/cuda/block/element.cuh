@@ -55,12 +55,19 @@ constexpr int kSlabElems = 128 / static_cast<int>(sizeof(E));
 template <class E>
 constexpr int kPieceElems = 16 / static_cast<int>(sizeof(E));
 
-// Two values rounded to a half type, as the 32-bit word they make in memory (v0 at the lower address).
+// Two values rounded to a half type, as the 32-bit word they make in memory (v0 at the lower
+// address): one packing conversion (cvt.rn.f16x2.f32 / cvt.rn.bf16x2.f32), each value rounded to
+// nearest as FromFloat rounds it, where two conversions and the packing took three or four.
 template <class E>
 __device__ __forceinline__ uint32_t PackHalves(float v0, float v1) {
-  const E lo = Element<E>::FromFloat(v0), hi = Element<E>::FromFloat(v1);
-  return static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&lo)) |
-         (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
+  if constexpr (std::is_same_v<E, __half>) {
+    const __half2 pair = __floats2half2_rn(v0, v1);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  } else {
+    static_assert(std::is_same_v<E, __nv_bfloat16>, "a half type");
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(v0, v1);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  }
 }
 
 // Two adjacent values into device memory in one store (`at` aligned to the pair).
