@@ -17,7 +17,10 @@
 # MobileNetV2's blocks timed against cuDNN).
 # efficiency: each model tuned at batch 32 (fcm tune; TUNE_ARGS, e.g. --no-plans for Xception's
 # long plan search), its kept groups' GPU times (group_gpu_times.py), and the table of every kept
-# group against its roofline bound at the copy bandwidth measured here (group_efficiency.py).
+# group against its roofline bound at the copy bandwidth measured here and the tensor cores' peak
+# (group_efficiency.py; PEAK, default TF32's 495e12: 989e12 for FP16 models); with BENCH_TUNED
+# (fcm bench's arguments, e.g. "--precision fp16 --torch-modes reduce-overhead"), each tuned model
+# benched at batch 32 against its unfused model and the anchors.
 set -uo pipefail
 OUT=${OUT:-/tmp/fcm-gpu}
 mkdir -p "$OUT/results"
@@ -86,11 +89,16 @@ for step in $steps; do
         [ $status -eq 0 ] || continue
         cp /tmp/fcm-zoo/$m/$m.tuned.tune.json "$OUT/results/$m.tune.json"
         pairs+=(/tmp/fcm-zoo/$m/$m.tuned.onnx "$OUT/results/$m.tune.json") tuned+=(/tmp/fcm-zoo/$m/$m.tuned.onnx)
+        if [ -n "${BENCH_TUNED:-}" ]; then
+          timeout 900 python3 -m fcm bench /tmp/fcm-zoo/$m/$m.unfused.onnx --fused /tmp/fcm-zoo/$m/$m.tuned.onnx --batch 32 \
+            --no-micro --runs 50 $BENCH_TUNED -o "$OUT/results/tuned_$m" > "$OUT/results/tuned_$m.log" 2>&1
+          grep -E "^\| 32 \| [0-9.]+ \|" "$OUT/results/tuned_$m/bench.md" | tail -1 | sed "s/^/$m tuned /"
+        fi
       done
       if [ ${#tuned[@]} -gt 0 ]; then
         python3 benchmarks/group_gpu_times.py "${tuned[@]}" --batch 32 -o "$OUT/results/gpu_times" > "$OUT/results/gpu_times.log" 2>&1
         echo "group GPU times: exit $?"
-        python3 benchmarks/group_efficiency.py "${pairs[@]}" --batch 32 --bandwidth "$bandwidth" --peak 495e12 \
+        python3 benchmarks/group_efficiency.py "${pairs[@]}" --batch 32 --bandwidth "$bandwidth" --peak ${PEAK:-495e12} \
           --gpu-times "$OUT"/results/gpu_times/*.gpu_times.json -o "$OUT/results/efficiency.md" | tail -1
       fi
       ;;
