@@ -98,7 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         args.output.write_text(json.dumps(load_result(args.folder / args.extract), indent=1) + "\n")
         return 0
     summary = summarize(args.folder)
-    (args.folder / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+    existing = args.folder / SUMMARY
+    if existing.is_file():  # a summarized run whose raw files are gone would lose its results
+        lost = sorted(set(json.loads(existing.read_text())["results"]) - set(summary["results"]))
+        if lost:
+            print(f"{existing} holds {len(lost)} results the folder's files do not ({', '.join(lost[:3])}"
+                  f"{', ...' if len(lost) > 3 else ''}): not rewritten (summarize the run with its raw files, "
+                  f"or remove {SUMMARY} first)", file=sys.stderr)
+            return 1
+    existing.write_text(json.dumps(summary, indent=1) + "\n")
     print(f"{args.folder / SUMMARY}: {len(summary['results'])} results")
     return 0
 
