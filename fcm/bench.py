@@ -104,7 +104,8 @@ def torch_anchor(torch_arch: str | None, fused_path: Path, precision: str, batch
 def markdown(report: dict, command: str) -> str:
     d = report["device"]
     lines = [f"# Benchmark: {Path(report['fused']).name} vs {Path(report['unfused']).name}", "",
-             f"{d.get('gpu')} (driver {d.get('driver')}), onnxruntime {d.get('onnxruntime')}; median of "
+             f"{d.get('gpu')} (driver {d.get('driver')}), host {d.get('cpu', 'unknown')} ({d.get('cpus', '?')} CPUs), "
+             f"onnxruntime {d.get('onnxruntime')}; median of "
              f"{report['runs']} runs after {report['warmup']} warm-ups, IO bound to device buffers.", "",
              f"Command: `{command}`", ""]
     if report.get("copy_bandwidth_gb_s"):

@@ -20,6 +20,7 @@ one after the other, so their ratio holds even where absolute times drift.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -464,7 +465,10 @@ def bench_groups(fused: onnx.ModelProto, plan: dict | None, batch: int, runs: in
 def device_info() -> dict:
     import onnxruntime as ort
 
-    info = {"onnxruntime": ort.__version__, "python": platform.python_version(), "host": platform.node()}
+    # the host's processor too: what launches each inference (eager PyTorch's and torch.compile's
+    # per-call costs moved by 1.3-1.6x between two H100 machines whose GPUs timed the same)
+    info = {"onnxruntime": ort.__version__, "python": platform.python_version(), "host": platform.node(),
+            "cpu": host_processor(), "cpus": os.cpu_count()}
     try:
         smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=30)
@@ -473,6 +477,17 @@ def device_info() -> dict:
     except Exception:
         info["gpu"] = "unknown"
     return info
+
+
+def host_processor() -> str:
+    """The host processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def copy_bandwidth() -> float | None:
