@@ -11,10 +11,13 @@
 # Writes into $OUT (default /tmp/fcm-gpu): device.txt, and results.tar.gz holding the test logs,
 # the compute-sanitizer logs and each model's bench.{json,md,png}.
 #
-#   benchmarks/run_gpu.sh [tests] [sanitizer] [blocks] [bench] [efficiency]      (default: the first four)
+#   benchmarks/run_gpu.sh [tests] [sanitizer] [blocks] [bench] [anchors] [efficiency]      (default: the first four)
 #
 # blocks: benchmarks/block_kernel_check.py (the block kernels without ONNX Runtime: checks, and
 # MobileNetV2's blocks timed against cuDNN).
+# anchors: torch.compile alone, in a process of its own with no ONNX Runtime beside it, for each
+# model of MODELS that torchvision has and each batch of BATCHES (ANCHOR_PRECISION, default fp32;
+# ANCHOR_MODES, default reduce-overhead; max-autotune compiles for minutes: ANCHOR_TIMEOUT).
 # efficiency: each model tuned at batch 32 (fcm tune; TUNE_ARGS, e.g. --no-plans for Xception's
 # long plan search), its kept groups' GPU times (group_gpu_times.py), and the table of every kept
 # group against its roofline bound at the copy bandwidth measured here and the tensor cores' peak
@@ -74,6 +77,16 @@ for step in $steps; do
         timeout 900 python3 -m fcm bench /tmp/fcm-zoo/$m/$m.unfused.onnx --batch "$BATCHES" --profile ${BENCH_ARGS:-} \
           -o "$OUT/results/bench_$m" > "$OUT/results/bench_$m.log" 2>&1
         grep -E "^\| [0-9]+ \| (tf32|fp16|bf16) " "$OUT/results/bench_$m/bench.md" | sed "s/^/$m /"
+      done
+      ;;
+    anchors)
+      for m in $MODELS; do
+        case $m in mobilenet_v2|mobilenet_v3_small|mobilenet_v3_large|efficientnet_b0) ;; *) continue ;; esac
+        for b in ${BATCHES//,/ }; do
+          timeout ${ANCHOR_TIMEOUT:-600} python3 -m fcm.anchors --one $m ${ANCHOR_PRECISION:-fp32} $b 224 \
+            --modes ${ANCHOR_MODES:-reduce-overhead} --runs 100 --warmup 20 > "$OUT/results/anchor_${m}_$b.json" 2> "$OUT/results/anchor_${m}_$b.err"
+          echo "$m batch $b: exit $?, $(head -c 400 "$OUT/results/anchor_${m}_$b.json")"
+        done
       done
       ;;
     efficiency)
