@@ -102,7 +102,8 @@ def half_report(where: str, dag: Dag, plan, result, checks: list[HalfVerificatio
                   "tight: the two share their weights and inputs and differ only in where they round operators' "
                   f"outputs, at most {check.pair_depth} on one path: bound {check.pair_bound:.3g} of the largest "
                   f"output ({check.pair_rule}; the unfused model's own spread is measured against it computed in "
-                  "fp32 on the same weights).", ""]
+                  "fp32 on the same weights, the precision's own computation against the source: ONNX Runtime may "
+                  "compute much of its half model in fp32).", ""]
         lines += [f"- {what}: {value:.3g}" for what, value in check.model_pairs]
         sections.append(lines)
     return assemble(f"# Conversion report ({precision}): {where}",

@@ -59,6 +59,18 @@ def test_the_conversion_passed_every_check(captured):
     assert check.bound <= 0.2 if precision == "fp16" else check.bound <= 0.9  # not a bound that holds anything
 
 
+def test_the_pair_bound_takes_the_larger_conditioning_measure(captured):
+    """The whole-model check's conditioning is the larger of the unfused half model's own spread and
+    how far rounding every operator's output moves the model (ONNX Runtime's CPU provider computes
+    much of its half model in fp32, so the first can understate it), and its bound says which."""
+    precision, result, _, _ = captured
+    check = result.checks[0]
+    assert verify.conditioning(0.01, "spread", 0.05, "rounded") == (0.05, "rounded")
+    assert verify.conditioning(0.05, "spread", 0.01, "rounded") == (0.05, "spread")
+    own = next(c for c in check.checks if c.name == verify.PRECISION_REFERENCE)
+    assert check.pair_bound >= 2 * own.relative and check.pair_bound >= verify.derived_bound(precision, check.pair_depth)
+
+
 def _clip_from(low: float):
     """An edit: every relu6 stage of the fused nodes clips from ``low`` instead of 0. The kernels follow
     the attribute; the function bodies, and the definition the tight check compares with, do not."""
