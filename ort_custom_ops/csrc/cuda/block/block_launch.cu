@@ -431,6 +431,32 @@ std::vector<BlockPlan> SeparatePassPlans(const ChainProblemOf<E>& p) {
   return plans;
 }
 
+namespace {
+
+// For each tile height (up to the output's, and 64 pixels), the widest tile whose input region is
+// at most `max_region` pixels: visit(th, tw).
+template <class E, class Visit>
+void ForWidestTiles(const ChainProblemOf<E>& p, int max_region, Visit visit) {
+  for (int th = 1; th <= std::min(p.out_h, kTileRows); ++th) {
+    int tw = std::min(p.out_w, kTileRows / th);
+    while (tw > 0 && RegionPixels(p, th, tw) > max_region) --tw;
+    if (tw == 0) break;
+    visit(th, tw);
+  }
+}
+
+// `tile` evened out over `extent`: the same count of tiles, none longer than needed.
+int Balanced(int extent, int tile) { return CeilDiv(extent, CeilDiv(extent, tile)); }
+
+// The narrowest compiled output-channel width that holds `need` channels (0: none does).
+int NarrowestWidth(bool exact, int need) {
+  for (int w : CompiledWidths(exact))
+    if (w >= need) return w;
+  return 0;
+}
+
+}  // namespace
+
 template <class E>
 std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate_passes) {
   const DeviceInfo& d = CurrentDevice();
@@ -439,36 +465,28 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate
   // depthwise blocks, past the image's edge (Xception's 14 x 14 as 4 x 16: the depthwise stage's
   // pixel-by-pixel path at a tile's edge costs more than the pixels computed and dropped)
   std::vector<std::pair<int, int>> tiles;
-  auto region = [&](int th, int tw) { return RegionPixels(p, th, tw); };
   auto push = [&](int th, int tw) {
     const std::pair<int, int> tile(th, tw);
-    if (th * tw <= kTileRows && region(th, tw) <= 2 * kTileRows && std::find(tiles.begin(), tiles.end(), tile) == tiles.end())
+    if (th * tw <= kTileRows && RegionPixels(p, th, tw) <= 2 * kTileRows && std::find(tiles.begin(), tiles.end(), tile) == tiles.end())
       tiles.push_back(tile);
   };
   const int bh = p.dw ? DepthwiseBlockH(p.kernel, p.stride) : 1, bw = p.dw ? DepthwiseBlockW(p.kernel, p.stride) : 1;
   auto add = [&](int th, int tw) {
-    const int balanced_h = CeilDiv(p.out_h, CeilDiv(p.out_h, th)), balanced_w = CeilDiv(p.out_w, CeilDiv(p.out_w, tw));
+    const int balanced_h = Balanced(p.out_h, th), balanced_w = Balanced(p.out_w, tw);
     push(balanced_h, balanced_w);
     if (p.dw) push(RoundUp(balanced_h, bh), RoundUp(balanced_w, bw));
   };
-  for (int th = 1; th <= std::min(p.out_h, kTileRows); ++th) {
-    int tw = std::min(p.out_w, kTileRows / th);
-    while (tw > 0 && region(th, tw) > 2 * kTileRows) --tw;
-    if (tw == 0) break;
+  ForWidestTiles(p, 2 * kTileRows, [&](int th, int tw) {
     add(th, tw);
     if (tw > bw) add(th, tw / bw * bw);
-  }
+  });
   std::vector<int> f_tiles = {0};
   if (p.pwl) {
     f_tiles.clear();
     for (int slices = 1; slices <= 16; ++slices) {
       const int need = CeilDiv(p.f, slices);
-      for (int w : CompiledWidths(!kIsHalf<E> && !p.tf32)) {
-        if (w >= need) {
-          if (std::find(f_tiles.begin(), f_tiles.end(), w) == f_tiles.end()) f_tiles.push_back(w);
-          break;
-        }
-      }
+      const int w = NarrowestWidth(!kIsHalf<E> && !p.tf32, need);
+      if (w > 0 && std::find(f_tiles.begin(), f_tiles.end(), w) == f_tiles.end()) f_tiles.push_back(w);
       if (need <= 16) break;
     }
   }
@@ -509,20 +527,13 @@ std::vector<BlockPlan> UnrankedCandidates(const ChainProblemOf<E>& p) {
         std::find(tiles.begin(), tiles.end(), tile) == tiles.end())
       tiles.push_back(tile);
   };
-  for (int th = 1; th <= std::min(p.out_h, kTileRows); ++th) {
-    int tw = std::min(p.out_w, kTileRows / th);
-    while (tw > 0 && RegionPixels(p, th, tw) > 4 * kTileRows) --tw;
-    if (tw == 0) break;
-    push(CeilDiv(p.out_h, CeilDiv(p.out_h, th)), CeilDiv(p.out_w, CeilDiv(p.out_w, tw)));
+  ForWidestTiles(p, 4 * kTileRows, [&](int th, int tw) {
+    push(Balanced(p.out_h, th), Balanced(p.out_w, tw));
     push(th, tw);
-  }
+  });
   // one output-channel slice (the narrowest compiled width that holds f), and slices of 32
   std::vector<int> f_tiles;
-  for (int w : CompiledWidths(!kIsHalf<E> && !p.tf32))
-    if (w >= p.f) {
-      f_tiles.push_back(w);
-      break;
-    }
+  if (const int w = NarrowestWidth(!kIsHalf<E> && !p.tf32, p.f)) f_tiles.push_back(w);
   if (p.f > 32) f_tiles.push_back(32);
   // (three stages: a fourth changed no winner of the sweep by more than 1%)
   for (const auto& [th, tw] : tiles)
