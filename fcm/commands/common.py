@@ -73,8 +73,11 @@ def batch_sizes(text: str) -> list[int]:
     return batches
 
 
-def input_range(text: str) -> tuple[float, float]:
-    """``LO,HI`` (the values a model's random image inputs take), or an FcmError."""
+def input_range(text: str | None) -> tuple[float, float] | None:
+    """``LO,HI`` (the values a model's random image inputs take), or an FcmError; None where the
+    option was not given (the model's own range applies)."""
+    if text is None:
+        return None
     try:
         low, high = (float(v) for v in text.split(","))
     except ValueError:

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
                              verify=not args.no_verify, source=source_options(args), int8=args.int8,
                              calibration=args.calibration, io_dtype=args.io_dtype, layout=args.layout,
                              precision=args.precision, io_half=args.io == "half", samples=args.samples,
-                             input_range=input_range(args.input_range) if args.input_range is not None else None)
+                             input_range=input_range(args.input_range))
     result = convert(args.model, args.output, options, progress=report.progress)
     for note in result.notes:
         report.warning(note) if "left unfused" in note else report.progress(note)

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     from ort_custom_ops.ops.library import cuda_unavailable_reason, make_session
 
     check_tolerance(args.tolerance, "--tolerance")
-    value_range = input_range(args.input_range) if args.input_range is not None else None
+    value_range = input_range(args.input_range)
     check_tolerance(args.tf32_tolerance, "--tf32-tolerance")
     fused_path = Path(args.model)
     against = Path(args.against) if args.against else output_files(fused_path)["unfused"]

@@ -209,6 +209,11 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def metadata(model: onnx.ModelProto, key: str) -> str | None:
+    """``model``'s metadata entry ``key``, or None."""
+    return next((p.value for p in model.metadata_props if p.key == key), None)
+
+
 def set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
     """``model``'s metadata entry ``key`` set to ``value`` (replacing one there), the others kept."""
     props = {p.key: p.value for p in model.metadata_props if p.key != key}
@@ -236,14 +241,14 @@ def record_input_range(model: onnx.ModelProto, value_range: tuple[float, float])
 def recorded_input_range(model: onnx.ModelProto) -> tuple[float, float]:
     """The range :func:`record_input_range` left in ``model``, else [-1, 1] (models converted
     before it was recorded, or by other tools)."""
-    for prop in model.metadata_props:
-        if prop.key == INPUT_RANGE_KEY:
-            try:
-                low, high = (float(v) for v in prop.value.split(","))
-            except ValueError:
-                break
-            if low < high:
-                return low, high
+    recorded = metadata(model, INPUT_RANGE_KEY)
+    if recorded is not None:
+        try:
+            low, high = (float(v) for v in recorded.split(","))
+        except ValueError:
+            return DEFAULT_INPUT_RANGE
+        if low < high:
+            return low, high
     return DEFAULT_INPUT_RANGE
 
 
@@ -260,7 +265,7 @@ def check_companion(fused: onnx.ModelProto, fused_path: Path, companion: Path) -
     folder, and ``companion`` is not that file (a conversion killed while it wrote its outputs)."""
     import json
 
-    recorded = next((p.value for p in fused.metadata_props if p.key == COMPANIONS), None)
+    recorded = metadata(fused, COMPANIONS)
     if recorded is None or Path(companion).resolve().parent != Path(fused_path).resolve().parent:
         return
     digest = json.loads(recorded).get(Path(companion).name)
