@@ -90,8 +90,7 @@ class Half(Fp32):
         self.plan_dtype = "fp16"  # the planner's bytes and tensor-core peak are the same for bf16
 
     def lower(self, prepared: onnx.ModelProto, dag: Dag, plan, options, progress: Progress, notes: list[str]) -> Lowered:
-        from ort_custom_ops.lowering.half import kept_fp32, to_half
-        from ort_custom_ops.lowering.transposes import spatial_mean_products
+        from ort_custom_ops.lowering.half import fp32_mean_nodes, kept_fp32, to_half
 
         lowered = super().lower(prepared, dag, plan, options, progress, notes)
         how = "onnxconverter-common's float16 converter" if self.name == "fp16" else "fp32 operators between bf16 Casts"
@@ -104,9 +103,11 @@ class Half(Fp32):
                          "since ONNX Runtime has no bf16 Conv on any provider nor bf16 arithmetic on the CPU")
         else:
             kept = sorted({n.op_type for n in fused.graph.node} & set(kept_fp32(lowered.fused, self.name)))
-            means = len(spatial_mean_products(lowered.fused))
+            wide_means = set(fp32_mean_nodes(lowered.fused, self.name))
+            means = sum(n.op_type == "MatMul" and n.name in wide_means for n in lowered.fused.graph.node)
             if means:
-                kept.append(f"MatMul and Transpose ({means} spatial mean{'s' * (means > 1)} of NHWC maps)")
+                kept.append(f"MatMul and Transpose ({means} spatial mean{'s' * (means > 1)} of NHWC maps over more "
+                            "than 2^14 pixels)")
             if kept:
                 notes.append(f"kept in fp32 between Casts: {', '.join(kept)} (reductions and softmax lose accuracy "
                              "in fp16)")

@@ -22,12 +22,18 @@ precision (``fp16`` or ``bf16``) and whether its inputs and outputs become half 
 
 What stays fp32 in fp16 (:data:`FP16_KEPT`): the converter's default block list, and the
 reductions and the softmax, whose fp16 sums lose accuracy (the squeeze-and-excitation mean, the
-global average pool); so do the MatMuls that compute such a mean and the Transposes they read
-(:func:`spatial_mean_nodes`: the layout cleanup's form of a ReduceMean over H and W of an NHWC
-map), by name (the converter's node block list), with their column of 1/(H*W) fp32: the Cast to
-fp32 comes before the Transpose, which ONNX Runtime folds into the product only where nothing
-stands between them. In bf16 the column stays fp32 too, the Transpose widens its input like an
-operator that computes, the product reads it in fp32, and the mean is the fp32 one rounded once.
+global average pool). The MatMuls that compute such a mean (:func:`spatial_mean_nodes`: the layout
+cleanup's form of a ReduceMean over H and W of an NHWC map, a product with a column of 1/(H*W))
+and the Transposes they read are fp16 products with fp32 sums (ONNX Runtime's CUDA provider
+multiplies fp16 matrices with cuBLAS's fp32 compute type unless told otherwise; its CPU provider
+computes them in fp32): the map is read once in fp16, where widening it first cost a Cast writing
+twice its bytes and a product reading them (EfficientNetB0's sixteen means read 74 M values at
+batch 32). Only a column whose 1/(H*W) is below fp16's smallest normal value (more than 2^14
+pixels: it would lose digits as a subnormal) keeps its product fp32 (:func:`fp32_mean_nodes`, by
+name: the converter's node block list), the column fp32 and the Cast to fp32 before the Transpose,
+which ONNX Runtime folds into the product only where nothing stands between them. In bf16 the
+column stays fp32 too, the Transpose widens its input like an operator that computes, the product
+reads it in fp32, and the mean is the fp32 one rounded once.
 
 Three bugs of the converter (1.16) are worked around here: an initializer shared by a kept and a
 converted operator stays fp32 for both (issue 304, pull request 329: it is copied first); a Cast to
@@ -75,13 +81,25 @@ def kept_fp32(model: onnx.ModelProto, precision: str) -> list[str]:
 def spatial_mean_nodes(model: onnx.ModelProto) -> list[str]:
     """The names of ``model``'s MatMuls that compute a spatial mean
     (:func:`ort_custom_ops.lowering.transposes.spatial_mean_products`) and of the Transposes they
-    read: fp16 keeps them in fp32."""
+    read."""
     return [node.name for node in _mean_nodes(model)]
 
 
-def _mean_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The spatial means' MatMuls and the Transposes that are their first inputs' producers."""
+def fp32_mean_nodes(model: onnx.ModelProto, precision: str) -> list[str]:
+    """The names of the spatial means' MatMuls and Transposes that ``precision`` computes in fp32:
+    in bf16 all of them, in fp16 those whose column of 1/(H*W) is not a normal fp16 value (see the
+    module docstring)."""
+    return [node.name for node in _mean_nodes(model, fp32_only=precision)]
+
+
+def _mean_nodes(model: onnx.ModelProto, fp32_only: str | None = None) -> list[onnx.NodeProto]:
+    """The spatial means' MatMuls and the Transposes that are their first inputs' producers; with
+    ``fp32_only`` (a precision), only those it computes in fp32."""
     products = spatial_mean_products(model)
+    if fp32_only == "fp16":
+        columns = {t.name: t for t in model.graph.initializer}
+        tiny = np.finfo(np.float16).tiny
+        products = [node for node in products if numpy_helper.to_array(columns[node.input[1]]).flat[0] < tiny]
     return spatial_mean_transposes(model, products) + products
 
 
@@ -97,7 +115,7 @@ def to_half(model: onnx.ModelProto, precision: str, io_half: bool = False) -> on
         half = half if io_half else float_io(half)
     else:
         source = _named_nodes(model)
-        products = spatial_mean_nodes(source)
+        products = fp32_mean_nodes(source, precision)
         _unshare_initializers(source, set(kept_fp32(model, precision)), set(products))
         source_casts = {n.output[0] for n in source.graph.node if n.op_type == "Cast"}
         with warnings.catch_warnings():  # it warns of each value it clamps to fp16's range (weights never reach it)
@@ -114,10 +132,11 @@ def to_half(model: onnx.ModelProto, precision: str, io_half: bool = False) -> on
 def rounded_model(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
     """The fp32 ``model`` (unfused) with its weights and each operator's output rounded to
     ``precision``, the operators :func:`kept_fp32` keeps for fp16 and the spatial means'
-    MatMuls and their Transposes (:func:`spatial_mean_nodes`, with their columns) left exact."""
+    MatMuls and their Transposes that ``precision`` computes in fp32 (:func:`fp32_mean_nodes`, with
+    their columns) left exact."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    products = _mean_nodes(copy)
+    products = _mean_nodes(copy, fp32_only=precision)
     columns = {node.input[1] for node in products if node.op_type == "MatMul"}
     dtype = NUMPY_TYPES[precision]
     for tensor in copy.graph.initializer:
