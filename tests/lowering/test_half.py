@@ -12,11 +12,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from fcm_core.vocabulary import PRECISIONS
-from ort_custom_ops.lowering import transposes
 from ort_custom_ops.lowering.half import (BF16_DIRECT, fp32_mean_nodes, rounded_model, rounding_depth, spatial_mean_nodes,
                                           to_half, widened)
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.standalone import float_io
+from tests.support.means import fp16_mean_reference, spatial_mean_model
 
 BF16 = ml_dtypes.bfloat16
 
@@ -126,38 +126,12 @@ def test_fp16_a_cast_to_float_in_the_source_casts_to_fp16(rng):
     np.testing.assert_allclose(_run(half, x=x, i=i), want, rtol=0, atol=2 * PRECISIONS["fp16"].unit_roundoff * np.abs(want).max())
 
 
-def _spatial_mean_model(h: int = 6, w: int = 5) -> onnx.ModelProto:
-    """x [2, h, w, 3] -> Relu -> mean over H and W (the layout cleanup's MatMul of a row of
-    1/(h*w)) -> Sigmoid -> y [2, 3]."""
-    import onnx_graphsurgeon as gs
-
-    nodes = [helper.make_node("Relu", ["x"], ["r"]),
-             helper.make_node("ReduceMean", ["r"], ["m"], axes=[1, 2], keepdims=0),
-             helper.make_node("Sigmoid", ["m"], ["y"])]
-    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(
-        _model(nodes, [_floats("x", [2, h, w, 3])], [_floats("y", [2, 3])])))
-    assert transposes.optimize(graph, rules=(), final=(transposes.spatial_means_to_products,)) == {
-        "spatial_means_to_products": 1}
-    model = gs.export_onnx(graph)
-    model.ir_version = 10
-    return model
-
-
 def _producers(model) -> dict[str, onnx.NodeProto]:
     return {o: n for n in model.graph.node for o in n.output}
 
 
-def _mean_of(x: np.ndarray) -> np.ndarray:
-    """Sigmoid of the spatial mean of Relu(x), as fp16 computes it: x and Relu's output rounded, the
-    mean summed exactly and rounded once, the column's 1/(H*W) rounded to fp16."""
-    r = np.maximum(x.astype(np.float16), 0).astype(np.float64)
-    column = float(np.float16(1 / (x.shape[1] * x.shape[2])))
-    m = (r.sum(axis=(1, 2)) * column).astype(np.float16).astype(np.float64)
-    return 1 / (1 + np.exp(-m))
-
-
 def test_fp16_computes_a_spatial_mean_product_in_fp16_with_fp32_sums(rng):
-    model = _spatial_mean_model()
+    model = spatial_mean_model()
     names = spatial_mean_nodes(model)
     assert fp32_mean_nodes(model, "fp16") == [] and fp32_mean_nodes(model, "bf16") == names
     half = to_half(model, "fp16")
@@ -172,13 +146,13 @@ def test_fp16_computes_a_spatial_mean_product_in_fp16_with_fp32_sums(rng):
     assert column.data_type == TensorProto.FLOAT16
     np.testing.assert_array_equal(numpy_helper.to_array(column), np.full((30, 1), 1 / 30, np.float16))
     x = rng.normal(size=(2, 6, 5, 3)).astype(np.float32)
-    np.testing.assert_allclose(_run(half, x=x), _mean_of(x), rtol=0, atol=2 * PRECISIONS["fp16"].unit_roundoff)
+    np.testing.assert_allclose(_run(half, x=x), fp16_mean_reference(x), rtol=0, atol=2 * PRECISIONS["fp16"].unit_roundoff)
 
 
 def test_fp16_keeps_a_mean_over_more_than_2_14_pixels_in_fp32(rng):
     # 1/16900 is an fp16 subnormal: the column stays fp32, the map reaches the Transpose (which ONNX
     # Runtime folds into the product) through a Cast to fp32, the result leaves through a Cast to fp16
-    model = _spatial_mean_model(130, 130)
+    model = spatial_mean_model(130, 130)
     names = spatial_mean_nodes(model)
     assert fp32_mean_nodes(model, "fp16") == names
     half = to_half(model, "fp16")
@@ -200,7 +174,7 @@ def test_fp16_keeps_a_mean_over_more_than_2_14_pixels_in_fp32(rng):
 def test_the_rounded_reference_rounds_a_spatial_mean_as_its_precision_computes_it(rng):
     # fp16: the column and the product's output rounded like any operator's, so the reference is
     # what the fp16 model computes
-    model = _spatial_mean_model()
+    model = spatial_mean_model()
     rounded = rounded_model(model, "fp16")
     product = next(n for n in rounded.graph.node if n.op_type == "MatMul")
     assert any(product.output[0] in n.input for n in rounded.graph.node if n.op_type == "Cast")
@@ -208,7 +182,7 @@ def test_the_rounded_reference_rounds_a_spatial_mean_as_its_precision_computes_i
     np.testing.assert_allclose(_run(rounded, x=x), _run(to_half(model, "fp16"), x=x), rtol=0,
                                atol=2 * PRECISIONS["fp16"].unit_roundoff)
     # a mean the precision computes in fp32 is left exact, its column too
-    for model, precision, pixels in ((_spatial_mean_model(130, 130), "fp16", 16900), (model, "bf16", 30)):
+    for model, precision, pixels in ((spatial_mean_model(130, 130), "fp16", 16900), (model, "bf16", 30)):
         rounded = rounded_model(model, precision)
         product = next(n for n in rounded.graph.node if n.op_type == "MatMul")
         assert not any(product.output[0] in n.input for n in rounded.graph.node if n.op_type == "Cast")
@@ -220,7 +194,7 @@ def test_the_rounded_reference_rounds_a_spatial_mean_as_its_precision_computes_i
 
 def test_bf16_reads_a_spatial_mean_s_column_in_fp32(rng):
     """1/30 is no bf16 value: the column stays fp32, and the mean is the fp32 one rounded once."""
-    model = _spatial_mean_model()
+    model = spatial_mean_model()
     half = to_half(model, "bf16")
     product = next(n for n in half.graph.node if n.op_type == "MatMul")
     column = next(t for t in half.graph.initializer if t.name == product.input[1])
