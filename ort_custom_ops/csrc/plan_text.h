@@ -30,23 +30,25 @@ inline bool ParsePlanText(const std::string& text, PlanText* out) {
 // A block-kernel plan: tile (output pixels), output channels per work unit, CTAs of a cluster
 // sharing a unit, depth of the operand ring, and optionally the computing warpgroups of a CTA
 // (2: they share each unit's chunks). Or the stages as separate kernels through a workspace
-// (block/passes.cu): kTwoPassPlan for DW->PW (a depthwise pass, then the product as a GEMM),
-// kThreePassPlan for PW->DW->PW (a GEMM, a depthwise pass, a GEMM).
+// (block/passes.cu): kOnePassPlan for a lone PW (the product as a GEMM), kTwoPassPlan for DW->PW
+// (a depthwise pass, then the product as a GEMM), kThreePassPlan for PW->DW->PW (a GEMM, a
+// depthwise pass, a GEMM).
 struct BlockPlanFields {
   int tile_h = 0, tile_w = 0, f_tile = 0, split = 0, stages = 0;
   int groups = 1;  // optional fifth field
-  int passes = 0;  // 0: one fused kernel; 2 or 3: separate passes
+  int passes = 0;  // 0: one fused kernel; 1, 2 or 3: separate passes
 };
 
+constexpr const char* kOnePassPlan = "gemm";
 constexpr const char* kTwoPassPlan = "dw+gemm";
 constexpr const char* kThreePassPlan = "gemm+dw+gemm";
 
 // Whether `text` is exactly "HxW,f_tile,split,stages[,groups]" (nothing before or after),
-// kTwoPassPlan or kThreePassPlan; fills *out.
+// kOnePassPlan, kTwoPassPlan or kThreePassPlan; fills *out.
 inline bool ParseBlockPlanText(const std::string& text, BlockPlanFields* out) {
   BlockPlanFields v;
-  if (text == kTwoPassPlan || text == kThreePassPlan) {
-    v.passes = text == kTwoPassPlan ? 2 : 3;
+  if (text == kOnePassPlan || text == kTwoPassPlan || text == kThreePassPlan) {
+    v.passes = text == kOnePassPlan ? 1 : text == kTwoPassPlan ? 2 : 3;
     *out = v;
     return true;
   }

@@ -3,8 +3,8 @@
 In: a plan's fields, or its text. Out: the text the kernels parse (``csrc/plan_text.h``:
 ``pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]`` for NCHW nodes, which run the chain
 kernels; ``HxW,f_tile,split,stages[,groups]`` for channels-last nodes, which run the block kernels, or
-``dw+gemm`` for a channels-last DW->PW node in two passes, ``gemm+dw+gemm`` for a PW->DW->PW node
-in three), a
+``gemm`` for a channels-last lone PW node as one GEMM, ``dw+gemm`` for a DW->PW node in two passes,
+``gemm+dw+gemm`` for a PW->DW->PW node in three), a
 node's ``cuda_plans`` attribute (``BATCH:plan;BATCH:plan``, the plans measured fastest per batch
 size), a copy of a model whose fused nodes must run one plan (:func:`with_forced_plan`: how ``fcm
 tune`` times a candidate and the GPU tests force one), and the plans ``fcm tune`` times for a fused node (:func:`plan_candidates`; for a

@@ -207,11 +207,32 @@ def test_dwpw_in_two_passes(case, rng):
     check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan="dw+gemm")
 
 
+@pytest.mark.parametrize("case", [
+    # (channels, out, residual, batch, size, activation after the product)
+    (320, 1280, False, 32, (7, 7), Activation("clip", (0.0, 6.0))),   # MobileNetV2's last 1x1 convolution at batch 32
+    (64, 96, False, 3, (13, 11), Activation("relu")),
+    (48, 48, True, 2, (9, 12), Activation()),                           # y = res_act(acc + b + x)
+    (24, 40, False, 1, (5, 3), Activation()),                           # fewer rows than one 128-row tile
+])
+def test_pw_in_one_pass(case, rng):
+    """A lone PW as CUTLASS's TF32 GEMM with the bias, the clamp and the residual in its epilogue (the
+    "gemm" plan), against the CPU kernels."""
+    require_hopper()
+    c, f, residual, batch, (h, w), activation = case
+    spec = random_spec(rng, "pw", c, out=f, residual=residual, channels_last=True)
+    spec = with_activations(spec, last=Activation() if residual else activation,
+                            residual=Activation("relu") if residual else Activation())
+    check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan="gemm")
+
+
 def test_separate_passes_refuse_what_they_do_not_take(rng):
-    """The "dw+gemm" and "gemm+dw+gemm" plans forced where they cannot run: an ONNX Runtime error
-    naming the reason."""
+    """The "gemm", "dw+gemm" and "gemm+dw+gemm" plans forced where they cannot run: an ONNX Runtime
+    error naming the reason."""
     require_hopper()
     for kind, channels, first, last, plan, reason in (
+            ("pwdw", 16, Activation(), Activation(), "gemm", "lone pointwise"),
+            ("pw", 18, None, Activation(), "gemm", "multiples of 4"),
+            ("pw", 16, None, Activation("hard_swish"), "gemm", "none, relu and clip"),
             ("pwdwpw", 16, Activation(), Activation(), "dw+gemm", "DW->PW"),
             ("dwpw", 16, Activation(), Activation(), "gemm+dw+gemm", "PW->DW->PW"),
             ("dwpw", 18, Activation(), Activation(), "dw+gemm", "multiples of 4"),
@@ -305,10 +326,10 @@ def test_kernels_choose_three_passes_for_deep_7x7_blocks():
 
 def test_tune_candidates_end_with_the_plans_the_estimate_does_not_rank():
     """fcm tune times, after the best estimates, the separate passes and the wide-region plans (the
-    kernels never choose a wide region): on MobileNetV2's first expanding block, three passes and
+    kernels never choose a wide region nor one pass): on MobileNetV2's first expanding block, three passes and
     stride-2 tiles whose input region is 129-256 pixels, the forced sweep's winner among them (6x8
     at batch 32: 96.1 us against 113.7 for the kernels' own, benchmarks/2026-12-06-h100-wide-regions);
-    no wide region on a stride-1 block."""
+    no wide region on a stride-1 block; a lone PW's one GEMM pass after them."""
     require_hopper()
 
     def region(plan: str, stride: int) -> int:
@@ -326,6 +347,10 @@ def test_tune_candidates_end_with_the_plans_the_estimate_does_not_rank():
     assert "6x8,24,1,3" in wide
     stride_one = [32, 56, 56, 24, 144, 24, 3, 1, 1, 1, 56, 56, 0, 1, 1, 1, 1, 1]
     assert all(region(p, 1) <= 128 for p in block_candidates_for(stride_one, top=1000) if "+" not in p)
+    # a lone PW (MobileNetV2's last 1x1 convolution): its one GEMM pass is timed, never ranked
+    head = [32, 7, 7, 320, 320, 1280, 1, 1, 0, 0, 7, 7, 0, 0, 0, 1, 0, 1]
+    plans = block_candidates_for(head, top=4)
+    assert plans.count("gemm") == 1 and plans.index("gemm") >= 4
 
 
 def test_fused_kernel_when_the_passes_workspace_cannot_be_had(rng, capfd, monkeypatch):

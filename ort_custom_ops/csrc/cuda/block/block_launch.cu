@@ -418,11 +418,11 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
   return plan;
 }
 
-// The two- and three-pass plans that take the problem.
+// The separate-pass plans of `fewest` passes and more (1: a lone PW's GEMM, 2, 3) that take the problem.
 template <class E>
-std::vector<BlockPlan> SeparatePassPlans(const ChainProblemOf<E>& p) {
+std::vector<BlockPlan> SeparatePassPlans(const ChainProblemOf<E>& p, int fewest) {
   std::vector<BlockPlan> plans;
-  for (int passes : {2, 3}) {
+  for (int passes = fewest; passes <= 3; ++passes) {
     BlockPlan separate;
     separate.passes = passes;
     separate = CompleteBlockPlan(p, separate);
@@ -507,15 +507,16 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate
       }
   // The stages as separate passes, where they take the problem: on wide products at large batches
   // the GEMM library's main loop beats the fused kernels' by more than the intermediates' round trips
-  // through L2 cost
+  // through L2 cost. Two and three only: one pass's estimate is not yet fitted to a lone PW's
+  // measured times, so fcm tune times it among the unranked candidates.
   if (separate_passes)
-    for (const BlockPlan& separate : SeparatePassPlans(p)) plans.push_back(separate);
+    for (const BlockPlan& separate : SeparatePassPlans(p, 2)) plans.push_back(separate);
   return plans;
 }
 
 template <class E>
 std::vector<BlockPlan> UnrankedCandidates(const ChainProblemOf<E>& p) {
-  std::vector<BlockPlan> plans = SeparatePassPlans(p);
+  std::vector<BlockPlan> plans = SeparatePassPlans(p, 1);
   if (!(p.pw1 && p.dw && p.pwl) || p.stride != 2) return plans;
   // tiles of at most 64 pixels in at most 8 rows of at least 4, whose region is 129 to 256 pixels:
   // for each height the widest, as it is and balanced over the image (wide_regions.py's sweep)
@@ -574,7 +575,7 @@ BlockPlan ParseBlockPlan(const ChainProblemOf<E>& p, const std::string& text) {
 }
 
 std::string BlockPlanText(const BlockPlan& plan) {
-  if (plan.passes > 0) return plan.passes == 2 ? kTwoPassPlan : kThreePassPlan;
+  if (plan.passes > 0) return plan.passes == 1 ? kOnePassPlan : plan.passes == 2 ? kTwoPassPlan : kThreePassPlan;
   char text[64];
   std::snprintf(text, sizeof(text), "%dx%d,%d,%d,%d", plan.tile_h, plan.tile_w, plan.f_tile, plan.split, plan.stages);
   return plan.groups == 1 ? std::string(text) : std::string(text) + "," + std::to_string(plan.groups);
@@ -585,7 +586,9 @@ std::string DescribeBlockPlan(const BlockPlan& plan) {
   char text[256];
   if (plan.passes > 0) {
     std::snprintf(text, sizeof(text), "%s (%s, %s), %zu B workspace, ~%.1f us", BlockPlanText(plan).c_str(),
-                  plan.passes == 2 ? "depthwise pass, then CUTLASS's GEMM" : "CUTLASS's GEMM, depthwise pass, CUTLASS's GEMM",
+                  plan.passes == 1   ? "CUTLASS's GEMM"
+                  : plan.passes == 2 ? "depthwise pass, then CUTLASS's GEMM"
+                                     : "CUTLASS's GEMM, depthwise pass, CUTLASS's GEMM",
                   plan.arithmetic, plan.workspace_bytes, plan.estimate_us);
     return text;
   }

@@ -312,6 +312,7 @@ double GemmUs(double rows, double n, double k, double bytes, bool stream_k) {
 // depthwise pass's), rounded up to 256 so that a stream-K workspace can follow.
 template <class E>
 size_t IntermediateBytes(const ChainProblemOf<E>& p, int passes) {
+  if (passes == 1) return 0;
   const size_t depthwise_out = static_cast<size_t>(p.n) * p.out_h * p.out_w * p.m;
   const size_t first_out = passes == 3 ? static_cast<size_t>(p.n) * p.h * p.w * p.m : 0;
   return ((first_out + depthwise_out) * sizeof(E) + 255) / 256 * 256;
@@ -328,16 +329,17 @@ bool LastProductStreamK(const ChainProblemOf<E>& p, int passes) {
 
 template <class E>
 std::string PassesRefusal(const ChainProblemOf<E>& p, int passes, int device_major) {
+  if (passes == 1 && (p.pw1 || p.dw || !p.pwl)) return "one pass takes a lone pointwise stage only (PW)";
   if (passes == 2 && (!p.dw || !p.pwl || p.pw1)) return "two passes take a depthwise stage and a last pointwise stage only (DW->PW)";
   if (passes == 3 && (!p.pw1 || !p.dw || !p.pwl)) return "three passes take PW->DW->PW nodes only";
-  if (passes != 2 && passes != 3) return "separate passes are two (DW->PW) or three (PW->DW->PW)";
+  if (passes < 1 || passes > 3) return "separate passes are one (PW), two (DW->PW) or three (PW->DW->PW)";
   if (p.scale != nullptr) return "separate passes take no channel scale";
   if (!kIsHalf<E> && !p.tf32) return "separate passes run the products in TF32 (exact FP32 is the fused kernels')";
   if (device_major != 9) return "separate passes need an sm_90 GPU (CUTLASS's Hopper GEMM)";
   const int alignment = PassGemm<E>::kAlignment;
   if (p.c % alignment != 0 || p.m % alignment != 0 || p.f % alignment != 0)
     return "separate passes need channel counts that are multiples of " + std::to_string(alignment) + " (16-byte rows)";
-  if (p.kernel != 3 && p.kernel != 5 && p.kernel != 7) return "separate passes take depthwise kernels of 3, 5 and 7";
+  if (p.dw && p.kernel != 3 && p.kernel != 5 && p.kernel != 7) return "separate passes take depthwise kernels of 3, 5 and 7";
   float lo, hi;
   if (!EpilogueClamp(p, &lo, &hi) || (passes == 3 && !ClampOf(p.act1, &lo, &hi)))
     return "separate passes take none, relu and clip activations after a product (and none before a residual)";
@@ -363,6 +365,10 @@ double PassesEstimateUs(const ChainProblemOf<E>& p, int passes) {
   constexpr double kLaunchUs = 1.5;
   const double bytes = sizeof(E);
   const double in_pixels = static_cast<double>(p.n) * p.h * p.w, pixels = static_cast<double>(p.n) * p.out_h * p.out_w;
+  if (passes == 1) {  // the product alone (the same GEMM model; not yet fitted to a lone PW's times)
+    const double product_bytes = bytes * (pixels * p.c + pixels * p.f * (p.residual ? 2.0 : 1.0) + static_cast<double>(p.c) * p.f);
+    return GemmUs<E>(pixels, p.f, p.c, product_bytes, false) + kLaunchUs;
+  }
   const double depthwise_bytes = bytes * (in_pixels * p.m + pixels * p.m);
   const double product_bytes = bytes * (pixels * p.m + pixels * p.f * (p.residual ? 2.0 : 1.0) + static_cast<double>(p.m) * p.f);
   double us = depthwise_bytes / kBytesPerUs + GemmUs<E>(pixels, p.f, p.m, product_bytes, LastProductStreamK(p, passes)) + 2 * kLaunchUs;
@@ -376,7 +382,15 @@ double PassesEstimateUs(const ChainProblemOf<E>& p, int passes) {
 template <class E>
 cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace, cudaStream_t stream) {
   float lo, hi, first_lo, first_hi;
-  if (workspace == nullptr || !EpilogueClamp(p, &lo, &hi)) return cudaErrorInvalidValue;
+  if (!EpilogueClamp(p, &lo, &hi)) return cudaErrorInvalidValue;
+  // the residual is the node's input, shaped as the output (checked)
+  const E* residual = p.residual ? p.x : nullptr;
+  const int rows = p.n * p.out_h * p.out_w;
+  if (passes == 1) {
+    if (!Aligned16(p.x) || !Aligned16(p.y) || !Aligned16(p.w2) || !Aligned16(p.b2)) return cudaErrorMisalignedAddress;
+    return LaunchGemm<E, false>(p.x, p.w2, p.b2, residual, p.y, rows, p.f, p.c, lo, hi, nullptr, stream);
+  }
+  if (workspace == nullptr) return cudaErrorInvalidValue;
   if (passes == 3 && !ClampOf(p.act1, &first_lo, &first_hi)) return cudaErrorInvalidValue;
   if (!Aligned16(p.x) || !Aligned16(p.y) || !Aligned16(p.w2) || !Aligned16(p.b2) || !Aligned16(workspace) ||
       (passes == 3 && (!Aligned16(p.w1) || !Aligned16(p.b1))))
@@ -396,9 +410,6 @@ cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace
   }
   const cudaError_t err = LaunchDepthwisePass(depthwise, v, stream);
   if (err != cudaSuccess) return err;
-  // the residual is the node's input, shaped as the output (checked)
-  const E* residual = p.residual ? p.x : nullptr;
-  const int rows = p.n * p.out_h * p.out_w;
   if (LastProductStreamK(p, passes)) {
     void* partials = static_cast<char*>(workspace) + IntermediateBytes(p, passes);
     return LaunchGemm<E, true>(v, p.w2, p.b2, residual, p.y, rows, p.f, p.m, lo, hi, partials, stream);

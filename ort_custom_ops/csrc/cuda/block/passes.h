@@ -1,16 +1,20 @@
 // The stages of a fused node as separate kernels through a workspace, for the wide products the
 // fused-block kernels run slower than a GEMM library (Xception's 728 x 728 at 14x14:
-// benchmarks/2026-12-06-h100-wide-groups). Two passes for DW->PW: the depthwise stage writes its
+// benchmarks/2026-12-06-h100-wide-groups). One pass for a lone PW: CUTLASS's Hopper GEMM
+// (TMA, warp-specialized) multiplies the input by W2 with the bias, the activation and the residual
+// in its epilogue, no workspace (the fused kernels stream a lone PW's input through chunks of 32
+// channels, a serial chain per unit). Two passes for DW->PW: the depthwise stage writes its
 // output to the workspace [pixels, m], then CUTLASS's Hopper GEMM (TMA, warp-specialized) multiplies
 // it by W2 with the bias, the activation and the residual in its epilogue. Three passes for
 // PW->DW->PW: a GEMM with W1 (its bias and activation) first, into the workspace, which the
 // depthwise pass then reads. The intermediates make a round trip through L2 and device memory,
 // which the fused kernels avoid; the products run at the library's efficiency, which they do not.
 //
-// In: a ChainProblemOf<E> (FP32 with TF32 allowed, FP16 or BF16), NHWC, with a depthwise and a last
-// pointwise stage (and a first pointwise stage for three passes). Out: y, as the fused kernels
-// compute it (the depthwise stage in FP32, every intermediate rounded to E, the products
-// accumulated in FP32). The plans kTwoPassPlan ("dw+gemm") and kThreePassPlan ("gemm+dw+gemm").
+// In: a ChainProblemOf<E> (FP32 with TF32 allowed, FP16 or BF16), NHWC, with a last pointwise
+// stage (and a depthwise stage for two passes, a first pointwise stage too for three). Out: y, as
+// the fused kernels compute it (the depthwise stage in FP32, every intermediate rounded to E, the
+// products accumulated in FP32). The plans kOnePassPlan ("gemm"), kTwoPassPlan ("dw+gemm") and
+// kThreePassPlan ("gemm+dw+gemm").
 #pragma once
 
 #include <cuda_runtime.h>
@@ -23,17 +27,17 @@
 namespace fcm {
 namespace block {
 
-// Why `passes` (2 or 3) separate passes cannot run this problem on this device ("" where they can).
+// Why `passes` (1, 2 or 3) separate passes cannot run this problem on this device ("" where they can).
 template <class E>
 std::string PassesRefusal(const ChainProblemOf<E>& p, int passes, int device_major);
-// The workspace they need: the intermediates, in E.
+// The workspace they need: the intermediates, in E (none for one pass).
 template <class E>
 size_t PassesWorkspaceBytes(const ChainProblemOf<E>& p, int passes);
 // The time in microseconds, fitted to measured ones (device-memory bytes, and each GEMM's tiles in
 // waves over the SMs).
 template <class E>
 double PassesEstimateUs(const ChainProblemOf<E>& p, int passes);
-// Every pass on `stream`; `workspace` holds PassesWorkspaceBytes(p, passes).
+// Every pass on `stream`; `workspace` holds PassesWorkspaceBytes(p, passes) (may be null where that is 0).
 template <class E>
 cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace, cudaStream_t stream);
 
