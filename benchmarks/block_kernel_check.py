@@ -230,6 +230,10 @@ def cases() -> list[Case]:
     out.append(Case("dwpw two passes residual", 3, 9, 12, 48, 48, 48, "dwpw", kernel=5, acts=("none", "relu", "none"), residual=True,
                     res_act="relu", plan="dw+gemm"))
     out.append(Case("dwpw two passes s2", 2, 13, 11, 40, 40, 24, "dwpw", kernel=7, stride=2, acts=("none", "clip", "clip"), plan="dw+gemm"))
+    # a lone PW in one pass (CUTLASS's GEMM): MobileNetV2's last 1x1 convolution, a residual
+    out.append(Case("pw one pass mobilenet_v2 head", 32, 7, 7, 320, 320, 1280, "pw", acts=("none", "none", "clip"), plan="gemm"))
+    out.append(Case("pw one pass residual", 3, 9, 12, 48, 48, 48, "pw", acts=("none", "none", "none"), residual=True,
+                    res_act="relu", plan="gemm"))
     # PW->DW->PW in three passes (CUTLASS's GEMM, a depthwise pass, CUTLASS's GEMM)
     out.append(Case("pwdwpw three passes mobilenet_v2 7x7", 4, 7, 7, 160, 960, 160, "pwdwpw", acts=("clip", "clip", "none"),
                     residual=True, plan="gemm+dw+gemm"))
