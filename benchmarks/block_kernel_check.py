@@ -234,6 +234,8 @@ def cases() -> list[Case]:
     out.append(Case("pw one pass mobilenet_v2 head", 32, 7, 7, 320, 320, 1280, "pw", acts=("none", "none", "clip"), plan="gemm"))
     out.append(Case("pw one pass residual", 3, 9, 12, 48, 48, 48, "pw", acts=("none", "none", "none"), residual=True,
                     res_act="relu", plan="gemm"))
+    out.append(Case("pw one pass scaled efficientnet_b0", 32, 7, 7, 1152, 1152, 320, "pw", acts=("none", "none", "none"), scale=True,
+                    plan="gemm"))
     # PW->DW->PW in three passes (CUTLASS's GEMM, a depthwise pass, CUTLASS's GEMM)
     out.append(Case("pwdwpw three passes mobilenet_v2 7x7", 4, 7, 7, 160, 960, 160, "pwdwpw", acts=("clip", "clip", "none"),
                     residual=True, plan="gemm+dw+gemm"))

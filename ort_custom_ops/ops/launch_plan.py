@@ -177,7 +177,10 @@ def block_problem_dims(node: onnx.NodeProto, shapes: dict[str, list[int]], initi
     stride = int(_attribute(node, "dw_stride", 1)) if dw else 1
     pads = list(_attribute(node, "dw_pads", [(kernel - 1) // 2] * 4)) if dw else [0, 0, 0, 0]
     pwl = stages[-1] == "pw"
-    return [n, h, w, c, m, f if pwl else 0, kernel, stride, pads[0], pads[1], out_h, out_w, 0, int(pw1),
+    # a channel scale S [scale_batch, C] follows the stages' weights and biases
+    scale = node.input[1 + 2 * len(stages)] if len(node.input) > 1 + 2 * len(stages) else ""
+    scale_batch = int(shapes[scale][0]) if scale and scale in shapes else 0
+    return [n, h, w, c, m, f if pwl else 0, kernel, stride, pads[0], pads[1], out_h, out_w, scale_batch, int(pw1),
             int(dw), int(pwl), int(_attribute(node, "residual", 0)), int(_attribute(node, "allow_tf32", 1))]
 
 

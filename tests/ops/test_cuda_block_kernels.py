@@ -208,21 +208,38 @@ def test_dwpw_in_two_passes(case, rng):
 
 
 @pytest.mark.parametrize("case", [
-    # (channels, out, residual, batch, size, activation after the product)
-    (320, 1280, False, 32, (7, 7), Activation("clip", (0.0, 6.0))),   # MobileNetV2's last 1x1 convolution at batch 32
-    (64, 96, False, 3, (13, 11), Activation("relu")),
-    (48, 48, True, 2, (9, 12), Activation()),                           # y = res_act(acc + b + x)
-    (24, 40, False, 1, (5, 3), Activation()),                           # fewer rows than one 128-row tile
+    # (channels, out, residual, scale, batch, size, activation after the product)
+    (320, 1280, False, False, 32, (7, 7), Activation("clip", (0.0, 6.0))),  # MobileNetV2's last 1x1 convolution at batch 32
+    (64, 96, False, False, 3, (13, 11), Activation("relu")),
+    (48, 48, True, False, 2, (9, 12), Activation()),                           # y = res_act(acc + b + x)
+    (24, 40, False, False, 1, (5, 3), Activation()),                           # fewer rows than one 128-row tile
+    (1152, 320, False, True, 32, (7, 7), Activation()),   # EfficientNetB0's gated projection: weights scaled per image
+    (200, 40, False, True, 3, (14, 13), Activation()),    # an image's rows not a whole number of tiles
+    (48, 48, True, True, 2, (9, 12), Activation()),       # a scale and a residual (of the unscaled input)
 ])
 def test_pw_in_one_pass(case, rng):
     """A lone PW as CUTLASS's TF32 GEMM with the bias, the clamp and the residual in its epilogue (the
-    "gemm" plan), against the CPU kernels."""
+    "gemm" plan); with a channel scale, the weights scaled per image and one product per image;
+    against the CPU kernels."""
     require_hopper()
-    c, f, residual, batch, (h, w), activation = case
-    spec = random_spec(rng, "pw", c, out=f, residual=residual, channels_last=True)
+    c, f, residual, scale, batch, (h, w), activation = case
+    spec = random_spec(rng, "pw", c, out=f, residual=residual, scale=scale, channels_last=True)
     spec = with_activations(spec, last=Activation() if residual else activation,
                             residual=Activation("relu") if residual else Activation())
     check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan="gemm")
+
+
+def test_pw_in_one_pass_with_one_scale_row(rng):
+    """A channel scale of one row shared by every image: the weights scaled once, one product over
+    all the images' rows, against the CPU kernels."""
+    require_hopper()
+    spec = random_spec(rng, "pw", 64, out=32, scale=True, channels_last=True)
+    spec = with_activations(spec, last=Activation("relu"))
+    model = fused_model(spec)
+    feeds = {"X": rng.normal(size=(4, 9, 11, 64)).astype(np.float32), "S": rng.uniform(0, 1, (1, 64, 1, 1)).astype(np.float32)}
+    (cpu,) = make_session(model).run(None, feeds)
+    gpu = run_poisoned(make_session(forced_plan(model, "gemm", 4), providers=cuda_providers()), feeds, cpu.shape)
+    assert np.abs(gpu - cpu).max() <= TF32_BOUND * max(1.0, float(np.abs(cpu).max()))
 
 
 def test_separate_passes_refuse_what_they_do_not_take(rng):
@@ -231,6 +248,7 @@ def test_separate_passes_refuse_what_they_do_not_take(rng):
     require_hopper()
     for kind, channels, first, last, plan, reason in (
             ("pwdw", 16, Activation(), Activation(), "gemm", "lone pointwise"),
+            ("pwdwpw", 16, Activation(), Activation(), "gemm", "lone pointwise"),
             ("pw", 18, None, Activation(), "gemm", "multiples of 4"),
             ("pw", 16, None, Activation("hard_swish"), "gemm", "none, relu and clip"),
             ("pwdwpw", 16, Activation(), Activation(), "dw+gemm", "DW->PW"),

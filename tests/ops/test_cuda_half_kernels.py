@@ -157,18 +157,21 @@ def test_pwdwpw_in_three_passes_in_half(precision, case, rng):
 
 @HALF
 @pytest.mark.parametrize("case", [
-    # (channels, out, residual, batch, size, activation after the product)
-    (320, 1280, False, 32, (7, 7), Activation("clip", (0.0, 6.0))),   # MobileNetV2's last 1x1 convolution at batch 32
-    (48, 48, True, 2, (9, 12), Activation()),                           # y = res_act(acc + b + x)
-    (24, 40, False, 1, (5, 3), Activation("relu")),
+    # (channels, out, residual, scale, batch, size, activation after the product)
+    (320, 1280, False, False, 32, (7, 7), Activation("clip", (0.0, 6.0))),  # MobileNetV2's last 1x1 convolution at batch 32
+    (48, 48, True, False, 2, (9, 12), Activation()),                           # y = res_act(acc + b + x)
+    (24, 40, False, False, 1, (5, 3), Activation("relu")),
+    (1152, 320, False, True, 32, (7, 7), Activation()),   # EfficientNetB0's gated projection: weights scaled per image
+    (200, 40, True, True, 3, (14, 13), Activation()),
 ])
 def test_pw_in_one_pass_in_half(precision, case, rng):
     """The "gemm" plan in the node's type: a lone PW as CUTLASS's FP16 / BF16 GEMM (FP32
-    accumulation) with the bias, clamp and residual."""
+    accumulation) with the bias, clamp and residual; a channel scale folded into per-image weights
+    rounded to the type."""
     if not _hopper():
         pytest.skip("one pass runs CUTLASS's sm_90 GEMM")
-    c, f, residual, batch, (h, w), activation = case
-    spec = random_spec(rng, "pw", c, out=f, residual=residual, channels_last=True)
+    c, f, residual, scale, batch, (h, w), activation = case
+    spec = random_spec(rng, "pw", c, out=f, residual=residual, scale=scale, channels_last=True)
     spec = with_activations(spec, last=Activation() if residual else activation,
                             residual=Activation("relu") if residual else Activation())
     check_half_on_gpu(_half(spec, precision), rng, batch, h, w, plan="gemm")
@@ -231,5 +234,6 @@ def test_small_half_cases_for_the_sanitizer(precision, rng):
         spec = random_spec(rng, "pwdwpw", 8, kernel=3, stride=1, expand=512, out=8, residual=True, channels_last=True)  # stream-K
         spec = with_activations(spec, first=Activation("relu"), last=Activation(), residual=Activation())
         check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="gemm+dw+gemm")
-        spec = with_activations(random_spec(rng, "pw", 16, out=24, channels_last=True), last=Activation("relu"))
-        check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="gemm")
+        for scale in (False, True):
+            spec = with_activations(random_spec(rng, "pw", 16, out=24, scale=scale, channels_last=True), last=Activation("relu"))
+            check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="gemm")

@@ -95,6 +95,13 @@ def test_block_problem_of_a_channels_last_node(rng):
     half = fused_model(dataclasses.replace(spec, precision="fp16"))
     assert half.graph.node[0].op_type == "Fp16FusedPwDwPw"
     assert block_problem_dims(half.graph.node[0], shapes, {i.name: i for i in half.graph.initializer}) == dims
+    # a lone PW with a channel scale: its rows (one per image, or one shared) where its shape is known
+    scaled = fused_model(random_spec(rng, "pw", 48, out=24, scale=True, channels_last=True)).graph.node[0]
+    scale = scaled.input[3]
+    shapes = {scaled.input[0]: [32, 7, 7, 48], scaled.output[0]: [32, 7, 7, 24]}
+    assert block_problem_dims(scaled, {**shapes, scale: [32, 48]}, {})[12] == 32
+    assert block_problem_dims(scaled, {**shapes, scale: [1, 48]}, {})[12] == 1
+    assert block_problem_dims(scaled, shapes, {})[12] == 0
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])

@@ -16,11 +16,13 @@ fcm::Activation ActivationFrom(const float* v) {
   return a;
 }
 
-// A problem's shapes (no tensors, no activations) from the dims FcmBlockRun takes.
+// A problem's shapes (no tensors, no activations) from the dims FcmBlockRun takes; scale_batch too
+// (a channel scale's rows: the plans that cannot take one are refused).
 fcm::ChainProblem ShapesFrom(const int* dims) {
   fcm::ChainProblem p;
   p.n = dims[0], p.h = dims[1], p.w = dims[2], p.c = dims[3], p.m = dims[4], p.f = dims[5];
   p.kernel = dims[6], p.stride = dims[7], p.pad_top = dims[8], p.pad_left = dims[9], p.out_h = dims[10], p.out_w = dims[11];
+  p.scale_batch = dims[12];
   p.pw1 = dims[13] != 0, p.dw = dims[14] != 0, p.pwl = dims[15] != 0, p.tf32 = dims[17] != 0;
   return p;
 }
@@ -45,7 +47,7 @@ extern "C" {
 __attribute__((visibility("default"))) int FcmBlockRun(void* const* pointers, const int* dims, const float* acts, const char* plan,
                                                        void* stream, char* message, int message_size) {
   fcm::ChainProblem p = ShapesFrom(dims);
-  p.scale_batch = dims[12], p.residual = dims[16] != 0;
+  p.residual = dims[16] != 0;
   p.x = static_cast<const float*>(pointers[0]);
   p.y = static_cast<float*>(pointers[1]);
   p.scale = static_cast<const float*>(pointers[2]);

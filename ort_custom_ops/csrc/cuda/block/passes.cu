@@ -149,6 +149,18 @@ template <class E>
 using CutlassElement = std::conditional_t<std::is_same_v<E, __half>, cutlass::half_t,
                                           std::conditional_t<std::is_same_v<E, __nv_bfloat16>, cutlass::bfloat16_t, float>>;
 
+// A lone PW's weights with its channel scale folded in, per scale row (an image, or one row shared
+// by all): out[n][f][k] = w[f][k] * scale[n][k], rounded to E, as the CPU kernels fold it.
+template <class E>
+__global__ void __launch_bounds__(kThreads) ScaledWeights(const E* w, const E* scale, int f, int k, int rows, E* out) {
+  const int64_t per_row = static_cast<int64_t>(f) * k, total = per_row * rows;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < total; i += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t row = i / per_row, within = i - row * per_row;
+    const float v = Element<E>::ToFloat(w[within]) * Element<E>::ToFloat(scale[row * k + within % k]);
+    out[i] = Element<E>::FromFloat(v);
+  }
+}
+
 // A pass's product, D = clamp(A B^T + bias (+ C)) in E, accumulated in FP32: TF32 or FP16 / BF16 on
 // the tensor cores, 128 x 128 tiles of two consumer warpgroups, a stage 128 bytes of each row deep
 // (32 FP32 or 64 half channels), operands by TMA, each row K-major (TF32 takes no other). Every
@@ -207,10 +219,11 @@ bool EpilogueClamp(const ChainProblemOf<E>& p, float* lo, float* hi) {
 bool Aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointer) & 15u) == 0; }
 
 // A pass's GEMM, d [rows, n] = clamp(a [rows, k] b [n, k]^T + bias (+ c)) in E, each row K-major
-// (c, the residual, d's shape, may be null): its arguments.
+// (c, the residual, d's shape, may be null): its arguments. With `batches` > 1, that many such
+// products one after another in memory, each with its own b (the bias shared).
 template <class E, bool kStreamK>
 typename PassGemm<E, kStreamK>::Gemm::Arguments GemmArguments(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n,
-                                                              int k, float lo, float hi) {
+                                                              int k, float lo, float hi, int batches = 1) {
   using Kernel = typename PassGemm<E, kStreamK>::Kernel;
   using T = typename PassGemm<E, kStreamK>::T;
   const typename Kernel::StrideA sa = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{rows} * k);
@@ -220,8 +233,8 @@ typename PassGemm<E, kStreamK>::Gemm::Arguments GemmArguments(const E* a, const 
   // without a residual beta is 0 and C is never read, but its descriptor is still made: d's memory,
   // which has C's shape
   typename PassGemm<E, kStreamK>::Gemm::Arguments args{
-      cutlass::gemm::GemmUniversalMode::kGemm,
-      {rows, n, k, 1},
+      batches > 1 ? cutlass::gemm::GemmUniversalMode::kBatched : cutlass::gemm::GemmUniversalMode::kGemm,
+      {rows, n, k, batches},
       {reinterpret_cast<const T*>(a), sa, reinterpret_cast<const T*>(b), sb},
       {{}, reinterpret_cast<const T*>(c != nullptr ? c : d), sc, reinterpret_cast<T*>(d), sd}};
   args.epilogue.thread.alpha = 1.f;
@@ -246,9 +259,9 @@ size_t StreamKWorkspaceBytes(int rows, int n, int k) {
 // The GEMM on `stream`; `gemm_workspace` holds StreamKWorkspaceBytes for a stream-K one.
 template <class E, bool kStreamK>
 cudaError_t LaunchGemm(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n, int k, float lo, float hi,
-                       void* gemm_workspace, cudaStream_t stream) {
+                       void* gemm_workspace, cudaStream_t stream, int batches = 1) {
   using Gemm = typename PassGemm<E, kStreamK>::Gemm;
-  const auto args = GemmArguments<E, kStreamK>(a, b, bias, c, d, rows, n, k, lo, hi);
+  const auto args = GemmArguments<E, kStreamK>(a, b, bias, c, d, rows, n, k, lo, hi, batches);
   Gemm gemm;
   const size_t workspace_bytes = Gemm::get_workspace_size(args);
   if (gemm.can_implement(args) != cutlass::Status::kSuccess || (workspace_bytes > 0 && gemm_workspace == nullptr))
@@ -312,7 +325,7 @@ double GemmUs(double rows, double n, double k, double bytes, bool stream_k) {
 // depthwise pass's), rounded up to 256 so that a stream-K workspace can follow.
 template <class E>
 size_t IntermediateBytes(const ChainProblemOf<E>& p, int passes) {
-  if (passes == 1) return 0;
+  if (passes == 1) return p.scale_batch > 0 ? (static_cast<size_t>(p.scale_batch) * p.f * p.c * sizeof(E) + 255) / 256 * 256 : 0;
   const size_t depthwise_out = static_cast<size_t>(p.n) * p.out_h * p.out_w * p.m;
   const size_t first_out = passes == 3 ? static_cast<size_t>(p.n) * p.h * p.w * p.m : 0;
   return ((first_out + depthwise_out) * sizeof(E) + 255) / 256 * 256;
@@ -333,7 +346,8 @@ std::string PassesRefusal(const ChainProblemOf<E>& p, int passes, int device_maj
   if (passes == 2 && (!p.dw || !p.pwl || p.pw1)) return "two passes take a depthwise stage and a last pointwise stage only (DW->PW)";
   if (passes == 3 && (!p.pw1 || !p.dw || !p.pwl)) return "three passes take PW->DW->PW nodes only";
   if (passes < 1 || passes > 3) return "separate passes are one (PW), two (DW->PW) or three (PW->DW->PW)";
-  if (p.scale != nullptr) return "separate passes take no channel scale";
+  if (p.scale_batch > 0 && passes != 1) return "two and three passes take no channel scale";
+  if (p.scale_batch > 1 && p.scale_batch != p.n) return "a channel scale has one row, or one per image";
   if (!kIsHalf<E> && !p.tf32) return "separate passes run the products in TF32 (exact FP32 is the fused kernels')";
   if (device_major != 9) return "separate passes need an sm_90 GPU (CUTLASS's Hopper GEMM)";
   const int alignment = PassGemm<E>::kAlignment;
@@ -366,8 +380,11 @@ double PassesEstimateUs(const ChainProblemOf<E>& p, int passes) {
   const double bytes = sizeof(E);
   const double in_pixels = static_cast<double>(p.n) * p.h * p.w, pixels = static_cast<double>(p.n) * p.out_h * p.out_w;
   if (passes == 1) {  // the product alone (the same GEMM model; not yet fitted to a lone PW's times)
-    const double product_bytes = bytes * (pixels * p.c + pixels * p.f * (p.residual ? 2.0 : 1.0) + static_cast<double>(p.c) * p.f);
-    return GemmUs<E>(pixels, p.f, p.c, product_bytes, false) + kLaunchUs;
+    const double weights = static_cast<double>(p.c) * p.f * std::max(1, p.scale_batch);
+    const double product_bytes = bytes * (pixels * p.c + pixels * p.f * (p.residual ? 2.0 : 1.0) + weights);
+    // a scale per image: a product per image, its rows in whole tiles, after the weights' scaling
+    const double rows = p.scale_batch > 1 ? p.n * std::ceil(static_cast<double>(p.out_h) * p.out_w / 128.0) * 128.0 : pixels;
+    return GemmUs<E>(rows, p.f, p.c, product_bytes, false) + kLaunchUs + (p.scale_batch > 0 ? 2 * bytes * weights / kBytesPerUs + kLaunchUs : 0.0);
   }
   const double depthwise_bytes = bytes * (in_pixels * p.m + pixels * p.m);
   const double product_bytes = bytes * (pixels * p.m + pixels * p.f * (p.residual ? 2.0 : 1.0) + static_cast<double>(p.m) * p.f);
@@ -388,7 +405,18 @@ cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace
   const int rows = p.n * p.out_h * p.out_w;
   if (passes == 1) {
     if (!Aligned16(p.x) || !Aligned16(p.y) || !Aligned16(p.w2) || !Aligned16(p.b2)) return cudaErrorMisalignedAddress;
-    return LaunchGemm<E, false>(p.x, p.w2, p.b2, residual, p.y, rows, p.f, p.c, lo, hi, nullptr, stream);
+    if (p.scale_batch == 0) return LaunchGemm<E, false>(p.x, p.w2, p.b2, residual, p.y, rows, p.f, p.c, lo, hi, nullptr, stream);
+    // the scale folded into the weights in the workspace: one product with a shared scale row,
+    // else one per image with its own weights
+    if (workspace == nullptr || p.scale == nullptr || !Aligned16(workspace)) return cudaErrorInvalidValue;
+    E* scaled = static_cast<E*>(workspace);
+    const int64_t total = static_cast<int64_t>(p.scale_batch) * p.f * p.c;
+    const int blocks = static_cast<int>(std::min<int64_t>((total + kThreads - 1) / kThreads, 8 * std::max(1, CurrentDevice().sms)));
+    ScaledWeights<E><<<blocks, kThreads, 0, stream>>>(p.w2, p.scale, p.f, p.c, p.scale_batch, scaled);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    if (p.scale_batch == 1) return LaunchGemm<E, false>(p.x, scaled, p.b2, residual, p.y, rows, p.f, p.c, lo, hi, nullptr, stream);
+    return LaunchGemm<E, false>(p.x, scaled, p.b2, residual, p.y, p.out_h * p.out_w, p.f, p.c, lo, hi, nullptr, stream, p.n);
   }
   if (workspace == nullptr) return cudaErrorInvalidValue;
   if (passes == 3 && !ClampOf(p.act1, &first_lo, &first_hi)) return cudaErrorInvalidValue;

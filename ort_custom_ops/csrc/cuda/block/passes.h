@@ -2,8 +2,9 @@
 // fused-block kernels run slower than a GEMM library (Xception's 728 x 728 at 14x14:
 // benchmarks/2026-12-06-h100-wide-groups). One pass for a lone PW: CUTLASS's Hopper GEMM
 // (TMA, warp-specialized) multiplies the input by W2 with the bias, the activation and the residual
-// in its epilogue, no workspace (the fused kernels stream a lone PW's input through chunks of 32
-// channels, a serial chain per unit). Two passes for DW->PW: the depthwise stage writes its
+// in its epilogue (the fused kernels stream a lone PW's input through chunks of 32 channels, a
+// serial chain per unit); a channel scale is folded into per-image weights in the workspace first,
+// each image's rows then multiplied by its own. Two passes for DW->PW: the depthwise stage writes its
 // output to the workspace [pixels, m], then CUTLASS's Hopper GEMM (TMA, warp-specialized) multiplies
 // it by W2 with the bias, the activation and the residual in its epilogue. Three passes for
 // PW->DW->PW: a GEMM with W1 (its bias and activation) first, into the workspace, which the
@@ -30,7 +31,7 @@ namespace block {
 // Why `passes` (1, 2 or 3) separate passes cannot run this problem on this device ("" where they can).
 template <class E>
 std::string PassesRefusal(const ChainProblemOf<E>& p, int passes, int device_major);
-// The workspace they need: the intermediates, in E (none for one pass).
+// The workspace they need: the intermediates, in E (one pass: the scaled weights, if any).
 template <class E>
 size_t PassesWorkspaceBytes(const ChainProblemOf<E>& p, int passes);
 // The time in microseconds, fitted to measured ones (device-memory bytes, and each GEMM's tiles in
