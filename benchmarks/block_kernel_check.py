@@ -236,6 +236,10 @@ def cases() -> list[Case]:
                     res_act="relu", plan="gemm"))
     out.append(Case("pw one pass scaled efficientnet_b0", 32, 7, 7, 1152, 1152, 320, "pw", acts=("none", "none", "none"), scale=True,
                     plan="gemm"))
+    # PW->DW in two passes (CUTLASS's GEMM into a workspace, then the depthwise pass into the output)
+    out.append(Case("pwdw two passes efficientnet_b0 28x28", 32, 28, 28, 40, 240, 0, "pwdw", acts=("swish", "swish", "none"),
+                    plan="gemm+dw"))
+    out.append(Case("pwdw two passes s2", 2, 15, 13, 16, 96, 0, "pwdw", stride=2, acts=("hard_swish", "relu", "none"), plan="gemm+dw"))
     # PW->DW->PW in three passes (CUTLASS's GEMM, a depthwise pass, CUTLASS's GEMM)
     out.append(Case("pwdwpw three passes mobilenet_v2 7x7", 4, 7, 7, 160, 960, 160, "pwdwpw", acts=("clip", "clip", "none"),
                     residual=True, plan="gemm+dw+gemm"))

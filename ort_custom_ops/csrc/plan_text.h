@@ -31,24 +31,27 @@ inline bool ParsePlanText(const std::string& text, PlanText* out) {
 // sharing a unit, depth of the operand ring, and optionally the computing warpgroups of a CTA
 // (2: they share each unit's chunks). Or the stages as separate kernels through a workspace
 // (block/passes.cu): kOnePassPlan for a lone PW (the product as a GEMM), kTwoPassPlan for DW->PW
-// (a depthwise pass, then the product as a GEMM), kThreePassPlan for PW->DW->PW (a GEMM, a
-// depthwise pass, a GEMM).
+// (a depthwise pass, then the product as a GEMM), kTwoPassPwDwPlan for PW->DW (a GEMM, then the
+// depthwise pass), kThreePassPlan for PW->DW->PW (a GEMM, a depthwise pass, a GEMM).
 struct BlockPlanFields {
   int tile_h = 0, tile_w = 0, f_tile = 0, split = 0, stages = 0;
   int groups = 1;  // optional fifth field
   int passes = 0;  // 0: one fused kernel; 1, 2 or 3: separate passes
+  bool gemm_first = false;  // two passes: PW->DW's (a GEMM first), not DW->PW's
 };
 
 constexpr const char* kOnePassPlan = "gemm";
 constexpr const char* kTwoPassPlan = "dw+gemm";
+constexpr const char* kTwoPassPwDwPlan = "gemm+dw";
 constexpr const char* kThreePassPlan = "gemm+dw+gemm";
 
 // Whether `text` is exactly "HxW,f_tile,split,stages[,groups]" (nothing before or after),
-// kOnePassPlan, kTwoPassPlan or kThreePassPlan; fills *out.
+// or one of the separate passes' plans; fills *out.
 inline bool ParseBlockPlanText(const std::string& text, BlockPlanFields* out) {
   BlockPlanFields v;
-  if (text == kOnePassPlan || text == kTwoPassPlan || text == kThreePassPlan) {
-    v.passes = text == kOnePassPlan ? 1 : text == kTwoPassPlan ? 2 : 3;
+  if (text == kOnePassPlan || text == kTwoPassPlan || text == kTwoPassPwDwPlan || text == kThreePassPlan) {
+    v.passes = text == kOnePassPlan ? 1 : text == kThreePassPlan ? 3 : 2;
+    v.gemm_first = text == kTwoPassPwDwPlan;
     *out = v;
     return true;
   }

@@ -25,8 +25,8 @@ std::string ParseCudaPlans(const std::string& text, bool channels_last, std::vec
     const bool plan_ok = batch_ok && (channels_last ? ParseBlockPlanText(plan, &block) : ParsePlanText(plan, &chain));
     if (!plan_ok)
       return "cuda_plans entry '" + entry +
-             (channels_last ? "' must read BATCH:HxW,f_tile,split,stages[,groups] (e.g. 32:8x8,24,1,3), BATCH:gemm, BATCH:dw+gemm "
-                              "or BATCH:gemm+dw+gemm on a channels_last node"
+             (channels_last ? "' must read BATCH:HxW,f_tile,split,stages[,groups] (e.g. 32:8x8,24,1,3), BATCH:gemm, BATCH:dw+gemm, "
+                              "BATCH:gemm+dw or BATCH:gemm+dw+gemm on a channels_last node"
                             : "' must read BATCH:pixels,HxW,f_tile,split,buffers,w1_direct[,cluster] (e.g. 1:64,8x8,32,4,2,0)");
     for (const auto& known : *out)
       if (known.first == batch) return "cuda_plans lists batch " + std::to_string(batch) + " twice";

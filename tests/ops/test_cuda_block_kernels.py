@@ -21,7 +21,7 @@ from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.schema import Activation
 from ort_custom_ops.ops.standalone import fused_model
 from tests.support.gpu import check_fused_on_gpu, check_graph_replays, compute_capability, cuda_providers, forced_plan, has_clusters, precision, require_cuda, run_poisoned  # noqa: F401
-from tests.support.specs import random_spec, with_activations
+from tests.support.specs import random_feeds, random_spec, with_activations
 
 pytestmark = pytest.mark.gpu
 
@@ -194,11 +194,13 @@ def test_pwdw_splits_without_a_cluster(case, rng):
     (48, 48, 3, 1, True, 3, (9, 12), Activation()),             # y = res_act(acc + b + x)
     (32, 64, 7, 2, False, 1, (17, 15), Activation("clip", (0.0, 6.0))),
     (728, 728, 3, 1, False, 2, (14, 14), Activation()),         # Xception's middle flow
+    (40, 48, 3, 1, False, 3, (11, 9), Activation("swish")),     # the node's activation in the GEMM's epilogue
+    (24, 32, 5, 2, False, 2, (13, 15), Activation("hard_swish")),
 ])
 def test_dwpw_in_two_passes(case, rng):
-    """DW->PW as a depthwise pass into a workspace and CUTLASS's TF32 GEMM with the bias, the clamp
-    and the residual in its epilogue (the "dw+gemm" plan): kernels 3/5/7, strides 1 and 2, odd sizes,
-    against the CPU kernels."""
+    """DW->PW as a depthwise pass into a workspace and CUTLASS's TF32 GEMM with the bias, the
+    activation and the residual in its epilogue (the "dw+gemm" plan): kernels 3/5/7, strides 1 and
+    2, odd sizes, every kind of activation, against the CPU kernels."""
     require_hopper()
     c, f, kernel, stride, residual, batch, (h, w), activation = case
     spec = random_spec(rng, "dwpw", c, kernel=kernel, stride=stride, out=f, residual=residual, channels_last=True)
@@ -213,6 +215,7 @@ def test_dwpw_in_two_passes(case, rng):
     (64, 96, False, False, 3, (13, 11), Activation("relu")),
     (48, 48, True, False, 2, (9, 12), Activation()),                           # y = res_act(acc + b + x)
     (24, 40, False, False, 1, (5, 3), Activation()),                           # fewer rows than one 128-row tile
+    (320, 1280, False, False, 32, (7, 7), Activation("swish")),                # EfficientNetB0's head: swish in the epilogue
     (1152, 320, False, True, 32, (7, 7), Activation()),   # EfficientNetB0's gated projection: weights scaled per image
     (200, 40, False, True, 3, (14, 13), Activation()),    # an image's rows not a whole number of tiles
     (48, 48, True, True, 2, (9, 12), Activation()),       # a scale and a residual (of the unscaled input)
@@ -243,26 +246,49 @@ def test_pw_in_one_pass_with_one_scale_row(rng):
 
 
 def test_separate_passes_refuse_what_they_do_not_take(rng):
-    """The "gemm", "dw+gemm" and "gemm+dw+gemm" plans forced where they cannot run: an ONNX Runtime
-    error naming the reason."""
+    """The separate passes' plans ("gemm", "dw+gemm", "gemm+dw", "gemm+dw+gemm") forced where they
+    cannot run: an ONNX Runtime error naming the reason."""
     require_hopper()
-    for kind, channels, first, last, plan, reason in (
-            ("pwdw", 16, Activation(), Activation(), "gemm", "lone pointwise"),
-            ("pwdwpw", 16, Activation(), Activation(), "gemm", "lone pointwise"),
-            ("pw", 18, None, Activation(), "gemm", "multiples of 4"),
-            ("pw", 16, None, Activation("hard_swish"), "gemm", "none, relu and clip"),
-            ("pwdwpw", 16, Activation(), Activation(), "dw+gemm", "DW->PW"),
-            ("dwpw", 16, Activation(), Activation(), "gemm+dw+gemm", "PW->DW->PW"),
-            ("dwpw", 18, Activation(), Activation(), "dw+gemm", "multiples of 4"),
-            ("pwdwpw", 18, Activation(), Activation(), "gemm+dw+gemm", "multiples of 4"),
-            ("dwpw", 16, Activation(), Activation("swish"), "dw+gemm", "none, relu and clip"),
-            ("pwdwpw", 16, Activation("hard_swish"), Activation(), "gemm+dw+gemm", "none, relu and clip")):
-        spec = random_spec(rng, kind, channels, kernel=3, stride=1, expand=32, out=16, channels_last=True)
-        spec = with_activations(spec, first=first if kind == "pwdwpw" else None, last=last)
-        feed = rng.normal(size=(1, 9, 9, channels)).astype(np.float32)
+    for kind, channels, last, residual, scale, plan, reason in (
+            ("pwdw", 16, Activation(), False, False, "gemm", "lone pointwise"),
+            ("pwdwpw", 16, Activation(), False, False, "gemm", "lone pointwise"),
+            ("pw", 18, Activation(), False, False, "gemm", "multiples of 4"),
+            ("pwdwpw", 16, Activation(), False, False, "dw+gemm", "DW->PW"),
+            ("pwdw", 16, Activation(), False, False, "dw+gemm", "dw\\+gemm takes DW->PW"),
+            ("dwpw", 16, Activation(), False, False, "gemm+dw", "gemm\\+dw takes PW->DW"),
+            ("dwpw", 16, Activation(), False, False, "gemm+dw+gemm", "PW->DW->PW"),
+            ("dwpw", 18, Activation(), False, False, "dw+gemm", "multiples of 4"),
+            ("pwdw", 18, Activation(), False, False, "gemm+dw", "multiples of 4"),
+            ("pwdwpw", 18, Activation(), False, False, "gemm+dw+gemm", "multiples of 4"),
+            ("pwdw", 16, Activation(), False, True, "gemm+dw", "no channel scale"),
+            ("dwpw", 16, Activation("relu"), True, False, "dw+gemm", "residual only after a product without"),
+            ("pw", 16, Activation("swish"), True, False, "gemm", "residual only after a product without")):
+        spec = random_spec(rng, kind, channels, kernel=3, stride=1, expand=32, out=16, residual=residual, scale=scale,
+                           channels_last=True)
+        spec = with_activations(spec, last=last, residual=Activation("relu") if residual else None)
+        feeds, _, _ = random_feeds(spec, rng, 1, 9, 9)
         with pytest.raises(Exception, match=reason):
             model = forced_plan(fused_model(spec), plan, 1)
-            make_session(model, providers=cuda_providers()).run(None, {"X": feed})
+            make_session(model, providers=cuda_providers()).run(None, feeds)
+
+
+@pytest.mark.parametrize("case", [
+    # (channels, expand, kernel, stride, batch, size, activation after the product, the depthwise stage's)
+    (40, 240, 3, 1, 32, (28, 28), Activation("swish"), Activation("swish")),   # EfficientNetB0's 28x28 expand + depthwise at batch 32
+    (16, 96, 3, 2, 2, (15, 13), Activation("swish"), Activation("swish")),
+    (24, 72, 5, 2, 3, (13, 11), Activation("relu"), Activation("relu")),
+    (40, 120, 7, 1, 1, (9, 10), Activation("hard_swish"), Activation("hard_swish")),
+    (160, 960, 3, 1, 2, (7, 7), Activation("clip", (0.0, 6.0)), Activation("clip", (0.0, 6.0))),
+])
+def test_pwdw_in_two_passes(case, rng):
+    """PW->DW as CUTLASS's GEMM with the first stage's bias and activation into a workspace, then the
+    depthwise pass into the output (the "gemm+dw" plan): kernels 3/5/7, strides 1 and 2, odd sizes,
+    swish, hard swish, ReLU and ReLU6, against the CPU kernels."""
+    require_hopper()
+    c, e, kernel, stride, batch, (h, w), first, depthwise = case
+    spec = random_spec(rng, "pwdw", c, kernel=kernel, stride=stride, expand=e, channels_last=True)
+    spec = with_activations(spec, first=first, last=depthwise)
+    check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan="gemm+dw")
 
 
 @pytest.mark.parametrize("case", [
@@ -272,15 +298,17 @@ def test_separate_passes_refuse_what_they_do_not_take(rng):
     (32, 64, 40, 5, 1, False, 1, (11, 11)),
     (40, 120, 48, 7, 2, False, 2, (17, 15)),
     (160, 960, 160, 3, 1, True, 32, (7, 7)),    # MobileNetV2's 7x7 block at batch 32 (the last product stream-K)
+    (24, 72, 40, 3, 1, False, 2, (11, 13)),     # MobileNetV3's hard swish after the first product
 ])
 def test_pwdwpw_in_three_passes(case, rng):
-    """PW->DW->PW as CUTLASS's GEMM with the first stage's bias and ReLU6, a depthwise pass, and a
-    GEMM with the last stage's bias, clamp and residual (the "gemm+dw+gemm" plan), against the CPU
-    kernels."""
+    """PW->DW->PW as CUTLASS's GEMM with the first stage's bias and activation (ReLU6; hard swish on a
+    stride-1 case), a depthwise pass, and a GEMM with the last stage's bias, activation and residual
+    (the "gemm+dw+gemm" plan), against the CPU kernels."""
     require_hopper()
     c, e, f, kernel, stride, residual, batch, (h, w) = case
     spec = random_spec(rng, "pwdwpw", c, kernel=kernel, stride=stride, expand=e, out=f, residual=residual, channels_last=True)
-    spec = with_activations(spec, first=Activation("clip", (0.0, 6.0)), last=Activation() if residual else Activation("relu"),
+    first = Activation("hard_swish") if (stride, residual, batch) == (1, False, 2) else Activation("clip", (0.0, 6.0))
+    spec = with_activations(spec, first=first, last=Activation() if residual else Activation("relu"),
                             residual=Activation("relu") if residual else Activation())
     check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan="gemm+dw+gemm")
 

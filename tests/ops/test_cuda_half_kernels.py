@@ -163,6 +163,7 @@ def test_pwdwpw_in_three_passes_in_half(precision, case, rng):
     (24, 40, False, False, 1, (5, 3), Activation("relu")),
     (1152, 320, False, True, 32, (7, 7), Activation()),   # EfficientNetB0's gated projection: weights scaled per image
     (200, 40, True, True, 3, (14, 13), Activation()),
+    (320, 1280, False, False, 32, (7, 7), Activation("swish")),   # EfficientNetB0's head: swish in the epilogue
 ])
 def test_pw_in_one_pass_in_half(precision, case, rng):
     """The "gemm" plan in the node's type: a lone PW as CUTLASS's FP16 / BF16 GEMM (FP32
@@ -175,6 +176,25 @@ def test_pw_in_one_pass_in_half(precision, case, rng):
     spec = with_activations(spec, last=Activation() if residual else activation,
                             residual=Activation("relu") if residual else Activation())
     check_half_on_gpu(_half(spec, precision), rng, batch, h, w, plan="gemm")
+
+
+@HALF
+@pytest.mark.parametrize("case", [
+    # (channels, expand, kernel, stride, batch, size, activation after the product, the depthwise stage's)
+    (40, 240, 3, 1, 32, (28, 28), Activation("swish"), Activation("swish")),   # EfficientNetB0's 28x28 expand + depthwise at batch 32
+    (16, 96, 3, 2, 2, (15, 13), Activation("swish"), Activation("swish")),
+    (40, 120, 5, 1, 1, (9, 10), Activation("hard_swish"), Activation("relu")),
+])
+def test_pwdw_in_two_passes_in_half(precision, case, rng):
+    """The "gemm+dw" plan in the node's type: CUTLASS's FP16 / BF16 GEMM (FP32 accumulation, its
+    output rounded to the type) with the first stage's bias and activation, then the depthwise pass
+    into the output."""
+    if not _hopper():
+        pytest.skip("two passes run CUTLASS's sm_90 GEMM")
+    c, e, kernel, stride, batch, (h, w), first, depthwise = case
+    spec = random_spec(rng, "pwdw", c, kernel=kernel, stride=stride, expand=e, channels_last=True)
+    spec = with_activations(spec, first=first, last=depthwise)
+    check_half_on_gpu(_half(spec, precision), rng, batch, h, w, plan="gemm+dw")
 
 
 @HALF
@@ -235,5 +255,8 @@ def test_small_half_cases_for_the_sanitizer(precision, rng):
         spec = with_activations(spec, first=Activation("relu"), last=Activation(), residual=Activation())
         check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="gemm+dw+gemm")
         for scale in (False, True):
-            spec = with_activations(random_spec(rng, "pw", 16, out=24, scale=scale, channels_last=True), last=Activation("relu"))
+            spec = with_activations(random_spec(rng, "pw", 16, out=24, scale=scale, channels_last=True), last=Activation("swish"))
             check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="gemm")
+        spec = with_activations(random_spec(rng, "pwdw", 16, kernel=3, stride=2, expand=24, channels_last=True),
+                                first=Activation("swish"), last=Activation("hard_swish"))
+        check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="gemm+dw")

@@ -78,14 +78,15 @@ def test_bad_attributes(attribute, value, words, rng):
     ("3:8x8,64,1,3", True), ("3:8x8,64,1,3,2", True),   # the block kernels' plan, and with two warpgroups
     ("3:gemm", True),                                    # a lone PW as one GEMM (the text only: CPU kernels here)
     ("3:dw+gemm", True),                                 # DW->PW in two passes (the same)
+    ("3:gemm+dw", True),                                 # PW->DW in two passes (the same)
     ("3:gemm+dw+gemm", True),                            # PW->DW->PW in three passes (the same)
     ("3:8x8,64,1,3,2,1", False), ("3:8x8,64,1", False), ("3:8x8,64,1,3,x", False), ("3:64,8x8,16,2,2,0", False),
-    ("3:dw+gemm,1", False), ("3:gemm,1", False), ("3:gemm+dw", False), ("3:dw", False),
+    ("3:dw+gemm,1", False), ("3:gemm,1", False), ("3:gemm+gemm", False), ("3:dw", False),
 ])
 def test_block_plans_on_a_channels_last_node(plans, accepted, rng):
     """A channels_last node's cuda_plans entries read BATCH:HxW,f_tile,split,stages[,groups],
-    BATCH:gemm, BATCH:dw+gemm or BATCH:gemm+dw+gemm: checked when ONNX Runtime creates the kernel, on
-    any provider."""
+    BATCH:gemm, BATCH:dw+gemm, BATCH:gemm+dw or BATCH:gemm+dw+gemm: checked when ONNX Runtime creates
+    the kernel, on any provider."""
     model = fused_model(_spec(rng, channels_last=True))
     _set_attribute(model, "cuda_plans", plans)
     x = rng.normal(size=(3, 8, 8, 6)).astype(np.float32)
@@ -94,7 +95,7 @@ def test_block_plans_on_a_channels_last_node(plans, accepted, rng):
         assert planned.shape[0] == 3
     else:
         _expect_ort_error(model, "must read BATCH:HxW,f_tile,split,stages[,groups] (e.g. 32:8x8,24,1,3), BATCH:gemm, "
-                                 "BATCH:dw+gemm or BATCH:gemm+dw+gemm", x=x)
+                                 "BATCH:dw+gemm, BATCH:gemm+dw or BATCH:gemm+dw+gemm", x=x)
 
 
 def test_tuned_plans_do_not_change_the_cpu_kernels(rng):

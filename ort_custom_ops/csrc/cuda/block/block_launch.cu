@@ -345,6 +345,8 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
     return plan;
   };
   if (plan.passes > 0) {  // the stages as separate kernels through a workspace (passes.h)
+    if (plan.passes == 2 && plan.gemm_first != (p.pw1 && !p.pwl))
+      return fail(plan.gemm_first ? "gemm+dw takes PW->DW nodes only" : "dw+gemm takes DW->PW nodes only");
     const std::string refusal = PassesRefusal(p, plan.passes, d.major);
     if (!refusal.empty()) return fail(refusal);
     plan.workspace_bytes = PassesWorkspaceBytes(p, plan.passes);
@@ -425,6 +427,7 @@ std::vector<BlockPlan> SeparatePassPlans(const ChainProblemOf<E>& p, int fewest)
   for (int passes = fewest; passes <= 3; ++passes) {
     BlockPlan separate;
     separate.passes = passes;
+    separate.gemm_first = passes == 2 && p.pw1 && !p.pwl;
     separate = CompleteBlockPlan(p, separate);
     if (separate.error.empty()) plans.push_back(separate);
   }
@@ -507,10 +510,12 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate
       }
   // The stages as separate passes, where they take the problem: on wide products at large batches
   // the GEMM library's main loop beats the fused kernels' by more than the intermediates' round trips
-  // through L2 cost. Two and three only: one pass's estimate is not yet fitted to a lone PW's
-  // measured times, so fcm tune times it among the unranked candidates.
+  // through L2 cost. DW->PW's two and PW->DW->PW's three only: one pass's and PW->DW's two passes'
+  // estimates are not yet fitted to measured times, so fcm tune times them among the unranked
+  // candidates.
   if (separate_passes)
-    for (const BlockPlan& separate : SeparatePassPlans(p, 2)) plans.push_back(separate);
+    for (const BlockPlan& separate : SeparatePassPlans(p, 2))
+      if (!separate.gemm_first) plans.push_back(separate);
   return plans;
 }
 
@@ -570,12 +575,13 @@ BlockPlan ParseBlockPlan(const ChainProblemOf<E>& p, const std::string& text) {
     return plan;
   }
   plan.tile_h = fields.tile_h, plan.tile_w = fields.tile_w, plan.f_tile = fields.f_tile, plan.split = fields.split;
-  plan.stages = fields.stages, plan.groups = fields.groups, plan.passes = fields.passes;
+  plan.stages = fields.stages, plan.groups = fields.groups, plan.passes = fields.passes, plan.gemm_first = fields.gemm_first;
   return CompleteBlockPlan(p, plan);
 }
 
 std::string BlockPlanText(const BlockPlan& plan) {
-  if (plan.passes > 0) return plan.passes == 1 ? kOnePassPlan : plan.passes == 2 ? kTwoPassPlan : kThreePassPlan;
+  if (plan.passes > 0)
+    return plan.passes == 1 ? kOnePassPlan : plan.passes == 3 ? kThreePassPlan : plan.gemm_first ? kTwoPassPwDwPlan : kTwoPassPlan;
   char text[64];
   std::snprintf(text, sizeof(text), "%dx%d,%d,%d,%d", plan.tile_h, plan.tile_w, plan.f_tile, plan.split, plan.stages);
   return plan.groups == 1 ? std::string(text) : std::string(text) + "," + std::to_string(plan.groups);
@@ -587,8 +593,9 @@ std::string DescribeBlockPlan(const BlockPlan& plan) {
   if (plan.passes > 0) {
     std::snprintf(text, sizeof(text), "%s (%s, %s), %zu B workspace, ~%.1f us", BlockPlanText(plan).c_str(),
                   plan.passes == 1   ? "CUTLASS's GEMM"
-                  : plan.passes == 2 ? "depthwise pass, then CUTLASS's GEMM"
-                                     : "CUTLASS's GEMM, depthwise pass, CUTLASS's GEMM",
+                  : plan.passes == 3 ? "CUTLASS's GEMM, depthwise pass, CUTLASS's GEMM"
+                  : plan.gemm_first  ? "CUTLASS's GEMM, then depthwise pass"
+                                     : "depthwise pass, then CUTLASS's GEMM",
                   plan.arithmetic, plan.workspace_bytes, plan.estimate_us);
     return text;
   }

@@ -24,7 +24,8 @@ struct BlockPlan {
   int split = 1;          // CTAs of a cluster sharing a unit's intermediate channels (sm_90)
   int stages = 3;         // operand ring depth, 3 or 4; 0: resident (each chunk of a CTA its own stage, loaded once)
   int groups = 1;         // computing warpgroups of a CTA (2: they share each unit's chunks)
-  int passes = 0;         // 0: the fused kernel; 1: PW, 2: DW->PW, 3: PW->DW->PW as separate kernels (passes.h)
+  int passes = 0;         // 0: the fused kernel; 1: PW, 2: DW->PW or PW->DW, 3: PW->DW->PW as separate kernels (passes.h)
+  bool gemm_first = false;  // two passes: PW->DW's, a GEMM then the depthwise pass (gemm+dw)
   // filled in by CompleteBlockPlan
   bool tma = false;       // TMA copies (sm_90, 16-byte aligned rows) instead of cp.async
   bool wide = false;      // an input region of more than 128 pixels (the wide-region kernels)
@@ -57,7 +58,8 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate
 // The plans a tuner times besides the best estimates, because the estimate does not rank them
 // against the fused kernel's: the separate passes where they take the problem (their estimate is
 // fitted to FP32 times of two and three passes; a half-type node is ranked on its FP32 problem,
-// with twice its bytes), a lone PW's single GEMM among them (its estimate not yet fitted), and
+// with twice its bytes), a lone PW's single GEMM and PW->DW's two passes among them (their
+// estimates not yet fitted), and
 // the wide-region plans (PW->DW->PW at stride 2, an input region of 129 to 256 pixels), which the
 // kernels never choose themselves: measured forced on MobileNetV2's stride-2 blocks, they won on two
 // (1.18x, 1.26x at batch 32) and lost on the others and at batch 1, which the estimate did not tell

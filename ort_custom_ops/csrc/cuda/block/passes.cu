@@ -161,11 +161,28 @@ __global__ void __launch_bounds__(kThreads) ScaledWeights(const E* w, const E* s
   }
 }
 
-// A pass's product, D = clamp(A B^T + bias (+ C)) in E, accumulated in FP32: TF32 or FP16 / BF16 on
+// The node's activation (epilogue.h's, any of the vocabulary's) as CUTLASS's epilogue activation:
+// its argument is the Activation, so one kernel per type serves every activation; its formulas
+// are the fused kernels' own (the same approximate exponential for swish and sigmoid).
+template <class T>
+struct NodeActivation {
+  using Arguments = Activation;
+  CUTLASS_HOST_DEVICE T operator()(T const& value, Arguments const& act = Arguments()) const { return act(value); }
+};
+template <class T, int N>
+struct NodeActivation<cutlass::Array<T, N>> {
+  using Arguments = Activation;
+  CUTLASS_HOST_DEVICE cutlass::Array<T, N> operator()(cutlass::Array<T, N> const& values, Arguments const& act = Arguments()) const {
+    cutlass::Array<T, N> out;
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < N; ++i) out[i] = act(values[i]);
+    return out;
+  }
+};
+
+// A pass's product, D = act(A B^T + bias (+ C)) in E, accumulated in FP32: TF32 or FP16 / BF16 on
 // the tensor cores, 128 x 128 tiles of two consumer warpgroups, a stage 128 bytes of each row deep
-// (32 FP32 or 64 half channels), operands by TMA, each row K-major (TF32 takes no other). Every
-// activation the passes take after a product is a clamp (none, ReLU, ReLU6 and clips), so one
-// kernel per type serves them all.
+// (32 FP32 or 64 half channels), operands by TMA, each row K-major (TF32 takes no other).
 // kStreamK: CUTLASS's stream-K scheduler, which divides the sum over the SMs as well as the tiles
 // (for a product of few tiles and a deep sum, such as MobileNetV2's 7x7 projection: 26 tiles of 30
 // steps on 132 SMs), its partial sums reduced through a workspace.
@@ -176,7 +193,7 @@ struct PassGemm {
   static constexpr int kAlignment = 16 / static_cast<int>(sizeof(E));  // elements in 16 bytes (TMA's rows)
   using TileShape = Shape<_128, _128, Int<128 / static_cast<int>(sizeof(E))>>;
   using ClusterShape = Shape<_1, _1, _1>;
-  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<cutlass::epilogue::thread::Clamp, T, float, T, T>;
+  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<NodeActivation, T, float, T, T>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape, cutlass::epilogue::collective::EpilogueTileAuto,
       float, float, T, cutlass::layout::RowMajor, kAlignment, T, cutlass::layout::RowMajor, kAlignment,
@@ -191,39 +208,22 @@ struct PassGemm {
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
-// The clamp of an activation the epilogue takes; false for the others.
-bool ClampOf(const Activation& act, float* lo, float* hi) {
-  *lo = std::numeric_limits<float>::lowest(), *hi = std::numeric_limits<float>::max();
-  switch (act.kind) {
-    case Act::kNone:
-      return true;
-    case Act::kRelu:
-      *lo = 0.f;
-      return true;
-    case Act::kClip:
-      *lo = act.lo, *hi = act.hi;
-      return true;
-    default:
-      return false;
-  }
-}
-
-// The epilogue's one clamp: act2 without a residual, the residual's activation with one (then act2
-// must be none: y = res_act(acc + b2 + x)).
+// The last product's epilogue activation: act2, or with a residual (y = res_act(acc + b2 + x)) the
+// residual's, where act2 is none; false where the node has both.
 template <class E>
-bool EpilogueClamp(const ChainProblemOf<E>& p, float* lo, float* hi) {
-  if (!p.residual) return ClampOf(p.act2, lo, hi);
-  return p.act2.kind == Act::kNone && ClampOf(p.res_act, lo, hi);
+bool EpilogueActivation(const ChainProblemOf<E>& p, Activation* act) {
+  *act = p.residual ? p.res_act : p.act2;
+  return !p.residual || p.act2.kind == Act::kNone;
 }
 
 bool Aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointer) & 15u) == 0; }
 
-// A pass's GEMM, d [rows, n] = clamp(a [rows, k] b [n, k]^T + bias (+ c)) in E, each row K-major
+// A pass's GEMM, d [rows, n] = act(a [rows, k] b [n, k]^T + bias (+ c)) in E, each row K-major
 // (c, the residual, d's shape, may be null): its arguments. With `batches` > 1, that many such
 // products one after another in memory, each with its own b (the bias shared).
 template <class E, bool kStreamK>
 typename PassGemm<E, kStreamK>::Gemm::Arguments GemmArguments(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n,
-                                                              int k, float lo, float hi, int batches = 1) {
+                                                              int k, const Activation& act, int batches = 1) {
   using Kernel = typename PassGemm<E, kStreamK>::Kernel;
   using T = typename PassGemm<E, kStreamK>::T;
   const typename Kernel::StrideA sa = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{rows} * k);
@@ -240,8 +240,7 @@ typename PassGemm<E, kStreamK>::Gemm::Arguments GemmArguments(const E* a, const 
   args.epilogue.thread.alpha = 1.f;
   args.epilogue.thread.beta = c != nullptr ? 1.f : 0.f;
   args.epilogue.thread.bias_ptr = reinterpret_cast<const T*>(bias);
-  args.epilogue.thread.activation.lower_bound = lo;
-  args.epilogue.thread.activation.upper_bound = hi;
+  args.epilogue.thread.activation = act;
   int device = 0;
   cudaGetDevice(&device);
   args.hw_info.device_id = device;
@@ -252,16 +251,16 @@ typename PassGemm<E, kStreamK>::Gemm::Arguments GemmArguments(const E* a, const 
 // The workspace a stream-K GEMM of these sizes needs (its partial sums and their flags).
 template <class E>
 size_t StreamKWorkspaceBytes(int rows, int n, int k) {
-  const auto args = GemmArguments<E, true>(nullptr, nullptr, nullptr, nullptr, nullptr, rows, n, k, 0.f, 0.f);
+  const auto args = GemmArguments<E, true>(nullptr, nullptr, nullptr, nullptr, nullptr, rows, n, k, Activation());
   return PassGemm<E, true>::Gemm::get_workspace_size(args);
 }
 
 // The GEMM on `stream`; `gemm_workspace` holds StreamKWorkspaceBytes for a stream-K one.
 template <class E, bool kStreamK>
-cudaError_t LaunchGemm(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n, int k, float lo, float hi,
+cudaError_t LaunchGemm(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n, int k, const Activation& act,
                        void* gemm_workspace, cudaStream_t stream, int batches = 1) {
   using Gemm = typename PassGemm<E, kStreamK>::Gemm;
-  const auto args = GemmArguments<E, kStreamK>(a, b, bias, c, d, rows, n, k, lo, hi, batches);
+  const auto args = GemmArguments<E, kStreamK>(a, b, bias, c, d, rows, n, k, act, batches);
   Gemm gemm;
   const size_t workspace_bytes = Gemm::get_workspace_size(args);
   if (gemm.can_implement(args) != cutlass::Status::kSuccess || (workspace_bytes > 0 && gemm_workspace == nullptr))
@@ -321,13 +320,14 @@ double GemmUs(double rows, double n, double k, double bytes, bool stream_k) {
   return std::max(bytes / kBytesPerUs, compute);
 }
 
-// The intermediates' bytes in the workspace (the first GEMM's output with three passes, then the
-// depthwise pass's), rounded up to 256 so that a stream-K workspace can follow.
+// The intermediates' bytes in the workspace (the first GEMM's output, then the depthwise pass's where
+// a product follows it; one pass: the scaled weights), rounded up to 256 so that a stream-K
+// workspace can follow.
 template <class E>
 size_t IntermediateBytes(const ChainProblemOf<E>& p, int passes) {
   if (passes == 1) return p.scale_batch > 0 ? (static_cast<size_t>(p.scale_batch) * p.f * p.c * sizeof(E) + 255) / 256 * 256 : 0;
-  const size_t depthwise_out = static_cast<size_t>(p.n) * p.out_h * p.out_w * p.m;
-  const size_t first_out = passes == 3 ? static_cast<size_t>(p.n) * p.h * p.w * p.m : 0;
+  const size_t depthwise_out = p.pwl ? static_cast<size_t>(p.n) * p.out_h * p.out_w * p.m : 0;
+  const size_t first_out = p.pw1 ? static_cast<size_t>(p.n) * p.h * p.w * p.m : 0;
   return ((first_out + depthwise_out) * sizeof(E) + 255) / 256 * 256;
 }
 
@@ -343,9 +343,9 @@ bool LastProductStreamK(const ChainProblemOf<E>& p, int passes) {
 template <class E>
 std::string PassesRefusal(const ChainProblemOf<E>& p, int passes, int device_major) {
   if (passes == 1 && (p.pw1 || p.dw || !p.pwl)) return "one pass takes a lone pointwise stage only (PW)";
-  if (passes == 2 && (!p.dw || !p.pwl || p.pw1)) return "two passes take a depthwise stage and a last pointwise stage only (DW->PW)";
+  if (passes == 2 && !(p.dw && (p.pw1 != p.pwl))) return "two passes take DW->PW or PW->DW nodes only";
   if (passes == 3 && (!p.pw1 || !p.dw || !p.pwl)) return "three passes take PW->DW->PW nodes only";
-  if (passes < 1 || passes > 3) return "separate passes are one (PW), two (DW->PW) or three (PW->DW->PW)";
+  if (passes < 1 || passes > 3) return "separate passes are one (PW), two (DW->PW, PW->DW) or three (PW->DW->PW)";
   if (p.scale_batch > 0 && passes != 1) return "two and three passes take no channel scale";
   if (p.scale_batch > 1 && p.scale_batch != p.n) return "a channel scale has one row, or one per image";
   if (!kIsHalf<E> && !p.tf32) return "separate passes run the products in TF32 (exact FP32 is the fused kernels')";
@@ -354,9 +354,9 @@ std::string PassesRefusal(const ChainProblemOf<E>& p, int passes, int device_maj
   if (p.c % alignment != 0 || p.m % alignment != 0 || p.f % alignment != 0)
     return "separate passes need channel counts that are multiples of " + std::to_string(alignment) + " (16-byte rows)";
   if (p.dw && p.kernel != 3 && p.kernel != 5 && p.kernel != 7) return "separate passes take depthwise kernels of 3, 5 and 7";
-  float lo, hi;
-  if (!EpilogueClamp(p, &lo, &hi) || (passes == 3 && !ClampOf(p.act1, &lo, &hi)))
-    return "separate passes take none, relu and clip activations after a product (and none before a residual)";
+  Activation last;
+  if (p.pwl && !EpilogueActivation(p, &last))
+    return "separate passes take a residual only after a product without an activation of its own (y = res_act(acc + b + x))";
   return "";
 }
 
@@ -386,10 +386,14 @@ double PassesEstimateUs(const ChainProblemOf<E>& p, int passes) {
     const double rows = p.scale_batch > 1 ? p.n * std::ceil(static_cast<double>(p.out_h) * p.out_w / 128.0) * 128.0 : pixels;
     return GemmUs<E>(rows, p.f, p.c, product_bytes, false) + kLaunchUs + (p.scale_batch > 0 ? 2 * bytes * weights / kBytesPerUs + kLaunchUs : 0.0);
   }
+  // (PW->DW in two passes: the first GEMM and the depthwise pass, the same models, not yet fitted)
   const double depthwise_bytes = bytes * (in_pixels * p.m + pixels * p.m);
-  const double product_bytes = bytes * (pixels * p.m + pixels * p.f * (p.residual ? 2.0 : 1.0) + static_cast<double>(p.m) * p.f);
-  double us = depthwise_bytes / kBytesPerUs + GemmUs<E>(pixels, p.f, p.m, product_bytes, LastProductStreamK(p, passes)) + 2 * kLaunchUs;
-  if (passes == 3) {
+  double us = depthwise_bytes / kBytesPerUs + kLaunchUs;
+  if (p.pwl) {
+    const double product_bytes = bytes * (pixels * p.m + pixels * p.f * (p.residual ? 2.0 : 1.0) + static_cast<double>(p.m) * p.f);
+    us += GemmUs<E>(pixels, p.f, p.m, product_bytes, LastProductStreamK(p, passes)) + kLaunchUs;
+  }
+  if (p.pw1) {
     const double first_bytes = bytes * (in_pixels * p.c + in_pixels * p.m + static_cast<double>(p.c) * p.m);
     us += GemmUs<E>(in_pixels, p.m, p.c, first_bytes, false) + kLaunchUs;
   }
@@ -398,14 +402,14 @@ double PassesEstimateUs(const ChainProblemOf<E>& p, int passes) {
 
 template <class E>
 cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace, cudaStream_t stream) {
-  float lo, hi, first_lo, first_hi;
-  if (!EpilogueClamp(p, &lo, &hi)) return cudaErrorInvalidValue;
+  Activation last;
+  if (p.pwl && !EpilogueActivation(p, &last)) return cudaErrorInvalidValue;
   // the residual is the node's input, shaped as the output (checked)
   const E* residual = p.residual ? p.x : nullptr;
   const int rows = p.n * p.out_h * p.out_w;
   if (passes == 1) {
     if (!Aligned16(p.x) || !Aligned16(p.y) || !Aligned16(p.w2) || !Aligned16(p.b2)) return cudaErrorMisalignedAddress;
-    if (p.scale_batch == 0) return LaunchGemm<E, false>(p.x, p.w2, p.b2, residual, p.y, rows, p.f, p.c, lo, hi, nullptr, stream);
+    if (p.scale_batch == 0) return LaunchGemm<E, false>(p.x, p.w2, p.b2, residual, p.y, rows, p.f, p.c, last, nullptr, stream);
     // the scale folded into the weights in the workspace: one product with a shared scale row,
     // else one per image with its own weights
     if (workspace == nullptr || p.scale == nullptr || !Aligned16(workspace)) return cudaErrorInvalidValue;
@@ -415,34 +419,33 @@ cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace
     ScaledWeights<E><<<blocks, kThreads, 0, stream>>>(p.w2, p.scale, p.f, p.c, p.scale_batch, scaled);
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
-    if (p.scale_batch == 1) return LaunchGemm<E, false>(p.x, scaled, p.b2, residual, p.y, rows, p.f, p.c, lo, hi, nullptr, stream);
-    return LaunchGemm<E, false>(p.x, scaled, p.b2, residual, p.y, p.out_h * p.out_w, p.f, p.c, lo, hi, nullptr, stream, p.n);
+    if (p.scale_batch == 1) return LaunchGemm<E, false>(p.x, scaled, p.b2, residual, p.y, rows, p.f, p.c, last, nullptr, stream);
+    return LaunchGemm<E, false>(p.x, scaled, p.b2, residual, p.y, p.out_h * p.out_w, p.f, p.c, last, nullptr, stream, p.n);
   }
-  if (workspace == nullptr) return cudaErrorInvalidValue;
-  if (passes == 3 && !ClampOf(p.act1, &first_lo, &first_hi)) return cudaErrorInvalidValue;
-  if (!Aligned16(p.x) || !Aligned16(p.y) || !Aligned16(p.w2) || !Aligned16(p.b2) || !Aligned16(workspace) ||
-      (passes == 3 && (!Aligned16(p.w1) || !Aligned16(p.b1))))
+  if (workspace == nullptr || !Aligned16(p.x) || !Aligned16(p.y) || !Aligned16(workspace)) return cudaErrorMisalignedAddress;
+  if ((p.pw1 && (!Aligned16(p.w1) || !Aligned16(p.b1))) || (p.pwl && (!Aligned16(p.w2) || !Aligned16(p.b2))))
     return cudaErrorMisalignedAddress;
-  // the depthwise pass reads x, or with three passes the first GEMM's output [n * h * w, m] (the
-  // workspace's first part: 16-byte rows, so the second part stays aligned)
+  // the workspace: the first GEMM's output [n * h * w, m], which the depthwise pass then reads, and
+  // the depthwise pass's [n * out_h * out_w, m] where a product follows (16-byte rows: each part stays
+  // aligned); without a last product (PW->DW) the depthwise pass writes the output
   ChainProblemOf<E> depthwise = p;
-  E* v = static_cast<E*>(workspace);
-  if (passes == 3) {
-    E* first = v;
-    v += static_cast<size_t>(p.n) * p.h * p.w * p.m;
-    const cudaError_t err = LaunchGemm<E, false>(p.x, p.w1, p.b1, nullptr, first, p.n * p.h * p.w, p.m, p.c, first_lo, first_hi,
-                                                 nullptr, stream);
+  E* next = static_cast<E*>(workspace);
+  if (p.pw1) {
+    E* first = next;
+    next += static_cast<size_t>(p.n) * p.h * p.w * p.m;
+    const cudaError_t err = LaunchGemm<E, false>(p.x, p.w1, p.b1, nullptr, first, p.n * p.h * p.w, p.m, p.c, p.act1, nullptr, stream);
     if (err != cudaSuccess) return err;
     depthwise.x = first;
     depthwise.c = p.m;
   }
+  E* v = p.pwl ? next : p.y;
   const cudaError_t err = LaunchDepthwisePass(depthwise, v, stream);
-  if (err != cudaSuccess) return err;
+  if (err != cudaSuccess || !p.pwl) return err;
   if (LastProductStreamK(p, passes)) {
     void* partials = static_cast<char*>(workspace) + IntermediateBytes(p, passes);
-    return LaunchGemm<E, true>(v, p.w2, p.b2, residual, p.y, rows, p.f, p.m, lo, hi, partials, stream);
+    return LaunchGemm<E, true>(v, p.w2, p.b2, residual, p.y, rows, p.f, p.m, last, partials, stream);
   }
-  return LaunchGemm<E, false>(v, p.w2, p.b2, residual, p.y, rows, p.f, p.m, lo, hi, nullptr, stream);
+  return LaunchGemm<E, false>(v, p.w2, p.b2, residual, p.y, rows, p.f, p.m, last, nullptr, stream);
 }
 
 #define FCM_PASSES(E)                                                                                 \

@@ -6,16 +6,18 @@
 // serial chain per unit); a channel scale is folded into per-image weights in the workspace first,
 // each image's rows then multiplied by its own. Two passes for DW->PW: the depthwise stage writes its
 // output to the workspace [pixels, m], then CUTLASS's Hopper GEMM (TMA, warp-specialized) multiplies
-// it by W2 with the bias, the activation and the residual in its epilogue. Three passes for
-// PW->DW->PW: a GEMM with W1 (its bias and activation) first, into the workspace, which the
-// depthwise pass then reads. The intermediates make a round trip through L2 and device memory,
-// which the fused kernels avoid; the products run at the library's efficiency, which they do not.
+// it by W2 with the bias, the activation and the residual in its epilogue. Two passes for PW->DW:
+// a GEMM with W1 (its bias and activation) into the workspace, then the depthwise pass from it into
+// the output (the fused kernels write PW->DW's whole expanded output anyway, so the passes add only
+// its round trip). Three passes for PW->DW->PW: that GEMM first, then DW->PW's two. The
+// intermediates make a round trip through L2 and device memory, which the fused kernels avoid; the
+// products run at the library's efficiency, which they do not. The epilogues apply the node's own
+// activations (any of the vocabulary's, with the fused kernels' formulas).
 //
-// In: a ChainProblemOf<E> (FP32 with TF32 allowed, FP16 or BF16), NHWC, with a last pointwise
-// stage (and a depthwise stage for two passes, a first pointwise stage too for three). Out: y, as
-// the fused kernels compute it (the depthwise stage in FP32, every intermediate rounded to E, the
-// products accumulated in FP32). The plans kOnePassPlan ("gemm"), kTwoPassPlan ("dw+gemm") and
-// kThreePassPlan ("gemm+dw+gemm").
+// In: a ChainProblemOf<E> (FP32 with TF32 allowed, FP16 or BF16), NHWC: a lone PW, DW->PW, PW->DW or
+// PW->DW->PW. Out: y, as the fused kernels compute it (the depthwise stage in FP32, every
+// intermediate rounded to E, the products accumulated in FP32). The plans kOnePassPlan ("gemm"),
+// kTwoPassPlan ("dw+gemm"), kTwoPassPwDwPlan ("gemm+dw") and kThreePassPlan ("gemm+dw+gemm").
 #pragma once
 
 #include <cuda_runtime.h>
