@@ -510,10 +510,12 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate
       }
   // The stages as separate passes, where they take the problem: on wide products at large batches
   // the GEMM library's main loop beats the fused kernels' by more than the intermediates' round trips
-  // through L2 cost. DW->PW's two and PW->DW->PW's three only: one pass's and PW->DW's two passes'
-  // estimates are not yet fitted to measured times, so fcm tune times them among the unranked
-  // candidates.
-  if (separate_passes)
+  // through L2 cost. DW->PW's two and PW->DW->PW's three only, with clamps after their products:
+  // that is what their estimate was fitted to; one pass, PW->DW's two passes and the other
+  // activations are fcm tune's to time (unranked candidates) until it is fitted to them too.
+  auto clamp = [](const Activation& a) { return a.kind == Act::kNone || a.kind == Act::kRelu || a.kind == Act::kClip; };
+  const bool fitted = (!p.pw1 || clamp(p.act1)) && (!p.pwl || clamp(p.residual ? p.res_act : p.act2));
+  if (separate_passes && fitted)
     for (const BlockPlan& separate : SeparatePassPlans(p, 2))
       if (!separate.gemm_first) plans.push_back(separate);
   return plans;
