@@ -64,6 +64,12 @@ class Kind:
     def name(self) -> str:
         return "".join(self.stages)
 
+    @property
+    def scale_input(self) -> int:
+        """Where an op's channel scale S is among its inputs, when it has one: after X and each
+        stage's weights and bias."""
+        return 1 + 2 * len(self.stages)
+
     def op_type(self, precision: str = "fp32") -> str:
         if precision not in self.precisions:
             raise ValueError(f"the {self.name} kind has no {precision} op (it has {', '.join(self.precisions)} ones)")

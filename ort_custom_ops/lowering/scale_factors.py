@@ -37,7 +37,7 @@ def fold_scale_factors(graph: gs.Graph) -> int:
     folded = 0
     for node in list(graph.nodes):
         found = kind_of(node.op) if node.domain == DOMAIN else None
-        if found is None or len(node.inputs) != 2 + 2 * len(found[0].stages):  # no channel scale
+        if found is None or len(node.inputs) != found[0].scale_input + 1:  # no channel scale
             continue
         scale, weights = node.inputs[-1], node.inputs[1]
         mul = scale.inputs[0] if len(scale.inputs) == 1 else None

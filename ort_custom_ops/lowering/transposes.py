@@ -523,7 +523,7 @@ def fold_scale(graph: gs.Graph) -> int:
         found = kind_of(node.op) if node.domain == DOMAIN else None
         if found is None or found[1] != "fp32" or not is_channels_last(node):
             continue
-        if len(node.inputs) != 2 + 2 * len(found[0].stages):
+        if len(node.inputs) != found[0].scale_input + 1:
             continue  # no scale input
         scale = node.inputs[-1]
         source = producer(scale)

@@ -3,8 +3,8 @@
 In: a plan's fields, or its text. Out: the text the kernels parse (``csrc/plan_text.h``:
 ``pixels,HxW,f_tile,split,buffers,w1_direct[,cluster]`` for NCHW nodes, which run the chain
 kernels; ``HxW,f_tile,split,stages[,groups]`` for channels-last nodes, which run the block kernels, or
-``gemm`` for a channels-last lone PW node as one GEMM, ``dw+gemm`` for a DW->PW node in two passes,
-``gemm+dw+gemm`` for a PW->DW->PW node in three), a
+``gemm`` for a channels-last lone PW node as one GEMM, ``dw+gemm`` for a DW->PW node and ``gemm+dw``
+for a PW->DW node in two passes, ``gemm+dw+gemm`` for a PW->DW->PW node in three), a
 node's ``cuda_plans`` attribute (``BATCH:plan;BATCH:plan``, the plans measured fastest per batch
 size), a copy of a model whose fused nodes must run one plan (:func:`with_forced_plan`: how ``fcm
 tune`` times a candidate and the GPU tests force one), and the plans ``fcm tune`` times for a fused node (:func:`plan_candidates`; for a
@@ -165,7 +165,8 @@ def block_problem_dims(node: onnx.NodeProto, shapes: dict[str, list[int]], initi
     """The 18 numbers the library's ``FcmBlockCandidates`` takes for a channels-last node at the
     batch ``shapes`` are for: n, h, w, c, m, f, kernel, stride, pad_top, pad_left, out_h, out_w,
     scale_batch, pw1, dw, pwl, residual, tf32."""
-    stages = vocabulary.kind_of(node.op_type)[0].stages  # (the half ops: the fp32 kernels' candidates)
+    kind = vocabulary.kind_of(node.op_type)[0]
+    stages = kind.stages  # (the half ops: the fp32 kernels' candidates)
     n, c, h, w = nchw_dims(shapes[node.input[0]], True)
     _, f, out_h, out_w = nchw_dims(shapes[node.output[0]], True)
     # (a single pointwise stage runs as a last stage, its input streamed in chunks: cuda_op.cu)
@@ -177,8 +178,8 @@ def block_problem_dims(node: onnx.NodeProto, shapes: dict[str, list[int]], initi
     stride = int(_attribute(node, "dw_stride", 1)) if dw else 1
     pads = list(_attribute(node, "dw_pads", [(kernel - 1) // 2] * 4)) if dw else [0, 0, 0, 0]
     pwl = stages[-1] == "pw"
-    # a channel scale S [scale_batch, C] follows the stages' weights and biases
-    scale = node.input[1 + 2 * len(stages)] if len(node.input) > 1 + 2 * len(stages) else ""
+    # a channel scale S [scale_batch, C]
+    scale = node.input[kind.scale_input] if len(node.input) > kind.scale_input else ""
     scale_batch = int(shapes[scale][0]) if scale and scale in shapes else 0
     return [n, h, w, c, m, f if pwl else 0, kernel, stride, pads[0], pads[1], out_h, out_w, scale_batch, int(pw1),
             int(dw), int(pwl), int(_attribute(node, "residual", 0)), int(_attribute(node, "allow_tf32", 1))]

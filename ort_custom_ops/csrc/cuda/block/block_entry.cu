@@ -42,8 +42,8 @@ extern "C" {
 // dims: n, h, w, c, m, f, kernel, stride, pad_top, pad_left, out_h, out_w, scale_batch,
 //       pw1, dw, pwl, residual, tf32
 // acts: (kind, lo, hi) for act1, actd, act2, res_act
-// plan: "HxW,f_tile,split,stages[,groups]", "gemm", "dw+gemm" or "gemm+dw+gemm", or empty for the kernels'
-// own. Returns 0 with the plan's description in `message`, or 1 with the reason there.
+// plan: "HxW,f_tile,split,stages[,groups]", "gemm", "dw+gemm", "gemm+dw" or "gemm+dw+gemm", or empty for
+// the kernels' own. Returns 0 with the plan's description in `message`, or 1 with the reason there.
 __attribute__((visibility("default"))) int FcmBlockRun(void* const* pointers, const int* dims, const float* acts, const char* plan,
                                                        void* stream, char* message, int message_size) {
   fcm::ChainProblem p = ShapesFrom(dims);
