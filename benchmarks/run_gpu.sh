@@ -53,20 +53,22 @@ for step in $steps; do
         2>&1 | tee "$OUT/results/gpu_tests.log" | tail -15
       ;;
     sanitizer)
+      # one process per tool and file, side by side: memcheck is host-bound (about 3 min for the block
+      # files' selection alone), and the GPU is far from full with one of them
+      summary="ERROR SUMMARY|RACECHECK SUMMARY"  # (racecheck reports hazards in its own line)
       for tool in memcheck racecheck; do
-        timeout 600 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
-          tests/ops/test_cuda_block_kernels.py tests/ops/test_cuda_kernels.py tests/ops/test_int8_cuda.py tests/ops/test_cuda_half_kernels.py \
-          -k "small or explicit_pads or passes or one_pass or wide_regions" \
-          > "$OUT/results/sanitizer_$tool.log" 2>&1
-        status=$?
-        summary="ERROR SUMMARY|RACECHECK SUMMARY"  # (racecheck reports hazards in its own line)
-        echo "compute-sanitizer $tool: exit $status ($(grep -cE "$summary" "$OUT/results/sanitizer_$tool.log") summaries: $(grep -E "$summary" "$OUT/results/sanitizer_$tool.log" | sort | uniq -c | tr '\n' ' '))"
+        for file in test_cuda_block_kernels test_cuda_kernels test_int8_cuda test_cuda_half_kernels; do
+          ( timeout 600 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
+              tests/ops/$file.py -k "small or explicit_pads or passes or one_pass or wide_regions" \
+              > "$OUT/results/sanitizer_${tool}_$file.log" 2>&1
+            echo "compute-sanitizer $tool, $file: exit $? ($(grep -E "$summary" "$OUT/results/sanitizer_${tool}_$file.log" | sort | uniq -c | tr '\n' ' ')| $(tail -1 "$OUT/results/sanitizer_${tool}_$file.log"))" ) &
+        done
         # the convolution layers: an RGB stem (the unrolled kernel) and a depthwise layer, every precision
-        timeout 300 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
-          tests/ops/test_conv_layer.py -m gpu -k "geometry0 or geometry4" > "$OUT/results/sanitizer_layers_$tool.log" 2>&1
-        status=$?
-        echo "compute-sanitizer $tool, layers: exit $status ($(grep -E "$summary" "$OUT/results/sanitizer_layers_$tool.log" | sort | uniq -c | tr '\n' ' '))"
+        ( timeout 300 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
+            tests/ops/test_conv_layer.py -m gpu -k "geometry0 or geometry4" > "$OUT/results/sanitizer_layers_$tool.log" 2>&1
+          echo "compute-sanitizer $tool, layers: exit $? ($(grep -E "$summary" "$OUT/results/sanitizer_layers_$tool.log" | sort | uniq -c | tr '\n' ' '))" ) &
       done
+      wait
       ;;
     blocks)
       timeout 600 python3 benchmarks/block_kernel_check.py --lib ort_custom_ops/lib/libfcm_ort_ops.so \

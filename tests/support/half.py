@@ -16,22 +16,35 @@ def rounding_bound(spec: FcmSpec, x: np.ndarray, scale) -> float:
     """How far two correct computations of the op may differ: each stage output is rounded once, and
     where the fp32 sums of the two sit on either side of a rounding boundary a stage output differs by
     one unit (2u of its size), which the later stages carry on (at most the largest row sum of their
-    absolute weights, times a slope of at most 1.5 for the activations here)."""
+    absolute weights, times a slope of at most 1.5 for the activations here). With a channel scale,
+    one computation may round the scaled input (the GPU's tensor-core operand) and the other the
+    scaled weights: each product of the first stage off by u of its size, so the first stage's sum
+    of absolute products bounds that part before it is carried on."""
     u, dtype = PRECISIONS[spec.precision].unit_roundoff, NUMPY_TYPES[spec.precision]
     bound = 0.0
     current = round_to(x, dtype) * (round_to(scale, dtype) if spec.has_scale else 1)
+    if spec.has_scale:
+        first = spec.stages[0]
+        weight, zero = np.abs(round_to(first.weight, dtype)), np.zeros(first.out_channels)
+        products = (pointwise(np.abs(current), weight, zero) if first.type == "pw"
+                    else depthwise(np.abs(current), weight, zero, first.stride, first.pads))
+        bound += 2 * u * products.max() * 1.5 * _carried(spec.stages[1:])
     for index, stage in enumerate(spec.stages):
         weight, bias = round_to(stage.weight, dtype), round_to(stage.bias, dtype)
         current = (pointwise(current, weight, bias) if stage.type == "pw"
                    else depthwise(current, weight, bias, stage.stride, stage.pads))
         current = round_to(activate(current, stage.activation), dtype)
-        peak = np.abs(current).max()
-        carried = 1.0
-        for later in spec.stages[index + 1:]:
-            rows = np.abs(later.weight).reshape(later.weight.shape[0], -1).sum(axis=1).max()
-            carried *= 1.5 * rows
-        bound += 2 * u * peak * carried
+        bound += 2 * u * np.abs(current).max() * _carried(spec.stages[index + 1:])
     return bound
+
+
+def _carried(stages) -> float:
+    """How much the later stages may grow an error of their input: each stage's largest row sum of
+    absolute weights times an activation slope of at most 1.5."""
+    carried = 1.0
+    for later in stages:
+        carried *= 1.5 * np.abs(later.weight).reshape(later.weight.shape[0], -1).sum(axis=1).max()
+    return carried
 
 
 def half_bits(values: np.ndarray, precision: str) -> np.ndarray:
