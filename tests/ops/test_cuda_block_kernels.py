@@ -21,6 +21,7 @@ from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.schema import Activation
 from ort_custom_ops.ops.standalone import fused_model
 from tests.support.gpu import check_fused_on_gpu, check_graph_replays, compute_capability, cuda_providers, forced_plan, has_clusters, precision, require_cuda, run_poisoned  # noqa: F401
+from tests.support.passes import SMALL_TILE_CASES, small_tile_spec
 from tests.support.specs import random_feeds, random_spec, with_activations
 
 pytestmark = pytest.mark.gpu
@@ -397,6 +398,19 @@ def test_tune_candidates_end_with_the_plans_the_estimate_does_not_rank():
     head = [32, 7, 7, 320, 320, 1280, 1, 1, 0, 0, 7, 7, 0, 0, 0, 1, 0, 1]
     plans = block_candidates_for(head, top=4)
     assert plans.count("gemm") == 1 and plans.index("gemm") >= 4
+
+
+@pytest.mark.parametrize("case", SMALL_TILE_CASES)
+def test_separate_passes_on_small_tiles(case, rng, capfd, monkeypatch):
+    """FCM_CUDA_GEMM_TILES=auto: the passes' products whose 128 x 128 tiles would not fill the SMs
+    once run CUTLASS's 64 x 64 tiles (one consumer warpgroup), the others the large ones; every
+    plan and kind, per-image scaled weights (a batched product), a residual, against the CPU kernels."""
+    require_hopper()
+    monkeypatch.setenv("FCM_CUDA_GEMM_TILES", "auto")
+    monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
+    spec, batch, h, w, plan = small_tile_spec(rng, case)
+    check_on_gpu(spec, rng, batch, h, w, TF32_BOUND, plan=plan)
+    assert "64 x 64 tiles where few" in capfd.readouterr().err
 
 
 def test_fused_kernel_when_the_passes_workspace_cannot_be_had(rng, capfd, monkeypatch):

@@ -22,6 +22,7 @@ from ort_custom_ops.ops.schema import NUMPY_TYPES, Activation
 from ort_custom_ops.ops.standalone import float_io, fused_model
 from tests.support.gpu import compute_capability, cuda_providers, forced_plan, has_clusters, require_cuda
 from tests.support.half import rounding_bound, run_poisoned_half
+from tests.support.passes import SMALL_TILE_CASES, small_tile_spec
 from tests.support.specs import random_feeds, random_spec, with_activations
 
 pytestmark = pytest.mark.gpu
@@ -195,6 +196,20 @@ def test_pwdw_in_two_passes_in_half(precision, case, rng):
     spec = random_spec(rng, "pwdw", c, kernel=kernel, stride=stride, expand=e, channels_last=True)
     spec = with_activations(spec, first=first, last=depthwise)
     check_half_on_gpu(_half(spec, precision), rng, batch, h, w, plan="gemm+dw")
+
+
+@HALF
+@pytest.mark.parametrize("case", SMALL_TILE_CASES)
+def test_separate_passes_on_small_tiles_in_half(case, precision, rng, capfd, monkeypatch):
+    """FCM_CUDA_GEMM_TILES=auto in the node's type: CUTLASS's FP16 / BF16 64 x 64 tiles for the
+    products that would not fill the SMs once, the large ones for the others."""
+    if not _hopper():
+        pytest.skip("the passes run CUTLASS's sm_90 GEMM")
+    monkeypatch.setenv("FCM_CUDA_GEMM_TILES", "auto")
+    monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
+    spec, batch, h, w, plan = small_tile_spec(rng, case)
+    check_half_on_gpu(_half(spec, precision), rng, batch, h, w, plan=plan)
+    assert "64 x 64 tiles where few" in capfd.readouterr().err
 
 
 @HALF

@@ -349,8 +349,9 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
       return fail(plan.gemm_first ? "gemm+dw takes PW->DW nodes only" : "dw+gemm takes DW->PW nodes only");
     const std::string refusal = PassesRefusal(p, plan.passes, d.major);
     if (!refusal.empty()) return fail(refusal);
-    plan.workspace_bytes = PassesWorkspaceBytes(p, plan.passes);
-    plan.estimate_us = PassesEstimateUs(p, plan.passes);
+    plan.gemm_tiling = GemmTilingFromEnvironment();
+    plan.workspace_bytes = PassesWorkspaceBytes(p, plan.passes, plan.gemm_tiling);
+    plan.estimate_us = PassesEstimateUs(p, plan.passes, plan.gemm_tiling);
     return plan;
   }
   // (the half types' copies move 16-byte pieces: cp.async has no 2-byte copy)
@@ -593,12 +594,13 @@ std::string DescribeBlockPlan(const BlockPlan& plan) {
   if (!plan.error.empty()) return "no plan: " + plan.error;
   char text[256];
   if (plan.passes > 0) {
-    std::snprintf(text, sizeof(text), "%s (%s, %s), %zu B workspace, ~%.1f us", BlockPlanText(plan).c_str(),
+    std::snprintf(text, sizeof(text), "%s (%s, %s%s), %zu B workspace, ~%.1f us", BlockPlanText(plan).c_str(),
                   plan.passes == 1   ? "CUTLASS's GEMM"
                   : plan.passes == 3 ? "CUTLASS's GEMM, depthwise pass, CUTLASS's GEMM"
                   : plan.gemm_first  ? "CUTLASS's GEMM, then depthwise pass"
                                      : "depthwise pass, then CUTLASS's GEMM",
-                  plan.arithmetic, plan.workspace_bytes, plan.estimate_us);
+                  plan.arithmetic, plan.gemm_tiling == GemmTiling::kSmallWhereFew ? ", 64 x 64 tiles where few" : "",
+                  plan.workspace_bytes, plan.estimate_us);
     return text;
   }
   std::snprintf(text, sizeof(text), "%s (%s, %s), %zu B shared, %lld units on %d CTAs, %d per SM, ~%.1f us",
@@ -644,7 +646,7 @@ bool EncodeMap(CUtensorMap* map, const E* base, int rank, const uint64_t* dims, 
 template <class E>
 cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace) {
   if (!plan.error.empty()) return cudaErrorInvalidConfiguration;
-  if (plan.passes > 0) return LaunchPasses(p, plan.passes, workspace, stream);
+  if (plan.passes > 0) return LaunchPasses(p, plan.passes, plan.gemm_tiling, workspace, stream);
   BlockArgsOf<E> a;
   MakeArgs(p, plan, &a);
   KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups, plan.wide);

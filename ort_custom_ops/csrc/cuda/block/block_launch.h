@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../chain_launch.h"
+#include "passes.h"
 
 namespace fcm {
 namespace block {
@@ -26,6 +27,7 @@ struct BlockPlan {
   int groups = 1;         // computing warpgroups of a CTA (2: they share each unit's chunks)
   int passes = 0;         // 0: the fused kernel; 1: PW, 2: DW->PW or PW->DW, 3: PW->DW->PW as separate kernels (passes.h)
   bool gemm_first = false;  // two passes: PW->DW's, a GEMM then the depthwise pass (gemm+dw)
+  GemmTiling gemm_tiling = GemmTiling::kLarge;  // separate passes: their GEMMs' tiles (passes.h)
   // filled in by CompleteBlockPlan
   bool tma = false;       // TMA copies (sm_90, 16-byte aligned rows) instead of cp.async
   bool wide = false;      // an input region of more than 128 pixels (the wide-region kernels)

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <mutex>
 #include <set>
@@ -181,28 +182,36 @@ struct NodeActivation<cutlass::Array<T, N>> {
 };
 
 // A pass's product, D = act(A B^T + bias (+ C)) in E, accumulated in FP32: TF32 or FP16 / BF16 on
-// the tensor cores, 128 x 128 tiles of two consumer warpgroups, a stage 128 bytes of each row deep
-// (32 FP32 or 64 half channels), operands by TMA, each row K-major (TF32 takes no other).
-// kStreamK: CUTLASS's stream-K scheduler, which divides the sum over the SMs as well as the tiles
-// (for a product of few tiles and a deep sum, such as MobileNetV2's 7x7 projection: 26 tiles of 30
-// steps on 132 SMs), its partial sums reduced through a workspace.
+// the tensor cores, operands by TMA, each row K-major (TF32 takes no other), a stage 128 bytes of
+// each row deep (32 FP32 or 64 half channels). Two tile shapes: 128 x 128 tiles of two consumer
+// warpgroups for the products of many tiles; kSmall, 64 x 64 tiles of one consumer warpgroup and as
+// many stages as fit, for the products whose 128 x 128 tiles would leave SMs idle (MobileNetV2's 7x7
+// products at batch 32: 1568 rows, 26 such tiles on 132 SMs, each a serial sum of 15 steps).
+// kStreamK (128 x 128 only): CUTLASS's stream-K scheduler, which divides the sum over the SMs as
+// well as the tiles, its partial sums reduced through a workspace.
 using namespace cute;
-template <class E, bool kStreamK = false>
+template <class E, bool kStreamK = false, bool kSmall = false>
 struct PassGemm {
+  static_assert(!(kStreamK && kSmall), "stream-K runs the 128 x 128 tiles only");
   using T = CutlassElement<E>;
   static constexpr int kAlignment = 16 / static_cast<int>(sizeof(E));  // elements in 16 bytes (TMA's rows)
-  using TileShape = Shape<_128, _128, Int<128 / static_cast<int>(sizeof(E))>>;
+  using StepDepth = Int<128 / static_cast<int>(sizeof(E))>;
+  using TileShape = std::conditional_t<kSmall, Shape<_64, _64, StepDepth>, Shape<_128, _128, StepDepth>>;
   using ClusterShape = Shape<_1, _1, _1>;
+  using EpilogueSchedule =
+      std::conditional_t<kSmall, cutlass::epilogue::TmaWarpSpecialized, cutlass::epilogue::TmaWarpSpecializedCooperative>;
+  using MainloopSchedule =
+      std::conditional_t<kSmall, cutlass::gemm::KernelTmaWarpSpecialized, cutlass::gemm::KernelTmaWarpSpecializedCooperative>;
   using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<NodeActivation, T, float, T, T>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape, cutlass::epilogue::collective::EpilogueTileAuto,
-      float, float, T, cutlass::layout::RowMajor, kAlignment, T, cutlass::layout::RowMajor, kAlignment,
-      cutlass::epilogue::TmaWarpSpecializedCooperative, Fusion>::CollectiveOp;
+      float, float, T, cutlass::layout::RowMajor, kAlignment, T, cutlass::layout::RowMajor, kAlignment, EpilogueSchedule,
+      Fusion>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, cutlass::layout::RowMajor, kAlignment, T, cutlass::layout::ColumnMajor,
       kAlignment, float, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-      cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
+      MainloopSchedule>::CollectiveOp;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue,
                                                       std::conditional_t<kStreamK, cutlass::gemm::StreamKScheduler, void>>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
@@ -221,18 +230,18 @@ bool Aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointe
 // A pass's GEMM, d [rows, n] = act(a [rows, k] b [n, k]^T + bias (+ c)) in E, each row K-major
 // (c, the residual, d's shape, may be null): its arguments. With `batches` > 1, that many such
 // products one after another in memory, each with its own b (the bias shared).
-template <class E, bool kStreamK>
-typename PassGemm<E, kStreamK>::Gemm::Arguments GemmArguments(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n,
-                                                              int k, const Activation& act, int batches = 1) {
-  using Kernel = typename PassGemm<E, kStreamK>::Kernel;
-  using T = typename PassGemm<E, kStreamK>::T;
+template <class E, bool kStreamK, bool kSmall>
+typename PassGemm<E, kStreamK, kSmall>::Gemm::Arguments GemmArguments(const E* a, const E* b, const E* bias, const E* c, E* d, int rows,
+                                                                      int n, int k, const Activation& act, int batches = 1) {
+  using Kernel = typename PassGemm<E, kStreamK, kSmall>::Kernel;
+  using T = typename PassGemm<E, kStreamK, kSmall>::T;
   const typename Kernel::StrideA sa = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{rows} * k);
   const typename Kernel::StrideB sb = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{n} * k);
   const typename Kernel::StrideC sc = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{rows} * n);
   const typename Kernel::StrideD sd = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{rows} * n);
   // without a residual beta is 0 and C is never read, but its descriptor is still made: d's memory,
   // which has C's shape
-  typename PassGemm<E, kStreamK>::Gemm::Arguments args{
+  typename PassGemm<E, kStreamK, kSmall>::Gemm::Arguments args{
       batches > 1 ? cutlass::gemm::GemmUniversalMode::kBatched : cutlass::gemm::GemmUniversalMode::kGemm,
       {rows, n, k, batches},
       {reinterpret_cast<const T*>(a), sa, reinterpret_cast<const T*>(b), sb},
@@ -251,16 +260,16 @@ typename PassGemm<E, kStreamK>::Gemm::Arguments GemmArguments(const E* a, const 
 // The workspace a stream-K GEMM of these sizes needs (its partial sums and their flags).
 template <class E>
 size_t StreamKWorkspaceBytes(int rows, int n, int k) {
-  const auto args = GemmArguments<E, true>(nullptr, nullptr, nullptr, nullptr, nullptr, rows, n, k, Activation());
+  const auto args = GemmArguments<E, true, false>(nullptr, nullptr, nullptr, nullptr, nullptr, rows, n, k, Activation());
   return PassGemm<E, true>::Gemm::get_workspace_size(args);
 }
 
 // The GEMM on `stream`; `gemm_workspace` holds StreamKWorkspaceBytes for a stream-K one.
-template <class E, bool kStreamK>
+template <class E, bool kStreamK, bool kSmall = false>
 cudaError_t LaunchGemm(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n, int k, const Activation& act,
                        void* gemm_workspace, cudaStream_t stream, int batches = 1) {
-  using Gemm = typename PassGemm<E, kStreamK>::Gemm;
-  const auto args = GemmArguments<E, kStreamK>(a, b, bias, c, d, rows, n, k, act, batches);
+  using Gemm = typename PassGemm<E, kStreamK, kSmall>::Gemm;
+  const auto args = GemmArguments<E, kStreamK, kSmall>(a, b, bias, c, d, rows, n, k, act, batches);
   Gemm gemm;
   const size_t workspace_bytes = Gemm::get_workspace_size(args);
   if (gemm.can_implement(args) != cutlass::Status::kSuccess || (workspace_bytes > 0 && gemm_workspace == nullptr))
@@ -286,24 +295,17 @@ cudaError_t LaunchGemm(const E* a, const E* b, const E* bias, const E* c, E* d, 
   return cudaGetLastError();
 }
 
-// A product's output tiles and the steps of its sum, in PassGemm's tiles.
-template <class E>
+// A product's output tiles and the steps of its sum, in PassGemm's tiles (kSmall: its 64 x 64 ones).
+template <class E, bool kSmall = false>
 struct GemmWork {
   GemmWork(double rows, double n, double k) {
-    using Tile = typename PassGemm<E>::TileShape;
+    using Tile = typename PassGemm<E, false, kSmall>::TileShape;
     tiles = std::ceil(rows / cute::size<0>(Tile{})) * std::ceil(n / cute::size<1>(Tile{}));
     steps = std::ceil(k / cute::size<2>(Tile{}));
   }
   double tiles, steps;
 };
 
-// Whether a product of these sizes runs stream-K: its tiles fill under half of the SMs, and its sum
-// is deep enough to divide (8 steps and more).
-template <class E>
-bool StreamK(double rows, double n, double k) {
-  const GemmWork<E> work(rows, n, k);
-  return work.tiles * 2 < CurrentDevice().sms && work.steps >= 8;
-}
 
 // A GEMM's time in microseconds: its bytes, or its 128 x 128 tiles in waves over the SMs, whichever
 // is longer (the fit of passes.h's estimate); stream-K: its tiles' steps spread over the SMs, and
@@ -320,6 +322,34 @@ double GemmUs(double rows, double n, double k, double bytes, bool stream_k) {
   return std::max(bytes / kBytesPerUs, compute);
 }
 
+// Whether a product of these sizes (`batches` of them) runs on 64 x 64 tiles: where `tiling` allows
+// it and its 128 x 128 tiles would not fill the SMs once.
+template <class E>
+bool SmallTiles(double rows, double n, double k, GemmTiling tiling, int batches = 1) {
+  return tiling == GemmTiling::kSmallWhereFew && GemmWork<E>(rows, n, k).tiles * batches < CurrentDevice().sms;
+}
+
+// Whether a product of these sizes runs stream-K: on 128 x 128 tiles that fill under half of the
+// SMs, with a sum deep enough to divide (8 steps and more), where GemmUs has it faster than the
+// tiles alone (in FP32 it about breaks even on MobileNetV2's 7x7 projections at batch 32; in the half
+// types, whose steps are twice as deep, the tiles alone take half as long and stream-K only adds
+// its reduction).
+template <class E>
+bool StreamK(double rows, double n, double k, GemmTiling tiling) {
+  const GemmWork<E> work(rows, n, k);
+  return !SmallTiles<E>(rows, n, k, tiling) && work.tiles * 2 < CurrentDevice().sms && work.steps >= 8 &&
+         GemmUs<E>(rows, n, k, 0.0, true) < GemmUs<E>(rows, n, k, 0.0, false);
+}
+
+// The GEMM on `stream` on the tiles SmallTiles chooses (not stream-K).
+template <class E>
+cudaError_t RunGemm(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n, int k, const Activation& act,
+                    GemmTiling tiling, cudaStream_t stream, int batches = 1) {
+  if (SmallTiles<E>(rows, n, k, tiling, batches))
+    return LaunchGemm<E, false, true>(a, b, bias, c, d, rows, n, k, act, nullptr, stream, batches);
+  return LaunchGemm<E, false, false>(a, b, bias, c, d, rows, n, k, act, nullptr, stream, batches);
+}
+
 // The intermediates' bytes in the workspace (the first GEMM's output, then the depthwise pass's where
 // a product follows it; one pass: the scaled weights), rounded up to 256 so that a stream-K
 // workspace can follow.
@@ -334,11 +364,16 @@ size_t IntermediateBytes(const ChainProblemOf<E>& p, int passes) {
 // Whether the passes' last product runs stream-K (three passes only, for now: two passes run the
 // data-parallel GEMM their estimate was fitted to).
 template <class E>
-bool LastProductStreamK(const ChainProblemOf<E>& p, int passes) {
-  return passes == 3 && StreamK<E>(static_cast<double>(p.n) * p.out_h * p.out_w, p.f, p.m);
+bool LastProductStreamK(const ChainProblemOf<E>& p, int passes, GemmTiling tiling) {
+  return passes == 3 && StreamK<E>(static_cast<double>(p.n) * p.out_h * p.out_w, p.f, p.m, tiling);
 }
 
 }  // namespace
+
+GemmTiling GemmTilingFromEnvironment() {
+  const char* tiles = std::getenv("FCM_CUDA_GEMM_TILES");
+  return tiles != nullptr && std::string(tiles) == "auto" ? GemmTiling::kSmallWhereFew : GemmTiling::kLarge;
+}
 
 template <class E>
 std::string PassesRefusal(const ChainProblemOf<E>& p, int passes, int device_major) {
@@ -361,13 +396,13 @@ std::string PassesRefusal(const ChainProblemOf<E>& p, int passes, int device_maj
 }
 
 template <class E>
-size_t PassesWorkspaceBytes(const ChainProblemOf<E>& p, int passes) {
-  const size_t stream_k = LastProductStreamK(p, passes) ? StreamKWorkspaceBytes<E>(p.n * p.out_h * p.out_w, p.f, p.m) : 0;
+size_t PassesWorkspaceBytes(const ChainProblemOf<E>& p, int passes, GemmTiling tiling) {
+  const size_t stream_k = LastProductStreamK(p, passes, tiling) ? StreamKWorkspaceBytes<E>(p.n * p.out_h * p.out_w, p.f, p.m) : 0;
   return IntermediateBytes(p, passes) + stream_k;
 }
 
 template <class E>
-double PassesEstimateUs(const ChainProblemOf<E>& p, int passes) {
+double PassesEstimateUs(const ChainProblemOf<E>& p, int passes, GemmTiling tiling) {
   // Fitted to the H100's times of Xception's and MobileNet's DW->PW groups at batch 32 in FP32 (two
   // passes), within 10% (benchmarks/2026-12-06-h100-two-pass): every pass moves its bytes at
   // ~2.3 TB/s; a GEMM's 128 x 128 tiles run in waves over the SMs, ~0.58 us per 128-byte step of
@@ -391,7 +426,7 @@ double PassesEstimateUs(const ChainProblemOf<E>& p, int passes) {
   double us = depthwise_bytes / kBytesPerUs + kLaunchUs;
   if (p.pwl) {
     const double product_bytes = bytes * (pixels * p.m + pixels * p.f * (p.residual ? 2.0 : 1.0) + static_cast<double>(p.m) * p.f);
-    us += GemmUs<E>(pixels, p.f, p.m, product_bytes, LastProductStreamK(p, passes)) + kLaunchUs;
+    us += GemmUs<E>(pixels, p.f, p.m, product_bytes, LastProductStreamK(p, passes, tiling)) + kLaunchUs;
   }
   if (p.pw1) {
     const double first_bytes = bytes * (in_pixels * p.c + in_pixels * p.m + static_cast<double>(p.c) * p.m);
@@ -401,7 +436,7 @@ double PassesEstimateUs(const ChainProblemOf<E>& p, int passes) {
 }
 
 template <class E>
-cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace, cudaStream_t stream) {
+cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, GemmTiling tiling, void* workspace, cudaStream_t stream) {
   Activation last;
   if (p.pwl && !EpilogueActivation(p, &last)) return cudaErrorInvalidValue;
   // the residual is the node's input, shaped as the output (checked)
@@ -409,7 +444,7 @@ cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace
   const int rows = p.n * p.out_h * p.out_w;
   if (passes == 1) {
     if (!Aligned16(p.x) || !Aligned16(p.y) || !Aligned16(p.w2) || !Aligned16(p.b2)) return cudaErrorMisalignedAddress;
-    if (p.scale_batch == 0) return LaunchGemm<E, false>(p.x, p.w2, p.b2, residual, p.y, rows, p.f, p.c, last, nullptr, stream);
+    if (p.scale_batch == 0) return RunGemm<E>(p.x, p.w2, p.b2, residual, p.y, rows, p.f, p.c, last, tiling, stream);
     // the scale folded into the weights in the workspace: one product with a shared scale row,
     // else one per image with its own weights
     if (workspace == nullptr || p.scale == nullptr || !Aligned16(workspace)) return cudaErrorInvalidValue;
@@ -419,8 +454,8 @@ cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace
     ScaledWeights<E><<<blocks, kThreads, 0, stream>>>(p.w2, p.scale, p.f, p.c, p.scale_batch, scaled);
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
-    if (p.scale_batch == 1) return LaunchGemm<E, false>(p.x, scaled, p.b2, residual, p.y, rows, p.f, p.c, last, nullptr, stream);
-    return LaunchGemm<E, false>(p.x, scaled, p.b2, residual, p.y, p.out_h * p.out_w, p.f, p.c, last, nullptr, stream, p.n);
+    if (p.scale_batch == 1) return RunGemm<E>(p.x, scaled, p.b2, residual, p.y, rows, p.f, p.c, last, tiling, stream);
+    return RunGemm<E>(p.x, scaled, p.b2, residual, p.y, p.out_h * p.out_w, p.f, p.c, last, tiling, stream, p.n);
   }
   if (workspace == nullptr || !Aligned16(p.x) || !Aligned16(p.y) || !Aligned16(workspace)) return cudaErrorMisalignedAddress;
   if ((p.pw1 && (!Aligned16(p.w1) || !Aligned16(p.b1))) || (p.pwl && (!Aligned16(p.w2) || !Aligned16(p.b2))))
@@ -433,7 +468,7 @@ cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace
   if (p.pw1) {
     E* first = next;
     next += static_cast<size_t>(p.n) * p.h * p.w * p.m;
-    const cudaError_t err = LaunchGemm<E, false>(p.x, p.w1, p.b1, nullptr, first, p.n * p.h * p.w, p.m, p.c, p.act1, nullptr, stream);
+    const cudaError_t err = RunGemm<E>(p.x, p.w1, p.b1, nullptr, first, p.n * p.h * p.w, p.m, p.c, p.act1, tiling, stream);
     if (err != cudaSuccess) return err;
     depthwise.x = first;
     depthwise.c = p.m;
@@ -441,18 +476,18 @@ cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace
   E* v = p.pwl ? next : p.y;
   const cudaError_t err = LaunchDepthwisePass(depthwise, v, stream);
   if (err != cudaSuccess || !p.pwl) return err;
-  if (LastProductStreamK(p, passes)) {
+  if (LastProductStreamK(p, passes, tiling)) {
     void* partials = static_cast<char*>(workspace) + IntermediateBytes(p, passes);
     return LaunchGemm<E, true>(v, p.w2, p.b2, residual, p.y, rows, p.f, p.m, last, partials, stream);
   }
-  return LaunchGemm<E, false>(v, p.w2, p.b2, residual, p.y, rows, p.f, p.m, last, nullptr, stream);
+  return RunGemm<E>(v, p.w2, p.b2, residual, p.y, rows, p.f, p.m, last, tiling, stream);
 }
 
 #define FCM_PASSES(E)                                                                                 \
   template std::string PassesRefusal<E>(const ChainProblemOf<E>& p, int passes, int device_major);    \
-  template size_t PassesWorkspaceBytes<E>(const ChainProblemOf<E>& p, int passes);                    \
-  template double PassesEstimateUs<E>(const ChainProblemOf<E>& p, int passes);                        \
-  template cudaError_t LaunchPasses<E>(const ChainProblemOf<E>& p, int passes, void* workspace, cudaStream_t stream);
+  template size_t PassesWorkspaceBytes<E>(const ChainProblemOf<E>& p, int passes, GemmTiling tiling);  \
+  template double PassesEstimateUs<E>(const ChainProblemOf<E>& p, int passes, GemmTiling tiling);      \
+  template cudaError_t LaunchPasses<E>(const ChainProblemOf<E>& p, int passes, GemmTiling tiling, void* workspace, cudaStream_t stream);
 FCM_PASSES(float)
 FCM_PASSES(__half)
 FCM_PASSES(__nv_bfloat16)

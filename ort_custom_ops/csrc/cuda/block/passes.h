@@ -30,19 +30,29 @@
 namespace fcm {
 namespace block {
 
+// How the passes' GEMMs are tiled. kLarge: 128 x 128 tiles, and stream-K for the deep last product
+// of three passes where that is faster by the estimate. kSmallWhereFew: 64 x 64 tiles (never
+// stream-K) for the products whose 128 x 128 tiles would not fill the SMs once, such as MobileNetV2's
+// 7x7 products at batch 32 and every product at batch 1; the estimate is kLarge's (not yet fitted
+// to the small tiles). FCM_CUDA_GEMM_TILES=auto asks for kSmallWhereFew (a measurement switch until
+// it is timed on the zoo; unset or "128": kLarge).
+enum class GemmTiling { kLarge, kSmallWhereFew };
+GemmTiling GemmTilingFromEnvironment();
+
 // Why `passes` (1, 2 or 3) separate passes cannot run this problem on this device ("" where they can).
 template <class E>
 std::string PassesRefusal(const ChainProblemOf<E>& p, int passes, int device_major);
 // The workspace they need: the intermediates, in E (one pass: the scaled weights, if any).
 template <class E>
-size_t PassesWorkspaceBytes(const ChainProblemOf<E>& p, int passes);
+size_t PassesWorkspaceBytes(const ChainProblemOf<E>& p, int passes, GemmTiling tiling);
 // The time in microseconds, fitted to measured ones (device-memory bytes, and each GEMM's tiles in
 // waves over the SMs).
 template <class E>
-double PassesEstimateUs(const ChainProblemOf<E>& p, int passes);
-// Every pass on `stream`; `workspace` holds PassesWorkspaceBytes(p, passes) (may be null where that is 0).
+double PassesEstimateUs(const ChainProblemOf<E>& p, int passes, GemmTiling tiling);
+// Every pass on `stream`; `workspace` holds PassesWorkspaceBytes(p, passes, tiling) (may be null where
+// that is 0).
 template <class E>
-cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, void* workspace, cudaStream_t stream);
+cudaError_t LaunchPasses(const ChainProblemOf<E>& p, int passes, GemmTiling tiling, void* workspace, cudaStream_t stream);
 
 }  // namespace block
 }  // namespace fcm
