@@ -1,6 +1,6 @@
 // The convolution layer op on the CUDA cores (conv_layer.h says what it computes): a direct convolution,
-// one thread per (output pixel, FT adjacent output channels), the bias and the activation applied in
-// registers and Y written once with vector stores. It is made for the layers the rewrite gives it: a
+// one thread per (output pixel, FT adjacent output channels; an RGB stem's threads several adjacent
+// pixels), the bias and the activation applied in registers and Y written once with vector stores. It is made for the layers the rewrite gives it: a
 // network's stem (a KxK convolution of few input channels: little work per output and a large output,
 // so one pass over memory is what counts; ONNX Runtime spends a layout conversion, the convolution, a
 // bias pass and an activation pass on it) and depthwise convolutions no group takes.
@@ -174,11 +174,98 @@ __global__ void __launch_bounds__(kThreads) ConvLayerKernel(const ConvLayerArgs<
   }
 }
 
+// An RGB stem (kK x kK taps of kC input channels, every filter reading every channel): the same sums
+// in the same order as ConvLayerKernel's, but each thread takes kPixels consecutive output pixels
+// of FT filters, so that each staged weight vector it reads from shared memory serves kPixels
+// pixels. With one pixel a thread, those reads (a 16-byte load per 4 FMAs) bound the kernel, not
+// its FMAs: MobileNetV2's FP16 stem took 40 us at batch 32 on an H100 against ~10 us of FMAs
+// (benchmarks/2026-12-06-h100-means-retune). A tap outside the input adds 0 * w, as skipping it
+// would.
+template <class E, int FT, int kK, int kC, int kPixels>
+__global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArgs<E> a) {
+  static_assert(FT % 4 == 0, "the staged weights are read as float4");
+  extern __shared__ float4 staged_vectors[];
+  float* staged = reinterpret_cast<float*>(staged_vectors);
+  constexpr int kTaps = kK * kK;
+  for (int i = threadIdx.x; i < kTaps * kC * a.f; i += blockDim.x) {
+    const int f = i % a.f, rest = i / a.f, c = rest % kC, tap = rest / kC;
+    staged[i] = Element<E>::ToFloat(a.w[(f * kC + c) * kTaps + tap]);
+  }
+  __syncthreads();
+  const unsigned slices = a.f / FT;
+  const int pixels = a.n * a.out_h * a.out_w;
+  for (unsigned index = blockIdx.x * blockDim.x + threadIdx.x; index < a.work; index += gridDim.x * blockDim.x) {
+    const int f0 = static_cast<int>(index % slices) * FT, first = static_cast<int>(index / slices) * kPixels;
+    int iy0[kPixels], ix0[kPixels], base[kPixels];  // each pixel's first input row and column, and its image's offset
+#pragma unroll
+    for (int j = 0; j < kPixels; ++j) {
+      const int pixel = min(first + j, pixels - 1);  // (a pixel past the end computes the last one again, unstored)
+      const int ox = pixel % a.out_w, oy = (pixel / a.out_w) % a.out_h, image = pixel / (a.out_w * a.out_h);
+      iy0[j] = oy * a.sh - a.pad_top, ix0[j] = ox * a.sw - a.pad_left, base[j] = image * a.h;
+    }
+    float acc[kPixels][FT];
+#pragma unroll
+    for (int j = 0; j < kPixels; ++j) LoadFloats<FT>(a.b + f0, acc[j]);
+#pragma unroll 1  // (one row of taps at a time: all of them unrolled hold too many loads in registers)
+    for (int ky = 0; ky < kK; ++ky) {
+#pragma unroll
+      for (int kx = 0; kx < kK; ++kx) {
+        float v[kPixels][kC];
+#pragma unroll
+        for (int j = 0; j < kPixels; ++j) {
+          const int iy = iy0[j] + ky, ix = ix0[j] + kx;
+          const bool inside = iy >= 0 && iy < a.h && ix >= 0 && ix < a.w_in;
+          const E* in = a.x + (static_cast<size_t>(base[j] + (inside ? iy : 0)) * a.w_in + (inside ? ix : 0)) * kC;
+#pragma unroll
+          for (int c = 0; c < kC; ++c) v[j][c] = inside ? InputValue(a, Element<E>::ToFloat(__ldg(in + c)), c) : 0.f;
+        }
+#pragma unroll
+        for (int c = 0; c < kC; ++c) {
+          const float4* w4 = reinterpret_cast<const float4*>(staged + ((ky * kK + kx) * kC + c) * a.f + f0);
+#pragma unroll
+          for (int q = 0; q < FT / 4; ++q) {
+            const float4 w = w4[q];
+#pragma unroll
+            for (int j = 0; j < kPixels; ++j) {
+              acc[j][4 * q + 0] = fmaf(v[j][c], w.x, acc[j][4 * q + 0]);
+              acc[j][4 * q + 1] = fmaf(v[j][c], w.y, acc[j][4 * q + 1]);
+              acc[j][4 * q + 2] = fmaf(v[j][c], w.z, acc[j][4 * q + 2]);
+              acc[j][4 * q + 3] = fmaf(v[j][c], w.w, acc[j][4 * q + 3]);
+            }
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kPixels; ++j) {
+      if (first + j >= pixels) break;
+      if constexpr (block::kIsHalf<E>) {  // the sum in E before the activation (conv_layer.h)
+#pragma unroll
+        for (int t = 0; t < FT; ++t) acc[j][t] = Element<E>::ToFloat(Element<E>::FromFloat(acc[j][t]));
+      }
+      a.act.Apply(acc[j]);
+      StoreValues<FT>(a.y + static_cast<size_t>(first + j) * a.f + f0, acc[j]);
+    }
+  }
+}
+
 // One kernel instance, its grid a few waves of resident CTAs (`staged`: the weights fit shared memory).
 template <class E, int FT, bool kDepthwise, bool kStaged, int kK = 0, int kC = 0>
 cudaError_t LaunchKernel(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream) {
   const auto kernel = &ConvLayerKernel<E, FT, kDepthwise, kStaged, kK, kC>;
   a.work = static_cast<unsigned>(a.n * a.out_h * a.out_w * (a.f / FT));
+  const int resident = std::max(1, CtasPerSm(reinterpret_cast<const void*>(kernel), kThreads, shared)) * CurrentDevice().sms;
+  const int blocks = static_cast<int>(std::max(1u, std::min((a.work + kThreads - 1) / kThreads, 4u * resident)));
+  kernel<<<blocks, kThreads, shared, stream>>>(a);
+  return cudaGetLastError();
+}
+
+// The stem kernel, its grid a few waves of resident CTAs, each thread kPixels pixels of FT filters.
+template <class E, int FT, int kK, int kC, int kPixels>
+cudaError_t LaunchStem(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream) {
+  const auto kernel = &ConvStemKernel<E, FT, kK, kC, kPixels>;
+  const unsigned groups = static_cast<unsigned>((a.n * a.out_h * a.out_w + kPixels - 1) / kPixels);
+  a.work = groups * static_cast<unsigned>(a.f / FT);
   const int resident = std::max(1, CtasPerSm(reinterpret_cast<const void*>(kernel), kThreads, shared)) * CurrentDevice().sms;
   const int blocks = static_cast<int>(std::max(1u, std::min((a.work + kThreads - 1) / kThreads, 4u * resident)));
   kernel<<<blocks, kThreads, shared, stream>>>(a);
@@ -201,14 +288,16 @@ cudaError_t LaunchOfWidth(const ConvLayerArgs<E>& a, cudaStream_t stream) {
 // FT: 8 output channels a thread where the channel count allows (two or one 16-byte stores), else 4, else
 // 1; 1 also where a tensor does not start on 16 bytes (vector accesses need it). The stems of RGB
 // networks (3x3, 3 input channels, 16k filters) unrolled, 16 filters a thread: 1.8x faster than the
-// general loops on MobileNetV2's stem at batch 32 (H200, 47 against 85 us).
+// general loops on MobileNetV2's stem at batch 32 (H200, 47 against 85 us); and kStemPixels pixels a
+// thread (ConvStemKernel).
+constexpr int kStemPixels = 4;
 template <class E, bool kDepthwise>
 cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   const bool aligned = ((reinterpret_cast<uintptr_t>(a.x) | reinterpret_cast<uintptr_t>(a.b) | reinterpret_cast<uintptr_t>(a.y)) & 15) == 0;
   if constexpr (!kDepthwise) {
     const size_t bytes = StagedBytes(a, false);
     if (aligned && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % 16 == 0 && bytes <= kStagedBytes)
-      return LaunchKernel<E, 16, false, true, 3, 3>(a, bytes, stream);
+      return LaunchStem<E, 16, 3, 3, kStemPixels>(a, bytes, stream);
   }
   if (aligned && a.f % 8 == 0) return LaunchOfWidth<E, 8, kDepthwise>(a, stream);
   if (aligned && a.f % 4 == 0) return LaunchOfWidth<E, 4, kDepthwise>(a, stream);
