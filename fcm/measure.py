@@ -4,7 +4,8 @@ scripts under ``benchmarks/`` time things with.
 In: ONNX models (a fused model and its unfused form, or one fused node and its subgraph), batch
 sizes. Out: timings (:class:`Timing`, :func:`time_session`), the two sides of a model timed in
 every configuration of the CUDA provider (:func:`bench_pair`: CUDA graphs on/off,
-``prefer_nhwc`` on/off, the best of each and their ratio), per fused group a micro-benchmark
+``prefer_nhwc`` on/off, and for an fp16 unfused model its reductions in fp16 too, the best of each
+and their ratio), per fused group a micro-benchmark
 (:func:`bench_groups`: the group's node and its original subgraph, in the source's layout, as
 small standalone models, :func:`group_models`, the subgraph in every configuration of the provider
 and the best kept, with the bytes the group cannot avoid over its time
@@ -34,6 +35,7 @@ from onnx import helper
 
 from fcm_core.errors import FcmError
 from fcm_core.vocabulary import kind_of
+from ort_custom_ops.lowering.half import with_half_reductions
 from ort_custom_ops.lowering.rules import overload_of
 from ort_custom_ops.lowering.unfuse import function_body, node_function
 from ort_custom_ops.ops.schema import TO_NCHW, TO_NHWC, is_channels_last, is_fused_group, nchw_dims
@@ -195,14 +197,20 @@ def bench_pair(unfused: onnx.ModelProto, fused: onnx.ModelProto, batch: int, run
         if any(mode not in unfused_side for mode, _ in modes):
             raise FcmError(f"batch {batch}: the earlier unfused side has no {', '.join(m for m, _ in modes)} timings")
         result["unfused"] = {mode: dict(unfused_side[mode]) for mode, _ in modes}
+    # ONNX Runtime's fp16 model also with its reductions in fp16 (the converter's default), where that
+    # changes it: a configuration of the unfused side (ort_custom_ops.lowering.half.with_half_reductions)
+    variants = [("", unfused)]
+    if unfused_side is None and (half_reductions := with_half_reductions(unfused)) is not None:
+        variants.append((",reductions=fp16", half_reductions))
     for mode, tf32 in modes:
-        sides = (("unfused", unfused, False), ("fused", fused if tf32 else with_allow_tf32(fused, False), True))
-        for side, model, with_library in sides:
+        sides = [("unfused", suffix, model, False) for suffix, model in variants]
+        sides.append(("fused", "", fused if tf32 else with_allow_tf32(fused, False), True))
+        for side, suffix, model, with_library in sides:
             if side == "unfused" and unfused_side is not None:
                 continue
             entries = result[side].setdefault(mode, {})
             for graph, nhwc in CONFIGS:
-                label = f"graph={'on' if graph else 'off'},nhwc={'on' if nhwc else 'off'}"
+                label = f"graph={'on' if graph else 'off'},nhwc={'on' if nhwc else 'off'}{suffix}"
                 progress(f"batch {batch} {mode} {side} {label}")
                 try:
                     session = cuda_session(model, with_library, providers(graph, nhwc, tf32))

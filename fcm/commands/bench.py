@@ -18,7 +18,8 @@ from .common import Reporter, add_timing_arguments, batch_sizes, onnxruntime_err
 HELP = "time a fused model against its unfused version on ONNX Runtime's CUDA provider"
 DESCRIPTION = " ".join("""
 Time the unfused model and the fused model on the CUDA execution provider in the same run, each in
-every configuration (CUDA graphs on/off, prefer_nhwc on/off), with inputs and outputs bound to
+every configuration (CUDA graphs on/off, prefer_nhwc on/off; an fp16 unfused model also with its
+reductions, kept fp32 between Casts for accuracy, in fp16 as converters leave them), with inputs and outputs bound to
 device buffers, after warm-up runs; report the medians, the best of each side and their ratio, and
 per fused group a micro-benchmark (the group alone vs its original subgraph) with achieved
 bandwidth (fp32 models); and, in the same run and report, the anchors in the model's precision: ONNX

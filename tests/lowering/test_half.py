@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fcm_core.vocabulary import PRECISIONS
 from ort_custom_ops.lowering.half import (BF16_DIRECT, fp32_mean_nodes, rounded_model, rounding_depth, spatial_mean_nodes,
-                                          to_half, widened)
+                                          to_half, widened, with_half_reductions)
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.standalone import float_io
 from tests.support.means import fp16_mean_reference, spatial_mean_model
@@ -231,3 +231,35 @@ def test_the_widened_model_is_the_half_model_without_its_roundings(precision, rn
     r = lambda a: np.asarray(a, np.float32).astype(dtype).astype(np.float64)  # noqa: E731
     want = 1 / (1 + np.exp(-((r(x) * r(w)).transpose(0, 3, 2, 1) + r(b))))
     np.testing.assert_allclose(_run(wide, x=x), want, rtol=1e-5, atol=1e-6)
+
+
+def test_half_reductions_variant_reads_the_fp16_map(rng):
+    """ONNX Runtime's anchor with its reductions in fp16 (fcm bench's extra configuration of the
+    unfused side): the GlobalAveragePool, the ReduceMean and the Softmax of a squeeze-and-excitation
+    branch and head read the fp16 values, the Casts around them gone (the last one's output, the
+    model's, now an Identity of the Softmax's); the outputs those of an fp16 computation."""
+    x = rng.normal(size=(2, 8, 6, 6)).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Sigmoid", ["p"], ["s"]), helper.make_node("Mul", ["r", "s"], ["g"]),
+             helper.make_node("ReduceMean", ["g"], ["q"], axes=[2, 3], keepdims=0), helper.make_node("Relu", ["q"], ["z"]),
+             helper.make_node("Softmax", ["z"], ["y"], axis=1)]
+    model = _model(nodes, [_floats("x", [2, 8, 6, 6])], [_floats("y", [2, 8])])
+    half = to_half(model, "fp16")
+    variant = with_half_reductions(half)
+    producers = _producers(variant)
+    for op_type, reads in (("GlobalAveragePool", "Relu"), ("ReduceMean", "Mul"), ("Softmax", "Relu")):
+        (node,) = [n for n in variant.graph.node if n.op_type == op_type]
+        assert producers[node.input[0]].op_type == reads, op_type
+    assert sum(n.op_type == "Cast" for n in variant.graph.node) == sum(n.op_type == "Cast" for n in half.graph.node) - 6
+    assert producers["y"].op_type == "Identity"
+
+    def fp16(values):
+        return np.asarray(values, np.float32).astype(np.float16).astype(np.float32)
+
+    r = fp16(np.maximum(x, 0))
+    g = fp16(r * fp16(1 / (1 + np.exp(-fp16(r.mean(axis=(2, 3), keepdims=True))))))
+    z = np.maximum(fp16(g.mean(axis=(2, 3))), 0)
+    want = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(_run(variant, x=x), want, rtol=0, atol=8 * PRECISIONS["fp16"].unit_roundoff)
+    assert with_half_reductions(variant) is None
+    assert with_half_reductions(to_half(_chain(rng)[0], "fp16")) is None
