@@ -14,6 +14,9 @@ SMALL_TILE_CASES = [
     ("pw", 1152, 0, 320, 1, 1, False, True, 32, (7, 7), "gemm"),    # weights scaled per image: 32 products, 160 small tiles
     ("pw", 320, 0, 1280, 1, 1, False, False, 32, (7, 7), "gemm"),   # 130 large tiles: just under one wave
     ("pw", 64, 0, 96, 1, 1, True, False, 32, (28, 28), "gemm"),     # 196 large tiles: they stay
+    ("dwpw", 32, 0, 16, 3, 1, False, False, 4, (56, 57), "dw+gemm"),   # 16 output channels: 128 x 32 tiles (MobileNetV2's first block)
+    ("pwdw", 24, 56, 0, 3, 2, False, False, 5, (45, 47), "gemm+dw"),   # 56: 128 x 64 tiles
+    ("pw", 32, 0, 24, 1, 1, False, True, 3, (60, 61), "gemm"),        # a scale per image, 24 channels: 128 x 32 tiles, batched
 ]
 
 

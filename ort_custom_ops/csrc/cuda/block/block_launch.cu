@@ -599,7 +599,7 @@ std::string DescribeBlockPlan(const BlockPlan& plan) {
                   : plan.passes == 3 ? "CUTLASS's GEMM, depthwise pass, CUTLASS's GEMM"
                   : plan.gemm_first  ? "CUTLASS's GEMM, then depthwise pass"
                                      : "depthwise pass, then CUTLASS's GEMM",
-                  plan.arithmetic, plan.gemm_tiling == GemmTiling::kSmallWhereFew ? ", 64 x 64 tiles where few" : "",
+                  plan.arithmetic, plan.gemm_tiling == GemmTiling::kByShape ? ", GEMM tiles by shape" : "",
                   plan.workspace_bytes, plan.estimate_us);
     return text;
   }

@@ -183,25 +183,27 @@ struct NodeActivation<cutlass::Array<T, N>> {
 
 // A pass's product, D = act(A B^T + bias (+ C)) in E, accumulated in FP32: TF32 or FP16 / BF16 on
 // the tensor cores, operands by TMA, each row K-major (TF32 takes no other), a stage 128 bytes of
-// each row deep (32 FP32 or 64 half channels). Two tile shapes: 128 x 128 tiles of two consumer
-// warpgroups for the products of many tiles; kSmall, 64 x 64 tiles of one consumer warpgroup and as
-// many stages as fit, for the products whose 128 x 128 tiles would leave SMs idle (MobileNetV2's 7x7
-// products at batch 32: 1568 rows, 26 such tiles on 132 SMs, each a serial sum of 15 steps).
-// kStreamK (128 x 128 only): CUTLASS's stream-K scheduler, which divides the sum over the SMs as
-// well as the tiles, its partial sums reduced through a workspace.
+// each row deep (32 FP32 or 64 half channels), kTileM x kTileN output tiles. 128-row tiles run two
+// consumer warpgroups of 64 rows each; 64-row tiles one. The default is 128 x 128; GemmTileFor
+// chooses the others (FCM_CUDA_GEMM_TILES=auto): 64 x 64 for the products whose 128 x 128 tiles
+// would leave SMs idle (MobileNetV2's 7x7 products at batch 32: 1568 rows, 26 such tiles on 132
+// SMs, each a serial sum of 15 steps), 128 x 32 and 128 x 64 for narrow outputs (a 112x112 map's 16
+// output channels filled an eighth of each 128 x 128 tile). kStreamK (128 x 128 only): CUTLASS's
+// stream-K scheduler, which divides the sum over the SMs as well as the tiles, its partial sums
+// reduced through a workspace.
 using namespace cute;
-template <class E, bool kStreamK = false, bool kSmall = false>
+template <class E, bool kStreamK = false, int kTileM = 128, int kTileN = 128>
 struct PassGemm {
-  static_assert(!(kStreamK && kSmall), "stream-K runs the 128 x 128 tiles only");
+  static_assert(!kStreamK || (kTileM == 128 && kTileN == 128), "stream-K runs the 128 x 128 tiles only");
+  static_assert(kTileM == 64 || kTileM == 128, "a consumer warpgroup takes 64 rows");
   using T = CutlassElement<E>;
   static constexpr int kAlignment = 16 / static_cast<int>(sizeof(E));  // elements in 16 bytes (TMA's rows)
-  using StepDepth = Int<128 / static_cast<int>(sizeof(E))>;
-  using TileShape = std::conditional_t<kSmall, Shape<_64, _64, StepDepth>, Shape<_128, _128, StepDepth>>;
+  using TileShape = Shape<Int<kTileM>, Int<kTileN>, Int<128 / static_cast<int>(sizeof(E))>>;
   using ClusterShape = Shape<_1, _1, _1>;
-  using EpilogueSchedule =
-      std::conditional_t<kSmall, cutlass::epilogue::TmaWarpSpecialized, cutlass::epilogue::TmaWarpSpecializedCooperative>;
-  using MainloopSchedule =
-      std::conditional_t<kSmall, cutlass::gemm::KernelTmaWarpSpecialized, cutlass::gemm::KernelTmaWarpSpecializedCooperative>;
+  using EpilogueSchedule = std::conditional_t<kTileM == 64, cutlass::epilogue::TmaWarpSpecialized,
+                                              cutlass::epilogue::TmaWarpSpecializedCooperative>;
+  using MainloopSchedule = std::conditional_t<kTileM == 64, cutlass::gemm::KernelTmaWarpSpecialized,
+                                              cutlass::gemm::KernelTmaWarpSpecializedCooperative>;
   using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<NodeActivation, T, float, T, T>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape, cutlass::epilogue::collective::EpilogueTileAuto,
@@ -230,18 +232,18 @@ bool Aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointe
 // A pass's GEMM, d [rows, n] = act(a [rows, k] b [n, k]^T + bias (+ c)) in E, each row K-major
 // (c, the residual, d's shape, may be null): its arguments. With `batches` > 1, that many such
 // products one after another in memory, each with its own b (the bias shared).
-template <class E, bool kStreamK, bool kSmall>
-typename PassGemm<E, kStreamK, kSmall>::Gemm::Arguments GemmArguments(const E* a, const E* b, const E* bias, const E* c, E* d, int rows,
+template <class E, bool kStreamK, int kTileM, int kTileN>
+typename PassGemm<E, kStreamK, kTileM, kTileN>::Gemm::Arguments GemmArguments(const E* a, const E* b, const E* bias, const E* c, E* d, int rows,
                                                                       int n, int k, const Activation& act, int batches = 1) {
-  using Kernel = typename PassGemm<E, kStreamK, kSmall>::Kernel;
-  using T = typename PassGemm<E, kStreamK, kSmall>::T;
+  using Kernel = typename PassGemm<E, kStreamK, kTileM, kTileN>::Kernel;
+  using T = typename PassGemm<E, kStreamK, kTileM, kTileN>::T;
   const typename Kernel::StrideA sa = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{rows} * k);
   const typename Kernel::StrideB sb = cute::make_stride(int64_t{k}, cute::Int<1>{}, int64_t{n} * k);
   const typename Kernel::StrideC sc = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{rows} * n);
   const typename Kernel::StrideD sd = cute::make_stride(int64_t{n}, cute::Int<1>{}, int64_t{rows} * n);
   // without a residual beta is 0 and C is never read, but its descriptor is still made: d's memory,
   // which has C's shape
-  typename PassGemm<E, kStreamK, kSmall>::Gemm::Arguments args{
+  typename PassGemm<E, kStreamK, kTileM, kTileN>::Gemm::Arguments args{
       batches > 1 ? cutlass::gemm::GemmUniversalMode::kBatched : cutlass::gemm::GemmUniversalMode::kGemm,
       {rows, n, k, batches},
       {reinterpret_cast<const T*>(a), sa, reinterpret_cast<const T*>(b), sb},
@@ -260,16 +262,16 @@ typename PassGemm<E, kStreamK, kSmall>::Gemm::Arguments GemmArguments(const E* a
 // The workspace a stream-K GEMM of these sizes needs (its partial sums and their flags).
 template <class E>
 size_t StreamKWorkspaceBytes(int rows, int n, int k) {
-  const auto args = GemmArguments<E, true, false>(nullptr, nullptr, nullptr, nullptr, nullptr, rows, n, k, Activation());
+  const auto args = GemmArguments<E, true, 128, 128>(nullptr, nullptr, nullptr, nullptr, nullptr, rows, n, k, Activation());
   return PassGemm<E, true>::Gemm::get_workspace_size(args);
 }
 
 // The GEMM on `stream`; `gemm_workspace` holds StreamKWorkspaceBytes for a stream-K one.
-template <class E, bool kStreamK, bool kSmall = false>
+template <class E, bool kStreamK, int kTileM = 128, int kTileN = 128>
 cudaError_t LaunchGemm(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n, int k, const Activation& act,
                        void* gemm_workspace, cudaStream_t stream, int batches = 1) {
-  using Gemm = typename PassGemm<E, kStreamK, kSmall>::Gemm;
-  const auto args = GemmArguments<E, kStreamK, kSmall>(a, b, bias, c, d, rows, n, k, act, batches);
+  using Gemm = typename PassGemm<E, kStreamK, kTileM, kTileN>::Gemm;
+  const auto args = GemmArguments<E, kStreamK, kTileM, kTileN>(a, b, bias, c, d, rows, n, k, act, batches);
   Gemm gemm;
   const size_t workspace_bytes = Gemm::get_workspace_size(args);
   if (gemm.can_implement(args) != cutlass::Status::kSuccess || (workspace_bytes > 0 && gemm_workspace == nullptr))
@@ -295,11 +297,11 @@ cudaError_t LaunchGemm(const E* a, const E* b, const E* bias, const E* c, E* d, 
   return cudaGetLastError();
 }
 
-// A product's output tiles and the steps of its sum, in PassGemm's tiles (kSmall: its 64 x 64 ones).
-template <class E, bool kSmall = false>
+// A product's output tiles and the steps of its sum, in PassGemm's 128 x 128 tiles.
+template <class E>
 struct GemmWork {
   GemmWork(double rows, double n, double k) {
-    using Tile = typename PassGemm<E, false, kSmall>::TileShape;
+    using Tile = typename PassGemm<E>::TileShape;
     tiles = std::ceil(rows / cute::size<0>(Tile{})) * std::ceil(n / cute::size<1>(Tile{}));
     steps = std::ceil(k / cute::size<2>(Tile{}));
   }
@@ -322,11 +324,15 @@ double GemmUs(double rows, double n, double k, double bytes, bool stream_k) {
   return std::max(bytes / kBytesPerUs, compute);
 }
 
-// Whether a product of these sizes (`batches` of them) runs on 64 x 64 tiles: where `tiling` allows
-// it and its 128 x 128 tiles would not fill the SMs once.
+// The tiles a product of these sizes (`batches` of them) runs on: 128 x 128 unless `tiling` allows
+// others; then 64 x 64 where its 128 x 128 tiles would not fill the SMs once, else 128 x 32 or
+// 128 x 64 where its output has at most that many channels.
+enum class GemmTile { k128x128, k64x64, k128x64, k128x32 };
 template <class E>
-bool SmallTiles(double rows, double n, double k, GemmTiling tiling, int batches = 1) {
-  return tiling == GemmTiling::kSmallWhereFew && GemmWork<E>(rows, n, k).tiles * batches < CurrentDevice().sms;
+GemmTile GemmTileFor(double rows, double n, double k, GemmTiling tiling, int batches = 1) {
+  if (tiling != GemmTiling::kByShape) return GemmTile::k128x128;
+  if (GemmWork<E>(rows, n, k).tiles * batches < CurrentDevice().sms) return GemmTile::k64x64;
+  return n <= 32 ? GemmTile::k128x32 : n <= 64 ? GemmTile::k128x64 : GemmTile::k128x128;
 }
 
 // Whether a product of these sizes runs stream-K: on 128 x 128 tiles that fill under half of the
@@ -337,17 +343,20 @@ bool SmallTiles(double rows, double n, double k, GemmTiling tiling, int batches 
 template <class E>
 bool StreamK(double rows, double n, double k, GemmTiling tiling) {
   const GemmWork<E> work(rows, n, k);
-  return !SmallTiles<E>(rows, n, k, tiling) && work.tiles * 2 < CurrentDevice().sms && work.steps >= 8 &&
+  return GemmTileFor<E>(rows, n, k, tiling) == GemmTile::k128x128 && work.tiles * 2 < CurrentDevice().sms && work.steps >= 8 &&
          GemmUs<E>(rows, n, k, 0.0, true) < GemmUs<E>(rows, n, k, 0.0, false);
 }
 
-// The GEMM on `stream` on the tiles SmallTiles chooses (not stream-K).
+// The GEMM on `stream` on the tiles GemmTileFor chooses (not stream-K).
 template <class E>
 cudaError_t RunGemm(const E* a, const E* b, const E* bias, const E* c, E* d, int rows, int n, int k, const Activation& act,
                     GemmTiling tiling, cudaStream_t stream, int batches = 1) {
-  if (SmallTiles<E>(rows, n, k, tiling, batches))
-    return LaunchGemm<E, false, true>(a, b, bias, c, d, rows, n, k, act, nullptr, stream, batches);
-  return LaunchGemm<E, false, false>(a, b, bias, c, d, rows, n, k, act, nullptr, stream, batches);
+  switch (GemmTileFor<E>(rows, n, k, tiling, batches)) {
+    case GemmTile::k64x64: return LaunchGemm<E, false, 64, 64>(a, b, bias, c, d, rows, n, k, act, nullptr, stream, batches);
+    case GemmTile::k128x32: return LaunchGemm<E, false, 128, 32>(a, b, bias, c, d, rows, n, k, act, nullptr, stream, batches);
+    case GemmTile::k128x64: return LaunchGemm<E, false, 128, 64>(a, b, bias, c, d, rows, n, k, act, nullptr, stream, batches);
+    default: return LaunchGemm<E, false, 128, 128>(a, b, bias, c, d, rows, n, k, act, nullptr, stream, batches);
+  }
 }
 
 // The intermediates' bytes in the workspace (the first GEMM's output, then the depthwise pass's where
@@ -372,7 +381,7 @@ bool LastProductStreamK(const ChainProblemOf<E>& p, int passes, GemmTiling tilin
 
 GemmTiling GemmTilingFromEnvironment() {
   const char* tiles = std::getenv("FCM_CUDA_GEMM_TILES");
-  return tiles != nullptr && std::string(tiles) == "auto" ? GemmTiling::kSmallWhereFew : GemmTiling::kLarge;
+  return tiles != nullptr && std::string(tiles) == "auto" ? GemmTiling::kByShape : GemmTiling::kLarge;
 }
 
 template <class E>

@@ -31,12 +31,13 @@ namespace fcm {
 namespace block {
 
 // How the passes' GEMMs are tiled. kLarge: 128 x 128 tiles, and stream-K for the deep last product
-// of three passes where that is faster by the estimate. kSmallWhereFew: 64 x 64 tiles (never
-// stream-K) for the products whose 128 x 128 tiles would not fill the SMs once, such as MobileNetV2's
-// 7x7 products at batch 32 and every product at batch 1; the estimate is kLarge's (not yet fitted
-// to the small tiles). FCM_CUDA_GEMM_TILES=auto asks for kSmallWhereFew (a measurement switch until
-// it is timed on the zoo; unset or "128": kLarge).
-enum class GemmTiling { kLarge, kSmallWhereFew };
+// of three passes where that is faster by the estimate. kByShape: 64 x 64 tiles (one consumer
+// warpgroup) for the products whose 128 x 128 tiles would not fill the SMs once (MobileNetV2's 7x7
+// products at batch 32, every product at batch 1), else 128 x 32 or 128 x 64 for outputs of at most
+// that many channels, else 128 x 128; never stream-K. The estimate is kLarge's (not yet fitted to
+// the other tiles). FCM_CUDA_GEMM_TILES=auto asks for kByShape (a measurement switch until it is
+// timed on the zoo; unset or "128": kLarge).
+enum class GemmTiling { kLarge, kByShape };
 GemmTiling GemmTilingFromEnvironment();
 
 // Why `passes` (1, 2 or 3) separate passes cannot run this problem on this device ("" where they can).
