@@ -57,29 +57,48 @@ __device__ __forceinline__ void Store4(E* at, const float v[4]) {
   }
 }
 
+// The depthwise pass's threads: one per block of kRows x kColumns output pixels and channel quad,
+// the quads in warps of 32 (some idle) from 32 quads on (DepthwisePass).
+template <class E>
+__host__ __device__ long long DepthwisePassThreads(const ChainProblemOf<E>& p) {
+  const int quads = p.m / 4;
+  const long long blocks = static_cast<long long>(p.n) * ((p.out_h + kRows - 1) / kRows) * ((p.out_w + kColumns - 1) / kColumns);
+  return blocks * (quads < 32 ? quads : (quads + 31) / 32 * 32);
+}
+
 // v[pixel, c..c+3] = actd(bd + sum over taps of x * wd) for a thread's kRows x kColumns output pixels
 // and four channels, in FP32 whatever E is (v is rounded to E, as the fused kernels round the
 // depthwise stage's output for their product): each input row's pixels are loaded once for every
 // tap and output pixel that uses them. A warp takes 32 consecutive channel quads (contiguous loads
 // and stores), and the warps of a CTA neighbouring blocks of the same rows, whose input columns
-// overlap: those loads hit L1.
+// overlap: those loads hit L1. Under 32 quads (fewer than 128 channels) a warp takes the quads of
+// one block and then of the next ones along the row instead, so that every lane works (32 channels
+// left three lanes in four idle).
 template <class E, int K, int S>
 __global__ void __launch_bounds__(kThreads) DepthwisePass(const ChainProblemOf<E> p, E* v) {
   constexpr int kInputRows = (kRows - 1) * S + K, kInputs = (kColumns - 1) * S + K;
-  const int quads = p.m / 4, quad_groups = (quads + 31) / 32;
+  const int quads = p.m / 4;
   const int blocks_w = (p.out_w + kColumns - 1) / kColumns, blocks_h = (p.out_h + kRows - 1) / kRows;
   const long long index = static_cast<long long>(blockIdx.x) * kThreads + threadIdx.x;
-  const long long total = static_cast<long long>(p.n) * blocks_h * quad_groups * blocks_w * 32;
-  if (index >= total) return;
-  const int lane = static_cast<int>(index & 31);
-  long long rest = index >> 5;
-  const int bx = static_cast<int>(rest % blocks_w);
-  rest /= blocks_w;
-  const int q = static_cast<int>(rest % quad_groups) * 32 + lane;
-  rest /= quad_groups;
+  if (index >= DepthwisePassThreads(p)) return;
+  int q, bx;
+  long long rest;
+  if (quads < 32) {
+    q = static_cast<int>(index % quads);
+    rest = index / quads;
+    bx = static_cast<int>(rest % blocks_w);
+    rest /= blocks_w;
+  } else {
+    const int quad_groups = (quads + 31) / 32;
+    rest = index >> 5;
+    bx = static_cast<int>(rest % blocks_w);
+    rest /= blocks_w;
+    q = static_cast<int>(rest % quad_groups) * 32 + static_cast<int>(index & 31);
+    rest /= quad_groups;
+    if (q >= quads) return;
+  }
   const int by = static_cast<int>(rest % blocks_h);
   const int image = static_cast<int>(rest / blocks_h);
-  if (q >= quads) return;
   const int c = 4 * q, oy0 = by * kRows, ox0 = bx * kColumns;
   float acc[kRows][kColumns][4];
 #pragma unroll
@@ -136,8 +155,7 @@ __global__ void __launch_bounds__(kThreads) DepthwisePass(const ChainProblemOf<E
 // The depthwise pass at the problem's kernel size and stride (depthwise_shape.h).
 template <class E>
 cudaError_t LaunchDepthwisePass(const ChainProblemOf<E>& p, E* v, cudaStream_t stream) {
-  const long long threads = static_cast<long long>(p.n) * ((p.out_h + kRows - 1) / kRows) * ((p.m / 4 + 31) / 32) *
-                            ((p.out_w + kColumns - 1) / kColumns) * 32;
+  const long long threads = DepthwisePassThreads(p);
   const dim3 grid(static_cast<unsigned>((threads + kThreads - 1) / kThreads));
   WithDepthwiseShape(p.kernel, p.stride, [&](auto k, auto s) {
     DepthwisePass<E, decltype(k)::value, decltype(s)::value><<<grid, kThreads, 0, stream>>>(p, v);
