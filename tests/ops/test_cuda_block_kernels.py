@@ -298,7 +298,8 @@ def test_pwdw_in_two_passes(case, rng):
     (24, 144, 24, 3, 1, True, 3, (9, 12)),      # y = res_act(acc + b + x)
     (32, 64, 40, 5, 1, False, 1, (11, 11)),
     (40, 120, 48, 7, 2, False, 2, (17, 15)),
-    (160, 960, 160, 3, 1, True, 32, (7, 7)),    # MobileNetV2's 7x7 block at batch 32 (the last product stream-K)
+    (160, 960, 160, 3, 1, True, 32, (7, 7)),    # MobileNetV2's 7x7 block at batch 32
+    (64, 1024, 48, 3, 1, False, 32, (7, 7)),    # a sum of 32 steps over 26 tiles: the last product stream-K
     (24, 72, 40, 3, 1, False, 2, (11, 13)),     # MobileNetV3's hard swish after the first product
 ])
 def test_pwdwpw_in_three_passes(case, rng):
@@ -508,7 +509,7 @@ def test_small_cases_for_the_sanitizer(rng):
         spec = with_activations(spec, last=Activation(), residual=Activation("relu"))
         check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="dw+gemm")
         # (a deep sum over few tiles: the last product runs stream-K, its partial sums through the workspace)
-        spec = random_spec(rng, "pwdwpw", 8, kernel=3, stride=2, expand=256, out=16, channels_last=True)
+        spec = random_spec(rng, "pwdwpw", 8, kernel=3, stride=2, expand=1024, out=16, channels_last=True)
         spec = with_activations(spec, first=Activation("relu"), last=Activation())
         check_on_gpu(spec, rng, 2, 7, 5, TF32_BOUND, plan="gemm+dw+gemm")
 
@@ -544,7 +545,7 @@ def test_separate_passes_in_a_cuda_graph(kind, plan, rng):
     product stream-K, its workspace zeroed in the graph), then replays with new inputs: each
     replay's output is the CPU's."""
     require_hopper()
-    spec = random_spec(rng, kind, 32, kernel=3, stride=1, expand=512, out=32, channels_last=True)  # (three: stream-K)
+    spec = random_spec(rng, kind, 32, kernel=3, stride=1, expand=1024, out=32, channels_last=True)  # (three: stream-K)
     spec = with_activations(spec, first=Activation("relu") if kind == "pwdwpw" else None, last=Activation("relu"))
     model = twice(fused_model(spec))
     check_graph_replays(model, rng, (4, 14, 14, 32), "Y2", plan, 4, TF32_BOUND)

@@ -267,7 +267,7 @@ def test_small_half_cases_for_the_sanitizer(precision, rng):
         spec = random_spec(rng, "dwpw", 16, kernel=3, stride=2, out=24, channels_last=True)
         spec = with_activations(spec, last=Activation("relu"))
         check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="dw+gemm")
-        spec = random_spec(rng, "pwdwpw", 8, kernel=3, stride=1, expand=512, out=8, residual=True, channels_last=True)  # stream-K
+        spec = random_spec(rng, "pwdwpw", 8, kernel=3, stride=1, expand=2048, out=8, residual=True, channels_last=True)  # stream-K
         spec = with_activations(spec, first=Activation("relu"), last=Activation(), residual=Activation())
         check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="gemm+dw+gemm")
         for scale in (False, True):
