@@ -57,13 +57,17 @@ __device__ __forceinline__ void Store4(E* at, const float v[4]) {
   }
 }
 
+// Whether the depthwise pass packs a block's channel quads with the next blocks' into warps: where a
+// warp per 32 quads of one block would leave more than an eighth of its lanes idle (DepthwisePass).
+__host__ __device__ inline bool PackedQuads(int quads) { return 8 * quads < 7 * ((quads + 31) / 32 * 32); }
+
 // The depthwise pass's threads: one per block of kRows x kColumns output pixels and channel quad,
-// the quads in warps of 32 (some idle) from 32 quads on (DepthwisePass).
+// unpacked quads in warps of 32 (some idle).
 template <class E>
 __host__ __device__ long long DepthwisePassThreads(const ChainProblemOf<E>& p) {
   const int quads = p.m / 4;
   const long long blocks = static_cast<long long>(p.n) * ((p.out_h + kRows - 1) / kRows) * ((p.out_w + kColumns - 1) / kColumns);
-  return blocks * (quads < 32 ? quads : (quads + 31) / 32 * 32);
+  return blocks * (PackedQuads(quads) ? quads : (quads + 31) / 32 * 32);
 }
 
 // v[pixel, c..c+3] = actd(bd + sum over taps of x * wd) for a thread's kRows x kColumns output pixels
@@ -71,9 +75,9 @@ __host__ __device__ long long DepthwisePassThreads(const ChainProblemOf<E>& p) {
 // depthwise stage's output for their product): each input row's pixels are loaded once for every
 // tap and output pixel that uses them. A warp takes 32 consecutive channel quads (contiguous loads
 // and stores), and the warps of a CTA neighbouring blocks of the same rows, whose input columns
-// overlap: those loads hit L1. Under 32 quads (fewer than 128 channels) a warp takes the quads of
-// one block and then of the next ones along the row instead, so that every lane works (32 channels
-// left three lanes in four idle).
+// overlap: those loads hit L1. Where that would leave more than an eighth of the lanes idle
+// (PackedQuads: 32 channels left three lanes in four idle, 144 seven in sixteen) a warp takes the
+// quads of one block and then of the next ones along the row instead, so that every lane works.
 template <class E, int K, int S>
 __global__ void __launch_bounds__(kThreads) DepthwisePass(const ChainProblemOf<E> p, E* v) {
   constexpr int kInputRows = (kRows - 1) * S + K, kInputs = (kColumns - 1) * S + K;
@@ -83,7 +87,7 @@ __global__ void __launch_bounds__(kThreads) DepthwisePass(const ChainProblemOf<E
   if (index >= DepthwisePassThreads(p)) return;
   int q, bx;
   long long rest;
-  if (quads < 32) {
+  if (PackedQuads(quads)) {
     q = static_cast<int>(index % quads);
     rest = index / quads;
     bx = static_cast<int>(rest % blocks_w);
