@@ -395,10 +395,26 @@ def test_tune_candidates_end_with_the_plans_the_estimate_does_not_rank():
     assert "6x8,24,1,3" in wide
     stride_one = [32, 56, 56, 24, 144, 24, 3, 1, 1, 1, 56, 56, 0, 1, 1, 1, 1, 1]
     assert all(region(p, 1) <= 128 for p in block_candidates_for(stride_one, top=1000) if "+" not in p)
+    # two computing warpgroups on its 24 outputs (one 64-wide slice): after the ranked ones
+    plans = block_candidates_for(stride_one, top=4)
+    halves = [p for p in plans[4:] if p.endswith(",64,1,3,2")]
+    assert 1 <= len(halves) <= 3 and not any(p.endswith(",2") for p in plans[:4])
     # a lone PW (MobileNetV2's last 1x1 convolution): its one GEMM pass is timed, never ranked
     head = [32, 7, 7, 320, 320, 1280, 1, 1, 0, 0, 7, 7, 0, 0, 0, 1, 0, 1]
     plans = block_candidates_for(head, top=4)
     assert plans.count("gemm") == 1 and plans.index("gemm") >= 4
+
+
+@pytest.mark.parametrize("kind, stride", [("pwdwpw", 1), ("pwdwpw", 2), ("dwpw", 1)])
+def test_two_warpgroups_on_a_narrow_output(kind, stride, precision, rng):
+    """The tune's two-warpgroup candidates for outputs under 64 channels (MobileNetV2's 56x56 block:
+    24 out): one 64-wide slice, the channels past the output's computed and dropped; a residual,
+    odd sizes, against the CPU kernels."""
+    if precision == "fp32":
+        pytest.skip("two computing warpgroups run the tensor cores only")
+    spec = random_spec(rng, kind, 24, kernel=3, stride=stride, expand=144, out=24, residual=stride == 1 and kind == "pwdwpw",
+                       channels_last=True)
+    check_on_gpu(spec, rng, 3, 23, 21, TF32_BOUND, plan="8x8,64,1,3,2")
 
 
 @pytest.mark.parametrize("case", SMALL_TILE_CASES)

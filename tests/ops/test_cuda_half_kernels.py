@@ -91,6 +91,15 @@ def test_forced_plans_in_half(precision, plan, rng):
 
 
 @HALF
+@pytest.mark.parametrize("stride", [1, 2])
+def test_two_warpgroups_on_a_narrow_output_in_half(precision, stride, rng):
+    """Two computing warpgroups on 24 outputs (one 64-wide slice, the rest dropped), the tune's
+    candidates for MobileNetV2's 56x56 and 112x112 blocks, in the node's type."""
+    spec = random_spec(rng, "pwdwpw", 24, kernel=3, stride=stride, expand=144, out=24, residual=stride == 1, channels_last=True)
+    check_half_on_gpu(_half(spec, precision), rng, 3, 23, 21, plan="8x8,64,1,3,2")
+
+
+@HALF
 def test_mobilenet_v2_blocks_at_batch_32_in_half(precision, rng):
     for c, e, f, size, stride in [(16, 96, 24, 112, 2), (24, 144, 24, 56, 1), (64, 384, 64, 14, 1), (160, 960, 320, 7, 1)]:
         spec = _half(random_spec(rng, "pwdwpw", c, kernel=3, stride=stride, expand=e, out=f, residual=(c == f and stride == 1),

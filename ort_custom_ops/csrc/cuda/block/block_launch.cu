@@ -525,6 +525,24 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate
 template <class E>
 std::vector<BlockPlan> UnrankedCandidates(const ChainProblemOf<E>& p) {
   std::vector<BlockPlan> plans = SeparatePassPlans(p, 1);
+  // Two computing warpgroups on an output narrower than the two-warpgroup kernels' 64 channels
+  // (MobileNetV2's 112x112 and 56x56 blocks, 16-32 channels out, 3-11% of their byte bound in FP16):
+  // the three best-estimated tiles, one 64-wide slice, the tail channels computed and dropped. The
+  // estimate ranks them below the narrow kernels; they are fcm tune's to time.
+  if (p.pwl && p.f < 64 && (kIsHalf<E> || p.tf32)) {
+    std::vector<BlockPlan> ranked = BlockCandidates(p, false);
+    std::stable_sort(ranked.begin(), ranked.end(), [](const BlockPlan& a, const BlockPlan& b) { return a.estimate_us < b.estimate_us; });
+    std::vector<std::pair<int, int>> tiles;
+    for (const BlockPlan& r : ranked) {
+      if (r.wide || std::find(tiles.begin(), tiles.end(), std::make_pair(r.tile_h, r.tile_w)) != tiles.end()) continue;
+      tiles.emplace_back(r.tile_h, r.tile_w);
+      BlockPlan plan;
+      plan.tile_h = r.tile_h, plan.tile_w = r.tile_w, plan.f_tile = 64, plan.split = 1, plan.stages = 3, plan.groups = 2;
+      plan = CompleteBlockPlan(p, plan);
+      if (plan.error.empty()) plans.push_back(plan);
+      if (tiles.size() == 3) break;
+    }
+  }
   if (!(p.pw1 && p.dw && p.pwl) || p.stride != 2) return plans;
   // tiles of at most 64 pixels in at most 8 rows of at least 4, whose region is 129 to 256 pixels:
   // for each height the widest, as it is and balanced over the image (wide_regions.py's sweep)
