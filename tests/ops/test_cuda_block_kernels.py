@@ -554,13 +554,15 @@ def test_cuda_graph_capture_and_replay(split, rng):
     check_graph_replays(twice(fused_model(first)), rng, (4, 14, 14, 32), "Y2", f"7x7,32,{split},3", 4, TF32_BOUND)
 
 
+@pytest.mark.parametrize("tiles", ["128", "auto"])
 @pytest.mark.parametrize("kind, plan", [("dwpw", "dw+gemm"), ("pwdwpw", "gemm+dw+gemm")])
-def test_separate_passes_in_a_cuda_graph(kind, plan, rng):
+def test_separate_passes_in_a_cuda_graph(kind, plan, tiles, rng, monkeypatch):
     """Two nodes in a row on the "dw+gemm" or "gemm+dw+gemm" plan captured in a CUDA graph (each its
-    GEMMs and depthwise pass, the workspace from ONNX Runtime's allocator; the three passes' last
-    product stream-K, its workspace zeroed in the graph), then replays with new inputs: each
-    replay's output is the CPU's."""
+    GEMMs and depthwise pass, the workspace from ONNX Runtime's allocator; with the default tiles the
+    three passes' last product stream-K, its workspace zeroed in the graph; FCM_CUDA_GEMM_TILES=auto:
+    64 x 64 tiles), then replays with new inputs: each replay's output is the CPU's."""
     require_hopper()
+    monkeypatch.setenv("FCM_CUDA_GEMM_TILES", tiles)
     spec = random_spec(rng, kind, 32, kernel=3, stride=1, expand=1024, out=32, channels_last=True)  # (three: stream-K)
     spec = with_activations(spec, first=Activation("relu") if kind == "pwdwpw" else None, last=Activation("relu"))
     model = twice(fused_model(spec))
