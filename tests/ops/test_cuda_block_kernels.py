@@ -405,6 +405,23 @@ def test_tune_candidates_end_with_the_plans_the_estimate_does_not_rank():
     assert plans.count("gemm") == 1 and plans.index("gemm") >= 4
 
 
+def test_a_split_over_a_cluster_of_16(precision, rng):
+    """sm_90's non-portable cluster size: MobileNetV2's 7x7 block at batch 1 with its 30 chunks split
+    over 16 CTAs (2 each), their shares of the sums added in distributed shared memory; a residual;
+    fcm tune's candidate where the best estimates split over 8."""
+    if not has_clusters():
+        pytest.skip("clusters need sm_90")
+    if precision == "fp32":
+        pytest.skip("the exact FP32 kernels are compiled for output-channel slices of 32, 64, 128 and 192")
+    spec = random_spec(rng, "pwdwpw", 160, kernel=3, stride=1, expand=960, out=160, residual=True, channels_last=True)
+    check_on_gpu(spec, rng, 1, 7, 7, TF32_BOUND, plan="7x7,80,16,3")
+    # n, h, w, c, m, f, kernel, stride, pad_top, pad_left, out_h, out_w, scale_batch, pw1, dw, pwl, residual, tf32
+    block = [1, 7, 7, 160, 960, 160, 3, 1, 1, 1, 7, 7, 0, 1, 1, 1, 1, 1]
+    plans = block_candidates_for(block, top=8)
+    if any(p.split(",")[2] == "8" for p in plans[:8] if "+" not in p):
+        assert any(p.split(",")[2] == "16" for p in plans[8:] if "+" not in p), plans
+
+
 @pytest.mark.parametrize("kind, stride", [("pwdwpw", 1), ("pwdwpw", 2), ("dwpw", 1)])
 def test_two_warpgroups_on_a_narrow_output(kind, stride, precision, rng):
     """The tune's two-warpgroup candidates for outputs under 64 channels (MobileNetV2's 56x56 block:
@@ -468,9 +485,9 @@ def test_plan_override_is_checked(rng):
         make_session(forced_plan(pwdw, "8x8,0,1,0,2", 1), providers=cuda_providers()).run(None, {"X": x})
     with pytest.raises(Exception, match="more than the intermediate's 32-channel chunks"):
         make_session(forced_plan(pwdw, "8x8,0,3,3", 1), providers=cuda_providers()).run(None, {"X": x})
-    deep = fused_model(random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, expand=320, out=16, channels_last=True))
-    with pytest.raises(Exception, match="split is 1 to 8 with a last pointwise stage"):
-        make_session(forced_plan(deep, "8x8,16,10,3", 1), providers=cuda_providers()).run(None, {"X": x})
+    deep = fused_model(random_spec(rng, "pwdwpw", 16, kernel=3, stride=1, expand=576, out=16, channels_last=True))
+    with pytest.raises(Exception, match="split is 1 to 16 with a last pointwise stage"):
+        make_session(forced_plan(deep, "8x8,16,17,3", 1), providers=cuda_providers()).run(None, {"X": x})
 
 
 def test_tuned_plans_attribute(rng, capfd, monkeypatch):

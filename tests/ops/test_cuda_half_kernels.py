@@ -91,6 +91,16 @@ def test_forced_plans_in_half(precision, plan, rng):
 
 
 @HALF
+def test_a_split_over_a_cluster_of_16_in_half(precision, rng):
+    """18 chunks of 64 channels (EfficientNetB0's 7x7 1152) split over a cluster of 16 CTAs at batch 1,
+    two output-channel slices, in the node's type."""
+    if not has_clusters():
+        pytest.skip("clusters need sm_90")
+    spec = random_spec(rng, "pwdwpw", 192, kernel=3, stride=1, expand=1152, out=192, residual=True, channels_last=True)
+    check_half_on_gpu(_half(spec, precision), rng, 1, 7, 7, plan="7x7,96,16,3")
+
+
+@HALF
 @pytest.mark.parametrize("stride", [1, 2])
 def test_two_warpgroups_on_a_narrow_output_in_half(precision, stride, rng):
     """Two computing warpgroups on 24 outputs (one 64-wide slice, the rest dropped), the tune's

@@ -34,6 +34,7 @@ constexpr int kMaxStages = 16;    // block_kernel.cuh's Barriers hold this many
 constexpr int kRingStages = 4;    // the deepest ring a plan asks for
 constexpr int kBarrierBytes = 512;
 constexpr int kMaxSplit = 8;      // portable cluster size (a split whose shares are added in a cluster)
+constexpr int kMaxClusterSplit = 16;  // sm_90's non-portable cluster size: fcm tune's to time (UnrankedCandidates)
 
 using KernelFn = const void*;
 
@@ -368,7 +369,7 @@ BlockPlan CompleteBlockPlan(const ChainProblemOf<E>& p, BlockPlan plan) {
   // With a last pointwise stage the CTAs of a split add their shares in a cluster; without one
   // (PW->DW) each writes its own chunks' channels, so a split is any number of independent CTAs.
   if (plan.split < 1) return fail("split is at least 1");
-  if (p.pwl && plan.split > kMaxSplit) return fail("split is 1 to 8 with a last pointwise stage (a cluster)");
+  if (p.pwl && plan.split > kMaxClusterSplit) return fail("split is 1 to 16 with a last pointwise stage (a cluster)");
   if (plan.split > CeilDiv(p.m, kChunk)) return fail("split is more than the intermediate's 32-channel chunks");
   if (ClusteredSplit(p, plan.split) && (d.major < 9 || !d.clusters))
     return fail("a split with a last pointwise stage needs thread-block clusters (sm_90)");
@@ -541,6 +542,23 @@ std::vector<BlockPlan> UnrankedCandidates(const ChainProblemOf<E>& p) {
       plan = CompleteBlockPlan(p, plan);
       if (plan.error.empty()) plans.push_back(plan);
       if (tiles.size() == 3) break;
+    }
+  }
+  // A cluster of 16 CTAs (sm_90's non-portable size) where the best-estimated plans split the chunks
+  // over 8: at batch 1 a 7x7 block's unit is a chain of 30 chunks (FP32), 4 a CTA over 8 and 2 over
+  // 16, and each chunk's latency, not its work, is what the blocks take (9-19 us each on an H100).
+  if (p.pwl && CeilDiv(p.m, kChunk) >= kMaxClusterSplit) {
+    std::vector<BlockPlan> ranked = BlockCandidates(p, false);
+    std::stable_sort(ranked.begin(), ranked.end(), [](const BlockPlan& a, const BlockPlan& b) { return a.estimate_us < b.estimate_us; });
+    int added = 0;
+    for (const BlockPlan& r : ranked) {
+      if (r.split != kMaxSplit || r.groups != 1) continue;
+      BlockPlan plan;
+      plan.tile_h = r.tile_h, plan.tile_w = r.tile_w, plan.f_tile = r.f_tile, plan.split = kMaxClusterSplit, plan.stages = r.stages;
+      plan = CompleteBlockPlan(p, plan);
+      if (plan.error.empty() && std::none_of(plans.begin(), plans.end(), [&](const BlockPlan& q) { return BlockPlanText(q) == BlockPlanText(plan); }))
+        plans.push_back(plan), ++added;
+      if (added == 3) break;
     }
   }
   if (!(p.pw1 && p.dw && p.pwl) || p.stride != 2) return plans;

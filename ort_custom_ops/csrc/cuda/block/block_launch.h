@@ -62,7 +62,8 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate
 // fitted to FP32 times of two and three passes; a half-type node is ranked on its FP32 problem,
 // with twice its bytes), a lone PW's single GEMM and PW->DW's two passes among them (their
 // estimates not yet fitted), two computing warpgroups on an output under 64 channels (one 64-wide
-// slice, on the three best-estimated tiles; not yet timed), and
+// slice, on the three best-estimated tiles; not yet timed), splits over a cluster of 16 CTAs
+// (sm_90's non-portable size) where the best estimates split over 8 (not yet timed), and
 // the wide-region plans (PW->DW->PW at stride 2, an input region of 129 to 256 pixels), which the
 // kernels never choose themselves: measured forced on MobileNetV2's stride-2 blocks, they won on two
 // (1.18x, 1.26x at batch 32) and lost on the others and at batch 1, which the estimate did not tell
