@@ -390,7 +390,8 @@ def test_tune_candidates_end_with_the_plans_the_estimate_does_not_rank():
     ranked, unranked = plans[:4], plans[4:]
     assert "gemm+dw+gemm" in plans and len(set(plans)) == len(plans)
     assert all(region(p, 2) <= 128 for p in ranked if "+" not in p)
-    wide = [p for p in unranked if "+" not in p]
+    # (besides the wide regions: two warpgroups on one 64-wide slice of its 24 outputs, or a split over 16)
+    wide = [p for p in unranked if "+" not in p and not p.endswith(",64,1,3,2") and p.split(",")[2] != "16"]
     assert wide and all(128 < region(p, 2) <= 256 for p in wide)
     assert "6x8,24,1,3" in wide
     stride_one = [32, 56, 56, 24, 144, 24, 3, 1, 1, 1, 56, 56, 0, 1, 1, 1, 1, 1]
