@@ -147,7 +147,7 @@ def with_half_reductions(model: onnx.ModelProto) -> onnx.ModelProto | None:
     def cast_to(node, element) -> bool:
         return node is not None and node.op_type == "Cast" and any(a.name == "to" and a.i == element for a in node.attribute)
 
-    sources, renamed, narrows_dropped = {}, {}, set()
+    sources, renamed = {}, {}  # renamed: each dropped narrowing Cast's output -> the reduction's
     for index, node in enumerate(graph.node):
         if node.op_type not in FP16_KEPT or node.domain not in ("", "ai.onnx") or node.output[0] in graph_outputs:
             continue
@@ -157,20 +157,19 @@ def with_half_reductions(model: onnx.ModelProto) -> onnx.ModelProto | None:
         sources[index] = widen.input[0]
         for narrow in narrows:
             renamed[narrow.output[0]] = node.output[0]
-            narrows_dropped.add(narrow.output[0])
     if not sources:
         return None
     half = onnx.ModelProto()
     half.CopyFrom(model)
     nodes = []
     for index, node in enumerate(half.graph.node):
-        if node.op_type == "Cast" and node.output[0] in narrows_dropped:
+        if node.op_type == "Cast" and node.output[0] in renamed:
             continue
         if index in sources:
             node.input[0] = sources[index]
         node.input[:] = [renamed.get(name, name) for name in node.input]
         nodes.append(node)
-    for name in graph_outputs & narrows_dropped:  # a dropped Cast's output that is the graph's: the same values under its name
+    for name in graph_outputs & renamed.keys():  # a dropped Cast's output that is the graph's: the same values under its name
         nodes.append(helper.make_node("Identity", [renamed[name]], [name], name=f"{name}__identity"))
     # the widening Casts nothing reads any more
     read = {name for node in nodes for name in node.input} | graph_outputs
@@ -178,7 +177,7 @@ def with_half_reductions(model: onnx.ModelProto) -> onnx.ModelProto | None:
     del half.graph.node[:]
     half.graph.node.extend(nodes)
     retyped = {graph.node[index].output[0] for index in sources}
-    kept_info = [v for v in half.graph.value_info if v.name not in retyped and v.name not in narrows_dropped]
+    kept_info = [v for v in half.graph.value_info if v.name not in retyped and v.name not in renamed]
     del half.graph.value_info[:]
     half.graph.value_info.extend(kept_info)
     onnx.checker.check_model(half)

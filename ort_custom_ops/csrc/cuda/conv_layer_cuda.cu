@@ -94,24 +94,27 @@ __device__ __forceinline__ void StoreValues(E* to, const float (&v)[FT]) {
   }
 }
 
+// The weights [F, per_filter, taps] into shared memory as floats [tap][input channel of the filter][f],
+// so that a thread's adjacent filters are adjacent; by the whole CTA.
+template <class E>
+__device__ __forceinline__ void StageWeights(const ConvLayerArgs<E>& a, int taps, int per_filter, float* staged) {
+  const int count = taps * per_filter * a.f;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) {
+    const int f = i % a.f, rest = i / a.f, c = rest % per_filter, tap = rest / per_filter;
+    staged[i] = Element<E>::ToFloat(a.w[(f * per_filter + c) * taps + tap]);
+  }
+  __syncthreads();
+}
+
 // kDepthwise: output channel f reads input channel f (group = C = F); else every input channel.
-// kStaged: the weights in shared memory as [tap][input channel of the filter][f]. kK, kC: the kernel
-// size and input channels at compile time (0: read from the arguments), so that the stems' loops
-// unroll into straight FMAs.
-template <class E, int FT, bool kDepthwise, bool kStaged, int kK = 0, int kC = 0>
+// kStaged: the weights in shared memory (StageWeights).
+template <class E, int FT, bool kDepthwise, bool kStaged>
 __global__ void __launch_bounds__(kThreads) ConvLayerKernel(const ConvLayerArgs<E> a) {
   extern __shared__ float4 staged_vectors[];
   float* staged = reinterpret_cast<float*>(staged_vectors);
-  const int kh = kK ? kK : a.kh, kw = kK ? kK : a.kw, channels = kC ? kC : a.c;
+  const int kh = a.kh, kw = a.kw, channels = a.c;
   const int taps = kh * kw, per_filter = kDepthwise ? 1 : channels;
-  if constexpr (kStaged) {
-    const int count = taps * per_filter * a.f;
-    for (int i = threadIdx.x; i < count; i += blockDim.x) {
-      const int f = i % a.f, rest = i / a.f, c = rest % per_filter, tap = rest / per_filter;
-      staged[i] = Element<E>::ToFloat(a.w[(f * per_filter + c) * taps + tap]);
-    }
-    __syncthreads();
-  }
+  if constexpr (kStaged) StageWeights(a, taps, per_filter, staged);
   // acc[j] += v * weight(tap, input channel c of the filter, f0 + j) for j < FT (kDepthwise: v[j])
   auto accumulate = [&](float (&acc)[FT], const float* v, bool per_channel, int tap, int c, int f0) {
     if constexpr (kStaged && FT % 4 == 0) {  // (F and f0 are multiples of 4: aligned vectors)
@@ -186,12 +189,7 @@ __global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArg
   static_assert(FT % 4 == 0, "the staged weights are read as float4");
   extern __shared__ float4 staged_vectors[];
   float* staged = reinterpret_cast<float*>(staged_vectors);
-  constexpr int kTaps = kK * kK;
-  for (int i = threadIdx.x; i < kTaps * kC * a.f; i += blockDim.x) {
-    const int f = i % a.f, rest = i / a.f, c = rest % kC, tap = rest / kC;
-    staged[i] = Element<E>::ToFloat(a.w[(f * kC + c) * kTaps + tap]);
-  }
-  __syncthreads();
+  StageWeights(a, kK * kK, kC, staged);
   const unsigned slices = a.f / FT;
   const int pixels = a.n * a.out_h * a.out_w;
   for (unsigned index = blockIdx.x * blockDim.x + threadIdx.x; index < a.work; index += gridDim.x * blockDim.x) {
@@ -249,27 +247,28 @@ __global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArg
   }
 }
 
-// One kernel instance, its grid a few waves of resident CTAs (`staged`: the weights fit shared memory).
-template <class E, int FT, bool kDepthwise, bool kStaged, int kK = 0, int kC = 0>
-cudaError_t LaunchKernel(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream) {
-  const auto kernel = &ConvLayerKernel<E, FT, kDepthwise, kStaged, kK, kC>;
-  a.work = static_cast<unsigned>(a.n * a.out_h * a.out_w * (a.f / FT));
+// `kernel` on a.work threads' worth of work, its grid a few waves of resident CTAs (each loops).
+template <class E>
+cudaError_t LaunchWaves(void (*kernel)(ConvLayerArgs<E>), const ConvLayerArgs<E>& a, size_t shared, cudaStream_t stream) {
   const int resident = std::max(1, CtasPerSm(reinterpret_cast<const void*>(kernel), kThreads, shared)) * CurrentDevice().sms;
   const int blocks = static_cast<int>(std::max(1u, std::min((a.work + kThreads - 1) / kThreads, 4u * resident)));
   kernel<<<blocks, kThreads, shared, stream>>>(a);
   return cudaGetLastError();
 }
 
-// The stem kernel, its grid a few waves of resident CTAs, each thread kPixels pixels of FT filters.
+// One kernel instance (`staged`: the weights fit shared memory).
+template <class E, int FT, bool kDepthwise, bool kStaged>
+cudaError_t LaunchKernel(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream) {
+  a.work = static_cast<unsigned>(a.n * a.out_h * a.out_w * (a.f / FT));
+  return LaunchWaves(&ConvLayerKernel<E, FT, kDepthwise, kStaged>, a, shared, stream);
+}
+
+// The stem kernel, each thread kPixels pixels of FT filters.
 template <class E, int FT, int kK, int kC, int kPixels>
 cudaError_t LaunchStem(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream) {
-  const auto kernel = &ConvStemKernel<E, FT, kK, kC, kPixels>;
   const unsigned groups = static_cast<unsigned>((a.n * a.out_h * a.out_w + kPixels - 1) / kPixels);
   a.work = groups * static_cast<unsigned>(a.f / FT);
-  const int resident = std::max(1, CtasPerSm(reinterpret_cast<const void*>(kernel), kThreads, shared)) * CurrentDevice().sms;
-  const int blocks = static_cast<int>(std::max(1u, std::min((a.work + kThreads - 1) / kThreads, 4u * resident)));
-  kernel<<<blocks, kThreads, shared, stream>>>(a);
-  return cudaGetLastError();
+  return LaunchWaves(&ConvStemKernel<E, FT, kK, kC, kPixels>, a, shared, stream);
 }
 
 // The bytes the weights take staged (as floats, [tap][input channel of the filter][f]).

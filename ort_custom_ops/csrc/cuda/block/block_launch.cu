@@ -526,15 +526,22 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate
 template <class E>
 std::vector<BlockPlan> UnrankedCandidates(const ChainProblemOf<E>& p) {
   std::vector<BlockPlan> plans = SeparatePassPlans(p, 1);
+  // the fused kernel's plans, best estimate first (made once, for the two variants below)
+  std::vector<BlockPlan> ranked;
+  auto best_first = [&]() -> const std::vector<BlockPlan>& {
+    if (ranked.empty()) {
+      ranked = BlockCandidates(p, false);
+      std::stable_sort(ranked.begin(), ranked.end(), [](const BlockPlan& a, const BlockPlan& b) { return a.estimate_us < b.estimate_us; });
+    }
+    return ranked;
+  };
   // Two computing warpgroups on an output narrower than the two-warpgroup kernels' 64 channels
   // (MobileNetV2's 112x112 and 56x56 blocks, 16-32 channels out, 3-11% of their byte bound in FP16):
   // the three best-estimated tiles, one 64-wide slice, the tail channels computed and dropped. The
   // estimate ranks them below the narrow kernels; they are fcm tune's to time.
   if (p.pwl && p.f < 64 && (kIsHalf<E> || p.tf32)) {
-    std::vector<BlockPlan> ranked = BlockCandidates(p, false);
-    std::stable_sort(ranked.begin(), ranked.end(), [](const BlockPlan& a, const BlockPlan& b) { return a.estimate_us < b.estimate_us; });
     std::vector<std::pair<int, int>> tiles;
-    for (const BlockPlan& r : ranked) {
+    for (const BlockPlan& r : best_first()) {
       if (r.wide || std::find(tiles.begin(), tiles.end(), std::make_pair(r.tile_h, r.tile_w)) != tiles.end()) continue;
       tiles.emplace_back(r.tile_h, r.tile_w);
       BlockPlan plan;
@@ -548,10 +555,8 @@ std::vector<BlockPlan> UnrankedCandidates(const ChainProblemOf<E>& p) {
   // over 8: at batch 1 a 7x7 block's unit is a chain of 30 chunks (FP32), 4 a CTA over 8 and 2 over
   // 16, and each chunk's latency, not its work, is what the blocks take (9-19 us each on an H100).
   if (p.pwl && CeilDiv(p.m, kChunk) >= kMaxClusterSplit) {
-    std::vector<BlockPlan> ranked = BlockCandidates(p, false);
-    std::stable_sort(ranked.begin(), ranked.end(), [](const BlockPlan& a, const BlockPlan& b) { return a.estimate_us < b.estimate_us; });
     int added = 0;
-    for (const BlockPlan& r : ranked) {
+    for (const BlockPlan& r : best_first()) {
       if (r.split != kMaxSplit || r.groups != 1) continue;
       BlockPlan plan;
       plan.tile_h = r.tile_h, plan.tile_w = r.tile_w, plan.f_tile = r.f_tile, plan.split = kMaxClusterSplit, plan.stages = r.stages;
