@@ -106,7 +106,8 @@ def test_two_warpgroups_on_a_narrow_output_in_half(precision, stride, rng):
     """Two computing warpgroups on 24 outputs (one 64-wide slice, the rest dropped), the tune's
     candidates for MobileNetV2's 56x56 and 112x112 blocks, in the node's type."""
     spec = random_spec(rng, "pwdwpw", 24, kernel=3, stride=stride, expand=144, out=24, residual=stride == 1, channels_last=True)
-    check_half_on_gpu(_half(spec, precision), rng, 3, 23, 21, plan="8x8,64,1,3,2")
+    tile = "8x8" if stride == 1 else "4x4"  # (a region of at most 128 pixels for two warpgroups)
+    check_half_on_gpu(_half(spec, precision), rng, 3, 23, 21, plan=f"{tile},64,1,3,2")
 
 
 @HALF
@@ -220,12 +221,12 @@ def test_pwdw_in_two_passes_in_half(precision, case, rng):
 @HALF
 @pytest.mark.parametrize("case", SMALL_TILE_CASES)
 def test_separate_passes_on_small_tiles_in_half(case, precision, rng, capfd, monkeypatch):
-    """FCM_CUDA_GEMM_TILES=auto in the node's type: CUTLASS's FP16 / BF16 64 x 64 tiles for the
+    """Tiles by shape (the default) in the node's type: CUTLASS's FP16 / BF16 64 x 64 tiles for the
     products that would not fill the SMs once, 128 x 32 and 128 x 64 for narrow outputs, the large
     ones for the others."""
     if not _hopper():
         pytest.skip("the passes run CUTLASS's sm_90 GEMM")
-    monkeypatch.setenv("FCM_CUDA_GEMM_TILES", "auto")
+    monkeypatch.delenv("FCM_CUDA_GEMM_TILES", raising=False)
     monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
     spec, batch, h, w, plan = small_tile_spec(rng, case)
     check_half_on_gpu(_half(spec, precision), rng, batch, h, w, plan=plan)
@@ -272,7 +273,7 @@ def test_one_pixel_pwpw_in_half(precision, rng, capfd, monkeypatch):
 
 
 @HALF
-def test_small_half_cases_for_the_sanitizer(precision, rng):
+def test_small_half_cases_for_the_sanitizer(precision, rng, monkeypatch):
     """Tiny half cases of every path (run under compute-sanitizer memcheck and racecheck)."""
     for kind, stride, channels in (("dwpw", 2, 8), ("pwdw", 1, 16), ("pwpw", 1, 8), ("pwdwpw", 2, 16), ("pwdwpw", 1, 9),
                                    ("pw", 1, 40)):
@@ -286,9 +287,12 @@ def test_small_half_cases_for_the_sanitizer(precision, rng):
         spec = random_spec(rng, "dwpw", 16, kernel=3, stride=2, out=24, channels_last=True)
         spec = with_activations(spec, last=Activation("relu"))
         check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="dw+gemm")
-        spec = random_spec(rng, "pwdwpw", 8, kernel=3, stride=1, expand=2048, out=8, residual=True, channels_last=True)  # stream-K
+        spec = random_spec(rng, "pwdwpw", 8, kernel=3, stride=1, expand=2048, out=8, residual=True, channels_last=True)
         spec = with_activations(spec, first=Activation("relu"), last=Activation(), residual=Activation())
-        check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="gemm+dw+gemm")
+        for tiles in ("large", "by shape"):  # (the large tiles' last product stream-K; by shape 64 x 64)
+            monkeypatch.setenv("FCM_CUDA_GEMM_TILES", tiles)
+            check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="gemm+dw+gemm")
+        monkeypatch.delenv("FCM_CUDA_GEMM_TILES")
         for scale in (False, True):
             spec = with_activations(random_spec(rng, "pw", 16, out=24, scale=scale, channels_last=True), last=Activation("swish"))
             check_half_on_gpu(_half(spec, precision), rng, 2, 7, 5, plan="gemm")

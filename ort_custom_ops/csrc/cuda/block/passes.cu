@@ -205,10 +205,9 @@ struct NodeActivation<cutlass::Array<T, N>> {
 // A pass's product, D = act(A B^T + bias (+ C)) in E, accumulated in FP32: TF32 or FP16 / BF16 on
 // the tensor cores, operands by TMA, each row K-major (TF32 takes no other), a stage 128 bytes of
 // each row deep (32 FP32 or 64 half channels), kTileM x kTileN output tiles. 128-row tiles run two
-// consumer warpgroups of 64 rows each; 64-row tiles one. The default is 128 x 128; GemmTileFor
-// chooses the others (FCM_CUDA_GEMM_TILES=auto): 64 x 64 for the products whose 128 x 128 tiles
-// would leave SMs idle (MobileNetV2's 7x7 products at batch 32: 1568 rows, 26 such tiles on 132
-// SMs, each a serial sum of 15 steps), 128 x 32 and 128 x 64 for narrow outputs (a 112x112 map's 16
+// consumer warpgroups of 64 rows each; 64-row tiles one. GemmTileFor chooses them (kLarge: 128 x 128
+// always): 64 x 64 for the products whose 128 x 128 tiles would leave SMs idle (MobileNetV2's 7x7
+// projections at batch 32: 1568 rows, 26 such tiles on 132 SMs, each a serial sum of 15 steps), 128 x 32 and 128 x 64 for narrow outputs (a 112x112 map's 16
 // output channels filled an eighth of each 128 x 128 tile). kStreamK (128 x 128 only): CUTLASS's
 // stream-K scheduler, which divides the sum over the SMs as well as the tiles, its partial sums
 // reduced through a workspace.
@@ -330,42 +329,49 @@ struct GemmWork {
 };
 
 
-// A GEMM's time in microseconds: its bytes, or its 128 x 128 tiles in waves over the SMs, whichever
-// is longer (the fit of passes.h's estimate); stream-K: its tiles' steps spread over the SMs, and
-// ~14 us for the workspace's zeroing and the reduction of the partial sums (fitted: MobileNetV2's
-// six stream-K blocks at batch 32 on an H100 ran 9.5-17.7 us over the estimate without it,
-// benchmarks/2026-12-06-h100-three-pass).
-template <class E>
-double GemmUs(double rows, double n, double k, double bytes, bool stream_k) {
-  constexpr double kStepUs = 0.58, kReductionUs = 14.0;
-  const GemmWork<E> work(rows, n, k);
-  const double sms = std::max(1, CurrentDevice().sms);
-  const double compute = stream_k ? std::ceil(work.tiles * work.steps / sms) * kStepUs + kReductionUs
-                                  : std::ceil(work.tiles / sms) * work.steps * kStepUs;
-  return std::max(bytes / kBytesPerUs, compute);
-}
-
 // The tiles a product of these sizes (`batches` of them) runs on: 128 x 128 unless `tiling` allows
-// others; then 64 x 64 where its 128 x 128 tiles would not fill the SMs once, else 128 x 32 or
-// 128 x 64 where its output has at most that many channels.
+// others; then 64 x 64 where its 128 x 128 tiles would not fill the SMs once and its 64 x 64 tiles
+// still run in one wave (MobileNetV2's 7x7 projections at batch 32 in FP16: 7.97 against 13.63 us
+// on an H100; its expansions, 104 large tiles or 375 small ones, 11.10 against 15.71:
+// benchmarks/2026-12-06-h100-tiles-stem), else 128 x 32 or 128 x 64 where its output has at most
+// that many channels.
 enum class GemmTile { k128x128, k64x64, k128x64, k128x32 };
 template <class E>
 GemmTile GemmTileFor(double rows, double n, double k, GemmTiling tiling, int batches = 1) {
   if (tiling != GemmTiling::kByShape) return GemmTile::k128x128;
-  if (GemmWork<E>(rows, n, k).tiles * batches < CurrentDevice().sms) return GemmTile::k64x64;
+  const double sms = CurrentDevice().sms;
+  if (GemmWork<E>(rows, n, k).tiles * batches < sms && std::ceil(rows / 64) * std::ceil(n / 64) * batches <= sms) return GemmTile::k64x64;
   return n <= 32 ? GemmTile::k128x32 : n <= 64 ? GemmTile::k128x64 : GemmTile::k128x128;
 }
 
-// Whether a product of these sizes runs stream-K: on 128 x 128 tiles that fill under half of the
-// SMs, with a sum deep enough to divide (8 steps and more), where GemmUs has it faster than the
-// tiles alone (in FP32 it about breaks even on MobileNetV2's 7x7 projections at batch 32; in the half
-// types, whose steps are twice as deep, the tiles alone take half as long and stream-K only adds
-// its reduction).
+// A GEMM's time in microseconds: its bytes, or its tiles in waves over the SMs, whichever is longer
+// (the fit of passes.h's estimate): a 128 x 128 tile ~0.58 us per step of its sum, a 64 x 64 one
+// (one consumer warpgroup, a quarter of the products) ~0.6 of that (the 7x7 projections above);
+// stream-K: its tiles' steps spread over the SMs, and ~14 us for the workspace's zeroing and the
+// reduction of the partial sums (fitted: MobileNetV2's six stream-K blocks at batch 32 on an H100
+// ran 9.5-17.7 us over the estimate without it, benchmarks/2026-12-06-h100-three-pass).
+template <class E>
+double GemmUs(double rows, double n, double k, double bytes, bool stream_k, GemmTiling tiling) {
+  constexpr double kStepUs = 0.58, kSmallStepUs = 0.6 * kStepUs, kReductionUs = 14.0;
+  const GemmWork<E> work(rows, n, k);
+  const double sms = std::max(1, CurrentDevice().sms);
+  double compute = stream_k ? std::ceil(work.tiles * work.steps / sms) * kStepUs + kReductionUs
+                            : std::ceil(work.tiles / sms) * work.steps * kStepUs;
+  if (!stream_k && GemmTileFor<E>(rows, n, k, tiling) == GemmTile::k64x64)
+    compute = std::ceil(std::ceil(rows / 64) * std::ceil(n / 64) / sms) * work.steps * kSmallStepUs;
+  return std::max(bytes / kBytesPerUs, compute);
+}
+
+// Whether a product of these sizes runs stream-K (kLarge tiling only): on 128 x 128 tiles that fill
+// under half of the SMs, with a sum deep enough to divide (8 steps and more), where GemmUs has it
+// faster than the tiles alone (in FP32 it about breaks even on MobileNetV2's 7x7 projections at
+// batch 32; in the half types, whose steps are twice as deep, the tiles alone take half as long and
+// stream-K only adds its reduction).
 template <class E>
 bool StreamK(double rows, double n, double k, GemmTiling tiling) {
   const GemmWork<E> work(rows, n, k);
-  return GemmTileFor<E>(rows, n, k, tiling) == GemmTile::k128x128 && work.tiles * 2 < CurrentDevice().sms && work.steps >= 8 &&
-         GemmUs<E>(rows, n, k, 0.0, true) < GemmUs<E>(rows, n, k, 0.0, false);
+  return tiling == GemmTiling::kLarge && work.tiles * 2 < CurrentDevice().sms && work.steps >= 8 &&
+         GemmUs<E>(rows, n, k, 0.0, true, tiling) < GemmUs<E>(rows, n, k, 0.0, false, tiling);
 }
 
 // The GEMM on `stream` on the tiles GemmTileFor chooses (not stream-K).
@@ -402,7 +408,7 @@ bool LastProductStreamK(const ChainProblemOf<E>& p, int passes, GemmTiling tilin
 
 GemmTiling GemmTilingFromEnvironment() {
   const char* tiles = std::getenv("FCM_CUDA_GEMM_TILES");
-  return tiles != nullptr && std::string(tiles) == "auto" ? GemmTiling::kByShape : GemmTiling::kLarge;
+  return tiles != nullptr && (std::string(tiles) == "large" || std::string(tiles) == "128") ? GemmTiling::kLarge : GemmTiling::kByShape;
 }
 
 template <class E>
@@ -449,18 +455,18 @@ double PassesEstimateUs(const ChainProblemOf<E>& p, int passes, GemmTiling tilin
     const double product_bytes = bytes * (pixels * p.c + pixels * p.f * (p.residual ? 2.0 : 1.0) + weights);
     // a scale per image: a product per image, its rows in whole tiles, after the weights' scaling
     const double rows = p.scale_batch > 1 ? p.n * std::ceil(static_cast<double>(p.out_h) * p.out_w / 128.0) * 128.0 : pixels;
-    return GemmUs<E>(rows, p.f, p.c, product_bytes, false) + kLaunchUs + (p.scale_batch > 0 ? 2 * bytes * weights / kBytesPerUs + kLaunchUs : 0.0);
+    return GemmUs<E>(rows, p.f, p.c, product_bytes, false, tiling) + kLaunchUs + (p.scale_batch > 0 ? 2 * bytes * weights / kBytesPerUs + kLaunchUs : 0.0);
   }
   // (PW->DW in two passes: the first GEMM and the depthwise pass, the same models, not yet fitted)
   const double depthwise_bytes = bytes * (in_pixels * p.m + pixels * p.m);
   double us = depthwise_bytes / kBytesPerUs + kLaunchUs;
   if (p.pwl) {
     const double product_bytes = bytes * (pixels * p.m + pixels * p.f * (p.residual ? 2.0 : 1.0) + static_cast<double>(p.m) * p.f);
-    us += GemmUs<E>(pixels, p.f, p.m, product_bytes, LastProductStreamK(p, passes, tiling)) + kLaunchUs;
+    us += GemmUs<E>(pixels, p.f, p.m, product_bytes, LastProductStreamK(p, passes, tiling), tiling) + kLaunchUs;
   }
   if (p.pw1) {
     const double first_bytes = bytes * (in_pixels * p.c + in_pixels * p.m + static_cast<double>(p.c) * p.m);
-    us += GemmUs<E>(in_pixels, p.m, p.c, first_bytes, false) + kLaunchUs;
+    us += GemmUs<E>(in_pixels, p.m, p.c, first_bytes, false, tiling) + kLaunchUs;
   }
   return us;
 }

@@ -30,13 +30,12 @@
 namespace fcm {
 namespace block {
 
-// How the passes' GEMMs are tiled. kLarge: 128 x 128 tiles, and stream-K for the deep last product
-// of three passes where that is faster by the estimate. kByShape: 64 x 64 tiles (one consumer
-// warpgroup) for the products whose 128 x 128 tiles would not fill the SMs once (MobileNetV2's 7x7
-// products at batch 32, every product at batch 1), else 128 x 32 or 128 x 64 for outputs of at most
-// that many channels, else 128 x 128; never stream-K. The estimate is kLarge's (not yet fitted to
-// the other tiles). FCM_CUDA_GEMM_TILES=auto asks for kByShape (a measurement switch until it is
-// timed on the zoo; unset or "128": kLarge).
+// How the passes' GEMMs are tiled. kByShape (the default): 64 x 64 tiles (one consumer warpgroup)
+// for the products whose 128 x 128 tiles would not fill the SMs once and whose 64 x 64 tiles do not
+// take more than one wave (MobileNetV2's 7x7 projections at batch 32, every product at batch 1),
+// else 128 x 32 or 128 x 64 for outputs of at most that many channels, else 128 x 128; never
+// stream-K. kLarge (FCM_CUDA_GEMM_TILES=large, for comparison): 128 x 128 tiles, and stream-K for
+// the deep last product of three passes where that is faster by the estimate.
 enum class GemmTiling { kLarge, kByShape };
 GemmTiling GemmTilingFromEnvironment();
 
