@@ -217,27 +217,47 @@ def test_an_input_scale_of_the_wrong_size_is_an_onnx_runtime_error(rng):
 def test_the_cuda_kernel_computes_what_the_cpu_kernel_computes(precision, geometry, rng):
     require_cuda()
     channels, filters, kernel, stride, pads, depthwise = geometry
-    group = channels if depthwise else 1
     for batch, activation in ((1, ACTIVATIONS[int(rng.integers(len(ACTIVATIONS)))]), (3, Activation("relu6")),
                               (32, ACTIVATIONS[int(rng.integers(len(ACTIVATIONS)))])):
-        size = int(rng.integers(kernel, 20)) if channels < 1000 else 9
-        x, w, b = _case(rng, precision, batch, size, int(rng.integers(kernel, 20)) if channels < 1000 else 11, channels,
-                        filters, kernel, depthwise)
+        height = int(rng.integers(kernel, 20)) if channels < 1000 else 9
+        width = int(rng.integers(kernel, 20)) if channels < 1000 else 11
         # batch 1: no input scale and shift; 3: one value each; 32: one per channel
-        affine = _affine(rng, precision, channels, batch != 3) if batch != 1 else None
-        model = _layer_model(precision, x.shape, w, b, (stride, stride), pads, group, activation, affine=affine)
-        (cpu,) = make_session(float_io(model)).run(None, {"X": x})
-        session = make_session(model, providers=cuda_providers())
-        if precision == "fp32":
-            gpu = run_poisoned(session, {"X": x}, cpu.shape)
-            bound = 1e-5 * np.abs(cpu) + 1e-5  # the sums in another order
-        else:
-            gpu = run_poisoned_half(session, {"X": x}, cpu.shape, precision)
-            # each side rounds its fp32 sum before the activation and the result after it: either
-            # rounding may go the other way on the other side (the sums differ in their last bits)
-            x_in = x if affine is None else _affine_input(x, *affine, precision)
-            before = _expected(x_in, w, b, (stride, stride), pads, group, Activation("none"))
-            u = PRECISIONS[precision].unit_roundoff
-            bound = 2.02 * u * (np.abs(cpu) + 1.5 * np.abs(before)) + 1e-5
-        error = np.abs(gpu - cpu)
-        assert (error <= bound).all(), f"batch {batch} {activation.name}: {error.max():.3g}"
+        affine_kind = None if batch == 1 else batch != 3
+        _check_on_gpu(rng, precision, geometry, batch, height, width, activation, affine_kind)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("geometry", [(3, 16, 3, 2, (1, 1, 1, 1), False), (3, 32, 3, 2, (0, 0, 1, 1), False),
+                                      (3, 64, 3, 1, (1, 1, 1, 1), False), (3, 128, 3, 2, (0, 0, 1, 1), False)])
+def test_the_stem_tiles_cover_the_image(precision, geometry, rng):
+    """RGB stems on images of several tiles each way (32 output columns, 4 to 16 rows a tile, the
+    last ones partial), 16 to 128 filters (one to eight slices of 16), per-channel input affine."""
+    require_cuda()
+    _check_on_gpu(rng, precision, geometry, 2, 71, 67, Activation("relu6"), True)
+    _check_on_gpu(rng, precision, geometry, 1, 40, 97, Activation("none"), None)
+
+
+def _check_on_gpu(rng, precision, geometry, batch, height, width, activation, affine_kind):
+    """The layer on random values on the GPU, its outputs poisoned first, against the CPU kernel;
+    affine_kind: None (no input scale and shift), False (one value each), True (one per channel)."""
+    channels, filters, kernel, stride, pads, depthwise = geometry
+    group = channels if depthwise else 1
+    x, w, b = _case(rng, precision, batch, height, width, channels, filters, kernel, depthwise)
+    affine = None if affine_kind is None else _affine(rng, precision, channels, affine_kind)
+    model = _layer_model(precision, x.shape, w, b, (stride, stride), pads, group, activation, affine=affine)
+    (cpu,) = make_session(float_io(model)).run(None, {"X": x})
+    session = make_session(model, providers=cuda_providers())
+    if precision == "fp32":
+        gpu = run_poisoned(session, {"X": x}, cpu.shape)
+        bound = 1e-5 * np.abs(cpu) + 1e-5  # the sums in another order
+    else:
+        gpu = run_poisoned_half(session, {"X": x}, cpu.shape, precision)
+        # each side rounds its fp32 sum before the activation and the result after it: either
+        # rounding may go the other way on the other side (the sums differ in their last bits)
+        x_in = x if affine is None else _affine_input(x, *affine, precision)
+        before = _expected(x_in, w, b, (stride, stride), pads, group, Activation("none"))
+        u = PRECISIONS[precision].unit_roundoff
+        bound = 2.02 * u * (np.abs(cpu) + 1.5 * np.abs(before)) + 1e-5
+    error = np.abs(gpu - cpu)
+    assert (error <= bound).all(), f"batch {batch} {height}x{width} {activation.name}: {error.max():.3g}"

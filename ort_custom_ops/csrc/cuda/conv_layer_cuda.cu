@@ -1,6 +1,7 @@
 // The convolution layer op on the CUDA cores (conv_layer.h says what it computes): a direct convolution,
-// one thread per (output pixel, FT adjacent output channels; an RGB stem's threads several adjacent
-// pixels), the bias and the activation applied in registers and Y written once with vector stores. It is made for the layers the rewrite gives it: a
+// one thread per (output pixel, FT adjacent output channels; an RGB stem by tiles whose input is staged
+// in shared memory, ConvStemKernel), the bias and the activation applied in registers and Y written
+// once with vector stores. It is made for the layers the rewrite gives it: a
 // network's stem (a KxK convolution of few input channels: little work per output and a large output,
 // so one pass over memory is what counts; ONNX Runtime spends a layout conversion, the convolution, a
 // bias pass and an activation pass on it) and depthwise convolutions no group takes.
@@ -177,72 +178,96 @@ __global__ void __launch_bounds__(kThreads) ConvLayerKernel(const ConvLayerArgs<
   }
 }
 
-// An RGB stem (kK x kK taps of kC input channels, every filter reading every channel): the same sums
-// in the same order as ConvLayerKernel's, but each thread takes kPixels consecutive output pixels
-// of FT filters, so that each staged weight vector it reads from shared memory serves kPixels
-// pixels. With one pixel a thread, those reads (a 16-byte load per 4 FMAs) bound the kernel, not
-// its FMAs: MobileNetV2's FP16 stem took 40 us at batch 32 on an H100 against ~10 us of FMAs
-// (benchmarks/2026-12-06-h100-means-retune). A tap outside the input adds 0 * w, as skipping it
-// would.
-template <class E, int FT, int kK, int kC, int kPixels>
+// An RGB stem (kK x kK taps of kC input channels, every filter reading every channel), by output
+// tiles of 32 columns: the CTA stages its tile's input region in shared memory (coalesced reads, the
+// input affine applied once per value, zeros for the padding), then each lane takes one column and
+// kPixels rows of 16 filters. Reading the input straight from global memory, a warp's lanes were 6 to
+// 48 bytes apart per 2-byte value: the L1's wavefronts, not the FMAs, bound the kernel (MobileNetV2's
+// FP16 stem 40-51 us at batch 32 on an H100 against ~12 us of FMAs, benchmarks/2026-12-06-h100-
+// tiles-stem). The region is kept as [channel][row][column mod stride][column / stride], so that the
+// lanes' reads at a stride are adjacent words (no bank conflicts); the 16 filters' weights are
+// broadcast 16-byte reads. Warps split the filters in slices of 16 (F / 16 of them, dividing 8) and the
+// rows in the rest. Each sum is ConvLayerKernel's, in its order (bias, then taps, then channels); a
+// tap in the padding adds 0 * w, as skipping it would.
+constexpr int kStemCols = 32;  // output columns per tile: one per lane
+constexpr int kStemFilters = 16;
+
+struct StemTiles {
+  int slices, rows, region_rows, region_cols, plane_cols;  // plane: the region's columns of one residue mod the stride
+  __host__ __device__ StemTiles(int f, int sh, int sw, int k, int pixels)
+      : slices(f / kStemFilters),
+        rows(kThreads / 32 / slices * pixels),
+        region_rows((rows - 1) * sh + k),
+        region_cols((kStemCols - 1) * sw + k),
+        plane_cols((region_cols + sw - 1) / sw) {}
+  __host__ __device__ int RegionFloats(int channels, int sw) const { return channels * region_rows * sw * plane_cols; }
+};
+
+template <class E, int kK, int kC, int kPixels>
 __global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArgs<E> a) {
-  static_assert(FT % 4 == 0, "the staged weights are read as float4");
   extern __shared__ float4 staged_vectors[];
   float* staged = reinterpret_cast<float*>(staged_vectors);
   StageWeights(a, kK * kK, kC, staged);
-  const unsigned slices = a.f / FT;
-  const int pixels = a.n * a.out_h * a.out_w;
-  for (unsigned index = blockIdx.x * blockDim.x + threadIdx.x; index < a.work; index += gridDim.x * blockDim.x) {
-    const int f0 = static_cast<int>(index % slices) * FT, first = static_cast<int>(index / slices) * kPixels;
-    int iy0[kPixels], ix0[kPixels], base[kPixels];  // each pixel's first input row and column, and its image's offset
-#pragma unroll
-    for (int j = 0; j < kPixels; ++j) {
-      const int pixel = min(first + j, pixels - 1);  // (a pixel past the end computes the last one again, unstored)
-      const int ox = pixel % a.out_w, oy = (pixel / a.out_w) % a.out_h, image = pixel / (a.out_w * a.out_h);
-      iy0[j] = oy * a.sh - a.pad_top, ix0[j] = ox * a.sw - a.pad_left, base[j] = image * a.h;
+  float* region = staged + kK * kK * kC * a.f;  // (a multiple of 4 floats: f is of 16)
+  const int sh = a.sh, sw = a.sw;
+  const StemTiles t(a.f, sh, sw, kK, kPixels);
+  const int tiles_x = (a.out_w + kStemCols - 1) / kStemCols, tiles_y = (a.out_h + t.rows - 1) / t.rows;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int f0 = warp % t.slices * kStemFilters, row0 = warp / t.slices * kPixels;
+  const int region_values = t.region_rows * t.region_cols * kC;
+  for (int tile = blockIdx.x; tile < a.n * tiles_y * tiles_x; tile += gridDim.x) {
+    const int tx = tile % tiles_x, ty = (tile / tiles_x) % tiles_y, image = tile / (tiles_x * tiles_y);
+    const int oy0 = ty * t.rows, ox0 = tx * kStemCols;
+    const int iy0 = oy0 * sh - a.pad_top, ix0 = ox0 * sw - a.pad_left;
+    __syncthreads();  // the previous tile's reads of the region are done
+    for (int i = threadIdx.x; i < region_values; i += blockDim.x) {
+      const int c = i % kC, rest = i / kC, col = rest % t.region_cols, row = rest / t.region_cols;
+      const int iy = iy0 + row, ix = ix0 + col;
+      float v = 0.f;
+      if (iy >= 0 && iy < a.h && ix >= 0 && ix < a.w_in)
+        v = InputValue(a, Element<E>::ToFloat(__ldg(a.x + (static_cast<size_t>(image * a.h + iy) * a.w_in + ix) * kC + c)), c);
+      region[((c * t.region_rows + row) * sw + col % sw) * t.plane_cols + col / sw] = v;
     }
-    float acc[kPixels][FT];
+    __syncthreads();
+    float acc[kPixels][kStemFilters];
 #pragma unroll
-    for (int j = 0; j < kPixels; ++j) LoadFloats<FT>(a.b + f0, acc[j]);
-#pragma unroll 1  // (one row of taps at a time: all of them unrolled hold too many loads in registers)
+    for (int j = 0; j < kPixels; ++j) LoadFloats<kStemFilters>(a.b + f0, acc[j]);
+#pragma unroll 1  // (a row of taps at a time: all of them unrolled spill at 128 registers)
     for (int ky = 0; ky < kK; ++ky) {
 #pragma unroll
       for (int kx = 0; kx < kK; ++kx) {
-        float v[kPixels][kC];
-#pragma unroll
-        for (int j = 0; j < kPixels; ++j) {
-          const int iy = iy0[j] + ky, ix = ix0[j] + kx;
-          const bool inside = iy >= 0 && iy < a.h && ix >= 0 && ix < a.w_in;
-          const E* in = a.x + (static_cast<size_t>(base[j] + (inside ? iy : 0)) * a.w_in + (inside ? ix : 0)) * kC;
-#pragma unroll
-          for (int c = 0; c < kC; ++c) v[j][c] = inside ? InputValue(a, Element<E>::ToFloat(__ldg(in + c)), c) : 0.f;
-        }
 #pragma unroll
         for (int c = 0; c < kC; ++c) {
           const float4* w4 = reinterpret_cast<const float4*>(staged + ((ky * kK + kx) * kC + c) * a.f + f0);
+          const float* in = region + ((c * t.region_rows + row0 * sh + ky) * sw + kx % sw) * t.plane_cols + lane + kx / sw;
+          float v[kPixels];
 #pragma unroll
-          for (int q = 0; q < FT / 4; ++q) {
+          for (int j = 0; j < kPixels; ++j) v[j] = in[j * sh * sw * t.plane_cols];
+#pragma unroll
+          for (int q = 0; q < kStemFilters / 4; ++q) {
             const float4 w = w4[q];
 #pragma unroll
             for (int j = 0; j < kPixels; ++j) {
-              acc[j][4 * q + 0] = fmaf(v[j][c], w.x, acc[j][4 * q + 0]);
-              acc[j][4 * q + 1] = fmaf(v[j][c], w.y, acc[j][4 * q + 1]);
-              acc[j][4 * q + 2] = fmaf(v[j][c], w.z, acc[j][4 * q + 2]);
-              acc[j][4 * q + 3] = fmaf(v[j][c], w.w, acc[j][4 * q + 3]);
+              acc[j][4 * q + 0] = fmaf(v[j], w.x, acc[j][4 * q + 0]);
+              acc[j][4 * q + 1] = fmaf(v[j], w.y, acc[j][4 * q + 1]);
+              acc[j][4 * q + 2] = fmaf(v[j], w.z, acc[j][4 * q + 2]);
+              acc[j][4 * q + 3] = fmaf(v[j], w.w, acc[j][4 * q + 3]);
             }
           }
         }
       }
     }
+    const int ox = ox0 + lane;
 #pragma unroll
     for (int j = 0; j < kPixels; ++j) {
-      if (first + j >= pixels) break;
+      const int oy = oy0 + row0 + j;
+      if (ox >= a.out_w || oy >= a.out_h) continue;
       if constexpr (block::kIsHalf<E>) {  // the sum in E before the activation (conv_layer.h)
 #pragma unroll
-        for (int t = 0; t < FT; ++t) acc[j][t] = Element<E>::ToFloat(Element<E>::FromFloat(acc[j][t]));
+        for (int q = 0; q < kStemFilters; ++q) acc[j][q] = Element<E>::ToFloat(Element<E>::FromFloat(acc[j][q]));
       }
       a.act.Apply(acc[j]);
-      StoreValues<FT>(a.y + static_cast<size_t>(first + j) * a.f + f0, acc[j]);
+      StoreValues<kStemFilters>(a.y + (static_cast<size_t>(image * a.out_h + oy) * a.out_w + ox) * a.f + f0, acc[j]);
     }
   }
 }
@@ -263,12 +288,13 @@ cudaError_t LaunchKernel(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream)
   return LaunchWaves(&ConvLayerKernel<E, FT, kDepthwise, kStaged>, a, shared, stream);
 }
 
-// The stem kernel, each thread kPixels pixels of FT filters.
-template <class E, int FT, int kK, int kC, int kPixels>
+// The stem kernel on its tiles (a.work: a CTA's worth per tile).
+template <class E, int kK, int kC, int kPixels>
 cudaError_t LaunchStem(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream) {
-  const unsigned groups = static_cast<unsigned>((a.n * a.out_h * a.out_w + kPixels - 1) / kPixels);
-  a.work = groups * static_cast<unsigned>(a.f / FT);
-  return LaunchWaves(&ConvStemKernel<E, FT, kK, kC, kPixels>, a, shared, stream);
+  const StemTiles t(a.f, a.sh, a.sw, kK, kPixels);
+  const unsigned tiles = static_cast<unsigned>(a.n * ((a.out_h + t.rows - 1) / t.rows) * ((a.out_w + kStemCols - 1) / kStemCols));
+  a.work = tiles * kThreads;
+  return LaunchWaves(&ConvStemKernel<E, kK, kC, kPixels>, a, shared, stream);
 }
 
 // The bytes the weights take staged (as floats, [tap][input channel of the filter][f]).
@@ -286,17 +312,19 @@ cudaError_t LaunchOfWidth(const ConvLayerArgs<E>& a, cudaStream_t stream) {
 
 // FT: 8 output channels a thread where the channel count allows (two or one 16-byte stores), else 4, else
 // 1; 1 also where a tensor does not start on 16 bytes (vector accesses need it). The stems of RGB
-// networks (3x3, 3 input channels, 16k filters) unrolled, 16 filters a thread: 1.8x faster than the
-// general loops on MobileNetV2's stem at batch 32 (H200, 47 against 85 us); and kStemPixels pixels a
-// thread (ConvStemKernel).
-constexpr int kStemPixels = 4;
+// networks (3x3, 3 input channels, 16, 32, 64 or 128 filters) on ConvStemKernel's tiles: 2 rows a
+// lane with one slice of 16 filters, else 4 (16 rows a tile with one or two slices).
 template <class E, bool kDepthwise>
 cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   const bool aligned = ((reinterpret_cast<uintptr_t>(a.x) | reinterpret_cast<uintptr_t>(a.b) | reinterpret_cast<uintptr_t>(a.y)) & 15) == 0;
   if constexpr (!kDepthwise) {
-    const size_t bytes = StagedBytes(a, false);
-    if (aligned && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % 16 == 0 && bytes <= kStagedBytes)
-      return LaunchStem<E, 16, 3, 3, kStemPixels>(a, bytes, stream);
+    const int slices = a.f / kStemFilters;
+    if (aligned && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % kStemFilters == 0 && slices <= 8 && 8 % slices == 0) {
+      const int pixels = slices == 1 ? 2 : 4;
+      const size_t shared = StagedBytes(a, false) + StemTiles(a.f, a.sh, a.sw, 3, pixels).RegionFloats(3, a.sw) * sizeof(float);
+      if (shared <= kStagedBytes)
+        return pixels == 2 ? LaunchStem<E, 3, 3, 2>(a, shared, stream) : LaunchStem<E, 3, 3, 4>(a, shared, stream);
+    }
   }
   if (aligned && a.f % 8 == 0) return LaunchOfWidth<E, 8, kDepthwise>(a, stream);
   if (aligned && a.f % 4 == 0) return LaunchOfWidth<E, 4, kDepthwise>(a, stream);
