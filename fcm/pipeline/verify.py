@@ -546,7 +546,7 @@ def node_checks(fused: onnx.ModelProto, fused_fp32: onnx.ModelProto, precision: 
     from onnx import TensorProto, helper, numpy_helper
 
     from ort_custom_ops.lowering.half import path_roundings
-    from ort_custom_ops.ops.schema import rounded_nodes
+    from ort_custom_ops.ops.schema import NUMPY_TYPES, ONNX_TYPES, rounded_nodes
 
     nodes = [n for n in fused.graph.node if n.domain == DOMAIN]
     if not nodes:
@@ -570,8 +570,9 @@ def node_checks(fused: onnx.ModelProto, fused_fp32: onnx.ModelProto, precision: 
         data = [name for name in node.input if name and name not in initializers]
         weights = [initializers[name] for name in node.input if name in initializers]
         feeds = {name: values[f"{name}__probe"] for name in data}
+        # (the output is of the node's type: a stem may read the fp32 model input, fold_input_casts)
         graph = helper.make_graph([node], "node", [helper.make_tensor_value_info(n, element[n], None) for n in data],
-                                  [helper.make_tensor_value_info(node.output[0], element[data[0]], None)], weights)
+                                  [helper.make_tensor_value_info(node.output[0], ONNX_TYPES[precision], None)], weights)
         single = helper.make_model(graph, opset_imports=list(fused.opset_import),
                                    functions=[half_functions[(node.op_type, node.overload)]])
         single.ir_version = fused.ir_version
@@ -591,7 +592,10 @@ def node_checks(fused: onnx.ModelProto, fused_fp32: onnx.ModelProto, precision: 
                               [helper.make_tensor_value_info(f"{node.output[0]}__fp32", TensorProto.FLOAT, None)], wide),
             opset_imports=[o for o in fused.opset_import if o.domain in ("", "ai.onnx")])
         reference.ir_version = fused.ir_version
-        want = make_session(reference, with_library=False, providers=providers).run(None, feeds)[0]
+        # (the definition reads its inputs in the node's type: an fp32 input rounded to it, as the node rounds it)
+        rounded = {name: (v.astype(NUMPY_TYPES[precision]).astype(np.float32) if element[name] == TensorProto.FLOAT else v)
+                   for name, v in feeds.items()}
+        want = make_session(reference, with_library=False, providers=providers).run(None, rounded)[0]
         scale = float(np.abs(want).max()) or 1.0
         difference = float(np.abs(kernel.astype(np.float64) - want).max()) / scale
         # the two sides read the same half inputs and weights: they differ in the operators' roundings

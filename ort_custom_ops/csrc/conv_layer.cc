@@ -59,9 +59,17 @@ Ort::Status ParseConvLayer(const Ort::ConstKernelInfo& info, const std::string& 
   return Ort::Status(nullptr);
 }
 
-Ort::Status CheckConvLayerCall(const ConvLayerSpec& spec, Ort::KernelContext& ctx, ConvLayerShapes* s) {
+Ort::Status CheckConvLayerCall(const ConvLayerSpec& spec, ONNXTensorElementDataType element, Ort::KernelContext& ctx,
+                               ConvLayerShapes* s) {
   const std::string& node = spec.node_name;
-  const auto x = ctx.GetInput(0).GetTensorTypeAndShapeInfo().GetShape();
+  const auto x_info = ctx.GetInput(0).GetTensorTypeAndShapeInfo();
+  const auto x = x_info.GetShape();
+  const ONNXTensorElementDataType x_type = x_info.GetElementType();
+  s->x_float = x_type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && element != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  if (x_type != element && !(s->x_float && spec.group == 1)) {
+    return Error(node, "the input must be of the layer's element type (a half layer of group 1: or float), not type " +
+                           std::to_string(static_cast<int>(x_type)));
+  }
   const auto w = ctx.GetInput(1).GetTensorTypeAndShapeInfo().GetShape();
   const auto b = ctx.GetInput(2).GetTensorTypeAndShapeInfo().GetShape();
   if (x.size() != 4) return Error(node, "input must be 4-D [N, H, W, C], not " + ShapeText(x));
@@ -131,10 +139,19 @@ OrtStatusPtr CpuConvLayerKernelT<T>::ComputeV2(OrtKernelContext* context) {
   return Guarded([&]() -> Ort::Status {
     Ort::KernelContext ctx(context);
     ConvLayerShapes s;
-    Ort::Status status = CheckConvLayerCall(spec, ctx, &s);
+    Ort::Status status = CheckConvLayerCall(spec, Ort::TypeToTensorType<T>::type, ctx, &s);
     if (!status.IsOK()) return status;
     std::vector<float> xs, ws, bs, scales, shifts;  // half inputs as floats
-    const float* x = Widened<T>(ctx.GetInput(0), &xs);
+    const float* x = nullptr;
+    if (s.x_float) {  // an fp32 X, rounded to T (as a Cast to T before the layer)
+      const Ort::ConstValue x_value = ctx.GetInput(0);
+      const float* data = x_value.GetTensorData<float>();
+      xs.resize(x_value.GetTensorTypeAndShapeInfo().GetElementCount());
+      for (size_t i = 0; i < xs.size(); ++i) xs[i] = Rounded<T>(data[i]);
+      x = xs.data();
+    } else {
+      x = Widened<T>(ctx.GetInput(0), &xs);
+    }
     const float* w = Widened<T>(ctx.GetInput(1), &ws);
     const float* b = Widened<T>(ctx.GetInput(2), &bs);
     const float* scale = s.scale_count ? Widened<T>(InputAffine(ctx, 3), &scales) : nullptr;

@@ -10,7 +10,8 @@ precision (``fp16`` or ``bf16``) and whether its inputs and outputs become half 
 - the fused nodes and the convolution layers (``Conv``) are kept out of the converter's handling of
   operators: it only types the tensors around them, and they are typed here: the precision's op type
   (``Fp16FusedPwDwPw``, ``Fp16Conv``), weights rounded to it, the function body of
-  :func:`ort_custom_ops.ops.schema.half_body`;
+  :func:`ort_custom_ops.ops.schema.half_body`; an input Cast that only a stem layer reads is
+  folded into it (:func:`fold_input_casts`);
 - bf16: the converter has no bf16 mode (onnxconverter-common issue 268), and ONNX Runtime has no
   bf16 Conv on any provider nor bf16 arithmetic on the CPU. :func:`to_half` makes the bf16 model
   itself: every float tensor between operators is bf16 (half the bytes), every standard operator
@@ -125,8 +126,62 @@ def to_half(model: onnx.ModelProto, precision: str, io_half: bool = False) -> on
                                                     node_block_list=products, check_fp16_ready=False)
         _retarget_source_casts(half, source_casts)
         _type_fused_nodes(half, precision)
+    fold_input_casts(half)
     onnx.checker.check_model(half)
     return half
+
+
+def fold_input_casts(model: onnx.ModelProto) -> int:
+    """Folds each Cast of an fp32 model input to a half type that only half convolution layers of
+    group 1 read (as their X: a network's stem) into those layers: they read the fp32 input and round
+    it to their type as they read it (``conv_layer.h``), which is what the Cast computed, without its
+    pass over the input; their function bodies begin with that rounding (a CastLike to W's type).
+    Returns how many Casts went."""
+    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node, index))
+    fp32_inputs = {i.name for i in model.graph.input if i.type.tensor_type.elem_type == TensorProto.FLOAT}
+    outputs = {o.name for o in model.graph.output}
+    functions = {(f.domain, f.name, f.overload): f for f in model.functions}
+    halves = {TensorProto.FLOAT16: "fp16", TensorProto.BFLOAT16: "bf16"}
+
+    def takes_float(node: onnx.NodeProto, index: int, precision: str) -> bool:
+        group = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
+        return (node.domain == DOMAIN and node.op_type == layer_op_type("Conv", precision) and index == 0 and group == 1
+                and (node.domain, node.op_type, node.overload) in functions)
+
+    folded = 0
+    for cast in list(model.graph.node):
+        to = next((a.i for a in cast.attribute if a.name == "to"), None)
+        if cast.op_type != "Cast" or cast.domain not in ("", "ai.onnx") or to not in halves or cast.input[0] not in fp32_inputs:
+            continue
+        users = readers.get(cast.output[0], [])
+        if not users or cast.output[0] in outputs or not all(takes_float(n, i, halves[to]) for n, i in users):
+            continue
+        for node, _ in users:
+            node.input[0] = cast.input[0]
+            _round_input_first(functions[(node.domain, node.op_type, node.overload)])
+        model.graph.node.remove(cast)
+        folded += 1
+    return folded
+
+
+def _round_input_first(function: onnx.FunctionProto) -> None:
+    """A layer's function body made to take an fp32 X too: X rounded to W's type first (CastLike; on a
+    half X, nothing changes)."""
+    x, w = function.input[0], function.input[1]
+    typed = f"{x}_typed"
+    body = [helper.make_node("CastLike", [x, w], [typed])]
+    for node in function.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        for i, name in enumerate(copy.input):
+            if name == x:
+                copy.input[i] = typed
+        body.append(copy)
+    del function.node[:]
+    function.node.extend(body)
 
 
 def with_half_reductions(model: onnx.ModelProto) -> onnx.ModelProto | None:

@@ -263,3 +263,47 @@ def test_half_reductions_variant_reads_the_fp16_map(rng):
     np.testing.assert_allclose(_run(variant, x=x), want, rtol=0, atol=8 * PRECISIONS["fp16"].unit_roundoff)
     assert with_half_reductions(variant) is None
     assert with_half_reductions(to_half(_chain(rng)[0], "fp16")) is None
+
+
+def _stem_model(rng, depthwise: bool = False):
+    """x (fp32, NHWC) -> a float convolution layer (its node and function, as the rewrite makes them)
+    -> Relu6 -> y: a network's stem (3x3 stride 2, 3 -> 16 channels), or a depthwise layer."""
+    from fcm_core.vocabulary import DOMAIN, DOMAIN_VERSION
+    from ort_custom_ops.ops.schema import Activation, ConvLayer
+
+    channels, filters = (8, 8) if depthwise else (3, 16)
+    layer = ConvLayer(kernel_shape=(3, 3), strides=(2, 2), pads=(0, 0, 1, 1), group=channels if depthwise else 1,
+                      activation=Activation("relu6"))
+    w = (rng.normal(size=(filters, 1 if depthwise else channels, 3, 3)) / 3).astype(np.float32)
+    b = rng.normal(size=filters).astype(np.float32)
+    node = layer.node(["x", "w", "b"], "y", "stem", overload="stem")
+    model = _model([node], [_floats("x", [None, 17, 15, channels])], [_floats("y", None)], [("w", w), ("b", b)])
+    model.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
+    model.functions.append(layer.function("stem", 17))
+    return model
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_the_input_cast_folds_into_the_stem(precision, rng):
+    """The Cast of the fp32 input that only a half stem reads goes: the stem reads the fp32 input
+    and rounds it as the Cast did, with the library (the same values as with the Cast) and without
+    it (its function body rounds X first); a depthwise layer keeps its Cast."""
+    half = to_half(_stem_model(rng), precision)
+    (stem,) = [n for n in half.graph.node if n.op_type.endswith("Conv")]
+    assert stem.input[0] == "x" and not any(n.op_type == "Cast" and n.input[0] == "x" for n in half.graph.node)
+    x = (3 * rng.normal(size=(2, 17, 15, 3))).astype(np.float32)  # (not rounded: the stem rounds it)
+    # the same model with the Cast in front of the stem again
+    cast = onnx.ModelProto()
+    cast.CopyFrom(half)
+    (with_cast,) = [n for n in cast.graph.node if n.op_type.endswith("Conv")]
+    with_cast.input[0] = "x_half"
+    element = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}[precision]
+    cast.graph.node.insert(0, helper.make_node("Cast", ["x"], ["x_half"], to=element))
+    (folded,) = make_session(half).run(None, {"x": x})
+    (reference,) = make_session(cast).run(None, {"x": x})
+    assert np.array_equal(folded, reference)
+    (body,) = make_session(half, with_library=False).run(None, {"x": x})
+    u = PRECISIONS[precision].unit_roundoff
+    assert np.abs(body - reference).max() <= 4 * u * (np.abs(reference).max() + 1)
+    depthwise = to_half(_stem_model(rng, depthwise=True), precision)
+    assert any(n.op_type == "Cast" and n.input[0] == "x" for n in depthwise.graph.node)

@@ -166,6 +166,32 @@ def test_shapes_that_do_not_fit_are_onnx_runtime_errors(rng):
     _run_expecting_error(depthwise, x, "the op takes group 1, or a depthwise convolution")
 
 
+def _with_fp32_x(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its input X declared fp32 (a half layer's folded input Cast)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    return copy
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_a_half_layer_rounds_an_fp32_input_as_a_cast_before_it(precision, rng):
+    """A half layer of group 1 fed an fp32 X (a model's input Cast folded into its stem) computes
+    exactly what it computes on X cast to its type, with an input affine too; a depthwise one refuses
+    an fp32 X with an ONNX Runtime error."""
+    for affine in (None, _affine(rng, precision, 3, True)):
+        _, w, b = _case(rng, precision, 2, 11, 9, 3, 16, 3, False)
+        x = (3 * rng.normal(size=(2, 11, 9, 3))).astype(np.float32)  # (not rounded: the layer rounds it)
+        model = _layer_model(precision, x.shape, w, b, (2, 2), (0, 0, 1, 1), 1, Activation("relu6"), affine=affine)
+        (want,) = make_session(float_io(model)).run(None, {"X": x})  # (float_io: a Cast to the precision first)
+        (got,) = make_session(float_io(_with_fp32_x(model))).run(None, {"X": x})
+        assert np.array_equal(got, want)
+    _, w, b = _case(rng, precision, 1, 8, 8, 4, 4, 3, True)
+    depthwise = _layer_model(precision, (1, 8, 8, 4), w, b, (1, 1), (1, 1, 1, 1), 4, Activation("relu"))
+    _run_expecting_error(float_io(_with_fp32_x(depthwise)), np.ones((1, 8, 8, 4), np.float32),
+                         "the input must be of the layer's element type")
+
+
 def _affine(rng, precision: str, channels: int, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
     """An input scale and shift (one value each, or one per channel), rounded to the precision."""
     count = channels if per_channel else 1
@@ -261,3 +287,23 @@ def _check_on_gpu(rng, precision, geometry, batch, height, width, activation, af
         bound = 2.02 * u * (np.abs(cpu) + 1.5 * np.abs(before)) + 1e-5
     error = np.abs(gpu - cpu)
     assert (error <= bound).all(), f"batch {batch} {height}x{width} {activation.name}: {error.max():.3g}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("geometry", [(3, 32, 3, 2, (0, 0, 1, 1), False), (3, 12, 5, 1, (2, 2, 2, 2), False)])
+def test_the_cuda_kernel_rounds_an_fp32_input_as_a_cast_before_it(precision, geometry, rng):
+    """An fp32 X on the GPU (the stem's tiles; 12 filters: the general kernel): exactly what the
+    kernel computes on X cast to the layer's type, per-channel input affine, outputs poisoned."""
+    require_cuda()
+    channels, filters, kernel, stride, pads, _ = geometry
+    _, w, b = _case(rng, precision, 3, 37, 41, channels, filters, kernel, False)
+    x = (3 * rng.normal(size=(3, 37, 41, channels))).astype(np.float32)
+    affine = _affine(rng, precision, channels, True)
+    model = _layer_model(precision, x.shape, w, b, (stride, stride), pads, 1, Activation("hard_swish"), affine=affine)
+    shape = (3, (37 + pads[0] + pads[2] - kernel) // stride + 1, (41 + pads[1] + pads[3] - kernel) // stride + 1, filters)
+    # (run_poisoned_half rounds X to the type to nearest even, as a Cast does)
+    cast_first = run_poisoned_half(make_session(model, providers=cuda_providers()), {"X": x}, shape, precision)
+    fp32_x = run_poisoned_half(make_session(_with_fp32_x(model), providers=cuda_providers()), {"X": x}, shape, precision,
+                               float_inputs=("X",))
+    assert np.array_equal(fp32_x, cast_first)

@@ -56,16 +56,23 @@ def from_half_bits(bits: np.ndarray, precision: str) -> np.ndarray:
     return bits.view(NUMPY_TYPES[precision]).astype(np.float32)
 
 
-def run_poisoned_half(session, feeds: dict[str, np.ndarray], output_shape, precision: str) -> np.ndarray:
-    """A half model (inputs and output of ``precision``) run from float32 ``feeds`` (rounded to the
-    type) with its tensors bound to device buffers, the output's filled with NaN (all ones, a NaN in
-    both types) first, so that an element the kernel never writes shows; the output as float32."""
+def run_poisoned_half(session, feeds: dict[str, np.ndarray], output_shape, precision: str,
+                      float_inputs: tuple[str, ...] = ()) -> np.ndarray:
+    """A half model (inputs and output of ``precision``; those named in ``float_inputs`` fp32) run
+    from float32 ``feeds`` (rounded to the type) with its tensors bound to device buffers, the
+    output's filled with NaN (all ones, a NaN in both types) first, so that an element the kernel
+    never writes shows; the output as float32."""
     import onnxruntime as ort
 
     element = _ONNX_TYPES[precision]
     binding = session.io_binding()
     kept = []
     for name, array in feeds.items():
+        if name in float_inputs:
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, np.float32), "cuda", 0)
+            kept.append(value)
+            binding.bind_ortvalue_input(name, value)
+            continue
         value = ort.OrtValue.ortvalue_from_numpy(half_bits(array, precision), "cuda", 0)
         kept.append(value)
         binding.bind_input(name, "cuda", 0, element, list(array.shape), value.data_ptr())

@@ -46,7 +46,17 @@ struct ConvLayerArgs {
   const E* x_scale;
   const E* x_shift;
   int scale_count, shift_count;
+  const float* x_float;  // a half layer's X in fp32 (x then points at the same bytes), else null
 };
+
+// X's value at `index` as a float: an fp32 X rounded to E first (what a Cast to E before the layer gives).
+template <class E>
+__device__ __forceinline__ float InputAt(const ConvLayerArgs<E>& a, size_t index) {
+  if constexpr (block::kIsHalf<E>) {
+    if (a.x_float != nullptr) return Element<E>::ToFloat(Element<E>::FromFloat(__ldg(a.x_float + index)));
+  }
+  return Element<E>::ToFloat(__ldg(a.x + index));
+}
 
 // An input value of channel c as the convolution reads it: X * XS + XB where the node has them, rounded
 // to E after each step (conv_layer.h).
@@ -152,18 +162,18 @@ __global__ void __launch_bounds__(kThreads) ConvLayerKernel(const ConvLayerArgs<
       for (int kx = 0; kx < kw; ++kx) {
         const int ix = ix0 + kx;
         if (ix < 0 || ix >= a.w_in) continue;
-        const E* in = a.x + (static_cast<size_t>(image * a.h + iy) * a.w_in + ix) * channels;
+        const size_t at = (static_cast<size_t>(image * a.h + iy) * a.w_in + ix) * channels;
         const int tap = ky * kw + kx;
-        if constexpr (kDepthwise) {
+        if constexpr (kDepthwise) {  // (never an fp32 X: CheckConvLayerCall)
           float v[FT];
-          LoadFloats<FT>(in + f0, v);
+          LoadFloats<FT>(a.x + at + f0, v);
 #pragma unroll
           for (int j = 0; j < FT; ++j) v[j] = InputValue(a, v[j], f0 + j);
           accumulate(acc, v, true, tap, 0, f0);
         } else {
 #pragma unroll
           for (int c = 0; c < channels; ++c) {
-            const float v = InputValue(a, Element<E>::ToFloat(__ldg(in + c)), c);
+            const float v = InputValue(a, InputAt(a, at + c), c);
             accumulate(acc, &v, false, tap, c, f0);
           }
         }
@@ -225,7 +235,7 @@ __global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArg
       const int iy = iy0 + row, ix = ix0 + col;
       float v = 0.f;
       if (iy >= 0 && iy < a.h && ix >= 0 && ix < a.w_in)
-        v = InputValue(a, Element<E>::ToFloat(__ldg(a.x + (static_cast<size_t>(image * a.h + iy) * a.w_in + ix) * kC + c)), c);
+        v = InputValue(a, InputAt(a, (static_cast<size_t>(image * a.h + iy) * a.w_in + ix) * kC + c), c);
       region[((c * t.region_rows + row) * sw + col % sw) * t.plane_cols + col / sw] = v;
     }
     __syncthreads();
@@ -316,6 +326,7 @@ cudaError_t LaunchOfWidth(const ConvLayerArgs<E>& a, cudaStream_t stream) {
 // lane with one slice of 16 filters, else 4 (16 rows a tile with one or two slices).
 template <class E, bool kDepthwise>
 cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
+  // (x is read as vectors by the depthwise kernels only, which never take an fp32 X)
   const bool aligned = ((reinterpret_cast<uintptr_t>(a.x) | reinterpret_cast<uintptr_t>(a.b) | reinterpret_cast<uintptr_t>(a.y)) & 15) == 0;
   if constexpr (!kDepthwise) {
     const int slices = a.f / kStemFilters;
@@ -341,7 +352,7 @@ struct CudaConvLayerKernelT {
     return Guarded([&]() -> Ort::Status {
       Ort::KernelContext ctx(context);
       ConvLayerShapes s;
-      Ort::Status status = CheckConvLayerCall(spec, ctx, &s);
+      Ort::Status status = CheckConvLayerCall(spec, Ort::TypeToTensorType<T>::type, ctx, &s);
       if (!status.IsOK()) return status;
       auto y = ctx.GetOutput(0, s.OutputShape());
       if (s.n == 0 || s.out_h == 0 || s.out_w == 0 || s.f == 0) return Ort::Status(nullptr);
@@ -350,7 +361,10 @@ struct CudaConvLayerKernelT {
         return Ort::Status("FCM CUDA: tensor too large for the convolution layer's 32-bit indexing", ORT_NOT_IMPLEMENTED);
       auto in = [&](size_t i) { return reinterpret_cast<const E*>(ctx.GetInput(i).template GetTensorData<T>()); };
       ConvLayerArgs<E> a{};
+      // (an fp32 X: x points at its bytes too, so that a load of x hoisted above InputAt's branch stays
+      // inside them: X holds twice the bytes the half indices reach)
       a.x = in(0), a.w = in(1), a.b = in(2);
+      a.x_float = s.x_float ? ctx.GetInput(0).GetTensorData<float>() : nullptr;
       a.y = reinterpret_cast<E*>(y.template GetTensorMutableData<T>());
       a.n = static_cast<int>(s.n), a.h = static_cast<int>(s.h), a.w_in = static_cast<int>(s.w), a.c = static_cast<int>(s.c);
       a.f = static_cast<int>(s.f), a.out_h = static_cast<int>(s.out_h), a.out_w = static_cast<int>(s.out_w);
