@@ -224,19 +224,25 @@ __global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArg
   const int tiles_x = (a.out_w + kStemCols - 1) / kStemCols, tiles_y = (a.out_h + t.rows - 1) / t.rows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int f0 = warp % t.slices * kStemFilters, row0 = warp / t.slices * kPixels;
-  const int region_values = t.region_rows * t.region_cols * kC;
+  const int row_values = t.region_cols * kC;  // one region row's values: adjacent in X
   for (int tile = blockIdx.x; tile < a.n * tiles_y * tiles_x; tile += gridDim.x) {
     const int tx = tile % tiles_x, ty = (tile / tiles_x) % tiles_y, image = tile / (tiles_x * tiles_y);
     const int oy0 = ty * t.rows, ox0 = tx * kStemCols;
     const int iy0 = oy0 * sh - a.pad_top, ix0 = ox0 * sw - a.pad_left;
     __syncthreads();  // the previous tile's reads of the region are done
-    for (int i = threadIdx.x; i < region_values; i += blockDim.x) {
-      const int c = i % kC, rest = i / kC, col = rest % t.region_cols, row = rest / t.region_cols;
-      const int iy = iy0 + row, ix = ix0 + col;
-      float v = 0.f;
-      if (iy >= 0 && iy < a.h && ix >= 0 && ix < a.w_in)
-        v = InputValue(a, InputAt(a, (static_cast<size_t>(image * a.h + iy) * a.w_in + ix) * kC + c), c);
-      region[((c * t.region_rows + row) * sw + col % sw) * t.plane_cols + col / sw] = v;
+    // a warp per region row, its lanes along the row (coalesced); only divisions by constants, and
+    // the stride's residue by a branch the warp takes together (2: a mask and a shift)
+    for (int row = warp; row < t.region_rows; row += kThreads / 32) {
+      const int iy = iy0 + row;
+      const bool row_inside = iy >= 0 && iy < a.h;
+      const size_t row_start = static_cast<size_t>(image * a.h + (row_inside ? iy : 0)) * a.w_in * kC;
+      for (int i = lane; i < row_values; i += 32) {
+        const int col = i / kC, c = i - col * kC, ix = ix0 + col;
+        float v = 0.f;
+        if (row_inside && ix >= 0 && ix < a.w_in) v = InputValue(a, InputAt(a, row_start + static_cast<size_t>(ix) * kC + c), c);
+        const int residue = sw == 2 ? col & 1 : col % sw, column = sw == 2 ? col >> 1 : col / sw;
+        region[((c * t.region_rows + row) * sw + residue) * t.plane_cols + column] = v;
+      }
     }
     __syncthreads();
     float acc[kPixels][kStemFilters];
