@@ -257,9 +257,12 @@ def test_the_cuda_kernel_computes_what_the_cpu_kernel_computes(precision, geomet
 @pytest.mark.parametrize("geometry", [(3, 16, 3, 2, (1, 1, 1, 1), False), (3, 32, 3, 2, (0, 0, 1, 1), False),
                                       (3, 64, 3, 1, (1, 1, 1, 1), False), (3, 128, 3, 2, (0, 0, 1, 1), False)])
 def test_the_stem_tiles_cover_the_image(precision, geometry, rng):
-    """RGB stems on images of several tiles each way (32 output columns, 4 to 16 rows a tile, the
-    last ones partial), 16 to 128 filters (one to eight slices of 16), per-channel input affine."""
+    """RGB stems on images of several tiles each way (32 output columns, 1 to 16 rows a tile, the
+    last ones partial), 16 to 128 filters (one to eight slices of 16), per-channel input affine: at
+    batch 8 on 224x224 images the tiles of 2 or 4 rows a lane (enough of them for every SM), on the
+    smaller cases fewer rows a lane."""
     require_cuda()
+    _check_on_gpu(rng, precision, geometry, 8, 224, 224, Activation("relu6"), True)
     _check_on_gpu(rng, precision, geometry, 2, 71, 67, Activation("relu6"), True)
     _check_on_gpu(rng, precision, geometry, 1, 40, 97, Activation("none"), None)
 

@@ -304,12 +304,17 @@ cudaError_t LaunchKernel(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream)
   return LaunchWaves(&ConvLayerKernel<E, FT, kDepthwise, kStaged>, a, shared, stream);
 }
 
+// The stem's tiles for `pixels` rows a lane.
+template <class E>
+unsigned StemTileCount(const ConvLayerArgs<E>& a, int pixels) {
+  const StemTiles t(a.f, a.sh, a.sw, a.kh, pixels);
+  return static_cast<unsigned>(a.n * ((a.out_h + t.rows - 1) / t.rows) * ((a.out_w + kStemCols - 1) / kStemCols));
+}
+
 // The stem kernel on its tiles (a.work: a CTA's worth per tile).
 template <class E, int kK, int kC, int kPixels>
 cudaError_t LaunchStem(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream) {
-  const StemTiles t(a.f, a.sh, a.sw, kK, kPixels);
-  const unsigned tiles = static_cast<unsigned>(a.n * ((a.out_h + t.rows - 1) / t.rows) * ((a.out_w + kStemCols - 1) / kStemCols));
-  a.work = tiles * kThreads;
+  a.work = StemTileCount(a, kPixels) * kThreads;
   return LaunchWaves(&ConvStemKernel<E, kK, kC, kPixels>, a, shared, stream);
 }
 
@@ -329,7 +334,9 @@ cudaError_t LaunchOfWidth(const ConvLayerArgs<E>& a, cudaStream_t stream) {
 // FT: 8 output channels a thread where the channel count allows (two or one 16-byte stores), else 4, else
 // 1; 1 also where a tensor does not start on 16 bytes (vector accesses need it). The stems of RGB
 // networks (3x3, 3 input channels, 16, 32, 64 or 128 filters) on ConvStemKernel's tiles: 2 rows a
-// lane with one slice of 16 filters, else 4 (16 rows a tile with one or two slices).
+// lane with one slice of 16 filters, else 4 (16 rows a tile with one or two slices), fewer where
+// those tiles would not give every SM one (a small batch: MobileNetV2's stem at batch 1 has 28 tiles
+// of 4 rows a lane, 112 of 1), so that the work spreads over the SMs.
 template <class E, bool kDepthwise>
 cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   // (x is read as vectors by the depthwise kernels only, which never take an fp32 X)
@@ -337,10 +344,13 @@ cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   if constexpr (!kDepthwise) {
     const int slices = a.f / kStemFilters;
     if (aligned && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % kStemFilters == 0 && slices <= 8 && 8 % slices == 0) {
-      const int pixels = slices == 1 ? 2 : 4;
+      int pixels = slices == 1 ? 2 : 4;
+      while (pixels > 1 && StemTileCount(a, pixels) < static_cast<unsigned>(CurrentDevice().sms)) pixels /= 2;
       const size_t shared = StagedBytes(a, false) + StemTiles(a.f, a.sh, a.sw, 3, pixels).RegionFloats(3, a.sw) * sizeof(float);
-      if (shared <= kStagedBytes)
-        return pixels == 2 ? LaunchStem<E, 3, 3, 2>(a, shared, stream) : LaunchStem<E, 3, 3, 4>(a, shared, stream);
+      if (shared <= kStagedBytes) {
+        if (pixels == 4) return LaunchStem<E, 3, 3, 4>(a, shared, stream);
+        return pixels == 2 ? LaunchStem<E, 3, 3, 2>(a, shared, stream) : LaunchStem<E, 3, 3, 1>(a, shared, stream);
+      }
     }
   }
   if (aligned && a.f % 8 == 0) return LaunchOfWidth<E, 8, kDepthwise>(a, stream);
