@@ -57,7 +57,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fcm_core.vocabulary import DOMAIN, kind_of, layer_of, layer_op_type, op_attributes
 
-from ..ops.schema import NUMPY_TYPES, VALUE_PRESERVING, half_body, rounded_nodes
+from ..ops.schema import NUMPY_TYPES, VALUE_PRESERVING, half_body, renamed_nodes, rounded_nodes
 from ..ops.standalone import float_io
 from .transposes import spatial_mean_products, spatial_mean_transposes
 
@@ -172,14 +172,8 @@ def _round_input_first(function: onnx.FunctionProto) -> None:
     half X, nothing changes)."""
     x, w = function.input[0], function.input[1]
     typed = f"{x}_typed"
-    body = [helper.make_node("CastLike", [x, w], [typed])]
-    for node in function.node:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        for i, name in enumerate(copy.input):
-            if name == x:
-                copy.input[i] = typed
-        body.append(copy)
+    # (no body node writes a formal input, so only reads are renamed)
+    body = [helper.make_node("CastLike", [x, w], [typed])] + renamed_nodes(function.node, {x: typed})
     del function.node[:]
     function.node.extend(body)
 

@@ -204,13 +204,15 @@ constexpr int kStemFilters = 16;
 
 struct StemTiles {
   int slices, rows, region_rows, region_cols, plane_cols;  // plane: the region's columns of one residue mod the stride
+  int sw;
   __host__ __device__ StemTiles(int f, int sh, int sw, int k, int pixels)
       : slices(f / kStemFilters),
         rows(kThreads / 32 / slices * pixels),
         region_rows((rows - 1) * sh + k),
         region_cols((kStemCols - 1) * sw + k),
-        plane_cols((region_cols + sw - 1) / sw) {}
-  __host__ __device__ int RegionFloats(int channels, int sw) const { return channels * region_rows * sw * plane_cols; }
+        plane_cols((region_cols + sw - 1) / sw),
+        sw(sw) {}
+  __host__ __device__ int RegionFloats(int channels) const { return channels * region_rows * sw * plane_cols; }
 };
 
 template <class E, int kK, int kC, int kPixels>
@@ -346,7 +348,7 @@ cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
     if (aligned && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % kStemFilters == 0 && slices <= 8 && 8 % slices == 0) {
       int pixels = slices == 1 ? 2 : 4;
       while (pixels > 1 && StemTileCount(a, pixels) < static_cast<unsigned>(CurrentDevice().sms)) pixels /= 2;
-      const size_t shared = StagedBytes(a, false) + StemTiles(a.f, a.sh, a.sw, 3, pixels).RegionFloats(3, a.sw) * sizeof(float);
+      const size_t shared = StagedBytes(a, false) + StemTiles(a.f, a.sh, a.sw, 3, pixels).RegionFloats(3) * sizeof(float);
       if (shared <= kStagedBytes) {
         if (pixels == 4) return LaunchStem<E, 3, 3, 4>(a, shared, stream);
         return pixels == 2 ? LaunchStem<E, 3, 3, 2>(a, shared, stream) : LaunchStem<E, 3, 3, 1>(a, shared, stream);

@@ -317,12 +317,13 @@ cudaError_t LaunchGemm(const E* a, const E* b, const E* bias, const E* c, E* d, 
   return cudaGetLastError();
 }
 
-// A product's output tiles and the steps of its sum, in PassGemm's 128 x 128 tiles.
+// A product's output tiles and the steps of its sum, in PassGemm's tiles of `tile_m` x `tile_n`
+// (every shape steps through the sum as deep).
 template <class E>
 struct GemmWork {
-  GemmWork(double rows, double n, double k) {
+  GemmWork(double rows, double n, double k, int tile_m = 128, int tile_n = 128) {
     using Tile = typename PassGemm<E>::TileShape;
-    tiles = std::ceil(rows / cute::size<0>(Tile{})) * std::ceil(n / cute::size<1>(Tile{}));
+    tiles = std::ceil(rows / tile_m) * std::ceil(n / tile_n);
     steps = std::ceil(k / cute::size<2>(Tile{}));
   }
   double tiles, steps;
@@ -340,7 +341,7 @@ template <class E>
 GemmTile GemmTileFor(double rows, double n, double k, GemmTiling tiling, int batches = 1) {
   if (tiling != GemmTiling::kByShape) return GemmTile::k128x128;
   const double sms = CurrentDevice().sms;
-  if (GemmWork<E>(rows, n, k).tiles * batches < sms && std::ceil(rows / 64) * std::ceil(n / 64) * batches <= sms) return GemmTile::k64x64;
+  if (GemmWork<E>(rows, n, k).tiles * batches < sms && GemmWork<E>(rows, n, k, 64, 64).tiles * batches <= sms) return GemmTile::k64x64;
   return n <= 32 ? GemmTile::k128x32 : n <= 64 ? GemmTile::k128x64 : GemmTile::k128x128;
 }
 
@@ -353,12 +354,11 @@ GemmTile GemmTileFor(double rows, double n, double k, GemmTiling tiling, int bat
 template <class E>
 double GemmUs(double rows, double n, double k, double bytes, bool stream_k, GemmTiling tiling) {
   constexpr double kStepUs = 0.58, kSmallStepUs = 0.6 * kStepUs, kReductionUs = 14.0;
-  const GemmWork<E> work(rows, n, k);
   const double sms = std::max(1, CurrentDevice().sms);
-  double compute = stream_k ? std::ceil(work.tiles * work.steps / sms) * kStepUs + kReductionUs
-                            : std::ceil(work.tiles / sms) * work.steps * kStepUs;
-  if (!stream_k && GemmTileFor<E>(rows, n, k, tiling) == GemmTile::k64x64)
-    compute = std::ceil(std::ceil(rows / 64) * std::ceil(n / 64) / sms) * work.steps * kSmallStepUs;
+  const bool small = !stream_k && GemmTileFor<E>(rows, n, k, tiling) == GemmTile::k64x64;
+  const GemmWork<E> work(rows, n, k, small ? 64 : 128, small ? 64 : 128);
+  const double compute = stream_k ? std::ceil(work.tiles * work.steps / sms) * kStepUs + kReductionUs
+                                  : std::ceil(work.tiles / sms) * work.steps * (small ? kSmallStepUs : kStepUs);
   return std::max(bytes / kBytesPerUs, compute);
 }
 
