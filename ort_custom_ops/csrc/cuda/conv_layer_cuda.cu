@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "../conv_layer.h"
 #include "block/element.cuh"
@@ -56,6 +57,31 @@ __device__ __forceinline__ float InputAt(const ConvLayerArgs<E>& a, size_t index
     if (a.x_float != nullptr) return Element<E>::ToFloat(Element<E>::FromFloat(__ldg(a.x_float + index)));
   }
   return Element<E>::ToFloat(__ldg(a.x + index));
+}
+
+// InputAt in two steps, X's bits as loaded and then their value, so that a lane can issue a batch of
+// loads before it waits for the first (ConvStemKernel's region).
+template <class E>
+__device__ __forceinline__ uint32_t InputBitsAt(const ConvLayerArgs<E>& a, size_t index) {
+  if constexpr (block::kIsHalf<E>) {
+    if (a.x_float != nullptr) return __float_as_uint(__ldg(a.x_float + index));
+    return __ldg(reinterpret_cast<const unsigned short*>(a.x) + index);
+  } else {
+    return __float_as_uint(__ldg(a.x + index));
+  }
+}
+
+template <class E>
+__device__ __forceinline__ float InputOfBits(const ConvLayerArgs<E>& a, uint32_t bits) {
+  if constexpr (block::kIsHalf<E>) {
+    if (a.x_float != nullptr) return Element<E>::ToFloat(Element<E>::FromFloat(__uint_as_float(bits)));
+    const unsigned short half_bits = static_cast<unsigned short>(bits);
+    E value;
+    memcpy(&value, &half_bits, sizeof(E));
+    return Element<E>::ToFloat(value);
+  } else {
+    return __uint_as_float(bits);
+  }
 }
 
 // An input value of channel c as the convolution reads it: X * XS + XB where the node has them, rounded
@@ -201,6 +227,7 @@ __global__ void __launch_bounds__(kThreads) ConvLayerKernel(const ConvLayerArgs<
 // tap in the padding adds 0 * w, as skipping it would.
 constexpr int kStemCols = 32;  // output columns per tile: one per lane
 constexpr int kStemFilters = 16;
+constexpr int kStemLoads = 16;  // the region's values a lane loads before it stores them
 
 struct StemTiles {
   int slices, rows, region_rows, region_cols, plane_cols;  // plane: the region's columns of one residue mod the stride
@@ -217,6 +244,7 @@ struct StemTiles {
 
 template <class E, int kK, int kC, int kPixels>
 __global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArgs<E> a) {
+  static_assert(kC <= 3, "the region's load packs a channel in 2 bits, 3 meaning padding");
   extern __shared__ float4 staged_vectors[];
   float* staged = reinterpret_cast<float*>(staged_vectors);
   StageWeights(a, kK * kK, kC, staged);
@@ -232,18 +260,35 @@ __global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArg
     const int oy0 = ty * t.rows, ox0 = tx * kStemCols;
     const int iy0 = oy0 * sh - a.pad_top, ix0 = ox0 * sw - a.pad_left;
     __syncthreads();  // the previous tile's reads of the region are done
-    // a warp per region row, its lanes along the row (coalesced); only divisions by constants, and
-    // the stride's residue by a branch the warp takes together (2: a mask and a shift)
-    for (int row = warp; row < t.region_rows; row += kThreads / 32) {
-      const int iy = iy0 + row;
-      const bool row_inside = iy >= 0 && iy < a.h;
-      const size_t row_start = static_cast<size_t>(image * a.h + (row_inside ? iy : 0)) * a.w_in * kC;
-      for (int i = lane; i < row_values; i += 32) {
-        const int col = i / kC, c = i - col * kC, ix = ix0 + col;
-        float v = 0.f;
-        if (row_inside && ix >= 0 && ix < a.w_in) v = InputValue(a, InputAt(a, row_start + static_cast<size_t>(ix) * kC + c), c);
-        const int residue = sw == 2 ? col & 1 : col % sw, column = sw == 2 ? col >> 1 : col / sw;
-        region[((c * t.region_rows + row) * sw + residue) * t.plane_cols + column] = v;
+    // A warp per region row (rows warp, warp + 8, ...), its lanes along the row (coalesced), the warp's
+    // values taken kStemLoads a lane at a time: all their loads are issued before the first is used, so
+    // that a lane waits for global memory once per batch, not once per value (a load at a time, the
+    // stem ran 94 us at batch 32, its warps stalled on memory; benchmarks/2026-12-07-h100-stem-loads).
+    // Position (row, i) advances by 32 values at a time, without dividing by the row's size (it is at
+    // least 32: region_cols >= 34); only divisions by constants, the stride's residue by a branch the
+    // warp takes together (2: a mask and a shift).
+    int row = warp, i = lane;
+    while (row < t.region_rows) {
+      uint32_t bits[kStemLoads];
+      // the value's place in the region times 4, plus its channel (3: padding, which stays 0); -1
+      // past the warp's rows. Every load is made (the padding's at X's first value), without a branch
+      // between them.
+      int at[kStemLoads];
+#pragma unroll
+      for (int k = 0; k < kStemLoads; ++k) {
+        const bool valid = row < t.region_rows;
+        const int iy = iy0 + row, col = i / kC, c = i - col * kC, ix = ix0 + col;
+        const bool inside = valid && iy >= 0 && iy < a.h && ix >= 0 && ix < a.w_in;
+        bits[k] = InputBitsAt(a, inside ? (static_cast<size_t>(image * a.h + iy) * a.w_in + ix) * kC + c : 0);
+        const int residue = sw == 1 ? 0 : sw == 2 ? col & 1 : col % sw;
+        const int column = sw == 1 ? col : sw == 2 ? col >> 1 : col / sw;
+        at[k] = valid ? (((c * t.region_rows + row) * sw + residue) * t.plane_cols + column) * 4 + (inside ? c : 3) : -1;
+        i += 32;
+        if (i >= row_values) i -= row_values, row += kThreads / 32;
+      }
+#pragma unroll
+      for (int k = 0; k < kStemLoads; ++k) {
+        if (at[k] >= 0) region[at[k] >> 2] = (at[k] & 3) == 3 ? 0.f : InputValue(a, InputOfBits(a, bits[k]), at[k] & 3);
       }
     }
     __syncthreads();
@@ -345,7 +390,8 @@ cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   const bool aligned = ((reinterpret_cast<uintptr_t>(a.x) | reinterpret_cast<uintptr_t>(a.b) | reinterpret_cast<uintptr_t>(a.y)) & 15) == 0;
   if constexpr (!kDepthwise) {
     const int slices = a.f / kStemFilters;
-    if (aligned && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % kStemFilters == 0 && slices <= 8 && 8 % slices == 0) {
+    // (an X of no pixels, whose padding alone makes an output, never reaches it: its loads start at X[0])
+    if (aligned && a.h > 0 && a.w_in > 0 && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % kStemFilters == 0 && slices <= 8 && 8 % slices == 0) {
       int pixels = slices == 1 ? 2 : 4;
       while (pixels > 1 && StemTileCount(a, pixels) < static_cast<unsigned>(CurrentDevice().sms)) pixels /= 2;
       const size_t shared = StagedBytes(a, false) + StemTiles(a.f, a.sh, a.sw, 3, pixels).RegionFloats(3) * sizeof(float);
