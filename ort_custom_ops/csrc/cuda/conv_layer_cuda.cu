@@ -263,7 +263,7 @@ __global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArg
     // A warp per region row (rows warp, warp + 8, ...), its lanes along the row (coalesced), the warp's
     // values taken kStemLoads a lane at a time: all their loads are issued before the first is used, so
     // that a lane waits for global memory once per batch, not once per value (a load at a time, the
-    // stem ran 94 us at batch 32, its warps stalled on memory; benchmarks/2026-12-07-h100-stem-loads).
+    // stem ran 94 us at batch 32, its warps stalled on memory; benchmarks/2026-12-07-h100-gpu-tests-stem).
     // Position (row, i) advances by 32 values at a time, without dividing by the row's size (it is at
     // least 32: region_cols >= 34); only divisions by constants, the stride's residue by a branch the
     // warp takes together (2: a mask and a shift).
