@@ -84,19 +84,27 @@ __device__ __forceinline__ float InputOfBits(const ConvLayerArgs<E>& a, uint32_t
   }
 }
 
-// An input value of channel c as the convolution reads it: X * XS + XB where the node has them, rounded
-// to E after each step (conv_layer.h).
+// X * scale + shift as the convolution reads an input value, rounded to E after each step
+// (conv_layer.h); has_scale / has_shift: the node has XS / XB.
 template <class E>
-__device__ __forceinline__ float InputValue(const ConvLayerArgs<E>& a, float v, int c) {
-  if (a.scale_count != 0) {
-    v *= Element<E>::ToFloat(__ldg(a.x_scale + (a.scale_count == a.c ? c : 0)));
+__device__ __forceinline__ float ScaledShifted(float v, bool has_scale, float scale, bool has_shift, float shift) {
+  if (has_scale) {
+    v *= scale;
     if constexpr (block::kIsHalf<E>) v = Element<E>::ToFloat(Element<E>::FromFloat(v));
   }
-  if (a.shift_count != 0) {
-    v += Element<E>::ToFloat(__ldg(a.x_shift + (a.shift_count == a.c ? c : 0)));
+  if (has_shift) {
+    v += shift;
     if constexpr (block::kIsHalf<E>) v = Element<E>::ToFloat(Element<E>::FromFloat(v));
   }
   return v;
+}
+
+// An input value of channel c as the convolution reads it: X * XS + XB where the node has them.
+template <class E>
+__device__ __forceinline__ float InputValue(const ConvLayerArgs<E>& a, float v, int c) {
+  const bool has_scale = a.scale_count != 0, has_shift = a.shift_count != 0;
+  return ScaledShifted<E>(v, has_scale, has_scale ? Element<E>::ToFloat(__ldg(a.x_scale + (a.scale_count == a.c ? c : 0))) : 0.f,
+                          has_shift, has_shift ? Element<E>::ToFloat(__ldg(a.x_shift + (a.shift_count == a.c ? c : 0))) : 0.f);
 }
 
 // FT values of E from `from` into floats: one or two 16-byte loads where FT elements fill them (the
@@ -227,7 +235,9 @@ __global__ void __launch_bounds__(kThreads) ConvLayerKernel(const ConvLayerArgs<
 // tap in the padding adds 0 * w, as skipping it would.
 constexpr int kStemCols = 32;  // output columns per tile: one per lane
 constexpr int kStemFilters = 16;
-constexpr int kStemLoads = 16;  // the region's values a lane loads before it stores them
+constexpr int kStemMaxStride = 2;  // (larger strides take the direct kernel)
+constexpr int kStemAffineFloats = 8;  // the input affine's staged floats (2 per channel), keeping the region 16-byte aligned
+constexpr int kStemRowsInFlight = 2;  // region rows a warp loads before it stores them
 
 struct StemTiles {
   int slices, rows, region_rows, region_cols, plane_cols;  // plane: the region's columns of one residue mod the stride
@@ -244,11 +254,22 @@ struct StemTiles {
 
 template <class E, int kK, int kC, int kPixels>
 __global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArgs<E> a) {
-  static_assert(kC <= 3, "the region's load packs a channel in 2 bits, 3 meaning padding");
+  static_assert(kC <= 4, "a value's place packs its channel in 2 bits");
+  // a lane's values of a region row: the row holds ((kStemCols - 1) * stride + kK) * kC
+  constexpr int kLaneValues = (((kStemCols - 1) * kStemMaxStride + kK) * kC + 31) / 32;
   extern __shared__ float4 staged_vectors[];
   float* staged = reinterpret_cast<float*>(staged_vectors);
-  StageWeights(a, kK * kK, kC, staged);
-  float* region = staged + kK * kK * kC * a.f;  // (a multiple of 4 floats: f is of 16)
+  static_assert(kStemRowsInFlight * kLaneValues <= 32, "a bit per value in flight");
+  // the input affine per channel, [scale x kC, shift x kC], after the weights; then the region
+  float* affine = staged + kK * kK * kC * a.f;  // (a multiple of 4 floats: f is of 16)
+  float* region = affine + kStemAffineFloats;
+  const bool has_scale = a.scale_count != 0, has_shift = a.shift_count != 0;
+  if (threadIdx.x < kC) {
+    const int c = threadIdx.x;
+    affine[c] = has_scale ? Element<E>::ToFloat(a.x_scale[a.scale_count == a.c ? c : 0]) : 1.f;
+    affine[kC + c] = has_shift ? Element<E>::ToFloat(a.x_shift[a.shift_count == a.c ? c : 0]) : 0.f;
+  }
+  StageWeights(a, kK * kK, kC, staged);  // (its barrier publishes the affine too)
   const int sh = a.sh, sw = a.sw;
   const StemTiles t(a.f, sh, sw, kK, kPixels);
   const int tiles_x = (a.out_w + kStemCols - 1) / kStemCols, tiles_y = (a.out_h + t.rows - 1) / t.rows;
@@ -260,35 +281,49 @@ __global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArg
     const int oy0 = ty * t.rows, ox0 = tx * kStemCols;
     const int iy0 = oy0 * sh - a.pad_top, ix0 = ox0 * sw - a.pad_left;
     __syncthreads();  // the previous tile's reads of the region are done
-    // A warp per region row (rows warp, warp + 8, ...), its lanes along the row (coalesced), the warp's
-    // values taken kStemLoads a lane at a time: all their loads are issued before the first is used, so
-    // that a lane waits for global memory once per batch, not once per value (a load at a time, the
-    // stem ran 94 us at batch 32, its warps stalled on memory; benchmarks/2026-12-07-h100-gpu-tests-stem).
-    // Position (row, i) advances by 32 values at a time, without dividing by the row's size (it is at
-    // least 32: region_cols >= 34); only divisions by constants, the stride's residue by a branch the
-    // warp takes together (2: a mask and a shift).
-    int row = warp, i = lane;
-    while (row < t.region_rows) {
-      uint32_t bits[kStemLoads];
-      // the value's place in the region times 4, plus its channel (3: padding, which stays 0); -1
-      // past the warp's rows. Every load is made (the padding's at X's first value), without a branch
-      // between them.
-      int at[kStemLoads];
+    // A warp per region row (rows warp, warp + 8, ...), its lanes along the row (coalesced), two rows
+    // at a time: all their loads are issued before the first value is used, so that a lane waits for
+    // global memory once per two rows. Lane l takes the row's values l, l + 32, ... (kLaneValues of
+    // them), whose places in the region, past the row's part, are the same in every row and tile:
+    // computed once per tile, so that a value costs an address, a bounds check, the load, its affine
+    // and a store (the divisions and the layout's arithmetic per value made the load phase cost more
+    // than the FMAs; a load at a time, the lanes waited ~30 times a tile:
+    // benchmarks/2026-12-07-h100-gpu-tests-stem).
+    int place[kLaneValues];  // the value's place in the region less the row's part, times 4, plus its channel; -1 past the row
 #pragma unroll
-      for (int k = 0; k < kStemLoads; ++k) {
-        const bool valid = row < t.region_rows;
-        const int iy = iy0 + row, col = i / kC, c = i - col * kC, ix = ix0 + col;
-        const bool inside = valid && iy >= 0 && iy < a.h && ix >= 0 && ix < a.w_in;
-        bits[k] = InputBitsAt(a, inside ? (static_cast<size_t>(image * a.h + iy) * a.w_in + ix) * kC + c : 0);
-        const int residue = sw == 1 ? 0 : sw == 2 ? col & 1 : col % sw;
-        const int column = sw == 1 ? col : sw == 2 ? col >> 1 : col / sw;
-        at[k] = valid ? (((c * t.region_rows + row) * sw + residue) * t.plane_cols + column) * 4 + (inside ? c : 3) : -1;
-        i += 32;
-        if (i >= row_values) i -= row_values, row += kThreads / 32;
+    for (int k = 0; k < kLaneValues; ++k) {
+      const int e = lane + 32 * k, col = e / kC, c = e - col * kC;
+      place[k] = e < row_values ? (((c * t.region_rows) * sw + col % sw) * t.plane_cols + col / sw) * 4 + c : -1;
+    }
+    const int row_floats = sw * t.plane_cols;  // one region row's part of a channel's plane
+    for (int row = warp; row < t.region_rows; row += kStemRowsInFlight * kThreads / 32) {
+      uint32_t bits[kStemRowsInFlight][kLaneValues];
+      unsigned inside = 0;  // bit r * kLaneValues + k: value k of row r lies in X (else padding: 0)
+#pragma unroll
+      for (int r = 0; r < kStemRowsInFlight; ++r) {
+        const int region_row = row + r * kThreads / 32, iy = iy0 + region_row;
+        const bool row_inside = region_row < t.region_rows && iy >= 0 && iy < a.h;
+        const int row_start = ((image * a.h + (row_inside ? iy : 0)) * a.w_in + ix0) * kC;  // (negative where ix0 is: never read there)
+#pragma unroll
+        for (int k = 0; k < kLaneValues; ++k) {
+          const int e = lane + 32 * k;
+          const bool in_x = row_inside && place[k] >= 0 && static_cast<unsigned>(ix0 * kC + e) < static_cast<unsigned>(a.w_in * kC);
+          // every lane loads (X[0] for the padding), so that no branch sits between the loads
+          bits[r][k] = InputBitsAt(a, in_x ? static_cast<size_t>(row_start + e) : 0);
+          inside |= in_x ? 1u << (r * kLaneValues + k) : 0u;
+        }
       }
 #pragma unroll
-      for (int k = 0; k < kStemLoads; ++k) {
-        if (at[k] >= 0) region[at[k] >> 2] = (at[k] & 3) == 3 ? 0.f : InputValue(a, InputOfBits(a, bits[k]), at[k] & 3);
+      for (int r = 0; r < kStemRowsInFlight; ++r) {
+        const int region_row = row + r * kThreads / 32;
+        if (region_row >= t.region_rows) break;
+#pragma unroll
+        for (int k = 0; k < kLaneValues; ++k) {
+          if (place[k] < 0) continue;
+          const int c = place[k] & 3;
+          const float v = ScaledShifted<E>(InputOfBits(a, bits[r][k]), has_scale, affine[c], has_shift, affine[kC + c]);
+          region[(place[k] >> 2) + region_row * row_floats] = inside & (1u << (r * kLaneValues + k)) ? v : 0.f;
+        }
       }
     }
     __syncthreads();
@@ -391,10 +426,10 @@ cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   if constexpr (!kDepthwise) {
     const int slices = a.f / kStemFilters;
     // (an X of no pixels, whose padding alone makes an output, never reaches it: its loads start at X[0])
-    if (aligned && a.h > 0 && a.w_in > 0 && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % kStemFilters == 0 && slices <= 8 && 8 % slices == 0) {
+    if (aligned && a.h > 0 && a.w_in > 0 && a.sw <= kStemMaxStride && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % kStemFilters == 0 && slices <= 8 && 8 % slices == 0) {
       int pixels = slices == 1 ? 2 : 4;
       while (pixels > 1 && StemTileCount(a, pixels) < static_cast<unsigned>(CurrentDevice().sms)) pixels /= 2;
-      const size_t shared = StagedBytes(a, false) + StemTiles(a.f, a.sh, a.sw, 3, pixels).RegionFloats(3) * sizeof(float);
+      const size_t shared = StagedBytes(a, false) + (kStemAffineFloats + StemTiles(a.f, a.sh, a.sw, 3, pixels).RegionFloats(3)) * sizeof(float);
       if (shared <= kStagedBytes) {
         if (pixels == 4) return LaunchStem<E, 3, 3, 4>(a, shared, stream);
         return pixels == 2 ? LaunchStem<E, 3, 3, 2>(a, shared, stream) : LaunchStem<E, 3, 3, 1>(a, shared, stream);
