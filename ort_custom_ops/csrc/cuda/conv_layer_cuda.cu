@@ -50,17 +50,8 @@ struct ConvLayerArgs {
   const float* x_float;  // a half layer's X in fp32 (x then points at the same bytes), else null
 };
 
-// X's value at `index` as a float: an fp32 X rounded to E first (what a Cast to E before the layer gives).
-template <class E>
-__device__ __forceinline__ float InputAt(const ConvLayerArgs<E>& a, size_t index) {
-  if constexpr (block::kIsHalf<E>) {
-    if (a.x_float != nullptr) return Element<E>::ToFloat(Element<E>::FromFloat(__ldg(a.x_float + index)));
-  }
-  return Element<E>::ToFloat(__ldg(a.x + index));
-}
-
-// InputAt in two steps, X's bits as loaded and then their value, so that a lane can issue a batch of
-// loads before it waits for the first (ConvStemKernel's region).
+// X's value at an index in two steps, its bits as loaded and then their value (InputAt takes both), so
+// that a lane can issue a batch of loads before it waits for the first (ConvStemKernel's region).
 template <class E>
 __device__ __forceinline__ uint32_t InputBitsAt(const ConvLayerArgs<E>& a, size_t index) {
   if constexpr (block::kIsHalf<E>) {
@@ -84,6 +75,12 @@ __device__ __forceinline__ float InputOfBits(const ConvLayerArgs<E>& a, uint32_t
   }
 }
 
+// X's value at `index` as a float: an fp32 X rounded to E first (what a Cast to E before the layer gives).
+template <class E>
+__device__ __forceinline__ float InputAt(const ConvLayerArgs<E>& a, size_t index) {
+  return InputOfBits(a, InputBitsAt(a, index));
+}
+
 // X * scale + shift as the convolution reads an input value, rounded to E after each step
 // (conv_layer.h); has_scale / has_shift: the node has XS / XB.
 template <class E>
@@ -99,12 +96,18 @@ __device__ __forceinline__ float ScaledShifted(float v, bool has_scale, float sc
   return v;
 }
 
+// Channel c's value of the input scale or shift (`count` values: 1 for every channel, or one each).
+template <class E>
+__device__ __forceinline__ float AffineValue(const ConvLayerArgs<E>& a, const E* values, int count, int c) {
+  return Element<E>::ToFloat(__ldg(values + (count == a.c ? c : 0)));
+}
+
 // An input value of channel c as the convolution reads it: X * XS + XB where the node has them.
 template <class E>
 __device__ __forceinline__ float InputValue(const ConvLayerArgs<E>& a, float v, int c) {
   const bool has_scale = a.scale_count != 0, has_shift = a.shift_count != 0;
-  return ScaledShifted<E>(v, has_scale, has_scale ? Element<E>::ToFloat(__ldg(a.x_scale + (a.scale_count == a.c ? c : 0))) : 0.f,
-                          has_shift, has_shift ? Element<E>::ToFloat(__ldg(a.x_shift + (a.shift_count == a.c ? c : 0))) : 0.f);
+  return ScaledShifted<E>(v, has_scale, has_scale ? AffineValue(a, a.x_scale, a.scale_count, c) : 0.f, has_shift,
+                          has_shift ? AffineValue(a, a.x_shift, a.shift_count, c) : 0.f);
 }
 
 // FT values of E from `from` into floats: one or two 16-byte loads where FT elements fill them (the
@@ -266,8 +269,8 @@ __global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArg
   const bool has_scale = a.scale_count != 0, has_shift = a.shift_count != 0;
   if (threadIdx.x < kC) {
     const int c = threadIdx.x;
-    affine[c] = has_scale ? Element<E>::ToFloat(a.x_scale[a.scale_count == a.c ? c : 0]) : 1.f;
-    affine[kC + c] = has_shift ? Element<E>::ToFloat(a.x_shift[a.shift_count == a.c ? c : 0]) : 0.f;
+    affine[c] = has_scale ? AffineValue(a, a.x_scale, a.scale_count, c) : 1.f;
+    affine[kC + c] = has_shift ? AffineValue(a, a.x_shift, a.shift_count, c) : 0.f;
   }
   StageWeights(a, kK * kK, kC, staged);  // (its barrier publishes the affine too)
   const int sh = a.sh, sw = a.sw;
