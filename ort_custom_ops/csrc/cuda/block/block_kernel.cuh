@@ -486,13 +486,14 @@ __device__ __forceinline__ void ScaleChunk(const BlockArgsOf<E>& a, uint32_t inp
 }
 
 // The first stage's epilogue: act1(acc1 + b1), zero outside the image (`inside`) and past the
-// intermediate's channels, into U (FP32, rows kUPitch bytes apart, for the depthwise stage) or,
-// without a depthwise stage, into V (in E, swizzled, the last stage's A operand). Rows past the
-// region are not written.
+// intermediate's channels, into U (for the depthwise stage: FP32 rows kUPitch bytes apart, or for
+// half kernels E rows kHalfUPitch apart) or, without a depthwise stage, into V (in E, swizzled, the
+// last stage's A operand). Rows past the region are not written.
 template <bool kSwizzled, class E>
 __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float (&acc1)[2][kChunk / 2], const E* b1, int m_valid,
                                            unsigned inside, uint32_t out, int row0) {
-  using Out = std::conditional_t<kSwizzled, E, float>;
+  using Out = std::conditional_t<kSwizzled || kIsHalf<E>, E, float>;  // (a half U: rounded to E by the store, as the op rounds)
+  constexpr int kPitch = kUPitchOf<E>;
   const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, g = lane >> 2, t = lane & 3;
   float v[2][kChunk / 2];
 #pragma unroll
@@ -502,12 +503,6 @@ __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float 
 #pragma unroll
       for (int k = 0; k < 4; ++k) v[b][4 * n + k] = acc1[b][4 * n + k] + Element<E>::ToFloat(b1[8 * n + 2 * t + (k & 1)]);
   a.p.act1.Apply(reinterpret_cast<float(&)[kChunk]>(v));  // (both blocks at one dispatch)
-  if constexpr (kIsHalf<E> && !kSwizzled) {  // U holds FP32, rounded to E as the op rounds a stage's output
-#pragma unroll
-    for (int b = 0; b < 2; ++b)
-#pragma unroll
-      for (int i = 0; i < kChunk / 2; ++i) v[b][i] = Element<E>::ToFloat(Element<E>::FromFloat(v[b][i]));
-  }
   const bool whole = m_valid >= kChunk;
 #pragma unroll
   for (int b = 0; b < 2; ++b) {
@@ -521,7 +516,7 @@ __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float 
 #pragma unroll
         for (int n = 0; n < kChunk / 8; ++n) {
           const int col = 8 * n + 2 * t;
-          StoreSharedPair<Out>(out + (kSwizzled ? SwizzledAt<E>(row, col) : row * kUPitch + col * 4), v[b][4 * n + 2 * half],
+          StoreSharedPair<Out>(out + (kSwizzled ? SwizzledAt<E>(row, col) : row * kPitch + col * sizeof(Out)), v[b][4 * n + 2 * half],
                                v[b][4 * n + 2 * half + 1]);
         }
         continue;
@@ -531,7 +526,7 @@ __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float 
         const int col = 8 * n + 2 * t;
         const float v0 = in && col < m_valid ? v[b][4 * n + 2 * half] : 0.f;
         const float v1 = in && col + 1 < m_valid ? v[b][4 * n + 2 * half + 1] : 0.f;
-        StoreSharedPair<Out>(out + (kSwizzled ? SwizzledAt<E>(row, col) : row * kUPitch + col * 4), v0, v1);
+        StoreSharedPair<Out>(out + (kSwizzled ? SwizzledAt<E>(row, col) : row * kPitch + col * sizeof(Out)), v0, v1);
       }
     }
   }
@@ -560,6 +555,20 @@ struct OperandSink {
       for (int x = 0; x < BW; ++x) StoreSharedValue<E>(At(row + x), v[r * BW + x]);
     }
   }
+  // Two adjacent channels a lane (DepthwisePairsChunk; lane_bits then of the lane's first channel,
+  // whose pair shares its 4-byte word: the swizzle moves 16-byte pieces). Half types only.
+  __device__ __forceinline__ void OnePair(int oy, int ox, float v0, float v1) const {
+    StoreSharedPair<E>(At(slab_row + static_cast<uint32_t>(oy * tile_w + ox)), v0, v1);
+  }
+  template <int BH, int BW>
+  __device__ __forceinline__ void BlockPairs(int oy0, int ox0, const float (&v0)[BH * BW], const float (&v1)[BH * BW]) const {
+#pragma unroll
+    for (int r = 0; r < BH; ++r) {
+      const uint32_t row = slab_row + static_cast<uint32_t>((oy0 + r) * tile_w + ox0);
+#pragma unroll
+      for (int x = 0; x < BW; ++x) StoreSharedPair<E>(At(row + x), v0[r * BW + x], v1[r * BW + x]);
+    }
+  }
 };
 
 // The depthwise stage's sink into the output (PW->DW): pixel (oy, ox) of the tile at
@@ -585,7 +594,35 @@ struct OutputSink {
       for (int x = 0; x < BW; ++x, at += m) *at = Element<E>::FromFloat(v[r * BW + x]);
     }
   }
+  // Two adjacent channels a lane (DepthwisePairsChunk; y_tile then at the lane's first channel,
+  // lane_in its first channel's existence, second_in its second's): one 4-byte store where both
+  // exist and the pair is aligned to it (m even), else one value at a time.
+  bool second_in;
+  __device__ __forceinline__ void OnePair(int oy, int ox, float v0, float v1) const {
+    if (!lane_in) return;
+    E* at = y_tile + (static_cast<size_t>(oy) * out_w + ox) * m;
+    if (second_in && m % 2 == 0) {
+      StorePair(at, v0, v1);
+    } else {
+      at[0] = Element<E>::FromFloat(v0);
+      if (second_in) at[1] = Element<E>::FromFloat(v1);
+    }
+  }
+  template <int BH, int BW>
+  __device__ __forceinline__ void BlockPairs(int oy0, int ox0, const float (&v0)[BH * BW], const float (&v1)[BH * BW]) const {
+#pragma unroll
+    for (int r = 0; r < BH; ++r)
+#pragma unroll
+      for (int x = 0; x < BW; ++x) OnePair(oy0 + r, ox0 + x, v0[r * BW + x], v1[r * BW + x]);
+  }
 };
+
+// The lane's (first) channel in the depthwise stage: the lane itself, or for a half U read in pairs
+// (Depthwise), the first of its two channels.
+template <class E>
+__device__ __forceinline__ int DepthwiseLaneChannel(bool from_u, int lane) {
+  return kIsHalf<E> && from_u ? 2 * (lane & 15) : lane;
+}
 
 // With a last stage: the depthwise stage of a chunk into V, that stage's A operand (swizzled, in E).
 template <class E>
@@ -595,7 +632,7 @@ __device__ __forceinline__ void DepthwiseToOperand(const BlockArgsOf<E>& a, cons
   const int lane = threadIdx.x & 31;
   const E* wd = reinterpret_cast<const E*>(operands + a.wd_in_stage);
   const E* bd = reinterpret_cast<const E*>(operands + a.bd_in_stage);
-  const OperandSink<E> sink{v_slab >> 7, SwizzledAt<E>(0, lane), a.tile_w};
+  const OperandSink<E> sink{v_slab >> 7, SwizzledAt<E>(0, DepthwiseLaneChannel<E>(p.pw1, lane)), a.tile_w};
   Depthwise(p.pw1, p.kernel, p.stride, geometry, input, wd, bd, m_valid, p.actd, sink);
 }
 
@@ -611,8 +648,9 @@ __device__ __forceinline__ void DepthwiseToOutput(const BlockArgsOf<E>& a, const
   DepthwiseGeometry in_image = geometry;
   in_image.tile_h = min(geometry.tile_h, p.out_h - u.oy0);
   in_image.tile_w = min(geometry.tile_w, p.out_w - u.ox0);
-  const OutputSink<E> sink{p.y + ((static_cast<size_t>(u.image) * p.out_h + u.oy0) * p.out_w + u.ox0) * p.m + m0 + lane, p.out_w, p.m,
-                           lane < m_valid};
+  const int c = DepthwiseLaneChannel<E>(p.pw1, lane);
+  const OutputSink<E> sink{p.y + ((static_cast<size_t>(u.image) * p.out_h + u.oy0) * p.out_w + u.ox0) * p.m + m0 + c, p.out_w, p.m,
+                           c < m_valid, c + 1 < m_valid};
   Depthwise(p.pw1, p.kernel, p.stride, in_image, input, wd, bd, m_valid, p.actd, sink);
 }
 

@@ -224,7 +224,7 @@ size_t MakeArgs(const ChainProblemOf<E>& p, const BlockPlan& plan, BlockArgsOf<E
   a.ring_off = at;
   at += a.stages * a.stage_bytes;
   a.u_off = at;
-  a.u_bytes = p.pw1 && p.dw ? Align(static_cast<uint32_t>(RoundUp(std::max(a.region_rows, last_row + 1), 8)) * kUPitch, kSlabAlign) : 0;
+  a.u_bytes = p.pw1 && p.dw ? Align(static_cast<uint32_t>(RoundUp(std::max(a.region_rows, last_row + 1), 8)) * kUPitchOf<E>, kSlabAlign) : 0;
   at += a.groups * a.u_bytes;
   a.v_off = at;
   a.v_bytes = kTileRows * kSlabRowBytes;

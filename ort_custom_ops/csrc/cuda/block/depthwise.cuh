@@ -1,8 +1,8 @@
 // The depthwise stage of one 32-channel chunk, on the CUDA cores, from shared memory to a sink.
 //
 // In: the chunk's input over the tile's region (one row of 32 channels per region pixel, row-major
-// over the region, rows kPitch bytes apart, not swizzled; FP32 from a first stage, else the
-// tensors' element type), its weights [32 channels][K*K] and biases [32] (staged in shared memory
+// over the region, rows kPitch bytes apart, not swizzled; from a first stage FP32 in FP32 kernels and
+// the element type in half kernels, else the tensors' element type), its weights [32 channels][K*K] and biases [32] (staged in shared memory
 // with the chunk's other operands, in the tensors' element type). It computes in FP32. Out:
 // act(bias + sum over taps) for every output pixel of the tile, one value per lane, handed to a
 // sink: the last pointwise stage's A operand (a swizzled slab) or, without one, the output tensor.
@@ -130,22 +130,124 @@ __device__ __forceinline__ void DepthwiseOfPitch(int kernel, int stride, const D
   });
 }
 
+// The depthwise stage of one chunk from a half U, two channels a lane: lane = (half h = lane / 16,
+// channel pair q = lane % 16), each warp's block of BH x BW output pixels split by columns, half h
+// taking columns [h * BW / 2, (h + 1) * BW / 2) of channels 2q and 2q + 1. A load of a warp reads two
+// pixels' 32 channels (64 bytes each, 4 pixels apart: with the pitch, disjoint bank halves), one
+// wavefront where the one-channel form takes one per pixel: (BH - 1) * S + K rows of
+// (BW / 2 - 1) * S + K pixels a block against rows of (BW - 1) * S + K. The sums are in FP32 as in
+// DepthwiseChunk, each output's taps in the same order. The sink takes pairs of channels
+// (BlockPairs, OnePair), and `valid_channels` is even or the chunk's end (the pair's second channel
+// past it comes out as zero).
+template <int K, int S, int kPitch, class E, class Sink>
+__device__ __forceinline__ void DepthwisePairsChunk(const DepthwiseGeometry& g, uint32_t input, const E* weights, const E* bias,
+                                                    int valid_channels, const Activation& act, const Sink& sink) {
+  constexpr int BH = DepthwiseBlockH(K, S), BW = DepthwiseBlockW(K, S), HW = BW / 2;
+  static_assert(BW % 2 == 0 && HW * S * kPitch / 4 % 32 == 16, "the two pixels of a load on disjoint bank halves");
+  constexpr int kRows = (BH - 1) * S + K;   // input rows of a block
+  constexpr int kCols = (HW - 1) * S + K;   // input pixels per input row, for a lane's half of the block
+  constexpr bool kWeightsInRegisters = K == 3;
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, h = lane >> 4, c0 = 2 * (lane & 15);
+  const bool valid0 = c0 < valid_channels, valid1 = c0 + 1 < valid_channels;
+  const float b0 = Element<E>::ToFloat(bias[c0]), b1 = Element<E>::ToFloat(bias[c0 + 1]);
+  const E* w0 = weights + c0 * K * K;
+  const E* w1 = w0 + K * K;
+  float w3[2][kWeightsInRegisters ? K * K : 1];
+  if constexpr (kWeightsInRegisters) {
+#pragma unroll
+    for (int i = 0; i < K * K; ++i) w3[0][i] = Element<E>::ToFloat(w0[i]), w3[1][i] = Element<E>::ToFloat(w1[i]);
+  }
+  const uint32_t lane_input = input + c0 * static_cast<uint32_t>(sizeof(E)) + h * HW * S * kPitch;
+  for (int block = warp; block < g.blocks; block += kConsumers / 32) {
+    int by, bx;
+    g.blocks_w.fast_divmod(by, bx, block);
+    const int oy0 = by * BH, ox0 = bx * BW;  // the block's first pixel; this lane's: ox0 + h * HW
+    float acc[2][BH][HW];
+#pragma unroll
+    for (int r = 0; r < BH; ++r)
+#pragma unroll
+      for (int x = 0; x < HW; ++x) acc[0][r][x] = b0, acc[1][r][x] = b1;
+#pragma unroll
+    for (int iy = 0; iy < kRows; ++iy) {
+      const uint32_t row0 = lane_input + ((oy0 * S + iy) * g.region_w + ox0 * S) * kPitch;
+      float in[2][kCols];
+#pragma unroll
+      for (int i = 0; i < kCols; ++i) {
+        const float2 pair = UnpackHalves<E>(LoadShared1(row0 + i * kPitch));
+        in[0][i] = pair.x, in[1][i] = pair.y;
+      }
+#pragma unroll
+      for (int r = 0; r < BH; ++r) {
+        const int dy = iy - r * S;
+        if (dy < 0 || dy >= K) continue;  // resolved at compile time
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const E* w_lane = c == 0 ? w0 : w1;
+          float w[K];
+#pragma unroll
+          for (int dx = 0; dx < K; ++dx) w[dx] = kWeightsInRegisters ? w3[c][dy * K + dx] : Element<E>::ToFloat(w_lane[dy * K + dx]);
+#pragma unroll
+          for (int x = 0; x < HW; ++x)
+#pragma unroll
+            for (int dx = 0; dx < K; ++dx) acc[c][r][x] = fmaf(in[c][x * S + dx], w[dx], acc[c][r][x]);
+        }
+      }
+    }
+    float v0[BH * HW], v1[BH * HW];
+#pragma unroll
+    for (int r = 0; r < BH; ++r)
+#pragma unroll
+      for (int x = 0; x < HW; ++x) v0[r * HW + x] = acc[0][r][x], v1[r * HW + x] = acc[1][r][x];
+    act.Apply(v0);
+    act.Apply(v1);
+    if (valid_channels < kChunk) {  // (a partial chunk only: a uniform test otherwise)
+#pragma unroll
+      for (int i = 0; i < BH * HW; ++i) v0[i] = valid0 ? v0[i] : 0.f, v1[i] = valid1 ? v1[i] : 0.f;
+    }
+    const int lx0 = ox0 + h * HW;  // this lane's first column
+    if (oy0 + BH <= g.tile_h && ox0 + BW <= g.tile_w) {
+      sink.template BlockPairs<BH, HW>(oy0, lx0, v0, v1);
+    } else {
+#pragma unroll
+      for (int r = 0; r < BH; ++r)
+#pragma unroll
+        for (int x = 0; x < HW; ++x)
+          if (oy0 + r < g.tile_h && lx0 + x < g.tile_w) sink.OnePair(oy0 + r, lx0 + x, v0[r * HW + x], v1[r * HW + x]);
+    }
+  }
+}
+
 // The first stage's output (U) rows are padded to kUPitch bytes: the fragment owners' 8-byte stores
 // (8 rows x 4 column pairs per instruction) then take the two wavefronts they need, and the lanes
-// of a depthwise load still read 128 contiguous bytes. U holds FP32 for every element type (the
-// first stage's accumulators). A region loaded straight from the input (no first stage) has rows of
-// the chunk's 32 channels in the tensors' type: 128 bytes, or 64 for half types.
+// of a depthwise load still read 128 contiguous bytes. U holds FP32 for FP32 kernels (the first
+// stage's accumulators) and the element type for the half kernels (the op rounds a stage's output to
+// it), in rows of kHalfUPitch bytes: 64 of values and 16 of padding, so that the fragment owners'
+// 4-byte stores fall on 32 distinct banks, and the two pixels a pairs load reads (4 apart) on
+// disjoint halves of the banks (DepthwisePairsChunk). A region loaded straight from the input (no
+// first stage) has rows of the chunk's 32 channels in the tensors' type: 128 bytes, or 64 for half
+// types.
 constexpr int kUPitch = 144;
+constexpr int kHalfUPitch = 80;
+template <class E>
+constexpr int kUPitchOf = kIsHalf<E> ? kHalfUPitch : kUPitch;
 template <class E>
 constexpr int kChunkRowBytes = kChunk * static_cast<int>(sizeof(E));
 
-// E: the tensors' element type (weights, biases, and a region loaded from the input).
+// E: the tensors' element type (weights, biases, and a region loaded from the input). `from_u`: the
+// input is U (a first stage's output), else the chunk's input as loaded. Half kernels read U two
+// channels a lane (DepthwisePairs, with the sink's pair methods); the rest one channel a lane.
 template <class E, class Sink>
-__device__ __forceinline__ void Depthwise(bool padded, int kernel, int stride, const DepthwiseGeometry& g, uint32_t input,
+__device__ __forceinline__ void Depthwise(bool from_u, int kernel, int stride, const DepthwiseGeometry& g, uint32_t input,
                                           const E* weights, const E* bias, int valid_channels, const Activation& act,
                                           const Sink& sink) {
-  if (padded) {
-    DepthwiseOfPitch<kUPitch, float>(kernel, stride, g, input, weights, bias, valid_channels, act, sink);
+  if (from_u) {
+    if constexpr (kIsHalf<E>) {
+      WithDepthwiseShape(kernel, stride, [&](auto k, auto s) {
+        DepthwisePairsChunk<decltype(k)::value, decltype(s)::value, kHalfUPitch, E>(g, input, weights, bias, valid_channels, act, sink);
+      });
+    } else {
+      DepthwiseOfPitch<kUPitch, float>(kernel, stride, g, input, weights, bias, valid_channels, act, sink);
+    }
   } else {
     DepthwiseOfPitch<kChunkRowBytes<E>, E>(kernel, stride, g, input, weights, bias, valid_channels, act, sink);
   }

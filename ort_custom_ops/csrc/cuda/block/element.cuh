@@ -70,6 +70,17 @@ __device__ __forceinline__ uint32_t PackHalves(float v0, float v1) {
   }
 }
 
+// The two values of such a word as floats (x: the lower address's).
+template <class E>
+__device__ __forceinline__ float2 UnpackHalves(uint32_t word) {
+  if constexpr (std::is_same_v<E, __half>) {
+    return __half22float2(*reinterpret_cast<const __half2*>(&word));
+  } else {
+    static_assert(std::is_same_v<E, __nv_bfloat16>, "a half type");
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&word));
+  }
+}
+
 // Two adjacent values into device memory in one store (`at` aligned to the pair).
 template <class E>
 __device__ __forceinline__ void StorePair(E* at, float v0, float v1) {
