@@ -610,10 +610,22 @@ struct OutputSink {
   }
   template <int BH, int BW>
   __device__ __forceinline__ void BlockPairs(int oy0, int ox0, const float (&v0)[BH * BW], const float (&v1)[BH * BW]) const {
+    if (!lane_in) return;
+    E* row = y_tile + (static_cast<size_t>(oy0) * out_w + ox0) * m;
+    const bool paired = second_in && m % 2 == 0;  // (uniform but at the chunk's end)
 #pragma unroll
-    for (int r = 0; r < BH; ++r)
+    for (int r = 0; r < BH; ++r, row += static_cast<size_t>(out_w) * m) {
+      E* at = row;
 #pragma unroll
-      for (int x = 0; x < BW; ++x) OnePair(oy0 + r, ox0 + x, v0[r * BW + x], v1[r * BW + x]);
+      for (int x = 0; x < BW; ++x, at += m) {
+        if (paired) {
+          StorePair(at, v0[r * BW + x], v1[r * BW + x]);
+        } else {
+          at[0] = Element<E>::FromFloat(v0[r * BW + x]);
+          if (second_in) at[1] = Element<E>::FromFloat(v1[r * BW + x]);
+        }
+      }
+    }
   }
 };
 
