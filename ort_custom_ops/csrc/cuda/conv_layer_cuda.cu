@@ -16,7 +16,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "../conv_layer.h"
 #include "block/element.cuh"
@@ -422,6 +424,12 @@ cudaError_t LaunchOfWidth(const ConvLayerArgs<E>& a, cudaStream_t stream) {
 // lane with one slice of 16 filters, else 4 (16 rows a tile with one or two slices), fewer where
 // those tiles would not give every SM one (a small batch: MobileNetV2's stem at batch 1 has 28 tiles
 // of 4 rows a lane, 112 of 1), so that the work spreads over the SMs.
+// FCM_CUDA_STEM=direct: the stems on the direct kernel, for comparing the two on a model.
+bool StemTilesAllowed() {
+  const char* stem = std::getenv("FCM_CUDA_STEM");
+  return stem == nullptr || std::string(stem) != "direct";
+}
+
 template <class E, bool kDepthwise>
 cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   // (x is read as vectors by the depthwise kernels only, which never take an fp32 X)
@@ -429,7 +437,7 @@ cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   if constexpr (!kDepthwise) {
     const int slices = a.f / kStemFilters;
     // (an X of no pixels, whose padding alone makes an output, never reaches it: its loads start at X[0])
-    if (aligned && a.h > 0 && a.w_in > 0 && a.sw <= kStemMaxStride && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % kStemFilters == 0 && slices <= 8 && 8 % slices == 0) {
+    if (aligned && StemTilesAllowed() && a.h > 0 && a.w_in > 0 && a.sw <= kStemMaxStride && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % kStemFilters == 0 && slices <= 8 && 8 % slices == 0) {
       int pixels = slices == 1 ? 2 : 4;
       while (pixels > 1 && StemTileCount(a, pixels) < static_cast<unsigned>(CurrentDevice().sms)) pixels /= 2;
       const size_t shared = StagedBytes(a, false) + (kStemAffineFloats + StemTiles(a.f, a.sh, a.sw, 3, pixels).RegionFloats(3)) * sizeof(float);
