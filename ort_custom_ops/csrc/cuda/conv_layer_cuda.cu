@@ -418,18 +418,18 @@ cudaError_t LaunchOfWidth(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   return LaunchKernel<E, FT, kDepthwise, true>(a, bytes, stream);
 }
 
-// FT: 8 output channels a thread where the channel count allows (two or one 16-byte stores), else 4, else
-// 1; 1 also where a tensor does not start on 16 bytes (vector accesses need it). The stems of RGB
-// networks (3x3, 3 input channels, 16, 32, 64 or 128 filters) on ConvStemKernel's tiles: 2 rows a
-// lane with one slice of 16 filters, else 4 (16 rows a tile with one or two slices), fewer where
-// those tiles would not give every SM one (a small batch: MobileNetV2's stem at batch 1 has 28 tiles
-// of 4 rows a lane, 112 of 1), so that the work spreads over the SMs.
 // FCM_CUDA_STEM=direct: the stems on the direct kernel, for comparing the two on a model.
 bool StemTilesAllowed() {
   const char* stem = std::getenv("FCM_CUDA_STEM");
   return stem == nullptr || std::string(stem) != "direct";
 }
 
+// FT: 8 output channels a thread where the channel count allows (two or one 16-byte stores), else 4, else
+// 1; 1 also where a tensor does not start on 16 bytes (vector accesses need it). The stems of RGB
+// networks (3x3, 3 input channels, 16, 32, 64 or 128 filters) on ConvStemKernel's tiles: 2 rows a
+// lane with one slice of 16 filters, else 4 (16 rows a tile with one or two slices), fewer where
+// those tiles would not give every SM one (a small batch: MobileNetV2's stem at batch 1 has 28 tiles
+// of 4 rows a lane, 112 of 1), so that the work spreads over the SMs.
 template <class E, bool kDepthwise>
 cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   // (x is read as vectors by the depthwise kernels only, which never take an fp32 X)

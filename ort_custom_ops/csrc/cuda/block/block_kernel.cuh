@@ -599,14 +599,7 @@ struct OutputSink {
   // exist and the pair is aligned to it (m even), else one value at a time.
   bool second_in;
   __device__ __forceinline__ void OnePair(int oy, int ox, float v0, float v1) const {
-    if (!lane_in) return;
-    E* at = y_tile + (static_cast<size_t>(oy) * out_w + ox) * m;
-    if (second_in && m % 2 == 0) {
-      StorePair(at, v0, v1);
-    } else {
-      at[0] = Element<E>::FromFloat(v0);
-      if (second_in) at[1] = Element<E>::FromFloat(v1);
-    }
+    if (lane_in) StorePairAt(y_tile + (static_cast<size_t>(oy) * out_w + ox) * m, v0, v1, second_in && m % 2 == 0);
   }
   template <int BH, int BW>
   __device__ __forceinline__ void BlockPairs(int oy0, int ox0, const float (&v0)[BH * BW], const float (&v1)[BH * BW]) const {
@@ -617,14 +610,16 @@ struct OutputSink {
     for (int r = 0; r < BH; ++r, row += static_cast<size_t>(out_w) * m) {
       E* at = row;
 #pragma unroll
-      for (int x = 0; x < BW; ++x, at += m) {
-        if (paired) {
-          StorePair(at, v0[r * BW + x], v1[r * BW + x]);
-        } else {
-          at[0] = Element<E>::FromFloat(v0[r * BW + x]);
-          if (second_in) at[1] = Element<E>::FromFloat(v1[r * BW + x]);
-        }
-      }
+      for (int x = 0; x < BW; ++x, at += m) StorePairAt(at, v0[r * BW + x], v1[r * BW + x], paired);
+    }
+  }
+  // A pair at `at`: one 4-byte store where it is aligned to it (`paired`), else the values that exist.
+  __device__ __forceinline__ void StorePairAt(E* at, float v0, float v1, bool paired) const {
+    if (paired) {
+      StorePair(at, v0, v1);
+    } else {
+      at[0] = Element<E>::FromFloat(v0);
+      if (second_in) at[1] = Element<E>::FromFloat(v1);
     }
   }
 };
