@@ -449,10 +449,14 @@ __device__ __forceinline__ unsigned InsideMask(const BlockArgsOf<E>& a, const Un
 }
 
 // Two adjacent channels into shared memory: an A operand of the tensor cores (in E) or U (FP32).
+__device__ __forceinline__ void StoreSharedWord(uint32_t address, uint32_t word) {
+  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(address), "r"(word) : "memory");
+}
+
 template <class E>
 __device__ __forceinline__ void StoreSharedPair(uint32_t address, float v0, float v1) {
   if constexpr (kIsHalf<E>) {
-    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(address), "r"(PackHalves<E>(v0, v1)) : "memory");
+    StoreSharedWord(address, PackHalves<E>(v0, v1));
   } else {
     StoreShared2(address, v0, v1);
   }
@@ -489,6 +493,32 @@ __device__ __forceinline__ void ScaleChunk(const BlockArgsOf<E>& a, uint32_t inp
 // intermediate's channels, into U (for the depthwise stage: FP32 rows kUPitch bytes apart, or for
 // half kernels E rows kHalfUPitch apart) or, without a depthwise stage, into V (in E, swizzled, the
 // last stage's A operand). Rows past the region are not written.
+// A stage's activation applied to its values' pair once rounded to a half type, where that gives
+// what rounding the activated values gives: ReLU and clips commute with rounding to nearest (it is
+// monotonic, and a bound rounds as a value at it does), so a packed max and min per pair replace
+// two float clamps per value, the half kernels' most issued instruction (Nsight Compute,
+// benchmarks/2026-12-07-h100-half-u-pairs). Other activations: `takes` false, the pair untouched.
+template <class E>
+struct PackedClamp {
+  using Pair = std::conditional_t<std::is_same_v<E, __half>, __half2, __nv_bfloat162>;
+  Pair lo, hi;
+  bool takes = false, has_lo = false, has_hi = false;
+  __device__ __forceinline__ explicit PackedClamp(const Activation& act) {
+    takes = act.kind == Act::kNone || act.kind == Act::kRelu || act.kind == Act::kClip;
+    has_lo = act.kind == Act::kRelu || act.kind == Act::kClip, has_hi = act.kind == Act::kClip;
+    const float l = act.kind == Act::kRelu ? 0.f : act.lo;
+    lo = PairOf(PackHalves<E>(l, l)), hi = PairOf(PackHalves<E>(act.hi, act.hi));
+  }
+  __device__ __forceinline__ static Pair PairOf(uint32_t word) { return *reinterpret_cast<const Pair*>(&word); }
+  // v0 and v1 rounded and clamped, as the word they make in memory (v0 at the lower address)
+  __device__ __forceinline__ uint32_t operator()(float v0, float v1) const {
+    Pair pair = PairOf(PackHalves<E>(v0, v1));
+    if (takes && has_lo) pair = __hmax2(pair, lo);
+    if (takes && has_hi) pair = __hmin2(pair, hi);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  }
+};
+
 template <bool kSwizzled, class E>
 __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float (&acc1)[2][kChunk / 2], const E* b1, int m_valid,
                                            unsigned inside, uint32_t out, int row0) {
@@ -502,6 +532,36 @@ __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float 
     for (int n = 0; n < kChunk / 8; ++n)
 #pragma unroll
       for (int k = 0; k < 4; ++k) v[b][4 * n + k] = acc1[b][4 * n + k] + Element<E>::ToFloat(b1[8 * n + 2 * t + (k & 1)]);
+  if constexpr (kIsHalf<E>) {
+    // A half U: the activation on the rounded pairs where it commutes with the rounding, and a pixel
+    // outside the image or a channel past the chunk's zeroed in the word, after it (the padding is 0).
+    const PackedClamp<E> clamp(a.p.act1);
+    const bool whole = m_valid >= kChunk;
+    if (!clamp.takes) a.p.act1.Apply(reinterpret_cast<float(&)[kChunk]>(v));
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int row = row0 + b * kTileRows + warp * 16 + g + 8 * half;
+        if (row >= a.region_rows) continue;
+        const bool in = (inside >> (2 * b + half)) & 1;
+        const auto at = [&](int col) { return out + (kSwizzled ? SwizzledAt<E>(row, col) : row * kPitch + col * sizeof(Out)); };
+        if (in && whole) {  // most rows: no test per value
+#pragma unroll
+          for (int n = 0; n < kChunk / 8; ++n)
+            StoreSharedWord(at(8 * n + 2 * t), clamp(v[b][4 * n + 2 * half], v[b][4 * n + 2 * half + 1]));
+          continue;
+        }
+#pragma unroll
+        for (int n = 0; n < kChunk / 8; ++n) {
+          const int col = 8 * n + 2 * t;
+          const uint32_t keep = (in && col < m_valid ? 0x0000ffffu : 0u) | (in && col + 1 < m_valid ? 0xffff0000u : 0u);
+          StoreSharedWord(at(col), clamp(v[b][4 * n + 2 * half], v[b][4 * n + 2 * half + 1]) & keep);
+        }
+      }
+    }
+    return;
+  }
   a.p.act1.Apply(reinterpret_cast<float(&)[kChunk]>(v));  // (both blocks at one dispatch)
   const bool whole = m_valid >= kChunk;
 #pragma unroll
