@@ -493,32 +493,6 @@ __device__ __forceinline__ void ScaleChunk(const BlockArgsOf<E>& a, uint32_t inp
 // intermediate's channels, into U (for the depthwise stage: FP32 rows kUPitch bytes apart, or for
 // half kernels E rows kHalfUPitch apart) or, without a depthwise stage, into V (in E, swizzled, the
 // last stage's A operand). Rows past the region are not written.
-// A stage's activation applied to its values' pair once rounded to a half type, where that gives
-// what rounding the activated values gives: ReLU and clips commute with rounding to nearest (it is
-// monotonic, and a bound rounds as a value at it does), so a packed max and min per pair replace
-// two float clamps per value, the half kernels' most issued instruction (Nsight Compute,
-// benchmarks/2026-12-07-h100-half-u-pairs). Other activations: `takes` false, the pair untouched.
-template <class E>
-struct PackedClamp {
-  using Pair = std::conditional_t<std::is_same_v<E, __half>, __half2, __nv_bfloat162>;
-  Pair lo, hi;
-  bool takes = false, has_lo = false, has_hi = false;
-  __device__ __forceinline__ explicit PackedClamp(const Activation& act) {
-    takes = act.kind == Act::kNone || act.kind == Act::kRelu || act.kind == Act::kClip;
-    has_lo = act.kind == Act::kRelu || act.kind == Act::kClip, has_hi = act.kind == Act::kClip;
-    const float l = act.kind == Act::kRelu ? 0.f : act.lo;
-    lo = PairOf(PackHalves<E>(l, l)), hi = PairOf(PackHalves<E>(act.hi, act.hi));
-  }
-  __device__ __forceinline__ static Pair PairOf(uint32_t word) { return *reinterpret_cast<const Pair*>(&word); }
-  // v0 and v1 rounded and clamped, as the word they make in memory (v0 at the lower address)
-  __device__ __forceinline__ uint32_t operator()(float v0, float v1) const {
-    Pair pair = PairOf(PackHalves<E>(v0, v1));
-    if (takes && has_lo) pair = __hmax2(pair, lo);
-    if (takes && has_hi) pair = __hmin2(pair, hi);
-    return *reinterpret_cast<const uint32_t*>(&pair);
-  }
-};
-
 template <bool kSwizzled, class E>
 __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float (&acc1)[2][kChunk / 2], const E* b1, int m_valid,
                                            unsigned inside, uint32_t out, int row0) {
@@ -617,16 +591,16 @@ struct OperandSink {
   }
   // Two adjacent channels a lane (DepthwisePairsChunk; lane_bits then of the lane's first channel,
   // whose pair shares its 4-byte word: the swizzle moves 16-byte pieces). Half types only.
-  __device__ __forceinline__ void OnePair(int oy, int ox, float v0, float v1) const {
-    StoreSharedPair<E>(At(slab_row + static_cast<uint32_t>(oy * tile_w + ox)), v0, v1);
+  __device__ __forceinline__ void OneWord(int oy, int ox, uint32_t word) const {
+    StoreSharedWord(At(slab_row + static_cast<uint32_t>(oy * tile_w + ox)), word);
   }
   template <int BH, int BW>
-  __device__ __forceinline__ void BlockPairs(int oy0, int ox0, const float (&v0)[BH * BW], const float (&v1)[BH * BW]) const {
+  __device__ __forceinline__ void BlockWords(int oy0, int ox0, const uint32_t (&words)[BH * BW]) const {
 #pragma unroll
     for (int r = 0; r < BH; ++r) {
       const uint32_t row = slab_row + static_cast<uint32_t>((oy0 + r) * tile_w + ox0);
 #pragma unroll
-      for (int x = 0; x < BW; ++x) StoreSharedPair<E>(At(row + x), v0[r * BW + x], v1[r * BW + x]);
+      for (int x = 0; x < BW; ++x) StoreSharedWord(At(row + x), words[r * BW + x]);
     }
   }
 };
@@ -658,11 +632,11 @@ struct OutputSink {
   // lane_in its first channel's existence, second_in its second's): one 4-byte store where both
   // exist and the pair is aligned to it (m even), else one value at a time.
   bool second_in;
-  __device__ __forceinline__ void OnePair(int oy, int ox, float v0, float v1) const {
-    if (lane_in) StorePairAt(y_tile + (static_cast<size_t>(oy) * out_w + ox) * m, v0, v1, second_in && m % 2 == 0);
+  __device__ __forceinline__ void OneWord(int oy, int ox, uint32_t word) const {
+    if (lane_in) StoreWord(y_tile + (static_cast<size_t>(oy) * out_w + ox) * m, word, second_in && m % 2 == 0);
   }
   template <int BH, int BW>
-  __device__ __forceinline__ void BlockPairs(int oy0, int ox0, const float (&v0)[BH * BW], const float (&v1)[BH * BW]) const {
+  __device__ __forceinline__ void BlockWords(int oy0, int ox0, const uint32_t (&words)[BH * BW]) const {
     if (!lane_in) return;
     E* row = y_tile + (static_cast<size_t>(oy0) * out_w + ox0) * m;
     const bool paired = second_in && m % 2 == 0;  // (uniform but at the chunk's end)
@@ -670,16 +644,16 @@ struct OutputSink {
     for (int r = 0; r < BH; ++r, row += static_cast<size_t>(out_w) * m) {
       E* at = row;
 #pragma unroll
-      for (int x = 0; x < BW; ++x, at += m) StorePairAt(at, v0[r * BW + x], v1[r * BW + x], paired);
+      for (int x = 0; x < BW; ++x, at += m) StoreWord(at, words[r * BW + x], paired);
     }
   }
-  // A pair at `at`: one 4-byte store where it is aligned to it (`paired`), else the values that exist.
-  __device__ __forceinline__ void StorePairAt(E* at, float v0, float v1, bool paired) const {
+  // A pair's word: one 4-byte store where it is aligned to it, else its halves that exist.
+  __device__ __forceinline__ void StoreWord(E* at, uint32_t word, bool paired) const {
     if (paired) {
-      StorePair(at, v0, v1);
+      *reinterpret_cast<uint32_t*>(at) = word;
     } else {
-      at[0] = Element<E>::FromFloat(v0);
-      if (second_in) at[1] = Element<E>::FromFloat(v1);
+      reinterpret_cast<uint16_t*>(at)[0] = static_cast<uint16_t>(word);
+      if (second_in) reinterpret_cast<uint16_t*>(at)[1] = static_cast<uint16_t>(word >> 16);
     }
   }
 };

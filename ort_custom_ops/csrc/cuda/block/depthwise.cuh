@@ -130,6 +130,33 @@ __device__ __forceinline__ void DepthwiseOfPitch(int kernel, int stride, const D
   });
 }
 
+// A stage's activation applied to its values' pair once rounded to a half type, where that gives
+// what rounding the activated values gives: ReLU and clips commute with rounding to nearest (it is
+// monotonic, and a bound rounds as a value at it does), so a packed max and min per pair replace
+// two float clamps per value, the half kernels' most issued instruction (Nsight Compute,
+// benchmarks/2026-12-07-h100-half-u-pairs): the first stage's output (StoreFirst) and the depthwise
+// stage's (DepthwisePairsChunk). Other activations: `takes` false, the pair only rounded.
+template <class E>
+struct PackedClamp {
+  using Pair = std::conditional_t<std::is_same_v<E, __half>, __half2, __nv_bfloat162>;
+  Pair lo, hi;
+  bool takes = false, has_lo = false, has_hi = false;
+  __device__ __forceinline__ explicit PackedClamp(const Activation& act) {
+    takes = act.kind == Act::kNone || act.kind == Act::kRelu || act.kind == Act::kClip;
+    has_lo = act.kind == Act::kRelu || act.kind == Act::kClip, has_hi = act.kind == Act::kClip;
+    const float l = act.kind == Act::kRelu ? 0.f : act.lo;
+    lo = PairOf(PackHalves<E>(l, l)), hi = PairOf(PackHalves<E>(act.hi, act.hi));
+  }
+  __device__ __forceinline__ static Pair PairOf(uint32_t word) { return *reinterpret_cast<const Pair*>(&word); }
+  // v0 and v1 rounded and clamped, as the word they make in memory (v0 at the lower address)
+  __device__ __forceinline__ uint32_t operator()(float v0, float v1) const {
+    Pair pair = PairOf(PackHalves<E>(v0, v1));
+    if (takes && has_lo) pair = __hmax2(pair, lo);
+    if (takes && has_hi) pair = __hmin2(pair, hi);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  }
+};
+
 // The depthwise stage of one chunk from a half U, two channels a lane: lane = (half h = lane / 16,
 // channel pair q = lane % 16), each warp's block of BH x BW output pixels split by columns, half h
 // taking columns [h * BW / 2, (h + 1) * BW / 2) of channels 2q and 2q + 1. A load of a warp reads two
@@ -149,6 +176,8 @@ __device__ __forceinline__ void DepthwisePairsChunk(const DepthwiseGeometry& g, 
   constexpr bool kWeightsInRegisters = K == 3;
   const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, h = lane >> 4, c0 = 2 * (lane & 15);
   const bool valid0 = c0 < valid_channels, valid1 = c0 + 1 < valid_channels;
+  const uint32_t keep = (valid0 ? 0x0000ffffu : 0u) | (valid1 ? 0xffff0000u : 0u);  // a channel past the chunk's: 0
+  const PackedClamp<E> clamp(act);
   const float b0 = Element<E>::ToFloat(bias[c0]), b1 = Element<E>::ToFloat(bias[c0 + 1]);
   const E* w0 = weights + c0 * K * K;
   const E* w1 = w0 + K * K;
@@ -198,21 +227,26 @@ __device__ __forceinline__ void DepthwisePairsChunk(const DepthwiseGeometry& g, 
     for (int r = 0; r < BH; ++r)
 #pragma unroll
       for (int x = 0; x < HW; ++x) v0[r * HW + x] = acc[0][r][x], v1[r * HW + x] = acc[1][r][x];
-    act.Apply(v0);
-    act.Apply(v1);
+    if (!clamp.takes) {
+      act.Apply(v0);
+      act.Apply(v1);
+    }
+    uint32_t words[BH * HW];  // the lane's two channels of each pixel, rounded (and clamped) as they are stored
+#pragma unroll
+    for (int i = 0; i < BH * HW; ++i) words[i] = clamp(v0[i], v1[i]);
     if (valid_channels < kChunk) {  // (a partial chunk only: a uniform test otherwise)
 #pragma unroll
-      for (int i = 0; i < BH * HW; ++i) v0[i] = valid0 ? v0[i] : 0.f, v1[i] = valid1 ? v1[i] : 0.f;
+      for (int i = 0; i < BH * HW; ++i) words[i] &= keep;
     }
     const int lx0 = ox0 + h * HW;  // this lane's first column
     if (oy0 + BH <= g.tile_h && ox0 + BW <= g.tile_w) {
-      sink.template BlockPairs<BH, HW>(oy0, lx0, v0, v1);
+      sink.template BlockWords<BH, HW>(oy0, lx0, words);
     } else {
 #pragma unroll
       for (int r = 0; r < BH; ++r)
 #pragma unroll
         for (int x = 0; x < HW; ++x)
-          if (oy0 + r < g.tile_h && lx0 + x < g.tile_w) sink.OnePair(oy0 + r, lx0 + x, v0[r * HW + x], v1[r * HW + x]);
+          if (oy0 + r < g.tile_h && lx0 + x < g.tile_w) sink.OneWord(oy0 + r, lx0 + x, words[r * HW + x]);
     }
   }
 }
