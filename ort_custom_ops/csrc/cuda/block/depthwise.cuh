@@ -164,7 +164,7 @@ struct PackedClamp {
 // wavefront where the one-channel form takes one per pixel: (BH - 1) * S + K rows of
 // (BW / 2 - 1) * S + K pixels a block against rows of (BW - 1) * S + K. The sums are in FP32 as in
 // DepthwiseChunk, each output's taps in the same order. The sink takes pairs of channels
-// (BlockPairs, OnePair), and `valid_channels` is even or the chunk's end (the pair's second channel
+// (BlockWords, OneWord), and `valid_channels` is even or the chunk's end (the pair's second channel
 // past it comes out as zero).
 template <int K, int S, int kPitch, class E, class Sink>
 __device__ __forceinline__ void DepthwisePairsChunk(const DepthwiseGeometry& g, uint32_t input, const E* weights, const E* bias,
