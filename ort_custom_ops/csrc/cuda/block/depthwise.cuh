@@ -151,8 +151,8 @@ struct PackedClamp {
   // v0 and v1 rounded and clamped, as the word they make in memory (v0 at the lower address)
   __device__ __forceinline__ uint32_t operator()(float v0, float v1) const {
     Pair pair = PairOf(PackHalves<E>(v0, v1));
-    if (takes && has_lo) pair = __hmax2(pair, lo);
-    if (takes && has_hi) pair = __hmin2(pair, hi);
+    if (has_lo) pair = __hmax2(pair, lo);  // has_lo and has_hi imply takes
+    if (has_hi) pair = __hmin2(pair, hi);
     return *reinterpret_cast<const uint32_t*>(&pair);
   }
 };
