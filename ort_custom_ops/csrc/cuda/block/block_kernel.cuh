@@ -489,6 +489,24 @@ __device__ __forceinline__ void ScaleChunk(const BlockArgsOf<E>& a, uint32_t inp
     StoreSharedValue<E>(v_slab + SwizzledAt<E>(row, lane), s * LoadSharedValue<E>(lane_input + row * kChunkRowBytes<E>));
 }
 
+// How StoreFirst stores a pair of values (v0 at the lower address), after applying the activation
+// to all of them where it must: for half kernels, rounded to E and clamped on the rounded pair where
+// the activation commutes with the rounding (PackedClamp), else activated in FP32 first. `keep` is
+// the word's mask: a half zeroed where its value is outside the image or past the chunk's channels.
+template <class E, class Out>
+__device__ __forceinline__ auto FirstStagePairStore(const Activation& act, float (&v)[kChunk]) {
+  if constexpr (kIsHalf<E>) {
+    const PackedClamp<E> clamp(act);
+    if (!clamp.takes) act.Apply(v);
+    return [clamp](uint32_t at, float v0, float v1, uint32_t keep) { StoreSharedWord(at, clamp(v0, v1) & keep); };
+  } else {
+    act.Apply(v);  // (both blocks at one dispatch)
+    return [](uint32_t at, float v0, float v1, uint32_t keep) {
+      StoreSharedPair<Out>(at, keep & 0x0000ffffu ? v0 : 0.f, keep & 0xffff0000u ? v1 : 0.f);
+    };
+  }
+}
+
 // The first stage's epilogue: act1(acc1 + b1), zero outside the image (`inside`) and past the
 // intermediate's channels, into U (for the depthwise stage: FP32 rows kUPitch bytes apart, or for
 // half kernels E rows kHalfUPitch apart) or, without a depthwise stage, into V (in E, swizzled, the
@@ -506,37 +524,7 @@ __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float 
     for (int n = 0; n < kChunk / 8; ++n)
 #pragma unroll
       for (int k = 0; k < 4; ++k) v[b][4 * n + k] = acc1[b][4 * n + k] + Element<E>::ToFloat(b1[8 * n + 2 * t + (k & 1)]);
-  if constexpr (kIsHalf<E>) {
-    // A half U: the activation on the rounded pairs where it commutes with the rounding, and a pixel
-    // outside the image or a channel past the chunk's zeroed in the word, after it (the padding is 0).
-    const PackedClamp<E> clamp(a.p.act1);
-    const bool whole = m_valid >= kChunk;
-    if (!clamp.takes) a.p.act1.Apply(reinterpret_cast<float(&)[kChunk]>(v));
-#pragma unroll
-    for (int b = 0; b < 2; ++b) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int row = row0 + b * kTileRows + warp * 16 + g + 8 * half;
-        if (row >= a.region_rows) continue;
-        const bool in = (inside >> (2 * b + half)) & 1;
-        const auto at = [&](int col) { return out + (kSwizzled ? SwizzledAt<E>(row, col) : row * kPitch + col * sizeof(Out)); };
-        if (in && whole) {  // most rows: no test per value
-#pragma unroll
-          for (int n = 0; n < kChunk / 8; ++n)
-            StoreSharedWord(at(8 * n + 2 * t), clamp(v[b][4 * n + 2 * half], v[b][4 * n + 2 * half + 1]));
-          continue;
-        }
-#pragma unroll
-        for (int n = 0; n < kChunk / 8; ++n) {
-          const int col = 8 * n + 2 * t;
-          const uint32_t keep = (in && col < m_valid ? 0x0000ffffu : 0u) | (in && col + 1 < m_valid ? 0xffff0000u : 0u);
-          StoreSharedWord(at(col), clamp(v[b][4 * n + 2 * half], v[b][4 * n + 2 * half + 1]) & keep);
-        }
-      }
-    }
-    return;
-  }
-  a.p.act1.Apply(reinterpret_cast<float(&)[kChunk]>(v));  // (both blocks at one dispatch)
+  const auto store = FirstStagePairStore<E, Out>(a.p.act1, reinterpret_cast<float(&)[kChunk]>(v));
   const bool whole = m_valid >= kChunk;
 #pragma unroll
   for (int b = 0; b < 2; ++b) {
@@ -545,22 +533,17 @@ __device__ __forceinline__ void StoreFirst(const BlockArgsOf<E>& a, const float 
       const int row = row0 + b * kTileRows + warp * 16 + g + 8 * half;
       if (row >= a.region_rows) continue;
       const bool in = (inside >> (2 * b + half)) & 1;
-      // A row inside the image, of a whole chunk (most rows): stored with no test per value.
-      if (in && whole) {
+      const auto at = [&](int col) { return out + (kSwizzled ? SwizzledAt<E>(row, col) : row * kPitch + col * sizeof(Out)); };
+      if (in && whole) {  // a row inside the image, of a whole chunk (most rows): no test per value
 #pragma unroll
-        for (int n = 0; n < kChunk / 8; ++n) {
-          const int col = 8 * n + 2 * t;
-          StoreSharedPair<Out>(out + (kSwizzled ? SwizzledAt<E>(row, col) : row * kPitch + col * sizeof(Out)), v[b][4 * n + 2 * half],
-                               v[b][4 * n + 2 * half + 1]);
-        }
+        for (int n = 0; n < kChunk / 8; ++n) store(at(8 * n + 2 * t), v[b][4 * n + 2 * half], v[b][4 * n + 2 * half + 1], ~0u);
         continue;
       }
 #pragma unroll
       for (int n = 0; n < kChunk / 8; ++n) {
         const int col = 8 * n + 2 * t;
-        const float v0 = in && col < m_valid ? v[b][4 * n + 2 * half] : 0.f;
-        const float v1 = in && col + 1 < m_valid ? v[b][4 * n + 2 * half + 1] : 0.f;
-        StoreSharedPair<Out>(out + (kSwizzled ? SwizzledAt<E>(row, col) : row * kPitch + col * sizeof(Out)), v0, v1);
+        const uint32_t keep = (in && col < m_valid ? 0x0000ffffu : 0u) | (in && col + 1 < m_valid ? 0xffff0000u : 0u);
+        store(at(col), v[b][4 * n + 2 * half], v[b][4 * n + 2 * half + 1], keep);
       }
     }
   }
