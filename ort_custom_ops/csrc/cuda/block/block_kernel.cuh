@@ -448,11 +448,12 @@ __device__ __forceinline__ unsigned InsideMask(const BlockArgsOf<E>& a, const Un
   return mask;
 }
 
-// Two adjacent channels into shared memory: an A operand of the tensor cores (in E) or U (FP32).
+// A 4-byte word into shared memory: two adjacent half channels, as packed.
 __device__ __forceinline__ void StoreSharedWord(uint32_t address, uint32_t word) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(address), "r"(word) : "memory");
 }
 
+// Two adjacent channels into shared memory: an A operand of the tensor cores (in E) or U (FP32).
 template <class E>
 __device__ __forceinline__ void StoreSharedPair(uint32_t address, float v0, float v1) {
   if constexpr (kIsHalf<E>) {
