@@ -87,6 +87,7 @@ GEOMETRIES = [
     (24, 24, 5, 2, (1, 1, 2, 2), True),
     (12, 12, 7, 1, (3, 3, 3, 3), True),
     (6, 6, 3, 2, (0, 0, 1, 1), True),
+    (32, 32, 3, 2, (0, 0, 1, 1), True),   # 8 channels a thread: the half types' 9 taps loaded at once
 ]
 
 
@@ -252,16 +253,51 @@ def test_the_cuda_kernel_computes_what_the_cpu_kernel_computes(precision, geomet
         _check_on_gpu(rng, precision, geometry, batch, height, width, activation, affine_kind)
 
 
+# RGB stems: (channels, filters, kernel, stride, pads, depthwise)
+STEM_GEOMETRIES = [(3, 16, 3, 2, (1, 1, 1, 1), False), (3, 32, 3, 2, (0, 0, 1, 1), False),
+                   (3, 24, 3, 1, (1, 1, 1, 1), False), (3, 8, 3, 2, (1, 0, 1, 1), False),
+                   (3, 64, 3, 1, (1, 1, 1, 1), False), (3, 128, 3, 2, (0, 0, 1, 1), False)]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
-@pytest.mark.parametrize("geometry", [(3, 16, 3, 2, (1, 1, 1, 1), False), (3, 32, 3, 2, (0, 0, 1, 1), False),
-                                      (3, 64, 3, 1, (1, 1, 1, 1), False), (3, 128, 3, 2, (0, 0, 1, 1), False)])
+@pytest.mark.parametrize("geometry", STEM_GEOMETRIES)
 def test_the_stem_tiles_cover_the_image(precision, geometry, rng):
-    """RGB stems on images of several tiles each way (32 output columns, 1 to 16 rows a tile, the
-    last ones partial), 16 to 128 filters (one to eight slices of 16), per-channel input affine: at
-    batch 8 on 224x224 images the tiles of 2 or 4 rows a lane (enough of them for every SM), on the
-    smaller cases fewer rows a lane."""
+    """RGB stems on images of several tiles each way, the last ones partial, per-channel input
+    affine. FP32 (its stems of 8 and 24 filters: the direct kernel), and the half types' stems of
+    more than 32 filters: the FMA tiles (32 output
+    columns, 1 to 16 rows a tile, one to eight slices of 16 filters); the half types' stems of 8 to
+    32 filters: the tensor-core tiles (16 output columns, 8 or 16 rows, one to four MMAs of 8
+    filters a row). At batch 8 on 224x224 images the larger tiles (enough of them for every SM), on
+    the smaller cases the smaller ones."""
     require_cuda()
+    _check_stem_tiles(rng, precision, geometry)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("geometry", [g for g in STEM_GEOMETRIES if g[1] <= 32])
+def test_the_half_stems_on_the_fma_tiles(precision, geometry, rng, monkeypatch):
+    """The half types' small stems on the FMA tiles as FCM_CUDA_STEM=tiles picks them (the tensor-core
+    tiles take them by default)."""
+    require_cuda()
+    monkeypatch.setenv("FCM_CUDA_STEM", "tiles")
+    _check_stem_tiles(rng, precision, geometry)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("geometry", [(16, 16, 3, 1, (1, 1, 1, 1), True), (32, 32, 3, 2, (0, 0, 1, 1), True)])
+def test_the_half_depthwise_taps_loaded_one_by_one(precision, geometry, rng, monkeypatch):
+    """The half types' 3x3 depthwise layers of 8 channels a thread with their taps loaded one by one,
+    as FCM_CUDA_LAYER_TAPS=serial has them (by default the 9 loads are issued at once)."""
+    require_cuda()
+    monkeypatch.setenv("FCM_CUDA_LAYER_TAPS", "serial")
+    _check_on_gpu(rng, precision, geometry, 3, 23, 19, Activation("swish"), True)
+    _check_on_gpu(rng, precision, geometry, 32, 14, 15, Activation("relu6"), None)
+
+
+def _check_stem_tiles(rng, precision, geometry):
     _check_on_gpu(rng, precision, geometry, 8, 224, 224, Activation("relu6"), True)
     _check_on_gpu(rng, precision, geometry, 2, 71, 67, Activation("relu6"), True)
     _check_on_gpu(rng, precision, geometry, 1, 40, 97, Activation("none"), None)

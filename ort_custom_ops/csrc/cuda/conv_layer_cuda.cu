@@ -21,6 +21,7 @@
 #include <string>
 
 #include "../conv_layer.h"
+#include "block/block_gemm.cuh"
 #include "block/element.cuh"
 #include "device.h"
 #include "device_element.cuh"
@@ -157,9 +158,14 @@ __device__ __forceinline__ void StageWeights(const ConvLayerArgs<E>& a, int taps
 }
 
 // kDepthwise: output channel f reads input channel f (group = C = F); else every input channel.
-// kStaged: the weights in shared memory (StageWeights).
-template <class E, int FT, bool kDepthwise, bool kStaged>
-__global__ void __launch_bounds__(kThreads) ConvLayerKernel(const ConvLayerArgs<E> a) {
+// kStaged: the weights in shared memory (StageWeights). kK3: a 3x3 depthwise layer whose 9 taps'
+// vector loads are issued before the first is used (a tap in the padding loads the nearest pixel
+// inside and is then skipped), where the taps' bounds checks between them made each load wait for
+// the last (EfficientNetB0's FP16 112x112 layer at batch 32 on an H100: 118 us against 125,
+// benchmarks/2026-12-07-h100-mma-stem; both far above its ~17 us of bytes: issue-bound).
+template <class E, int FT, bool kDepthwise, bool kStaged, bool kK3 = false>
+__global__ void __launch_bounds__(kThreads, kK3 ? 3 : 1) ConvLayerKernel(const ConvLayerArgs<E> a) {
+  static_assert(!kK3 || (kDepthwise && block::kIsHalf<E> && FT * sizeof(E) == 16), "3x3 depthwise, one 16-byte load a tap");
   extern __shared__ float4 staged_vectors[];
   float* staged = reinterpret_cast<float*>(staged_vectors);
   const int kh = a.kh, kw = a.kw, channels = a.c;
@@ -193,27 +199,48 @@ __global__ void __launch_bounds__(kThreads) ConvLayerKernel(const ConvLayerArgs<
     const int iy0 = oy * a.sh - a.pad_top, ix0 = ox * a.sw - a.pad_left;
     float acc[FT];
     LoadFloats<FT>(a.b + f0, acc);
+    if constexpr (kK3) {
+      uint4 raw[9];
+      unsigned inside = 0;  // bit tap: the tap lies in X
 #pragma unroll
-    for (int ky = 0; ky < kh; ++ky) {
-      const int iy = iy0 + ky;
-      if (iy < 0 || iy >= a.h) continue;
+      for (int tap = 0; tap < 9; ++tap) {
+        const int iy = iy0 + tap / 3, ix = ix0 + tap % 3;
+        inside |= (iy >= 0 && iy < a.h && ix >= 0 && ix < a.w_in) ? 1u << tap : 0u;
+        const int cy = min(max(iy, 0), a.h - 1), cx = min(max(ix, 0), a.w_in - 1);
+        raw[tap] = __ldg(reinterpret_cast<const uint4*>(a.x + (static_cast<size_t>(image * a.h + cy) * a.w_in + cx) * channels + f0));
+      }
 #pragma unroll
-      for (int kx = 0; kx < kw; ++kx) {
-        const int ix = ix0 + kx;
-        if (ix < 0 || ix >= a.w_in) continue;
-        const size_t at = (static_cast<size_t>(image * a.h + iy) * a.w_in + ix) * channels;
-        const int tap = ky * kw + kx;
-        if constexpr (kDepthwise) {  // (never an fp32 X: CheckConvLayerCall)
-          float v[FT];
-          LoadFloats<FT>(a.x + at + f0, v);
+      for (int tap = 0; tap < 9; ++tap) {
+        if (!(inside & 1u << tap)) continue;
+        const E* values = reinterpret_cast<const E*>(&raw[tap]);
+        float v[FT];
 #pragma unroll
-          for (int j = 0; j < FT; ++j) v[j] = InputValue(a, v[j], f0 + j);
-          accumulate(acc, v, true, tap, 0, f0);
-        } else {
+        for (int j = 0; j < FT; ++j) v[j] = InputValue(a, Element<E>::ToFloat(values[j]), f0 + j);
+        accumulate(acc, v, true, tap, 0, f0);
+      }
+    } else {
 #pragma unroll
-          for (int c = 0; c < channels; ++c) {
-            const float v = InputValue(a, InputAt(a, at + c), c);
-            accumulate(acc, &v, false, tap, c, f0);
+      for (int ky = 0; ky < kh; ++ky) {
+        const int iy = iy0 + ky;
+        if (iy < 0 || iy >= a.h) continue;
+#pragma unroll
+        for (int kx = 0; kx < kw; ++kx) {
+          const int ix = ix0 + kx;
+          if (ix < 0 || ix >= a.w_in) continue;
+          const size_t at = (static_cast<size_t>(image * a.h + iy) * a.w_in + ix) * channels;
+          const int tap = ky * kw + kx;
+          if constexpr (kDepthwise) {  // (never an fp32 X: CheckConvLayerCall)
+            float v[FT];
+            LoadFloats<FT>(a.x + at + f0, v);
+#pragma unroll
+            for (int j = 0; j < FT; ++j) v[j] = InputValue(a, v[j], f0 + j);
+            accumulate(acc, v, true, tap, 0, f0);
+          } else {
+#pragma unroll
+            for (int c = 0; c < channels; ++c) {
+              const float v = InputValue(a, InputAt(a, at + c), c);
+              accumulate(acc, &v, false, tap, c, f0);
+            }
           }
         }
       }
@@ -375,19 +402,182 @@ __global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArg
   }
 }
 
+// The half types' RGB stems (3x3, 3 input channels, stride 1 or 2, 8 to 32 filters) on the tensor
+// cores: each output row of 16 pixels is an m16n8k16 product per 8 filters, A the pixels' input
+// patches, B the weights, K = tap * 4 + channel (the 9 taps of 4 channels, the 4th zero, padded with
+// zero taps to 48: three k steps). ConvStemKernel spent ~64% of its issue slots on the region's and
+// the FMAs' address arithmetic (59.5 us for MobileNetV2's FP16 stem at batch 32 on an H100, against
+// ~15 us of bytes: benchmarks/2026-12-07-h100-half-clamps); here a row of 16 pixels x 8 filters is
+// 10 shared loads and 3 MMAs (33.9 us: benchmarks/2026-12-07-h100-mma-stem). The region is staged as E [row][column][4 channels], so that an A
+// register (two channels of one tap of one pixel) is one 32-bit load; a tile is 16 output columns
+// by 8 x kRows output rows (a warp per kRows rows). The products of half values are exact in the
+// FP32 sums, which are in another order than ConvLayerKernel's: within the same rounding bound.
+constexpr int kMmaStemCols = 16;  // output columns per tile: the MMA's M
+constexpr int kMmaStemTapWords = 2;  // a region cell: 4 half channels, 2 words
+
+struct MmaStemTiles {
+  int rows, region_rows, region_cols, row_words;
+  __host__ __device__ MmaStemTiles(int stride, int rows_per_warp)
+      : rows(kThreads / 32 * rows_per_warp),
+        region_rows((rows - 1) * stride + 3),
+        region_cols((kMmaStemCols - 1) * stride + 3),
+        // a cell of 2 words per column; at stride 1 a row's 36 words put the next row's cells on
+        // the banks of this row's third column: 16 more words keep the taps 2 and 3 that one A
+        // register reads apart (no bank conflicts)
+        row_words(region_cols * kMmaStemTapWords + (stride == 1 ? 16 : 0)) {}
+  __host__ __device__ int RegionBytes() const { return region_rows * row_words * 4; }
+};
+
+// The K index of B's and A's fragment registers: register `j` of the 6 (k steps 0-2, each two 8-wide
+// halves) of lane quad position `t` covers taps 2j + t / 2, channels 2 (t % 2) and one more.
+__device__ __forceinline__ int MmaStemTap(int j, int t) { return 2 * j + t / 2; }
+
+template <class E, int kFilterBlocks>
+__global__ void __launch_bounds__(kThreads, 2) ConvStemMmaKernel(const ConvLayerArgs<E> a, const int rows_per_warp) {
+  static_assert(block::kIsHalf<E>, "m16n8k16 takes half types");
+  constexpr int kTaps = 9, kRegs = 6;  // a fragment's k pairs: 3 k steps x 2 halves
+  extern __shared__ float4 staged_vectors[];
+  char* region = reinterpret_cast<char*>(staged_vectors);
+  const int s = a.sh;
+  const MmaStemTiles tiles(s, rows_per_warp);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  // B: filter block b's 8 filters, this lane's filter g, its k pairs as half words (0 past the taps
+  // and for the 4th channel)
+  uint32_t b_regs[kFilterBlocks][kRegs];
+  float bias[kFilterBlocks][2];
+  const unsigned short* w_bits = reinterpret_cast<const unsigned short*>(a.w);
+#pragma unroll
+  for (int b = 0; b < kFilterBlocks; ++b) {
+    const int f = b * 8 + g;
+#pragma unroll
+    for (int j = 0; j < kRegs; ++j) {
+      const int tap = MmaStemTap(j, t), c = 2 * (t % 2);
+      const uint32_t lo = tap < kTaps ? __ldg(w_bits + (f * 3 + c) * kTaps + tap) : 0u;
+      const uint32_t hi = tap < kTaps && c + 1 < 3 ? __ldg(w_bits + (f * 3 + c + 1) * kTaps + tap) : 0u;
+      b_regs[b][j] = lo | hi << 16;
+    }
+    bias[b][0] = Element<E>::ToFloat(a.b[b * 8 + 2 * t]);
+    bias[b][1] = Element<E>::ToFloat(a.b[b * 8 + 2 * t + 1]);
+  }
+  // A: register j's byte offset in the region from the lane's pixel's first cell (its tap's row and
+  // column, its channel pair); -1 for the zero taps
+  int tap_offset[kRegs];
+#pragma unroll
+  for (int j = 0; j < kRegs; ++j) {
+    const int tap = MmaStemTap(j, t);
+    tap_offset[j] = tap < kTaps ? ((tap / 3) * tiles.row_words + (tap % 3) * kMmaStemTapWords + t % 2) * 4 : -1;
+  }
+  const bool has_scale = a.scale_count != 0, has_shift = a.shift_count != 0;
+  float scale[3], shift[3];
+#pragma unroll
+  for (int c = 0; c < 3; ++c) {
+    scale[c] = has_scale ? AffineValue(a, a.x_scale, a.scale_count, c) : 1.f;
+    shift[c] = has_shift ? AffineValue(a, a.x_shift, a.shift_count, c) : 0.f;
+  }
+  const int tiles_x = (a.out_w + kMmaStemCols - 1) / kMmaStemCols, tiles_y = (a.out_h + tiles.rows - 1) / tiles.rows;
+  const int cells = tiles.region_rows * tiles.region_cols;
+  for (int tile = blockIdx.x; tile < a.n * tiles_y * tiles_x; tile += gridDim.x) {
+    const int tx = tile % tiles_x, ty = (tile / tiles_x) % tiles_y, image = tile / (tiles_x * tiles_y);
+    const int oy0 = ty * tiles.rows, ox0 = tx * kMmaStemCols;
+    const int iy0 = oy0 * s - a.pad_top, ix0 = ox0 * s - a.pad_left;
+    __syncthreads();  // the previous tile's reads of the region are done
+    // The region, kCellBatch cells a thread at a time: all their loads issued before the first value
+    // is used (a lane waits for global memory once per batch); a cell in the padding reads X[0] and
+    // stores zeros.
+    constexpr int kCellBatch = 4;
+    for (int cell0 = threadIdx.x; cell0 < cells; cell0 += kCellBatch * kThreads) {
+      uint32_t bits[kCellBatch][3];
+      bool inside[kCellBatch];
+#pragma unroll
+      for (int i = 0; i < kCellBatch; ++i) {
+        const int cell = cell0 + i * kThreads, row = cell / tiles.region_cols, col = cell - row * tiles.region_cols;
+        const int iy = iy0 + row, ix = ix0 + col;
+        inside[i] = cell < cells && iy >= 0 && iy < a.h && ix >= 0 && ix < a.w_in;
+        const size_t at = inside[i] ? (static_cast<size_t>(image * a.h + iy) * a.w_in + ix) * 3 : 0;
+#pragma unroll
+        for (int c = 0; c < 3; ++c) bits[i][c] = InputBitsAt(a, at + (inside[i] ? c : 0));
+      }
+#pragma unroll
+      for (int i = 0; i < kCellBatch; ++i) {
+        const int cell = cell0 + i * kThreads, row = cell / tiles.region_cols, col = cell - row * tiles.region_cols;
+        if (cell >= cells) break;
+        float v[3];
+#pragma unroll
+        for (int c = 0; c < 3; ++c)
+          v[c] = inside[i] ? ScaledShifted<E>(InputOfBits(a, bits[i][c]), has_scale, scale[c], has_shift, shift[c]) : 0.f;
+        *reinterpret_cast<uint2*>(region + (row * tiles.row_words + col * kMmaStemTapWords) * 4) =
+            make_uint2(block::PackHalves<E>(v[0], v[1]), block::PackHalves<E>(v[2], 0.f));
+      }
+    }
+    __syncthreads();
+    for (int r = 0; r < rows_per_warp; ++r) {
+      const int row = warp * rows_per_warp + r, oy = oy0 + row;
+      if (oy >= a.out_h) break;
+      // the lane's pixels g and g + 8 of the row: their first cells
+      const char* pixel = region + (row * s * tiles.row_words + g * s * kMmaStemTapWords) * 4;
+      constexpr int kNextPixels = 8 * kMmaStemTapWords * 4;  // bytes from pixel g to g + 8, per unit of stride
+      uint32_t a_regs[kRegs][2];  // [k pair j][pixel g, g + 8]
+#pragma unroll
+      for (int j = 0; j < kRegs; ++j) {
+        const bool zero = tap_offset[j] < 0;
+        a_regs[j][0] = zero ? 0u : *reinterpret_cast<const uint32_t*>(pixel + (zero ? 0 : tap_offset[j]));
+        a_regs[j][1] = zero ? 0u : *reinterpret_cast<const uint32_t*>(pixel + (zero ? 0 : tap_offset[j]) + s * kNextPixels);
+      }
+      float acc[kFilterBlocks][4];
+#pragma unroll
+      for (int b = 0; b < kFilterBlocks; ++b) {
+        acc[b][0] = acc[b][2] = bias[b][0];
+        acc[b][1] = acc[b][3] = bias[b][1];
+#pragma unroll
+        for (int k = 0; k < 3; ++k)  // a k step: registers 2k (K 0-7 of the step) and 2k + 1 (K 8-15)
+          block::SyncMma<E>::Op::fma(acc[b][0], acc[b][1], acc[b][2], acc[b][3], a_regs[2 * k][0], a_regs[2 * k][1],
+                                     a_regs[2 * k + 1][0], a_regs[2 * k + 1][1], b_regs[b][2 * k], b_regs[b][2 * k + 1],
+                                     acc[b][0], acc[b][1], acc[b][2], acc[b][3]);
+      }
+      // the sum in E before the activation (conv_layer.h), then the activation, then the pairs stored
+      float out[kFilterBlocks * 4];
+#pragma unroll
+      for (int b = 0; b < kFilterBlocks; ++b)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) out[b * 4 + q] = Element<E>::ToFloat(Element<E>::FromFloat(acc[b][q]));
+      a.act.Apply(out);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {  // pixel g, then g + 8
+        const int ox = ox0 + g + 8 * half;
+        if (ox >= a.out_w) continue;
+        E* y = a.y + (static_cast<size_t>(image * a.out_h + oy) * a.out_w + ox) * a.f + 2 * t;
+#pragma unroll
+        for (int b = 0; b < kFilterBlocks; ++b) block::StorePair<E>(y + b * 8, out[b * 4 + 2 * half], out[b * 4 + 2 * half + 1]);
+      }
+    }
+  }
+}
+
 // `kernel` on a.work threads' worth of work, its grid a few waves of resident CTAs (each loops).
-template <class E>
-cudaError_t LaunchWaves(void (*kernel)(ConvLayerArgs<E>), const ConvLayerArgs<E>& a, size_t shared, cudaStream_t stream) {
+template <class E, class... Extra>
+cudaError_t LaunchWaves(void (*kernel)(ConvLayerArgs<E>, Extra...), const ConvLayerArgs<E>& a, size_t shared, cudaStream_t stream,
+                        Extra... extra) {
   const int resident = std::max(1, CtasPerSm(reinterpret_cast<const void*>(kernel), kThreads, shared)) * CurrentDevice().sms;
   const int blocks = static_cast<int>(std::max(1u, std::min((a.work + kThreads - 1) / kThreads, 4u * resident)));
-  kernel<<<blocks, kThreads, shared, stream>>>(a);
+  kernel<<<blocks, kThreads, shared, stream>>>(a, extra...);
   return cudaGetLastError();
+}
+
+// FCM_CUDA_LAYER_TAPS=serial: the 3x3 depthwise layers' taps loaded one by one, as other layers
+// load them, for comparing the two on a model (read at each launch).
+bool TapsOneByOne() {
+  const char* taps = std::getenv("FCM_CUDA_LAYER_TAPS");
+  return taps != nullptr && std::string(taps) == "serial";
 }
 
 // One kernel instance (`staged`: the weights fit shared memory).
 template <class E, int FT, bool kDepthwise, bool kStaged>
 cudaError_t LaunchKernel(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream) {
   a.work = static_cast<unsigned>(a.n * a.out_h * a.out_w * (a.f / FT));
+  if constexpr (kDepthwise && block::kIsHalf<E> && FT == 8) {
+    // (an X of no pixels, whose padding alone makes an output, has no nearest pixel to load)
+    if (a.kh == 3 && a.kw == 3 && a.h > 0 && a.w_in > 0 && !TapsOneByOne()) return LaunchWaves(&ConvLayerKernel<E, FT, kDepthwise, kStaged, true>, a, shared, stream);
+  }
   return LaunchWaves(&ConvLayerKernel<E, FT, kDepthwise, kStaged>, a, shared, stream);
 }
 
@@ -405,6 +595,23 @@ cudaError_t LaunchStem(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream) {
   return LaunchWaves(&ConvStemKernel<E, kK, kC, kPixels>, a, shared, stream);
 }
 
+// The tensor-core stem's tiles for `rows_per_warp` output rows a warp.
+template <class E>
+unsigned MmaStemTileCount(const ConvLayerArgs<E>& a, int rows_per_warp) {
+  const MmaStemTiles tiles(a.sh, rows_per_warp);
+  return static_cast<unsigned>(a.n * ((a.out_h + tiles.rows - 1) / tiles.rows) * ((a.out_w + kMmaStemCols - 1) / kMmaStemCols));
+}
+
+// The tensor-core stem for F = 8 * kFilterBlocks filters: 2 rows a warp (16 a tile), or 1 where those
+// tiles would not give every SM one.
+template <class E, int kFilterBlocks>
+cudaError_t LaunchStemMma(ConvLayerArgs<E> a, cudaStream_t stream) {
+  const int rows_per_warp = MmaStemTileCount(a, 2) < static_cast<unsigned>(CurrentDevice().sms) ? 1 : 2;
+  a.work = MmaStemTileCount(a, rows_per_warp) * kThreads;
+  const size_t shared = MmaStemTiles(a.sh, rows_per_warp).RegionBytes();
+  return LaunchWaves(&ConvStemMmaKernel<E, kFilterBlocks>, a, shared, stream, rows_per_warp);
+}
+
 // The bytes the weights take staged (as floats, [tap][input channel of the filter][f]).
 template <class E>
 size_t StagedBytes(const ConvLayerArgs<E>& a, bool depthwise) {
@@ -418,15 +625,21 @@ cudaError_t LaunchOfWidth(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   return LaunchKernel<E, FT, kDepthwise, true>(a, bytes, stream);
 }
 
-// FCM_CUDA_STEM=direct: the stems on the direct kernel, for comparing the two on a model.
-bool StemTilesAllowed() {
+// Which kernel takes an RGB stem: by default the tensor cores' for the half types where it applies,
+// else the FMA tiles; FCM_CUDA_STEM=tiles or direct picks the FMA tiles or the direct kernel, for
+// comparing them on a model (read at each launch).
+enum class StemKernel { kMma, kTiles, kDirect };
+StemKernel ChosenStemKernel() {
   const char* stem = std::getenv("FCM_CUDA_STEM");
-  return stem == nullptr || std::string(stem) != "direct";
+  if (stem == nullptr) return StemKernel::kMma;
+  const std::string name(stem);
+  return name == "direct" ? StemKernel::kDirect : name == "tiles" ? StemKernel::kTiles : StemKernel::kMma;
 }
 
 // FT: 8 output channels a thread where the channel count allows (two or one 16-byte stores), else 4, else
-// 1; 1 also where a tensor does not start on 16 bytes (vector accesses need it). The stems of RGB
-// networks (3x3, 3 input channels, 16, 32, 64 or 128 filters) on ConvStemKernel's tiles: 2 rows a
+// 1; 1 also where a tensor does not start on 16 bytes (vector accesses need it). The half types' RGB
+// stems of up to 32 filters (3x3, 3 input channels, the same stride each way) on the tensor cores
+// (ConvStemMmaKernel); other stems of RGB networks (16, 32, 64 or 128 filters) on ConvStemKernel's tiles: 2 rows a
 // lane with one slice of 16 filters, else 4 (16 rows a tile with one or two slices), fewer where
 // those tiles would not give every SM one (a small batch: MobileNetV2's stem at batch 1 has 28 tiles
 // of 4 rows a lane, 112 of 1), so that the work spreads over the SMs.
@@ -435,9 +648,23 @@ cudaError_t Launch(const ConvLayerArgs<E>& a, cudaStream_t stream) {
   // (x is read as vectors by the depthwise kernels only, which never take an fp32 X)
   const bool aligned = ((reinterpret_cast<uintptr_t>(a.x) | reinterpret_cast<uintptr_t>(a.b) | reinterpret_cast<uintptr_t>(a.y)) & 15) == 0;
   if constexpr (!kDepthwise) {
+    const StemKernel stem = ChosenStemKernel();
+    // (pairs of output channels stored as words: y on 4 bytes, as a tensor of E pairs always is)
+    const bool rgb_3x3 = a.h > 0 && a.w_in > 0 && a.kh == 3 && a.kw == 3 && a.c == 3;
+    if constexpr (block::kIsHalf<E>) {
+      if (stem == StemKernel::kMma && rgb_3x3 && a.sh == a.sw && a.sh <= kStemMaxStride && a.f % 8 == 0 && a.f <= 32 &&
+          (reinterpret_cast<uintptr_t>(a.y) & 3) == 0) {
+        switch (a.f / 8) {
+          case 1: return LaunchStemMma<E, 1>(a, stream);
+          case 2: return LaunchStemMma<E, 2>(a, stream);
+          case 3: return LaunchStemMma<E, 3>(a, stream);
+          default: return LaunchStemMma<E, 4>(a, stream);
+        }
+      }
+    }
     const int slices = a.f / kStemFilters;
     // (an X of no pixels, whose padding alone makes an output, never reaches it: its loads start at X[0])
-    if (aligned && StemTilesAllowed() && a.h > 0 && a.w_in > 0 && a.sw <= kStemMaxStride && a.kh == 3 && a.kw == 3 && a.c == 3 && a.f % kStemFilters == 0 && slices <= 8 && 8 % slices == 0) {
+    if (aligned && stem != StemKernel::kDirect && rgb_3x3 && a.sw <= kStemMaxStride && a.f % kStemFilters == 0 && slices <= 8 && 8 % slices == 0) {
       int pixels = slices == 1 ? 2 : 4;
       while (pixels > 1 && StemTileCount(a, pixels) < static_cast<unsigned>(CurrentDevice().sms)) pixels /= 2;
       const size_t shared = StagedBytes(a, false) + (kStemAffineFloats + StemTiles(a.f, a.sh, a.sw, 3, pixels).RegionFloats(3)) * sizeof(float);
