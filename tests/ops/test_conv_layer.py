@@ -285,16 +285,24 @@ def test_the_half_stems_on_the_fma_tiles(precision, geometry, rng, monkeypatch):
     _check_stem_tiles(rng, precision, geometry)
 
 
+DEPTHWISE_3X3 = [(16, 16, 3, 1, (1, 1, 1, 1), True), (32, 32, 3, 2, (0, 0, 1, 1), True),
+                 (40, 40, 3, 1, (1, 0, 1, 2), True), (24, 24, 3, 2, (1, 1, 1, 1), True)]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-@pytest.mark.parametrize("geometry", [(16, 16, 3, 1, (1, 1, 1, 1), True), (32, 32, 3, 2, (0, 0, 1, 1), True)])
-def test_the_half_depthwise_taps_loaded_one_by_one(precision, geometry, rng, monkeypatch):
-    """The half types' 3x3 depthwise layers of 8 channels a thread with their taps loaded one by one,
-    as FCM_CUDA_LAYER_TAPS=serial has them (by default the 9 loads are issued at once)."""
+@pytest.mark.parametrize("kernel", ["rows", "serial"])
+@pytest.mark.parametrize("geometry", DEPTHWISE_3X3)
+def test_the_half_depthwise_kernels_cover_the_image(precision, kernel, geometry, rng, monkeypatch):
+    """The half types' 3x3 depthwise layers of 8 channels a thread as FCM_CUDA_DEPTHWISE picks them
+    besides the default (9 loads at once): by rows of 4 output pixels a thread, and one pixel a
+    thread with its taps loaded one by one; strides 1 and 2, even and uneven pads, images whose
+    rows end in a partial group of pixels."""
     require_cuda()
-    monkeypatch.setenv("FCM_CUDA_LAYER_TAPS", "serial")
-    _check_on_gpu(rng, precision, geometry, 3, 23, 19, Activation("swish"), True)
-    _check_on_gpu(rng, precision, geometry, 32, 14, 15, Activation("relu6"), None)
+    monkeypatch.setenv("FCM_CUDA_DEPTHWISE", kernel)
+    _check_on_gpu(rng, precision, geometry, 2, 57, 61, Activation("swish"), True)
+    _check_on_gpu(rng, precision, geometry, 3, 40, 37, Activation("relu6"), None)
+    _check_on_gpu(rng, precision, geometry, 1, 3, 5, Activation("none"), False)
 
 
 def _check_stem_tiles(rng, precision, geometry):

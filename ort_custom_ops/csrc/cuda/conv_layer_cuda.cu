@@ -254,6 +254,79 @@ __global__ void __launch_bounds__(kThreads, kK3 ? 3 : 1) ConvLayerKernel(const C
   }
 }
 
+// A 3x3 depthwise layer in a half type, kPixels adjacent output pixels of one row and 8 channels a
+// thread: each input row's kCols columns are loaded once (16 bytes each, all issued before the first
+// is used; a column outside X loads the nearest inside and is skipped), converted once, and each
+// serves the up to 3 pixels whose taps cover it. One pixel a thread (ConvLayerKernel) issued ~500
+// instructions for its 72 products, its index arithmetic, conversions and weight loads repeated per
+// pixel: EfficientNetB0's FP16 112x112 layer took 118-125 us at batch 32 on an H100, against ~17 us
+// of bytes (benchmarks/2026-12-07-h100-mma-stem). Each sum is ConvLayerKernel's, in its order (bias,
+// then the taps row by row). Not yet run on a GPU: taken only where FCM_CUDA_DEPTHWISE=rows asks.
+constexpr int kRowPixels = 4;
+
+template <class E, int kS>
+__global__ void __launch_bounds__(kThreads, 2) DepthwiseRowsKernel(const ConvLayerArgs<E> a) {
+  static_assert(block::kIsHalf<E>, "8 channels a 16-byte load");
+  constexpr int FT = 8, kCols = (kRowPixels - 1) * kS + 3;
+  extern __shared__ float4 staged_vectors[];
+  float* staged = reinterpret_cast<float*>(staged_vectors);
+  StageWeights(a, 9, 1, staged);
+  const unsigned slices = a.f / FT;
+  const int groups_x = (a.out_w + kRowPixels - 1) / kRowPixels;
+  for (unsigned index = blockIdx.x * blockDim.x + threadIdx.x; index < a.work; index += gridDim.x * blockDim.x) {
+    const int f0 = static_cast<int>(index % slices) * FT, group = static_cast<int>(index / slices);
+    const int ox0 = group % groups_x * kRowPixels, oy = (group / groups_x) % a.out_h, image = group / (groups_x * a.out_h);
+    const int iy0 = oy * kS - a.pad_top, ix0 = ox0 * kS - a.pad_left;
+    float acc[kRowPixels][FT];
+#pragma unroll
+    for (int p = 0; p < kRowPixels; ++p) LoadFloats<FT>(a.b + f0, acc[p]);
+#pragma unroll
+    for (int ky = 0; ky < 3; ++ky) {
+      const int iy = iy0 + ky;
+      if (iy < 0 || iy >= a.h) continue;
+      const E* row = a.x + static_cast<size_t>(image * a.h + iy) * a.w_in * a.c + f0;
+      uint4 raw[kCols];
+      unsigned inside = 0;  // bit c: column c lies in X
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        const int ix = ix0 + c;
+        inside |= (ix >= 0 && ix < a.w_in) ? 1u << c : 0u;
+        raw[c] = __ldg(reinterpret_cast<const uint4*>(row + static_cast<size_t>(min(max(ix, 0), a.w_in - 1)) * a.c));
+      }
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        if (!(inside & 1u << c)) continue;
+        const E* values = reinterpret_cast<const E*>(&raw[c]);
+        float v[FT];
+#pragma unroll
+        for (int j = 0; j < FT; ++j) v[j] = InputValue(a, Element<E>::ToFloat(values[j]), f0 + j);
+#pragma unroll
+        for (int p = 0; p < kRowPixels; ++p) {
+          const int kx = c - p * kS;  // (a constant: the loops are unrolled)
+          if (kx < 0 || kx > 2) continue;
+          const float4* w4 = reinterpret_cast<const float4*>(staged + (ky * 3 + kx) * a.f + f0);
+#pragma unroll
+          for (int q = 0; q < FT / 4; ++q) {
+            const float4 w = w4[q];
+            acc[p][4 * q + 0] = fmaf(v[4 * q + 0], w.x, acc[p][4 * q + 0]);
+            acc[p][4 * q + 1] = fmaf(v[4 * q + 1], w.y, acc[p][4 * q + 1]);
+            acc[p][4 * q + 2] = fmaf(v[4 * q + 2], w.z, acc[p][4 * q + 2]);
+            acc[p][4 * q + 3] = fmaf(v[4 * q + 3], w.w, acc[p][4 * q + 3]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int p = 0; p < kRowPixels; ++p) {
+      if (ox0 + p >= a.out_w) break;
+#pragma unroll
+      for (int j = 0; j < FT; ++j) acc[p][j] = Element<E>::ToFloat(Element<E>::FromFloat(acc[p][j]));  // the sum in E first (conv_layer.h)
+      a.act.Apply(acc[p]);
+      StoreValues<FT>(a.y + (static_cast<size_t>(image * a.out_h + oy) * a.out_w + ox0 + p) * a.f + f0, acc[p]);
+    }
+  }
+}
+
 // An RGB stem (kK x kK taps of kC input channels, every filter reading every channel), by output
 // tiles of 32 columns: the CTA stages its tile's input region in shared memory (coalesced reads, the
 // input affine applied once per value, zeros for the padding), then each lane takes one column and
@@ -563,21 +636,40 @@ cudaError_t LaunchWaves(void (*kernel)(ConvLayerArgs<E>, Extra...), const ConvLa
   return cudaGetLastError();
 }
 
-// FCM_CUDA_LAYER_TAPS=serial: the 3x3 depthwise layers' taps loaded one by one, as other layers
-// load them, for comparing the two on a model (read at each launch).
-bool TapsOneByOne() {
-  const char* taps = std::getenv("FCM_CUDA_LAYER_TAPS");
-  return taps != nullptr && std::string(taps) == "serial";
+// An environment variable's value that picks a kernel for comparing kernels on a model ("" where unset).
+std::string KernelChoice(const char* variable) {
+  const char* value = std::getenv(variable);
+  return value == nullptr ? std::string() : std::string(value);
 }
 
-// One kernel instance (`staged`: the weights fit shared memory).
+// How the half 3x3 depthwise layers of 8 channels a thread run: FCM_CUDA_DEPTHWISE unset or "taps", one
+// pixel a thread with its 9 loads issued at once; "serial", its taps loaded one by one (the general
+// kernel); "rows", DepthwiseRowsKernel (read at each launch).
+enum class DepthwiseKernel { kTaps, kSerial, kRows };
+DepthwiseKernel ChosenDepthwiseKernel() {
+  const std::string name = KernelChoice("FCM_CUDA_DEPTHWISE");
+  return name == "serial" ? DepthwiseKernel::kSerial : name == "rows" ? DepthwiseKernel::kRows : DepthwiseKernel::kTaps;
+}
+
+// One kernel instance (`staged`: the weights fit shared memory). An X of no pixels, whose padding
+// alone makes an output, has no nearest pixel for the 3x3 depthwise kernels' loads: it takes the
+// general kernel.
 template <class E, int FT, bool kDepthwise, bool kStaged>
 cudaError_t LaunchKernel(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream) {
-  a.work = static_cast<unsigned>(a.n * a.out_h * a.out_w * (a.f / FT));
   if constexpr (kDepthwise && block::kIsHalf<E> && FT == 8) {
-    // (an X of no pixels, whose padding alone makes an output, has no nearest pixel to load)
-    if (a.kh == 3 && a.kw == 3 && a.h > 0 && a.w_in > 0 && !TapsOneByOne()) return LaunchWaves(&ConvLayerKernel<E, FT, kDepthwise, kStaged, true>, a, shared, stream);
+    const DepthwiseKernel kind = ChosenDepthwiseKernel();
+    if (a.kh == 3 && a.kw == 3 && a.h > 0 && a.w_in > 0 && kind != DepthwiseKernel::kSerial) {
+      if (kStaged && kind == DepthwiseKernel::kRows && a.sh == a.sw && a.sh <= 2) {
+        const int groups_x = (a.out_w + kRowPixels - 1) / kRowPixels;
+        a.work = static_cast<unsigned>(a.n * a.out_h * groups_x * (a.f / FT));
+        return a.sh == 1 ? LaunchWaves(&DepthwiseRowsKernel<E, 1>, a, shared, stream)
+                         : LaunchWaves(&DepthwiseRowsKernel<E, 2>, a, shared, stream);
+      }
+      a.work = static_cast<unsigned>(a.n * a.out_h * a.out_w * (a.f / FT));
+      return LaunchWaves(&ConvLayerKernel<E, FT, kDepthwise, kStaged, true>, a, shared, stream);
+    }
   }
+  a.work = static_cast<unsigned>(a.n * a.out_h * a.out_w * (a.f / FT));
   return LaunchWaves(&ConvLayerKernel<E, FT, kDepthwise, kStaged>, a, shared, stream);
 }
 
@@ -630,9 +722,7 @@ cudaError_t LaunchOfWidth(const ConvLayerArgs<E>& a, cudaStream_t stream) {
 // comparing them on a model (read at each launch).
 enum class StemKernel { kMma, kTiles, kDirect };
 StemKernel ChosenStemKernel() {
-  const char* stem = std::getenv("FCM_CUDA_STEM");
-  if (stem == nullptr) return StemKernel::kMma;
-  const std::string name(stem);
+  const std::string name = KernelChoice("FCM_CUDA_STEM");
   return name == "direct" ? StemKernel::kDirect : name == "tiles" ? StemKernel::kTiles : StemKernel::kMma;
 }
 
