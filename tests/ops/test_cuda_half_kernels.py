@@ -262,9 +262,12 @@ def test_other_half_nodes_run_on_fp32_copies(precision, channels_last, rng, capf
 
 @HALF
 def test_one_pixel_pwpw_in_half(precision, rng, capfd, monkeypatch):
-    """Squeeze-and-excitation branches in half: the pixel-chain kernels."""
+    """Squeeze-and-excitation branches in half: the pixel-chain kernels, rows as 16-byte vectors (96,
+    672, 1152 channels; 24, 168 and 48 hidden) and a value at a time (13 and 5; EfficientNetB0's 28
+    hidden), images ragged against a CTA's 8."""
     monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
-    cases = [(96, 24, 3, True, False), (672, 168, 32, False, True), (13, 5, 9, False, True)]
+    cases = [(96, 24, 3, True, False), (672, 168, 32, False, True), (13, 5, 9, False, True), (672, 28, 32, False, True),
+             (1152, 48, 17, True, False)]
     for channels, hidden, batch, residual, scale in cases:
         spec = _half(random_spec(rng, "pwpw", channels, expand=hidden, out=channels, residual=residual, scale=scale,
                                  channels_last=True), precision)

@@ -228,11 +228,12 @@ def test_small_cases_for_the_sanitizer(rng):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_one_pixel_pwpw_runs_the_pixel_chain(channels_last, precision, rng, capfd, monkeypatch):
     """Squeeze-and-excitation branches (PW->PW on 1x1 maps) run the pixel-chain kernels (as
-    FCM_CUDA_VERBOSE says): channel counts up to EfficientNetB0's 1152 and odd ones, batches past a
-    CTA's 8 images and ragged against them, residual and channel scale."""
+    FCM_CUDA_VERBOSE says): channel counts up to EfficientNetB0's 1152 and odd ones (rows read as
+    16-byte vectors, or a value at a time: 13 and 5 channels, EfficientNetB0's 28 hidden ones in the
+    half types), batches past a CTA's 8 images and ragged against them, residual and channel scale."""
     monkeypatch.setenv("FCM_CUDA_VERBOSE", "1")
     cases = [(16, 8, 1, False, False), (96, 24, 3, True, False), (672, 168, 32, False, False), (1152, 48, 9, True, True),
-             (13, 5, 17, False, True), (2000, 40, 2, False, False)]
+             (13, 5, 17, False, True), (2000, 40, 2, False, False), (672, 28, 32, False, True)]
     for channels, hidden, batch, residual, scale in cases:
         spec = random_spec(rng, "pwpw", channels, expand=hidden, out=channels, residual=residual, scale=scale,
                            channels_last=channels_last)
