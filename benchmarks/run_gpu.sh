@@ -59,13 +59,15 @@ for step in $steps; do
       for tool in memcheck racecheck; do
         for file in test_cuda_block_kernels test_cuda_kernels test_int8_cuda test_cuda_half_kernels; do
           ( timeout 600 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
-              tests/ops/$file.py -k "small or explicit_pads or passes or one_pass or wide_regions" \
+              tests/ops/$file.py -k "small or explicit_pads or passes or one_pass or wide_regions or one_pixel" \
               > "$OUT/results/sanitizer_${tool}_$file.log" 2>&1
             echo "compute-sanitizer $tool, $file: exit $? ($(grep -E "$summary" "$OUT/results/sanitizer_${tool}_$file.log" | sort | uniq -c | tr '\n' ' ')| $(tail -1 "$OUT/results/sanitizer_${tool}_$file.log"))" ) &
         done
-        # the convolution layers: an RGB stem (the unrolled kernel) and a depthwise layer, every precision
+        # the convolution layers: RGB stems (FMA and tensor-core tiles) and depthwise layers (the half 3x3
+        # kernels at strides 1 and 2), every precision
         ( timeout 300 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
-            tests/ops/test_conv_layer.py -m gpu -k "geometry0 or geometry4" > "$OUT/results/sanitizer_layers_$tool.log" 2>&1
+            tests/ops/test_conv_layer.py -m gpu -k "geometry0 or geometry4 or (depthwise_kernels and geometry1)" \
+            > "$OUT/results/sanitizer_layers_$tool.log" 2>&1
           echo "compute-sanitizer $tool, layers: exit $? ($(grep -E "$summary" "$OUT/results/sanitizer_layers_$tool.log" | sort | uniq -c | tr '\n' ' '))" ) &
       done
       wait
