@@ -556,8 +556,11 @@ __global__ void __launch_bounds__(kThreads, 2) ConvStemMmaKernel(const ConvLayer
     __syncthreads();  // the previous tile's reads of the region are done
     // The region, kCellBatch cells a thread at a time: all their loads issued before the first value
     // is used (a lane waits for global memory once per batch); a cell in the padding reads X[0] and
-    // stores zeros.
-    constexpr int kCellBatch = 4;
+    // stores zeros. 5 cells a thread cover the largest region (stride 2, 16 rows: 33 x 33 cells) in
+    // one batch, where 4 left a second batch, and a second wait, to a quarter of the threads.
+    constexpr int kCellBatch = 5;
+    static_assert(kCellBatch * kThreads >= (15 * kStemMaxStride + 3) * ((kMmaStemCols - 1) * kStemMaxStride + 3),
+                  "the largest region in one batch");
     for (int cell0 = threadIdx.x; cell0 < cells; cell0 += kCellBatch * kThreads) {
       uint32_t bits[kCellBatch][3];
       bool inside[kCellBatch];
