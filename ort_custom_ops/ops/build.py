@@ -71,7 +71,9 @@ def ort_headers() -> Path:
         debs = sorted(tmp.glob(f"{HEADERS_DEB}_*.deb"))
         if not debs:
             raise BuildError(f"apt-get download {HEADERS_DEB} produced no package")
-        staging = Path(tempfile.mkdtemp(prefix="ort-headers.", dir=BUILD if BUILD.exists() else None))
+        # (staged beside the target, so that the rename below stays on one file system)
+        BUILD.mkdir(exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="ort-headers.", dir=BUILD))
         _run(["dpkg", "-x", str(debs[-1]), str(staging)])
     if not (staging / "usr" / "include" / "onnxruntime" / "onnxruntime_cxx_api.h").is_file():
         raise BuildError(f"{debs[-1].name} holds no onnxruntime_cxx_api.h")
@@ -101,6 +103,7 @@ def cutlass_headers() -> Path:
         wheels = sorted(Path(tmp).glob("nvidia_cutlass-*.whl"))
         if not wheels:
             raise BuildError(f"pip download {CUTLASS_WHEEL} produced no wheel")
+        BUILD.mkdir(exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix="cutlass-headers.", dir=BUILD))
         with zipfile.ZipFile(wheels[-1]) as wheel:
             for name in wheel.namelist():
