@@ -481,10 +481,11 @@ __global__ void __launch_bounds__(kThreads, 2) ConvStemKernel(const ConvLayerArg
 // zero taps to 48: three k steps). ConvStemKernel spent ~64% of its issue slots on the region's and
 // the FMAs' address arithmetic (59.5 us for MobileNetV2's FP16 stem at batch 32 on an H100, against
 // ~15 us of bytes: benchmarks/2026-12-07-h100-half-clamps); here a row of 16 pixels x 8 filters is
-// 10 shared loads and 3 MMAs (33.9 us: benchmarks/2026-12-07-h100-mma-stem). The region is staged as E [row][column][4 channels], so that an A
-// register (two channels of one tap of one pixel) is one 32-bit load; a tile is 16 output columns
-// by 8 x kRows output rows (a warp per kRows rows). The products of half values are exact in the
-// FP32 sums, which are in another order than ConvLayerKernel's: within the same rounding bound.
+// 10 shared loads and 3 MMAs (33.9 us: benchmarks/2026-12-07-h100-mma-stem). The region is staged
+// as E [row][column][4 channels], so that an A register (two channels of one tap of one pixel) is
+// one 32-bit load; a tile is 16 output columns by 8 x rows_per_warp output rows (a warp per
+// rows_per_warp rows). The products of half values are exact in the FP32 sums, which are in
+// another order than ConvLayerKernel's: within the same rounding bound.
 constexpr int kMmaStemCols = 16;  // output columns per tile: the MMA's M
 constexpr int kMmaStemTapWords = 2;  // a region cell: 4 half channels, 2 words
 
