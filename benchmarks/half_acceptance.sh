@@ -15,11 +15,16 @@
 # mobilenet_v3_small), which `fcm bench` takes for its torch.compile anchor.
 #
 #   MODELS="mobilenet_v2 efficientnet_b0" BATCHES=1,32 TORCH_MODES=max-autotune,reduce-overhead \
-#     benchmarks/half_acceptance.sh [tune] [bench]        (default: both)
+#     benchmarks/half_acceptance.sh [tune] [bench] [cache]        (default: tune and bench)
 #
-# max-autotune compiles for 3-5 minutes per model and batch on an H100: one model a call. Writes
-# into $OUT (default /tmp/fcm-half): device.txt, <model>.tune.{log,json}, bench_<model>_b<batches>/
-# and its log, packed into results.tar.gz after each step, and prints each bench table.
+# max-autotune compiles for 3-5 minutes per model and batch on an H100: one model a call. Its
+# compile caches (TORCHINDUCTOR_CACHE_DIR, default /tmp/fcm-inductor) stay on the machine for the
+# next call; INDUCTOR_CACHE=<a .tar.gz of them from an earlier lease> starts from that one (the
+# kernel choices max-autotune made there, on a GPU of the same kind alone, spare the minutes of
+# autotuning; the report's compile_s is then the cached compile's), and the step `cache` packs them
+# into $OUT/inductor-cache.tar.gz. Writes into $OUT (default /tmp/fcm-half): device.txt,
+# <model>.tune.{log,json}, bench_<model>_b<batches>/ and its log, packed into results.tar.gz after
+# each step, and prints each bench table.
 set -uo pipefail
 OUT=${OUT:-/tmp/fcm-half}
 TUNED=${TUNED:-/tmp/fcm-half-tuned}
@@ -31,7 +36,11 @@ PRECISION=${PRECISION:-fp16}
 steps=${*:-tune bench}
 export PYTHONPATH=/tmp/ortgpu-site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/fcm-inductor}
 mkdir -p "$OUT" "$TUNED"
+if [ -n "${INDUCTOR_CACHE:-}" ] && [ ! -d "$TORCHINDUCTOR_CACHE_DIR" ]; then
+  mkdir -p "$TORCHINDUCTOR_CACHE_DIR" && tar -xzf "$INDUCTOR_CACHE" -C "$TORCHINDUCTOR_CACHE_DIR" || exit 1
+fi
 [ -d "$TUNED/source" ] || python3 -m fcm.skeleton unpack "$MODELS_DIR" -o "$TUNED/source" > /dev/null || exit 1
 {
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
@@ -58,8 +67,12 @@ for m in $MODELS; do
           --precision "$PRECISION" --torch-modes "$TORCH_MODES" -o "$OUT/$run" > "$OUT/$run.log" 2>&1
         echo "bench $m ($BATCHES, $TORCH_MODES): rc $? after $(( $(date +%s) - started )) s"
         grep -A8 "^## The alternatives" "$OUT/$run/bench.md" | grep "^|" ;;
-      *) echo "unknown step $step (tune, bench)"; exit 2 ;;
+      cache) ;;  # (after the models)
+      *) echo "unknown step $step (tune, bench, cache)"; exit 2 ;;
     esac
     tar -czf "$OUT/results.tar.gz" -C "$OUT" --exclude results.tar.gz . 2>/dev/null
   done
 done
+if [[ " $steps " == *" cache "* ]] && [ -d "$TORCHINDUCTOR_CACHE_DIR" ]; then
+  tar -czf "$OUT/inductor-cache.tar.gz" -C "$TORCHINDUCTOR_CACHE_DIR" . && ls -la "$OUT/inductor-cache.tar.gz"
+fi
