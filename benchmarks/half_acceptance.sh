@@ -8,11 +8,9 @@
 #
 # Expects: onnxruntime-gpu staged into /tmp/ortgpu-site (../shared/device/stage-ort-gpu); the library
 # ($FCM_ORT_LIBRARY, else ort_custom_ops/lib/); the models as weight-free skeletons in $MODELS_DIR
-# (default .device/half), made here with
-#   fcm convert keras:MobileNetV2 --logits --gpu H100 --batch 32 --precision fp16 -o half/mobilenet_v2.onnx
-#   python -m fcm.skeleton pack half -o .device/half
-# each named by its torchvision architecture (mobilenet_v2, mobilenet_v3_large, efficientnet_b0,
-# mobilenet_v3_small), which `fcm bench` takes for its torch.compile anchor.
+# (default .device/half), made here by benchmarks/half_models.sh (`fcm convert --precision fp16`,
+# each named by its torchvision architecture: mobilenet_v2, mobilenet_v3_large, efficientnet_b0,
+# mobilenet_v3_small, which `fcm bench` takes for its torch.compile anchor).
 #
 #   MODELS="mobilenet_v2 efficientnet_b0" BATCHES=1,32 TORCH_MODES=max-autotune,reduce-overhead \
 #     benchmarks/half_acceptance.sh [tune] [bench] [cache]        (default: tune and bench)
