@@ -265,11 +265,10 @@ STEM_GEOMETRIES = [(3, 16, 3, 2, (1, 1, 1, 1), False), (3, 32, 3, 2, (0, 0, 1, 1
 def test_the_stem_tiles_cover_the_image(precision, geometry, rng):
     """RGB stems on images of several tiles each way, the last ones partial, per-channel input
     affine. FP32 (its stems of 8 and 24 filters: the direct kernel), and the half types' stems of
-    more than 32 filters: the FMA tiles (32 output
-    columns, 1 to 16 rows a tile, one to eight slices of 16 filters); the half types' stems of 8 to
-    32 filters: the tensor-core tiles (16 output columns, 8 or 16 rows, one to four MMAs of 8
-    filters a row). At batch 8 on 224x224 images the larger tiles (enough of them for every SM), on
-    the smaller cases the smaller ones."""
+    more than 32 filters: the FMA tiles (32 output columns, 1 to 16 rows a tile, one to eight slices
+    of 16 filters); the half types' stems of 8 to 32 filters: the tensor-core tiles (16 output
+    columns, 8 or 16 rows, one to four MMAs of 8 filters a row). At batch 8 on 224x224 images the
+    larger tiles (enough of them for every SM), on the smaller cases the smaller ones."""
     require_cuda()
     _check_stem_tiles(rng, precision, geometry)
 

@@ -157,6 +157,20 @@ __device__ __forceinline__ void StageWeights(const ConvLayerArgs<E>& a, int taps
   __syncthreads();
 }
 
+// acc[j] += v[j] * w[j] for j < FT (v[0] for every j where !per_channel): w the FT staged weights of
+// adjacent filters, read as 16-byte vectors (FT a multiple of 4, w aligned).
+template <int FT>
+__device__ __forceinline__ void FmaStagedWeights(float (&acc)[FT], const float* v, bool per_channel, const float* w) {
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+#pragma unroll
+  for (int q = 0; q < FT / 4; ++q) {
+    const float4 wv = w4[q];
+    const float wq[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int r = 0; r < 4; ++r) acc[4 * q + r] = fmaf(v[per_channel ? 4 * q + r : 0], wq[r], acc[4 * q + r]);
+  }
+}
+
 // kDepthwise: output channel f reads input channel f (group = C = F); else every input channel.
 // kStaged: the weights in shared memory (StageWeights). kK3: a 3x3 depthwise layer whose 9 taps'
 // vector loads are issued before the first is used (a tap in the padding loads the nearest pixel
@@ -174,14 +188,7 @@ __global__ void __launch_bounds__(kThreads, kK3 ? 3 : 1) ConvLayerKernel(const C
   // acc[j] += v * weight(tap, input channel c of the filter, f0 + j) for j < FT (kDepthwise: v[j])
   auto accumulate = [&](float (&acc)[FT], const float* v, bool per_channel, int tap, int c, int f0) {
     if constexpr (kStaged && FT % 4 == 0) {  // (F and f0 are multiples of 4: aligned vectors)
-      const float4* w4 = reinterpret_cast<const float4*>(staged + (tap * per_filter + c) * a.f + f0);
-#pragma unroll
-      for (int q = 0; q < FT / 4; ++q) {
-        const float4 w = w4[q];
-        const float wq[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-        for (int r = 0; r < 4; ++r) acc[4 * q + r] = fmaf(v[per_channel ? 4 * q + r : 0], wq[r], acc[4 * q + r]);
-      }
+      FmaStagedWeights(acc, v, per_channel, staged + (tap * per_filter + c) * a.f + f0);
     } else {
 #pragma unroll
       for (int j = 0; j < FT; ++j) {
@@ -304,15 +311,7 @@ __global__ void __launch_bounds__(kThreads, 2) DepthwiseRowsKernel(const ConvLay
         for (int p = 0; p < kRowPixels; ++p) {
           const int kx = c - p * kS;  // (a constant: the loops are unrolled)
           if (kx < 0 || kx > 2) continue;
-          const float4* w4 = reinterpret_cast<const float4*>(staged + (ky * 3 + kx) * a.f + f0);
-#pragma unroll
-          for (int q = 0; q < FT / 4; ++q) {
-            const float4 w = w4[q];
-            acc[p][4 * q + 0] = fmaf(v[4 * q + 0], w.x, acc[p][4 * q + 0]);
-            acc[p][4 * q + 1] = fmaf(v[4 * q + 1], w.y, acc[p][4 * q + 1]);
-            acc[p][4 * q + 2] = fmaf(v[4 * q + 2], w.z, acc[p][4 * q + 2]);
-            acc[p][4 * q + 3] = fmaf(v[4 * q + 3], w.w, acc[p][4 * q + 3]);
-          }
+          FmaStagedWeights(acc[p], v, true, staged + (ky * 3 + kx) * a.f + f0);
         }
       }
     }
@@ -660,6 +659,7 @@ DepthwiseKernel ChosenDepthwiseKernel() {
 // general kernel.
 template <class E, int FT, bool kDepthwise, bool kStaged>
 cudaError_t LaunchKernel(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream) {
+  a.work = static_cast<unsigned>(a.n * a.out_h * a.out_w * (a.f / FT));  // a thread per pixel and FT channels
   if constexpr (kDepthwise && block::kIsHalf<E> && FT == 8) {
     const DepthwiseKernel kind = ChosenDepthwiseKernel();
     if (a.kh == 3 && a.kw == 3 && a.h > 0 && a.w_in > 0 && kind != DepthwiseKernel::kSerial) {
@@ -669,11 +669,9 @@ cudaError_t LaunchKernel(ConvLayerArgs<E> a, size_t shared, cudaStream_t stream)
         return a.sh == 1 ? LaunchWaves(&DepthwiseRowsKernel<E, 1>, a, shared, stream)
                          : LaunchWaves(&DepthwiseRowsKernel<E, 2>, a, shared, stream);
       }
-      a.work = static_cast<unsigned>(a.n * a.out_h * a.out_w * (a.f / FT));
       return LaunchWaves(&ConvLayerKernel<E, FT, kDepthwise, kStaged, true>, a, shared, stream);
     }
   }
-  a.work = static_cast<unsigned>(a.n * a.out_h * a.out_w * (a.f / FT));
   return LaunchWaves(&ConvLayerKernel<E, FT, kDepthwise, kStaged>, a, shared, stream);
 }
 
