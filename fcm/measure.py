@@ -211,7 +211,7 @@ def bench_pair(unfused: onnx.ModelProto, fused: onnx.ModelProto, batch: int, run
             entries = result[side].setdefault(mode, {})
             for graph, nhwc in CONFIGS:
                 label = f"graph={'on' if graph else 'off'},nhwc={'on' if nhwc else 'off'}{suffix}"
-                progress(f"batch {batch} {mode} {side} {label}")
+                progress(f"batch {batch}{f' {mode}' if exact_fp32 else ''} {side} {label}")  # (the mode only where two are timed)
                 try:
                     session = cuda_session(model, with_library, providers(graph, nhwc, tf32))
                     timing, outputs = time_session(session, inputs, shapes, runs, warmup, dtypes)

@@ -290,12 +290,12 @@ DEPTHWISE_3X3 = [(16, 16, 3, 1, (1, 1, 1, 1), True), (32, 32, 3, 2, (0, 0, 1, 1)
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-@pytest.mark.parametrize("kernel", ["rows", "serial"])
+@pytest.mark.parametrize("kernel", ["rows", "taps", "serial"])
 @pytest.mark.parametrize("geometry", DEPTHWISE_3X3)
 def test_the_half_depthwise_kernels_cover_the_image(precision, kernel, geometry, rng, monkeypatch):
-    """The half types' 3x3 depthwise layers of 8 channels a thread as FCM_CUDA_DEPTHWISE picks them
-    besides the default (9 loads at once): by rows of 4 output pixels a thread, and one pixel a
-    thread with its taps loaded one by one; strides 1 and 2, even and uneven pads, images whose
+    """The half types' 3x3 depthwise layers of 8 channels a thread, each kernel FCM_CUDA_DEPTHWISE
+    picks: by rows of 4 output pixels a thread (the default), one pixel a thread with its 9 loads at
+    once, and with its taps loaded one by one; strides 1 and 2, even and uneven pads, images whose
     rows end in a partial group of pixels."""
     require_cuda()
     monkeypatch.setenv("FCM_CUDA_DEPTHWISE", kernel)

@@ -267,8 +267,8 @@ __global__ void __launch_bounds__(kThreads, kK3 ? 3 : 1) ConvLayerKernel(const C
 // serves the up to 3 pixels whose taps cover it. One pixel a thread (ConvLayerKernel) issued ~500
 // instructions for its 72 products, its index arithmetic, conversions and weight loads repeated per
 // pixel: EfficientNetB0's FP16 112x112 layer took 118-125 us at batch 32 on an H100, against ~17 us
-// of bytes (benchmarks/2026-12-07-h100-mma-stem). Each sum is ConvLayerKernel's, in its order (bias,
-// then the taps row by row). Not yet run on a GPU: taken only where FCM_CUDA_DEPTHWISE=rows asks.
+// of bytes (benchmarks/2026-12-07-h100-mma-stem); by rows, 79.5 us (2026-12-07-h100-depthwise-rows).
+// Each sum is ConvLayerKernel's, in its order (bias, then the taps row by row).
 constexpr int kRowPixels = 4;
 
 template <class E, int kS>
@@ -645,13 +645,14 @@ std::string KernelChoice(const char* variable) {
   return value == nullptr ? std::string() : std::string(value);
 }
 
-// How the half 3x3 depthwise layers of 8 channels a thread run: FCM_CUDA_DEPTHWISE unset or "taps", one
-// pixel a thread with its 9 loads issued at once; "serial", its taps loaded one by one (the general
-// kernel); "rows", DepthwiseRowsKernel (read at each launch).
+// How the half 3x3 depthwise layers of 8 channels a thread run: FCM_CUDA_DEPTHWISE unset or "rows",
+// DepthwiseRowsKernel where it applies (weights staged, equal strides of 1 or 2), else one pixel a thread
+// with its 9 loads issued at once; "taps", always the latter; "serial", one pixel a thread with its taps
+// loaded one by one (the general kernel). Read at each launch.
 enum class DepthwiseKernel { kTaps, kSerial, kRows };
 DepthwiseKernel ChosenDepthwiseKernel() {
   const std::string name = KernelChoice("FCM_CUDA_DEPTHWISE");
-  return name == "serial" ? DepthwiseKernel::kSerial : name == "rows" ? DepthwiseKernel::kRows : DepthwiseKernel::kTaps;
+  return name == "serial" ? DepthwiseKernel::kSerial : name == "taps" ? DepthwiseKernel::kTaps : DepthwiseKernel::kRows;
 }
 
 // One kernel instance (`staged`: the weights fit shared memory). An X of no pixels, whose padding
