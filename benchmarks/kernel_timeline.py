@@ -74,14 +74,19 @@ def median_gap_us(rows: list[dict]) -> float:
     return round(float(np.median([r["gap_us"] for r in rows[1:]])), 3) if len(rows) > 1 else 0.0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", help="ONNX models")
+def add_session_arguments(parser: argparse.ArgumentParser, runs: int, runs_help: str, warmup: int) -> None:
+    """The options of a traced session: --batch, --graph, --nhwc, --runs (``runs_help``), --warmup."""
     parser.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
     parser.add_argument("--graph", action="store_true", help="CUDA graphs on (ONNX Runtime's enable_cuda_graph)")
     parser.add_argument("--nhwc", action="store_true", help="prefer_nhwc on")
-    parser.add_argument("--runs", type=int, default=5, help="traced runs; the last one is reported (default: 5)")
-    parser.add_argument("--warmup", type=int, default=20, help="runs before the trace (default: 20)")
+    parser.add_argument("--runs", type=int, default=runs, help=f"{runs_help} (default: {runs})")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"runs before them (default: {warmup})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", help="ONNX models")
+    add_session_arguments(parser, 5, "traced runs; the last one is reported", 20)
     parser.add_argument("--with-library", action="store_true", help="register the FCM library for every model")
     parser.add_argument("--top", type=int, default=12, help="longest kernels listed per model (default: 12)")
     parser.add_argument("--json", default="", help="write everything here")

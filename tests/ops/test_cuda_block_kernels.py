@@ -426,6 +426,28 @@ def test_a_split_over_a_cluster_of_16(precision, rng):
         assert any(p.split(",")[2] == "16" for p in plans[8:] if "+" not in p), plans
 
 
+@pytest.mark.parametrize("edges", ["maps", "local", "exit", "maps,local,exit"])
+def test_the_kernel_edge_variants(edges, rng, monkeypatch):
+    """FCM_CUDA_BLOCK_EDGES's starts and ends (tensor-map prefetch at entry; a cluster's CTAs
+    starting without a cluster barrier, leaving without one): splits over clusters of 2 to 16 with
+    their shares added in distributed shared memory, one CTA per unit, TMA and cp.async copies, and
+    two nodes captured in a CUDA graph."""
+    if not has_clusters():
+        pytest.skip("clusters need sm_90")
+    monkeypatch.setenv("FCM_CUDA_BLOCK_EDGES", edges)
+    spec = random_spec(rng, "pwdwpw", 64, kernel=3, stride=1, expand=384, out=64, residual=True, channels_last=True)
+    for plan in ("8x8,64,1,3", "4x16,32,4,3", "7x7,96,8,3", "2x14,64,2,4"):
+        check_on_gpu(spec, rng, 3, 14, 14, TF32_BOUND, plan=plan)
+    seven = random_spec(rng, "pwdwpw", 160, kernel=3, stride=1, expand=960, out=160, residual=True, channels_last=True)
+    check_on_gpu(seven, rng, 1, 7, 7, TF32_BOUND, plan="7x7,80,16,3")
+    dwpw = random_spec(rng, "dwpw", 256, kernel=3, stride=1, out=100, channels_last=True)
+    check_on_gpu(dwpw, rng, 2, 10, 10, TF32_BOUND, plan="8x8,64,2,4")
+    odd = random_spec(rng, "dwpw", 37, kernel=5, stride=2, out=50, channels_last=True)  # (37 channels: cp.async copies)
+    check_on_gpu(odd, rng, 2, 13, 11, TF32_BOUND)
+    first = random_spec(rng, "pwdwpw", 32, expand=192, out=32, residual=True, channels_last=True)
+    check_graph_replays(twice(fused_model(first)), rng, (4, 14, 14, 32), "Y2", "7x7,32,4,3", 4, TF32_BOUND)
+
+
 @pytest.mark.parametrize("kind, stride", [("pwdwpw", 1), ("pwdwpw", 2), ("dwpw", 1)])
 def test_two_warpgroups_on_a_narrow_output(kind, stride, precision, rng):
     """The tune's two-warpgroup candidates for outputs under 64 channels (MobileNetV2's 56x56 block:

@@ -7,9 +7,19 @@
 #include <cutlass/fast_math.h>
 
 #include "../chain_launch.h"
+#include "trace.h"
 
 namespace fcm {
 namespace block {
+
+// How a kernel starts and ends, selectable (FCM_CUDA_BLOCK_EDGES, block_launch.cu) to compare on a
+// model until measured. kEdgeMaps: the loading thread prefetches the tensor maps' descriptors at
+// entry, while the barriers are initialized, instead of the first copies fetching them.
+// kEdgeLocalStart: a cluster's CTAs start after their own barriers' initialization (__syncthreads)
+// instead of a cluster barrier. kEdgeNoExitSync: a cluster's CTAs leave without a last cluster
+// barrier. Both hold because no CTA touches a peer's shared memory but in a split's reduction, which
+// a cluster barrier opens (every peer running) and another closes (every peer done reading).
+enum EdgeFlag : int { kEdgeMaps = 1, kEdgeLocalStart = 2, kEdgeNoExitSync = 4 };
 
 template <class E>
 struct BlockArgsOf {
@@ -42,6 +52,8 @@ struct BlockArgsOf {
   uint32_t u_off, u_bytes, v_off, v_bytes, red_off, bar_off;  // U and V per computing warpgroup (one warpgroup: two V)
   uint32_t region_tx, stage_tx;  // bytes a region load / a stage load's boxes deliver (TMA)
   int red_ld;                    // floats per row of the split shares (two warpgroups: warpgroup 1's sums at red_off)
+  int edges;                     // EdgeFlag bits: how the kernel starts and ends
+  FCM_TRACE_FIELDS               // measurement builds only (trace.h)
 };
 
 using BlockArgs = BlockArgsOf<float>;

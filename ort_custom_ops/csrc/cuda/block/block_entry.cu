@@ -86,4 +86,11 @@ __attribute__((visibility("default"))) int FcmBlockCandidates(const int* dims, c
 __attribute__((visibility("default"))) int FcmUnrankedCandidates(const int* dims, char* out, int size) {
   return DescribePlans(fcm::block::UnrankedCandidates(ShapesFrom(dims)), out, size);
 }
+
+// Measurement builds (cmake -DFCM_BLOCK_TRACE=ON, block/trace.h): the fused-block kernels' phase
+// records. FcmBlockTraceReset allocates and clears them (before the session's first run);
+// FcmBlockTraceCopy copies up to `capacity` 128-byte records to `out` once the device is idle.
+// Both return the records' count, -1 in a library built without tracing, -2 where CUDA failed.
+__attribute__((visibility("default"))) int FcmBlockTraceReset() { return fcm::block::TraceReset(); }
+__attribute__((visibility("default"))) int FcmBlockTraceCopy(void* out, int capacity) { return fcm::block::TraceCopy(out, capacity); }
 }

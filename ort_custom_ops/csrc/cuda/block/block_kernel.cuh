@@ -250,6 +250,7 @@ __device__ __forceinline__ void Produce(const BlockArgsOf<E>& a, uint8_t* smem, 
         BarrierArriveAfterCopies(&bars.x_full[buffer]);
       }
     }
+    if (leader && units_done == 0) TraceMark(a, kTraceIssued);
     if (a.resident) continue;
     for (int j = rank; j < a.chunks; j += a.split, ring = ring.Next(a.stages)) {
       BarrierWait(&bars.empty[ring.stage], ring.parity ^ 1);
@@ -788,6 +789,7 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
     if (p.pw1) {
       BarrierWait(&bars.full[head.stage], head.parity);
       BarrierWait(&bars.x_full[buffer], slot.parity);
+      if (tid == 0 && units_done == 0) TraceMark(a, kTraceOperands);
       if (p.scale != nullptr) ScaleRegion<1>(a, region, u.image);
       const uint32_t w1 = SharedAddress(staged(head.stage));
       const int m_valid = min(kChunk, p.m - rank * kChunk);
@@ -799,6 +801,7 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
       FinishFirst(a, acc1, staged(head.stage), m_valid, inside, u_slab, base + a.v_off);
       if constexpr (kWide) second_half(staged(head.stage), m_valid, base + a.v_off, mine == 1);
       SyncConsumers();
+      if (tid == 0 && units_done == 0) TraceMark(a, kTraceFirstChunk);
     }
     // The last stage's accumulators pinned here, where no group holds them: its groups below chain
     // onto each other without touching them (Begin<false>).
@@ -811,7 +814,10 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
       uint8_t* operands = staged(current.stage);
       const uint32_t v_slab = base + a.v_off + (i & 1) * a.v_bytes;
       const bool next = i + 1 < mine;
-      if (!p.pw1) BarrierWait(&bars.full[current.stage], current.parity);  // (with a first stage, waited for below or in the prologue)
+      if (!p.pw1) {  // (with a first stage, waited for below or in the prologue)
+        BarrierWait(&bars.full[current.stage], current.parity);
+        if (tid == 0 && units_done == 0 && i == 0) TraceMark(a, kTraceOperands);
+      }
       if (next && p.pw1) {
         BarrierWait(&bars.full[following.stage], following.parity);
         IssueFirst<kExact>(a, acc1, region, SharedAddress(staged(following.stage)), two_blocks);
@@ -856,13 +862,18 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
       current = following;
     }
     head = current;  // the next unit's first chunk
-    if (!p.pwl) continue;
+    if (!p.pwl) {  // (the depthwise stage stored the unit's chunks)
+      if (tid == 0 && units_done == 0) TraceMark(a, kTraceStored);
+      continue;
+    }
     WaitGemms<kAsync>();
     Gemm2::Fence(acc2);
     release(previous);  // the last chunk's stage
+    if (tid == 0 && units_done == 0) TraceMark(a, kTraceChunks);
 
     if (a.split == 1) {
       if constexpr (NF > 0) StoreTile<NF>(a, u, acc2);
+      if (tid == 0 && units_done == 0) TraceMark(a, kTraceStored);
       continue;
     }
     // The cluster's CTAs each hold a share of the sums: leave it in shared memory, then each CTA adds
@@ -878,6 +889,7 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
         StoreShared2(shares + (row * a.red_ld + 8 * n + 2 * t) * 4, acc2[4 * n + 2 * half], acc2[4 * n + 2 * half + 1]);
     }
     ClusterSync();
+    if (tid == 0 && units_done == 0) TraceMark(a, kTraceShares);
     const int rows_each = CeilDiv(kTileRows, a.split);
     const int row0 = rank * rows_each, rows = min(kTileRows, row0 + rows_each) - row0;
     constexpr int kPairs = NF == 0 ? 1 : NF / 2;  // (no last stage: not reached)
@@ -893,6 +905,7 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
       }
       StoreOutputPair(p, pixel, f, sum.x, sum.y);
     }
+    if (tid == 0 && units_done == 0) TraceMark(a, kTraceStored);
     ClusterSync();
   }
 }
@@ -942,6 +955,7 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
     const uint32_t region = base + a.x_off + buffer * a.region_bytes;
     if (p.pw1) {
       BarrierWait(&bars.x_full[buffer], slot.parity);
+      if (threadIdx.x == 0 && units_done == 0) TraceMark(a, kTraceOperands);
       if (p.scale != nullptr) ScaleRegion<2>(a, region, u.image);
       if (own == 0) BarrierArrive(&bars.x_empty[buffer]);
     }
@@ -993,6 +1007,7 @@ __device__ __forceinline__ void ConsumeHalves(const BlockArgsOf<E>& a, uint8_t* 
 #pragma unroll
         for (int i = 0; i < Gemm2::kRegs; ++i) acc2[i] += __uint_as_float(LoadShared1(shares + (i * kConsumers + tid) * 4));
         StoreTile<NF>(a, u, acc2);
+        if (threadIdx.x == 0 && units_done == 0) TraceMark(a, kTraceStored);
       }
       SyncGroups();  // the shares are read before warpgroup 1 writes the next unit's
     }
@@ -1016,6 +1031,12 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
   extern __shared__ uint8_t dynamic_shared[];
   uint8_t* smem = dynamic_shared + ((kSlabAlign - (SharedAddress(dynamic_shared) & (kSlabAlign - 1))) & (kSlabAlign - 1));
   Barriers& bars = *reinterpret_cast<Barriers*>(smem + a.bar_off);
+  if (threadIdx.x == 0) TraceOpen(a);
+  if ((a.edges & kEdgeMaps) && a.tma && threadIdx.x == kGroups * kConsumers) {  // the loading thread
+    cute::prefetch_tma_descriptor(&tx);  // (the region's, or without a first stage the chunks' input)
+    if (a.p.pw1) cute::prefetch_tma_descriptor(&tw1);
+    if (a.p.pwl) cute::prefetch_tma_descriptor(&tw2);
+  }
   if (threadIdx.x == 0) {
     const uint32_t producer_arrivals = a.tma ? 1 : 32;
     for (int s = 0; s < a.stages; ++s) {
@@ -1030,14 +1051,16 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
   }
   const bool clustered = ClusteredSplit(a.p, a.split);
   int rank = 0;
-  if (clustered) {  // the peers' barriers are initialized before anyone arrives on them
+  if (clustered && !(a.edges & kEdgeLocalStart)) {  // every peer started and initialized
     ClusterSync();
     rank = RankInCluster();
   } else {
     __syncthreads();
-    rank = static_cast<int>(blockIdx.x) % a.split;
+    rank = clustered ? RankInCluster() : static_cast<int>(blockIdx.x) % a.split;
   }
+  if (threadIdx.x == 0) TraceMark(a, kTraceBarriers);
   WaitPreviousGrid();  // the inputs may come from the previous kernel in the stream
+  if (threadIdx.x == 0) TraceMark(a, kTraceInputs);
   const int cluster = blockIdx.x / a.split, clusters = gridDim.x / a.split;
   // the role as a warp-uniform value (a shuffle): the tensor-core code stays on a path the compiler
   // knows is uniform, so it does not serialize the asynchronous gemms
@@ -1059,7 +1082,8 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
     ConsumeHalves<NF>(a, smem, bars, cluster, clusters, rank, warp / (kConsumers / 32));
   }
   LaunchNextGrid();
-  if (clustered) ClusterSync();  // no CTA leaves while a peer may still read its shares
+  if (clustered && !(a.edges & kEdgeNoExitSync)) ClusterSync();  // no CTA leaves while a peer may still read its shares
+  if (threadIdx.x == 0) TraceMark(a, kTraceExit);
 }
 
 }  // namespace block

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -684,12 +685,69 @@ bool EncodeMap(CUtensorMap* map, const E* base, int rank, const uint64_t* dims, 
 
 }  // namespace
 
+#if defined(FCM_BLOCK_TRACE)
+namespace {
+std::mutex trace_mutex;
+TraceRecord* trace_records = nullptr;  // kTraceCapacity records on the device (TraceReset)
+uint32_t trace_next = 0, trace_launches = 0;
+
+// A launch's slots: its CTAs' records, consecutive from the next free one (wrapping).
+template <class E>
+void TraceLaunch(BlockArgsOf<E>* a, int grid) {
+  std::lock_guard<std::mutex> lock(trace_mutex);
+  a->trace = trace_records;
+  a->trace_base = trace_next, a->trace_launch = trace_launches++;
+  trace_next = static_cast<uint32_t>((trace_next + static_cast<uint64_t>(grid)) % kTraceCapacity);
+}
+}  // namespace
+
+int TraceReset() {
+  std::lock_guard<std::mutex> lock(trace_mutex);
+  if (trace_records == nullptr && cudaMalloc(&trace_records, kTraceCapacity * sizeof(TraceRecord)) != cudaSuccess) {
+    cudaGetLastError();
+    trace_records = nullptr;
+    return -2;
+  }
+  if (cudaMemset(trace_records, 0, kTraceCapacity * sizeof(TraceRecord)) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
+    cudaGetLastError();
+    return -2;
+  }
+  trace_next = 0, trace_launches = 0;
+  return static_cast<int>(kTraceCapacity);
+}
+
+int TraceCopy(void* out, int capacity) {
+  std::lock_guard<std::mutex> lock(trace_mutex);
+  if (trace_records == nullptr) return -2;
+  const size_t count = std::min<size_t>(static_cast<size_t>(std::max(capacity, 0)), kTraceCapacity);
+  if (cudaDeviceSynchronize() != cudaSuccess || cudaMemcpy(out, trace_records, count * sizeof(TraceRecord), cudaMemcpyDeviceToHost) != cudaSuccess) {
+    cudaGetLastError();
+    return -2;
+  }
+  return static_cast<int>(count);
+}
+#else
+int TraceReset() { return -1; }
+int TraceCopy(void*, int) { return -1; }
+#endif
+
+// FCM_CUDA_BLOCK_EDGES names the EdgeFlag bits to set, comma-separated: "maps", "local", "exit";
+// unset, none (read at each launch, to compare them on a model).
+int EdgesFromEnvironment() {
+  const char* value = std::getenv("FCM_CUDA_BLOCK_EDGES");
+  if (value == nullptr) return 0;
+  const std::string text(value);
+  auto named = [&](const char* name) { return text.find(name) != std::string::npos; };
+  return (named("maps") ? kEdgeMaps : 0) | (named("local") ? kEdgeLocalStart : 0) | (named("exit") ? kEdgeNoExitSync : 0);
+}
+
 template <class E>
 cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace) {
   if (!plan.error.empty()) return cudaErrorInvalidConfiguration;
   if (plan.passes > 0) return LaunchPasses(p, plan.passes, plan.gemm_tiling, workspace, stream);
   BlockArgsOf<E> a;
   MakeArgs(p, plan, &a);
+  a.edges = EdgesFromEnvironment();
   KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups, plan.wide);
   if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes, plan.groups) == 0) return cudaErrorInvalidConfiguration;
   CUtensorMap maps[3];
@@ -714,6 +772,9 @@ cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaS
       if (!EncodeMap(&maps[2], p.w2, 2, dims, box)) return cudaErrorInvalidValue;
     }
   }
+#if defined(FCM_BLOCK_TRACE)
+  TraceLaunch(&a, plan.grid);
+#endif
   const int cluster = ClusteredSplit(p, plan.split) ? plan.split : 1;
   const LaunchConfig launch(plan.grid, BlockThreads(plan.groups), plan.shared_bytes, cluster, CurrentDevice().major >= 9, stream);
   void* args[] = {&a, &maps[0], &maps[1], &maps[2]};

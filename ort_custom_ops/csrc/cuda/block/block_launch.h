@@ -80,5 +80,12 @@ std::string DescribeBlockPlan(const BlockPlan& plan);
 template <class E>
 cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace = nullptr);
 
+// Measurement builds (FCM_BLOCK_TRACE, trace.h): TraceReset allocates the device's records (once; call
+// it before any traced launch, outside a CUDA graph's capture) and clears them; TraceCopy copies up to
+// `capacity` records to `out` once the device is idle. Both return the records' count, negative where
+// the library was built without tracing (-1) or the device refused (-2).
+int TraceReset();
+int TraceCopy(void* out, int capacity);
+
 }  // namespace block
 }  // namespace fcm
