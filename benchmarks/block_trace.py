@@ -42,7 +42,6 @@ PHASES = ["entry", "barriers", "inputs", "issued", "operands", "first_chunk", "c
 RECORD = np.dtype({"names": ["output", "launch", "cta", "sm", "shape", "t"],
                    "formats": ["<u8", "<u4", "<i4", "<i4", ("<i4", 7), ("<u8", len(PHASES))],
                    "offsets": [0, 8, 12, 16, 20, 48], "itemsize": 128})
-CAPACITY = 1 << 16
 
 
 def launches_of(records: np.ndarray) -> list[dict]:
@@ -91,9 +90,9 @@ def main() -> int:
     library = ctypes.CDLL(str(library_path()))  # the same handle ONNX Runtime opens: the same records
     if not hasattr(library, "FcmBlockTraceReset"):
         sys.exit(f"{library_path()} has no FcmBlockTraceReset: a library older than the trace build")
-    status = library.FcmBlockTraceReset()
-    if status < 0:
-        sys.exit(f"{library_path()}: " + ("built without FCM_BLOCK_TRACE (cmake -DFCM_BLOCK_TRACE=ON)" if status == -1
+    capacity = library.FcmBlockTraceReset()  # (the records the library holds: trace.h's kTraceCapacity)
+    if capacity < 0:
+        sys.exit(f"{library_path()}: " + ("built without FCM_BLOCK_TRACE (cmake -DFCM_BLOCK_TRACE=ON)" if capacity == -1
                                            else "CUDA refused the trace buffer"))
     model = onnx.load(args.model)
     session = cuda_session(model, True, providers(args.graph, args.nhwc))
@@ -104,14 +103,14 @@ def main() -> int:
         session.run_with_iobinding(binding)
     if library.FcmBlockTraceReset() < 0:  # (the warm-up's records; a CUDA graph captured by now keeps its slots)
         sys.exit("the trace buffer could not be cleared")
-    buffer = np.zeros(CAPACITY, dtype=RECORD)
+    buffer = np.zeros(capacity, dtype=RECORD)
     runs = []
     for _ in range(args.runs):
         # a CUDA graph replays its captured slots; without one each run's launches take new ones
         if not args.graph and library.FcmBlockTraceReset() < 0:
             sys.exit("the trace buffer could not be cleared")
         session.run_with_iobinding(binding)
-        if library.FcmBlockTraceCopy(buffer.ctypes.data_as(ctypes.c_void_p), CAPACITY) < 0:
+        if library.FcmBlockTraceCopy(buffer.ctypes.data_as(ctypes.c_void_p), capacity) < 0:
             sys.exit("the trace records could not be copied")
         runs.append(launches_of(buffer.copy()))
     counts = {len(r) for r in runs}

@@ -1,6 +1,6 @@
 // Phase times of the fused-block kernels, in measurement builds only (cmake -DFCM_BLOCK_TRACE=ON):
 // at each phase boundary of its first unit, one thread of each CTA writes the GPU's global timer
-// into that CTA's record of a device buffer; FcmBlockTrace (block_entry.cu) copies the records out,
+// into that CTA's record of a device buffer; FcmBlockTraceCopy (block_entry.cu) copies the records out,
 // benchmarks/block_trace.py reads them. Where a batch-1 block's 9-22 us go (launch, barriers, the
 // first loads, the chunks, the split's reduction, the stores) cannot be read from a kernel's total
 // time. Other builds compile the marks to nothing and the arguments carry no trace fields.
