@@ -14,7 +14,7 @@ previous traced launch's last exit, and each phase's duration (the median over t
 from the phase before it that the CTA reached): barriers (initialization and the cluster's first
 barrier), inputs (``griddepcontrol.wait``), issued (the first copies issued, loading warp), operands
 (the region and first weights arrived), first_chunk (the first chunk's first stage), chunks (the unit's
-other chunks), shares (a split's cluster barrier), stored, exit. A JSON file with every run's numbers.
+other chunks), shares (a split: every peer's shares of the CTA's rows landed), stored, exit. A JSON file with every run's numbers.
 
 Why: at batch 1 MobileNetV2's blocks take 9-22 us each against about 1 us of work; a kernel's total
 time does not say which of its fixed costs (launch, barriers, first loads, the chain of chunks, the

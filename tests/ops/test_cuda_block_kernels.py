@@ -426,20 +426,23 @@ def test_a_split_over_a_cluster_of_16(precision, rng):
         assert any(p.split(",")[2] == "16" for p in plans[8:] if "+" not in p), plans
 
 
-@pytest.mark.parametrize("edges", ["maps", "local", "exit", "maps,local,exit"])
-def test_the_kernel_edge_variants(edges, rng, monkeypatch):
-    """FCM_CUDA_BLOCK_EDGES's starts and ends (tensor-map prefetch at entry; a cluster's CTAs
-    starting without a cluster barrier, leaving without one): splits over clusters of 2 to 16 with
-    their shares added in distributed shared memory, one CTA per unit, TMA and cp.async copies, and
-    two nodes captured in a CUDA graph."""
+def test_split_shares_sent_to_the_adding_cta(rng):
+    """A split's shares, each stored into the shared memory of the CTA that adds its rows and counted
+    on that CTA's barrier: clusters of 2 to 16, splits that do not divide the tile's 64 rows (3, 12),
+    one unit per cluster and several (batch 32: a cluster barrier between a unit's shares and the
+    next's), one CTA per unit, TMA and cp.async copies, two nodes captured in a CUDA graph."""
     if not has_clusters():
         pytest.skip("clusters need sm_90")
-    monkeypatch.setenv("FCM_CUDA_BLOCK_EDGES", edges)
     spec = random_spec(rng, "pwdwpw", 64, kernel=3, stride=1, expand=384, out=64, residual=True, channels_last=True)
-    for plan in ("8x8,64,1,3", "4x16,32,4,3", "7x7,96,8,3", "2x14,64,2,4"):
+    # (splits of 3 and 12: the rows each CTA adds do not divide the tile's 64)
+    for plan in ("8x8,64,1,3", "4x16,32,4,3", "7x7,96,8,3", "2x14,64,2,4", "8x8,64,3,3"):
         check_on_gpu(spec, rng, 3, 14, 14, TF32_BOUND, plan=plan)
     seven = random_spec(rng, "pwdwpw", 160, kernel=3, stride=1, expand=960, out=160, residual=True, channels_last=True)
-    check_on_gpu(seven, rng, 1, 7, 7, TF32_BOUND, plan="7x7,80,16,3")
+    for plan in ("7x7,80,16,3", "7x7,80,12,3"):
+        check_on_gpu(seven, rng, 1, 7, 7, TF32_BOUND, plan=plan)
+    # more units than clusters: each cluster's CTAs send several units' shares into the same slots
+    for plan in ("7x7,64,8,3", "8x8,64,3,0"):
+        check_on_gpu(spec, rng, 32, 14, 14, TF32_BOUND, plan=plan)
     dwpw = random_spec(rng, "dwpw", 256, kernel=3, stride=1, out=100, channels_last=True)
     check_on_gpu(dwpw, rng, 2, 10, 10, TF32_BOUND, plan="8x8,64,2,4")
     odd = random_spec(rng, "dwpw", 37, kernel=5, stride=2, out=50, channels_last=True)  # (37 channels: cp.async copies)

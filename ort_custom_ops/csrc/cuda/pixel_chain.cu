@@ -64,8 +64,8 @@ struct PixelStage {
 };
 
 // Block (row block, image group): rows blockIdx.x * kRowsPerBlock ..., images blockIdx.y * kImages ...
-// kVectors: k is a multiple of both vectors' values (kVector<In>, kVector<E>) and the tensors start on
-// 16 bytes: inputs, scales and weights are read as 16-byte vectors.
+// kVectors: k is a multiple of both vectors' values (kVector<In>, kVector<E>) and the inputs and weights
+// start on 16 bytes: they are read as 16-byte vectors (the scales a value at a time).
 template <int kImages, bool kVectors, class In, class E, class Out>
 __global__ void __launch_bounds__(kWarps * 32) PixelStageKernel(const PixelStage<In, E, Out> s) {
   extern __shared__ float4 input_vectors[];
@@ -181,8 +181,8 @@ cudaError_t LaunchStageOf(const PixelStage<In, E, Out>& s, cudaStream_t stream) 
 template <class In, class E, class Out>
 cudaError_t LaunchStage(const PixelStage<In, E, Out>& s, cudaStream_t stream) {
   const auto address = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
-  const bool vectors = s.k % kVector<In> == 0 && s.k % kVector<E> == 0 &&
-                       ((address(s.in) | address(s.w) | (s.scale != nullptr ? address(s.scale) : 0)) & 15) == 0;
+  // (the scale is read a value at a time: its alignment does not matter)
+  const bool vectors = s.k % kVector<In> == 0 && s.k % kVector<E> == 0 && ((address(s.in) | address(s.w)) & 15) == 0;
   return vectors ? LaunchStageOf<true>(s, stream) : LaunchStageOf<false>(s, stream);
 }
 

@@ -12,15 +12,6 @@
 namespace fcm {
 namespace block {
 
-// How a kernel starts and ends, selectable (FCM_CUDA_BLOCK_EDGES, block_launch.cu) to compare on a
-// model until measured. kEdgeMaps: the loading thread prefetches the tensor maps' descriptors at
-// entry, while the barriers are initialized, instead of the first copies fetching them.
-// kEdgeLocalStart: a cluster's CTAs start after their own barriers' initialization (__syncthreads)
-// instead of a cluster barrier. kEdgeNoExitSync: a cluster's CTAs leave without a last cluster
-// barrier. Both hold because no CTA touches a peer's shared memory but in a split's reduction, which
-// a cluster barrier opens (every peer running) and another closes (every peer done reading).
-enum EdgeFlag : int { kEdgeMaps = 1, kEdgeLocalStart = 2, kEdgeNoExitSync = 4 };
-
 template <class E>
 struct BlockArgsOf {
   ChainProblemOf<E> p;  // x [n, h, w, c], y [n, out_h, out_w, f or m], scale [scale_batch, c]
@@ -51,8 +42,8 @@ struct BlockArgsOf {
   uint32_t w2_in_stage, wd_in_stage, b1_in_stage, bd_in_stage, xs_in_stage;
   uint32_t u_off, u_bytes, v_off, v_bytes, red_off, bar_off;  // U and V per computing warpgroup (one warpgroup: two V)
   uint32_t region_tx, stage_tx;  // bytes a region load / a stage load's boxes deliver (TMA)
-  int red_ld;                    // floats per row of the split shares (two warpgroups: warpgroup 1's sums at red_off)
-  int edges;                     // EdgeFlag bits: how the kernel starts and ends
+  // the split's shares: [split][rows each CTA adds][red_ld floats] (two warpgroups: warpgroup 1's sums at red_off)
+  int red_ld;
   FCM_TRACE_FIELDS               // measurement builds only (trace.h)
 };
 

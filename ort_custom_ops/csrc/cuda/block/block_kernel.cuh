@@ -48,6 +48,7 @@ constexpr uint32_t kGroupsBarrier = 3;    // named barrier of both computing war
 struct Barriers {
   uint64_t full[kMaxStages], empty[kMaxStages];
   uint64_t x_full[2], x_empty[2];  // the input region buffers
+  uint64_t shares;                 // a split's shares of the rows this CTA adds have landed (Consume)
 };
 
 __device__ __forceinline__ void SyncConsumers(int group = 0) { NamedSync(kConsumerBarrier + group, kConsumers); }
@@ -205,32 +206,37 @@ __device__ __forceinline__ void LoadStage(const BlockArgsOf<E>& a, uint8_t* to, 
   if (!tma) BarrierArriveAfterCopies(full);
 }
 
-template <int NF, class E>
+// kGroups: the computing warpgroups. With two, the host takes neither resident weights nor a
+// clustered split, and this warp runs on kLoaderRegisters: those paths are not compiled in.
+template <int NF, int kGroups, class E>
 __device__ __forceinline__ void Produce(const BlockArgsOf<E>& a, uint8_t* smem, Barriers& bars, const CUtensorMap* tx,
                                         const CUtensorMap* tw1, const CUtensorMap* tw2, int cluster, int clusters, int rank) {
   const ChainProblemOf<E>& p = a.p;
+  const bool resident = kGroups == 1 && a.resident;
   const bool leader = (threadIdx.x & 31) == 0;
   const bool tma = a.tma != 0, vec = a.vec != 0;
   const uint64_t hint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
-  if (a.resident && cluster < a.units) {  // every chunk's operands once, for all units (one output-channel slice)
+  // Resident weights: every chunk's operands once, for all units (one output-channel slice); the
+  // first chunk's before the first unit's region, the others after it (the first stage of chunk 0
+  // needs both, and nothing else to begin).
+  auto load_resident = [&](int first, int last) {
     const Unit u = DecodeUnit(a, cluster, NF);
     const RegionRows<E> none{p.x, 0, 0, 0, p.h, p.w, p.c, a.region_w_div};
-    for (int i = 0, j = rank; j < a.chunks; ++i, j += a.split)
+    for (int i = first, j = rank + first * a.split; i < last && j < a.chunks; ++i, j += a.split)
       LoadStage<NF>(a, smem + a.ring_off + i * a.stage_bytes, &bars.full[i], tx, tw1, tw2, u, none, j);
-  }
+  };
+  if (resident && cluster < a.units) load_resident(0, 1);
   RingCursor ring;  // the stage the next chunk goes to
   int units_done = 0;
-  // The consumers pass two cluster barriers per unit when they add split shares; this warp passes
-  // them too, once it has loaded the unit's operands. (Passing them later would let it load further
-  // ahead, but then it could wait for a ring stage that only consumers held at the barrier free.)
-  const bool shares = p.pwl && a.split > 1;
-  bool behind = false;
+  // Where the cluster adds split shares, every thread of it passes one cluster barrier per unit
+  // (FusedBlockKernel arrived at the first): this warp waits for the previous unit's and arrives at
+  // this unit's once it has loaded the previous unit's operands, which the consumers needed to arrive.
+  const bool shares = kGroups == 1 && ClusteredSplit(p, a.split);
   for (int index = cluster; index < a.units; index += clusters, ++units_done) {
-    if (shares && behind) {
-      ClusterSync();
-      ClusterSync();
+    if (shares && units_done > 0) {
+      ClusterWait();
+      ClusterArriveRelaxed();
     }
-    behind = shares;
     const Unit u = DecodeUnit(a, index, NF);
     const RegionRows<E> region{p.x, u.image, u.y0, u.x0, p.h, p.w, p.c, a.region_w_div};
     if (p.pw1) {
@@ -251,16 +257,16 @@ __device__ __forceinline__ void Produce(const BlockArgsOf<E>& a, uint8_t* smem, 
       }
     }
     if (leader && units_done == 0) TraceMark(a, kTraceIssued);
-    if (a.resident) continue;
+    if (resident) {
+      if (units_done == 0) load_resident(1, kMaxStages);
+      continue;
+    }
     for (int j = rank; j < a.chunks; j += a.split, ring = ring.Next(a.stages)) {
       BarrierWait(&bars.empty[ring.stage], ring.parity ^ 1);
       LoadStage<NF>(a, smem + a.ring_off + ring.stage * a.stage_bytes, &bars.full[ring.stage], tx, tw1, tw2, u, region, j);
     }
   }
-  if (behind) {
-    ClusterSync();
-    ClusterSync();
-  }
+  if (shares) ClusterWait();  // (the last arrival's: the loading warp leaves with none outstanding)
 }
 
 // ---- computing ----------------------------------------------------------------------------------
@@ -876,38 +882,47 @@ __device__ __forceinline__ void Consume(const BlockArgsOf<E>& a, uint8_t* smem, 
       if (tid == 0 && units_done == 0) TraceMark(a, kTraceStored);
       continue;
     }
-    // The cluster's CTAs each hold a share of the sums: leave it in shared memory, then each CTA adds
-    // every CTA's shares for its part of the tile's rows, in rank order (the same bits in every CTA).
-    // Two cluster barriers: the shares are written before any CTA reads them, and read before any
-    // CTA writes the next unit's. (The loading warp takes part: see Produce.)
+    // The cluster's CTAs each hold a share of the sums; each CTA adds every CTA's shares of its part
+    // of the tile's rows (rows_each of them) in rank order, the same bits in every CTA. Each CTA
+    // stores each row's shares into the adding CTA's shared memory, slot [rank][row], by asynchronous
+    // remote stores that count their bytes on that CTA's `shares` barrier: the adding CTA waits for
+    // its bytes, not for a cluster barrier, and no CTA waits for its stores. The cluster barrier
+    // before the stores (arrived at in FusedBlockKernel for the first unit, below for the others)
+    // says every peer runs, and has read the previous unit's shares out of the slots.
     const uint32_t shares = base + a.red_off;
+    const int rows_each = CeilDiv(kTileRows, a.split);
+    const int row0 = rank * rows_each, rows = max(min(kTileRows, row0 + rows_each) - row0, 0);
+    ClusterWait();
+    if (tid == 0) BarrierArriveExpect(&bars.shares, static_cast<uint32_t>(a.split * rows * NF * 4));  // every peer's rows x NF floats
+    const uint32_t shares_bar = SharedAddress(&bars.shares);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int row = warp * 16 + g + 8 * half;
+      const int row = warp * 16 + g + 8 * half, owner = row / rows_each;
+      const uint32_t slot = PeerAddress(shares + ((rank * rows_each + row - owner * rows_each) * a.red_ld + 2 * t) * 4, owner);
+      const uint32_t owner_bar = PeerAddress(shares_bar, owner);
 #pragma unroll
-      for (int n = 0; n < NF / 8; ++n)
-        StoreShared2(shares + (row * a.red_ld + 8 * n + 2 * t) * 4, acc2[4 * n + 2 * half], acc2[4 * n + 2 * half + 1]);
+      for (int n = 0; n < NF / 8; ++n) StoreAsyncPeer2(slot + 32 * n, owner_bar, acc2[4 * n + 2 * half], acc2[4 * n + 2 * half + 1]);
     }
-    ClusterSync();
+    BarrierWait(&bars.shares, static_cast<uint32_t>(units_done) & 1u);
     if (tid == 0 && units_done == 0) TraceMark(a, kTraceShares);
-    const int rows_each = CeilDiv(kTileRows, a.split);
-    const int row0 = rank * rows_each, rows = min(kTileRows, row0 + rows_each) - row0;
     constexpr int kPairs = NF == 0 ? 1 : NF / 2;  // (no last stage: not reached)
     for (int i = tid; i < rows * kPairs; i += kConsumers) {
-      const int row = row0 + i / kPairs, col = 2 * (i % kPairs);
-      const long long pixel = OutputPixel(a, u, row);
+      const int local = i / kPairs, col = 2 * (i % kPairs);
+      const long long pixel = OutputPixel(a, u, row0 + local);
       const int f = u.f0 + col;
       if (pixel < 0 || f >= p.f) continue;
       float2 sum = make_float2(0.f, 0.f);
       for (int peer = 0; peer < a.split; ++peer) {
-        const float2 s = LoadPeer2(shares + (row * a.red_ld + col) * 4, peer);
+        const float2 s = LoadShared2(shares + ((peer * rows_each + local) * a.red_ld + col) * 4);
         sum.x += s.x, sum.y += s.y;
       }
       StoreOutputPair(p, pixel, f, sum.x, sum.y);
     }
     if (tid == 0 && units_done == 0) TraceMark(a, kTraceStored);
-    ClusterSync();
+    // (the slots' values are used: a relaxed arrival; the next unit's stores wait for it)
+    if (index + clusters < a.units) ClusterArriveRelaxed();
   }
+  if (ClusteredSplit(p, a.split) && units_done == 0) ClusterWait();  // (a cluster with no unit: the first arrival's)
 }
 
 // Two computing warpgroups on each unit (`groups` 2): warpgroup w computes the CTA's chunks
@@ -1032,7 +1047,7 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
   uint8_t* smem = dynamic_shared + ((kSlabAlign - (SharedAddress(dynamic_shared) & (kSlabAlign - 1))) & (kSlabAlign - 1));
   Barriers& bars = *reinterpret_cast<Barriers*>(smem + a.bar_off);
   if (threadIdx.x == 0) TraceOpen(a);
-  if ((a.edges & kEdgeMaps) && a.tma && threadIdx.x == kGroups * kConsumers) {  // the loading thread
+  if (a.tma && threadIdx.x == kGroups * kConsumers) {  // the loading thread: the descriptors while the barriers are made
     cute::prefetch_tma_descriptor(&tx);  // (the region's, or without a first stage the chunks' input)
     if (a.p.pw1) cute::prefetch_tma_descriptor(&tw1);
     if (a.p.pwl) cute::prefetch_tma_descriptor(&tw2);
@@ -1047,17 +1062,16 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
       BarrierInit(&bars.x_full[r], producer_arrivals);
       BarrierInit(&bars.x_empty[r], kGroups * kConsumers);  // every computing warpgroup reads the region
     }
-    BarrierInitFence();
+    BarrierInit(&bars.shares, 1);  // (its CTA's expecting arrival; the peers' stores count bytes)
+    BarrierInitFence();  // (to the cluster too: peers' stores complete on this CTA's shares barrier)
   }
+  __syncthreads();
+  // (a clustered split has one computing warpgroup and every thread reaches the end: the host checks)
   const bool clustered = ClusteredSplit(a.p, a.split);
-  int rank = 0;
-  if (clustered && !(a.edges & kEdgeLocalStart)) {  // every peer started and initialized
-    ClusterSync();
-    rank = RankInCluster();
-  } else {
-    __syncthreads();
-    rank = clustered ? RankInCluster() : static_cast<int>(blockIdx.x) % a.split;
-  }
+  const int rank = clustered ? RankInCluster() : static_cast<int>(blockIdx.x) % a.split;
+  // A cluster's first barrier: arrived at here, waited for just before the first remote store (every
+  // peer then runs, its barriers initialized), so that no CTA waits here for its peers to start.
+  if (clustered) ClusterArriveRelaxed();
   if (threadIdx.x == 0) TraceMark(a, kTraceBarriers);
   WaitPreviousGrid();  // the inputs may come from the previous kernel in the stream
   if (threadIdx.x == 0) TraceMark(a, kTraceInputs);
@@ -1073,7 +1087,7 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
         return;
       }
     }
-    Produce<NF>(a, smem, bars, &tx, &tw1, &tw2, cluster, clusters, rank);
+    Produce<NF, kGroups>(a, smem, bars, &tx, &tw1, &tw2, cluster, clusters, rank);
   } else if constexpr (kGroups == 1) {
     Consume<NF, kExact, kWide>(a, smem, bars, cluster, clusters, rank);
   } else {
@@ -1082,7 +1096,8 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
     ConsumeHalves<NF>(a, smem, bars, cluster, clusters, rank, warp / (kConsumers / 32));
   }
   LaunchNextGrid();
-  if (clustered && !(a.edges & kEdgeNoExitSync)) ClusterSync();  // no CTA leaves while a peer may still read its shares
+  // (no CTA reads a peer's shared memory, and the shares barrier waits for every store into its CTA:
+  // a CTA leaves without waiting for its peers)
   if (threadIdx.x == 0) TraceMark(a, kTraceExit);
 }
 

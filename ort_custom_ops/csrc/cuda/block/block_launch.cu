@@ -232,7 +232,9 @@ size_t MakeArgs(const ChainProblemOf<E>& p, const BlockPlan& plan, BlockArgsOf<E
   if (p.pwl) at += (a.groups == 1 ? 2 : a.groups) * a.v_bytes;  // one warpgroup double-buffers V
   a.red_ld = SharesLd(std::max(plan.f_tile, 8));
   a.red_off = at;
-  if (p.pwl && plan.split > 1) at += Align(kTileRows * a.red_ld * 4, 16);
+  // (a slot per peer and row a CTA adds: split x ceil(64 / split) rows, 64 or a few more)
+  const int red_rows = plan.split * CeilDiv(kTileRows, std::max(plan.split, 1));
+  if (p.pwl && plan.split > 1) at += Align(red_rows * a.red_ld * 4, 16);
   if (p.pwl && plan.groups > 1) at += Align(kConsumers * plan.f_tile / 2 * 4, 16);  // warpgroup 1's accumulators
   a.bar_off = Align(at, 16);
   at = a.bar_off + kBarrierBytes;
@@ -731,23 +733,12 @@ int TraceReset() { return -1; }
 int TraceCopy(void*, int) { return -1; }
 #endif
 
-// FCM_CUDA_BLOCK_EDGES names the EdgeFlag bits to set, comma-separated: "maps", "local", "exit";
-// unset, none (read at each launch, to compare them on a model).
-int EdgesFromEnvironment() {
-  const char* value = std::getenv("FCM_CUDA_BLOCK_EDGES");
-  if (value == nullptr) return 0;
-  const std::string text(value);
-  auto named = [&](const char* name) { return text.find(name) != std::string::npos; };
-  return (named("maps") ? kEdgeMaps : 0) | (named("local") ? kEdgeLocalStart : 0) | (named("exit") ? kEdgeNoExitSync : 0);
-}
-
 template <class E>
 cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace) {
   if (!plan.error.empty()) return cudaErrorInvalidConfiguration;
   if (plan.passes > 0) return LaunchPasses(p, plan.passes, plan.gemm_tiling, workspace, stream);
   BlockArgsOf<E> a;
   MakeArgs(p, plan, &a);
-  a.edges = EdgesFromEnvironment();
   KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups, plan.wide);
   if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes, plan.groups) == 0) return cudaErrorInvalidConfiguration;
   CUtensorMap maps[3];

@@ -84,31 +84,39 @@ __device__ __forceinline__ void NamedSync(uint32_t id, uint32_t threads) {
 
 // ---- clusters (sm_90) ---------------------------------------------------------------------------
 
-__device__ __forceinline__ float2 LoadPeer2(uint32_t local, int peer) {
-  float2 v = make_float2(0.f, 0.f);
+// The address `local` has in this CTA's shared memory, in CTA `peer`'s.
+__device__ __forceinline__ uint32_t PeerAddress(uint32_t local, int peer) {
+  uint32_t remote = local;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint32_t remote;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(peer));
-  asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(remote) : "memory");
 #endif
-  return v;
+  return remote;
 }
 
-// The cluster barrier, in its two halves: every thread of every CTA of the cluster arrives (releasing
-// its shared-memory writes) before any passes the wait (acquiring them). A thread alternates them.
-__device__ __forceinline__ void ClusterArrive() {
+// Two floats into a peer's shared memory (`remote`, a PeerAddress), asynchronously: the store counts
+// its 8 bytes on the peer's mbarrier `remote_bar` once they have landed, and the sender does not wait.
+__device__ __forceinline__ void StoreAsyncPeer2(uint32_t remote, uint32_t remote_bar, float v0, float v1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32 [%0], {%1, %2}, [%3];\n" ::"r"(remote), "f"(v0), "f"(v1),
+               "r"(remote_bar)
+               : "memory");
+#endif
+}
+
+// The cluster barrier, in its two halves: every thread of every CTA of the cluster arrives before any
+// passes the wait; a thread alternates them. The arrival is relaxed (it orders none of the thread's
+// memory operations): the kernel's waits guard only against a peer not yet running (the mbarriers'
+// initialization is fenced on its own, BarrierInitFence) or against overwriting what the arriving
+// threads have finished reading (the loaded values already used).
+__device__ __forceinline__ void ClusterArriveRelaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
 #endif
 }
 __device__ __forceinline__ void ClusterWait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
 #endif
-}
-__device__ __forceinline__ void ClusterSync() {
-  ClusterArrive();
-  ClusterWait();
 }
 
 __device__ __forceinline__ int RankInCluster() {

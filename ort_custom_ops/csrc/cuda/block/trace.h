@@ -20,7 +20,7 @@ enum TracePhase : int {
   kTraceOperands,    // the first unit's input region and first chunk's weights have arrived
   kTraceFirstChunk,  // the first chunk's first stage is done (its U or V written)
   kTraceChunks,      // every chunk of the first unit done (the last stage's sums in registers)
-  kTraceShares,      // a split: every peer's shares written (after the cluster barrier)
+  kTraceShares,      // a split: every peer's shares of this CTA's rows landed
   kTraceStored,      // the first unit's outputs stored
   kTraceExit,        // leaving the kernel
   kTracePhases
