@@ -59,7 +59,7 @@ for step in $steps; do
       for tool in memcheck racecheck; do
         for file in test_cuda_block_kernels test_cuda_kernels test_int8_cuda test_cuda_half_kernels; do
           ( timeout 600 compute-sanitizer --tool $tool --error-exitcode 99 python3 -m pytest -q -p no:cacheprovider \
-              tests/ops/$file.py -k "small or explicit_pads or passes or one_pass or wide_regions or one_pixel or split_shares" \
+              tests/ops/$file.py -k "small or explicit_pads or passes or one_pass or wide_regions or one_pixel or split_shares or weights_copied" \
               > "$OUT/results/sanitizer_${tool}_$file.log" 2>&1
             echo "compute-sanitizer $tool, $file: exit $? ($(grep -E "$summary" "$OUT/results/sanitizer_${tool}_$file.log" | sort | uniq -c | tr '\n' ' ')| $(tail -1 "$OUT/results/sanitizer_${tool}_$file.log"))" ) &
         done

@@ -451,6 +451,46 @@ def test_split_shares_sent_to_the_adding_cta(rng):
     check_graph_replays(twice(fused_model(first)), rng, (4, 14, 14, 32), "Y2", "7x7,32,4,3", 4, TF32_BOUND)
 
 
+def test_splits_that_divide_the_chunks_among_the_candidates(precision, rng):
+    """MobileNetV2's 14x14 64-384-64 block at batch 1 (12 chunks): each of the six best-estimated
+    plans whose split leaves some CTAs a chunk short (8: four with two, four with one) has among fcm
+    tune's candidates a split by a divisor of 12 next to it (6 or 12), on its tile, slice and stages;
+    a split of 6 computes what the CPU kernels do."""
+    if not has_clusters():
+        pytest.skip("clusters need sm_90")
+    if precision == "fp32":
+        pytest.skip("the exact FP32 kernels are compiled for output-channel slices of 32, 64, 128 and 192")
+    # n, h, w, c, m, f, kernel, stride, pad_top, pad_left, out_h, out_w, scale_batch, pw1, dw, pwl, residual, tf32
+    block = [1, 14, 14, 64, 384, 64, 3, 1, 1, 1, 14, 14, 0, 1, 1, 1, 1, 1]
+    plans = block_candidates_for(block, top=6)
+    fields = [p.split(",") for p in plans]
+    for best in fields[:6]:
+        if len(best) < 4 or len(best) > 4 and best[4] != "1" or int(best[2]) < 2 or 12 % int(best[2]) == 0:
+            continue
+        below = max(d for d in (2, 3, 4, 6) if d < int(best[2]))
+        above = min(d for d in (3, 4, 6, 12) if d > int(best[2]))
+        # (one of the two at least: the other may not fit, a cluster of 12 needing a few more rows of shares)
+        assert any([best[0], best[1], str(split), best[3]] in [f[:4] for f in fields] for split in (below, above)), (best, plans)
+    spec = random_spec(rng, "pwdwpw", 64, kernel=3, stride=1, expand=384, out=64, residual=True, channels_last=True)
+    check_on_gpu(spec, rng, 1, 14, 14, TF32_BOUND, plan="4x8,32,6,3")
+
+
+@pytest.mark.parametrize("plan", ["8x8,64,1,3", "7x7,96,8,3", "8x8,64,3,0", "8x8,64,1,4,2"])
+def test_weights_copied_before_the_wait_for_the_previous_kernel(plan, rng, monkeypatch):
+    """FCM_CUDA_WEIGHTS_FIRST=1: the first unit's weight copies issued before griddepcontrol.wait and
+    the region's after it, with a ring (stages fewer than the CTA's chunks), a clustered split,
+    resident weights and two computing warpgroups; PW->DW and DW->PW (whose copies all wait); two
+    nodes in a CUDA graph, the second's weights copied while the first may still run."""
+    monkeypatch.setenv("FCM_CUDA_WEIGHTS_FIRST", "1")
+    if int(plan.split(",")[2]) > 1 and not has_clusters():
+        pytest.skip("splits need thread-block clusters (sm_90)")
+    spec = random_spec(rng, "pwdwpw", 64, kernel=3, stride=1, expand=384, out=64, residual=True, channels_last=True)
+    check_on_gpu(spec, rng, 3, 14, 14, TF32_BOUND, plan=plan)
+    check_graph_replays(twice(fused_model(spec)), rng, (2, 14, 14, 64), "Y2", plan, 4, TF32_BOUND)
+    check_on_gpu(random_spec(rng, "pwdw", 40, kernel=5, stride=2, expand=160, channels_last=True), rng, 2, 17, 15, TF32_BOUND)
+    check_on_gpu(random_spec(rng, "dwpw", 48, kernel=3, stride=1, out=72, channels_last=True), rng, 2, 12, 12, TF32_BOUND)
+
+
 @pytest.mark.parametrize("kind, stride", [("pwdwpw", 1), ("pwdwpw", 2), ("dwpw", 1)])
 def test_two_warpgroups_on_a_narrow_output(kind, stride, precision, rng):
     """The tune's two-warpgroup candidates for outputs under 64 channels (MobileNetV2's 56x56 block:

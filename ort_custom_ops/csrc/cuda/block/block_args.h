@@ -44,6 +44,10 @@ struct BlockArgsOf {
   uint32_t region_tx, stage_tx;  // bytes a region load / a stage load's boxes deliver (TMA)
   // the split's shares: [split][rows each CTA adds][red_ld floats] (two warpgroups: warpgroup 1's sums at red_off)
   int red_ld;
+  // 1: with a first stage, the first unit's weight copies are issued before griddepcontrol.wait (they
+  // do not depend on the previous kernel, whose end the start of this one may overlap), the region's
+  // after it; 0: every copy after it (FCM_CUDA_WEIGHTS_FIRST, block_launch.cu, until measured)
+  int weights_first;
   FCM_TRACE_FIELDS               // measurement builds only (trace.h)
 };
 

@@ -225,8 +225,25 @@ __device__ __forceinline__ void Produce(const BlockArgsOf<E>& a, uint8_t* smem, 
     for (int i = first, j = rank + first * a.split; i < last && j < a.chunks; ++i, j += a.split)
       LoadStage<NF>(a, smem + a.ring_off + i * a.stage_bytes, &bars.full[i], tx, tw1, tw2, u, none, j);
   };
-  if (resident && cluster < a.units) load_resident(0, 1);
   RingCursor ring;  // the stage the next chunk goes to
+  // The first unit's weight copies (with a first stage they are nothing else) before the wait for the
+  // previous kernel where weights_first says so: every resident chunk's, or as many of the ring's
+  // stages as the unit's chunks fill. The region's copies (and without a first stage, every copy)
+  // come after the wait.
+  int early = 0;  // the first unit's chunks whose stages are loaded before the wait
+  if (a.weights_first && p.pw1 && cluster < a.units) {
+    if (resident) {
+      load_resident(0, kMaxStages);
+      early = a.stages;
+    } else {
+      const Unit u = DecodeUnit(a, cluster, NF);
+      const RegionRows<E> none{p.x, 0, 0, 0, p.h, p.w, p.c, a.region_w_div};
+      for (int j = rank; j < a.chunks && early < a.stages; j += a.split, ++early, ring = ring.Next(a.stages))
+        LoadStage<NF>(a, smem + a.ring_off + ring.stage * a.stage_bytes, &bars.full[ring.stage], tx, tw1, tw2, u, none, j);
+    }
+  }
+  if (a.weights_first) WaitPreviousGrid();  // (else waited for at entry) the input may come from the previous kernel
+  if (resident && !early && cluster < a.units) load_resident(0, 1);
   int units_done = 0;
   // Where the cluster adds split shares, every thread of it passes one cluster barrier per unit
   // (FusedBlockKernel arrived at the first): this warp waits for the previous unit's and arrives at
@@ -258,10 +275,10 @@ __device__ __forceinline__ void Produce(const BlockArgsOf<E>& a, uint8_t* smem, 
     }
     if (leader && units_done == 0) TraceMark(a, kTraceIssued);
     if (resident) {
-      if (units_done == 0) load_resident(1, kMaxStages);
+      if (units_done == 0 && !early) load_resident(1, kMaxStages);
       continue;
     }
-    for (int j = rank; j < a.chunks; j += a.split, ring = ring.Next(a.stages)) {
+    for (int j = rank + (units_done == 0 ? early : 0) * a.split; j < a.chunks; j += a.split, ring = ring.Next(a.stages)) {
       BarrierWait(&bars.empty[ring.stage], ring.parity ^ 1);
       LoadStage<NF>(a, smem + a.ring_off + ring.stage * a.stage_bytes, &bars.full[ring.stage], tx, tw1, tw2, u, region, j);
     }
@@ -1073,7 +1090,11 @@ __global__ void __launch_bounds__(BlockThreads(kGroups), MinBlocksPerSm<NF, kExa
   // peer then runs, its barriers initialized), so that no CTA waits here for its peers to start.
   if (clustered) ClusterArriveRelaxed();
   if (threadIdx.x == 0) TraceMark(a, kTraceBarriers);
-  WaitPreviousGrid();  // the inputs may come from the previous kernel in the stream
+  // Every warp waits here for the previous kernel in the stream (its outputs may be this kernel's
+  // input, scale or residual, and its reads this kernel's output); with weights_first the loading
+  // warp waits in Produce instead, after the copies that need no waiting.
+  const bool loading = threadIdx.x >= kGroups * kConsumers;
+  if (!loading || !a.weights_first) WaitPreviousGrid();
   if (threadIdx.x == 0) TraceMark(a, kTraceInputs);
   const int cluster = blockIdx.x / a.split, clusters = gridDim.x / a.split;
   // the role as a warp-uniform value (a shuffle): the tensor-core code stays on a path the compiler

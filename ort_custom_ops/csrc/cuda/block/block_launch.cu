@@ -569,6 +569,32 @@ std::vector<BlockPlan> UnrankedCandidates(const ChainProblemOf<E>& p) {
       if (added == 3) break;
     }
   }
+  // Splits that divide the chunks, where the best-estimated plans' split leaves some CTAs a chunk
+  // short (12 chunks over 8: four CTAs with two, four with one), which the CTAs adding the shares
+  // wait for: the nearest divisors of the chunk count on either side (12: 6 and 12; 30: 6 and 10),
+  // for the six best-estimated plans.
+  if (p.pwl) {
+    const int chunks = CeilDiv(p.m, kChunk);
+    const std::vector<BlockPlan>& ranked_plans = best_first();
+    for (size_t i = 0; i < std::min<size_t>(6, ranked_plans.size()); ++i) {
+      const BlockPlan& r = ranked_plans[i];
+      if (r.split < 2 || r.groups != 1 || chunks % r.split == 0) continue;
+      int below = 0, above = 0;
+      for (int d = 2; d <= std::min(chunks, kMaxClusterSplit); ++d) {
+        if (chunks % d != 0) continue;
+        if (d < r.split) below = d;
+        if (d > r.split && above == 0) above = d;
+      }
+      for (int split : {below, above}) {
+        if (split == 0) continue;
+        BlockPlan plan;
+        plan.tile_h = r.tile_h, plan.tile_w = r.tile_w, plan.f_tile = r.f_tile, plan.split = split, plan.stages = r.stages;
+        plan = CompleteBlockPlan(p, plan);
+        if (plan.error.empty() && std::none_of(plans.begin(), plans.end(), [&](const BlockPlan& q) { return BlockPlanText(q) == BlockPlanText(plan); }))
+          plans.push_back(plan);
+      }
+    }
+  }
   if (!(p.pw1 && p.dw && p.pwl) || p.stride != 2) return plans;
   // tiles of at most 64 pixels in at most 8 rows of at least 4, whose region is 129 to 256 pixels:
   // for each height the widest, as it is and balanced over the image (wide_regions.py's sweep)
@@ -733,12 +759,20 @@ int TraceReset() { return -1; }
 int TraceCopy(void*, int) { return -1; }
 #endif
 
+// FCM_CUDA_WEIGHTS_FIRST=1: the weights' copies issued before the kernel waits for the previous one
+// (BlockArgsOf::weights_first), to compare with the default on a model; read at each launch.
+bool WeightsFirst() {
+  const char* value = std::getenv("FCM_CUDA_WEIGHTS_FIRST");
+  return value != nullptr && std::string(value) == "1";
+}
+
 template <class E>
 cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaStream_t stream, void* workspace) {
   if (!plan.error.empty()) return cudaErrorInvalidConfiguration;
   if (plan.passes > 0) return LaunchPasses(p, plan.passes, plan.gemm_tiling, workspace, stream);
   BlockArgsOf<E> a;
   MakeArgs(p, plan, &a);
+  a.weights_first = WeightsFirst() ? 1 : 0;
   KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups, plan.wide);
   if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes, plan.groups) == 0) return cudaErrorInvalidConfiguration;
   CUtensorMap maps[3];
