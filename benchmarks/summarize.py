@@ -8,7 +8,8 @@ In (summarizing): a run folder as the GPU machine leaves it (``device.txt``, the
 profiles, charts). Out: ``FOLDER/summary.json``: ``{"run", "device", "results": {relative path:
 JSON}}`` with every JSON result of the folder under its path, pruned of what only the raw files
 need: a tune report's grid of timed launch plans per group (the winner and its time stay), a
-bench report's per-node profiler rows. Logs, CSV, charts and profiles are not summarized: each
+bench report's per-node profiler rows, a phase trace's launches run by run (``block_trace.py``:
+the medians stay). Logs, CSV, charts and profiles are not summarized: each
 run's ``summary.md`` says which command makes them, and git history holds them.
 
 Out (reading): :func:`load_result` gives a result by the path it had in its run folder, from the
@@ -38,6 +39,8 @@ def pruned(relative: str, data):
     if relative.endswith("bench.json") and isinstance(data, dict):
         for entry in data.get("batches", []):
             entry.pop("profile", None)
+    if isinstance(data, dict) and isinstance(data.get("summary"), list) and isinstance(data.get("runs"), list):
+        data["runs_traced"] = len(data.pop("runs"))  # block_trace.py's: its medians stay
     return data
 
 
