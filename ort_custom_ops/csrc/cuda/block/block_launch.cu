@@ -529,7 +529,7 @@ std::vector<BlockPlan> BlockCandidates(const ChainProblemOf<E>& p, bool separate
 template <class E>
 std::vector<BlockPlan> UnrankedCandidates(const ChainProblemOf<E>& p) {
   std::vector<BlockPlan> plans = SeparatePassPlans(p, 1);
-  // the fused kernel's plans, best estimate first (made once, for the two variants below)
+  // the fused kernel's plans, best estimate first (made once, for the variants below)
   std::vector<BlockPlan> ranked;
   auto best_first = [&]() -> const std::vector<BlockPlan>& {
     if (ranked.empty()) {
@@ -537,6 +537,17 @@ std::vector<BlockPlan> UnrankedCandidates(const ChainProblemOf<E>& p) {
       std::stable_sort(ranked.begin(), ranked.end(), [](const BlockPlan& a, const BlockPlan& b) { return a.estimate_us < b.estimate_us; });
     }
     return ranked;
+  };
+  // plan `r`'s tile, output-channel slice and stages split over `split` CTAs, added where it fits
+  // and is not listed yet; whether it was
+  auto add_split = [&](const BlockPlan& r, int split) {
+    BlockPlan plan;
+    plan.tile_h = r.tile_h, plan.tile_w = r.tile_w, plan.f_tile = r.f_tile, plan.split = split, plan.stages = r.stages;
+    plan = CompleteBlockPlan(p, plan);
+    const bool added = plan.error.empty() &&
+                       std::none_of(plans.begin(), plans.end(), [&](const BlockPlan& q) { return BlockPlanText(q) == BlockPlanText(plan); });
+    if (added) plans.push_back(plan);
+    return added;
   };
   // Two computing warpgroups on an output narrower than the two-warpgroup kernels' 64 channels
   // (MobileNetV2's 112x112 and 56x56 blocks, 16-32 channels out, 3-11% of their byte bound in FP16):
@@ -561,11 +572,7 @@ std::vector<BlockPlan> UnrankedCandidates(const ChainProblemOf<E>& p) {
     int added = 0;
     for (const BlockPlan& r : best_first()) {
       if (r.split != kMaxSplit || r.groups != 1) continue;
-      BlockPlan plan;
-      plan.tile_h = r.tile_h, plan.tile_w = r.tile_w, plan.f_tile = r.f_tile, plan.split = kMaxClusterSplit, plan.stages = r.stages;
-      plan = CompleteBlockPlan(p, plan);
-      if (plan.error.empty() && std::none_of(plans.begin(), plans.end(), [&](const BlockPlan& q) { return BlockPlanText(q) == BlockPlanText(plan); }))
-        plans.push_back(plan), ++added;
+      if (add_split(r, kMaxClusterSplit)) ++added;
       if (added == 3) break;
     }
   }
@@ -585,14 +592,8 @@ std::vector<BlockPlan> UnrankedCandidates(const ChainProblemOf<E>& p) {
         if (d < r.split) below = d;
         if (d > r.split && above == 0) above = d;
       }
-      for (int split : {below, above}) {
-        if (split == 0) continue;
-        BlockPlan plan;
-        plan.tile_h = r.tile_h, plan.tile_w = r.tile_w, plan.f_tile = r.f_tile, plan.split = split, plan.stages = r.stages;
-        plan = CompleteBlockPlan(p, plan);
-        if (plan.error.empty() && std::none_of(plans.begin(), plans.end(), [&](const BlockPlan& q) { return BlockPlanText(q) == BlockPlanText(plan); }))
-          plans.push_back(plan);
-      }
+      for (int split : {below, above})
+        if (split != 0) add_split(r, split);
     }
   }
   if (!(p.pw1 && p.dw && p.pwl) || p.stride != 2) return plans;
