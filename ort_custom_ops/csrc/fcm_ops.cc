@@ -120,8 +120,8 @@ FCM_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
     } else if (fp32 == "reference" || fp32 == "none") {
       domain = fp32 == "reference" ? &op_set->every_op : &op_set->int8_only;
     } else {
-      return Ort::Status(("FCM ops: the session config entry fcm.fp32_kernels must be auto, reference or none, not '" +
-                          fp32 + "'").c_str(), ORT_INVALID_ARGUMENT).release();
+      return Ort::Status(fcm::Printable("FCM ops: the session config entry fcm.fp32_kernels must be auto, reference or none, not '" +
+                                        fp32 + "'").c_str(), ORT_INVALID_ARGUMENT).release();
     }
     session_options.Add(*domain);
   } catch (const Ort::Exception& e) {

@@ -4,9 +4,10 @@
 //                          made and its attributes read and checked once, when ONNX Runtime creates it;
 //   Attributes             the attribute reader: remembers the first problem, and refuses a name the op
 //                          vocabulary (vocabulary.h) does not declare for the op;
-//   Error, NodeName, StaticShape, Guarded, OrtParallelFor: one error prefix ("FCM node '<name>': "),
-//                          the node's name, a static input shape, exceptions turned into a status, and
-//                          ONNX Runtime's thread pool as a ParallelFor.
+//   Printable, Error, NodeName, StaticShape, Guarded, OrtParallelFor: a message made printable UTF-8,
+//                          one error prefix ("FCM node '<name>': "), the node's name, a static input
+//                          shape, exceptions turned into a status, and ONNX Runtime's thread pool as a
+//                          ParallelFor.
 #pragma once
 
 #define ORT_API_MANUAL_INIT
@@ -24,8 +25,38 @@
 
 namespace fcm {
 
+// `text` as valid UTF-8 without control characters: any other byte as \xNN. Error messages quote
+// attribute values and node names from the model, and ONNX Runtime's Python binding cannot decode
+// a message that is not UTF-8 (it raises UnicodeDecodeError instead of the error).
+inline std::string Printable(const std::string& text) {
+  std::string out;
+  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char c = byte(i);
+    // the length of a well-formed UTF-8 sequence starting here (RFC 3629: no overlong forms,
+    // surrogates or code points past U+10FFFF), 0 if none
+    size_t length = c >= 0x20 && c < 0x7f ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (length > 1) {
+      if (i + length > text.size()) length = 0;
+      for (size_t k = 1; k < length; ++k)
+        if ((byte(i + k) & 0xc0) != 0x80) length = 0;
+      if (length == 3 && ((c == 0xe0 && byte(i + 1) < 0xa0) || (c == 0xed && byte(i + 1) > 0x9f))) length = 0;
+      if (length == 4 && ((c == 0xf0 && byte(i + 1) < 0x90) || (c == 0xf4 && byte(i + 1) > 0x8f))) length = 0;
+    }
+    if (length == 0) {
+      static const char kHex[] = "0123456789abcdef";
+      out += {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
+      ++i;
+    } else {
+      out.append(text, i, length);
+      i += length;
+    }
+  }
+  return out;
+}
+
 inline Ort::Status Error(const std::string& node, const std::string& what) {
-  return Ort::Status(("FCM node '" + node + "': " + what).c_str(), ORT_INVALID_ARGUMENT);
+  return Ort::Status(Printable("FCM node '" + node + "': " + what).c_str(), ORT_INVALID_ARGUMENT);
 }
 
 // The node's name, or `fallback` when it has none.
@@ -63,7 +94,7 @@ OrtStatusPtr Guarded(F&& body) {
   } catch (const Ort::Exception& e) {
     return Ort::Status(e).release();
   } catch (const std::exception& e) {
-    return Ort::Status(e.what(), ORT_RUNTIME_EXCEPTION).release();
+    return Ort::Status(Printable(e.what()).c_str(), ORT_RUNTIME_EXCEPTION).release();
   }
 }
 

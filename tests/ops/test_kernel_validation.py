@@ -74,6 +74,22 @@ def test_bad_attributes(attribute, value, words, rng):
     _expect_ort_error(model, words)
 
 
+@pytest.mark.parametrize("value, name, words", [
+    (b"\xffrelu\x00", "fcm0", "unknown stage2_activation '\\xffrelu\\x00'"),
+    ("g\u00e9lu\u2013", "n\u00e6\u200b", "FCM node 'n\u00e6\u200b': unknown stage2_activation 'g\u00e9lu\u2013'"),
+    (b"\xc3(\xed\xa0\x80\xf4\x90\x80\x80", "a\nb", "FCM node 'a\\x0ab': unknown stage2_activation '\\xc3(\\xed\\xa0\\x80\\xf4\\x90\\x80\\x80'"),
+])
+def test_error_messages_quote_the_model_s_bytes_as_utf8(value, name, words, rng):
+    """A message quoting the model's text (an attribute value, the node's name) reaches Python as an
+    ONNX Runtime error: its UTF-8 is kept, other bytes (malformed sequences, encoded surrogates,
+    code points past U+10FFFF, control characters) become \\xNN, where the binding would have
+    raised UnicodeDecodeError instead."""
+    model = fused_model(_spec(rng))
+    model.graph.node[0].name = name
+    _set_attribute(model, "stage2_activation", value)
+    _expect_ort_error(model, words)
+
+
 @pytest.mark.parametrize("plans, accepted", [
     ("3:8x8,64,1,3", True), ("3:8x8,64,1,3,2", True),   # the block kernels' plan, and with two warpgroups
     ("3:gemm", True),                                    # a lone PW as one GEMM (the text only: CPU kernels here)
