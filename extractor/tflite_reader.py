@@ -106,7 +106,10 @@ class _Tensors:
         if q is None or q.scale is None or len(q.scale) == 0:
             return None
         zero_points = q.zeroPoint if q.zeroPoint is not None and len(q.zeroPoint) else np.zeros(len(q.scale), np.int64)
-        return np.asarray(q.scale, np.float32), np.asarray(zero_points, np.int64), int(q.quantizedDimension)
+        scales = np.asarray(q.scale, np.float32)
+        if not np.isfinite(scales).all():
+            raise FcmError(f"tensor {index} has a quantization scale that is not a finite number (corrupt file?)", self.where)
+        return scales, np.asarray(zero_points, np.int64), int(q.quantizedDimension)
 
     def per_tensor_quant(self, index: int) -> tuple[float, int] | None:
         q = self.quant(index)

@@ -61,6 +61,27 @@ def test_corrupt_tflite(tmp_path):
     assert_clean_failure(fcm("extract", str(corrupt), "-o", str(out)), corrupt, "corrupt", out)
 
 
+def test_tflite_with_a_non_finite_quantization_scale(tmp_path):
+    import flatbuffers
+
+    from extractor.tflite_reader import tfl
+
+    model = tfl.ModelT.InitFromPackedBuf(MOB_V2_TFLITE.read_bytes(), 0)
+    tensors = model.subgraphs[0].tensors
+    index = next(i for i, t in enumerate(tensors) if t.quantization is not None and t.quantization.scale is not None
+                 and len(t.quantization.scale))
+    scale = np.array(tensors[index].quantization.scale, np.float32)
+    scale[0] = np.nan
+    tensors[index].quantization.scale = scale
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    damaged = tmp_path / "nan_scale.tflite"
+    damaged.write_bytes(bytes(builder.Output()))
+    out = tmp_path / "out"
+    assert_clean_failure(fcm("extract", str(damaged), "-o", str(out)), damaged,
+                         f"tensor {index} has a quantization scale that is not a finite number", out)
+
+
 @pytest.mark.parametrize("kind", ["jpeg", "text", "zip", "tflite-named-text"])
 def test_not_a_model(tmp_path, kind):
     if kind == "jpeg":
