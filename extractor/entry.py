@@ -22,6 +22,21 @@ def _chw(shape: list[int], what: str) -> list[int]:
     return [shape[3], shape[1], shape[2]]
 
 
+def _shaped(operand: dict | None, what: str, role: str) -> dict:
+    """``operand`` where it is there with a shape (a corrupt file may leave either out)."""
+    if operand is None or "shape" not in operand:
+        raise FcmError(f"{what}: its {role} is missing (corrupt file?)")
+    return operand
+
+
+def _explicit_pads(padding, in_hw, kernel, strides_hw, dilation, what: str) -> list[int]:
+    if padding not in ("SAME", "VALID"):
+        raise FcmError(f"{what}: unknown padding {padding!r} (SAME or VALID; corrupt file?)")
+    if min(*strides_hw, *dilation) < 1:
+        raise FcmError(f"{what}: strides {list(strides_hw)} and dilations {list(dilation)} must be at least 1 (corrupt file?)")
+    return ops.explicit_pads(padding, in_hw, kernel, strides_hw, dilation)
+
+
 def describe(layer: Layer) -> Layer:
     """Fill the seed's fields and the extension fields of ``layer`` (see module docstring)."""
     name, operands, outputs = layer.name, layer.inputs or [], layer.outputs or []
@@ -38,7 +53,8 @@ def describe(layer: Layer) -> Layer:
         layer.activation_params = {"approximate": bool(options.get("approximate", False))}
 
     if name in ops.CONV_OPS:
-        x, w = operands[0], operands[1] if len(operands) > 1 else None
+        x, w = _shaped(operands[0] if operands else None, what, "input"), operands[1] if len(operands) > 1 else None
+        out0 = _shaped(outputs[0] if outputs else None, what, "output")
         if w is None or "const" not in w:
             raise FcmError(f"{what} has non-constant weights, which are not supported")
         w_shape = list(w["shape"])
@@ -60,13 +76,13 @@ def describe(layer: Layer) -> Layer:
         layer.kernel_size = list(kernel)
         layer.dilation = dilation
         layer.padding = options.get("padding", "VALID")
-        layer.pads = ops.explicit_pads(layer.padding, tuple(in_chw[1:]), kernel, tuple(strides_hw), tuple(dilation))
+        layer.pads = _explicit_pads(layer.padding, tuple(in_chw[1:]), kernel, tuple(strides_hw), tuple(dilation), what)
         layer.has_bias = len(operands) > 2 and operands[2] is not None
         _quant_fields(layer, x, out0)
         return layer
 
     if name == "fully_connected":
-        x, w = operands[0], operands[1] if len(operands) > 1 else None
+        x, w = _shaped(operands[0] if operands else None, what, "input"), operands[1] if len(operands) > 1 else None
         layer.type = "fc"
         if w is not None and "const" in w:
             layer.weights_shape = list(w["shape"])
@@ -81,7 +97,8 @@ def describe(layer: Layer) -> Layer:
         strides_hw = (int(options.get("stride_h", 1)), int(options.get("stride_w", 1)))
         layer.kernel_size, layer.strides_hw = list(kernel), list(strides_hw)
         layer.padding = options.get("padding", "VALID")
-        layer.pads = ops.explicit_pads(layer.padding, tuple(data_operands[0]["shape"][1:3]), kernel, strides_hw)
+        x = _shaped(data_operands[0] if data_operands else None, what, "input")
+        layer.pads = _explicit_pads(layer.padding, tuple(x["shape"][1:3]), kernel, strides_hw, (1, 1), what)
 
     if name == "mean":
         layer.type = "avgpool"

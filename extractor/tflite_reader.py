@@ -152,6 +152,8 @@ def parse_tflite(data: bytes, where: str = "<tflite>") -> tuple[Any, Any]:
     except Exception as exc:  # flatbuffers raises whatever a bad offset leads to
         detail = "offsets point past the end of the file" if "unpack_from" in str(exc) else f"{type(exc).__name__}: {exc}"
         raise FcmError(f"corrupt or truncated TFLite file ({detail})", where) from None
+    if model.version != 3:  # what TFLite itself reads
+        raise FcmError(f"TFLite schema version {model.version}, where only version 3 exists (corrupt file?)", where)
     if not model.subgraphs:
         raise FcmError("the TFLite model has no subgraph", where)
     subgraph = model.subgraphs[0]

@@ -118,13 +118,18 @@ def interpreter_outputs(path: Path, inputs: list[np.ndarray], builtin: bool = Tr
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else OpResolverType.AUTO
-    interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=resolver)
-    for detail, array in zip(interpreter.get_input_details(), inputs):
-        interpreter.resize_tensor_input(detail["index"], array.shape)
-    interpreter.allocate_tensors()
-    for detail, array in zip(interpreter.get_input_details(), inputs):
-        interpreter.set_tensor(detail["index"], array)
-    interpreter.invoke()
+    try:
+        interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=resolver)
+        for detail, array in zip(interpreter.get_input_details(), inputs):
+            interpreter.resize_tensor_input(detail["index"], array.shape)
+        interpreter.allocate_tensors()
+        for detail, array in zip(interpreter.get_input_details(), inputs):
+            interpreter.set_tensor(detail["index"], array)
+        interpreter.invoke()
+    except (ValueError, RuntimeError) as exc:  # the model the reader accepted, refused by TFLite's own checks
+        detail = " ".join(str(exc).split())
+        raise FcmError(f"the TFLite interpreter cannot run the model, so it cannot be verified: "
+                       f"{detail[:300]}{'...' if len(detail) > 300 else ''}", str(path)) from None
     return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
 
 

@@ -24,6 +24,7 @@ scale, quantization that changes inside a PAD) is built layer by layer, with a n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,7 +92,9 @@ def quantization(dag: Dag) -> str:
 
 
 def check_full_integer(dag: Dag, where: str | None = None) -> None:
-    """Raise an FcmError naming the first layer that keeps the model from the int8 path."""
+    """Raise an FcmError naming the first layer that keeps the model from the int8 path: a float
+    output, or a quantization scale (of an input, an output or the weights) that is not a positive
+    number, which TFLite's integer arithmetic and the int8 ops need."""
     shapes = shape_layers(dag)
     for layer in dag:
         if layer.id in shapes:
@@ -101,6 +104,14 @@ def check_full_integer(dag: Dag, where: str | None = None) -> None:
                 raise FcmError(f"layer {layer.id} ({layer.name}) outputs {out.get('dtype', 'unquantized')} values: only "
                                "full-integer models (int8/uint8 tensors throughout: TFLite's full-integer "
                                "quantization) convert on the int8 path; hybrid and float-I/O models do not", where)
+        scales = [("output", out["scale"]) for out in layer.outputs or []]
+        scales += [(f"input {i}", ref["scale"]) for i, ref in enumerate(layer.inputs or []) if ref is not None and "scale" in ref]
+        if dag.has_weight(layer.id, "weights_scales"):
+            scales += [("weights", s) for s in np.ravel(dag.weight(layer.id, "weights_scales"))]
+        for what, scale in scales:
+            if not (math.isfinite(float(scale)) and float(scale) > 0):
+                raise FcmError(f"layer {layer.id} ({layer.name}): a quantization scale of its {what} is {float(scale):g}; "
+                               "TFLite's integer arithmetic needs positive ones (corrupt file?)", where)
 
 
 @dataclass

@@ -61,25 +61,76 @@ def test_corrupt_tflite(tmp_path):
     assert_clean_failure(fcm("extract", str(corrupt), "-o", str(out)), corrupt, "corrupt", out)
 
 
-def test_tflite_with_a_non_finite_quantization_scale(tmp_path):
+def damaged_tflite(path, change) -> None:
+    """MobileNetV2's int8 .tflite with ``change`` applied to it (flatbuffers' object API: a ModelT),
+    written to ``path``."""
     import flatbuffers
 
     from extractor.tflite_reader import tfl
 
     model = tfl.ModelT.InitFromPackedBuf(MOB_V2_TFLITE.read_bytes(), 0)
-    tensors = model.subgraphs[0].tensors
-    index = next(i for i, t in enumerate(tensors) if t.quantization is not None and t.quantization.scale is not None
-                 and len(t.quantization.scale))
-    scale = np.array(tensors[index].quantization.scale, np.float32)
-    scale[0] = np.nan
-    tensors[index].quantization.scale = scale
+    change(model)
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    damaged = tmp_path / "nan_scale.tflite"
-    damaged.write_bytes(bytes(builder.Output()))
-    out = tmp_path / "out"
+    path.write_bytes(bytes(builder.Output()))
+
+
+def _set_first(tensor, field: str, value) -> None:
+    quantization = tensor.quantization
+    values = np.array(getattr(quantization, field))
+    values[0] = value
+    setattr(quantization, field, values)
+
+
+def test_tflite_with_a_non_finite_quantization_scale(tmp_path):
+    damaged, out = tmp_path / "nan_scale.tflite", tmp_path / "out"
+    damaged_tflite(damaged, lambda model: _set_first(model.subgraphs[0].tensors[0], "scale", np.nan))  # the input's
     assert_clean_failure(fcm("extract", str(damaged), "-o", str(out)), damaged,
-                         f"tensor {index} has a quantization scale that is not a finite number", out)
+                         "tensor 0 has a quantization scale that is not a finite number", out)
+
+
+def _first_op(model, code: int):
+    return next(op for op in model.subgraphs[0].operators if model.operatorCodes[op.opcodeIndex].builtinCode == code)
+
+
+def _set_version(model) -> None:
+    model.version = 2097155
+
+
+def _set_padding(model) -> None:
+    _first_op(model, 4).builtinOptions.padding = 33  # the first DEPTHWISE_CONV_2D
+
+
+def _drop_outputs(model) -> None:
+    _first_op(model, 3).outputs = []  # the first CONV_2D
+
+
+@pytest.mark.parametrize("change, words", [
+    (_set_version, "TFLite schema version 2097155, where only version 3 exists"),
+    (_set_padding, "(depthwise_conv_2d): unknown padding 33"),
+    (_drop_outputs, "(conv_2d): its output is missing"),
+], ids=["version", "padding", "no-output"])
+def test_tflite_with_damaged_structure(tmp_path, change, words):
+    damaged, out = tmp_path / "damaged.tflite", tmp_path / "out"
+    damaged_tflite(damaged, change)
+    assert_clean_failure(fcm("extract", str(damaged), "-o", str(out)), damaged, words, out)
+
+
+def test_tflite_with_a_negative_weight_scale(tmp_path):
+    damaged, out = tmp_path / "negative_scale.tflite", tmp_path / "out" / "m.onnx"
+    # tensor 7: the first block's projection weights, int8 with a scale per output channel
+    damaged_tflite(damaged, lambda model: _set_first(model.subgraphs[0].tensors[7], "scale", -0.5))
+    assert_clean_failure(fcm("convert", str(damaged), "-o", str(out)), damaged,
+                         "a quantization scale of its weights is -0.5; TFLite's integer arithmetic needs positive ones",
+                         out.parent)
+
+
+def test_tflite_the_interpreter_refuses(tmp_path):
+    damaged, out = tmp_path / "bias_zero_point.tflite", tmp_path / "out" / "m.onnx"
+    # tensor 4: the stem's int32 bias, whose zero points TFLite requires to be 0; the reader does not check them
+    damaged_tflite(damaged, lambda model: _set_first(model.subgraphs[0].tensors[4], "zeroPoint", 42496))
+    assert_clean_failure(fcm("convert", str(damaged), "-o", str(out)), damaged,
+                         "the TFLite interpreter cannot run the model, so it cannot be verified", out.parent)
 
 
 @pytest.mark.parametrize("kind", ["jpeg", "text", "zip", "tflite-named-text"])
