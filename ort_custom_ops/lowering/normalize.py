@@ -2,6 +2,8 @@
 
 In: an ``onnx.ModelProto`` as tf2onnx writes it. Out: the same function, in a canonical form:
 
+0. What tf2onnx writes that ONNX does not have: TensorFlow's ``Erfc`` (Keras' exact GELU, ``0.5 x
+   erfc(-x / sqrt(2))``) becomes ``1 - Erf(x)``, which ONNX Runtime can load.
 1. ONNX Runtime's basic (level-1) graph optimizations, which are exact rewrites: BatchNormalization
    and the per-channel ``Mul``/``Add`` left after depthwise convolutions folded into the Conv
    weights, needless ``Transpose`` pairs cancelled (a MobileNetV3 export carries ~100), constants
@@ -165,8 +167,26 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
+def expand_erfc(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with each ``Erfc(x)`` node as ``1 - Erf(x)`` (where erfc(x) is tiny, this is exact
+    to float32's absolute rounding of 1, about 6e-8, not to its relative rounding)."""
+    if not any(node.op_type == "Erfc" for node in model.graph.node):
+        return model
+    graph = gs.import_onnx(model)
+    for node in [n for n in graph.nodes if n.op == "Erfc" and n.domain in (None, "", "ai.onnx")]:
+        x, y = node.inputs[0], node.outputs[0]
+        erf = gs.Variable(f"{y.name}__erf", dtype=x.dtype)
+        one = gs.Constant(f"{y.name}__one", np.ones((), np.dtype(x.dtype) if x.dtype is not None else np.float32))
+        node.outputs.clear()
+        graph.nodes += [gs.Node("Erf", inputs=[x], outputs=[erf]), gs.Node("Sub", inputs=[one, erf], outputs=[y])]
+    graph.cleanup().toposort()
+    out = gs.export_onnx(graph)
+    out.ir_version = model.ir_version
+    return out
+
+
 def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
-    model = _infer_shapes(ort_basic_optimize(model))
+    model = _infer_shapes(ort_basic_optimize(expand_erfc(model)))
     graph = gs.import_onnx(model)
     fold_hard_swish(graph)
     fold_bias_adds(graph)

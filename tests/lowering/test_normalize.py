@@ -93,3 +93,22 @@ def test_normalize_folds_batch_norm_and_keeps_the_function(rng):
     assert [n.op_type for n in normalized.graph.node] == ["Conv", "Relu"]
     x = rng.normal(size=(2, c, 6, 6)).astype(np.float32)
     np.testing.assert_allclose(run(normalized, x), run(model, x), rtol=1e-4, atol=1e-5)
+
+
+def test_erfc_from_tf2onnx_becomes_one_minus_erf(rng):
+    """tf2onnx writes Keras' exact GELU, 0.5 x erfc(-x / sqrt(2)), with an Erfc node that ONNX does
+    not have (ONNX Runtime refuses the model); normalize computes it as 1 - Erf."""
+    import math
+
+    model = parse("""
+        g (float[N, 5] x) => (float[N, 5] y) {
+            n = Mul (x, minus_root_half)
+            e = Erfc (n)
+            h = Mul (x, e)
+            y = Mul (h, half)
+        }""", minus_root_half=np.float32(-1 / math.sqrt(2)), half=np.float32(0.5))
+    normalized = normalize(model)
+    assert "Erfc" not in {n.op_type for n in normalized.graph.node}
+    x = rng.uniform(-8, 8, (3, 5)).astype(np.float32)
+    gelu = 0.5 * x.astype(np.float64) * np.vectorize(math.erfc)(-x.astype(np.float64) / math.sqrt(2))
+    np.testing.assert_allclose(run(normalized, x), gelu, rtol=1e-6, atol=1e-6)
