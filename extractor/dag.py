@@ -75,6 +75,78 @@ EXTENSION_FIELDS = (
 CONV_TYPES = ("s", "dw", "pw")
 
 
+# --- what each field may hold (a file's entries are checked against this when read) -------------
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _ints(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_int(v) for v in value)
+
+
+def _int_or_ints(value: Any) -> bool:
+    return _is_int(value) or _ints(value)
+
+
+def _number_or_numbers(value: Any) -> bool:
+    return _is_number(value) or (isinstance(value, list) and all(_is_number(v) for v in value))
+
+
+def _tensor_refs(value: Any) -> bool:
+    """``inputs``/``outputs``: one dict per operand (inputs may hold null), whose shape, scale, zero
+    point and producer, where given, have the types the readers write."""
+    if not isinstance(value, list):
+        return False
+    for ref in value:
+        if ref is None:
+            continue
+        if not isinstance(ref, dict):
+            return False
+        checks = {"shape": _ints, "scale": _number_or_numbers, "zero_point": _int_or_ints, "op": _is_int,
+                  "index": _is_int, "dtype": lambda v: isinstance(v, str), "model_output": _is_int}
+        if any(key in ref and not check(ref[key]) for key, check in checks.items()):
+            return False
+    return True
+
+
+_STRING = ("a string", lambda v: isinstance(v, str))
+_INTEGER = ("an integer", _is_int)
+_INTEGERS = ("a list of integers", _ints)
+_OBJECT = ("an object", lambda v: isinstance(v, dict))
+_BOOLEAN = ("true or false", lambda v: isinstance(v, bool))
+
+#: field -> (what it must be, in words; the check). None is always allowed (the field absent).
+FIELD_TYPES: dict[str, tuple[str, Any]] = {
+    **{name: _STRING for name in ("name", "type", "padding")},
+    **{name: _INTEGER for name in ("id", "strides", "depth_multiplier", "groups", "padding_top", "padding_bottom",
+                                    "padding_left", "padding_right")},
+    **{name: _INTEGERS for name in ("weights_shape", "ifms_shape", "ofms_shape", "kernel_size", "strides_hw", "dilation",
+                                     "pads")},
+    **{name: _OBJECT for name in ("activation_params", "options", "source")},
+    **{name: _BOOLEAN for name in ("has_bias", "opaque")},
+    "activation": ("a string", lambda v: isinstance(v, (str, int)) and not isinstance(v, bool)),
+    **{name: ("a list of layer ids", _ints) for name in ("parents", "children")},
+    **{name: ("a finite number or a list of them", _number_or_numbers) for name in ("ifms_scales", "ofms_scales")},
+    **{name: ("an integer or a list of them", _int_or_ints) for name in ("ifms_zero_points", "ofms_zero_points")},
+    "inputs": ("a list of operand objects (or null)", _tensor_refs),
+    "outputs": ("a list of operand objects", _tensor_refs),
+}
+
+#: list fields of a fixed length (height and width; top, bottom, left, right)
+LENGTHS = {"kernel_size": 2, "strides_hw": 2, "dilation": 2, "pads": 4}
+PADDING_FIELDS = ("padding_top", "padding_bottom", "padding_left", "padding_right")
+
+#: fields that count or measure something, so must be at least 1 (sizes, strides) or 0 (padding)
+AT_LEAST = {**{name: 1 for name in ("weights_shape", "ifms_shape", "ofms_shape", "strides", "kernel_size", "strides_hw",
+                                     "dilation", "depth_multiplier", "groups")},
+            **{name: 0 for name in ("padding_top", "padding_bottom", "padding_left", "padding_right", "pads")}}
+
+
 @dataclass
 class Layer:
     """One operator of the model. Field names follow the seed's DAG files (see module doc)."""
@@ -130,14 +202,31 @@ class Layer:
 
     @classmethod
     def from_json(cls, entry: dict[str, Any]) -> "Layer":
+        """The layer of a file's entry; a field of the wrong type or out of range is an FcmError."""
+        for name, (words, check) in FIELD_TYPES.items():
+            value = entry.get(name)
+            if value is not None and not check(value):
+                raise FcmError(f"'{name}' must be {words}, not {_short_repr(value)}")
+            if name in AT_LEAST and value is not None and min(value if isinstance(value, list) else [value], default=1) < AT_LEAST[name]:
+                raise FcmError(f"'{name}' must be at least {AT_LEAST[name]}, not {_short_repr(value)}")
+            if name in LENGTHS and value is not None and len(value) != LENGTHS[name]:
+                raise FcmError(f"'{name}' must hold {LENGTHS[name]} integers, not {_short_repr(value)}")
+        if len({entry.get(name) is None for name in PADDING_FIELDS}) > 1:
+            raise FcmError(f"{', '.join(PADDING_FIELDS)} come together or not at all")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in entry.items() if k in known}
         extra = {k: v for k, v in entry.items() if k not in known}
         layer = cls(**kwargs, extra=extra)
+        layer.parents, layer.children = layer.parents or [], layer.children or []  # (null: none)
         if layer.activation is None:
             layer.activation = NO_ACTIVATION
         layer.activation = str(layer.activation)
         return layer
+
+
+def _short_repr(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _fmt_dag_json(entries: list[dict[str, Any]]) -> str:
@@ -215,10 +304,13 @@ class Dag:
                     raise FcmError(f"layer {layer.id} comes before its parent {parent}; entries must be in execution order", where)
         for layer in self.layers:
             if layer.is_conv:
-                for name in ("weights_shape", "ifms_shape", "ofms_shape"):
+                # weights [F, C] (pw), [C * M, KH, KW] (dw), [F, C, KH, KW] (s); feature maps [C, H, W]
+                weight_rank = {"pw": 2, "dw": 3, "s": 4}[layer.type]
+                for name, rank in (("weights_shape", weight_rank), ("ifms_shape", 3), ("ofms_shape", 3)):
                     value = getattr(layer, name)
-                    if not value or not all(isinstance(v, int) and v > 0 for v in value):
-                        raise FcmError(f"{layer.type} layer {layer.id} ({layer.name}) has no valid {name}", where)
+                    if not value or len(value) != rank or not all(isinstance(v, int) and v > 0 for v in value):
+                        raise FcmError(f"{layer.type} layer {layer.id} ({layer.name}) has no valid {name} "
+                                       f"({rank} positive integers)", where)
         return self
 
     # --- files --------------------------------------------------------------------------------
@@ -244,6 +336,8 @@ class Dag:
                 raise FcmError(f"entry {position} is not a layer (needs at least 'name' and 'id')", path)
             try:
                 layers.append(Layer.from_json(entry))
+            except FcmError as exc:
+                raise FcmError(f"entry {position} is malformed: {exc.message}", path) from None
             except TypeError as exc:
                 raise FcmError(f"entry {position} is malformed: {exc}", path) from None
         weights_path = Path(weights) if weights is not None else path.with_name(WEIGHTS_FILE)

@@ -191,6 +191,13 @@ def test_existing_output_is_untouched_on_failure(tmp_path):
         (lambda d: (d[2]["parents"].append(5), d[5]["children"].append(2)), "cycle"),
         (lambda d: d[3].pop("ofms_shape"), "no valid ofms_shape"),
         (lambda d: d.__setitem__(4, {"id": 4}), "not a layer"),
+        (lambda d: d[3].__setitem__("strides", "2"), "entry 3 is malformed: 'strides' must be an integer, not \"2\""),
+        (lambda d: d[3].__setitem__("ofms_scales", float("nan")), "'ofms_scales' must be a finite number or a list of them, not nan"),
+        (lambda d: d[6].__setitem__("strides", 0), "'strides' must be at least 1, not 0"),
+        (lambda d: d[2].__setitem__("kernel_size", [3]), "'kernel_size' must hold 2 integers, not [3]"),
+        (lambda d: d[5].pop("padding_left"), "padding_top, padding_bottom, padding_left, padding_right come together or not at all"),
+        (lambda d: d[2].__setitem__("weights_shape", [32, 9]), "dw layer 2 (depthwise_conv_2d) has no valid weights_shape (3 positive"),
+        (lambda d: d[3].__setitem__("children", None), "does not list it"),
     ],
 )
 @pytest.mark.parametrize("command", [["inspect"], ["plan", "--gpu", "H100"]])
