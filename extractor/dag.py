@@ -97,19 +97,19 @@ def _number_or_numbers(value: Any) -> bool:
     return _is_number(value) or (isinstance(value, list) and all(_is_number(v) for v in value))
 
 
+#: an operand object's keys, where given, and the types the readers write there
+_REF_CHECKS = {"shape": _ints, "scale": _number_or_numbers, "zero_point": _int_or_ints, "op": _is_int, "index": _is_int,
+               "dtype": lambda v: isinstance(v, str), "model_output": _is_int}
+
+
 def _tensor_refs(value: Any) -> bool:
-    """``inputs``/``outputs``: one dict per operand (inputs may hold null), whose shape, scale, zero
-    point and producer, where given, have the types the readers write."""
+    """``inputs``/``outputs``: one dict per operand (inputs may hold null), checked by ``_REF_CHECKS``."""
     if not isinstance(value, list):
         return False
     for ref in value:
         if ref is None:
             continue
-        if not isinstance(ref, dict):
-            return False
-        checks = {"shape": _ints, "scale": _number_or_numbers, "zero_point": _int_or_ints, "op": _is_int,
-                  "index": _is_int, "dtype": lambda v: isinstance(v, str), "model_output": _is_int}
-        if any(key in ref and not check(ref[key]) for key, check in checks.items()):
+        if not isinstance(ref, dict) or any(key in ref and not check(ref[key]) for key, check in _REF_CHECKS.items()):
             return False
     return True
 
@@ -336,10 +336,8 @@ class Dag:
                 raise FcmError(f"entry {position} is not a layer (needs at least 'name' and 'id')", path)
             try:
                 layers.append(Layer.from_json(entry))
-            except FcmError as exc:
+            except FcmError as exc:  # (its fields checked, the entry makes a Layer: it has a name and an id)
                 raise FcmError(f"entry {position} is malformed: {exc.message}", path) from None
-            except TypeError as exc:
-                raise FcmError(f"entry {position} is malformed: {exc}", path) from None
         weights_path = Path(weights) if weights is not None else path.with_name(WEIGHTS_FILE)
         arrays: dict[str, np.ndarray] = {}
         if weights is not None or weights_path.exists():
