@@ -170,8 +170,15 @@ INT8_LAYER_ATTRIBUTES = {
 #: folded: ``ort_custom_ops.lowering.layers.fold_input_affines``). In fp16
 #: and bf16 the sum plus bias is rounded to the element type before the activation, and the result
 #: again, as ONNX's Conv and activation operators in that type compute them.
+#:
+#: ``Mean`` is the spatial mean of a channels-last map, one deterministic pass over it (a network's
+#: global average pool, a squeeze-and-excitation mean): X [N, H, W, C] -> Y [N, 1, 1, C] (``keepdims``
+#: 1, the default) or [N, C] (0), Y[n, c] = the sum over h, w of X[n, h, w, c], divided by H * W. Half
+#: types widen X to fp32, sum in fp32 and round the mean once to the element type (ONNX's ReduceMean
+#: on the widened map, then a Cast).
 FLOAT_LAYER_ATTRIBUTES = {
     "Conv": ("kernel_shape", "strides", "pads", "group", "stage1_activation", "stage1_clip", LAYOUT_ATTRIBUTE),
+    "Mean": ("keepdims", LAYOUT_ATTRIBUTE),
 }
 #: The planner's tiling as node attributes (a record of its cost model's figures).
 TILING_KEYS = ("tile_h", "tile_w", "tile_f", "chunk", "split", "plan_batch")

@@ -1,7 +1,9 @@
 // The library's entry point: ONNX Runtime calls RegisterCustomOps when a session registers it.
 // The int8 ops (int8_ops.h) are registered for the CPU execution provider, and for the CUDA execution provider
 // when the library is built with CUDA. The float ops (every fused op type of the vocabulary, vocabulary.h, in
-// fp32, fp16 and bf16, and the float convolution layers Conv, Fp16Conv, Bf16Conv: conv_layer.h) depend on the session config entry "fcm.fp32_kernels", read when the library is registered:
+// fp32, fp16 and bf16, the float convolution layers Conv, Fp16Conv, Bf16Conv: conv_layer.h, and the spatial-mean
+// layers Mean, Fp16Mean, Bf16Mean: mean_layer.h) depend on the session config entry "fcm.fp32_kernels", read when
+// the library is registered:
 //   "auto" (or no entry): where this process can run the CUDA kernels (the library is built with CUDA and
 //       ONNX Runtime has the CUDA execution provider), the CUDA kernels of every precision, with the CPU reference
 //       kernels for fused nodes no GPU takes; elsewhere (a CPU-only host) none;
@@ -16,6 +18,7 @@
 #include "conv_layer.h"
 #include "fused_op.h"
 #include "int8_ops.h"
+#include "mean_layer.h"
 
 #include <algorithm>
 #include <iterator>
@@ -28,6 +31,7 @@
 #include "cuda/conv_layer_cuda.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/int8_cuda.h"
+#include "cuda/mean_layer_cuda.h"
 #endif
 
 namespace {
@@ -67,10 +71,16 @@ struct OpSet {
         fcm::kConvLayerOps[1], "CPUExecutionProvider"));
     ops.push_back(std::make_unique<fcm::ConvLayerOp<fcm::CpuConvLayerKernelT<Ort::BFloat16_t>, Ort::BFloat16_t>>(
         fcm::kConvLayerOps[2], "CPUExecutionProvider"));
+    // the spatial-mean layers (mean_layer.h): Mean, Fp16Mean, Bf16Mean
+    ops.push_back(std::make_unique<fcm::MeanLayerOp<fcm::CpuMeanLayerKernel, float>>(fcm::kMeanLayerOps[0], "CPUExecutionProvider"));
+    ops.push_back(std::make_unique<fcm::MeanLayerOp<fcm::CpuMeanLayerKernel, Ort::Float16_t>>(fcm::kMeanLayerOps[1], "CPUExecutionProvider"));
+    ops.push_back(std::make_unique<fcm::MeanLayerOp<fcm::CpuMeanLayerKernel, Ort::BFloat16_t>>(fcm::kMeanLayerOps[2], "CPUExecutionProvider"));
 #if defined(FCM_WITH_CUDA)
     const fcm::Precision layer_precisions[] = {fcm::Precision::kFp32, fcm::Precision::kFp16, fcm::Precision::kBf16};
-    for (size_t i = 0; i < std::size(fcm::kConvLayerOps); ++i)
+    for (size_t i = 0; i < std::size(fcm::kConvLayerOps); ++i) {
       ops.push_back(fcm::MakeCudaConvLayerOp(fcm::kConvLayerOps[i], layer_precisions[i]));
+      ops.push_back(fcm::MakeCudaMeanLayerOp(fcm::kMeanLayerOps[i], layer_precisions[i]));
+    }
 #endif
     const size_t float_ops = ops.size();
     fcm::int8::AddInt8Ops(&ops);
@@ -144,6 +154,7 @@ FCM_EXPORT const char* FcmLibraryCudaFloatOps() {
     for (const fcm::FusedKind* kinds : {fcm::kFp32Kinds, fcm::kFp16Kinds, fcm::kBf16Kinds})
       for (size_t i = 0; i < std::size(fcm::kFp32Kinds); ++i) out += (out.empty() ? "" : ",") + std::string(kinds[i].name);
     for (const char* layer : fcm::kConvLayerOps) out += "," + std::string(layer);
+    for (const char* layer : fcm::kMeanLayerOps) out += "," + std::string(layer);
     return out;
   }();
   return names.c_str();

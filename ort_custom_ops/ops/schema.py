@@ -22,12 +22,17 @@ Also in the float precisions, one convolution layer of its own (:class:`ConvLaye
 for a depthwise one). Attributes ``kernel_shape``, ``strides``, ``pads`` (ONNX's order), ``group``,
 ``stage1_activation`` (``stage1_clip``) and ``channels_last`` = 1. Its function body is ONNX's
 Conv and the activation between the layout changes of :func:`channels_last_body`, in half precision
-made as a fused node's is (below).
+made as a fused node's is (below). And the spatial mean of a channels-last map (:class:`MeanLayer`,
+:func:`mean_layer_node`): op types ``Mean``, ``Fp16Mean``, ``Bf16Mean``, input ``X`` [N, H, W, C],
+output ``Y`` [N, 1, 1, C] (``keepdims`` = 1, the default) or [N, C] (0), attributes ``keepdims`` and
+``channels_last`` = 1; its function body is ONNX's ReduceMean over axes [1, 2], in half precision on
+the widened map (fp32 sums, the mean rounded once).
 
 In half precision (``FcmSpec.precision`` fp16 or bf16; :func:`half_body`): op types
 ``Fp16Fused*`` / ``Bf16Fused*``, every input and the output in the element type, the same attributes
 less ``allow_tf32``. The function body of an fp16 node is the fp32 body converted by
-onnxconverter-common's float16 converter (ONNX Runtime runs fp16 Conv on the CPU and CUDA providers);
+onnxconverter-common's float16 converter (ONNX Runtime runs fp16 Conv on the CPU and CUDA providers),
+its means (:data:`FP32_REDUCTIONS`) computed in fp32 between Casts, as the fp16 kernels sum;
 that of a bf16 node widens its inputs to fp32, runs the fp32 body with each operator's output rounded
 to bf16 (a Cast to bf16 and back) and returns bf16, because ONNX Runtime has no bf16 Conv kernel on
 any provider (nor bf16 arithmetic on the CPU).
@@ -114,6 +119,13 @@ def conv_layer_node(precision: str, inputs: Sequence[str], output: str, name: st
     if precision not in vocabulary.FLOAT_PRECISIONS:
         raise ValueError(f"no float layer in {precision!r} (one of {', '.join(vocabulary.FLOAT_PRECISIONS)})")
     return _domain_node(vocabulary.layer_op_type("Conv", precision), inputs, output, name, attributes, overload)
+
+
+def mean_layer_node(precision: str, x: str, y: str, name: str, keepdims: bool = True,
+                    overload: str | None = None) -> NodeProto:
+    """The float ``Mean`` layer's node (:class:`MeanLayer`) in a precision (``Mean``, ``Fp16Mean``,
+    ``Bf16Mean``): the mean over H and W of ``x`` [N, H, W, C]."""
+    return MeanLayer(keepdims, precision).node([x], y, name, overload)
 
 
 def _domain_node(op_type: str, inputs: Sequence[str], output: str, name: str, attributes: dict,
@@ -360,11 +372,17 @@ def rounded_nodes(nodes: Sequence[NodeProto], precision: str, keep: Sequence[str
     return out
 
 
-def half_body(body: list[NodeProto], precision: str, inputs: Sequence[str], output: str) -> list[NodeProto]:
-    """An fp32 function body (formal ``inputs``, ``output``) made to take and return ``precision``
-    (fp16 or bf16; see the module docstring)."""
+#: Operators an fp16 function body computes in fp32 (between Casts): sums that fp16 would round at
+#: every step.
+FP32_REDUCTIONS = ("ReduceMean",)
+
+
+def half_body(body: list[NodeProto], precision: str, inputs: Sequence[str], output: str,
+              opset: int = 17) -> list[NodeProto]:
+    """An fp32 function body (formal ``inputs``, ``output``; standard operators of ``opset``) made
+    to take and return ``precision`` (fp16 or bf16; see the module docstring)."""
     if precision == "fp16":
-        return _fp16_body(body, inputs, output)
+        return _fp16_body(body, inputs, output, opset)
     if precision != "bf16":
         raise ValueError(f"no half-precision body for {precision!r}")
     widened = {name: f"{name}_fp32" for name in inputs}
@@ -373,18 +391,19 @@ def half_body(body: list[NodeProto], precision: str, inputs: Sequence[str], outp
     return casts + rounded_nodes(renamed_nodes(body, widened), precision, outputs=[output])
 
 
-def _fp16_body(body: list[NodeProto], inputs: Sequence[str], output: str) -> list[NodeProto]:
-    """The fp32 body through onnxconverter-common's float16 converter (nothing kept in fp32)."""
+def _fp16_body(body: list[NodeProto], inputs: Sequence[str], output: str, opset: int) -> list[NodeProto]:
+    """The fp32 body through onnxconverter-common's float16 converter (only :data:`FP32_REDUCTIONS`
+    kept in fp32)."""
     import warnings
 
     from onnxconverter_common import float16
 
     graph = helper.make_graph(list(body), "body", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in inputs],
                               [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     with warnings.catch_warnings():  # it warns of each value it clamps to fp16's range, and of none that matter here
         warnings.simplefilter("ignore")
-        converted = float16.convert_float_to_float16(model, keep_io_types=False, op_block_list=[],
+        converted = float16.convert_float_to_float16(model, keep_io_types=False, op_block_list=list(FP32_REDUCTIONS),
                                                      check_fp16_ready=False)
     return list(converted.graph.node)
 
@@ -397,8 +416,24 @@ CONV_LAYER_AFFINE_INPUTS = ("XS", "XB")  # an input scale and shift ([C] or [1]:
 CONV_LAYER_OUTPUT = "Y"
 
 
+class FloatLayer:
+    """What the float layers (``fcm_core.vocabulary.FLOAT_LAYER_ATTRIBUTES``) share: ``layer``, the
+    table's name of it, and ``precision``, which names the op type."""
+
+    layer = ""
+    precision: str
+
+    def __post_init__(self):
+        if self.precision not in NUMPY_TYPES:
+            raise ValueError(f"unknown precision {self.precision!r} (one of {', '.join(NUMPY_TYPES)})")
+
+    @property
+    def op_type(self) -> str:
+        return vocabulary.layer_op_type(self.layer, self.precision)
+
+
 @dataclass
-class ConvLayer:
+class ConvLayer(FloatLayer):
     """One float ``Conv`` layer (``fcm_core.vocabulary.FLOAT_LAYER_ATTRIBUTES``): X [N, H, W, C],
     W [F, C / group, KH, KW] (ONNX's Conv layout), B [F] -> act(conv(X, W) + B) [N, Ho, Wo, F], all in
     the precision's element type; dilations 1, ``group`` 1 or C (= F, depthwise). ``input_affine``: two
@@ -411,14 +446,7 @@ class ConvLayer:
     activation: Activation = field(default_factory=Activation)
     precision: str = "fp32"
     input_affine: bool = False
-
-    def __post_init__(self):
-        if self.precision not in NUMPY_TYPES:
-            raise ValueError(f"unknown precision {self.precision!r} (one of {', '.join(NUMPY_TYPES)})")
-
-    @property
-    def op_type(self) -> str:
-        return vocabulary.layer_op_type("Conv", self.precision)
+    layer = "Conv"
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -458,6 +486,48 @@ class ConvLayer:
         """The model-local function of one such node (formal inputs :attr:`inputs`)."""
         body = self.reference_nodes(*CONV_LAYER_INPUTS, CONV_LAYER_OUTPUT, affine=CONV_LAYER_AFFINE_INPUTS)
         return domain_function(self.op_type, body, self.inputs, CONV_LAYER_OUTPUT, overload, opset)
+
+
+# --- float spatial-mean layers -------------------------------------------------------------------
+
+#: The formal input and output of a ``Mean`` layer's function.
+MEAN_LAYER_INPUT = "X"
+MEAN_LAYER_OUTPUT = "Y"
+MEAN_AXES = (1, 2)  # H and W of an NHWC map
+
+
+@dataclass
+class MeanLayer(FloatLayer):
+    """One float ``Mean`` layer (``fcm_core.vocabulary.FLOAT_LAYER_ATTRIBUTES``): X [N, H, W, C] ->
+    the mean over H and W, Y [N, 1, 1, C] (``keepdims``) or [N, C], in the precision's element type;
+    the sums in fp32 and the mean rounded once."""
+
+    keepdims: bool = True
+    precision: str = "fp32"
+    layer = "Mean"
+
+    def attributes(self) -> dict:
+        return {"keepdims": int(self.keepdims), LAYOUT_ATTRIBUTE: 1}
+
+    def node(self, inputs: Sequence[str], output: str, name: str, overload: str | None = None) -> NodeProto:
+        return _domain_node(self.op_type, inputs, output, name, self.attributes(), overload)
+
+    def reference_nodes(self, x: str, y: str, opset: int, prefix: str = "fcm") -> list[NodeProto]:
+        """The same computation in standard ONNX of ``opset``: ReduceMean over axes [1, 2] (an input
+        from opset 18, an attribute before), in half precision on X widened to fp32 with the mean
+        rounded once (:func:`half_body`)."""
+        if opset >= 18:
+            axes = f"{prefix}_axes"
+            body = [helper.make_node("Constant", [], [axes], value=helper.make_tensor(axes, TensorProto.INT64, [2], MEAN_AXES)),
+                    helper.make_node("ReduceMean", [x, axes], [y], keepdims=int(self.keepdims))]
+        else:
+            body = [helper.make_node("ReduceMean", [x], [y], axes=list(MEAN_AXES), keepdims=int(self.keepdims))]
+        return body if self.precision == "fp32" else half_body(body, self.precision, [x], y, opset)
+
+    def function(self, overload: str, opset: int):
+        """The model-local function of one such node."""
+        body = self.reference_nodes(MEAN_LAYER_INPUT, MEAN_LAYER_OUTPUT, opset)
+        return domain_function(self.op_type, body, [MEAN_LAYER_INPUT], MEAN_LAYER_OUTPUT, overload, opset)
 
 
 # --- int8 ----------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 never a crash or another exception.
 
 Each case starts from a valid one-node model (a fused float node in either layout and precision, a
-float Conv layer, an int8 convolution, add or mean) and changes one or two things at random: an
+float Conv layer, a float Mean layer, an int8 convolution, add or mean) and changes one or two things at random: an
 attribute's value (extreme integers, lists of any length, NaN and infinite floats, strings that are
 not UTF-8), an attribute dropped or added, an initializer given another shape or element type, an
 input emptied or dropped; the input fed has random sizes, zero included, and now and then another
@@ -20,7 +20,7 @@ from onnx import AttributeProto, TensorProto, helper, numpy_helper
 from fcm_core.vocabulary import KINDS
 from ort_custom_ops.ops.library import is_onnxruntime_error, make_session
 from ort_custom_ops.ops.schema import (NUMPY_TYPES, ONNX_TYPES, Activation, Quant, Requant, add_node, conv_layer_node,
-                                       conv_node, make_model, mean_node)
+                                       conv_node, make_model, mean_layer_node, mean_node)
 from ort_custom_ops.ops.standalone import fused_model
 from tests.support.gpu import cuda_providers, require_cuda
 from tests.support.specs import random_int8, random_spec
@@ -29,7 +29,7 @@ CASES = 300  # per family and test run on the CPU kernels; the seeds are fixed
 GPU_CASES = 60  # on the CUDA kernels (a CUDA session takes longer to make; the sanitizers run this test too)
 EXTREME_INTS = [-2**31, -1, 0, 1, 2, 3, 5, 7, 8, 64, 1000, 2**31 - 1]
 ATTRIBUTE_NAMES = ["dw_kernel", "dw_stride", "dw_pads", "residual", "channels_last", "split", "cuda_plans", "group", "strides",
-                   "pads", "kernel_shape", "clamp", "table", "stage1_activation", "stage1_clip", "unknown_name"]
+                   "pads", "kernel_shape", "clamp", "table", "stage1_activation", "stage1_clip", "keepdims", "unknown_name"]
 
 
 def _random_value(rng, attribute: AttributeProto) -> None:
@@ -119,6 +119,19 @@ def layer_case(rng):
     return make_model(graph), {"X": rng.normal(size=(n, h, w, _channels(rng, channels))).astype(NUMPY_TYPES[precision])}
 
 
+def mean_layer_case(rng):
+    """A float Mean layer (fp32 or fp16, either keepdims); sizes of 0 pixels included."""
+    precision = str(rng.choice(["fp32", "fp16"]))
+    node = mean_layer_node(precision, "X", "Y", "mean", keepdims=bool(rng.random() < 0.5))
+    graph = helper.make_graph([node], "mean", [helper.make_tensor_value_info("X", ONNX_TYPES[precision], None)],
+                              [helper.make_tensor_value_info("Y", ONNX_TYPES[precision], None)])
+    n, h, w = _sizes(rng)
+    shape = (n, h, w, int(rng.integers(0, 40)))
+    if rng.random() < 0.1:  # another rank
+        shape = shape[:int(rng.integers(0, 4))] if rng.random() < 0.5 else shape + (2,)
+    return make_model(graph), {"X": rng.normal(size=shape).astype(NUMPY_TYPES[precision])}
+
+
 def int8_case(rng):
     n, h, w = _sizes(rng)
     channels = int(rng.integers(1, 12))
@@ -162,7 +175,8 @@ def check_broken_models(family, providers: list, cases: int) -> None:
     assert outcomes["ran"] > 0 and outcomes["refused"] > 0, outcomes
 
 
-FAMILIES = pytest.mark.parametrize("family", [fused_case, layer_case, int8_case], ids=["fused", "layer", "int8"])
+FAMILIES = pytest.mark.parametrize("family", [fused_case, layer_case, mean_layer_case, int8_case],
+                                    ids=["fused", "layer", "mean", "int8"])
 
 
 @FAMILIES
