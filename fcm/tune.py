@@ -80,6 +80,7 @@ from fcm.pipeline.verify import (FP32_TOLERANCE, TF32_TOLERANCE, Check, UnfusedH
                                  model_precision, recorded_input_range)
 from fcm_core.errors import FcmError, one_line
 from fcm_core.fileio import atomic_write_bytes, atomic_write_text
+from fcm_core.vocabulary import layer_of
 from ort_custom_ops.lowering.rewrite import rewrite
 from ort_custom_ops.lowering.rules import fused_node_name
 from ort_custom_ops.lowering.unfuse import check_fused_names, unfuse
@@ -218,6 +219,7 @@ class Conversion:
     dag: Dag
     plan: dict
     layout: str  # the fused nodes' layout, as rewrite takes it
+    mean_layers: bool = False  # the spatial means made Mean layers (rewrite's option), as the fused model has them
 
 
 def load_conversion(model: onnx.ModelProto, model_path: Path) -> tuple[Conversion | None, str]:
@@ -242,7 +244,8 @@ def load_conversion(model: onnx.ModelProto, model_path: Path) -> tuple[Conversio
     except (FcmError, OSError, ValueError, KeyError, TypeError) as exc:
         return None, f"the companions cannot be read: {one_line(str(exc))}"
     channels_last = any(is_channels_last(n) for n in model.graph.node if is_fused_group(n))
-    return Conversion(files["unfused"], source, dag, plan, "nhwc" if channels_last else "nchw"), ""
+    mean_layers = any(n.domain == DOMAIN and layer_of(n.op_type) == ("Mean", "fp32") for n in model.graph.node)
+    return Conversion(files["unfused"], source, dag, plan, "nhwc" if channels_last else "nchw", mean_layers), ""
 
 
 class NotReproduced(Exception):
@@ -261,7 +264,8 @@ def rewritten_source(model: onnx.ModelProto, conversion: Conversion, kept: set[s
     come out as ``model`` has it."""
     groups = [g for g in conversion.plan["groups"] if fused_node_name(g["id"], g["kind"]) in kept]
     try:
-        result = rewrite(conversion.source, conversion.dag, {**conversion.plan, "groups": groups}, conversion.layout)
+        result = rewrite(conversion.source, conversion.dag, {**conversion.plan, "groups": groups}, conversion.layout,
+                         mean_layers=conversion.mean_layers)
     except Exception as exc:  # whatever stops the rewrite, unfusing the fused model is still correct
         raise NotReproduced(f"the rewrite failed ({type(exc).__name__}: {one_line(str(exc), 160)})") from None
     if result.skipped:

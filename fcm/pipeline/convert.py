@@ -50,6 +50,7 @@ class ConvertOptions:
     calibration: str | Path | None = None  # with int8: a .npy of input samples; None: random (a warning)
     io_dtype: str = "int8"  # with int8: the quantized model's input and output type ("int8" or "uint8")
     layout: str = "nhwc"  # fp32: the fused nodes' layout, "nhwc" (channels last) or "nchw" (int8 is NHWC)
+    mean_layers: bool = False  # float, nhwc: the spatial means as Mean layers of the domain (not yet measured on a GPU)
     precision: str = "fp32"  # a float model computed in "fp32", "fp16" or "bf16"
     io_half: bool = False  # fp16/bf16: the model's inputs and outputs in the precision too (default: fp32, one Cast each)
     samples: int = 256  # fp16/bf16: random images for the verification's agreement

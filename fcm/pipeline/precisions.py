@@ -62,7 +62,7 @@ class Fp32:
         from ort_custom_ops.lowering.rewrite import rewrite
 
         progress(f"rewriting {len(plan.groups)} groups ({options.layout.upper()} fused nodes)")
-        result = rewrite(prepared, dag, plan.to_json(), options.layout)
+        result = rewrite(prepared, dag, plan.to_json(), options.layout, mean_layers=options.mean_layers)
         if not dag.convs() or not any(layer.type in ("dw", "pw") for layer in dag.convs()):
             notes.append("the model has no depthwise or pointwise convolutions: nothing to fuse, the graph is unchanged")
         elif not result.fused:

@@ -7,10 +7,11 @@ precision (``fp16`` or ``bf16``) and whether its inputs and outputs become half 
 - the standard operators through onnxconverter-common's float16 converter, the operators of
   :func:`kept_fp32` computed in fp32 between Casts (the converter's op block list); by default one
   Cast at each model input and output (``io_half``: none, the inputs and outputs in the precision);
-- the fused nodes and the convolution layers (``Conv``) are kept out of the converter's handling of
+- the fused nodes and the layers (``Conv``, ``Mean``) are kept out of the converter's handling of
   operators: it only types the tensors around them, and they are typed here: the precision's op type
-  (``Fp16FusedPwDwPw``, ``Fp16Conv``), weights rounded to it, the function body of
-  :func:`ort_custom_ops.ops.schema.half_body`; an input Cast that only a stem layer reads is
+  (``Fp16FusedPwDwPw``, ``Fp16Conv``, ``Fp16Mean``: a mean layer sums in fp32 itself, so it is not
+  wrapped in Casts as a ReduceMean of :data:`FP16_KEPT` is), weights rounded to it, the function body
+  of :func:`ort_custom_ops.ops.schema.half_body`; an input Cast that only a stem layer reads is
   folded into it (:func:`fold_input_casts`);
 - bf16: the converter has no bf16 mode (onnxconverter-common issue 268), and ONNX Runtime has no
   bf16 Conv on any provider nor bf16 arithmetic on the CPU. :func:`to_half` makes the bf16 model
@@ -387,7 +388,8 @@ def _type_fused_nodes(model: onnx.ModelProto, precision: str) -> None:
         del node.attribute[:]
         node.attribute.extend(kept)
         if function is not None:
-            body = half_body(list(function.node), precision, list(function.input), function.output[0])
+            opset = next((o.version for o in function.opset_import if o.domain in ("", "ai.onnx")), 17)
+            body = half_body(list(function.node), precision, list(function.input), function.output[0], opset)
             half = helper.make_function(DOMAIN, node.op_type, list(function.input), list(function.output), body,
                                         list(function.opset_import), attributes=sorted(allowed))
             half.overload = function.overload

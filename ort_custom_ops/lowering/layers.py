@@ -35,6 +35,13 @@ does not add layout work: the Convs are folded together where the elements the g
 move (:func:`.transposes.moved_elements`) do not grow, else the one whose leaving out lowers them
 most is left out, and so on (a stem alone before an NCHW reader would trade the Transpose of the
 image for a larger one of its output).
+
+Spatial means (:func:`fold_spatial_means`, where the rewrite is asked for them: its ``mean_layers``
+option): each ReduceMean over axes [1, 2] of an fp32 NHWC map whose H, W and C are known
+(:func:`.transposes.spatial_mean`: a global average pool, a squeeze-and-excitation mean) becomes one
+``Mean`` node of the domain (:class:`~ort_custom_ops.ops.schema.MeanLayer`: one deterministic
+kernel, where ONNX Runtime's CUDA provider runs a reduction of three kernels, or the layout
+cleanup's batched product, :func:`.transposes.spatial_means_to_products`, which it then leaves out).
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ import onnx_graphsurgeon as gs
 
 from fcm_core.vocabulary import DOMAIN, DW_KERNELS
 
-from ..ops.schema import TO_NCHW, TO_NHWC, Activation, ConvLayer
+from ..ops.schema import TO_NCHW, TO_NHWC, Activation, ConvLayer, MeanLayer
 from . import patterns, transposes
 from .patterns import UnusedNames
 from .transposes import perm_of, producer
@@ -75,7 +82,7 @@ class Folded:
     node: gs.Node
     function: onnx.FunctionProto
     replaced: list[str]
-    layer: ConvLayer
+    layer: ConvLayer | MeanLayer
 
 
 def _ints(values) -> list[int]:
@@ -192,6 +199,16 @@ def layer_overload(index: int) -> str:
     return f"c{index}"
 
 
+def mean_node_name(index: int) -> str:
+    """The name of the ``index``-th mean layer node of a model (``fcm_mean0``)."""
+    return f"fcm_mean{index}"
+
+
+def mean_overload(index: int) -> str:
+    """The overload that ties a mean layer node to its function body."""
+    return f"m{index}"
+
+
 class _Names(UnusedNames):
     """Names for the layers of a graph: node names and overloads unused in it and in ``overloads``
     (those of the model's functions), and tensor names unused in it."""
@@ -201,10 +218,11 @@ class _Names(UnusedNames):
         self.overloads = set(overloads)
         self.index = 0
 
-    def layer(self) -> tuple[str, str]:
-        while layer_node_name(self.index) in self.taken or layer_overload(self.index) in self.overloads:
+    def layer(self, node_name=layer_node_name, overload_of=layer_overload) -> tuple[str, str]:
+        """The next unused (node name, overload) of the scheme ``node_name``, ``overload_of`` (index -> name)."""
+        while node_name(self.index) in self.taken or overload_of(self.index) in self.overloads:
             self.index += 1
-        name, overload = layer_node_name(self.index), layer_overload(self.index)
+        name, overload = node_name(self.index), overload_of(self.index)
         self.taken.add(name)
         self.overloads.add(overload)
         return name, overload
@@ -375,3 +393,25 @@ def fold_input_affines(graph: gs.Graph, folded: list[Folded], opset: int) -> int
         made.function = made.layer.function(made.function.overload, opset)
         count += 1
     return count
+
+
+def fold_spatial_means(graph: gs.Graph, opset: int, overloads: set[str] = frozenset()) -> list[Folded]:
+    """Every spatial mean of an fp32 map in ``graph`` (:func:`.transposes.spatial_mean`) replaced by a
+    ``Mean`` layer node reading the same map and writing the mean's tensor (its ``keepdims``); names
+    as :func:`fold_layers` gives them (``fcm_mean<i>``, overloads ``m<i>``). The ReduceMeans are left
+    without inputs and outputs for the cleanup."""
+    names = _Names(graph, overloads)
+    folded = []
+    for mean in list(graph.nodes):
+        found = transposes.spatial_mean(mean)
+        if found is None or transposes.float_dtype(mean.inputs[0]) != np.float32:
+            continue
+        layer = MeanLayer(keepdims=found[3])
+        name, overload = names.layer(mean_node_name, mean_overload)
+        x, out = mean.inputs[0], mean.outputs[0]
+        mean.inputs.clear()
+        mean.outputs.clear()
+        node = gs.Node(layer.op_type, name=name, domain=DOMAIN, attrs=layer.attributes(), inputs=[x], outputs=[out])
+        graph.nodes.append(node)
+        folded.append(Folded(node, layer.function(overload, opset), [mean.name], layer))
+    return folded

@@ -25,6 +25,10 @@ cancels and moves the Transposes around them), then those left between Transpose
 such as the stem, each taking the Muls and Adds by constants before it as its input scale and shift
 (a model's input normalization), in every precision. ``"nchw"`` makes NCHW fused nodes and adds no
 Transpose, nor any layer; it leaves the ``pw`` groups unfused (their ops are channels-last only).
+
+``mean_layers`` (off by default): with ``"nhwc"``, the spatial means of NHWC maps become ``Mean``
+layers of the domain (:func:`.layers.fold_spatial_means`, in ``RewriteResult.layers``) instead of
+the layout cleanup's batched products.
 """
 
 from __future__ import annotations
@@ -99,7 +103,8 @@ def map_convs(dag: Dag, graph: gs.Graph) -> dict[int, gs.Node]:
     return mapping
 
 
-def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[0]) -> RewriteResult:
+def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[0],
+            mean_layers: bool = False) -> RewriteResult:
     """Replace every planned group that reads as planned by one FCM node (see module docstring)."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
@@ -151,9 +156,11 @@ def rewrite(model: onnx.ModelProto, dag: Dag, plan: dict, layout: str = LAYOUTS[
         # the final rules (unit Transposes as Reshapes, ...) once the NCHW stretches' layers have had their moves
         transposes.optimize(graph, final=())
         made = layers.fold_nchw_layers(graph, opset, set(overloads.values()))
-        transposes.optimize(graph, rules=(), final=transposes.final_rules(batch))
+        transposes.optimize(graph, rules=(), final=transposes.final_rules(batch, mean_layers))
         made += layers.fold_layers(graph, opset, set(overloads.values()) | {f.function.overload for f in made})
         layers.fold_input_affines(graph, made, opset)
+        if mean_layers:
+            made += layers.fold_spatial_means(graph, opset, set(overloads.values()) | {f.function.overload for f in made})
         for folded in made:
             functions.append(folded.function)
             overloads[folded.node.name] = folded.function.overload

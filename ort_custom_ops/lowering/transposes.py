@@ -28,9 +28,10 @@ applies (:func:`optimize`):
   a Transpose of it to [N, C, 1, 1] (the same values in the same order);
 - last (:data:`FINAL`), :func:`unit_transposes_to_reshapes`: a Transpose that only moves unit
   dimensions ([N, C, 1, 1] <-> [N, 1, 1, C]) becomes the Reshape it is;
-- then, in a model planned for batch 2 or more (:func:`final_rules`),
-  :func:`spatial_means_to_products`: a ReduceMean over axes [1, 2] of an [N, H, W, C] tensor (the
-  squeeze-and-excitation mean and the global pool of an NHWC map) becomes
+- then, in a model planned for batch 2 or more (:func:`final_rules`; not where the rewrite makes
+  the means ``Mean`` layers of the domain, its ``mean_layers`` option),
+  :func:`spatial_means_to_products`: a ReduceMean over axes [1, 2] of an [N, H, W, C] tensor
+  (:func:`spatial_mean`: the squeeze-and-excitation mean and the global pool of an NHWC map) becomes
   ``Reshape(MatMul(Transpose(Reshape(x, [-1, H*W, C]), [0, 2, 1]), r))`` with ``r`` a [H*W, 1]
   column of 1/(H*W): the same mean as a batched GEMM, where ONNX Runtime's CUDA reduction of the
   middle axes of a tensor is far slower than its bandwidth allows; at batch 1 the reduction is the
@@ -620,7 +621,7 @@ def unit_products_to_gemm(graph: gs.Graph) -> int:
     return len(products)
 
 
-def _float_dtype(tensor) -> np.dtype | None:
+def float_dtype(tensor) -> np.dtype | None:
     """The tensor's numpy float type; None where it is unknown or not a float."""
     if tensor.dtype is None:
         return None
@@ -631,13 +632,13 @@ def _float_dtype(tensor) -> np.dtype | None:
     return dtype if dtype.kind == "f" else None
 
 
-def _spatial_mean(node) -> tuple[int, int, int, bool] | None:
+def spatial_mean(node) -> tuple[int, int, int, bool] | None:
     """(H, W, C, keepdims) of a ReduceMean over axes [1, 2] of a float [N, H, W, C] tensor whose
     H, W and C are known; None for any other node."""
     if node.op != "ReduceMean" or not _standard(node) or not node.inputs or len(node.outputs) != 1:
         return None
     x = node.inputs[0]
-    if x.shape is None or len(x.shape) != 4 or _float_dtype(x) is None:
+    if x.shape is None or len(x.shape) != 4 or float_dtype(x) is None:
         return None
     found = _reduction(node, 4)
     if found is None or found[0] != [1, 2]:
@@ -653,10 +654,10 @@ def spatial_means_to_products(graph: gs.Graph) -> int:
     [N, C, H*W], a MatMul of that with a [H*W, 1] column of 1/(H*W) ([N, C, 1]), and a Reshape to
     the mean's shape ([-1, 1, 1, C], or [-1, C] without keepdims) writing the mean's output tensor."""
     context = _Context(graph)
-    means = [(node, found) for node in list(graph.nodes) if (found := _spatial_mean(node)) is not None]
+    means = [(node, found) for node in list(graph.nodes) if (found := spatial_mean(node)) is not None]
     for node, (h, w, c, keep) in means:
         x, out = node.inputs[0], node.outputs[0]
-        dtype, pixels, batch = _float_dtype(x), h * w, x.shape[0]
+        dtype, pixels, batch = float_dtype(x), h * w, x.shape[0]
         rows = context.add_reshape(x, [-1, pixels, c], shape=[batch, pixels, c])
         columns = gs.Variable(context.name(f"{out.name}_columns"), dtype=dtype, shape=[batch, c, pixels])
         graph.nodes.append(gs.Node("Transpose", name=context.name(f"{node.name}_columns"), attrs={"perm": [0, 2, 1]},
@@ -720,9 +721,11 @@ def planned_batch(model: onnx.ModelProto) -> int:
     return int(value) if value.isdigit() else 0
 
 
-def final_rules(batch: int) -> tuple:
-    """:data:`FINAL` for a model planned for ``batch`` (0: not known, as for the default batch of 32)."""
-    if 0 < batch < MEAN_PRODUCT_MIN_BATCH:
+def final_rules(batch: int, mean_layers: bool = False) -> tuple:
+    """:data:`FINAL` for a model planned for ``batch`` (0: not known, as for the default batch of 32).
+    ``mean_layers``: the spatial means are left as they are, for the ``Mean`` layers of the domain to
+    take (:func:`ort_custom_ops.lowering.layers.fold_spatial_means`) in place of the products."""
+    if mean_layers or 0 < batch < MEAN_PRODUCT_MIN_BATCH:
         return tuple(rule for rule in FINAL if rule is not spatial_means_to_products)
     return FINAL
 

@@ -16,6 +16,7 @@ from ort_custom_ops.lowering.unfuse import unfuse
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.ops.schema import DOMAIN, TO_NCHW, TO_NHWC
 from ort_custom_ops.ops.standalone import fused_model
+from tests.support.means import reduction_model
 from tests.support.specs import random_spec
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17]>'
@@ -458,23 +459,6 @@ def test_a_pooled_pointwise_conv_between_nhwc_neighbours_ends_as_a_gemm(rng):
 
 # --- spatial_means_to_products -------------------------------------------------------------------
 
-def _mean_model(opset: int, axes: list[int], keepdims: int, shape: str = "2, 5, 4, 3", op: str = "ReduceMean",
-                extra: str = "") -> onnx.ModelProto:
-    """x [shape] -> op over ``axes`` (an attribute before opset 18, an input from it) -> Sigmoid -> y."""
-    if opset >= 18 and op == "ReduceMean" or opset >= 13 and op == "ReduceSum":
-        reduce = f"m = {op} <keepdims = {keepdims}{extra}> (x, axes)"
-    else:
-        reduce = f"m = {op} <axes = {axes}, keepdims = {keepdims}{extra}> (x)"
-    model = onnx.parser.parse_model(f"""<ir_version: 8, opset_import: ["" : {opset}]>
-        g (float[{shape}] x) => (float y) {{
-            {reduce}
-            y = Sigmoid (m)
-        }}""")
-    if "(x, axes)" in reduce:
-        model.graph.initializer.append(numpy_helper.from_array(np.array(axes, np.int64), "axes"))
-    return onnx.shape_inference.infer_shapes(model)
-
-
 def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
@@ -482,7 +466,7 @@ def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("opset, axes", [(13, [1, 2]), (18, [1, 2]), (13, [-3, -2]), (18, [2, -3])])
 @pytest.mark.parametrize("keepdims", [1, 0])
 def test_a_mean_over_h_and_w_of_nhwc_is_a_matrix_product(opset, axes, keepdims, rng):
-    model = _mean_model(opset, axes, keepdims)
+    model = reduction_model(opset, axes, keepdims)
     after, counts = run_rule(model, final=(transposes.spatial_means_to_products,))
     assert op_types(after) == ["Reshape", "Transpose", "MatMul", "Reshape", "Sigmoid"]
     assert counts["spatial_means_to_products"] == 1
@@ -501,7 +485,7 @@ def test_a_mean_over_h_and_w_of_nhwc_is_a_matrix_product(opset, axes, keepdims, 
 
 
 def test_a_spatial_mean_with_a_symbolic_batch_is_a_product_for_any_batch(rng):
-    model = _mean_model(18, [1, 2], 0, shape="N, 5, 4, 3")
+    model = reduction_model(18, [1, 2], 0, shape="N, 5, 4, 3")
     after, counts = run_rule(model, final=(transposes.spatial_means_to_products,))
     assert counts["spatial_means_to_products"] == 1
     for batch in (1, 3):
@@ -514,15 +498,15 @@ def test_a_spatial_mean_with_a_symbolic_batch_is_a_product_for_any_batch(rng):
                                   "every axis", "rank 3"])
 def test_other_reductions_stay(case):
     model = {
-        "axes [2, 3]": lambda: _mean_model(13, [2, 3], 1),
-        "axis 1 alone": lambda: _mean_model(18, [1], 1),
-        "symbolic H": lambda: _mean_model(13, [1, 2], 1, shape="2, H, 4, 3"),
-        "ReduceSum": lambda: _mean_model(13, [1, 2], 1, op="ReduceSum"),
-        "ReduceMax": lambda: _mean_model(13, [1, 2], 1, op="ReduceMax"),
+        "axes [2, 3]": lambda: reduction_model(13, [2, 3], 1),
+        "axis 1 alone": lambda: reduction_model(18, [1], 1),
+        "symbolic H": lambda: reduction_model(13, [1, 2], 1, shape="2, H, 4, 3"),
+        "ReduceSum": lambda: reduction_model(13, [1, 2], 1, op="ReduceSum"),
+        "ReduceMax": lambda: reduction_model(13, [1, 2], 1, op="ReduceMax"),
         "every axis": lambda: onnx.shape_inference.infer_shapes(onnx.parser.parse_model(
             """<ir_version: 8, opset_import: ["" : 18]>
             g (float[2, 5, 4, 3] x) => (float y) { y = ReduceMean (x) }""")),
-        "rank 3": lambda: _mean_model(13, [1, 2], 1, shape="5, 4, 3"),
+        "rank 3": lambda: reduction_model(13, [1, 2], 1, shape="5, 4, 3"),
     }[case]()
     after, counts = run_rule(model, final=(transposes.spatial_means_to_products,))
     assert counts["spatial_means_to_products"] == 0 and op_types(after) == op_types(model)

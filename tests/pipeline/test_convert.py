@@ -11,6 +11,7 @@ import pytest
 from fcm.cli import main
 from fcm.pipeline.convert import ConvertOptions, convert
 from fcm_core.errors import FcmError
+from fcm_core.vocabulary import layer_of, layer_op_type
 from ort_custom_ops.ops.library import make_session
 from ort_custom_ops.lowering.half import spatial_mean_nodes
 from ort_custom_ops.lowering.transposes import planned_batch, transpose_count
@@ -186,6 +187,31 @@ def test_the_spatial_mean_is_a_product_in_a_model_planned_for_a_batch(tmp_path, 
     means = [n.op_type for n in unfused.graph.node].count("ReduceMean")
     assert (means, len(spatial_mean_nodes(unfused))) == ((1, 0) if batch == 1 else (0, 2))
     assert all(c.passed(1e-4) for c in result.checks if c.name != "unfused ONNX")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_mean_layers_take_the_spatial_means_when_asked(tmp_path, precision):
+    # the rewrite's mean_layers option (off by default): the global pool is one Mean layer of the
+    # domain at batch 32 (no product, no ReduceMean), the model verifies against Keras (convert
+    # raises otherwise), unfusing the layer gives the batch's product back, and fcm tune's rewrite
+    # of the source (fp32) makes the layer again
+    options = ConvertOptions(gpu="H100", batch=32, precision=precision, samples=16, mean_layers=True)
+    result = convert(_model_with_unsupported_layers(), tmp_path / "odd.onnx", options)
+    fused = onnx.load(result.files["fused"])
+    means = [n for n in fused.graph.node if n.domain == DOMAIN and (layer_of(n.op_type) or ("",))[0] == "Mean"]
+    assert [n.op_type for n in means] == [layer_op_type("Mean", precision)]
+    assert "ReduceMean" not in [n.op_type for n in fused.graph.node] and not spatial_mean_nodes(fused)
+    assert [entry["node"] for entry in result.rewrite.layers if entry["op"] == "Mean"] == [means[0].name]
+    if precision == "fp32":
+        assert all(c.passed(1e-4) for c in result.checks if c.name != "unfused ONNX")
+        unfused = unfuse(fused, [means[0].name])
+        assert len(spatial_mean_nodes(unfused)) == 2 and "Mean" not in [n.op_type for n in unfused.graph.node]
+        from fcm import tune
+
+        conversion, why = tune.load_conversion(fused, result.files["fused"])
+        assert conversion is not None and conversion.mean_layers, why
+        tuned = tune.rewritten_source(fused, conversion, {n.name for n in _fused_nodes(fused)})
+        assert [n.op_type for n in tuned.graph.node if n.domain == DOMAIN and n.op_type == "Mean"] == ["Mean"]
 
 
 def test_failed_verification_writes_nothing(tmp_path):

@@ -486,8 +486,8 @@ def test_a_tune_falls_back_to_unfusing(converted, tmp_path, monkeypatch, case):
     else:
         real = tune.rewrite
 
-        def unfaithful(*args):
-            result = real(*args)
+        def unfaithful(*args, **options):
+            result = real(*args, **options)
             if case == "group skipped":
                 result.skipped.append({"group": 1, "kind": "pwdw", "layers": [3, 4], "reason": "stand-in"})
             else:
