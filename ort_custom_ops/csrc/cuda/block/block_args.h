@@ -46,7 +46,7 @@ struct BlockArgsOf {
   int red_ld;
   // 1: with a first stage, the first unit's weight copies are issued before griddepcontrol.wait (they
   // do not depend on the previous kernel, whose end the start of this one may overlap), the region's
-  // after it; 0: every copy after it (FCM_CUDA_WEIGHTS_FIRST, block_launch.cu, until measured)
+  // after it; 0: every copy after it (at batch 1 or FCM_CUDA_WEIGHTS_FIRST=1: block_launch.cu's WeightsFirst)
   int weights_first;
   FCM_TRACE_FIELDS               // measurement builds only (trace.h)
 };

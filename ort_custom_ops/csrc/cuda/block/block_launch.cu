@@ -760,11 +760,16 @@ int TraceReset() { return -1; }
 int TraceCopy(void*, int) { return -1; }
 #endif
 
-// FCM_CUDA_WEIGHTS_FIRST=1: the weights' copies issued before the kernel waits for the previous one
-// (BlockArgsOf::weights_first), to compare with the default on a model; read at each launch.
-bool WeightsFirst() {
+// Whether the weights' copies are issued before the kernel waits for the previous one
+// (BlockArgsOf::weights_first): at batch 1, where each launch is short and its start overlaps the
+// previous kernel's end (MobileNetV2 tuned for batch 1: 0.232-0.235 -> 0.224-0.226 ms); not at larger
+// batches, where it was mixed (batch 32: MobileNetV2 2% faster, EfficientNetB0 and MobileNetV3-Large
+// 1% slower; benchmarks/2026-12-08-h100-weights-first). FCM_CUDA_WEIGHTS_FIRST=1 or 0 forces it on or
+// off (to compare on a model); read at each launch.
+bool WeightsFirst(int64_t batch) {
   const char* value = std::getenv("FCM_CUDA_WEIGHTS_FIRST");
-  return value != nullptr && std::string(value) == "1";
+  if (value != nullptr && (std::string(value) == "1" || std::string(value) == "0")) return value[0] == '1';
+  return batch == 1;
 }
 
 template <class E>
@@ -773,7 +778,7 @@ cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaS
   if (plan.passes > 0) return LaunchPasses(p, plan.passes, plan.gemm_tiling, workspace, stream);
   BlockArgsOf<E> a;
   MakeArgs(p, plan, &a);
-  a.weights_first = WeightsFirst() ? 1 : 0;
+  a.weights_first = WeightsFirst(p.n) ? 1 : 0;
   KernelFn kernel = KernelFor<E>(plan.f_tile, plan.exact, plan.groups, plan.wide);
   if (kernel == nullptr || Occupancy(kernel, plan.shared_bytes, plan.groups) == 0) return cudaErrorInvalidConfiguration;
   CUtensorMap maps[3];
