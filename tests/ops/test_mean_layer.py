@@ -161,11 +161,15 @@ def _gpu_mean(session, x: np.ndarray, precision: str, shape) -> np.ndarray:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("splits", ["workspace", "cluster"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
-def test_the_cuda_kernel_computes_what_the_cpu_kernel_computes(precision, rng):
+def test_the_cuda_kernel_computes_what_the_cpu_kernel_computes(precision, splits, rng, monkeypatch):
     """Every output written (poisoned first), each within two sums' errors and (half) one unit of the CPU
-    kernel's, and the same bits on a second run (no atomics: a fixed order of sums)."""
+    kernel's, and the same bits on a second run (no atomics: a fixed order of sums); a split's sums
+    added by a second kernel from a workspace (the default) or, with FCM_CUDA_MEAN_SPLITS=cluster, by
+    the first CTA of the split's cluster (sm_90; elsewhere the default)."""
     require_cuda()
+    monkeypatch.setenv("FCM_CUDA_MEAN_SPLITS", splits)
     u = PRECISIONS[precision].unit_roundoff
     for index, shape in enumerate(GPU_SHAPES):
         keepdims = index % 2 == 0

@@ -13,12 +13,18 @@
 // splitting saves). Both kernels are launched for programmatic dependent launch (sm_90): each may
 // start while the kernel before it in the stream finishes, and waits for it (griddepcontrol.wait) before
 // reading what it wrote.
+//
+// FCM_CUDA_MEAN_SPLITS=cluster (sm_90; to compare with the default on a model): a split's CTAs are one
+// thread-block cluster instead (at most 8 of them, so a split of more takes more pixels a CTA), and the
+// first adds the others' sums from their shared memory, in rank order: one launch and no workspace,
+// where the default's second kernel costs a launch per mean.
 #include "mean_layer_cuda.h"
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -38,6 +44,7 @@ constexpr int kMaxTile = 32;  // channel vectors a CTA covers at most: one warp'
 // launch outweigh the occupancy it gains).
 constexpr int kMinPixelsPerThread = 8;
 constexpr int kCtasPerSm = 4;  // the CTAs a split aims at per SM (loads in flight to cover memory latency)
+constexpr int kMaxClusterSplit = 8;  // a cluster's CTAs at most (the portable size)
 
 struct MeanArgs {
   int n;           // images
@@ -47,7 +54,27 @@ struct MeanArgs {
   int tiles;       // channel tiles per image
   int chunk;       // pixels a CTA sums (all of them without a split)
   float* partial;  // [split][n * c] fp32 sums, or null (no split: the CTAs write Y)
+  int cluster;     // 1: the split's CTAs are a cluster, the first adding the others' sums (no partial)
 };
+
+// The cluster barrier with its release and acquire: what each thread of the cluster wrote to shared
+// memory before it is visible to every thread of the cluster after it (sm_90).
+__device__ __forceinline__ void ClusterSync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.aligned;\nbarrier.cluster.wait.aligned;\n" ::: "memory");
+#endif
+}
+
+// A float from a peer CTA's shared memory (`remote`, a PeerAddress).
+__device__ __forceinline__ float LoadPeer(uint32_t remote) {
+  float value = 0.f;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(value) : "r"(remote) : "memory");
+#endif
+  return value;
+}
+
+using block::RankInCluster;
 
 // V elements of E from `from` as floats: one 16-byte load, or one element.
 template <class E, int V>
@@ -103,6 +130,19 @@ __global__ void __launch_bounds__(kThreads) MeanPixelsKernel(const E* __restrict
       }
     }
   }
+  if (a.cluster) {
+    // every CTA's row sums in its shared memory before any peer reads them; the first CTA of the
+    // cluster adds the others' in rank order; none exits before it has read them
+    ClusterSync();
+    if (active && row == 0 && RankInCluster() == 0) {
+      for (int peer = 1; peer < static_cast<int>(gridDim.y); ++peer) {
+#pragma unroll
+        for (int j = 0; j < V; ++j) acc[j] += LoadPeer(block::PeerAddress(block::SharedAddress(&sums[j * kThreads + threadIdx.x]), peer));
+      }
+    }
+    ClusterSync();
+    if (RankInCluster() != 0) return;
+  }
   if (!active || row != 0) return;
   const size_t at = static_cast<size_t>(image) * a.c + static_cast<size_t>(vector) * V;
   if (a.partial != nullptr) {
@@ -139,17 +179,23 @@ __global__ void __launch_bounds__(kThreads) MeanSplitsKernel(const float* __rest
 // A launch for programmatic dependent launch where the device has it (sm_90); it holds the attribute
 // its config points to, so it is neither copied nor moved.
 struct DependentLaunch {
-  cudaLaunchAttribute attribute{};
+  cudaLaunchAttribute attributes[2]{};
   cudaLaunchConfig_t config{};
-  DependentLaunch(dim3 grid, cudaStream_t stream) {
+  // `cluster_y` > 1: clusters of that many CTAs along y (sm_90 only)
+  DependentLaunch(dim3 grid, cudaStream_t stream, unsigned cluster_y = 1) {
     config.gridDim = grid;
     config.blockDim = dim3(kThreads);
     config.stream = stream;
+    config.attrs = attributes;
     if (CurrentDevice().major >= 9) {
-      attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attribute.val.programmaticStreamSerializationAllowed = 1;
-      config.attrs = &attribute;
-      config.numAttrs = 1;
+      cudaLaunchAttribute& a = attributes[config.numAttrs++];
+      a.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      a.val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (cluster_y > 1) {
+      cudaLaunchAttribute& a = attributes[config.numAttrs++];
+      a.id = cudaLaunchAttributeClusterDimension;
+      a.val.clusterDim.x = 1, a.val.clusterDim.y = cluster_y, a.val.clusterDim.z = 1;
     }
   }
   DependentLaunch(const DependentLaunch&) = delete;
@@ -157,8 +203,8 @@ struct DependentLaunch {
 };
 
 // How a map of `n` images is cut: the CTAs' channel tiles, and the pixels each sums (a.chunk); returns
-// the number of splits (1: none).
-int Plan(int n, int pixels, int c, int width, MeanArgs* a) {
+// the number of splits (1: none). `cluster`: a split is one cluster (at most kMaxClusterSplit CTAs).
+int Plan(int n, int pixels, int c, int width, bool cluster, MeanArgs* a) {
   a->n = n, a->pixels = pixels, a->c = c, a->vectors = c / width;
   a->tile = std::min(a->vectors, kMaxTile);
   a->rows = kThreads / a->tile;
@@ -166,14 +212,25 @@ int Plan(int n, int pixels, int c, int width, MeanArgs* a) {
   const int64_t ctas = static_cast<int64_t>(a->tiles) * n;
   const int64_t wanted = (static_cast<int64_t>(kCtasPerSm) * CurrentDevice().sms + ctas - 1) / ctas;
   const int64_t most = pixels / (static_cast<int64_t>(a->rows) * kMinPixelsPerThread);
-  const int splits = static_cast<int>(std::max<int64_t>(1, std::min(wanted, most)));
+  int splits = static_cast<int>(std::max<int64_t>(1, std::min(wanted, most)));
+  if (cluster) splits = std::min(splits, kMaxClusterSplit);
   a->chunk = (pixels + splits - 1) / splits;
-  return (pixels + a->chunk - 1) / a->chunk;  // (no split left empty)
+  splits = (pixels + a->chunk - 1) / a->chunk;  // (no split left empty)
+  a->cluster = cluster && splits > 1 ? 1 : 0;
+  return splits;
+}
+
+// FCM_CUDA_MEAN_SPLITS=cluster: a split as one cluster (the top of the file says how), where the device
+// launches clusters; read at each call.
+bool ClusterSplits() {
+  const char* value = std::getenv("FCM_CUDA_MEAN_SPLITS");
+  return value != nullptr && std::string(value) == "cluster" && CurrentDevice().major >= 9 && CurrentDevice().clusters != 0;
 }
 
 template <class E, int V>
 cudaError_t LaunchPixels(const E* x, E* y, const MeanArgs& a, int n, int splits, cudaStream_t stream) {
-  const DependentLaunch launch(dim3(static_cast<unsigned>(a.tiles * n), static_cast<unsigned>(splits)), stream);
+  const DependentLaunch launch(dim3(static_cast<unsigned>(a.tiles * n), static_cast<unsigned>(splits)), stream,
+                               a.cluster ? static_cast<unsigned>(splits) : 1u);
   return cudaLaunchKernelEx(&launch.config, MeanPixelsKernel<E, V>, x, y, a);
 }
 
@@ -191,10 +248,10 @@ Ort::Status Run(Ort::KernelContext& ctx, const MeanLayerSpec& spec, const MeanLa
   const bool vectors = s.c % kVector == 0 && ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(y)) & 15) == 0;
   const int n = static_cast<int>(s.n);
   MeanArgs a{};
-  const int splits = Plan(n, static_cast<int>(s.Pixels()), static_cast<int>(s.c), vectors ? kVector : 1, &a);
+  const int splits = Plan(n, static_cast<int>(s.Pixels()), static_cast<int>(s.c), vectors ? kVector : 1, ClusterSplits(), &a);
   auto stream = static_cast<cudaStream_t>(ctx.GetGPUComputeStream());
   DeviceScratch workspace;  // (given back once the launches that use it are queued)
-  if (splits > 1) {
+  if (splits > 1 && !a.cluster) {
     int device = 0;
     cudaGetDevice(&device);
     const size_t bytes = static_cast<size_t>(splits) * s.n * s.c * sizeof(float);
@@ -203,7 +260,7 @@ Ort::Status Run(Ort::KernelContext& ctx, const MeanLayerSpec& spec, const MeanLa
     a.partial = static_cast<float*>(workspace.data());
   }
   cudaError_t error = vectors ? LaunchPixels<E, kVector>(x, y, a, n, splits, stream) : LaunchPixels<E, 1>(x, y, a, n, splits, stream);
-  if (error == cudaSuccess && splits > 1) {
+  if (error == cudaSuccess && splits > 1 && !a.cluster) {
     const unsigned outputs = static_cast<unsigned>(s.n * s.c);
     const unsigned blocks = std::min<unsigned>((outputs + kThreads - 1) / kThreads, 8u * CurrentDevice().sms);
     const DependentLaunch launch(dim3(blocks), stream);
