@@ -13,6 +13,7 @@
 #include "../plan_text.h"
 #include "chain_device.cuh"
 #include "device.h"
+#include "launch_config.h"
 
 namespace fcm {
 namespace chain {
@@ -106,25 +107,6 @@ size_t SharedBytes(const ChainProblem& p, const KernelArgs& a, int pixels) {
 int AllowAndOccupancy(KernelFn kernel, size_t bytes) { return CtasPerSm(reinterpret_cast<const void*>(kernel), kThreads, bytes); }
 
 constexpr int kMaxCluster = 16;  // blocks per cluster on sm_90 (above 8 as a non-portable size)
-
-// A launch configuration of (1, 1, size) thread-block clusters; it holds the attribute its config
-// points to, so it is neither copied nor moved.
-struct ClusterLaunch {
-  cudaLaunchAttribute attribute{};
-  cudaLaunchConfig_t config{};
-  ClusterLaunch(dim3 grid, size_t shared_bytes, int size, cudaStream_t stream) {
-    attribute.id = cudaLaunchAttributeClusterDimension;
-    attribute.val.clusterDim.x = 1, attribute.val.clusterDim.y = 1, attribute.val.clusterDim.z = size;
-    config.gridDim = grid;
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = shared_bytes;
-    config.stream = stream;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-  }
-  ClusterLaunch(const ClusterLaunch&) = delete;
-  ClusterLaunch& operator=(const ClusterLaunch&) = delete;
-};
 
 int ClusterCapacity(KernelFn kernel, size_t bytes, int size) {
   return ClustersPerGpu(reinterpret_cast<const void*>(kernel), kThreads, bytes, dim3(1, 1, size));
@@ -339,7 +321,7 @@ cudaError_t LaunchChain(const ChainProblem& p, const ChainPlan& plan, void* work
   const dim3 grid(tiles, p.n, z);
   cudaError_t err = cudaSuccess;
   if (plan.cluster) {
-    const ClusterLaunch launch(grid, plan.shared_bytes, plan.split, stream);
+    const LaunchConfig launch(grid, kThreads, plan.shared_bytes, dim3(1, 1, plan.split), false, stream);
     err = cudaLaunchKernelEx(&launch.config, kernel, a);
   } else {
     kernel<<<grid, kThreads, plan.shared_bytes, stream>>>(a);

@@ -32,6 +32,7 @@
 #include "block/element.cuh"
 #include "block/pipeline.cuh"
 #include "device.h"
+#include "launch_config.h"
 
 namespace fcm {
 namespace {
@@ -176,32 +177,6 @@ __global__ void __launch_bounds__(kThreads) MeanSplitsKernel(const float* __rest
   }
 }
 
-// A launch for programmatic dependent launch where the device has it (sm_90); it holds the attribute
-// its config points to, so it is neither copied nor moved.
-struct DependentLaunch {
-  cudaLaunchAttribute attributes[2]{};
-  cudaLaunchConfig_t config{};
-  // `cluster_y` > 1: clusters of that many CTAs along y (sm_90 only)
-  DependentLaunch(dim3 grid, cudaStream_t stream, unsigned cluster_y = 1) {
-    config.gridDim = grid;
-    config.blockDim = dim3(kThreads);
-    config.stream = stream;
-    config.attrs = attributes;
-    if (CurrentDevice().major >= 9) {
-      cudaLaunchAttribute& a = attributes[config.numAttrs++];
-      a.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      a.val.programmaticStreamSerializationAllowed = 1;
-    }
-    if (cluster_y > 1) {
-      cudaLaunchAttribute& a = attributes[config.numAttrs++];
-      a.id = cudaLaunchAttributeClusterDimension;
-      a.val.clusterDim.x = 1, a.val.clusterDim.y = cluster_y, a.val.clusterDim.z = 1;
-    }
-  }
-  DependentLaunch(const DependentLaunch&) = delete;
-  DependentLaunch& operator=(const DependentLaunch&) = delete;
-};
-
 // How a map of `n` images is cut: the CTAs' channel tiles, and the pixels each sums (a.chunk); returns
 // the number of splits (1: none). `cluster`: a split is one cluster (at most kMaxClusterSplit CTAs).
 int Plan(int n, int pixels, int c, int width, bool cluster, MeanArgs* a) {
@@ -229,8 +204,8 @@ bool ClusterSplits() {
 
 template <class E, int V>
 cudaError_t LaunchPixels(const E* x, E* y, const MeanArgs& a, int n, int splits, cudaStream_t stream) {
-  const DependentLaunch launch(dim3(static_cast<unsigned>(a.tiles * n), static_cast<unsigned>(splits)), stream,
-                               a.cluster ? static_cast<unsigned>(splits) : 1u);
+  const LaunchConfig launch(dim3(static_cast<unsigned>(a.tiles * n), static_cast<unsigned>(splits)), kThreads, 0,
+                            dim3(1, a.cluster ? static_cast<unsigned>(splits) : 1u), CurrentDevice().major >= 9, stream);
   return cudaLaunchKernelEx(&launch.config, MeanPixelsKernel<E, V>, x, y, a);
 }
 
@@ -263,7 +238,7 @@ Ort::Status Run(Ort::KernelContext& ctx, const MeanLayerSpec& spec, const MeanLa
   if (error == cudaSuccess && splits > 1 && !a.cluster) {
     const unsigned outputs = static_cast<unsigned>(s.n * s.c);
     const unsigned blocks = std::min<unsigned>((outputs + kThreads - 1) / kThreads, 8u * CurrentDevice().sms);
-    const DependentLaunch launch(dim3(blocks), stream);
+    const LaunchConfig launch(dim3(blocks), kThreads, 0, dim3(1), CurrentDevice().major >= 9, stream);
     error = cudaLaunchKernelEx(&launch.config, MeanSplitsKernel<E>, static_cast<const float*>(a.partial), y, outputs, splits,
                                a.pixels);
   }

@@ -17,6 +17,7 @@
 
 #include "../../plan_text.h"
 #include "../device.h"
+#include "../launch_config.h"
 #include "block_args.h"
 #include "depthwise.cuh"
 #include "element.cuh"
@@ -101,32 +102,6 @@ std::vector<int> SplitCandidates(const ChainProblemOf<E>& p, int chunks) {
 }
 
 int Occupancy(KernelFn kernel, size_t bytes, int groups) { return CtasPerSm(kernel, BlockThreads(groups), bytes); }
-
-// A launch configuration; it holds the attributes its config points to, so it is neither copied
-// nor moved.
-struct LaunchConfig {
-  cudaLaunchAttribute attributes[2]{};
-  cudaLaunchConfig_t config{};
-  LaunchConfig(int grid, int threads, size_t shared_bytes, int cluster, bool dependent, cudaStream_t stream) {
-    config.gridDim = dim3(grid);
-    config.blockDim = dim3(threads);
-    config.dynamicSmemBytes = shared_bytes;
-    config.stream = stream;
-    config.attrs = attributes;
-    if (cluster > 1) {
-      cudaLaunchAttribute& a = attributes[config.numAttrs++];
-      a.id = cudaLaunchAttributeClusterDimension;
-      a.val.clusterDim.x = cluster, a.val.clusterDim.y = 1, a.val.clusterDim.z = 1;
-    }
-    if (dependent) {  // may start while the previous kernel in the stream finishes (griddepcontrol)
-      cudaLaunchAttribute& a = attributes[config.numAttrs++];
-      a.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      a.val.programmaticStreamSerializationAllowed = 1;
-    }
-  }
-  LaunchConfig(const LaunchConfig&) = delete;
-  LaunchConfig& operator=(const LaunchConfig&) = delete;
-};
 
 // Clusters of `split` CTAs of `kernel` the device runs at once (0: none fit).
 int ClusterCapacity(KernelFn kernel, size_t bytes, int split, int groups) {
@@ -807,7 +782,8 @@ cudaError_t LaunchBlock(const ChainProblemOf<E>& p, const BlockPlan& plan, cudaS
   TraceLaunch(&a, plan.grid);
 #endif
   const int cluster = ClusteredSplit(p, plan.split) ? plan.split : 1;
-  const LaunchConfig launch(plan.grid, BlockThreads(plan.groups), plan.shared_bytes, cluster, CurrentDevice().major >= 9, stream);
+  const LaunchConfig launch(dim3(plan.grid), BlockThreads(plan.groups), plan.shared_bytes, dim3(cluster), CurrentDevice().major >= 9,
+                            stream);
   void* args[] = {&a, &maps[0], &maps[1], &maps[2]};
   cudaError_t err = cudaLaunchKernelExC(&launch.config, kernel, args);
   if (err == cudaSuccess) err = cudaGetLastError();
