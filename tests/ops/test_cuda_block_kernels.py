@@ -476,6 +476,17 @@ def test_splits_that_divide_the_chunks_among_the_candidates(precision, rng):
     check_on_gpu(spec, rng, 1, 14, 14, TF32_BOUND, plan="4x8,32,6,3")
 
 
+def _check_alone_and_in_a_graph(plan: str, rng, batch: int, graph_batch: int) -> None:
+    """A 14x14 64-384-64 PW->DW->PW node with a residual, forced to ``plan``, against the CPU kernels:
+    alone at ``batch``, and as two nodes in a CUDA graph at ``graph_batch`` (the second's copies
+    issued while the first may still run)."""
+    if int(plan.split(",")[2]) > 1 and not has_clusters():
+        pytest.skip("splits need thread-block clusters (sm_90)")
+    spec = random_spec(rng, "pwdwpw", 64, kernel=3, stride=1, expand=384, out=64, residual=True, channels_last=True)
+    check_on_gpu(spec, rng, batch, 14, 14, TF32_BOUND, plan=plan)
+    check_graph_replays(twice(fused_model(spec)), rng, (graph_batch, 14, 14, 64), "Y2", plan, 4, TF32_BOUND)
+
+
 @pytest.mark.parametrize("plan", ["8x8,64,1,3", "7x7,96,8,3", "8x8,64,3,0", "8x8,64,1,4,2"])
 def test_weights_copied_before_the_wait_for_the_previous_kernel(plan, rng, monkeypatch):
     """FCM_CUDA_WEIGHTS_FIRST=1 (the default at batch 1, forced here at batch 2 and 3): the first
@@ -484,11 +495,7 @@ def test_weights_copied_before_the_wait_for_the_previous_kernel(plan, rng, monke
     warpgroups; PW->DW and DW->PW (whose copies all wait); two nodes in a CUDA graph, the second's
     weights copied while the first may still run."""
     monkeypatch.setenv("FCM_CUDA_WEIGHTS_FIRST", "1")
-    if int(plan.split(",")[2]) > 1 and not has_clusters():
-        pytest.skip("splits need thread-block clusters (sm_90)")
-    spec = random_spec(rng, "pwdwpw", 64, kernel=3, stride=1, expand=384, out=64, residual=True, channels_last=True)
-    check_on_gpu(spec, rng, 3, 14, 14, TF32_BOUND, plan=plan)
-    check_graph_replays(twice(fused_model(spec)), rng, (2, 14, 14, 64), "Y2", plan, 4, TF32_BOUND)
+    _check_alone_and_in_a_graph(plan, rng, batch=3, graph_batch=2)
     check_on_gpu(random_spec(rng, "pwdw", 40, kernel=5, stride=2, expand=160, channels_last=True), rng, 2, 17, 15, TF32_BOUND)
     check_on_gpu(random_spec(rng, "dwpw", 48, kernel=3, stride=1, out=72, channels_last=True), rng, 2, 12, 12, TF32_BOUND)
 
@@ -499,11 +506,7 @@ def test_weights_copied_after_the_wait_at_batch_1_when_asked(plan, rng, monkeypa
     griddepcontrol.wait, a ring, a clustered split and resident weights, alone and as two nodes in a
     CUDA graph."""
     monkeypatch.setenv("FCM_CUDA_WEIGHTS_FIRST", "0")
-    if int(plan.split(",")[2]) > 1 and not has_clusters():
-        pytest.skip("splits need thread-block clusters (sm_90)")
-    spec = random_spec(rng, "pwdwpw", 64, kernel=3, stride=1, expand=384, out=64, residual=True, channels_last=True)
-    check_on_gpu(spec, rng, 1, 14, 14, TF32_BOUND, plan=plan)
-    check_graph_replays(twice(fused_model(spec)), rng, (1, 14, 14, 64), "Y2", plan, 4, TF32_BOUND)
+    _check_alone_and_in_a_graph(plan, rng, batch=1, graph_batch=1)
 
 
 @pytest.mark.parametrize("kind, stride", [("pwdwpw", 1), ("pwdwpw", 2), ("dwpw", 1)])
